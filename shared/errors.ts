@@ -1,0 +1,60 @@
+/**
+ * The one error type of Switchyard. Every failure that reaches a client is a SwitchyardError, and every
+ * SwitchyardError maps to an Open Inference Protocol v2 error response: `{"error": "<message>"}` with the
+ * HTTP status of its code. Messages say what is wrong and, where there is one, what fixes it; they never
+ * carry secrets.
+ */
+export const ERROR_STATUS = {
+  bad_input: 400,
+  unauthenticated: 401,
+  forbidden: 403,
+  not_found: 404,
+  too_large: 413,
+  queue_full: 429,
+  internal: 500,
+  model_load_failed: 500,
+  unavailable: 503,
+  deadline_exceeded: 504,
+} as const;
+
+export type ErrorCode = keyof typeof ERROR_STATUS;
+export type ErrorStatus = (typeof ERROR_STATUS)[ErrorCode];
+
+export interface ErrorBody {
+  error: string;
+}
+
+export class SwitchyardError extends Error {
+  readonly code: ErrorCode;
+  /** Seconds a client should wait before retrying (429, 503); sent as Retry-After. */
+  readonly retryAfterSeconds: number | undefined;
+
+  constructor(code: ErrorCode, message: string, options?: { retryAfterSeconds?: number; cause?: unknown }) {
+    super(message, options?.cause === undefined ? undefined : { cause: options.cause });
+    this.name = "SwitchyardError";
+    this.code = code;
+    this.retryAfterSeconds = options?.retryAfterSeconds;
+  }
+
+  get status(): ErrorStatus {
+    return ERROR_STATUS[this.code];
+  }
+
+  toBody(): ErrorBody {
+    return { error: this.message };
+  }
+
+  /** Headers that go with the response: Retry-After where the client should come back later. */
+  headers(): Record<string, string> {
+    return this.retryAfterSeconds === undefined ? {} : { "Retry-After": String(this.retryAfterSeconds) };
+  }
+
+  /** Anything thrown, as a SwitchyardError: unknown failures become `internal` without leaking details. */
+  static from(error: unknown): SwitchyardError {
+    if (error instanceof SwitchyardError) return error;
+    return new SwitchyardError("internal", "internal error", { cause: error });
+  }
+}
+
+export const badInput = (message: string) => new SwitchyardError("bad_input", message);
+export const notFound = (message: string) => new SwitchyardError("not_found", message);
