@@ -1,0 +1,136 @@
+/**
+ * Where a remote repository's models live once downloaded:
+ *
+ *   <cacheDir>/<host>-<hash of the base URL>/<model>/<version>/model.onnx
+ *                                                          .../model.onnx.sha256   "<hex sha256> <bytes>\n"
+ *                                                          .../config.json         when the remote has one
+ *                                                          .../model.onnx.partial  only while downloading
+ *
+ * A version is cached once its model.onnx and its .sha256 sidecar are both there and the file still has
+ * the size the sidecar recorded. Committing writes the config and the sidecar first and renames the
+ * verified download into place last, so an interrupted commit leaves an entry that is simply not cached
+ * (and is downloaded again), never a model.onnx without a trustworthy sidecar. Versions are treated as
+ * immutable: a cached version is served without asking the remote again.
+ */
+import { createHash } from "node:crypto";
+import { mkdir, readdir, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { isModelName, isModelVersion } from "../../shared/model-names.ts";
+import type { RepositoryEntry } from "./repository.ts";
+
+const MODEL_FILE = "model.onnx";
+const SIDECAR_FILE = "model.onnx.sha256";
+const CONFIG_FILE = "config.json";
+
+export interface CachedModel {
+  path: string;
+  bytes: number;
+  sha256: string;
+  /** The text of the cached config.json; undefined when the remote has none. */
+  configText: string | undefined;
+}
+
+/** The cache directory of one remote repository: readable host, plus a hash that tells paths apart. */
+export function cacheRootFor(cacheDir: string, base: URL): string {
+  const host = base.host.replace(/[^A-Za-z0-9.-]/g, "_");
+  const hash = createHash("sha256").update(base.href).digest("hex").slice(0, 16);
+  return join(cacheDir, `${host}-${hash}`);
+}
+
+export function versionDirOf(cacheRoot: string, name: string, version: string): string {
+  return join(cacheRoot, name, version);
+}
+
+/** Where model.onnx is written while it downloads; the directory exists once this resolves. */
+export async function preparePartial(cacheRoot: string, name: string, version: string): Promise<string> {
+  const dir = versionDirOf(cacheRoot, name, version);
+  await mkdir(dir, { recursive: true });
+  return join(dir, `${MODEL_FILE}.partial`);
+}
+
+/** A complete cached version, or undefined when it is absent, half-written or no longer the recorded size. */
+export async function readCachedModel(
+  cacheRoot: string,
+  name: string,
+  version: string,
+): Promise<CachedModel | undefined> {
+  const dir = versionDirOf(cacheRoot, name, version);
+  const sidecar = parseSidecar(await readIfPresent(join(dir, SIDECAR_FILE)));
+  if (sidecar === undefined) return undefined;
+  const path = join(dir, MODEL_FILE);
+  const bytes = await sizeOf(path);
+  if (bytes !== sidecar.bytes) return undefined;
+  return { path, bytes, sha256: sidecar.sha256, configText: await readIfPresent(join(dir, CONFIG_FILE)) };
+}
+
+/** Moves a verified download into place with its sidecar and config; returns the path of model.onnx. */
+export async function commitModel(
+  cacheRoot: string,
+  name: string,
+  version: string,
+  download: { partialPath: string; bytes: number; sha256: string; configText: string | undefined },
+): Promise<string> {
+  const dir = versionDirOf(cacheRoot, name, version);
+  const configPath = join(dir, CONFIG_FILE);
+  if (download.configText === undefined) await rm(configPath, { force: true });
+  else await writeAtomically(configPath, download.configText);
+  await writeAtomically(join(dir, SIDECAR_FILE), `${download.sha256} ${download.bytes}\n`);
+  const path = join(dir, MODEL_FILE);
+  await rename(download.partialPath, path);
+  return path;
+}
+
+/** Every version cached completely enough to be served (model.onnx beside its sidecar). */
+export async function listCachedModels(cacheRoot: string): Promise<RepositoryEntry[]> {
+  const names = (await listDir(cacheRoot)).filter(isModelName);
+  const perModel = await Promise.all(
+    names.map(async (name) => {
+      const versions = (await listDir(join(cacheRoot, name))).filter(isModelVersion);
+      const complete = await Promise.all(
+        versions.map(async (version) => {
+          const files = await listDir(versionDirOf(cacheRoot, name, version));
+          return files.includes(MODEL_FILE) && files.includes(SIDECAR_FILE) ? [{ name, version }] : [];
+        }),
+      );
+      return complete.flat();
+    }),
+  );
+  return perModel.flat();
+}
+
+function parseSidecar(text: string | undefined): { sha256: string; bytes: number } | undefined {
+  const match = text === undefined ? null : /^([0-9a-f]{64}) (\d+)\n?$/.exec(text);
+  if (!match?.[1] || !match[2]) return undefined;
+  return { sha256: match[1], bytes: Number(match[2]) };
+}
+
+async function writeAtomically(path: string, text: string): Promise<void> {
+  const temporary = `${path}.tmp`;
+  await writeFile(temporary, text);
+  await rename(temporary, path);
+}
+
+async function readIfPresent(path: string): Promise<string | undefined> {
+  try {
+    return await readFile(path, "utf8");
+  } catch {
+    return undefined;
+  }
+}
+
+async function sizeOf(path: string): Promise<number | undefined> {
+  try {
+    const stats = await stat(path);
+    return stats.isFile() ? stats.size : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+async function listDir(path: string): Promise<string[]> {
+  try {
+    return await readdir(path);
+  } catch {
+    return [];
+  }
+}

@@ -1,0 +1,70 @@
+/**
+ * A model's optional config.json: metadata and limits that sit beside model.onnx. Unknown keys are kept
+ * (users put their own metadata there and expect to see it again); known keys are checked strictly, since
+ * a limit that silently fell back to a default would be worse than a model that refuses to load.
+ */
+import { z } from "zod";
+import { SwitchyardError } from "../../shared/errors.ts";
+
+export const SHA256_HEX = /^[0-9a-fA-F]{64}$/;
+
+export const ModelConfigSchema = z.looseObject({
+  description: z.string().optional(),
+  /** Hex SHA-256 of model.onnx; when present the file is verified before it is loaded. */
+  sha256: z
+    .string()
+    .regex(SHA256_HEX, "must be 64 hexadecimal digits")
+    .transform((hex) => hex.toLowerCase())
+    .optional(),
+  /** Largest batch the model takes along its first dimension; 0 means the model does not batch. */
+  max_batch_size: z.int().nonnegative().optional(),
+  dynamic_batching: z
+    .looseObject({
+      max_queue_delay_microseconds: z.int().nonnegative().optional(),
+      preferred_batch_size: z.array(z.int().positive()).optional(),
+    })
+    .optional(),
+  /** How many inferences may run on this model at once. */
+  max_concurrency: z.int().positive().optional(),
+  /** Whether an inference may be retried on another host after a failure; true unless said otherwise. */
+  idempotent: z.boolean().default(true),
+  parameters: z.record(z.string(), z.unknown()).optional(),
+});
+
+export type ModelConfig = z.infer<typeof ModelConfigSchema>;
+
+/** The config of a model that has no config.json. */
+export function defaultModelConfig(): ModelConfig {
+  return ModelConfigSchema.parse({});
+}
+
+/**
+ * Parses the text of a config.json. `where` names the file in errors (such as "det/2/config.json"); a
+ * malformed file fails its model with `model_load_failed` and leaves the rest of the repository alone.
+ */
+export function parseModelConfig(text: string, where: string): ModelConfig {
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch (error) {
+    throw new SwitchyardError("model_load_failed", `${where} is not valid JSON: ${messageOf(error)}`, {
+      cause: error,
+    });
+  }
+  const parsed = ModelConfigSchema.safeParse(json);
+  if (!parsed.success) {
+    throw new SwitchyardError("model_load_failed", `${where} is malformed: ${describeIssues(parsed.error)}`, {
+      cause: parsed.error,
+    });
+  }
+  return parsed.data;
+}
+
+/** A zod error on one line: "max_batch_size: expected number; dynamic_batching.preferred_batch_size.0: ...". */
+export function describeIssues(error: z.ZodError): string {
+  return error.issues.map((issue) => `${issue.path.join(".") || "(top level)"}: ${issue.message}`).join("; ");
+}
+
+function messageOf(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}

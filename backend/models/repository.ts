@@ -1,0 +1,72 @@
+/**
+ * Where the agent's models come from: a local directory in Triton's layout, or the same layout behind an
+ * http(s) URL (downloaded into a cache). Either way the rest of the agent sees one interface: what the
+ * repository offers, and a local, verified model.onnx for a (name, version).
+ */
+import { isAbsolute, resolve as resolvePath } from "node:path";
+import { fileURLToPath } from "node:url";
+import { badInput } from "../../shared/errors.ts";
+import { openHttpRepository } from "./http-repository.ts";
+import { openLocalRepository } from "./local-repository.ts";
+import type { ModelConfig } from "./model-config.ts";
+
+export interface ResolvedModel {
+  name: string;
+  version: string;
+  /** Absolute local path of model.onnx. */
+  path: string;
+  bytes: number;
+  /** Hex SHA-256 of model.onnx, where known: from config.json (local, verified) or computed while downloading. */
+  sha256?: string;
+  config: ModelConfig;
+}
+
+export interface RepositoryEntry {
+  name: string;
+  version: string;
+}
+
+export interface ModelRepository {
+  /** Where the models come from, for logs and the startup summary; never carries credentials. */
+  readonly source: string;
+  /** Every (model, version) the repository offers. */
+  index(): Promise<RepositoryEntry[]>;
+  /**
+   * A model ready to load: version omitted means the highest. Remote files are fetched into the cache
+   * first; model.onnx is verified against its sha256 when one is known. Throws a 404 SwitchyardError when
+   * the model or version is absent, 400 for an invalid name or version.
+   */
+  resolve(name: string, version?: string): Promise<ResolvedModel>;
+}
+
+export interface DownloadProgress {
+  name: string;
+  version: string;
+  received: number;
+  total?: number;
+}
+
+export interface RepositoryOptions {
+  /** Where downloaded models are kept; unused by local repositories. */
+  cacheDir: string;
+  fetch?: typeof fetch;
+  /** Sent with every request to a remote repository, such as `Authorization: Bearer <token>`. */
+  headers?: Record<string, string>;
+  /** Called as model.onnx downloads arrive. */
+  onProgress?: (progress: DownloadProgress) => void;
+}
+
+const URL_SCHEME = /^[A-Za-z][A-Za-z0-9+.-]*:\/\//;
+
+/** A repository for `--models`: an http(s) URL, a file: URL, or a directory path (relative to the cwd). */
+export function openRepository(source: string, options: RepositoryOptions): ModelRepository {
+  if (/^https?:\/\//i.test(source)) return openHttpRepository(source, options);
+  if (/^file:\/\//i.test(source)) return openLocalRepository(fileURLToPath(source));
+  if (URL_SCHEME.test(source)) {
+    throw badInput(
+      `unsupported model repository ${JSON.stringify(source)}: use a directory or an http(s) URL`,
+    );
+  }
+  if (source === "") throw badInput("the model repository is empty: give a directory or an http(s) URL");
+  return openLocalRepository(isAbsolute(source) ? source : resolvePath(source));
+}
