@@ -1,0 +1,52 @@
+import { badInput } from "../errors.ts";
+
+/**
+ * Request options that travel outside the tensors, read the same way by the standalone agent and the
+ * gateway: the routing hint (under the names fal and Ray Serve use too) and the deadline.
+ */
+
+/** Header names that carry the routing hint, in order of precedence. */
+export const HINT_HEADERS = ["x-runner-hint", "x-fal-runner-hint", "serve_multiplexed_model_id"] as const;
+
+export function readHint(headers: Headers): string | undefined {
+  for (const name of HINT_HEADERS) {
+    const value = headers.get(name)?.trim();
+    if (value) return value;
+  }
+  return undefined;
+}
+
+/**
+ * The request's timeout in milliseconds: the OIP `timeout` parameter (microseconds, as Triton reads it) or
+ * the X-Request-Timeout header (seconds); the smaller wins; neither: the default.
+ */
+export function readTimeoutMs(
+  headers: Headers,
+  parameters: Record<string, unknown> | undefined,
+  defaultMs: number,
+): number {
+  const candidates: number[] = [];
+  const header = headers.get("x-request-timeout");
+  if (header !== null) {
+    const seconds = Number(header);
+    if (!Number.isFinite(seconds) || seconds <= 0) {
+      throw badInput(`X-Request-Timeout must be a positive number of seconds, got '${header}'`);
+    }
+    candidates.push(seconds * 1000);
+  }
+  const parameter = parameters?.timeout;
+  if (parameter !== undefined) {
+    if (typeof parameter !== "number" || !Number.isFinite(parameter) || parameter <= 0) {
+      throw badInput("parameters.timeout must be a positive number of microseconds");
+    }
+    candidates.push(parameter / 1000);
+  }
+  return candidates.length === 0 ? defaultMs : Math.min(...candidates);
+}
+
+/** Server-Timing header value for the phases a request went through (milliseconds). */
+export function serverTiming(phases: Record<string, number>): string {
+  return Object.entries(phases)
+    .map(([name, milliseconds]) => `${name};dur=${milliseconds.toFixed(2)}`)
+    .join(", ");
+}

@@ -1,0 +1,52 @@
+import { z } from "zod";
+
+/**
+ * What a replica tells the world about itself: the agent's standalone server shows it, and the agent sends
+ * it to the gateway with every result and at every change so the router decides on fresh facts.
+ * Timings are running averages measured on this replica (milliseconds).
+ */
+export const ModelTimingsSchema = z.object({
+  /** Average time to load the model into a session on this replica. */
+  loadMs: z.number().nonnegative().optional(),
+  /** Average time of one inference run. */
+  inferMs: z.number().nonnegative().optional(),
+  loads: z.number().int().nonnegative(),
+  runs: z.number().int().nonnegative(),
+});
+export type ModelTimings = z.infer<typeof ModelTimingsSchema>;
+
+export const LoadedModelSchema = z.object({
+  name: z.string(),
+  version: z.string(),
+  bytes: z.number().nonnegative(),
+  inFlight: z.number().int().nonnegative(),
+  /** Milliseconds since the model was last used (relative, so clocks need not agree). */
+  idleMs: z.number().nonnegative(),
+});
+export type LoadedModel = z.infer<typeof LoadedModelSchema>;
+
+export const ModelRefSchema = z.object({ name: z.string(), version: z.string() });
+export type ModelRef = z.infer<typeof ModelRefSchema>;
+
+export const ReplicaStateSchema = z.object({
+  /** Stable within the agent: "0", "1", ... */
+  id: z.string(),
+  /** "cpu" or "cuda:<device id>". */
+  device: z.string(),
+  maxConcurrency: z.number().int().positive(),
+  inFlight: z.number().int().nonnegative(),
+  /** Requests accepted by the replica but waiting for a concurrency slot. */
+  queued: z.number().int().nonnegative(),
+  maxModels: z.number().positive(),
+  memoryBudgetBytes: z.number().positive(),
+  memoryUsedBytes: z.number().nonnegative(),
+  loaded: z.array(LoadedModelSchema),
+  loading: z.array(ModelRefSchema),
+  /** Keyed by "name:version". */
+  timings: z.record(z.string(), ModelTimingsSchema),
+  /** Models whose last load failed here, with the reason (the router avoids them for a while). */
+  failed: z.array(ModelRefSchema.extend({ reason: z.string() })),
+});
+export type ReplicaState = z.infer<typeof ReplicaStateSchema>;
+
+export const modelKey = (ref: ModelRef): string => `${ref.name}:${ref.version}`;

@@ -1,0 +1,297 @@
+import { spawnSync } from "node:child_process";
+import * as ort from "onnxruntime-node";
+import { afterAll, beforeAll, describe, expect, test } from "vitest";
+import { DATATYPES, type Datatype, type TensorData } from "../../shared/oip/datatypes.ts";
+import { infer, OipHttpError } from "../../shared/oip/http-client.ts";
+import type { Tensor } from "../../shared/oip/tensor.ts";
+import { mlpWeights, referenceMlp } from "../fixtures/onnx-builder.ts";
+import {
+  BROKEN_MODEL,
+  DET_MODEL,
+  IDENTITY_MODELS,
+  MULTI_MODEL,
+  MULTIPLEX_MODELS,
+  MULTIPLEX_SPECS,
+  REPO_DIR,
+  VERSIONED_MODEL,
+} from "../fixtures/paths.ts";
+import { PPOCR_DET_DIMS, PPOCR_DET_PATH, ppocrDetSampleInput } from "../fixtures/ppocr.ts";
+import { expectAllClose } from "../support/close-to.ts";
+import { AGENT_BIN, type AgentProcess, startStandaloneAgent } from "./support/agent-process.ts";
+
+// The real CLI in standalone mode, called over HTTP like any OIP v2 client would.
+
+let agent: AgentProcess;
+const MAX_BODY = 8 * 1024 * 1024;
+
+beforeAll(async () => {
+  agent = await startStandaloneAgent([
+    "--models",
+    REPO_DIR,
+    "--replicas",
+    "2",
+    "--threads",
+    "1",
+    "--preload",
+    MULTIPLEX_MODELS[0] ?? "",
+    "--max-body",
+    String(MAX_BODY),
+    "--name",
+    "test-agent",
+  ]);
+});
+afterAll(async () => {
+  await agent?.stop();
+});
+
+const get = (path: string) => fetch(`${agent.url}${path}`);
+const post = (path: string, body: string | Uint8Array, headers: Record<string, string> = {}) =>
+  fetch(`${agent.url}${path}`, { method: "POST", body: body as string, headers });
+
+function sampleData(datatype: Datatype, count: number): TensorData {
+  const values = Array.from({ length: count }, (_, index) => index);
+  switch (datatype) {
+    case "BOOL":
+      return Uint8Array.from(values, (value) => value % 2);
+    case "UINT8":
+      return Uint8Array.from(values, (value) => 250 - value);
+    case "UINT16":
+      return Uint16Array.from(values, (value) => 65_000 - value);
+    case "UINT32":
+      return Uint32Array.from(values, (value) => 4_000_000_000 - value);
+    case "UINT64":
+      return BigUint64Array.from(values, (value) => 2n ** 63n + BigInt(value));
+    case "INT8":
+      return Int8Array.from(values, (value) => -value);
+    case "INT16":
+      return Int16Array.from(values, (value) => -30_000 + value);
+    case "INT32":
+      return Int32Array.from(values, (value) => -2_000_000_000 + value);
+    case "INT64":
+      return BigInt64Array.from(values, (value) => -(2n ** 62n) - BigInt(value));
+    case "FP16":
+      return Uint16Array.from(values, (value) => 0x3c00 + value); // 1.0, 1.0009765625, ...
+    case "FP32":
+      return Float32Array.from(values, (value) => value / 3);
+    case "FP64":
+      return Float64Array.from(values, (value) => Math.PI * value);
+    case "BYTES":
+      return values.map((value) => new TextEncoder().encode(`élément ${value} ✓`));
+  }
+}
+
+describe("standalone OIP v2 server", () => {
+  test("health, server metadata, model metadata from the ONNX session", async () => {
+    expect((await get("/v2/health/live")).status).toBe(200);
+    expect((await get("/v2/health/ready")).status).toBe(200);
+    const server = (await (await get("/v2")).json()) as { name: string; extensions: string[] };
+    expect(server.name).toBe("test-agent");
+    expect(server.extensions).toContain("binary_tensor_data");
+    const metadata = await (await get(`/v2/models/${MULTI_MODEL}`)).json();
+    expect(metadata).toMatchObject({
+      name: MULTI_MODEL,
+      versions: ["1"],
+      platform: "onnxruntime_onnx",
+      inputs: [
+        { name: "a", datatype: "FP32", shape: [-1, 4] },
+        { name: "b", datatype: "INT64", shape: [-1, 4] },
+      ],
+    });
+    const det = (await (await get(`/v2/models/${DET_MODEL}/versions/1`)).json()) as { inputs: unknown[] };
+    expect(det.inputs).toEqual([{ name: "x", datatype: "FP32", shape: [-1, 3, -1, -1] }]);
+  });
+
+  test("PP-OCRv4 detection over the binary extension equals a direct onnxruntime run", async () => {
+    const input = ppocrDetSampleInput();
+    const session = await ort.InferenceSession.create(PPOCR_DET_PATH, { intraOpNumThreads: 1 });
+    const direct = await session.run({ x: new ort.Tensor("float32", input, [...PPOCR_DET_DIMS]) });
+    await session.release();
+    const expected = Object.values(direct)[0] as ort.Tensor;
+
+    const result = await infer(
+      agent.url,
+      DET_MODEL,
+      { id: "det-1", inputs: [{ name: "x", datatype: "FP32", shape: [...PPOCR_DET_DIMS], data: input }] },
+      { binaryInputs: true, binaryOutputs: true },
+    );
+    expect(result.response.id).toBe("det-1");
+    expect(result.headers.get("inference-header-content-length")).not.toBeNull();
+    const output = result.response.outputs[0];
+    expect(output?.shape).toEqual([...expected.dims]);
+    const want = expected.data as Float32Array;
+    expectAllClose(output?.data as Float32Array, want, 1e-5);
+    // The sample has text in it: the detector must find some.
+    expect(want.some((value) => value > 0.5)).toBe(true);
+  });
+
+  test("JSON with nested data, miss then hit, and the response headers", async () => {
+    const name = MULTIPLEX_MODELS[3] ?? "";
+    const rows = [Array.from({ length: 16 }, (_, index) => index / 16), Array.from({ length: 16 }, () => -1)];
+    const body = JSON.stringify({
+      id: "nested",
+      inputs: [{ name: "x", shape: [2, 16], datatype: "FP32", data: rows }],
+    });
+    const first = await post(`/v2/models/${name}/infer`, body);
+    const second = await post(`/v2/models/${name}/infer`, body);
+    expect({ status: first.status, body: first.status === 200 ? "" : await first.clone().text() }).toEqual({
+      status: 200,
+      body: "",
+    });
+    expect(first.headers.get("x-switchyard-cache")).toBe("miss");
+    expect(second.headers.get("x-switchyard-cache")).toBe("hit");
+    expect(first.headers.get("x-request-id")).toBe("nested");
+    expect(first.headers.get("x-switchyard-replica")).toMatch(/^test-agent\/\d$/);
+    expect(first.headers.get("server-timing")).toMatch(/queue;dur=[\d.]+, load;dur=[\d.]+, infer;dur=[\d.]+/);
+    const response = (await first.json()) as { outputs: Array<{ data: number[]; shape: number[] }> };
+    const spec = MULTIPLEX_SPECS[3];
+    if (spec === undefined) throw new Error("fixture spec missing");
+    const expected = referenceMlp(mlpWeights(spec), Float32Array.from(rows.flat()), 2);
+    expect(response.outputs[0]?.shape).toEqual([2, 8]);
+    expectAllClose(response.outputs[0]?.data, expected);
+    await second.arrayBuffer();
+  });
+
+  test.each(DATATYPES)("%s travels through a model intact, as JSON and as binary", async (datatype) => {
+    const data = sampleData(datatype, 6);
+    const tensor: Tensor = { name: "x", datatype, shape: [2, 3], data };
+    for (const binary of [false, true]) {
+      const result = await infer(
+        agent.url,
+        IDENTITY_MODELS[datatype],
+        { inputs: [tensor] },
+        { binaryInputs: binary, binaryOutputs: binary },
+      );
+      const output = result.response.outputs[0];
+      expect(output?.datatype).toBe(datatype);
+      expect(output?.shape).toEqual([2, 3]);
+      expect(output?.data).toEqual(data);
+    }
+  });
+
+  test("several inputs and outputs of different types are matched by name", async () => {
+    const result = await infer(agent.url, MULTI_MODEL, {
+      inputs: [
+        { name: "b", datatype: "INT64", shape: [1, 4], data: BigInt64Array.of(1n, 2n, 3n, 4n) },
+        { name: "a", datatype: "FP32", shape: [1, 4], data: Float32Array.of(0.5, 0.5, 0.5, 0.5) },
+      ],
+    });
+    const byName = Object.fromEntries(result.response.outputs.map((output) => [output.name, output]));
+    expectAllClose(byName.sum?.data as Float32Array, [1.5, 2.5, 3.5, 4.5], 0);
+    expect(byName.total?.datatype).toBe("INT64");
+  });
+
+  test("a version in the path, and the highest version by default", async () => {
+    const input = {
+      name: "x",
+      datatype: "FP32" as const,
+      shape: [1, 16],
+      data: new Float32Array(16).fill(1),
+    };
+    const latest = await infer(agent.url, VERSIONED_MODEL, { inputs: [input] });
+    const two = await infer(agent.url, VERSIONED_MODEL, { inputs: [input] }, { version: "2" });
+    expect(latest.response.model_version).toBe("10");
+    expect(two.response.model_version).toBe("2");
+    expect(latest.response.outputs[0]?.data).not.toEqual(two.response.outputs[0]?.data);
+  });
+
+  test("bad input gets a 4xx OIP error that says what is wrong, and the agent keeps serving", async () => {
+    const model = MULTIPLEX_MODELS[0] ?? "";
+    const inferPath = `/v2/models/${model}/infer`;
+    const x = (fields: object) =>
+      JSON.stringify({ inputs: [{ name: "x", shape: [1, 16], datatype: "FP32", ...fields }] });
+    const cases: Array<[string, string | Uint8Array, Record<string, string>, number, RegExp]> = [
+      [inferPath, "{not json", {}, 400, /JSON/i],
+      ["/v2/models/nope/infer", x({ data: new Array(16).fill(0) }), {}, 404, /nope/],
+      ["/v2/models/..%2Fetc/infer", x({ data: new Array(16).fill(0) }), {}, 400, /name/i],
+      [inferPath, x({ name: "y", data: new Array(16).fill(0) }), {}, 400, /no input 'y'/],
+      [inferPath, x({ datatype: "INT32", data: new Array(16).fill(0) }), {}, 400, /FP32, got INT32/],
+      [inferPath, x({ data: new Array(15).fill(0) }), {}, 400, /15/],
+      [inferPath, x({ datatype: "FP128", data: [1] }), {}, 400, /datatype/],
+      [
+        inferPath,
+        x({ parameters: { binary_data_size: 64 } }),
+        { "Inference-Header-Content-Length": "90" },
+        400,
+        /.+/,
+      ],
+      [inferPath, new Uint8Array(MAX_BODY + 1), {}, 413, /larger than/],
+      [`/v2/models/${BROKEN_MODEL}/infer`, x({ data: new Array(16).fill(0) }), {}, 500, /broken.*load/],
+    ];
+    for (const [path, body, headers, status, message] of cases) {
+      const response = await post(path, body, headers);
+      const answer = (await response.json()) as { error: string };
+      expect({ path, status: response.status }).toEqual({ path, status });
+      expect(answer.error).toMatch(message);
+    }
+    const still = await infer(agent.url, model, {
+      inputs: [{ name: "x", datatype: "FP32", shape: [1, 16], data: new Float32Array(16) }],
+    });
+    expect(still.response.outputs).toHaveLength(1);
+  });
+
+  test("repository extension: index, load, unload, model ready", async () => {
+    const name = MULTIPLEX_MODELS[5] ?? "";
+    expect((await get(`/v2/models/${name}/ready`)).status).toBe(400);
+    expect((await post(`/v2/repository/models/${name}/load`, "")).status).toBe(200);
+    expect(await (await get(`/v2/models/${name}/ready`)).json()).toEqual({ name, version: "1", ready: true });
+    const index = (await (await post("/v2/repository/index", "{}")).json()) as Array<{
+      name: string;
+      state: string;
+    }>;
+    expect(index.find((entry) => entry.name === name)?.state).toBe("READY");
+    expect(index.find((entry) => entry.name === BROKEN_MODEL)?.state).toBe("UNAVAILABLE");
+    const ready = (await (
+      await post("/v2/repository/index", JSON.stringify({ ready: true }))
+    ).json()) as unknown[];
+    expect(ready.length).toBeLessThan(index.length);
+    expect((await post(`/v2/repository/models/${name}/unload`, "")).status).toBe(200);
+    expect((await get(`/v2/models/${name}/ready`)).status).toBe(400);
+    expect((await post("/v2/repository/models/absent/load", "")).status).toBe(404);
+  });
+
+  test("the client's error helper sees the status", async () => {
+    const failure = await infer(agent.url, "absent", { inputs: [] }).catch((error: unknown) => error);
+    expect(failure).toBeInstanceOf(OipHttpError);
+    expect((failure as OipHttpError).status).toBe(404);
+  });
+});
+
+describe("agent CLI", () => {
+  const run = (args: string[]) =>
+    spawnSync(process.execPath, [AGENT_BIN, ...args], { encoding: "utf8", timeout: 60_000 });
+
+  test("--help explains every flag", () => {
+    const result = run(["--help"]);
+    expect(result.status).toBe(0);
+    for (const flag of [
+      "--models",
+      "--device",
+      "--gpus",
+      "--max-models",
+      "--max-model-memory",
+      "--keep-alive",
+    ]) {
+      expect(result.stdout).toContain(flag);
+    }
+  });
+
+  test("a bad flag is one clear line and exit code 2", () => {
+    const result = run(["--models", REPO_DIR, "--max-models", "lots"]);
+    expect(result.status).toBe(2);
+    expect(result.stderr.trim().split("\n")).toHaveLength(1);
+    expect(result.stderr).toMatch(/--max-models/);
+  });
+
+  test("--device cuda without a usable CUDA provider refuses to start and says why", () => {
+    const result = run(["--models", REPO_DIR, "--device", "cuda", "--standalone", "--port", "0"]);
+    expect(result.status).toBe(1);
+    expect(result.stderr).toMatch(/CUDA device 0 is not usable/);
+    expect(result.stderr).toMatch(/--device auto/);
+  });
+
+  test("SIGTERM drains and exits cleanly", async () => {
+    const short = await startStandaloneAgent(["--models", REPO_DIR, "--threads", "1"]);
+    expect(await short.stop("SIGTERM")).toBe(0);
+    expect(short.log()).toMatch(/draining/);
+  });
+});
