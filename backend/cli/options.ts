@@ -215,7 +215,8 @@ export function parseCommandLine(argv: string[], env: NodeJS.ProcessEnv): Parsed
   if (values.help) return { kind: "help", text: helpText() };
   const merged: Record<string, string | boolean> = {};
   for (const [flag, spec] of Object.entries(FLAGS) as [FlagName, FlagSpec][]) {
-    const fromEnv = env[envName(flag)];
+    // An empty variable (SWITCHYARD_PORT=) counts as unset, as shells and env files mean it.
+    const fromEnv = env[envName(flag)] || undefined;
     const value =
       values[flag] ??
       (fromEnv === undefined ? undefined : spec.type === "boolean" ? isTrue(fromEnv) : fromEnv);

@@ -77,7 +77,7 @@ function byLeastHarmfulLoad(a: ReplicaView, b: ReplicaView): number {
     roomForAnother(b) - roomForAnother(a) ||
     freeMemory(b) - freeMemory(a) ||
     a.state.loaded.length - b.state.loaded.length ||
-    0 ||
+    longestIdle(b) - longestIdle(a) ||
     freeSlots(b) - freeSlots(a)
   );
 }

@@ -1,6 +1,6 @@
 import { SwitchyardError } from "../errors.ts";
 import type { ReplicaState } from "../protocol/replica-state.ts";
-import { hasFreeSlot, holds } from "./replica-facts.ts";
+import { hasFreeSlot, holds, isLoading } from "./replica-facts.ts";
 import type { QueuedView, ReplicaView, RouteRequest, RoutingPolicy } from "./types.ts";
 
 /** A request that is to be sent to a replica now. */
@@ -68,9 +68,11 @@ export class Dispatcher<P> {
     return this.#pump();
   }
 
-  setDraining(address: string, draining: boolean): void {
+  /** Marks a replica draining (it takes no new work) or back in service (it takes waiting requests at once). */
+  setDraining(address: string, draining: boolean): Dispatch<P>[] {
     const replica = this.#replicas.get(address);
     if (replica !== undefined) replica.draining = draining;
+    return this.#pump();
   }
 
   /** Forgets a replica; what it had in flight is the caller's to retry or fail. */
@@ -162,7 +164,11 @@ export class Dispatcher<P> {
         dispatched.push({
           address: replica.address,
           payload: waiting.payload,
-          expect: holds(replica, waiting.request) ? "hit" : "load",
+          expect: holds(replica, waiting.request)
+            ? "hit"
+            : isLoading(replica, waiting.request)
+              ? "loading"
+              : "load",
           queuedMs: context.now - waiting.enqueuedAt,
         });
       }

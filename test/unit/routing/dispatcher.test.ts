@@ -1,0 +1,490 @@
+import fc from "fast-check";
+import { describe, expect, test } from "vitest";
+import { SwitchyardError } from "../../../shared/errors.ts";
+import type { ReplicaState } from "../../../shared/protocol/replica-state.ts";
+import { baselinePolicy } from "../../../shared/routing/baseline.ts";
+import { type Dispatch, Dispatcher } from "../../../shared/routing/dispatcher.ts";
+
+/** A replica's report: 2 slots, room for 3 models, holding the named models (version "1"). */
+function state(fields: { maxConcurrency?: number; holds?: string[] } = {}): ReplicaState {
+  const loaded = (fields.holds ?? []).map((name) => ({
+    name,
+    version: "1",
+    bytes: 100,
+    inFlight: 0,
+    idleMs: 0,
+  }));
+  return {
+    id: "0",
+    device: "cpu",
+    maxConcurrency: fields.maxConcurrency ?? 2,
+    inFlight: 0,
+    queued: 0,
+    maxModels: 3,
+    memoryBudgetBytes: 2 ** 30,
+    memoryUsedBytes: loaded.length * 100,
+    loaded,
+    loading: [],
+    timings: {},
+    failed: [],
+  };
+}
+
+/** A dispatcher on the baseline policy with a clock the test moves. */
+function setup(maxQueue = 10) {
+  const clock = { now: 1_000 };
+  const dispatcher = new Dispatcher<string>({
+    policy: baselinePolicy,
+    maxQueue,
+    now: () => clock.now,
+    random: () => 0,
+  });
+  return { clock, dispatcher };
+}
+
+function dispatched(result: Dispatch<string> | { kind: "queued" }): Dispatch<string> {
+  if ("kind" in result) throw new Error("expected a dispatch, the request was queued");
+  return result;
+}
+
+const inFlight = (dispatcher: Dispatcher<string>, address: string) =>
+  dispatcher.replicas().find((replica) => replica.address === address)?.inFlight;
+
+/** What submit threw (a SwitchyardError), or a failure when it did not throw. */
+function refusal(submit: () => unknown): SwitchyardError {
+  try {
+    submit();
+  } catch (error) {
+    if (error instanceof SwitchyardError) return error;
+    throw error;
+  }
+  throw new Error("expected submit to refuse the request");
+}
+
+describe("Dispatcher.submit", () => {
+  test("dispatches to the policy's choice at once and counts the request in flight", () => {
+    const { dispatcher } = setup();
+    dispatcher.upsertReplica("agent/0", state({ holds: ["resnet"] }));
+    expect(dispatcher.submit({ model: "resnet" }, "r1", 9_999)).toEqual({
+      address: "agent/0",
+      payload: "r1",
+      expect: "hit",
+      queuedMs: 0,
+    });
+    expect(inFlight(dispatcher, "agent/0")).toBe(1);
+    expect(dispatcher.queueLength).toBe(0);
+  });
+
+  test("counts its own dispatches, not the replica's (lagging) report: a replica at maxConcurrency is not chosen again until a release", () => {
+    const { dispatcher } = setup();
+    dispatcher.upsertReplica("a", state({ maxConcurrency: 1, holds: ["resnet"] }));
+    dispatcher.upsertReplica("b", state({ maxConcurrency: 1, holds: ["resnet"] }));
+    const first = dispatched(dispatcher.submit({ model: "resnet" }, "r1", 9_999));
+    const second = dispatched(dispatcher.submit({ model: "resnet" }, "r2", 9_999));
+    expect(new Set([first.address, second.address])).toEqual(new Set(["a", "b"]));
+    expect(dispatcher.submit({ model: "resnet" }, "r3", 9_999)).toEqual({ kind: "queued" });
+
+    // The replica's own report still says 0 in flight: the dispatcher's count is what decides.
+    dispatcher.upsertReplica(first.address, state({ maxConcurrency: 1, holds: ["resnet"] }));
+    expect(inFlight(dispatcher, first.address)).toBe(1);
+    expect(dispatcher.queueLength).toBe(1);
+
+    expect(dispatcher.release(first.address)).toEqual([
+      { address: first.address, payload: "r3", expect: "hit", queuedMs: 0 },
+    ]);
+    expect(dispatcher.queueLength).toBe(0);
+  });
+
+  test("queues when every replica is full", () => {
+    const { dispatcher } = setup();
+    dispatcher.upsertReplica("a", state({ maxConcurrency: 2 }));
+    dispatched(dispatcher.submit({ model: "m" }, "r1", 9_999));
+    dispatched(dispatcher.submit({ model: "m" }, "r2", 9_999));
+    expect(dispatcher.submit({ model: "m" }, "r3", 9_999)).toEqual({ kind: "queued" });
+    expect(dispatcher.submit({ model: "other" }, "r4", 9_999)).toEqual({ kind: "queued" });
+    expect(dispatcher.queueLength).toBe(2);
+    expect(inFlight(dispatcher, "a")).toBe(2);
+  });
+
+  test("a full queue refuses with 429 queue_full and a Retry-After, and keeps what it had", () => {
+    const { dispatcher } = setup(2);
+    dispatcher.upsertReplica("a", state({ maxConcurrency: 1 }));
+    dispatched(dispatcher.submit({ model: "m" }, "r1", 9_999));
+    dispatcher.submit({ model: "m" }, "r2", 9_999);
+    dispatcher.submit({ model: "m" }, "r3", 9_999);
+    const error = refusal(() => dispatcher.submit({ model: "m" }, "r4", 9_999));
+    expect(error.code).toBe("queue_full");
+    expect(error.status).toBe(429);
+    expect(error.retryAfterSeconds).toBeGreaterThan(0);
+    expect(error.headers()).toHaveProperty("Retry-After");
+    expect(dispatcher.queueLength).toBe(2);
+    expect(dispatcher.release("a").map((each) => each.payload)).toEqual(["r2"]);
+  });
+
+  test("no replicas: 503 unavailable naming the model, nothing queued", () => {
+    const { dispatcher } = setup();
+    const error = refusal(() => dispatcher.submit({ model: "resnet" }, "r1", 9_999));
+    expect(error.code).toBe("unavailable");
+    expect(error.status).toBe(503);
+    expect(error.message).toContain("resnet");
+    expect(dispatcher.queueLength).toBe(0);
+  });
+
+  test("every replica draining: 503 unavailable", () => {
+    const { dispatcher } = setup();
+    dispatcher.upsertReplica("a", state({ holds: ["resnet"] }), { draining: true });
+    expect(refusal(() => dispatcher.submit({ model: "resnet" }, "r1", 9_999)).status).toBe(503);
+    dispatcher.upsertReplica("b", state());
+    dispatcher.setDraining("b", true);
+    expect(refusal(() => dispatcher.submit({ model: "resnet" }, "r2", 9_999)).status).toBe(503);
+  });
+
+  test("hints given to upsertReplica steer requests", () => {
+    const { dispatcher } = setup();
+    dispatcher.upsertReplica("plain", state({ holds: ["llm"] }));
+    dispatcher.upsertReplica("tuned", state({ holds: ["llm"] }), { hints: ["adapter-7"] });
+    expect(dispatched(dispatcher.submit({ model: "llm", hint: "adapter-7" }, "r1", 9_999)).address).toBe(
+      "tuned",
+    );
+    // A later report without details keeps the hints.
+    dispatcher.upsertReplica("tuned", state({ holds: ["llm"] }));
+    expect(dispatched(dispatcher.submit({ model: "llm", hint: "adapter-7" }, "r2", 9_999)).address).toBe(
+      "tuned",
+    );
+  });
+});
+
+describe("Dispatcher.release", () => {
+  test("a freed slot goes to the oldest request for a model the replica holds, even if another is older", () => {
+    const { clock, dispatcher } = setup();
+    dispatcher.upsertReplica("a", state({ maxConcurrency: 1, holds: ["model-a"] }));
+    dispatched(dispatcher.submit({ model: "model-a" }, "a1", 99_999));
+    clock.now = 1_100;
+    dispatcher.submit({ model: "model-b" }, "b1", 99_999);
+    clock.now = 1_200;
+    dispatcher.submit({ model: "model-a" }, "a2", 99_999);
+    clock.now = 1_300;
+    dispatcher.submit({ model: "model-a" }, "a3", 99_999);
+
+    clock.now = 1_500;
+    expect(dispatcher.release("a")).toEqual([{ address: "a", payload: "a2", expect: "hit", queuedMs: 300 }]);
+    clock.now = 1_600;
+    expect(dispatcher.release("a")).toEqual([{ address: "a", payload: "a3", expect: "hit", queuedMs: 300 }]);
+    clock.now = 2_000;
+    expect(dispatcher.release("a")).toEqual([{ address: "a", payload: "b1", expect: "load", queuedMs: 900 }]);
+    expect(dispatcher.queueLength).toBe(0);
+  });
+
+  test("with nothing waiting, a release only frees the slot", () => {
+    const { dispatcher } = setup();
+    dispatcher.upsertReplica("a", state({ maxConcurrency: 1 }));
+    dispatched(dispatcher.submit({ model: "m" }, "r1", 9_999));
+    expect(dispatcher.release("a")).toEqual([]);
+    expect(inFlight(dispatcher, "a")).toBe(0);
+    expect(dispatched(dispatcher.submit({ model: "m" }, "r2", 9_999)).queuedMs).toBe(0);
+  });
+
+  test("an extra release never makes the count negative (no phantom capacity)", () => {
+    const { dispatcher } = setup();
+    dispatcher.upsertReplica("a", state({ maxConcurrency: 1 }));
+    dispatcher.release("a");
+    dispatcher.release("a");
+    expect(inFlight(dispatcher, "a")).toBe(0);
+    dispatched(dispatcher.submit({ model: "m" }, "r1", 9_999));
+    expect(dispatcher.submit({ model: "m" }, "r2", 9_999)).toEqual({ kind: "queued" });
+  });
+
+  test("a release on a draining replica does not hand it queued work", () => {
+    const { dispatcher } = setup();
+    dispatcher.upsertReplica("a", state({ maxConcurrency: 1 }));
+    dispatched(dispatcher.submit({ model: "m" }, "r1", 9_999));
+    dispatcher.submit({ model: "m" }, "r2", 9_999);
+    dispatcher.setDraining("a", true);
+    expect(dispatcher.release("a")).toEqual([]);
+    expect(dispatcher.queueLength).toBe(1);
+  });
+
+  test("a replica back from draining takes waiting requests at once", () => {
+    const { dispatcher } = setup();
+    dispatcher.upsertReplica("a", state({ maxConcurrency: 1 }));
+    dispatcher.setDraining("a", true);
+    dispatcher.upsertReplica("b", state({ maxConcurrency: 1 }));
+    dispatched(dispatcher.submit({ model: "m" }, "r1", 9_999));
+    dispatcher.submit({ model: "m" }, "r2", 9_999);
+    const resumed = dispatcher.setDraining("a", false);
+    expect(resumed.map((dispatch) => [dispatch.address, dispatch.payload])).toEqual([["a", "r2"]]);
+  });
+
+  test("a queued request handed to a replica loading its model is labelled loading", () => {
+    const { dispatcher } = setup();
+    dispatcher.upsertReplica("a", {
+      ...state({ maxConcurrency: 1 }),
+      loading: [{ name: "m", version: "1" }],
+    });
+    dispatched(dispatcher.submit({ model: "m" }, "r1", 9_999));
+    dispatcher.submit({ model: "m" }, "r2", 9_999);
+    expect(dispatcher.release("a").map((dispatch) => dispatch.expect)).toEqual(["loading"]);
+  });
+
+  test("a release for an unknown replica is harmless", () => {
+    const { dispatcher } = setup();
+    expect(dispatcher.release("nobody")).toEqual([]);
+  });
+});
+
+describe("Dispatcher deadlines and cancellation", () => {
+  function fullWithQueue(deadlines: number[]) {
+    const context = setup();
+    context.dispatcher.upsertReplica("a", state({ maxConcurrency: 1 }));
+    dispatched(context.dispatcher.submit({ model: "m" }, "running", 99_999));
+    deadlines.forEach((deadline, index) => {
+      context.dispatcher.submit({ model: "m" }, `q${index}`, deadline);
+    });
+    return context;
+  }
+
+  test("expire() returns exactly the requests past their deadline, oldest first, and keeps the rest in order", () => {
+    const { clock, dispatcher } = fullWithQueue([1_500, 3_000, 1_200, 2_500, 1_800]);
+    clock.now = 2_000;
+    expect(dispatcher.expire()).toEqual(["q0", "q2", "q4"]);
+    expect(dispatcher.queueLength).toBe(2);
+    expect(dispatcher.expire()).toEqual([]);
+    expect(dispatcher.release("a").map((each) => each.payload)).toEqual(["q1"]);
+    expect(dispatcher.release("a").map((each) => each.payload)).toEqual(["q3"]);
+  });
+
+  test("expire() before any deadline takes nothing", () => {
+    const { dispatcher } = fullWithQueue([1_500, 3_000]);
+    expect(dispatcher.expire()).toEqual([]);
+    expect(dispatcher.queueLength).toBe(2);
+  });
+
+  test("nextDeadline is the earliest deadline among waiting requests, undefined when none wait", () => {
+    const { clock, dispatcher } = fullWithQueue([3_000, 1_500, 2_500]);
+    expect(dispatcher.nextDeadline()).toBe(1_500);
+    clock.now = 2_000;
+    dispatcher.expire();
+    expect(dispatcher.nextDeadline()).toBe(2_500);
+    clock.now = 5_000;
+    dispatcher.expire();
+    expect(dispatcher.nextDeadline()).toBeUndefined();
+    expect(setup().dispatcher.nextDeadline()).toBeUndefined();
+  });
+
+  test("cancel takes a waiting request out: it is never dispatched and frees its place in the queue", () => {
+    const { dispatcher } = fullWithQueue([9_000, 9_000, 9_000]);
+    expect(dispatcher.cancel((payload) => payload === "q1")).toBe("q1");
+    expect(dispatcher.queueLength).toBe(2);
+    expect(dispatcher.cancel((payload) => payload === "q1")).toBeUndefined();
+    expect(dispatcher.cancel((payload) => payload === "running")).toBeUndefined();
+    expect(dispatcher.release("a").map((each) => each.payload)).toEqual(["q0"]);
+    expect(dispatcher.release("a").map((each) => each.payload)).toEqual(["q2"]);
+    expect(dispatcher.release("a")).toEqual([]);
+  });
+});
+
+describe("Dispatcher replicas", () => {
+  test("upsertReplica with more capacity hands the new slots to waiting requests at once, in order", () => {
+    const { clock, dispatcher } = setup();
+    dispatcher.upsertReplica("a", state({ maxConcurrency: 1 }));
+    dispatched(dispatcher.submit({ model: "m" }, "r1", 99_999));
+    dispatcher.submit({ model: "m" }, "r2", 99_999);
+    dispatcher.submit({ model: "m" }, "r3", 99_999);
+    dispatcher.submit({ model: "m" }, "r4", 99_999);
+    clock.now = 1_250;
+    const sent = dispatcher.upsertReplica("a", state({ maxConcurrency: 3 }));
+    expect(sent).toEqual([
+      { address: "a", payload: "r2", expect: "load", queuedMs: 250 },
+      { address: "a", payload: "r3", expect: "load", queuedMs: 250 },
+    ]);
+    expect(inFlight(dispatcher, "a")).toBe(3);
+    expect(dispatcher.queueLength).toBe(1);
+  });
+
+  test("a replica that joins takes waiting requests; a draining one does not", () => {
+    const { dispatcher } = setup();
+    dispatcher.upsertReplica("a", state({ maxConcurrency: 1 }));
+    dispatched(dispatcher.submit({ model: "m" }, "r1", 99_999));
+    dispatcher.submit({ model: "m" }, "r2", 99_999);
+    expect(dispatcher.upsertReplica("draining", state(), { draining: true })).toEqual([]);
+    expect(dispatcher.upsertReplica("b", state({ holds: ["m"] }))).toEqual([
+      { address: "b", payload: "r2", expect: "hit", queuedMs: 0 },
+    ]);
+  });
+
+  test("a lower capacity stops new dispatches until in-flight work drops below it", () => {
+    const { dispatcher } = setup();
+    dispatcher.upsertReplica("a", state({ maxConcurrency: 3 }));
+    for (const payload of ["r1", "r2", "r3"]) dispatched(dispatcher.submit({ model: "m" }, payload, 99_999));
+    dispatcher.upsertReplica("a", state({ maxConcurrency: 1 }));
+    expect(dispatcher.submit({ model: "m" }, "r4", 99_999)).toEqual({ kind: "queued" });
+    expect(dispatcher.release("a")).toEqual([]);
+    expect(dispatcher.release("a")).toEqual([]);
+    expect(dispatcher.release("a").map((each) => each.payload)).toEqual(["r4"]);
+  });
+
+  test("removeReplica forgets it: no more requests go there, and with none left submit is 503", () => {
+    const { dispatcher } = setup();
+    dispatcher.upsertReplica("a", state({ holds: ["m"] }));
+    dispatcher.upsertReplica("b", state());
+    dispatcher.removeReplica("a");
+    expect(dispatcher.replicas().map((replica) => replica.address)).toEqual(["b"]);
+    expect(dispatched(dispatcher.submit({ model: "m" }, "r1", 99_999)).address).toBe("b");
+    dispatcher.removeReplica("b");
+    expect(refusal(() => dispatcher.submit({ model: "m" }, "r2", 99_999)).status).toBe(503);
+    expect(dispatcher.release("b")).toEqual([]);
+  });
+
+  test("a removed replica that comes back starts with no requests in flight", () => {
+    const { dispatcher } = setup();
+    dispatcher.upsertReplica("a", state({ maxConcurrency: 1 }));
+    dispatched(dispatcher.submit({ model: "m" }, "r1", 99_999));
+    dispatcher.removeReplica("a");
+    dispatcher.upsertReplica("a", state({ maxConcurrency: 1 }));
+    expect(inFlight(dispatcher, "a")).toBe(0);
+    expect(dispatched(dispatcher.submit({ model: "m" }, "r2", 99_999)).address).toBe("a");
+  });
+});
+
+describe("Dispatcher: properties", () => {
+  const ADDRESSES = ["x/0", "x/1", "y/0"] as const;
+  const MODELS = ["a", "b", "c"] as const;
+
+  const command = fc.oneof(
+    {
+      weight: 5,
+      arbitrary: fc.record({
+        kind: fc.constant("submit" as const),
+        model: fc.constantFrom(...MODELS),
+        ttl: fc.integer({ min: 1, max: 500 }),
+      }),
+    },
+    { weight: 4, arbitrary: fc.record({ kind: fc.constant("release" as const), pick: fc.nat() }) },
+    {
+      weight: 2,
+      arbitrary: fc.record({
+        kind: fc.constant("upsert" as const),
+        address: fc.constantFrom(...ADDRESSES),
+        maxConcurrency: fc.integer({ min: 1, max: 4 }),
+        holds: fc.subarray([...MODELS]),
+        draining: fc.boolean(),
+      }),
+    },
+    {
+      weight: 1,
+      arbitrary: fc.record({ kind: fc.constant("remove" as const), address: fc.constantFrom(...ADDRESSES) }),
+    },
+    {
+      weight: 2,
+      arbitrary: fc.record({ kind: fc.constant("tick" as const), ms: fc.integer({ min: 0, max: 300 }) }),
+    },
+    { weight: 1, arbitrary: fc.record({ kind: fc.constant("cancel" as const), pick: fc.nat() }) },
+  );
+
+  test("capacity and queue bounds hold, and every request ends exactly once: dispatched, queued, expired, cancelled or refused", () => {
+    fc.assert(
+      fc.property(
+        fc.integer({ min: 1, max: 4 }),
+        fc.array(command, { maxLength: 80 }),
+        (maxQueue, commands) => {
+          const clock = { now: 0 };
+          const dispatcher = new Dispatcher<number>({
+            policy: baselinePolicy,
+            maxQueue,
+            now: () => clock.now,
+          });
+          /** The model of the world: what each request became, and what runs where. */
+          const outcome = new Map<number, string>();
+          const capacity = new Map<string, number>();
+          const running = new Map<string, number[]>();
+          let submitted = 0;
+
+          const settle = (payload: number, how: string) => {
+            expect(
+              outcome.has(payload),
+              `request ${payload} ended twice (${outcome.get(payload)}, ${how})`,
+            ).toBe(false);
+            outcome.set(payload, how);
+          };
+          const onDispatch = (sent: readonly Dispatch<number>[]) => {
+            for (const each of sent) {
+              settle(each.payload, "dispatched");
+              const list = running.get(each.address);
+              expect(list, `dispatched to unknown replica ${each.address}`).toBeDefined();
+              list?.push(each.payload);
+              expect(list?.length ?? 0).toBeLessThanOrEqual(capacity.get(each.address) ?? 0);
+              expect(
+                dispatcher.replicas().find((replica) => replica.address === each.address)?.draining,
+              ).toBe(false);
+            }
+          };
+
+          for (const step of commands) {
+            switch (step.kind) {
+              case "submit": {
+                const payload = submitted++;
+                try {
+                  const result = dispatcher.submit({ model: step.model }, payload, clock.now + step.ttl);
+                  if ("kind" in result) expect(result.kind).toBe("queued");
+                  else onDispatch([result]);
+                } catch (error) {
+                  expect(error).toBeInstanceOf(SwitchyardError);
+                  settle(payload, "refused");
+                }
+                break;
+              }
+              case "release": {
+                const busy = [...running].filter(([, list]) => list.length > 0);
+                const chosen = busy[step.pick % Math.max(1, busy.length)];
+                if (chosen === undefined) break;
+                chosen[1].shift();
+                onDispatch(dispatcher.release(chosen[0]));
+                break;
+              }
+              case "upsert": {
+                capacity.set(step.address, step.maxConcurrency);
+                if (!running.has(step.address)) running.set(step.address, []);
+                const replicaState = state({ maxConcurrency: step.maxConcurrency, holds: step.holds });
+                onDispatch(dispatcher.upsertReplica(step.address, replicaState, { draining: step.draining }));
+                break;
+              }
+              case "remove": {
+                // What ran there is the caller's to retry or fail; it was dispatched once, and stays so.
+                dispatcher.removeReplica(step.address);
+                capacity.delete(step.address);
+                running.delete(step.address);
+                break;
+              }
+              case "tick": {
+                clock.now += step.ms;
+                for (const payload of dispatcher.expire()) settle(payload, "expired");
+                break;
+              }
+              case "cancel": {
+                const candidates = [...Array(submitted).keys()].filter((payload) => !outcome.has(payload));
+                const target = candidates[step.pick % Math.max(1, candidates.length)];
+                if (target === undefined) break;
+                const cancelled = dispatcher.cancel((payload) => payload === target);
+                expect(cancelled).toBe(target);
+                settle(target, "cancelled");
+                break;
+              }
+            }
+            expect(dispatcher.queueLength).toBeLessThanOrEqual(maxQueue);
+            for (const replica of dispatcher.replicas()) {
+              expect(replica.inFlight).toBe(running.get(replica.address)?.length);
+            }
+          }
+
+          // Whatever has not ended is still waiting: draining the queue finds exactly those, once each.
+          const waiting = [...Array(submitted).keys()].filter((payload) => !outcome.has(payload));
+          expect(dispatcher.queueLength).toBe(waiting.length);
+          clock.now = Number.POSITIVE_INFINITY;
+          expect(dispatcher.expire()).toEqual(waiting);
+          expect(dispatcher.queueLength).toBe(0);
+        },
+      ),
+      { numRuns: 300 },
+    );
+  });
+});
