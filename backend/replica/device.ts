@@ -35,7 +35,9 @@ export async function probeDevice(device: ReplicaDevice): Promise<void> {
     const input = new ort.Tensor("float32", Float32Array.of(1), [1]);
     await session.run({ x: input });
   } catch (error) {
-    const reason = error instanceof Error ? error.message : String(error);
+    const message = error instanceof Error ? error.message : String(error);
+    // onnxruntime's CUDA errors carry a C++ signature; the "CUDA failure N: ..." part is what a person needs.
+    const reason = /CUDA failure \d+: [^;]+/.exec(message)?.[0].trim() ?? message;
     throw new SwitchyardError(
       "unavailable",
       device.kind === "cuda"

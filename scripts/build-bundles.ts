@@ -1,0 +1,27 @@
+import { build } from "esbuild";
+
+/**
+ * Single-file bundles of the agent and the GPU benchmarks, for hosts that get a Node binary and
+ * onnxruntime-node but no npm install (see README: installing the agent on a GPU host). onnxruntime-node
+ * stays external: it carries the native binding and, on GPU hosts, the CUDA provider beside it.
+ */
+const entries: Record<string, string> = {
+  "switchyard-agent": "backend/bin/switchyard-agent.ts",
+  "gpu-smoke": "bench/gpu/smoke.ts",
+};
+
+await build({
+  entryPoints: entries,
+  outdir: "dist",
+  outExtension: { ".js": ".mjs" },
+  bundle: true,
+  platform: "node",
+  format: "esm",
+  target: "node24",
+  external: ["onnxruntime-node"],
+  // Bundled CommonJS dependencies (ws) still call require().
+  banner: {
+    js: "import { createRequire as __createRequire } from 'node:module'; const require = __createRequire(import.meta.url);",
+  },
+  logLevel: "info",
+});

@@ -1,0 +1,119 @@
+/**
+ * Which loaded models a replica must evict to make room for another one. Pure and isomorphic on purpose:
+ * the agent's model cache, the gateway's router and the discrete-event simulator all decide with this very
+ * code, so their pictures of a replica can never drift apart.
+ */
+
+export interface CacheEntryView {
+  key: string;
+  bytes: number;
+  lastUsedAt: number;
+  /** Leases outstanding: requests running on the model, or waiting for its load. */
+  inFlight: number;
+  state: "loaded" | "loading";
+}
+
+/** Bounds of one replica's cache; `Infinity` leaves a bound open. */
+export interface CacheLimits {
+  maxModels: number;
+  maxBytes: number;
+}
+
+export type AdmissionPlan =
+  /** Evict these (in this order), then load. */
+  | { kind: "admit"; evict: string[] }
+  /** Does not fit yet, but will once in-flight or loading work ends. */
+  | { kind: "wait" }
+  /** Can never fit, whatever is evicted. */
+  | { kind: "reject"; reason: string };
+
+/** Sorts evictable entries, first victim first. */
+export type VictimOrder = (a: CacheEntryView, b: CacheEntryView) => number;
+
+export const leastRecentlyUsedFirst: VictimOrder = (a, b) => a.lastUsedAt - b.lastUsedAt;
+
+/**
+ * Plans room for `incoming`. Only idle loaded entries can be evicted; loading and in-flight ones count
+ * toward both limits but stay. Victims are taken in `victimOrder` (least recently used first by default),
+ * as few as it takes: the shortest prefix of that order that makes room, so the order is the whole policy.
+ * `entries` should not hold the incoming key: the caller plans only for models it does not have.
+ */
+export function planAdmission(
+  entries: readonly CacheEntryView[],
+  incoming: { key: string; bytes: number },
+  limits: CacheLimits,
+  victimOrder: VictimOrder = leastRecentlyUsedFirst,
+): AdmissionPlan {
+  if (limits.maxModels < 1) {
+    return { kind: "reject", reason: `this cache holds no models (maxModels ${limits.maxModels})` };
+  }
+  if (!(incoming.bytes >= 0)) {
+    return { kind: "reject", reason: `model "${incoming.key}" has no valid size (${incoming.bytes} bytes)` };
+  }
+  if (incoming.bytes > limits.maxBytes) {
+    return {
+      kind: "reject",
+      reason: `model "${incoming.key}" takes ${incoming.bytes} bytes, more than the cache's budget of ${limits.maxBytes} bytes`,
+    };
+  }
+  const { evict, fits } = victimsToFit(entries, { models: 1, bytes: incoming.bytes }, limits, victimOrder);
+  // Evicting every idle entry was not enough, so pinned work holds the room; it is bounded, and the model
+  // alone fits the limits (checked above), so the room comes once that work ends.
+  return fits ? { kind: "admit", evict } : { kind: "wait" };
+}
+
+/**
+ * Idle entries to evict, in `victimOrder`, to bring the cache back within its limits after a load turned
+ * out bigger than its estimate. When pinned entries alone overflow, every idle entry goes: that is as close
+ * to the budget as the cache can get until the pinned work ends.
+ */
+export function overflowVictims(
+  entries: readonly CacheEntryView[],
+  limits: CacheLimits,
+  victimOrder: VictimOrder = leastRecentlyUsedFirst,
+): string[] {
+  return victimsToFit(entries, { models: 0, bytes: 0 }, limits, victimOrder).evict;
+}
+
+/**
+ * Idle loaded entries unused for at least `keepAliveMs` at `now`, least recently used first.
+ * `keepAliveMs` 0 means entries never expire.
+ */
+export function expiredEntries(
+  entries: readonly CacheEntryView[],
+  now: number,
+  keepAliveMs: number,
+): string[] {
+  if (!(keepAliveMs > 0)) return [];
+  return entries
+    .filter((entry) => isEvictable(entry) && now - entry.lastUsedAt >= keepAliveMs)
+    .sort(leastRecentlyUsedFirst)
+    .map((entry) => entry.key);
+}
+
+export function isEvictable(entry: CacheEntryView): boolean {
+  return entry.state === "loaded" && entry.inFlight === 0;
+}
+
+function victimsToFit(
+  entries: readonly CacheEntryView[],
+  extra: { models: number; bytes: number },
+  limits: CacheLimits,
+  victimOrder: VictimOrder,
+): { evict: string[]; fits: boolean } {
+  let models = entries.length + extra.models;
+  let bytes = extra.bytes;
+  for (const entry of entries) bytes += entry.bytes;
+  const fitsNow = () => models <= limits.maxModels && bytes <= limits.maxBytes;
+
+  const evict: string[] = [];
+  // Array.prototype.sort is stable: entries the order ties on keep the order the caller gave them.
+  const candidates = entries.filter(isEvictable).sort(victimOrder);
+  for (const candidate of candidates) {
+    if (fitsNow()) break;
+    evict.push(candidate.key);
+    models -= 1;
+    bytes -= candidate.bytes;
+  }
+  return { evict, fits: fitsNow() };
+}
