@@ -1,7 +1,10 @@
+import { cloudflareTest } from "@cloudflare/vitest-plugin";
 import { defineConfig } from "vitest/config";
 
 // Three kinds of tests, one command (`npm test`):
 // unit        pure logic and single components on real parts (onnxruntime sessions, real files)
+// workers     the gateway inside workerd (Workers Vitest integration): real Registry Durable Objects, R2,
+//             websockets from test peers speaking the agent protocol
 // integration real processes: the agent CLI, `wrangler dev`, websockets between them
 export default defineConfig({
   test: {
@@ -13,6 +16,29 @@ export default defineConfig({
           environment: "node",
           testTimeout: 30_000,
           globalSetup: ["test/fixtures/global-setup.ts"],
+        },
+      },
+      {
+        plugins: [
+          cloudflareTest({
+            wrangler: { configPath: "./wrangler.toml" },
+            miniflare: {
+              // The local development secrets; a second client key proves comma-separated lists work.
+              bindings: {
+                API_KEYS: "local-dev-key, second-client-key",
+                AGENT_TOKENS: "local-agent-token",
+                ADMIN_KEY: "local-admin-key",
+                HEARTBEAT_SECONDS: "10",
+                QUEUE_LIMIT: "4",
+              },
+            },
+          }),
+        ],
+        test: {
+          name: "workers",
+          include: ["test/workers/**/*.test.ts"],
+          testTimeout: 20_000,
+          setupFiles: ["test/workers/support/quiet-events.ts"],
         },
       },
       {

@@ -1,0 +1,81 @@
+import { z } from "zod";
+import { MAX_FRAME_BYTES } from "../shared/protocol/frames.ts";
+import { ROUTING_POLICIES } from "../shared/routing/policies.ts";
+import type { Registry } from "./registry/registry.ts";
+
+/**
+ * The Worker's bindings. Configuration arrives as strings (wrangler.toml [vars]); the three secrets come
+ * from `wrangler secret put` in production and from .dev.vars (or the environment) under `wrangler dev`.
+ */
+export interface Env {
+  REGISTRY: DurableObjectNamespace<Registry>;
+  MODELS: R2Bucket;
+  /** Client API keys, comma separated. */
+  API_KEYS?: string;
+  /** Tokens agents connect with, comma separated. */
+  AGENT_TOKENS?: string;
+  /** The admin key (model uploads). */
+  ADMIN_KEY?: string;
+  ROUTING_POLICY?: string;
+  QUEUE_LIMIT?: string;
+  DEFAULT_TIMEOUT_SECONDS?: string;
+  MAX_BODY_BYTES?: string;
+  MAX_MODEL_BYTES?: string;
+  HEARTBEAT_SECONDS?: string;
+}
+
+const positiveNumber = (fallback: number) => z.coerce.number().positive().default(fallback);
+const positiveInteger = (fallback: number) => z.coerce.number().int().positive().default(fallback);
+
+const ConfigSchema = z.object({
+  ROUTING_POLICY: z
+    .string()
+    .refine((name) => name in ROUTING_POLICIES, {
+      error: (issue) =>
+        `unknown routing policy ${JSON.stringify(issue.input)}; known: ${Object.keys(ROUTING_POLICIES).join(", ")}`,
+    })
+    .default("baseline"),
+  /** Requests that may wait for a free replica slot, per pool; one more gets 429. */
+  QUEUE_LIMIT: positiveInteger(1000),
+  /** Deadline of a request that names none (seconds). */
+  DEFAULT_TIMEOUT_SECONDS: positiveNumber(60),
+  /** Largest infer body; above the relay's frame limit nothing could carry it anyway. */
+  MAX_BODY_BYTES: positiveInteger(MAX_FRAME_BYTES - 64 * 1024).pipe(z.number().max(MAX_FRAME_BYTES)),
+  /** Largest model file an admin may upload (Cloudflare caps request bodies at 100 MB on most plans). */
+  MAX_MODEL_BYTES: positiveInteger(100 * 1024 * 1024),
+  /** How often agents send "ping"; three missed in a row and the agent is taken for dead. */
+  HEARTBEAT_SECONDS: positiveNumber(10),
+});
+
+export type GatewayConfig = z.infer<typeof ConfigSchema>;
+
+const cache = new WeakMap<object, GatewayConfig>();
+
+/**
+ * The parsed configuration. A bad value is a deployment mistake: it throws with every problem named, so the
+ * first request shows it instead of the gateway running on a silent default.
+ */
+export function readConfig(env: Env): GatewayConfig {
+  const known = cache.get(env);
+  if (known !== undefined) return known;
+  const raw = {
+    ROUTING_POLICY: blankToUndefined(env.ROUTING_POLICY),
+    QUEUE_LIMIT: blankToUndefined(env.QUEUE_LIMIT),
+    DEFAULT_TIMEOUT_SECONDS: blankToUndefined(env.DEFAULT_TIMEOUT_SECONDS),
+    MAX_BODY_BYTES: blankToUndefined(env.MAX_BODY_BYTES),
+    MAX_MODEL_BYTES: blankToUndefined(env.MAX_MODEL_BYTES),
+    HEARTBEAT_SECONDS: blankToUndefined(env.HEARTBEAT_SECONDS),
+  };
+  const parsed = ConfigSchema.safeParse(raw);
+  if (!parsed.success) {
+    throw new Error(
+      `gateway configuration is invalid: ${z.prettifyError(parsed.error).replaceAll("\n", " ")}`,
+    );
+  }
+  cache.set(env, parsed.data);
+  return parsed.data;
+}
+
+function blankToUndefined(value: string | undefined): string | undefined {
+  return value === undefined || value.trim() === "" ? undefined : value.trim();
+}

@@ -1,0 +1,40 @@
+import type { ReplicaState } from "../../shared/protocol/replica-state.ts";
+
+/**
+ * One connected agent as the registry knows it. `record` is everything that must survive hibernation:
+ * the registry writes it to the socket's attachment (or to storage when it is too big, see
+ * agent-store.ts) at every change, and rebuilds the link from it when it wakes.
+ */
+export interface AgentRecord {
+  /** Unique in the pool; replica addresses are "<id>/<replica id>". */
+  id: string;
+  name: string;
+  version: string;
+  hints: string[];
+  draining: boolean;
+  /** Epoch milliseconds. */
+  connectedAt: number;
+  replicas: ReplicaState[];
+}
+
+export interface AgentLink {
+  socket: WebSocket;
+  record: AgentRecord;
+  /** Last frame from the agent (epoch ms); heartbeats answered while hibernating are read from the runtime. */
+  lastSeen: number;
+}
+
+export const replicaAddress = (agentId: string, replicaId: string) => `${agentId}/${replicaId}`;
+
+/**
+ * An id for a new agent: its name made safe for headers and addresses, with a suffix when another
+ * connected agent already has it (two hosts with one name still get routed to separately).
+ */
+export function uniqueAgentId(name: string, taken: (id: string) => boolean): string {
+  const base = name.replace(/[^A-Za-z0-9_.:-]/g, "-").slice(0, 64) || "agent";
+  if (!taken(base)) return base;
+  for (let suffix = 2; ; suffix += 1) {
+    const candidate = `${base}~${suffix}`;
+    if (!taken(candidate)) return candidate;
+  }
+}

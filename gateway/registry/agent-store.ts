@@ -1,0 +1,97 @@
+import { z } from "zod";
+import { ReplicaStateSchema } from "../../shared/protocol/replica-state.ts";
+import type { AgentRecord } from "./agent-link.ts";
+
+/**
+ * Where agent records survive hibernation and eviction. A hibernated Durable Object keeps its websockets
+ * but loses its memory, so each socket carries its agent's record as its attachment; the registry reads
+ * them back from `ctx.getWebSockets()` when it wakes. Attachments are limited to 16 KiB (serialized), and
+ * an agent with many replicas, models or hints can exceed that: such a record goes to the object's
+ * SQLite-backed key-value storage and the attachment only points to it.
+ *
+ * Writes happen at every change of an agent's state (each result carries one), so an unchanged record is
+ * not written again.
+ */
+
+/** Serialized attachments above 16 KiB throw; JSON length is a close estimate, so keep a margin. */
+const MAX_INLINE_JSON_BYTES = 12 * 1024;
+
+const AgentRecordSchema = z.object({
+  id: z.string(),
+  name: z.string(),
+  version: z.string(),
+  hints: z.array(z.string()),
+  draining: z.boolean(),
+  connectedAt: z.number(),
+  replicas: z.array(ReplicaStateSchema),
+});
+
+const AttachmentSchema = z.discriminatedUnion("phase", [
+  /** Accepted, hello not received yet. */
+  z.object({ v: z.literal(1), phase: z.literal("awaiting-hello"), connectedAt: z.number() }),
+  z.object({ v: z.literal(1), phase: z.literal("agent"), record: AgentRecordSchema }),
+  /** The record lives in storage under storageKey(id). */
+  z.object({ v: z.literal(1), phase: z.literal("spilled"), id: z.string(), connectedAt: z.number() }),
+]);
+type Attachment = z.infer<typeof AttachmentSchema>;
+
+export type RestoredSocket =
+  | { phase: "awaiting-hello"; connectedAt: number }
+  | { phase: "agent"; record: AgentRecord }
+  | { phase: "lost"; reason: string };
+
+const storageKey = (agentId: string) => `agent:${agentId}`;
+
+export class AgentStore {
+  readonly #kv: SyncKvStorage;
+  /** Last JSON written per socket, to skip writes of an unchanged record. */
+  readonly #written = new WeakMap<WebSocket, string>();
+
+  constructor(kv: SyncKvStorage) {
+    this.#kv = kv;
+  }
+
+  markAwaitingHello(socket: WebSocket, connectedAt: number): void {
+    socket.serializeAttachment({ v: 1, phase: "awaiting-hello", connectedAt } satisfies Attachment);
+  }
+
+  save(socket: WebSocket, record: AgentRecord): void {
+    const json = JSON.stringify(record);
+    if (this.#written.get(socket) === json) return;
+    const wasSpilled = (this.#written.get(socket)?.length ?? 0) > MAX_INLINE_JSON_BYTES;
+    if (json.length > MAX_INLINE_JSON_BYTES) {
+      this.#kv.put(storageKey(record.id), record);
+      socket.serializeAttachment({
+        v: 1,
+        phase: "spilled",
+        id: record.id,
+        connectedAt: record.connectedAt,
+      } satisfies Attachment);
+    } else {
+      socket.serializeAttachment({ v: 1, phase: "agent", record } satisfies Attachment);
+      if (wasSpilled) this.#kv.delete(storageKey(record.id));
+    }
+    this.#written.set(socket, json);
+  }
+
+  /** The agent left: its spilled record, if any, goes too. */
+  forget(socket: WebSocket, agentId: string | undefined): void {
+    if (agentId !== undefined) this.#kv.delete(storageKey(agentId));
+    this.#written.delete(socket);
+  }
+
+  restore(socket: WebSocket): RestoredSocket {
+    const parsed = AttachmentSchema.safeParse(socket.deserializeAttachment());
+    if (!parsed.success) return { phase: "lost", reason: "its registration was not kept" };
+    const attachment = parsed.data;
+    if (attachment.phase === "awaiting-hello") return attachment;
+    if (attachment.phase === "agent") {
+      this.#written.set(socket, JSON.stringify(attachment.record));
+      return attachment;
+    }
+    const stored = AgentRecordSchema.safeParse(this.#kv.get(storageKey(attachment.id)));
+    if (!stored.success) return { phase: "lost", reason: "its registration was not found in storage" };
+    this.#written.set(socket, JSON.stringify(stored.data));
+    return { phase: "agent", record: stored.data };
+  }
+}

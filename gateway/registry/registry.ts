@@ -1,0 +1,221 @@
+import { DurableObject } from "cloudflare:workers";
+import { SwitchyardError } from "../../shared/errors.ts";
+import {
+  HEARTBEAT_PING,
+  HEARTBEAT_PONG,
+  PROTOCOL_VERSION,
+  type Welcome,
+} from "../../shared/protocol/frames.ts";
+import type { ModelSignature } from "../../shared/protocol/model-signatures.ts";
+import { routingPolicy } from "../../shared/routing/policies.ts";
+import { type Env, readConfig } from "../env.ts";
+import { errorResponse } from "../error-response.ts";
+import { log } from "../log.ts";
+import type { AgentLink } from "./agent-link.ts";
+import { parseAgentMessage } from "./agent-messages.ts";
+import { AgentStore } from "./agent-store.ts";
+import { CLOSE_POLICY_VIOLATION, closeReason, ProtocolViolation } from "./protocol-violation.ts";
+import { MISSED_HEARTBEATS, Relay } from "./relay.ts";
+import type { InferCall, InferOutcome, PoolSnapshot } from "./relay-types.ts";
+import { SignatureStore } from "./signature-store.ts";
+
+/** Tag of agent sockets in ctx.getWebSockets(). */
+const AGENT_TAG = "agent";
+const CLOSE_GOING_AWAY = 1001;
+const CLOSE_INTERNAL = 1011;
+
+/**
+ * One pool's registry: a Durable Object (SQLite-backed) that agents hold websockets to and that the
+ * Worker asks, over RPC, to run inferences. Agents' sockets use the WebSocket Hibernation API, so an idle
+ * pool costs nothing: heartbeats ("ping") are answered by the runtime without waking the object, and the
+ * object may be evicted from memory while agents stay connected. Whatever the router must know after that
+ * is in each socket's attachment (see agent-store.ts); the constructor rebuilds the pool from
+ * `ctx.getWebSockets()`. Requests in flight are promises in memory, which keep the object awake until
+ * they end.
+ */
+export class Registry extends DurableObject<Env> {
+  readonly #relay: Relay;
+  readonly #store: AgentStore;
+  readonly #signatures: SignatureStore;
+  readonly #heartbeatMs: number;
+
+  constructor(ctx: DurableObjectState, env: Env) {
+    super(ctx, env);
+    const config = readConfig(env);
+    this.#heartbeatMs = Math.round(config.HEARTBEAT_SECONDS * 1000);
+    this.#store = new AgentStore(ctx.storage.kv);
+    this.#signatures = new SignatureStore(ctx.storage.kv);
+    this.#relay = new Relay({
+      policy: routingPolicy(config.ROUTING_POLICY),
+      maxQueue: config.QUEUE_LIMIT,
+      heartbeatMs: this.#heartbeatMs,
+      onAgentChanged: (link) => this.#store.save(link.socket, link.record),
+      onAgentGone: (link) => this.#forget(link.socket, link.record.id),
+      lastHeartbeat: (socket) => ctx.getWebSocketAutoResponseTimestamp(socket)?.getTime(),
+      log,
+    });
+    ctx.setWebSocketAutoResponse(new WebSocketRequestResponsePair(HEARTBEAT_PING, HEARTBEAT_PONG));
+    this.#rebuild();
+  }
+
+  // ---- RPC from the Worker ----
+
+  /** Routes one inference and waits for its outcome (never throws for an expected failure). */
+  async infer(call: InferCall): Promise<InferOutcome> {
+    this.#closeSilentAgents();
+    return this.#relay.infer(call);
+  }
+
+  snapshot(): PoolSnapshot {
+    this.#closeSilentAgents();
+    return this.#relay.snapshot();
+  }
+
+  /** Known signatures of every version of `name` (reported by agents that loaded it). */
+  signatures(name: string): ModelSignature[] {
+    return this.#signatures.of(name);
+  }
+
+  // ---- agents ----
+
+  /** GET /agent/connect, already authenticated by the Worker: accept the agent's websocket. */
+  override async fetch(request: Request): Promise<Response> {
+    if (request.headers.get("upgrade")?.toLowerCase() !== "websocket") {
+      return errorResponse(new SwitchyardError("bad_input", "/agent/connect expects a websocket upgrade"), {
+        Upgrade: "websocket",
+      });
+    }
+    const { 0: client, 1: server } = new WebSocketPair();
+    this.ctx.acceptWebSocket(server, [AGENT_TAG]);
+    this.#store.markAwaitingHello(server, Date.now());
+    return new Response(null, { status: 101, webSocket: client });
+  }
+
+  override async webSocketMessage(socket: WebSocket, message: string | ArrayBuffer): Promise<void> {
+    let link = this.#relay.linkOf(socket);
+    try {
+      const parsed = parseAgentMessage(message);
+      if (link !== undefined) this.#relay.touch(link);
+      switch (parsed.kind) {
+        case "ping":
+          // Normally answered by the runtime; this only runs if the auto-response was bypassed.
+          socket.send(HEARTBEAT_PONG);
+          return;
+        case "pong":
+          return;
+        case "result":
+          this.#relay.onResult(requireHello(link, "result"), parsed.header, parsed.body);
+          return;
+        case "text":
+          break;
+      }
+      const frame = parsed.frame;
+      if (frame.type === "hello") {
+        if (link !== undefined) throw new ProtocolViolation("second hello on one connection");
+        link = this.#relay.register(socket, frame);
+        this.#signatures.save(parsed.signatures);
+        const welcome: Welcome = {
+          type: "welcome",
+          protocol: PROTOCOL_VERSION,
+          agentId: link.record.id,
+          heartbeatMs: this.#heartbeatMs,
+        };
+        socket.send(JSON.stringify(welcome));
+        return;
+      }
+      const known = requireHello(link, frame.type);
+      this.#signatures.save(parsed.signatures);
+      if (frame.type === "state") this.#relay.updateState(known, frame.replicas);
+      else if (frame.type === "error") this.#relay.onError(known, frame);
+      else this.#relay.drain(known);
+    } catch (error) {
+      if (error instanceof ProtocolViolation) {
+        log("protocol-violation", { agent: link?.record.id, problem: error.message });
+        this.#close(socket, error.closeCode, error.message);
+        this.#gone(socket, link, `protocol violation: ${error.message}`);
+        return;
+      }
+      // A bug while handling this agent's frame: drop this agent (its requests fail cleanly) rather than
+      // let one frame take the whole pool's registry down.
+      log("frame-handling-failed", { agent: link?.record.id, error: String(error) });
+      this.#close(socket, CLOSE_INTERNAL, "internal error");
+      this.#gone(socket, link, "the registry failed to handle its frame");
+    }
+  }
+
+  override async webSocketClose(socket: WebSocket, code: number, reason: string): Promise<void> {
+    const link = this.#relay.linkOf(socket);
+    this.#gone(socket, link, reason === "" ? `closed with code ${code}` : `closed: ${reason}`);
+    // Complete the closing handshake (1005/1006 are reported, never sent).
+    this.#close(socket, code === 1005 || code === 1006 ? 1000 : code, reason);
+  }
+
+  override async webSocketError(socket: WebSocket, error: unknown): Promise<void> {
+    log("agent-socket-error", { agent: this.#relay.linkOf(socket)?.record.id, error: String(error) });
+    this.#gone(socket, this.#relay.linkOf(socket), "connection error");
+  }
+
+  // ---- internals ----
+
+  /** After hibernation or eviction: every socket that said hello is an agent again. */
+  #rebuild(): void {
+    for (const socket of this.ctx.getWebSockets(AGENT_TAG)) {
+      if (socket.readyState !== WebSocket.OPEN) continue;
+      const restored = this.#store.restore(socket);
+      if (restored.phase === "agent") this.#relay.restore(socket, restored.record);
+      else if (restored.phase === "lost") {
+        log("agent-lost", { reason: restored.reason });
+        this.#close(socket, CLOSE_INTERNAL, `${restored.reason}; reconnect`);
+      }
+    }
+  }
+
+  /**
+   * Agents whose heartbeats stopped, and sockets that never said hello, are closed before routing: a host
+   * that vanished without a close leaves a half-open socket that would swallow requests until their
+   * deadlines.
+   */
+  #closeSilentAgents(): void {
+    for (const link of this.#relay.staleAgents()) {
+      this.#close(link.socket, CLOSE_GOING_AWAY, "heartbeat missed");
+      this.#relay.disconnect(link, "its heartbeats stopped");
+    }
+    const helloBy = Date.now() - MISSED_HEARTBEATS * this.#heartbeatMs;
+    for (const socket of this.ctx.getWebSockets(AGENT_TAG)) {
+      if (this.#relay.linkOf(socket) !== undefined) continue;
+      const restored = this.#store.restore(socket);
+      if (restored.phase === "awaiting-hello" && restored.connectedAt < helloBy) {
+        this.#close(socket, CLOSE_POLICY_VIOLATION, "no hello");
+        this.#forget(socket, undefined);
+      }
+    }
+  }
+
+  #gone(socket: WebSocket, link: AgentLink | undefined, why: string): void {
+    if (link !== undefined) this.#relay.disconnect(link, why);
+    else this.#forget(socket, undefined);
+  }
+
+  #forget(socket: WebSocket, agentId: string | undefined): void {
+    this.#store.forget(socket, agentId);
+    try {
+      // A closing socket can still be listed by getWebSockets(); without its record it is not rebuilt.
+      socket.serializeAttachment(null);
+    } catch {
+      // Already closed: nothing to clear.
+    }
+  }
+
+  #close(socket: WebSocket, code: number, reason: string): void {
+    try {
+      socket.close(code, closeReason(reason));
+    } catch {
+      // Already closed.
+    }
+  }
+}
+
+function requireHello(link: AgentLink | undefined, what: string): AgentLink {
+  if (link === undefined) throw new ProtocolViolation(`${what} frame before hello`);
+  return link;
+}

@@ -1,0 +1,65 @@
+import type { ErrorCode } from "../../shared/errors.ts";
+import type { ReplicaState } from "../../shared/protocol/replica-state.ts";
+
+/**
+ * What the Worker hands the Registry over RPC for one inference, and what comes back. Plain data only:
+ * RPC clones arguments and results, and a thrown SwitchyardError would lose its code on the way, so a
+ * failure travels as a value too.
+ */
+export interface InferCall {
+  model: string;
+  version?: string;
+  hint?: string;
+  /** The client's OIP request body exactly as received; the agent decodes it again. */
+  body: Uint8Array;
+  /** Inference-Header-Content-Length of the body, when it carries binary tensors. */
+  headerLength?: number;
+  timeoutMs: number;
+}
+
+export interface InferSuccess {
+  ok: true;
+  /** The OIP response body exactly as the agent produced it. */
+  body: Uint8Array;
+  contentType: string;
+  headerLength?: number;
+  /** "<agent>/<replica id>" that served it. */
+  replica: string;
+  cache: "hit" | "miss";
+  /**
+   * Milliseconds: waiting in the registry's queue, from sending the infer frame to receiving the result
+   * (the agent's whole share, network included), and the agent's own queue, load and inference times.
+   */
+  timings: { gatewayQueueMs: number; roundTripMs: number; queueMs: number; loadMs: number; inferMs: number };
+}
+
+export interface InferFailure {
+  ok: false;
+  /** HTTP status for the client (an agent may report any 4xx/5xx). */
+  status: number;
+  message: string;
+  code?: ErrorCode;
+  retryAfterSeconds?: number;
+  /** Set when an agent produced the failure. */
+  replica?: string;
+}
+
+export type InferOutcome = InferSuccess | InferFailure;
+
+/** What the registry knows about the pool, for health and model endpoints. */
+export interface PoolSnapshot {
+  agents: AgentSnapshot[];
+  queued: number;
+}
+
+export interface AgentSnapshot {
+  id: string;
+  name: string;
+  version: string;
+  hints: string[];
+  draining: boolean;
+  connectedAt: number;
+  replicas: ReplicaState[];
+  /** Requests the registry has sent there and not yet seen answered, per replica id. */
+  inFlight: Record<string, number>;
+}

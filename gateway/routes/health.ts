@@ -1,0 +1,28 @@
+import { Hono } from "hono";
+import { SwitchyardError } from "../../shared/errors.ts";
+import type { Env } from "../env.ts";
+import { poolOf, registryOf } from "../pool.ts";
+
+/** Server-level OIP v2 endpoints: liveness, readiness (an agent is connected), server metadata. */
+export const healthRoutes = new Hono<{ Bindings: Env }>();
+
+export const SERVER_NAME = "switchyard";
+export const SERVER_VERSION = "0.1.0";
+const EXTENSIONS = ["binary_tensor_data", "model_repository", "parameters"];
+
+healthRoutes.get("/v2/health/live", (c) => c.json({ live: true }));
+
+healthRoutes.get("/v2/health/ready", async (c) => {
+  const pool = poolOf(c.req.raw);
+  const snapshot = await registryOf(c.env, pool).snapshot();
+  const serving = snapshot.agents.filter((agent) => !agent.draining);
+  if (serving.length === 0) {
+    const why = snapshot.agents.length === 0 ? "no agent is connected" : "every agent is draining";
+    throw new SwitchyardError("unavailable", `pool '${pool}' is not ready: ${why}`, { retryAfterSeconds: 1 });
+  }
+  return c.json({ ready: true, agents: serving.length });
+});
+
+healthRoutes.get("/v2", (c) =>
+  c.json({ name: SERVER_NAME, version: SERVER_VERSION, extensions: EXTENSIONS }),
+);

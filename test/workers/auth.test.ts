@@ -1,0 +1,99 @@
+import { describe, expect, it } from "vitest";
+import {
+  ADMIN_KEY,
+  AGENT_TOKEN,
+  CLIENT_KEY,
+  freshPool,
+  gatewayFetch,
+  SMALL_REQUEST,
+} from "./support/gateway.ts";
+
+interface Route {
+  method: string;
+  path: string;
+  body?: string;
+  headers?: Record<string, string>;
+}
+
+const clientRoutes: Route[] = [
+  { method: "GET", path: "/v2/health/live" },
+  { method: "GET", path: "/v2/health/ready" },
+  { method: "GET", path: "/v2" },
+  { method: "GET", path: "/v2/models/m" },
+  { method: "GET", path: "/v2/models/m/versions/1/ready" },
+  { method: "POST", path: "/v2/models/m/infer", body: SMALL_REQUEST },
+  { method: "POST", path: "/v2/repository/index", body: "{}" },
+];
+const agentRoutes: Route[] = [
+  { method: "GET", path: "/agent/connect", headers: { Upgrade: "websocket" } },
+  { method: "GET", path: "/agent/models/repository.json" },
+  { method: "GET", path: "/agent/models/m/1/model.onnx" },
+];
+const adminRoutes: Route[] = [
+  { method: "GET", path: "/admin/models" },
+  { method: "PUT", path: "/admin/models/m/1", body: "onnx" },
+  { method: "DELETE", path: "/admin/models/m/1" },
+];
+
+const kinds = [
+  { kind: "client", key: CLIENT_KEY, routes: clientRoutes },
+  { kind: "agent", key: AGENT_TOKEN, routes: agentRoutes },
+  { kind: "admin", key: ADMIN_KEY, routes: adminRoutes },
+] as const;
+
+function send(route: Route, authorization: string | undefined): Promise<Response> {
+  return gatewayFetch(route.path, {
+    method: route.method,
+    headers: {
+      "X-Switchyard-Pool": freshPool(),
+      ...route.headers,
+      ...(authorization === undefined ? {} : { Authorization: authorization }),
+    },
+    ...(route.body === undefined ? {} : { body: route.body }),
+  });
+}
+
+describe("authentication matrix", () => {
+  for (const { kind, key, routes } of kinds) {
+    const others = kinds.filter((other) => other.kind !== kind);
+    for (const route of routes) {
+      const name = `${route.method} ${route.path}`;
+
+      it(`${name}: 401 without a key, or with a malformed header`, async () => {
+        for (const authorization of [undefined, "", `Basic ${btoa(`user:${key}`)}`, "Bearer"]) {
+          const response = await send(route, authorization);
+          expect(response.status, String(authorization)).toBe(401);
+          expect(response.headers.get("WWW-Authenticate")).toBe('Bearer realm="switchyard"');
+          const body = (await response.json()) as { error: string };
+          expect(body.error).not.toContain(key);
+        }
+      });
+
+      it(`${name}: 403 with a wrong key or a key of another kind`, async () => {
+        for (const wrong of ["nope", `${key}x`, key.slice(0, -1), ...others.map((other) => other.key)]) {
+          const response = await send(route, `Bearer ${wrong}`);
+          expect(response.status, wrong).toBe(403);
+          expect(await response.text()).not.toContain(wrong);
+        }
+      });
+
+      it(`${name}: accepted with the ${kind} key`, async () => {
+        const response = await send(route, `Bearer ${key}`);
+        expect([401, 403]).not.toContain(response.status);
+        if (response.webSocket !== null) response.webSocket.accept();
+        response.webSocket?.close();
+      });
+    }
+  }
+
+  it("accepts every key of a comma-separated list, and the scheme in any case", async () => {
+    for (const authorization of [
+      "Bearer second-client-key",
+      `bearer ${CLIENT_KEY}`,
+      `BEARER  ${CLIENT_KEY}`,
+    ]) {
+      const response = await gatewayFetch("/v2/health/live", { headers: { Authorization: authorization } });
+      expect(response.status, authorization).toBe(200);
+    }
+  });
+});

@@ -1,0 +1,99 @@
+import { evictDurableObject, runInDurableObject } from "cloudflare:test";
+import { describe, expect, it } from "vitest";
+import { FakeAgent } from "./support/fake-agent.ts";
+import { freshPool, infer } from "./support/gateway.ts";
+import { registry, snapshot, waitForAgents } from "./support/registry.ts";
+import { replicaState } from "./support/replica-state.ts";
+
+async function serve(agent: FakeAgent, response: Promise<Response>): Promise<string | null> {
+  agent.answer(await agent.nextInfer(), { state: agent.replicas[0] });
+  const answered = await response;
+  expect(answered.status).toBe(200);
+  return answered.headers.get("X-Switchyard-Replica");
+}
+
+describe("hibernation and eviction", () => {
+  it("rebuilds the pool from its hibernated websockets and keeps routing on what agents last reported", async () => {
+    const pool = freshPool();
+    const a = await FakeAgent.connect(pool, {
+      name: "a",
+      replicas: [replicaState({ loaded: ["m1"], maxConcurrency: 2 })],
+    });
+    const b = await FakeAgent.connect(pool, {
+      name: "b",
+      hints: ["lora"],
+      replicas: [replicaState({ maxConcurrency: 2 })],
+    });
+    // b learns a model through a result's piggybacked state (not a hello), and a starts draining.
+    const first = infer("m2", { pool, headers: { "X-Runner-Hint": "lora" } });
+    b.replicas = [replicaState({ loaded: ["m2"], maxConcurrency: 2 })];
+    expect(await serve(b, first)).toBe("b/0");
+    const before = await snapshot(pool);
+    const instances = new Set<object>();
+    await runInDurableObject(registry(pool), (instance) => {
+      instances.add(instance);
+    });
+
+    await evictDurableObject(registry(pool));
+    await runInDurableObject(registry(pool), (instance, state) => {
+      // A new instance (memory gone), with the same sockets.
+      expect(instances.has(instance)).toBe(false);
+      expect(state.getWebSockets().length).toBe(2);
+    });
+
+    const after = await snapshot(pool);
+    expect(after.agents).toEqual(before.agents.map((agent) => ({ ...agent, inFlight: { "0": 0 } })));
+    expect(await serve(a, infer("m1", { pool }))).toBe("a/0");
+    expect(await serve(b, infer("m2", { pool }))).toBe("b/0");
+    // The same sockets still carry heartbeats and frames.
+    a.socket.send("ping");
+    expect(await a.nextText()).toBe("pong");
+    a.close();
+    b.close();
+  });
+
+  it("keeps a record too big for an attachment in storage, and drops it when the agent leaves", async () => {
+    const pool = freshPool();
+    const hints = Array.from({ length: 200 }, (_, index) => `hint-${index}-${"x".repeat(100)}`);
+    const big = await FakeAgent.connect(pool, {
+      name: "big",
+      hints,
+      replicas: [replicaState({ maxConcurrency: 2 })],
+    });
+    const small = await FakeAgent.connect(pool, {
+      name: "small",
+      replicas: [replicaState({ maxConcurrency: 2 })],
+    });
+    await runInDurableObject(registry(pool), (_instance, state) => {
+      expect(state.storage.kv.get("agent:big")).toMatchObject({ id: "big", hints });
+      expect(state.storage.kv.get("agent:small")).toBeUndefined();
+    });
+
+    await evictDurableObject(registry(pool));
+
+    expect((await snapshot(pool)).agents.find((agent) => agent.id === "big")?.hints).toEqual(hints);
+    expect(await serve(big, infer("m", { pool, headers: { "X-Runner-Hint": hints[150] ?? "" } }))).toBe(
+      "big/0",
+    );
+    big.close();
+    await waitForAgents(pool, 1);
+    await runInDurableObject(registry(pool), (_instance, state) => {
+      expect(state.storage.kv.get("agent:big")).toBeUndefined();
+    });
+    small.close();
+  });
+
+  it("answers a result for a request of its previous life without closing the agent", async () => {
+    const pool = freshPool();
+    const agent = await FakeAgent.connect(pool, { name: "a", replicas: [replicaState({ loaded: ["m"] })] });
+    const response = infer("m", { pool });
+    const received = await agent.nextInfer();
+    agent.answer(received);
+    expect((await response).status).toBe(200);
+    await evictDurableObject(registry(pool));
+    // A duplicate answer carrying an id from before the eviction is ignored, not a protocol violation.
+    agent.answer(received);
+    expect(await serve(agent, infer("m", { pool }))).toBe("a/0");
+    agent.close();
+  });
+});

@@ -1,0 +1,94 @@
+import { describe, expect, it } from "vitest";
+import { MAX_FRAME_BYTES } from "../../shared/protocol/frames.ts";
+import { FakeAgent } from "./support/fake-agent.ts";
+import { errorOf, freshPool, infer } from "./support/gateway.ts";
+import { replicaState } from "./support/replica-state.ts";
+
+describe("request validation before anything reaches an agent", () => {
+  it("refuses bodies over the limit with 413, by Content-Length or by size", async () => {
+    const pool = freshPool();
+    const agent = await FakeAgent.connect(pool, { replicas: [replicaState({ loaded: ["m"] })] });
+    const big = new Uint8Array(MAX_FRAME_BYTES);
+    const response = await infer("m", { pool, body: big });
+    expect(response.status).toBe(413);
+    expect(await errorOf(response)).toMatch(/larger than the limit/);
+    const streamed = await infer("m", {
+      pool,
+      body: new ReadableStream({
+        start(controller) {
+          controller.enqueue(big);
+          controller.close();
+        },
+      }),
+    });
+    expect(streamed.status).toBe(413);
+    expect(agent.pendingInfers).toBe(0);
+    agent.close();
+  });
+
+  it("relays a large binary request and response intact", async () => {
+    const pool = freshPool();
+    const agent = await FakeAgent.connect(pool, { replicas: [replicaState({ loaded: ["m"] })] });
+    const elements = 6 * 1024 * 1024;
+    const json = JSON.stringify({
+      inputs: [
+        { name: "x", shape: [elements], datatype: "UINT8", parameters: { binary_data_size: elements } },
+      ],
+    });
+    const request = new Uint8Array(json.length + elements);
+    request.set(new TextEncoder().encode(json));
+    for (let index = json.length; index < request.length; index += 4093) request[index] = index % 251;
+    const response = infer("m", {
+      pool,
+      body: request,
+      headers: { "Inference-Header-Content-Length": String(json.length) },
+    });
+    const received = await agent.nextInfer();
+    expect(received.body.length).toBe(request.length);
+    expect(received.body.every((byte, index) => byte === request[index])).toBe(true);
+    const answer = "x".repeat(elements);
+    agent.answer(received, { body: answer });
+    const answered = await response;
+    expect(answered.status).toBe(200);
+    expect((await answered.text()) === answer).toBe(true);
+    agent.close();
+  });
+
+  it("answers 400 with the codec's message for malformed OIP bodies, bad names and bad options", async () => {
+    const pool = freshPool();
+    const agent = await FakeAgent.connect(pool, { replicas: [replicaState({ loaded: ["m"] })] });
+    const cases: [string, Parameters<typeof infer>[1], RegExp][] = [
+      ["m", { pool, body: "{" }, /./],
+      [
+        "m",
+        { pool, body: '{"inputs":[{"name":"x","shape":[2],"datatype":"FP32","data":[1]}]}' },
+        /shape \[2\] needs 2 elements/,
+      ],
+      [
+        "m",
+        { pool, body: '{"inputs":[{"name":"x","shape":[1],"datatype":"FP99","data":[1]}]}' },
+        /unknown datatype/,
+      ],
+      ["-flag", { pool }, /invalid model name/],
+      ["a%2F..%2Fb", { pool }, /invalid model name/],
+      ["m", { pool, version: "0" }, /invalid model version/],
+      ["m", { pool, headers: { "X-Request-Timeout": "soon" } }, /X-Request-Timeout/],
+      [
+        "m",
+        { pool, headers: { "Inference-Header-Content-Length": "-1" } },
+        /Inference-Header-Content-Length/,
+      ],
+      ["m", { pool: "bad pool!" }, /invalid pool name/],
+    ];
+    for (const [model, options, message] of cases) {
+      const response = await infer(model, options);
+      expect(
+        response.status,
+        `${model} ${JSON.stringify(options.headers ?? options.body ?? options.pool)}`,
+      ).toBe(400);
+      expect(await errorOf(response)).toMatch(message);
+    }
+    expect(agent.pendingInfers).toBe(0);
+    agent.close();
+  });
+});

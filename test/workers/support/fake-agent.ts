@@ -1,0 +1,169 @@
+import {
+  decodeBinaryFrame,
+  encodeBinaryFrame,
+  type InferHeader,
+  InferHeaderSchema,
+  type ResultHeader,
+  type Welcome,
+} from "../../../shared/protocol/frames.ts";
+import type { ModelSignature } from "../../../shared/protocol/model-signatures.ts";
+import type { ReplicaState } from "../../../shared/protocol/replica-state.ts";
+import { AGENT_TOKEN, gatewayFetch } from "./gateway.ts";
+
+export interface ReceivedInfer {
+  header: InferHeader;
+  body: Uint8Array;
+}
+
+export interface FakeAgentOptions {
+  name?: string;
+  replicas: ReplicaState[];
+  hints?: string[];
+  signatures?: ModelSignature[];
+}
+
+/**
+ * A test peer that speaks the agent side of the wire protocol over a real websocket to the Worker:
+ * hello, infer frames received in order, result and error frames sent back on command.
+ */
+export class FakeAgent {
+  readonly socket: WebSocket;
+  readonly closed: Promise<{ code: number; reason: string }>;
+  readonly #infers: ReceivedInfer[] = [];
+  readonly #texts: unknown[] = [];
+  readonly #waiters: (() => void)[] = [];
+  replicas: ReplicaState[];
+
+  private constructor(socket: WebSocket, replicas: ReplicaState[]) {
+    this.socket = socket;
+    this.replicas = replicas;
+    this.closed = new Promise((resolve) => {
+      socket.addEventListener("close", (event) => {
+        resolve({ code: event.code, reason: event.reason });
+        this.#wake();
+      });
+    });
+    socket.addEventListener("message", (event) => {
+      if (typeof event.data === "string") {
+        this.#texts.push(event.data === "pong" ? "pong" : JSON.parse(event.data));
+      } else {
+        this.#infers.push(decodeBinaryFrame(new Uint8Array(event.data as ArrayBuffer), InferHeaderSchema));
+      }
+      this.#wake();
+    });
+  }
+
+  /** Opens the websocket (no hello yet). */
+  static async open(pool: string, replicas: ReplicaState[], token = AGENT_TOKEN): Promise<FakeAgent> {
+    const response = await gatewayFetch(`/agent/connect?pool=${pool}`, {
+      headers: { Upgrade: "websocket", Authorization: `Bearer ${token}` },
+    });
+    const socket = response.webSocket;
+    if (socket === null) throw new Error(`no websocket: ${response.status} ${await response.text()}`);
+    // Recent compatibility dates deliver binary messages as Blobs by default.
+    socket.binaryType = "arraybuffer";
+    socket.accept();
+    return new FakeAgent(socket, replicas);
+  }
+
+  /** Opens the websocket, says hello and waits for the welcome. */
+  static async connect(pool: string, options: FakeAgentOptions): Promise<FakeAgent & { welcome: Welcome }> {
+    const agent = await FakeAgent.open(pool, options.replicas);
+    agent.sendJson({
+      type: "hello",
+      protocol: 1,
+      agent: { name: options.name ?? "agent", version: "test" },
+      hints: options.hints ?? [],
+      replicas: options.replicas,
+      ...(options.signatures === undefined ? {} : { signatures: options.signatures }),
+    });
+    const welcome = (await agent.nextText()) as Welcome;
+    if (welcome.type !== "welcome") throw new Error(`expected welcome, got ${JSON.stringify(welcome)}`);
+    return Object.assign(agent, { welcome });
+  }
+
+  sendJson(frame: object): void {
+    this.socket.send(JSON.stringify(frame));
+  }
+
+  async nextInfer(timeoutMs = 5000): Promise<ReceivedInfer> {
+    await this.#until(() => this.#infers.length > 0, timeoutMs, "an infer frame");
+    return this.#infers.shift() as ReceivedInfer;
+  }
+
+  async nextText(timeoutMs = 5000): Promise<unknown> {
+    await this.#until(() => this.#texts.length > 0, timeoutMs, "a text frame");
+    return this.#texts.shift();
+  }
+
+  /** Infer frames received and not yet taken. */
+  get pendingInfers(): number {
+    return this.#infers.length;
+  }
+
+  /** Answers with a result frame (the body is the OIP response as the client gets it). */
+  answer(
+    infer: ReceivedInfer,
+    options: { cache?: "hit" | "miss"; state?: ReplicaState; body?: string } = {},
+  ): void {
+    const header: ResultHeader = {
+      type: "result",
+      id: infer.header.id,
+      replica: infer.header.replica,
+      model: { name: infer.header.model, version: infer.header.version ?? "1" },
+      cache: options.cache ?? "hit",
+      timings: { queueMs: 1, loadMs: options.cache === "miss" ? 5 : 0, inferMs: 2 },
+      contentType: "application/json",
+      ...(options.state === undefined ? {} : { state: options.state }),
+    };
+    const body =
+      options.body ??
+      JSON.stringify({
+        model_name: infer.header.model,
+        model_version: "1",
+        outputs: [],
+        id: infer.header.id,
+      });
+    this.socket.send(encodeBinaryFrame(header, new TextEncoder().encode(body)));
+  }
+
+  fail(
+    infer: ReceivedInfer,
+    options: { status: number; message: string; started: boolean; state?: ReplicaState },
+  ): void {
+    this.sendJson({
+      type: "error",
+      id: infer.header.id,
+      replica: infer.header.replica,
+      status: options.status,
+      message: options.message,
+      started: options.started,
+      ...(options.state === undefined ? {} : { state: options.state }),
+    });
+  }
+
+  close(code = 1000, reason = "bye"): void {
+    this.socket.close(code, reason);
+  }
+
+  #wake(): void {
+    for (const waiter of this.#waiters.splice(0)) waiter();
+  }
+
+  async #until(condition: () => boolean, timeoutMs: number, what: string): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    while (!condition()) {
+      if (this.socket.readyState === WebSocket.CLOSED)
+        throw new Error(`socket closed while waiting for ${what}`);
+      const remaining = deadline - Date.now();
+      if (remaining <= 0) throw new Error(`timed out waiting for ${what}`);
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, Math.min(remaining, 50));
+        this.#waiters.push(() => {
+          clearTimeout(timer);
+          resolve();
+        });
+      });
+    }
+  }
+}
