@@ -102,6 +102,11 @@ function signalGroup(child: ChildProcess, signal: NodeJS.Signals): void {
 const isRunning = (child: ChildProcess) => child.exitCode === null && child.signalCode === null;
 
 async function stopAll(exitCode: number): Promise<never> {
+  if (stopping) {
+    // A second Ctrl-C: no more waiting.
+    for (const { child } of started) signalGroup(child, "SIGKILL");
+    process.exit(130);
+  }
   stopping = true;
   // The agent first, so that it drains while the gateway still listens.
   for (const { child } of [...started].reverse()) {
@@ -112,6 +117,7 @@ async function stopAll(exitCode: number): Promise<never> {
     await Promise.race([exited, grace]);
     signalGroup(child, "SIGKILL");
   }
+  say("stopped");
   process.exit(exitCode);
 }
 

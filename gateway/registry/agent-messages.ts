@@ -10,7 +10,6 @@ import {
   type ResultHeader,
   ResultHeaderSchema,
 } from "../../shared/protocol/frames.ts";
-import { type ModelSignature, SignaturesFieldSchema } from "../../shared/protocol/model-signatures.ts";
 import { CLOSE_TOO_BIG, ProtocolViolation } from "./protocol-violation.ts";
 
 /** Control frames are small; a megabyte of JSON is already a broken or hostile agent. */
@@ -19,8 +18,7 @@ export const MAX_TEXT_FRAME_BYTES = 1024 * 1024;
 export type AgentMessage =
   | { kind: "ping" }
   | { kind: "pong" }
-  /** `signatures`: the optional extension of hello and state frames (model-signatures.ts). */
-  | { kind: "text"; frame: AgentTextFrame; signatures: ModelSignature[] }
+  | { kind: "text"; frame: AgentTextFrame }
   | { kind: "result"; header: ResultHeader; body: Uint8Array };
 
 /** One websocket message from an agent, checked against the protocol; a ProtocolViolation otherwise. */
@@ -32,12 +30,7 @@ export function parseAgentMessage(message: string | ArrayBuffer): AgentMessage {
     if (message.length > MAX_TEXT_FRAME_BYTES) {
       throw new ProtocolViolation(`text frame over ${MAX_TEXT_FRAME_BYTES} bytes`, CLOSE_TOO_BIG);
     }
-    const frame = asViolation(() => decodeTextFrame(message, AgentTextFrameSchema));
-    const signatures =
-      frame.type === "hello" || frame.type === "state"
-        ? (asViolation(() => decodeTextFrame(message, SignaturesFieldSchema)).signatures ?? [])
-        : [];
-    return { kind: "text", frame, signatures };
+    return { kind: "text", frame: asViolation(() => decodeTextFrame(message, AgentTextFrameSchema)) };
   }
   if (message.byteLength > MAX_FRAME_BYTES) {
     throw new ProtocolViolation(`binary frame over ${MAX_FRAME_BYTES} bytes`, CLOSE_TOO_BIG);

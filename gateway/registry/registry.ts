@@ -113,7 +113,7 @@ export class Registry extends DurableObject<Env> {
       if (frame.type === "hello") {
         if (link !== undefined) throw new ProtocolViolation("second hello on one connection");
         link = this.#relay.register(socket, frame);
-        this.#signatures.save(parsed.signatures);
+        this.#signatures.save(frame.signatures);
         const welcome: Welcome = {
           type: "welcome",
           protocol: PROTOCOL_VERSION,
@@ -124,9 +124,10 @@ export class Registry extends DurableObject<Env> {
         return;
       }
       const known = requireHello(link, frame.type);
-      this.#signatures.save(parsed.signatures);
-      if (frame.type === "state") this.#relay.updateState(known, frame.replicas);
-      else if (frame.type === "error") this.#relay.onError(known, frame);
+      if (frame.type === "state") {
+        this.#signatures.save(frame.signatures);
+        this.#relay.updateState(known, frame.replicas);
+      } else if (frame.type === "error") this.#relay.onError(known, frame);
       else this.#relay.drain(known);
     } catch (error) {
       if (error instanceof ProtocolViolation) {

@@ -243,7 +243,7 @@ function fixedCodec<Data extends FixedData & Indexable<Element>, Element extends
     },
     fromBinary(bytes, count) {
       // A copy: aligned for the typed array, and the tensor does not pin the whole request body.
-      const copy = bytes.slice();
+      const copy = copyBytes(bytes);
       toLittleEndianInPlace(copy, size);
       return new spec.ArrayClass(copy.buffer, 0, count);
     },
@@ -346,7 +346,7 @@ const BYTES_CODEC: ElementCodec<Uint8Array[]> = {
       if (length > bytes.length - offset) {
         fail(`element ${index} is ${length} bytes long but only ${bytes.length - offset} bytes are left`);
       }
-      data.push(bytes.slice(offset, offset + length));
+      data.push(copyBytes(bytes.subarray(offset, offset + length)));
       offset += length;
     }
     if (offset !== bytes.length)
@@ -730,4 +730,14 @@ function withoutKey(
   if (parameters === undefined) return undefined;
   const { [key]: _removed, ...rest } = parameters;
   return Object.keys(rest).length > 0 ? rest : undefined;
+}
+
+/**
+ * A plain Uint8Array copy of `bytes` in its own ArrayBuffer, whatever subclass `bytes` is: a Node Buffer's
+ * slice() is a view, and even Uint8Array's slice() builds a Buffer from a Buffer (species).
+ */
+function copyBytes(bytes: Uint8Array): Uint8Array<ArrayBuffer> {
+  const copy = new Uint8Array(bytes.length);
+  copy.set(bytes);
+  return copy;
 }

@@ -1,5 +1,6 @@
 import { z } from "zod";
 import { SwitchyardError } from "../errors.ts";
+import { ModelSignatureSchema } from "./model-signatures.ts";
 import { ReplicaStateSchema } from "./replica-state.ts";
 
 /**
@@ -31,6 +32,12 @@ export const TimingsSchema = z.object({
 
 // ---- agent -> gateway ----
 
+/**
+ * Inputs and outputs of models the agent has loaded, so the gateway answers OIP model metadata without
+ * loading anything. A version's signature never changes: sending it once per connection is enough.
+ */
+const Signatures = z.array(ModelSignatureSchema).max(1024).default([]);
+
 export const HelloSchema = z.object({
   type: z.literal("hello"),
   protocol: z.literal(PROTOCOL_VERSION),
@@ -38,11 +45,13 @@ export const HelloSchema = z.object({
   /** Routing keys this agent answers to beyond its model names (--hints). */
   hints: z.array(z.string().max(256)).max(1024).default([]),
   replicas: z.array(ReplicaStateSchema).min(1).max(64),
+  signatures: Signatures,
 });
 
 export const StateSchema = z.object({
   type: z.literal("state"),
   replicas: z.array(ReplicaStateSchema).min(1).max(64),
+  signatures: Signatures,
 });
 
 /** Header of a binary result frame; the body is the OIP response exactly as the client receives it. */
@@ -82,6 +91,9 @@ export const AgentTextFrameSchema = z.discriminatedUnion("type", [
 ]);
 export type AgentTextFrame = z.infer<typeof AgentTextFrameSchema>;
 export type Hello = z.infer<typeof HelloSchema>;
+/** A hello as an agent writes it (fields with defaults may be left out). */
+export type HelloMessage = z.input<typeof HelloSchema>;
+export type StateMessage = z.input<typeof StateSchema>;
 export type ResultHeader = z.infer<typeof ResultHeaderSchema>;
 export type ErrorFrame = z.infer<typeof ErrorFrameSchema>;
 

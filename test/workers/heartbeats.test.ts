@@ -46,6 +46,7 @@ describe("heartbeats", () => {
         agent: { name, version: "test" },
         hints: [],
         replicas: [replicaState()],
+        signatures: [],
       });
     };
     const pinging = connect("pinging");

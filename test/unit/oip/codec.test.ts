@@ -784,3 +784,25 @@ describe("properties", () => {
     );
   });
 });
+
+describe("bodies that are views into a larger buffer", () => {
+  test("a binary request inside a Node Buffer pool decodes its own bytes, not its neighbours'", () => {
+    const tensor: Tensor = { name: "x", datatype: "FP32", shape: [2, 2], data: Float32Array.of(1, 2, 3, 4) };
+    const words: Tensor = {
+      name: "w",
+      datatype: "BYTES",
+      shape: [2],
+      data: [new TextEncoder().encode("ab"), new TextEncoder().encode("c")],
+    };
+    const encoded = encodeInferRequest({ inputs: [tensor, words] }, { binaryInputs: true });
+    // What ws hands out: a Buffer viewing part of a bigger pooled ArrayBuffer, with junk around it.
+    const pool = Buffer.alloc(encoded.body.length + 64, 0xff);
+    pool.set(encoded.body, 32);
+    const view = pool.subarray(32, 32 + encoded.body.length);
+    const decoded = decodeInferRequest(view, encoded.headerLength);
+    expect(decoded.inputs[0]?.data).toEqual(Float32Array.of(1, 2, 3, 4));
+    expect(decoded.inputs[1]?.data).toEqual(words.data);
+    pool.fill(0);
+    expect(decoded.inputs[0]?.data).toEqual(Float32Array.of(1, 2, 3, 4));
+  });
+});

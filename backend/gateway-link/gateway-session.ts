@@ -1,0 +1,244 @@
+import type WebSocket from "ws";
+import type { RawData } from "ws";
+import {
+  decodeTextFrame,
+  type GatewayTextFrame,
+  GatewayTextFrameSchema,
+  HEARTBEAT_PING,
+  HEARTBEAT_PONG,
+  type Hello,
+  type HelloMessage,
+  PROTOCOL_VERSION,
+  type Welcome,
+} from "../../shared/protocol/frames.ts";
+import type { Log } from "../log.ts";
+import { Heartbeat } from "./heartbeat.ts";
+import { InferHandler } from "./infer-handler.ts";
+import type { LinkedReplica } from "./linked-replica.ts";
+import { StateReporter } from "./state-reporter.ts";
+
+/** A gateway that accepted the socket but never welcomes the agent is as good as down. */
+const WELCOME_TIMEOUT_MS = 15_000;
+/** How long a draining agent waits, with nothing in flight, for infer frames that crossed its drain frame. */
+const DRAIN_LINGER_MS = 250;
+/** After the close handshake starts, how long the gateway gets to answer it before the socket is cut. */
+const CLOSE_HANDSHAKE_MS = 2_000;
+
+export interface SessionOptions {
+  socket: WebSocket;
+  replicas: readonly LinkedReplica[];
+  hints: readonly string[];
+  agent: Hello["agent"];
+  log: Log;
+}
+
+export interface SessionEnd {
+  code: number;
+  reason: string;
+  /** How long the gateway had welcomed the agent; absent when it never did. */
+  welcomedMs?: number;
+  /** Why the socket failed, when it did (refused, unreachable, ...). */
+  failure?: string;
+}
+
+/**
+ * One websocket to the gateway, from open to close: hello on open, heartbeats and state reports once the
+ * gateway welcomes the agent, infer frames handed to the InferHandler, and a drain on request. A new
+ * connection is a new session, so nothing from a dead socket leaks into the next one.
+ */
+export class GatewaySession {
+  readonly ended: Promise<SessionEnd>;
+  readonly #options: SessionOptions;
+  readonly #socket: WebSocket;
+  readonly #handler: InferHandler;
+  readonly #reporter: StateReporter;
+  #heartbeat: Heartbeat | undefined;
+  #welcomeTimer: ReturnType<typeof setTimeout> | undefined;
+  #welcomedAt: number | undefined;
+  #failure: string | undefined;
+
+  constructor(options: SessionOptions) {
+    this.#options = options;
+    this.#socket = options.socket;
+    this.#handler = new InferHandler({
+      replicas: new Map(options.replicas.map((replica) => [replica.id, replica])),
+      send: (frame) => this.#send(frame),
+      log: options.log,
+    });
+    this.#reporter = new StateReporter(
+      () => options.replicas.map((replica) => replica.state()),
+      (replicas) => this.#send(JSON.stringify({ type: "state", replicas })),
+    );
+    this.ended = new Promise((resolve) => {
+      this.#socket.on("close", (code, reason) => {
+        this.#teardown();
+        resolve({
+          code,
+          reason: reason.toString("utf8"),
+          ...(this.#welcomedAt === undefined ? {} : { welcomedMs: Date.now() - this.#welcomedAt }),
+          ...(this.#failure === undefined ? {} : { failure: this.#failure }),
+        });
+      });
+    });
+    this.#socket.on("open", () => this.#opened());
+    this.#socket.on("message", (data, isBinary) => this.#received(data, isBinary));
+    // The close event follows every error; the link logs the outcome then.
+    this.#socket.on("error", (error) => {
+      this.#failure = describeSocketError(error);
+    });
+  }
+
+  /** A replica changed: the gateway hears about it (coalesced). */
+  replicaChanged(): void {
+    this.#reporter.changed();
+  }
+
+  /**
+   * Tells the gateway to send nothing more, lets the requests in flight finish (up to graceMs), then closes
+   * with 1001 (going away). Requests still running after the grace are abandoned.
+   */
+  async drain(graceMs: number): Promise<void> {
+    this.#handler.refuseNew("the agent is draining");
+    if (this.#socket.readyState === this.#socket.OPEN) {
+      this.#send(JSON.stringify({ type: "drain" }));
+      let graceTimer: ReturnType<typeof setTimeout> | undefined;
+      const grace = new Promise<"grace">((resolve) => {
+        graceTimer = setTimeout(() => resolve("grace"), graceMs);
+      });
+      await Promise.race([this.#settled(), grace, this.ended]);
+      clearTimeout(graceTimer);
+      if (this.#handler.inFlight > 0) {
+        this.#options.log("gateway link: grace over, abandoning requests", {
+          inFlight: this.#handler.inFlight,
+        });
+      }
+    }
+    this.close(1001, "agent draining");
+    await this.ended;
+  }
+
+  /**
+   * Resolves once nothing is in flight and nothing new came in for DRAIN_LINGER_MS: infer frames the gateway
+   * sent before it read the drain frame are still on their way, and an answer (503, not started) lets the
+   * gateway send them elsewhere, where a closed socket would leave them failed.
+   */
+  async #settled(): Promise<void> {
+    for (;;) {
+      await this.#handler.idle();
+      await new Promise((resolve) => setTimeout(resolve, DRAIN_LINGER_MS));
+      if (this.#handler.inFlight === 0) return;
+    }
+  }
+
+  /** Closes the socket (with a close handshake when it is open); `ended` resolves once it is closed. */
+  close(code: number, reason: string): void {
+    const socket = this.#socket;
+    if (socket.readyState === socket.CLOSED) return;
+    if (socket.readyState !== socket.OPEN) {
+      socket.terminate();
+      return;
+    }
+    socket.close(code, reason);
+    const cut = setTimeout(() => socket.terminate(), CLOSE_HANDSHAKE_MS);
+    cut.unref();
+    void this.ended.then(() => clearTimeout(cut));
+  }
+
+  #opened(): void {
+    const hello: HelloMessage = {
+      type: "hello",
+      protocol: PROTOCOL_VERSION,
+      agent: this.#options.agent,
+      hints: [...this.#options.hints],
+      replicas: this.#options.replicas.map((replica) => replica.state()),
+    };
+    this.#send(JSON.stringify(hello));
+    this.#welcomeTimer = setTimeout(() => {
+      this.#options.log("gateway link: no welcome from the gateway", { waitedMs: WELCOME_TIMEOUT_MS });
+      this.#socket.terminate();
+    }, WELCOME_TIMEOUT_MS);
+    this.#welcomeTimer.unref();
+  }
+
+  #received(data: RawData, isBinary: boolean): void {
+    this.#heartbeat?.heard();
+    if (isBinary) {
+      this.#handler.handle(toBytes(data));
+      return;
+    }
+    const text = new TextDecoder().decode(toBytes(data));
+    if (text === HEARTBEAT_PONG) return;
+    if (text === HEARTBEAT_PING) {
+      this.#send(HEARTBEAT_PONG);
+      return;
+    }
+    let frame: GatewayTextFrame;
+    try {
+      frame = decodeTextFrame(text, GatewayTextFrameSchema);
+    } catch (error) {
+      // A gateway newer than this agent may say things it does not know: log, and carry on.
+      this.#options.log("gateway link: ignored a malformed frame", {
+        error: (error as Error).message,
+        frame: text.slice(0, 200),
+      });
+      return;
+    }
+    if (frame.type === "cancel") this.#handler.cancel(frame.id);
+    else this.#welcome(frame);
+  }
+
+  #welcome(welcome: Welcome): void {
+    if (this.#welcomedAt !== undefined) return;
+    clearTimeout(this.#welcomeTimer);
+    this.#welcomedAt = Date.now();
+    this.#options.log("connected to the gateway", {
+      agentId: welcome.agentId,
+      heartbeatMs: welcome.heartbeatMs,
+    });
+    this.#heartbeat = new Heartbeat({
+      intervalMs: welcome.heartbeatMs,
+      send: (text) => this.#send(text),
+      onDead: (silentBeats) => {
+        this.#options.log("gateway link: the gateway went silent, reconnecting", {
+          silentMs: silentBeats * welcome.heartbeatMs,
+        });
+        this.#socket.terminate();
+      },
+    });
+    this.#reporter.start();
+    // Whatever changed between the hello and now.
+    this.#reporter.changed();
+  }
+
+  #send(frame: Uint8Array | string): void {
+    if (this.#socket.readyState !== this.#socket.OPEN) return;
+    this.#socket.send(frame, (error) => {
+      if (error) this.#options.log("gateway link: send failed", { error: error.message });
+    });
+  }
+
+  #teardown(): void {
+    clearTimeout(this.#welcomeTimer);
+    this.#heartbeat?.stop();
+    this.#reporter.stop();
+    this.#handler.abandonAll();
+  }
+}
+
+/** ws reports a refused upgrade as "Unexpected server response: 401"; say what the operator should check. */
+function describeSocketError(error: Error): string {
+  const status = /Unexpected server response: (\d+)/.exec(error.message)?.[1];
+  if (status === "401" || status === "403")
+    return `the gateway refused the agent token (${status}): check --token`;
+  if (status === "404") return "the gateway has no /agent/connect (404): check --gateway";
+  return error.message;
+}
+
+/**
+ * A message as a plain Uint8Array view (no copy). ws hands out Buffers, often views into a larger pooled
+ * ArrayBuffer, whose slice() differs from Uint8Array's; the shared code expects Uint8Array semantics.
+ */
+function toBytes(data: RawData): Uint8Array {
+  const buffer = Array.isArray(data) ? Buffer.concat(data) : Buffer.isBuffer(data) ? data : Buffer.from(data);
+  return new Uint8Array(buffer.buffer, buffer.byteOffset, buffer.byteLength);
+}

@@ -1,0 +1,241 @@
+import { type ErrorCode, SwitchyardError } from "../../shared/errors.ts";
+import { binaryOutputSelector, decodeInferRequest, encodeInferResponse } from "../../shared/oip/codec.ts";
+import {
+  decodeBinaryFrame,
+  type ErrorFrame,
+  encodeBinaryFrame,
+  type InferHeader,
+  InferHeaderSchema,
+  type ResultHeader,
+} from "../../shared/protocol/frames.ts";
+import type { Log } from "../log.ts";
+import type { LinkedReplica } from "./linked-replica.ts";
+
+// Failures that come before any run (the request does not fit the model, the model cannot be had or loaded
+// here): the replica did not start, so the gateway may still try another one. A deadline that passed or a
+// failed run are final.
+const NOT_STARTED: ReadonlySet<ErrorCode> = new Set(["bad_input", "not_found", "model_load_failed"]);
+
+interface InFlight {
+  controller: AbortController;
+  cancelled: boolean;
+}
+
+export interface InferHandlerOptions {
+  replicas: ReadonlyMap<string, LinkedReplica>;
+  /** Sends on the connection the request arrived on; a closed connection drops the frame. */
+  send: (frame: Uint8Array | string) => void;
+  log: Log;
+}
+
+/**
+ * Runs the infer frames of one connection on the replica the gateway picked and answers each with exactly
+ * one result or error frame, also after a cancel or past the deadline: the registry keeps the replica's slot
+ * taken until the answer comes, so the answer is sent when the replica is really done with the request. The
+ * deadline (timeoutMs) and a cancel take a request out of the replica's line if it is still waiting there;
+ * a load or a run already going cannot be interrupted and finishes first.
+ */
+export class InferHandler {
+  readonly #options: InferHandlerOptions;
+  readonly #inFlight = new Map<string, InFlight>();
+  readonly #idleWaiters = new Set<() => void>();
+  #refusing: string | undefined;
+
+  constructor(options: InferHandlerOptions) {
+    this.#options = options;
+  }
+
+  get inFlight(): number {
+    return this.#inFlight.size;
+  }
+
+  /** From now on new requests are answered 503 (not started), so the gateway sends them elsewhere. */
+  refuseNew(reason: string): void {
+    this.#refusing = reason;
+  }
+
+  /** Resolves once nothing is in flight. */
+  idle(): Promise<void> {
+    if (this.#inFlight.size === 0) return Promise.resolve();
+    return new Promise((resolve) => this.#idleWaiters.add(resolve));
+  }
+
+  /** The connection is gone: nothing can be answered any more, so queued work leaves the replicas' lines. */
+  abandonAll(): void {
+    for (const request of this.#inFlight.values()) {
+      request.controller.abort(new SwitchyardError("unavailable", "the connection to the gateway was lost"));
+    }
+  }
+
+  cancel(id: string): void {
+    const request = this.#inFlight.get(id);
+    if (request === undefined) return;
+    request.cancelled = true;
+    request.controller.abort(new SwitchyardError("deadline_exceeded", "cancelled by the gateway"));
+  }
+
+  /** Handles one binary frame from the gateway; never throws. */
+  handle(frame: Uint8Array): void {
+    let header: InferHeader;
+    let body: Uint8Array;
+    try {
+      ({ header, body } = decodeBinaryFrame(frame, InferHeaderSchema));
+    } catch (error) {
+      this.#refuseMalformed(frame, SwitchyardError.from(error));
+      return;
+    }
+    if (this.#inFlight.has(header.id)) {
+      this.#options.log("gateway link: duplicate request id ignored", { id: header.id });
+      return;
+    }
+    const request: InFlight = { controller: new AbortController(), cancelled: false };
+    this.#inFlight.set(header.id, request);
+    void this.#run(header, body, request)
+      .catch((error: unknown) =>
+        this.#options.log("gateway link: reply failed", { id: header.id, error: String(error) }),
+      )
+      .finally(() => this.#finished(header.id));
+  }
+
+  async #run(header: InferHeader, body: Uint8Array, request: InFlight): Promise<void> {
+    const replica = this.#options.replicas.get(header.replica);
+    if (this.#refusing !== undefined) {
+      return this.#sendError(header, new SwitchyardError("unavailable", this.#refusing), {
+        started: false,
+        replica,
+      });
+    }
+    if (replica === undefined) {
+      const known = [...this.#options.replicas.keys()].join(", ");
+      const error = new SwitchyardError(
+        "unavailable",
+        `this agent has no replica '${header.replica}' (it has ${known})`,
+      );
+      return this.#sendError(header, error, { started: false });
+    }
+    const timer = setTimeout(
+      () =>
+        request.controller.abort(
+          new SwitchyardError(
+            "deadline_exceeded",
+            `'${header.model}' did not finish within ${header.timeoutMs} ms`,
+          ),
+        ),
+      header.timeoutMs,
+    );
+    try {
+      const decoded = decodeInferRequest(body, header.headerLength);
+      const outcome = await replica.infer({
+        model: header.model,
+        ...(header.version === undefined ? {} : { version: header.version }),
+        inputs: decoded.inputs,
+        ...(decoded.outputs === undefined ? {} : { outputs: decoded.outputs.map((output) => output.name) }),
+        signal: request.controller.signal,
+      });
+      if (request.cancelled) {
+        // Nobody wants the outputs any more; the answer only tells the registry the slot is free.
+        const cancelled = new SwitchyardError("deadline_exceeded", "cancelled by the gateway");
+        return this.#sendError(header, cancelled, { started: true, replica });
+      }
+      const encoded = encodeInferResponseFor(outcome, decoded);
+      const resultHeader: ResultHeader = {
+        type: "result",
+        id: header.id,
+        replica: replica.id,
+        model: outcome.model,
+        cache: outcome.cache,
+        timings: outcome.timings,
+        contentType: encoded.contentType,
+        ...(encoded.headerLength === undefined ? {} : { headerLength: encoded.headerLength }),
+        state: replica.state(),
+      };
+      this.#options.send(encodeBinaryFrame(resultHeader, encoded.body));
+    } catch (error) {
+      const failure = SwitchyardError.from(error);
+      if (failure.code === "internal") {
+        this.#options.log("gateway link: request failed", {
+          id: header.id,
+          model: header.model,
+          error: describe(error),
+        });
+      }
+      const started = request.cancelled || !NOT_STARTED.has(failure.code);
+      this.#sendError(header, failure, { started, replica });
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  #sendError(
+    header: Pick<InferHeader, "id" | "replica">,
+    error: SwitchyardError,
+    { started, replica }: { started: boolean; replica?: LinkedReplica | undefined },
+  ): void {
+    const frame: ErrorFrame = {
+      type: "error",
+      id: header.id,
+      replica: header.replica,
+      status: error.status,
+      message: error.message.slice(0, 4096),
+      started,
+      ...(replica === undefined ? {} : { state: replica.state() }),
+    };
+    this.#options.send(JSON.stringify(frame));
+  }
+
+  /** A frame whose header does not parse: answered 400 when its id can still be read, else only logged. */
+  #refuseMalformed(frame: Uint8Array, error: SwitchyardError): void {
+    const address = readAddress(frame);
+    this.#options.log("gateway link: malformed infer frame", {
+      error: error.message,
+      ...(address === undefined ? {} : { id: address.id }),
+    });
+    if (address !== undefined)
+      this.#sendError(address, error, {
+        started: false,
+        replica: this.#options.replicas.get(address.replica),
+      });
+  }
+
+  #finished(id: string): void {
+    this.#inFlight.delete(id);
+    if (this.#inFlight.size > 0) return;
+    for (const resolve of this.#idleWaiters) resolve();
+    this.#idleWaiters.clear();
+  }
+}
+
+function encodeInferResponseFor(
+  outcome: Awaited<ReturnType<LinkedReplica["infer"]>>,
+  decoded: ReturnType<typeof decodeInferRequest>,
+) {
+  return encodeInferResponse(
+    {
+      model_name: outcome.model.name,
+      model_version: outcome.model.version,
+      ...(decoded.id === undefined ? {} : { id: decoded.id }),
+      outputs: outcome.outputs,
+    },
+    binaryOutputSelector(decoded),
+  );
+}
+
+/** The id and replica of a frame whose header failed validation, if they can be read at all. */
+function readAddress(frame: Uint8Array): { id: string; replica: string } | undefined {
+  try {
+    const length = new DataView(frame.buffer, frame.byteOffset, frame.byteLength).getUint32(0, true);
+    const header: unknown = JSON.parse(new TextDecoder().decode(frame.subarray(4, 4 + length)));
+    if (typeof header !== "object" || header === null) return undefined;
+    const { id, replica } = header as Record<string, unknown>;
+    if (typeof id !== "string" || id.length === 0 || id.length > 128) return undefined;
+    return { id, replica: typeof replica === "string" && replica.length > 0 ? replica.slice(0, 64) : "?" };
+  } catch {
+    return undefined;
+  }
+}
+
+function describe(error: unknown): string {
+  if (error instanceof Error)
+    return error.cause === undefined ? error.message : `${error.message} (${describe(error.cause)})`;
+  return String(error);
+}

@@ -1,0 +1,191 @@
+import { afterAll, afterEach, beforeAll, describe, expect, test } from "vitest";
+import { BIG_MODEL, MULTIPLEX_MODELS } from "../fixtures/paths.ts";
+import { type AgentProcess, startAgent } from "./harness/agents.ts";
+import {
+  call,
+  eventually,
+  mlpRequest,
+  type Outcome,
+  sleep,
+  statusOf,
+  waitForAgents,
+} from "./harness/oip-client.ts";
+import { describeProcesses } from "./harness/process-group.ts";
+import { type GatewayProcess, startGateway } from "./harness/wrangler-dev.ts";
+
+// Overload, deadlines, and parts that fail: a real `wrangler dev` with a queue of 2 and 2 s heartbeats, and
+// real agents, each test in a pool of its own so that one test's agents never serve another's requests.
+
+let gateway: GatewayProcess;
+const agents = new Map<string, AgentProcess>();
+
+/** One request at a time, the slow model already loaded: "busy" is easy to arrange. */
+const ONE_AT_A_TIME = ["--max-concurrency", "1", "--preload", BIG_MODEL];
+// A request of the big MLP with this many rows runs for about a second on one CPU thread: long enough to
+// keep its replica busy while a test sends more, short enough to stay within the heartbeat's tolerance (an
+// onnxruntime run blocks the agent's event loop, pings included).
+const SLOW_ROWS = 3000;
+const slow = (pool: string, seed = 1, headers: Record<string, string> = {}) =>
+  call(gateway.url, BIG_MODEL, mlpRequest(SLOW_ROWS, seed), { pool, binaryInputs: true, headers });
+const quick = (pool: string, headers: Record<string, string> = {}) =>
+  call(gateway.url, MULTIPLEX_MODELS[0] ?? "", mlpRequest(1), { pool, headers });
+
+async function agentIn(
+  pool: string,
+  name: string,
+  args: readonly string[] = ONE_AT_A_TIME,
+): Promise<AgentProcess> {
+  const agent = await startAgent({ gateway: gateway.wsUrl, name, pool, args });
+  agents.set(name, agent);
+  await waitForAgents(gateway.url, 1, pool);
+  return agent;
+}
+
+beforeAll(async () => {
+  gateway = await startGateway({ vars: { QUEUE_LIMIT: "2", HEARTBEAT_SECONDS: "2" } });
+  await Promise.all([
+    agentIn("busy", "busy"),
+    agentIn("fragile", "victim"),
+    agentIn("drain", "drainer"),
+    agentIn("steady", "steady", []),
+  ]);
+});
+
+afterEach((context) => {
+  if (context.task.result?.state === "fail") {
+    console.log(describeProcesses([gateway.process, ...[...agents.values()].map((agent) => agent.process)]));
+  }
+});
+
+afterAll(async () => {
+  await Promise.all([...agents.values()].map((agent) => agent.stop("SIGKILL")));
+  await gateway?.stop();
+});
+
+function expectStatus(outcome: Outcome, status: number): void {
+  expect(outcome.ok ? 200 : `${outcome.status} ${outcome.message}`).toSatisfy(
+    (actual: number | string) => actual === status || String(actual).startsWith(`${status} `),
+  );
+}
+
+describe("capacity and deadlines", () => {
+  test("no agent in the pool: 503 with Retry-After, and the pool is not ready", async () => {
+    const outcome = await quick("nobody");
+    expectStatus(outcome, 503);
+    if (outcome.ok) return;
+    expect(outcome.message).toMatch(/no agent/);
+    expect(outcome.headers.get("retry-after")).toMatch(/^\d+$/);
+    expect(await statusOf(gateway.url, "/v2/health/ready", "nobody")).toBe(503);
+  });
+
+  test("a full queue answers 429 with Retry-After at once; the requests that waited are served in order", async () => {
+    const running = slow("busy", 1);
+    await sleep(150);
+    const waiting = [quick("busy")];
+    await sleep(50);
+    waiting.push(quick("busy"));
+    await sleep(50);
+    const sentAt = performance.now();
+    const refused = await quick("busy");
+    expectStatus(refused, 429);
+    if (!refused.ok) expect(refused.headers.get("retry-after")).toMatch(/^\d+$/);
+    expect(refused.finishedAt - sentAt).toBeLessThan(1_000);
+
+    const served = await Promise.all([running, ...waiting]);
+    for (const outcome of served) expectStatus(outcome, 200);
+    // The waiting ones are quick, so the order they finish in is the order they were served in. (Not so
+    // for the running one: its large response can still be on its way when they are done.)
+    const [second, third] = served.slice(1).map((outcome) => outcome.finishedAt);
+    expect(second).toBeLessThan(third ?? 0);
+  });
+
+  test("a request still waiting at its deadline (X-Request-Timeout) gets 504 then, not later", async () => {
+    const running = slow("busy", 5);
+    await sleep(150);
+    const sentAt = performance.now();
+    const late = await quick("busy", { "X-Request-Timeout": "0.3" });
+    expectStatus(late, 504);
+    expect(late.finishedAt - sentAt).toBeLessThan(1_500);
+    expectStatus(await running, 200);
+  });
+
+  test("a request still running at its deadline gets 504, and the replica serves again once it is done", async () => {
+    const sentAt = performance.now();
+    const overdue = await call(gateway.url, BIG_MODEL, mlpRequest(SLOW_ROWS), {
+      pool: "busy",
+      binaryInputs: true,
+      headers: { "X-Request-Timeout": "0.3" },
+    });
+    expectStatus(overdue, 504);
+    expect(overdue.finishedAt - sentAt).toBeLessThan(1_500);
+    // The agent answers the cancelled request when its run ends; the slot is free again after that.
+    const next = await quick("busy", { "X-Request-Timeout": "20" });
+    expectStatus(next, 200);
+  });
+});
+
+describe("agents that go away", () => {
+  test("an agent killed mid-request: a clear 503 for its request, the queued one is served by another agent", async () => {
+    const victim = agents.get("victim");
+    if (victim === undefined) throw new Error("no victim agent");
+    const running = slow("fragile", 1);
+    await sleep(150);
+    const queued = quick("fragile", { "X-Request-Timeout": "60" });
+    await sleep(150);
+    const killedAt = performance.now();
+    await victim.stop("SIGKILL");
+
+    const lost = await running;
+    expectStatus(lost, 503);
+    if (!lost.ok) expect(lost.message).toMatch(/disconnected/);
+    expect(lost.finishedAt - killedAt).toBeLessThan(5_000);
+
+    await agentIn("fragile", "rescuer", []);
+    const rescued = await queued;
+    expectStatus(rescued, 200);
+    if (rescued.ok) expect(rescued.result.headers.get("x-switchyard-replica")).toBe("rescuer/0");
+  });
+
+  test("SIGTERM drains: the request in flight completes, new ones are not sent there, the agent exits 0", async () => {
+    const drainer = agents.get("drainer");
+    if (drainer === undefined) throw new Error("no drainer agent");
+    const running = slow("drain", 1);
+    await sleep(200);
+    const exitCode = drainer.stop("SIGTERM");
+    await eventually(
+      "the pool to see the drain",
+      async () => (await statusOf(gateway.url, "/v2/health/ready", "drain")) === 503,
+    );
+    const refused = await quick("drain");
+    expectStatus(refused, 503);
+    expectStatus(await running, 200);
+    expect(await exitCode).toBe(0);
+    expect(drainer.process.output()).toMatch(/draining/);
+  });
+
+  test("a gateway that goes silent is noticed by the heartbeat; the agent reconnects when it is back", async () => {
+    const steady = agents.get("steady");
+    if (steady === undefined) throw new Error("no steady agent");
+    expectStatus(await quick("steady"), 200);
+    const pid = gateway.process.child.pid;
+    if (pid === undefined) throw new Error("no wrangler pid");
+    // Freeze wrangler and workerd: the TCP connection stays open but nothing answers the pings.
+    process.kill(-pid, "SIGSTOP");
+    try {
+      await steady.process.waitForOutput(/the gateway went silent/, 15_000);
+    } finally {
+      process.kill(-pid, "SIGCONT");
+    }
+    await waitForAgents(gateway.url, 1, "steady");
+    expectStatus(await quick("steady"), 200);
+    expect(steady.process.output().match(/connected to the gateway/g)?.length).toBeGreaterThanOrEqual(2);
+  });
+
+  test("after a gateway restart the agents reconnect by themselves and are routed to again", async () => {
+    await gateway.restart();
+    await waitForAgents(gateway.url, 1, "steady");
+    await waitForAgents(gateway.url, 1, "busy");
+    expectStatus(await quick("steady"), 200);
+    expectStatus(await slow("busy"), 200);
+  });
+});
