@@ -1,0 +1,129 @@
+/**
+ * What the gateway path adds over calling the agent directly: one real `wrangler dev` gateway and one real
+ * agent that serves both ways at once (--gateway and --standalone, the same replica), requests alternating
+ * between the two, sequential, side by side in one run. Writes bench/results/gateway-overhead.md.
+ *   npm run bench:gateway-overhead
+ */
+import { writeFileSync } from "node:fs";
+import os from "node:os";
+import { infer } from "../../shared/oip/http-client.ts";
+import { DET_MODEL, MULTIPLEX_MODELS } from "../../test/fixtures/paths.ts";
+import { PPOCR_DET_DIMS, ppocrDetSampleInput } from "../../test/fixtures/ppocr.ts";
+import { startAgent } from "../../test/integration/harness/agents.ts";
+import { freePort } from "../../test/integration/harness/free-port.ts";
+import { clientAuthorization, mlpRequest, waitForAgents } from "../../test/integration/harness/oip-client.ts";
+import { startGateway } from "../../test/integration/harness/wrangler-dev.ts";
+
+const REQUESTS = Number(process.env.REQUESTS ?? 400);
+const WARMUP = 20;
+
+const percentile = (values: number[], p: number) =>
+  [...values].sort((a, b) => a - b)[Math.min(values.length - 1, Math.floor((p / 100) * values.length))] ??
+  NaN;
+
+interface Case {
+  label: string;
+  model: string;
+  request: Parameters<typeof infer>[2];
+  binary: boolean;
+  count: number;
+}
+
+function rowOf(label: string, count: number, times: Record<"gateway" | "direct", number[]>): string {
+  const [gp50, gp99, dp50, dp99] = [
+    percentile(times.gateway, 50),
+    percentile(times.gateway, 99),
+    percentile(times.direct, 50),
+    percentile(times.direct, 99),
+  ];
+  const row = `| ${label} | ${count} | ${dp50.toFixed(2)} / ${dp99.toFixed(2)} | ${gp50.toFixed(2)} / ${gp99.toFixed(2)} | ${(gp50 - dp50).toFixed(2)} / ${(gp99 - dp99).toFixed(2)} |`;
+  console.log(row);
+  return row;
+}
+
+const model = MULTIPLEX_MODELS[0] ?? "m000";
+const cases: Case[] = [
+  { label: "MLP 256 KB, batch 1, JSON", model, request: mlpRequest(1), binary: false, count: REQUESTS },
+  {
+    label: "PP-OCRv4 det 640x640, binary (4.9 MB in, 1.6 MB out)",
+    model: DET_MODEL,
+    request: {
+      inputs: [{ name: "x", datatype: "FP32", shape: [...PPOCR_DET_DIMS], data: ppocrDetSampleInput() }],
+    },
+    binary: true,
+    count: Math.max(20, Math.floor(REQUESTS / 10)),
+  },
+];
+
+const gateway = await startGateway();
+const standalonePort = await freePort();
+const agent = await startAgent({
+  gateway: gateway.wsUrl,
+  name: "bench",
+  args: [
+    "--standalone",
+    "--port",
+    String(standalonePort),
+    "--preload",
+    `${model},${DET_MODEL}`,
+    "--threads",
+    "2",
+  ],
+});
+const rows: string[] = [];
+try {
+  await waitForAgents(gateway.url, 1);
+  const direct = `http://127.0.0.1:${standalonePort}`;
+  // The floor: a request that does no work on either side (wrangler dev's local proxy, HTTP on loopback).
+  const live: Record<"gateway" | "direct", number[]> = { gateway: [], direct: [] };
+  for (let index = 0; index < WARMUP + REQUESTS; index += 1) {
+    for (const path of ["gateway", "direct"] as const) {
+      const started = performance.now();
+      const response = await fetch(`${path === "gateway" ? gateway.url : direct}/v2/health/live`, {
+        headers: path === "gateway" ? clientAuthorization : {},
+      });
+      await response.arrayBuffer();
+      if (index >= WARMUP) live[path].push(performance.now() - started);
+    }
+  }
+  rows.push(rowOf("GET /v2/health/live (no work: the floor)", REQUESTS, live));
+  for (const benchCase of cases) {
+    const times: Record<"gateway" | "direct", number[]> = { gateway: [], direct: [] };
+    const options = { binaryInputs: benchCase.binary, binaryOutputs: benchCase.binary };
+    for (let index = 0; index < WARMUP + benchCase.count; index += 1) {
+      for (const path of ["gateway", "direct"] as const) {
+        const started = performance.now();
+        await infer(path === "gateway" ? gateway.url : direct, benchCase.model, benchCase.request, {
+          ...options,
+          headers: path === "gateway" ? clientAuthorization : {},
+        });
+        if (index >= WARMUP) times[path].push(performance.now() - started);
+      }
+    }
+    rows.push(rowOf(benchCase.label, benchCase.count, times));
+  }
+} finally {
+  await agent.stop();
+  await gateway.stop();
+}
+
+const report = `# Gateway path vs calling the agent directly
+
+- Machine: ${os.availableParallelism()} cores (${os.cpus()[0]?.model ?? "unknown"}), Node ${process.version}; gateway in
+  \`wrangler dev\` (workerd, local Durable Object) on loopback; one CPU agent serving the same replica both ways.
+- Command: \`npm run bench:gateway-overhead\` (bench/gateway/overhead.ts), ${new Date().toISOString().slice(0, 10)}.
+- Sequential requests, gateway and direct alternating, after ${WARMUP} warm-up pairs; latency at the client.
+
+| request | pairs | direct p50 / p99 (ms) | gateway p50 / p99 (ms) | added p50 / p99 (ms) |
+|---|---|---|---|---|
+${rows.join("\n")}
+
+The gateway path adds the Worker (auth, validation with the OIP codec), the RPC to the Registry Durable
+Object and the websocket relay to the agent and back. The first row is the floor of this setup: a request
+that does no work still pays \`wrangler dev\`'s local proxy in front of workerd. The gateway's own view of a
+request is in its Server-Timing header (\`agent\` = the websocket round trip, \`total\` = inside the Worker).
+In production the Worker runs at the Cloudflare edge near the client, without the dev proxy, and the added
+time is the network path between the edge and the GPU host plus the processing share measured here.
+`;
+writeFileSync(new URL("../results/gateway-overhead.md", import.meta.url), report);
+console.log(report);
