@@ -8,6 +8,7 @@ import { build } from "esbuild";
 const entries: Record<string, string> = {
   "switchyard-agent": "backend/bin/switchyard-agent.ts",
   "gpu-smoke": "bench/gpu/smoke.ts",
+  "gpu-bench": "bench/gpu/gpu-bench.ts",
 };
 
 await build({

@@ -10,9 +10,9 @@ import {
   expiredEntries,
   leastRecentlyUsedFirst,
   overflowVictims,
-  planAdmission,
   type VictimOrder,
 } from "../../shared/cache/admission.ts";
+import { admitInOrder } from "../../shared/cache/admit-in-order.ts";
 import { SwitchyardError } from "../../shared/errors.ts";
 
 export interface ModelLoader<S> {
@@ -289,26 +289,27 @@ export class ModelCache<S> {
     });
   }
 
-  /** Admits waiting entries in order while there is room; the first that must wait holds up the rest. */
+  /**
+   * Admits waiting entries while there is room, in the order shared/cache/admit-in-order.ts decides (the
+   * simulator's replicas follow the same decisions): evicts each admission's victims, then lets it load.
+   */
   #pump(): void {
-    while (!this.#closed) {
-      const request = this.#roomQueue[0];
+    if (this.#closed || this.#roomQueue.length === 0) return;
+    const outcomes = admitInOrder(
+      this.#views(),
+      this.#roomQueue.map(({ entry }) => ({ key: entry.key, bytes: entry.bytes })),
+      this.#limits,
+      this.#victimOrder,
+    );
+    for (const outcome of outcomes) {
+      const request = this.#roomQueue.shift();
       if (request === undefined) return;
-      const { entry } = request;
-      const plan = planAdmission(
-        this.#views(),
-        { key: entry.key, bytes: entry.bytes },
-        this.#limits,
-        this.#victimOrder,
-      );
-      if (plan.kind === "wait") return;
-      this.#roomQueue.shift();
-      if (plan.kind === "reject") {
-        request.reject(new SwitchyardError("too_large", plan.reason));
+      if (outcome.kind === "reject") {
+        request.reject(new SwitchyardError("too_large", outcome.reason));
         continue;
       }
-      for (const key of plan.evict) this.#evictKey(key);
-      entry.phase = "loading";
+      for (const key of outcome.evict) this.#evictKey(key);
+      request.entry.phase = "loading";
       request.admit(Promise.all(this.#releasing));
       this.#changed();
     }

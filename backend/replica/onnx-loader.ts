@@ -1,10 +1,13 @@
 import * as ort from "onnxruntime-node";
 import type { ModelRef } from "../../shared/protocol/replica-state.ts";
 import type { ModelConfig } from "../models/model-config.ts";
-import type { ModelRepository } from "../models/repository.ts";
-import { executionProviders, type ReplicaDevice } from "./device.ts";
+import type { ModelRepository, ResolvedModel } from "../models/repository.ts";
+import { type BatchingDefaults, type BatchSettings, batchSettingsFor } from "./batch-settings.ts";
+import type { ReplicaDevice } from "./device.ts";
+import { exclusiveOnGpu, gpuUsedMemory } from "./gpu-memory.ts";
 import type { ModelLoader } from "./model-cache.ts";
 import { sessionSpecs, type TensorSpec } from "./ort-tensors.ts";
+import { type SessionTuning, sessionOptions } from "./session-options.ts";
 
 /** A model loaded into an onnxruntime session on one replica's device. */
 export interface ModelSession {
@@ -13,6 +16,11 @@ export interface ModelSession {
   inputs: TensorSpec[];
   outputs: TensorSpec[];
   config: ModelConfig;
+  /** How its requests are batched; undefined: one by one. */
+  batching: BatchSettings | undefined;
+  /** Bytes it takes on its device, and how that was found. */
+  bytes: number;
+  bytesSource: "measured" | "file";
 }
 
 export function parseModelKey(key: string): ModelRef {
@@ -20,14 +28,15 @@ export function parseModelKey(key: string): ModelRef {
   return { name: key.slice(0, separator), version: key.slice(separator + 1) };
 }
 
-export interface OnnxSessionOptions {
-  /** Threads for one inference on the CPU; by default onnxruntime uses every core. */
-  intraOpThreads?: number;
+export interface OnnxSessionOptions extends SessionTuning {
+  batching: BatchingDefaults;
 }
 
 /**
- * Loads models from the repository into onnxruntime sessions on a replica's device. The bytes a model
- * takes are its file's size, a close estimate of the weights it places in memory.
+ * Loads models from the repository into onnxruntime sessions on a replica's device. What a model takes:
+ * on a GPU, the device memory its session took (used memory before and after creating it, read through
+ * nvidia-smi: weights, the provider's arena, cuDNN and cuBLAS handles); on the CPU, or when the GPU cannot
+ * be read, the file's size, a close estimate of the weights it places in RAM.
  */
 export class OnnxModelLoader implements ModelLoader<ModelSession> {
   readonly #repository: ModelRepository;
@@ -56,26 +65,45 @@ export class OnnxModelLoader implements ModelLoader<ModelSession> {
     const ref = parseModelKey(key);
     const model = await this.#repository.resolve(ref.name, ref.version);
     const started = performance.now();
-    let session: ort.InferenceSession;
+    const device = this.#device;
+    const { session, bytes, bytesSource } =
+      device.kind === "cuda"
+        ? await exclusiveOnGpu(device.deviceId, () => this.#createMeasured(model, device.deviceId))
+        : { session: await this.#create(model), bytes: model.bytes, bytesSource: "file" as const };
+    this.#onLoaded(key, performance.now() - started);
+    const specs = sessionSpecs(session);
+    const batching = batchSettingsFor(model.config, specs, this.#options.batching);
+    return {
+      session: { ref, session, config: model.config, ...specs, batching, bytes, bytesSource },
+      bytes,
+    };
+  }
+
+  async release(loaded: ModelSession): Promise<void> {
+    const device = this.#device;
+    // Released one at a time with loads, so that a load's measurement does not see memory coming back.
+    if (device.kind === "cuda") await exclusiveOnGpu(device.deviceId, () => loaded.session.release());
+    else await loaded.session.release();
+  }
+
+  async #createMeasured(model: ResolvedModel, deviceId: number) {
+    const before = await gpuUsedMemory(deviceId);
+    const session = await this.#create(model);
+    const after = before === undefined ? undefined : await gpuUsedMemory(deviceId);
+    const taken = before === undefined || after === undefined ? undefined : after - before;
+    // Nothing (or less than nothing) taken means the reading drowned in another process's changes: the
+    // file's size is then the better guess.
+    return taken !== undefined && taken > 0
+      ? { session, bytes: taken, bytesSource: "measured" as const }
+      : { session, bytes: model.bytes, bytesSource: "file" as const };
+  }
+
+  async #create(model: ResolvedModel): Promise<ort.InferenceSession> {
     try {
-      session = await ort.InferenceSession.create(model.path, {
-        executionProviders: executionProviders(this.#device),
-        graphOptimizationLevel: "all",
-        logSeverityLevel: 3,
-        ...(this.#options.intraOpThreads === undefined
-          ? {}
-          : { intraOpNumThreads: this.#options.intraOpThreads }),
-      });
+      return await ort.InferenceSession.create(model.path, sessionOptions(this.#device, this.#options));
     } catch (error) {
       const reason = error instanceof Error ? error.message : String(error);
       throw new Error(`onnxruntime could not load ${model.path}: ${reason}`, { cause: error });
     }
-    this.#onLoaded(key, performance.now() - started);
-    const specs = sessionSpecs(session);
-    return { session: { ref, session, config: model.config, ...specs }, bytes: model.bytes };
-  }
-
-  async release(loaded: ModelSession): Promise<void> {
-    await loaded.session.release();
   }
 }

@@ -3,23 +3,37 @@ import { SwitchyardError } from "../../shared/errors.ts";
 import type { Tensor } from "../../shared/oip/tensor.ts";
 import { type ModelRef, modelKey, type ReplicaState } from "../../shared/protocol/replica-state.ts";
 import type { ModelRepository } from "../models/repository.ts";
+import { type BatchingDefaults, DEFAULT_BATCHING } from "./batch-settings.ts";
+import { ModelBatcher } from "./batcher.ts";
 import { deviceLabel, type ReplicaDevice } from "./device.ts";
 import { ModelCache } from "./model-cache.ts";
+import { type ModelMemoryBudget, modelMemoryBudget } from "./model-memory-budget.ts";
 import { ModelTimingsTable } from "./model-timings.ts";
 import { type ModelSession, OnnxModelLoader, parseModelKey } from "./onnx-loader.ts";
 import { checkInputs, fromOrtTensor, type TensorSpec, toOrtTensor } from "./ort-tensors.ts";
+import type { SessionTuning } from "./session-options.ts";
 import { Slots } from "./slots.ts";
+import { batchSizeOf, splitRows, stackInputs, stackingKey } from "./tensor-batch.ts";
+import { VersionMemo } from "./version-memo.ts";
 
 export interface ReplicaOptions {
   id: string;
   device: ReplicaDevice;
   repository: ModelRepository;
   maxModels: number;
-  maxModelBytes: number;
+  /** Bytes of loaded models (`--max-model-memory`); omitted: the device's default (model-memory-budget.ts). */
+  maxModelBytes?: number | undefined;
+  /** Replicas that share this replica's device, and so its default memory budget. */
+  replicasOnDevice?: number | undefined;
   /** Unload a model idle this long; 0 keeps models until evicted. */
   keepAliveMs: number;
+  /** Requests the replica takes at once: running, or gathering into a batch. */
   maxConcurrency: number;
-  intraOpThreads?: number;
+  intraOpThreads?: number | undefined;
+  /** Defaults for models whose config.json says nothing about batching (DEFAULT_BATCHING otherwise). */
+  batching?: Partial<BatchingDefaults> | undefined;
+  /** Session options beyond the defaults (session config entries, the memory pattern). */
+  session?: Omit<SessionTuning, "intraOpThreads"> | undefined;
 }
 
 export interface InferCall {
@@ -33,10 +47,11 @@ export interface InferCall {
 }
 
 export interface InferTimings {
-  /** Waiting for a concurrency slot on this replica. */
+  /** Waiting for a concurrency slot on this replica, then for a batch to run. */
   queueMs: number;
   /** Waiting for the model to load (0 on a hit). */
   loadMs: number;
+  /** The run that computed the outputs: with batching, the whole batch's run. */
   inferMs: number;
 }
 
@@ -45,6 +60,8 @@ export interface InferOutcome {
   outputs: Tensor[];
   cache: "hit" | "miss";
   timings: InferTimings;
+  /** The run that served the request: how many requests, and rows along the first dimension, it held. */
+  batch?: { requests: number; rows: number };
 }
 
 export interface ModelSignature {
@@ -55,6 +72,23 @@ export interface ModelSignature {
 
 // Failed loads are remembered this long so that the state sent to the router shows them.
 const FAILED_LOAD_MEMORY_MS = 60_000;
+// How old a resolved version may get before the repository is read again (in the background).
+const VERSION_REFRESH_MS = 1000;
+
+/** One request waiting in a model's batcher: its checked inputs and the outputs it wants. */
+interface BatchRequest {
+  size: number;
+  inputs: Tensor[];
+  wanted: string[];
+}
+
+interface Executed {
+  outputs: Tensor[];
+  queuedMs: number;
+  runMs: number;
+  requests: number;
+  rows: number;
+}
 
 /**
  * One execution context (one GPU, or the CPU) with its own LRU cache of onnxruntime sessions and its own
@@ -68,22 +102,37 @@ export class Replica {
   readonly #slots: Slots;
   readonly #timings = new ModelTimingsTable();
   readonly #failed = new Map<string, { ref: ModelRef; reason: string; at: number }>();
+  /** Models whose config.json says `"idempotent": false` ("name:version"): the gateway must not rerun them. */
+  readonly #notIdempotent = new Set<string>();
   readonly #listeners = new Set<(state: ReplicaState) => void>();
   readonly #limits: { maxModels: number; maxModelBytes: number };
+  readonly #versions = new VersionMemo(VERSION_REFRESH_MS);
+  /** One batcher per loaded session; it goes with the session when the model is unloaded. */
+  readonly #batchers = new WeakMap<ModelSession, ModelBatcher<BatchRequest, Tensor[]>>();
+  /** The byte budget of loaded models, and where it comes from. */
+  readonly memoryBudget: ModelMemoryBudget;
 
   constructor(options: ReplicaOptions) {
     this.id = options.id;
     this.device = options.device;
     this.#repository = options.repository;
-    this.#limits = { maxModels: options.maxModels, maxModelBytes: options.maxModelBytes };
+    this.memoryBudget = modelMemoryBudget(options.device, {
+      configured: options.maxModelBytes,
+      replicasOnDevice: options.replicasOnDevice,
+    });
+    this.#limits = { maxModels: options.maxModels, maxModelBytes: this.memoryBudget.bytes };
     const loader = new OnnxModelLoader(
       options.repository,
       options.device,
-      options.intraOpThreads === undefined ? {} : { intraOpThreads: options.intraOpThreads },
+      {
+        ...options.session,
+        intraOpThreads: options.intraOpThreads,
+        batching: { ...DEFAULT_BATCHING, ...definedOnly(options.batching ?? {}) },
+      },
       (key, milliseconds) => this.#timings.recordLoad(key, milliseconds),
     );
     this.#cache = new ModelCache({
-      limits: { maxModels: options.maxModels, maxBytes: options.maxModelBytes },
+      limits: { maxModels: options.maxModels, maxBytes: this.memoryBudget.bytes },
       keepAliveMs: options.keepAliveMs,
       loader,
       now: () => performance.now(),
@@ -95,41 +144,40 @@ export class Replica {
   /** Resolves the model's version: the one asked for, or the repository's highest. */
   async resolve(name: string, version?: string): Promise<ModelRef> {
     const model = await this.#repository.resolve(name, version);
+    if (model.config.idempotent === false) this.#notIdempotent.add(modelKey(model));
     return { name: model.name, version: model.version };
   }
 
+  /** resolve(), reusing a recent answer: requests should not each read the repository. */
+  #resolveForInfer(name: string, version?: string): Promise<ModelRef> {
+    const memoKey = version === undefined ? name : `${name}:${version}`;
+    return this.#versions.resolve(memoKey, () => this.resolve(name, version));
+  }
+
   async infer(call: InferCall): Promise<InferOutcome> {
-    const ref = await this.resolve(call.model, call.version);
+    const ref = await this.#resolveForInfer(call.model, call.version);
     const key = modelKey(ref);
     const queuedAt = performance.now();
     const releaseSlot = await this.#slots.acquire(call.signal);
-    const queueMs = performance.now() - queuedAt;
+    const slotMs = performance.now() - queuedAt;
     try {
       const lease = await this.#acquire(key, ref);
       try {
-        const { session, inputs: inputSpecs, outputs: outputSpecs } = lease.session;
-        checkInputs(ref.name, call.inputs, inputSpecs);
-        const wanted = call.outputs ?? outputSpecs.map((spec) => spec.name);
-        for (const name of wanted) {
-          if (!outputSpecs.some((spec) => spec.name === name)) {
-            const known = outputSpecs.map((spec) => spec.name).join(", ");
-            throw new SwitchyardError(
-              "bad_input",
-              `model '${ref.name}' has no output '${name}' (its outputs: ${known})`,
-            );
-          }
-        }
-        const feeds: Record<string, ort.Tensor> = {};
-        for (const input of call.inputs) feeds[input.name] = toOrtTensor(input);
-        const started = performance.now();
-        const results = await this.#run(session, feeds, wanted, ref);
-        const inferMs = performance.now() - started;
-        this.#timings.recordRun(key, inferMs);
+        const model = lease.session;
+        // Checked here, before the request can join a batch: a bad request fails alone.
+        checkInputs(ref.name, call.inputs, model.inputs);
+        const wanted = wantedOutputs(model, call.outputs);
+        const executed = await this.#execute(model, key, call, wanted);
         return {
           model: ref,
-          outputs: wanted.map((name) => fromOrtTensor(name, results[name] as ort.Tensor)),
+          outputs: executed.outputs,
           cache: lease.hit ? "hit" : "miss",
-          timings: { queueMs, loadMs: lease.hit ? 0 : lease.waitedMs, inferMs },
+          timings: {
+            queueMs: slotMs + executed.queuedMs,
+            loadMs: lease.hit ? 0 : lease.waitedMs,
+            inferMs: executed.runMs,
+          },
+          batch: { requests: executed.requests, rows: executed.rows },
         };
       } finally {
         lease.release();
@@ -137,6 +185,54 @@ export class Replica {
     } finally {
       releaseSlot();
     }
+  }
+
+  /** Through the model's batcher when it batches and the request fits in a batch; else a run of its own. */
+  async #execute(model: ModelSession, key: string, call: InferCall, wanted: string[]): Promise<Executed> {
+    const batcher = this.#batcherFor(model, key);
+    const size = batchSizeOf(call.inputs);
+    if (batcher !== undefined && size !== undefined && size >= 1 && size <= batcher.settings.maxBatchSize) {
+      const request: BatchRequest = { size, inputs: call.inputs, wanted };
+      const outcome = await batcher.submit(request, stackingKey(call.inputs), call.signal);
+      return { ...outcome, outputs: outcome.result };
+    }
+    const started = performance.now();
+    const [outputs = []] = await this.#runStacked(model, key, [
+      { size: size ?? 0, inputs: call.inputs, wanted },
+    ]);
+    return { outputs, queuedMs: 0, runMs: performance.now() - started, requests: 1, rows: size ?? 0 };
+  }
+
+  #batcherFor(model: ModelSession, key: string): ModelBatcher<BatchRequest, Tensor[]> | undefined {
+    if (model.batching === undefined) return undefined;
+    let batcher = this.#batchers.get(model);
+    if (batcher === undefined) {
+      batcher = new ModelBatcher(model.batching, (requests) => this.#runStacked(model, key, requests));
+      this.#batchers.set(model, batcher);
+    }
+    return batcher;
+  }
+
+  /**
+   * One session run for one or more requests: their inputs stacked along the first dimension, the union of
+   * the outputs they want fetched, and each output split back into every request's rows.
+   */
+  async #runStacked(model: ModelSession, key: string, requests: BatchRequest[]): Promise<Tensor[][]> {
+    const names = [...new Set(requests.flatMap((request) => request.wanted))];
+    const feeds: Record<string, ort.Tensor> = {};
+    for (const input of stackInputs(requests.map((request) => request.inputs))) {
+      feeds[input.name] = toOrtTensor(input);
+    }
+    const started = performance.now();
+    const results = await this.#run(model.session, feeds, names, model.ref);
+    this.#timings.recordRun(key, performance.now() - started);
+    const outputs = new Map(names.map((name) => [name, fromOrtTensor(name, results[name] as ort.Tensor)]));
+    if (requests.length === 1) {
+      return [requests[0]?.wanted.map((name) => outputs.get(name) as Tensor) ?? []];
+    }
+    const sizes = requests.map((request) => request.size);
+    const split = new Map([...outputs].map(([name, tensor]) => [name, splitRows(tensor, sizes)]));
+    return requests.map((request, index) => request.wanted.map((name) => split.get(name)?.[index] as Tensor));
   }
 
   async #run(
@@ -175,6 +271,7 @@ export class Replica {
   /** Loads a model (the repository extension's load, and --preload). */
   async load(name: string, version?: string): Promise<ModelSignature> {
     const ref = await this.resolve(name, version);
+    this.#versions.set(version === undefined ? name : `${name}:${version}`, ref);
     const lease = await this.#acquire(modelKey(ref), ref);
     try {
       return { ref, inputs: lease.session.inputs, outputs: lease.session.outputs };
@@ -207,6 +304,7 @@ export class Replica {
       id: this.id,
       device: deviceLabel(this.device),
       maxConcurrency: this.#slots.capacity,
+      // Requests in the replica: running, or gathering into a batch.
       inFlight: this.#slots.inUse,
       queued: this.#slots.waiting,
       maxModels: this.#limits.maxModels,
@@ -217,6 +315,7 @@ export class Replica {
         bytes: entry.bytes,
         inFlight: entry.inFlight,
         idleMs: Math.max(0, performance.now() - entry.lastUsedAt),
+        ...(this.#notIdempotent.has(entry.key) ? { idempotent: false } : {}),
       })),
       loading: snapshot.loading.map(parseModelKey),
       timings: this.#timings.toJSON(),
@@ -238,4 +337,24 @@ export class Replica {
   async close(): Promise<void> {
     await this.#cache.close();
   }
+}
+
+/** The outputs a request asks for (all of them by default), each checked against the model's. */
+function wantedOutputs(model: ModelSession, asked: string[] | undefined): string[] {
+  const wanted = asked ?? model.outputs.map((spec) => spec.name);
+  for (const name of wanted) {
+    if (!model.outputs.some((spec) => spec.name === name)) {
+      const known = model.outputs.map((spec) => spec.name).join(", ");
+      throw new SwitchyardError(
+        "bad_input",
+        `model '${model.ref.name}' has no output '${name}' (its outputs: ${known})`,
+      );
+    }
+  }
+  return wanted;
+}
+
+/** The entries of `partial` that are set: `{ maxBatchSize: undefined }` keeps the default. */
+function definedOnly<T extends object>(partial: Partial<T>): Partial<T> {
+  return Object.fromEntries(Object.entries(partial).filter(([, value]) => value !== undefined)) as Partial<T>;
 }

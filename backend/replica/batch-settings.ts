@@ -1,0 +1,62 @@
+/**
+ * Whether, and how, a model's requests are stacked into batches. The model's config.json decides where it
+ * says something (Triton's keys: `max_batch_size`, `dynamic_batching`); the agent's flags give the
+ * defaults; the session's own input and output specs decide whether stacking is possible at all.
+ */
+import type { ModelConfig } from "../models/model-config.ts";
+import type { TensorSpec } from "./ort-tensors.ts";
+
+/** The agent-wide defaults (`--max-batch-size`, `--max-queue-delay-us`). */
+export interface BatchingDefaults {
+  /** Largest batch along the first dimension; 1 or less turns batching off for models that say nothing. */
+  maxBatchSize: number;
+  /** How long a request may wait for others to join its batch. */
+  maxQueueDelayMicroseconds: number;
+}
+
+/** What a replica's batcher needs for one model. */
+export interface BatchSettings {
+  maxBatchSize: number;
+  maxQueueDelayMs: number;
+  /** Batch sizes that are dispatched as soon as they can be formed, without waiting out the delay. */
+  preferredBatchSizes: number[];
+}
+
+/**
+ * Off unless a model's config.json (or --max-batch-size) asks for it, measured on an H100
+ * (bench/results/gpu.md): batching multiplies the throughput of models whose runs are mostly overhead (a
+ * small MLP: 11x in process at 32 clients), but on CUDA a convolutional model pays a cuDNN plan rebuild
+ * (0.9 to 2.2 s for PP-OCRv4 detection) every time a batch's size differs from the previous one, because
+ * onnxruntime 1.29 rebuilds the plan of each Conv whose input shape changed and onnxruntime-node cannot
+ * select the cheaper cuDNN search. No waiting by default: a request that finds its model idle runs at
+ * once, and those that arrive while a batch runs form the next one (a 2 ms delay lowered throughput and
+ * added 2 ms at one client).
+ */
+export const DEFAULT_BATCHING: BatchingDefaults = { maxBatchSize: 1, maxQueueDelayMicroseconds: 0 };
+
+/**
+ * The model's batch settings, or undefined when its requests run one by one: batching is off for it
+ * (max_batch_size 0 or 1, or the default is off), or its specs do not allow stacking. Stacking needs every
+ * input and output to have a dynamic first dimension (-1), so each request's rows can be told apart in the
+ * outputs. Without an explicit max_batch_size, rank-1 tensors are not stacked either: a lone dynamic
+ * dimension is as often a sequence (tokens) as a batch, and concatenating sequences would silently change
+ * the answer.
+ */
+export function batchSettingsFor(
+  config: ModelConfig,
+  specs: { inputs: readonly TensorSpec[]; outputs: readonly TensorSpec[] },
+  defaults: BatchingDefaults,
+): BatchSettings | undefined {
+  const declared = config.max_batch_size;
+  const maxBatchSize = declared ?? defaults.maxBatchSize;
+  if (maxBatchSize <= 1 || specs.inputs.length === 0) return undefined;
+  const minimumRank = declared === undefined ? 2 : 1;
+  const stackable = (spec: TensorSpec) => spec.shape[0] === -1 && spec.shape.length >= minimumRank;
+  if (!specs.inputs.every(stackable) || !specs.outputs.every(stackable)) return undefined;
+  const dynamic = config.dynamic_batching;
+  const delayMicroseconds = dynamic?.max_queue_delay_microseconds ?? defaults.maxQueueDelayMicroseconds;
+  const preferred = [...new Set(dynamic?.preferred_batch_size ?? [])]
+    .filter((size) => size <= maxBatchSize)
+    .sort((a, b) => a - b);
+  return { maxBatchSize, maxQueueDelayMs: delayMicroseconds / 1000, preferredBatchSizes: preferred };
+}

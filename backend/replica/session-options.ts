@@ -1,0 +1,39 @@
+/**
+ * The onnxruntime session options a replica creates its sessions with. onnxruntime-node 1.29 hands the CUDA
+ * provider its device id and nothing else (js/node/src/session_options_helper.cc), so the provider's own
+ * options (arena extend strategy, cuDNN algorithm search, CUDA graphs) stay at onnxruntime's defaults;
+ * what the agent can tune are session options and session config entries, which apply to every provider.
+ */
+import type * as ort from "onnxruntime-node";
+import { executionProviders, type ReplicaDevice } from "./device.ts";
+
+export interface SessionTuning {
+  /** Threads for one inference on the CPU; by default onnxruntime uses every core. */
+  intraOpThreads?: number | undefined;
+  /** onnxruntime's memory pattern planner (on by default). */
+  memPattern?: boolean | undefined;
+  /**
+   * Session config entries (onnxruntime_session_options_config_keys.h), such as
+   * "session.use_device_allocator_for_initializers": "1". They extend the device's defaults below.
+   */
+  config?: Readonly<Record<string, string>> | undefined;
+}
+
+/** Config entries every session on a CUDA device gets unless told otherwise (see bench/results/gpu.md). */
+export const CUDA_SESSION_CONFIG: Readonly<Record<string, string>> = {};
+
+export function sessionOptions(
+  device: ReplicaDevice,
+  tuning: SessionTuning,
+): ort.InferenceSession.SessionOptions {
+  const config = { ...(device.kind === "cuda" ? CUDA_SESSION_CONFIG : {}), ...tuning.config };
+  return {
+    executionProviders: executionProviders(device),
+    graphOptimizationLevel: "all",
+    logSeverityLevel: 3,
+    ...(tuning.intraOpThreads === undefined ? {} : { intraOpNumThreads: tuning.intraOpThreads }),
+    ...(tuning.memPattern === undefined ? {} : { enableMemPattern: tuning.memPattern }),
+    // The Node binding adds each string under `extra` as a session config entry, dotted keys as they are.
+    ...(Object.keys(config).length === 0 ? {} : { extra: config }),
+  };
+}

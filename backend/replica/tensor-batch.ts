@@ -1,0 +1,111 @@
+/**
+ * Stacking requests' tensors along their first (batch) dimension, and splitting a batch's outputs back.
+ * Works on OIP tensors, before they become onnxruntime tensors, so every datatype (FP16 bit patterns,
+ * BYTES elements) stacks the same way: row-major data of tensors that agree on every dimension but the
+ * first is simply concatenated.
+ */
+import type { TensorData } from "../../shared/oip/datatypes.ts";
+import { elementCount, type Tensor } from "../../shared/oip/tensor.ts";
+
+/**
+ * The batch size a request brings: the first dimension all its inputs share. Undefined when they do not
+ * share one (or an input is a scalar): such a request cannot be stacked with others.
+ */
+export function batchSizeOf(inputs: readonly Tensor[]): number | undefined {
+  let size: number | undefined;
+  for (const input of inputs) {
+    const first = input.shape[0];
+    if (first === undefined) return undefined;
+    if (size !== undefined && first !== size) return undefined;
+    size = first;
+  }
+  return size;
+}
+
+/**
+ * Requests with the same key can share a batch: the same input names, datatypes and dimensions after the
+ * first. Two images of different sizes get different keys and never meet in one tensor.
+ */
+export function stackingKey(inputs: readonly Tensor[]): string {
+  return inputs
+    .map((input) => `${input.name}:${input.datatype}:${input.shape.slice(1).join("x")}`)
+    .sort()
+    .join("|");
+}
+
+/**
+ * One tensor per input name, holding every request's rows in request order. Requests must share a
+ * stacking key (checked by the caller when it grouped them).
+ */
+export function stackInputs(requests: readonly (readonly Tensor[])[]): Tensor[] {
+  const first = requests[0];
+  if (first === undefined) return [];
+  if (requests.length === 1) return [...first];
+  return first.map((template) => {
+    const parts = requests.map((inputs) => {
+      const part = inputs.find((input) => input.name === template.name);
+      if (part === undefined) throw new Error(`a request in the batch has no input '${template.name}'`);
+      return part;
+    });
+    const rows = parts.reduce((sum, part) => sum + (part.shape[0] ?? 0), 0);
+    return {
+      name: template.name,
+      datatype: template.datatype,
+      shape: [rows, ...template.shape.slice(1)],
+      data: concatData(parts.map((part) => part.data)),
+    };
+  });
+}
+
+/**
+ * The rows of `tensor` for each request, in order: `sizes[i]` rows for request i. Typed arrays are views
+ * into the batch's output (no copy). Throws when the output's first dimension is not the batch's total,
+ * which means the model does not keep its batch dimension on this output.
+ */
+export function splitRows(tensor: Tensor, sizes: readonly number[]): Tensor[] {
+  const total = sizes.reduce((sum, size) => sum + size, 0);
+  if (tensor.shape[0] !== total) {
+    throw new Error(
+      `output '${tensor.name}' has shape [${tensor.shape.join(", ")}], not ${total} rows: it cannot be split per request`,
+    );
+  }
+  const rowLength = elementCount(tensor.shape.slice(1));
+  const parts: Tensor[] = [];
+  let row = 0;
+  for (const size of sizes) {
+    const start = row * rowLength;
+    const end = (row + size) * rowLength;
+    parts.push({
+      name: tensor.name,
+      datatype: tensor.datatype,
+      shape: [size, ...tensor.shape.slice(1)],
+      data: sliceData(tensor.data, start, end),
+    });
+    row += size;
+  }
+  return parts;
+}
+
+type TypedArray = Exclude<TensorData, Uint8Array[]>;
+type TypedArrayConstructor = new (length: number) => TypedArray;
+
+function concatData(parts: readonly TensorData[]): TensorData {
+  const first = parts[0];
+  if (first === undefined) return new Float32Array(0);
+  if (Array.isArray(first)) return (parts as Uint8Array[][]).flat();
+  const typed = parts as TypedArray[];
+  const length = typed.reduce((sum, part) => sum + part.length, 0);
+  const joined = new (first.constructor as TypedArrayConstructor)(length);
+  let offset = 0;
+  for (const part of typed) {
+    // Same constructor for every part, so set() copies element by element of the same type.
+    (joined as Float32Array).set(part as Float32Array, offset);
+    offset += part.length;
+  }
+  return joined;
+}
+
+function sliceData(data: TensorData, start: number, end: number): TensorData {
+  if (Array.isArray(data)) return data.slice(start, end);
+  return (data as Float32Array).subarray(start, end);
+}

@@ -1,0 +1,100 @@
+/** Small measuring tools shared by the GPU benchmark's parts. */
+
+export interface Summary {
+  count: number;
+  p50: number;
+  p90: number;
+  p99: number;
+  mean: number;
+}
+
+export function percentile(values: readonly number[], p: number): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  if (sorted.length === 0) return Number.NaN;
+  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? Number.NaN;
+}
+
+export function summarize(values: readonly number[]): Summary {
+  const mean = values.reduce((sum, value) => sum + value, 0) / Math.max(1, values.length);
+  return {
+    count: values.length,
+    p50: percentile(values, 50),
+    p90: percentile(values, 90),
+    p99: percentile(values, 99),
+    mean,
+  };
+}
+
+export interface LoadResult {
+  concurrency: number;
+  seconds: number;
+  completed: number;
+  /** Answers over the whole loop, warm-up included (to compare with counters read before and after). */
+  answered: number;
+  failed: number;
+  throughput: number;
+  latency: Summary;
+  /** Mean requests per session run, where the caller reports it. */
+  meanBatch?: number;
+  firstError?: string;
+}
+
+/**
+ * A closed loop: `concurrency` clients each send a request as soon as their last one answered, for
+ * `warmupS` seconds unrecorded, then `seconds` recorded. `send` resolves with the batch size that served the
+ * request, when known.
+ */
+export async function closedLoop(
+  concurrency: number,
+  warmupS: number,
+  seconds: number,
+  send: () => Promise<number | undefined>,
+): Promise<LoadResult> {
+  const start = performance.now();
+  const measureFrom = start + warmupS * 1000;
+  const stopAt = measureFrom + seconds * 1000;
+  const latencies: number[] = [];
+  const batches: number[] = [];
+  let failed = 0;
+  let answered = 0;
+  let firstError: string | undefined;
+  const client = async () => {
+    while (performance.now() < stopAt) {
+      const sent = performance.now();
+      try {
+        const batch = await send();
+        const done = performance.now();
+        answered += 1;
+        // Answers that land inside the window count, whenever they were sent: long batches under heavy load
+        // would otherwise leave a short window with nothing in it.
+        if (done >= measureFrom && done <= stopAt) {
+          latencies.push(done - sent);
+          if (batch !== undefined) batches.push(batch);
+        }
+      } catch (error) {
+        failed += 1;
+        firstError ??= error instanceof Error ? error.message : String(error);
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: concurrency }, client));
+  return {
+    concurrency,
+    seconds,
+    completed: latencies.length,
+    answered,
+    failed,
+    throughput: latencies.length / seconds,
+    latency: summarize(latencies),
+    ...(batches.length === 0
+      ? {}
+      : { meanBatch: batches.reduce((sum, size) => sum + size, 0) / batches.length }),
+    ...(firstError === undefined ? {} : { firstError }),
+  };
+}
+
+export const round = (value: number, digits = 2) =>
+  Number.isFinite(value) ? Number(value.toFixed(digits)) : value;
+
+export const MiB = 2 ** 20;
+export const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
