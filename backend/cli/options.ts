@@ -2,6 +2,9 @@ import os from "node:os";
 import path from "node:path";
 import { parseArgs } from "node:util";
 import { z } from "zod";
+import { agentConnectUrl, gatewayModelsUrl } from "../gateway-link/gateway-urls.ts";
+import { DEFAULT_BATCHING } from "../replica/batch-settings.ts";
+import { readConfigFile } from "./config-file.ts";
 import { parseSize } from "./size.ts";
 
 /**
@@ -22,6 +25,7 @@ export const FLAGS = {
     type: "string",
     value: "<dir|url>",
     help: "model repository: a directory in Triton's layout (<model>/<version>/model.onnx) or an http(s) URL",
+    byDefault: "the gateway's repository with --gateway",
   },
   "cache-dir": {
     type: "string",
@@ -57,14 +61,31 @@ export const FLAGS = {
   "max-model-memory": {
     type: "string",
     value: "<size>",
-    help: "bytes of loaded models per replica, e.g. 4GiB",
-    byDefault: "half the RAM / replicas (cpu), 8GiB (cuda)",
+    help: "bytes of loaded models per replica, e.g. 4GiB; on a GPU what a model takes is measured on the device",
+    byDefault: "half the RAM / replicas (cpu), 80% of the GPU's memory / replicas on it (cuda)",
   },
   "max-concurrency": {
     type: "string",
     value: "<n>",
-    help: "requests running at once per replica; more wait in line",
+    help: "requests a replica takes at once, running or gathering into a batch; more wait in line (to batch, give at least twice the batch size; with --max-batch-size above 1 the default is twice that)",
     byDefault: "4",
+  },
+  "max-batch-size": {
+    type: "string",
+    value: "<n>",
+    help: "dynamic batching for every model whose inputs and outputs have a dynamic first dimension: requests are stacked up to this many rows (config.json's max_batch_size wins, per model); 1 is off",
+    byDefault: `${DEFAULT_BATCHING.maxBatchSize}: off, unless a model's config.json sets max_batch_size`,
+  },
+  "max-queue-delay-us": {
+    type: "string",
+    value: "<µs>",
+    help: "how long a request may wait for others to join its batch (config.json's dynamic_batching.max_queue_delay_microseconds wins)",
+    byDefault: `${DEFAULT_BATCHING.maxQueueDelayMicroseconds}: a request that finds its model idle runs at once`,
+  },
+  "session-config": {
+    type: "string",
+    value: "<key=value,…>",
+    help: "onnxruntime session config entries for every model, e.g. session.use_device_allocator_for_initializers=1",
   },
   "max-queue": {
     type: "string",
@@ -109,6 +130,49 @@ export const FLAGS = {
     help: "this agent's name in logs, headers and the gateway",
     byDefault: "the host name",
   },
+  gateway: {
+    type: "string",
+    value: "<ws(s) url>",
+    help: "join this gateway: dial <url>/agent/connect (reconnecting by itself) and serve what it routes here; combine with --standalone to serve both",
+  },
+  token: {
+    type: "string",
+    value: "<token>",
+    help: "agent token for --gateway (prefer the environment variable: it stays out of ps)",
+  },
+  hints: {
+    type: "string",
+    value: "<a,b>",
+    help: "routing hints (X-Runner-Hint) this agent answers to beyond its model names",
+  },
+  pool: { type: "string", value: "<name>", help: "the gateway pool to join", byDefault: "default" },
+  "metrics-port": {
+    type: "string",
+    value: "<port>",
+    help: "serve Prometheus metrics on http://<metrics-host>:<port>/metrics (0: any free port)",
+    byDefault: "off",
+  },
+  "metrics-host": {
+    type: "string",
+    value: "<addr>",
+    help: "address the metrics server listens on; 0.0.0.0 lets a Prometheus on another host scrape it",
+    byDefault: "127.0.0.1",
+  },
+  "log-format": {
+    type: "string",
+    value: "text|json",
+    help: "text: lines for people; json: one JSON object per line, for log shippers",
+    byDefault: "text",
+  },
+  "log-requests": {
+    type: "boolean",
+    help: "log one line per request: its id, model, replica, status, cache hit or miss, and timings",
+  },
+  config: {
+    type: "string",
+    value: "<file.json>",
+    help: "read settings from a JSON file whose keys are these flags' names; flags and environment variables win over it",
+  },
   help: { type: "boolean", help: "show this help" },
 } as const satisfies Record<string, FlagSpec>;
 
@@ -132,6 +196,18 @@ const size = (flag: string) =>
     }
   });
 
+// The gateway's pool names (gateway/pool.ts): checked here so a typo fails at start, not at every reconnect.
+const POOL_NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
+
+function isGatewayUrl(url: string): boolean {
+  try {
+    agentConnectUrl(url, undefined);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 const list = z.string().transform((text) =>
   text
     .split(",")
@@ -141,7 +217,7 @@ const list = z.string().transform((text) =>
 
 const AgentOptionsSchema = z
   .object({
-    models: z.string({ error: "--models is required: a model repository directory or URL" }).min(1),
+    models: z.string().min(1, "--models must not be empty").optional(),
     "cache-dir": z.string().default(path.join(os.homedir(), ".cache", "switchyard")),
     device: z.enum(["cpu", "cuda", "auto"], { error: "--device must be cpu, cuda or auto" }).optional(),
     gpus: list
@@ -152,7 +228,30 @@ const AgentOptionsSchema = z
     threads: positiveInt("threads").optional(),
     "max-models": positiveInt("max-models").default(3),
     "max-model-memory": size("max-model-memory").optional(),
-    "max-concurrency": positiveInt("max-concurrency").default(4),
+    "max-concurrency": positiveInt("max-concurrency").optional(),
+    "max-batch-size": positiveInt("max-batch-size").default(DEFAULT_BATCHING.maxBatchSize),
+    "max-queue-delay-us": z.coerce
+      .number({ error: "--max-queue-delay-us must be microseconds" })
+      .int("--max-queue-delay-us must be a whole number of microseconds")
+      .nonnegative("--max-queue-delay-us must not be negative")
+      .default(DEFAULT_BATCHING.maxQueueDelayMicroseconds),
+    "session-config": list
+      .pipe(
+        z.array(
+          z
+            .string()
+            .regex(
+              /^[^=\s]+=.*$/,
+              "--session-config takes key=value pairs, e.g. session.disable_prepacking=1",
+            ),
+        ),
+      )
+      .transform((pairs) =>
+        Object.fromEntries(
+          pairs.map((pair) => [pair.slice(0, pair.indexOf("=")), pair.slice(pair.indexOf("=") + 1)]),
+        ),
+      )
+      .default({}),
     "max-queue": positiveInt("max-queue").default(256),
     preload: list.default([]),
     "keep-alive": z.coerce.number({ error: "--keep-alive must be seconds" }).nonnegative().default(0),
@@ -167,22 +266,78 @@ const AgentOptionsSchema = z
       .max(65535)
       .default(8000),
     name: z.string().min(1, "--name must not be empty").default(os.hostname()),
+    "metrics-port": z.coerce
+      .number({ error: "--metrics-port must be a whole number 0-65535" })
+      .int("--metrics-port must be a whole number 0-65535")
+      .min(0, "--metrics-port must be a whole number 0-65535")
+      .max(65535, "--metrics-port must be a whole number 0-65535")
+      .optional(),
+    "metrics-host": z.string().min(1, "--metrics-host must not be empty").default("127.0.0.1"),
+    "log-format": z.enum(["text", "json"], { error: "--log-format must be text or json" }).default("text"),
+    "log-requests": z.boolean().default(false),
+    config: z.string().optional(),
+    gateway: z
+      .string()
+      .refine(
+        (url) => isGatewayUrl(url),
+        "--gateway must be a ws:// or wss:// URL, e.g. wss://gateway.example.com",
+      )
+      .optional(),
+    token: z.string().min(1, "--token must not be empty").optional(),
+    // The gateway's limits on a hello (shared/protocol/frames.ts): refused here rather than at every connect.
+    hints: list
+      .pipe(
+        z
+          .array(z.string().max(256, "--hints: each hint is at most 256 characters"))
+          .max(1024, "--hints: at most 1024"),
+      )
+      .default([]),
+    pool: z
+      .string()
+      .regex(
+        POOL_NAME,
+        "--pool takes up to 64 letters, digits, '_', '.' and '-', starting with a letter or digit",
+      )
+      .optional(),
+  })
+  .superRefine((options, context) => {
+    if (options.models === undefined && options.gateway === undefined) {
+      context.addIssue({
+        code: "custom",
+        message:
+          "--models is required: a model repository directory or URL (or --gateway, to use the gateway's)",
+      });
+    }
+    if (options.gateway !== undefined && options.token === undefined) {
+      context.addIssue({
+        code: "custom",
+        message: "--gateway needs --token (or SWITCHYARD_TOKEN): the agent token",
+      });
+    }
   })
   .transform((options) => {
     const device = options.device ?? (options.gpus.length > 0 ? "cuda" : "cpu");
     const cpuReplicas = device === "cpu" ? options.replicas : 1;
+    const gateway = options.gateway;
     return {
-      models: options.models,
+      // With --gateway and no --models, the gateway's own repository (R2 behind the agent token).
+      models: options.models ?? gatewayModelsUrl(gateway ?? ""),
       cacheDir: options["cache-dir"],
       device,
       gpus: options.gpus,
       replicas: options.replicas,
       threads: options.threads ?? Math.max(1, Math.floor(os.availableParallelism() / cpuReplicas)),
       maxModels: options["max-models"],
+      // On a GPU the default is read from the card at start (backend/replica/model-memory-budget.ts).
       maxModelMemory:
         options["max-model-memory"] ??
-        (device === "cpu" ? Math.floor(os.totalmem() / 2 / cpuReplicas) : 8 * 2 ** 30),
-      maxConcurrency: options["max-concurrency"],
+        (device === "cpu" ? Math.floor(os.totalmem() / 2 / cpuReplicas) : undefined),
+      // With batching a replica takes one batch to run and one gathering; without, a few runs at once.
+      maxConcurrency:
+        options["max-concurrency"] ?? (options["max-batch-size"] > 1 ? 2 * options["max-batch-size"] : 4),
+      maxBatchSize: options["max-batch-size"],
+      maxQueueDelayMicroseconds: options["max-queue-delay-us"],
+      sessionConfig: options["session-config"],
       maxQueue: options["max-queue"],
       preload: options.preload,
       keepAliveSeconds: options["keep-alive"],
@@ -192,6 +347,22 @@ const AgentOptionsSchema = z
       host: options.host,
       port: options.port,
       name: options.name,
+      ...(options["metrics-port"] === undefined
+        ? {}
+        : { metrics: { port: options["metrics-port"], host: options["metrics-host"] } }),
+      logFormat: options["log-format"],
+      logRequests: options["log-requests"],
+      ...(options.config === undefined ? {} : { configFile: options.config }),
+      ...(gateway === undefined
+        ? {}
+        : {
+            gateway: {
+              url: gateway,
+              token: options.token ?? "",
+              hints: options.hints,
+              ...(options.pool === undefined ? {} : { pool: options.pool }),
+            },
+          }),
     };
   });
 
@@ -213,13 +384,17 @@ export function parseCommandLine(argv: string[], env: NodeJS.ProcessEnv): Parsed
     throw new Error(`${(error as Error).message.replace(/\s*\n\s*/g, " ")} (see --help)`);
   }
   if (values.help) return { kind: "help", text: helpText() };
+  // Flags > environment > config file > defaults.
+  const configFile = values.config ?? (env[envName("config")] || undefined);
+  const fromFile = typeof configFile === "string" ? readConfigFile(configFile, FLAGS) : {};
   const merged: Record<string, string | boolean> = {};
   for (const [flag, spec] of Object.entries(FLAGS) as [FlagName, FlagSpec][]) {
     // An empty variable (SWITCHYARD_PORT=) counts as unset, as shells and env files mean it.
     const fromEnv = env[envName(flag)] || undefined;
     const value =
       values[flag] ??
-      (fromEnv === undefined ? undefined : spec.type === "boolean" ? isTrue(fromEnv) : fromEnv);
+      (fromEnv === undefined ? undefined : spec.type === "boolean" ? isTrue(fromEnv) : fromEnv) ??
+      fromFile[flag];
     if (value !== undefined) merged[flag] = value;
   }
   const parsed = AgentOptionsSchema.safeParse(merged);
@@ -248,6 +423,8 @@ export function helpText(): string {
     "Usage:",
     "  switchyard-agent --standalone --port 8000 --models ./models       serve OIP v2 over HTTP",
     "  switchyard-agent --gpus 0,1 --models ./models --standalone        one replica per GPU",
+    "  SWITCHYARD_TOKEN=… switchyard-agent --gateway wss://gw.example --gpus 0,1   join a gateway",
+    "  switchyard-agent --config /etc/switchyard/agent.json --metrics-port 9464       settings from a file",
     "",
     "Options:",
     ...rows,

@@ -2,6 +2,7 @@ import os from "node:os";
 import path from "node:path";
 import { describe, expect, test } from "vitest";
 import { type AgentOptions, helpText, parseCommandLine } from "../../../backend/cli/options.ts";
+import { DEFAULT_BATCHING } from "../../../backend/replica/batch-settings.ts";
 
 const MiB = 2 ** 20;
 const GiB = 2 ** 30;
@@ -36,7 +37,11 @@ describe("parseCommandLine: defaults", () => {
       threads: Math.max(1, os.availableParallelism()),
       maxModels: 3,
       maxModelMemory: Math.floor(os.totalmem() / 2),
+      // Batching is off by default (config.json turns it on per model).
       maxConcurrency: 4,
+      maxBatchSize: DEFAULT_BATCHING.maxBatchSize,
+      maxQueueDelayMicroseconds: DEFAULT_BATCHING.maxQueueDelayMicroseconds,
+      sessionConfig: {},
       maxQueue: 256,
       preload: [],
       keepAliveSeconds: 0,
@@ -46,6 +51,8 @@ describe("parseCommandLine: defaults", () => {
       host: "127.0.0.1",
       port: 8000,
       name: os.hostname(),
+      logFormat: "text",
+      logRequests: false,
     } satisfies AgentOptions);
   });
 
@@ -84,6 +91,12 @@ describe("parseCommandLine: flags", () => {
       "3GiB",
       "--max-concurrency",
       "8",
+      "--max-batch-size",
+      "16",
+      "--max-queue-delay-us",
+      "500",
+      "--session-config",
+      "session.use_device_allocator_for_initializers=1,session.disable_prepacking=1",
       "--max-queue",
       "9",
       "--preload",
@@ -112,6 +125,12 @@ describe("parseCommandLine: flags", () => {
       maxModels: 7,
       maxModelMemory: 3 * GiB,
       maxConcurrency: 8,
+      maxBatchSize: 16,
+      maxQueueDelayMicroseconds: 500,
+      sessionConfig: {
+        "session.use_device_allocator_for_initializers": "1",
+        "session.disable_prepacking": "1",
+      },
       maxQueue: 9,
       preload: ["resnet", "bert:2"],
       keepAliveSeconds: 300,
@@ -121,6 +140,8 @@ describe("parseCommandLine: flags", () => {
       host: "0.0.0.0",
       port: 9001,
       name: "gpu-box-1",
+      logFormat: "text",
+      logRequests: false,
     } satisfies AgentOptions);
   });
 
@@ -139,11 +160,12 @@ describe("parseCommandLine: flags", () => {
     expect(options(withModels("--max-body", "512mib")).maxBodyBytes).toBe(512 * MiB);
   });
 
-  test("--gpus 0,1 means one CUDA replica per GPU, each with 8GiB and all the cores by default", () => {
+  test("--gpus 0,1 means one CUDA replica per GPU, each sizing its memory from its card, all the cores by default", () => {
     const parsed = options(withModels("--gpus", "0,1"));
     expect(parsed.device).toBe("cuda");
     expect(parsed.gpus).toEqual([0, 1]);
-    expect(parsed.maxModelMemory).toBe(8 * GiB);
+    // Read from each GPU when its replica starts (model-memory-budget.test.ts).
+    expect(parsed.maxModelMemory).toBeUndefined();
     expect(parsed.threads).toBe(Math.max(1, os.availableParallelism()));
   });
 
@@ -151,6 +173,22 @@ describe("parseCommandLine: flags", () => {
     expect(options(withModels("--gpus", " 0 , 1 ")).gpus).toEqual([0, 1]);
     expect(options(withModels("--gpus", "0", "--device", "cpu")).device).toBe("cpu");
     expect(options(withModels("--device", "cuda")).device).toBe("cuda");
+  });
+
+  test("--max-batch-size above 1 batches every model that can, and a replica takes two batches' worth", () => {
+    expect(DEFAULT_BATCHING.maxBatchSize).toBe(1);
+    expect(options(withModels("--max-batch-size", "1"))).toMatchObject({
+      maxBatchSize: 1,
+      maxConcurrency: 4,
+    });
+    expect(options(withModels("--max-batch-size", "8")).maxConcurrency).toBe(16);
+    expect(options(withModels("--max-batch-size", "8", "--max-concurrency", "3")).maxConcurrency).toBe(3);
+  });
+
+  test("batching and session flags refuse what they cannot use, naming the flag", () => {
+    expect(refusal(withModels("--max-batch-size", "0"))).toMatch(/--max-batch-size/);
+    expect(refusal(withModels("--max-queue-delay-us", "-5"))).toMatch(/--max-queue-delay-us/);
+    expect(refusal(withModels("--session-config", "session.disable_prepacking"))).toMatch(/key=value/);
   });
 
   test("--preload is a comma separated list; empty items are dropped", () => {
@@ -169,6 +207,8 @@ describe("parseCommandLine: environment", () => {
     ["SWITCHYARD_MAX_MODELS", "5", "6", { maxModels: 5 }],
     ["SWITCHYARD_MAX_MODEL_MEMORY", "512MiB", "1GiB", { maxModelMemory: 512 * MiB }],
     ["SWITCHYARD_MAX_CONCURRENCY", "16", "2", { maxConcurrency: 16 }],
+    ["SWITCHYARD_MAX_BATCH_SIZE", "8", "4", { maxBatchSize: 8 }],
+    ["SWITCHYARD_MAX_QUEUE_DELAY_US", "250", "100", { maxQueueDelayMicroseconds: 250 }],
     ["SWITCHYARD_MAX_QUEUE", "1000", "10", { maxQueue: 1000 }],
     ["SWITCHYARD_PRELOAD", "a,b", "c", { preload: ["a", "b"] }],
     ["SWITCHYARD_KEEP_ALIVE", "120", "30", { keepAliveSeconds: 120 }],

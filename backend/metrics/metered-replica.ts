@@ -1,0 +1,73 @@
+import { SwitchyardError } from "../../shared/errors.ts";
+import type { ReplicaState } from "../../shared/protocol/replica-state.ts";
+import type { Log } from "../log.ts";
+import { type InferCall, type InferOutcome, Replica, type ReplicaOptions } from "../replica/replica.ts";
+import type { AgentMetrics } from "./agent-metrics.ts";
+
+export interface MeteringOptions {
+  metrics: AgentMetrics;
+  log: Log;
+  /** `--log-requests`: one log line per request. */
+  logRequests: boolean;
+}
+
+/**
+ * A Replica that counts what it does: every request (answered or failed, with its timings and batch) and
+ * every change of its models (loads, their durations, failures, evictions). The gateway link and the
+ * standalone server use it as any replica; counting happens at the one place every request passes.
+ */
+export class MeteredReplica extends Replica {
+  readonly #metering: MeteringOptions;
+
+  constructor(options: ReplicaOptions, metering: MeteringOptions) {
+    super(options);
+    this.#metering = metering;
+    let last: ReplicaState = this.state();
+    metering.metrics.replicaChanged(this.id, undefined, last, performance.now());
+    this.onChange((state) => {
+      metering.metrics.replicaChanged(this.id, last, state, performance.now());
+      last = state;
+    });
+  }
+
+  override async infer(call: InferCall): Promise<InferOutcome> {
+    const started = performance.now();
+    let outcome: InferOutcome;
+    try {
+      outcome = await super.infer(call);
+    } catch (error) {
+      const totalMs = performance.now() - started;
+      this.#metering.metrics.failed(this.id, call.model, error, totalMs);
+      // Internal failures are always worth a line; the clients' mistakes only with --log-requests.
+      const status = SwitchyardError.from(error).status;
+      if (this.#metering.logRequests || status === 500) {
+        this.#metering.log("request failed", {
+          model: call.model,
+          replica: this.id,
+          status,
+          error: error instanceof Error ? error.message : String(error),
+          totalMs: round(totalMs),
+        });
+      }
+      throw error;
+    }
+    const totalMs = performance.now() - started;
+    this.#metering.metrics.served(this.id, outcome, totalMs);
+    if (this.#metering.logRequests) {
+      this.#metering.log("request", {
+        model: `${outcome.model.name}:${outcome.model.version}`,
+        replica: this.id,
+        status: 200,
+        cache: outcome.cache,
+        queueMs: round(outcome.timings.queueMs),
+        loadMs: round(outcome.timings.loadMs),
+        inferMs: round(outcome.timings.inferMs),
+        totalMs: round(totalMs),
+        ...(outcome.batch === undefined ? {} : { batch: outcome.batch.requests }),
+      });
+    }
+    return outcome;
+  }
+}
+
+const round = (ms: number) => Math.round(ms * 100) / 100;

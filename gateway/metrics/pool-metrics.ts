@@ -1,0 +1,136 @@
+import { replicaChanges } from "../../shared/metrics/replica-changes.ts";
+import type { ReplicaState } from "../../shared/protocol/replica-state.ts";
+import type { AgentRecord } from "../registry/agent-link.ts";
+import type { InferOutcome } from "../registry/relay-types.ts";
+import {
+  countModelEvent,
+  countRequest,
+  emptyCounters,
+  type PoolCounters,
+  PoolCountersSchema,
+  recentSlots,
+} from "./pool-counters.ts";
+
+/** Storage key of the pool's counters in the Registry's SQLite-backed key-value storage. */
+export const METRICS_STORAGE_KEY = "metrics:v1";
+/** Counters are written this long after the first change that is not yet stored. */
+export const FLUSH_DELAY_MS = 2_000;
+
+export interface PoolMetricsOptions {
+  kv: SyncKvStorage;
+  now?: () => number;
+  flushDelayMs?: number;
+}
+
+/**
+ * The Registry's metrics: one call per event (a request answered, an agent's state changed, a retry),
+ * counted where it happens, in memory.
+ *
+ * Hibernation and eviction: the counters live in memory, and a hibernating or evicted Durable Object loses
+ * its memory. So they are also written to the object's storage, once, FLUSH_DELAY_MS after the first change
+ * not yet stored (a pending timer keeps the object from hibernating until it has written), and read back
+ * by the constructor: counters keep growing across hibernation, as Prometheus expects of a counter. An
+ * eviction without warning (a deploy, a crash) loses at most the last FLUSH_DELAY_MS of counts. The
+ * baselines that loads and evictions are diffed against are not stored: after a wake they start again from
+ * the agents' records (kept in their sockets' attachments), which are the same states as before.
+ */
+export class PoolMetrics {
+  readonly #kv: SyncKvStorage;
+  readonly #now: () => number;
+  readonly #flushDelayMs: number;
+  readonly #counters: PoolCounters;
+  /** The last state seen of each replica ("<agent>/<replica>"), to tell what changed. */
+  readonly #replicas = new Map<string, ReplicaState>();
+  #flushTimer: ReturnType<typeof setTimeout> | undefined;
+
+  constructor(options: PoolMetricsOptions) {
+    this.#kv = options.kv;
+    this.#now = options.now ?? Date.now;
+    this.#flushDelayMs = options.flushDelayMs ?? FLUSH_DELAY_MS;
+    const stored = PoolCountersSchema.safeParse(this.#kv.get(METRICS_STORAGE_KEY));
+    // Unreadable counters (a future version, corruption) start afresh rather than take the pool down.
+    this.#counters = stored.success ? stored.data : emptyCounters(this.#now());
+  }
+
+  /** One request answered by the registry (`totalMs` from its arrival there). */
+  requestFinished(model: string, outcome: InferOutcome, totalMs: number): void {
+    if (outcome.ok) {
+      const { timings } = outcome;
+      countRequest(
+        this.#counters,
+        {
+          model,
+          status: 200,
+          totalMs,
+          cache: outcome.cache,
+          phases: {
+            queueMs: timings.gatewayQueueMs + timings.queueMs,
+            loadMs: timings.loadMs,
+            inferMs: timings.inferMs,
+          },
+        },
+        this.#now(),
+      );
+    } else {
+      countRequest(this.#counters, { model, status: outcome.status, totalMs }, this.#now());
+    }
+    this.#changed();
+  }
+
+  /** An agent's record changed (hello, state frame, a result's piggybacked state, a wake from hibernation). */
+  agentChanged(record: AgentRecord): void {
+    const listed = new Set<string>();
+    let counted = false;
+    for (const replica of record.replicas) {
+      const address = `${record.id}/${replica.id}`;
+      listed.add(address);
+      const changes = replicaChanges(this.#replicas.get(address), replica);
+      this.#replicas.set(address, replica);
+      for (const model of changes.loaded) countModelEvent(this.#counters, "loads", model.name);
+      for (const model of changes.unloaded) countModelEvent(this.#counters, "unloads", model.name);
+      for (const model of changes.failed) countModelEvent(this.#counters, "loadFailures", model.name);
+      counted ||= changes.loaded.length + changes.unloaded.length + changes.failed.length > 0;
+    }
+    this.#forgetReplicas(`${record.id}/`, listed);
+    if (counted) this.#changed();
+  }
+
+  /** The agent left; its models are not counted as unloaded (they went with it). */
+  agentGone(agentId: string): void {
+    this.#forgetReplicas(`${agentId}/`, new Set());
+  }
+
+  agentConnected(): void {
+    this.#counters.agentConnections += 1;
+    this.#changed();
+  }
+
+  /** A request sent again elsewhere because its replica never started it. */
+  retried(): void {
+    this.#counters.retries += 1;
+    this.#changed();
+  }
+
+  /** A copy of the counters, the recent window trimmed to its length. */
+  report(): PoolCounters {
+    return { ...structuredClone(this.#counters), window: recentSlots(this.#counters, this.#now()) };
+  }
+
+  /** Writes the counters now (also what the flush timer does). */
+  flush(): void {
+    if (this.#flushTimer !== undefined) clearTimeout(this.#flushTimer);
+    this.#flushTimer = undefined;
+    this.#kv.put(METRICS_STORAGE_KEY, this.#counters);
+  }
+
+  #changed(): void {
+    if (this.#flushTimer !== undefined) return;
+    this.#flushTimer = setTimeout(() => this.flush(), this.#flushDelayMs);
+  }
+
+  #forgetReplicas(prefix: string, keep: ReadonlySet<string>): void {
+    for (const address of [...this.#replicas.keys()]) {
+      if (address.startsWith(prefix) && !keep.has(address)) this.#replicas.delete(address);
+    }
+  }
+}

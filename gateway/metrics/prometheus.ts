@@ -1,0 +1,213 @@
+import { modelKey } from "../../shared/protocol/replica-state.ts";
+import type { PoolSnapshot } from "../registry/relay-types.ts";
+import { Exposition, type HistogramSample, type Labels } from "./exposition.ts";
+import { type HistogramData, LATENCY_BUCKETS_SECONDS } from "./histogram.ts";
+import { type PoolCounters, requestLabels } from "./pool-counters.ts";
+
+/** What one pool's registry reports for a scrape: its state now, and its counters. */
+export interface PoolReport {
+  pool: string;
+  snapshot: PoolSnapshot;
+  counters: PoolCounters;
+}
+
+const P = "switchyard_gateway_";
+
+/**
+ * GET /metrics: every pool's report as Prometheus metrics, each series labelled with its pool. Gauges
+ * come from the registry's state at the time of the scrape; counters and histograms from its persisted
+ * counters (pool-counters.ts). docs/metrics.md explains each one.
+ */
+export function renderPrometheus(reports: readonly PoolReport[]): string {
+  const out = new Exposition();
+  const each = <T>(pick: (report: PoolReport) => T[]) => reports.flatMap(pick);
+
+  out.gauge(
+    `${P}agents`,
+    "Agents connected to the pool, by state (serving, or draining before shutdown).",
+    each(({ pool, snapshot }) =>
+      (["serving", "draining"] as const).map((state) => ({
+        labels: { pool, state },
+        value: snapshot.agents.filter((agent) => agent.draining === (state === "draining")).length,
+      })),
+    ),
+  );
+  out.gauge(
+    `${P}replicas`,
+    "Replicas connected to the pool, by device kind (cpu or cuda).",
+    each(({ pool, snapshot }) => {
+      const devices = snapshot.agents.flatMap((agent) =>
+        agent.replicas.map((replica) => deviceKind(replica.device)),
+      );
+      return ["cpu", "cuda"].map((device) => ({
+        labels: { pool, device },
+        value: devices.filter((kind) => kind === device).length,
+      }));
+    }),
+  );
+  out.gauge(
+    `${P}queue_depth`,
+    "Requests waiting in the registry for a free replica slot.",
+    each(({ pool, snapshot }) => [{ labels: { pool }, value: snapshot.queued }]),
+  );
+  out.gauge(
+    `${P}in_flight`,
+    "Requests sent to agents and not answered yet.",
+    each(({ pool, snapshot }) => [
+      {
+        labels: { pool },
+        value: snapshot.agents.reduce(
+          (sum, agent) => sum + Object.values(agent.inFlight).reduce((a, b) => a + b, 0),
+          0,
+        ),
+      },
+    ]),
+  );
+
+  const replicas = each(({ pool, snapshot }) =>
+    snapshot.agents.flatMap((agent) =>
+      agent.replicas.map((replica) => ({
+        labels: { pool, agent: agent.id, replica: replica.id, device: replica.device },
+        replica,
+        inFlight: agent.inFlight[replica.id] ?? 0,
+      })),
+    ),
+  );
+  out.gauge(
+    `${P}replica_in_flight`,
+    "Requests the registry has sent to this replica and not seen answered.",
+    replicas.map(({ labels, inFlight }) => ({ labels, value: inFlight })),
+  );
+  out.gauge(
+    `${P}replica_slots`,
+    "Requests this replica takes at once (its --max-concurrency).",
+    replicas.map(({ labels, replica }) => ({ labels, value: replica.maxConcurrency })),
+  );
+  out.gauge(
+    `${P}replica_queued`,
+    "Requests waiting inside the replica for a slot or a batch, as it last reported.",
+    replicas.map(({ labels, replica }) => ({ labels, value: replica.queued })),
+  );
+  out.gauge(
+    `${P}replica_models_loaded`,
+    "Models loaded on this replica, as it last reported.",
+    replicas.map(({ labels, replica }) => ({ labels, value: replica.loaded.length })),
+  );
+  out.gauge(
+    `${P}replica_memory_used_bytes`,
+    "Bytes of loaded models on this replica, as it last reported.",
+    replicas.map(({ labels, replica }) => ({ labels, value: replica.memoryUsedBytes })),
+  );
+  out.gauge(
+    `${P}replica_memory_budget_bytes`,
+    "Bytes of models this replica may hold (its --max-model-memory).",
+    replicas.map(({ labels, replica }) => ({ labels, value: replica.memoryBudgetBytes })),
+  );
+  out.gauge(
+    `${P}model_replicas`,
+    "Replicas holding the model version (state loaded) or loading it (state loading).",
+    each(({ pool, snapshot }) => modelReplicas(pool, snapshot)),
+  );
+
+  out.counter(
+    `${P}requests_total`,
+    "Inference requests answered by the pool's registry, by model and HTTP status.",
+    each(({ pool, counters }) =>
+      Object.entries(counters.requests).map(([key, value]) => ({
+        labels: { pool, ...requestLabels(key) },
+        value,
+      })),
+    ),
+  );
+  const perModel = (name: string, help: string, pick: (counters: PoolCounters) => Record<string, number>) =>
+    out.counter(
+      name,
+      help,
+      each(({ pool, counters }) =>
+        Object.entries(pick(counters)).map(([model, value]) => ({ labels: { pool, model }, value })),
+      ),
+    );
+  perModel(
+    `${P}cache_hits_total`,
+    "Requests served by a replica that had the model loaded.",
+    (c) => c.cacheHits,
+  );
+  perModel(`${P}cache_misses_total`, "Requests that waited for their model to load.", (c) => c.cacheMisses);
+  perModel(
+    `${P}model_loads_total`,
+    "Model loads finished on replicas, as agents reported them.",
+    (c) => c.loads,
+  );
+  perModel(`${P}model_load_failures_total`, "Model loads that failed on a replica.", (c) => c.loadFailures);
+  perModel(
+    `${P}model_evictions_total`,
+    "Models unloaded from a replica: evicted for room, idle past --keep-alive, or unloaded on request.",
+    (c) => c.unloads,
+  );
+  out.counter(
+    `${P}retries_total`,
+    "Requests sent again to another replica because the first one never started them.",
+    each(({ pool, counters }) => [{ labels: { pool }, value: counters.retries }]),
+  );
+  out.counter(
+    `${P}agent_connections_total`,
+    "Agents that joined the pool (reconnections included).",
+    each(({ pool, counters }) => [{ labels: { pool }, value: counters.agentConnections }]),
+  );
+
+  const histogram = (name: string, help: string, pick: (counters: PoolCounters) => HistogramData) =>
+    out.histogram(
+      name,
+      help,
+      each(({ pool, counters }) => [histogramSample({ pool }, pick(counters))]),
+    );
+  histogram(
+    `${P}queue_seconds`,
+    "Time a request waited before it ran: in the registry's queue, then in the replica's.",
+    (c) => c.queueSeconds,
+  );
+  histogram(
+    `${P}load_seconds`,
+    "Time a request waited for its model to load (cache misses only).",
+    (c) => c.loadSeconds,
+  );
+  histogram(
+    `${P}inference_seconds`,
+    "Time of the run that computed a request's outputs.",
+    (c) => c.inferenceSeconds,
+  );
+  histogram(
+    `${P}request_duration_seconds`,
+    "Time from a request's arrival at the pool's registry to its answer, failures included.",
+    (c) => c.requestSeconds,
+  );
+  out.gauge(
+    `${P}counters_start_time_seconds`,
+    "When the pool's counters started counting (Unix time); they survive hibernation and restarts.",
+    each(({ pool, counters }) => [{ labels: { pool }, value: counters.since / 1000 }]),
+  );
+  return out.toString();
+}
+
+function histogramSample(labels: Labels, data: HistogramData): HistogramSample {
+  return { labels, bounds: LATENCY_BUCKETS_SECONDS, counts: data.counts, sum: data.sum, count: data.count };
+}
+
+const deviceKind = (device: string) => (device.startsWith("cuda") ? "cuda" : "cpu");
+
+function modelReplicas(pool: string, snapshot: PoolSnapshot): Array<{ labels: Labels; value: number }> {
+  const counts = new Map<string, { labels: Labels; value: number }>();
+  const add = (name: string, version: string, state: "loaded" | "loading") => {
+    const key = `${modelKey({ name, version })} ${state}`;
+    const known = counts.get(key);
+    if (known !== undefined) known.value += 1;
+    else counts.set(key, { labels: { pool, model: name, version, state }, value: 1 });
+  };
+  for (const agent of snapshot.agents) {
+    for (const replica of agent.replicas) {
+      for (const model of replica.loaded) add(model.name, model.version, "loaded");
+      for (const model of replica.loading) add(model.name, model.version, "loading");
+    }
+  }
+  return [...counts.values()];
+}
