@@ -1,7 +1,22 @@
 import { SwitchyardError } from "../errors.ts";
 import type { ReplicaState } from "../protocol/replica-state.ts";
-import { hasFreeSlot, holds, isLoading } from "./replica-facts.ts";
-import type { QueuedView, ReplicaView, RouteRequest, RoutingPolicy } from "./types.ts";
+import { DemandTracker } from "./demand.ts";
+import { capacityUnder, hasRoomUnder, holds, isLoading } from "./replica-facts.ts";
+import type {
+  PendingLoad,
+  QueuedView,
+  ReplicaView,
+  RouteRequest,
+  RoutingContext,
+  RoutingPolicy,
+} from "./types.ts";
+import { WaitingLine } from "./waiting-line.ts";
+
+/**
+ * A load the dispatcher caused is forgotten after this long even if no report ever showed it (it may have
+ * come and gone between two reports); by then the agent has long reported its state.
+ */
+const PENDING_LOAD_TTL_MS = 30_000;
 
 /** A request that is to be sent to a replica now. */
 export interface Dispatch<P> {
@@ -23,20 +38,44 @@ export interface DispatcherOptions {
   maxQueue: number;
   now: () => number;
   random?: () => number;
+  /** Where submitted requests are counted per model; one of its own when omitted. */
+  demand?: DemandTracker;
 }
 
 /**
  * Capacity accounting and the bounded queue around a routing policy. The gateway's registry and the
  * agent's standalone pool both dispatch through it: the policy decides, this keeps count. It never
  * performs I/O; callers send what it returns.
+ *
+ * What its owner calls: submit() for each request; upsertReplica() with every report an agent sends
+ * (results piggyback one); release() when a request ends; setDraining()/removeReplica() as agents come
+ * and go. After each of these, arm one timer for the earlier of nextDeadline() and nextWakeup(); when it
+ * fires, answer expire()'s requests with 504 and send what tick() returns. (A policy's bounded waits,
+ * switchyard's, end on that timer; without it they end on the next answer or report instead.) The
+ * dispatcher measures demand per model on submit() and remembers the loads it caused until a report
+ * shows them, so none of that is the owner's to feed.
  */
 export class Dispatcher<P> {
   readonly #replicas = new Map<string, ReplicaView>();
-  readonly #queue: Waiting<P>[] = [];
+  readonly #queue = new WaitingLine<Waiting<P>>();
   readonly #options: DispatcherOptions;
+  readonly #demand: DemandTracker;
+  /** Sizes of the models replicas reported loaded: a load's room is planned with them after eviction. */
+  readonly #modelBytes = new Map<string, number>();
 
   constructor(options: DispatcherOptions) {
     this.#options = options;
+    this.#demand = options.demand ?? new DemandTracker();
+  }
+
+  /** Requests per second per model, as submitted here. */
+  get demand(): DemandTracker {
+    return this.#demand;
+  }
+
+  /** The waiting requests, oldest first (read-only view). */
+  queued(): readonly QueuedView[] {
+    return this.#queue.items;
   }
 
   get policy(): RoutingPolicy {
@@ -57,13 +96,16 @@ export class Dispatcher<P> {
     state: ReplicaState,
     details: { hints?: readonly string[]; draining?: boolean } = {},
   ) {
+    for (const model of state.loaded) this.#modelBytes.set(model.name, model.bytes);
     const known = this.#replicas.get(address);
+    const pendingLoads = stillPending(known?.pendingLoads, state, this.#options.now());
     this.#replicas.set(address, {
       address,
       state,
       inFlight: known?.inFlight ?? 0,
       hints: details.hints ?? known?.hints ?? [],
       draining: details.draining ?? known?.draining ?? false,
+      ...(pendingLoads.length > 0 ? { pendingLoads } : {}),
     });
     return this.#pump();
   }
@@ -85,6 +127,7 @@ export class Dispatcher<P> {
    * (429 when the queue is full, 503 when nothing can serve it).
    */
   submit(request: RouteRequest, payload: P, deadline: number): Dispatch<P> | { kind: "queued" } {
+    this.#demand.record(request.model, this.#options.now());
     const context = this.#context();
     const decision = this.#options.policy.route(request, this.replicas(), context);
     if (decision.kind === "unavailable") {
@@ -97,7 +140,7 @@ export class Dispatcher<P> {
       );
     }
     if (decision.kind === "dispatch") {
-      this.#take(decision.address);
+      this.#take(decision.address, request, decision.expect, context.now);
       return { address: decision.address, payload, expect: decision.expect, queuedMs: 0 };
     }
     if (this.#queue.length >= this.#options.maxQueue) {
@@ -123,9 +166,9 @@ export class Dispatcher<P> {
     const now = this.#options.now();
     const expired: P[] = [];
     for (let index = this.#queue.length - 1; index >= 0; index -= 1) {
-      const waiting = this.#queue[index];
+      const waiting = this.#queue.items[index];
       if (waiting !== undefined && waiting.deadline <= now) {
-        this.#queue.splice(index, 1);
+        this.#queue.removeAt(index);
         expired.unshift(waiting.payload);
       }
     }
@@ -134,41 +177,67 @@ export class Dispatcher<P> {
 
   /** Takes a waiting request out (its client went away, say). */
   cancel(matches: (payload: P) => boolean): P | undefined {
-    const index = this.#queue.findIndex((waiting) => matches(waiting.payload));
-    return index < 0 ? undefined : this.#queue.splice(index, 1)[0]?.payload;
+    const index = this.#queue.items.findIndex((waiting) => matches(waiting.payload));
+    return index < 0 ? undefined : this.#queue.removeAt(index)?.payload;
   }
 
   /** Earliest deadline among waiting requests: when the owner should call expire() next. */
   nextDeadline(): number | undefined {
-    return this.#queue.reduce<number | undefined>(
+    return this.#queue.items.reduce<number | undefined>(
       (earliest, waiting) =>
         earliest === undefined || waiting.deadline < earliest ? waiting.deadline : earliest,
       undefined,
     );
   }
 
-  #take(address: string): void {
+  /**
+   * Offers free slots to the queue again although nothing changed: call it when `nextWakeup()` says (a
+   * policy's bounded wait ran out). Returns what to send.
+   */
+  tick(): Dispatch<P>[] {
+    return this.#pump();
+  }
+
+  /**
+   * When the policy wants `tick()` called next, if ever: the owner arms one timer (a Durable Object alarm)
+   * for the earlier of this and `nextDeadline()`, and sets it again after every submit, release and report.
+   */
+  nextWakeup(): number | undefined {
+    if (this.#queue.length === 0) return undefined;
+    return this.#options.policy.nextWakeup?.(this.replicas(), this.#queue.items, this.#context());
+  }
+
+  #take(address: string, request: RouteRequest, expect: Dispatch<P>["expect"], now: number): void {
     const replica = this.#replicas.get(address);
-    if (replica !== undefined) replica.inFlight += 1;
+    if (replica === undefined) return;
+    replica.inFlight += 1;
+    if (expect === "load") {
+      const load: PendingLoad = { model: request.model, since: now };
+      if (request.version !== undefined) load.version = request.version;
+      replica.pendingLoads = [...(replica.pendingLoads ?? []), load];
+    }
   }
 
   #pump(): Dispatch<P>[] {
     const dispatched: Dispatch<P>[] = [];
+    if (this.#queue.length === 0) return dispatched;
     const context = this.#context();
+    const { policy } = this.#options;
     for (const replica of this.#replicas.values()) {
-      while (this.#queue.length > 0 && hasFreeSlot(replica)) {
-        const index = this.#options.policy.pickQueued(replica, this.#queue, context);
-        const waiting = index >= 0 ? this.#queue.splice(index, 1)[0] : undefined;
+      while (this.#queue.length > 0 && hasRoomUnder(replica, capacityUnder(policy, replica))) {
+        const index = policy.pickQueued(replica, this.#queue.items, context);
+        const waiting = index >= 0 ? this.#queue.removeAt(index) : undefined;
         if (waiting === undefined) break;
-        this.#take(replica.address);
+        const expect = holds(replica, waiting.request)
+          ? "hit"
+          : isLoading(replica, waiting.request)
+            ? "loading"
+            : "load";
+        this.#take(replica.address, waiting.request, expect, context.now);
         dispatched.push({
           address: replica.address,
           payload: waiting.payload,
-          expect: holds(replica, waiting.request)
-            ? "hit"
-            : isLoading(replica, waiting.request)
-              ? "loading"
-              : "load",
+          expect,
           queuedMs: context.now - waiting.enqueuedAt,
         });
       }
@@ -176,7 +245,29 @@ export class Dispatcher<P> {
     return dispatched;
   }
 
-  #context() {
-    return { now: this.#options.now(), random: this.#options.random ?? Math.random };
+  #context(): RoutingContext {
+    return {
+      now: this.#options.now(),
+      random: this.#options.random ?? Math.random,
+      demand: this.#demand,
+      queue: this.#queue.items,
+      waitingByModel: this.#queue.byModel,
+      modelBytes: this.#modelBytes,
+      replicas: this.replicas(),
+    };
   }
+}
+
+/** Loads the dispatcher caused that this report does not show yet, and that are not too old to matter. */
+function stillPending(
+  loads: readonly PendingLoad[] | undefined,
+  state: ReplicaState,
+  now: number,
+): PendingLoad[] {
+  if (loads === undefined) return [];
+  const shown = (load: PendingLoad) =>
+    [...state.loaded, ...state.loading, ...state.failed].some(
+      (model) => model.name === load.model && (load.version === undefined || model.version === load.version),
+    );
+  return loads.filter((load) => now - load.since < PENDING_LOAD_TTL_MS && !shown(load));
 }

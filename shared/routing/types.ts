@@ -24,6 +24,19 @@ export interface ReplicaView {
   hints: readonly string[];
   /** A draining replica finishes its work but takes none. */
   draining: boolean;
+  /**
+   * Loads the dispatcher has caused there (it sent a request expecting "load") that the replica's report
+   * does not show yet: reports lag behind dispatches, and without this a second request would start a
+   * second load of the same model elsewhere. The Dispatcher fills it in; absent means none.
+   */
+  pendingLoads?: readonly PendingLoad[];
+}
+
+/** A load the dispatcher expects on a replica, since `since` (the dispatcher's clock). */
+export interface PendingLoad {
+  model: string;
+  version?: string;
+  since: number;
 }
 
 export type RouteDecision =
@@ -44,6 +57,22 @@ export interface RoutingContext {
   now: number;
   /** In [0, 1); seeded in the simulator, Math.random in production. */
   random: () => number;
+  /** Requests per second per model across the pool, as the Dispatcher measured them; absent: unknown. */
+  demand?: DemandView;
+  /** The dispatcher's queue, oldest first (route() looks at it to coalesce); absent: empty or unknown. */
+  queue?: readonly QueuedView[];
+  /** The same queue by model name, each oldest first (for policies that look up a model's waiters). */
+  waitingByModel?: ReadonlyMap<string, readonly QueuedView[]>;
+  /** Bytes of every model the pool has reported loaded so far (sizes outlive evictions). */
+  modelBytes?: ReadonlyMap<string, number>;
+  /** Every replica of the pool (pickQueued() sees one replica; some policies weigh it against the rest). */
+  replicas?: readonly ReplicaView[];
+}
+
+/** Recent demand per model name, across the pool. */
+export interface DemandView {
+  /** Requests per second for `model` lately (decaying average); 0 when never asked for. */
+  ratePerSecond(model: string, now: number): number;
 }
 
 /**
@@ -59,4 +88,18 @@ export interface RoutingPolicy {
    * to leave the slot empty for now.
    */
   pickQueued(replica: ReplicaView, queue: readonly QueuedView[], context: RoutingContext): number;
+  /**
+   * How many requests a replica may hold at once, running or waiting there (Ray's max_ongoing_requests,
+   * say). Omitted: its reported maxConcurrency, so requests wait in the dispatcher's queue, not an agent's.
+   */
+  capacity?(replica: ReplicaView): number;
+  /**
+   * When the policy wants the queue offered to free slots again although nothing changed (a bounded wait
+   * runs out): the owner calls Dispatcher.tick() at that time. Omitted or undefined: never by itself.
+   */
+  nextWakeup?(
+    replicas: readonly ReplicaView[],
+    queue: readonly QueuedView[],
+    context: RoutingContext,
+  ): number | undefined;
 }

@@ -1,0 +1,70 @@
+/** How one request ended. */
+export const OUTCOME = { pending: 0, ok: 1, timedOut: 2, rejected: 3, unavailable: 4 } as const;
+
+export interface RunSummary {
+  policy: string;
+  requests: number;
+  /** Requests served on a replica that held their model since before they arrived, over all requests. */
+  hitRate: number;
+  /** Latency percentiles (ms); a request that failed counts as the deadline (it got its error no sooner). */
+  p50: number;
+  p95: number;
+  p99: number;
+  /** Requests answered in time per second, from the first arrival to the last answer. */
+  throughput: number;
+  /** Replica time spent loading models, summed over replicas (s). */
+  loadSeconds: number;
+  loads: number;
+  rejected: number;
+  timedOut: number;
+  unavailable: number;
+}
+
+export interface RunRecord {
+  latency: Float64Array;
+  outcome: Uint8Array;
+  hit: Uint8Array;
+  deadlineMs: number;
+  firstArrival: number;
+  lastAnswer: number;
+  loadMs: number;
+  loads: number;
+}
+
+export function summarise(policy: string, record: RunRecord): RunSummary {
+  const n = record.outcome.length;
+  let hits = 0;
+  let ok = 0;
+  const counts = { timedOut: 0, rejected: 0, unavailable: 0 };
+  const latencies = new Float64Array(n);
+  for (let i = 0; i < n; i += 1) {
+    const outcome = record.outcome[i];
+    if (record.hit[i] === 1 && outcome === OUTCOME.ok) hits += 1;
+    if (outcome === OUTCOME.ok) ok += 1;
+    else if (outcome === OUTCOME.timedOut) counts.timedOut += 1;
+    else if (outcome === OUTCOME.rejected) counts.rejected += 1;
+    else if (outcome === OUTCOME.unavailable) counts.unavailable += 1;
+    latencies[i] = outcome === OUTCOME.ok ? (record.latency[i] as number) : record.deadlineMs;
+  }
+  latencies.sort();
+  const span = Math.max(1, record.lastAnswer - record.firstArrival);
+  return {
+    policy,
+    requests: n,
+    hitRate: hits / n,
+    p50: percentile(latencies, 0.5),
+    p95: percentile(latencies, 0.95),
+    p99: percentile(latencies, 0.99),
+    throughput: (ok * 1000) / span,
+    loadSeconds: record.loadMs / 1000,
+    loads: record.loads,
+    ...counts,
+  };
+}
+
+/** Nearest-rank percentile of sorted values. */
+export function percentile(sorted: Float64Array, fraction: number): number {
+  if (sorted.length === 0) return Number.NaN;
+  const rank = Math.min(sorted.length - 1, Math.max(0, Math.ceil(fraction * sorted.length) - 1));
+  return sorted[rank] as number;
+}

@@ -1,0 +1,70 @@
+/**
+ * `npm run bench:sim`: every policy on every scenario, the bounds, the goals, bench/results/sim.md and its
+ * charts. Deterministic; takes a few minutes on two cores.
+ */
+import { mkdirSync, writeFileSync } from "node:fs";
+import { cpus } from "node:os";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { ROUTING_POLICIES } from "../../shared/routing/policies.ts";
+import { boundsOf } from "./bounds.ts";
+import { hitRateChart, p99VersusLoadChart } from "./charts.ts";
+import { checkGoals, type ScenarioResult } from "./goals.ts";
+import { renderReport } from "./report.ts";
+import type { Scenario } from "./scenario.ts";
+import { S6_LOADS, SCENARIOS, s6 } from "./scenarios/index.ts";
+import { simulate } from "./simulate.ts";
+import { buildTrace } from "./trace.ts";
+
+const POLICIES = [
+  "switchyard",
+  "baseline",
+  "random",
+  "least-loaded",
+  "fal-hints",
+  "ray-multiplex",
+  "modelmesh",
+];
+const RESULTS = join(dirname(fileURLToPath(import.meta.url)), "..", "results");
+
+function runScenario(scenario: Scenario): ScenarioResult {
+  const trace = buildTrace(scenario);
+  const runs = POLICIES.map((name) => {
+    const policy = ROUTING_POLICIES[name];
+    if (policy === undefined) throw new Error(`no policy ${name}`);
+    const started = performance.now();
+    const summary = simulate(scenario, trace, policy);
+    const elapsed = ((performance.now() - started) / 1000).toFixed(1);
+    console.log(
+      `${scenario.id.padEnd(8)} ${name.padEnd(14)} hit ${summary.hitRate.toFixed(3)} p99 ${(summary.p99 / 1000).toFixed(1)} s  (${elapsed} s)`,
+    );
+    return summary;
+  });
+  return {
+    id: scenario.id,
+    title: scenario.title,
+    summary: scenario.summary,
+    bounds: boundsOf(scenario, trace),
+    runs,
+  };
+}
+
+const started = performance.now();
+const results = SCENARIOS.map(runScenario);
+const sweep = s6.map(runScenario);
+const goals = checkGoals([...results, ...sweep], ["S1", "S2", "S3", "S4"]);
+
+mkdirSync(RESULTS, { recursive: true });
+const charts = { p99VersusLoad: "sim-p99-vs-load.svg", hitRate: "sim-hit-rate.svg" };
+writeFileSync(join(RESULTS, charts.p99VersusLoad), p99VersusLoadChart(sweep, S6_LOADS, POLICIES));
+writeFileSync(join(RESULTS, charts.hitRate), hitRateChart(results, POLICIES));
+const report = renderReport(results, sweep, goals, {
+  command: "npm run bench:sim",
+  machine: `${cpus().length} x ${cpus()[0]?.model ?? "unknown CPU"}`,
+  node: process.versions.node,
+  date: new Date().toISOString().slice(0, 10),
+  elapsedSeconds: (performance.now() - started) / 1000,
+  charts,
+});
+writeFileSync(join(RESULTS, "sim.md"), report);
+console.log(`wrote ${join(RESULTS, "sim.md")}`);

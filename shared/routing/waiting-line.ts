@@ -1,0 +1,43 @@
+import type { QueuedView } from "./types.ts";
+
+/**
+ * The dispatcher's queue: oldest first, and indexed by model so that policies find a model's waiting
+ * requests without scanning the whole line (a freed slot asks "anything for the models I hold?" at every
+ * answer, and the line holds up to the gateway's QUEUE_LIMIT).
+ */
+export class WaitingLine<T extends QueuedView> {
+  readonly #items: T[] = [];
+  readonly #byModel = new Map<string, T[]>();
+
+  get items(): readonly T[] {
+    return this.#items;
+  }
+
+  /** Per model, its waiting requests oldest first; models in no particular order. */
+  get byModel(): ReadonlyMap<string, readonly T[]> {
+    return this.#byModel;
+  }
+
+  get length(): number {
+    return this.#items.length;
+  }
+
+  push(item: T): void {
+    this.#items.push(item);
+    const forModel = this.#byModel.get(item.request.model);
+    if (forModel === undefined) this.#byModel.set(item.request.model, [item]);
+    else forModel.push(item);
+  }
+
+  removeAt(index: number): T | undefined {
+    const [item] = this.#items.splice(index, 1);
+    if (item === undefined) return undefined;
+    const forModel = this.#byModel.get(item.request.model);
+    if (forModel !== undefined) {
+      const at = forModel.indexOf(item);
+      if (at >= 0) forModel.splice(at, 1);
+      if (forModel.length === 0) this.#byModel.delete(item.request.model);
+    }
+    return item;
+  }
+}

@@ -1,0 +1,144 @@
+import { describe, expect, test } from "vitest";
+import type { ReplicaState } from "../../../shared/protocol/replica-state.ts";
+import { baselinePolicy } from "../../../shared/routing/baseline.ts";
+import { type Dispatch, Dispatcher } from "../../../shared/routing/dispatcher.ts";
+import { rayMultiplexPolicy } from "../../../shared/routing/ray-multiplex.ts";
+import type { RoutingContext, RoutingPolicy } from "../../../shared/routing/types.ts";
+
+// What the Dispatcher gained for the policies of issue 4: measured demand, the queue in the context,
+// loads it caused before reports show them, per-policy capacity, and tick()/nextWakeup() for bounded waits.
+
+function state(fields: { maxConcurrency?: number; holds?: string[]; loading?: string[] } = {}): ReplicaState {
+  const loaded = (fields.holds ?? []).map((name) => ({
+    name,
+    version: "1",
+    bytes: 100,
+    inFlight: 0,
+    idleMs: 0,
+  }));
+  return {
+    id: "0",
+    device: "cpu",
+    maxConcurrency: fields.maxConcurrency ?? 2,
+    inFlight: 0,
+    queued: 0,
+    maxModels: 3,
+    memoryBudgetBytes: 2 ** 30,
+    memoryUsedBytes: 100 * loaded.length,
+    loaded,
+    loading: (fields.loading ?? []).map((name) => ({ name, version: "1" })),
+    timings: {},
+    failed: [],
+  };
+}
+
+function setup(policy: RoutingPolicy = baselinePolicy) {
+  const clock = { now: 1_000 };
+  const dispatcher = new Dispatcher<string>({ policy, maxQueue: 10, now: () => clock.now, random: () => 0 });
+  return { clock, dispatcher };
+}
+
+const sent = (result: Dispatch<string> | { kind: "queued" }) => ("address" in result ? result : undefined);
+
+describe("Dispatcher: demand and context", () => {
+  test("every submitted request counts toward its model's demand, dispatched or queued", () => {
+    const { clock, dispatcher } = setup();
+    dispatcher.upsertReplica("a", state({ maxConcurrency: 1 }));
+    for (let i = 0; i < 5; i += 1) dispatcher.submit({ model: "m" }, `r${i}`, 99_999);
+    expect(dispatcher.queueLength).toBe(4);
+    expect(dispatcher.demand.ratePerSecond("m", clock.now)).toBeGreaterThan(0);
+    expect(dispatcher.demand.ratePerSecond("other", clock.now)).toBe(0);
+  });
+
+  test("policies see the queue, indexed by model, and the pool in their context", () => {
+    const seen: Array<{
+      queue: string[];
+      waitingForM: number;
+      replicas: string[];
+      bytes: number | undefined;
+    }> = [];
+    const spy: RoutingPolicy = {
+      name: "spy",
+      route: (_request, _replicas, context: RoutingContext) => {
+        seen.push({
+          queue: (context.queue ?? []).map((waiting) => waiting.request.model),
+          waitingForM: context.waitingByModel?.get("m")?.length ?? 0,
+          replicas: (context.replicas ?? []).map((replica) => replica.address),
+          bytes: context.modelBytes?.get("m"),
+        });
+        return { kind: "queue" };
+      },
+      pickQueued: () => -1,
+    };
+    const { dispatcher } = setup(spy);
+    dispatcher.upsertReplica("a", state({ holds: ["m"] }));
+    dispatcher.submit({ model: "m" }, "first", 99_999);
+    dispatcher.submit({ model: "n" }, "second", 99_999);
+    expect(seen.at(-1)).toEqual({ queue: ["m"], waitingForM: 1, replicas: ["a"], bytes: 100 });
+  });
+});
+
+describe("Dispatcher: loads it caused", () => {
+  test("a request sent to load a model marks the load pending until a report shows it", () => {
+    const { dispatcher } = setup();
+    dispatcher.upsertReplica("a", state());
+    expect(sent(dispatcher.submit({ model: "m" }, "r1", 99_999))?.expect).toBe("load");
+    expect(dispatcher.replicas()[0]?.pendingLoads).toEqual([{ model: "m", since: 1_000 }]);
+    dispatcher.upsertReplica("a", state()); // a report from before the request arrived there
+    expect(dispatcher.replicas()[0]?.pendingLoads).toHaveLength(1);
+    dispatcher.upsertReplica("a", state({ loading: ["m"] }));
+    expect(dispatcher.replicas()[0]?.pendingLoads).toBeUndefined();
+  });
+
+  test("a pending load no report ever showed is forgotten after a while", () => {
+    const { clock, dispatcher } = setup();
+    dispatcher.upsertReplica("a", state());
+    dispatcher.submit({ model: "m" }, "r1", 99_999);
+    clock.now += 60_000;
+    dispatcher.upsertReplica("a", state());
+    expect(dispatcher.replicas()[0]?.pendingLoads).toBeUndefined();
+  });
+});
+
+describe("Dispatcher: a policy's own capacity", () => {
+  test("ray-multiplex fills a replica to max_ongoing_requests (5), beyond its 2 slots", () => {
+    const { dispatcher } = setup(rayMultiplexPolicy);
+    dispatcher.upsertReplica("a", state({ maxConcurrency: 2, holds: ["m"] }));
+    const results = Array.from({ length: 6 }, (_, i) => dispatcher.submit({ model: "m" }, `r${i}`, 99_999));
+    expect(results.filter((result) => "address" in result)).toHaveLength(5);
+    expect(dispatcher.queueLength).toBe(1);
+    expect(dispatcher.release("a").map((dispatch) => dispatch.payload)).toEqual(["r5"]);
+  });
+});
+
+describe("Dispatcher: tick and nextWakeup", () => {
+  /** Leaves slots empty until `readyAt`, then hands out the oldest request. */
+  function waitsUntil(readyAt: number): RoutingPolicy {
+    return {
+      name: "waits",
+      route: () => ({ kind: "queue" }),
+      pickQueued: (_replica, queue, context) => (context.now >= readyAt && queue.length > 0 ? 0 : -1),
+      nextWakeup: (_replicas, _queue, context) => (context.now < readyAt ? readyAt : undefined),
+    };
+  }
+
+  test("nextWakeup says when; tick at that time dispatches what the wait held back", () => {
+    const { clock, dispatcher } = setup(waitsUntil(5_000));
+    dispatcher.upsertReplica("a", state());
+    expect(dispatcher.nextWakeup()).toBeUndefined(); // nothing waits
+    dispatcher.submit({ model: "m" }, "r1", 99_999);
+    expect(dispatcher.nextWakeup()).toBe(5_000);
+    expect(dispatcher.tick()).toEqual([]);
+    clock.now = 5_000;
+    expect(dispatcher.tick()).toEqual([{ address: "a", payload: "r1", expect: "load", queuedMs: 4_000 }]);
+    expect(dispatcher.nextWakeup()).toBeUndefined();
+  });
+
+  test("a policy without nextWakeup never asks for a tick", () => {
+    const { dispatcher } = setup();
+    dispatcher.upsertReplica("a", state({ maxConcurrency: 1 }));
+    dispatcher.submit({ model: "m" }, "r1", 99_999);
+    dispatcher.submit({ model: "m" }, "r2", 99_999);
+    expect(dispatcher.nextWakeup()).toBeUndefined();
+  });
+});
