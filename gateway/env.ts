@@ -1,6 +1,7 @@
 import { z } from "zod";
 import { MAX_FRAME_BYTES } from "../shared/protocol/frames.ts";
-import { ROUTING_POLICIES } from "../shared/routing/policies.ts";
+import { DEFAULT_ROUTING_POLICY, ROUTING_POLICIES } from "../shared/routing/policies.ts";
+import type { RateLimiter } from "./limits/rate-limiter.ts";
 import type { Registry } from "./registry/registry.ts";
 
 /**
@@ -9,6 +10,8 @@ import type { Registry } from "./registry/registry.ts";
  */
 export interface Env {
   REGISTRY: DurableObjectNamespace<Registry>;
+  /** One token bucket per API key (RATE_LIMIT_PER_MINUTE). */
+  RATE_LIMITER: DurableObjectNamespace<RateLimiter>;
   MODELS: R2Bucket;
   /** Client API keys, comma separated. */
   API_KEYS?: string;
@@ -16,12 +19,20 @@ export interface Env {
   AGENT_TOKENS?: string;
   /** The admin key (model uploads). */
   ADMIN_KEY?: string;
+  /** A read-only token for /metrics and the dashboard (the admin key works there too). */
+  METRICS_TOKEN?: string;
+  /** Pools /metrics reports when the scrape names none (comma separated; default "default"). */
+  METRICS_POOLS?: string;
   ROUTING_POLICY?: string;
   QUEUE_LIMIT?: string;
   DEFAULT_TIMEOUT_SECONDS?: string;
   MAX_BODY_BYTES?: string;
   MAX_MODEL_BYTES?: string;
   HEARTBEAT_SECONDS?: string;
+  AGENT_GRACE_SECONDS?: string;
+  MAX_PENDING_BYTES?: string;
+  RATE_LIMIT_PER_MINUTE?: string;
+  RATE_LIMIT_BURST?: string;
 }
 
 const positiveNumber = (fallback: number) => z.coerce.number().positive().default(fallback);
@@ -34,7 +45,7 @@ const ConfigSchema = z.object({
       error: (issue) =>
         `unknown routing policy ${JSON.stringify(issue.input)}; known: ${Object.keys(ROUTING_POLICIES).join(", ")}`,
     })
-    .default("baseline"),
+    .default(DEFAULT_ROUTING_POLICY),
   /** Requests that may wait for a free replica slot, per pool; one more gets 429. */
   QUEUE_LIMIT: positiveInteger(1000),
   /** Deadline of a request that names none (seconds). */
@@ -45,6 +56,17 @@ const ConfigSchema = z.object({
   MAX_MODEL_BYTES: positiveInteger(100 * 1024 * 1024),
   /** How often agents send "ping"; three missed in a row and the agent is taken for dead. */
   HEARTBEAT_SECONDS: positiveNumber(10),
+  /**
+   * After a pool's last serving agent left (or its registry restarted), requests wait this long for agents
+   * to come back instead of failing at once (cloudflared's grace period); 0 turns waiting off.
+   */
+  AGENT_GRACE_SECONDS: z.coerce.number().nonnegative().default(30),
+  /** Bytes of request bodies one pool's registry holds at once (waiting or in flight); more gets 429. */
+  MAX_PENDING_BYTES: positiveInteger(64 * 1024 * 1024),
+  /** Inferences per minute per API key (a token bucket); 0 turns rate limiting off. */
+  RATE_LIMIT_PER_MINUTE: z.coerce.number().nonnegative().default(0),
+  /** The bucket's size: how many may come at once; default: a minute's worth. */
+  RATE_LIMIT_BURST: z.coerce.number().positive().optional(),
 });
 
 export type GatewayConfig = z.infer<typeof ConfigSchema>;
@@ -65,6 +87,10 @@ export function readConfig(env: Env): GatewayConfig {
     MAX_BODY_BYTES: blankToUndefined(env.MAX_BODY_BYTES),
     MAX_MODEL_BYTES: blankToUndefined(env.MAX_MODEL_BYTES),
     HEARTBEAT_SECONDS: blankToUndefined(env.HEARTBEAT_SECONDS),
+    AGENT_GRACE_SECONDS: blankToUndefined(env.AGENT_GRACE_SECONDS),
+    MAX_PENDING_BYTES: blankToUndefined(env.MAX_PENDING_BYTES),
+    RATE_LIMIT_PER_MINUTE: blankToUndefined(env.RATE_LIMIT_PER_MINUTE),
+    RATE_LIMIT_BURST: blankToUndefined(env.RATE_LIMIT_BURST),
   };
   const parsed = ConfigSchema.safeParse(raw);
   if (!parsed.success) {

@@ -7,6 +7,9 @@ import { build } from "esbuild";
  */
 const entries: Record<string, string> = {
   "switchyard-agent": "backend/bin/switchyard-agent.ts",
+  // The thread each loaded model's session runs in: the agent (and gpu-bench, through its replicas) start
+  // it from beside themselves (backend/replica/session-worker-url.ts).
+  "session-worker": "backend/replica/session-worker.ts",
   "gpu-smoke": "bench/gpu/smoke.ts",
   "gpu-bench": "bench/gpu/gpu-bench.ts",
 };

@@ -6,7 +6,7 @@
  * request that finds the model idle runs at once, alone, and those that arrive while a batch runs form the
  * next one: no latency is added at low load, and batches grow with the load.
  *
- * onnxruntime-node runs a session synchronously on the JavaScript thread, so two runs never overlap
+ * A session's runs take turns on its worker thread (worker-session.ts), so two runs never overlap
  * anyway; one batch at a time lets the queue build up into the next batch instead of into more runs.
  */
 import type { BatchSettings } from "./batch-settings.ts";

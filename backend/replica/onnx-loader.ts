@@ -1,4 +1,3 @@
-import * as ort from "onnxruntime-node";
 import type { ModelRef } from "../../shared/protocol/replica-state.ts";
 import type { ModelConfig } from "../models/model-config.ts";
 import type { ModelRepository, ResolvedModel } from "../models/repository.ts";
@@ -6,13 +5,14 @@ import { type BatchingDefaults, type BatchSettings, batchSettingsFor } from "./b
 import type { ReplicaDevice } from "./device.ts";
 import { exclusiveOnGpu, gpuUsedMemory } from "./gpu-memory.ts";
 import type { ModelLoader } from "./model-cache.ts";
-import { sessionSpecs, type TensorSpec } from "./ort-tensors.ts";
+import type { TensorSpec } from "./ort-tensors.ts";
 import { type SessionTuning, sessionOptions } from "./session-options.ts";
+import { WorkerSession } from "./worker-session.ts";
 
-/** A model loaded into an onnxruntime session on one replica's device. */
+/** A model loaded into an onnxruntime session on one replica's device, in a worker thread of its own. */
 export interface ModelSession {
   ref: ModelRef;
-  session: ort.InferenceSession;
+  session: WorkerSession;
   inputs: TensorSpec[];
   outputs: TensorSpec[];
   config: ModelConfig;
@@ -36,7 +36,9 @@ export interface OnnxSessionOptions extends SessionTuning {
  * Loads models from the repository into onnxruntime sessions on a replica's device. What a model takes:
  * on a GPU, the device memory its session took (used memory before and after creating it, read through
  * nvidia-smi: weights, the provider's arena, cuDNN and cuBLAS handles); on the CPU, or when the GPU cannot
- * be read, the file's size, a close estimate of the weights it places in RAM.
+ * be read, the file's size, a close estimate of the weights it places in RAM. Each session lives in a worker
+ * thread of its own (worker-session.ts), from load to release, so loads and runs of different models never
+ * block each other or the agent's main thread.
  */
 export class OnnxModelLoader implements ModelLoader<ModelSession> {
   readonly #repository: ModelRepository;
@@ -71,7 +73,7 @@ export class OnnxModelLoader implements ModelLoader<ModelSession> {
         ? await exclusiveOnGpu(device.deviceId, () => this.#createMeasured(model, device.deviceId))
         : { session: await this.#create(model), bytes: model.bytes, bytesSource: "file" as const };
     this.#onLoaded(key, performance.now() - started);
-    const specs = sessionSpecs(session);
+    const specs = { inputs: session.inputs, outputs: session.outputs };
     const batching = batchSettingsFor(model.config, specs, this.#options.batching);
     return {
       session: { ref, session, config: model.config, ...specs, batching, bytes, bytesSource },
@@ -82,6 +84,7 @@ export class OnnxModelLoader implements ModelLoader<ModelSession> {
   async release(loaded: ModelSession): Promise<void> {
     const device = this.#device;
     // Released one at a time with loads, so that a load's measurement does not see memory coming back.
+    // Resolves once the session's worker has exited: all its memory is back by then.
     if (device.kind === "cuda") await exclusiveOnGpu(device.deviceId, () => loaded.session.release());
     else await loaded.session.release();
   }
@@ -98,9 +101,9 @@ export class OnnxModelLoader implements ModelLoader<ModelSession> {
       : { session, bytes: model.bytes, bytesSource: "file" as const };
   }
 
-  async #create(model: ResolvedModel): Promise<ort.InferenceSession> {
+  async #create(model: ResolvedModel): Promise<WorkerSession> {
     try {
-      return await ort.InferenceSession.create(model.path, sessionOptions(this.#device, this.#options));
+      return await WorkerSession.create(model.path, sessionOptions(this.#device, this.#options));
     } catch (error) {
       const reason = error instanceof Error ? error.message : String(error);
       throw new Error(`onnxruntime could not load ${model.path}: ${reason}`, { cause: error });

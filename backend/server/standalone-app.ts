@@ -25,6 +25,8 @@ export interface StandaloneAppOptions {
 }
 
 const EXTENSIONS = ["binary_tensor_data", "model_repository", "parameters"];
+/** Bodies of the control endpoints (the repository index) are a few bytes of JSON; more is refused (413). */
+const MAX_CONTROL_BODY_BYTES = 64 * 1024;
 
 /**
  * The agent's own Open Inference Protocol v2 server (standalone mode): the same endpoints the gateway
@@ -122,6 +124,8 @@ export function createStandaloneApp(options: StandaloneAppOptions): Hono {
           ...(request.outputs === undefined ? {} : { outputs: request.outputs.map((output) => output.name) }),
           deadline: Date.now() + timeoutMs,
           signal: c.req.raw.signal,
+          // The tensors were decoded for this request alone: they may move to the session's thread.
+          handOverInputs: true,
         });
         const encoded = encodeInferResponse(
           {
@@ -154,26 +158,33 @@ export function createStandaloneApp(options: StandaloneAppOptions): Hono {
     );
   }
 
-  app.post("/v2/repository/index", async (c) => {
-    const body = await readJson(c);
-    const readyOnly = typeof body === "object" && body !== null && "ready" in body && body.ready === true;
-    const states = pool.states();
-    const entries = (await repository.index()).map((entry) => {
-      const loaded = states.some((state) =>
-        state.loaded.some((model) => model.name === entry.name && model.version === entry.version),
-      );
-      const failure = states
-        .flatMap((state) => state.failed)
-        .find((model) => model.name === entry.name && model.version === entry.version);
-      return {
-        name: entry.name,
-        version: entry.version,
-        state: loaded ? "READY" : "UNAVAILABLE",
-        reason: loaded ? "" : (failure?.reason ?? "unloaded"),
-      };
-    });
-    return c.json(readyOnly ? entries.filter((entry) => entry.state === "READY") : entries);
-  });
+  app.post(
+    "/v2/repository/index",
+    bodyLimit({
+      maxSize: MAX_CONTROL_BODY_BYTES,
+      onError: (c) => c.json({ error: `request body is larger than ${MAX_CONTROL_BODY_BYTES} bytes` }, 413),
+    }),
+    async (c) => {
+      const body = await readJson(c);
+      const readyOnly = typeof body === "object" && body !== null && "ready" in body && body.ready === true;
+      const states = pool.states();
+      const entries = (await repository.index()).map((entry) => {
+        const loaded = states.some((state) =>
+          state.loaded.some((model) => model.name === entry.name && model.version === entry.version),
+        );
+        const failure = states
+          .flatMap((state) => state.failed)
+          .find((model) => model.name === entry.name && model.version === entry.version);
+        return {
+          name: entry.name,
+          version: entry.version,
+          state: loaded ? "READY" : "UNAVAILABLE",
+          reason: loaded ? "" : (failure?.reason ?? "unloaded"),
+        };
+      });
+      return c.json(readyOnly ? entries.filter((entry) => entry.state === "READY") : entries);
+    },
+  );
 
   app.post("/v2/repository/models/:model/load", async (c) => {
     const name = parseModelName(c.req.param("model"));

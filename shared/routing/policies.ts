@@ -23,7 +23,12 @@ export const ROUTING_POLICIES: Readonly<Record<string, RoutingPolicy>> = Object.
 /** The anchors: faithful re-implementations of what Ray Serve, fal and ModelMesh document. */
 export const ANCHOR_POLICIES = ["random", "least-loaded", "fal-hints", "ray-multiplex", "modelmesh"] as const;
 
-export const DEFAULT_ROUTING_POLICY = switchyardPolicy.name;
+/**
+ * The policy used when configuration names none. `switchyard` waits for bounded times and needs its owner
+ * to call Dispatcher.tick() at nextWakeup(); until the Registry and the standalone pool do (issue 4), the
+ * baseline stays the default and `switchyard` is chosen by name (ROUTING_POLICY).
+ */
+export const DEFAULT_ROUTING_POLICY = baselinePolicy.name;
 
 export function routingPolicy(name: string | undefined): RoutingPolicy {
   const policy = ROUTING_POLICIES[name ?? DEFAULT_ROUTING_POLICY];

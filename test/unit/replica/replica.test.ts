@@ -72,6 +72,21 @@ describe("Replica", () => {
     expect(timings?.inferMs).toBeGreaterThan(0);
   });
 
+  test("inputs handed over move to the model's worker without a copy; others stay the caller's", async () => {
+    const replica = replicaWith();
+    const spec = MULTIPLEX_SPECS[0];
+    if (spec === undefined) throw new Error("fixture spec missing");
+    const kept = inputFor(2);
+    const expected = referenceMlp(mlpWeights(spec), kept.data as Float32Array, 2);
+    const handed = { ...kept, data: Float32Array.from(kept.data as Float32Array) };
+    const moved = await replica.infer({ model: model(0), inputs: [handed], handOverInputs: true });
+    expectAllClose(moved.outputs[0]?.data as Float32Array, expected);
+    expect((handed.data as Float32Array).byteLength).toBe(0);
+    const copied = await replica.infer({ model: model(0), inputs: [kept] });
+    expectAllClose(copied.outputs[0]?.data as Float32Array, expected);
+    expect((kept.data as Float32Array).length).toBe(32);
+  });
+
   test("concurrent requests for a model that is not loaded share one load", async () => {
     const replica = replicaWith();
     const outcomes = await Promise.all(

@@ -1,0 +1,93 @@
+/**
+ * The messages between a replica (main thread) and the worker thread that holds one model's onnxruntime
+ * session (session-worker.ts). Tensors travel as OIP tensors: the worker turns them into onnxruntime's and
+ * back, so that the float16 workaround and BYTES encoding run beside the session, off the main thread.
+ * Every request carries an id that its one reply repeats.
+ */
+import type { InferenceSession } from "onnxruntime-node";
+import type { Datatype } from "../../shared/oip/datatypes.ts";
+import type { Tensor } from "../../shared/oip/tensor.ts";
+import type { TensorSpec } from "./ort-tensors.ts";
+
+export type SessionRequest =
+  | { type: "create"; path: string; options: InferenceSession.SessionOptions }
+  | { type: "run"; feeds: Tensor[]; outputs: string[] }
+  /** Releases the session after every request sent before it; the thread is then terminated. */
+  | { type: "release" };
+
+export type SessionReply =
+  | { type: "ready"; inputs: TensorSpec[]; outputs: TensorSpec[] }
+  /** The requested outputs, in the order they were asked for. */
+  | { type: "result"; outputs: Tensor[] }
+  | { type: "released" }
+  /** onnxruntime's (or the worker's) error message, as it was. */
+  | { type: "error"; message: string };
+
+export type Envelope<T> = T & { id: number };
+
+type FixedDatatype = Exclude<Datatype, "BYTES">;
+type FixedData = Exclude<Tensor["data"], Uint8Array[]>;
+
+const ARRAY_CLASS: Record<FixedDatatype, new (length: number) => FixedData> = {
+  BOOL: Uint8Array,
+  UINT8: Uint8Array,
+  UINT16: Uint16Array,
+  UINT32: Uint32Array,
+  UINT64: BigUint64Array,
+  INT8: Int8Array,
+  INT16: Int16Array,
+  INT32: Int32Array,
+  INT64: BigInt64Array,
+  FP16: Uint16Array,
+  FP32: Float32Array,
+  FP64: Float64Array,
+};
+
+/**
+ * Tensors as they go to the worker, and the buffers to transfer (move) with them. A transferred buffer is
+ * detached on the sending side, so only what the sender owns may move: with `handOver`, the tensors' own
+ * buffers (a batch the replica stacked itself); otherwise each typed array is first copied into a buffer
+ * of its exact size (one copy, where structured cloning would make two, and would clone the whole buffer
+ * a view points into). BYTES elements are cloned (a request's strings are small and many).
+ */
+export function forTransfer(
+  tensors: readonly Tensor[],
+  handOver: boolean,
+): { tensors: Tensor[]; transfer: ArrayBuffer[] } {
+  const transfer = new Set<ArrayBuffer>();
+  const moved = tensors.map(({ name, datatype, shape, data }): Tensor => {
+    if (Array.isArray(data)) return { name, datatype, shape, data: data.map(ownBuffer) };
+    const owned = handOver && data.buffer instanceof ArrayBuffer ? data : copyOf(datatype, data);
+    transfer.add(owned.buffer as ArrayBuffer);
+    return { name, datatype, shape, data: owned };
+  });
+  return { tensors: moved, transfer: [...transfer] };
+}
+
+/** The buffers of the typed arrays among `tensors` (outputs the worker computed, and so owns). */
+export function transferablesOf(tensors: readonly Tensor[]): ArrayBuffer[] {
+  const buffers = new Set<ArrayBuffer>();
+  for (const { data } of tensors) {
+    if (!Array.isArray(data) && data.buffer instanceof ArrayBuffer) buffers.add(data.buffer);
+  }
+  return [...buffers];
+}
+
+/**
+ * A copy of `data` in a buffer of its own, of the typed array its datatype uses (a Node Buffer, whose
+ * slice() is a view into a shared pool, becomes a plain Uint8Array).
+ */
+function copyOf(datatype: Datatype, data: FixedData): FixedData {
+  const ArrayClass = ARRAY_CLASS[datatype as FixedDatatype];
+  const copy = new ArrayClass(data.length);
+  new Uint8Array(copy.buffer).set(new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
+  return copy;
+}
+
+/** A BYTES element that is a view into a larger buffer (a request body) is cut out of it. */
+function ownBuffer(element: Uint8Array): Uint8Array {
+  if (element.byteOffset === 0 && element.byteLength === element.buffer.byteLength) return element;
+  const copy = new Uint8Array(element.byteLength);
+  copy.set(element);
+  return copy;
+}

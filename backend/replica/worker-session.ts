@@ -1,0 +1,96 @@
+/**
+ * One model's onnxruntime session, held in a worker thread of its own for the session's whole life.
+ * onnxruntime-node 1.29 creates and runs sessions synchronously on the JavaScript thread that calls it
+ * (its backend only defers the native call with setImmediate), so on the main thread a 4 s load, or a long
+ * run on the CPU, would freeze everything else there: other models' requests, other replicas, the gateway
+ * link's heartbeats, the HTTP server. In a worker, loads and runs of different models, and of different
+ * replicas, really overlap. Terminating the worker on release also returns whatever native memory the
+ * session left behind.
+ */
+import type { InferenceSession } from "onnxruntime-node";
+import type { Tensor } from "../../shared/oip/tensor.ts";
+import type { TensorSpec } from "./ort-tensors.ts";
+import { forTransfer, type SessionReply } from "./session-protocol.ts";
+import { SessionThread } from "./session-thread.ts";
+import { sessionWorkerUrl } from "./session-worker-url.ts";
+import { keepSpare, takeWorker } from "./spare-worker.ts";
+
+export interface RunOptions {
+  /**
+   * The feeds' typed arrays belong to this run (the caller built them for it): they move to the worker
+   * without a copy, and are detached (empty) here afterwards. Otherwise they are copied once.
+   */
+  handOver?: boolean;
+}
+
+export class WorkerSession {
+  readonly inputs: TensorSpec[];
+  readonly outputs: TensorSpec[];
+  readonly #thread: SessionThread;
+
+  /**
+   * Starts a worker and creates the session there, from the model file at `path`. Rejects with
+   * onnxruntime's error, as it was, when the model cannot be loaded (the worker is then ended).
+   * `entry` is the worker's module (tests point it at one that misbehaves).
+   */
+  static async create(
+    path: string,
+    options: InferenceSession.SessionOptions,
+    entry: URL = sessionWorkerUrl(),
+  ): Promise<WorkerSession> {
+    const thread = new SessionThread(takeWorker(entry), path);
+    try {
+      const reply = await thread.request({ type: "create", path, options });
+      if (reply.type !== "ready") throw unexpectedReply(reply);
+      return new WorkerSession(thread, reply);
+    } catch (error) {
+      await thread.close().catch(() => undefined);
+      throw error;
+    } finally {
+      keepSpare(entry);
+    }
+  }
+
+  /** Use create(). */
+  constructor(thread: SessionThread, specs: { inputs: TensorSpec[]; outputs: TensorSpec[] }) {
+    this.#thread = thread;
+    this.inputs = specs.inputs;
+    this.outputs = specs.outputs;
+  }
+
+  /**
+   * Runs the session; resolves with the outputs named, in that order. Rejects with onnxruntime's error,
+   * as it was, when it cannot run on these inputs, and with a SessionGoneError when the session was
+   * released or its worker died (before or during the run).
+   */
+  async run(
+    feeds: readonly Tensor[],
+    outputs: readonly string[],
+    options: RunOptions = {},
+  ): Promise<Tensor[]> {
+    const moved = forTransfer(feeds, options.handOver === true);
+    const reply = await this.#thread.request(
+      { type: "run", feeds: moved.tensors, outputs: [...outputs] },
+      moved.transfer,
+    );
+    if (reply.type !== "result") throw unexpectedReply(reply);
+    return reply.outputs;
+  }
+
+  /**
+   * Releases the session once the runs already sent end, and ends its worker; resolves when the thread
+   * is gone. Idempotent, and safe on a session whose worker died.
+   */
+  release(): Promise<void> {
+    return this.#thread.close();
+  }
+
+  /** Whether its worker thread is alive: false once released, or after the worker died. */
+  get running(): boolean {
+    return this.#thread.running;
+  }
+}
+
+function unexpectedReply(reply: SessionReply): Error {
+  return new Error(`the session worker answered '${reply.type}' out of turn`);
+}
