@@ -30,6 +30,9 @@ export default defineConfig({
                 ADMIN_KEY: "local-admin-key",
                 HEARTBEAT_SECONDS: "10",
                 QUEUE_LIMIT: "4",
+                // Short, so a test sees waiting requests give up when no agent comes back.
+                AGENT_GRACE_SECONDS: "5",
+                MAX_PENDING_BYTES: String(16 * 1024 * 1024),
               },
             },
           }),

@@ -2,12 +2,17 @@ import { serve } from "@hono/node-server";
 import packageJson from "../package.json" with { type: "json" };
 import { routingPolicy } from "../shared/routing/policies.ts";
 import type { AgentOptions } from "./cli/options.ts";
-import { formatSize } from "./cli/size.ts";
+import { type StartupInfo, summaryFields, summaryLines } from "./cli/startup-summary.ts";
+import { type GatewayLink, startGatewayLink } from "./gateway-link/gateway-link.ts";
+import { isOnGateway } from "./gateway-link/gateway-urls.ts";
 import type { Log } from "./log.ts";
-import { openRepository } from "./models/repository.ts";
+import { AgentMetrics } from "./metrics/agent-metrics.ts";
+import { MeteredReplica } from "./metrics/metered-replica.ts";
+import { type MetricsServer, startMetricsServer } from "./metrics/metrics-server.ts";
+import { type DownloadProgress, openRepository } from "./models/repository.ts";
 import { ReplicaPool } from "./pool/replica-pool.ts";
 import { deviceLabel, planDevices } from "./replica/device.ts";
-import { Replica } from "./replica/replica.ts";
+import { gpuTotalMemory, gpuUsedMemory } from "./replica/gpu-memory.ts";
 import { createStandaloneApp } from "./server/standalone-app.ts";
 
 export interface RunningAgent {
@@ -17,37 +22,74 @@ export interface RunningAgent {
   stop(graceMs: number): Promise<void>;
 }
 
-/** Builds the replicas from the options, preloads, and serves (standalone). */
-export async function startAgent(options: AgentOptions, log: Log): Promise<RunningAgent> {
-  const repository = openRepository(options.models, { cacheDir: options.cacheDir });
+/** How the agent talks to the person who started it (the CLI's terminal); all optional. */
+export interface AgentUi {
+  /** Lines for people (the startup summary); without it, or with --log-format json, facts go to the log. */
+  print?: (lines: string[]) => void;
+  /** Model download progress (a progress bar on a terminal). */
+  onProgress?: (progress: DownloadProgress) => void;
+}
+
+/** Builds the replicas from the options, preloads, and serves (standalone, a gateway, or both). */
+export async function startAgent(options: AgentOptions, log: Log, ui: AgentUi = {}): Promise<RunningAgent> {
+  const gateway = options.gateway;
+  // The agent token goes with downloads from the gateway's own repository, never to another host.
+  const repository = openRepository(options.models, {
+    cacheDir: options.cacheDir,
+    ...(ui.onProgress === undefined ? {} : { onProgress: ui.onProgress }),
+    ...(gateway !== undefined && isOnGateway(gateway.url, options.models)
+      ? { headers: { Authorization: `Bearer ${gateway.token}` } }
+      : {}),
+  });
   const devices = await planDevices({
     device: options.device,
     gpus: options.gpus,
     cpuReplicas: options.replicas,
     warn: (message) => log("warning", { message }),
   });
-  const replicas = devices.map(
+  const replicaStates = () => replicas.map((replica) => replica.state());
+  const metrics = new AgentMetrics({
+    name: options.name,
+    version: packageJson.version,
+    states: replicaStates,
+    gpuMemory: async (deviceId) => ({ used: await gpuUsedMemory(deviceId), total: gpuTotal(deviceId) }),
+  });
+  const metering = { metrics, log, logRequests: options.logRequests };
+  const replicas: MeteredReplica[] = devices.map(
     (device, index) =>
-      new Replica({
-        id: String(index),
-        device,
-        repository,
-        maxModels: options.maxModels,
-        maxModelBytes: options.maxModelMemory,
-        keepAliveMs: options.keepAliveSeconds * 1000,
-        maxConcurrency: options.maxConcurrency,
-        ...(device.kind === "cpu" ? { intraOpThreads: options.threads } : {}),
-      }),
+      new MeteredReplica(
+        {
+          id: String(index),
+          device,
+          repository,
+          maxModels: options.maxModels,
+          maxModelBytes: options.maxModelMemory,
+          replicasOnDevice: devices.filter((other) => deviceLabel(other) === deviceLabel(device)).length,
+          keepAliveMs: options.keepAliveSeconds * 1000,
+          maxConcurrency: options.maxConcurrency,
+          ...(device.kind === "cpu" ? { intraOpThreads: options.threads } : {}),
+          batching: {
+            maxBatchSize: options.maxBatchSize,
+            maxQueueDelayMicroseconds: options.maxQueueDelayMicroseconds,
+          },
+          session: { config: options.sessionConfig },
+        },
+        metering,
+      ),
   );
   const pool = new ReplicaPool(replicas, { policy: routingPolicy(undefined), maxQueue: options.maxQueue });
-  log("agent starting", {
-    name: options.name,
-    models: repository.source,
-    replicas: replicas.map((replica) => deviceLabel(replica.device)).join(","),
-    maxModels: options.maxModels,
-    memoryPerReplica: formatSize(options.maxModelMemory),
-    maxConcurrency: options.maxConcurrency,
-  });
+  announce(startupInfo(options, repository.source, replicas), options.logFormat, log, ui);
+  const metricsServer: MetricsServer | undefined =
+    options.metrics === undefined
+      ? undefined
+      : await startMetricsServer(metrics, options.metrics.host, options.metrics.port).catch(
+          (error: unknown) => {
+            throw new Error(
+              `--metrics-port ${options.metrics?.port}: cannot listen on ${options.metrics?.host} (${(error as Error).message}); pick a free port`,
+            );
+          },
+        );
+  if (metricsServer !== undefined) log("metrics listening", { url: metricsServer.url });
 
   let ready = false;
   const app = createStandaloneApp({
@@ -84,14 +126,76 @@ export async function startAgent(options: AgentOptions, log: Log): Promise<Runni
   }
   ready = true;
   log("agent ready", {});
+  // Joined only now, so the hello already lists the preloaded models.
+  const link: GatewayLink | undefined =
+    gateway === undefined
+      ? undefined
+      : startGatewayLink({
+          gateway: gateway.url,
+          token: gateway.token,
+          ...(gateway.pool === undefined ? {} : { pool: gateway.pool }),
+          hints: gateway.hints,
+          agent: { name: options.name, version: packageJson.version },
+          replicas,
+          log,
+        });
 
   return {
     ...(url === undefined ? {} : { url }),
     async stop(graceMs) {
       const closed = new Promise<void>((resolve) => (server ? server.close(() => resolve()) : resolve()));
       const grace = new Promise<void>((resolve) => setTimeout(resolve, graceMs).unref());
-      await Promise.race([closed, grace]);
+      // The gateway link drains by itself within the grace (drain frame, in-flight work, close 1001).
+      await Promise.all([Promise.race([closed, grace]), link?.stop(graceMs)]);
       await pool.close();
+      await metricsServer?.close();
     },
   };
+}
+
+/** Each GPU's total memory, read once (it does not change). */
+const gpuTotals = new Map<number, number | undefined>();
+function gpuTotal(deviceId: number): number | undefined {
+  if (!gpuTotals.has(deviceId)) gpuTotals.set(deviceId, gpuTotalMemory(deviceId));
+  return gpuTotals.get(deviceId);
+}
+
+function startupInfo(
+  options: AgentOptions,
+  models: string,
+  replicas: readonly MeteredReplica[],
+): StartupInfo {
+  return {
+    name: options.name,
+    version: packageJson.version,
+    ...(options.configFile === undefined ? {} : { configFile: options.configFile }),
+    models,
+    ...(/^https?:/i.test(models) ? { cacheDir: options.cacheDir } : {}),
+    ...(options.gateway === undefined
+      ? {}
+      : { gateway: { url: options.gateway.url, pool: options.gateway.pool ?? "default" } }),
+    ...(options.standalone
+      ? { standalone: `http://${options.host}:${options.port === 0 ? "<any free port>" : options.port}` }
+      : {}),
+    ...(options.metrics === undefined
+      ? {}
+      : {
+          metrics: `http://${options.metrics.host}:${options.metrics.port === 0 ? "<any free port>" : options.metrics.port}/metrics`,
+        }),
+    replicas: replicas.map((replica) => ({
+      id: replica.id,
+      device: deviceLabel(replica.device),
+      memoryBytes: replica.memoryBudget.bytes,
+      memorySource: replica.memoryBudget.source,
+      maxModels: options.maxModels,
+      maxConcurrency: options.maxConcurrency,
+      maxBatchSize: options.maxBatchSize,
+      ...(replica.device.kind === "cpu" ? { threads: options.threads } : {}),
+    })),
+  };
+}
+
+function announce(info: StartupInfo, format: AgentOptions["logFormat"], log: Log, ui: AgentUi): void {
+  if (format === "text" && ui.print !== undefined) ui.print(summaryLines(info));
+  else log("agent starting", summaryFields(info));
 }

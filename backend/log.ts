@@ -1,17 +1,80 @@
+import { AsyncLocalStorage } from "node:async_hooks";
+
 /**
- * The agent's log: one line per event on stderr, `event key=value ...`, so that both people and log
- * shippers can read it. Secrets never reach it: callers pass only what is safe to print.
+ * The agent's log: one line per event on stderr. `text` (the default) is `<time> event key=value ...`, for
+ * people; `json` (`--log-format json`) is one JSON object per line, for log shippers:
+ *
+ *   {"time":"2026-11-22T05:40:00.000Z","level":"info","event":"request","requestId":"7f3c…","model":"det",…}
+ *
+ * Lines written while a request is handled carry its id (`requestId`), taken from the async context that
+ * withRequestId() opens, so a request can be followed from the gateway's X-Request-Id into the agent's log.
+ * Secrets never reach it: callers pass only what is safe to print.
  */
 export type Log = (event: string, fields?: Record<string, unknown>) => void;
 
-export function createLog(stream: NodeJS.WritableStream = process.stderr): Log {
+export type LogFormat = "text" | "json";
+
+/** A line a terminal redraws in place (a progress bar): cleared before a log line, drawn again after. */
+export interface StatusLine {
+  clear(): void;
+  redraw(): void;
+}
+
+export interface LogOptions {
+  format?: LogFormat;
+  stream?: NodeJS.WritableStream;
+  statusLine?: StatusLine;
+}
+
+const requestContext = new AsyncLocalStorage<{ requestId: string }>();
+
+/** Runs `work` with `requestId` attached to every line it logs (across awaits). */
+export function withRequestId<T>(requestId: string, work: () => T): T {
+  return requestContext.run({ requestId }, work);
+}
+
+export function currentRequestId(): string | undefined {
+  return requestContext.getStore()?.requestId;
+}
+
+export function createLog(options: LogOptions = {}): Log {
+  const stream = options.stream ?? process.stderr;
+  const format = options.format ?? "text";
   return (event, fields = {}) => {
-    const parts = Object.entries(fields).map(([key, value]) => `${key}=${format(value)}`);
-    stream.write(`${new Date().toISOString()} ${event}${parts.length > 0 ? ` ${parts.join(" ")}` : ""}\n`);
+    const requestId = currentRequestId();
+    const all = requestId === undefined || "requestId" in fields ? fields : { requestId, ...fields };
+    const time = new Date().toISOString();
+    const line =
+      format === "json"
+        ? jsonLine(time, event, all)
+        : `${time} ${event}${Object.keys(all).length > 0 ? ` ${textFields(all)}` : ""}`;
+    options.statusLine?.clear();
+    stream.write(`${line}\n`);
+    options.statusLine?.redraw();
   };
 }
 
+/** How serious an event is, from its name: the agent's events say what happened in words. */
+export function levelOf(event: string): "info" | "warn" | "error" {
+  if (/fail|error|refus|cannot|could not|violation/i.test(event)) return "error";
+  if (/warn|disconnect|lost|retry|drain|signal|stale/i.test(event)) return "warn";
+  return "info";
+}
+
+function jsonLine(time: string, event: string, fields: Record<string, unknown>): string {
+  return JSON.stringify({ time, level: levelOf(event), event, ...fields }, (_key, value: unknown) =>
+    value instanceof Error ? value.message : typeof value === "bigint" ? value.toString() : value,
+  );
+}
+
+function textFields(fields: Record<string, unknown>): string {
+  return Object.entries(fields)
+    .map(([key, value]) => `${key}=${format(value)}`)
+    .join(" ");
+}
+
 function format(value: unknown): string {
-  const text = typeof value === "string" ? value : JSON.stringify(value);
+  const text =
+    typeof value === "string" ? value : value instanceof Error ? value.message : JSON.stringify(value);
   return /[\s"]/.test(text ?? "") ? JSON.stringify(text) : String(text);
 }

@@ -11,6 +11,8 @@ export const POOL_HEADER = "x-switchyard-pool";
 
 const POOL_NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
 
+export const isPoolName = (name: string) => POOL_NAME.test(name);
+
 export function poolOf(request: Request): string {
   const named = request.headers.get(POOL_HEADER) ?? new URL(request.url).searchParams.get("pool");
   if (named === null || named.trim() === "") return DEFAULT_POOL;

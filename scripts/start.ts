@@ -277,6 +277,7 @@ async function main(): Promise<void> {
       "",
       curlCommand(apiKey),
       "",
+      `Dashboard: ${GATEWAY}/dashboard (admin key ${secrets.ADMIN_KEY}); metrics: ${GATEWAY}/metrics.`,
       `Models: ${models.map((model) => model.name).join(", ")}. Ctrl-C stops the gateway and the agent.`,
       "",
     ].join("\n"),

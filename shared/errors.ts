@@ -11,6 +11,8 @@ export const ERROR_STATUS = {
   not_found: 404,
   too_large: 413,
   queue_full: 429,
+  /** The API key's rate limit (RATE_LIMIT_PER_MINUTE on the gateway) is spent for now. */
+  rate_limited: 429,
   internal: 500,
   model_load_failed: 500,
   unavailable: 503,

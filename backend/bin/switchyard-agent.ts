@@ -1,11 +1,11 @@
 #!/usr/bin/env node
 import { startAgent } from "../agent.ts";
+import { DownloadDisplay } from "../cli/download-progress.ts";
 import { parseCommandLine } from "../cli/options.ts";
 import { createLog } from "../log.ts";
 
 const DRAIN_GRACE_MS = 30_000;
 
-const log = createLog();
 let command: ReturnType<typeof parseCommandLine>;
 try {
   command = parseCommandLine(process.argv.slice(2), process.env);
@@ -18,13 +18,31 @@ if (command.kind === "help") {
   process.exit(0);
 }
 
+const { logFormat } = command.options;
+// Progress bars only where a person watches a terminal; journals and pipes get plain lines.
+const display = new DownloadDisplay({
+  stream: process.stderr,
+  tty: process.stderr.isTTY === true && logFormat === "text",
+});
+const log = createLog({ format: logFormat, statusLine: display });
+display.attach(log);
+const print = (lines: string[]) => {
+  display.clear();
+  process.stderr.write(`${lines.join("\n")}\n`);
+  display.redraw();
+};
+
 // Signals are handled from the first moment: a SIGTERM during startup still drains what has started.
 let stopping = false;
-const starting = startAgent(command.options, log);
+const starting = startAgent(command.options, log, { print, onProgress: display.onProgress });
 const onSignal = (signal: NodeJS.Signals) => {
   if (stopping) {
     log("second signal: exiting now", { signal });
-    process.exit(130);
+    // Die of the signal itself, as its default action would: no exit handlers, no native teardown.
+    // (process.exit() while onnxruntime is in the middle of a run aborts in its destructors instead.)
+    process.removeAllListeners(signal);
+    process.kill(process.pid, signal);
+    return;
   }
   stopping = true;
   log("draining", { signal, graceSeconds: DRAIN_GRACE_MS / 1000 });
@@ -44,6 +62,12 @@ process.on("SIGINT", onSignal);
 try {
   await starting;
 } catch (error) {
-  process.stderr.write(`switchyard-agent: ${(error as Error).message}\n`);
+  // One line that says what is wrong and how to fix it (the errors are written that way).
+  const message = (error as Error).message.replace(/\s*\n\s*/g, " ");
+  if (logFormat === "json") log("start failed", { error: message });
+  else {
+    display.clear();
+    process.stderr.write(`switchyard-agent: ${message}\n`);
+  }
   process.exit(1);
 }

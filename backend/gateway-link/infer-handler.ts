@@ -8,7 +8,7 @@ import {
   InferHeaderSchema,
   type ResultHeader,
 } from "../../shared/protocol/frames.ts";
-import type { Log } from "../log.ts";
+import { type Log, withRequestId } from "../log.ts";
 import type { LinkedReplica } from "./linked-replica.ts";
 
 // Failures that come before any run (the request does not fit the model, the model cannot be had or loaded
@@ -125,13 +125,18 @@ export class InferHandler {
     );
     try {
       const decoded = decodeInferRequest(body, header.headerLength);
-      const outcome = await replica.infer({
-        model: header.model,
-        ...(header.version === undefined ? {} : { version: header.version }),
-        inputs: decoded.inputs,
-        ...(decoded.outputs === undefined ? {} : { outputs: decoded.outputs.map((output) => output.name) }),
-        signal: request.controller.signal,
-      });
+      // The agent's log lines about this request carry the client's id (X-Request-Id).
+      const outcome = await withRequestId(header.requestId ?? decoded.id ?? header.id, () =>
+        replica.infer({
+          model: header.model,
+          ...(header.version === undefined ? {} : { version: header.version }),
+          inputs: decoded.inputs,
+          ...(decoded.outputs === undefined ? {} : { outputs: decoded.outputs.map((output) => output.name) }),
+          signal: request.controller.signal,
+          // The tensors were decoded for this request alone: they may move to the session's thread.
+          handOverInputs: true,
+        }),
+      );
       if (request.cancelled) {
         // Nobody wants the outputs any more; the answer only tells the registry the slot is free.
         const cancelled = new SwitchyardError("deadline_exceeded", "cancelled by the gateway");

@@ -11,9 +11,14 @@ import { routingPolicy } from "../../shared/routing/policies.ts";
 import { type Env, readConfig } from "../env.ts";
 import { errorResponse } from "../error-response.ts";
 import { log } from "../log.ts";
+import type { PoolCounters } from "../metrics/pool-counters.ts";
+import { PoolMetrics } from "../metrics/pool-metrics.ts";
 import type { AgentLink } from "./agent-link.ts";
 import { parseAgentMessage } from "./agent-messages.ts";
 import { AgentStore } from "./agent-store.ts";
+import { AlarmClock } from "./alarm-clock.ts";
+import { Idempotence } from "./idempotence.ts";
+import { PoolPresence } from "./pool-presence.ts";
 import { CLOSE_POLICY_VIOLATION, closeReason, ProtocolViolation } from "./protocol-violation.ts";
 import { MISSED_HEARTBEATS, Relay } from "./relay.ts";
 import type { InferCall, InferOutcome, PoolSnapshot } from "./relay-types.ts";
@@ -23,6 +28,8 @@ import { SignatureStore } from "./signature-store.ts";
 const AGENT_TAG = "agent";
 const CLOSE_GOING_AWAY = 1001;
 const CLOSE_INTERNAL = 1011;
+/** The reason a registry reset by an admin gives (see restart()). */
+export const RESTART_REASON = "the registry was restarted by an admin";
 
 /**
  * One pool's registry: a Durable Object (SQLite-backed) that agents hold websockets to and that the
@@ -38,6 +45,9 @@ export class Registry extends DurableObject<Env> {
   readonly #store: AgentStore;
   readonly #signatures: SignatureStore;
   readonly #heartbeatMs: number;
+  readonly #metrics: PoolMetrics;
+  readonly #presence: PoolPresence;
+  readonly #alarm: AlarmClock;
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
@@ -45,17 +55,31 @@ export class Registry extends DurableObject<Env> {
     this.#heartbeatMs = Math.round(config.HEARTBEAT_SECONDS * 1000);
     this.#store = new AgentStore(ctx.storage.kv);
     this.#signatures = new SignatureStore(ctx.storage.kv);
+    this.#metrics = new PoolMetrics({ kv: ctx.storage.kv });
+    this.#presence = new PoolPresence(ctx.storage.kv, config.AGENT_GRACE_SECONDS * 1000);
+    this.#alarm = new AlarmClock(ctx.storage, log);
     this.#relay = new Relay({
       policy: routingPolicy(config.ROUTING_POLICY),
       maxQueue: config.QUEUE_LIMIT,
       heartbeatMs: this.#heartbeatMs,
-      onAgentChanged: (link) => this.#store.save(link.socket, link.record),
-      onAgentGone: (link) => this.#forget(link.socket, link.record.id),
+      onAgentChanged: (link) => {
+        this.#store.save(link.socket, link.record);
+        this.#metrics.agentChanged(link.record);
+      },
+      onAgentGone: (link) => {
+        this.#forget(link.socket, link.record.id);
+        this.#metrics.agentGone(link.record.id);
+      },
+      onRetry: () => this.#metrics.retried(),
       lastHeartbeat: (socket) => ctx.getWebSocketAutoResponseTimestamp(socket)?.getTime(),
       log,
+      presence: this.#presence,
+      idempotence: new Idempotence(ctx.storage.kv),
+      maxPendingBytes: config.MAX_PENDING_BYTES,
     });
     ctx.setWebSocketAutoResponse(new WebSocketRequestResponsePair(HEARTBEAT_PING, HEARTBEAT_PONG));
     this.#rebuild();
+    this.#presence.start(this.#relay.servingAgents, Date.now());
   }
 
   // ---- RPC from the Worker ----
@@ -63,7 +87,12 @@ export class Registry extends DurableObject<Env> {
   /** Routes one inference and waits for its outcome (never throws for an expected failure). */
   async infer(call: InferCall): Promise<InferOutcome> {
     this.#closeSilentAgents();
-    return this.#relay.infer(call);
+    const arrivedAt = Date.now();
+    const routed = this.#relay.infer(call);
+    this.#armAlarm();
+    const outcome = await routed;
+    this.#metrics.requestFinished(call.model, outcome, Date.now() - arrivedAt);
+    return outcome;
   }
 
   snapshot(): PoolSnapshot {
@@ -71,9 +100,37 @@ export class Registry extends DurableObject<Env> {
     return this.#relay.snapshot();
   }
 
+  /** The pool's state and its counters, for /metrics and the dashboard. */
+  report(): { snapshot: PoolSnapshot; counters: PoolCounters } {
+    return { snapshot: this.snapshot(), counters: this.#metrics.report() };
+  }
+
   /** Known signatures of every version of `name` (reported by agents that loaded it). */
   signatures(name: string): ModelSignature[] {
     return this.#signatures.of(name);
+  }
+
+  /**
+   * Resets this registry as a crash or a deploy would (POST /admin/pools/{pool}/restart): its memory goes,
+   * every agent's socket drops, calls in flight fail (the Worker sends their requests again). Agents dial
+   * back in; meanwhile requests wait for them (pool-presence.ts). Never returns: the caller sees an error
+   * carrying RESTART_REASON.
+   */
+  restart(): void {
+    log("registry-restart", {});
+    this.ctx.abort(RESTART_REASON);
+  }
+
+  /**
+   * The alarm: agents that went silent while requests are in flight are closed now (their requests are
+   * retried or failed, not left to their deadlines), and the queue is offered free slots when the routing
+   * policy's bounded wait ends. It is armed only while there is such work, so an idle pool sleeps.
+   */
+  override async alarm(): Promise<void> {
+    this.#alarm.fired();
+    this.#closeSilentAgents();
+    this.#relay.tick();
+    this.#armAlarm();
   }
 
   // ---- agents ----
@@ -113,6 +170,7 @@ export class Registry extends DurableObject<Env> {
       if (frame.type === "hello") {
         if (link !== undefined) throw new ProtocolViolation("second hello on one connection");
         link = this.#relay.register(socket, frame);
+        this.#metrics.agentConnected();
         this.#signatures.save(frame.signatures);
         const welcome: Welcome = {
           type: "welcome",
@@ -141,6 +199,9 @@ export class Registry extends DurableObject<Env> {
       log("frame-handling-failed", { agent: link?.record.id, error: String(error) });
       this.#close(socket, CLOSE_INTERNAL, "internal error");
       this.#gone(socket, link, "the registry failed to handle its frame");
+    } finally {
+      // A frame can start work (a retry, a dispatch from the queue) that the alarm must watch over.
+      this.#armAlarm();
     }
   }
 
@@ -195,6 +256,12 @@ export class Registry extends DurableObject<Env> {
   #gone(socket: WebSocket, link: AgentLink | undefined, why: string): void {
     if (link !== undefined) this.#relay.disconnect(link, why);
     else this.#forget(socket, undefined);
+    this.#armAlarm();
+  }
+
+  #armAlarm(): void {
+    const at = this.#relay.nextAlarmAt();
+    if (at !== undefined) this.#alarm.armBy(at);
   }
 
   #forget(socket: WebSocket, agentId: string | undefined): void {

@@ -15,6 +15,13 @@ export interface InferCall {
   /** Inference-Header-Content-Length of the body, when it carries binary tensors. */
   headerLength?: number;
   timeoutMs: number;
+  /** The client's request id (X-Request-Id), passed to the agent for its logs. */
+  requestId?: string;
+  /**
+   * The Worker sends it a second time because the registry failed (reset, restarted) while it was in
+   * flight: it may have run already, so it runs again only when its model is idempotent, and not a third time.
+   */
+  maybeStarted?: boolean;
 }
 
 export interface InferSuccess {

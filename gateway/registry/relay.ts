@@ -10,17 +10,24 @@ import type { ReplicaState } from "../../shared/protocol/replica-state.ts";
 import { type Dispatch, Dispatcher } from "../../shared/routing/dispatcher.ts";
 import type { RouteRequest, RoutingPolicy } from "../../shared/routing/types.ts";
 import { type AgentLink, type AgentRecord, replicaAddress, uniqueAgentId } from "./agent-link.ts";
+import type { Idempotence } from "./idempotence.ts";
+import { OutlierEjection } from "./outliers.ts";
+import type { PoolPresence } from "./pool-presence.ts";
 import { ProtocolViolation } from "./protocol-violation.ts";
 import type { AgentSnapshot, InferCall, InferFailure, InferOutcome, PoolSnapshot } from "./relay-types.ts";
+import { RetryBudget } from "./retry-budget.ts";
 
 /**
  * The registry's working memory: which agents are connected, what their replicas hold, and every request
  * between its arrival and its answer. Routing and the queue are the shared Dispatcher's (around the
  * configured policy); this class does the I/O the dispatcher decides on: it sends infer frames, matches
  * result and error frames to waiting callers, and makes sure each request ends in exactly one outcome:
- * the agent's answer, a retry elsewhere (the agent said it never started), or a clear error (deadline,
- * disconnect, refusal). Nothing here survives hibernation, and nothing needs to: a request in flight
- * keeps the Durable Object awake, and agents' records are re-added from their sockets on wake.
+ * the agent's answer, a retry elsewhere, or a clear error (deadline, disconnect, refusal). A request is
+ * retried when its agent said it never started it, or once when its agent died while it may have been
+ * running and the model is idempotent; every retry takes from a retry budget, so a failing pool is not
+ * flooded. A request that finds no agent while agents are expected back (pool-presence.ts) waits for them.
+ * Nothing here survives hibernation, and nothing needs to: a request in flight keeps the Durable Object
+ * awake, and agents' records are re-added from their sockets on wake.
  */
 export interface RelayOptions {
   policy: RoutingPolicy;
@@ -34,6 +41,18 @@ export interface RelayOptions {
   /** When the runtime last answered this socket's "ping" (possibly while the object hibernated). */
   lastHeartbeat?: (socket: WebSocket) => number | undefined;
   log?: (event: string, fields: Record<string, unknown>) => void;
+  /**
+   * A request is sent again elsewhere (its replica never started it, or its agent died while it may have
+   * been running): counted by the pool's metrics.
+   */
+  onRetry?: () => void;
+  /** Whether agents are expected back while none serves; absent: never (no waiting). */
+  presence?: Pick<PoolPresence, "expectedBackUntil" | "update">;
+  /** Which models may run twice; absent: all of them. */
+  idempotence?: Pick<Idempotence, "note" | "allowsRerun">;
+  retryBudget?: RetryBudget;
+  /** Bytes of request bodies held at once (waiting, queued, in flight); one more gets 429. Default: no limit. */
+  maxPendingBytes?: number;
 }
 
 interface Sent {
@@ -50,6 +69,8 @@ interface PendingRequest {
   arrivedAt: number;
   deadline: number;
   attempts: number;
+  /** Times it was run again after an agent died while it may have been running (at most once). */
+  reruns: number;
   timer: ReturnType<typeof setTimeout> | undefined;
   settle: (outcome: InferOutcome) => void;
   sent?: Sent;
@@ -67,6 +88,8 @@ const MAX_ATTEMPTS = 3;
 const ABANDONED_GRACE_MS = 30_000;
 /** Missed heartbeats before an agent is taken for dead. */
 export const MISSED_HEARTBEATS = 3;
+/** A request an agent may have started is run again at most this often (Envoy: retry on reset, once). */
+const MAX_RERUNS = 1;
 
 export class Relay {
   readonly #options: RelayOptions;
@@ -76,6 +99,12 @@ export class Relay {
   readonly #bySocket = new Map<WebSocket, AgentLink>();
   readonly #pending = new Map<string, PendingRequest>();
   readonly #abandoned = new Map<string, Abandoned>();
+  /** Requests that found no agent while agents are expected back; sent when one joins. */
+  readonly #waitingForAgents = new Set<PendingRequest>();
+  #agentsExpectedTimer: ReturnType<typeof setTimeout> | undefined;
+  readonly #retryBudget: RetryBudget;
+  readonly #outliers = new OutlierEjection();
+  #pendingBytes = 0;
   /**
    * Request ids are "<incarnation>-<counter>". A result carrying another incarnation's id answers a request
    * of this object's previous life (before an eviction), which nobody waits for any more: harmless, ignored.
@@ -87,6 +116,7 @@ export class Relay {
   constructor(options: RelayOptions) {
     this.#options = options;
     this.#now = options.now ?? Date.now;
+    this.#retryBudget = options.retryBudget ?? new RetryBudget();
     this.#dispatcher = new Dispatcher<PendingRequest>({
       policy: options.policy,
       maxQueue: options.maxQueue,
@@ -142,6 +172,7 @@ export class Relay {
       this.#dispatcher.setDraining(replicaAddress(link.record.id, replica.id), true);
     }
     this.#options.onAgentChanged(link);
+    this.#presenceChanged();
     this.#log("agent-draining", { agent: link.record.id });
   }
 
@@ -151,9 +182,10 @@ export class Relay {
   }
 
   /**
-   * The agent is gone (closed, errored, broke the protocol, went silent). Requests it was working on fail
-   * with a clear 503: a request already sent may have run, so it is not silently run again. Requests still
-   * in the queue stay there for the other replicas, or for this agent when it reconnects in time.
+   * The agent is gone (closed, errored, broke the protocol, went silent). A request it was working on may
+   * or may not have run there: it is run once more elsewhere when its model is idempotent and the retry
+   * budget allows, and otherwise fails with a clear 503. Requests still in the queue stay there for the
+   * other replicas, or for this agent when it reconnects in time.
    */
   disconnect(link: AgentLink, why: string): void {
     if (this.#bySocket.get(link.socket) !== link) return;
@@ -161,17 +193,7 @@ export class Relay {
     this.#agents.delete(link.record.id);
     for (const replica of link.record.replicas) {
       this.#dispatcher.removeReplica(replicaAddress(link.record.id, replica.id));
-    }
-    for (const pending of [...this.#pending.values()]) {
-      if (pending.sent?.agentId !== link.record.id) continue;
-      this.#finish(pending, {
-        ok: false,
-        status: 503,
-        code: "unavailable",
-        message: `the agent serving this request disconnected (${why}); it may or may not have run`,
-        replica: pending.sent.address,
-        retryAfterSeconds: 1,
-      });
+      this.#outliers.forget(replicaAddress(link.record.id, replica.id));
     }
     for (const [id, abandoned] of this.#abandoned) {
       if (abandoned.sent.agentId !== link.record.id) continue;
@@ -179,7 +201,29 @@ export class Relay {
       this.#abandoned.delete(id);
     }
     this.#options.onAgentGone(link);
+    this.#presenceChanged();
     this.#log("agent-disconnected", { agent: link.record.id, why });
+    for (const pending of [...this.#pending.values()]) {
+      const sent = pending.sent;
+      if (sent?.agentId !== link.record.id) continue;
+      const refusal = this.#rerunRefusal(pending);
+      if (refusal === undefined) {
+        delete pending.sent;
+        pending.reruns += 1;
+        this.#log("rerun", { id: pending.id, from: sent.address, why });
+        this.#options.onRetry?.();
+        this.#submit(pending);
+        continue;
+      }
+      this.#finish(pending, {
+        ok: false,
+        status: 503,
+        code: "unavailable",
+        message: `the agent serving this request disconnected (${why}); it may or may not have run, and it was not run again: ${refusal}`,
+        replica: sent.address,
+        retryAfterSeconds: 1,
+      });
+    }
   }
 
   /**
@@ -189,10 +233,12 @@ export class Relay {
   staleAgents(): AgentLink[] {
     const now = this.#now();
     const limit = MISSED_HEARTBEATS * this.#options.heartbeatMs;
-    return [...this.#agents.values()].filter((link) => {
-      const heartbeat = this.#options.lastHeartbeat?.(link.socket) ?? 0;
-      return now - Math.max(link.lastSeen, heartbeat) > limit;
-    });
+    return [...this.#agents.values()].filter((link) => now - this.#lastHeard(link) > limit);
+  }
+
+  /** The last sign of life: a frame, or a "ping" the runtime answered (possibly while the object slept). */
+  #lastHeard(link: AgentLink): number {
+    return Math.max(link.lastSeen, this.#options.lastHeartbeat?.(link.socket) ?? 0);
   }
 
   // ---- frames from agents ----
@@ -201,6 +247,7 @@ export class Relay {
     const owner = this.#claim(link, header.id, header.replica);
     if (owner === undefined) return;
     if (header.state !== undefined) this.#applyState(link, header.state);
+    this.#outliers.record(owner.sent.address, header.model, 200, "", this.#now());
     if (owner.kind === "pending") {
       const { pending, sent } = owner;
       this.#finish(pending, {
@@ -229,7 +276,14 @@ export class Relay {
       return;
     }
     const { pending, sent } = owner;
-    const retry = !frame.started && pending.attempts < MAX_ATTEMPTS && pending.deadline > this.#now();
+    this.#noteFailure(link, sent, pending, frame);
+    // Only failures another replica could avoid are retried (a 400 is the request's own fault anywhere).
+    const retry =
+      !frame.started &&
+      (frame.status >= 500 || frame.status === 404) &&
+      pending.attempts < MAX_ATTEMPTS &&
+      pending.deadline > this.#now() &&
+      this.#retryBudget.tryRetry(this.#now());
     if (!retry) {
       this.#finish(pending, {
         ok: false,
@@ -244,6 +298,7 @@ export class Relay {
     // from a replica whose load just failed).
     delete pending.sent;
     this.#log("retry", { id: pending.id, from: sent.address, status: frame.status });
+    this.#options.onRetry?.();
     this.#release(sent.address);
     this.#submit(pending);
   }
@@ -254,6 +309,9 @@ export class Relay {
     const now = this.#now();
     this.#counter += 1;
     const id = `${this.#incarnation}-${this.#counter.toString(36)}`;
+    this.#retryBudget.request(now);
+    const refusal = this.#refuseAtArrival(call);
+    if (refusal !== undefined) return Promise.resolve(refusal);
     return new Promise<InferOutcome>((resolve) => {
       const pending: PendingRequest = {
         id,
@@ -266,10 +324,12 @@ export class Relay {
         arrivedAt: now,
         deadline: now + call.timeoutMs,
         attempts: 0,
+        reruns: call.maybeStarted === true ? 1 : 0,
         timer: undefined,
         settle: resolve,
       };
       this.#pending.set(id, pending);
+      this.#pendingBytes += call.body.byteLength;
       pending.timer = setTimeout(() => this.#onDeadline(pending), call.timeoutMs);
       this.#submit(pending);
     });
@@ -286,7 +346,65 @@ export class Relay {
         ]),
       ),
     }));
-    return { agents, queued: this.#dispatcher.queueLength };
+    return { agents, queued: this.#dispatcher.queueLength + this.#waitingForAgents.size };
+  }
+
+  /** Connected agents that are not draining. */
+  get servingAgents(): number {
+    let serving = 0;
+    for (const link of this.#agents.values()) if (!link.record.draining) serving += 1;
+    return serving;
+  }
+
+  // ---- timers (the registry's alarm) ----
+
+  /**
+   * Whether anything is waiting on agents: requests in flight or queued, or slots held by cancelled ones.
+   * While so, the registry checks heartbeats on an alarm, so a silent agent's requests do not sit until
+   * their deadlines; an idle pool needs no check (the next request checks before it is routed).
+   */
+  get busy(): boolean {
+    return this.#pending.size > 0 || this.#abandoned.size > 0;
+  }
+
+  /**
+   * When the registry's alarm should run next: while busy, when the first agent would count as silent (its
+   * requests must not wait for their deadlines); and when the routing policy wants free slots offered to the
+   * queue again (a bounded wait ends). Undefined: no alarm needed.
+   */
+  nextAlarmAt(): number | undefined {
+    const times: number[] = [];
+    const wakeup = this.#dispatcher.nextWakeup();
+    if (wakeup !== undefined) times.push(wakeup);
+    if (this.busy) {
+      const limit = MISSED_HEARTBEATS * this.#options.heartbeatMs;
+      for (const link of this.#agents.values()) times.push(this.#lastHeard(link) + limit + 1);
+    }
+    const ejectionEnds = this.#outliers.nextExpiry();
+    if (ejectionEnds !== undefined) times.push(ejectionEnds);
+    return times.length === 0 ? undefined : Math.min(...times);
+  }
+
+  /** Offers free slots to the queue again (called at nextAlarmAt()), and ends ejections that are over. */
+  tick(): void {
+    const ejectionEnds = this.#outliers.nextExpiry();
+    if (ejectionEnds !== undefined && ejectionEnds <= this.#now()) {
+      for (const link of this.#agents.values())
+        for (const replica of link.record.replicas) this.#upsert(link, replica);
+    }
+    this.#sendAll(this.#dispatcher.tick());
+  }
+
+  /** A replica's run failed: a server error in a row too many takes the model out of routing there for a while. */
+  #noteFailure(link: AgentLink, sent: Sent, pending: PendingRequest, frame: ErrorFrame): void {
+    const state = link.record.replicas.find((replica) => replica.id === sent.replicaId);
+    const version =
+      pending.call.version ?? state?.loaded.find((model) => model.name === pending.call.model)?.version;
+    if (version === undefined || state === undefined) return;
+    const model = { name: pending.call.model, version };
+    if (!this.#outliers.record(sent.address, model, frame.status, frame.message, this.#now())) return;
+    this.#log("outlier-ejected", { replica: sent.address, model: `${model.name}:${model.version}` });
+    this.#upsert(link, state);
   }
 
   // ---- internals ----
@@ -297,11 +415,119 @@ export class Relay {
     this.#bySocket.set(socket, link);
     for (const replica of record.replicas) this.#upsert(link, replica);
     this.#options.onAgentChanged(link);
+    this.#presenceChanged();
     return link;
   }
 
+  /** A request that cannot be taken in at all: the registry holds too many bytes, or it must not rerun. */
+  #refuseAtArrival(call: InferCall): InferFailure | undefined {
+    const maxBytes = this.#options.maxPendingBytes ?? Number.POSITIVE_INFINITY;
+    if (this.#pendingBytes + call.body.byteLength > maxBytes) {
+      return {
+        ok: false,
+        status: 429,
+        code: "queue_full",
+        message: `the pool holds ${this.#pendingBytes} bytes of requests already (limit ${maxBytes}); retry later`,
+        retryAfterSeconds: 1,
+      };
+    }
+    if (call.maybeStarted === true && !this.#allowsRerun(call)) {
+      return {
+        ok: false,
+        status: 503,
+        code: "unavailable",
+        message: `the pool's registry restarted while this request was in flight; it may or may not have run, and '${call.model}' is not idempotent, so it was not run again`,
+        retryAfterSeconds: 1,
+      };
+    }
+    return undefined;
+  }
+
+  #allowsRerun(call: InferCall): boolean {
+    return this.#options.idempotence?.allowsRerun(call.model, call.version) ?? true;
+  }
+
+  /** Why a request that may have started must not run again; undefined when it may. */
+  #rerunRefusal(pending: PendingRequest): string | undefined {
+    if (pending.reruns >= MAX_RERUNS) return "it had been run again once already";
+    if (!this.#allowsRerun(pending.call))
+      return `'${pending.call.model}' is not idempotent (its config.json says so)`;
+    if (pending.deadline <= this.#now()) return "its deadline has passed";
+    if (!this.#retryBudget.tryRetry(this.#now()))
+      return "the pool's retry budget is spent (too many retries lately)";
+    return undefined;
+  }
+
+  /** Agents joined, left or started draining: tell the presence record, and wake requests waiting for them. */
+  #presenceChanged(): void {
+    const serving = this.servingAgents;
+    this.#options.presence?.update(serving, this.#now());
+    if (serving === 0 || this.#waitingForAgents.size === 0) return;
+    const waiting = [...this.#waitingForAgents];
+    this.#waitingForAgents.clear();
+    this.#stopAgentsExpectedTimer();
+    for (const pending of waiting) this.#submit(pending);
+  }
+
+  /**
+   * Keeps a request that found no agent when agents are expected back (pool-presence.ts): it is routed when
+   * one joins, fails at its deadline, or fails with 503 once the agents' grace is over. False when no agent
+   * is expected (the caller answers 503 now).
+   */
+  #waitForAgents(pending: PendingRequest): boolean {
+    const until = this.#options.presence?.expectedBackUntil(this.#now());
+    if (until === undefined) return false;
+    if (this.#waitingForAgents.size + this.#dispatcher.queueLength >= this.#options.maxQueue) {
+      this.#finish(pending, {
+        ok: false,
+        status: 429,
+        code: "queue_full",
+        message: `no agent is connected yet and ${this.#waitingForAgents.size} requests are already waiting for one; retry later`,
+        retryAfterSeconds: 1,
+      });
+      return true;
+    }
+    this.#waitingForAgents.add(pending);
+    // Waiting is no attempt: the request keeps its retries for the agents it will meet.
+    pending.attempts -= 1;
+    this.#stopAgentsExpectedTimer();
+    this.#agentsExpectedTimer = setTimeout(
+      () => this.#agentsDidNotReturn(),
+      Math.max(0, until - this.#now()),
+    );
+    return true;
+  }
+
+  #stopAgentsExpectedTimer(): void {
+    if (this.#agentsExpectedTimer !== undefined) clearTimeout(this.#agentsExpectedTimer);
+    this.#agentsExpectedTimer = undefined;
+  }
+
+  #agentsDidNotReturn(): void {
+    this.#agentsExpectedTimer = undefined;
+    const until = this.#options.presence?.expectedBackUntil(this.#now());
+    if (until !== undefined) {
+      // The grace was extended meanwhile (another agent came and went).
+      this.#agentsExpectedTimer = setTimeout(() => this.#agentsDidNotReturn(), until - this.#now());
+      return;
+    }
+    for (const pending of [...this.#waitingForAgents]) {
+      this.#finish(pending, {
+        ok: false,
+        status: 503,
+        code: "unavailable",
+        message: `no backend can serve '${pending.call.model}': no agent is connected, and the agents that were did not come back in time`,
+        retryAfterSeconds: 1,
+      });
+    }
+  }
+
   #upsert(link: AgentLink, replica: ReplicaState): void {
-    const dispatches = this.#dispatcher.upsertReplica(replicaAddress(link.record.id, replica.id), replica, {
+    this.#options.idempotence?.note([replica]);
+    const address = replicaAddress(link.record.id, replica.id);
+    // The router sees ejected models as failed there (outliers.ts).
+    const view = this.#outliers.view(address, replica, this.#now());
+    const dispatches = this.#dispatcher.upsertReplica(address, view, {
       hints: link.record.hints,
       draining: link.record.draining,
     });
@@ -361,7 +587,9 @@ export class Relay {
     try {
       routed = this.#dispatcher.submit(pending.route, pending, pending.deadline);
     } catch (error) {
-      this.#finish(pending, failureOf(error));
+      const failure = failureOf(error);
+      if (failure.code === "unavailable" && this.#waitForAgents(pending)) return;
+      this.#finish(pending, failure);
       return;
     }
     if ("address" in routed) this.#sendAll([routed]);
@@ -402,6 +630,7 @@ export class Relay {
       ...(pending.call.hint === undefined ? {} : { hint: pending.call.hint }),
       timeoutMs: Math.max(1, pending.deadline - now),
       ...(pending.call.headerLength === undefined ? {} : { headerLength: pending.call.headerLength }),
+      ...(pending.call.requestId === undefined ? {} : { requestId: pending.call.requestId }),
     };
     let frame: Uint8Array;
     try {
@@ -428,6 +657,15 @@ export class Relay {
     if (this.#pending.get(pending.id) !== pending) return;
     const waitedMs = this.#now() - pending.arrivedAt;
     const sent = pending.sent;
+    if (this.#waitingForAgents.has(pending)) {
+      this.#finish(pending, {
+        ok: false,
+        status: 504,
+        code: "deadline_exceeded",
+        message: `no agent was connected to serve '${pending.call.model}', and none came back within the request's deadline of ${pending.call.timeoutMs} ms`,
+      });
+      return;
+    }
     if (sent === undefined) {
       this.#dispatcher.cancel((queued) => queued === pending);
       this.#finish(pending, {
@@ -466,6 +704,8 @@ export class Relay {
   #finish(pending: PendingRequest, outcome: InferOutcome): void {
     if (this.#pending.get(pending.id) !== pending) return;
     this.#pending.delete(pending.id);
+    this.#pendingBytes -= pending.call.body.byteLength;
+    this.#waitingForAgents.delete(pending);
     if (pending.timer !== undefined) clearTimeout(pending.timer);
     pending.settle(outcome);
   }

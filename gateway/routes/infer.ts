@@ -6,9 +6,9 @@ import { decodeInferRequest, INFERENCE_HEADER_CONTENT_LENGTH } from "../../share
 import { readHint, readTimeoutMs, serverTiming } from "../../shared/oip/request-options.ts";
 import { MAX_FRAME_BYTES } from "../../shared/protocol/frames.ts";
 import { type Env, readConfig } from "../env.ts";
-import { log } from "../log.ts";
-import { poolOf, registryOf } from "../pool.ts";
+import { poolOf } from "../pool.ts";
 import type { InferOutcome } from "../registry/relay-types.ts";
+import { inferThroughRegistry } from "../registry-call.ts";
 import { readBody } from "../request-body.ts";
 
 /** Room left in a relayed frame for its JSON header (ids, model name, hint). */
@@ -45,24 +45,15 @@ async function infer(c: Context<{ Bindings: Env }>): Promise<Response> {
   const pool = poolOf(c.req.raw);
   const requestId = request.id ?? crypto.randomUUID();
 
-  let outcome: InferOutcome;
-  try {
-    outcome = await registryOf(c.env, pool).infer({
-      model,
-      ...(version === undefined ? {} : { version }),
-      ...(hint === undefined ? {} : { hint }),
-      body,
-      ...(headerLength === undefined ? {} : { headerLength }),
-      timeoutMs,
-    });
-  } catch (error) {
-    // The registry itself failed (reset, overloaded, a bug): the request may be retried.
-    log("registry-call-failed", { pool, error: String(error) });
-    throw new SwitchyardError("unavailable", "the pool's registry is unavailable; retry shortly", {
-      retryAfterSeconds: 1,
-      cause: error,
-    });
-  }
+  const outcome: InferOutcome = await inferThroughRegistry(c.env, pool, {
+    model,
+    ...(version === undefined ? {} : { version }),
+    ...(hint === undefined ? {} : { hint }),
+    body,
+    ...(headerLength === undefined ? {} : { headerLength }),
+    timeoutMs,
+    requestId: requestId.slice(0, 128),
+  });
 
   const responseHeaders: Record<string, string> = { "X-Request-Id": requestId };
   if (!outcome.ok) {

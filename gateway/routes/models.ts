@@ -7,12 +7,16 @@ import type { Env } from "../env.ts";
 import { catalog, type ModelView, viewModel } from "../models/model-catalog.ts";
 import { listModelVersions } from "../models/model-store.ts";
 import { poolOf, registryOf } from "../pool.ts";
+import { readBody } from "../request-body.ts";
 
 /**
  * OIP v2 model endpoints answered by the gateway itself: model metadata, model readiness and the
  * repository index, from the R2 repository and what the pool's agents report.
  */
 export const modelRoutes = new Hono<{ Bindings: Env }>();
+
+/** The repository index request is `{"ready": true}` at most: a few bytes; more is refused (413). */
+const MAX_INDEX_BODY_BYTES = 64 * 1024;
 
 for (const base of ["/v2/models/:model", "/v2/models/:model/versions/:version"]) {
   modelRoutes.get(base, async (c) => {
@@ -46,7 +50,7 @@ for (const base of ["/v2/models/:model", "/v2/models/:model/versions/:version"])
 }
 
 modelRoutes.post("/v2/repository/index", async (c) => {
-  const text = await c.req.text();
+  const text = new TextDecoder().decode(await readBody(c.req.raw, MAX_INDEX_BODY_BYTES, "request body"));
   let json: unknown = {};
   if (text.trim() !== "") {
     try {

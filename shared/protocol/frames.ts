@@ -12,6 +12,11 @@ import { ReplicaStateSchema } from "./replica-state.ts";
  *   gateway -> agent   welcome, infer (binary), cancel
  *   both ways          the text frames "ping" / "pong" are heartbeats (answered without waking the
  *                      registry when it hibernates)
+ *
+ * Additions within version 1 are optional fields that an older peer ignores and a newer one reads with a
+ * default: `ReplicaState.loaded[].idempotent` (replica-state.ts; absent means true) tells the registry which
+ * models must never run twice, so a request whose agent died while it may have been running is run once more
+ * elsewhere only when its model allows it.
  */
 export const PROTOCOL_VERSION = 1;
 
@@ -119,6 +124,8 @@ export const InferHeaderSchema = z.object({
   timeoutMs: z.number().positive(),
   /** Inference-Header-Content-Length of the body, when it carries binary inputs. */
   headerLength: z.number().int().nonnegative().optional(),
+  /** The client's request id (its X-Request-Id), so the agent's log lines about it carry it too. */
+  requestId: z.string().max(128).optional(),
 });
 
 export const CancelSchema = z.object({ type: z.literal("cancel"), id: RequestId });

@@ -22,6 +22,11 @@ export const LoadedModelSchema = z.object({
   inFlight: z.number().int().nonnegative(),
   /** Milliseconds since the model was last used (relative, so clocks need not agree). */
   idleMs: z.number().nonnegative(),
+  /**
+   * False when the model's config.json says `"idempotent": false`: a request that may have started running
+   * is then never run again elsewhere. Absent means true (added in protocol 1 without a version bump).
+   */
+  idempotent: z.boolean().optional(),
 });
 export type LoadedModel = z.infer<typeof LoadedModelSchema>;
 

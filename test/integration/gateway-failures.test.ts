@@ -125,28 +125,24 @@ describe("capacity and deadlines", () => {
 });
 
 describe("agents that go away", () => {
-  test("an agent killed mid-request: a clear 503 for its request, the queued one is served by another agent", async () => {
+  test("an agent killed mid-request: its request runs again on the agent that replaces it, the queued one too", async () => {
     const victim = agents.get("victim");
     if (victim === undefined) throw new Error("no victim agent");
     const running = slow("fragile", 1);
     await sleep(150);
     const queued = quick("fragile", { "X-Request-Timeout": "60" });
     await sleep(150);
-    const killedAt = performance.now();
     await victim.stop("SIGKILL");
 
-    const lost = await running;
-    expectStatus(lost, 503);
-    if (!lost.ok) expect(lost.message).toMatch(/disconnected/);
-    expect(lost.finishedAt - killedAt).toBeLessThan(5_000);
-
+    // The pool's only agent is gone but was there a moment ago: both requests wait for an agent.
     await agentIn("fragile", "rescuer", []);
-    const rescued = await queued;
-    expectStatus(rescued, 200);
-    if (rescued.ok) expect(rescued.result.headers.get("x-switchyard-replica")).toBe("rescuer/0");
+    for (const outcome of await Promise.all([running, queued])) {
+      expectStatus(outcome, 200);
+      if (outcome.ok) expect(outcome.result.headers.get("x-switchyard-replica")).toBe("rescuer/0");
+    }
   });
 
-  test("SIGTERM drains: the request in flight completes, new ones are not sent there, the agent exits 0", async () => {
+  test("SIGTERM drains: the request in flight completes, new ones wait for the agent that takes over, exit 0", async () => {
     const drainer = agents.get("drainer");
     if (drainer === undefined) throw new Error("no drainer agent");
     const running = slow("drain", 1);
@@ -156,11 +152,15 @@ describe("agents that go away", () => {
       "the pool to see the drain",
       async () => (await statusOf(gateway.url, "/v2/health/ready", "drain")) === 503,
     );
-    const refused = await quick("drain");
-    expectStatus(refused, 503);
+    // A rolling restart: the request arriving meanwhile is not sent to the draining agent, nor refused.
+    const waiting = quick("drain", { "X-Request-Timeout": "60" });
     expectStatus(await running, 200);
     expect(await exitCode).toBe(0);
     expect(drainer.process.output()).toMatch(/draining/);
+    await agentIn("drain", "successor", []);
+    const served = await waiting;
+    expectStatus(served, 200);
+    if (served.ok) expect(served.result.headers.get("x-switchyard-replica")).toBe("successor/0");
   });
 
   test("a gateway that goes silent is noticed by the heartbeat; the agent reconnects when it is back", async () => {

@@ -2,29 +2,136 @@ import { describe, expect, it } from "vitest";
 import { encodeBinaryFrame } from "../../shared/protocol/frames.ts";
 import { FakeAgent } from "./support/fake-agent.ts";
 import { errorOf, freshPool, infer } from "./support/gateway.ts";
-import { snapshot, waitForAgents } from "./support/registry.ts";
+import { snapshot, waitForAgents, waitForQueued } from "./support/registry.ts";
 import { replicaState } from "./support/replica-state.ts";
 
 describe("agents that disconnect", () => {
-  it("fails a request whose agent disconnects mid-request with a clear 503, without waiting for the deadline", async () => {
+  it("runs a request once more on another replica when its agent dies while it may be running", async () => {
     const pool = freshPool();
-    const agent = await FakeAgent.connect(pool, {
-      name: "flaky",
+    const dying = await FakeAgent.connect(pool, {
+      name: "dying",
       replicas: [replicaState({ loaded: ["m"] })],
     });
-    const started = Date.now();
     const response = infer("m", { pool, headers: { "X-Request-Timeout": "30" } });
-    await agent.nextInfer();
-    agent.close(1001, "going away");
+    const first = await dying.nextInfer();
+    const other = await FakeAgent.connect(pool, {
+      name: "other",
+      replicas: [replicaState({ loaded: ["m"] })],
+    });
+    dying.close(1001, "going away");
+    const again = await other.nextInfer();
+    expect(again.header.id).toBe(first.header.id);
+    expect(new TextDecoder().decode(again.body)).toBe(new TextDecoder().decode(first.body));
+    other.answer(again);
     const answered = await response;
-    expect(answered.status).toBe(503);
-    expect(answered.headers.get("X-Switchyard-Replica")).toBe("flaky/0");
-    expect(await errorOf(answered)).toMatch(/^the agent serving this request disconnected/);
-    expect(Date.now() - started).toBeLessThan(5000);
-    await waitForAgents(pool, 0);
+    expect(answered.status).toBe(200);
+    expect(answered.headers.get("X-Switchyard-Replica")).toBe("other/0");
+    other.close();
   });
 
-  it("keeps queued requests for the agents that remain", async () => {
+  it("never runs a model that is not idempotent twice: a clear 503 at once", async () => {
+    const pool = freshPool();
+    const once = replicaState({ loaded: ["once"] });
+    const [loaded] = once.loaded;
+    if (loaded !== undefined) loaded.idempotent = false;
+    const dying = await FakeAgent.connect(pool, { name: "dying", replicas: [once] });
+    const other = await FakeAgent.connect(pool, {
+      name: "other",
+      replicas: [replicaState({ loaded: ["once"] })],
+    });
+    const started = Date.now();
+    const response = infer("once", { pool, headers: { "X-Request-Timeout": "30" } });
+    await dying.nextInfer();
+    dying.close(1001, "going away");
+    const answered = await response;
+    expect(answered.status).toBe(503);
+    expect(answered.headers.get("X-Switchyard-Replica")).toBe("dying/0");
+    expect(answered.headers.get("Retry-After")).toBe("1");
+    expect(await errorOf(answered)).toMatch(
+      /^the agent serving this request disconnected .*it may or may not have run, and it was not run again: 'once' is not idempotent/,
+    );
+    expect(Date.now() - started).toBeLessThan(5000);
+    expect(other.pendingInfers).toBe(0);
+    other.close();
+  });
+
+  it("runs a request again at most once", async () => {
+    const pool = freshPool();
+    const first = await FakeAgent.connect(pool, {
+      name: "first",
+      replicas: [replicaState({ loaded: ["m"] })],
+    });
+    const response = infer("m", { pool, headers: { "X-Request-Timeout": "30" } });
+    await first.nextInfer();
+    const second = await FakeAgent.connect(pool, {
+      name: "second",
+      replicas: [replicaState({ loaded: ["m"] })],
+    });
+    const third = await FakeAgent.connect(pool, {
+      name: "third",
+      replicas: [replicaState({ loaded: ["m"] })],
+    });
+    first.close();
+    const [rerun] = await FakeAgent.firstInfer([second, third]);
+    rerun.close();
+    const answered = await response;
+    expect(answered.status).toBe(503);
+    expect(await errorOf(answered)).toMatch(/it had been run again once already/);
+    for (const agent of [second, third]) if (agent !== rerun) agent.close();
+  });
+
+  it("keeps the requests of a pool's only agent waiting while it reconnects, and serves them then", async () => {
+    const pool = freshPool();
+    const agent = await FakeAgent.connect(pool, {
+      name: "solo",
+      replicas: [replicaState({ loaded: ["m"] })],
+    });
+    const running = infer("m", { pool, headers: { "X-Request-Timeout": "30" } });
+    await agent.nextInfer();
+    agent.close(1012, "restarting");
+    await waitForAgents(pool, 0);
+    // Arrives while no agent is connected: it waits instead of a 503.
+    const arriving = infer("m", { pool, headers: { "X-Request-Timeout": "30" } });
+    await waitForQueued(pool, 2);
+    const back = await FakeAgent.connect(pool, {
+      name: "solo",
+      replicas: [replicaState({ loaded: ["m"], maxConcurrency: 2 })],
+    });
+    back.answer(await back.nextInfer());
+    back.answer(await back.nextInfer());
+    expect((await running).status).toBe(200);
+    expect((await arriving).status).toBe(200);
+    back.close();
+  });
+
+  it("stops waiting for agents after the grace period (5 s here): the waiting requests and new ones get 503", async () => {
+    const pool = freshPool();
+    const agent = await FakeAgent.connect(pool, { replicas: [replicaState({ loaded: ["m"] })] });
+    agent.close();
+    await waitForAgents(pool, 0);
+    const started = Date.now();
+    const waited = await infer("m", { pool, headers: { "X-Request-Timeout": "30" } });
+    expect(waited.status).toBe(503);
+    expect(await errorOf(waited)).toMatch(
+      /no agent is connected, and the agents that were did not come back/,
+    );
+    expect(Date.now() - started).toBeGreaterThan(3000);
+    const refused = await infer("m", { pool });
+    expect(refused.status).toBe(503);
+    expect(await errorOf(refused)).toBe("no backend can serve 'm': no agent is connected");
+  });
+
+  it("a request waiting for agents gets 504 at its own deadline when that comes first", async () => {
+    const pool = freshPool();
+    const agent = await FakeAgent.connect(pool, { replicas: [replicaState({ loaded: ["m"] })] });
+    agent.close();
+    await waitForAgents(pool, 0);
+    const response = await infer("m", { pool, headers: { "X-Request-Timeout": "0.3" } });
+    expect(response.status).toBe(504);
+    expect(await errorOf(response)).toMatch(/none came back within the request's deadline of 300 ms/);
+  });
+
+  it("keeps queued requests for the agents that remain, and reruns the leaving agent's request there", async () => {
     const pool = freshPool();
     const leaving = await FakeAgent.connect(pool, {
       name: "leaving",
@@ -38,11 +145,17 @@ describe("agents that disconnect", () => {
     const two = infer("m", { pool });
     const [first, second] = await Promise.all([leaving.nextInfer(), staying.nextInfer()]);
     const queued = infer("m", { pool });
+    await waitForQueued(pool, 1);
     leaving.close();
     staying.answer(second);
-    staying.answer(await staying.nextInfer());
-    const statuses = await Promise.all([one, two, queued].map(async (response) => (await response).status));
-    expect(statuses).toEqual([503, 200, 200]);
+    for (let index = 0; index < 2; index += 1) staying.answer(await staying.nextInfer());
+    const responses = await Promise.all([one, two, queued]);
+    expect(responses.map((response) => response.status)).toEqual([200, 200, 200]);
+    expect(responses.map((response) => response.headers.get("X-Switchyard-Replica"))).toEqual([
+      "staying/0",
+      "staying/0",
+      "staying/0",
+    ]);
     expect(first.header.model).toBe("m");
     staying.close();
   });
@@ -104,6 +217,19 @@ describe("agents that break the protocol", () => {
         agent.sendJson({ type: "error", id: "nope", replica: "0", status: 500, message: "x", started: true }),
     ],
     [
+      "a state frame listing one replica id twice",
+      async (agent) => agent.sendJson({ type: "state", replicas: [replicaState(), replicaState()] }),
+    ],
+    [
+      "a replica id that would break its address",
+      async (agent) => agent.sendJson({ type: "state", replicas: [replicaState({ id: "0/../x" })] }),
+    ],
+    [
+      "an error frame with a status that is not an error",
+      async (agent) =>
+        agent.sendJson({ type: "error", id: "x-1", replica: "0", status: 200, message: "ok", started: true }),
+    ],
+    [
       "a text frame over 1 MiB",
       async (agent) => agent.socket.send(`{"type":"state","pad":"${"x".repeat(1024 * 1024)}"}`),
     ],
@@ -133,7 +259,7 @@ describe("agents that break the protocol", () => {
     });
   }
 
-  it("closes an agent that answers a request another agent holds, and fails only that agent's requests", async () => {
+  it("closes an agent that answers a request another agent holds; the holder's request is untouched", async () => {
     const pool = freshPool();
     const a = await FakeAgent.connect(pool, { name: "a", replicas: [replicaState({ loaded: ["m"] })] });
     const b = await FakeAgent.connect(pool, { name: "b", replicas: [replicaState({ loaded: ["m"] })] });
@@ -143,14 +269,55 @@ describe("agents that break the protocol", () => {
     // b answers a's request.
     b.answer(atA);
     expect((await b.closed).code).toBe(1008);
-    expect((await forB).status).toBe(503);
-    // a's request is untouched: a answers it.
+    // a's request is untouched: a answers it; b's own request is run again on a.
     a.answer(atA);
     const responseA = await forA;
     expect(responseA.status).toBe(200);
     expect(responseA.headers.get("X-Switchyard-Replica")).toBe("a/0");
-    expect(atB.header.model).toBe("m");
+    const rerun = await a.nextInfer();
+    expect(rerun.header.id).toBe(atB.header.id);
+    a.answer(rerun);
+    expect((await forB).headers.get("X-Switchyard-Replica")).toBe("a/0");
     a.close();
+  });
+
+  it("gives an agent that claims a connected agent's name an identity of its own, which cannot answer for the other", async () => {
+    const pool = freshPool();
+    const real = await FakeAgent.connect(pool, {
+      name: "gpu-1",
+      replicas: [replicaState({ loaded: ["m"] })],
+    });
+    const impostor = await FakeAgent.connect(pool, {
+      name: "gpu-1",
+      replicas: [replicaState({ loaded: ["m"], maxConcurrency: 8 })],
+    });
+    expect(impostor.welcome.agentId).toBe("gpu-1~2");
+    const response = infer("m", { pool });
+    const [holder, received] = await FakeAgent.firstInfer([real, impostor]);
+    const other = holder === real ? impostor : real;
+    other.answer(received);
+    expect((await other.closed).code).toBe(1008);
+    holder.answer(received);
+    expect((await response).status).toBe(200);
+    expect((await snapshot(pool)).agents.map((agent) => agent.id)).toEqual([
+      holder === real ? "gpu-1" : "gpu-1~2",
+    ]);
+    holder.close();
+  });
+
+  it("closes an agent that answers from another replica than the one the request went to", async () => {
+    const pool = freshPool();
+    const agent = await FakeAgent.connect(pool, {
+      name: "two",
+      replicas: [replicaState({ id: "0", loaded: ["m"] }), replicaState({ id: "1" })],
+    });
+    const response = infer("m", { pool, headers: { "X-Request-Timeout": "1" } });
+    const received = await agent.nextInfer();
+    expect(received.header.replica).toBe("0");
+    agent.answer({ ...received, header: { ...received.header, replica: "1" } });
+    expect(await agent.closed).toMatchObject({ code: 1008 });
+    // Its own request cannot be trusted to that agent any more; nothing else serves 'm', so it fails.
+    expect([503, 504]).toContain((await response).status);
   });
 
   it("closes a socket that sends anything but hello first", async () => {

@@ -1,4 +1,5 @@
 import { describe, expect, it } from "vitest";
+import { createApp } from "../../gateway/app.ts";
 import {
   ADMIN_KEY,
   AGENT_TOKEN,
@@ -20,25 +21,42 @@ const clientRoutes: Route[] = [
   { method: "GET", path: "/v2/health/ready" },
   { method: "GET", path: "/v2" },
   { method: "GET", path: "/v2/models/m" },
+  { method: "GET", path: "/v2/models/m/versions/1" },
+  { method: "GET", path: "/v2/models/m/ready" },
   { method: "GET", path: "/v2/models/m/versions/1/ready" },
   { method: "POST", path: "/v2/models/m/infer", body: SMALL_REQUEST },
+  { method: "POST", path: "/v2/models/m/versions/1/infer", body: SMALL_REQUEST },
   { method: "POST", path: "/v2/repository/index", body: "{}" },
 ];
 const agentRoutes: Route[] = [
   { method: "GET", path: "/agent/connect", headers: { Upgrade: "websocket" } },
   { method: "GET", path: "/agent/models/repository.json" },
   { method: "GET", path: "/agent/models/m/1/model.onnx" },
+  { method: "GET", path: "/agent/models/m/1/config.json" },
 ];
 const adminRoutes: Route[] = [
   { method: "GET", path: "/admin/models" },
   { method: "PUT", path: "/admin/models/m/1", body: "onnx" },
+  { method: "PUT", path: "/admin/models/m/1?file=config.json", body: "{}" },
   { method: "DELETE", path: "/admin/models/m/1" },
+  { method: "POST", path: `/admin/pools/${freshPool()}/restart` },
+];
+// Read-only operators' views: the admin key, or METRICS_TOKEN (not configured here).
+const observerRoutes: Route[] = [
+  { method: "GET", path: "/metrics" },
+  { method: "GET", path: "/dashboard/api/pool" },
+];
+/** Routes anyone may call: they hold no data (the dashboard's page and its scripts). */
+const publicRoutes: Route[] = [
+  { method: "GET", path: "/dashboard" },
+  { method: "GET", path: "/dashboard/assets/dashboard.js" },
 ];
 
 const kinds = [
   { kind: "client", key: CLIENT_KEY, routes: clientRoutes },
   { kind: "agent", key: AGENT_TOKEN, routes: agentRoutes },
   { kind: "admin", key: ADMIN_KEY, routes: adminRoutes },
+  { kind: "observer", key: ADMIN_KEY, routes: observerRoutes },
 ] as const;
 
 function send(route: Route, authorization: string | undefined): Promise<Response> {
@@ -54,8 +72,28 @@ function send(route: Route, authorization: string | undefined): Promise<Response
 }
 
 describe("authentication matrix", () => {
+  it("covers every route the gateway serves, including routes added later", () => {
+    const covered = [...kinds.flatMap((kind) => kind.routes), ...publicRoutes];
+    const served = createApp()
+      .routes.filter((route) => route.method !== "ALL")
+      .map((route) => ({ method: route.method, pattern: route.path }));
+    expect(served.length).toBeGreaterThan(15);
+    for (const { method, pattern } of served) {
+      const matcher = new RegExp(`^${pattern.replace(/:[A-Za-z]+/g, "[^/]+")}$`);
+      const hit = covered.some(
+        (route) => route.method === method && matcher.test(new URL(route.path, "https://x").pathname),
+      );
+      expect(hit, `${method} ${pattern} is not in the auth matrix`).toBe(true);
+    }
+  });
+
+  it("serves the public routes without a key", async () => {
+    for (const route of publicRoutes) expect((await send(route, undefined)).status, route.path).toBe(200);
+  });
+
   for (const { kind, key, routes } of kinds) {
-    const others = kinds.filter((other) => other.kind !== kind);
+    // The observer routes take the admin key too: for them, "another kind's key" is a client or agent key.
+    const others = kinds.filter((other) => other.kind !== kind && other.key !== key);
     for (const route of routes) {
       const name = `${route.method} ${route.path}`;
 

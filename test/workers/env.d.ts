@@ -6,7 +6,7 @@ declare global {
     interface Env extends GatewayEnv {}
     interface GlobalProps {
       mainModule: typeof import("../../gateway/index.ts");
-      durableNamespaces: "Registry";
+      durableNamespaces: "Registry" | "RateLimiter";
     }
   }
 }

@@ -1,8 +1,19 @@
 import { describe, expect, it } from "vitest";
 import { MAX_FRAME_BYTES } from "../../shared/protocol/frames.ts";
 import { FakeAgent } from "./support/fake-agent.ts";
-import { errorOf, freshPool, infer } from "./support/gateway.ts";
+import { CLIENT_KEY, errorOf, freshPool, gatewayFetch, infer } from "./support/gateway.ts";
+import { waitForQueued } from "./support/registry.ts";
 import { replicaState } from "./support/replica-state.ts";
+
+/** A valid OIP request of `elements` UINT8 values in the binary extension. */
+function binaryRequest(elements: number): { bytes: Uint8Array; headerLength: number } {
+  const json = JSON.stringify({
+    inputs: [{ name: "x", shape: [elements], datatype: "UINT8", parameters: { binary_data_size: elements } }],
+  });
+  const bytes = new Uint8Array(json.length + elements);
+  bytes.set(new TextEncoder().encode(json));
+  return { bytes, headerLength: json.length };
+}
 
 describe("request validation before anything reaches an agent", () => {
   it("refuses bodies over the limit with 413, by Content-Length or by size", async () => {
@@ -24,6 +35,16 @@ describe("request validation before anything reaches an agent", () => {
     expect(streamed.status).toBe(413);
     expect(agent.pendingInfers).toBe(0);
     agent.close();
+  });
+
+  it("limits the body of every route that reads one: the repository index takes 64 KiB", async () => {
+    const response = await gatewayFetch("/v2/repository/index", {
+      method: "POST",
+      headers: { Authorization: `Bearer ${CLIENT_KEY}` },
+      body: `{"ready":true,"pad":"${"x".repeat(128 * 1024)}"}`,
+    });
+    expect(response.status).toBe(413);
+    expect(await errorOf(response)).toMatch(/larger than the limit of 65536 bytes/);
   });
 
   it("relays a large binary request and response intact", async () => {
@@ -51,6 +72,35 @@ describe("request validation before anything reaches an agent", () => {
     const answered = await response;
     expect(answered.status).toBe(200);
     expect((await answered.text()) === answer).toBe(true);
+    agent.close();
+  });
+
+  it("answers 429 once the pool's registry holds MAX_PENDING_BYTES of request bodies (16 MiB here)", async () => {
+    const pool = freshPool();
+    const agent = await FakeAgent.connect(pool, { replicas: [replicaState({ loaded: ["m"] })] });
+    const body = binaryRequest(6 * 1024 * 1024);
+    const send = () =>
+      infer("m", {
+        pool,
+        body: body.bytes,
+        headers: { "Inference-Header-Content-Length": String(body.headerLength) },
+      });
+    const running = send();
+    const first = await agent.nextInfer();
+    const queued = send();
+    await waitForQueued(pool, 1);
+    const refused = await send();
+    expect(refused.status).toBe(429);
+    expect(refused.headers.get("Retry-After")).toBe("1");
+    expect(await errorOf(refused)).toMatch(/holds \d+ bytes of requests already \(limit 16777216\)/);
+    agent.answer(first);
+    agent.answer(await agent.nextInfer());
+    expect((await running).status).toBe(200);
+    expect((await queued).status).toBe(200);
+    // The bytes are given back as requests end.
+    const after = send();
+    agent.answer(await agent.nextInfer());
+    expect((await after).status).toBe(200);
     agent.close();
   });
 

@@ -228,6 +228,21 @@ describe("routing through the registry", () => {
     healthy.close();
   });
 
+  it("does not retry a 400 elsewhere, though the agent never started it: it is the request's fault anywhere", async () => {
+    const pool = freshPool();
+    const a = await FakeAgent.connect(pool, { name: "a", replicas: [replicaState({ loaded: ["m"] })] });
+    const b = await FakeAgent.connect(pool, { name: "b", replicas: [replicaState({ loaded: ["m"] })] });
+    const response = infer("m", { pool });
+    const [holder, received] = await FakeAgent.firstInfer([a, b]);
+    holder.fail(received, { status: 400, message: "input 'x' must be FP16", started: false });
+    const answered = await response;
+    expect(answered.status).toBe(400);
+    expect(await errorOf(answered)).toBe("input 'x' must be FP16");
+    expect(a.pendingInfers + b.pendingInfers).toBe(0);
+    a.close();
+    b.close();
+  });
+
   it("returns the agent's error when the request had started", async () => {
     const pool = freshPool();
     const agent = await FakeAgent.connect(pool, { name: "a", replicas: [replicaState({ loaded: ["m"] })] });
@@ -248,7 +263,7 @@ describe("routing through the registry", () => {
     agent.close();
   });
 
-  it("skips draining agents and answers 503 when every agent drains", async () => {
+  it("skips draining agents; when every agent drains, requests wait for a fresh agent", async () => {
     const pool = freshPool();
     const a = await FakeAgent.connect(pool, {
       name: "a",
@@ -263,11 +278,18 @@ describe("routing through the registry", () => {
     expect((await response).headers.get("X-Switchyard-Replica")).toBe("b/0");
     b.sendJson({ type: "drain" });
     await waitFor(pool, (agents) => agents.every((agent) => agent.draining));
-    const refused = await infer("m", { pool });
-    expect(refused.status).toBe(503);
-    expect(await refused.json()).toEqual({ error: "no backend can serve 'm': every agent is draining" });
+    // A rolling restart: the drained agents will be back, so the request waits rather than failing.
+    const waiting = infer("m", { pool });
+    await waitForQueued(pool, 1);
     a.close();
     b.close();
+    const fresh = await FakeAgent.connect(pool, {
+      name: "fresh",
+      replicas: [replicaState({ loaded: ["m"] })],
+    });
+    fresh.answer(await fresh.nextInfer());
+    expect((await waiting).headers.get("X-Switchyard-Replica")).toBe("fresh/0");
+    fresh.close();
   });
 });
 

@@ -82,6 +82,20 @@ export class FakeAgent {
     return Object.assign(agent, { welcome });
   }
 
+  /** The first of `agents` to receive an infer frame, and that frame (for tests that do not care which). */
+  static async firstInfer(
+    agents: readonly FakeAgent[],
+    timeoutMs = 5000,
+  ): Promise<[FakeAgent, ReceivedInfer]> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const agent = agents.find((candidate) => candidate.pendingInfers > 0);
+      if (agent !== undefined) return [agent, await agent.nextInfer()];
+      if (Date.now() > deadline) throw new Error("timed out waiting for an infer frame at any agent");
+      await new Promise((resolve) => setTimeout(resolve, 10));
+    }
+  }
+
   sendJson(frame: object): void {
     this.socket.send(JSON.stringify(frame));
   }
