@@ -1,57 +1,17 @@
 import fc from "fast-check";
 import { describe, expect, test } from "vitest";
-import type { LoadedModel, ModelRef, ReplicaState } from "../../../shared/protocol/replica-state.ts";
+import type { LoadedModel, ModelRef } from "../../../shared/protocol/replica-state.ts";
 import { baselinePolicy } from "../../../shared/routing/baseline.ts";
 import type { QueuedView, ReplicaView, RouteRequest, RoutingContext } from "../../../shared/routing/types.ts";
+import { GiB, model as loadedModel, replica } from "./fixtures.ts";
 
-const GiB = 2 ** 30;
 const context: RoutingContext = { now: 0, random: () => 0.5 };
 
-/** A loaded model: version "1", idle and unused unless told otherwise. */
-const model = (name: string, fields: Partial<LoadedModel> = {}): LoadedModel => ({
-  name,
-  version: "1",
-  bytes: 100,
-  inFlight: 0,
-  idleMs: 0,
-  ...fields,
-});
+/** A loaded model: version "1", 100 bytes, idle and unused unless told otherwise. */
+const model = (name: string, fields: Partial<LoadedModel> = {}): LoadedModel =>
+  loadedModel(name, { bytes: 100, ...fields });
 
 const ref = (name: string, version = "1"): ModelRef => ({ name, version });
-
-interface ReplicaFields extends Partial<ReplicaState> {
-  /** The dispatcher's count of requests in flight there. */
-  busy?: number;
-  hints?: string[];
-  draining?: boolean;
-}
-
-/** A replica with 4 slots, room for 3 models and 8 GiB, holding nothing unless told otherwise. */
-function replica(address: string, fields: ReplicaFields = {}): ReplicaView {
-  const { busy = 0, hints = [], draining = false, ...state } = fields;
-  const loaded = state.loaded ?? [];
-  return {
-    address,
-    inFlight: busy,
-    hints,
-    draining,
-    state: {
-      id: address,
-      device: "cpu",
-      maxConcurrency: 4,
-      inFlight: busy,
-      queued: 0,
-      maxModels: 3,
-      memoryBudgetBytes: 8 * GiB,
-      memoryUsedBytes: loaded.reduce((sum, each) => sum + each.bytes, 0),
-      loaded,
-      loading: [],
-      timings: {},
-      failed: [],
-      ...state,
-    },
-  };
-}
 
 const route = (request: RouteRequest, replicas: ReplicaView[]) =>
   baselinePolicy.route(request, replicas, context);

@@ -1,36 +1,12 @@
 import { describe, expect, test } from "vitest";
-import type { ReplicaState } from "../../../shared/protocol/replica-state.ts";
 import { baselinePolicy } from "../../../shared/routing/baseline.ts";
 import { type Dispatch, Dispatcher } from "../../../shared/routing/dispatcher.ts";
 import { rayMultiplexPolicy } from "../../../shared/routing/ray-multiplex.ts";
 import type { RoutingContext, RoutingPolicy } from "../../../shared/routing/types.ts";
+import { replicaState as state } from "./fixtures.ts";
 
 // What the Dispatcher gained for the policies of issue 4: measured demand, the queue in the context,
 // loads it caused before reports show them, per-policy capacity, and tick()/nextWakeup() for bounded waits.
-
-function state(fields: { maxConcurrency?: number; holds?: string[]; loading?: string[] } = {}): ReplicaState {
-  const loaded = (fields.holds ?? []).map((name) => ({
-    name,
-    version: "1",
-    bytes: 100,
-    inFlight: 0,
-    idleMs: 0,
-  }));
-  return {
-    id: "0",
-    device: "cpu",
-    maxConcurrency: fields.maxConcurrency ?? 2,
-    inFlight: 0,
-    queued: 0,
-    maxModels: 3,
-    memoryBudgetBytes: 2 ** 30,
-    memoryUsedBytes: 100 * loaded.length,
-    loaded,
-    loading: (fields.loading ?? []).map((name) => ({ name, version: "1" })),
-    timings: {},
-    failed: [],
-  };
-}
 
 function setup(policy: RoutingPolicy = baselinePolicy) {
   const clock = { now: 1_000 };

@@ -1,34 +1,9 @@
 import fc from "fast-check";
 import { describe, expect, test } from "vitest";
 import { SwitchyardError } from "../../../shared/errors.ts";
-import type { ReplicaState } from "../../../shared/protocol/replica-state.ts";
 import { baselinePolicy } from "../../../shared/routing/baseline.ts";
 import { type Dispatch, Dispatcher } from "../../../shared/routing/dispatcher.ts";
-
-/** A replica's report: 2 slots, room for 3 models, holding the named models (version "1"). */
-function state(fields: { maxConcurrency?: number; holds?: string[] } = {}): ReplicaState {
-  const loaded = (fields.holds ?? []).map((name) => ({
-    name,
-    version: "1",
-    bytes: 100,
-    inFlight: 0,
-    idleMs: 0,
-  }));
-  return {
-    id: "0",
-    device: "cpu",
-    maxConcurrency: fields.maxConcurrency ?? 2,
-    inFlight: 0,
-    queued: 0,
-    maxModels: 3,
-    memoryBudgetBytes: 2 ** 30,
-    memoryUsedBytes: loaded.length * 100,
-    loaded,
-    loading: [],
-    timings: {},
-    failed: [],
-  };
-}
+import { replicaState as state } from "./fixtures.ts";
 
 /** A dispatcher on the baseline policy with a clock the test moves. */
 function setup(maxQueue = 10) {

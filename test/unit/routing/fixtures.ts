@@ -95,3 +95,30 @@ export function contextAt(
 export function targetOf(decision: { kind: string; address?: string }): string {
   return decision.kind === "dispatch" && decision.address !== undefined ? decision.address : decision.kind;
 }
+
+/** A replica's report for the Dispatcher's tests: 2 slots, room for 3 models, holding and loading the named models (version "1"). */
+export function replicaState(
+  fields: { maxConcurrency?: number; holds?: string[]; loading?: string[] } = {},
+): ReplicaState {
+  const loaded = (fields.holds ?? []).map((name) => ({
+    name,
+    version: "1",
+    bytes: 100,
+    inFlight: 0,
+    idleMs: 0,
+  }));
+  return {
+    id: "0",
+    device: "cpu",
+    maxConcurrency: fields.maxConcurrency ?? 2,
+    inFlight: 0,
+    queued: 0,
+    maxModels: 3,
+    memoryBudgetBytes: 2 ** 30,
+    memoryUsedBytes: 100 * loaded.length,
+    loaded,
+    loading: (fields.loading ?? []).map((name) => ({ name, version: "1" })),
+    timings: {},
+    failed: [],
+  };
+}
