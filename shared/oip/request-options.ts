@@ -16,6 +16,9 @@ export function readHint(headers: Headers): string | undefined {
   return undefined;
 }
 
+/** A deadline shorter than this could only ever end in a 504: it is refused as bad input instead. */
+export const MIN_TIMEOUT_MS = 1;
+
 /**
  * The request's timeout in milliseconds: the OIP `timeout` parameter (microseconds, as Triton reads it) or
  * the X-Request-Timeout header (seconds); the smaller wins; neither: the default.
@@ -29,15 +32,15 @@ export function readTimeoutMs(
   const header = headers.get("x-request-timeout");
   if (header !== null) {
     const seconds = Number(header);
-    if (!Number.isFinite(seconds) || seconds <= 0) {
-      throw badInput(`X-Request-Timeout must be a positive number of seconds, got '${header}'`);
+    if (!Number.isFinite(seconds) || seconds * 1000 < MIN_TIMEOUT_MS) {
+      throw badInput(`X-Request-Timeout must be a number of seconds, at least 0.001, got '${header}'`);
     }
     candidates.push(seconds * 1000);
   }
   const parameter = parameters?.timeout;
   if (parameter !== undefined) {
-    if (typeof parameter !== "number" || !Number.isFinite(parameter) || parameter <= 0) {
-      throw badInput("parameters.timeout must be a positive number of microseconds");
+    if (typeof parameter !== "number" || !Number.isFinite(parameter) || parameter / 1000 < MIN_TIMEOUT_MS) {
+      throw badInput("parameters.timeout must be a number of microseconds, at least 1000");
     }
     candidates.push(parameter / 1000);
   }
