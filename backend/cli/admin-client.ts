@@ -1,5 +1,10 @@
 import { createReadStream } from "node:fs";
 import { Readable } from "node:stream";
+import {
+  ModelListingSchema,
+  type StoredFile,
+  type StoredVersion,
+} from "../../shared/protocol/model-listing.ts";
 
 /**
  * The gateway's admin API as `switchyard models` uses it (gateway/routes/admin-models.ts):
@@ -7,17 +12,7 @@ import { Readable } from "node:stream";
  *   PUT /admin/models/{model}/{version}[?file=config.json]   one file; answers its size and sha256
  * Failures become one-line Errors that say what to do.
  */
-export interface StoredFile {
-  size: number;
-  sha256?: string;
-  uploaded: string;
-}
-
-export interface StoredVersion {
-  name: string;
-  version: string;
-  files: Partial<Record<"model.onnx" | "config.json", StoredFile>>;
-}
+export type { StoredFile, StoredVersion };
 
 export class AdminClient {
   readonly base: URL;
@@ -30,8 +25,9 @@ export class AdminClient {
 
   async list(): Promise<StoredVersion[]> {
     const response = await this.#fetch("admin/models", { method: "GET" });
-    const body = (await response.json()) as { models?: StoredVersion[] };
-    return body.models ?? [];
+    const listing = ModelListingSchema.safeParse(await response.json());
+    if (!listing.success) throw new Error(`${this.base} answered /admin/models with an unexpected listing`);
+    return listing.data.models;
   }
 
   /** Uploads a file, streamed from disk; `onSent` hears how many bytes went so far. */

@@ -1,4 +1,10 @@
 import { compareModelEntries, isModelName, isModelVersion } from "../../shared/model-names.ts";
+import {
+  MODEL_FILES,
+  type ModelFile,
+  type StoredFile,
+  type StoredVersion,
+} from "../../shared/protocol/model-listing.ts";
 
 /**
  * The gateway's model repository in R2: `models/<name>/<version>/model.onnx` and, optionally,
@@ -6,26 +12,13 @@ import { compareModelEntries, isModelName, isModelVersion } from "../../shared/m
  * verifies the upload against it) and as custom metadata (which listings return, so repository.json
  * needs no reads of the files themselves).
  */
-export const MODEL_FILES = ["model.onnx", "config.json"] as const;
-export type ModelFile = (typeof MODEL_FILES)[number];
+export { MODEL_FILES, type ModelFile, type StoredFile, type StoredVersion };
 
 export const isModelFile = (file: string): file is ModelFile =>
   (MODEL_FILES as readonly string[]).includes(file);
 
 const PREFIX = "models/";
 const objectKey = (name: string, version: string, file: ModelFile) => `${PREFIX}${name}/${version}/${file}`;
-
-export interface StoredFile {
-  size: number;
-  sha256?: string;
-  uploaded: string;
-}
-
-export interface StoredVersion {
-  name: string;
-  version: string;
-  files: Partial<Record<ModelFile, StoredFile>>;
-}
 
 export async function putModelFile(
   bucket: R2Bucket,
