@@ -1,9 +1,9 @@
 import { copyFileSync, mkdirSync, mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { afterEach, describe, expect, test } from "vitest";
+import { describe, expect, test } from "vitest";
 import { openRepository } from "../../../backend/models/repository.ts";
-import { type InferOutcome, Replica, type ReplicaOptions } from "../../../backend/replica/replica.ts";
+import type { InferOutcome, Replica } from "../../../backend/replica/replica.ts";
 import { SwitchyardError } from "../../../shared/errors.ts";
 import type { Tensor } from "../../../shared/oip/tensor.ts";
 import { MULTI_WIDTH, mlpWeights, referenceMlp, seededFloats } from "../../fixtures/onnx-builder.ts";
@@ -13,35 +13,19 @@ import {
   MULTI_MODEL,
   MULTIPLEX_MODELS,
   MULTIPLEX_SPECS,
-  REPO_DIR,
   repoModelPath,
 } from "../../fixtures/paths.ts";
 import { expectAllClose } from "../../support/close-to.ts";
+import { useTestReplicas } from "./test-replicas.ts";
 
 // Dynamic batching on real onnxruntime sessions (CPU): what a user sees is the same answers as without
 // batching, each request getting its own rows, and fewer runs.
 
-const replicas: Replica[] = [];
-afterEach(async () => {
-  await Promise.all(replicas.splice(0).map((replica) => replica.close()));
+const replicaWith = useTestReplicas({
+  maxModels: 4,
+  maxConcurrency: 64,
+  batching: { maxBatchSize: 32, maxQueueDelayMicroseconds: 0 },
 });
-
-function replicaWith(overrides: Partial<ReplicaOptions> = {}): Replica {
-  const replica = new Replica({
-    id: "0",
-    device: { kind: "cpu" },
-    repository: openRepository(REPO_DIR, { cacheDir: mkdtempSync(join(tmpdir(), "switchyard-cache-")) }),
-    maxModels: 4,
-    maxModelBytes: 2 ** 30,
-    keepAliveMs: 0,
-    maxConcurrency: 64,
-    intraOpThreads: 1,
-    batching: { maxBatchSize: 32, maxQueueDelayMicroseconds: 0 },
-    ...overrides,
-  });
-  replicas.push(replica);
-  return replica;
-}
 
 /** A repository of copies of generated models, each with the config.json given. */
 function repositoryWithConfigs(models: Record<string, { from: string; config: object }>): string {

@@ -1,44 +1,15 @@
-import { mkdtempSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
-import { afterEach, describe, expect, test } from "vitest";
-import { openRepository } from "../../../backend/models/repository.ts";
-import { Replica, type ReplicaOptions } from "../../../backend/replica/replica.ts";
+import { describe, expect, test } from "vitest";
 import { SwitchyardError } from "../../../shared/errors.ts";
 import type { Tensor } from "../../../shared/oip/tensor.ts";
 import type { ReplicaState } from "../../../shared/protocol/replica-state.ts";
 import { mlpWeights, referenceMlp } from "../../fixtures/onnx-builder.ts";
-import {
-  BIG_MODEL,
-  BROKEN_MODEL,
-  MULTIPLEX_MODELS,
-  MULTIPLEX_SPECS,
-  REPO_DIR,
-} from "../../fixtures/paths.ts";
+import { BIG_MODEL, BROKEN_MODEL, MULTIPLEX_MODELS, MULTIPLEX_SPECS } from "../../fixtures/paths.ts";
 import { expectAllClose } from "../../support/close-to.ts";
+import { useTestReplicas } from "./test-replicas.ts";
 
 // Replicas on real onnxruntime sessions over the generated repository: what a user of the agent sees.
 
-const replicas: Replica[] = [];
-afterEach(async () => {
-  await Promise.all(replicas.splice(0).map((replica) => replica.close()));
-});
-
-function replicaWith(overrides: Partial<ReplicaOptions> = {}): Replica {
-  const replica = new Replica({
-    id: "0",
-    device: { kind: "cpu" },
-    repository: openRepository(REPO_DIR, { cacheDir: mkdtempSync(join(tmpdir(), "switchyard-cache-")) }),
-    maxModels: 3,
-    maxModelBytes: 2 ** 30,
-    keepAliveMs: 0,
-    maxConcurrency: 4,
-    intraOpThreads: 1,
-    ...overrides,
-  });
-  replicas.push(replica);
-  return replica;
-}
+const replicaWith = useTestReplicas();
 
 const model = (index: number) => MULTIPLEX_MODELS[index] ?? "";
 const inputFor = (batch = 2): Tensor => ({

@@ -1,15 +1,11 @@
-import { mkdtempSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
-import { afterEach, describe, expect, test, vi } from "vitest";
-import { openRepository } from "../../../backend/models/repository.ts";
-import { Replica } from "../../../backend/replica/replica.ts";
+import { describe, expect, test, vi } from "vitest";
 import { SwitchyardError } from "../../../shared/errors.ts";
 import type { Tensor } from "../../../shared/oip/tensor.ts";
 import { mlpWeights, referenceMlp, seededFloats } from "../../fixtures/onnx-builder.ts";
-import { MULTIPLEX_MODELS, MULTIPLEX_SPECS, REPO_DIR } from "../../fixtures/paths.ts";
+import { MULTIPLEX_MODELS, MULTIPLEX_SPECS } from "../../fixtures/paths.ts";
 import { expectAllClose } from "../../support/close-to.ts";
 import { CRASH_EXIT_CODE, CRASH_VALUE } from "./crash-trigger.ts";
+import { useTestReplicas } from "./test-replicas.ts";
 
 // A replica whose sessions run in crashing-session-worker.ts: the real worker, which exits its thread on
 // a run whose first input starts with CRASH_VALUE.
@@ -17,25 +13,7 @@ vi.mock("../../../backend/replica/session-worker-url.ts", () => ({
   sessionWorkerUrl: () => new URL("./crashing-session-worker.ts", import.meta.url),
 }));
 
-const replicas: Replica[] = [];
-afterEach(async () => {
-  await Promise.all(replicas.splice(0).map((replica) => replica.close()));
-});
-
-function replica(): Replica {
-  const created = new Replica({
-    id: "0",
-    device: { kind: "cpu" },
-    repository: openRepository(REPO_DIR, { cacheDir: mkdtempSync(join(tmpdir(), "switchyard-cache-")) }),
-    maxModels: 3,
-    maxModelBytes: 2 ** 30,
-    keepAliveMs: 0,
-    maxConcurrency: 8,
-    intraOpThreads: 1,
-  });
-  replicas.push(created);
-  return created;
-}
+const replica = useTestReplicas({ maxConcurrency: 8 });
 
 const model = (index: number) => MULTIPLEX_MODELS[index] ?? "";
 const input = (first?: number): Tensor => {
