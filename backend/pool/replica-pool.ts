@@ -29,7 +29,7 @@ export class ReplicaPool {
   readonly replicas: readonly Replica[];
   readonly #byId = new Map<string, Replica>();
   readonly #dispatcher: Dispatcher<Pending>;
-  #expiryTimer: ReturnType<typeof setTimeout> | undefined;
+  #timer: ReturnType<typeof setTimeout> | undefined;
 
   constructor(replicas: readonly Replica[], options: { policy: RoutingPolicy; maxQueue: number }) {
     this.replicas = replicas;
@@ -72,7 +72,7 @@ export class ReplicaPool {
                 }),
               reject,
             )
-            .finally(() => this.#startAll(this.#dispatcher.release(address)));
+            .finally(() => this.#startAll(this.#dispatcher.release(address, request)));
         },
       };
       const request = {
@@ -83,7 +83,7 @@ export class ReplicaPool {
       try {
         const result = this.#dispatcher.submit(request, pending, call.deadline);
         if ("address" in result) pending.start(result.address, 0);
-        else this.#armExpiry();
+        else this.#armTimer();
       } catch (error) {
         reject(SwitchyardError.from(error));
       }
@@ -108,20 +108,30 @@ export class ReplicaPool {
   }
 
   async close(): Promise<void> {
-    clearTimeout(this.#expiryTimer);
+    clearTimeout(this.#timer);
     await Promise.all(this.replicas.map((replica) => replica.close()));
   }
 
+  /** Starts what the dispatcher decided, then sets the timer for what it wants next. */
   #startAll(dispatches: ReturnType<Dispatcher<Pending>["release"]>): void {
     for (const dispatch of dispatches) dispatch.payload.start(dispatch.address, dispatch.queuedMs);
+    this.#armTimer();
   }
 
-  #armExpiry(): void {
-    clearTimeout(this.#expiryTimer);
-    const next = this.#dispatcher.nextDeadline();
-    if (next === undefined) return;
-    this.#expiryTimer = setTimeout(
+  /**
+   * One timer for the earlier of the queue's next deadline (those requests fail with 504) and the policy's
+   * next wakeup (a bounded wait of switchyard's ran out: free slots are offered to the queue again).
+   */
+  #armTimer(): void {
+    clearTimeout(this.#timer);
+    this.#timer = undefined;
+    const deadline = this.#dispatcher.nextDeadline();
+    const wakeup = this.#dispatcher.nextWakeup();
+    const next = Math.min(deadline ?? Infinity, wakeup ?? Infinity);
+    if (!Number.isFinite(next)) return;
+    this.#timer = setTimeout(
       () => {
+        this.#timer = undefined;
         for (const pending of this.#dispatcher.expire()) {
           pending.fail(
             new SwitchyardError(
@@ -130,10 +140,10 @@ export class ReplicaPool {
             ),
           );
         }
-        this.#armExpiry();
+        this.#startAll(this.#dispatcher.tick());
       },
       Math.max(0, next - Date.now()),
     );
-    this.#expiryTimer.unref?.();
+    this.#timer.unref?.();
   }
 }

@@ -44,7 +44,10 @@ export function summarise(policy: string, record: RunRecord): RunSummary {
     else if (outcome === OUTCOME.timedOut) counts.timedOut += 1;
     else if (outcome === OUTCOME.rejected) counts.rejected += 1;
     else if (outcome === OUTCOME.unavailable) counts.unavailable += 1;
-    latencies[i] = outcome === OUTCOME.ok ? (record.latency[i] as number) : record.deadlineMs;
+    // A failed request counts as the deadline, or as long as its client waited when that was longer (the live
+    // benchmark's client can wait past it; the simulator's never does).
+    const latency = record.latency[i] as number;
+    latencies[i] = outcome === OUTCOME.ok ? latency : Math.max(record.deadlineMs, latency);
   }
   latencies.sort();
   const span = Math.max(1, record.lastAnswer - record.firstArrival);

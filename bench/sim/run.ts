@@ -16,15 +16,8 @@ import { S6_LOADS, SCENARIOS, s6 } from "./scenarios/index.ts";
 import { simulate } from "./simulate.ts";
 import { buildTrace } from "./trace.ts";
 
-const POLICIES = [
-  "switchyard",
-  "baseline",
-  "random",
-  "least-loaded",
-  "fal-hints",
-  "ray-multiplex",
-  "modelmesh",
-];
+/** Every policy, in the order ROUTING_POLICIES lists them: switchyard, the baseline, then the anchors. */
+const POLICIES = Object.keys(ROUTING_POLICIES);
 const RESULTS = join(dirname(fileURLToPath(import.meta.url)), "..", "results");
 
 function runScenario(scenario: Scenario): ScenarioResult {

@@ -56,6 +56,8 @@ export interface RelayOptions {
 }
 
 interface Sent {
+  /** What was asked of the replica (its end resolves a load the dispatcher expected there). */
+  route: RouteRequest;
   agentId: string;
   replicaId: string;
   address: string;
@@ -264,7 +266,7 @@ export class Relay {
         },
       });
     }
-    this.#release(owner.sent.address);
+    this.#release(owner.sent);
   }
 
   onError(link: AgentLink, frame: ErrorFrame): void {
@@ -272,7 +274,7 @@ export class Relay {
     if (owner === undefined) return;
     if (frame.state !== undefined) this.#applyState(link, frame.state);
     if (owner.kind === "abandoned") {
-      this.#release(owner.sent.address);
+      this.#release(owner.sent);
       return;
     }
     const { pending, sent } = owner;
@@ -291,7 +293,7 @@ export class Relay {
         message: frame.message,
         replica: sent.address,
       });
-      this.#release(sent.address);
+      this.#release(sent);
       return;
     }
     // Never started there: free the slot, then route it again (the fresh state steers the policy away
@@ -299,7 +301,7 @@ export class Relay {
     delete pending.sent;
     this.#log("retry", { id: pending.id, from: sent.address, status: frame.status });
     this.#options.onRetry?.();
-    this.#release(sent.address);
+    this.#release(sent);
     this.#submit(pending);
   }
 
@@ -595,8 +597,8 @@ export class Relay {
     if ("address" in routed) this.#sendAll([routed]);
   }
 
-  #release(address: string): void {
-    this.#sendAll(this.#dispatcher.release(address));
+  #release(sent: Sent): void {
+    this.#sendAll(this.#dispatcher.release(sent.address, sent.route));
   }
 
   /** Sends what the dispatcher decided; a send that fails frees its slot and may dispatch more. */
@@ -648,7 +650,7 @@ export class Relay {
       this.#submit(pending);
       return dispatch.address;
     }
-    pending.sent = { agentId, replicaId, address: dispatch.address, sentAt: now };
+    pending.sent = { route: pending.route, agentId, replicaId, address: dispatch.address, sentAt: now };
     return undefined;
   }
 
@@ -696,7 +698,7 @@ export class Relay {
       sent,
       timer: setTimeout(() => {
         this.#abandoned.delete(pending.id);
-        this.#release(sent.address);
+        this.#release(sent);
       }, ABANDONED_GRACE_MS),
     });
   }

@@ -154,10 +154,23 @@ export class Dispatcher<P> {
     return { kind: "queued" };
   }
 
-  /** A request on `address` ended (answered or failed): its slot goes to the queue. */
-  release(address: string): Dispatch<P>[] {
+  /**
+   * A request on `address` ended (answered or failed): its slot goes to the queue. Given the request, a
+   * load of its model the dispatcher expected there is no longer pending: the answer came after the load
+   * ended, and the report that came with it says whether the model is there. (Without that, a model that
+   * can never load there, one missing from the repository say, would look "loading" until the pending
+   * load's TTL, and policies that coalesce would hold its next requests back for it.)
+   */
+  release(address: string, ended?: RouteRequest): Dispatch<P>[] {
     const replica = this.#replicas.get(address);
-    if (replica !== undefined) replica.inFlight = Math.max(0, replica.inFlight - 1);
+    if (replica !== undefined) {
+      replica.inFlight = Math.max(0, replica.inFlight - 1);
+      if (ended !== undefined && replica.pendingLoads !== undefined) {
+        const left = replica.pendingLoads.filter((load) => !sameModel(load, ended));
+        if (left.length > 0) replica.pendingLoads = left;
+        else delete replica.pendingLoads;
+      }
+    }
     return this.#pump();
   }
 
@@ -257,6 +270,9 @@ export class Dispatcher<P> {
     };
   }
 }
+
+const sameModel = (load: PendingLoad, request: RouteRequest) =>
+  load.model === request.model && (load.version === undefined || load.version === request.version);
 
 /** Loads the dispatcher caused that this report does not show yet, and that are not too old to matter. */
 function stillPending(

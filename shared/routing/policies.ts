@@ -24,12 +24,10 @@ export const ROUTING_POLICIES: Readonly<Record<string, RoutingPolicy>> = Object.
 export const ANCHOR_POLICIES = ["random", "least-loaded", "fal-hints", "ray-multiplex", "modelmesh"] as const;
 
 /**
- * The policy used when configuration names none. `switchyard` waits for bounded times and needs its owner
- * to call Dispatcher.tick() at nextWakeup(): the Registry does (from its alarm), the standalone pool does
- * not yet, and the gateway's tests still describe the baseline's behaviour; until both change (issue 4) the
- * baseline stays the default and `switchyard` is chosen by name (ROUTING_POLICY).
+ * The policy used when configuration names none. `switchyard` waits for bounded times, so its owners call
+ * Dispatcher.tick() at nextWakeup(): the Registry from its alarm, the standalone pool from a timer.
  */
-export const DEFAULT_ROUTING_POLICY = baselinePolicy.name;
+export const DEFAULT_ROUTING_POLICY = switchyardPolicy.name;
 
 export function routingPolicy(name: string | undefined): RoutingPolicy {
   const policy = ROUTING_POLICIES[name ?? DEFAULT_ROUTING_POLICY];

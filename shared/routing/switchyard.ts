@@ -1,5 +1,5 @@
 import { unavailable } from "./decisions.ts";
-import { failedHere, freeSlots, hasFreeSlot, holds, usable } from "./replica-facts.ts";
+import { failedHere, freeSlots, hasFreeSlot, holds, matchesHint, usable } from "./replica-facts.ts";
 import { SwitchyardCosts } from "./switchyard-costs.ts";
 import type {
   QueuedView,
@@ -58,6 +58,10 @@ export const GUARD_FROM_UTILIZATION = 0.5;
  *   that it loads a waiting model, oldest first, where loadTarget() says: a copy as above, or a model
  *   whose waiting has paid for the harm of the eviction (a bounded wait, see loadTarget).
  * - nextWakeup: when such a wait will have paid, so the owner offers free slots again.
+ * - Hints (X-Runner-Hint) break ties: a holder that advertises the hint first, and a load among equals
+ *   there. A replica where the model just failed (a failed load, or an ejection for repeated 500s) is passed
+ *   over while another can serve; where it failed everywhere it is tried anyway, so the client gets the
+ *   actual error rather than a 504.
  */
 
 export const switchyardPolicy: RoutingPolicy = {
@@ -67,13 +71,18 @@ export const switchyardPolicy: RoutingPolicy = {
     const serving = replicas.filter(usable);
     if (serving.length === 0) return unavailable(replicas);
     const free = serving.filter(hasFreeSlot);
-    const packed = busiestFirst(free.filter((replica) => holds(replica, request)))[0];
+    const failedAll = failedEverywhere(serving, request);
+    const packed = busiestFirst(
+      free.filter((replica) => holds(replica, request) && (failedAll || !failedHere(replica, request))),
+      request,
+    )[0];
     if (packed !== undefined) return { kind: "dispatch", address: packed.address, expect: "hit" };
 
     const costs = new SwitchyardCosts(replicas, context);
     if (costs.loadingAnywhere(request)) return { kind: "queue" };
     const target =
-      loadTarget(costs, free, request) ?? (isIdle(serving) ? leastHarm(costs, free, request) : undefined);
+      loadTarget(costs, free, request) ??
+      (isIdle(serving) || failedAll ? leastHarm(costs, free, request) : undefined);
     return target === undefined
       ? { kind: "queue" }
       : { kind: "dispatch", address: target.address, expect: "load" };
@@ -82,7 +91,7 @@ export const switchyardPolicy: RoutingPolicy = {
   pickQueued(replica, queue, context): number {
     if (replica.draining || queue.length === 0) return -1;
     const costs = new SwitchyardCosts(context.replicas ?? [replica], context, queue);
-    const forHeldModel = oldestForHeldModel(costs, replica);
+    const forHeldModel = oldestForHeldModel(costs, replica, context.replicas ?? [replica]);
     if (forHeldModel !== undefined) return queue.indexOf(forHeldModel);
 
     // The models waiting, in the order of their oldest request: a round robin over the unpopular ones.
@@ -103,7 +112,12 @@ export const switchyardPolicy: RoutingPolicy = {
       let due =
         oldest.enqueuedAt +
         (costs.waitedLongest(request.model) >= MAX_WAIT_MS ? LAST_RESORT_WAIT_MS : MAX_WAIT_MS);
-      const admitted = free.filter((replica) => costs.admits(replica, request, BACKLOG_HORIZON_MS));
+      // The same candidates loadTarget() weighs, so that the wakeup comes when it would say yes.
+      const guarded = costs.utilization() >= GUARD_FROM_UTILIZATION;
+      const admitted = free.filter(
+        (replica) =>
+          !failedHere(replica, request) && (!guarded || costs.admits(replica, request, BACKLOG_HORIZON_MS)),
+      );
       const best = leastCost(costs, admitted, request);
       if (best !== undefined) {
         // The waiting grows by one millisecond per waiting request per millisecond: when it pays the harm.
@@ -206,7 +220,13 @@ interface LoadCost {
   cost: number;
 }
 
-/** The replica where loading the model costs least (ties by address, whatever the list's order). */
+/**
+ * The replica where loading the model costs least; among equal costs (an idle pool, say) one that
+ * advertises the request's hint (X-Runner-Hint: whatever it names is warm there), then by address, which
+ * packs models onto the replicas that have room rather than spreading them: the other replicas keep their
+ * room whole for big models (spreading instead cost S4 of bench/sim 0.08 of hit rate and its p99 went from
+ * 25 s to the 60 s deadline), and a busy model gets copies elsewhere anyway.
+ */
 function leastCost(
   costs: SwitchyardCosts,
   replicas: readonly ReplicaView[],
@@ -220,7 +240,7 @@ function leastCost(
     if (
       best === undefined ||
       cost < best.cost ||
-      (cost === best.cost && replica.address < best.replica.address)
+      (cost === best.cost && before(replica, best.replica, request))
     ) {
       best = { replica, harm, cost };
     }
@@ -228,16 +248,33 @@ function leastCost(
   return best;
 }
 
-const leastHarm = (costs: SwitchyardCosts, replicas: readonly ReplicaView[], request: RouteRequest) =>
-  leastCost(
-    costs,
-    replicas.filter((replica) => !failedHere(replica, request)),
-    request,
-  )?.replica;
+/** Among loads of equal cost: is `a` the better place than `b`? */
+function before(a: ReplicaView, b: ReplicaView, request: RouteRequest): boolean {
+  if (matchesHint(a, request) !== matchesHint(b, request)) return matchesHint(a, request);
+  return a.address < b.address;
+}
 
-/** Most slots in use first (ties by address, so the answer does not depend on the list's order). */
-function busiestFirst(replicas: readonly ReplicaView[]): ReplicaView[] {
-  return [...replicas].sort((a, b) => freeSlots(a) - freeSlots(b) || a.address.localeCompare(b.address));
+/**
+ * Where the load harms least, preferring replicas where the model has not just failed to load; when it
+ * failed everywhere, one of those after all: the failure may have passed, and else the client gets the
+ * actual error, not a 504 for a request that waited for nothing.
+ */
+function leastHarm(costs: SwitchyardCosts, replicas: readonly ReplicaView[], request: RouteRequest) {
+  const healthy = replicas.filter((replica) => !failedHere(replica, request));
+  return leastCost(costs, healthy.length > 0 ? healthy : replicas, request)?.replica;
+}
+
+const failedEverywhere = (replicas: readonly ReplicaView[], request: RouteRequest) =>
+  replicas.every((replica) => failedHere(replica, request));
+
+/** Hint matches first, then most slots in use (ties by address, so the list's order never matters). */
+function busiestFirst(replicas: readonly ReplicaView[], request: RouteRequest): ReplicaView[] {
+  return [...replicas].sort(
+    (a, b) =>
+      Number(matchesHint(b, request)) - Number(matchesHint(a, request)) ||
+      freeSlots(a) - freeSlots(b) ||
+      a.address.localeCompare(b.address),
+  );
 }
 
 /**
@@ -247,14 +284,26 @@ function busiestFirst(replicas: readonly ReplicaView[]): ReplicaView[] {
 const isIdle = (replicas: readonly ReplicaView[]) =>
   replicas.every((replica) => replica.inFlight === 0 && replica.state.loading.length === 0);
 
-/** The oldest waiting request for a model the replica holds. */
-function oldestForHeldModel(costs: SwitchyardCosts, replica: ReplicaView): QueuedView | undefined {
+/**
+ * The oldest waiting request for a model the replica holds and serves: not one taken out of routing there
+ * (a failed run or an ejection), unless it is out everywhere.
+ */
+function oldestForHeldModel(
+  costs: SwitchyardCosts,
+  replica: ReplicaView,
+  replicas: readonly ReplicaView[],
+): QueuedView | undefined {
   let oldest: QueuedView | undefined;
   for (const model of replica.state.loaded) {
     const first = costs
       .waitingByModel()
       .get(model.name)
-      ?.find((waiting) => holds(replica, waiting.request));
+      ?.find(
+        (waiting) =>
+          holds(replica, waiting.request) &&
+          (!failedHere(replica, waiting.request) ||
+            failedEverywhere(replicas.filter(usable), waiting.request)),
+      );
     if (first !== undefined && (oldest === undefined || first.enqueuedAt < oldest.enqueuedAt)) oldest = first;
   }
   return oldest;

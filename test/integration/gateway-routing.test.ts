@@ -8,7 +8,7 @@ import { expectAllClose } from "../support/close-to.ts";
 import { type AgentProcess, startAgent } from "./harness/agents.ts";
 import { call, mlpRequest, type Outcome, sleep, waitForAgents } from "./harness/oip-client.ts";
 import { describeProcesses } from "./harness/process-group.ts";
-import { type GatewayProcess, startGateway } from "./harness/wrangler-dev.ts";
+import { type GatewayProcess, SECRETS, startGateway } from "./harness/wrangler-dev.ts";
 
 // A real `wrangler dev` and real agent processes: what a client of the gateway sees when it routes.
 
@@ -87,10 +87,25 @@ describe("routing by model", () => {
     expect(a.result.headers.get("x-request-id")).toBeTruthy();
   });
 
-  test("the two models were spread over both agents (the second went to the replica without a model)", async () => {
-    const a = await call(gateway.url, MULTIPLEX_MODELS[1] ?? "", mlpRequest(1));
-    const b = await call(gateway.url, MULTIPLEX_MODELS[2] ?? "", mlpRequest(1));
-    expect(new Set([replicaOf(a), replicaOf(b)])).toEqual(new Set(["alpha/0", "beta/0"]));
+  test("concurrent requests for a model nobody holds share one load, on one agent (coalescing)", async () => {
+    const model = MULTIPLEX_MODELS[5] ?? "";
+    const outcomes = await Promise.all(
+      Array.from({ length: 6 }, () => call(gateway.url, model, mlpRequest(1))),
+    );
+    for (const outcome of outcomes) expectOk(outcome);
+    expect(new Set(outcomes.map(replicaOf)).size).toBe(1);
+    // One load: the first request's; the others waited for it in the gateway and ran as hits.
+    expect(outcomes.filter((outcome) => cacheOf(outcome) === "miss")).toHaveLength(1);
+    const response = await fetch(`${gateway.url}/dashboard/api/pool`, {
+      headers: { Authorization: `Bearer ${SECRETS.adminKey}` },
+    });
+    const view = (await response.json()) as {
+      agents: Array<{ replicas: Array<{ loaded: Array<{ name: string }> }> }>;
+    };
+    const holders = view.agents
+      .flatMap((agent) => agent.replicas)
+      .filter((replica) => replica.loaded.some((each) => each.name === model));
+    expect(holders).toHaveLength(1);
   });
 });
 

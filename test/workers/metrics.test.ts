@@ -83,8 +83,9 @@ describe("/metrics", () => {
 
   it("counts a retry when a replica never started a request, and the queue while requests wait", async () => {
     const pool = freshPool();
-    const a = await FakeAgent.connect(pool, { name: "a", replicas: [replicaState({ maxConcurrency: 1 })] });
-    const b = await FakeAgent.connect(pool, { name: "b", replicas: [replicaState({ maxConcurrency: 1 })] });
+    // Both hold the model, so each policy sends one request to each (no load to coalesce on).
+    const a = await FakeAgent.connect(pool, { name: "a", replicas: [replicaState({ loaded: ["m"] })] });
+    const b = await FakeAgent.connect(pool, { name: "b", replicas: [replicaState({ loaded: ["m"] })] });
     const first = infer("m", { pool });
     const second = infer("m", { pool });
     const third = infer("m", { pool });

@@ -6,10 +6,11 @@ import { replicaState } from "./support/replica-state.ts";
 describe("replicas that fail", () => {
   it("takes a model out of routing on a replica after three server errors in a row there", async () => {
     const pool = freshPool();
-    // The policy prefers the replica with the most free slots: "crashy", until it is ejected.
+    // Two equal holders: policies break the tie by the first (baseline: connection order; switchyard: the
+    // address), "crashy", until it is ejected.
     const crashy = await FakeAgent.connect(pool, {
       name: "crashy",
-      replicas: [replicaState({ loaded: ["m"], maxConcurrency: 8 })],
+      replicas: [replicaState({ loaded: ["m"] })],
     });
     const steady = await FakeAgent.connect(pool, {
       name: "steady",

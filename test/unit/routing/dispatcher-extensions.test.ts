@@ -2,6 +2,7 @@ import { describe, expect, test } from "vitest";
 import { baselinePolicy } from "../../../shared/routing/baseline.ts";
 import { type Dispatch, Dispatcher } from "../../../shared/routing/dispatcher.ts";
 import { rayMultiplexPolicy } from "../../../shared/routing/ray-multiplex.ts";
+import { switchyardPolicy } from "../../../shared/routing/switchyard.ts";
 import type { RoutingContext, RoutingPolicy } from "../../../shared/routing/types.ts";
 import { replicaState as state } from "./fixtures.ts";
 
@@ -73,6 +74,19 @@ describe("Dispatcher: loads it caused", () => {
     clock.now += 60_000;
     dispatcher.upsertReplica("a", state());
     expect(dispatcher.replicas()[0]?.pendingLoads).toBeUndefined();
+  });
+
+  test("the request that caused a load ending resolves it: a model missing from the repository does not hold its next requests back", () => {
+    const { dispatcher } = setup(switchyardPolicy);
+    dispatcher.upsertReplica("a", state({ maxConcurrency: 4 }));
+    dispatcher.upsertReplica("b", state({ maxConcurrency: 4 }));
+    expect(sent(dispatcher.submit({ model: "typo" }, "r1", 99_999))?.expect).toBe("load");
+    // Coalescing: while that load may be under way, another request for the model waits for it.
+    expect(dispatcher.submit({ model: "typo" }, "r2", 99_999)).toEqual({ kind: "queued" });
+    // The agent answered r1 with a 404 (its report shows nothing loaded): r2 goes on at once.
+    dispatcher.upsertReplica("a", state({ maxConcurrency: 4 }));
+    const next = dispatcher.release("a", { model: "typo" });
+    expect(next.map((each) => [each.payload, each.expect])).toEqual([["r2", "load"]]);
   });
 });
 

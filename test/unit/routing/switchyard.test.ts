@@ -61,6 +61,34 @@ describe("switchyardPolicy.route: the model is held somewhere", () => {
   });
 });
 
+describe("switchyardPolicy.route: hints and failures", () => {
+  test("a holder that advertises the request's hint comes first, and wins a load among equals", () => {
+    const holders = [
+      replica("plain", { busy: 2, loaded: [model("m")] }),
+      replica("lora", { hints: ["lora-7"], loaded: [model("m")] }),
+    ];
+    expect(targetOf(route({ model: "m", hint: "lora-7" }, holders))).toBe("lora");
+    expect(targetOf(route({ model: "m" }, holders))).toBe("plain");
+    const empty = [replica("a"), replica("b", { hints: ["lora-7"] })];
+    expect(targetOf(route({ model: "m", hint: "lora-7" }, empty))).toBe("b");
+    expect(targetOf(route({ model: "m" }, empty))).toBe("a");
+  });
+
+  test("a holder where the model failed (a failed load, an ejection) is passed over for a healthy one", () => {
+    const failed = [{ name: "m", version: "1", reason: "taken out of routing" }];
+    const replicas = [replica("ejected", { loaded: [model("m")], failed }), replica("room")];
+    expect(route({ model: "m" }, replicas)).toEqual({ kind: "dispatch", address: "room", expect: "load" });
+  });
+
+  test("a model that failed everywhere is still tried, even while the pool is busy: the client gets the error", () => {
+    const failed = [{ name: "m", version: "1", reason: "not an ONNX file" }];
+    const replicas = [replica("a", { busy: 1, failed }), replica("b", { busy: 1, failed })];
+    expect(targetOf(route({ model: "m" }, replicas))).toBe("a");
+    const holders = [replica("a", { busy: 1, loaded: [model("m")], failed })];
+    expect(route({ model: "m" }, holders)).toEqual({ kind: "dispatch", address: "a", expect: "hit" });
+  });
+});
+
 describe("switchyardPolicy.route: the model is held nowhere", () => {
   test("loaded at once where there is room (nothing evicted)", () => {
     const replicas = [hotReplica("full", ["a", "b", "c"]), replica("room", { loaded: [model("x")] })];

@@ -1,0 +1,73 @@
+import { describe, expect, test } from "vitest";
+import { ReplicaPool } from "../../../backend/pool/replica-pool.ts";
+import { SwitchyardError } from "../../../shared/errors.ts";
+import type { Tensor } from "../../../shared/oip/tensor.ts";
+import { routingPolicy } from "../../../shared/routing/policies.ts";
+import { MULTIPLEX_MODELS } from "../../fixtures/paths.ts";
+import { useTestReplicas } from "../replica/test-replicas.ts";
+
+// The standalone agent's pool on real CPU replicas, with the default policy (switchyard): its bounded waits
+// end on the pool's own timer, and a request never waits for a load that ended.
+
+const replicaWith = useTestReplicas();
+
+const model = (index: number) => MULTIPLEX_MODELS[index] ?? "";
+const input: Tensor = {
+  name: "x",
+  datatype: "FP32",
+  shape: [1, 16],
+  data: Float32Array.from({ length: 16 }, (_, index) => Math.cos(index)),
+};
+
+function poolOf(...replicas: ReturnType<typeof replicaWith>[]) {
+  return new ReplicaPool(replicas, { policy: routingPolicy(undefined), maxQueue: 16 });
+}
+
+const inSeconds = (seconds: number) => Date.now() + seconds * 1000;
+
+async function failureOf(promise: Promise<unknown>): Promise<SwitchyardError> {
+  try {
+    await promise;
+  } catch (error) {
+    if (error instanceof SwitchyardError) return error;
+    throw error;
+  }
+  throw new Error("expected the request to fail");
+}
+
+describe("ReplicaPool with the default policy", () => {
+  test("the default policy is switchyard", () => {
+    expect(routingPolicy(undefined).name).toBe("switchyard");
+  });
+
+  test("a request held back so as not to evict a model in demand runs once its wait has paid, with no other event", async () => {
+    const pool = poolOf(replicaWith({ maxModels: 1, maxConcurrency: 2 }));
+    // Demand for m000, and its measured load time: evicting it now would cost its next requests a reload.
+    for (let i = 0; i < 20; i += 1)
+      await pool.infer({ model: model(0), inputs: [input], deadline: inSeconds(5) });
+    // While m000 runs, m001 (held nowhere, so a load that evicts m000) waits instead of loading at once.
+    const running = pool.infer({ model: model(0), inputs: [input], deadline: inSeconds(5) });
+    const held = pool.infer({ model: model(1), inputs: [input], deadline: inSeconds(5) });
+    expect(pool.queueLength).toBe(1);
+    await running;
+    // Nothing else arrives or ends: only the pool's timer (the policy's nextWakeup) can start it.
+    const outcome = await held;
+    expect(outcome.cache).toBe("miss");
+    expect(outcome.timings.poolQueueMs).toBeGreaterThan(0);
+    expect(pool.queueLength).toBe(0);
+    await pool.close();
+  });
+
+  test("requests for a model the repository lacks all get 404 at once, none waits for a load that failed", async () => {
+    const pool = poolOf(replicaWith(), replicaWith({ id: "1" }));
+    const attempts = Array.from({ length: 3 }, () =>
+      failureOf(pool.infer({ model: "no-such-model", inputs: [input], deadline: inSeconds(20) })),
+    );
+    const started = Date.now();
+    const failures = await Promise.all(attempts);
+    expect(failures.map((failure) => failure.status)).toEqual([404, 404, 404]);
+    // Well before their deadlines (20 s), which is what they would reach waiting for a load never shown.
+    expect(Date.now() - started).toBeLessThan(10_000);
+    await pool.close();
+  });
+});
