@@ -9,6 +9,8 @@ import type { Log } from "./log.ts";
 import { AgentMetrics } from "./metrics/agent-metrics.ts";
 import { MeteredReplica } from "./metrics/metered-replica.ts";
 import { type MetricsServer, startMetricsServer } from "./metrics/metrics-server.ts";
+import { ModelDescriber } from "./models/model-describer.ts";
+import { ModelService } from "./models/model-service.ts";
 import { type DownloadProgress, openRepository } from "./models/repository.ts";
 import { ReplicaPool } from "./pool/replica-pool.ts";
 import { deviceLabel, planDevices } from "./replica/device.ts";
@@ -78,6 +80,7 @@ export async function startAgent(options: AgentOptions, log: Log, ui: AgentUi = 
       ),
   );
   const pool = new ReplicaPool(replicas, { policy: routingPolicy(undefined), maxQueue: options.maxQueue });
+  const models = new ModelService({ pool, repository, describer: new ModelDescriber(repository), log });
   announce(startupInfo(options, repository.source, replicas), options.logFormat, log, ui);
   const metricsServer: MetricsServer | undefined =
     options.metrics === undefined
@@ -94,7 +97,7 @@ export async function startAgent(options: AgentOptions, log: Log, ui: AgentUi = 
   let ready = false;
   const app = createStandaloneApp({
     pool,
-    repository,
+    models,
     name: options.name,
     version: packageJson.version,
     maxBodyBytes: options.maxBodyBytes,
@@ -118,12 +121,14 @@ export async function startAgent(options: AgentOptions, log: Log, ui: AgentUi = 
   for (const spec of options.preload) {
     const [name = spec, version] = spec.split(":");
     try {
-      const signature = await pool.load(name, version);
-      log("preloaded", { model: `${signature.ref.name}:${signature.ref.version}` });
+      const signature = await models.load(name, version, { pin: false });
+      log("preloaded", { model: `${signature.name}:${signature.version}` });
     } catch (error) {
       log("preload failed", { model: spec, error: (error as Error).message });
     }
   }
+  // Metadata of a local repository's models is read from their graphs now, so no request has to load one.
+  await models.describeRepository();
   ready = true;
   log("agent ready", {});
   // Joined only now, so the hello already lists the preloaded models.
@@ -137,6 +142,8 @@ export async function startAgent(options: AgentOptions, log: Log, ui: AgentUi = 
           hints: gateway.hints,
           agent: { name: options.name, version: packageJson.version },
           replicas,
+          models,
+          modelsFromGateway: isOnGateway(gateway.url, options.models),
           log,
         });
 

@@ -1,7 +1,7 @@
 import { Hono } from "hono";
-import { SwitchyardError } from "../shared/errors.ts";
-import { requireSecret } from "./auth.ts";
-import type { Env } from "./env.ts";
+import { noRoute, SwitchyardError } from "../shared/errors.ts";
+import { authenticate, requireSecret, type SecretKind } from "./auth.ts";
+import { type Env, readConfig } from "./env.ts";
 import { errorResponse } from "./error-response.ts";
 import { rateLimitPerKey } from "./limits/rate-limit.ts";
 import { log } from "./log.ts";
@@ -17,9 +17,10 @@ import { metricsRoutes } from "./routes/metrics.ts";
 import { modelRoutes } from "./routes/models.ts";
 
 /**
- * The gateway's HTTP surface. Authentication is declared here, by path prefix, so the whole auth matrix
- * is in one place: /v2 takes client API keys, /agent agent tokens, /admin the admin key, /metrics and
- * /dashboard/api the admin key or METRICS_TOKEN.
+ * The gateway's HTTP surface. Authentication is declared here, by path, so the whole auth matrix is in one
+ * place: /v2 takes client API keys, except health (no key unless HEALTH_REQUIRES_KEY) and model control's
+ * load and unload (the admin key); /agent agent tokens, /admin the admin key, /metrics and /dashboard/api
+ * the admin key or METRICS_TOKEN.
  */
 export function createApp(): Hono<{ Bindings: Env }> {
   const app = new Hono<{ Bindings: Env }>();
@@ -30,9 +31,13 @@ export function createApp(): Hono<{ Bindings: Env }> {
       log("request-failed", { method: c.req.method, path: c.req.path, error: String(error) });
     return errorResponse(failure);
   });
-  app.notFound((c) => c.json({ error: `no route for ${c.req.method} ${c.req.path}` }, 404));
+  app.notFound((c) => errorResponse(noRoute(c.req.method, c.req.path)));
 
-  app.use("/v2/*", requireSecret("client"));
+  app.use("/v2/*", async (c, next) => {
+    const kind = v2Secret(c.req.path, readConfig(c.env).HEALTH_REQUIRES_KEY);
+    if (kind !== undefined) await authenticate(c.env, c.req.raw.headers, kind);
+    await next();
+  });
   app.use("/v2", requireSecret("client"));
   app.use("/agent/*", requireSecret("agent"));
   app.use("/admin/*", requireSecret("admin"));
@@ -53,4 +58,13 @@ export function createApp(): Hono<{ Bindings: Env }> {
   app.route("/", metricsRoutes);
   app.route("/", dashboardRoutes);
   return app;
+}
+
+const MODEL_CONTROL = /^\/v2\/repository\/models\/[^/]+\/(load|unload)$/;
+
+/** The secret a /v2 path takes; undefined: none. */
+export function v2Secret(path: string, healthRequiresKey: boolean): SecretKind | undefined {
+  if (path.startsWith("/v2/health/")) return healthRequiresKey ? "client" : undefined;
+  if (MODEL_CONTROL.test(path)) return "admin";
+  return "client";
 }

@@ -33,6 +33,7 @@ export interface Env {
   MAX_PENDING_BYTES?: string;
   RATE_LIMIT_PER_MINUTE?: string;
   RATE_LIMIT_BURST?: string;
+  HEALTH_REQUIRES_KEY?: string;
 }
 
 const positiveNumber = (fallback: number) => z.coerce.number().positive().default(fallback);
@@ -67,6 +68,11 @@ const ConfigSchema = z.object({
   RATE_LIMIT_PER_MINUTE: z.coerce.number().nonnegative().default(0),
   /** The bucket's size: how many may come at once; default: a minute's worth. */
   RATE_LIMIT_BURST: z.coerce.number().positive().optional(),
+  /** Whether /v2/health/live and /ready take the client key (by default they take none, as probes need). */
+  HEALTH_REQUIRES_KEY: z
+    .enum(["true", "false"])
+    .default("false")
+    .transform((value) => value === "true"),
 });
 
 export type GatewayConfig = z.infer<typeof ConfigSchema>;
@@ -91,6 +97,7 @@ export function readConfig(env: Env): GatewayConfig {
     MAX_PENDING_BYTES: blankToUndefined(env.MAX_PENDING_BYTES),
     RATE_LIMIT_PER_MINUTE: blankToUndefined(env.RATE_LIMIT_PER_MINUTE),
     RATE_LIMIT_BURST: blankToUndefined(env.RATE_LIMIT_BURST),
+    HEALTH_REQUIRES_KEY: blankToUndefined(env.HEALTH_REQUIRES_KEY),
   };
   const parsed = ConfigSchema.safeParse(raw);
   if (!parsed.success) {

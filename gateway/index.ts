@@ -1,5 +1,7 @@
 import { createApp } from "./app.ts";
 import type { Env } from "./env.ts";
+import { errorResponse } from "./error-response.ts";
+import { log } from "./log.ts";
 
 /** The Worker: the Hono app, and the Registry Durable Object class its binding names. */
 export { RateLimiter } from "./limits/rate-limiter.ts";
@@ -8,5 +10,14 @@ export { Registry } from "./registry/registry.ts";
 const app = createApp();
 
 export default {
-  fetch: (request, env, ctx) => app.fetch(request, env, ctx),
+  // Hono answers every failure of a route; this catches what escapes it (a body stream that breaks after
+  // the route returned, say), so no response is ever the runtime's own error page with a stack trace.
+  async fetch(request, env, ctx) {
+    try {
+      return await app.fetch(request, env, ctx);
+    } catch (error) {
+      log("request-failed", { method: request.method, error: String(error) });
+      return errorResponse(error);
+    }
+  },
 } satisfies ExportedHandler<Env>;

@@ -10,6 +10,8 @@ export const ERROR_STATUS = {
   forbidden: 403,
   not_found: 404,
   too_large: 413,
+  /** A Content-Encoding the server cannot decode. */
+  unsupported_media_type: 415,
   queue_full: 429,
   /** The API key's rate limit (RATE_LIMIT_PER_MINUTE on the gateway) is spent for now. */
   rate_limited: 429,
@@ -51,6 +53,18 @@ export class SwitchyardError extends Error {
     return this.retryAfterSeconds === undefined ? {} : { "Retry-After": String(this.retryAfterSeconds) };
   }
 
+  /** A failure a peer reported by its HTTP status (an agent's error frame or answer), as the one error type. */
+  static fromStatus(
+    status: number,
+    message: string,
+    options?: { retryAfterSeconds?: number },
+  ): SwitchyardError {
+    const code =
+      (Object.keys(ERROR_STATUS) as ErrorCode[]).find((candidate) => ERROR_STATUS[candidate] === status) ??
+      (status >= 500 ? "internal" : "bad_input");
+    return new SwitchyardError(code, message, options);
+  }
+
   /** Anything thrown, as a SwitchyardError: unknown failures become `internal` without leaking details. */
   static from(error: unknown): SwitchyardError {
     if (error instanceof SwitchyardError) return error;
@@ -60,3 +74,20 @@ export class SwitchyardError extends Error {
 
 export const badInput = (message: string) => new SwitchyardError("bad_input", message);
 export const notFound = (message: string) => new SwitchyardError("not_found", message);
+
+// ---- One wording for the errors both servers give (the gateway and the standalone agent) ----
+
+export const modelNotFound = (name: string) => notFound(`model '${name}' not found`);
+
+export const versionNotFound = (name: string, version: string, available: readonly string[]) =>
+  notFound(
+    `model '${name}' has no version ${version}${available.length === 0 ? "" : ` (versions: ${available.join(", ")})`}`,
+  );
+
+/** An unknown route; the path is shortened, since whatever a client sends is echoed here. */
+export const noRoute = (method: string, path: string) =>
+  notFound(`no route for ${method.slice(0, 16)} ${path.length > 200 ? `${path.slice(0, 200)}…` : path}`);
+
+/** As Triton: a model that exists but is not ready answers 400 on its ready endpoint. */
+export const modelNotReady = (name: string, version: string, reason: string) =>
+  badInput(`model '${name}' version ${version} is not ready: ${reason}`);

@@ -1,6 +1,7 @@
 import WebSocket from "ws";
 import { MAX_FRAME_BYTES } from "../../shared/protocol/frames.ts";
 import type { Log } from "../log.ts";
+import type { ModelService } from "../models/model-service.ts";
 import { Backoff, type BackoffOptions, DEFAULT_BACKOFF } from "./backoff.ts";
 import { GatewaySession } from "./gateway-session.ts";
 import { agentConnectUrl } from "./gateway-urls.ts";
@@ -15,6 +16,9 @@ export interface GatewayLinkOptions {
   hints: readonly string[];
   agent: { name: string; version: string };
   replicas: readonly LinkedReplica[];
+  models: ModelService;
+  /** The agent takes its models from the gateway's own repository. */
+  modelsFromGateway: boolean;
   log: Log;
   backoff?: BackoffOptions;
 }
@@ -57,6 +61,8 @@ export function startGatewayLink(options: GatewayLinkOptions): GatewayLink {
       replicas: options.replicas,
       hints: options.hints,
       agent: options.agent,
+      models: options.models,
+      modelsFromGateway: options.modelsFromGateway,
       log: options.log,
     });
     session = current;

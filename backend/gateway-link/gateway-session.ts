@@ -7,14 +7,18 @@ import {
   HEARTBEAT_PING,
   HEARTBEAT_PONG,
   type Hello,
-  type HelloMessage,
   PROTOCOL_VERSION,
+  type StateFrame,
   type Welcome,
 } from "../../shared/protocol/frames.ts";
+import type { ModelSignature } from "../../shared/protocol/model-signatures.ts";
+import { modelKey } from "../../shared/protocol/replica-state.ts";
 import type { Log } from "../log.ts";
+import type { ModelService } from "../models/model-service.ts";
 import { Heartbeat } from "./heartbeat.ts";
 import { InferHandler } from "./infer-handler.ts";
 import type { LinkedReplica } from "./linked-replica.ts";
+import { answerQuery } from "./query-handler.ts";
 import { StateReporter } from "./state-reporter.ts";
 
 /** A gateway that accepted the socket but never welcomes the agent is as good as down. */
@@ -29,6 +33,10 @@ export interface SessionOptions {
   replicas: readonly LinkedReplica[];
   hints: readonly string[];
   agent: Hello["agent"];
+  /** Descriptions, statistics and model control, for the hello and the gateway's queries. */
+  models: ModelService;
+  /** The agent takes its models from the gateway's own repository. */
+  modelsFromGateway: boolean;
   log: Log;
 }
 
@@ -56,6 +64,8 @@ export class GatewaySession {
   #welcomeTimer: ReturnType<typeof setTimeout> | undefined;
   #welcomedAt: number | undefined;
   #failure: string | undefined;
+  /** Signatures this connection has carried already ("name:version"): each goes once. */
+  readonly #sentSignatures = new Set<string>();
 
   constructor(options: SessionOptions) {
     this.#options = options;
@@ -67,7 +77,10 @@ export class GatewaySession {
     });
     this.#reporter = new StateReporter(
       () => options.replicas.map((replica) => replica.state()),
-      (replicas) => this.#send(JSON.stringify({ type: "state", replicas })),
+      (replicas) => {
+        const state: StateFrame = { type: "state", replicas, signatures: this.#unsentSignatures() };
+        this.#send(JSON.stringify(state));
+      },
     );
     this.ended = new Promise((resolve) => {
       this.#socket.on("close", (code, reason) => {
@@ -88,9 +101,33 @@ export class GatewaySession {
     });
   }
 
-  /** A replica changed: the gateway hears about it (coalesced). */
+  /** A replica changed: the gateway hears about it (coalesced), and of the signature of a model it loaded. */
   replicaChanged(): void {
     this.#reporter.changed();
+    this.#describeLoaded();
+  }
+
+  /** Models loaded here that the gateway has no signature of yet are described, then reported. */
+  #describeLoaded(): void {
+    const known = new Set(this.#options.models.signatures().map(modelKey));
+    const loaded = this.#options.replicas.flatMap((replica) => replica.state().loaded);
+    for (const model of loaded) {
+      if (known.has(modelKey(model))) continue;
+      known.add(modelKey(model));
+      this.#options.models.describe(model.name, model.version).then(
+        () => this.#reporter.changed(),
+        (error: unknown) =>
+          this.#options.log("model cannot be described", { model: modelKey(model), error: String(error) }),
+      );
+    }
+  }
+
+  #unsentSignatures(): ModelSignature[] {
+    const fresh = this.#options.models
+      .signatures()
+      .filter((signature) => !this.#sentSignatures.has(modelKey(signature)));
+    for (const signature of fresh) this.#sentSignatures.add(modelKey(signature));
+    return fresh;
   }
 
   /**
@@ -145,19 +182,29 @@ export class GatewaySession {
   }
 
   #opened(): void {
-    const hello: HelloMessage = {
-      type: "hello",
-      protocol: PROTOCOL_VERSION,
-      agent: this.#options.agent,
-      hints: [...this.#options.hints],
-      replicas: this.#options.replicas.map((replica) => replica.state()),
-    };
-    this.#send(JSON.stringify(hello));
+    void this.#sayHello().catch((error: unknown) => {
+      this.#options.log("gateway link: the hello could not be built", { error: String(error) });
+      this.#socket.terminate();
+    });
     this.#welcomeTimer = setTimeout(() => {
       this.#options.log("gateway link: no welcome from the gateway", { waitedMs: WELCOME_TIMEOUT_MS });
       this.#socket.terminate();
     }, WELCOME_TIMEOUT_MS);
     this.#welcomeTimer.unref();
+  }
+
+  async #sayHello(): Promise<void> {
+    const repository = await this.#options.models.repositoryOffer(this.#options.modelsFromGateway);
+    const hello: Hello = {
+      type: "hello",
+      protocol: PROTOCOL_VERSION,
+      agent: this.#options.agent,
+      hints: [...this.#options.hints],
+      replicas: this.#options.replicas.map((replica) => replica.state()),
+      signatures: this.#unsentSignatures(),
+      repository,
+    };
+    this.#send(JSON.stringify(hello));
   }
 
   #received(data: RawData, isBinary: boolean): void {
@@ -184,7 +231,9 @@ export class GatewaySession {
       return;
     }
     if (frame.type === "cancel") this.#handler.cancel(frame.id);
-    else this.#welcome(frame);
+    else if (frame.type === "query") {
+      void answerQuery(frame, this.#options.models).then((answer) => this.#send(JSON.stringify(answer)));
+    } else this.#welcome(frame);
   }
 
   #welcome(welcome: Welcome): void {

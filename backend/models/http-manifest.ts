@@ -12,8 +12,8 @@
  */
 import { z } from "zod";
 import { SwitchyardError } from "../../shared/errors.ts";
+import { describeIssues, SHA256_HEX } from "../../shared/model-config.ts";
 import { compareModelEntries, isModelName, isModelVersion } from "../../shared/model-names.ts";
-import { describeIssues, SHA256_HEX } from "./model-config.ts";
 import { type DownloadRequest, downloadToMemory } from "./verified-download.ts";
 
 const MAX_MANIFEST_BYTES = 16 * 1024 * 1024;

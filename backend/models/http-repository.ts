@@ -26,8 +26,14 @@
  * without a version takes the highest in repository.json, or without one the highest cached, else "1".
  * Concurrent resolves of one version share one download.
  */
-import { notFound, SwitchyardError } from "../../shared/errors.ts";
-import { highestModelVersion, parseModelName, parseModelVersion } from "../../shared/model-names.ts";
+import { modelNotFound, SwitchyardError, versionNotFound } from "../../shared/errors.ts";
+import { defaultModelConfig, type ModelConfig, parseModelConfig } from "../../shared/model-config.ts";
+import {
+  compareModelVersions,
+  highestModelVersion,
+  parseModelName,
+  parseModelVersion,
+} from "../../shared/model-names.ts";
 import {
   cacheRootFor,
   commitModel,
@@ -42,7 +48,6 @@ import {
   type Manifest,
   versionsInManifest,
 } from "./http-manifest.ts";
-import { defaultModelConfig, type ModelConfig, parseModelConfig } from "./model-config.ts";
 import type { ModelRepository, RepositoryEntry, RepositoryOptions, ResolvedModel } from "./repository.ts";
 import {
   type DownloadRequest,
@@ -74,7 +79,7 @@ export function openHttpRepository(base: string, options: RepositoryOptions): Mo
     const lookup = await lookUpManifest();
     if (lookup.manifest !== undefined) {
       const version = highestModelVersion(versionsInManifest(lookup.manifest, name));
-      if (version === undefined) throw notFound(`model ${JSON.stringify(name)} not found`);
+      if (version === undefined) throw modelNotFound(name);
       return { version, lookup };
     }
     const cached = (await listCachedModels(cacheRoot)).filter((entry) => entry.name === name);
@@ -91,7 +96,8 @@ export function openHttpRepository(base: string, options: RepositoryOptions): Mo
     const { manifest } = known ?? (await lookUpManifest());
     const listing = manifest === undefined ? undefined : findInManifest(manifest, name, version);
     if (manifest !== undefined && listing === undefined) {
-      throw notFound(`model ${JSON.stringify(name)} version ${version} not found`);
+      const versions = versionsInManifest(manifest, name).sort(compareModelVersions);
+      throw versions.length === 0 ? modelNotFound(name) : versionNotFound(name, version, versions);
     }
     const prefix = `${encodeURIComponent(name)}/${encodeURIComponent(version)}/`;
     const request = (file: string, info: FileInfo | undefined): DownloadRequest => ({
@@ -128,8 +134,7 @@ export function openHttpRepository(base: string, options: RepositoryOptions): Mo
     }
     const partialPath = await preparePartial(cacheRoot, name, version);
     const downloaded = await downloadToFile(modelRequest, partialPath);
-    if (downloaded === undefined)
-      throw notFound(`model ${JSON.stringify(name)} version ${version} not found`);
+    if (downloaded === undefined) throw versionNotFound(name, version, []);
     const path = await commitModel(cacheRoot, name, version, { partialPath, ...downloaded, configText });
     return { name, version, path, bytes: downloaded.bytes, sha256: downloaded.sha256, config };
   }
@@ -146,11 +151,15 @@ export function openHttpRepository(base: string, options: RepositoryOptions): Mo
 
   return {
     source,
+    local: false,
 
     async index(): Promise<RepositoryEntry[]> {
       const { manifest } = await lookUpManifest();
       if (manifest === undefined) return listCachedModels(cacheRoot);
-      return manifest.models.map(({ name, version }) => ({ name, version }));
+      return manifest.models.map(({ name, version, files }) => {
+        const bytes = files?.["model.onnx"]?.size;
+        return bytes === undefined ? { name, version } : { name, version, bytes };
+      });
     },
 
     async resolve(name: string, version?: string): Promise<ResolvedModel> {

@@ -15,7 +15,8 @@
 import type { Stats } from "node:fs";
 import { readdir, readFile, stat } from "node:fs/promises";
 import { join } from "node:path";
-import { notFound, SwitchyardError } from "../../shared/errors.ts";
+import { modelNotFound, SwitchyardError, versionNotFound } from "../../shared/errors.ts";
+import { defaultModelConfig, type ModelConfig, parseModelConfig } from "../../shared/model-config.ts";
 import {
   compareModelEntries,
   compareModelVersions,
@@ -26,7 +27,6 @@ import {
   parseModelVersion,
 } from "../../shared/model-names.ts";
 import { sha256OfFile } from "./file-sha256.ts";
-import { defaultModelConfig, type ModelConfig, parseModelConfig } from "./model-config.ts";
 import type { ModelRepository, RepositoryEntry, ResolvedModel } from "./repository.ts";
 
 const MODEL_FILE = "model.onnx";
@@ -51,12 +51,18 @@ export function openLocalRepository(root: string): ModelRepository {
 
   return {
     source: root,
+    local: true,
 
     async index(): Promise<RepositoryEntry[]> {
       const names = (await listRoot(root)).filter(isModelName);
       const perModel = await Promise.all(
         names.map(async (name) =>
-          [...(await versionsOf(root, name)).keys()].map((version) => ({ name, version })),
+          Promise.all(
+            [...(await versionsOf(root, name))].map(async ([version, dir]) => {
+              const stats = await statFile(join(dir, MODEL_FILE));
+              return stats === undefined ? { name, version } : { name, version, bytes: stats.size };
+            }),
+          ),
         ),
       );
       return perModel.flat().sort(compareModelEntries);
@@ -68,18 +74,17 @@ export function openLocalRepository(root: string): ModelRepository {
       const versions = await versionsOf(root, name);
       if (versions.size === 0) {
         await listRoot(root); // a missing repository says so, rather than "model not found"
-        throw notFound(`model ${JSON.stringify(name)} not found`);
+        throw modelNotFound(name);
       }
       const chosen = version ?? highestModelVersion(versions.keys());
       const dir = chosen === undefined ? undefined : versions.get(chosen);
       if (chosen === undefined || dir === undefined) {
-        const available = [...versions.keys()].sort(compareModelVersions).join(", ");
-        throw notFound(`model ${JSON.stringify(name)} has no version ${version} (available: ${available})`);
+        throw versionNotFound(name, String(version), [...versions.keys()].sort(compareModelVersions));
       }
 
       const path = join(dir, MODEL_FILE);
       const stats = await statFile(path);
-      if (stats === undefined) throw notFound(`model ${JSON.stringify(name)} version ${chosen} was removed`);
+      if (stats === undefined) throw versionNotFound(name, chosen, []);
       const config = await readConfig(root, name, chosen, dir);
       const resolved: ResolvedModel = { name, version: chosen, path, bytes: stats.size, config };
       if (config.sha256 !== undefined) {

@@ -6,9 +6,9 @@
 import { isAbsolute, resolve as resolvePath } from "node:path";
 import { fileURLToPath } from "node:url";
 import { badInput } from "../../shared/errors.ts";
+import type { ModelConfig } from "../../shared/model-config.ts";
 import { openHttpRepository } from "./http-repository.ts";
 import { openLocalRepository } from "./local-repository.ts";
-import type { ModelConfig } from "./model-config.ts";
 
 export interface ResolvedModel {
   name: string;
@@ -24,11 +24,15 @@ export interface ResolvedModel {
 export interface RepositoryEntry {
   name: string;
   version: string;
+  /** Size of model.onnx, where the repository knows it without downloading (a local file, a listing). */
+  bytes?: number;
 }
 
 export interface ModelRepository {
   /** Where the models come from, for logs and the startup summary; never carries credentials. */
   readonly source: string;
+  /** The files are on this machine: describing every model costs a few reads, not downloads. */
+  readonly local: boolean;
   /** Every (model, version) the repository offers. */
   index(): Promise<RepositoryEntry[]>;
   /**

@@ -1,8 +1,10 @@
 import { SwitchyardError } from "../../shared/errors.ts";
+import { type ModelStatistics, mergeStatistics } from "../../shared/oip/statistics.ts";
+import type { ModelSignature } from "../../shared/protocol/model-signatures.ts";
 import type { ReplicaState } from "../../shared/protocol/replica-state.ts";
 import { Dispatcher } from "../../shared/routing/dispatcher.ts";
 import type { RoutingPolicy } from "../../shared/routing/types.ts";
-import type { InferCall, InferOutcome, ModelSignature, Replica } from "../replica/replica.ts";
+import type { InferCall, InferOutcome, Replica } from "../replica/replica.ts";
 
 export interface PooledInferCall extends InferCall {
   hint?: string;
@@ -90,21 +92,114 @@ export class ReplicaPool {
     });
   }
 
-  /** Loads a model on the replica the policy would send its next request to. */
-  async load(name: string, version?: string): Promise<ModelSignature> {
+  /**
+   * Loads a model on `copies` replicas (1 by default): the one the policy would send its next request to,
+   * then those that hold it already, then those with the most free memory. With `pin` the copies stay
+   * loaded until an unload (model control's load). Resolves once every copy is loaded.
+   */
+  async load(
+    name: string,
+    version?: string,
+    options: { copies?: number; pin?: boolean } = {},
+  ): Promise<ModelSignature> {
+    const copies = options.copies ?? 1;
+    if (copies > this.replicas.length) {
+      throw new SwitchyardError(
+        "bad_input",
+        `${copies} copies of '${name}' asked for, but this agent has ${this.replicas.length} replica(s)`,
+      );
+    }
+    const targets = this.#placement(name, version).slice(0, copies);
+    const pin = options.pin === true;
+    const [first] = await Promise.all(targets.map((replica) => replica.load(name, version, { pin })));
+    if (first === undefined) throw new SwitchyardError("unavailable", "the agent has no replica");
+    return first;
+  }
+
+  /** Loads a model on the replica the gateway chose (its own placement of copies). */
+  loadOn(
+    replicaId: string,
+    name: string,
+    version: string | undefined,
+    options: { pin: boolean },
+  ): Promise<ModelSignature> {
+    return this.replica(replicaId).load(name, version, options);
+  }
+
+  /** The replica with this id; 404 when there is none. */
+  replica(replicaId: string): Replica {
+    const replica = this.#byId.get(replicaId);
+    if (replica === undefined) {
+      throw new SwitchyardError(
+        "not_found",
+        `this agent has no replica '${replicaId}' (it has ${[...this.#byId.keys()].join(", ")})`,
+      );
+    }
+    return replica;
+  }
+
+  /** Replicas in the order copies of a model are placed on them. */
+  #placement(name: string, version: string | undefined): Replica[] {
     const decision = this.#dispatcher.policy.route(
       { model: name, ...(version === undefined ? {} : { version }) },
       this.#dispatcher.replicas().map((replica) => ({ ...replica, inFlight: 0 })),
       { now: Date.now(), random: Math.random },
     );
-    const target = decision.kind === "dispatch" ? this.#byId.get(decision.address) : this.replicas[0];
-    if (target === undefined) throw new SwitchyardError("unavailable", "the agent has no replica");
-    return target.load(name, version);
+    const chosen = decision.kind === "dispatch" ? this.#byId.get(decision.address) : undefined;
+    const holds = (replica: Replica) =>
+      replica
+        .state()
+        .loaded.some((model) => model.name === name && (version === undefined || model.version === version));
+    const free = (replica: Replica) => {
+      const state = replica.state();
+      return state.memoryBudgetBytes - state.memoryUsedBytes;
+    };
+    const rest = this.replicas
+      .filter((replica) => replica !== chosen)
+      .sort((a, b) => Number(holds(b)) - Number(holds(a)) || free(b) - free(a));
+    return chosen === undefined ? rest : [chosen, ...rest];
   }
 
-  async unload(name: string, version?: string): Promise<boolean> {
-    const results = await Promise.all(this.replicas.map((replica) => replica.unload(name, version)));
+  /** Unloads the model (every version, or the one given) from every replica (or one), pinned or not. */
+  async unload(name: string, version?: string, replicaId?: string): Promise<boolean> {
+    const results = await Promise.all(
+      this.#targets(replicaId).map((replica) => replica.unload(name, version)),
+    );
     return results.some(Boolean);
+  }
+
+  /** Lets the model be evicted again on every replica (or one): a pin the gateway no longer wants. */
+  unpin(name: string, version?: string, replicaId?: string): boolean {
+    return this.#targets(replicaId)
+      .map((replica) => replica.unpin(name, version))
+      .some(Boolean);
+  }
+
+  #targets(replicaId: string | undefined): readonly Replica[] {
+    return replicaId === undefined ? this.replicas : [this.replica(replicaId)];
+  }
+
+  /** The replicas' inference statistics, summed per model version. */
+  statistics(name?: string, version?: string): ModelStatistics[] {
+    return mergeStatistics(this.replicas.flatMap((replica) => replica.statistics(name, version)));
+  }
+
+  /**
+   * Why a model of the repository could not be served here now, or undefined when a request for it would
+   * be: it must fit some replica's memory budget, and its last load must not have failed on every replica.
+   */
+  whyNotServable(model: { name: string; version: string; bytes?: number | undefined }): string | undefined {
+    const states = this.states();
+    const largest = Math.max(...states.map((state) => state.memoryBudgetBytes));
+    if (model.bytes !== undefined && model.bytes > largest) {
+      return `it takes ${model.bytes} bytes, more than any replica's budget (${largest} bytes)`;
+    }
+    const failures = states.map(
+      (state) =>
+        state.failed.find((failed) => failed.name === model.name && failed.version === model.version)?.reason,
+    );
+    if (failures.every((reason) => reason !== undefined)) return `its last load failed: ${failures[0]}`;
+    return undefined;
   }
 
   async close(): Promise<void> {

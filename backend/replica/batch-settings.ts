@@ -3,7 +3,7 @@
  * says something (Triton's keys: `max_batch_size`, `dynamic_batching`); the agent's flags give the
  * defaults; the session's own input and output specs decide whether stacking is possible at all.
  */
-import type { ModelConfig } from "../models/model-config.ts";
+import type { ModelConfig } from "../../shared/model-config.ts";
 import type { TensorSpec } from "./ort-tensors.ts";
 
 /** The agent-wide defaults (`--max-batch-size`, `--max-queue-delay-us`). */

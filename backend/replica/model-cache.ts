@@ -35,7 +35,7 @@ export interface CacheLease<S> {
 
 export interface CacheSnapshot {
   /** Least recently used first. */
-  loaded: Array<{ key: string; bytes: number; inFlight: number; lastUsedAt: number }>;
+  loaded: Array<{ key: string; bytes: number; inFlight: number; lastUsedAt: number; pinned: boolean }>;
   /** Given room and loading now. */
   loading: string[];
   /** Asked for, waiting to learn their size or for room. */
@@ -104,6 +104,8 @@ export class ModelCache<S> {
   /** Sizes seen once loaded, which plan later loads of the same model better than an estimate. */
   readonly #loadedBytes = new Map<string, number>();
   readonly #listeners = new Set<(snapshot: CacheSnapshot) => void>();
+  /** Keys kept loaded until unpinned (model control's `load`): never victims, never expired. */
+  readonly #pinned = new Set<string>();
   #expiryTimer: ReturnType<typeof setTimeout> | undefined;
   #expiryDue: number | undefined;
   #closed = false;
@@ -144,12 +146,37 @@ export class ModelCache<S> {
   }
 
   /**
+   * Loads the model if it must and keeps it loaded until `unpin` or `unload`: it is never an LRU victim and
+   * never expires. A model that cannot fit beside the models already pinned is refused (too_large).
+   */
+  async pin(key: string): Promise<void> {
+    const wasPinned = this.#pinned.has(key);
+    this.#pinned.add(key);
+    try {
+      await this.preload(key);
+    } catch (error) {
+      if (!wasPinned) this.#pinned.delete(key);
+      throw error;
+    }
+    this.#changed();
+  }
+
+  /** Lets the model be evicted and expire again; false when it was not pinned. */
+  unpin(key: string): boolean {
+    if (!this.#pinned.delete(key)) return false;
+    this.#changed();
+    this.#settle();
+    return true;
+  }
+
+  /**
    * Unloads a loaded model and resolves true once its session is released; false if the model is not
    * loaded (absent, or still on its way in). A model with requests in flight leaves the cache at once —
    * the next acquire loads it afresh — but its session is released only when those requests end, so they
    * are never cut off; until then its bytes stay counted.
    */
   async unload(key: string): Promise<boolean> {
+    this.#pinned.delete(key);
     const entry = this.#entries.get(key);
     if (entry?.session === undefined) return false;
     if (entry.inFlight === 0) {
@@ -176,7 +203,13 @@ export class ModelCache<S> {
       .sort((a, b) => a.lastUsedAt - b.lastUsedAt);
     const keysIn = (phases: Phase[]) => all.filter((entry) => phases.includes(entry.phase)).map((e) => e.key);
     return {
-      loaded: loaded.map(({ key, bytes, inFlight, lastUsedAt }) => ({ key, bytes, inFlight, lastUsedAt })),
+      loaded: loaded.map(({ key, bytes, inFlight, lastUsedAt }) => ({
+        key,
+        bytes,
+        inFlight,
+        lastUsedAt,
+        pinned: this.#pinned.has(key),
+      })),
       loading: keysIn(["loading"]),
       waiting: keysIn(["sizing", "waiting"]),
       unloading: [...this.#unloading].map((entry) => entry.key),
@@ -349,7 +382,7 @@ export class ModelCache<S> {
     for (const entry of this.#entries.values()) {
       if (entry.phase === "loaded" || entry.phase === "loading") {
         const { key, bytes, lastUsedAt, inFlight } = entry;
-        views.push({ key, bytes, lastUsedAt, inFlight, state: entry.phase });
+        views.push({ key, bytes, lastUsedAt, inFlight, state: entry.phase, pinned: this.#pinned.has(key) });
       }
     }
     for (const { key, bytes, lastUsedAt, inFlight } of this.#unloading) {
@@ -409,7 +442,7 @@ export class ModelCache<S> {
     if (this.#closed || !(this.#keepAliveMs > 0)) return;
     let due: number | undefined;
     for (const view of this.#views()) {
-      if (view.state !== "loaded" || view.inFlight > 0) continue;
+      if (view.state !== "loaded" || view.inFlight > 0 || view.pinned === true) continue;
       const expiresAt = view.lastUsedAt + this.#keepAliveMs;
       if (due === undefined || expiresAt < due) due = expiresAt;
     }

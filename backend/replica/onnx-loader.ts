@@ -1,5 +1,5 @@
+import type { ModelConfig } from "../../shared/model-config.ts";
 import type { ModelRef } from "../../shared/protocol/replica-state.ts";
-import type { ModelConfig } from "../models/model-config.ts";
 import type { ModelRepository, ResolvedModel } from "../models/repository.ts";
 import { type BatchingDefaults, type BatchSettings, batchSettingsFor } from "./batch-settings.ts";
 import type { ReplicaDevice } from "./device.ts";

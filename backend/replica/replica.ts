@@ -1,5 +1,8 @@
 import { SwitchyardError } from "../../shared/errors.ts";
+import { declaredBatching } from "../../shared/model-config.ts";
+import type { ModelStatistics } from "../../shared/oip/statistics.ts";
 import type { Tensor } from "../../shared/oip/tensor.ts";
+import type { ModelSignature } from "../../shared/protocol/model-signatures.ts";
 import { type ModelRef, modelKey, type ReplicaState } from "../../shared/protocol/replica-state.ts";
 import type { ModelRepository } from "../models/repository.ts";
 import { type BatchingDefaults, DEFAULT_BATCHING } from "./batch-settings.ts";
@@ -7,9 +10,10 @@ import { ModelBatcher } from "./batcher.ts";
 import { deviceLabel, type ReplicaDevice } from "./device.ts";
 import { ModelCache } from "./model-cache.ts";
 import { type ModelMemoryBudget, modelMemoryBudget } from "./model-memory-budget.ts";
+import { ModelStatisticsBook } from "./model-statistics.ts";
 import { ModelTimingsTable } from "./model-timings.ts";
 import { type ModelSession, OnnxModelLoader, parseModelKey } from "./onnx-loader.ts";
-import { checkInputs, type TensorSpec } from "./ort-tensors.ts";
+import { checkInputs } from "./ort-tensors.ts";
 import type { SessionTuning } from "./session-options.ts";
 import { SessionGoneError } from "./session-thread.ts";
 import { Slots } from "./slots.ts";
@@ -70,12 +74,6 @@ export interface InferOutcome {
   batch?: { requests: number; rows: number };
 }
 
-export interface ModelSignature {
-  ref: ModelRef;
-  inputs: TensorSpec[];
-  outputs: TensorSpec[];
-}
-
 // Failed loads are remembered this long so that the state sent to the router shows them.
 const FAILED_LOAD_MEMORY_MS = 60_000;
 // How old a resolved version may get before the repository is read again (in the background).
@@ -109,6 +107,7 @@ export class Replica {
   readonly #cache: ModelCache<ModelSession>;
   readonly #slots: Slots;
   readonly #timings = new ModelTimingsTable();
+  readonly #statistics = new ModelStatisticsBook();
   readonly #failed = new Map<string, { ref: ModelRef; reason: string; at: number }>();
   /** Models whose config.json says `"idempotent": false` ("name:version"): the gateway must not rerun them. */
   readonly #notIdempotent = new Set<string>();
@@ -168,6 +167,27 @@ export class Replica {
     const ref = await this.#resolveForInfer(call.model, call.version);
     const key = modelKey(ref);
     const queuedAt = performance.now();
+    try {
+      const outcome = await this.#inferResolved(call, ref, key, queuedAt);
+      const rows = outcome.batch?.rows ?? 0;
+      this.#statistics.succeeded(
+        ref,
+        { totalMs: performance.now() - queuedAt, queueMs: outcome.timings.queueMs },
+        outcome.batching ? Math.max(1, rows) : 1,
+      );
+      return outcome;
+    } catch (error) {
+      this.#statistics.failed(ref, performance.now() - queuedAt);
+      throw error;
+    }
+  }
+
+  async #inferResolved(
+    call: InferCall,
+    ref: ModelRef,
+    key: string,
+    queuedAt: number,
+  ): Promise<InferOutcome & { batching: boolean }> {
     const releaseSlot = await this.#slots.acquire(call.signal);
     const slotMs = performance.now() - queuedAt;
     try {
@@ -188,6 +208,7 @@ export class Replica {
             inferMs: executed.runMs,
           },
           batch: { requests: executed.requests, rows: executed.rows },
+          batching: model.batching !== undefined,
         };
       } finally {
         lease.release();
@@ -229,6 +250,7 @@ export class Replica {
    * the outputs they want fetched, and each output split back into every request's rows.
    */
   async #runStacked(model: ModelSession, key: string, requests: BatchRequest[]): Promise<Tensor[][]> {
+    const stackingStarted = performance.now();
     const names = [...new Set(requests.flatMap((request) => request.wanted))];
     const feeds = stackInputs(requests.map((request) => request.inputs));
     const started = performance.now();
@@ -236,14 +258,26 @@ export class Replica {
     // inputs are its caller's, and are copied unless the caller handed them over.
     const handOver = requests.length > 1 || requests[0]?.handOver === true;
     const results = await this.#run(model, key, feeds, names, handOver);
-    this.#timings.recordRun(key, performance.now() - started);
+    const ran = performance.now();
+    this.#timings.recordRun(key, ran - started);
     const outputs = new Map(names.map((name, index) => [name, results[index] as Tensor]));
+    let answers: Tensor[][];
     if (requests.length === 1) {
-      return [requests[0]?.wanted.map((name) => outputs.get(name) as Tensor) ?? []];
+      answers = [requests[0]?.wanted.map((name) => outputs.get(name) as Tensor) ?? []];
+    } else {
+      const sizes = requests.map((request) => request.size);
+      const split = new Map([...outputs].map(([name, tensor]) => [name, splitRows(tensor, sizes)]));
+      answers = requests.map((request, index) =>
+        request.wanted.map((name) => split.get(name)?.[index] as Tensor),
+      );
     }
-    const sizes = requests.map((request) => request.size);
-    const split = new Map([...outputs].map(([name, tensor]) => [name, splitRows(tensor, sizes)]));
-    return requests.map((request, index) => request.wanted.map((name) => split.get(name)?.[index] as Tensor));
+    const rows = requests.reduce((sum, request) => sum + request.size, 0);
+    this.#statistics.executed(model.ref, rows, {
+      inputMs: started - stackingStarted,
+      inferMs: ran - started,
+      outputMs: performance.now() - ran,
+    });
+    return answers;
   }
 
   async #run(
@@ -301,26 +335,64 @@ export class Replica {
     }
   }
 
-  /** Loads a model (the repository extension's load, and --preload). */
-  async load(name: string, version?: string): Promise<ModelSignature> {
+  /**
+   * Loads a model (--preload, and model control's load); with `pin`, keeps it loaded until unpinned or
+   * unloaded: it is then never evicted and never expires. Returns what the loaded session takes and gives.
+   */
+  async load(name: string, version?: string, options: { pin?: boolean } = {}): Promise<ModelSignature> {
     const ref = await this.resolve(name, version);
     this.#versions.set(version === undefined ? name : `${name}:${version}`, ref);
-    const lease = await this.#acquire(modelKey(ref), ref);
+    const key = modelKey(ref);
+    if (options.pin === true) await this.#pin(key, ref);
+    const lease = await this.#acquire(key, ref);
     try {
-      return { ref, inputs: lease.session.inputs, outputs: lease.session.outputs };
+      const { inputs, outputs, config } = lease.session;
+      return { ...ref, inputs, outputs, batching: declaredBatching(config) };
     } finally {
       lease.release();
     }
   }
 
-  /** Unloads every loaded version of a model (or the one given); false when none was loaded. */
+  async #pin(key: string, ref: ModelRef): Promise<void> {
+    try {
+      await this.#cache.pin(key);
+      if (this.#failed.delete(key)) this.#changed();
+    } catch (error) {
+      const failure = SwitchyardError.from(error);
+      if (failure.code === "model_load_failed") {
+        this.#failed.set(key, { ref, reason: failure.message, at: Date.now() });
+        this.#changed();
+      }
+      throw failure;
+    }
+  }
+
+  /** Unloads every loaded version of a model (or the one given), pinned or not; false when none was loaded. */
   async unload(name: string, version?: string): Promise<boolean> {
-    const keys = this.#cache
+    const results = await Promise.all(this.#keysOf(name, version).map((key) => this.#cache.unload(key)));
+    return results.some(Boolean);
+  }
+
+  /** Lets every version of a model (or the one given) be evicted again; false when none was pinned. */
+  unpin(name: string, version?: string): boolean {
+    return this.#keysOf(name, version)
+      .map((key) => this.#cache.unpin(key))
+      .some(Boolean);
+  }
+
+  #keysOf(name: string, version: string | undefined): string[] {
+    return this.#cache
       .snapshot()
       .loaded.map((entry) => entry.key)
-      .filter((key) => key.startsWith(`${name}:`) && (version === undefined || key === `${name}:${version}`));
-    const results = await Promise.all(keys.map((key) => this.#cache.unload(key)));
-    return results.some(Boolean);
+      .filter((key) => {
+        const ref = parseModelKey(key);
+        return ref.name === name && (version === undefined || ref.version === version);
+      });
+  }
+
+  /** Inference statistics of the models this replica ran (shared/oip/statistics.ts). */
+  statistics(name?: string, version?: string): ModelStatistics[] {
+    return this.#statistics.snapshot(name, version);
   }
 
   isLoaded(ref: ModelRef): boolean {
@@ -348,6 +420,7 @@ export class Replica {
         bytes: entry.bytes,
         inFlight: entry.inFlight,
         idleMs: Math.max(0, performance.now() - entry.lastUsedAt),
+        pinned: entry.pinned,
         ...(this.#notIdempotent.has(entry.key) ? { idempotent: false } : {}),
       })),
       loading: snapshot.loading.map(parseModelKey),

@@ -248,6 +248,7 @@ export class SimReplica {
         bytes: entry.spec.bytes,
         inFlight: entry.inFlight,
         idleMs: Number.isFinite(entry.lastUsedAt) ? Math.max(0, now - entry.lastUsedAt) : 1e12,
+        pinned: false,
       });
     }
     return {

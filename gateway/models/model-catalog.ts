@@ -1,12 +1,13 @@
+import { modelNotFound, versionNotFound } from "../../shared/errors.ts";
 import { compareModelEntries, compareModelVersions, highestModelVersion } from "../../shared/model-names.ts";
-import type { ModelSignature } from "../../shared/protocol/model-signatures.ts";
-import type { PoolSnapshot } from "../registry/relay-types.ts";
-import type { StoredVersion } from "./model-store.ts";
+import type { ModelRef, ReplicaState } from "../../shared/protocol/replica-state.ts";
 
 /**
- * What the gateway can say about models without asking an agent: the versions in its R2 repository,
- * merged with what connected agents report (agents may also serve models from their own repositories,
- * which the gateway only learns about once they load them).
+ * Every model version the pool knows, with its state as the repository index shows it: the versions in
+ * the gateway's R2 repository, those the connected agents' own repositories offer, and any an agent reports
+ * loading or loaded. The state is what the replicas hold: READY (loaded somewhere), LOADING, or
+ * UNAVAILABLE with the reason ("unloaded", or why its last load failed). Pure, so the index, the metadata
+ * and the readiness endpoints agree on what exists.
  */
 export type ModelState = "READY" | "LOADING" | "UNAVAILABLE";
 
@@ -17,7 +18,10 @@ export interface CatalogEntry {
   reason: string;
 }
 
-export function catalog(stored: readonly StoredVersion[], pool: PoolSnapshot): CatalogEntry[] {
+export function catalog(
+  repositories: readonly ModelRef[],
+  replicas: readonly ReplicaState[],
+): CatalogEntry[] {
   const entries = new Map<string, CatalogEntry>();
   const entry = (name: string, version: string) => {
     const key = `${name}/${version}`;
@@ -28,10 +32,7 @@ export function catalog(stored: readonly StoredVersion[], pool: PoolSnapshot): C
     }
     return found;
   };
-  for (const version of stored) {
-    if (version.files["model.onnx"] !== undefined) entry(version.name, version.version);
-  }
-  const replicas = pool.agents.flatMap((agent) => agent.replicas);
+  for (const model of repositories) entry(model.name, model.version);
   // Weakest first, so that a version loaded anywhere ends READY whatever other replicas say.
   for (const replica of replicas) {
     for (const failed of replica.failed)
@@ -48,33 +49,28 @@ export function catalog(stored: readonly StoredVersion[], pool: PoolSnapshot): C
   return [...entries.values()].sort(compareModelEntries);
 }
 
+/** One model as the metadata, readiness, configuration and statistics endpoints see it. */
 export interface ModelView {
   name: string;
   /** Every known version, ascending. */
   versions: string[];
   /** The version asked for, or the default one (the highest). */
   version: string;
-  entry: CatalogEntry;
-  signature: ModelSignature | undefined;
 }
 
-/** One model as the metadata and readiness endpoints see it; undefined when nobody knows it. */
+/** The model and version a client asked for; 404 in the words both servers use when nobody knows it. */
 export function viewModel(
   entries: readonly CatalogEntry[],
-  signatures: readonly ModelSignature[],
   name: string,
   version: string | undefined,
-): ModelView | undefined {
-  const known = new Set(entries.filter((entry) => entry.name === name).map((entry) => entry.version));
-  for (const signature of signatures) known.add(signature.version);
-  const versions = [...known].sort(compareModelVersions);
+): ModelView {
+  const versions = entries
+    .filter((entry) => entry.name === name)
+    .map((entry) => entry.version)
+    .sort(compareModelVersions);
+  if (versions.length === 0) throw modelNotFound(name);
   const chosen = version ?? highestModelVersion(versions);
-  if (chosen === undefined || !known.has(chosen)) return undefined;
-  const entry = entries.find((candidate) => candidate.name === name && candidate.version === chosen) ?? {
-    name,
-    version: chosen,
-    state: "UNAVAILABLE",
-    reason: "unloaded",
-  };
-  return { name, versions, version: chosen, entry, signature: signatures.find((s) => s.version === chosen) };
+  if (chosen === undefined || !versions.includes(chosen))
+    throw versionNotFound(name, version ?? "", versions);
+  return { name, versions, version: chosen };
 }

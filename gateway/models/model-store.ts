@@ -1,4 +1,9 @@
+import { z } from "zod";
+import { type ModelConfig, parseModelConfig } from "../../shared/model-config.ts";
 import { compareModelEntries, isModelName, isModelVersion } from "../../shared/model-names.ts";
+import { tensorMetadataSchema } from "../../shared/oip/schemas.ts";
+import { type OnnxSignature, readOnnxSignature } from "../../shared/onnx/onnx-signature.ts";
+import { memorySource } from "../../shared/onnx/protobuf-reader.ts";
 import {
   MODEL_FILES,
   type ModelFile,
@@ -10,7 +15,8 @@ import {
  * The gateway's model repository in R2: `models/<name>/<version>/model.onnx` and, optionally,
  * `models/<name>/<version>/config.json`. Each object carries its SHA-256 twice: as R2's own checksum (R2
  * verifies the upload against it) and as custom metadata (which listings return, so repository.json
- * needs no reads of the files themselves).
+ * needs no reads of the files themselves). Beside them the gateway keeps `signature.json`, the model's
+ * inputs and outputs read from its graph when it was uploaded, so metadata needs no agent.
  */
 export { MODEL_FILES, type ModelFile, type StoredFile, type StoredVersion };
 
@@ -36,6 +42,70 @@ export async function putModelFile(
   return { size: object.size, sha256, uploaded: object.uploaded.toISOString() };
 }
 
+const SIGNATURE_FILE = "signature.json";
+const signatureKey = (name: string, version: string) => `${PREFIX}${name}/${version}/${SIGNATURE_FILE}`;
+const OnnxSignatureSchema = z.object({
+  inputs: z.array(tensorMetadataSchema),
+  outputs: z.array(tensorMetadataSchema),
+});
+
+/**
+ * Reads an uploaded model.onnx's inputs and outputs from its graph's headers (its weights are stepped over,
+ * not copied) and keeps them beside it. Throws OnnxFormatError when the bytes are not an ONNX model.
+ */
+export async function putSignatureOf(
+  bucket: R2Bucket,
+  name: string,
+  version: string,
+  model: Uint8Array,
+): Promise<OnnxSignature> {
+  const signature = await readOnnxSignature(memorySource(model));
+  await saveSignature(bucket, name, version, signature);
+  return signature;
+}
+
+/** Inputs and outputs kept for a version (or learned from an agent for one uploaded before they were kept). */
+export async function getSignature(
+  bucket: R2Bucket,
+  name: string,
+  version: string,
+): Promise<OnnxSignature | undefined> {
+  const object = await bucket.get(signatureKey(name, version));
+  if (object === null) return undefined;
+  const parsed = OnnxSignatureSchema.safeParse(await object.json().catch(() => undefined));
+  return parsed.success ? parsed.data : undefined;
+}
+
+export async function saveSignature(
+  bucket: R2Bucket,
+  name: string,
+  version: string,
+  signature: OnnxSignature,
+): Promise<void> {
+  await bucket.put(
+    signatureKey(name, version),
+    JSON.stringify({ inputs: signature.inputs, outputs: signature.outputs }),
+    {
+      httpMetadata: { contentType: "application/json" },
+    },
+  );
+}
+
+/** A version's config.json, parsed; undefined when it has none (or it no longer parses). */
+export async function getModelConfig(
+  bucket: R2Bucket,
+  name: string,
+  version: string,
+): Promise<ModelConfig | undefined> {
+  const object = await getModelFile(bucket, name, version, "config.json");
+  if (object === null) return undefined;
+  try {
+    return parseModelConfig(await object.text(), `${name}/${version}/config.json`);
+  } catch {
+    return undefined;
+  }
+}
+
 /** Deletes one file, or the whole version; the files that existed. */
 export async function deleteModelFiles(
   bucket: R2Bucket,
@@ -48,8 +118,10 @@ export async function deleteModelFiles(
   for (const candidate of files) {
     if ((await bucket.head(objectKey(name, version, candidate))) !== null) existing.push(candidate);
   }
-  if (existing.length > 0)
-    await bucket.delete(existing.map((candidate) => objectKey(name, version, candidate)));
+  const keys = existing.map((candidate) => objectKey(name, version, candidate));
+  // The signature describes model.onnx: it goes with it.
+  if (existing.includes("model.onnx")) keys.push(signatureKey(name, version));
+  if (keys.length > 0) await bucket.delete(keys);
   return existing;
 }
 

@@ -15,6 +15,11 @@ export interface AgentRecord {
   /** Epoch milliseconds. */
   connectedAt: number;
   replicas: ReplicaState[];
+  /**
+   * Where its models come from: the gateway's repository, or its own (whose listing the registry keeps in
+   * storage, see agent-offers.ts: it is written once per connection, not with every state change).
+   */
+  models: "gateway" | "own";
 }
 
 export interface AgentLink {

@@ -24,6 +24,7 @@ const AgentRecordSchema = z.object({
   draining: z.boolean(),
   connectedAt: z.number(),
   replicas: z.array(ReplicaStateSchema),
+  models: z.enum(["gateway", "own"]),
 });
 
 const AttachmentSchema = z.discriminatedUnion("phase", [

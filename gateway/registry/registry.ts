@@ -1,5 +1,7 @@
 import { DurableObject } from "cloudflare:workers";
 import { SwitchyardError } from "../../shared/errors.ts";
+import type { ModelStatistics } from "../../shared/oip/statistics.ts";
+import type { TritonModelConfig } from "../../shared/oip/triton-model-config.ts";
 import {
   HEARTBEAT_PING,
   HEARTBEAT_PONG,
@@ -13,15 +15,20 @@ import { errorResponse } from "../error-response.ts";
 import { log } from "../log.ts";
 import type { PoolCounters } from "../metrics/pool-counters.ts";
 import { PoolMetrics } from "../metrics/pool-metrics.ts";
+import type { CatalogEntry } from "../models/model-catalog.ts";
 import type { AgentLink } from "./agent-link.ts";
 import { parseAgentMessage } from "./agent-messages.ts";
+import { AgentOffers } from "./agent-offers.ts";
+import { AgentQueries } from "./agent-queries.ts";
 import { AgentStore } from "./agent-store.ts";
 import { AlarmClock } from "./alarm-clock.ts";
 import { Idempotence } from "./idempotence.ts";
+import { ModelDirectory } from "./model-directory.ts";
+import { ModelPins, PinStore } from "./model-pins.ts";
 import { PoolPresence } from "./pool-presence.ts";
 import { CLOSE_POLICY_VIOLATION, closeReason, ProtocolViolation } from "./protocol-violation.ts";
 import { MISSED_HEARTBEATS, Relay } from "./relay.ts";
-import type { InferCall, InferOutcome, PoolSnapshot } from "./relay-types.ts";
+import type { InferCall, InferOutcome, ModelAnswer, PoolSnapshot } from "./relay-types.ts";
 import { SignatureStore } from "./signature-store.ts";
 
 /** Tag of agent sockets in ctx.getWebSockets(). */
@@ -48,6 +55,10 @@ export class Registry extends DurableObject<Env> {
   readonly #metrics: PoolMetrics;
   readonly #presence: PoolPresence;
   readonly #alarm: AlarmClock;
+  readonly #offers: AgentOffers;
+  readonly #queries = new AgentQueries();
+  readonly #directory: ModelDirectory;
+  readonly #pins: ModelPins;
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
@@ -77,6 +88,24 @@ export class Registry extends DurableObject<Env> {
       idempotence: new Idempotence(ctx.storage.kv),
       maxPendingBytes: config.MAX_PENDING_BYTES,
     });
+    this.#offers = new AgentOffers(ctx.storage.kv);
+    const agents = () => this.#relay.links();
+    this.#directory = new ModelDirectory({
+      bucket: env.MODELS,
+      signatures: this.#signatures,
+      offers: this.#offers,
+      agents,
+      queries: this.#queries,
+      log,
+    });
+    this.#pins = new ModelPins({
+      store: new PinStore(ctx.storage.kv),
+      directory: this.#directory,
+      queries: this.#queries,
+      agents,
+      applyState: (link, state) => this.#relay.replicaReported(link, state),
+      log,
+    });
     ctx.setWebSocketAutoResponse(new WebSocketRequestResponsePair(HEARTBEAT_PING, HEARTBEAT_PONG));
     this.#rebuild();
     this.#presence.start(this.#relay.servingAgents, Date.now());
@@ -105,9 +134,65 @@ export class Registry extends DurableObject<Env> {
     return { snapshot: this.snapshot(), counters: this.#metrics.report() };
   }
 
-  /** Known signatures of every version of `name` (reported by agents that loaded it). */
-  signatures(name: string): ModelSignature[] {
-    return this.#signatures.of(name);
+  // ---- models (the OIP endpoints the gateway answers itself; see model-directory.ts) ----
+
+  /** The repository index: every version the pool knows, with its state. */
+  modelIndex(): Promise<ModelAnswer<CatalogEntry[]>> {
+    return answer(() => this.#directory.catalog());
+  }
+
+  /** A version's signature with every version of the model, for OIP model metadata. */
+  modelMetadata(
+    name: string,
+    version?: string,
+  ): Promise<ModelAnswer<{ versions: string[]; signature: ModelSignature }>> {
+    return answer(async () => {
+      const model = await this.#directory.find(name, version);
+      return { versions: model.versions, signature: await this.#directory.signature(model) };
+    });
+  }
+
+  modelReadiness(
+    name: string,
+    version?: string,
+  ): Promise<ModelAnswer<{ version: string; ready: boolean; reason: string }>> {
+    return answer(async () => {
+      const model = await this.#directory.find(name, version);
+      return { version: model.version, ...this.#directory.readiness(model) };
+    });
+  }
+
+  modelConfig(name: string, version?: string): Promise<ModelAnswer<TritonModelConfig>> {
+    return answer(async () => this.#directory.config(await this.#directory.find(name, version)));
+  }
+
+  /** Inference statistics summed over the serving agents (all models, one model, or one version). */
+  modelStatistics(name?: string, version?: string): Promise<ModelAnswer<ModelStatistics[]>> {
+    return answer(async () => {
+      if (name !== undefined) await this.#directory.find(name, version);
+      return this.#directory.statistics(name, version);
+    });
+  }
+
+  /** Model control: pins `copies` of the version (the highest unless named) and waits until they are loaded. */
+  loadModel(
+    name: string,
+    version: string | undefined,
+    copies: number,
+  ): Promise<ModelAnswer<Record<string, never>>> {
+    return answer(async () => {
+      await this.#pins.load(await this.#directory.find(name, version), copies);
+      return {};
+    });
+  }
+
+  /** Model control: drops the model's pin and unloads it from every agent. */
+  unloadModel(name: string): Promise<ModelAnswer<Record<string, never>>> {
+    return answer(async () => {
+      await this.#directory.find(name, undefined);
+      await this.#pins.unload(name);
+      return {};
+    });
   }
 
   /**
@@ -172,6 +257,7 @@ export class Registry extends DurableObject<Env> {
         link = this.#relay.register(socket, frame);
         this.#metrics.agentConnected();
         this.#signatures.save(frame.signatures);
+        if (frame.repository.kind === "own") this.#offers.save(link.record.id, frame.repository.models);
         const welcome: Welcome = {
           type: "welcome",
           protocol: PROTOCOL_VERSION,
@@ -179,6 +265,7 @@ export class Registry extends DurableObject<Env> {
           heartbeatMs: this.#heartbeatMs,
         };
         socket.send(JSON.stringify(welcome));
+        this.#pins.reconcile();
         return;
       }
       const known = requireHello(link, frame.type);
@@ -186,7 +273,11 @@ export class Registry extends DurableObject<Env> {
         this.#signatures.save(frame.signatures);
         this.#relay.updateState(known, frame.replicas);
       } else if (frame.type === "error") this.#relay.onError(known, frame);
-      else this.#relay.drain(known);
+      else if (frame.type === "answer") this.#queries.onAnswer(known, frame);
+      else {
+        this.#relay.drain(known);
+        this.#pins.reconcile();
+      }
     } catch (error) {
       if (error instanceof ProtocolViolation) {
         log("protocol-violation", { agent: link?.record.id, problem: error.message });
@@ -254,8 +345,11 @@ export class Registry extends DurableObject<Env> {
   }
 
   #gone(socket: WebSocket, link: AgentLink | undefined, why: string): void {
-    if (link !== undefined) this.#relay.disconnect(link, why);
-    else this.#forget(socket, undefined);
+    if (link !== undefined) {
+      this.#relay.disconnect(link, why);
+      this.#queries.agentGone(link.record.id);
+      this.#pins.reconcile();
+    } else this.#forget(socket, undefined);
     this.#armAlarm();
   }
 
@@ -266,6 +360,7 @@ export class Registry extends DurableObject<Env> {
 
   #forget(socket: WebSocket, agentId: string | undefined): void {
     this.#store.forget(socket, agentId);
+    if (agentId !== undefined) this.#offers.forget(agentId);
     try {
       // A closing socket can still be listed by getWebSockets(); without its record it is not rebuilt.
       socket.serializeAttachment(null);
@@ -280,6 +375,23 @@ export class Registry extends DurableObject<Env> {
     } catch {
       // Already closed.
     }
+  }
+}
+
+/** Runs a model call, its expected failures as values: a SwitchyardError thrown across RPC loses its code. */
+async function answer<T>(work: () => Promise<T>): Promise<ModelAnswer<T>> {
+  try {
+    return { ok: true, value: await work() };
+  } catch (error) {
+    const failure = SwitchyardError.from(error);
+    if (failure.status === 500 && failure.code === "internal")
+      log("model-call-failed", { error: String(error) });
+    return {
+      ok: false,
+      status: failure.status,
+      message: failure.message,
+      ...(failure.retryAfterSeconds === undefined ? {} : { retryAfterSeconds: failure.retryAfterSeconds }),
+    };
   }
 }
 

@@ -67,6 +67,16 @@ export interface AgentSnapshot {
   draining: boolean;
   connectedAt: number;
   replicas: ReplicaState[];
+  /** Where its models come from: the gateway's repository, or its own. */
+  models: "gateway" | "own";
   /** Requests the registry has sent there and not yet seen answered, per replica id. */
   inFlight: Record<string, number>;
 }
+
+/**
+ * A model call's answer over RPC (metadata, readiness, configuration, statistics, model control): a value,
+ * or the failure as plain data, since a SwitchyardError thrown across RPC loses its code.
+ */
+export type ModelAnswer<T> =
+  | { ok: true; value: T }
+  | { ok: false; status: number; message: string; retryAfterSeconds?: number };

@@ -140,6 +140,7 @@ export class Relay {
       draining: false,
       connectedAt: this.#now(),
       replicas: hello.replicas,
+      models: hello.repository.kind,
     };
     const link = this.#add(socket, record);
     this.#log("agent-connected", { agent: record.id, replicas: record.replicas.length });
@@ -153,6 +154,11 @@ export class Relay {
 
   linkOf(socket: WebSocket): AgentLink | undefined {
     return this.#bySocket.get(socket);
+  }
+
+  /** Every connected agent, draining ones too. */
+  links(): AgentLink[] {
+    return [...this.#agents.values()];
   }
 
   /** A state frame: the agent's replicas as they are now (replicas it no longer lists are gone). */
@@ -536,7 +542,12 @@ export class Relay {
     this.#sendAll(dispatches);
   }
 
-  /** A replica's fresh state from a result or error frame. */
+  /** A replica's fresh state from a result or error frame, or from a query's answer. */
+  replicaReported(link: AgentLink, state: ReplicaState): void {
+    if (this.#bySocket.get(link.socket) !== link) return;
+    this.#applyState(link, state);
+  }
+
   #applyState(link: AgentLink, state: ReplicaState): void {
     const index = link.record.replicas.findIndex((replica) => replica.id === state.id);
     if (index < 0) link.record.replicas.push(state);

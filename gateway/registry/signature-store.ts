@@ -29,6 +29,12 @@ export class SignatureStore {
     }
   }
 
+  /** The signature of one version, if an agent reported it. */
+  find(name: string, version: string): ModelSignature | undefined {
+    const parsed = ModelSignatureSchema.safeParse(this.#kv.get(`${prefixOf(name)}${version}`));
+    return parsed.success ? parsed.data : undefined;
+  }
+
   /** Every version of `name` whose signature is known. */
   of(name: string): ModelSignature[] {
     const found: ModelSignature[] = [];

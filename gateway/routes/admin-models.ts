@@ -1,7 +1,10 @@
 import type { Context } from "hono";
 import { Hono } from "hono";
 import { badInput, notFound } from "../../shared/errors.ts";
+import { readRequestBody } from "../../shared/http/request-body.ts";
+import { parseModelConfig } from "../../shared/model-config.ts";
 import { parseModelName, parseModelVersion } from "../../shared/model-names.ts";
+import { OnnxFormatError } from "../../shared/onnx/onnx-signature.ts";
 import { type Env, readConfig } from "../env.ts";
 import {
   deleteModelFiles,
@@ -10,8 +13,8 @@ import {
   MODEL_FILES,
   type ModelFile,
   putModelFile,
+  putSignatureOf,
 } from "../models/model-store.ts";
-import { readBody } from "../request-body.ts";
 
 /**
  * The admin API for the gateway's model repository (admin key checked by the app):
@@ -29,9 +32,12 @@ adminModelRoutes.put("/admin/models/:model/:version", async (c) => {
   const requested = target(c);
   const { name, version } = requested;
   const file = requested.file ?? "model.onnx";
-  const bytes = await readBody(c.req.raw, readConfig(c.env).MAX_MODEL_BYTES, file);
+  const bytes = await readRequestBody(c.req.raw, readConfig(c.env).MAX_MODEL_BYTES, file);
   if (bytes.length === 0) throw badInput(`${file} is empty`);
-  if (file === "config.json") assertJsonObject(bytes);
+  if (file === "config.json") assertModelConfig(bytes, `${name}/${version}/config.json`);
+  // A model's inputs and outputs are read from its graph now (its weights are stepped over), so metadata
+  // needs no agent, and a file that is not a model is refused here rather than at every agent's load.
+  if (file === "model.onnx") await putSignatureOf(c.env.MODELS, name, version, bytes).catch(refuseNonModel);
   const stored = await putModelFile(c.env.MODELS, name, version, file, bytes);
   return c.json({ name, version, file, ...stored }, 201);
 });
@@ -59,15 +65,21 @@ function target(c: Context<{ Bindings: Env }>): {
 }
 
 /** A config.json the agents could not parse would fail every load of the model: refuse it now. */
-function assertJsonObject(bytes: Uint8Array): void {
-  let json: unknown;
+function assertModelConfig(bytes: Uint8Array, where: string): void {
+  let text: string;
   try {
-    json = JSON.parse(new TextDecoder("utf-8", { fatal: true, ignoreBOM: false }).decode(bytes));
-  } catch (error) {
-    throw badInput(
-      `config.json is not valid UTF-8 JSON: ${error instanceof Error ? error.message : String(error)}`,
-    );
+    text = new TextDecoder("utf-8", { fatal: true, ignoreBOM: false }).decode(bytes);
+  } catch {
+    throw badInput("config.json is not valid UTF-8");
   }
-  if (typeof json !== "object" || json === null || Array.isArray(json))
-    throw badInput("config.json must be a JSON object");
+  try {
+    parseModelConfig(text, where);
+  } catch (error) {
+    throw badInput(error instanceof Error ? error.message : String(error));
+  }
+}
+
+function refuseNonModel(error: unknown): never {
+  if (error instanceof OnnxFormatError) throw badInput(`model.onnx is ${error.message}`);
+  throw error;
 }

@@ -1,14 +1,20 @@
 import { Hono } from "hono";
 import { SwitchyardError } from "../../shared/errors.ts";
+import { authenticate } from "../auth.ts";
 import type { Env } from "../env.ts";
 import { poolOf, registryOf } from "../pool.ts";
 
-/** Server-level OIP v2 endpoints: liveness, readiness (an agent is connected), server metadata. */
+/**
+ * Server-level OIP v2 endpoints: liveness, readiness (an agent is connected), server metadata. Liveness and
+ * readiness take no key by default (app.ts; HEALTH_REQUIRES_KEY turns that off), so a load balancer's probe
+ * needs no secret and a client with a wrong key learns of its key at its first real call, not as an outage.
+ * They reveal nothing but the answer; a caller with a client key also learns how many agents serve.
+ */
 export const healthRoutes = new Hono<{ Bindings: Env }>();
 
 export const SERVER_NAME = "switchyard";
 export const SERVER_VERSION = "0.1.0";
-const EXTENSIONS = ["binary_tensor_data", "model_repository", "parameters"];
+const EXTENSIONS = ["binary_tensor_data", "model_repository", "statistics", "parameters"];
 
 healthRoutes.get("/v2/health/live", (c) => c.json({ live: true }));
 
@@ -20,7 +26,11 @@ healthRoutes.get("/v2/health/ready", async (c) => {
     const why = snapshot.agents.length === 0 ? "no agent is connected" : "every agent is draining";
     throw new SwitchyardError("unavailable", `pool '${pool}' is not ready: ${why}`, { retryAfterSeconds: 1 });
   }
-  return c.json({ ready: true, agents: serving.length });
+  const identified = await authenticate(c.env, c.req.raw.headers, "client").then(
+    () => true,
+    () => false,
+  );
+  return c.json(identified ? { ready: true, agents: serving.length } : { ready: true });
 });
 
 healthRoutes.get("/v2", (c) =>

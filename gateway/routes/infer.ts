@@ -1,15 +1,20 @@
 import type { Context } from "hono";
 import { Hono } from "hono";
-import { SwitchyardError } from "../../shared/errors.ts";
+import { readRequestBody } from "../../shared/http/request-body.ts";
 import { parseModelName, parseModelVersion } from "../../shared/model-names.ts";
 import { decodeInferRequest, INFERENCE_HEADER_CONTENT_LENGTH } from "../../shared/oip/codec.ts";
-import { readHint, readTimeoutMs, serverTiming } from "../../shared/oip/request-options.ts";
+import {
+  readHeaderLength,
+  readHint,
+  readTimeoutMs,
+  requestIdHeader,
+  serverTiming,
+} from "../../shared/oip/request-options.ts";
 import { MAX_FRAME_BYTES } from "../../shared/protocol/frames.ts";
 import { type Env, readConfig } from "../env.ts";
 import { poolOf } from "../pool.ts";
 import type { InferOutcome } from "../registry/relay-types.ts";
 import { inferThroughRegistry } from "../registry-call.ts";
-import { readBody } from "../request-body.ts";
 
 /** Room left in a relayed frame for its JSON header (ids, model name, hint). */
 const FRAME_HEADER_ALLOWANCE = 8 * 1024;
@@ -33,7 +38,7 @@ async function infer(c: Context<{ Bindings: Env }>): Promise<Response> {
   const versionParam = c.req.param("version");
   const version = versionParam === undefined ? undefined : parseModelVersion(versionParam);
   const maxBytes = Math.min(config.MAX_BODY_BYTES, MAX_FRAME_BYTES - FRAME_HEADER_ALLOWANCE);
-  const body = await readBody(c.req.raw, maxBytes, "request body");
+  const body = await readRequestBody(c.req.raw, maxBytes, "request body");
   const headers = c.req.raw.headers;
   const headerLength = readHeaderLength(headers);
   const request = decodeInferRequest(body, headerLength);
@@ -43,7 +48,7 @@ async function infer(c: Context<{ Bindings: Env }>): Promise<Response> {
     MAX_TIMEOUT_MS,
   );
   const pool = poolOf(c.req.raw);
-  const requestId = request.id ?? crypto.randomUUID();
+  const requestId = requestIdHeader(request.id);
 
   const outcome: InferOutcome = await inferThroughRegistry(c.env, pool, {
     model,
@@ -78,17 +83,4 @@ async function infer(c: Context<{ Bindings: Env }>): Promise<Response> {
     responseHeaders[INFERENCE_HEADER_CONTENT_LENGTH] = String(outcome.headerLength);
   }
   return new Response(outcome.body, { status: 200, headers: responseHeaders });
-}
-
-function readHeaderLength(headers: Headers): number | undefined {
-  const value = headers.get(INFERENCE_HEADER_CONTENT_LENGTH);
-  if (value === null) return undefined;
-  const length = Number(value);
-  if (!Number.isInteger(length) || length < 0) {
-    throw new SwitchyardError(
-      "bad_input",
-      `${INFERENCE_HEADER_CONTENT_LENGTH} must be a byte count, got '${value.slice(0, 40)}'`,
-    );
-  }
-  return length;
 }

@@ -1,87 +1,99 @@
 import type { Context } from "hono";
 import { Hono } from "hono";
-import { badInput, notFound, SwitchyardError } from "../../shared/errors.ts";
+import { modelNotReady, SwitchyardError } from "../../shared/errors.ts";
+import { readRequestBody } from "../../shared/http/request-body.ts";
 import { parseModelName, parseModelVersion } from "../../shared/model-names.ts";
-import { repositoryIndexRequestSchema } from "../../shared/oip/schemas.ts";
+import {
+  MAX_CONTROL_BODY_BYTES,
+  parseIndexRequest,
+  parseLoadRequest,
+  parseUnloadRequest,
+} from "../../shared/oip/model-control.ts";
 import type { Env } from "../env.ts";
-import { catalog, type ModelView, viewModel } from "../models/model-catalog.ts";
-import { listModelVersions } from "../models/model-store.ts";
 import { poolOf, registryOf } from "../pool.ts";
-import { readBody } from "../request-body.ts";
+import type { ModelAnswer } from "../registry/relay-types.ts";
 
 /**
- * OIP v2 model endpoints answered by the gateway itself: model metadata, model readiness and the
- * repository index, from the R2 repository and what the pool's agents report.
+ * The OIP v2 model endpoints the gateway answers itself, from what the pool's registry knows (its R2
+ * repository, its agents, and agents it asks; see registry/model-directory.ts): metadata, readiness,
+ * Triton's model configuration, the statistics extension, the repository index and model control.
  */
 export const modelRoutes = new Hono<{ Bindings: Env }>();
 
-/** The repository index request is `{"ready": true}` at most: a few bytes; more is refused (413). */
-const MAX_INDEX_BODY_BYTES = 64 * 1024;
+// Before /v2/models/:model, which would take "stats" for a model name (as it does in Triton).
+modelRoutes.get("/v2/models/stats", async (c) => {
+  const stats = unwrap(await registry(c).modelStatistics());
+  return c.json({ model_stats: stats });
+});
 
 for (const base of ["/v2/models/:model", "/v2/models/:model/versions/:version"]) {
   modelRoutes.get(base, async (c) => {
-    const model = await lookUp(c);
-    if (model.signature === undefined) {
-      throw new SwitchyardError(
-        "unavailable",
-        `the inputs and outputs of '${model.name}' version ${model.version} are not known yet: agents report them once they have loaded the model (its first inference loads it)`,
-        { retryAfterSeconds: 5 },
-      );
-    }
+    const { name, version } = modelPath(c);
+    const { versions, signature } = unwrap(await registry(c).modelMetadata(name, version));
     return c.json({
-      name: model.name,
-      versions: model.versions,
+      name,
+      versions,
       platform: "onnxruntime_onnx",
-      inputs: model.signature.inputs,
-      outputs: model.signature.outputs,
+      inputs: signature.inputs,
+      outputs: signature.outputs,
     });
   });
 
   modelRoutes.get(`${base}/ready`, async (c) => {
-    const model = await lookUp(c);
-    if (model.entry.state !== "READY") {
-      // As Triton and the standalone agent: 400 when the model exists but is not ready.
-      throw badInput(
-        `model '${model.name}' version ${model.version} is not loaded on any agent (${model.entry.state === "LOADING" ? "it is loading" : "it loads on its first request"})`,
-      );
-    }
-    return c.json({ name: model.name, version: model.version, ready: true });
+    const { name, version } = modelPath(c);
+    const readiness = unwrap(await registry(c).modelReadiness(name, version));
+    if (!readiness.ready) throw modelNotReady(name, readiness.version, readiness.reason);
+    return c.json({ name, version: readiness.version, ready: true });
+  });
+
+  modelRoutes.get(`${base}/config`, async (c) => {
+    const { name, version } = modelPath(c);
+    return c.json(unwrap(await registry(c).modelConfig(name, version)));
+  });
+
+  modelRoutes.get(`${base}/stats`, async (c) => {
+    const { name, version } = modelPath(c);
+    return c.json({ model_stats: unwrap(await registry(c).modelStatistics(name, version)) });
   });
 }
 
 modelRoutes.post("/v2/repository/index", async (c) => {
-  const text = new TextDecoder().decode(await readBody(c.req.raw, MAX_INDEX_BODY_BYTES, "request body"));
-  let json: unknown = {};
-  if (text.trim() !== "") {
-    try {
-      json = JSON.parse(text);
-    } catch {
-      throw badInput("request body is not JSON");
-    }
-  }
-  const parsed = repositoryIndexRequestSchema.safeParse(json);
-  if (!parsed.success) throw badInput('request body must be {"ready": true|false}');
-  const [stored, pool] = await Promise.all([
-    listModelVersions(c.env.MODELS),
-    registryOf(c.env, poolOf(c.req.raw)).snapshot(),
-  ]);
-  const entries = catalog(stored, pool);
-  return c.json(parsed.data.ready === true ? entries.filter((entry) => entry.state === "READY") : entries);
+  const { readyOnly } = parseIndexRequest(await readRequestBody(c.req.raw, MAX_CONTROL_BODY_BYTES));
+  const entries = unwrap(await registry(c).modelIndex());
+  return c.json(readyOnly ? entries.filter((entry) => entry.state === "READY") : entries);
 });
 
-async function lookUp(c: Context<{ Bindings: Env }>): Promise<ModelView> {
+/** Model control takes the admin key (app.ts): it changes what the whole pool keeps loaded. */
+modelRoutes.post("/v2/repository/models/:model/load", async (c) => {
+  const name = parseModelName(c.req.param("model"));
+  const load = parseLoadRequest(await readRequestBody(c.req.raw, MAX_CONTROL_BODY_BYTES));
+  unwrap(await registry(c).loadModel(name, load.version, load.copies));
+  return c.json({});
+});
+
+modelRoutes.post("/v2/repository/models/:model/unload", async (c) => {
+  const name = parseModelName(c.req.param("model"));
+  parseUnloadRequest(await readRequestBody(c.req.raw, MAX_CONTROL_BODY_BYTES));
+  unwrap(await registry(c).unloadModel(name));
+  return c.json({});
+});
+
+function registry(c: Context<{ Bindings: Env }>) {
+  return registryOf(c.env, poolOf(c.req.raw));
+}
+
+function modelPath(c: Context): { name: string; version: string | undefined } {
   const name = parseModelName(c.req.param("model") ?? "");
-  const versionParam = c.req.param("version");
-  const version = versionParam === undefined ? undefined : parseModelVersion(versionParam);
-  const registry = registryOf(c.env, poolOf(c.req.raw));
-  const [stored, pool, signatures] = await Promise.all([
-    listModelVersions(c.env.MODELS),
-    registry.snapshot(),
-    registry.signatures(name),
-  ]);
-  const model = viewModel(catalog(stored, pool), signatures, name, version);
-  if (model === undefined) {
-    throw notFound(`model '${name}'${version === undefined ? "" : ` version ${version}`} not found`);
-  }
-  return model;
+  const version = c.req.param("version");
+  return { name, version: version === undefined ? undefined : parseModelVersion(version) };
+}
+
+/** The registry's answer, or its failure thrown as the one error type. */
+function unwrap<T>(answer: ModelAnswer<T>): T {
+  if (answer.ok) return answer.value;
+  throw SwitchyardError.fromStatus(
+    answer.status,
+    answer.message,
+    answer.retryAfterSeconds === undefined ? undefined : { retryAfterSeconds: answer.retryAfterSeconds },
+  );
 }

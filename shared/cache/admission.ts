@@ -11,6 +11,8 @@ export interface CacheEntryView {
   /** Leases outstanding: requests running on the model, or waiting for its load. */
   inFlight: number;
   state: "loaded" | "loading";
+  /** Kept loaded on purpose (an OIP `load` through the model control API): never a victim, never expires. */
+  pinned?: boolean;
 }
 
 /** Bounds of one replica's cache; `Infinity` leaves a bound open. */
@@ -57,9 +59,19 @@ export function planAdmission(
     };
   }
   const { evict, fits } = victimsToFit(entries, { models: 1, bytes: incoming.bytes }, limits, victimOrder);
-  // Evicting every idle entry was not enough, so pinned work holds the room; it is bounded, and the model
-  // alone fits the limits (checked above), so the room comes once that work ends.
-  return fits ? { kind: "admit", evict } : { kind: "wait" };
+  if (fits) return { kind: "admit", evict };
+  // Pinned models stay until someone unpins them: if they alone leave no room, waiting would never end.
+  const pinned = entries.filter((entry) => entry.pinned === true);
+  const pinnedBytes = pinned.reduce((sum, entry) => sum + entry.bytes, 0);
+  if (pinned.length + 1 > limits.maxModels || pinnedBytes + incoming.bytes > limits.maxBytes) {
+    return {
+      kind: "reject",
+      reason: `model "${incoming.key}" does not fit beside the ${pinned.length} model(s) pinned here (${pinnedBytes} of ${limits.maxBytes} bytes, ${pinned.length} of ${limits.maxModels} models)`,
+    };
+  }
+  // Evicting every idle entry was not enough, so work in flight holds the room; it is bounded, and the model
+  // fits beside what is pinned, so the room comes once that work ends.
+  return { kind: "wait" };
 }
 
 /**
@@ -92,7 +104,7 @@ export function expiredEntries(
 }
 
 export function isEvictable(entry: CacheEntryView): boolean {
-  return entry.state === "loaded" && entry.inFlight === 0;
+  return entry.state === "loaded" && entry.inFlight === 0 && entry.pinned !== true;
 }
 
 function victimsToFit(

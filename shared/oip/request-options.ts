@@ -1,4 +1,5 @@
 import { badInput } from "../errors.ts";
+import { INFERENCE_HEADER_CONTENT_LENGTH } from "./codec.ts";
 
 /**
  * Request options that travel outside the tensors, read the same way by the standalone agent and the
@@ -52,4 +53,26 @@ export function serverTiming(phases: Record<string, number>): string {
   return Object.entries(phases)
     .map(([name, milliseconds]) => `${name};dur=${milliseconds.toFixed(2)}`)
     .join(", ");
+}
+
+/** The binary extension's Inference-Header-Content-Length, or undefined for a JSON-only body. */
+export function readHeaderLength(headers: Headers): number | undefined {
+  const value = headers.get(INFERENCE_HEADER_CONTENT_LENGTH);
+  if (value === null) return undefined;
+  const length = Number(value);
+  if (value.trim() === "" || !Number.isSafeInteger(length) || length < 0) {
+    throw badInput(`${INFERENCE_HEADER_CONTENT_LENGTH} must be a byte count, got '${value.slice(0, 40)}'`);
+  }
+  return length;
+}
+
+/** Visible ASCII, spaces inside, as a header value may carry it. */
+const HEADER_SAFE = /^[\x21-\x7e](?:[\x20-\x7e]*[\x21-\x7e])?$/;
+
+/**
+ * The X-Request-Id of a response: the request's own id when a header can carry it as it is, else a fresh
+ * one (the body still echoes the request's id exactly, as OIP says).
+ */
+export function requestIdHeader(id: string | undefined): string {
+  return id !== undefined && HEADER_SAFE.test(id) ? id : crypto.randomUUID();
 }

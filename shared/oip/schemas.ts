@@ -59,8 +59,20 @@ export const requestedOutputSchema = z.object({
 });
 export type RequestedOutputJson = z.infer<typeof requestedOutputSchema>;
 
+/**
+ * A request id is a correlation token, echoed in the response and its X-Request-Id header: one far longer
+ * than any tracing id would make every hop carry it and common clients refuse the header.
+ */
+export const MAX_REQUEST_ID_LENGTH = 256;
+
 export const inferRequestSchema = z.object({
-  id: z.string().optional(),
+  id: z
+    .string()
+    .max(MAX_REQUEST_ID_LENGTH, {
+      error: (issue) =>
+        `a request id is at most ${MAX_REQUEST_ID_LENGTH} characters, got ${(issue.input as string).length}`,
+    })
+    .optional(),
   parameters: z.looseObject({ binary_data_output: z.boolean().optional() }).optional(),
   inputs: z.array(inferInputSchema),
   outputs: z.array(requestedOutputSchema).optional(),

@@ -1,24 +1,29 @@
 import { z } from "zod";
 import { SwitchyardError } from "../errors.ts";
+import { modelStatisticsSchema } from "../oip/statistics.ts";
 import { ModelSignatureSchema } from "./model-signatures.ts";
 import { ReplicaStateSchema } from "./replica-state.ts";
 
 /**
- * The agent <-> gateway wire protocol, version 1. Control messages are JSON text frames. Requests and
+ * The agent <-> gateway wire protocol, version 2. Control messages are JSON text frames. Requests and
  * results carry tensors, so they travel as binary frames: a 4-byte little-endian header length, a JSON
  * header, then the raw OIP body bytes (never base64).
  *
- *   agent -> gateway   hello, state, result (binary), error, drain
- *   gateway -> agent   welcome, infer (binary), cancel
+ *   agent -> gateway   hello, state, result (binary), error, drain, answer
+ *   gateway -> agent   welcome, infer (binary), cancel, query
  *   both ways          the text frames "ping" / "pong" are heartbeats (answered without waking the
  *                      registry when it hibernates)
  *
- * Additions within version 1 are optional fields that an older peer ignores and a newer one reads with a
- * default: `ReplicaState.loaded[].idempotent` (replica-state.ts; absent means true) tells the registry which
- * models must never run twice, so a request whose agent died while it may have been running is run once more
- * elsewhere only when its model allows it.
+ * Every field a real agent must send is required: a schema default would hide an agent that never sends it
+ * (version 1 defaulted `signatures` to [], and no real agent ever sent one). test/unit/gateway-link's
+ * contract test runs the frames the real agent code writes through these schemas. Optional fields are the
+ * ones that are legitimately absent (a version not asked for, a state only some frames carry).
+ *
+ * Version 2 over 1: hello and state frames carry the model signatures (required), hello says where the
+ * agent's models come from, replicas report pinned models, and the gateway can query agents (describe a
+ * model, statistics, model control's load and unload).
  */
-export const PROTOCOL_VERSION = 1;
+export const PROTOCOL_VERSION = 2;
 
 /** Cloudflare delivers websocket messages up to 32 MiB; bigger bodies are refused before sending. */
 export const MAX_FRAME_BYTES = 32 * 2 ** 20;
@@ -38,19 +43,47 @@ export const TimingsSchema = z.object({
 // ---- agent -> gateway ----
 
 /**
- * Inputs and outputs of models the agent has loaded, so the gateway answers OIP model metadata without
- * loading anything. A version's signature never changes: sending it once per connection is enough.
+ * Inputs and outputs of the models the agent can describe: those of its own repository (read from their
+ * ONNX graphs at start) and those it has loaded, so the gateway answers OIP model metadata without loading
+ * anything. A version's signature never changes: hello carries every one the agent knows, and each state
+ * frame those it learned since the previous frame (often none).
  */
-const Signatures = z.array(ModelSignatureSchema).max(1024).default([]);
+const Signatures = z.array(ModelSignatureSchema).max(4096);
+
+/** The most models an agent's own repository lists in its hello; the rest the gateway learns of on use. */
+export const MAX_OFFERED_MODELS = 4096;
+
+/**
+ * Where the agent's models come from: the gateway's own repository (R2; the gateway knows what is there), or
+ * a repository of the agent's own (--models), whose versions and sizes it lists, so the gateway knows that
+ * this agent can serve them.
+ */
+export const AgentRepositorySchema = z.discriminatedUnion("kind", [
+  z.object({ kind: z.literal("gateway") }),
+  z.object({
+    kind: z.literal("own"),
+    models: z
+      .array(
+        z.object({
+          name: z.string().min(1).max(128),
+          version: z.string().min(1).max(32),
+          bytes: z.number().nonnegative(),
+        }),
+      )
+      .max(MAX_OFFERED_MODELS),
+  }),
+]);
+export type AgentRepository = z.infer<typeof AgentRepositorySchema>;
 
 export const HelloSchema = z.object({
   type: z.literal("hello"),
   protocol: z.literal(PROTOCOL_VERSION),
   agent: z.object({ name: z.string().min(1).max(128), version: z.string().max(64) }),
   /** Routing keys this agent answers to beyond its model names (--hints). */
-  hints: z.array(z.string().max(256)).max(1024).default([]),
+  hints: z.array(z.string().max(256)).max(1024),
   replicas: z.array(ReplicaStateSchema).min(1).max(64),
   signatures: Signatures,
+  repository: AgentRepositorySchema,
 });
 
 export const StateSchema = z.object({
@@ -88,17 +121,33 @@ export const ErrorFrameSchema = z.object({
 
 export const DrainSchema = z.object({ type: z.literal("drain") });
 
+const QueryId = z.string().min(1).max(64);
+
+/** The agent's answer to a query: the value its kind defines (QUERY_ANSWERS), or why it failed. */
+export const AnswerSchema = z.object({
+  type: z.literal("answer"),
+  id: QueryId,
+  result: z.discriminatedUnion("ok", [
+    z.object({ ok: z.literal(true), value: z.unknown() }),
+    z.object({
+      ok: z.literal(false),
+      status: z.number().int().min(400).max(599),
+      message: z.string().max(4096),
+    }),
+  ]),
+});
+
 export const AgentTextFrameSchema = z.discriminatedUnion("type", [
   HelloSchema,
   StateSchema,
   ErrorFrameSchema,
   DrainSchema,
+  AnswerSchema,
 ]);
 export type AgentTextFrame = z.infer<typeof AgentTextFrameSchema>;
 export type Hello = z.infer<typeof HelloSchema>;
-/** A hello as an agent writes it (fields with defaults may be left out). */
-export type HelloMessage = z.input<typeof HelloSchema>;
-export type StateMessage = z.input<typeof StateSchema>;
+export type StateFrame = z.infer<typeof StateSchema>;
+export type AnswerFrame = z.infer<typeof AnswerSchema>;
 export type ResultHeader = z.infer<typeof ResultHeaderSchema>;
 export type ErrorFrame = z.infer<typeof ErrorFrameSchema>;
 
@@ -130,7 +179,55 @@ export const InferHeaderSchema = z.object({
 
 export const CancelSchema = z.object({ type: z.literal("cancel"), id: RequestId });
 
-export const GatewayTextFrameSchema = z.discriminatedUnion("type", [WelcomeSchema, CancelSchema]);
+const ModelName = z.string().min(1).max(128);
+const ModelVersion = z.string().min(1).max(32);
+
+/**
+ * What the gateway may ask an agent, outside of inference:
+ *   describe  a model's signature (read from its ONNX graph; nothing is loaded)
+ *   stats     its inference statistics (all models, one model, or one version)
+ *   load      load a model on one replica now; `pin` keeps it loaded until an unload (model control);
+ *             the answer carries that replica's state, so the registry counts the copy at once
+ *   unload    unpin a model (on one replica, or every one), and with `evict` unload it there too
+ */
+export const QuerySchema = z.discriminatedUnion("kind", [
+  z.object({ kind: z.literal("describe"), model: ModelName, version: ModelVersion.optional() }),
+  z.object({ kind: z.literal("stats"), model: ModelName.optional(), version: ModelVersion.optional() }),
+  z.object({
+    kind: z.literal("load"),
+    replica: ReplicaId,
+    model: ModelName,
+    version: ModelVersion.optional(),
+    pin: z.boolean(),
+  }),
+  z.object({
+    kind: z.literal("unload"),
+    model: ModelName,
+    version: ModelVersion.optional(),
+    evict: z.boolean(),
+    /** Only this replica; every replica when absent. */
+    replica: ReplicaId.optional(),
+  }),
+]);
+export type Query = z.infer<typeof QuerySchema>;
+
+export const QueryFrameSchema = z.object({ type: z.literal("query"), id: QueryId, query: QuerySchema });
+export type QueryFrame = z.infer<typeof QueryFrameSchema>;
+
+/** The value an answer carries for each kind of query. */
+export const QUERY_ANSWERS = {
+  describe: ModelSignatureSchema,
+  stats: z.array(modelStatisticsSchema).max(65_536),
+  load: z.object({ signature: ModelSignatureSchema, state: ReplicaStateSchema }),
+  unload: z.object({ unloaded: z.boolean() }),
+} as const satisfies Record<Query["kind"], z.ZodType>;
+export type QueryAnswer<K extends Query["kind"]> = z.infer<(typeof QUERY_ANSWERS)[K]>;
+
+export const GatewayTextFrameSchema = z.discriminatedUnion("type", [
+  WelcomeSchema,
+  CancelSchema,
+  QueryFrameSchema,
+]);
 export type GatewayTextFrame = z.infer<typeof GatewayTextFrameSchema>;
 export type Welcome = z.infer<typeof WelcomeSchema>;
 export type InferHeader = z.infer<typeof InferHeaderSchema>;

@@ -27,6 +27,8 @@ export const LoadedModelSchema = z.object({
    * is then never run again elsewhere. Absent means true (added in protocol 1 without a version bump).
    */
   idempotent: z.boolean().optional(),
+  /** Kept loaded by model control (an OIP `load`) until an `unload`: never evicted, never expires. */
+  pinned: z.boolean(),
 });
 export type LoadedModel = z.infer<typeof LoadedModelSchema>;
 

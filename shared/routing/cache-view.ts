@@ -17,6 +17,7 @@ export function cacheEntriesOf(
     lastUsedAt: now - model.idleMs,
     inFlight: model.inFlight,
     state: "loaded",
+    pinned: model.pinned,
   }));
   const loading = [
     ...replica.state.loading,

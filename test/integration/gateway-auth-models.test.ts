@@ -36,6 +36,8 @@ afterAll(async () => {
 });
 
 type Kind = "client" | "agent" | "admin";
+/** Routes that take no key (health probes) answer whatever key is presented, or none. */
+type RouteKind = Kind | "public";
 const KEYS: Record<Kind, string> = {
   client: SECRETS.apiKey,
   agent: SECRETS.agentToken,
@@ -52,9 +54,12 @@ const CREDENTIALS: ReadonlyArray<{ label: string; header?: string; kind?: Kind }
   { label: "the admin key", header: `Bearer ${KEYS.admin}`, kind: "admin" },
 ];
 
-const ROUTES: ReadonlyArray<{ kind: Kind; method: string; path: string; body?: string }> = [
+const ROUTES: ReadonlyArray<{ kind: RouteKind; method: string; path: string; body?: string }> = [
   { kind: "client", method: "GET", path: "/v2" },
-  { kind: "client", method: "GET", path: "/v2/health/ready" },
+  { kind: "public", method: "GET", path: "/v2/health/ready" },
+  { kind: "client", method: "GET", path: `/v2/models/${MULTIPLEX_MODELS[0]}/config` },
+  { kind: "client", method: "GET", path: "/v2/models/stats" },
+  { kind: "admin", method: "POST", path: `/v2/repository/models/${MULTIPLEX_MODELS[0]}/unload`, body: "{}" },
   { kind: "client", method: "POST", path: `/v2/models/${MULTIPLEX_MODELS[0]}/infer`, body: "{}" },
   { kind: "agent", method: "GET", path: "/agent/models/repository.json" },
   { kind: "agent", method: "GET", path: "/agent/connect" },
@@ -82,11 +87,13 @@ describe("the auth matrix", () => {
     const expected = Object.fromEntries(
       CREDENTIALS.map((credential) => [
         credential.label,
-        credential.header === undefined || credential.label === "a malformed header"
-          ? 401
-          : credential.kind === route.kind
-            ? "accepted"
-            : 403,
+        route.kind === "public"
+          ? "accepted"
+          : credential.header === undefined || credential.label === "a malformed header"
+            ? 401
+            : credential.kind === route.kind
+              ? "accepted"
+              : 403,
       ]),
     );
     const actual = Object.fromEntries(

@@ -1,16 +1,29 @@
 import { afterAll, afterEach, beforeAll, describe, expect, test } from "vitest";
+import { describeOnnxFile } from "../../backend/models/file-byte-source.ts";
 import { decodeInferResponse, encodeInferRequest } from "../../shared/oip/codec.ts";
 import type { Tensor } from "../../shared/oip/tensor.ts";
 import {
+  AgentTextFrameSchema,
+  AnswerSchema,
   decodeBinaryFrame,
   type ErrorFrame,
   HelloSchema,
+  QUERY_ANSWERS,
+  type Query,
+  type QueryFrame,
   type ResultHeader,
   ResultHeaderSchema,
   StateSchema,
 } from "../../shared/protocol/frames.ts";
 import { mlpWeights, referenceMlp } from "../fixtures/onnx-builder.ts";
-import { BIG_MODEL, MULTIPLEX_MODELS, MULTIPLEX_SPECS } from "../fixtures/paths.ts";
+import {
+  BIG_MODEL,
+  DET_MODEL,
+  LOADABLE_MODELS,
+  MULTIPLEX_MODELS,
+  MULTIPLEX_SPECS,
+  repoModelPath,
+} from "../fixtures/paths.ts";
 import { type AgentProcess, startAgent } from "./harness/agents.ts";
 import { mlpRequest } from "./harness/oip-client.ts";
 import { describeProcesses } from "./harness/process-group.ts";
@@ -118,6 +131,78 @@ describe("joining", () => {
     const pings = first.frames.filter((frame) => frame.text === "ping" && frame.at >= welcomedAt).length;
     expect(pings).toBeGreaterThanOrEqual(3);
     expect(pings).toBeLessThanOrEqual(6);
+  });
+});
+
+/**
+ * The contract between the real agent and the registry: every frame the agent process writes must parse
+ * with the very schemas the registry reads them with (shared/protocol/frames.ts), fields without defaults
+ * included. The workers tests' fake agent builds its frames from the same types, so neither side can
+ * drift from the other without a test failing.
+ */
+describe("the contract with the registry's schemas", () => {
+  let queries = 0;
+  async function ask<K extends Query["kind"]>(query: Extract<Query, { kind: K }>) {
+    queries += 1;
+    const id = `contract-${queries}`;
+    const frame: QueryFrame = { type: "query", id, query };
+    first.socket.send(JSON.stringify(frame));
+    const answer = AnswerSchema.parse(await first.waitForJson("answer", (candidate) => candidate.id === id));
+    return answer.result;
+  }
+
+  test("every text frame the agent sent parses as the registry parses it", async () => {
+    await first.waitForJson("hello");
+    const texts = first.frames.filter(
+      (frame) => frame.text !== undefined && frame.text !== "ping" && frame.text !== "pong",
+    );
+    expect(texts.length).toBeGreaterThan(0);
+    for (const frame of texts) AgentTextFrameSchema.parse(JSON.parse(frame.text ?? ""));
+  });
+
+  test("the hello carries the signature of every model of its repository, read without loading them", async () => {
+    const hello = HelloSchema.parse(await first.waitForJson("hello"));
+    expect(hello.repository.kind).toBe("own");
+    const described = new Map(
+      hello.signatures.map((signature) => [`${signature.name}:${signature.version}`, signature]),
+    );
+    for (const { name, versions } of LOADABLE_MODELS) {
+      for (const version of versions) {
+        const signature = described.get(`${name}:${version ?? "1"}`);
+        expect(signature, `${name}:${version}`).toBeDefined();
+        expect({ inputs: signature?.inputs, outputs: signature?.outputs }).toEqual(
+          await describeOnnxFile(repoModelPath(name, version)),
+        );
+      }
+    }
+    // Only the preloaded model was loaded to do it.
+    expect(hello.replicas[0]?.loaded.map((model) => model.name)).toEqual([MULTIPLEX_MODELS[0]]);
+  });
+
+  test("answers describe, stats, load and unload queries with values of the agreed schemas", async () => {
+    const described = await ask({ kind: "describe", model: DET_MODEL });
+    expect(described.ok).toBe(true);
+    if (described.ok) expect(QUERY_ANSWERS.describe.parse(described.value).name).toBe(DET_MODEL);
+
+    const missing = await ask({ kind: "describe", model: "nope" });
+    expect(missing).toEqual({ ok: false, status: 404, message: "model 'nope' not found" });
+
+    const loaded = await ask({ kind: "load", replica: "0", model: MULTIPLEX_MODELS[1] ?? "", pin: true });
+    expect(loaded.ok).toBe(true);
+    if (loaded.ok) {
+      const { state } = QUERY_ANSWERS.load.parse(loaded.value);
+      expect(state.loaded.find((model) => model.name === MULTIPLEX_MODELS[1])?.pinned).toBe(true);
+    }
+    const stats = await ask({ kind: "stats" });
+    expect(stats.ok && QUERY_ANSWERS.stats.parse(stats.value)).toBeTruthy();
+
+    const unloaded = await ask({ kind: "unload", model: MULTIPLEX_MODELS[1] ?? "", evict: true });
+    expect(unloaded).toEqual({ ok: true, value: { unloaded: true } });
+    const noReplica = await ask({ kind: "load", replica: "7", model: DET_MODEL, pin: false });
+    expect(noReplica.ok ? 200 : noReplica.status).toBe(404);
+    // The state frames that followed parse too.
+    for (const frame of first.json().filter((candidate) => candidate.type === "state"))
+      StateSchema.parse(frame);
   });
 });
 

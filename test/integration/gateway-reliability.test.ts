@@ -156,8 +156,8 @@ describe("a registry that restarts", () => {
 describe("secrets", () => {
   test("a secret presented where it does not belong is refused without being echoed", async () => {
     for (const [path, key] of [
-      ["/v2/health/ready", CANARY.agentToken],
-      ["/v2/health/ready", CANARY.adminKey],
+      ["/v2", CANARY.agentToken],
+      ["/v2", CANARY.adminKey],
       ["/admin/models", CANARY.apiKey],
       ["/agent/models/repository.json", CANARY.adminKey],
     ] as const) {

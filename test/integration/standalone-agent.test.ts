@@ -229,23 +229,34 @@ describe("standalone OIP v2 server", () => {
     expect(still.response.outputs).toHaveLength(1);
   });
 
-  test("repository extension: index, load, unload, model ready", async () => {
+  test("repository extension: ready means servable; load pins a model until unload evicts it", async () => {
     const name = MULTIPLEX_MODELS[5] ?? "";
-    expect((await get(`/v2/models/${name}/ready`)).status).toBe(400);
-    expect((await post(`/v2/repository/models/${name}/load`, "")).status).toBe(200);
+    const stateOf = async (model: string) => {
+      const index = (await (await post("/v2/repository/index", "{}")).json()) as Array<{
+        name: string;
+        state: string;
+      }>;
+      return index.find((entry) => entry.name === model)?.state;
+    };
+    // Ready before any load: a request for it would be served. A file that is not a model is not ready.
+    expect(await stateOf(name)).toBe("UNAVAILABLE");
     expect(await (await get(`/v2/models/${name}/ready`)).json()).toEqual({ name, version: "1", ready: true });
-    const index = (await (await post("/v2/repository/index", "{}")).json()) as Array<{
-      name: string;
-      state: string;
-    }>;
-    expect(index.find((entry) => entry.name === name)?.state).toBe("READY");
-    expect(index.find((entry) => entry.name === BROKEN_MODEL)?.state).toBe("UNAVAILABLE");
+    const broken = await get(`/v2/models/${BROKEN_MODEL}/ready`);
+    expect(broken.status).toBe(400);
+    expect(((await broken.json()) as { error: string }).error).toMatch(/is not ready: .*not an ONNX model/);
+
+    expect((await post(`/v2/repository/models/${name}/load`, "")).status).toBe(200);
+    expect(await stateOf(name)).toBe("READY");
+    const replicas = (await (await get("/v2/agent/replicas")).json()) as {
+      replicas: Array<{ loaded: Array<{ name: string; pinned: boolean }> }>;
+    };
+    expect(replicas.replicas[0]?.loaded.find((model) => model.name === name)?.pinned).toBe(true);
     const ready = (await (
       await post("/v2/repository/index", JSON.stringify({ ready: true }))
     ).json()) as unknown[];
-    expect(ready.length).toBeLessThan(index.length);
+    expect(ready.length).toBeGreaterThan(0);
     expect((await post(`/v2/repository/models/${name}/unload`, "")).status).toBe(200);
-    expect((await get(`/v2/models/${name}/ready`)).status).toBe(400);
+    expect(await stateOf(name)).toBe("UNAVAILABLE");
     expect((await post("/v2/repository/models/absent/load", "")).status).toBe(404);
   });
 

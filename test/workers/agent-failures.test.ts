@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { encodeBinaryFrame } from "../../shared/protocol/frames.ts";
+import { encodeBinaryFrame, PROTOCOL_VERSION } from "../../shared/protocol/frames.ts";
 import { FakeAgent } from "./support/fake-agent.ts";
 import { errorOf, freshPool, infer } from "./support/gateway.ts";
 import { snapshot, waitForAgents, waitForQueued } from "./support/registry.ts";
@@ -218,11 +218,13 @@ describe("agents that break the protocol", () => {
     ],
     [
       "a state frame listing one replica id twice",
-      async (agent) => agent.sendJson({ type: "state", replicas: [replicaState(), replicaState()] }),
+      async (agent) =>
+        agent.sendJson({ type: "state", replicas: [replicaState(), replicaState()], signatures: [] }),
     ],
     [
       "a replica id that would break its address",
-      async (agent) => agent.sendJson({ type: "state", replicas: [replicaState({ id: "0/../x" })] }),
+      async (agent) =>
+        agent.sendJson({ type: "state", replicas: [replicaState({ id: "0/../x" })], signatures: [] }),
     ],
     [
       "an error frame with a status that is not an error",
@@ -327,7 +329,7 @@ describe("agents that break the protocol", () => {
   it("closes a socket that sends anything but hello first", async () => {
     const pool = freshPool();
     const agent = await FakeAgent.open(pool, [replicaState()]);
-    agent.sendJson({ type: "state", replicas: [replicaState()] });
+    agent.sendJson({ type: "state", replicas: [replicaState()], signatures: [] });
     const closed = await agent.closed;
     expect(closed).toEqual({ code: 1008, reason: "state frame before hello" });
     expect((await snapshot(pool)).agents).toEqual([]);
@@ -338,7 +340,7 @@ describe("agents that break the protocol", () => {
     const agent = await FakeAgent.open(pool, [replicaState()]);
     agent.sendJson({
       type: "hello",
-      protocol: 2,
+      protocol: PROTOCOL_VERSION + 1,
       agent: { name: "future", version: "9" },
       replicas: [replicaState()],
     });

@@ -2,6 +2,7 @@ import { runInDurableObject } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
 import type { AgentLink } from "../../gateway/registry/agent-link.ts";
 import { Relay } from "../../gateway/registry/relay.ts";
+import { PROTOCOL_VERSION } from "../../shared/protocol/frames.ts";
 import { baselinePolicy } from "../../shared/routing/baseline.ts";
 import { FakeAgent } from "./support/fake-agent.ts";
 import { freshPool } from "./support/gateway.ts";
@@ -42,11 +43,12 @@ describe("heartbeats", () => {
       socket.accept();
       return relay.register(socket, {
         type: "hello",
-        protocol: 1,
+        protocol: PROTOCOL_VERSION,
         agent: { name, version: "test" },
         hints: [],
         replicas: [replicaState()],
         signatures: [],
+        repository: { kind: "gateway" },
       });
     };
     const pinging = connect("pinging");

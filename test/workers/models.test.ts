@@ -1,8 +1,10 @@
 import { describe, expect, it } from "vitest";
+import type { TensorMetadata } from "../../shared/oip/schemas.ts";
 import type { ModelSignature } from "../../shared/protocol/model-signatures.ts";
 import { FakeAgent } from "./support/fake-agent.ts";
 import { ADMIN_KEY, AGENT_TOKEN, CLIENT_KEY, errorOf, freshPool, gatewayFetch } from "./support/gateway.ts";
 import { replicaState } from "./support/replica-state.ts";
+import { tinyOnnx } from "./support/tiny-onnx.ts";
 
 const admin = (path: string, init: RequestInit = {}) =>
   gatewayFetch(path, { ...init, headers: { Authorization: `Bearer ${ADMIN_KEY}`, ...init.headers } });
@@ -18,7 +20,9 @@ async function sha256Hex(bytes: Uint8Array): Promise<string> {
   return [...digest].map((byte) => byte.toString(16).padStart(2, "0")).join("");
 }
 
-const onnx = new Uint8Array([8, 7, 18, 4, 116, 101, 115, 116]);
+const X: TensorMetadata = { name: "x", datatype: "FP32", shape: [-1, 4] };
+const Y: TensorMetadata = { name: "y", datatype: "FP32", shape: [-1, 2] };
+const onnx = tinyOnnx([X], [Y]);
 
 describe("models in R2", () => {
   it("uploads, lists, serves with digests, and deletes model versions", async () => {
@@ -29,7 +33,7 @@ describe("models in R2", () => {
       name: "det",
       version: "2",
       file: "model.onnx",
-      size: 8,
+      size: onnx.byteLength,
       sha256,
     });
     const config = '{"max_batch_size": 8}';
@@ -50,11 +54,11 @@ describe("models in R2", () => {
           name: "det",
           version: "2",
           files: {
-            "model.onnx": { size: 8, sha256 },
+            "model.onnx": { size: onnx.byteLength, sha256 },
             "config.json": { size: config.length, sha256: await sha256Hex(new TextEncoder().encode(config)) },
           },
         },
-        { name: "det", version: "10", files: { "model.onnx": { size: 8, sha256 } } },
+        { name: "det", version: "10", files: { "model.onnx": { size: onnx.byteLength, sha256 } } },
       ],
     });
 
@@ -98,28 +102,76 @@ describe("models in R2", () => {
     expect((await admin("/admin/models/m/1?file=config.json", { method: "PUT", body: "[1]" })).status).toBe(
       400,
     );
+    const badLimit = await admin("/admin/models/m/1?file=config.json", {
+      method: "PUT",
+      body: '{"max_batch_size": -1}',
+    });
+    expect(badLimit.status).toBe(400);
+    expect(await errorOf(badLimit)).toMatch(/max_batch_size/);
     expect((await admin("/admin/models/m/1", { method: "PUT", body: "" })).status).toBe(400);
+    const notAModel = await admin("/admin/models/m/1", { method: "PUT", body: "not a model" });
+    expect(notAModel.status).toBe(400);
+    expect(await errorOf(notAModel)).toMatch(/^model.onnx is not an ONNX model/);
   });
 });
 
 describe("OIP model endpoints", () => {
-  it("answers metadata from signatures agents report, readiness from their loaded models, and the index from both", async () => {
+  it("answers metadata from the signature kept at upload, before any agent has loaded the model", async () => {
+    const pool = freshPool();
+    await admin("/admin/models/uploaded/1", { method: "PUT", body: onnx });
+    await admin("/admin/models/uploaded/1?file=config.json", {
+      method: "PUT",
+      body: '{"max_batch_size": 8, "dynamic_batching": {"preferred_batch_size": [4, 8]}}',
+    });
+    expect(await (await asClient("/v2/models/uploaded", pool)).json()).toEqual({
+      name: "uploaded",
+      versions: ["1"],
+      platform: "onnxruntime_onnx",
+      inputs: [X],
+      outputs: [Y],
+    });
+    // Triton's configuration: with max_batch_size the batch dimension leaves the dims.
+    const config = (await (await asClient("/v2/models/uploaded/config", pool)).json()) as Record<
+      string,
+      unknown
+    >;
+    expect(config).toMatchObject({
+      name: "uploaded",
+      platform: "onnxruntime_onnx",
+      max_batch_size: 8,
+      input: [{ name: "x", data_type: "TYPE_FP32", dims: [4] }],
+      output: [{ name: "y", data_type: "TYPE_FP32", dims: [2] }],
+      dynamic_batching: { preferred_batch_size: [4, 8], max_queue_delay_microseconds: 0 },
+      instance_group: [],
+    });
+    // No agent yet: known, described, but not ready.
+    const notReady = await asClient("/v2/models/uploaded/ready", pool);
+    expect(notReady.status).toBe(400);
+    expect(await errorOf(notReady)).toBe("model 'uploaded' version 1 is not ready: no agent is connected");
+    const agent = await FakeAgent.connect(pool, { replicas: [replicaState()] });
+    expect((await asClient("/v2/models/uploaded/ready", pool)).status).toBe(200);
+    agent.close();
+  });
+
+  it("answers metadata from signatures agents report, readiness from what they can load, and the index from both", async () => {
     const pool = freshPool();
     await admin("/admin/models/stored/1", { method: "PUT", body: onnx });
     const signature: ModelSignature = {
       name: "m",
       version: "3",
-      inputs: [{ name: "x", datatype: "FP32", shape: [-1, 4] }],
-      outputs: [{ name: "y", datatype: "FP32", shape: [-1, 2] }],
+      inputs: [X],
+      outputs: [Y],
+      batching: { max_batch_size: 0, dynamic_batching: null },
     };
     const agent = await FakeAgent.connect(pool, {
       replicas: [
         {
           ...replicaState({ loading: ["stored"] }),
-          loaded: [{ name: "m", version: "3", bytes: 1, inFlight: 0, idleMs: 0 }],
+          loaded: [{ name: "m", version: "3", bytes: 1, inFlight: 0, idleMs: 0, pinned: false }],
         },
       ],
       signatures: [signature],
+      repository: { kind: "own", models: [{ name: "m", version: "3", bytes: 1 }] },
     });
 
     const metadata = await asClient("/v2/models/m", pool);
@@ -131,20 +183,22 @@ describe("OIP model endpoints", () => {
       outputs: signature.outputs,
     });
     expect((await asClient("/v2/models/m/versions/3", pool)).status).toBe(200);
-    expect((await asClient("/v2/models/m/versions/4", pool)).status).toBe(404);
-    expect((await asClient("/v2/models/nobody", pool)).status).toBe(404);
-    const unknownSignature = await asClient("/v2/models/stored", pool);
-    expect(unknownSignature.status).toBe(503);
-    expect(await errorOf(unknownSignature)).toMatch(/not known yet/);
+    const noVersion = await asClient("/v2/models/m/versions/4", pool);
+    expect(noVersion.status).toBe(404);
+    expect(await errorOf(noVersion)).toBe("model 'm' has no version 4 (versions: 3)");
+    const nobody = await asClient("/v2/models/nobody", pool);
+    expect(nobody.status).toBe(404);
+    expect(await errorOf(nobody)).toBe("model 'nobody' not found");
 
     expect(await (await asClient("/v2/models/m/ready", pool)).json()).toEqual({
       name: "m",
       version: "3",
       ready: true,
     });
+    // In R2, but this agent serves its own repository only.
     const notReady = await asClient("/v2/models/stored/versions/1/ready", pool);
     expect(notReady.status).toBe(400);
-    expect(await errorOf(notReady)).toMatch(/loading/);
+    expect(await errorOf(notReady)).toMatch(/no connected agent can load it/);
 
     // R2 is shared by the tests of this file: look at this test's models only.
     const mine = async (response: Promise<Response>) =>
@@ -162,19 +216,23 @@ describe("OIP model endpoints", () => {
     agent.close();
   });
 
-  it("reports server metadata, liveness and readiness", async () => {
+  it("reports server metadata; liveness and readiness need no key", async () => {
     const pool = freshPool();
     expect(await (await asClient("/v2", pool)).json()).toEqual({
       name: "switchyard",
       version: "0.1.0",
-      extensions: ["binary_tensor_data", "model_repository", "parameters"],
+      extensions: ["binary_tensor_data", "model_repository", "statistics", "parameters"],
     });
-    expect((await asClient("/v2/health/live", pool)).status).toBe(200);
-    const notReady = await asClient("/v2/health/ready", pool);
+    const noKey = (path: string, headers: Record<string, string> = {}) =>
+      gatewayFetch(path, { headers: { "X-Switchyard-Pool": pool, ...headers } });
+    expect((await noKey("/v2/health/live")).status).toBe(200);
+    expect((await noKey("/v2/health/live", { Authorization: "Bearer wrong" })).status).toBe(200);
+    const notReady = await noKey("/v2/health/ready");
     expect(notReady.status).toBe(503);
     expect(await notReady.json()).toEqual({ error: `pool '${pool}' is not ready: no agent is connected` });
     const agent = await FakeAgent.connect(pool, { replicas: [replicaState()] });
-    expect((await asClient("/v2/health/ready", pool)).status).toBe(200);
+    expect(await (await noKey("/v2/health/ready")).json()).toEqual({ ready: true });
+    expect(await (await asClient("/v2/health/ready", pool)).json()).toEqual({ ready: true, agents: 1 });
     agent.close();
   });
 });

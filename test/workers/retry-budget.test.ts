@@ -4,6 +4,7 @@ import type { AgentLink } from "../../gateway/registry/agent-link.ts";
 import { Relay } from "../../gateway/registry/relay.ts";
 import type { InferOutcome } from "../../gateway/registry/relay-types.ts";
 import { RetryBudget } from "../../gateway/registry/retry-budget.ts";
+import { PROTOCOL_VERSION } from "../../shared/protocol/frames.ts";
 import { baselinePolicy } from "../../shared/routing/baseline.ts";
 import { replicaState } from "./support/replica-state.ts";
 
@@ -45,11 +46,12 @@ describe("a sick pool", () => {
       socket.accept();
       return relay.register(socket, {
         type: "hello",
-        protocol: 1,
+        protocol: PROTOCOL_VERSION,
         agent: { name, version: "test" },
         hints: [],
         replicas: [replicaState({ loaded: ["m"], maxConcurrency })],
         signatures: [],
+        repository: { kind: "gateway" },
       });
     };
     const dying = connect("dying", 20);

@@ -1,4 +1,5 @@
 import { describe, expect, it } from "vitest";
+import { PROTOCOL_VERSION } from "../../shared/protocol/frames.ts";
 import { FakeAgent, type ReceivedInfer } from "./support/fake-agent.ts";
 import { errorOf, freshPool, infer } from "./support/gateway.ts";
 import { waitFor, waitForQueued } from "./support/registry.ts";
@@ -15,7 +16,7 @@ describe("routing through the registry", () => {
     });
     expect(agent.welcome).toMatchObject({
       type: "welcome",
-      protocol: 1,
+      protocol: PROTOCOL_VERSION,
       agentId: "gpu-a",
       heartbeatMs: 10_000,
     });
@@ -271,7 +272,11 @@ describe("routing through the registry", () => {
     });
     const b = await FakeAgent.connect(pool, { name: "b", replicas: [replicaState({ maxConcurrency: 4 })] });
     a.sendJson({ type: "drain" });
-    a.sendJson({ type: "state", replicas: [replicaState({ loaded: ["m"], maxConcurrency: 4 })] });
+    a.sendJson({
+      type: "state",
+      replicas: [replicaState({ loaded: ["m"], maxConcurrency: 4 })],
+      signatures: [],
+    });
     await waitFor(pool, (agents) => agents.some((agent) => agent.id === "a" && agent.draining));
     const response = infer("m", { pool });
     b.answer(await b.nextInfer());

@@ -172,7 +172,9 @@ describe("sharing loads", () => {
     expect(await early).toMatchObject({ session, hit: false, waitedMs: 20 });
     expect(await late).toMatchObject({ session, hit: false, waitedMs: 15 });
     expect(loader.loadCalls).toEqual(["A"]);
-    expect(cache.snapshot().loaded).toEqual([{ key: "A", bytes: 10, inFlight: 2, lastUsedAt: 20 }]);
+    expect(cache.snapshot().loaded).toEqual([
+      { key: "A", bytes: 10, inFlight: 2, lastUsedAt: 20, pinned: false },
+    ]);
   });
 
   test("a slow load delays neither a hit on another model nor the load of a third", async () => {

@@ -136,10 +136,11 @@ describe("with repository.json", () => {
       ["rec", "1"],
     ]);
 
+    // With the sizes repository.json gives.
     expect(await repository.index()).toEqual([
-      { name: "det", version: "1" },
-      { name: "det", version: "2" },
-      { name: "rec", version: "1" },
+      { name: "det", version: "1", bytes: 4096 },
+      { name: "det", version: "2", bytes: 6000 },
+      { name: "rec", version: "1", bytes: 4096 },
     ]);
     const resolved = await repository.resolve("det");
     expect(resolved).toMatchObject({ name: "det", version: "2", bytes: 6000, sha256: sha256Hex(bytes) });

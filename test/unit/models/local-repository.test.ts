@@ -36,13 +36,14 @@ describe("local repository layout", () => {
       ".git/1/model.onnx": fakeModel(),
       "notes.txt": "not a model",
     });
+    // Each with the size of its model.onnx (fakeModel's default).
     expect(await repository.index()).toEqual([
-      { name: "det", version: "1" },
-      { name: "det", version: "2" },
-      { name: "det", version: "10" },
-      { name: "flat", version: "1" },
-      { name: "mixed", version: "1" },
-      { name: "mixed", version: "3" },
+      { name: "det", version: "1", bytes: 4096 },
+      { name: "det", version: "2", bytes: 4096 },
+      { name: "det", version: "10", bytes: 4096 },
+      { name: "flat", version: "1", bytes: 4096 },
+      { name: "mixed", version: "1", bytes: 4096 },
+      { name: "mixed", version: "3", bytes: 4096 },
     ]);
   });
 
@@ -186,7 +187,7 @@ describe("absent and invalid models", () => {
     expect(unknownModel.status).toBe(404);
     const unknownVersion = await failure(repository.resolve("det", "3"));
     expect(unknownVersion.status).toBe(404);
-    expect(unknownVersion.message).toContain("available: 1, 2");
+    expect(unknownVersion.message).toBe("model 'det' has no version 3 (versions: 1, 2)");
   });
 
   test("names and versions that could leave the repository are a 400, even when the target exists", async () => {

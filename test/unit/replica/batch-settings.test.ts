@@ -1,7 +1,7 @@
 import { describe, expect, test } from "vitest";
-import { defaultModelConfig, parseModelConfig } from "../../../backend/models/model-config.ts";
 import { batchSettingsFor } from "../../../backend/replica/batch-settings.ts";
 import type { TensorSpec } from "../../../backend/replica/ort-tensors.ts";
+import { defaultModelConfig, parseModelConfig } from "../../../shared/model-config.ts";
 
 const spec = (name: string, shape: number[]): TensorSpec => ({ name, datatype: "FP32", shape });
 const image = { inputs: [spec("x", [-1, 3, -1, -1])], outputs: [spec("y", [-1, 1, -1, -1])] };

@@ -13,6 +13,7 @@ export const model = (name: string, fields: Partial<LoadedModel> = {}): LoadedMo
   bytes: GiB,
   inFlight: 0,
   idleMs: 0,
+  pinned: false,
   ...fields,
 });
 
@@ -106,6 +107,7 @@ export function replicaState(
     bytes: 100,
     inFlight: 0,
     idleMs: 0,
+    pinned: false,
   }));
   return {
     id: "0",

@@ -1,8 +1,11 @@
 import {
+  type AgentRepository,
   decodeBinaryFrame,
   encodeBinaryFrame,
+  type Hello,
   type InferHeader,
   InferHeaderSchema,
+  PROTOCOL_VERSION,
   type ResultHeader,
   type Welcome,
 } from "../../../shared/protocol/frames.ts";
@@ -20,6 +23,8 @@ export interface FakeAgentOptions {
   replicas: ReplicaState[];
   hints?: string[];
   signatures?: ModelSignature[];
+  /** Where its models come from; the gateway's repository unless told. */
+  repository?: AgentRepository;
 }
 
 /**
@@ -69,14 +74,16 @@ export class FakeAgent {
   /** Opens the websocket, says hello and waits for the welcome. */
   static async connect(pool: string, options: FakeAgentOptions): Promise<FakeAgent & { welcome: Welcome }> {
     const agent = await FakeAgent.open(pool, options.replicas);
-    agent.sendJson({
+    const hello: Hello = {
       type: "hello",
-      protocol: 1,
+      protocol: PROTOCOL_VERSION,
       agent: { name: options.name ?? "agent", version: "test" },
       hints: options.hints ?? [],
       replicas: options.replicas,
-      ...(options.signatures === undefined ? {} : { signatures: options.signatures }),
-    });
+      signatures: options.signatures ?? [],
+      repository: options.repository ?? { kind: "gateway" },
+    };
+    agent.sendJson(hello);
     const welcome = (await agent.nextText()) as Welcome;
     if (welcome.type !== "welcome") throw new Error(`expected welcome, got ${JSON.stringify(welcome)}`);
     return Object.assign(agent, { welcome });

@@ -19,6 +19,7 @@ export function replicaState(
       bytes: 1000,
       inFlight: 0,
       idleMs: 0,
+      pinned: false,
     })),
     loading: (options.loading ?? []).map((name) => ({ name, version: "1" })),
     timings: {},

@@ -4,7 +4,8 @@
  * a limit that silently fell back to a default would be worse than a model that refuses to load.
  */
 import { z } from "zod";
-import { SwitchyardError } from "../../shared/errors.ts";
+import { SwitchyardError } from "./errors.ts";
+import type { DeclaredBatching } from "./protocol/model-signatures.ts";
 
 export const SHA256_HEX = /^[0-9a-fA-F]{64}$/;
 
@@ -67,4 +68,19 @@ export function describeIssues(error: z.ZodError): string {
 
 function messageOf(error: unknown): string {
   return error instanceof Error ? error.message : String(error);
+}
+
+/** What the config declares about batching, as Triton's model configuration shows it (0 / null: nothing). */
+export function declaredBatching(config: ModelConfig): DeclaredBatching {
+  const dynamic = config.dynamic_batching;
+  return {
+    max_batch_size: config.max_batch_size ?? 0,
+    dynamic_batching:
+      dynamic === undefined
+        ? null
+        : {
+            preferred_batch_size: dynamic.preferred_batch_size ?? [],
+            max_queue_delay_microseconds: dynamic.max_queue_delay_microseconds ?? 0,
+          },
+  };
 }

@@ -1,0 +1,84 @@
+import { SwitchyardError } from "../errors.ts";
+
+/**
+ * A request body as bytes, for the gateway and the standalone agent alike. Bodies may be compressed
+ * (`Content-Encoding: gzip` or `deflate`, as tritonclient's `request_compression_algorithm` sends them); the
+ * size limit applies to the bytes after decompression, counted as they stream out, so a small body that
+ * inflates without end (a zip bomb) is refused with 413 after `maxBytes`, never inflated in full. An oversized
+ * plain body is refused by its Content-Length before anything is read. A body that breaks off or is not what
+ * its encoding says is the request's fault: 400, never a 500.
+ */
+export const SUPPORTED_ENCODINGS = ["gzip", "deflate", "identity"] as const;
+
+export async function readRequestBody(
+  request: Request,
+  maxBytes: number,
+  what = "request body",
+): Promise<Uint8Array> {
+  const tooLarge = (after: string) =>
+    new SwitchyardError("too_large", `${what} is larger than the limit of ${maxBytes} bytes${after}`);
+  const encodings = contentEncodings(request.headers);
+  const declared = request.headers.get("content-length");
+  if (declared !== null && Number(declared) > maxBytes) throw tooLarge("");
+  if (request.body === null) return new Uint8Array(0);
+  let stream: ReadableStream<Uint8Array> = request.body;
+  // Applied in the reverse of the order they were listed (RFC 9110, 8.4).
+  for (const encoding of [...encodings].reverse()) {
+    stream = stream.pipeThrough(
+      new DecompressionStream(encoding) as ReadableWritablePair<Uint8Array, Uint8Array>,
+    );
+  }
+  const decompressed = encodings.length > 0 ? " once decompressed" : "";
+  const chunks: Uint8Array[] = [];
+  let length = 0;
+  const reader = stream.getReader();
+  for (;;) {
+    const next = await reader.read().catch((error: unknown) => {
+      throw unreadable(what, encodings, error);
+    });
+    if (next.done) break;
+    length += next.value.byteLength;
+    if (length > maxBytes) {
+      await reader.cancel().catch(() => undefined);
+      throw tooLarge(decompressed);
+    }
+    chunks.push(next.value);
+  }
+  if (chunks.length === 1 && chunks[0] !== undefined) return chunks[0];
+  const body = new Uint8Array(length);
+  let offset = 0;
+  for (const chunk of chunks) {
+    body.set(chunk, offset);
+    offset += chunk.byteLength;
+  }
+  return body;
+}
+
+/** The body's encodings, outermost last; identity dropped. Unknown ones: 415. */
+function contentEncodings(headers: Headers): Array<"gzip" | "deflate"> {
+  const header = headers.get("content-encoding");
+  if (header === null) return [];
+  const encodings: Array<"gzip" | "deflate"> = [];
+  for (const raw of header.split(",")) {
+    const encoding = raw.trim().toLowerCase();
+    if (encoding === "" || encoding === "identity") continue;
+    if (encoding === "gzip" || encoding === "x-gzip") encodings.push("gzip");
+    else if (encoding === "deflate") encodings.push("deflate");
+    else {
+      throw new SwitchyardError(
+        "unsupported_media_type",
+        `Content-Encoding ${JSON.stringify(raw.trim().slice(0, 40))} is not supported; use ${SUPPORTED_ENCODINGS.join(", ")}`,
+      );
+    }
+  }
+  return encodings;
+}
+
+function unreadable(what: string, encodings: readonly string[], error: unknown): SwitchyardError {
+  // The runtime's own reason (zlib's, the socket's) differs between Node and workerd and helps no client.
+  const message =
+    encodings.length > 0
+      ? `${what} is not valid ${encodings.join(" + ")} data, or it broke off`
+      : `${what} could not be read: it broke off, or its transfer encoding is malformed`;
+  return new SwitchyardError("bad_input", message, { cause: error });
+}

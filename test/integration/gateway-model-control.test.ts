@@ -1,0 +1,164 @@
+import { createReadStream, statSync } from "node:fs";
+import { createServer, type Server } from "node:http";
+import { join, normalize } from "node:path";
+import { afterAll, afterEach, beforeAll, describe, expect, test } from "vitest";
+import { describeOnnxFile } from "../../backend/models/file-byte-source.ts";
+import { MULTIPLEX_MODELS, REPO_DIR, repoModelPath } from "../fixtures/paths.ts";
+import { type AgentProcess, startAgent } from "./harness/agents.ts";
+import { call, clientAuthorization, eventually, mlpRequest, waitForAgents } from "./harness/oip-client.ts";
+import { describeProcesses } from "./harness/process-group.ts";
+import { type GatewayProcess, SECRETS, startGateway } from "./harness/wrangler-dev.ts";
+
+// What the gateway knows of models beyond its R2 repository, and model control across agents, with real
+// wrangler dev and real agent processes: metadata an agent describes on demand, and pinned copies that
+// outlive LRU pressure and their holder's death.
+
+const [PINNED = "m000", ...OTHERS] = MULTIPLEX_MODELS;
+let gateway: GatewayProcess;
+let repositoryServer: Server;
+let repositoryUrl = "";
+const agents: AgentProcess[] = [];
+
+beforeAll(async () => {
+  // The fixture repository over plain HTTP, as an agent's own remote repository, listed by repository.json.
+  const listing = JSON.stringify({ models: MULTIPLEX_MODELS.map((name) => ({ name, version: "1" })) });
+  repositoryServer = createServer((request, response) => {
+    if (request.url === "/repository.json") {
+      response.writeHead(200, { "Content-Type": "application/json" }).end(listing);
+      return;
+    }
+    const path = normalize(
+      join(REPO_DIR, decodeURIComponent(new URL(request.url ?? "/", "http://x").pathname)),
+    );
+    try {
+      if (!path.startsWith(REPO_DIR) || !statSync(path).isFile()) throw new Error("not a file");
+    } catch {
+      response.writeHead(404).end();
+      return;
+    }
+    response.writeHead(200, { "Content-Length": statSync(path).size });
+    createReadStream(path).pipe(response);
+  });
+  await new Promise<void>((resolve) => repositoryServer.listen(0, "127.0.0.1", resolve));
+  const address = repositoryServer.address();
+  repositoryUrl = `http://127.0.0.1:${typeof address === "object" && address !== null ? address.port : 0}/`;
+  gateway = await startGateway();
+});
+
+afterEach((context) => {
+  if (context.task.result?.state === "fail") {
+    console.log(describeProcesses([gateway.process, ...agents.map((agent) => agent.process)]));
+  }
+});
+
+afterAll(async () => {
+  await Promise.all(agents.map((agent) => agent.stop("SIGKILL")));
+  await gateway?.stop();
+  repositoryServer?.close();
+});
+
+const asClient = (pool: string) => ({ ...clientAuthorization, "X-Switchyard-Pool": pool });
+const asAdmin = (pool: string) => ({
+  Authorization: `Bearer ${SECRETS.adminKey}`,
+  "X-Switchyard-Pool": pool,
+});
+
+test("an agent with a remote repository of its own describes a model when the gateway asks, without loading it", async () => {
+  const pool = "remote";
+  const agent = await startAgent({ gateway: gateway.wsUrl, name: "remote", pool, models: repositoryUrl });
+  agents.push(agent);
+  await waitForAgents(gateway.url, 1, pool);
+  const response = await fetch(`${gateway.url}/v2/models/${PINNED}`, { headers: asClient(pool) });
+  expect(response.status).toBe(200);
+  expect(await response.json()).toEqual({
+    name: PINNED,
+    versions: ["1"],
+    platform: "onnxruntime_onnx",
+    ...(await describeOnnxFile(repoModelPath(PINNED))),
+  });
+  const replicas = (await (
+    await fetch(`${gateway.url}/dashboard/api/pool?pool=${pool}`, { headers: asAdmin(pool) })
+  ).json()) as {
+    agents: Array<{ replicas: Array<{ loaded: unknown[] }> }>;
+  };
+  expect(replicas.agents[0]?.replicas[0]?.loaded).toEqual([]);
+  await agent.stop("SIGKILL");
+});
+
+describe("model control across agents", () => {
+  const pool = "pinning";
+  const holderOf = async (model: string) => {
+    const view = (await (
+      await fetch(`${gateway.url}/dashboard/api/pool?pool=${pool}`, { headers: asAdmin(pool) })
+    ).json()) as {
+      agents: Array<{ name: string; replicas: Array<{ loaded: Array<{ name: string; pinned: boolean }> }> }>;
+    };
+    return view.agents
+      .filter((agent) =>
+        agent.replicas.some((replica) =>
+          replica.loaded.some((loaded) => loaded.name === model && loaded.pinned),
+        ),
+      )
+      .map((agent) => agent.name);
+  };
+
+  beforeAll(async () => {
+    for (const name of ["pin-a", "pin-b"]) {
+      agents.push(await startAgent({ gateway: gateway.wsUrl, name, pool, args: ["--max-models", "2"] }));
+    }
+    await waitForAgents(gateway.url, 2, pool);
+  });
+
+  test("a loaded model stays pinned under LRU pressure, and moves to another agent when its holder dies", async () => {
+    const load = await fetch(`${gateway.url}/v2/repository/models/${PINNED}/load`, {
+      method: "POST",
+      headers: asAdmin(pool),
+      body: JSON.stringify({ parameters: { copies: 1 } }),
+    });
+    expect(`${load.status} ${await load.text()}`).toBe("200 {}");
+    const [holder] = await holderOf(PINNED);
+    expect(holder).toBeDefined();
+    // Every other model, twice over: each agent's two slots churn, the pinned model stays.
+    for (const model of [...OTHERS, ...OTHERS]) {
+      const outcome = await call(gateway.url, model, mlpRequest(1), { pool });
+      expect(outcome.ok ? 200 : `${outcome.status} ${outcome.message}`).toBe(200);
+    }
+    expect(await holderOf(PINNED)).toEqual([holder]);
+
+    await agents.find((agent) => agent.name === holder)?.stop("SIGKILL");
+    await eventually("the pin moved to the other agent", async () => {
+      const holders = await holderOf(PINNED);
+      return holders.length === 1 && holders[0] !== holder;
+    });
+    const served = await call(gateway.url, PINNED, mlpRequest(1), { pool });
+    expect(served.ok && served.result.headers.get("x-switchyard-cache")).toBe("hit");
+  });
+
+  test("asking for more copies than replicas that can hold the model is refused, and unload evicts it everywhere", async () => {
+    const tooMany = await fetch(`${gateway.url}/v2/repository/models/${PINNED}/load`, {
+      method: "POST",
+      headers: asAdmin(pool),
+      body: JSON.stringify({ parameters: { copies: 5 } }),
+    });
+    expect(tooMany.status).toBe(400);
+    expect(((await tooMany.json()) as { error: string }).error).toBe(
+      `5 copies of '${PINNED}' asked for, but 1 replica(s) can load it`,
+    );
+    const unload = await fetch(`${gateway.url}/v2/repository/models/${PINNED}/unload`, {
+      method: "POST",
+      headers: asAdmin(pool),
+      body: "{}",
+    });
+    expect(unload.status).toBe(200);
+    await eventually("unloaded everywhere", async () => {
+      const index = (await (
+        await fetch(`${gateway.url}/v2/repository/index`, {
+          method: "POST",
+          headers: asClient(pool),
+          body: "",
+        })
+      ).json()) as Array<{ name: string; state: string }>;
+      return index.find((entry) => entry.name === PINNED)?.state === "UNAVAILABLE";
+    });
+  });
+});

@@ -1,0 +1,60 @@
+import type { TensorMetadata } from "../../../shared/oip/schemas.ts";
+
+/**
+ * The bytes of an ONNX model with just a graph's inputs and outputs (no nodes, no weights): enough for the
+ * gateway to read its signature at upload, which is all a Worker ever reads of a model. The workers tests
+ * run inside workerd, where onnx-proto's code generation is not allowed, so the few fields are framed by hand.
+ */
+const ELEM_TYPE: Record<string, number> = {
+  FP32: 1,
+  UINT8: 2,
+  INT8: 3,
+  INT32: 6,
+  INT64: 7,
+  BYTES: 8,
+  BOOL: 9,
+  FP16: 10,
+  FP64: 11,
+};
+
+export function tinyOnnx(inputs: readonly TensorMetadata[], outputs: readonly TensorMetadata[]): Uint8Array {
+  const graph = [
+    ...inputs.map((tensor) => field(11, valueInfo(tensor))),
+    ...outputs.map((tensor) => field(12, valueInfo(tensor))),
+  ];
+  return concat([varintField(1, 8), field(7, concat(graph))]);
+}
+
+function valueInfo(tensor: TensorMetadata): Uint8Array {
+  const dims = tensor.shape.map((size) => field(1, size < 0 ? field(2, text("n")) : varintField(1, size)));
+  const tensorType = concat([varintField(1, ELEM_TYPE[tensor.datatype] ?? 1), field(2, concat(dims))]);
+  return concat([field(1, text(tensor.name)), field(2, field(1, tensorType))]);
+}
+
+const text = (value: string) => new TextEncoder().encode(value);
+
+function varint(value: number): number[] {
+  const bytes: number[] = [];
+  let rest = value;
+  while (rest >= 0x80) {
+    bytes.push((rest % 0x80) | 0x80);
+    rest = Math.floor(rest / 0x80);
+  }
+  bytes.push(rest);
+  return bytes;
+}
+
+const varintField = (number: number, value: number) =>
+  Uint8Array.from([...varint(number * 8), ...varint(value)]);
+const field = (number: number, payload: Uint8Array) =>
+  concat([Uint8Array.from([...varint(number * 8 + 2), ...varint(payload.byteLength)]), payload]);
+
+function concat(parts: readonly Uint8Array[]): Uint8Array {
+  const out = new Uint8Array(parts.reduce((sum, part) => sum + part.byteLength, 0));
+  let offset = 0;
+  for (const part of parts) {
+    out.set(part, offset);
+    offset += part.byteLength;
+  }
+  return out;
+}
