@@ -15,6 +15,7 @@ import { type DownloadProgress, openRepository } from "./models/repository.ts";
 import { ReplicaPool } from "./pool/replica-pool.ts";
 import { deviceLabel, planDevices } from "./replica/device.ts";
 import { gpuTotalMemory, gpuUsedMemory } from "./replica/gpu-memory.ts";
+import { answerMalformedHttp } from "./server/malformed-http.ts";
 import { createStandaloneApp } from "./server/standalone-app.ts";
 
 export interface RunningAgent {
@@ -111,6 +112,10 @@ export async function startAgent(options: AgentOptions, log: Log, ui: AgentUi = 
         const started = serve({ fetch: app.fetch, hostname: options.host, port: options.port }, () =>
           resolve(started),
         );
+        started.on("clientError", answerMalformedHttp);
+        // A client that half-closes after its request (some load generators, netcat) still gets its answer:
+        // by default Node ends such a socket at once, before a request that takes a few ticks is answered.
+        (started as unknown as { httpAllowHalfOpen: boolean }).httpAllowHalfOpen = true;
       })
     : undefined;
   const address = server?.address();

@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { encodeBinaryFrame, PROTOCOL_VERSION } from "../../shared/protocol/frames.ts";
 import { FakeAgent } from "./support/fake-agent.ts";
-import { errorOf, freshPool, infer } from "./support/gateway.ts";
+import { CLIENT_KEY, errorOf, freshPool, gatewayFetch, infer } from "./support/gateway.ts";
 import { snapshot, waitForAgents, waitForQueued } from "./support/registry.ts";
 import { replicaState } from "./support/replica-state.ts";
 
@@ -345,5 +345,27 @@ describe("agents that break the protocol", () => {
       replicas: [replicaState()],
     });
     expect((await agent.closed).code).toBe(1008);
+  });
+});
+
+describe("answers to the registry's queries", () => {
+  it("an answer to a query nobody asked is ignored; a malformed one closes the agent", async () => {
+    const pool = freshPool();
+    const agent = await FakeAgent.connect(pool, { replicas: [replicaState()] });
+    agent.sendJson({ type: "answer", id: "q-never", result: { ok: true, value: {} } });
+    // Still connected: its next frame is handled.
+    agent.socket.send("ping");
+    expect(await agent.nextText()).toBe("pong");
+
+    // A statistics query the fake agent answers with something that is not statistics.
+    const stats = gatewayFetch("/v2/models/stats", {
+      headers: { Authorization: `Bearer ${CLIENT_KEY}`, "X-Switchyard-Pool": pool },
+    });
+    const query = (await agent.nextText()) as { type: string; id: string; query: { kind: string } };
+    expect(query).toMatchObject({ type: "query", query: { kind: "stats" } });
+    agent.sendJson({ type: "answer", id: query.id, result: { ok: true, value: [{ name: 1 }] } });
+    expect((await agent.closed).code).toBe(1008);
+    // The client gets the statistics of the agents that answered properly: none.
+    expect(await (await stats).json()).toEqual({ model_stats: [] });
   });
 });

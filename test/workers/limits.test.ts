@@ -1,7 +1,10 @@
+import { createExecutionContext } from "cloudflare:test";
+import { env } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
+import { createApp } from "../../gateway/app.ts";
 import { MAX_FRAME_BYTES } from "../../shared/protocol/frames.ts";
 import { FakeAgent } from "./support/fake-agent.ts";
-import { CLIENT_KEY, errorOf, freshPool, gatewayFetch, infer } from "./support/gateway.ts";
+import { CLIENT_KEY, errorOf, freshPool, gatewayFetch, infer, SMALL_REQUEST } from "./support/gateway.ts";
 import { waitForQueued } from "./support/registry.ts";
 import { replicaState } from "./support/replica-state.ts";
 
@@ -140,5 +143,72 @@ describe("request validation before anything reaches an agent", () => {
     }
     expect(agent.pendingInfers).toBe(0);
     agent.close();
+  });
+});
+
+describe("bodies that break off or come compressed", () => {
+  const app = createApp();
+  const call = (body: BodyInit, headers: Record<string, string> = {}) =>
+    Promise.resolve(
+      app.fetch(
+        new Request("https://gateway.test/v2/models/m/infer", {
+          method: "POST",
+          headers: { Authorization: `Bearer ${CLIENT_KEY}`, "X-Switchyard-Pool": freshPool(), ...headers },
+          body,
+        }),
+        env,
+        createExecutionContext(),
+      ),
+    );
+
+  it("a body stream that fails mid-way is the request's fault: 400 JSON, never a 500", async () => {
+    const broken = new ReadableStream<Uint8Array>({
+      start(controller) {
+        controller.enqueue(new TextEncoder().encode('{"inputs": ['));
+      },
+      pull(controller) {
+        controller.error(new Error("Network connection lost."));
+      },
+    });
+    const response = await call(broken);
+    expect(response.status).toBe(400);
+    expect(await errorOf(response)).toBe(
+      "request body could not be read: it broke off, or its transfer encoding is malformed",
+    );
+  });
+
+  it("gzip and deflate bodies are decompressed, limits apply to what they inflate to, unknown encodings get 415", async () => {
+    const compress = async (text: string, format: "gzip" | "deflate") =>
+      new Uint8Array(
+        await new Response(
+          new Blob([text]).stream().pipeThrough(new CompressionStream(format)),
+        ).arrayBuffer(),
+      );
+    // No agent in the pool: a body that decodes fine gets as far as routing (503).
+    for (const format of ["gzip", "deflate"] as const) {
+      const response = await call(await compress(SMALL_REQUEST, format), { "Content-Encoding": format });
+      expect(response.status, format).toBe(503);
+    }
+    const bomb = await compress("0".repeat(40 * 2 ** 20), "gzip");
+    expect(bomb.byteLength).toBeLessThan(1 << 20);
+    const refused = await call(bomb, { "Content-Encoding": "gzip" });
+    expect(refused.status).toBe(413);
+    expect(await errorOf(refused)).toMatch(/larger than the limit of \d+ bytes once decompressed/);
+    const unknown = await call(SMALL_REQUEST, { "Content-Encoding": "br" });
+    expect(unknown.status).toBe(415);
+  });
+
+  it("health takes the client key when HEALTH_REQUIRES_KEY is set", async () => {
+    const probe = (headers: Record<string, string>) =>
+      Promise.resolve(
+        app.fetch(
+          new Request("https://gateway.test/v2/health/live", { headers }),
+          { ...env, HEALTH_REQUIRES_KEY: "true" },
+          createExecutionContext(),
+        ),
+      );
+    expect((await probe({})).status).toBe(401);
+    expect((await probe({ Authorization: "Bearer wrong" })).status).toBe(403);
+    expect((await probe({ Authorization: `Bearer ${CLIENT_KEY}` })).status).toBe(200);
   });
 });

@@ -108,7 +108,7 @@ describe("planAdmission", () => {
     });
   });
 
-  test("waits, evicting nothing, when only pinned work stands in the way", () => {
+  test("waits, evicting nothing, when only work in flight stands in the way", () => {
     const entries = [entry("busy", { inFlight: 1, bytes: 50 }), entry("idle", { bytes: 10 })];
     // Evicting "idle" would not be enough: the plan must not evict it for nothing.
     expect(planAdmission(entries, { key: "x", bytes: 55 }, limits({ maxBytes: 100 }))).toEqual({
@@ -117,6 +117,25 @@ describe("planAdmission", () => {
     expect(planAdmission([entry("busy", { inFlight: 1 })], incoming, limits({ maxModels: 1 }))).toEqual({
       kind: "wait",
     });
+  });
+
+  test("never evicts a pinned model, and refuses at once what cannot fit beside the pinned ones", () => {
+    const entries = [
+      entry("pinned", { bytes: 60, pinned: true, lastUsedAt: 0 }),
+      entry("idle", { lastUsedAt: 5 }),
+    ];
+    expect(planAdmission(entries, incoming, limits({ maxModels: 2 }))).toEqual({
+      kind: "admit",
+      evict: ["idle"],
+    });
+    const plan = planAdmission(entries, { key: "big", bytes: 50 }, limits({ maxBytes: 100 }));
+    expect(plan.kind).toBe("reject");
+    expect(plan.kind === "reject" && plan.reason).toMatch(/beside the 1 model\(s\) pinned here/);
+    expect(planAdmission([entry("pinned", { pinned: true })], incoming, limits({ maxModels: 1 })).kind).toBe(
+      "reject",
+    );
+    expect(isEvictable(entry("pinned", { pinned: true }))).toBe(false);
+    expect(expiredEntries([entry("pinned", { pinned: true })], 1e9, 1)).toEqual([]);
   });
 
   test("rejects a model bigger than the whole budget, saying both sizes", () => {

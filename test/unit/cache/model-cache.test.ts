@@ -608,3 +608,56 @@ describe("close", () => {
     expect(loader.released).toEqual(["A#1"]);
   });
 });
+
+describe("pins (model control's load)", () => {
+  test("a pinned model is never the LRU victim, nor expires; unpinned, it is an ordinary entry again", async () => {
+    vi.useFakeTimers({ toFake: ["setTimeout", "clearTimeout"] });
+    const { cache, loader, clock, preloaded, loadedKeys } = setup({
+      limits: { maxModels: 2 },
+      keepAliveMs: 1000,
+    });
+    const pinned = cache.pin("A");
+    await flush();
+    loader.finish("A");
+    await pinned;
+    expect(cache.snapshot().loaded).toEqual([expect.objectContaining({ key: "A", pinned: true })]);
+    // A is the least recently used through all of this, and stays.
+    await preloaded("B");
+    await preloaded("C");
+    expect(loadedKeys()).toEqual(["A", "C"]);
+    clock.now += 5000;
+    await vi.advanceTimersByTimeAsync(5000);
+    expect(loadedKeys()).toEqual(["A"]);
+
+    expect(cache.unpin("A")).toBe(true);
+    expect(cache.unpin("A")).toBe(false);
+    await preloaded("D");
+    await preloaded("E");
+    expect(loadedKeys()).toEqual(["D", "E"]);
+  });
+
+  test("a model that cannot fit beside the pinned ones is refused at once, not left waiting", async () => {
+    const { cache, loader } = setup({ limits: { maxBytes: 100 }, sizes: { A: 60, B: 60 } });
+    const pinned = cache.pin("A");
+    await flush();
+    loader.finish("A");
+    await pinned;
+    const refused = await rejection(cache.acquire("B"));
+    expect(refused.code).toBe("too_large");
+    expect(refused.message).toMatch(/does not fit beside the 1 model\(s\) pinned here/);
+    expect(await rejection(cache.pin("B"))).toMatchObject({ code: "too_large" });
+    expect(cache.snapshot().loaded.map((entry) => entry.key)).toEqual(["A"]);
+  });
+
+  test("unload drops the pin with the model", async () => {
+    const { cache, loader, preloaded } = setup({ limits: { maxModels: 1 } });
+    const pinned = cache.pin("A");
+    await flush();
+    loader.finish("A");
+    await pinned;
+    expect(await cache.unload("A")).toBe(true);
+    await preloaded("A");
+    await preloaded("B");
+    expect(cache.snapshot().loaded.map((entry) => entry.key)).toEqual(["B"]);
+  });
+});

@@ -1,6 +1,12 @@
 import { describe, expect, test } from "vitest";
 import { SwitchyardError } from "../../../shared/errors.ts";
-import { readHint, readTimeoutMs, serverTiming } from "../../../shared/oip/request-options.ts";
+import {
+  readHeaderLength,
+  readHint,
+  readTimeoutMs,
+  requestIdHeader,
+  serverTiming,
+} from "../../../shared/oip/request-options.ts";
 
 const headers = (entries: Record<string, string>) => new Headers(entries);
 
@@ -41,5 +47,24 @@ describe("readHint and serverTiming", () => {
 
   test("Server-Timing lists each phase in milliseconds", () => {
     expect(serverTiming({ queue: 1, infer: 2.345 })).toBe("queue;dur=1.00, infer;dur=2.35");
+  });
+});
+
+describe("response headers of a request", () => {
+  test("X-Request-Id carries the request's id when a header can, else a fresh one", () => {
+    expect(requestIdHeader("req-42")).toBe("req-42");
+    expect(requestIdHeader("a b")).toBe("a b");
+    for (const id of [undefined, "", " padded", "naïve", "line\nbreak"]) {
+      expect(requestIdHeader(id)).toMatch(/^[0-9a-f-]{36}$/);
+    }
+  });
+
+  test("Inference-Header-Content-Length is a byte count or a 400", () => {
+    const headers = (value: string) => new Headers({ "Inference-Header-Content-Length": value });
+    expect(readHeaderLength(new Headers())).toBeUndefined();
+    expect(readHeaderLength(headers("12"))).toBe(12);
+    for (const value of ["-1", "1.5", "abc", "", "99999999999999999999"]) {
+      expect(() => readHeaderLength(headers(value)), value).toThrow(/must be a byte count/);
+    }
   });
 });

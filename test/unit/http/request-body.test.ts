@@ -1,0 +1,74 @@
+import { deflateSync, gzipSync } from "node:zlib";
+import { describe, expect, test } from "vitest";
+import { SwitchyardError } from "../../../shared/errors.ts";
+import { readRequestBody } from "../../../shared/http/request-body.ts";
+
+const request = (body: RequestInit["body"], headers: Record<string, string> = {}) =>
+  new Request("http://x/", { method: "POST", headers, body, duplex: "half" } as RequestInit);
+
+async function failure(promise: Promise<unknown>): Promise<SwitchyardError> {
+  const error = await promise.then(
+    () => undefined,
+    (caught: unknown) => caught,
+  );
+  if (!(error instanceof SwitchyardError))
+    throw new Error(`expected a SwitchyardError, got ${String(error)}`);
+  return error;
+}
+
+describe("readRequestBody", () => {
+  const text = '{"inputs": []}';
+
+  test("plain, gzip, deflate and stacked encodings all give the same bytes", async () => {
+    const decode = async (body: Uint8Array | string, encoding?: string) =>
+      new TextDecoder().decode(
+        await readRequestBody(
+          request(body, encoding === undefined ? {} : { "Content-Encoding": encoding }),
+          1024,
+        ),
+      );
+    expect(await decode(text)).toBe(text);
+    expect(await decode(text, "identity")).toBe(text);
+    expect(await decode(gzipSync(text), "gzip")).toBe(text);
+    expect(await decode(gzipSync(text), "x-gzip")).toBe(text);
+    expect(await decode(deflateSync(text), "deflate")).toBe(text);
+    // Listed in the order they were applied: deflate first, then gzip.
+    expect(await decode(gzipSync(deflateSync(text)), "deflate, gzip")).toBe(text);
+  });
+
+  test("the limit applies to the inflated bytes: a small bomb is refused without inflating it all", async () => {
+    const bomb = gzipSync(Buffer.alloc(64 * 2 ** 20));
+    expect(bomb.byteLength).toBeLessThan(2 ** 20);
+    const refused = await failure(readRequestBody(request(bomb, { "Content-Encoding": "gzip" }), 2 ** 20));
+    expect(refused.status).toBe(413);
+    expect(refused.message).toBe("request body is larger than the limit of 1048576 bytes once decompressed");
+    // An honest Content-Length over the limit is refused before anything is read.
+    const declared = await failure(readRequestBody(request("x".repeat(20), { "Content-Length": "20" }), 10));
+    expect(declared.status).toBe(413);
+  });
+
+  test("an unknown encoding is 415; corrupt data and a body that breaks off are 400", async () => {
+    expect((await failure(readRequestBody(request(text, { "Content-Encoding": "br" }), 1024))).status).toBe(
+      415,
+    );
+    const corrupt = await failure(readRequestBody(request("plain", { "Content-Encoding": "gzip" }), 1024));
+    expect(corrupt.status).toBe(400);
+    expect(corrupt.message).toBe("request body is not valid gzip data, or it broke off");
+    const truncated = gzipSync(text).subarray(0, 10);
+    expect(
+      (await failure(readRequestBody(request(truncated, { "Content-Encoding": "gzip" }), 1024))).status,
+    ).toBe(400);
+    const breaking = new ReadableStream<Uint8Array>({
+      pull(controller) {
+        controller.error(new Error("socket hang up"));
+      },
+    });
+    const broke = await failure(readRequestBody(request(breaking), 1024));
+    expect(broke.status).toBe(400);
+    expect(broke.message).toMatch(/could not be read/);
+  });
+
+  test("no body is an empty body", async () => {
+    expect(await readRequestBody(new Request("http://x/"), 10)).toEqual(new Uint8Array(0));
+  });
+});
