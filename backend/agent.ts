@@ -1,5 +1,7 @@
 import { serve } from "@hono/node-server";
 import packageJson from "../package.json" with { type: "json" };
+import { modelKey, parseModelSpec } from "../shared/model-names.ts";
+import { DEFAULT_POOL } from "../shared/pool-names.ts";
 import { routingPolicy } from "../shared/routing/policies.ts";
 import type { AgentOptions } from "./cli/options.ts";
 import { type StartupInfo, summaryFields, summaryLines } from "./cli/startup-summary.ts";
@@ -124,10 +126,10 @@ export async function startAgent(options: AgentOptions, log: Log, ui: AgentUi = 
 
   // Preload in order; a model that fails to load is reported and skipped, the others still load.
   for (const spec of options.preload) {
-    const [name = spec, version] = spec.split(":");
+    const { name, version } = parseModelSpec(spec);
     try {
       const signature = await models.load(name, version, { pin: false });
-      log("preloaded", { model: `${signature.name}:${signature.version}` });
+      log("preloaded", { model: modelKey(signature) });
     } catch (error) {
       log("preload failed", { model: spec, error: (error as Error).message });
     }
@@ -185,7 +187,7 @@ function startupInfo(
     ...(/^https?:/i.test(models) ? { cacheDir: options.cacheDir } : {}),
     ...(options.gateway === undefined
       ? {}
-      : { gateway: { url: options.gateway.url, pool: options.gateway.pool ?? "default" } }),
+      : { gateway: { url: options.gateway.url, pool: options.gateway.pool ?? DEFAULT_POOL } }),
     ...(options.standalone
       ? { standalone: `http://${options.host}:${options.port === 0 ? "<any free port>" : options.port}` }
       : {}),

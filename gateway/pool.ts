@@ -1,4 +1,5 @@
 import { badInput } from "../shared/errors.ts";
+import { DEFAULT_POOL, isPoolName, POOL_NAME_RULE } from "../shared/pool-names.ts";
 import type { Env } from "./env.ts";
 
 /**
@@ -6,22 +7,14 @@ import type { Env } from "./env.ts";
  * and its own queue. Clients pick one with X-Switchyard-Pool; agents with that header or `?pool=`
  * (websocket clients cannot always set headers). Everything else goes to "default".
  */
-export const DEFAULT_POOL = "default";
+export { DEFAULT_POOL, isPoolName };
 export const POOL_HEADER = "x-switchyard-pool";
-
-const POOL_NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
-
-export const isPoolName = (name: string) => POOL_NAME.test(name);
 
 export function poolOf(request: Request): string {
   const named = request.headers.get(POOL_HEADER) ?? new URL(request.url).searchParams.get("pool");
   if (named === null || named.trim() === "") return DEFAULT_POOL;
   const pool = named.trim();
-  if (!POOL_NAME.test(pool)) {
-    throw badInput(
-      "invalid pool name: use up to 64 letters, digits, '_', '.' and '-', starting with a letter or digit",
-    );
-  }
+  if (!isPoolName(pool)) throw badInput(`invalid pool name: use ${POOL_NAME_RULE}`);
   return pool;
 }
 

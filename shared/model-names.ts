@@ -77,3 +77,31 @@ export function compareModelEntries(
 ): number {
   return a.name < b.name ? -1 : a.name > b.name ? 1 : compareModelVersions(a.version, b.version);
 }
+
+// ---- Model keys: "name:version" ----
+
+/**
+ * A model version's key, "name:version": the one form every cache, map, log line and metric label uses.
+ * Versions never contain ':' (they are digits), so the last ':' splits a key; names may contain none either.
+ */
+export const modelKey = (ref: { name: string; version: string }): string => `${ref.name}:${ref.version}`;
+
+/** A key's name and version (the inverse of modelKey). */
+export function parseModelKey(key: string): { name: string; version: string } {
+  const separator = key.lastIndexOf(":");
+  return separator < 0
+    ? { name: key, version: "" }
+    : { name: key.slice(0, separator), version: key.slice(separator + 1) };
+}
+
+/** The key of what a request asks for: a version, or `name:*` for whichever version serves by default. */
+export const requestedModelKey = (name: string, version: string | undefined): string =>
+  `${name}:${version ?? "*"}`;
+
+/** "name" or "name:version", as flags and operators write a model (--preload det:2); no version: undefined. */
+export function parseModelSpec(spec: string): { name: string; version: string | undefined } {
+  const separator = spec.lastIndexOf(":");
+  return separator < 0
+    ? { name: spec, version: undefined }
+    : { name: spec.slice(0, separator), version: spec.slice(separator + 1) };
+}

@@ -1,3 +1,4 @@
+import { modelKey } from "../../shared/model-names.ts";
 import type { Log, StatusLine } from "../log.ts";
 import type { DownloadProgress } from "../models/repository.ts";
 import { clearLine, drawOver, progressLine } from "./progress-bar.ts";
@@ -43,7 +44,7 @@ export class DownloadDisplay implements StatusLine {
 
   /** The repository's onProgress hook. */
   readonly onProgress = (progress: DownloadProgress): void => {
-    const model = `${progress.name}:${progress.version}`;
+    const model = modelKey(progress);
     let download = this.#downloads.get(model);
     const now = performance.now();
     if (download === undefined) {

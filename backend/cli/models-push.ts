@@ -1,5 +1,6 @@
 import { existsSync, statSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
+import { modelKey } from "../../shared/model-names.ts";
 import { sha256OfFile } from "../models/file-sha256.ts";
 import { openLocalRepository } from "../models/local-repository.ts";
 import type { AdminClient, StoredVersion } from "./admin-client.ts";
@@ -50,11 +51,11 @@ export async function pushModels(options: PushOptions): Promise<PushSummary> {
       `no models in ${options.dir}${options.models.length === 0 ? "" : ` named ${options.models.join(", ")}`}: expected <model>/<version>/model.onnx`,
     );
   }
-  const stored = new Map((await client.list()).map((entry) => [`${entry.name}:${entry.version}`, entry]));
+  const stored = new Map((await client.list()).map((entry) => [modelKey(entry), entry]));
   const summary: PushSummary = { pushed: 0, unchanged: 0 };
   for (const entry of entries) {
     const local = await describe(repository, options.dir, entry.name, entry.version);
-    const label = `${local.name}:${local.version}`;
+    const label = modelKey(local);
     if (!options.force && sameAsStored(local, stored.get(label))) {
       say(out, `= ${label}  unchanged (sha256 ${local.model.sha256.slice(0, 12)}…)`);
       summary.unchanged += 1;
@@ -108,7 +109,7 @@ async function upload(
   source: { path: string; size: number; sha256: string },
 ): Promise<void> {
   const { out } = options;
-  const label = `${local.name}:${local.version} ${file}`;
+  const label = `${modelKey(local)} ${file}`;
   const tty = out.isTTY === true;
   const started = performance.now();
   let lastDraw = 0;

@@ -2,6 +2,8 @@ import os from "node:os";
 import path from "node:path";
 import { parseArgs } from "node:util";
 import { z } from "zod";
+import { isPoolName, POOL_NAME_RULE } from "../../shared/pool-names.ts";
+import { MAX_HINT_LENGTH, MAX_HINTS } from "../../shared/protocol/frames.ts";
 import { agentConnectUrl, gatewayModelsUrl } from "../gateway-link/gateway-urls.ts";
 import { DEFAULT_BATCHING } from "../replica/batch-settings.ts";
 import { readConfigFile } from "./config-file.ts";
@@ -197,7 +199,6 @@ const size = (flag: string) =>
   });
 
 // The gateway's pool names (gateway/pool.ts): checked here so a typo fails at start, not at every reconnect.
-const POOL_NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
 
 function isGatewayUrl(url: string): boolean {
   try {
@@ -288,17 +289,13 @@ const AgentOptionsSchema = z
     hints: list
       .pipe(
         z
-          .array(z.string().max(256, "--hints: each hint is at most 256 characters"))
-          .max(1024, "--hints: at most 1024"),
+          .array(
+            z.string().max(MAX_HINT_LENGTH, `--hints: each hint is at most ${MAX_HINT_LENGTH} characters`),
+          )
+          .max(MAX_HINTS, `--hints: at most ${MAX_HINTS}`),
       )
       .default([]),
-    pool: z
-      .string()
-      .regex(
-        POOL_NAME,
-        "--pool takes up to 64 letters, digits, '_', '.' and '-', starting with a letter or digit",
-      )
-      .optional(),
+    pool: z.string().refine(isPoolName, `--pool takes ${POOL_NAME_RULE}`).optional(),
   })
   .superRefine((options, context) => {
     if (options.models === undefined && options.gateway === undefined) {

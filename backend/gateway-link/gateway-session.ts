@@ -1,5 +1,6 @@
 import type WebSocket from "ws";
 import type { RawData } from "ws";
+import { modelKey } from "../../shared/model-names.ts";
 import {
   decodeTextFrame,
   type GatewayTextFrame,
@@ -12,7 +13,7 @@ import {
   type Welcome,
 } from "../../shared/protocol/frames.ts";
 import type { ModelSignature } from "../../shared/protocol/model-signatures.ts";
-import { modelKey } from "../../shared/protocol/replica-state.ts";
+
 import type { Log } from "../log.ts";
 import type { ModelService } from "../models/model-service.ts";
 import { Heartbeat } from "./heartbeat.ts";

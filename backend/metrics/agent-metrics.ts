@@ -2,7 +2,8 @@ import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from "prom
 import { SwitchyardError } from "../../shared/errors.ts";
 import { LATENCY_BUCKETS_SECONDS } from "../../shared/metrics/latency-buckets.ts";
 import { replicaChanges } from "../../shared/metrics/replica-changes.ts";
-import { modelKey, type ReplicaState } from "../../shared/protocol/replica-state.ts";
+import { modelKey, parseModelKey } from "../../shared/model-names.ts";
+import type { ReplicaState } from "../../shared/protocol/replica-state.ts";
 import type { InferOutcome } from "../replica/replica.ts";
 import { ModelLabels } from "./model-labels.ts";
 
@@ -225,8 +226,7 @@ export class AgentMetrics {
     if (before === undefined) return;
     for (const [model, timings] of Object.entries(after.timings)) {
       const runs = timings.runs - (before.timings[model]?.runs ?? 0);
-      if (runs > 0)
-        this.#runs.inc({ replica, model: this.#models.label(model.slice(0, model.lastIndexOf(":"))) }, runs);
+      if (runs > 0) this.#runs.inc({ replica, model: this.#models.label(parseModelKey(model).name) }, runs);
     }
   }
 

@@ -1,4 +1,5 @@
 import { SwitchyardError } from "../../shared/errors.ts";
+import { modelKey } from "../../shared/model-names.ts";
 import type { ReplicaState } from "../../shared/protocol/replica-state.ts";
 import type { Log } from "../log.ts";
 import { type InferCall, type InferOutcome, Replica, type ReplicaOptions } from "../replica/replica.ts";
@@ -55,7 +56,7 @@ export class MeteredReplica extends Replica {
     this.#metering.metrics.served(this.id, outcome, totalMs);
     if (this.#metering.logRequests) {
       this.#metering.log("request", {
-        model: `${outcome.model.name}:${outcome.model.version}`,
+        model: modelKey(outcome.model),
         replica: this.id,
         status: 200,
         cache: outcome.cache,

@@ -1,8 +1,9 @@
 import { SwitchyardError } from "../../shared/errors.ts";
 import { declaredBatching } from "../../shared/model-config.ts";
+import { modelKey } from "../../shared/model-names.ts";
 import { OnnxFormatError } from "../../shared/onnx/onnx-signature.ts";
 import type { ModelSignature } from "../../shared/protocol/model-signatures.ts";
-import { modelKey } from "../../shared/protocol/replica-state.ts";
+
 import { describeOnnxFile } from "./file-byte-source.ts";
 import type { ModelRepository } from "./repository.ts";
 

@@ -1,4 +1,4 @@
-import { compareModelVersions, highestModelVersion } from "../../shared/model-names.ts";
+import { compareModelVersions, highestModelVersion, modelKey } from "../../shared/model-names.ts";
 import type { ModelStatistics } from "../../shared/oip/statistics.ts";
 import { type AgentRepository, MAX_OFFERED_MODELS } from "../../shared/protocol/frames.ts";
 import type { ModelSignature } from "../../shared/protocol/model-signatures.ts";
@@ -49,7 +49,7 @@ export class ModelService {
         await this.#describer.describe(entry.name, entry.version);
       } catch (error) {
         this.#log("model cannot be described", {
-          model: `${entry.name}:${entry.version}`,
+          model: modelKey(entry),
           error: error instanceof Error ? error.message : String(error),
         });
       }

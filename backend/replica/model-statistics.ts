@@ -1,6 +1,6 @@
+import { modelKey } from "../../shared/model-names.ts";
 import { emptyStatistics, type ModelStatistics, type StatDuration } from "../../shared/oip/statistics.ts";
 import type { ModelRef } from "../../shared/protocol/replica-state.ts";
-import { modelKey } from "../../shared/protocol/replica-state.ts";
 
 const NS_PER_MS = 1e6;
 

@@ -1,4 +1,5 @@
 import type { ModelConfig } from "../../shared/model-config.ts";
+import { parseModelKey } from "../../shared/model-names.ts";
 import type { ModelRef } from "../../shared/protocol/replica-state.ts";
 import type { ModelRepository, ResolvedModel } from "../models/repository.ts";
 import { type BatchingDefaults, type BatchSettings, batchSettingsFor } from "./batch-settings.ts";
@@ -21,11 +22,6 @@ export interface ModelSession {
   /** Bytes it takes on its device, and how that was found. */
   bytes: number;
   bytesSource: "measured" | "file";
-}
-
-export function parseModelKey(key: string): ModelRef {
-  const separator = key.lastIndexOf(":");
-  return { name: key.slice(0, separator), version: key.slice(separator + 1) };
 }
 
 export interface OnnxSessionOptions extends SessionTuning {

@@ -1,9 +1,10 @@
 import { SwitchyardError } from "../../shared/errors.ts";
 import { declaredBatching } from "../../shared/model-config.ts";
+import { modelKey, parseModelKey, requestedModelKey } from "../../shared/model-names.ts";
 import type { ModelStatistics } from "../../shared/oip/statistics.ts";
 import type { Tensor } from "../../shared/oip/tensor.ts";
 import type { ModelSignature } from "../../shared/protocol/model-signatures.ts";
-import { type ModelRef, modelKey, type ReplicaState } from "../../shared/protocol/replica-state.ts";
+import type { ModelRef, ReplicaState } from "../../shared/protocol/replica-state.ts";
 import type { ModelRepository } from "../models/repository.ts";
 import { type BatchingDefaults, DEFAULT_BATCHING } from "./batch-settings.ts";
 import { ModelBatcher } from "./batcher.ts";
@@ -12,7 +13,7 @@ import { ModelCache } from "./model-cache.ts";
 import { type ModelMemoryBudget, modelMemoryBudget } from "./model-memory-budget.ts";
 import { ModelStatisticsBook } from "./model-statistics.ts";
 import { ModelTimingsTable } from "./model-timings.ts";
-import { type ModelSession, OnnxModelLoader, parseModelKey } from "./onnx-loader.ts";
+import { type ModelSession, OnnxModelLoader } from "./onnx-loader.ts";
 import { checkInputs } from "./ort-tensors.ts";
 import type { SessionTuning } from "./session-options.ts";
 import { SessionGoneError } from "./session-thread.ts";
@@ -159,7 +160,7 @@ export class Replica {
 
   /** resolve(), reusing a recent answer: requests should not each read the repository. */
   #resolveForInfer(name: string, version?: string): Promise<ModelRef> {
-    const memoKey = version === undefined ? name : `${name}:${version}`;
+    const memoKey = requestedModelKey(name, version);
     return this.#versions.resolve(memoKey, () => this.resolve(name, version));
   }
 
@@ -341,7 +342,7 @@ export class Replica {
    */
   async load(name: string, version?: string, options: { pin?: boolean } = {}): Promise<ModelSignature> {
     const ref = await this.resolve(name, version);
-    this.#versions.set(version === undefined ? name : `${name}:${version}`, ref);
+    this.#versions.set(requestedModelKey(name, version), ref);
     const key = modelKey(ref);
     if (options.pin === true) await this.#pin(key, ref);
     const lease = await this.#acquire(key, ref);

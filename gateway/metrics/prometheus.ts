@@ -1,4 +1,5 @@
-import { modelKey } from "../../shared/protocol/replica-state.ts";
+import { modelKey } from "../../shared/model-names.ts";
+
 import type { PoolSnapshot } from "../registry/relay-types.ts";
 import { Exposition, type HistogramSample, type Labels } from "./exposition.ts";
 import { type HistogramData, LATENCY_BUCKETS_SECONDS } from "./histogram.ts";

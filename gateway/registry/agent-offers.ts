@@ -1,5 +1,5 @@
 import { z } from "zod";
-import { modelKey } from "../../shared/protocol/replica-state.ts";
+import { modelKey } from "../../shared/model-names.ts";
 
 const OffersSchema = z.array(z.object({ name: z.string(), version: z.string(), bytes: z.number() }));
 export type ModelOffer = z.infer<typeof OffersSchema>[number];

@@ -1,3 +1,4 @@
+import { modelKey, parseModelKey } from "../../shared/model-names.ts";
 import type { ReplicaState } from "../../shared/protocol/replica-state.ts";
 
 /**
@@ -24,7 +25,7 @@ export class Idempotence {
     for (const replica of replicas) {
       for (const model of replica.loaded) {
         if (model.idempotent !== false) continue;
-        const key = `${model.name}:${model.version}`;
+        const key = modelKey(model);
         if (this.#notIdempotent.has(key)) continue;
         this.#notIdempotent.add(key);
         this.#kv.put(`${PREFIX}${key}`, true);
@@ -34,9 +35,9 @@ export class Idempotence {
 
   /** Whether a request for `model` (a version, or whichever is the default) may run twice. */
   allowsRerun(model: string, version: string | undefined): boolean {
-    if (version !== undefined) return !this.#notIdempotent.has(`${model}:${version}`);
+    if (version !== undefined) return !this.#notIdempotent.has(modelKey({ name: model, version }));
     // No version asked for: any version could have served it, so one that is not idempotent decides.
-    for (const key of this.#notIdempotent) if (key.startsWith(`${model}:`)) return false;
+    for (const key of this.#notIdempotent) if (parseModelKey(key).name === model) return false;
     return true;
   }
 }

@@ -1,5 +1,6 @@
 import { z } from "zod";
 import { SwitchyardError } from "../../shared/errors.ts";
+import { modelKey } from "../../shared/model-names.ts";
 import type { ReplicaState } from "../../shared/protocol/replica-state.ts";
 import { type AgentLink, replicaAddress } from "./agent-link.ts";
 import { type AgentQueries, LOAD_TIMEOUT_MS } from "./agent-queries.ts";
@@ -152,7 +153,7 @@ export class ModelPins {
       }
       await this.#place(model, pin.copies).catch((error: unknown) =>
         this.#options.log("pin-placement-failed", {
-          model: `${pin.name}:${pin.version}`,
+          model: modelKey(pin),
           error: String(error),
         }),
       );

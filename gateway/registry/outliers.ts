@@ -1,3 +1,4 @@
+import { modelKey, parseModelKey } from "../../shared/model-names.ts";
 import type { ReplicaState } from "../../shared/protocol/replica-state.ts";
 
 /**
@@ -22,7 +23,8 @@ interface Streak {
   reason?: string;
 }
 
-const keyOf = (address: string, model: string, version: string) => `${address}\n${model}:${version}`;
+const keyOf = (address: string, model: string, version: string) =>
+  `${address}\n${modelKey({ name: model, version })}`;
 
 export class OutlierEjection {
   readonly #options: OutlierOptions;
@@ -65,9 +67,7 @@ export class OutlierEjection {
         delete streak.ejectedUntil;
         continue;
       }
-      const ref = key.slice(address.length + 1);
-      const colon = ref.lastIndexOf(":");
-      ejected.push({ name: ref.slice(0, colon), version: ref.slice(colon + 1), reason: streak.reason ?? "" });
+      ejected.push({ ...parseModelKey(key.slice(address.length + 1)), reason: streak.reason ?? "" });
     }
     return ejected.length === 0 ? state : { ...state, failed: [...state.failed, ...ejected] };
   }

@@ -1,4 +1,5 @@
 import { SwitchyardError } from "../../shared/errors.ts";
+import { modelKey } from "../../shared/model-names.ts";
 import {
   type ErrorFrame,
   encodeBinaryFrame,
@@ -411,7 +412,7 @@ export class Relay {
     if (version === undefined || state === undefined) return;
     const model = { name: pending.call.model, version };
     if (!this.#outliers.record(sent.address, model, frame.status, frame.message, this.#now())) return;
-    this.#log("outlier-ejected", { replica: sent.address, model: `${model.name}:${model.version}` });
+    this.#log("outlier-ejected", { replica: sent.address, model: modelKey(model) });
     this.#upsert(link, state);
   }
 

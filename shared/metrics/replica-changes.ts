@@ -1,4 +1,5 @@
-import { type ModelRef, modelKey, type ReplicaState } from "../protocol/replica-state.ts";
+import { modelKey } from "../model-names.ts";
+import type { ModelRef, ReplicaState } from "../protocol/replica-state.ts";
 
 /**
  * What happened to a replica's models between two of its states: the events that loads, evictions and

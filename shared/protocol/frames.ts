@@ -75,12 +75,16 @@ export const AgentRepositorySchema = z.discriminatedUnion("kind", [
 ]);
 export type AgentRepository = z.infer<typeof AgentRepositorySchema>;
 
+/** Routing keys an agent may answer to (--hints), and how long each may be. */
+export const MAX_HINTS = 1024;
+export const MAX_HINT_LENGTH = 256;
+
 export const HelloSchema = z.object({
   type: z.literal("hello"),
   protocol: z.literal(PROTOCOL_VERSION),
   agent: z.object({ name: z.string().min(1).max(128), version: z.string().max(64) }),
   /** Routing keys this agent answers to beyond its model names (--hints). */
-  hints: z.array(z.string().max(256)).max(1024),
+  hints: z.array(z.string().max(MAX_HINT_LENGTH)).max(MAX_HINTS),
   replicas: z.array(ReplicaStateSchema).min(1).max(64),
   signatures: Signatures,
   repository: AgentRepositorySchema,

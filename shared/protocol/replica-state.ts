@@ -55,5 +55,3 @@ export const ReplicaStateSchema = z.object({
   failed: z.array(ModelRefSchema.extend({ reason: z.string() })),
 });
 export type ReplicaState = z.infer<typeof ReplicaStateSchema>;
-
-export const modelKey = (ref: ModelRef): string => `${ref.name}:${ref.version}`;

@@ -1,4 +1,5 @@
 import type { CacheEntryView, CacheLimits } from "../cache/admission.ts";
+import { modelKey } from "../model-names.ts";
 import type { PoolEstimates } from "./estimates.ts";
 import type { ReplicaView } from "./types.ts";
 
@@ -12,7 +13,7 @@ export function cacheEntriesOf(
   estimates: PoolEstimates,
 ): CacheEntryView[] {
   const entries: CacheEntryView[] = replica.state.loaded.map((model) => ({
-    key: `${model.name}:${model.version}`,
+    key: modelKey(model),
     bytes: model.bytes,
     lastUsedAt: now - model.idleMs,
     inFlight: model.inFlight,
@@ -28,7 +29,7 @@ export function cacheEntriesOf(
   for (const model of loading) {
     if (names.has(model.name)) continue;
     names.add(model.name);
-    const key = `${model.name}:${model.version}`;
+    const key = modelKey(model);
     const bytes = estimates.bytes({ model: model.name }) ?? 0;
     entries.push({ key, bytes, lastUsedAt: now, inFlight: 1, state: "loading" });
   }
@@ -39,6 +40,3 @@ export const cacheLimitsOf = (replica: ReplicaView): CacheLimits => ({
   maxModels: replica.state.maxModels,
   maxBytes: replica.state.memoryBudgetBytes,
 });
-
-/** The model name of a cache key ("name:version"). */
-export const modelOfKey = (key: string) => key.slice(0, Math.max(0, key.lastIndexOf(":")));

@@ -1,3 +1,4 @@
+import { parseModelKey, requestedModelKey } from "../model-names.ts";
 import type { ModelTimings, ReplicaState } from "../protocol/replica-state.ts";
 import { versionMatches } from "./replica-facts.ts";
 import type { ReplicaView, RouteRequest } from "./types.ts";
@@ -29,9 +30,8 @@ function indexOf(state: ReplicaState): ReportIndex {
   const byModel = new Map<string, Measured[]>();
   const infers: number[] = [];
   for (const [key, timings] of Object.entries(state.timings)) {
-    const colon = key.lastIndexOf(":");
-    const model = colon < 0 ? key : key.slice(0, colon);
-    const measured = { version: colon < 0 ? "" : key.slice(colon + 1), timings };
+    const { name: model, version } = parseModelKey(key);
+    const measured = { version, timings };
     const list = byModel.get(model);
     if (list === undefined) byModel.set(model, [measured]);
     else list.push(measured);
@@ -121,12 +121,11 @@ export class PoolEstimates {
   /** One replica's figure for the model, or the pool's mean over every replica that measured it. */
   #measured(request: RouteRequest, replica: ReplicaView | undefined, pick: Pick): number | undefined {
     const memos = pick === loadOf ? this.#loads : this.#infers;
-    const modelKey =
-      request.version === undefined ? request.model : `${request.model}\u0000${request.version}`;
-    let memo = memos.get(modelKey);
+    const key = requestedModelKey(request.model, request.version);
+    let memo = memos.get(key);
     if (memo === undefined) {
       memo = new Map();
-      memos.set(modelKey, memo);
+      memos.set(key, memo);
     }
     const address = replica?.address ?? "";
     if (memo.has(address)) return memo.get(address);

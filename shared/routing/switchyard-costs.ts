@@ -1,6 +1,7 @@
 import type { CacheEntryView } from "../cache/admission.ts";
 import { planAdmission } from "../cache/admission.ts";
-import { cacheEntriesOf, cacheLimitsOf, modelOfKey } from "./cache-view.ts";
+import { parseModelKey, requestedModelKey } from "../model-names.ts";
+import { cacheEntriesOf, cacheLimitsOf } from "./cache-view.ts";
 import { PoolEstimates } from "./estimates.ts";
 import { freeSlots, holds, isLoadingOrPending, pendingLoadOf, usable } from "./replica-facts.ts";
 import type { QueuedView, ReplicaView, RouteRequest, RoutingContext } from "./types.ts";
@@ -209,10 +210,11 @@ export class SwitchyardCosts {
     }
     const plan = planAdmission(
       entries,
-      { key: `${request.model}:${request.version ?? "*"}`, bytes },
+      { key: requestedModelKey(request.model, request.version), bytes },
       cacheLimitsOf(replica),
     );
-    const planned = plan.kind === "admit" ? { victims: plan.evict.map(modelOfKey) } : undefined;
+    const planned =
+      plan.kind === "admit" ? { victims: plan.evict.map((key) => parseModelKey(key).name) } : undefined;
     bySize.set(bytes, planned);
     return planned;
   }
