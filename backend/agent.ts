@@ -1,10 +1,8 @@
 import { serve } from "@hono/node-server";
 import packageJson from "../package.json" with { type: "json" };
 import { modelKey, parseModelSpec } from "../shared/model-names.ts";
-import { DEFAULT_POOL } from "../shared/pool-names.ts";
 import { routingPolicy } from "../shared/routing/policies.ts";
-import type { AgentOptions } from "./cli/options.ts";
-import { type StartupInfo, summaryFields, summaryLines } from "./cli/startup-summary.ts";
+import type { AgentOptions } from "./agent-options.ts";
 import { type GatewayLink, startGatewayLink } from "./gateway-link/gateway-link.ts";
 import { isOnGateway } from "./gateway-link/gateway-urls.ts";
 import type { Log } from "./log.ts";
@@ -13,12 +11,14 @@ import { MeteredReplica } from "./metrics/metered-replica.ts";
 import { type MetricsServer, startMetricsServer } from "./metrics/metrics-server.ts";
 import { ModelDescriber } from "./models/model-describer.ts";
 import { ModelService } from "./models/model-service.ts";
-import { type DownloadProgress, openRepository } from "./models/repository.ts";
+import { openRepository } from "./models/open-repository.ts";
+import type { DownloadProgress } from "./models/repository.ts";
 import { ReplicaPool } from "./pool/replica-pool.ts";
 import { deviceLabel, planDevices } from "./replica/device.ts";
 import { gpuTotalMemory, gpuUsedMemory } from "./replica/gpu-memory.ts";
 import { answerMalformedHttp } from "./server/malformed-http.ts";
 import { createStandaloneApp } from "./server/standalone-app.ts";
+import { type StartupInfo, summaryFields } from "./startup-info.ts";
 
 export interface RunningAgent {
   /** The standalone server's address, when it serves one. */
@@ -29,8 +29,8 @@ export interface RunningAgent {
 
 /** How the agent talks to the person who started it (the CLI's terminal); all optional. */
 export interface AgentUi {
-  /** Lines for people (the startup summary); without it, or with --log-format json, facts go to the log. */
-  print?: (lines: string[]) => void;
+  /** Shows the startup summary to people; without it, or with --log-format json, its facts go to the log. */
+  announce?: (info: StartupInfo) => void;
   /** Model download progress (a progress bar on a terminal). */
   onProgress?: (progress: DownloadProgress) => void;
 }
@@ -145,7 +145,7 @@ export async function startAgent(options: AgentOptions, log: Log, ui: AgentUi = 
       : startGatewayLink({
           gateway: gateway.url,
           token: gateway.token,
-          ...(gateway.pool === undefined ? {} : { pool: gateway.pool }),
+          pool: gateway.pool,
           hints: gateway.hints,
           agent: { name: options.name, version: packageJson.version },
           replicas,
@@ -187,7 +187,7 @@ function startupInfo(
     ...(/^https?:/i.test(models) ? { cacheDir: options.cacheDir } : {}),
     ...(options.gateway === undefined
       ? {}
-      : { gateway: { url: options.gateway.url, pool: options.gateway.pool ?? DEFAULT_POOL } }),
+      : { gateway: { url: options.gateway.url, pool: options.gateway.pool } }),
     ...(options.standalone
       ? { standalone: `http://${options.host}:${options.port === 0 ? "<any free port>" : options.port}` }
       : {}),
@@ -210,6 +210,6 @@ function startupInfo(
 }
 
 function announce(info: StartupInfo, format: AgentOptions["logFormat"], log: Log, ui: AgentUi): void {
-  if (format === "text" && ui.print !== undefined) ui.print(summaryLines(info));
+  if (format === "text" && ui.announce !== undefined) ui.announce(info);
   else log("agent starting", summaryFields(info));
 }

@@ -1,9 +1,10 @@
 import { Hono } from "hono";
 import { noRoute, SwitchyardError } from "../shared/errors.ts";
+import { errorResponse } from "../shared/http/error-response.ts";
 import { authenticate, requireSecret, type SecretKind } from "./auth.ts";
-import { type Env, readConfig } from "./env.ts";
-import { errorResponse } from "./error-response.ts";
-import { rateLimitPerKey } from "./limits/rate-limit.ts";
+import { gatewayConfig } from "./config.ts";
+import type { Env } from "./env.ts";
+import { rateLimitPerKey } from "./limits/per-key-rate-limit.ts";
 import { log } from "./log.ts";
 import { requireObserver } from "./metrics/access.ts";
 import { adminModelRoutes } from "./routes/admin-models.ts";
@@ -34,7 +35,7 @@ export function createApp(): Hono<{ Bindings: Env }> {
   app.notFound((c) => errorResponse(noRoute(c.req.method, c.req.path)));
 
   app.use("/v2/*", async (c, next) => {
-    const kind = v2Secret(c.req.path, readConfig(c.env).HEALTH_REQUIRES_KEY);
+    const kind = v2Secret(c.req.path, gatewayConfig(c.env).HEALTH_REQUIRES_KEY);
     if (kind !== undefined) await authenticate(c.env, c.req.raw.headers, kind);
     await next();
   });

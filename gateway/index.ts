@@ -1,6 +1,6 @@
+import { errorResponse } from "../shared/http/error-response.ts";
 import { createApp } from "./app.ts";
 import type { Env } from "./env.ts";
-import { errorResponse } from "./error-response.ts";
 import { log } from "./log.ts";
 
 /** The Worker: the Hono app, and the Registry Durable Object class its binding names. */

@@ -1,8 +1,9 @@
+import { Deadline } from "../shared/deadline.ts";
 import { SwitchyardError } from "../shared/errors.ts";
 import type { Env } from "./env.ts";
 import { log } from "./log.ts";
 import { registryOf } from "./pool.ts";
-import type { InferCall, InferOutcome } from "./registry/relay-types.ts";
+import type { RelayedRequest, RelayOutcome } from "./registry/relay-types.ts";
 
 /**
  * The Worker's call to a pool's registry for one inference. The registry answers every expected failure as
@@ -13,16 +14,23 @@ import type { InferCall, InferOutcome } from "./registry/relay-types.ts";
  * refuses to rerun a model that is not idempotent. An overloaded registry is not called again; that would
  * only add to its load.
  */
-export async function inferThroughRegistry(env: Env, pool: string, call: InferCall): Promise<InferOutcome> {
-  const startedAt = Date.now();
+export async function inferThroughRegistry(
+  env: Env,
+  pool: string,
+  call: RelayedRequest,
+): Promise<RelayOutcome> {
+  const deadline = Deadline.in(call.timeoutMs);
   try {
     return await registryOf(env, pool).infer(call);
   } catch (error) {
     log("registry-call-failed", { pool, error: String(error), retry: !isOverloaded(error) });
-    const timeoutMs = call.timeoutMs - (Date.now() - startedAt);
-    if (isOverloaded(error) || timeoutMs <= 0) throw unavailable(error);
+    if (isOverloaded(error) || deadline.passed()) throw unavailable(error);
     try {
-      return await registryOf(env, pool).infer({ ...call, timeoutMs, maybeStarted: true });
+      return await registryOf(env, pool).infer({
+        ...call,
+        timeoutMs: deadline.remainingMs(),
+        maybeStarted: true,
+      });
     } catch (again) {
       log("registry-call-failed", { pool, error: String(again), retry: false });
       throw unavailable(again);

@@ -3,37 +3,39 @@
  *
  *   1. writes the demo models (four small MLPs m000…m003 and PP-OCRv4 text detection) unless present
  *   2. starts `wrangler dev` (the gateway in workerd, local Durable Objects and R2 under .wrangler/)
- *   3. uploads the demo models to local R2 through the gateway's admin endpoint
+ *   3. uploads the demo models to local R2 as `switchyard models push` does (versions already there are skipped)
  *   4. starts one CPU agent that joins the gateway and takes its models from it
  *   5. waits for /v2/health/ready, sends the example request once, and prints it as a curl command
  *
  * Ctrl-C (or SIGTERM) stops everything it started: each child runs in its own process group and the whole
  * group is signalled, so workerd goes down with wrangler. SWITCHYARD_PORT picks another port than 8787.
  * The secrets are the local development defaults unless .dev.vars or the environment set others.
+ *
+ * The pieces are shared with the tests and benchmarks through scripts/lib/: the demo models' builder and
+ * repository writer, process groups and starting `wrangler dev`; the upload is the switchyard CLI's.
  */
-import { type ChildProcess, spawn } from "node:child_process";
 import { existsSync, readFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { join } from "node:path";
-import { fileURLToPath } from "node:url";
-import { PPOCR_DET_PATH } from "../test/fixtures/ppocr.ts";
-import {
-  modelPath,
-  multiplexModelName,
-  multiplexRepository,
-  writeModelRepository,
-} from "../test/fixtures/repository.ts";
+import { Writable } from "node:stream";
+import { AdminClient } from "../backend/cli/admin-client.ts";
+import { pushModels } from "../backend/cli/models-push.ts";
+import { multiplexModelName, multiplexRepository, writeModelRepository } from "./lib/model-repository.ts";
+import { PPOCR_DET_PATH } from "./lib/ppocr-model.ts";
+import { isRunning, type ManagedProcess, spawnGroup } from "./lib/process-group.ts";
+import { REPO_ROOT, startWranglerDev } from "./lib/wrangler-dev.ts";
 
-const ROOT = fileURLToPath(new URL("..", import.meta.url));
 const HOST = "127.0.0.1";
 const PORT = Number(process.env.SWITCHYARD_PORT ?? 8787);
 const GATEWAY = `http://${HOST}:${PORT}`;
 // Local state lives under .wrangler/ (git ignores it), next to wrangler's own.
-const DEMO_MODELS_DIR = join(ROOT, ".wrangler", "demo-models");
-const AGENT_CACHE_DIR = join(ROOT, ".wrangler", "agent-cache");
+const DEMO_MODELS_DIR = join(REPO_ROOT, ".wrangler", "demo-models");
+const AGENT_CACHE_DIR = join(REPO_ROOT, ".wrangler", "agent-cache");
 const DEMO_MLPS = 4;
 const READY_TIMEOUT_MS = 120_000;
 const STOP_GRACE_MS = 10_000;
+// What is kept of each child's output (for the message when it fails); the rest is only shown.
+const KEEP_OUTPUT_CHARS = 64 * 1024;
 
 const DEFAULT_SECRETS = {
   API_KEYS: "local-dev-key",
@@ -54,72 +56,11 @@ const EXAMPLE_BODY = JSON.stringify({
   ],
 });
 
-interface DemoModel {
-  name: string;
-  version: string;
-  path: string;
-}
-
 // ---- processes ----
 
-interface Started {
-  name: string;
-  child: ChildProcess;
-}
-
-const started: Started[] = [];
+/** What was started, in order; stopped in reverse (the agent drains while the gateway still listens). */
+const started: ManagedProcess[] = [];
 let stopping = false;
-
-function startGroup(name: string, args: string[], env: NodeJS.ProcessEnv): Started {
-  const child = spawn(process.execPath, args, {
-    cwd: ROOT,
-    env: { ...process.env, ...env },
-    stdio: ["ignore", "pipe", "pipe"],
-    // Its own process group, so that stopping it stops what it started (wrangler runs workerd).
-    detached: true,
-  });
-  const entry = { name, child };
-  started.push(entry);
-  for (const stream of [child.stdout, child.stderr]) prefixLines(stream, name);
-  child.once("exit", (code, signal) => {
-    signalGroup(child, "SIGKILL");
-    if (stopping) return;
-    say(`${name} exited (${signal ?? code}); stopping everything`);
-    void stopAll(1);
-  });
-  return entry;
-}
-
-function signalGroup(child: ChildProcess, signal: NodeJS.Signals): void {
-  if (child.pid === undefined) return;
-  try {
-    process.kill(-child.pid, signal);
-  } catch {
-    // Already gone.
-  }
-}
-
-const isRunning = (child: ChildProcess) => child.exitCode === null && child.signalCode === null;
-
-async function stopAll(exitCode: number): Promise<never> {
-  if (stopping) {
-    // A second Ctrl-C: no more waiting.
-    for (const { child } of started) signalGroup(child, "SIGKILL");
-    process.exit(130);
-  }
-  stopping = true;
-  // The agent first, so that it drains while the gateway still listens.
-  for (const { child } of [...started].reverse()) {
-    if (!isRunning(child)) continue;
-    signalGroup(child, "SIGTERM");
-    const exited = new Promise((resolve) => child.once("exit", resolve));
-    const grace = new Promise((resolve) => setTimeout(resolve, STOP_GRACE_MS));
-    await Promise.race([exited, grace]);
-    signalGroup(child, "SIGKILL");
-  }
-  say("stopped");
-  process.exit(exitCode);
-}
 
 // The Request.cf lookup needs the internet; offline it fails harmlessly, with a stack trace each time.
 const HARMLESS = [
@@ -128,18 +69,37 @@ const HARMLESS = [
   /^\s+at /,
 ];
 
-function prefixLines(stream: NodeJS.ReadableStream | null, name: string): void {
-  if (stream === null) return;
-  let pending = "";
-  stream.setEncoding("utf8");
-  stream.on("data", (chunk: string) => {
-    const lines = (pending + chunk).split("\n");
-    pending = lines.pop() ?? "";
-    for (const line of lines) {
-      if (line.trim() === "" || HARMLESS.some((pattern) => pattern.test(line))) continue;
-      process.stdout.write(`[${name}] ${line}\n`);
-    }
+/** Shows a child's output line by line under its name. */
+const show =
+  (name: string) =>
+  (line: string): void => {
+    if (line.trim() === "" || HARMLESS.some((pattern) => pattern.test(line))) return;
+    process.stdout.write(`[${name}] ${line}\n`);
+  };
+
+/** Keeps track of a started child: when it ends on its own, everything stops. */
+function track(child: ManagedProcess, name: string): ManagedProcess {
+  started.push(child);
+  void child.exited.then((code) => {
+    if (stopping) return;
+    say(`${name} exited (${code ?? child.child.signalCode}); stopping everything`);
+    void stopAll(1);
   });
+  return child;
+}
+
+async function stopAll(exitCode: number): Promise<never> {
+  if (stopping) {
+    // A second Ctrl-C: no more waiting.
+    await Promise.all(started.map((child) => child.stop("SIGKILL")));
+    process.exit(130);
+  }
+  stopping = true;
+  for (const child of [...started].reverse()) {
+    if (isRunning(child)) await child.stop("SIGTERM", STOP_GRACE_MS);
+  }
+  say("stopped");
+  process.exit(exitCode);
 }
 
 function say(message: string): void {
@@ -151,7 +111,7 @@ function say(message: string): void {
 /** The secrets wrangler dev will use: .dev.vars wins over the environment, which wins over the defaults. */
 function localSecrets(): Record<SecretName, string> {
   const fromFile: Record<string, string> = {};
-  const devVars = join(ROOT, ".dev.vars");
+  const devVars = join(REPO_ROOT, ".dev.vars");
   if (existsSync(devVars)) {
     for (const line of readFileSync(devVars, "utf8").split("\n")) {
       const match = /^\s*([A-Z_][A-Z0-9_]*)\s*=\s*"?([^"]*?)"?\s*$/.exec(line);
@@ -164,12 +124,11 @@ function localSecrets(): Record<SecretName, string> {
 
 const firstOf = (list: string) => list.split(",")[0]?.trim() ?? "";
 
-/** Writes the demo repository; files already there with the same content are left alone. */
-function writeDemoModels(): DemoModel[] {
+/** Writes the demo repository (files already there with the same content are left alone); its model names. */
+function writeDemoModels(): string[] {
   multiplexRepository(DEMO_MODELS_DIR, { count: DEMO_MLPS, targetBytes: 256 * 1024, seedBase: 0 });
   writeModelRepository(DEMO_MODELS_DIR, [{ name: "det", bytes: readFileSync(PPOCR_DET_PATH) }]);
-  const names = [...Array.from({ length: DEMO_MLPS }, (_, index) => multiplexModelName(index)), "det"];
-  return names.map((name) => ({ name, version: "1", path: modelPath(DEMO_MODELS_DIR, name) }));
+  return [...Array.from({ length: DEMO_MLPS }, (_, index) => multiplexModelName(index)), "det"];
 }
 
 function assertPortFree(): Promise<void> {
@@ -203,15 +162,18 @@ async function status(path: string, apiKey: string): Promise<number> {
   return response.status;
 }
 
-async function upload(model: DemoModel, adminKey: string): Promise<void> {
-  const response = await fetch(`${GATEWAY}/admin/models/${model.name}/${model.version}`, {
-    method: "PUT",
-    headers: { Authorization: `Bearer ${adminKey}`, "Content-Type": "application/octet-stream" },
-    body: readFileSync(model.path),
+/** `switchyard models push`'s report, one line at a time under [push]. */
+function pushOutput(): Writable {
+  const line = show("push");
+  let pending = "";
+  return new Writable({
+    write(chunk: Buffer, _encoding, done) {
+      const lines = (pending + chunk.toString("utf8")).split("\n");
+      pending = lines.pop() ?? "";
+      for (const each of lines) line(each);
+      done();
+    },
   });
-  const text = await response.text();
-  if (!response.ok)
-    throw new Error(`uploading ${model.name}/${model.version} failed: ${response.status} ${text}`);
 }
 
 function curlCommand(apiKey: string): string {
@@ -229,35 +191,50 @@ async function main(): Promise<void> {
   const apiKey = firstOf(secrets.API_KEYS);
 
   const models = writeDemoModels();
-  say(`demo models in ${DEMO_MODELS_DIR}: ${models.map((model) => model.name).join(", ")}`);
+  say(`demo models in ${DEMO_MODELS_DIR}: ${models.join(", ")}`);
 
   await assertPortFree();
-  const wranglerJs = join(ROOT, "node_modules", "wrangler", "bin", "wrangler.js");
-  startGroup("gateway", [wranglerJs, "dev", "--ip", HOST, "--port", String(PORT)], {
-    ...secrets,
-    WRANGLER_SEND_METRICS: "false",
-    CI: "true",
+  // The sources, not a bundle: wrangler dev reloads the Worker when one changes. State under .wrangler/.
+  const gateway = startWranglerDev({
+    name: "gateway",
+    port: PORT,
+    ip: HOST,
+    env: secrets,
+    apiKey,
+    startTimeoutMs: READY_TIMEOUT_MS,
+    onLine: show("gateway"),
+    keepOutputChars: KEEP_OUTPUT_CHARS,
   });
-  await waitFor("the gateway", async () => (await status("/v2/health/live", apiKey)) === 200);
+  // Tracked only once it serves: until then startWranglerDev reports (and stops) a wrangler that fails.
+  track(await gateway, "gateway");
   say(`gateway up at ${GATEWAY}`);
 
-  for (const model of models) await upload(model, secrets.ADMIN_KEY);
-  say(`uploaded ${models.length} models to the gateway's local R2`);
+  await pushModels({
+    dir: DEMO_MODELS_DIR,
+    models,
+    force: false,
+    client: new AdminClient(GATEWAY, secrets.ADMIN_KEY),
+    out: pushOutput(),
+  });
 
-  startGroup(
+  track(
+    spawnGroup(
+      "agent",
+      process.execPath,
+      [
+        join(REPO_ROOT, "backend", "bin", "switchyard-agent.ts"),
+        "--gateway",
+        `ws://${HOST}:${PORT}`,
+        "--token",
+        firstOf(secrets.AGENT_TOKENS),
+        "--name",
+        "local-cpu",
+        "--cache-dir",
+        AGENT_CACHE_DIR,
+      ],
+      { cwd: REPO_ROOT, onLine: show("agent"), keepOutputChars: KEEP_OUTPUT_CHARS },
+    ),
     "agent",
-    [
-      join(ROOT, "backend", "bin", "switchyard-agent.ts"),
-      "--gateway",
-      `ws://${HOST}:${PORT}`,
-      "--token",
-      firstOf(secrets.AGENT_TOKENS),
-      "--name",
-      "local-cpu",
-      "--cache-dir",
-      AGENT_CACHE_DIR,
-    ],
-    {},
   );
   await waitFor("readiness", async () => (await status("/v2/health/ready", apiKey)) === 200);
 
@@ -278,7 +255,7 @@ async function main(): Promise<void> {
       curlCommand(apiKey),
       "",
       `Dashboard: ${GATEWAY}/dashboard (admin key ${secrets.ADMIN_KEY}); metrics: ${GATEWAY}/metrics.`,
-      `Models: ${models.map((model) => model.name).join(", ")}. Ctrl-C stops the gateway and the agent.`,
+      `Models: ${models.join(", ")}. Ctrl-C stops the gateway and the agent.`,
       "",
     ].join("\n"),
   );

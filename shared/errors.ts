@@ -73,6 +73,13 @@ export class SwitchyardError extends Error {
 }
 
 export const badInput = (message: string) => new SwitchyardError("bad_input", message);
+
+/** An error and its causes on one line, for operators' logs ("could not run (worker exited (code 1))"). */
+export function describeError(error: unknown): string {
+  if (error instanceof Error)
+    return error.cause === undefined ? error.message : `${error.message} (${describeError(error.cause)})`;
+  return String(error);
+}
 export const notFound = (message: string) => new SwitchyardError("not_found", message);
 
 // ---- One wording for the errors both servers give (the gateway and the standalone agent) ----

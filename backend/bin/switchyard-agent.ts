@@ -2,7 +2,9 @@
 import { startAgent } from "../agent.ts";
 import { DownloadDisplay } from "../cli/download-progress.ts";
 import { parseCommandLine } from "../cli/options.ts";
+import { summaryLines } from "../cli/startup-summary.ts";
 import { createLog } from "../log.ts";
+import type { StartupInfo } from "../startup-info.ts";
 
 const DRAIN_GRACE_MS = 30_000;
 
@@ -26,15 +28,16 @@ const display = new DownloadDisplay({
 });
 const log = createLog({ format: logFormat, statusLine: display });
 display.attach(log);
-const print = (lines: string[]) => {
+// The startup summary, between redraws of the progress bars.
+const announce = (info: StartupInfo) => {
   display.clear();
-  process.stderr.write(`${lines.join("\n")}\n`);
+  process.stderr.write(`${summaryLines(info).join("\n")}\n`);
   display.redraw();
 };
 
 // Signals are handled from the first moment: a SIGTERM during startup still drains what has started.
 let stopping = false;
-const starting = startAgent(command.options, log, { print, onProgress: display.onProgress });
+const starting = startAgent(command.options, log, { announce, onProgress: display.onProgress });
 const onSignal = (signal: NodeJS.Signals) => {
   if (stopping) {
     log("second signal: exiting now", { signal });

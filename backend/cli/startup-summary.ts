@@ -1,37 +1,12 @@
+import { GPU_MODEL_MEMORY_SHARE } from "../replica/model-memory-budget.ts";
+import type { ReplicaInfo, StartupInfo } from "../startup-info.ts";
 import { formatSize } from "./size.ts";
 
-/**
- * What the agent tells at start, before it loads anything: who it is, where models come from, where it
- * serves, and what each replica may do. People read it as a block (`--log-format text`); log shippers get
- * the same facts as one `agent starting` event (`--log-format json`). It never shows the token.
- */
-export interface StartupInfo {
-  name: string;
-  version: string;
-  configFile?: string;
-  models: string;
-  /** Where downloads are kept, when models come over http(s). */
-  cacheDir?: string;
-  gateway?: { url: string; pool: string };
-  standalone?: string;
-  metrics?: string;
-  replicas: ReplicaInfo[];
-}
-
-export interface ReplicaInfo {
-  id: string;
-  device: string;
-  memoryBytes: number;
-  memorySource: "flag" | "gpu-memory" | "fallback" | "ram";
-  maxModels: number;
-  maxConcurrency: number;
-  maxBatchSize: number;
-  threads?: number;
-}
+// The startup facts (backend/startup-info.ts) as a block of lines for people, on the terminal.
 
 /** Where a GPU replica's budget came from, when not from --max-model-memory. */
 const GPU_SOURCES: Partial<Record<ReplicaInfo["memorySource"], string>> = {
-  "gpu-memory": " (80% of the GPU's memory)",
+  "gpu-memory": ` (${GPU_MODEL_MEMORY_SHARE * 100}% of the GPU's memory)`,
   fallback: " (the GPU's memory could not be read: set --max-model-memory)",
 };
 
@@ -62,19 +37,4 @@ export function summaryLines(info: StartupInfo): string[] {
         ].join(" · ")}`,
     ),
   ];
-}
-
-/** The same facts as log fields. */
-export function summaryFields(info: StartupInfo): Record<string, unknown> {
-  return {
-    name: info.name,
-    version: info.version,
-    ...(info.configFile === undefined ? {} : { config: info.configFile }),
-    models: info.models,
-    ...(info.cacheDir === undefined ? {} : { cacheDir: info.cacheDir }),
-    ...(info.gateway === undefined ? {} : { gateway: info.gateway.url, pool: info.gateway.pool }),
-    ...(info.standalone === undefined ? {} : { standalone: info.standalone }),
-    ...(info.metrics === undefined ? {} : { metrics: info.metrics }),
-    replicas: info.replicas,
-  };
 }

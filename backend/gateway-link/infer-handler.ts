@@ -1,4 +1,6 @@
-import { type ErrorCode, SwitchyardError } from "../../shared/errors.ts";
+import { z } from "zod";
+import { Deadline } from "../../shared/deadline.ts";
+import { describeError, type ErrorCode, SwitchyardError } from "../../shared/errors.ts";
 import { binaryOutputSelector, decodeInferRequest, encodeInferResponse } from "../../shared/oip/codec.ts";
 import {
   decodeBinaryFrame,
@@ -6,6 +8,7 @@ import {
   encodeBinaryFrame,
   type InferHeader,
   InferHeaderSchema,
+  peekBinaryFrameHeader,
   type ResultHeader,
 } from "../../shared/protocol/frames.ts";
 import { type Log, withRequestId } from "../log.ts";
@@ -113,16 +116,9 @@ export class InferHandler {
       );
       return this.#sendError(header, error, { started: false });
     }
-    const timer = setTimeout(
-      () =>
-        request.controller.abort(
-          new SwitchyardError(
-            "deadline_exceeded",
-            `'${header.model}' did not finish within ${header.timeoutMs} ms`,
-          ),
-        ),
-      header.timeoutMs,
-    );
+    // The deadline, rebuilt on this machine's clock from what the gateway said was left of it.
+    const late = Deadline.in(header.timeoutMs).watch(`'${header.model}' did not finish`);
+    late.signal.addEventListener("abort", () => request.controller.abort(late.signal.reason), { once: true });
     try {
       const decoded = decodeInferRequest(body, header.headerLength);
       // The agent's log lines about this request carry the client's id (X-Request-Id).
@@ -154,20 +150,20 @@ export class InferHandler {
         ...(encoded.headerLength === undefined ? {} : { headerLength: encoded.headerLength }),
         state: replica.state(),
       };
-      this.#options.send(encodeBinaryFrame(resultHeader, encoded.body));
+      this.#options.send(encodeBinaryFrame(resultHeader, encoded.body, "result"));
     } catch (error) {
       const failure = SwitchyardError.from(error);
       if (failure.code === "internal") {
         this.#options.log("gateway link: request failed", {
           id: header.id,
           model: header.model,
-          error: describe(error),
+          error: describeError(error),
         });
       }
       const started = request.cancelled || !NOT_STARTED.has(failure.code);
       this.#sendError(header, failure, { started, replica });
     } finally {
-      clearTimeout(timer);
+      late.stop();
     }
   }
 
@@ -225,22 +221,17 @@ function encodeInferResponseFor(
   );
 }
 
+/** What an answer needs of a frame that failed validation: its id (as the schema has it) and its replica. */
+const AddressSchema = InferHeaderSchema.pick({ id: true }).extend({
+  replica: z
+    .string()
+    .min(1)
+    .catch("?")
+    .transform((replica) => replica.slice(0, 64)),
+});
+
 /** The id and replica of a frame whose header failed validation, if they can be read at all. */
 function readAddress(frame: Uint8Array): { id: string; replica: string } | undefined {
-  try {
-    const length = new DataView(frame.buffer, frame.byteOffset, frame.byteLength).getUint32(0, true);
-    const header: unknown = JSON.parse(new TextDecoder().decode(frame.subarray(4, 4 + length)));
-    if (typeof header !== "object" || header === null) return undefined;
-    const { id, replica } = header as Record<string, unknown>;
-    if (typeof id !== "string" || id.length === 0 || id.length > 128) return undefined;
-    return { id, replica: typeof replica === "string" && replica.length > 0 ? replica.slice(0, 64) : "?" };
-  } catch {
-    return undefined;
-  }
-}
-
-function describe(error: unknown): string {
-  if (error instanceof Error)
-    return error.cause === undefined ? error.message : `${error.message} (${describe(error.cause)})`;
-  return String(error);
+  const parsed = AddressSchema.safeParse(peekBinaryFrameHeader(frame));
+  return parsed.success ? parsed.data : undefined;
 }

@@ -85,7 +85,7 @@ export function openLocalRepository(root: string): ModelRepository {
       const path = join(dir, MODEL_FILE);
       const stats = await statFile(path);
       if (stats === undefined) throw versionNotFound(name, chosen, []);
-      const config = await readConfig(root, name, chosen, dir);
+      const config = await readVersionConfig(root, name, chosen, dir);
       const resolved: ResolvedModel = { name, version: chosen, path, bytes: stats.size, config };
       if (config.sha256 !== undefined) {
         const actual = await sha256Of(path, stats);
@@ -142,7 +142,7 @@ async function versionsOf(root: string, name: string): Promise<Map<string, strin
 }
 
 /** The config of one version: its own config.json, else the model's, else the defaults. */
-async function readConfig(
+async function readVersionConfig(
   root: string,
   name: string,
   version: string,

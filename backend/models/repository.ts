@@ -1,14 +1,9 @@
 /**
  * Where the agent's models come from: a local directory in Triton's layout, or the same layout behind an
- * http(s) URL (downloaded into a cache). Either way the rest of the agent sees one interface: what the
+ * http(s) URL (downloaded into a cache). Either way the rest of the agent sees this one interface (open-repository.ts picks the implementation): what the
  * repository offers, and a local, verified model.onnx for a (name, version).
  */
-import { isAbsolute, resolve as resolvePath } from "node:path";
-import { fileURLToPath } from "node:url";
-import { badInput } from "../../shared/errors.ts";
 import type { ModelConfig } from "../../shared/model-config.ts";
-import { openHttpRepository } from "./http-repository.ts";
-import { openLocalRepository } from "./local-repository.ts";
 
 export interface ResolvedModel {
   name: string;
@@ -58,19 +53,4 @@ export interface RepositoryOptions {
   headers?: Record<string, string>;
   /** Called as model.onnx downloads arrive. */
   onProgress?: (progress: DownloadProgress) => void;
-}
-
-const URL_SCHEME = /^[A-Za-z][A-Za-z0-9+.-]*:\/\//;
-
-/** A repository for `--models`: an http(s) URL, a file: URL, or a directory path (relative to the cwd). */
-export function openRepository(source: string, options: RepositoryOptions): ModelRepository {
-  if (/^https?:\/\//i.test(source)) return openHttpRepository(source, options);
-  if (/^file:\/\//i.test(source)) return openLocalRepository(fileURLToPath(source));
-  if (URL_SCHEME.test(source)) {
-    throw badInput(
-      `unsupported model repository ${JSON.stringify(source)}: use a directory or an http(s) URL`,
-    );
-  }
-  if (source === "") throw badInput("the model repository is empty: give a directory or an http(s) URL");
-  return openLocalRepository(isAbsolute(source) ? source : resolvePath(source));
 }

@@ -1,15 +1,16 @@
+import type { Deadline } from "../../shared/deadline.ts";
 import { SwitchyardError } from "../../shared/errors.ts";
 import { type ModelStatistics, mergeStatistics } from "../../shared/oip/statistics.ts";
 import type { ModelSignature } from "../../shared/protocol/model-signatures.ts";
 import type { ReplicaState } from "../../shared/protocol/replica-state.ts";
 import { Dispatcher } from "../../shared/routing/dispatcher.ts";
-import type { RoutingPolicy } from "../../shared/routing/types.ts";
+import { idlePool, type RoutingPolicy } from "../../shared/routing/types.ts";
 import type { InferCall, InferOutcome, Replica } from "../replica/replica.ts";
 
 export interface PooledInferCall extends InferCall {
   hint?: string;
-  /** Epoch milliseconds after which a request still waiting for a replica fails with 504. */
-  deadline: number;
+  /** At it, the request is answered 504, whether it still waits for a replica or runs there. */
+  deadline: Deadline;
 }
 
 export interface PooledOutcome extends InferOutcome {
@@ -55,6 +56,12 @@ export class ReplicaPool {
     return this.#dispatcher.queueLength;
   }
 
+  /**
+   * Runs a request on the replica the policy picks, waiting in the queue while every one is busy. At the
+   * request's deadline it is answered 504 wherever it is: taken out of the queue, out of its replica's line
+   * (the replica stops waiting for a slot, a batch or a load for it), or, while its run goes on (a run cannot
+   * be interrupted), left to finish with its slot still taken and its answer dropped.
+   */
   infer(call: PooledInferCall): Promise<PooledOutcome> {
     return new Promise<PooledOutcome>((resolve, reject) => {
       const pending: Pending = {
@@ -63,8 +70,12 @@ export class ReplicaPool {
         start: (address, queuedMs) => {
           const replica = this.#byId.get(address);
           if (replica === undefined) return reject(new SwitchyardError("unavailable", "replica went away"));
+          const late = call.deadline.watch(`'${call.model}' did not answer`);
+          late.signal.addEventListener("abort", () => reject(late.signal.reason), { once: true });
+          const signal =
+            call.signal === undefined ? late.signal : AbortSignal.any([call.signal, late.signal]);
           replica
-            .infer(call)
+            .infer({ ...call, signal })
             .then(
               (outcome) =>
                 resolve({
@@ -74,7 +85,10 @@ export class ReplicaPool {
                 }),
               reject,
             )
-            .finally(() => this.#startAll(this.#dispatcher.release(address, request)));
+            .finally(() => {
+              late.stop();
+              this.#startAll(this.#dispatcher.release(address, request));
+            });
         },
       };
       const request = {
@@ -82,13 +96,10 @@ export class ReplicaPool {
         ...(call.version === undefined ? {} : { version: call.version }),
         ...(call.hint === undefined ? {} : { hint: call.hint }),
       };
-      try {
-        const result = this.#dispatcher.submit(request, pending, call.deadline);
-        if ("address" in result) pending.start(result.address, 0);
-        else this.#armTimer();
-      } catch (error) {
-        reject(SwitchyardError.from(error));
-      }
+      const result = this.#dispatcher.submit(request, pending, call.deadline.at);
+      if (result.kind === "dispatched") pending.start(result.dispatch.address, 0);
+      else if (result.kind === "queued") this.#armTimer();
+      else reject(result.error);
     });
   }
 
@@ -142,7 +153,7 @@ export class ReplicaPool {
   #placement(name: string, version: string | undefined): Replica[] {
     const decision = this.#dispatcher.policy.route(
       { model: name, ...(version === undefined ? {} : { version }) },
-      this.#dispatcher.replicas().map((replica) => ({ ...replica, inFlight: 0 })),
+      idlePool(this.#dispatcher.replicas().map((replica) => ({ ...replica, inFlight: 0 }))),
       { now: Date.now(), random: Math.random },
     );
     const chosen = decision.kind === "dispatch" ? this.#byId.get(decision.address) : undefined;
@@ -228,12 +239,7 @@ export class ReplicaPool {
       () => {
         this.#timer = undefined;
         for (const pending of this.#dispatcher.expire()) {
-          pending.fail(
-            new SwitchyardError(
-              "deadline_exceeded",
-              `no replica was free for '${pending.call.model}' before the deadline`,
-            ),
-          );
+          pending.fail(pending.call.deadline.exceeded(`no replica for '${pending.call.model}' became free`));
         }
         this.#startAll(this.#dispatcher.tick());
       },

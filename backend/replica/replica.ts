@@ -321,11 +321,16 @@ export class Replica {
     void this.#cache.unload(key);
   }
 
-  async #acquire(key: string, ref: ModelRef) {
+  #acquire(key: string, ref: ModelRef) {
+    return this.#remembered(key, ref, () => this.#cache.acquire(key));
+  }
+
+  /** Remembers how a load ended, so the state the router sees shows a model whose load failed here. */
+  async #remembered<T>(key: string, ref: ModelRef, load: () => Promise<T>): Promise<T> {
     try {
-      const lease = await this.#cache.acquire(key);
+      const loaded = await load();
       if (this.#failed.delete(key)) this.#changed();
-      return lease;
+      return loaded;
     } catch (error) {
       const failure = SwitchyardError.from(error);
       if (failure.code === "model_load_failed") {
@@ -354,18 +359,8 @@ export class Replica {
     }
   }
 
-  async #pin(key: string, ref: ModelRef): Promise<void> {
-    try {
-      await this.#cache.pin(key);
-      if (this.#failed.delete(key)) this.#changed();
-    } catch (error) {
-      const failure = SwitchyardError.from(error);
-      if (failure.code === "model_load_failed") {
-        this.#failed.set(key, { ref, reason: failure.message, at: Date.now() });
-        this.#changed();
-      }
-      throw failure;
-    }
+  #pin(key: string, ref: ModelRef): Promise<void> {
+    return this.#remembered(key, ref, () => this.#cache.pin(key));
   }
 
   /** Unloads every loaded version of a model (or the one given), pinned or not; false when none was loaded. */

@@ -1,27 +1,23 @@
 import type { Context } from "hono";
 import { Hono } from "hono";
-import { modelNotReady, noRoute, SwitchyardError, versionNotFound } from "../../shared/errors.ts";
+import {
+  describeError,
+  modelNotReady,
+  noRoute,
+  SwitchyardError,
+  versionNotFound,
+} from "../../shared/errors.ts";
+import { errorResponse } from "../../shared/http/error-response.ts";
 import { readRequestBody } from "../../shared/http/request-body.ts";
 import { parseModelName, parseModelVersion } from "../../shared/model-names.ts";
-import {
-  binaryOutputSelector,
-  decodeInferRequest,
-  encodeInferResponse,
-  INFERENCE_HEADER_CONTENT_LENGTH,
-} from "../../shared/oip/codec.ts";
+import { binaryOutputSelector, encodeInferResponse } from "../../shared/oip/codec.ts";
+import { inferResponseHeaders, readInferRequest } from "../../shared/oip/infer-http.ts";
 import {
   MAX_CONTROL_BODY_BYTES,
   parseIndexRequest,
   parseLoadRequest,
   parseUnloadRequest,
 } from "../../shared/oip/model-control.ts";
-import {
-  readHeaderLength,
-  readHint,
-  readTimeoutMs,
-  requestIdHeader,
-  serverTiming,
-} from "../../shared/oip/request-options.ts";
 import { tritonModelConfig } from "../../shared/oip/triton-model-config.ts";
 import type { ModelService } from "../models/model-service.ts";
 import type { ReplicaPool } from "../pool/replica-pool.ts";
@@ -53,13 +49,10 @@ export function createStandaloneApp(options: StandaloneAppOptions): Hono {
 
   app.onError((error, c) => {
     const failure = SwitchyardError.from(error);
-    if (failure.status >= 500) options.log("error", { path: c.req.path, error: describe(error) });
-    return c.json(failure.toBody(), failure.status, failure.headers());
+    if (failure.status >= 500) options.log("error", { path: c.req.path, error: describeError(error) });
+    return errorResponse(failure);
   });
-  app.notFound((c) => {
-    const failure = noRoute(c.req.method, c.req.path);
-    return c.json(failure.toBody(), failure.status);
-  });
+  app.notFound((c) => errorResponse(noRoute(c.req.method, c.req.path)));
 
   app.get("/v2/health/live", (c) => c.json({ live: true }));
   app.get("/v2/health/ready", (c) =>
@@ -108,19 +101,18 @@ export function createStandaloneApp(options: StandaloneAppOptions): Hono {
 
     app.post(`${base}/infer`, async (c) => {
       const started = performance.now();
-      const { name, version } = modelPath(c);
-      const body = await readRequestBody(c.req.raw, options.maxBodyBytes);
-      const headers = c.req.raw.headers;
-      const request = decodeInferRequest(body, readHeaderLength(headers));
-      const hint = readHint(headers);
-      const timeoutMs = readTimeoutMs(headers, request.parameters, options.defaultTimeoutMs);
+      const { model, version, request, hint, deadline, requestId } = await readInferRequest(
+        c.req.raw,
+        { model: c.req.param("model"), version: c.req.param("version") },
+        { maxBodyBytes: options.maxBodyBytes, defaultTimeoutMs: options.defaultTimeoutMs },
+      );
       const outcome = await pool.infer({
-        model: name,
+        model,
         ...(version === undefined ? {} : { version }),
         ...(hint === undefined ? {} : { hint }),
         inputs: request.inputs,
         ...(request.outputs === undefined ? {} : { outputs: request.outputs.map((output) => output.name) }),
-        deadline: Date.now() + timeoutMs,
+        deadline,
         signal: c.req.raw.signal,
         // The tensors were decoded for this request alone: they may move to the session's thread.
         handOverInputs: true,
@@ -134,23 +126,21 @@ export function createStandaloneApp(options: StandaloneAppOptions): Hono {
         },
         binaryOutputSelector(request),
       );
-      const responseHeaders: Record<string, string> = {
-        "Content-Type": encoded.contentType,
-        "X-Request-Id": requestIdHeader(request.id),
-        "X-Switchyard-Replica": `${options.name}/${outcome.replica}`,
-        "X-Switchyard-Cache": outcome.cache,
-        "Server-Timing": serverTiming({
+      const headers = inferResponseHeaders({
+        requestId,
+        replica: `${options.name}/${outcome.replica}`,
+        cache: outcome.cache,
+        contentType: encoded.contentType,
+        ...(encoded.headerLength === undefined ? {} : { headerLength: encoded.headerLength }),
+        timings: {
           queue: outcome.timings.poolQueueMs + outcome.timings.queueMs,
           load: outcome.timings.loadMs,
           infer: outcome.timings.inferMs,
           total: performance.now() - started,
-        }),
-      };
-      if (encoded.headerLength !== undefined) {
-        responseHeaders[INFERENCE_HEADER_CONTENT_LENGTH] = String(encoded.headerLength);
-      }
+        },
+      });
       // The codec allocates a fresh ArrayBuffer for every body, never a SharedArrayBuffer.
-      return c.body(encoded.body as Uint8Array<ArrayBuffer>, 200, responseHeaders);
+      return c.body(encoded.body as Uint8Array<ArrayBuffer>, 200, headers);
     });
   }
 
@@ -204,10 +194,4 @@ function modelPath(c: Context): { name: string; version: string | undefined } {
   const name = parseModelName(c.req.param("model") ?? "");
   const version = c.req.param("version");
   return { name, version: version === undefined ? undefined : parseModelVersion(version) };
-}
-
-function describe(error: unknown): string {
-  if (error instanceof Error)
-    return error.cause === undefined ? error.message : `${error.message} (${describe(error.cause)})`;
-  return String(error);
 }

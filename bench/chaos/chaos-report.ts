@@ -1,5 +1,5 @@
 import type { Fault } from "./fault-schedule.ts";
-import type { RequestRecord } from "./steady-load.ts";
+import { LOST_AFTER_EXTRA_SECONDS, type RequestRecord } from "./steady-load.ts";
 
 /**
  * The chaos run's figures. A request counts as "during a fault" when it was sent between a fault and one
@@ -124,7 +124,7 @@ export function chaosMarkdown(figures: ChaosFigures, run: RunDescription): strin
     "",
     "Succeeded means a 200 whose outputs equal the model's, computed in plain JS for that request's own input.",
     "Failed is any other answer (an HTTP error, a refused connection); lost is no answer at all within the",
-    "request's deadline plus 10 s.",
+    `request's deadline plus ${LOST_AFTER_EXTRA_SECONDS} s.`,
     "",
     ...(figures.failures.length === 0
       ? []
@@ -145,7 +145,7 @@ export function chaosMarkdown(figures: ChaosFigures, run: RunDescription): strin
     `| outside faults | ${latency.outsideFaults.count} | ${ms(latency.outsideFaults.p50)} | ${ms(latency.outsideFaults.p99)} | ${ms(latency.outsideFaults.max)} |`,
     `| all | ${latency.all.count} | ${ms(latency.all.p50)} | ${ms(latency.all.p99)} | ${ms(latency.all.max)} |`,
     "",
-    "A request is sent during a fault when it leaves between the fault and 1 s after every agent is connected",
+    `A request is sent during a fault when it leaves between the fault and ${SETTLE_MS / 1000} s after every agent is connected`,
     "again.",
     "",
     "## Faults",

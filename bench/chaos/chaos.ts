@@ -9,17 +9,18 @@
  *                          [--burst-seconds 5] [--bursts 4] [--queue-limit 20] [--skip-overload] [--skip-chaos]
  */
 import { writeFileSync } from "node:fs";
-import { cpus, totalmem } from "node:os";
+import { availableParallelism, cpus, totalmem } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { ensureStandardRepository } from "../../test/fixtures/global-setup.ts";
-import { MULTIPLEX_MODELS } from "../../test/fixtures/paths.ts";
+import { MULTIPLEX_MODELS, MULTIPLEX_OPTIONS } from "../../test/fixtures/paths.ts";
 import { type AgentProcess, startAgent } from "../../test/integration/harness/agents.ts";
 import { REPO_ROOT, SECRETS, startGateway } from "../../test/integration/harness/wrangler-dev.ts";
+import { agentsFlag, describeGateway } from "../run-setup.ts";
 import { chaosFigures, chaosMarkdown } from "./chaos-report.ts";
-import { runFaults } from "./fault-schedule.ts";
+import { RESTARTED_POOL, runFaults } from "./fault-schedule.ts";
 import { overloadMarkdown, runOverload } from "./overload.ts";
-import { runSteadyLoad } from "./steady-load.ts";
+import { FEATURES, LOST_AFTER_EXTRA_SECONDS, runSteadyLoad } from "./steady-load.ts";
 
 const { values } = parseArgs({
   options: {
@@ -45,6 +46,9 @@ const AGENTS = 3;
 const MODELS = 4;
 const DEADLINE_SECONDS = 30;
 const BATCH_WINDOW_US = 200_000;
+const MAX_CONCURRENCY = 16;
+/** The gateway settings the report states, as the gateway ran with them. */
+const REPORTED_SETTINGS = ["ROUTING_POLICY", "QUEUE_LIMIT", "HEARTBEAT_SECONDS", "AGENT_GRACE_SECONDS"];
 
 const say = (message: string) => process.stderr.write(`[chaos] ${message}\n`);
 
@@ -62,7 +66,7 @@ async function chaosPhase(): Promise<string> {
   // A 200 ms batching window keeps every request at an agent for a while, as a busy GPU would: at ~20 ms a
   // request, a fault every 10 s would nearly always find nothing in flight and test nothing.
   const agentArgs = [
-    ...["--preload", models.join(","), "--max-concurrency", "16"],
+    ...["--preload", models.join(","), "--max-concurrency", String(MAX_CONCURRENCY)],
     ...["--max-batch-size", "1024", "--max-queue-delay-us", String(BATCH_WINDOW_US)],
   ];
   const launch = (name: string) => startAgent({ gateway: gateway.wsUrl, name, args: agentArgs });
@@ -120,13 +124,12 @@ async function chaosPhase(): Promise<string> {
       command: `npm run bench:chaos -- --seconds ${values.seconds} --rate ${values.rate} --rows ${values.rows} --kill-every ${values["kill-every"]} --registry-restart-at ${values["registry-restart-at"]} --burst-seconds ${values["burst-seconds"]} --bursts ${values.bursts} --queue-limit ${values["queue-limit"]}`,
       date: new Date().toISOString().slice(0, 10),
       settings: [
-        `Gateway: \`wrangler dev\` on the bundled Worker, default configuration (baseline routing, 10 s heartbeats, ${30} s agent grace).`,
-        `Agents: ${AGENTS} real agent processes on the CPU (one thread each, up to 16 requests at once), each preloading ${MODELS} MLPs of the test repository (~256 KiB), with dynamic batching and a ${BATCH_WINDOW_US / 1000} ms gathering window (\`--max-batch-size 1024 --max-queue-delay-us ${BATCH_WINDOW_US}\`), so that requests spend a while at the agent, as on a busy GPU, and faults find work in flight; a killed agent is started again at once with the same flags.`,
-        `Load: ${ratePerSecond} requests/s, open loop, ${rows} rows of 16 features each (a few seeded inputs per model, in turn), the ${MODELS} models in turn, X-Request-Timeout ${DEADLINE_SECONDS} s.`,
+        `Gateway: \`wrangler dev\` on the bundled Worker with wrangler.toml's configuration, given with --var (${describeGateway(gateway, REPORTED_SETTINGS)}).`,
+        `Agents: ${agents.length} real agent processes on the CPU (onnxruntime \`--threads ${agentsFlag(agents, "--threads")}\` each, up to ${agentsFlag(agents, "--max-concurrency")} requests at once), each preloading ${MODELS} MLPs of the test repository (~${Math.round(MULTIPLEX_OPTIONS.targetBytes / 1024)} KiB), with dynamic batching and a ${Number(agentsFlag(agents, "--max-queue-delay-us")) / 1000} ms gathering window (\`--max-batch-size ${agentsFlag(agents, "--max-batch-size")} --max-queue-delay-us ${agentsFlag(agents, "--max-queue-delay-us")}\`), so that requests spend a while at the agent, as on a busy GPU, and faults find work in flight; a killed agent is started again at once with the same flags.`,
+        `Load: ${ratePerSecond} requests/s, open loop, ${rows} rows of ${FEATURES} features each (a few seeded inputs per model, in turn), the ${MODELS} models in turn, X-Request-Timeout ${DEADLINE_SECONDS} s; a request not answered ${LOST_AFTER_EXTRA_SECONDS} s after that is lost.`,
         `Faults: SIGKILL of one agent (in turn) every ${killEveryMs / 1000} s; one registry restart at ${registryRestartAtMs / 1000} s.`,
       ],
-      evictionMethod:
-        "`POST /admin/pools/default/restart`, which calls `ctx.abort()` in the pool's Registry Durable Object: workerd resets the object as a crash or a deploy would (its memory is gone, every agent's websocket is closed, calls in flight fail), while the Worker in front stays up. Restarting the `wrangler dev` process instead would also take the HTTP listener down, so clients would see refused connections for the seconds workerd takes to start, which is an outage of the whole gateway, not an eviction of the registry.",
+      evictionMethod: `\`POST /admin/pools/${RESTARTED_POOL}/restart\`, which calls \`ctx.abort()\` in the pool's Registry Durable Object: workerd resets the object as a crash or a deploy would (its memory is gone, every agent's websocket is closed, calls in flight fail), while the Worker in front stays up. Restarting the \`wrangler dev\` process instead would also take the HTTP listener down, so clients would see refused connections for the seconds workerd takes to start, which is an outage of the whole gateway, not an eviction of the registry.`,
     });
     return markdown;
   } finally {
@@ -161,8 +164,13 @@ async function overloadPhase(): Promise<string> {
         }),
       );
     }
-    say(`measuring capacity, then ${settings.bursts} bursts of 10x`);
-    return overloadMarkdown(await runOverload({ gateway, agents, ...settings }), settings);
+    say(`measuring capacity, then ${settings.bursts} bursts of ${settings.factor}x`);
+    return overloadMarkdown(await runOverload({ gateway, agents, ...settings }), {
+      ...settings,
+      gateway,
+      agents,
+      hostCores: availableParallelism(),
+    });
   } finally {
     await Promise.all(agents.map((agent) => agent.stop("SIGKILL")));
     await gateway.stop();

@@ -1,3 +1,4 @@
+import { DEFAULT_POOL } from "../../shared/pool-names.ts";
 import type { AgentProcess } from "../../test/integration/harness/agents.ts";
 import type { GatewayProcess } from "../../test/integration/harness/wrangler-dev.ts";
 
@@ -15,6 +16,9 @@ export interface Fault {
   /** When every agent was connected again (ms since start). */
   recoveredAt?: number;
 }
+
+/** The pool whose registry is restarted: the one the agents join (they name none, so the default). */
+export const RESTARTED_POOL = DEFAULT_POOL;
 
 export interface FaultPlan {
   gateway: GatewayProcess;
@@ -61,10 +65,10 @@ async function killAndRestart(plan: FaultPlan, index: number, startedAt: number)
 async function restartRegistry(plan: FaultPlan, startedAt: number): Promise<Fault> {
   const fault: Fault = {
     kind: "registry-restart",
-    target: "pool default",
+    target: `pool ${RESTARTED_POOL}`,
     at: performance.now() - startedAt,
   };
-  const response = await fetch(`${plan.gateway.url}/admin/pools/default/restart`, {
+  const response = await fetch(`${plan.gateway.url}/admin/pools/${RESTARTED_POOL}/restart`, {
     method: "POST",
     headers: { Authorization: `Bearer ${plan.adminKey}` },
   });

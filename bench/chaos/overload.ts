@@ -2,6 +2,7 @@ import { MULTIPLEX_MODELS } from "../../test/fixtures/paths.ts";
 import type { AgentProcess } from "../../test/integration/harness/agents.ts";
 import { call, mlpRequest, type Outcome } from "../../test/integration/harness/oip-client.ts";
 import { type GatewayProcess, SECRETS } from "../../test/integration/harness/wrangler-dev.ts";
+import { agentsFlag, countWord, describeGateway, gatewaySetting } from "../run-setup.ts";
 import { groupRssBytes } from "./process-memory.ts";
 
 /**
@@ -30,6 +31,8 @@ export interface BurstFigures {
   sent: number;
   statuses: Record<string, number>;
   refusalsWithRetryAfter: number;
+  /** The distinct Retry-After values the refusals carried. */
+  retryAfterValues: string[];
   admitted: { p50: number; p99: number; max: number };
   refusedP99: number;
   memory: { gateway: MemoryFigures; agents: MemoryFigures };
@@ -138,6 +141,7 @@ async function runBurst(
     sent: results.length,
     statuses,
     refusalsWithRetryAfter: refused.filter(({ outcome }) => /^\d+$/.test(outcome.retryAfter ?? "")).length,
+    retryAfterValues: [...new Set(refused.flatMap(({ outcome }) => outcome.retryAfter ?? []))].sort(),
     admitted: { p50: quantile(admitted, 0.5), p99: quantile(admitted, 0.99), max: quantile(admitted, 1) },
     refusedP99: quantile(
       refused.map(({ ms }) => ms),
@@ -173,21 +177,27 @@ const growthPerRequest = (burst: BurstFigures) =>
   Math.max(0, burst.memory.gateway.peak - burst.memory.gateway.before) / Math.max(1, burst.sent);
 const ms = (value: number) => (Number.isFinite(value) ? `${value.toFixed(0)} ms` : "-");
 
+/** The report: the setup as it ran (the gateway's settings, the agents' flags), then the figures. */
 export function overloadMarkdown(
   figures: OverloadFigures,
-  options: Omit<OverloadOptions, "gateway" | "agents">,
+  options: OverloadOptions & { hostCores: number },
 ): string {
+  const { gateway, agents } = options;
+  const queueLimit = Number(gatewaySetting(gateway, "QUEUE_LIMIT"));
+  const serviceWindowMs = Number(agentsFlag(agents, "--max-queue-delay-us")) / 1000;
+  const agentsLabel = `${countWord(agents.length)} agents`;
+  const retryAfter = [...new Set(figures.bursts.flatMap((burst) => burst.retryAfterValues))];
   const statuses = (burst: BurstFigures) =>
     Object.entries(burst.statuses)
       .sort(([a], [b]) => a.localeCompare(b))
       .map(([status, count]) => `${status}: ${count}`)
       .join(", ");
-  const expectedWaitMs = (options.queueLimit / figures.capacityPerSecond) * 1000 + options.serviceWindowMs;
+  const expectedWaitMs = (queueLimit / figures.capacityPerSecond) * 1000 + serviceWindowMs;
   return [
-    "## Overload: bursts of ten times capacity",
+    `## Overload: bursts of ${countWord(options.factor)} times capacity`,
     "",
-    `A separate gateway with \`QUEUE_LIMIT=${options.queueLimit}\`, three agents taking ${options.slotsPerAgent} requests at once each,`,
-    `each request held ${options.serviceWindowMs} ms (a batching window standing in for accelerator time, so that the 2-core`,
+    `A separate gateway (${describeGateway(gateway, ["ROUTING_POLICY", "QUEUE_LIMIT"])}), ${agentsLabel} taking ${agentsFlag(agents, "--max-concurrency")} requests at once each,`,
+    `each request held ${serviceWindowMs} ms (a batching window standing in for accelerator time, so that the ${options.hostCores}-core`,
     "host's CPU is not what saturates). Capacity, measured closed-loop first:",
     `${figures.capacityPerSecond.toFixed(1)} requests/s. Then ${figures.bursts.length} bursts of ${options.burstSeconds} s each, open-loop at ${figures.burstPerSecond.toFixed(0)} requests/s`,
     `(${options.factor}x capacity), ${PAUSE_MS / 1000} s apart. A request admitted behind a full queue should wait about`,
@@ -204,7 +214,7 @@ export function overloadMarkdown(
     "|---|---|---|---|---|",
     ...figures.bursts.flatMap((burst, index) => [
       `| gateway (wrangler dev + workerd) | ${index + 1} | ${mib(burst.memory.gateway.before)} | ${mib(burst.memory.gateway.peak)} | ${mib(burst.memory.gateway.after)} |`,
-      `| three agents | ${index + 1} | ${mib(burst.memory.agents.before)} | ${mib(burst.memory.agents.peak)} | ${mib(burst.memory.agents.after)} |`,
+      `| ${agentsLabel} | ${index + 1} | ${mib(burst.memory.agents.before)} | ${mib(burst.memory.agents.peak)} | ${mib(burst.memory.agents.after)} |`,
     ]),
     `| gateway, control: \`GET /v2/health/live\` | same rate | ${mib(figures.control.memory.gateway.before)} | ${mib(figures.control.memory.gateway.peak)} | ${mib(figures.control.memory.gateway.after)} |`,
     "",
@@ -219,7 +229,7 @@ export function overloadMarkdown(
     "",
     "The registry holds at most `QUEUE_LIMIT` waiting requests and `MAX_PENDING_BYTES` of request bodies; agents",
     "hold only what the gateway sends them (each replica's slots). Everything beyond is refused at once with",
-    "`Retry-After: 1`.",
+    `${retryAfter.length === 0 ? "429 (none was refused here)" : retryAfter.map((value) => `\`Retry-After: ${value}\``).join(" or ")}.`,
     "",
   ].join("\n");
 }

@@ -34,13 +34,16 @@ export interface LoadOptions {
   durationMs: number;
   /** Models sent round-robin (the test repository's 16-feature MLPs). */
   models: number;
-  /** X-Request-Timeout of each request; a request not answered 10 s after it is lost. */
+  /** X-Request-Timeout of each request; a request not answered LOST_AFTER_EXTRA_SECONDS after it is lost. */
   deadlineSeconds: number;
   /** Rows of 16 features per request: more rows, longer runs, more work in flight when a fault hits. */
   rows: number;
 }
 
-const FEATURES = 16;
+/** Inputs per row: the test repository's multiplex MLPs all take this many. */
+export const FEATURES = MULTIPLEX_SPECS[0]?.inputDim ?? Number.NaN;
+/** A request not answered this long after its deadline is lost. */
+export const LOST_AFTER_EXTRA_SECONDS = 10;
 const TOLERANCE = 1e-3;
 /** Distinct inputs per model: consecutive requests of a model differ, so a swapped answer shows. */
 const INPUTS_PER_MODEL = 7;
@@ -99,7 +102,7 @@ async function send(
           Authorization: `Bearer ${options.apiKey}`,
           "X-Request-Timeout": String(options.deadlineSeconds),
         },
-        signal: AbortSignal.timeout((options.deadlineSeconds + 10) * 1000),
+        signal: AbortSignal.timeout((options.deadlineSeconds + LOST_AFTER_EXTRA_SECONDS) * 1000),
       },
     );
     record.endedAt = performance.now() - startedAt;

@@ -7,7 +7,7 @@
 import { writeFileSync } from "node:fs";
 import os from "node:os";
 import { infer } from "../../shared/oip/http-client.ts";
-import { DET_MODEL, MULTIPLEX_MODELS } from "../../test/fixtures/paths.ts";
+import { DET_MODEL, MULTIPLEX_MODELS, MULTIPLEX_OPTIONS } from "../../test/fixtures/paths.ts";
 import { PPOCR_DET_DIMS, ppocrDetSampleInput } from "../../test/fixtures/ppocr.ts";
 import { startAgent } from "../../test/integration/harness/agents.ts";
 import { freePort } from "../../test/integration/harness/free-port.ts";
@@ -17,11 +17,16 @@ import { startGateway } from "../../test/integration/harness/wrangler-dev.ts";
 const REQUESTS = Number(process.env.REQUESTS ?? 400);
 const WARMUP = 20;
 
+/** The bytes of the tensors' data (typed arrays; JSON data counts as nothing, and is not reported). */
+const tensorBytes = (tensors: ReadonlyArray<{ data?: unknown }>) =>
+  tensors.reduce((sum, tensor) => sum + (ArrayBuffer.isView(tensor.data) ? tensor.data.byteLength : 0), 0);
+
 const percentile = (values: number[], p: number) =>
   [...values].sort((a, b) => a - b)[Math.min(values.length - 1, Math.floor((p / 100) * values.length))] ??
   NaN;
 
 interface Case {
+  /** Completed with the bytes that went each way (measured on the first answer). */
   label: string;
   model: string;
   request: Parameters<typeof infer>[2];
@@ -42,10 +47,17 @@ function rowOf(label: string, count: number, times: Record<"gateway" | "direct",
 }
 
 const model = MULTIPLEX_MODELS[0] ?? "m000";
+const megabytes = (bytes: number) => `${(bytes / 1e6).toFixed(1)} MB`;
 const cases: Case[] = [
-  { label: "MLP 256 KB, batch 1, JSON", model, request: mlpRequest(1), binary: false, count: REQUESTS },
   {
-    label: "PP-OCRv4 det 640x640, binary (4.9 MB in, 1.6 MB out)",
+    label: `MLP ${MULTIPLEX_OPTIONS.targetBytes / 1024} KiB, batch 1, JSON`,
+    model,
+    request: mlpRequest(1),
+    binary: false,
+    count: REQUESTS,
+  },
+  {
+    label: `PP-OCRv4 det ${PPOCR_DET_DIMS.slice(2).join("x")}, binary`,
     model: DET_MODEL,
     request: {
       inputs: [{ name: "x", datatype: "FP32", shape: [...PPOCR_DET_DIMS], data: ppocrDetSampleInput() }],
@@ -90,17 +102,28 @@ try {
   for (const benchCase of cases) {
     const times: Record<"gateway" | "direct", number[]> = { gateway: [], direct: [] };
     const options = { binaryInputs: benchCase.binary, binaryOutputs: benchCase.binary };
+    let outputBytes = 0;
     for (let index = 0; index < WARMUP + benchCase.count; index += 1) {
       for (const path of ["gateway", "direct"] as const) {
         const started = performance.now();
-        await infer(path === "gateway" ? gateway.url : direct, benchCase.model, benchCase.request, {
-          ...options,
-          headers: path === "gateway" ? clientAuthorization : {},
-        });
+        const result = await infer(
+          path === "gateway" ? gateway.url : direct,
+          benchCase.model,
+          benchCase.request,
+          {
+            ...options,
+            headers: path === "gateway" ? clientAuthorization : {},
+          },
+        );
         if (index >= WARMUP) times[path].push(performance.now() - started);
+        outputBytes = tensorBytes(result.response.outputs);
       }
     }
-    rows.push(rowOf(benchCase.label, benchCase.count, times));
+    const inputBytes = tensorBytes(benchCase.request.inputs);
+    const label = benchCase.binary
+      ? `${benchCase.label} (${megabytes(inputBytes)} in, ${megabytes(outputBytes)} out)`
+      : benchCase.label;
+    rows.push(rowOf(label, benchCase.count, times));
   }
 } finally {
   await agent.stop();

@@ -2,7 +2,7 @@
 import { mkdtempSync } from "node:fs";
 import os from "node:os";
 import { join } from "node:path";
-import { openRepository } from "../../backend/models/repository.ts";
+import { openRepository } from "../../backend/models/open-repository.ts";
 import type { ReplicaDevice } from "../../backend/replica/device.ts";
 import { gpuUsedMemory } from "../../backend/replica/gpu-memory.ts";
 import { Replica, type ReplicaOptions } from "../../backend/replica/replica.ts";

@@ -13,6 +13,9 @@ export interface Calibration {
   hitOnlyPerSecond: number;
   /** The time one request holds a slot at that rate: slots / throughput (ms). */
   slotMs: number;
+  /** How it was measured: requests kept in flight, over this many preloaded models. */
+  slots: number;
+  hotModels: number;
 }
 
 export interface CalibrateOptions {
@@ -75,5 +78,7 @@ export async function calibrate(options: CalibrateOptions): Promise<Calibration>
     loads,
     hitOnlyPerSecond,
     slotMs: (options.slots * 1000) / hitOnlyPerSecond,
+    slots: options.slots,
+    hotModels: options.hotModels.length,
   };
 }

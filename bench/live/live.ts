@@ -17,7 +17,13 @@ import { ROUTING_POLICIES } from "../../shared/routing/policies.ts";
 import { type AgentProcess, startAgent } from "../../test/integration/harness/agents.ts";
 import { freePort } from "../../test/integration/harness/free-port.ts";
 import { waitForAgents } from "../../test/integration/harness/oip-client.ts";
-import { REPO_ROOT, SECRETS, startGateway } from "../../test/integration/harness/wrangler-dev.ts";
+import {
+  type GatewayProcess,
+  REPO_ROOT,
+  SECRETS,
+  startGateway,
+} from "../../test/integration/harness/wrangler-dev.ts";
+import { agentsFlag, gatewaySetting } from "../run-setup.ts";
 import { boundsOf } from "../sim/bounds.ts";
 import { summarise } from "../sim/metrics.ts";
 import { type Scenario, uniformCatalogue } from "../sim/scenario.ts";
@@ -27,7 +33,14 @@ import { buildTrace } from "../sim/trace.ts";
 import { type Calibration, calibrate } from "./calibrate.ts";
 import { writeCatalogue } from "./catalogue.ts";
 import { replay } from "./replay.ts";
-import { type LiveRun, liveReport } from "./report.ts";
+import {
+  arrivalsName,
+  type LiveRun,
+  liveReport,
+  meanLoadMs,
+  type PoolSetup,
+  scenarioShape,
+} from "./report.ts";
 
 /** Every policy, in the order ROUTING_POLICIES lists them: switchyard, the baseline, then the anchors. */
 const ALL_POLICIES = Object.keys(ROUTING_POLICIES);
@@ -62,10 +75,10 @@ const catalogue = uniformCatalogue(s1.models.length, { bytes: 0, loadMs: { min: 
 say(`writing ${catalogue.length} models of ${values["model-mb"]} MB (once; kept in bench/live/.models)`);
 const repository = writeCatalogue(catalogue, Number(values["model-mb"]));
 
-const calibration = await withPool("switchyard", { preload: true }, async (gatewayUrl) => {
+const calibration = await withPool("switchyard", { preload: true }, async ({ gateway }) => {
   say("calibrating: hit-only throughput and load time");
   return calibrate({
-    gatewayUrl,
+    gatewayUrl: gateway.url,
     apiKey: SECRETS.apiKey,
     hotModels: catalogue.slice(0, AGENTS).map((model) => model.name),
     coldModels: catalogue.slice(AGENTS, AGENTS * 3).map((model) => model.name),
@@ -84,11 +97,15 @@ say(
 );
 
 const runs: LiveRun[] = [];
+const setups: PoolSetup[] = [];
 for (const name of policies) {
-  const run = await withPool(name, { preload: false }, async (gatewayUrl, metricsPorts) => {
-    say(`${name}: replaying`);
+  const run = await withPool(name, { preload: false }, async ({ gateway, agents, metricsPorts }) => {
+    // The policy the gateway ran with, which names the run.
+    const ran = gatewaySetting(gateway, "ROUTING_POLICY");
+    setups.push(poolSetup(gateway, agents));
+    say(`${ran}: replaying`);
     const replayed = await replay(scenario, trace, {
-      gatewayUrl,
+      gatewayUrl: gateway.url,
       apiKey: SECRETS.apiKey,
       requests: scenario.requests,
     });
@@ -96,7 +113,7 @@ for (const name of policies) {
     replayed.record.loads = loads.count;
     replayed.record.loadMs = loads.seconds * 1000;
     return {
-      live: summarise(name, replayed.record),
+      live: summarise(ran, replayed.record),
       errors: replayed.errors,
       firstError: replayed.firstError,
       sendLagP99Ms: replayed.sendLagP99Ms,
@@ -113,6 +130,9 @@ for (const name of policies) {
 
 const report = liveReport({
   scenario,
+  reference: s1,
+  setups,
+  cores: cpus().length,
   calibration,
   runs,
   bounds: boundsOf(scenario, trace),
@@ -133,7 +153,7 @@ say(`wrote ${values.out}`);
  * and the deadline is S1's 60 s scaled like the load time (2 s in S1), unless given.
  */
 function scaledS1(measured: Calibration): Scenario {
-  const scale = measured.loadMs / 2_000;
+  const scale = measured.loadMs / meanLoadMs(s1);
   const deadlineSeconds =
     values["deadline-seconds"] === undefined
       ? Math.max(5, Math.round((s1.deadlineMs / 1000) * scale))
@@ -142,7 +162,7 @@ function scaledS1(measured: Calibration): Scenario {
     ...s1,
     id: "S1-live",
     title: "S1 scaled to this machine",
-    summary: `4 agents x 3 models x 4 slots; 40 models of ${values["model-mb"]} MB; Zipf 1.1; Poisson`,
+    summary: `${scenarioShape(s1, AGENTS)}; ${s1.models.length} models of ${values["model-mb"]} MB; Zipf ${s1.popularity.zipfExponent}; ${arrivalsName(s1)}`,
     models: uniformCatalogue(s1.models.length, {
       bytes: Number(values["model-mb"]) * 1e6,
       loadMs: { min: measured.loadMs * 0.8, max: measured.loadMs * 1.2 },
@@ -158,7 +178,7 @@ function scaledS1(measured: Calibration): Scenario {
 async function withPool<T>(
   policy: string,
   options: { preload: boolean },
-  body: (gatewayUrl: string, metricsPorts: number[]) => Promise<T>,
+  body: (pool: { gateway: GatewayProcess; agents: AgentProcess[]; metricsPorts: number[] }) => Promise<T>,
 ): Promise<T> {
   const gateway = await startGateway({ vars: { ROUTING_POLICY: policy } });
   const agents: AgentProcess[] = [];
@@ -181,11 +201,22 @@ async function withPool<T>(
       )),
     );
     await waitForAgents(gateway.url, AGENTS);
-    return await body(gateway.url, metricsPorts);
+    return await body({ gateway, agents, metricsPorts });
   } finally {
     await Promise.all(agents.map((agent) => agent.stop("SIGKILL")));
     await gateway.stop();
   }
+}
+
+/** The pool as it ran, for the report: the gateway's queue limit and the agents' flags. */
+function poolSetup(gateway: GatewayProcess, agents: readonly AgentProcess[]): PoolSetup {
+  return {
+    agents: agents.length,
+    queueLimit: gatewaySetting(gateway, "QUEUE_LIMIT"),
+    slots: agentsFlag(agents, "--max-concurrency"),
+    maxModels: agentsFlag(agents, "--max-models"),
+    threads: agentsFlag(agents, "--threads"),
+  };
 }
 
 /** Loads the agents finished and the time they took, from their Prometheus metrics. */

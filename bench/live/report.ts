@@ -1,3 +1,4 @@
+import { countWord } from "../run-setup.ts";
 import type { Bounds } from "../sim/bounds.ts";
 import type { RunSummary } from "../sim/metrics.ts";
 import type { Scenario } from "../sim/scenario.ts";
@@ -11,8 +12,26 @@ export interface LiveRun {
   sendLagP99Ms: number;
 }
 
+/** A live pool as it ran: the gateway's setting and the flags its agents were started with. */
+export interface PoolSetup {
+  agents: number;
+  queueLimit: string;
+  /** --max-concurrency */
+  slots: string;
+  /** --max-models */
+  maxModels: string;
+  /** --threads */
+  threads: string;
+}
+
 export interface LiveReportContext {
   scenario: Scenario;
+  /** The simulator's scenario the live one scales (S1). */
+  reference: Scenario;
+  /** Each policy run's pool, as it ran. */
+  setups: readonly PoolSetup[];
+  /** This machine's cores, which the gateway, the agents and the client share. */
+  cores: number;
   calibration: Calibration;
   runs: readonly LiveRun[];
   bounds: Bounds;
@@ -25,42 +44,73 @@ export interface LiveReportContext {
 }
 
 /** What the simulator leaves out, and so where live figures depart from it whatever the policy. */
-const WHY_THEY_DIFFER = [
-  "## Where live and simulated figures differ",
-  "",
-  "- The simulator's replicas are slot-bound: each of 16 slots holds a request for the measured slot time. Here",
-  "  the gateway (`wrangler dev`), four agents and the client share two cores, so a load (CPU-heavy) slows every",
-  "  request in the pool: loads take several times the idle figure (loads column), which the simulator, fed the",
-  "  idle figure, does not know. Policies that load more suffer more than it predicts.",
-  "- Past capacity the requests queue in `wrangler dev`'s local proxy before they reach the Worker, where the",
-  "  deadline starts: clients wait past the deadline (p95/p99 above it). The simulator has no such queue.",
-  "- The live hit rate is higher than simulated for every policy that keeps models: fewer requests are answered",
-  "  per second here, so fewer loads fit and models stay longer. The order of the policies is what to compare.",
-  "",
-];
+function whyTheyDiffer(scenario: Scenario, agents: string, cores: number): string[] {
+  return [
+    "## Where live and simulated figures differ",
+    "",
+    `- The simulator's replicas are slot-bound: each of ${scenario.replicas * scenario.concurrency} slots holds a request for the measured slot time. Here`,
+    `  the gateway (\`wrangler dev\`), ${agents} agents and the client share ${countWord(cores)} cores, so a load (CPU-heavy) slows every`,
+    "  request in the pool: loads take several times the idle figure (loads column), which the simulator, fed the",
+    "  idle figure, does not know. Policies that load more suffer more than it predicts.",
+    "- Past capacity the requests queue in `wrangler dev`'s local proxy before they reach the Worker, where the",
+    "  deadline starts: clients wait past the deadline (p95/p99 above it). The simulator has no such queue.",
+    "- The live hit rate is higher than simulated for every policy that keeps models: fewer requests are answered",
+    "  per second here, so fewer loads fit and models stay longer. The order of the policies is what to compare.",
+    "",
+  ];
+}
+
+/** A scenario's mean load time (ms): each load is drawn uniformly from its model's range. */
+export function meanLoadMs(scenario: Scenario): number {
+  const sum = scenario.models.reduce((total, model) => total + (model.loadMs.min + model.loadMs.max) / 2, 0);
+  return sum / scenario.models.length;
+}
+
+/** A scenario's mean inference time (ms). */
+export function meanInferMs(scenario: Scenario): number {
+  return scenario.models.reduce((total, model) => total + model.inferMs, 0) / scenario.models.length;
+}
+
+/** "Poisson", "Bursty": how a scenario's requests arrive. */
+export function arrivalsName(scenario: Scenario): string {
+  const kind = scenario.arrivals.kind;
+  return `${kind.charAt(0).toUpperCase()}${kind.slice(1)}`;
+}
+
+/** "4 agents x 3 models x 4 slots": the pool's shape, one agent per replica. */
+export function scenarioShape(scenario: Scenario, agents: number): string {
+  return `${agents} agents x ${scenario.maxModels} models x ${scenario.concurrency} slots`;
+}
+
+/** Each setup's value, or every distinct one when the runs differed. */
+const distinct = (setups: readonly PoolSetup[], key: keyof PoolSetup): string =>
+  [...new Set(setups.map((setup) => String(setup[key])))].join(" / ") || "?";
 
 const ms = (value: number) => (value >= 10_000 ? `${(value / 1000).toFixed(1)} s` : `${value.toFixed(0)} ms`);
 
 /** bench/results/live.md: the setup, live and simulated figures per policy side by side, and their orders. */
 export function liveReport(context: LiveReportContext): string {
-  const { scenario, calibration, runs, bounds } = context;
+  const { scenario, reference, setups, calibration, runs, bounds } = context;
   const rate = scenario.loadFraction * calibration.hitOnlyPerSecond;
+  const agents = distinct(setups, "agents");
+  const agentsInWords = /^\d+$/.test(agents) ? countWord(Number(agents)) : agents;
+  const referenceLoadMs = meanLoadMs(reference);
   const lines = [
     "# Live routing benchmark",
     "",
     `Generated by \`${context.command}\` on ${context.date} (${context.machine}; Node ${context.node}; ${context.elapsedSeconds.toFixed(0)} s).`,
     "",
-    "A real gateway (`wrangler dev`, workerd) and four real agents on the CPU (one replica each: 4 slots, 3 models,",
-    `one onnxruntime thread), ${scenario.models.length} generated MLPs of ${context.modelMegabytes} MB (one architecture, own weights), and a client replaying`,
-    "the simulator's S1 trace (Zipf 1.1, Poisson arrivals) as an open loop, everything on this machine. Each policy",
+    `A real gateway (\`wrangler dev\`, workerd) and ${agentsInWords} real agents on the CPU (one replica each: ${distinct(setups, "slots")} slots, ${distinct(setups, "maxModels")} models,`,
+    `onnxruntime \`--threads ${distinct(setups, "threads")}\`), ${scenario.models.length} generated MLPs of ${context.modelMegabytes} MB (one architecture, own weights), and a client replaying`,
+    `the simulator's ${reference.id} trace (Zipf ${reference.popularity.zipfExponent}, ${arrivalsName(reference)} arrivals) as an open loop, everything on this machine. Each policy`,
     "gets a fresh gateway (`--var ROUTING_POLICY:<name>`) and cold agents, and the same trace. Then the simulator",
     "runs the same scenario and trace with the measured times: the **sim** columns are its prediction.",
     "",
     "## Calibration (this machine)",
     "",
-    `- Load of one model, idle machine: ${calibration.loadMs.toFixed(0)} ms (mean of ${calibration.loads}, from Server-Timing); S1 has 2 s, so time runs ${(2_000 / calibration.loadMs).toFixed(1)}x faster here.`,
-    `- Hit-only throughput, 16 requests in flight over 4 preloaded models: ${calibration.hitOnlyPerSecond.toFixed(0)} req/s, so a request holds a slot ${calibration.slotMs.toFixed(1)} ms (S1: 50 ms).`,
-    `- Replay: ${scenario.requests} requests at ${(scenario.loadFraction * 100).toFixed(0)}% of that, ${rate.toFixed(0)} req/s; deadline (X-Request-Timeout) ${scenario.deadlineMs / 1000} s, S1's 60 s scaled; gateway queue limit 1000.`,
+    `- Load of one model, idle machine: ${calibration.loadMs.toFixed(0)} ms (mean of ${calibration.loads}, from Server-Timing); ${reference.id} has ${referenceLoadMs / 1000} s, so time runs ${(referenceLoadMs / calibration.loadMs).toFixed(1)}x faster here.`,
+    `- Hit-only throughput, ${calibration.slots} requests in flight over ${calibration.hotModels} preloaded models: ${calibration.hitOnlyPerSecond.toFixed(0)} req/s, so a request holds a slot ${calibration.slotMs.toFixed(1)} ms (${reference.id}: ${meanInferMs(reference)} ms).`,
+    `- Replay: ${scenario.requests} requests at ${(scenario.loadFraction * 100).toFixed(0)}% of that, ${rate.toFixed(0)} req/s; deadline (X-Request-Timeout) ${scenario.deadlineMs / 1000} s, ${reference.id}'s ${reference.deadlineMs / 1000} s scaled; gateway queue limit ${distinct(setups, "queueLimit")} (\`QUEUE_LIMIT\`).`,
     `- Bounds on this trace: Belady hit rate ${bounds.beladyHitRate.toFixed(3)}; with no misses (simulated) p50 ${ms(bounds.noMisses.p50)}, p99 ${ms(bounds.noMisses.p99)}.`,
     "",
     "## Results",
@@ -94,7 +144,7 @@ export function liveReport(context: LiveReportContext): string {
       .map((row) => `| ${row} |`),
     "",
     ...clientHealth(runs),
-    ...WHY_THEY_DIFFER,
+    ...whyTheyDiffer(scenario, agentsInWords, context.cores),
     "## Orders",
     "",
     ...orders(runs),

@@ -4,10 +4,11 @@
  * 1 MB to 1 GB, plus PP-OCRv4 detection. Writes bench/results/cpu-models.md.
  *   npm run bench:cpu-models
  */
-import { copyFileSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { copyFileSync, mkdirSync, mkdtempSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { createRequire } from "node:module";
 import os from "node:os";
 import { dirname, join } from "node:path";
-import { openRepository } from "../../backend/models/repository.ts";
+import { openRepository } from "../../backend/models/open-repository.ts";
 import { Replica } from "../../backend/replica/replica.ts";
 import type { Tensor } from "../../shared/oip/tensor.ts";
 import { encodeMlp, mlpForBytes } from "../../test/fixtures/onnx-builder.ts";
@@ -15,6 +16,11 @@ import { PPOCR_DET_DIMS, PPOCR_DET_PATH, ppocrDetSampleInput } from "../../test/
 import { modelPath, writeFileIfChanged } from "../../test/fixtures/repository.ts";
 
 const SIZES_MB = [1, 10, 100, 1000];
+/** The MLPs' architecture: mlpForBytes varies only the hidden width with the size. */
+const MLP_SHAPE = mlpForBytes({ targetBytes: 1e6, seed: 0 });
+/** The onnxruntime-node that runs the sessions, as installed. */
+const ORT_VERSION = (createRequire(import.meta.url)("onnxruntime-node/package.json") as { version: string })
+  .version;
 const LOADS = 3;
 const RUNS = 30;
 
@@ -23,7 +29,13 @@ const median = (values: number[]) =>
   [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)] ?? Number.NaN;
 
 function mlpInput(batch: number): Tensor {
-  return { name: "x", datatype: "FP32", shape: [batch, 16], data: new Float32Array(batch * 16).fill(0.5) };
+  const features = MLP_SHAPE.inputDim;
+  return {
+    name: "x",
+    datatype: "FP32",
+    shape: [batch, features],
+    data: new Float32Array(batch * features).fill(0.5),
+  };
 }
 
 interface Row {
@@ -84,10 +96,10 @@ try {
   rows.push(
     await measure(
       "det",
-      4_745_517,
+      statSync(detPath).size,
       () => ({ name: "x", datatype: "FP32", shape: [...PPOCR_DET_DIMS], data: detInput }),
       [1],
-    ).then((row) => ({ ...row, model: "det (PP-OCRv4, 640x640)" })),
+    ).then((row) => ({ ...row, model: `det (PP-OCRv4, ${PPOCR_DET_DIMS.slice(2).join("x")})` })),
   );
 } finally {
   rmSync(repoDir, { recursive: true, force: true });
@@ -104,11 +116,11 @@ const table = rows
   .join("\n");
 const report = `# Load and inference time per model size, CPU
 
-- Machine: ${os.availableParallelism()} cores (${cpu}), ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB, Node ${process.version}, onnxruntime-node 1.29.0 (CPU provider, default threads).
+- Machine: ${os.availableParallelism()} cores (${cpu}), ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB, Node ${process.version}, onnxruntime-node ${ORT_VERSION} (CPU provider, default threads).
 - Command: \`npm run bench:cpu-models\` (bench/models/cpu-load-infer.ts), ${new Date().toISOString().slice(0, 10)}.
 - Through the agent's Replica: load = cold InferenceSession creation as the cache does it (median of ${LOADS}),
   inference = the replica's measured session.run (median of ${RUNS}).
-- MLPs are 16 -> hidden -> 8 with hidden sized to the file size: load time tracks the bytes, and a run reads
+- MLPs are ${MLP_SHAPE.inputDim} -> hidden -> ${MLP_SHAPE.outputDim} with hidden sized to the file size: load time tracks the bytes, and a run reads
   every weight once, so inference is memory-bound and grows with size too; PP-OCRv4 is a small file with heavy
   convolutions. Figures move with whatever else the machine runs: compare rows of one run.
 

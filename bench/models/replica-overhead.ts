@@ -14,7 +14,7 @@ import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import * as ort from "onnxruntime-node";
-import { openRepository } from "../../backend/models/repository.ts";
+import { openRepository } from "../../backend/models/open-repository.ts";
 import type { ReplicaDevice } from "../../backend/replica/device.ts";
 import { Replica } from "../../backend/replica/replica.ts";
 import { sessionOptions } from "../../backend/replica/session-options.ts";

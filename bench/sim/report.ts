@@ -1,5 +1,7 @@
+import { RAY_MAX_MODELS_PER_REPLICA } from "../../shared/routing/ray-multiplex.ts";
 import type { GoalCheck, ScenarioResult } from "./goals.ts";
 import { seconds } from "./goals.ts";
+import type { Scenario } from "./scenario.ts";
 
 export interface ReportContext {
   command: string;
@@ -8,7 +10,17 @@ export interface ReportContext {
   date: string;
   elapsedSeconds: number;
   charts: { p99VersusLoad: string; hitRate: string };
+  /** Every scenario the report covers (the sweep's included), for the settings they ran with. */
+  scenarios: readonly Scenario[];
+  /** The scenario the Reading section reasons about (S1). */
+  reference: Scenario;
+  /** wrangler.toml's [vars], which the scenarios' queue limit and deadline stand for. */
+  gatewayVars: Readonly<Record<string, string>>;
 }
+
+/** Each distinct value of a scenario setting, joined ("1000", or "1000 / 50" when scenarios differ). */
+const distinct = (scenarios: readonly Scenario[], value: (scenario: Scenario) => number): string =>
+  [...new Set(scenarios.map(value))].join(" / ");
 
 /** bench/results/sim.md: the machine and command, the goals, a table per scenario, the sweep, the charts. */
 export function renderReport(
@@ -17,6 +29,15 @@ export function renderReport(
   goals: readonly GoalCheck[],
   context: ReportContext,
 ): string {
+  const { reference, gatewayVars } = context;
+  const queueLimit = distinct(context.scenarios, (scenario) => scenario.maxQueue);
+  const deadlineSeconds = distinct(context.scenarios, (scenario) => scenario.deadlineMs / 1000);
+  const slots = reference.replicas * reference.concurrency;
+  const busySlots = reference.loadFraction * slots;
+  const loadSeconds =
+    reference.models.reduce((sum, model) => sum + (model.loadMs.min + model.loadMs.max) / 2, 0) /
+    reference.models.length /
+    1000;
   const lines: string[] = [
     "# Routing simulator results",
     "",
@@ -25,24 +46,25 @@ export function renderReport(
     "",
     "Every policy runs through the gateway's own `Dispatcher` (shared/routing) on replicas that follow the agent's",
     "cache logic (shared/cache: admission in arrival order, LRU victims, no eviction under load, shared loads; a",
-    "request holds its slot while its model loads). Ray Serve's replicas keep its own cache: at most 3 models and one",
-    "lock around loads. Gateway defaults: queue limit 1000 (429 beyond), deadline 60 s (504).",
+    `request holds its slot while its model loads). Ray Serve's replicas keep its own cache: at most ${RAY_MAX_MODELS_PER_REPLICA} models and one`,
+    `lock around loads. Queue limit ${queueLimit} (429 beyond), deadline ${deadlineSeconds} s (504), as the scenarios set them (the`,
+    `gateway's wrangler.toml: \`QUEUE_LIMIT=${gatewayVars.QUEUE_LIMIT ?? "unset"}\`, \`DEFAULT_TIMEOUT_SECONDS=${gatewayVars.DEFAULT_TIMEOUT_SECONDS ?? "unset"}\`).`,
     "",
     "- **hit**: served by a replica that held its model since before the request arrived (waiting for a load, even",
     "  a shared one, is a miss). Rejected and timed-out requests are not hits.",
-    "- **p50/p95/p99**: latency from arrival to answer; a failed request (429 or 504) counts as the 60 s deadline.",
+    `- **p50/p95/p99**: latency from arrival to answer; a failed request (429 or 504) counts as the ${deadlineSeconds} s deadline.`,
     "- **thr**: requests answered in time per second. **load s**: replica time spent loading, summed.",
     "- **Belady**: offline optimum hit rate over the pool's total slots (count, or bytes for S4), loads taking no",
     "  time. **no misses**: the same trace with every model on every replica (queueing for slots only).",
     "",
     "## Reading",
     "",
-    "S1-S3 are over capacity for every policy, the bounds included in spirit: at 80% of the hit-only capacity the",
-    "hits alone keep 12.8 of the 16 slots busy, and a load holds a slot for about 2 s, so at most ~1.6 loads a second",
+    `S1-S3 are over capacity for every policy, the bounds included in spirit: at ${(reference.loadFraction * 100).toFixed(0)}% of the hit-only capacity the`,
+    `hits alone keep ${busySlots.toFixed(1)} of the ${slots} slots busy, and a load holds a slot for about ${loadSeconds.toFixed(0)} s, so at most ~${((slots - busySlots) / loadSeconds).toFixed(1)} loads a second`,
     "fit beside them; yet even Belady's optimum (loads taking no time) misses ~19% of requests, ~48 a second, spread",
     "over ~28 models. Whatever routes them, requests for unpopular models must wait for batched loads",
-    "and the 1000-request queue overflows: more than 1% of requests fail (429/504), so every policy's p99 is the",
-    "60 s deadline there, and the goals against Belady and against the anchors' p99 cannot be met on them. What",
+    `and the ${queueLimit}-request queue overflows: more than 1% of requests fail (429/504), so every policy's p99 is the`,
+    `${deadlineSeconds} s deadline there, and the goals against Belady and against the anchors' p99 cannot be met on them. What`,
     "routing still decides is how much is served: compare the hit rate, p50, throughput and rejections.",
     "",
     "## Goals (issue 4)",

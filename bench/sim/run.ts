@@ -6,6 +6,7 @@ import { mkdirSync, writeFileSync } from "node:fs";
 import { cpus } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { configuredVars } from "../../scripts/lib/wrangler-dev.ts";
 import { ROUTING_POLICIES } from "../../shared/routing/policies.ts";
 import { boundsOf } from "./bounds.ts";
 import { hitRateChart, p99VersusLoadChart } from "./charts.ts";
@@ -13,6 +14,7 @@ import { checkGoals, type ScenarioResult } from "./goals.ts";
 import { renderReport } from "./report.ts";
 import type { Scenario } from "./scenario.ts";
 import { S6_LOADS, SCENARIOS, s6 } from "./scenarios/index.ts";
+import { s1 } from "./scenarios/s1-zipf.ts";
 import { simulate } from "./simulate.ts";
 import { buildTrace } from "./trace.ts";
 
@@ -58,6 +60,9 @@ const report = renderReport(results, sweep, goals, {
   date: new Date().toISOString().slice(0, 10),
   elapsedSeconds: (performance.now() - started) / 1000,
   charts,
+  scenarios: [...SCENARIOS, ...s6],
+  reference: s1,
+  gatewayVars: await configuredVars(),
 });
 writeFileSync(join(RESULTS, "sim.md"), report);
 console.log(`wrote ${join(RESULTS, "sim.md")}`);

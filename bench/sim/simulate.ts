@@ -1,4 +1,3 @@
-import { SwitchyardError } from "../../shared/errors.ts";
 import { type Dispatch, Dispatcher } from "../../shared/routing/dispatcher.ts";
 import type { RoutingPolicy } from "../../shared/routing/types.ts";
 import { EventQueue } from "./event-queue.ts";
@@ -130,13 +129,10 @@ export function simulate(
       arrivedAt: now,
       deadline: now + scenario.deadlineMs,
     };
-    try {
-      const result = dispatcher.submit({ model: model.name }, request, request.deadline);
-      if ("address" in result) deliver([result]);
-    } catch (error) {
-      if (!(error instanceof SwitchyardError)) throw error;
-      end(request, error.code === "queue_full" ? OUTCOME.rejected : OUTCOME.unavailable);
-    }
+    const result = dispatcher.submit({ model: model.name }, request, request.deadline);
+    if (result.kind === "dispatched") deliver([result.dispatch]);
+    else if (result.kind === "queue_full") end(request, OUTCOME.rejected);
+    else if (result.kind === "unavailable") end(request, OUTCOME.unavailable);
     if (id + 1 < n) events.schedule(trace.arrivals[id + 1] as number, () => arrive(id + 1));
   };
 

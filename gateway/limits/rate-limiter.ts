@@ -1,5 +1,5 @@
 import { DurableObject } from "cloudflare:workers";
-import type { Env } from "../env.ts";
+import type { ObjectEnv } from "../config.ts";
 import { TokenBucket } from "./token-bucket.ts";
 
 export interface RateLimit {
@@ -14,7 +14,7 @@ export type RateDecision = { allowed: true } | { allowed: false; retryAfterSecon
  * limit holds across every Cloudflare location and every pool at once. The bucket lives in memory only:
  * an object evicted after a quiet spell comes back with a full bucket, which a quiet key has earned anyway.
  */
-export class RateLimiter extends DurableObject<Env> {
+export class RateLimiter extends DurableObject<ObjectEnv> {
   #bucket: TokenBucket | undefined;
   #limit: RateLimit | undefined;
 

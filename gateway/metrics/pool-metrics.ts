@@ -1,7 +1,7 @@
 import { replicaChanges } from "../../shared/metrics/replica-changes.ts";
 import type { ReplicaState } from "../../shared/protocol/replica-state.ts";
 import type { AgentRecord } from "../registry/agent-link.ts";
-import type { InferOutcome } from "../registry/relay-types.ts";
+import type { RelayOutcome } from "../registry/relay-types.ts";
 import {
   countModelEvent,
   countRequest,
@@ -53,7 +53,7 @@ export class PoolMetrics {
   }
 
   /** One request answered by the registry (`totalMs` from its arrival there). */
-  requestFinished(model: string, outcome: InferOutcome, totalMs: number): void {
+  requestFinished(model: string, outcome: RelayOutcome, totalMs: number): void {
     if (outcome.ok) {
       const { timings } = outcome;
       countRequest(

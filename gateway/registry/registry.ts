@@ -1,5 +1,6 @@
 import { DurableObject } from "cloudflare:workers";
 import { SwitchyardError } from "../../shared/errors.ts";
+import { errorResponse } from "../../shared/http/error-response.ts";
 import type { ModelStatistics } from "../../shared/oip/statistics.ts";
 import type { TritonModelConfig } from "../../shared/oip/triton-model-config.ts";
 import {
@@ -10,8 +11,8 @@ import {
 } from "../../shared/protocol/frames.ts";
 import type { ModelSignature } from "../../shared/protocol/model-signatures.ts";
 import { routingPolicy } from "../../shared/routing/policies.ts";
-import { type Env, readConfig } from "../env.ts";
-import { errorResponse } from "../error-response.ts";
+import type { ObjectEnv } from "../config.ts";
+import { gatewayConfig } from "../config.ts";
 import { log } from "../log.ts";
 import type { PoolCounters } from "../metrics/pool-counters.ts";
 import { PoolMetrics } from "../metrics/pool-metrics.ts";
@@ -28,7 +29,7 @@ import { ModelPins, PinStore } from "./model-pins.ts";
 import { PoolPresence } from "./pool-presence.ts";
 import { CLOSE_POLICY_VIOLATION, closeReason, ProtocolViolation } from "./protocol-violation.ts";
 import { MISSED_HEARTBEATS, Relay } from "./relay.ts";
-import type { InferCall, InferOutcome, ModelAnswer, PoolSnapshot } from "./relay-types.ts";
+import type { ModelAnswer, PoolSnapshot, RelayedRequest, RelayOutcome } from "./relay-types.ts";
 import { SignatureStore } from "./signature-store.ts";
 
 /** Tag of agent sockets in ctx.getWebSockets(). */
@@ -47,7 +48,7 @@ export const RESTART_REASON = "the registry was restarted by an admin";
  * `ctx.getWebSockets()`. Requests in flight are promises in memory, which keep the object awake until
  * they end.
  */
-export class Registry extends DurableObject<Env> {
+export class Registry extends DurableObject<ObjectEnv> {
   readonly #relay: Relay;
   readonly #store: AgentStore;
   readonly #signatures: SignatureStore;
@@ -60,9 +61,9 @@ export class Registry extends DurableObject<Env> {
   readonly #directory: ModelDirectory;
   readonly #pins: ModelPins;
 
-  constructor(ctx: DurableObjectState, env: Env) {
+  constructor(ctx: DurableObjectState, env: ObjectEnv) {
     super(ctx, env);
-    const config = readConfig(env);
+    const config = gatewayConfig(env);
     this.#heartbeatMs = Math.round(config.HEARTBEAT_SECONDS * 1000);
     this.#store = new AgentStore(ctx.storage.kv);
     this.#signatures = new SignatureStore(ctx.storage.kv);
@@ -114,7 +115,7 @@ export class Registry extends DurableObject<Env> {
   // ---- RPC from the Worker ----
 
   /** Routes one inference and waits for its outcome (never throws for an expected failure). */
-  async infer(call: InferCall): Promise<InferOutcome> {
+  async infer(call: RelayedRequest): Promise<RelayOutcome> {
     this.#closeSilentAgents();
     const arrivedAt = Date.now();
     const routed = this.#relay.infer(call);

@@ -6,7 +6,7 @@ import type { ReplicaState } from "../../shared/protocol/replica-state.ts";
  * RPC clones arguments and results, and a thrown SwitchyardError would lose its code on the way, so a
  * failure travels as a value too.
  */
-export interface InferCall {
+export interface RelayedRequest {
   model: string;
   version?: string;
   hint?: string;
@@ -24,7 +24,7 @@ export interface InferCall {
   maybeStarted?: boolean;
 }
 
-export interface InferSuccess {
+export interface RelaySuccess {
   ok: true;
   /** The OIP response body exactly as the agent produced it. */
   body: Uint8Array;
@@ -40,7 +40,7 @@ export interface InferSuccess {
   timings: { gatewayQueueMs: number; roundTripMs: number; queueMs: number; loadMs: number; inferMs: number };
 }
 
-export interface InferFailure {
+export interface RelayFailure {
   ok: false;
   /** HTTP status for the client (an agent may report any 4xx/5xx). */
   status: number;
@@ -51,7 +51,7 @@ export interface InferFailure {
   replica?: string;
 }
 
-export type InferOutcome = InferSuccess | InferFailure;
+export type RelayOutcome = RelaySuccess | RelayFailure;
 
 /** What the registry knows about the pool, for health and model endpoints. */
 export interface PoolSnapshot {

@@ -1,3 +1,4 @@
+import { Deadline } from "../../shared/deadline.ts";
 import { SwitchyardError } from "../../shared/errors.ts";
 import { modelKey } from "../../shared/model-names.ts";
 import {
@@ -15,7 +16,13 @@ import type { Idempotence } from "./idempotence.ts";
 import { OutlierEjection } from "./outliers.ts";
 import type { PoolPresence } from "./pool-presence.ts";
 import { ProtocolViolation } from "./protocol-violation.ts";
-import type { AgentSnapshot, InferCall, InferFailure, InferOutcome, PoolSnapshot } from "./relay-types.ts";
+import type {
+  AgentSnapshot,
+  PoolSnapshot,
+  RelayedRequest,
+  RelayFailure,
+  RelayOutcome,
+} from "./relay-types.ts";
 import { RetryBudget } from "./retry-budget.ts";
 
 /**
@@ -67,15 +74,15 @@ interface Sent {
 
 interface PendingRequest {
   id: string;
-  call: InferCall;
+  call: RelayedRequest;
   route: RouteRequest;
   arrivedAt: number;
-  deadline: number;
+  deadline: Deadline;
   attempts: number;
   /** Times it was run again after an agent died while it may have been running (at most once). */
   reruns: number;
   timer: ReturnType<typeof setTimeout> | undefined;
-  settle: (outcome: InferOutcome) => void;
+  settle: (outcome: RelayOutcome) => void;
   sent?: Sent;
 }
 
@@ -291,7 +298,7 @@ export class Relay {
       !frame.started &&
       (frame.status >= 500 || frame.status === 404) &&
       pending.attempts < MAX_ATTEMPTS &&
-      pending.deadline > this.#now() &&
+      !pending.deadline.passed(this.#now()) &&
       this.#retryBudget.tryRetry(this.#now());
     if (!retry) {
       this.#finish(pending, {
@@ -314,14 +321,14 @@ export class Relay {
 
   // ---- requests ----
 
-  infer(call: InferCall): Promise<InferOutcome> {
+  infer(call: RelayedRequest): Promise<RelayOutcome> {
     const now = this.#now();
     this.#counter += 1;
     const id = `${this.#incarnation}-${this.#counter.toString(36)}`;
     this.#retryBudget.request(now);
     const refusal = this.#refuseAtArrival(call);
     if (refusal !== undefined) return Promise.resolve(refusal);
-    return new Promise<InferOutcome>((resolve) => {
+    return new Promise<RelayOutcome>((resolve) => {
       const pending: PendingRequest = {
         id,
         call,
@@ -331,7 +338,7 @@ export class Relay {
           ...(call.hint === undefined ? {} : { hint: call.hint }),
         },
         arrivedAt: now,
-        deadline: now + call.timeoutMs,
+        deadline: Deadline.in(call.timeoutMs, now),
         attempts: 0,
         reruns: call.maybeStarted === true ? 1 : 0,
         timer: undefined,
@@ -429,7 +436,7 @@ export class Relay {
   }
 
   /** A request that cannot be taken in at all: the registry holds too many bytes, or it must not rerun. */
-  #refuseAtArrival(call: InferCall): InferFailure | undefined {
+  #refuseAtArrival(call: RelayedRequest): RelayFailure | undefined {
     const maxBytes = this.#options.maxPendingBytes ?? Number.POSITIVE_INFINITY;
     if (this.#pendingBytes + call.body.byteLength > maxBytes) {
       return {
@@ -452,7 +459,7 @@ export class Relay {
     return undefined;
   }
 
-  #allowsRerun(call: InferCall): boolean {
+  #allowsRerun(call: RelayedRequest): boolean {
     return this.#options.idempotence?.allowsRerun(call.model, call.version) ?? true;
   }
 
@@ -461,7 +468,7 @@ export class Relay {
     if (pending.reruns >= MAX_RERUNS) return "it had been run again once already";
     if (!this.#allowsRerun(pending.call))
       return `'${pending.call.model}' is not idempotent (its config.json says so)`;
-    if (pending.deadline <= this.#now()) return "its deadline has passed";
+    if (pending.deadline.passed(this.#now())) return "its deadline has passed";
     if (!this.#retryBudget.tryRetry(this.#now()))
       return "the pool's retry budget is spent (too many retries lately)";
     return undefined;
@@ -597,16 +604,20 @@ export class Relay {
 
   #submit(pending: PendingRequest): void {
     pending.attempts += 1;
-    let routed: ReturnType<Dispatcher<PendingRequest>["submit"]>;
-    try {
-      routed = this.#dispatcher.submit(pending.route, pending, pending.deadline);
-    } catch (error) {
-      const failure = failureOf(error);
-      if (failure.code === "unavailable" && this.#waitForAgents(pending)) return;
-      this.#finish(pending, failure);
-      return;
+    const routed = this.#dispatcher.submit(pending.route, pending, pending.deadline.at);
+    switch (routed.kind) {
+      case "dispatched":
+        this.#sendAll([routed.dispatch]);
+        return;
+      case "queued":
+        return;
+      case "unavailable":
+        if (this.#waitForAgents(pending)) return;
+        this.#finish(pending, failureOf(routed.error));
+        return;
+      case "queue_full":
+        this.#finish(pending, failureOf(routed.error));
     }
-    if ("address" in routed) this.#sendAll([routed]);
   }
 
   #release(sent: Sent): void {
@@ -642,7 +653,7 @@ export class Relay {
       model: pending.call.model,
       ...(pending.call.version === undefined ? {} : { version: pending.call.version }),
       ...(pending.call.hint === undefined ? {} : { hint: pending.call.hint }),
-      timeoutMs: Math.max(1, pending.deadline - now),
+      timeoutMs: Math.max(1, pending.deadline.remainingMs(now)),
       ...(pending.call.headerLength === undefined ? {} : { headerLength: pending.call.headerLength }),
       ...(pending.call.requestId === undefined ? {} : { requestId: pending.call.requestId }),
     };
@@ -666,37 +677,28 @@ export class Relay {
     return undefined;
   }
 
+  /** The request's deadline passed: 504, wherever it is (waiting for agents, for a slot, or running). */
   #onDeadline(pending: PendingRequest): void {
     pending.timer = undefined;
     if (this.#pending.get(pending.id) !== pending) return;
-    const waitedMs = this.#now() - pending.arrivedAt;
+    const { model } = pending.call;
     const sent = pending.sent;
     if (this.#waitingForAgents.has(pending)) {
-      this.#finish(pending, {
-        ok: false,
-        status: 504,
-        code: "deadline_exceeded",
-        message: `no agent was connected to serve '${pending.call.model}', and none came back within the request's deadline of ${pending.call.timeoutMs} ms`,
-      });
+      const error = pending.deadline.exceeded(
+        `no agent was connected to serve '${model}', and none came back`,
+      );
+      this.#finish(pending, failureOf(error));
       return;
     }
     if (sent === undefined) {
       this.#dispatcher.cancel((queued) => queued === pending);
-      this.#finish(pending, {
-        ok: false,
-        status: 504,
-        code: "deadline_exceeded",
-        message: `no replica for '${pending.call.model}' became free within the request's deadline of ${pending.call.timeoutMs} ms`,
-      });
+      this.#finish(pending, failureOf(pending.deadline.exceeded(`no replica for '${model}' became free`)));
       return;
     }
     // The agent is told to stop; its slot stays taken until it answers (or the grace runs out), since the
     // work may still be running there.
     this.#finish(pending, {
-      ok: false,
-      status: 504,
-      code: "deadline_exceeded",
-      message: `'${pending.call.model}' did not answer within the request's deadline of ${pending.call.timeoutMs} ms (waited ${waitedMs} ms)`,
+      ...failureOf(pending.deadline.exceeded(`'${model}' did not answer`)),
       replica: sent.address,
     });
     const link = this.#agents.get(sent.agentId);
@@ -715,7 +717,7 @@ export class Relay {
     });
   }
 
-  #finish(pending: PendingRequest, outcome: InferOutcome): void {
+  #finish(pending: PendingRequest, outcome: RelayOutcome): void {
     if (this.#pending.get(pending.id) !== pending) return;
     this.#pending.delete(pending.id);
     this.#pendingBytes -= pending.call.body.byteLength;
@@ -729,7 +731,7 @@ export class Relay {
   }
 }
 
-function failureOf(error: unknown): InferFailure {
+function failureOf(error: unknown): RelayFailure {
   const failure = SwitchyardError.from(error);
   return {
     ok: false,

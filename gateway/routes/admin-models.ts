@@ -5,7 +5,8 @@ import { readRequestBody } from "../../shared/http/request-body.ts";
 import { parseModelConfig } from "../../shared/model-config.ts";
 import { parseModelName, parseModelVersion } from "../../shared/model-names.ts";
 import { OnnxFormatError } from "../../shared/onnx/onnx-signature.ts";
-import { type Env, readConfig } from "../env.ts";
+import { gatewayConfig } from "../config.ts";
+import type { Env } from "../env.ts";
 import {
   deleteModelFiles,
   isModelFile,
@@ -32,7 +33,7 @@ adminModelRoutes.put("/admin/models/:model/:version", async (c) => {
   const requested = target(c);
   const { name, version } = requested;
   const file = requested.file ?? "model.onnx";
-  const bytes = await readRequestBody(c.req.raw, readConfig(c.env).MAX_MODEL_BYTES, file);
+  const bytes = await readRequestBody(c.req.raw, gatewayConfig(c.env).MAX_MODEL_BYTES, file);
   if (bytes.length === 0) throw badInput(`${file} is empty`);
   if (file === "config.json") assertModelConfig(bytes, `${name}/${version}/config.json`);
   // A model's inputs and outputs are read from its graph now (its weights are stepped over), so metadata

@@ -3,7 +3,8 @@ import { INFERENCE_HEADER_CONTENT_LENGTH } from "./codec.ts";
 
 /**
  * Request options that travel outside the tensors, read the same way by the standalone agent and the
- * gateway: the routing hint (under the names fal and Ray Serve use too) and the deadline.
+ * gateway: the routing hint (under the names fal and Ray Serve use too), the binary header's length, and the
+ * response headers both servers send. (The deadline has a module of its own: shared/deadline.ts.)
  */
 
 /** Header names that carry the routing hint, in order of precedence. */
@@ -15,37 +16,6 @@ export function readHint(headers: Headers): string | undefined {
     if (value) return value;
   }
   return undefined;
-}
-
-/** A deadline shorter than this could only ever end in a 504: it is refused as bad input instead. */
-export const MIN_TIMEOUT_MS = 1;
-
-/**
- * The request's timeout in milliseconds: the OIP `timeout` parameter (microseconds, as Triton reads it) or
- * the X-Request-Timeout header (seconds); the smaller wins; neither: the default.
- */
-export function readTimeoutMs(
-  headers: Headers,
-  parameters: Record<string, unknown> | undefined,
-  defaultMs: number,
-): number {
-  const candidates: number[] = [];
-  const header = headers.get("x-request-timeout");
-  if (header !== null) {
-    const seconds = Number(header);
-    if (!Number.isFinite(seconds) || seconds * 1000 < MIN_TIMEOUT_MS) {
-      throw badInput(`X-Request-Timeout must be a number of seconds, at least 0.001, got '${header}'`);
-    }
-    candidates.push(seconds * 1000);
-  }
-  const parameter = parameters?.timeout;
-  if (parameter !== undefined) {
-    if (typeof parameter !== "number" || !Number.isFinite(parameter) || parameter / 1000 < MIN_TIMEOUT_MS) {
-      throw badInput("parameters.timeout must be a number of microseconds, at least 1000");
-    }
-    candidates.push(parameter / 1000);
-  }
-  return candidates.length === 0 ? defaultMs : Math.min(...candidates);
 }
 
 /** Server-Timing header value for the phases a request went through (milliseconds). */

@@ -15,8 +15,8 @@ import { ReplicaStateSchema } from "./replica-state.ts";
  *                      registry when it hibernates)
  *
  * Every field a real agent must send is required: a schema default would hide an agent that never sends it
- * (version 1 defaulted `signatures` to [], and no real agent ever sent one). test/unit/gateway-link's
- * contract test runs the frames the real agent code writes through these schemas. Optional fields are the
+ * (version 1 defaulted `signatures` to [], and no real agent ever sent one). The contract tests in
+ * test/integration/gateway-protocol.test.ts run the frames a real agent process writes through these schemas. Optional fields are the
  * ones that are legitimately absent (a version not asked for, a state only some frames carry).
  *
  * Version 2 over 1: hello and state frames carry the model signatures (required), hello says where the
@@ -242,13 +242,17 @@ const encoder = new TextEncoder();
 const decoder = new TextDecoder();
 
 /** [u32 LE header length][JSON header][body]. Refuses (413) a frame over MAX_FRAME_BYTES before it exists. */
-export function encodeBinaryFrame(header: object, body: Uint8Array): Uint8Array {
+export function encodeBinaryFrame(
+  header: object,
+  body: Uint8Array,
+  what: "request" | "result" = "request",
+): Uint8Array {
   const headerBytes = encoder.encode(JSON.stringify(header));
   const total = 4 + headerBytes.length + body.length;
   if (total > MAX_FRAME_BYTES) {
     throw new SwitchyardError(
       "too_large",
-      `request of ${total} bytes is over the ${MAX_FRAME_BYTES}-byte limit of a relayed message`,
+      `${what} of ${total} bytes is over the ${MAX_FRAME_BYTES}-byte limit of a relayed message`,
     );
   }
   const frame = new Uint8Array(total);
@@ -263,20 +267,38 @@ export function decodeBinaryFrame<T>(
   frame: Uint8Array,
   schema: z.ZodType<T>,
 ): { header: T; body: Uint8Array } {
+  const { json, body } = splitBinaryFrame(frame);
+  const parsed = schema.safeParse(json);
+  if (!parsed.success)
+    throw new SwitchyardError("bad_input", `bad frame header: ${z.prettifyError(parsed.error)}`);
+  return { header: parsed.data, body };
+}
+
+/**
+ * The JSON header of a binary frame, whatever it holds (undefined when the frame is not even that): what
+ * an agent reads of a frame that failed validation, to answer the request it names.
+ */
+export function peekBinaryFrameHeader(frame: Uint8Array): unknown {
+  try {
+    return splitBinaryFrame(frame).json;
+  } catch {
+    return undefined;
+  }
+}
+
+function splitBinaryFrame(frame: Uint8Array): { json: unknown; body: Uint8Array } {
   if (frame.length < 4) throw new SwitchyardError("bad_input", "binary frame shorter than its length prefix");
   const headerLength = new DataView(frame.buffer, frame.byteOffset, frame.byteLength).getUint32(0, true);
   if (4 + headerLength > frame.length)
     throw new SwitchyardError("bad_input", "binary frame header overruns the frame");
-  let json: unknown;
   try {
-    json = JSON.parse(decoder.decode(frame.subarray(4, 4 + headerLength)));
+    return {
+      json: JSON.parse(decoder.decode(frame.subarray(4, 4 + headerLength))),
+      body: frame.subarray(4 + headerLength),
+    };
   } catch {
     throw new SwitchyardError("bad_input", "binary frame header is not JSON");
   }
-  const parsed = schema.safeParse(json);
-  if (!parsed.success)
-    throw new SwitchyardError("bad_input", `bad frame header: ${z.prettifyError(parsed.error)}`);
-  return { header: parsed.data, body: frame.subarray(4 + headerLength) };
 }
 
 /** Parses a JSON text frame with `schema`; throws bad_input on anything malformed. */

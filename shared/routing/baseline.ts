@@ -1,3 +1,4 @@
+import { unavailable } from "./decisions.ts";
 import {
   failedHere,
   freeSlots,
@@ -7,7 +8,7 @@ import {
   matchesHint,
   usable,
 } from "./replica-facts.ts";
-import type { QueuedView, ReplicaView, RouteDecision, RouteRequest, RoutingPolicy } from "./types.ts";
+import type { PoolView, ReplicaView, RouteDecision, RouteRequest, RoutingPolicy } from "./types.ts";
 
 /**
  * The baseline: go where the model already is. Among replicas with a free slot: one that holds the model
@@ -19,14 +20,9 @@ import type { QueuedView, ReplicaView, RouteDecision, RouteRequest, RoutingPolic
 export const baselinePolicy: RoutingPolicy = {
   name: "baseline",
 
-  route(request, replicas): RouteDecision {
+  route(request, { replicas }): RouteDecision {
     const serving = replicas.filter(usable);
-    if (serving.length === 0) {
-      return {
-        kind: "unavailable",
-        reason: replicas.length === 0 ? "no agent is connected" : "every agent is draining",
-      };
-    }
+    if (serving.length === 0) return unavailable(replicas);
     const free = serving.filter(hasFreeSlot);
     const healthy = free.filter((replica) => !failedHere(replica, request));
     const candidates = healthy.length > 0 ? healthy : free;
@@ -47,7 +43,7 @@ export const baselinePolicy: RoutingPolicy = {
       : { kind: "dispatch", address: target.address, expect: "load" };
   },
 
-  pickQueued(replica: ReplicaView, queue: readonly QueuedView[]): number {
+  pickQueued(replica: ReplicaView, { queue }: PoolView): number {
     if (replica.draining) return -1;
     const forHeldModel = queue.findIndex((waiting) => holds(replica, waiting.request));
     return forHeldModel >= 0 ? forHeldModel : queue.length > 0 ? 0 : -1;

@@ -2,13 +2,15 @@ import { SwitchyardError } from "../errors.ts";
 import type { ReplicaState } from "../protocol/replica-state.ts";
 import { DemandTracker } from "./demand.ts";
 import { capacityUnder, hasRoomUnder, holds, isLoading } from "./replica-facts.ts";
-import type {
-  PendingLoad,
-  QueuedView,
-  ReplicaView,
-  RouteRequest,
-  RoutingContext,
-  RoutingPolicy,
+import {
+  type PendingLoad,
+  type PoolView,
+  type QueuedView,
+  type ReplicaView,
+  type RouteRequest,
+  type RoutingContext,
+  type RoutingPolicy,
+  RoutingRound,
 } from "./types.ts";
 import { WaitingLine } from "./waiting-line.ts";
 
@@ -26,6 +28,18 @@ export interface Dispatch<P> {
   /** How long it waited in the queue (0 when dispatched at once). */
   queuedMs: number;
 }
+
+/**
+ * What became of a submitted request. Refusals are values with the error the client gets, so that each owner
+ * decides what to do with them (the registry may keep a request waiting for agents expected back).
+ */
+export type Submitted<P> =
+  | { kind: "dispatched"; dispatch: Dispatch<P> }
+  | { kind: "queued" }
+  /** Nothing in the pool can serve it (no replica, or every one draining): 503. */
+  | { kind: "unavailable"; error: SwitchyardError }
+  /** Every suitable replica is busy and the queue is full: 429. */
+  | { kind: "queue_full"; error: SwitchyardError };
 
 interface Waiting<P> extends QueuedView {
   payload: P;
@@ -126,29 +140,28 @@ export class Dispatcher<P> {
    * Routes a new request: dispatched now, queued until a slot frees or its deadline passes, or refused
    * (429 when the queue is full, 503 when nothing can serve it).
    */
-  submit(request: RouteRequest, payload: P, deadline: number): Dispatch<P> | { kind: "queued" } {
+  submit(request: RouteRequest, payload: P, deadline: number): Submitted<P> {
     this.#demand.record(request.model, this.#options.now());
     const context = this.#context();
-    const decision = this.#options.policy.route(request, this.replicas(), context);
+    const decision = this.#options.policy.route(request, this.#pool(), context);
     if (decision.kind === "unavailable") {
-      throw new SwitchyardError(
-        "unavailable",
-        `no backend can serve '${request.model}': ${decision.reason}`,
-        {
-          retryAfterSeconds: 1,
-        },
-      );
+      const message = `no backend can serve '${request.model}': ${decision.reason}`;
+      return {
+        kind: "unavailable",
+        error: new SwitchyardError("unavailable", message, { retryAfterSeconds: 1 }),
+      };
     }
     if (decision.kind === "dispatch") {
       this.#take(decision.address, request, decision.expect, context.now);
-      return { address: decision.address, payload, expect: decision.expect, queuedMs: 0 };
+      const dispatch = { address: decision.address, payload, expect: decision.expect, queuedMs: 0 };
+      return { kind: "dispatched", dispatch };
     }
     if (this.#queue.length >= this.#options.maxQueue) {
-      throw new SwitchyardError(
-        "queue_full",
-        `every replica is busy and ${this.#queue.length} requests are already waiting; retry later`,
-        { retryAfterSeconds: 1 },
-      );
+      const message = `every replica is busy and ${this.#queue.length} requests are already waiting; retry later`;
+      return {
+        kind: "queue_full",
+        error: new SwitchyardError("queue_full", message, { retryAfterSeconds: 1 }),
+      };
     }
     this.#queue.push({ request, enqueuedAt: context.now, deadline, payload });
     return { kind: "queued" };
@@ -217,7 +230,7 @@ export class Dispatcher<P> {
    */
   nextWakeup(): number | undefined {
     if (this.#queue.length === 0) return undefined;
-    return this.#options.policy.nextWakeup?.(this.replicas(), this.#queue.items, this.#context());
+    return this.#options.policy.nextWakeup?.(this.#pool(), this.#context());
   }
 
   #take(address: string, request: RouteRequest, expect: Dispatch<P>["expect"], now: number): void {
@@ -235,10 +248,11 @@ export class Dispatcher<P> {
     const dispatched: Dispatch<P>[] = [];
     if (this.#queue.length === 0) return dispatched;
     const context = this.#context();
+    const pool = this.#pool();
     const { policy } = this.#options;
     for (const replica of this.#replicas.values()) {
       while (this.#queue.length > 0 && hasRoomUnder(replica, capacityUnder(policy, replica))) {
-        const index = policy.pickQueued(replica, this.#queue.items, context);
+        const index = policy.pickQueued(replica, pool, context);
         const waiting = index >= 0 ? this.#queue.removeAt(index) : undefined;
         if (waiting === undefined) break;
         const expect = holds(replica, waiting.request)
@@ -258,16 +272,20 @@ export class Dispatcher<P> {
     return dispatched;
   }
 
+  /** A fresh round for each decision: submit, pump, or wakeup. */
   #context(): RoutingContext {
     return {
       now: this.#options.now(),
       random: this.#options.random ?? Math.random,
       demand: this.#demand,
-      queue: this.#queue.items,
-      waitingByModel: this.#queue.byModel,
       modelBytes: this.#modelBytes,
-      replicas: this.replicas(),
+      round: new RoutingRound(),
     };
+  }
+
+  /** The replicas and the live queue (pickQueued's index points into it as picks take requests out). */
+  #pool(): PoolView {
+    return { replicas: this.replicas(), queue: this.#queue.items, waitingByModel: this.#queue.byModel };
   }
 }
 

@@ -1,4 +1,5 @@
-import { dispatchTo, oldestFirst, pickAtRandom, unavailable } from "./decisions.ts";
+import { dispatchTo, oldestFirst, unavailable } from "./decisions.ts";
+import { pickAtRandom } from "./random-choice.ts";
 import { hasFreeSlot, holds, usable } from "./replica-facts.ts";
 import type { ReplicaView, RouteRequest, RoutingPolicy } from "./types.ts";
 
@@ -14,7 +15,7 @@ import type { ReplicaView, RouteRequest, RoutingPolicy } from "./types.ts";
 export const falHintsPolicy: RoutingPolicy = {
   name: "fal-hints",
 
-  route(request, replicas, context) {
+  route(request, { replicas }, context) {
     const serving = replicas.filter(usable);
     if (serving.length === 0) return unavailable(replicas);
     const free = serving.filter(hasFreeSlot);
@@ -23,7 +24,7 @@ export const falHintsPolicy: RoutingPolicy = {
     return target === undefined ? { kind: "queue" } : dispatchTo(target, request);
   },
 
-  pickQueued: (replica, queue) => oldestFirst(replica, queue.length),
+  pickQueued: (replica, { queue }) => oldestFirst(replica, queue.length),
 };
 
 function matchesRunnerHint(replica: ReplicaView, request: RouteRequest): boolean {

@@ -1,4 +1,5 @@
-import { dispatchTo, oldestFirst, twoAtRandom, unavailable } from "./decisions.ts";
+import { dispatchTo, oldestFirst, unavailable } from "./decisions.ts";
+import { twoAtRandom } from "./random-choice.ts";
 import { hasFreeSlot, usable } from "./replica-facts.ts";
 import type { RoutingPolicy } from "./types.ts";
 
@@ -11,7 +12,7 @@ import type { RoutingPolicy } from "./types.ts";
 export const leastLoadedPolicy: RoutingPolicy = {
   name: "least-loaded",
 
-  route(request, replicas, context) {
+  route(request, { replicas }, context) {
     const serving = replicas.filter(usable);
     if (serving.length === 0) return unavailable(replicas);
     const [first, second] = twoAtRandom(serving, context);
@@ -19,5 +20,5 @@ export const leastLoadedPolicy: RoutingPolicy = {
     return lighter !== undefined && hasFreeSlot(lighter) ? dispatchTo(lighter, request) : { kind: "queue" };
   },
 
-  pickQueued: (replica, queue) => oldestFirst(replica, queue.length),
+  pickQueued: (replica, { queue }) => oldestFirst(replica, queue.length),
 };

@@ -22,7 +22,7 @@ export const MODELMESH_SCALE_UP_RPM = 2_000;
 export const modelMeshPolicy: RoutingPolicy = {
   name: "modelmesh",
 
-  route(request, replicas, context) {
+  route(request, { replicas }, context) {
     const serving = replicas.filter(usable);
     if (serving.length === 0) return unavailable(replicas);
     const copies = serving.filter((replica) => holds(replica, request) || isLoading(replica, request));
@@ -40,17 +40,16 @@ export const modelMeshPolicy: RoutingPolicy = {
     return place === undefined ? { kind: "queue" } : dispatchTo(place, request);
   },
 
-  pickQueued(replica, queue, context) {
+  pickQueued(replica, { queue, replicas }) {
     if (replica.draining) return -1;
     const own = queue.findIndex((waiting) => holds(replica, waiting.request));
     if (own >= 0) return own;
     const loadingHere = queue.findIndex((waiting) => isLoading(replica, waiting.request));
     if (loadingHere >= 0) return loadingHere;
     // A miss: this instance loads it, unless a copy exists elsewhere (that copy serves it).
-    const pool = context.replicas ?? [replica];
     return queue.findIndex(
       (waiting) =>
-        !pool.some(
+        !replicas.some(
           (other) => usable(other) && (holds(other, waiting.request) || isLoading(other, waiting.request)),
         ),
     );

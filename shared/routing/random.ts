@@ -1,4 +1,5 @@
-import { dispatchTo, oldestFirst, pickAtRandom, unavailable } from "./decisions.ts";
+import { dispatchTo, oldestFirst, unavailable } from "./decisions.ts";
+import { pickAtRandom } from "./random-choice.ts";
 import { hasFreeSlot, usable } from "./replica-facts.ts";
 import type { RoutingPolicy } from "./types.ts";
 
@@ -9,12 +10,12 @@ import type { RoutingPolicy } from "./types.ts";
 export const randomPolicy: RoutingPolicy = {
   name: "random",
 
-  route(request, replicas, context) {
+  route(request, { replicas }, context) {
     const serving = replicas.filter(usable);
     if (serving.length === 0) return unavailable(replicas);
     const target = pickAtRandom(serving.filter(hasFreeSlot), context);
     return target === undefined ? { kind: "queue" } : dispatchTo(target, request);
   },
 
-  pickQueued: (replica, queue) => oldestFirst(replica, queue.length),
+  pickQueued: (replica, { queue }) => oldestFirst(replica, queue.length),
 };

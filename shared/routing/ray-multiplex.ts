@@ -1,4 +1,5 @@
-import { dispatchTo, twoAtRandom, unavailable } from "./decisions.ts";
+import { dispatchTo, unavailable } from "./decisions.ts";
+import { twoAtRandom } from "./random-choice.ts";
 import { holds, isLoading, usable } from "./replica-facts.ts";
 import type { QueuedView, ReplicaView, RouteRequest, RoutingContext, RoutingPolicy } from "./types.ts";
 
@@ -33,7 +34,7 @@ export const rayMultiplexPolicy: RoutingPolicy = {
 
   capacity: () => RAY_MAX_ONGOING_REQUESTS,
 
-  route(request, replicas, context) {
+  route(request, { replicas }, context) {
     const serving = replicas.filter(usable);
     if (serving.length === 0) return unavailable(replicas);
     const reporting = serving.filter((replica) => reportsModel(replica, request));
@@ -44,16 +45,17 @@ export const rayMultiplexPolicy: RoutingPolicy = {
     return shorter === undefined ? { kind: "queue" } : dispatchTo(shorter, request);
   },
 
-  pickQueued(replica, queue, context) {
+  pickQueued(replica, { queue, replicas }, context) {
     if (!accepts(replica)) return -1;
     const sameModel = queue.findIndex((waiting) => reportsModel(replica, waiting.request));
     if (sameModel >= 0) return sameModel;
-    const pool = context.replicas ?? [replica];
-    const amongFewest = fewestModels(pool.filter(usable)).some((each) => each.address === replica.address);
+    const amongFewest = fewestModels(replicas.filter(usable)).some(
+      (each) => each.address === replica.address,
+    );
     return queue.findIndex((waiting) => amongFewest || matchingTimedOut(waiting, context));
   },
 
-  nextWakeup(_replicas, queue, context) {
+  nextWakeup({ queue }, context) {
     // Once a waiting request's matching timeout has run out, every replica becomes its candidate.
     const latest = RAY_MATCHING_TIMEOUT_MS * 2;
     const next = queue.find((waiting) => waiting.enqueuedAt + latest > context.now);

@@ -4,7 +4,7 @@ import { parseModelKey, requestedModelKey } from "../model-names.ts";
 import { cacheEntriesOf, cacheLimitsOf } from "./cache-view.ts";
 import { PoolEstimates } from "./estimates.ts";
 import { freeSlots, holds, isLoadingOrPending, pendingLoadOf, usable } from "./replica-facts.ts";
-import type { QueuedView, ReplicaView, RouteRequest, RoutingContext } from "./types.ts";
+import type { PoolView, QueuedView, ReplicaView, RouteRequest, RoutingContext } from "./types.ts";
 
 /**
  * How far ahead an eviction's harm is counted: the chance that the evicted model is asked for again within
@@ -33,9 +33,8 @@ export class SwitchyardCosts {
   readonly now: number;
   readonly #context: RoutingContext;
   readonly #replicas: readonly ReplicaView[];
-  readonly #queue: readonly QueuedView[];
   #waiting: WaitingForModel[] | undefined;
-  #waitingByModel: ReadonlyMap<string, readonly QueuedView[]> | undefined;
+  readonly #waitingByModel: ReadonlyMap<string, readonly QueuedView[]>;
   #holders: Map<string, ReplicaView[]> | undefined;
   #loading: Set<string> | undefined;
   readonly #entries = new Map<string, CacheEntryView[]>();
@@ -43,13 +42,12 @@ export class SwitchyardCosts {
   readonly #plans = new Map<ReplicaView, Map<number, { victims: string[]; harm?: number } | undefined>>();
   readonly #rates = new Map<string, number>();
 
-  /** `queue`: the line a pickQueued()/nextWakeup() was given, when not the context's own. */
-  constructor(replicas: readonly ReplicaView[], context: RoutingContext, queue?: readonly QueuedView[]) {
-    this.estimates = new PoolEstimates(replicas, context.modelBytes);
+  constructor(pool: PoolView, context: RoutingContext) {
+    this.estimates = new PoolEstimates(pool.replicas, context.modelBytes);
     this.now = context.now;
     this.#context = context;
-    this.#replicas = replicas.filter(usable);
-    this.#queue = queue ?? context.queue ?? [];
+    this.#replicas = pool.replicas.filter(usable);
+    this.#waitingByModel = pool.waitingByModel;
   }
 
   ratePerMs(model: string): number {
@@ -61,21 +59,9 @@ export class SwitchyardCosts {
     return rate;
   }
 
-  /** The queue by model, each oldest first (the dispatcher's index, else grouped here). */
+  /** The queue by model, each oldest first (the dispatcher's index). */
   waitingByModel(): ReadonlyMap<string, readonly QueuedView[]> {
-    if (this.#waitingByModel !== undefined) return this.#waitingByModel;
-    let byModel = this.#queue === this.#context.queue ? this.#context.waitingByModel : undefined;
-    if (byModel === undefined) {
-      const grouped = new Map<string, QueuedView[]>();
-      for (const queued of this.#queue) {
-        const known = grouped.get(queued.request.model);
-        if (known === undefined) grouped.set(queued.request.model, [queued]);
-        else known.push(queued);
-      }
-      byModel = grouped;
-    }
-    this.#waitingByModel = byModel;
-    return byModel;
+    return this.#waitingByModel;
   }
 
   /** The models waiting, in the order of their oldest request. */
@@ -187,8 +173,8 @@ export class SwitchyardCosts {
 
   /**
    * The models loading `request`'s model on `replica` would evict, as shared/cache's admission plan picks
-   * them (the agent's own logic); undefined when it cannot be admitted now (pinned models hold the room)
-   * or ever.
+   * them (the agent's own logic); undefined when it cannot be admitted now (work in flight or a load holds
+   * the room) or at all (too big, or pinned models hold the room until they are unpinned).
    */
   victimsOf(replica: ReplicaView, request: RouteRequest): string[] | undefined {
     return this.#plan(replica, request)?.victims;

@@ -67,7 +67,8 @@ export const GUARD_FROM_UTILIZATION = 0.5;
 export const switchyardPolicy: RoutingPolicy = {
   name: "switchyard",
 
-  route(request, replicas, context): RouteDecision {
+  route(request, pool, context): RouteDecision {
+    const { replicas } = pool;
     const serving = replicas.filter(usable);
     if (serving.length === 0) return unavailable(replicas);
     const free = serving.filter(hasFreeSlot);
@@ -78,7 +79,7 @@ export const switchyardPolicy: RoutingPolicy = {
     )[0];
     if (packed !== undefined) return { kind: "dispatch", address: packed.address, expect: "hit" };
 
-    const costs = new SwitchyardCosts(replicas, context);
+    const costs = new SwitchyardCosts(pool, context);
     if (costs.loadingAnywhere(request)) return { kind: "queue" };
     const target =
       loadTarget(costs, free, request) ??
@@ -88,10 +89,11 @@ export const switchyardPolicy: RoutingPolicy = {
       : { kind: "dispatch", address: target.address, expect: "load" };
   },
 
-  pickQueued(replica, queue, context): number {
+  pickQueued(replica, pool, context): number {
+    const { queue } = pool;
     if (replica.draining || queue.length === 0) return -1;
-    const costs = new SwitchyardCosts(context.replicas ?? [replica], context, queue);
-    const forHeldModel = oldestForHeldModel(costs, replica, context.replicas ?? [replica]);
+    const costs = new SwitchyardCosts(pool, context);
+    const forHeldModel = oldestForHeldModel(costs, replica, pool.replicas);
     if (forHeldModel !== undefined) return queue.indexOf(forHeldModel);
 
     // The models waiting, in the order of their oldest request: a round robin over the unpopular ones.
@@ -101,8 +103,8 @@ export const switchyardPolicy: RoutingPolicy = {
     return -1;
   },
 
-  nextWakeup(replicas, queue, context): number | undefined {
-    const costs = new SwitchyardCosts(replicas, context, queue);
+  nextWakeup(pool, context): number | undefined {
+    const costs = new SwitchyardCosts(pool, context);
     const free = costs.withFreeSlot();
     if (free.length === 0) return undefined;
     let next: number | undefined;
@@ -136,26 +138,28 @@ interface Targets {
 }
 
 /**
- * One dispatcher pump offers every free slot the same queue with one context: where each waiting model
- * should load does not depend on which slot asks, so it is worked out once per pump, and again only after
- * a pick changed the queue (and with it the slots in use).
+ * One dispatcher pump offers every free slot the same queue in one routing round: where each waiting model
+ * should load does not depend on which slot asks, so it is worked out once per round (kept in the round the
+ * owner passes in the context), and again only after a pick changed the queue (and with it the slots in use).
  */
-const targetsByPump = new WeakMap<RoutingContext, Targets>();
+const LOAD_TARGETS = Symbol("switchyard load targets");
 
 function loadTargets(
   costs: SwitchyardCosts,
   context: RoutingContext,
   queue: readonly QueuedView[],
 ): Targets["targets"] {
-  const known = targetsByPump.get(context);
-  if (known !== undefined && known.queueLength === queue.length) return known.targets;
-  const free = costs.withFreeSlot();
-  const targets = costs.waiting().map(({ oldest }) => ({
-    oldest,
-    target: costs.loadingAnywhere(oldest.request) ? undefined : loadTarget(costs, free, oldest.request),
-  }));
-  targetsByPump.set(context, { queueLength: queue.length, targets });
-  return targets;
+  const compute = (): Targets => {
+    const free = costs.withFreeSlot();
+    const targets = costs.waiting().map(({ oldest }) => ({
+      oldest,
+      target: costs.loadingAnywhere(oldest.request) ? undefined : loadTarget(costs, free, oldest.request),
+    }));
+    return { queueLength: queue.length, targets };
+  };
+  if (context.round === undefined) return compute().targets;
+  return context.round.remember<Targets>(LOAD_TARGETS, (kept) => kept.queueLength === queue.length, compute)
+    .targets;
 }
 
 /**

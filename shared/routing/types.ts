@@ -53,20 +53,50 @@ export interface QueuedView {
   enqueuedAt: number;
 }
 
+/** The pool as a policy sees it when it decides: every replica, and the dispatcher's queue. */
+export interface PoolView {
+  replicas: readonly ReplicaView[];
+  /** The dispatcher's queue, oldest first (route() looks at it to coalesce). */
+  queue: readonly QueuedView[];
+  /** The same queue by model name, each oldest first (for policies that look up a model's waiters). */
+  waitingByModel: ReadonlyMap<string, readonly QueuedView[]>;
+}
+
+/** A pool with nothing waiting: for decisions taken outside the queue (where a preload goes). */
+export const idlePool = (replicas: readonly ReplicaView[]): PoolView => ({
+  replicas,
+  queue: [],
+  waitingByModel: new Map(),
+});
+
+/**
+ * Scratch space for one routing round: one submit, or one pump that offers every free slot the same queue.
+ * A policy keeps there what does not change within the round (where each waiting model would load, say),
+ * so the owner decides its lifetime, and the policy stays a function of its arguments.
+ */
+export class RoutingRound {
+  readonly #memo = new Map<symbol, unknown>();
+
+  /** The value kept under `key` while `valid` says it still holds, else a fresh `compute()`, kept. */
+  remember<T>(key: symbol, valid: (kept: T) => boolean, compute: () => T): T {
+    const kept = this.#memo.get(key) as T | undefined;
+    if (kept !== undefined && valid(kept)) return kept;
+    const fresh = compute();
+    this.#memo.set(key, fresh);
+    return fresh;
+  }
+}
+
 export interface RoutingContext {
   now: number;
   /** In [0, 1); seeded in the simulator, Math.random in production. */
   random: () => number;
   /** Requests per second per model across the pool, as the Dispatcher measured them; absent: unknown. */
   demand?: DemandView;
-  /** The dispatcher's queue, oldest first (route() looks at it to coalesce); absent: empty or unknown. */
-  queue?: readonly QueuedView[];
-  /** The same queue by model name, each oldest first (for policies that look up a model's waiters). */
-  waitingByModel?: ReadonlyMap<string, readonly QueuedView[]>;
   /** Bytes of every model the pool has reported loaded so far (sizes outlive evictions). */
   modelBytes?: ReadonlyMap<string, number>;
-  /** Every replica of the pool (pickQueued() sees one replica; some policies weigh it against the rest). */
-  replicas?: readonly ReplicaView[];
+  /** This decision's round; absent: a round of its own. */
+  round?: RoutingRound;
 }
 
 /** Recent demand per model name, across the pool. */
@@ -82,12 +112,12 @@ export interface DemandView {
 export interface RoutingPolicy {
   readonly name: string;
   /** Where a new request goes. */
-  route(request: RouteRequest, replicas: readonly ReplicaView[], context: RoutingContext): RouteDecision;
+  route(request: RouteRequest, pool: PoolView, context: RoutingContext): RouteDecision;
   /**
-   * A slot freed on `replica`: which waiting request takes it (an index into `queue`, oldest first), or -1
-   * to leave the slot empty for now.
+   * A slot freed on `replica` (one of `pool.replicas`): which waiting request takes it (an index into
+   * `pool.queue`, oldest first), or -1 to leave the slot empty for now.
    */
-  pickQueued(replica: ReplicaView, queue: readonly QueuedView[], context: RoutingContext): number;
+  pickQueued(replica: ReplicaView, pool: PoolView, context: RoutingContext): number;
   /**
    * How many requests a replica may hold at once, running or waiting there (Ray's max_ongoing_requests,
    * say). Omitted: its reported maxConcurrency, so requests wait in the dispatcher's queue, not an agent's.
@@ -97,9 +127,5 @@ export interface RoutingPolicy {
    * When the policy wants the queue offered to free slots again although nothing changed (a bounded wait
    * runs out): the owner calls Dispatcher.tick() at that time. Omitted or undefined: never by itself.
    */
-  nextWakeup?(
-    replicas: readonly ReplicaView[],
-    queue: readonly QueuedView[],
-    context: RoutingContext,
-  ): number | undefined;
+  nextWakeup?(pool: PoolView, context: RoutingContext): number | undefined;
 }

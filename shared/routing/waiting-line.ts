@@ -30,6 +30,8 @@ export class WaitingLine<T extends QueuedView> {
   }
 
   removeAt(index: number): T | undefined {
+    // Not Array.splice's meaning of a negative index (from the end): an index that is not one is nothing.
+    if (!Number.isInteger(index) || index < 0) return undefined;
     const [item] = this.#items.splice(index, 1);
     if (item === undefined) return undefined;
     const forModel = this.#byModel.get(item.request.model);

@@ -1,9 +1,9 @@
 import { describe, expect, it } from "vitest";
 import { encodeBinaryFrame, PROTOCOL_VERSION } from "../../shared/protocol/frames.ts";
+import { replicaState } from "../support/replica-state.ts";
 import { FakeAgent } from "./support/fake-agent.ts";
 import { CLIENT_KEY, errorOf, freshPool, gatewayFetch, infer } from "./support/gateway.ts";
 import { snapshot, waitForAgents, waitForQueued } from "./support/registry.ts";
-import { replicaState } from "./support/replica-state.ts";
 
 describe("agents that disconnect", () => {
   it("runs a request once more on another replica when its agent dies while it may be running", async () => {

@@ -1,10 +1,10 @@
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { encodeBinaryFrame } from "../../shared/protocol/frames.ts";
+import { replicaState } from "../support/replica-state.ts";
 import { FakeAgent } from "./support/fake-agent.ts";
 import { freshPool, infer } from "./support/gateway.ts";
 import { snapshot } from "./support/registry.ts";
-import { replicaState } from "./support/replica-state.ts";
 
 // Generated malformed and hostile frames from a connected agent. Whatever it sends, either the frame is
 // valid and the agent stays, or its connection is closed with 1008 (policy) or 1009 (too big); the other

@@ -1,6 +1,7 @@
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { oipInferRequest, pathSegment } from "../support/oip-arbitraries.ts";
+import { replicaState } from "../support/replica-state.ts";
 import { FakeAgent } from "./support/fake-agent.ts";
 import {
   ADMIN_KEY,
@@ -10,7 +11,6 @@ import {
   gatewayFetch,
   SMALL_REQUEST,
 } from "./support/gateway.ts";
-import { replicaState } from "./support/replica-state.ts";
 
 // Generated hostile and malformed requests against the gateway, with an agent that answers every infer
 // frame it gets (so a request that happens to be valid succeeds). Every answer must be a 200 or a 4xx with

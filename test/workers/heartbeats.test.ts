@@ -4,10 +4,10 @@ import type { AgentLink } from "../../gateway/registry/agent-link.ts";
 import { Relay } from "../../gateway/registry/relay.ts";
 import { PROTOCOL_VERSION } from "../../shared/protocol/frames.ts";
 import { baselinePolicy } from "../../shared/routing/baseline.ts";
+import { replicaState } from "../support/replica-state.ts";
 import { FakeAgent } from "./support/fake-agent.ts";
 import { freshPool } from "./support/gateway.ts";
 import { registry } from "./support/registry.ts";
-import { replicaState } from "./support/replica-state.ts";
 
 describe("heartbeats", () => {
   it("are answered by the runtime, which records when, so they need not wake the registry", async () => {

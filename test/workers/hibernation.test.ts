@@ -1,9 +1,9 @@
 import { evictDurableObject, runInDurableObject } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
+import { replicaState } from "../support/replica-state.ts";
 import { FakeAgent } from "./support/fake-agent.ts";
 import { freshPool, infer } from "./support/gateway.ts";
 import { registry, snapshot, waitForAgents } from "./support/registry.ts";
-import { replicaState } from "./support/replica-state.ts";
 
 async function serve(agent: FakeAgent, response: Promise<Response>): Promise<string | null> {
   agent.answer(await agent.nextInfer(), { state: agent.replicas[0] });

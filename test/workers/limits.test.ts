@@ -3,10 +3,10 @@ import { env } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
 import { createApp } from "../../gateway/app.ts";
 import { MAX_FRAME_BYTES } from "../../shared/protocol/frames.ts";
+import { replicaState } from "../support/replica-state.ts";
 import { FakeAgent } from "./support/fake-agent.ts";
 import { CLIENT_KEY, errorOf, freshPool, gatewayFetch, infer, SMALL_REQUEST } from "./support/gateway.ts";
 import { waitForQueued } from "./support/registry.ts";
-import { replicaState } from "./support/replica-state.ts";
 
 /** A valid OIP request of `elements` UINT8 values in the binary extension. */
 function binaryRequest(elements: number): { bytes: Uint8Array; headerLength: number } {

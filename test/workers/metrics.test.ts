@@ -2,10 +2,10 @@ import { evictDurableObject, runInDurableObject } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
 import { METRICS_STORAGE_KEY } from "../../gateway/metrics/pool-metrics.ts";
 import { sample } from "../support/prometheus-text.ts";
+import { replicaState } from "../support/replica-state.ts";
 import { FakeAgent } from "./support/fake-agent.ts";
 import { ADMIN_KEY, AGENT_TOKEN, CLIENT_KEY, freshPool, gatewayFetch, infer } from "./support/gateway.ts";
 import { registry } from "./support/registry.ts";
-import { replicaState } from "./support/replica-state.ts";
 
 // /metrics and the dashboard's data, read as Prometheus and the page read them, while a fake agent serves.
 

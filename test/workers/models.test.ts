@@ -1,9 +1,9 @@
 import { describe, expect, it } from "vitest";
 import type { TensorMetadata } from "../../shared/oip/schemas.ts";
 import type { ModelSignature } from "../../shared/protocol/model-signatures.ts";
+import { replicaState } from "../support/replica-state.ts";
 import { FakeAgent } from "./support/fake-agent.ts";
 import { ADMIN_KEY, AGENT_TOKEN, CLIENT_KEY, errorOf, freshPool, gatewayFetch } from "./support/gateway.ts";
-import { replicaState } from "./support/replica-state.ts";
 import { tinyOnnx } from "./support/tiny-onnx.ts";
 
 const admin = (path: string, init: RequestInit = {}) =>

@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest";
+import { replicaState } from "../support/replica-state.ts";
 import { FakeAgent } from "./support/fake-agent.ts";
 import { errorOf, freshPool, infer } from "./support/gateway.ts";
-import { replicaState } from "./support/replica-state.ts";
 
 describe("replicas that fail", () => {
   it("takes a model out of routing on a replica after three server errors in a row there", async () => {

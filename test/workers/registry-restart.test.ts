@@ -1,9 +1,9 @@
 import { evictDurableObject, runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
+import { replicaState } from "../support/replica-state.ts";
 import { FakeAgent } from "./support/fake-agent.ts";
 import { ADMIN_KEY, errorOf, freshPool, gatewayFetch, infer } from "./support/gateway.ts";
 import { registry, waitForAgents, waitForQueued } from "./support/registry.ts";
-import { replicaState } from "./support/replica-state.ts";
 
 const restart = (pool: string) =>
   gatewayFetch(`/admin/pools/${pool}/restart`, {

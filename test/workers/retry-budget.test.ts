@@ -2,11 +2,11 @@ import { describe, expect, it } from "vitest";
 import { TokenBucket } from "../../gateway/limits/token-bucket.ts";
 import type { AgentLink } from "../../gateway/registry/agent-link.ts";
 import { Relay } from "../../gateway/registry/relay.ts";
-import type { InferOutcome } from "../../gateway/registry/relay-types.ts";
+import type { RelayOutcome } from "../../gateway/registry/relay-types.ts";
 import { RetryBudget } from "../../gateway/registry/retry-budget.ts";
 import { PROTOCOL_VERSION } from "../../shared/protocol/frames.ts";
 import { baselinePolicy } from "../../shared/routing/baseline.ts";
-import { replicaState } from "./support/replica-state.ts";
+import { replicaState } from "../support/replica-state.ts";
 
 describe("the retry budget", () => {
   it("allows the minimum in a quiet window, a share of the requests in a busy one, and refills as it slides", () => {
@@ -55,7 +55,7 @@ describe("a sick pool", () => {
       });
     };
     const dying = connect("dying", 20);
-    const outcomes: InferOutcome[] = [];
+    const outcomes: RelayOutcome[] = [];
     for (let index = 0; index < 20; index += 1) {
       void relay
         .infer({ model: "m", body: new Uint8Array(), timeoutMs: 60_000 })

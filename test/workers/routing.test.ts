@@ -1,9 +1,9 @@
 import { describe, expect, it } from "vitest";
 import { PROTOCOL_VERSION } from "../../shared/protocol/frames.ts";
+import { replicaState } from "../support/replica-state.ts";
 import { FakeAgent, type ReceivedInfer } from "./support/fake-agent.ts";
 import { errorOf, freshPool, infer } from "./support/gateway.ts";
 import { waitFor, waitForQueued } from "./support/registry.ts";
-import { replicaState } from "./support/replica-state.ts";
 
 const text = (bytes: Uint8Array) => new TextDecoder().decode(bytes);
 

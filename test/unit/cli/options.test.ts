@@ -1,7 +1,9 @@
 import os from "node:os";
 import path from "node:path";
 import { describe, expect, test } from "vitest";
-import { type AgentOptions, helpText, parseCommandLine } from "../../../backend/cli/options.ts";
+import type { AgentOptions } from "../../../backend/agent-options.ts";
+import { helpText } from "../../../backend/cli/help.ts";
+import { parseCommandLine } from "../../../backend/cli/options.ts";
 import { DEFAULT_BATCHING } from "../../../backend/replica/batch-settings.ts";
 
 const MiB = 2 ** 20;
@@ -361,7 +363,10 @@ describe("--help", () => {
   test("shows the defaults a user needs to know", () => {
     const text = helpText();
     expect(text).toMatch(/--max-models <n>\s+.*\(default: 3\)/);
-    expect(text).toMatch(/--max-concurrency <n>\s+.*\(default: 4\)/);
+    // The default doubles with batching; --help used to say only "4".
+    expect(text).toMatch(
+      /--max-concurrency <n>\s+.*\(default: 4, or twice --max-batch-size when that is above 1\)/,
+    );
     expect(text).toMatch(/--port <port>\s+.*\(default: 8000\)/);
     expect(text).toMatch(/--max-body <size>\s+.*\(default: 64MiB\)/);
     expect(text).toContain("Usage:");

@@ -11,24 +11,12 @@ import {
 } from "../../../shared/protocol/frames.ts";
 import type { ReplicaState } from "../../../shared/protocol/replica-state.ts";
 import { oipJsonRequest } from "../../support/oip-arbitraries.ts";
+import { replicaState } from "../../support/replica-state.ts";
 
 // Generated infer frames from a gateway, broken or hostile: the agent's handler never throws, answers every
 // frame whose id it can read exactly once with a frame that follows the protocol, and stays usable.
 
-const state: ReplicaState = {
-  id: "0",
-  device: "cpu",
-  maxConcurrency: 4,
-  inFlight: 0,
-  queued: 0,
-  maxModels: 3,
-  memoryBudgetBytes: 1e9,
-  memoryUsedBytes: 0,
-  loaded: [],
-  loading: [],
-  timings: {},
-  failed: [],
-};
+const state: ReplicaState = replicaState({ maxConcurrency: 4 });
 
 const replica: LinkedReplica = {
   id: "0",

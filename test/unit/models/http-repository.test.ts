@@ -3,7 +3,8 @@ import { createServer, type IncomingMessage, type OutgoingHttpHeaders, type Serv
 import type { AddressInfo } from "node:net";
 import { join } from "node:path";
 import { afterEach, describe, expect, test } from "vitest";
-import { type DownloadProgress, openRepository } from "../../../backend/models/repository.ts";
+import { openRepository } from "../../../backend/models/open-repository.ts";
+import type { DownloadProgress } from "../../../backend/models/repository.ts";
 import { SwitchyardError } from "../../../shared/errors.ts";
 import { fakeModel, listFiles, sha256Hex, tempDir } from "./temp-files.ts";
 

@@ -1,7 +1,7 @@
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { describe, expect, test } from "vitest";
-import { openRepository } from "../../../backend/models/repository.ts";
+import { openRepository } from "../../../backend/models/open-repository.ts";
 import { SwitchyardError } from "../../../shared/errors.ts";
 import { fakeModel, sha256Hex, tempDir, writeFiles } from "./temp-files.ts";
 

@@ -1,42 +1,12 @@
 import { describe, expect, test } from "vitest";
-import { SwitchyardError } from "../../../shared/errors.ts";
 import {
   readHeaderLength,
   readHint,
-  readTimeoutMs,
   requestIdHeader,
   serverTiming,
 } from "../../../shared/oip/request-options.ts";
 
 const headers = (entries: Record<string, string>) => new Headers(entries);
-
-describe("readTimeoutMs", () => {
-  test("the header in seconds, the OIP parameter in microseconds, the smaller wins, else the default", () => {
-    expect(readTimeoutMs(headers({}), undefined, 60_000)).toBe(60_000);
-    expect(readTimeoutMs(headers({ "X-Request-Timeout": "2.5" }), undefined, 60_000)).toBe(2500);
-    expect(readTimeoutMs(headers({}), { timeout: 300_000 }, 60_000)).toBe(300);
-    expect(readTimeoutMs(headers({ "X-Request-Timeout": "2" }), { timeout: 300_000 }, 60_000)).toBe(300);
-  });
-
-  test.each([
-    ["0", undefined],
-    ["-1", undefined],
-    ["5e-324", undefined],
-    ["soon", undefined],
-    [undefined, 0],
-    [undefined, 999],
-    [undefined, "5"],
-  ])("header %s / parameter %s is bad input (a deadline that could only end in 504)", (header, parameter) => {
-    const call = () =>
-      readTimeoutMs(
-        headers(header === undefined ? {} : { "X-Request-Timeout": header }),
-        parameter === undefined ? undefined : { timeout: parameter },
-        60_000,
-      );
-    expect(call).toThrow(SwitchyardError);
-    expect(call).toThrow(/timeout/i);
-  });
-});
 
 describe("readHint and serverTiming", () => {
   test("the hint under any of its three names, X-Runner-Hint first", () => {

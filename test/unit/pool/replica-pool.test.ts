@@ -1,9 +1,10 @@
 import { describe, expect, test } from "vitest";
 import { ReplicaPool } from "../../../backend/pool/replica-pool.ts";
+import { Deadline } from "../../../shared/deadline.ts";
 import { SwitchyardError } from "../../../shared/errors.ts";
 import type { Tensor } from "../../../shared/oip/tensor.ts";
 import { routingPolicy } from "../../../shared/routing/policies.ts";
-import { MULTIPLEX_MODELS } from "../../fixtures/paths.ts";
+import { BIG_MODEL, MULTIPLEX_MODELS } from "../../fixtures/paths.ts";
 import { useTestReplicas } from "../replica/test-replicas.ts";
 
 // The standalone agent's pool on real CPU replicas, with the default policy (switchyard): its bounded waits
@@ -23,7 +24,7 @@ function poolOf(...replicas: ReturnType<typeof replicaWith>[]) {
   return new ReplicaPool(replicas, { policy: routingPolicy(undefined), maxQueue: 16 });
 }
 
-const inSeconds = (seconds: number) => Date.now() + seconds * 1000;
+const inSeconds = (seconds: number) => Deadline.in(seconds * 1000);
 
 async function failureOf(promise: Promise<unknown>): Promise<SwitchyardError> {
   try {
@@ -68,6 +69,22 @@ describe("ReplicaPool with the default policy", () => {
     expect(failures.map((failure) => failure.status)).toEqual([404, 404, 404]);
     // Well before their deadlines (20 s), which is what they would reach waiting for a load never shown.
     expect(Date.now() - started).toBeLessThan(10_000);
+    await pool.close();
+  });
+
+  test("a request still running at its deadline is answered 504 then; its replica serves the next one once done", async () => {
+    const pool = poolOf(replicaWith({ maxConcurrency: 1 }));
+    const bigInput: Tensor = { ...input, data: Float32Array.from({ length: 16 }, (_, index) => index) };
+    // BIG takes tens of milliseconds to load: the deadline passes while the request runs (its load).
+    const started = Date.now();
+    const late = await failureOf(
+      pool.infer({ model: BIG_MODEL, inputs: [bigInput], deadline: Deadline.in(5) }),
+    );
+    expect(late.status).toBe(504);
+    expect(late.message).toBe(`'${BIG_MODEL}' did not answer within the request's deadline of 5 ms`);
+    expect(Date.now() - started).toBeLessThan(1_000);
+    const next = await pool.infer({ model: BIG_MODEL, inputs: [bigInput], deadline: inSeconds(30) });
+    expect(next.outputs).toHaveLength(1);
     await pool.close();
   });
 });

@@ -2,7 +2,7 @@ import { copyFileSync, mkdirSync, mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, expect, test } from "vitest";
-import { openRepository } from "../../../backend/models/repository.ts";
+import { openRepository } from "../../../backend/models/open-repository.ts";
 import type { InferOutcome, Replica } from "../../../backend/replica/replica.ts";
 import { SwitchyardError } from "../../../shared/errors.ts";
 import type { Tensor } from "../../../shared/oip/tensor.ts";

@@ -1,7 +1,7 @@
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterEach, describe, expect, test } from "vitest";
-import { openRepository } from "../../../backend/models/repository.ts";
+import { openRepository } from "../../../backend/models/open-repository.ts";
 import { Replica } from "../../../backend/replica/replica.ts";
 import { MULTIPLEX_MODELS, REPO_DIR } from "../../fixtures/paths.ts";
 import { tempDir } from "../models/temp-files.ts";

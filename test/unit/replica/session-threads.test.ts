@@ -2,7 +2,7 @@ import { copyFileSync, mkdirSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, afterEach, beforeAll, describe, expect, test } from "vitest";
-import { openRepository } from "../../../backend/models/repository.ts";
+import { openRepository } from "../../../backend/models/open-repository.ts";
 import { Replica } from "../../../backend/replica/replica.ts";
 import type { Tensor } from "../../../shared/oip/tensor.ts";
 import { encodeMlp, mlpForBytes, seededFloats } from "../../fixtures/onnx-builder.ts";

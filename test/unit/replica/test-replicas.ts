@@ -2,7 +2,7 @@ import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach } from "vitest";
-import { openRepository } from "../../../backend/models/repository.ts";
+import { openRepository } from "../../../backend/models/open-repository.ts";
 import { Replica, type ReplicaOptions } from "../../../backend/replica/replica.ts";
 import { REPO_DIR } from "../../fixtures/paths.ts";
 

@@ -3,7 +3,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import * as ort from "onnxruntime-node";
 import { afterEach, describe, expect, test } from "vitest";
-import { openRepository } from "../../../backend/models/repository.ts";
+import { openRepository } from "../../../backend/models/open-repository.ts";
 import { DEFAULT_BATCHING } from "../../../backend/replica/batch-settings.ts";
 import { OnnxModelLoader } from "../../../backend/replica/onnx-loader.ts";
 import { sessionOptions } from "../../../backend/replica/session-options.ts";

@@ -3,7 +3,7 @@ import { describe, expect, test } from "vitest";
 import type { LoadedModel, ModelRef } from "../../../shared/protocol/replica-state.ts";
 import { baselinePolicy } from "../../../shared/routing/baseline.ts";
 import type { QueuedView, ReplicaView, RouteRequest, RoutingContext } from "../../../shared/routing/types.ts";
-import { GiB, model as loadedModel, replica } from "./fixtures.ts";
+import { GiB, model as loadedModel, poolOf, replica } from "./fixtures.ts";
 
 const context: RoutingContext = { now: 0, random: () => 0.5 };
 
@@ -14,7 +14,7 @@ const model = (name: string, fields: Partial<LoadedModel> = {}): LoadedModel =>
 const ref = (name: string, version = "1"): ModelRef => ({ name, version });
 
 const route = (request: RouteRequest, replicas: ReplicaView[]) =>
-  baselinePolicy.route(request, replicas, context);
+  baselinePolicy.route(request, poolOf(replicas), context);
 
 /** Where the request goes, or the decision's kind when it goes nowhere now. */
 function target(request: RouteRequest, replicas: ReplicaView[]): string {
@@ -401,13 +401,25 @@ describe("baselinePolicy.pickQueued", () => {
 
   test("the oldest request for a model the replica holds goes first, even if another is older", () => {
     const queue = [waiting("b", 1), waiting("a", 2), waiting("c", 3), waiting("a", 4)];
-    expect(baselinePolicy.pickQueued(replica("r", { loaded: [model("a")] }), queue, context)).toBe(1);
+    expect(
+      baselinePolicy.pickQueued(
+        replica("r", { loaded: [model("a")] }),
+        poolOf([replica("r", { loaded: [model("a")] })], queue),
+        context,
+      ),
+    ).toBe(1);
   });
 
   test("nothing held is waited for: the oldest request", () => {
     const queue = [waiting("b", 1), waiting("a", 2)];
-    expect(baselinePolicy.pickQueued(replica("r", { loaded: [model("z")] }), queue, context)).toBe(0);
-    expect(baselinePolicy.pickQueued(replica("empty"), queue, context)).toBe(0);
+    expect(
+      baselinePolicy.pickQueued(
+        replica("r", { loaded: [model("z")] }),
+        poolOf([replica("r", { loaded: [model("z")] })], queue),
+        context,
+      ),
+    ).toBe(0);
+    expect(baselinePolicy.pickQueued(replica("empty"), poolOf([replica("empty")], queue), context)).toBe(0);
   });
 
   test("a held model counts only for requests of a version it has (or of no version)", () => {
@@ -415,23 +427,37 @@ describe("baselinePolicy.pickQueued", () => {
     expect(
       baselinePolicy.pickQueued(
         holderV1,
-        [waiting("x", 0), waiting("a", 1, "2"), waiting("a", 2, "1")],
+        poolOf([holderV1], [waiting("x", 0), waiting("a", 1, "2"), waiting("a", 2, "1")]),
         context,
       ),
     ).toBe(2);
     expect(
-      baselinePolicy.pickQueued(holderV1, [waiting("x", 0), waiting("a", 1, "2"), waiting("a", 2)], context),
+      baselinePolicy.pickQueued(
+        holderV1,
+        poolOf([holderV1], [waiting("x", 0), waiting("a", 1, "2"), waiting("a", 2)]),
+        context,
+      ),
     ).toBe(2);
   });
 
   test("an empty queue leaves the slot empty", () => {
-    expect(baselinePolicy.pickQueued(replica("r", { loaded: [model("a")] }), [], context)).toBe(-1);
+    expect(
+      baselinePolicy.pickQueued(
+        replica("r", { loaded: [model("a")] }),
+        poolOf([replica("r", { loaded: [model("a")] })], []),
+        context,
+      ),
+    ).toBe(-1);
   });
 
   test("a draining replica takes nothing from the queue", () => {
     const queue = [waiting("a", 1), waiting("b", 2)];
     expect(
-      baselinePolicy.pickQueued(replica("r", { loaded: [model("a")], draining: true }), queue, context),
+      baselinePolicy.pickQueued(
+        replica("r", { loaded: [model("a")], draining: true }),
+        poolOf([replica("r", { loaded: [model("a")], draining: true })], queue),
+        context,
+      ),
     ).toBe(-1);
   });
 });

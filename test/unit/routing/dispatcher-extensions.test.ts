@@ -1,10 +1,10 @@
 import { describe, expect, test } from "vitest";
 import { baselinePolicy } from "../../../shared/routing/baseline.ts";
-import { type Dispatch, Dispatcher } from "../../../shared/routing/dispatcher.ts";
+import { Dispatcher, type Submitted } from "../../../shared/routing/dispatcher.ts";
 import { rayMultiplexPolicy } from "../../../shared/routing/ray-multiplex.ts";
 import { switchyardPolicy } from "../../../shared/routing/switchyard.ts";
-import type { RoutingContext, RoutingPolicy } from "../../../shared/routing/types.ts";
-import { replicaState as state } from "./fixtures.ts";
+import type { PoolView, RoutingContext, RoutingPolicy } from "../../../shared/routing/types.ts";
+import { replicaState as state } from "../../support/replica-state.ts";
 
 // What the Dispatcher gained for the policies of issue 4: measured demand, the queue in the context,
 // loads it caused before reports show them, per-policy capacity, and tick()/nextWakeup() for bounded waits.
@@ -15,7 +15,7 @@ function setup(policy: RoutingPolicy = baselinePolicy) {
   return { clock, dispatcher };
 }
 
-const sent = (result: Dispatch<string> | { kind: "queued" }) => ("address" in result ? result : undefined);
+const sent = (result: Submitted<string>) => (result.kind === "dispatched" ? result.dispatch : undefined);
 
 describe("Dispatcher: demand and context", () => {
   test("every submitted request counts toward its model's demand, dispatched or queued", () => {
@@ -27,7 +27,7 @@ describe("Dispatcher: demand and context", () => {
     expect(dispatcher.demand.ratePerSecond("other", clock.now)).toBe(0);
   });
 
-  test("policies see the queue, indexed by model, and the pool in their context", () => {
+  test("policies see the pool and the queue, indexed by model, and the sizes of the models in their context", () => {
     const seen: Array<{
       queue: string[];
       waitingForM: number;
@@ -36,11 +36,11 @@ describe("Dispatcher: demand and context", () => {
     }> = [];
     const spy: RoutingPolicy = {
       name: "spy",
-      route: (_request, _replicas, context: RoutingContext) => {
+      route: (_request, pool: PoolView, context: RoutingContext) => {
         seen.push({
-          queue: (context.queue ?? []).map((waiting) => waiting.request.model),
-          waitingForM: context.waitingByModel?.get("m")?.length ?? 0,
-          replicas: (context.replicas ?? []).map((replica) => replica.address),
+          queue: pool.queue.map((waiting) => waiting.request.model),
+          waitingForM: pool.waitingByModel.get("m")?.length ?? 0,
+          replicas: pool.replicas.map((replica) => replica.address),
           bytes: context.modelBytes?.get("m"),
         });
         return { kind: "queue" };
@@ -48,31 +48,31 @@ describe("Dispatcher: demand and context", () => {
       pickQueued: () => -1,
     };
     const { dispatcher } = setup(spy);
-    dispatcher.upsertReplica("a", state({ holds: ["m"] }));
+    dispatcher.upsertReplica("a", state({ maxConcurrency: 2, loaded: ["m"] }));
     dispatcher.submit({ model: "m" }, "first", 99_999);
     dispatcher.submit({ model: "n" }, "second", 99_999);
-    expect(seen.at(-1)).toEqual({ queue: ["m"], waitingForM: 1, replicas: ["a"], bytes: 100 });
+    expect(seen.at(-1)).toEqual({ queue: ["m"], waitingForM: 1, replicas: ["a"], bytes: 1000 });
   });
 });
 
 describe("Dispatcher: loads it caused", () => {
   test("a request sent to load a model marks the load pending until a report shows it", () => {
     const { dispatcher } = setup();
-    dispatcher.upsertReplica("a", state());
+    dispatcher.upsertReplica("a", state({ maxConcurrency: 2 }));
     expect(sent(dispatcher.submit({ model: "m" }, "r1", 99_999))?.expect).toBe("load");
     expect(dispatcher.replicas()[0]?.pendingLoads).toEqual([{ model: "m", since: 1_000 }]);
-    dispatcher.upsertReplica("a", state()); // a report from before the request arrived there
+    dispatcher.upsertReplica("a", state({ maxConcurrency: 2 })); // a report from before the request arrived there
     expect(dispatcher.replicas()[0]?.pendingLoads).toHaveLength(1);
-    dispatcher.upsertReplica("a", state({ loading: ["m"] }));
+    dispatcher.upsertReplica("a", state({ maxConcurrency: 2, loading: ["m"] }));
     expect(dispatcher.replicas()[0]?.pendingLoads).toBeUndefined();
   });
 
   test("a pending load no report ever showed is forgotten after a while", () => {
     const { clock, dispatcher } = setup();
-    dispatcher.upsertReplica("a", state());
+    dispatcher.upsertReplica("a", state({ maxConcurrency: 2 }));
     dispatcher.submit({ model: "m" }, "r1", 99_999);
     clock.now += 60_000;
-    dispatcher.upsertReplica("a", state());
+    dispatcher.upsertReplica("a", state({ maxConcurrency: 2 }));
     expect(dispatcher.replicas()[0]?.pendingLoads).toBeUndefined();
   });
 
@@ -93,9 +93,9 @@ describe("Dispatcher: loads it caused", () => {
 describe("Dispatcher: a policy's own capacity", () => {
   test("ray-multiplex fills a replica to max_ongoing_requests (5), beyond its 2 slots", () => {
     const { dispatcher } = setup(rayMultiplexPolicy);
-    dispatcher.upsertReplica("a", state({ maxConcurrency: 2, holds: ["m"] }));
+    dispatcher.upsertReplica("a", state({ maxConcurrency: 2, loaded: ["m"] }));
     const results = Array.from({ length: 6 }, (_, i) => dispatcher.submit({ model: "m" }, `r${i}`, 99_999));
-    expect(results.filter((result) => "address" in result)).toHaveLength(5);
+    expect(results.filter((result) => result.kind === "dispatched")).toHaveLength(5);
     expect(dispatcher.queueLength).toBe(1);
     expect(dispatcher.release("a").map((dispatch) => dispatch.payload)).toEqual(["r5"]);
   });
@@ -107,14 +107,14 @@ describe("Dispatcher: tick and nextWakeup", () => {
     return {
       name: "waits",
       route: () => ({ kind: "queue" }),
-      pickQueued: (_replica, queue, context) => (context.now >= readyAt && queue.length > 0 ? 0 : -1),
-      nextWakeup: (_replicas, _queue, context) => (context.now < readyAt ? readyAt : undefined),
+      pickQueued: (_replica, { queue }, context) => (context.now >= readyAt && queue.length > 0 ? 0 : -1),
+      nextWakeup: (_pool, context) => (context.now < readyAt ? readyAt : undefined),
     };
   }
 
   test("nextWakeup says when; tick at that time dispatches what the wait held back", () => {
     const { clock, dispatcher } = setup(waitsUntil(5_000));
-    dispatcher.upsertReplica("a", state());
+    dispatcher.upsertReplica("a", state({ maxConcurrency: 2 }));
     expect(dispatcher.nextWakeup()).toBeUndefined(); // nothing waits
     dispatcher.submit({ model: "m" }, "r1", 99_999);
     expect(dispatcher.nextWakeup()).toBe(5_000);

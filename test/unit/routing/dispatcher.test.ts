@@ -2,8 +2,8 @@ import fc from "fast-check";
 import { describe, expect, test } from "vitest";
 import { SwitchyardError } from "../../../shared/errors.ts";
 import { baselinePolicy } from "../../../shared/routing/baseline.ts";
-import { type Dispatch, Dispatcher } from "../../../shared/routing/dispatcher.ts";
-import { replicaState as state } from "./fixtures.ts";
+import { type Dispatch, Dispatcher, type Submitted } from "../../../shared/routing/dispatcher.ts";
+import { replicaState as state } from "../../support/replica-state.ts";
 
 /** A dispatcher on the baseline policy with a clock the test moves. */
 function setup(maxQueue = 10) {
@@ -17,30 +17,26 @@ function setup(maxQueue = 10) {
   return { clock, dispatcher };
 }
 
-function dispatched(result: Dispatch<string> | { kind: "queued" }): Dispatch<string> {
-  if ("kind" in result) throw new Error("expected a dispatch, the request was queued");
-  return result;
+function dispatched(result: Submitted<string>): Dispatch<string> {
+  if (result.kind !== "dispatched") throw new Error(`expected a dispatch, the request was ${result.kind}`);
+  return result.dispatch;
 }
 
 const inFlight = (dispatcher: Dispatcher<string>, address: string) =>
   dispatcher.replicas().find((replica) => replica.address === address)?.inFlight;
 
-/** What submit threw (a SwitchyardError), or a failure when it did not throw. */
-function refusal(submit: () => unknown): SwitchyardError {
-  try {
-    submit();
-  } catch (error) {
-    if (error instanceof SwitchyardError) return error;
-    throw error;
-  }
-  throw new Error("expected submit to refuse the request");
+/** The error a refused submit carries (it answers the client), or a failure when it was not refused. */
+function refusal(submit: () => Submitted<string>): SwitchyardError {
+  const result = submit();
+  if (result.kind === "unavailable" || result.kind === "queue_full") return result.error;
+  throw new Error(`expected submit to refuse the request; it was ${result.kind}`);
 }
 
 describe("Dispatcher.submit", () => {
   test("dispatches to the policy's choice at once and counts the request in flight", () => {
     const { dispatcher } = setup();
-    dispatcher.upsertReplica("agent/0", state({ holds: ["resnet"] }));
-    expect(dispatcher.submit({ model: "resnet" }, "r1", 9_999)).toEqual({
+    dispatcher.upsertReplica("agent/0", state({ maxConcurrency: 2, loaded: ["resnet"] }));
+    expect(dispatched(dispatcher.submit({ model: "resnet" }, "r1", 9_999))).toEqual({
       address: "agent/0",
       payload: "r1",
       expect: "hit",
@@ -52,15 +48,15 @@ describe("Dispatcher.submit", () => {
 
   test("counts its own dispatches, not the replica's (lagging) report: a replica at maxConcurrency is not chosen again until a release", () => {
     const { dispatcher } = setup();
-    dispatcher.upsertReplica("a", state({ maxConcurrency: 1, holds: ["resnet"] }));
-    dispatcher.upsertReplica("b", state({ maxConcurrency: 1, holds: ["resnet"] }));
+    dispatcher.upsertReplica("a", state({ maxConcurrency: 1, loaded: ["resnet"] }));
+    dispatcher.upsertReplica("b", state({ maxConcurrency: 1, loaded: ["resnet"] }));
     const first = dispatched(dispatcher.submit({ model: "resnet" }, "r1", 9_999));
     const second = dispatched(dispatcher.submit({ model: "resnet" }, "r2", 9_999));
     expect(new Set([first.address, second.address])).toEqual(new Set(["a", "b"]));
     expect(dispatcher.submit({ model: "resnet" }, "r3", 9_999)).toEqual({ kind: "queued" });
 
     // The replica's own report still says 0 in flight: the dispatcher's count is what decides.
-    dispatcher.upsertReplica(first.address, state({ maxConcurrency: 1, holds: ["resnet"] }));
+    dispatcher.upsertReplica(first.address, state({ maxConcurrency: 1, loaded: ["resnet"] }));
     expect(inFlight(dispatcher, first.address)).toBe(1);
     expect(dispatcher.queueLength).toBe(1);
 
@@ -107,22 +103,24 @@ describe("Dispatcher.submit", () => {
 
   test("every replica draining: 503 unavailable", () => {
     const { dispatcher } = setup();
-    dispatcher.upsertReplica("a", state({ holds: ["resnet"] }), { draining: true });
+    dispatcher.upsertReplica("a", state({ maxConcurrency: 2, loaded: ["resnet"] }), { draining: true });
     expect(refusal(() => dispatcher.submit({ model: "resnet" }, "r1", 9_999)).status).toBe(503);
-    dispatcher.upsertReplica("b", state());
+    dispatcher.upsertReplica("b", state({ maxConcurrency: 2 }));
     dispatcher.setDraining("b", true);
     expect(refusal(() => dispatcher.submit({ model: "resnet" }, "r2", 9_999)).status).toBe(503);
   });
 
   test("hints given to upsertReplica steer requests", () => {
     const { dispatcher } = setup();
-    dispatcher.upsertReplica("plain", state({ holds: ["llm"] }));
-    dispatcher.upsertReplica("tuned", state({ holds: ["llm"] }), { hints: ["adapter-7"] });
+    dispatcher.upsertReplica("plain", state({ maxConcurrency: 2, loaded: ["llm"] }));
+    dispatcher.upsertReplica("tuned", state({ maxConcurrency: 2, loaded: ["llm"] }), {
+      hints: ["adapter-7"],
+    });
     expect(dispatched(dispatcher.submit({ model: "llm", hint: "adapter-7" }, "r1", 9_999)).address).toBe(
       "tuned",
     );
     // A later report without details keeps the hints.
-    dispatcher.upsertReplica("tuned", state({ holds: ["llm"] }));
+    dispatcher.upsertReplica("tuned", state({ maxConcurrency: 2, loaded: ["llm"] }));
     expect(dispatched(dispatcher.submit({ model: "llm", hint: "adapter-7" }, "r2", 9_999)).address).toBe(
       "tuned",
     );
@@ -132,7 +130,7 @@ describe("Dispatcher.submit", () => {
 describe("Dispatcher.release", () => {
   test("a freed slot goes to the oldest request for a model the replica holds, even if another is older", () => {
     const { clock, dispatcher } = setup();
-    dispatcher.upsertReplica("a", state({ maxConcurrency: 1, holds: ["model-a"] }));
+    dispatcher.upsertReplica("a", state({ maxConcurrency: 1, loaded: ["model-a"] }));
     dispatched(dispatcher.submit({ model: "model-a" }, "a1", 99_999));
     clock.now = 1_100;
     dispatcher.submit({ model: "model-b" }, "b1", 99_999);
@@ -281,8 +279,10 @@ describe("Dispatcher replicas", () => {
     dispatcher.upsertReplica("a", state({ maxConcurrency: 1 }));
     dispatched(dispatcher.submit({ model: "m" }, "r1", 99_999));
     dispatcher.submit({ model: "m" }, "r2", 99_999);
-    expect(dispatcher.upsertReplica("draining", state(), { draining: true })).toEqual([]);
-    expect(dispatcher.upsertReplica("b", state({ holds: ["m"] }))).toEqual([
+    expect(dispatcher.upsertReplica("draining", state({ maxConcurrency: 2 }), { draining: true })).toEqual(
+      [],
+    );
+    expect(dispatcher.upsertReplica("b", state({ maxConcurrency: 2, loaded: ["m"] }))).toEqual([
       { address: "b", payload: "r2", expect: "hit", queuedMs: 0 },
     ]);
   });
@@ -300,8 +300,8 @@ describe("Dispatcher replicas", () => {
 
   test("removeReplica forgets it: no more requests go there, and with none left submit is 503", () => {
     const { dispatcher } = setup();
-    dispatcher.upsertReplica("a", state({ holds: ["m"] }));
-    dispatcher.upsertReplica("b", state());
+    dispatcher.upsertReplica("a", state({ maxConcurrency: 2, loaded: ["m"] }));
+    dispatcher.upsertReplica("b", state({ maxConcurrency: 2 }));
     dispatcher.removeReplica("a");
     expect(dispatcher.replicas().map((replica) => replica.address)).toEqual(["b"]);
     expect(dispatched(dispatcher.submit({ model: "m" }, "r1", 99_999)).address).toBe("b");
@@ -398,12 +398,11 @@ describe("Dispatcher: properties", () => {
             switch (step.kind) {
               case "submit": {
                 const payload = submitted++;
-                try {
-                  const result = dispatcher.submit({ model: step.model }, payload, clock.now + step.ttl);
-                  if ("kind" in result) expect(result.kind).toBe("queued");
-                  else onDispatch([result]);
-                } catch (error) {
-                  expect(error).toBeInstanceOf(SwitchyardError);
+                const result = dispatcher.submit({ model: step.model }, payload, clock.now + step.ttl);
+                if (result.kind === "dispatched") onDispatch([result.dispatch]);
+                else if (result.kind !== "queued") {
+                  expect(result.error).toBeInstanceOf(SwitchyardError);
+                  expect(result.error.status).toBe(result.kind === "queue_full" ? 429 : 503);
                   settle(payload, "refused");
                 }
                 break;
@@ -419,7 +418,7 @@ describe("Dispatcher: properties", () => {
               case "upsert": {
                 capacity.set(step.address, step.maxConcurrency);
                 if (!running.has(step.address)) running.set(step.address, []);
-                const replicaState = state({ maxConcurrency: step.maxConcurrency, holds: step.holds });
+                const replicaState = state({ maxConcurrency: step.maxConcurrency, loaded: step.holds });
                 onDispatch(dispatcher.upsertReplica(step.address, replicaState, { draining: step.draining }));
                 break;
               }

@@ -1,21 +1,21 @@
 import type { LoadedModel, ReplicaState } from "../../../shared/protocol/replica-state.ts";
 import { DemandTracker } from "../../../shared/routing/demand.ts";
-import type { PendingLoad, QueuedView, ReplicaView, RoutingContext } from "../../../shared/routing/types.ts";
+import type {
+  PendingLoad,
+  PoolView,
+  QueuedView,
+  ReplicaView,
+  RoutingContext,
+} from "../../../shared/routing/types.ts";
+import { loadedModel, replicaState } from "../../support/replica-state.ts";
 
 // Hand-made pool states for the policies' tests: small, explicit, and read like the situation they stage.
 
 export const GiB = 2 ** 30;
 
 /** A loaded model: version "1", 1 GiB, idle and unused unless told otherwise. */
-export const model = (name: string, fields: Partial<LoadedModel> = {}): LoadedModel => ({
-  name,
-  version: "1",
-  bytes: GiB,
-  inFlight: 0,
-  idleMs: 0,
-  pinned: false,
-  ...fields,
-});
+export const model = (name: string, fields: Partial<LoadedModel> = {}): LoadedModel =>
+  loadedModel(name, { bytes: GiB, ...fields });
 
 export interface ReplicaFields extends Partial<ReplicaState> {
   /** The dispatcher's count of requests in flight there. */
@@ -28,27 +28,18 @@ export interface ReplicaFields extends Partial<ReplicaState> {
 /** A replica with 4 slots, room for 3 models and 8 GiB, holding nothing unless told otherwise. */
 export function replica(address: string, fields: ReplicaFields = {}): ReplicaView {
   const { busy = 0, hints = [], draining = false, pendingLoads, ...state } = fields;
-  const loaded = state.loaded ?? [];
   const view: ReplicaView = {
     address,
     inFlight: busy,
     hints,
     draining,
-    state: {
+    state: replicaState({
       id: address,
-      device: "cpu",
       maxConcurrency: 4,
       inFlight: busy,
-      queued: 0,
-      maxModels: 3,
       memoryBudgetBytes: 8 * GiB,
-      memoryUsedBytes: loaded.reduce((sum, each) => sum + each.bytes, 0),
-      loaded,
-      loading: [],
-      timings: {},
-      failed: [],
       ...state,
-    },
+    }),
   };
   if (pendingLoads !== undefined) view.pendingLoads = pendingLoads;
   return view;
@@ -64,17 +55,26 @@ export const waiting = (model: string, enqueuedAt: number): QueuedView => ({
   enqueuedAt,
 });
 
+/** The pool a policy decides on: these replicas, and the queue (oldest first), grouped by model as the dispatcher does. */
+export function poolOf(replicas: readonly ReplicaView[], queue: readonly QueuedView[] = []): PoolView {
+  const waitingByModel = new Map<string, QueuedView[]>();
+  for (const queued of queue) {
+    const line = waitingByModel.get(queued.request.model);
+    if (line === undefined) waitingByModel.set(queued.request.model, [queued]);
+    else line.push(queued);
+  }
+  return { replicas, queue, waitingByModel };
+}
+
 /**
  * A routing context at `now` whose random draws come from `draws` in turn (then 0.5), with demand as given
- * in requests per second (recorded as a steady stream over the last minute) and the queue and pool given.
+ * in requests per second (recorded as a steady stream over the last minute).
  */
 export function contextAt(
   now: number,
   fields: {
     draws?: number[];
     demand?: Record<string, number>;
-    queue?: QueuedView[];
-    replicas?: ReplicaView[];
   } = {},
 ): RoutingContext {
   const draws = [...(fields.draws ?? [])];
@@ -87,40 +87,10 @@ export function contextAt(
     }
     context.demand = tracker;
   }
-  if (fields.queue !== undefined) context.queue = fields.queue;
-  if (fields.replicas !== undefined) context.replicas = fields.replicas;
   return context;
 }
 
 /** Where the decision sends the request, or its kind when it goes nowhere now. */
 export function targetOf(decision: { kind: string; address?: string }): string {
   return decision.kind === "dispatch" && decision.address !== undefined ? decision.address : decision.kind;
-}
-
-/** A replica's report for the Dispatcher's tests: 2 slots, room for 3 models, holding and loading the named models (version "1"). */
-export function replicaState(
-  fields: { maxConcurrency?: number; holds?: string[]; loading?: string[] } = {},
-): ReplicaState {
-  const loaded = (fields.holds ?? []).map((name) => ({
-    name,
-    version: "1",
-    bytes: 100,
-    inFlight: 0,
-    idleMs: 0,
-    pinned: false,
-  }));
-  return {
-    id: "0",
-    device: "cpu",
-    maxConcurrency: fields.maxConcurrency ?? 2,
-    inFlight: 0,
-    queued: 0,
-    maxModels: 3,
-    memoryBudgetBytes: 2 ** 30,
-    memoryUsedBytes: 100 * loaded.length,
-    loaded,
-    loading: (fields.loading ?? []).map((name) => ({ name, version: "1" })),
-    timings: {},
-    failed: [],
-  };
 }

@@ -4,10 +4,10 @@ import {
   RAY_MAX_ONGOING_REQUESTS,
   rayMultiplexPolicy,
 } from "../../../shared/routing/ray-multiplex.ts";
-import { contextAt, model, replica, targetOf, waiting } from "./fixtures.ts";
+import { contextAt, model, poolOf, replica, targetOf, waiting } from "./fixtures.ts";
 
 const route = (replicas: ReturnType<typeof replica>[], draws: number[] = [0, 0]) =>
-  rayMultiplexPolicy.route({ model: "m" }, replicas, contextAt(0, { draws }));
+  rayMultiplexPolicy.route({ model: "m" }, poolOf(replicas), contextAt(0, { draws }));
 
 describe("rayMultiplexPolicy.route", () => {
   test("a replica accepts up to max_ongoing_requests (5), whatever its own concurrency", () => {
@@ -61,32 +61,34 @@ describe("rayMultiplexPolicy.pickQueued", () => {
     const queue = [waiting("other", 0), waiting("m", 10), waiting("m", 20)];
     const [holder] = pool;
     if (holder === undefined) throw new Error("fixture");
-    expect(rayMultiplexPolicy.pickQueued(holder, queue, contextAt(100, { replicas: pool }))).toBe(1);
+    expect(rayMultiplexPolicy.pickQueued(holder, poolOf(pool, queue), contextAt(100))).toBe(1);
   });
 
   test("else the oldest it is a candidate for: any, when it is among the fewest-models replicas", () => {
     const light = pool[1];
     if (light === undefined) throw new Error("fixture");
     const queue = [waiting("other", 0), waiting("m", 10)];
-    expect(rayMultiplexPolicy.pickQueued(light, queue, contextAt(100, { replicas: pool }))).toBe(0);
+    expect(rayMultiplexPolicy.pickQueued(light, poolOf(pool, queue), contextAt(100))).toBe(0);
   });
 
   test("a replica with more models takes others' requests only once their matching timeout (1-2 s) ran out", () => {
     const holder = pool[0];
     if (holder === undefined) throw new Error("fixture");
     const queue = [waiting("other", 0)];
-    const early = contextAt(RAY_MATCHING_TIMEOUT_MS - 1, { replicas: pool, draws: [0] });
-    expect(rayMultiplexPolicy.pickQueued(holder, queue, early)).toBe(-1);
-    const late = contextAt(2 * RAY_MATCHING_TIMEOUT_MS, { replicas: pool, draws: [0.999] });
-    expect(rayMultiplexPolicy.pickQueued(holder, queue, late)).toBe(0);
-    expect(rayMultiplexPolicy.nextWakeup?.(pool, queue, contextAt(500))).toBe(2 * RAY_MATCHING_TIMEOUT_MS);
+    const early = contextAt(RAY_MATCHING_TIMEOUT_MS - 1, { draws: [0] });
+    expect(rayMultiplexPolicy.pickQueued(holder, poolOf(pool, queue), early)).toBe(-1);
+    const late = contextAt(2 * RAY_MATCHING_TIMEOUT_MS, { draws: [0.999] });
+    expect(rayMultiplexPolicy.pickQueued(holder, poolOf(pool, queue), late)).toBe(0);
+    expect(rayMultiplexPolicy.nextWakeup?.(poolOf(pool, queue), contextAt(500))).toBe(
+      2 * RAY_MATCHING_TIMEOUT_MS,
+    );
   });
 
   test("a draining or saturated replica takes nothing", () => {
     const queue = [waiting("m", 0)];
     const draining = replica("d", { draining: true, loaded: [model("m")] });
-    expect(rayMultiplexPolicy.pickQueued(draining, queue, contextAt(5_000))).toBe(-1);
+    expect(rayMultiplexPolicy.pickQueued(draining, poolOf([draining], queue), contextAt(5_000))).toBe(-1);
     const full = replica("f", { busy: RAY_MAX_ONGOING_REQUESTS, loaded: [model("m")] });
-    expect(rayMultiplexPolicy.pickQueued(full, queue, contextAt(5_000))).toBe(-1);
+    expect(rayMultiplexPolicy.pickQueued(full, poolOf([full], queue), contextAt(5_000))).toBe(-1);
   });
 });

@@ -1,10 +1,14 @@
 import { describe, expect, test } from "vitest";
 import { LAST_RESORT_WAIT_MS, MAX_WAIT_MS, switchyardPolicy } from "../../../shared/routing/switchyard.ts";
-import type { ReplicaView, RouteRequest, RoutingContext } from "../../../shared/routing/types.ts";
-import { contextAt, model, replica, targetOf, timings, waiting } from "./fixtures.ts";
+import type { QueuedView, ReplicaView, RouteRequest, RoutingContext } from "../../../shared/routing/types.ts";
+import { contextAt, model, poolOf, replica, targetOf, timings, waiting } from "./fixtures.ts";
 
-const route = (request: RouteRequest, replicas: ReplicaView[], context: RoutingContext = contextAt(0)) =>
-  switchyardPolicy.route(request, replicas, context);
+const route = (
+  request: RouteRequest,
+  replicas: ReplicaView[],
+  context: RoutingContext = contextAt(0),
+  queue: QueuedView[] = [],
+) => switchyardPolicy.route(request, poolOf(replicas, queue), context);
 
 /** Three models resident and in demand: evicting any of them harms someone. */
 const hotReplica = (address: string, names: string[], fields: Parameters<typeof replica>[1] = {}) =>
@@ -34,8 +38,8 @@ describe("switchyardPolicy.route: the model is held somewhere", () => {
       hotReplica("holder", ["m"], { busy: 4 }),
       replica("empty", { timings: timings(["m"]) }),
     ];
-    const context = contextAt(60_000, { demand: { m: 5 }, queue: [waiting("m", 59_990)] });
-    expect(route({ model: "m" }, replicas, context).kind).toBe("queue");
+    const context = contextAt(60_000, { demand: { m: 5 } });
+    expect(route({ model: "m" }, replicas, context, [waiting("m", 59_990)]).kind).toBe("queue");
   });
 
   test("all holders saturated with a long queue: another copy, where the eviction harms least", () => {
@@ -45,8 +49,8 @@ describe("switchyardPolicy.route: the model is held somewhere", () => {
       hotReplica("hot", ["a", "b", "c"]),
       replica("room", { loaded: [model("d")], timings: timings(["m", "d"]) }),
     ];
-    const context = contextAt(60_000, { demand: { m: 70, a: 20, b: 20, c: 20, d: 1 }, queue });
-    expect(route({ model: "m" }, replicas, context)).toEqual({
+    const context = contextAt(60_000, { demand: { m: 70, a: 20, b: 20, c: 20, d: 1 } });
+    expect(route({ model: "m" }, replicas, context, queue)).toEqual({
       kind: "dispatch",
       address: "room",
       expect: "load",
@@ -56,8 +60,8 @@ describe("switchyardPolicy.route: the model is held somewhere", () => {
   test("a demand its copies cannot take gets another copy before the queue builds", () => {
     const replicas = [hotReplica("holder", ["m"], { busy: 4 }), replica("room", { timings: timings(["m"]) })];
     // 100 requests a second of 50 ms need 5 slots; one copy has 4.
-    const context = contextAt(60_000, { demand: { m: 100 }, queue: [waiting("m", 59_999)] });
-    expect(targetOf(route({ model: "m" }, replicas, context))).toBe("room");
+    const context = contextAt(60_000, { demand: { m: 100 } });
+    expect(targetOf(route({ model: "m" }, replicas, context, [waiting("m", 59_999)]))).toBe("room");
   });
 });
 
@@ -110,7 +114,7 @@ describe("switchyardPolicy.route: the model is held nowhere", () => {
   test("a single request does not evict models in demand: it waits", () => {
     const replicas = [hotReplica("a", ["a1", "a2", "a3"]), hotReplica("b", ["b1", "b2", "b3"])];
     const demand = { a1: 10, a2: 10, a3: 10, b1: 10, b2: 10, b3: 10, m: 0.5 };
-    const context = contextAt(60_000, { demand, queue: [] });
+    const context = contextAt(60_000, { demand });
     // Something runs elsewhere, so an answer will offer the queue a slot again.
     replicas[0] = { ...(replicas[0] as ReplicaView), inFlight: 1 };
     expect(route({ model: "m" }, replicas, context).kind).toBe("queue");
@@ -133,8 +137,8 @@ describe("switchyardPolicy.pickQueued", () => {
   test("a freed slot takes the oldest request for a model it holds, before older ones for other models", () => {
     const holder = hotReplica("holder", ["m", "n"]);
     const queue = [waiting("cold", 0), waiting("n", 10), waiting("m", 5)];
-    const context = contextAt(100, { replicas: [holder], queue, demand: { m: 5, n: 5, cold: 0.1 } });
-    expect(switchyardPolicy.pickQueued(holder, queue, context)).toBe(2);
+    const context = contextAt(100, { demand: { m: 5, n: 5, cold: 0.1 } });
+    expect(switchyardPolicy.pickQueued(holder, poolOf([holder], queue), context)).toBe(2);
   });
 
   test("bounded wait: a slot does not evict a model in demand for a fresh request, but does once it waited", () => {
@@ -142,16 +146,17 @@ describe("switchyardPolicy.pickQueued", () => {
     const free = hotReplica("free", ["b1", "b2", "b3"]);
     const demand = { a1: 10, a2: 10, a3: 10, b1: 1, b2: 1, b3: 1, m: 1 };
     const queue = [waiting("m", 0)];
-    const fresh = contextAt(100, { replicas: [busy, free], queue, demand });
-    expect(switchyardPolicy.pickQueued(free, queue, fresh)).toBe(-1);
+    const pool = poolOf([busy, free], queue);
+    const fresh = contextAt(100, { demand });
+    expect(switchyardPolicy.pickQueued(free, pool, fresh)).toBe(-1);
     // Evicting b1 (1 request a second, 2 s loads) costs its next requests about 4 s of waiting.
-    const wake = switchyardPolicy.nextWakeup?.([busy, free], queue, fresh) ?? Infinity;
+    const wake = switchyardPolicy.nextWakeup?.(pool, fresh) ?? Infinity;
     expect(wake).toBeGreaterThan(3_000);
     expect(wake).toBeLessThan(MAX_WAIT_MS);
-    const before = contextAt(wake - 200, { replicas: [busy, free], queue, demand });
-    expect(switchyardPolicy.pickQueued(free, queue, before)).toBe(-1);
-    const after = contextAt(wake + 200, { replicas: [busy, free], queue, demand });
-    expect(switchyardPolicy.pickQueued(free, queue, after)).toBe(0);
+    const before = contextAt(wake - 200, { demand });
+    expect(switchyardPolicy.pickQueued(free, pool, before)).toBe(-1);
+    const after = contextAt(wake + 200, { demand });
+    expect(switchyardPolicy.pickQueued(free, pool, after)).toBe(0);
   });
 
   test("frequency admission: while the pool is busy, models far more wanted than the newcomer stay", () => {
@@ -159,12 +164,13 @@ describe("switchyardPolicy.pickQueued", () => {
     const free = hotReplica("free", ["b1", "b2", "b3"]);
     const demand = { a1: 10, a2: 10, a3: 10, b1: 30, b2: 30, b3: 30, m: 1 };
     const queue = [waiting("m", 0)];
-    const late = contextAt(MAX_WAIT_MS + 1, { replicas: [busy, free], queue, demand });
-    expect(switchyardPolicy.pickQueued(free, queue, late)).toBe(-1);
-    expect(switchyardPolicy.nextWakeup?.([busy, free], queue, late)).toBe(LAST_RESORT_WAIT_MS);
+    const pool = poolOf([busy, free], queue);
+    const late = contextAt(MAX_WAIT_MS + 1, { demand });
+    expect(switchyardPolicy.pickQueued(free, pool, late)).toBe(-1);
+    expect(switchyardPolicy.nextWakeup?.(pool, late)).toBe(LAST_RESORT_WAIT_MS);
     // Two thirds into the gateway's deadline, it is loaded whatever it evicts rather than left to fail.
-    const lastResort = contextAt(LAST_RESORT_WAIT_MS, { replicas: [busy, free], queue, demand });
-    expect(switchyardPolicy.pickQueued(free, queue, lastResort)).toBe(0);
+    const lastResort = contextAt(LAST_RESORT_WAIT_MS, { demand });
+    expect(switchyardPolicy.pickQueued(free, pool, lastResort)).toBe(0);
   });
 
   test("with slots to spare, the least harmful replica loads it once it waited the bound", () => {
@@ -172,18 +178,19 @@ describe("switchyardPolicy.pickQueued", () => {
     const free = hotReplica("free", ["b1", "b2", "b3"]);
     const demand = { a1: 10, a2: 10, a3: 10, b1: 30, b2: 30, b3: 30, m: 1 };
     const queue = [waiting("m", 0)];
-    const late = contextAt(MAX_WAIT_MS + 1, { replicas: [light, free], queue, demand });
-    expect(switchyardPolicy.pickQueued(free, queue, late)).toBe(-1);
-    expect(switchyardPolicy.pickQueued(light, queue, late)).toBe(0);
+    const pool = poolOf([light, free], queue);
+    const late = contextAt(MAX_WAIT_MS + 1, { demand });
+    expect(switchyardPolicy.pickQueued(free, pool, late)).toBe(-1);
+    expect(switchyardPolicy.pickQueued(light, pool, late)).toBe(0);
   });
 
   test("a model loading elsewhere is left to that load; a draining replica takes nothing", () => {
     const loader = replica("loader", { busy: 1, loading: [{ name: "m", version: "1" }] });
     const free = replica("free");
     const queue = [waiting("m", 0)];
-    const context = contextAt(30_000, { replicas: [loader, free], queue });
-    expect(switchyardPolicy.pickQueued(free, queue, context)).toBe(-1);
+    const context = contextAt(30_000);
+    expect(switchyardPolicy.pickQueued(free, poolOf([loader, free], queue), context)).toBe(-1);
     const draining = replica("d", { draining: true, loaded: [model("m")] });
-    expect(switchyardPolicy.pickQueued(draining, queue, context)).toBe(-1);
+    expect(switchyardPolicy.pickQueued(draining, poolOf([loader, free, draining], queue), context)).toBe(-1);
   });
 });

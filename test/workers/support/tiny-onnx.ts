@@ -1,3 +1,4 @@
+import { concat, lengthDelimited as field, varintField } from "../../../scripts/lib/protobuf-framing.ts";
 import type { TensorMetadata } from "../../../shared/oip/schemas.ts";
 
 /**
@@ -22,39 +23,13 @@ export function tinyOnnx(inputs: readonly TensorMetadata[], outputs: readonly Te
     ...inputs.map((tensor) => field(11, valueInfo(tensor))),
     ...outputs.map((tensor) => field(12, valueInfo(tensor))),
   ];
-  return concat([varintField(1, 8), field(7, concat(graph))]);
+  return concat(varintField(1, 8), field(7, concat(...graph)));
 }
 
 function valueInfo(tensor: TensorMetadata): Uint8Array {
   const dims = tensor.shape.map((size) => field(1, size < 0 ? field(2, text("n")) : varintField(1, size)));
-  const tensorType = concat([varintField(1, ELEM_TYPE[tensor.datatype] ?? 1), field(2, concat(dims))]);
-  return concat([field(1, text(tensor.name)), field(2, field(1, tensorType))]);
+  const tensorType = concat(varintField(1, ELEM_TYPE[tensor.datatype] ?? 1), field(2, concat(...dims)));
+  return concat(field(1, text(tensor.name)), field(2, field(1, tensorType)));
 }
 
 const text = (value: string) => new TextEncoder().encode(value);
-
-function varint(value: number): number[] {
-  const bytes: number[] = [];
-  let rest = value;
-  while (rest >= 0x80) {
-    bytes.push((rest % 0x80) | 0x80);
-    rest = Math.floor(rest / 0x80);
-  }
-  bytes.push(rest);
-  return bytes;
-}
-
-const varintField = (number: number, value: number) =>
-  Uint8Array.from([...varint(number * 8), ...varint(value)]);
-const field = (number: number, payload: Uint8Array) =>
-  concat([Uint8Array.from([...varint(number * 8 + 2), ...varint(payload.byteLength)]), payload]);
-
-function concat(parts: readonly Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((sum, part) => sum + part.byteLength, 0));
-  let offset = 0;
-  for (const part of parts) {
-    out.set(part, offset);
-    offset += part.byteLength;
-  }
-  return out;
-}

@@ -1,7 +1,8 @@
 import type { MiddlewareHandler } from "hono";
 import { SwitchyardError } from "../../shared/errors.ts";
 import { bearerToken } from "../auth.ts";
-import { type Env, readConfig } from "../env.ts";
+import { gatewayConfig } from "../config.ts";
+import type { Env } from "../env.ts";
 import { log } from "../log.ts";
 
 const encoder = new TextEncoder();
@@ -14,7 +15,7 @@ const encoder = new TextEncoder();
  */
 export function rateLimitPerKey(): MiddlewareHandler<{ Bindings: Env }> {
   return async (c, next) => {
-    const config = readConfig(c.env);
+    const config = gatewayConfig(c.env);
     if (config.RATE_LIMIT_PER_MINUTE === 0) return next();
     const perMinute = config.RATE_LIMIT_PER_MINUTE;
     const burst = config.RATE_LIMIT_BURST ?? perMinute;

@@ -1,11 +1,11 @@
 import { describe, expect, test } from "vitest";
-import { SwitchyardError } from "../../../shared/errors.ts";
+import { SwitchyardError } from "../../shared/errors.ts";
 import {
   compareModelVersions,
   highestModelVersion,
   parseModelName,
   parseModelVersion,
-} from "../../../shared/model-names.ts";
+} from "../../shared/model-names.ts";
 
 function rejection(parse: () => unknown): SwitchyardError {
   try {

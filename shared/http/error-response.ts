@@ -1,4 +1,4 @@
-import { SwitchyardError } from "../shared/errors.ts";
+import { SwitchyardError } from "../errors.ts";
 
 /** The OIP v2 error response of any failure: `{"error": "..."}`, its status, and Retry-After where due. */
 export function errorResponse(error: unknown, extraHeaders: Record<string, string> = {}): Response {

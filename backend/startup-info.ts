@@ -1,0 +1,44 @@
+/**
+ * What the agent tells at start, before it loads anything: who it is, where models come from, where it
+ * serves, and what each replica may do. People read it as a block (`--log-format text`, drawn by the CLI:
+ * backend/cli/startup-summary.ts); log shippers get the same facts as one `agent starting` event
+ * (`--log-format json`). It never shows the token.
+ */
+export interface StartupInfo {
+  name: string;
+  version: string;
+  configFile?: string;
+  models: string;
+  /** Where downloads are kept, when models come over http(s). */
+  cacheDir?: string;
+  gateway?: { url: string; pool: string };
+  standalone?: string;
+  metrics?: string;
+  replicas: ReplicaInfo[];
+}
+
+export interface ReplicaInfo {
+  id: string;
+  device: string;
+  memoryBytes: number;
+  memorySource: "flag" | "gpu-memory" | "fallback" | "ram";
+  maxModels: number;
+  maxConcurrency: number;
+  maxBatchSize: number;
+  threads?: number;
+}
+
+/** The facts as the fields of the `agent starting` log event. */
+export function summaryFields(info: StartupInfo): Record<string, unknown> {
+  return {
+    name: info.name,
+    version: info.version,
+    ...(info.configFile === undefined ? {} : { config: info.configFile }),
+    models: info.models,
+    ...(info.cacheDir === undefined ? {} : { cacheDir: info.cacheDir }),
+    ...(info.gateway === undefined ? {} : { gateway: info.gateway.url, pool: info.gateway.pool }),
+    ...(info.standalone === undefined ? {} : { standalone: info.standalone }),
+    ...(info.metrics === undefined ? {} : { metrics: info.metrics }),
+    replicas: info.replicas,
+  };
+}

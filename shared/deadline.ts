@@ -1,0 +1,106 @@
+import { badInput, SwitchyardError } from "./errors.ts";
+
+/**
+ * A request's deadline: the moment its client stops waiting. It is read once, where the request arrives
+ * (`requestDeadline`: the OIP `timeout` parameter or X-Request-Timeout, else the server's default), and
+ * travels with the request as the milliseconds it has left (`remainingMs`: the Worker, its registry and the
+ * agents run on different machines whose clocks need not agree). Each stage's owner enforces it for its
+ * stage:
+ *
+ *   gateway/routes/infer.ts         reads it, hands the registry what is left
+ *   gateway/registry-call.ts        calls a restarted registry again only within it
+ *   gateway/registry/relay.ts       answers 504 at it, waiting or running, and tells the agent to stop
+ *   backend/gateway-link/infer-handler.ts   takes a request out of its replica's line at it
+ *   backend/pool/replica-pool.ts    (standalone) answers 504 at it, waiting or running
+ *
+ * A run that has started cannot be interrupted (onnxruntime has no cancellation): it finishes, its slot
+ * stays taken until then, and only its answer is dropped.
+ */
+export class Deadline {
+  /** Epoch milliseconds, on the clock of the process that holds it. */
+  readonly at: number;
+  /** How long the client gave it, for messages. */
+  readonly budgetMs: number;
+
+  private constructor(at: number, budgetMs: number) {
+    this.at = at;
+    this.budgetMs = budgetMs;
+  }
+
+  /** The deadline `ms` from `now`: where a request arrives, or from the milliseconds a hop carried. */
+  static in(ms: number, now = Date.now()): Deadline {
+    return new Deadline(now + ms, ms);
+  }
+
+  /** Milliseconds left, never negative. */
+  remainingMs(now = Date.now()): number {
+    return Math.max(0, this.at - now);
+  }
+
+  passed(now = Date.now()): boolean {
+    return now >= this.at;
+  }
+
+  /** The 504 a client gets when the deadline passes `while` something happened ("waiting for a replica"). */
+  exceeded(what: string): SwitchyardError {
+    return new SwitchyardError(
+      "deadline_exceeded",
+      `${what} within the request's deadline of ${this.budgetMs} ms`,
+    );
+  }
+
+  /**
+   * A signal that aborts at the deadline with `exceeded(what)`, for waits to race with; `stop()` once the
+   * work ended first, so that no timer outlives the request.
+   */
+  watch(what: string, now = Date.now()): { signal: AbortSignal; stop: () => void } {
+    const controller = new AbortController();
+    const timer = setTimeout(() => controller.abort(this.exceeded(what)), this.remainingMs(now));
+    // A deadline far away is no reason to keep a process alive.
+    (timer as { unref?: () => void }).unref?.();
+    return { signal: controller.signal, stop: () => clearTimeout(timer) };
+  }
+}
+
+/** A deadline shorter than this could only ever end in a 504: it is refused as bad input instead. */
+export const MIN_TIMEOUT_MS = 1;
+/** Longest deadline a request may ask for; timers cannot go much beyond 24 days anyway. */
+export const MAX_TIMEOUT_MS = 60 * 60 * 1000;
+
+/**
+ * The deadline a request asks for: the OIP `timeout` parameter (microseconds, as Triton reads it) or the
+ * X-Request-Timeout header (seconds); the smaller wins; neither: `defaultMs`. At most MAX_TIMEOUT_MS.
+ */
+export function requestDeadline(
+  headers: Headers,
+  parameters: Record<string, unknown> | undefined,
+  defaultMs: number,
+  now = Date.now(),
+): Deadline {
+  return Deadline.in(Math.min(requestedTimeoutMs(headers, parameters) ?? defaultMs, MAX_TIMEOUT_MS), now);
+}
+
+function requestedTimeoutMs(
+  headers: Headers,
+  parameters: Record<string, unknown> | undefined,
+): number | undefined {
+  const candidates: number[] = [];
+  const header = headers.get("x-request-timeout");
+  if (header !== null) {
+    const seconds = Number(header);
+    if (!Number.isFinite(seconds) || seconds * 1000 < MIN_TIMEOUT_MS) {
+      throw badInput(
+        `X-Request-Timeout must be a number of seconds, at least 0.001, got '${header.slice(0, 40)}'`,
+      );
+    }
+    candidates.push(seconds * 1000);
+  }
+  const parameter = parameters?.timeout;
+  if (parameter !== undefined) {
+    if (typeof parameter !== "number" || !Number.isFinite(parameter) || parameter / 1000 < MIN_TIMEOUT_MS) {
+      throw badInput("parameters.timeout must be a number of microseconds, at least 1000");
+    }
+    candidates.push(parameter / 1000);
+  }
+  return candidates.length === 0 ? undefined : Math.min(...candidates);
+}

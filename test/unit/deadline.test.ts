@@ -1,0 +1,69 @@
+import { describe, expect, test, vi } from "vitest";
+import { Deadline, MAX_TIMEOUT_MS, requestDeadline } from "../../shared/deadline.ts";
+import { SwitchyardError } from "../../shared/errors.ts";
+
+const headers = (entries: Record<string, string>) => new Headers(entries);
+const timeoutOf = (h: Record<string, string>, parameters?: Record<string, unknown>) =>
+  requestDeadline(headers(h), parameters, 60_000, 0).remainingMs(0);
+
+describe("requestDeadline", () => {
+  test("the header in seconds, the OIP parameter in microseconds, the smaller wins, else the default", () => {
+    expect(timeoutOf({})).toBe(60_000);
+    expect(timeoutOf({ "X-Request-Timeout": "2.5" })).toBe(2500);
+    expect(timeoutOf({}, { timeout: 300_000 })).toBe(300);
+    expect(timeoutOf({ "X-Request-Timeout": "2" }, { timeout: 300_000 })).toBe(300);
+    // A day is more than any request may ask for.
+    expect(timeoutOf({ "X-Request-Timeout": "86400" })).toBe(MAX_TIMEOUT_MS);
+  });
+
+  test.each([
+    ["0", undefined],
+    ["-1", undefined],
+    ["5e-324", undefined],
+    ["soon", undefined],
+    [undefined, 0],
+    [undefined, 999],
+    [undefined, "5"],
+  ])("header %s / parameter %s is bad input (a deadline that could only end in 504)", (header, parameter) => {
+    const call = () =>
+      requestDeadline(
+        headers(header === undefined ? {} : { "X-Request-Timeout": header }),
+        parameter === undefined ? undefined : { timeout: parameter },
+        60_000,
+      );
+    expect(call).toThrow(SwitchyardError);
+    expect(call).toThrow(/timeout/i);
+  });
+});
+
+describe("Deadline", () => {
+  test("what is left of it travels as milliseconds; it is passed at its moment, not before", () => {
+    const deadline = Deadline.in(1_000, 10_000);
+    expect(deadline.remainingMs(10_400)).toBe(600);
+    expect(deadline.passed(10_999)).toBe(false);
+    expect(deadline.passed(11_000)).toBe(true);
+    expect(deadline.remainingMs(12_000)).toBe(0);
+    // The next hop rebuilds it from what is left, on its own clock.
+    expect(Deadline.in(deadline.remainingMs(10_400), 500).at).toBe(1_100);
+  });
+
+  test("its watch aborts at the deadline with the 504 a client gets, unless stopped first", async () => {
+    vi.useFakeTimers();
+    try {
+      const deadline = Deadline.in(50);
+      const stopped = deadline.watch("unused");
+      stopped.stop();
+      const { signal } = deadline.watch("no replica became free");
+      vi.advanceTimersByTime(49);
+      expect(signal.aborted).toBe(false);
+      vi.advanceTimersByTime(1);
+      expect(signal.aborted).toBe(true);
+      const reason = signal.reason as SwitchyardError;
+      expect(reason.status).toBe(504);
+      expect(reason.message).toBe("no replica became free within the request's deadline of 50 ms");
+      expect(stopped.signal.aborted).toBe(false);
+    } finally {
+      vi.useRealTimers();
+    }
+  });
+});
