@@ -102,7 +102,11 @@ export class OnnxModelLoader implements ModelLoader<ModelSession> {
       return await WorkerSession.create(model.path, sessionOptions(this.#device, this.#options));
     } catch (error) {
       const reason = error instanceof Error ? error.message : String(error);
-      throw new Error(`onnxruntime could not load ${model.path}: ${reason}`, { cause: error });
+      // The client sees this message: the model's name, not where the agent keeps its files.
+      const where = `${model.name}/${model.version}/model.onnx`;
+      throw new Error(`onnxruntime could not load ${where}: ${reason.replaceAll(model.path, where)}`, {
+        cause: error,
+      });
     }
   }
 }

@@ -54,7 +54,8 @@ describe("/metrics", () => {
     await serve(agent, infer("m1", { pool }), { cache: "miss", state: replicaState({ loaded: ["m1"] }) });
     await serve(agent, infer("m1", { pool }), { cache: "hit", state: replicaState({ loaded: ["m1"] }) });
     await serve(agent, infer("m2", { pool }), { cache: "miss", state: replicaState({ loaded: ["m2"] }) });
-    // Refused before any agent sees it: counted with its status.
+    // Refused by the Worker before the registry sees it: the pool's counters do not count it (a refusal
+    // costs no round trip to the registry), and the figures below show only what reached the pool.
     const response = await infer("m1", { pool, body: "{not json" });
     expect(response.status).toBe(400);
 
