@@ -1,4 +1,3 @@
-import { serve } from "@hono/node-server";
 import packageJson from "../package.json" with { type: "json" };
 import { modelKey, parseModelSpec } from "../shared/model-names.ts";
 import { routingPolicy } from "../shared/routing/policies.ts";
@@ -16,8 +15,8 @@ import type { DownloadProgress } from "./models/repository.ts";
 import { ReplicaPool } from "./pool/replica-pool.ts";
 import { deviceLabel, planDevices } from "./replica/device.ts";
 import { gpuTotalMemory, gpuUsedMemory } from "./replica/gpu-memory.ts";
-import { answerMalformedHttp } from "./server/malformed-http.ts";
 import { createStandaloneApp } from "./server/standalone-app.ts";
+import { listen, standaloneServer } from "./server/standalone-server.ts";
 import { type StartupInfo, summaryFields } from "./startup-info.ts";
 
 export interface RunningAgent {
@@ -110,15 +109,17 @@ export async function startAgent(options: AgentOptions, log: Log, ui: AgentUi = 
   });
 
   const server = options.standalone
-    ? await new Promise<ReturnType<typeof serve>>((resolve) => {
-        const started = serve({ fetch: app.fetch, hostname: options.host, port: options.port }, () =>
-          resolve(started),
-        );
-        started.on("clientError", answerMalformedHttp);
-        // A client that half-closes after its request (some load generators, netcat) still gets its answer:
-        // by default Node ends such a socket at once, before a request that takes a few ticks is answered.
-        (started as unknown as { httpAllowHalfOpen: boolean }).httpAllowHalfOpen = true;
-      })
+    ? await listen(
+        standaloneServer(app, {
+          pool,
+          agentName: options.name,
+          maxBodyBytes: options.maxBodyBytes,
+          defaultTimeoutMs: options.timeoutSeconds * 1000,
+          log,
+        }),
+        options.host,
+        options.port,
+      )
     : undefined;
   const address = server?.address();
   const url = address && typeof address === "object" ? `http://${options.host}:${address.port}` : undefined;

@@ -7,7 +7,8 @@ import { badInput, SwitchyardError } from "./errors.ts";
  * agents run on different machines whose clocks need not agree). Each stage's owner enforces it for its
  * stage:
  *
- *   gateway/routes/infer.ts         reads it, hands the registry what is left
+ *   shared/oip/infer-http.ts        reads it where a request arrives (gateway and standalone agent)
+ *   gateway/routes/infer.ts         hands the registry what is left
  *   gateway/registry-call.ts        calls a restarted registry again only within it
  *   gateway/registry/relay.ts       answers 504 at it, waiting or running, and tells the agent to stop
  *   backend/gateway-link/infer-handler.ts   takes a request out of its replica's line at it

@@ -32,12 +32,19 @@ export class SwitchyardError extends Error {
   readonly code: ErrorCode;
   /** Seconds a client should wait before retrying (429, 503); sent as Retry-After. */
   readonly retryAfterSeconds: number | undefined;
+  /** Raised before any work on the request began (so it may be sent again elsewhere, whatever its code). */
+  readonly beforeWork: boolean;
 
-  constructor(code: ErrorCode, message: string, options?: { retryAfterSeconds?: number; cause?: unknown }) {
+  constructor(
+    code: ErrorCode,
+    message: string,
+    options?: { retryAfterSeconds?: number; cause?: unknown; beforeWork?: boolean },
+  ) {
     super(message, options?.cause === undefined ? undefined : { cause: options.cause });
     this.name = "SwitchyardError";
     this.code = code;
     this.retryAfterSeconds = options?.retryAfterSeconds;
+    this.beforeWork = options?.beforeWork === true;
   }
 
   get status(): ErrorStatus {

@@ -8,6 +8,7 @@ import {
   HEARTBEAT_PING,
   HEARTBEAT_PONG,
   type Hello,
+  MAX_SIGNATURES_PER_FRAME,
   PROTOCOL_VERSION,
   type StateFrame,
   type Welcome,
@@ -123,12 +124,15 @@ export class GatewaySession {
     }
   }
 
+  /** Signatures this connection has not carried yet, a frame's worth; more to come sets off another frame. */
   #unsentSignatures(): ModelSignature[] {
-    const fresh = this.#options.models
+    const unsent = this.#options.models
       .signatures()
       .filter((signature) => !this.#sentSignatures.has(modelKey(signature)));
-    for (const signature of fresh) this.#sentSignatures.add(modelKey(signature));
-    return fresh;
+    const portion = unsent.slice(0, MAX_SIGNATURES_PER_FRAME);
+    for (const signature of portion) this.#sentSignatures.add(modelKey(signature));
+    if (unsent.length > portion.length) queueMicrotask(() => this.#reporter.changed());
+    return portion;
   }
 
   /**

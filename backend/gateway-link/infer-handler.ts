@@ -160,7 +160,7 @@ export class InferHandler {
           error: describeError(error),
         });
       }
-      const started = request.cancelled || !NOT_STARTED.has(failure.code);
+      const started = request.cancelled || !(failure.beforeWork || NOT_STARTED.has(failure.code));
       this.#sendError(header, failure, { started, replica });
     } finally {
       late.stop();

@@ -1,6 +1,10 @@
 import { compareModelVersions, highestModelVersion, modelKey } from "../../shared/model-names.ts";
-import type { ModelStatistics } from "../../shared/oip/statistics.ts";
-import { type AgentRepository, MAX_OFFERED_MODELS } from "../../shared/protocol/frames.ts";
+import { type ModelStatistics, mostRecentStatistics, withIdleVersions } from "../../shared/oip/statistics.ts";
+import {
+  type AgentRepository,
+  MAX_OFFERED_MODELS,
+  MAX_STATISTICS_RECORDS,
+} from "../../shared/protocol/frames.ts";
 import type { ModelSignature } from "../../shared/protocol/model-signatures.ts";
 import type { ReplicaState } from "../../shared/protocol/replica-state.ts";
 import type { Log } from "../log.ts";
@@ -118,8 +122,17 @@ export class ModelService {
     };
   }
 
-  statistics(name?: string, version?: string): ModelStatistics[] {
-    return this.#pool.statistics(name, version);
+  /**
+   * The replicas' statistics (all models, one model, or one version), with a zeroed record for each version of
+   * the repository that never ran, at most MAX_STATISTICS_RECORDS of them (the most recently used).
+   */
+  async statistics(name?: string, version?: string): Promise<ModelStatistics[]> {
+    const versions = (await this.index()).filter(
+      (entry) =>
+        (name === undefined || entry.name === name) && (version === undefined || entry.version === version),
+    );
+    const records = withIdleVersions(this.#pool.statistics(name, version), versions);
+    return mostRecentStatistics(records, MAX_STATISTICS_RECORDS);
   }
 
   /**

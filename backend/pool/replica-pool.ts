@@ -1,9 +1,11 @@
 import type { Deadline } from "../../shared/deadline.ts";
 import { SwitchyardError } from "../../shared/errors.ts";
+import { whyNotServable } from "../../shared/models/servability.ts";
 import { type ModelStatistics, mergeStatistics } from "../../shared/oip/statistics.ts";
 import type { ModelSignature } from "../../shared/protocol/model-signatures.ts";
 import type { ReplicaState } from "../../shared/protocol/replica-state.ts";
 import { Dispatcher } from "../../shared/routing/dispatcher.ts";
+import { placementOrder } from "../../shared/routing/placement.ts";
 import { idlePool, type RoutingPolicy } from "../../shared/routing/types.ts";
 import type { InferCall, InferOutcome, Replica } from "../replica/replica.ts";
 
@@ -121,6 +123,13 @@ export class ReplicaPool {
       );
     }
     const targets = this.#placement(name, version).slice(0, copies);
+    if (targets.length < copies) {
+      throw new SwitchyardError(
+        "unavailable",
+        `only ${targets.length} of ${copies} copies of '${name}' fit beside what is pinned on this agent`,
+        { retryAfterSeconds: 5 },
+      );
+    }
     const pin = options.pin === true;
     const [first] = await Promise.all(targets.map((replica) => replica.load(name, version, { pin })));
     if (first === undefined) throw new SwitchyardError("unavailable", "the agent has no replica");
@@ -157,17 +166,12 @@ export class ReplicaPool {
       { now: Date.now(), random: Math.random },
     );
     const chosen = decision.kind === "dispatch" ? this.#byId.get(decision.address) : undefined;
-    const holds = (replica: Replica) =>
-      replica
-        .state()
-        .loaded.some((model) => model.name === name && (version === undefined || model.version === version));
-    const free = (replica: Replica) => {
-      const state = replica.state();
-      return state.memoryBudgetBytes - state.memoryUsedBytes;
-    };
-    const rest = this.replicas
-      .filter((replica) => replica !== chosen)
-      .sort((a, b) => Number(holds(b)) - Number(holds(a)) || free(b) - free(a));
+    const rest = placementOrder(
+      this.replicas
+        .filter((replica) => replica !== chosen)
+        .map((replica) => ({ replica, state: replica.state() })),
+      { name, version },
+    ).map(({ replica }) => replica);
     return chosen === undefined ? rest : [chosen, ...rest];
   }
 
@@ -200,17 +204,7 @@ export class ReplicaPool {
    * be: it must fit some replica's memory budget, and its last load must not have failed on every replica.
    */
   whyNotServable(model: { name: string; version: string; bytes?: number | undefined }): string | undefined {
-    const states = this.states();
-    const largest = Math.max(...states.map((state) => state.memoryBudgetBytes));
-    if (model.bytes !== undefined && model.bytes > largest) {
-      return `it takes ${model.bytes} bytes, more than any replica's budget (${largest} bytes)`;
-    }
-    const failures = states.map(
-      (state) =>
-        state.failed.find((failed) => failed.name === model.name && failed.version === model.version)?.reason,
-    );
-    if (failures.every((reason) => reason !== undefined)) return `its last load failed: ${failures[0]}`;
-    return undefined;
+    return whyNotServable(model, this.states());
   }
 
   async close(): Promise<void> {

@@ -161,6 +161,11 @@ export class ModelCache<S> {
     this.#changed();
   }
 
+  /** Keys pinned now, loaded or still on their way in. */
+  pinnedKeys(): string[] {
+    return [...this.#pinned];
+  }
+
   /** Lets the model be evicted and expire again; false when it was not pinned. */
   unpin(key: string): boolean {
     if (!this.#pinned.delete(key)) return false;
@@ -338,7 +343,12 @@ export class ModelCache<S> {
       const request = this.#roomQueue.shift();
       if (request === undefined) return;
       if (outcome.kind === "reject") {
-        request.reject(new SwitchyardError("too_large", outcome.reason));
+        // Too big is for good; room taken by pins comes back with an unload, and another replica may have it.
+        request.reject(
+          outcome.cause === "size"
+            ? new SwitchyardError("too_large", outcome.reason, { beforeWork: true })
+            : new SwitchyardError("unavailable", outcome.reason, { retryAfterSeconds: 5, beforeWork: true }),
+        );
         continue;
       }
       for (const key of outcome.evict) this.#evictKey(key);

@@ -376,14 +376,13 @@ export class Replica {
       .some(Boolean);
   }
 
+  /** Keys of the model loaded here, or pinned while their load is still running (an unload cancels the pin). */
   #keysOf(name: string, version: string | undefined): string[] {
-    return this.#cache
-      .snapshot()
-      .loaded.map((entry) => entry.key)
-      .filter((key) => {
-        const ref = parseModelKey(key);
-        return ref.name === name && (version === undefined || ref.version === version);
-      });
+    const loaded = this.#cache.snapshot().loaded.map((entry) => entry.key);
+    return [...new Set([...loaded, ...this.#cache.pinnedKeys()])].filter((key) => {
+      const ref = parseModelKey(key);
+      return ref.name === name && (version === undefined || ref.version === version);
+    });
   }
 
   /** Inference statistics of the models this replica ran (shared/oip/statistics.ts). */

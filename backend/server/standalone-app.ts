@@ -10,8 +10,9 @@ import {
 import { errorResponse } from "../../shared/http/error-response.ts";
 import { readRequestBody } from "../../shared/http/request-body.ts";
 import { parseModelName, parseModelVersion } from "../../shared/model-names.ts";
-import { binaryOutputSelector, encodeInferResponse } from "../../shared/oip/codec.ts";
-import { inferResponseHeaders, readInferRequest } from "../../shared/oip/infer-http.ts";
+import { catalog } from "../../shared/models/model-catalog.ts";
+import { joined } from "../../shared/oip/codec.ts";
+import { parseInferRequest } from "../../shared/oip/infer-http.ts";
 import {
   MAX_CONTROL_BODY_BYTES,
   parseIndexRequest,
@@ -21,6 +22,7 @@ import {
 import { tritonModelConfig } from "../../shared/oip/triton-model-config.ts";
 import type { ModelService } from "../models/model-service.ts";
 import type { ReplicaPool } from "../pool/replica-pool.ts";
+import { answerInfer } from "./standalone-infer.ts";
 
 export interface StandaloneAppOptions {
   pool: ReplicaPool;
@@ -61,7 +63,7 @@ export function createStandaloneApp(options: StandaloneAppOptions): Hono {
   app.get("/v2", (c) => c.json({ name: options.name, version: options.version, extensions: EXTENSIONS }));
 
   // Before /v2/models/:model, which would take "stats" for a model name.
-  app.get("/v2/models/stats", (c) => c.json({ model_stats: models.statistics() }));
+  app.get("/v2/models/stats", async (c) => c.json({ model_stats: await models.statistics() }));
 
   for (const base of ["/v2/models/:model", "/v2/models/:model/versions/:version"]) {
     app.get(base, async (c) => {
@@ -96,75 +98,37 @@ export function createStandaloneApp(options: StandaloneAppOptions): Hono {
       const versions = (await models.versions(name)).map((entry) => entry.version);
       if (version !== undefined && !versions.includes(version))
         throw versionNotFound(name, version, versions);
-      return c.json({ model_stats: models.statistics(name, version) });
+      return c.json({ model_stats: await models.statistics(name, version) });
     });
 
+    // Plain bodies of known length take the direct route (direct-infer-route.ts); these are the others:
+    // compressed or chunked bodies, read through the web Request.
     app.post(`${base}/infer`, async (c) => {
-      const started = performance.now();
-      const { model, version, request, hint, deadline, requestId } = await readInferRequest(
-        c.req.raw,
+      const arrivedAt = performance.now();
+      const body = await readRequestBody(c.req.raw, options.maxBodyBytes);
+      const received = performance.now();
+      const input = parseInferRequest(
         { model: c.req.param("model"), version: c.req.param("version") },
-        { maxBodyBytes: options.maxBodyBytes, defaultTimeoutMs: options.defaultTimeoutMs },
+        c.req.raw.headers,
+        body,
+        options.defaultTimeoutMs,
       );
-      const outcome = await pool.infer({
-        model,
-        ...(version === undefined ? {} : { version }),
-        ...(hint === undefined ? {} : { hint }),
-        inputs: request.inputs,
-        ...(request.outputs === undefined ? {} : { outputs: request.outputs.map((output) => output.name) }),
-        deadline,
-        signal: c.req.raw.signal,
-        // The tensors were decoded for this request alone: they may move to the session's thread.
-        handOverInputs: true,
-      });
-      const encoded = encodeInferResponse(
+      const arrival = { arrivedAt, receiveMs: received - arrivedAt, decodeMs: performance.now() - received };
+      const answer = await answerInfer(pool, options.name, input, arrival, c.req.raw.signal);
+      return new Response(
+        joined({ parts: answer.parts, byteLength: answer.byteLength, contentType: "" }).body,
         {
-          model_name: outcome.model.name,
-          model_version: outcome.model.version,
-          ...(request.id === undefined ? {} : { id: request.id }),
-          outputs: outcome.outputs,
+          status: 200,
+          headers: answer.headers,
         },
-        binaryOutputSelector(request),
       );
-      const headers = inferResponseHeaders({
-        requestId,
-        replica: `${options.name}/${outcome.replica}`,
-        cache: outcome.cache,
-        contentType: encoded.contentType,
-        ...(encoded.headerLength === undefined ? {} : { headerLength: encoded.headerLength }),
-        timings: {
-          queue: outcome.timings.poolQueueMs + outcome.timings.queueMs,
-          load: outcome.timings.loadMs,
-          infer: outcome.timings.inferMs,
-          total: performance.now() - started,
-        },
-      });
-      // The codec allocates a fresh ArrayBuffer for every body, never a SharedArrayBuffer.
-      return c.body(encoded.body as Uint8Array<ArrayBuffer>, 200, headers);
     });
   }
 
   app.post("/v2/repository/index", async (c) => {
     const { readyOnly } = parseIndexRequest(await readRequestBody(c.req.raw, MAX_CONTROL_BODY_BYTES));
-    const states = pool.states();
-    const entries = (await models.index()).map((entry) => {
-      const where = (
-        list: (state: (typeof states)[number]) => ReadonlyArray<{ name: string; version: string }>,
-      ) =>
-        states.some((state) =>
-          list(state).some((model) => model.name === entry.name && model.version === entry.version),
-        );
-      const failure = states
-        .flatMap((state) => state.failed)
-        .find((model) => model.name === entry.name && model.version === entry.version);
-      const state = where((s) => s.loaded) ? "READY" : where((s) => s.loading) ? "LOADING" : "UNAVAILABLE";
-      return {
-        name: entry.name,
-        version: entry.version,
-        state,
-        reason: state === "READY" ? "" : state === "LOADING" ? "loading" : (failure?.reason ?? "unloaded"),
-      };
-    });
+    // The gateway's index answers from the very same function, over its agents' replicas.
+    const entries = catalog(await models.index(), pool.states());
     return c.json(readyOnly ? entries.filter((entry) => entry.state === "READY") : entries);
   });
 

@@ -15,7 +15,7 @@ import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { ROUTING_POLICIES } from "../../shared/routing/policies.ts";
 import { type AgentProcess, startAgent } from "../../test/integration/harness/agents.ts";
-import { freePort } from "../../test/integration/harness/free-port.ts";
+import { freePort } from "../../scripts/lib/free-port.ts";
 import { waitForAgents } from "../../test/integration/harness/oip-client.ts";
 import {
   type GatewayProcess,

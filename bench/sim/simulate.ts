@@ -132,7 +132,7 @@ export function simulate(
     const result = dispatcher.submit({ model: model.name }, request, request.deadline);
     if (result.kind === "dispatched") deliver([result.dispatch]);
     else if (result.kind === "queue_full") end(request, OUTCOME.rejected);
-    else if (result.kind === "unavailable") end(request, OUTCOME.unavailable);
+    else if (result.kind === "unavailable" || result.kind === "not_found") end(request, OUTCOME.unavailable);
     if (id + 1 < n) events.schedule(trace.arrivals[id + 1] as number, () => arrive(id + 1));
   };
 

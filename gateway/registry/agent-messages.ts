@@ -7,13 +7,11 @@ import {
   HEARTBEAT_PING,
   HEARTBEAT_PONG,
   MAX_FRAME_BYTES,
+  MAX_TEXT_FRAME_BYTES,
   type ResultHeader,
   ResultHeaderSchema,
 } from "../../shared/protocol/frames.ts";
 import { CLOSE_TOO_BIG, ProtocolViolation } from "./protocol-violation.ts";
-
-/** Control frames are small; a megabyte of JSON is already a broken or hostile agent. */
-export const MAX_TEXT_FRAME_BYTES = 1024 * 1024;
 
 export type AgentMessage =
   | { kind: "ping" }

@@ -14,6 +14,7 @@ const storageKey = (agentId: string) => `offers:${agentId}`;
 export class AgentOffers {
   readonly #kv: SyncKvStorage;
   readonly #cache = new Map<string, Map<string, ModelOffer>>();
+  readonly #names = new Map<string, ReadonlySet<string>>();
 
   constructor(kv: SyncKvStorage) {
     this.#kv = kv;
@@ -22,6 +23,7 @@ export class AgentOffers {
   save(agentId: string, offers: readonly ModelOffer[]): void {
     this.#kv.put(storageKey(agentId), offers);
     this.#cache.set(agentId, new Map(offers.map((offer) => [modelKey(offer), offer])));
+    this.#names.delete(agentId);
   }
 
   /** The agent's offer of one version, if it has one. */
@@ -33,9 +35,20 @@ export class AgentOffers {
     return [...this.#of(agentId).values()];
   }
 
+  /** The names of the models the agent offers. */
+  names(agentId: string): ReadonlySet<string> {
+    let names = this.#names.get(agentId);
+    if (names === undefined) {
+      names = new Set(this.all(agentId).map((offer) => offer.name));
+      this.#names.set(agentId, names);
+    }
+    return names;
+  }
+
   forget(agentId: string): void {
     this.#kv.delete(storageKey(agentId));
     this.#cache.delete(agentId);
+    this.#names.delete(agentId);
   }
 
   #of(agentId: string): Map<string, ModelOffer> {

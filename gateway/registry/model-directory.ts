@@ -1,10 +1,11 @@
 import { SwitchyardError } from "../../shared/errors.ts";
 import { declaredBatching, defaultModelConfig } from "../../shared/model-config.ts";
-import { type ModelStatistics, mergeStatistics } from "../../shared/oip/statistics.ts";
+import { type CatalogEntry, catalog, type ModelView, viewModel } from "../../shared/models/model-catalog.ts";
+import { replicaFits, whyNotServable } from "../../shared/models/servability.ts";
+import { type ModelStatistics, withIdleVersions } from "../../shared/oip/statistics.ts";
 import { type TritonModelConfig, tritonModelConfig } from "../../shared/oip/triton-model-config.ts";
 import type { ModelSignature } from "../../shared/protocol/model-signatures.ts";
 import type { ModelRef, ReplicaState } from "../../shared/protocol/replica-state.ts";
-import { type CatalogEntry, catalog, type ModelView, viewModel } from "../models/model-catalog.ts";
 import type { StoredVersion } from "../models/model-store.ts";
 import { getModelConfig, getSignature, listModelVersions, saveSignature } from "../models/model-store.ts";
 import type { AgentLink } from "./agent-link.ts";
@@ -109,11 +110,9 @@ export class ModelDirectory {
   /** Replicas of the loaders where the version fits (memory and model count). */
   replicasFor(model: FoundModel): AgentReplica[] {
     return this.loaders(model).flatMap((link) => {
-      const bytes = this.#bytesOf(link, model);
+      const bytes = this.bytesOf(link, model);
       return link.record.replicas
-        .filter(
-          (replica) => replica.maxModels >= 1 && (bytes === undefined || bytes <= replica.memoryBudgetBytes),
-        )
+        .filter((replica) => replicaFits(replica, bytes))
         .map((replica) => ({ link, replica }));
     });
   }
@@ -124,30 +123,17 @@ export class ModelDirectory {
     if (serving.some((link) => holds(link.record.replicas, model))) return { ready: true, reason: "" };
     if (serving.length === 0) return { ready: false, reason: "no agent is connected" };
     const loaders = this.loaders(model);
-    if (loaders.length === 0)
+    const [first] = loaders;
+    if (first === undefined)
       return {
         ready: false,
         reason: "no connected agent can load it (it is not in the repository they take models from)",
       };
-    const replicas = this.replicasFor(model);
-    if (replicas.length === 0) {
-      const largest = Math.max(
-        ...loaders.flatMap((link) => link.record.replicas.map((replica) => replica.memoryBudgetBytes)),
-      );
-      const bytes = this.#bytesOf(loaders[0] as AgentLink, model);
-      return {
-        ready: false,
-        reason: `it takes ${bytes} bytes, more than any replica's memory budget (${largest} bytes)`,
-      };
-    }
-    const failures = replicas.map(
-      ({ replica }) =>
-        replica.failed.find((failed) => failed.name === model.name && failed.version === model.version)
-          ?.reason,
+    const why = whyNotServable(
+      { ...model, bytes: this.bytesOf(first, model) },
+      loaders.flatMap((link) => link.record.replicas),
     );
-    if (failures.every((reason) => reason !== undefined))
-      return { ready: false, reason: `its last load failed: ${failures[0]}` };
-    return { ready: true, reason: "" };
+    return { ready: why === undefined, reason: why ?? "" };
   }
 
   /** Triton's model configuration; instance_group lists the replicas that can serve it. */
@@ -158,10 +144,15 @@ export class ModelDirectory {
   }
 
   /**
-   * The statistics of every serving agent, summed per version (all models, one, or one version). An agent
-   * that does not answer in time is left out rather than failing the whole answer.
+   * The statistics of every serving agent, summed per version (all models, one, or one version), with a
+   * zeroed record for each version the pool knows that never ran (as Triton answers). An agent that does not
+   * answer in time is left out rather than failing the whole answer.
    */
   async statistics(name?: string, version?: string): Promise<ModelStatistics[]> {
+    const known = (await this.catalog()).filter(
+      (entry) =>
+        (name === undefined || entry.name === name) && (version === undefined || entry.version === version),
+    );
     const serving = this.#options.agents().filter((link) => !link.record.draining);
     const answers = await Promise.allSettled(
       serving.map((link) =>
@@ -181,7 +172,7 @@ export class ModelDirectory {
           error: String(answer.reason),
         });
     });
-    return mergeStatistics(records);
+    return withIdleVersions(records, known);
   }
 
   /** R2's versions, the agents' own repositories and their replicas, as one catalog. */
@@ -203,7 +194,7 @@ export class ModelDirectory {
   }
 
   /** The size of model.onnx as R2 or the agent's repository knows it. */
-  #bytesOf(link: AgentLink, model: FoundModel): number | undefined {
+  bytesOf(link: AgentLink, model: FoundModel): number | undefined {
     if (link.record.models === "gateway") return model.stored?.files["model.onnx"]?.size;
     return this.#options.offers.find(link.record.id, model.name, model.version)?.bytes;
   }

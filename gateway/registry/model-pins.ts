@@ -2,6 +2,7 @@ import { z } from "zod";
 import { SwitchyardError } from "../../shared/errors.ts";
 import { modelKey } from "../../shared/model-names.ts";
 import type { ReplicaState } from "../../shared/protocol/replica-state.ts";
+import { placementOrder } from "../../shared/routing/placement.ts";
 import { type AgentLink, replicaAddress } from "./agent-link.ts";
 import { type AgentQueries, LOAD_TIMEOUT_MS } from "./agent-queries.ts";
 import type { AgentReplica, FoundModel, ModelDirectory } from "./model-directory.ts";
@@ -10,6 +11,8 @@ const PinSchema = z.object({ name: z.string(), version: z.string(), copies: z.in
 export type Pin = z.infer<typeof PinSchema>;
 
 const PREFIX = "pin:";
+/** When copies a departed agent held are to be placed again (epoch ms); kept so it outlives eviction. */
+const REPLACE_AT = "pins-replace-at";
 
 /** The pins model control made (OIP `load`), in the registry's storage: they outlive restarts and agents. */
 export class PinStore {
@@ -32,6 +35,16 @@ export class PinStore {
     this.#kv.delete(`${PREFIX}${name}`);
   }
 
+  replaceAt(): number | undefined {
+    const at = this.#kv.get(REPLACE_AT);
+    return typeof at === "number" ? at : undefined;
+  }
+
+  setReplaceAt(at: number | undefined): void {
+    if (at === undefined) this.#kv.delete(REPLACE_AT);
+    else this.#kv.put(REPLACE_AT, at);
+  }
+
   all(): Pin[] {
     const pins: Pin[] = [];
     for (const [, value] of this.#kv.list({ prefix: PREFIX })) {
@@ -47,6 +60,8 @@ export interface ModelPinsOptions {
   directory: ModelDirectory;
   queries: AgentQueries;
   agents: () => AgentLink[];
+  /** How long a departed agent has to come back, pins and all, before its copies are placed elsewhere. */
+  graceMs: number;
   /** A replica's state as a load's answer carries it: the copy counts at once, before its state frame. */
   applyState: (link: AgentLink, state: ReplicaState) => void;
   log: (event: string, fields: Record<string, unknown>) => void;
@@ -90,30 +105,62 @@ export class ModelPins {
       );
     }
     const previous = this.#options.store.get(model.name);
-    this.#options.store.set({ name: model.name, version: model.version, copies });
-    if (previous !== undefined && previous.version !== model.version)
-      await this.#release(previous.name, previous.version);
-    try {
-      await this.#place(model, copies);
-    } catch (error) {
-      // Nothing half-done stays pinned: the client hears why, and may try again.
-      this.#options.store.delete(model.name);
-      await this.#release(model.name, model.version);
-      throw error;
+    const pin = { name: model.name, version: model.version, copies };
+    this.#options.store.set(pin);
+    const placed = await this.#place(model, copies);
+    if (!samePin(this.#options.store.get(model.name), pin)) {
+      // Unloaded (or loaded otherwise) while this load ran: what it placed is not wanted any more.
+      await this.#release(placed);
+      throw new SwitchyardError("unavailable", `'${model.name}' was unloaded while it was being loaded`);
     }
-    await this.#trimExtra({ name: model.name, version: model.version, copies });
+    if (placed.failure !== undefined) {
+      // Nothing half-done stays: the copies this call placed are let go, the pin that was there before stays,
+      // and the client hears why.
+      if (previous === undefined) this.#options.store.delete(model.name);
+      else this.#options.store.set(previous);
+      await this.#release(placed);
+      throw placed.failure;
+    }
+    if (previous !== undefined && previous.version !== model.version) await this.#releaseVersion(previous);
+    await this.#trimExtra(pin);
   }
 
-  /** Drops the pin and unloads every version of the model from every agent. */
-  async unload(name: string): Promise<void> {
+  /** Drops the pin and unloads every version of the model from every agent; false when there was nothing. */
+  async unload(name: string): Promise<boolean> {
+    const pinned = this.#options.store.get(name) !== undefined;
     this.#options.store.delete(name);
     const agents = this.#options.agents();
-    await Promise.allSettled(
+    const answers = await Promise.allSettled(
       agents.map((link) => this.#options.queries.ask(link, { kind: "unload", model: name, evict: true })),
     );
+    return pinned || answers.some((answer) => answer.status === "fulfilled" && answer.value.unloaded);
   }
 
-  /** Agents joined, left or started draining: restore every pin's copies (in the background). */
+  /**
+   * An agent left. It may be back within the grace (a redeploy, a network blip) with its pinned copies still
+   * loaded: placing them elsewhere at once would load them twice and unpin them again. So the copies are
+   * placed again when the grace ends (`due`), through the registry's alarm.
+   */
+  agentLeft(now: number): void {
+    const at = now + this.#options.graceMs;
+    const armed = this.#options.store.replaceAt();
+    if (armed === undefined || at < armed) this.#options.store.setReplaceAt(at);
+  }
+
+  /** When `due` has work (the registry arms its alarm for it). */
+  dueAt(): number | undefined {
+    return this.#options.store.all().length === 0 ? undefined : this.#options.store.replaceAt();
+  }
+
+  /** The alarm fired: reconcile when a departed agent's grace has ended. */
+  due(now: number): void {
+    const at = this.#options.store.replaceAt();
+    if (at === undefined || at > now) return;
+    this.#options.store.setReplaceAt(undefined);
+    this.reconcile();
+  }
+
+  /** Agents joined or started draining, or a departed one's grace ended: restore every pin's copies. */
   reconcile(): void {
     if (this.#reconciling !== undefined) {
       this.#again = true;
@@ -151,31 +198,37 @@ export class ModelPins {
       } catch {
         continue; // the model left the repository; its pin waits for it to come back
       }
-      await this.#place(model, pin.copies).catch((error: unknown) =>
-        this.#options.log("pin-placement-failed", {
-          model: modelKey(pin),
-          error: String(error),
-        }),
-      );
+      const placed = await this.#place(model, pin.copies);
+      if (placed.failure !== undefined)
+        this.#options.log("pin-placement-failed", { model: modelKey(pin), error: placed.failure.message });
       await this.#trimExtra(pin);
     }
   }
 
-  /** Loads pinned copies on as many more replicas as `copies` needs, holders first, then the emptiest. */
-  async #place(model: FoundModel, copies: number): Promise<void> {
+  /**
+   * Loads pinned copies on as many more replicas as `copies` needs (placementOrder: holders first, then the
+   * emptiest, only where it fits beside what is pinned there). Every load is waited for: what was placed,
+   * and the first failure if any.
+   */
+  async #place(model: FoundModel, copies: number): Promise<Placed> {
     const placing = this.#placing.get(model.name) ?? new Set<string>();
     this.#placing.set(model.name, placing);
     const held = this.#holders(model).map(({ link, replica }) => replicaAddress(link.record.id, replica.id));
     const taken = new Set([...held, ...placing]);
     const missing = copies - taken.size;
-    if (missing <= 0) return;
+    const placed: Placed = { model, copies: [] };
+    if (missing <= 0) return placed;
     const candidates = this.#options.directory
       .replicasFor(model)
       .filter(({ link, replica }) => !taken.has(replicaAddress(link.record.id, replica.id)))
-      .sort((a, b) => Number(loads(b, model)) - Number(loads(a, model)) || free(b.replica) - free(a.replica))
-      .slice(0, missing);
-    await Promise.all(
-      candidates.map(async ({ link, replica }) => {
+      .map((candidate) => ({
+        ...candidate,
+        state: candidate.replica,
+        bytes: this.#options.directory.bytesOf(candidate.link, model),
+      }));
+    const chosen = placementOrder(candidates, model).slice(0, missing);
+    const loads = await Promise.allSettled(
+      chosen.map(async ({ link, replica }) => {
         const address = replicaAddress(link.record.id, replica.id);
         placing.add(address);
         try {
@@ -185,11 +238,22 @@ export class ModelPins {
             LOAD_TIMEOUT_MS,
           );
           this.#options.applyState(link, answer.state);
+          placed.copies.push({ link, replicaId: replica.id });
         } finally {
           placing.delete(address);
         }
       }),
     );
+    const failed = loads.find((load) => load.status === "rejected");
+    if (failed !== undefined) placed.failure = SwitchyardError.from(failed.reason);
+    else if (chosen.length < missing) {
+      placed.failure = new SwitchyardError(
+        "unavailable",
+        `only ${taken.size + chosen.length} of ${copies} copies of '${model.name}' fit beside what is pinned`,
+        { retryAfterSeconds: 5 },
+      );
+    }
+    return placed;
   }
 
   /** More pinned copies than wanted (a holder came back): the extra ones become ordinary cache entries. */
@@ -209,13 +273,31 @@ export class ModelPins {
   }
 
   /** Unpins a version everywhere (its copies stay loaded, as ordinary cache entries). */
-  async #release(name: string, version: string): Promise<void> {
+  async #releaseVersion(model: { name: string; version: string }): Promise<void> {
     await Promise.allSettled(
-      this.#options
-        .agents()
-        .map((link) =>
-          this.#options.queries.ask(link, { kind: "unload", model: name, version, evict: false }),
-        ),
+      this.#options.agents().map((link) =>
+        this.#options.queries.ask(link, {
+          kind: "unload",
+          model: model.name,
+          version: model.version,
+          evict: false,
+        }),
+      ),
+    );
+  }
+
+  /** Unpins the copies one placement loaded, and only those (others may belong to a pin still wanted). */
+  async #release(placed: Placed): Promise<void> {
+    await Promise.allSettled(
+      placed.copies.map(({ link, replicaId }) =>
+        this.#options.queries.ask(link, {
+          kind: "unload",
+          model: placed.model.name,
+          version: placed.model.version,
+          evict: false,
+          replica: replicaId,
+        }),
+      ),
     );
   }
 
@@ -233,6 +315,12 @@ export class ModelPins {
   }
 }
 
-const free = (replica: ReplicaState) => replica.memoryBudgetBytes - replica.memoryUsedBytes;
-const loads = ({ replica }: AgentReplica, model: { name: string; version: string }) =>
-  replica.loaded.some((loaded) => loaded.name === model.name && loaded.version === model.version);
+/** What one placement loaded, and why it fell short when it did. */
+interface Placed {
+  model: { name: string; version: string };
+  copies: Array<{ link: AgentLink; replicaId: string }>;
+  failure?: SwitchyardError;
+}
+
+const samePin = (a: Pin | undefined, b: Pin) =>
+  a !== undefined && a.version === b.version && a.copies === b.copies;

@@ -1,6 +1,7 @@
 import { DurableObject } from "cloudflare:workers";
 import { SwitchyardError } from "../../shared/errors.ts";
 import { errorResponse } from "../../shared/http/error-response.ts";
+import type { CatalogEntry } from "../../shared/models/model-catalog.ts";
 import type { ModelStatistics } from "../../shared/oip/statistics.ts";
 import type { TritonModelConfig } from "../../shared/oip/triton-model-config.ts";
 import {
@@ -16,7 +17,6 @@ import { gatewayConfig } from "../config.ts";
 import { log } from "../log.ts";
 import type { PoolCounters } from "../metrics/pool-counters.ts";
 import { PoolMetrics } from "../metrics/pool-metrics.ts";
-import type { CatalogEntry } from "../models/model-catalog.ts";
 import type { AgentLink } from "./agent-link.ts";
 import { parseAgentMessage } from "./agent-messages.ts";
 import { AgentOffers } from "./agent-offers.ts";
@@ -70,6 +70,7 @@ export class Registry extends DurableObject<ObjectEnv> {
     this.#metrics = new PoolMetrics({ kv: ctx.storage.kv });
     this.#presence = new PoolPresence(ctx.storage.kv, config.AGENT_GRACE_SECONDS * 1000);
     this.#alarm = new AlarmClock(ctx.storage, log);
+    this.#offers = new AgentOffers(ctx.storage.kv);
     this.#relay = new Relay({
       policy: routingPolicy(config.ROUTING_POLICY),
       maxQueue: config.QUEUE_LIMIT,
@@ -78,9 +79,14 @@ export class Registry extends DurableObject<ObjectEnv> {
         this.#store.save(link.socket, link.record);
         this.#metrics.agentChanged(link.record);
       },
+      // However it went (closed, errored, silent, a failed send): its queries fail now, and the copies it held
+      // of pinned models are placed again elsewhere unless it is back within the grace.
       onAgentGone: (link) => {
         this.#forget(link.socket, link.record.id);
         this.#metrics.agentGone(link.record.id);
+        this.#queries.agentGone(link.record.id);
+        this.#pins.agentLeft(Date.now());
+        this.#armAlarm();
       },
       onRetry: () => this.#metrics.retried(),
       lastHeartbeat: (socket) => ctx.getWebSocketAutoResponseTimestamp(socket)?.getTime(),
@@ -88,8 +94,8 @@ export class Registry extends DurableObject<ObjectEnv> {
       presence: this.#presence,
       idempotence: new Idempotence(ctx.storage.kv),
       maxPendingBytes: config.MAX_PENDING_BYTES,
+      servedBy: (agentId) => this.#offers.names(agentId),
     });
-    this.#offers = new AgentOffers(ctx.storage.kv);
     const agents = () => this.#relay.links();
     this.#directory = new ModelDirectory({
       bucket: env.MODELS,
@@ -105,6 +111,7 @@ export class Registry extends DurableObject<ObjectEnv> {
       queries: this.#queries,
       agents,
       applyState: (link, state) => this.#relay.replicaReported(link, state),
+      graceMs: config.AGENT_GRACE_SECONDS * 1000,
       log,
     });
     ctx.setWebSocketAutoResponse(new WebSocketRequestResponsePair(HEARTBEAT_PING, HEARTBEAT_PONG));
@@ -190,8 +197,13 @@ export class Registry extends DurableObject<ObjectEnv> {
   /** Model control: drops the model's pin and unloads it from every agent. */
   unloadModel(name: string): Promise<ModelAnswer<Record<string, never>>> {
     return answer(async () => {
-      await this.#directory.find(name, undefined);
-      await this.#pins.unload(name);
+      // A model that left the repository can still be pinned or loaded somewhere: unloading it must work.
+      const missing = await this.#directory.find(name, undefined).then(
+        () => undefined,
+        (error: unknown) => error,
+      );
+      const unloaded = await this.#pins.unload(name);
+      if (missing !== undefined && !unloaded) throw missing;
       return {};
     });
   }
@@ -216,6 +228,7 @@ export class Registry extends DurableObject<ObjectEnv> {
     this.#alarm.fired();
     this.#closeSilentAgents();
     this.#relay.tick();
+    this.#pins.due(Date.now());
     this.#armAlarm();
   }
 
@@ -255,10 +268,13 @@ export class Registry extends DurableObject<ObjectEnv> {
       const frame = parsed.frame;
       if (frame.type === "hello") {
         if (link !== undefined) throw new ProtocolViolation("second hello on one connection");
-        link = this.#relay.register(socket, frame);
+        const { repository } = frame;
+        link = this.#relay.register(socket, frame, (agentId) => {
+          // Before anything is routed to it: which models it can load decides what it is offered.
+          if (repository.kind === "own") this.#offers.save(agentId, repository.models);
+        });
         this.#metrics.agentConnected();
         this.#signatures.save(frame.signatures);
-        if (frame.repository.kind === "own") this.#offers.save(link.record.id, frame.repository.models);
         const welcome: Welcome = {
           type: "welcome",
           protocol: PROTOCOL_VERSION,
@@ -346,17 +362,14 @@ export class Registry extends DurableObject<ObjectEnv> {
   }
 
   #gone(socket: WebSocket, link: AgentLink | undefined, why: string): void {
-    if (link !== undefined) {
-      this.#relay.disconnect(link, why);
-      this.#queries.agentGone(link.record.id);
-      this.#pins.reconcile();
-    } else this.#forget(socket, undefined);
+    if (link !== undefined) this.#relay.disconnect(link, why);
+    else this.#forget(socket, undefined);
     this.#armAlarm();
   }
 
   #armAlarm(): void {
-    const at = this.#relay.nextAlarmAt();
-    if (at !== undefined) this.#alarm.armBy(at);
+    const times = [this.#relay.nextAlarmAt(), this.#pins.dueAt()].filter((at) => at !== undefined);
+    if (times.length > 0) this.#alarm.armBy(Math.min(...times));
   }
 
   #forget(socket: WebSocket, agentId: string | undefined): void {

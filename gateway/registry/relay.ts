@@ -61,6 +61,8 @@ export interface RelayOptions {
   retryBudget?: RetryBudget;
   /** Bytes of request bodies held at once (waiting, queued, in flight); one more gets 429. Default: no limit. */
   maxPendingBytes?: number;
+  /** The models an agent with a repository of its own can load (its offers); absent: any. */
+  servedBy?: (agentId: string) => ReadonlySet<string>;
 }
 
 interface Sent {
@@ -136,8 +138,11 @@ export class Relay {
 
   // ---- agents ----
 
-  /** A hello on a fresh socket: the agent joins the pool. */
-  register(socket: WebSocket, hello: Hello): AgentLink {
+  /**
+   * A hello on a fresh socket: the agent joins the pool. `identified` hears the id it is given before any
+   * request is routed to it (to keep what its hello says under that id).
+   */
+  register(socket: WebSocket, hello: Hello, identified?: (agentId: string) => void): AgentLink {
     if (this.#bySocket.has(socket)) throw new ProtocolViolation("second hello on one connection");
     assertUniqueReplicaIds(hello.replicas);
     const record: AgentRecord = {
@@ -150,6 +155,7 @@ export class Relay {
       replicas: hello.replicas,
       models: hello.repository.kind,
     };
+    identified?.(record.id);
     const link = this.#add(socket, record);
     this.#log("agent-connected", { agent: record.id, replicas: record.replicas.length });
     return link;
@@ -546,6 +552,7 @@ export class Relay {
     const dispatches = this.#dispatcher.upsertReplica(address, view, {
       hints: link.record.hints,
       draining: link.record.draining,
+      serves: link.record.models === "own" ? this.#options.servedBy?.(link.record.id) : undefined,
     });
     this.#sendAll(dispatches);
   }
@@ -616,6 +623,7 @@ export class Relay {
         this.#finish(pending, failureOf(routed.error));
         return;
       case "queue_full":
+      case "not_found":
         this.#finish(pending, failureOf(routed.error));
     }
   }

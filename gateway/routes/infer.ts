@@ -41,7 +41,7 @@ async function infer(c: Context<{ Bindings: Env }>): Promise<Response> {
     body: request.body,
     ...(request.headerLength === undefined ? {} : { headerLength: request.headerLength }),
     timeoutMs: request.deadline.remainingMs(),
-    requestId: request.requestId.slice(0, 128),
+    requestId: request.requestId,
   });
 
   if (!outcome.ok) {

@@ -26,8 +26,11 @@ export type AdmissionPlan =
   | { kind: "admit"; evict: string[] }
   /** Does not fit yet, but will once in-flight or loading work ends. */
   | { kind: "wait" }
-  /** Can never fit, whatever is evicted. */
-  | { kind: "reject"; reason: string };
+  /**
+   * Cannot fit, whatever is evicted: for good (`size`: it is bigger than the cache), or until models pinned
+   * here are unloaded (`pins`).
+   */
+  | { kind: "reject"; reason: string; cause: "size" | "pins" };
 
 /** Sorts evictable entries, first victim first. */
 export type VictimOrder = (a: CacheEntryView, b: CacheEntryView) => number;
@@ -47,15 +50,24 @@ export function planAdmission(
   victimOrder: VictimOrder = leastRecentlyUsedFirst,
 ): AdmissionPlan {
   if (limits.maxModels < 1) {
-    return { kind: "reject", reason: `this cache holds no models (maxModels ${limits.maxModels})` };
+    return {
+      kind: "reject",
+      reason: `this cache holds no models (maxModels ${limits.maxModels})`,
+      cause: "size",
+    };
   }
   if (!(incoming.bytes >= 0)) {
-    return { kind: "reject", reason: `model "${incoming.key}" has no valid size (${incoming.bytes} bytes)` };
+    return {
+      kind: "reject",
+      reason: `model "${incoming.key}" has no valid size (${incoming.bytes} bytes)`,
+      cause: "size",
+    };
   }
   if (incoming.bytes > limits.maxBytes) {
     return {
       kind: "reject",
       reason: `model "${incoming.key}" takes ${incoming.bytes} bytes, more than the cache's budget of ${limits.maxBytes} bytes`,
+      cause: "size",
     };
   }
   const { evict, fits } = victimsToFit(entries, { models: 1, bytes: incoming.bytes }, limits, victimOrder);
@@ -66,7 +78,8 @@ export function planAdmission(
   if (pinned.length + 1 > limits.maxModels || pinnedBytes + incoming.bytes > limits.maxBytes) {
     return {
       kind: "reject",
-      reason: `model "${incoming.key}" does not fit beside the ${pinned.length} model(s) pinned here (${pinnedBytes} of ${limits.maxBytes} bytes, ${pinned.length} of ${limits.maxModels} models)`,
+      reason: `model "${incoming.key}" does not fit beside the ${pinned.length} model(s) pinned here (${pinnedBytes} of ${limits.maxBytes} bytes, ${pinned.length} of ${limits.maxModels} models); unload one to make room`,
+      cause: "pins",
     };
   }
   // Evicting every idle entry was not enough, so work in flight holds the room; it is bounded, and the model

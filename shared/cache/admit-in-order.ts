@@ -16,7 +16,7 @@ export type AdmissionOutcome =
   /** Evict these, then load `key`: from then on it counts as loading. */
   | { key: string; kind: "admit"; evict: string[] }
   /** `key` can never fit: its waiters fail. */
-  | { key: string; kind: "reject"; reason: string };
+  | { key: string; kind: "reject"; reason: string; cause: "size" | "pins" };
 
 /**
  * Which waiting models a cache admits now, first come first served: each is planned against the entries as
@@ -39,7 +39,7 @@ export function admitInOrder(
     const plan = planAdmission(current, incoming, limits, victimOrder);
     if (plan.kind === "wait") break;
     if (plan.kind === "reject") {
-      outcomes.push({ key: incoming.key, kind: "reject", reason: plan.reason });
+      outcomes.push({ key: incoming.key, kind: "reject", reason: plan.reason, cause: plan.cause });
       continue;
     }
     outcomes.push({ key: incoming.key, kind: "admit", evict: plan.evict });

@@ -44,7 +44,16 @@ export async function readRequestBody(
     }
     chunks.push(next.value);
   }
-  if (chunks.length === 1 && chunks[0] !== undefined) return chunks[0];
+  // The body owns its buffer (a chunk may be a view into a buffer the runtime reuses), so what is decoded
+  // from it may move to another thread with it.
+  const [only] = chunks;
+  if (
+    chunks.length === 1 &&
+    only !== undefined &&
+    only.byteOffset === 0 &&
+    only.byteLength === only.buffer.byteLength
+  )
+    return only;
   const body = new Uint8Array(length);
   let offset = 0;
   for (const chunk of chunks) {
@@ -54,7 +63,9 @@ export async function readRequestBody(
   return body;
 }
 
-/** The body's encodings, outermost last; identity dropped. Unknown ones: 415. */
+const MAX_ENCODINGS = 2;
+
+/** The body's encodings, outermost last; identity dropped. Unknown ones, or too many: 415. */
 function contentEncodings(headers: Headers): Array<"gzip" | "deflate"> {
   const header = headers.get("content-encoding");
   if (header === null) return [];
@@ -70,6 +81,13 @@ function contentEncodings(headers: Headers): Array<"gzip" | "deflate"> {
         `Content-Encoding ${JSON.stringify(raw.trim().slice(0, 40))} is not supported; use ${SUPPORTED_ENCODINGS.join(", ")}`,
       );
     }
+  }
+  // Each layer is a decompressor stacked on the body: a client sends one, a long list is an attack.
+  if (encodings.length > MAX_ENCODINGS) {
+    throw new SwitchyardError(
+      "unsupported_media_type",
+      `a body with ${encodings.length} Content-Encoding layers is not supported; at most ${MAX_ENCODINGS}`,
+    );
   }
   return encodings;
 }

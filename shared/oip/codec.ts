@@ -60,6 +60,27 @@ export interface EncodedBody {
   contentType: string;
 }
 
+/**
+ * A body as the pieces it is made of, in order: the JSON header, then each binary tensor's bytes (views of
+ * the tensors themselves where the host's byte order is the wire's). Written to a socket one after the
+ * other, they need no copy into one buffer.
+ */
+export interface EncodedParts {
+  parts: Uint8Array[];
+  byteLength: number;
+  headerLength?: number;
+  contentType: string;
+}
+
+export interface DecodeOptions {
+  /**
+   * Binary tensors become views of `body` where their alignment allows (no copy); they then keep the whole
+   * body alive, and whoever owns it may hand it on (to a session's thread) with them. By default each
+   * tensor is copied into a buffer of its own.
+   */
+  views?: boolean;
+}
+
 export interface InferResponseToEncode {
   model_name: string;
   model_version?: string;
@@ -85,11 +106,15 @@ export interface EncodeRequestOptions {
 // ---------------------------------------------------------------------------------------------------------
 // Public API
 
-export function decodeInferRequest(body: Uint8Array, headerLength?: number): DecodedInferRequest {
+export function decodeInferRequest(
+  body: Uint8Array,
+  headerLength?: number,
+  options: DecodeOptions = {},
+): DecodedInferRequest {
   const { header, binary } = splitBody(body, headerLength);
   const document = parseJsonHeader(header, "request");
   const request = parseOrBadInput(inferRequestSchema, document.value, "request body");
-  const inputs = decodeTensors(request.inputs, "inputs", binary, document);
+  const inputs = decodeTensors(request.inputs, "inputs", binary, document, options.views === true);
   const parameters = request.parameters ?? {};
   const decoded: DecodedInferRequest = { parameters, inputs };
   if (request.id !== undefined) decoded.id = request.id;
@@ -115,6 +140,14 @@ export function encodeInferResponse(
   response: InferResponseToEncode,
   binaryOutput: (name: string) => boolean,
 ): EncodedBody {
+  return joined(encodeInferResponseParts(response, binaryOutput));
+}
+
+/** encodeInferResponse, as the pieces to write one after the other (no copy of the binary outputs). */
+export function encodeInferResponseParts(
+  response: InferResponseToEncode,
+  binaryOutput: (name: string) => boolean,
+): EncodedParts {
   const fields: JsonField[] = [["model_name", JSON.stringify(response.model_name)]];
   if (response.model_version !== undefined)
     fields.push(["model_version", JSON.stringify(response.model_version)]);
@@ -122,6 +155,26 @@ export function encodeInferResponse(
   if (response.parameters !== undefined) fields.push(["parameters", JSON.stringify(response.parameters)]);
   const outputs = response.outputs.map((tensor) => ({ tensor, binary: binaryOutput(tensor.name) }));
   return encodeDocument(fields, "outputs", outputs, []);
+}
+
+/** The parts in one buffer. */
+export function joined(encoded: EncodedParts): EncodedBody {
+  const [first] = encoded.parts;
+  let body: Uint8Array;
+  if (encoded.parts.length === 1 && first !== undefined) body = first;
+  else {
+    body = new Uint8Array(encoded.byteLength);
+    let offset = 0;
+    for (const part of encoded.parts) {
+      body.set(part, offset);
+      offset += part.byteLength;
+    }
+  }
+  return {
+    body,
+    contentType: encoded.contentType,
+    ...(encoded.headerLength === undefined ? {} : { headerLength: encoded.headerLength }),
+  };
 }
 
 export function encodeInferRequest(
@@ -143,7 +196,7 @@ export function encodeInferRequest(
     trailing.push(["outputs", JSON.stringify(outputs)]);
   }
   const inputs = request.inputs.map((tensor) => ({ tensor, binary: options.binaryInputs }));
-  return encodeDocument(fields, "inputs", inputs, trailing);
+  return joined(encodeDocument(fields, "inputs", inputs, trailing));
 }
 
 export function decodeInferResponse(body: Uint8Array, headerLength?: number): DecodedInferResponse {
@@ -186,9 +239,12 @@ interface ElementCodec<Data extends TensorData> {
   /** The data as a flat JSON array. */
   toJson(data: Data): string;
   /** Reads `count` elements that fill `bytes` exactly; callers have checked fixed sizes already. */
-  fromBinary(bytes: Uint8Array, count: number, fail: Fail): Data;
+  /** With `view`, the result may share `bytes`' memory (where alignment and byte order allow). */
+  fromBinary(bytes: Uint8Array, count: number, fail: Fail, view: boolean): Data;
   byteLength(data: Data): number;
   writeBinary(data: Data, target: Uint8Array, offset: number): void;
+  /** The data's bytes as they go on the wire: a view of the data itself where byte order allows. */
+  binaryOf(data: Data): Uint8Array;
 }
 
 type FixedData = Exclude<TensorData, Uint8Array[]>;
@@ -241,7 +297,15 @@ function fixedCodec<Data extends FixedData & Indexable<Element>, Element extends
       for (let index = 0; index < data.length; index++) texts[index] = spec.format(data[index] as Element);
       return `[${texts.join(",")}]`;
     },
-    fromBinary(bytes, count) {
+    fromBinary(bytes, count, _fail, view) {
+      if (
+        view &&
+        LITTLE_ENDIAN_HOST &&
+        bytes.byteOffset % size === 0 &&
+        bytes.buffer instanceof ArrayBuffer
+      ) {
+        return new spec.ArrayClass(bytes.buffer, bytes.byteOffset, count);
+      }
       // A copy: aligned for the typed array, and the tensor does not pin the whole request body.
       const copy = copyBytes(bytes);
       toLittleEndianInPlace(copy, size);
@@ -251,6 +315,13 @@ function fixedCodec<Data extends FixedData & Indexable<Element>, Element extends
     writeBinary(data, target, offset) {
       target.set(new Uint8Array(data.buffer, data.byteOffset, data.byteLength), offset);
       toLittleEndianInPlace(target.subarray(offset, offset + data.byteLength), size);
+    },
+    binaryOf(data) {
+      if (LITTLE_ENDIAN_HOST || size === 1)
+        return new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+      const copy = new Uint8Array(data.byteLength);
+      this.writeBinary(data, copy, 0);
+      return copy;
     },
   };
 }
@@ -333,7 +404,7 @@ const BYTES_CODEC: ElementCodec<Uint8Array[]> = {
     return data;
   },
   toJson: (data) => JSON.stringify(data.map((element) => utf8Decoder.decode(element))),
-  fromBinary(bytes, count, fail) {
+  fromBinary(bytes, count, fail, asViews) {
     // Each element needs at least its 4-byte length; checking first keeps a huge shape from costing anything.
     if (count > bytes.length / 4) fail(`${bytes.length} bytes cannot hold ${count} BYTES elements`);
     const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
@@ -346,7 +417,8 @@ const BYTES_CODEC: ElementCodec<Uint8Array[]> = {
       if (length > bytes.length - offset) {
         fail(`element ${index} is ${length} bytes long but only ${bytes.length - offset} bytes are left`);
       }
-      data.push(copyBytes(bytes.subarray(offset, offset + length)));
+      const element = bytes.subarray(offset, offset + length);
+      data.push(asViews ? element : copyBytes(element));
       offset += length;
     }
     if (offset !== bytes.length)
@@ -362,6 +434,11 @@ const BYTES_CODEC: ElementCodec<Uint8Array[]> = {
       target.set(element, position + 4);
       position += 4 + element.length;
     }
+  },
+  binaryOf(data) {
+    const bytes = new Uint8Array(this.byteLength(data));
+    this.writeBinary(data, bytes, 0);
+    return bytes;
   },
 };
 
@@ -496,6 +573,7 @@ function decodeTensors(
   field: TensorField,
   binary: Uint8Array | undefined,
   header: JsonHeader,
+  views = false,
 ): Tensor[] {
   rejectDuplicateNames(entries, field);
   let binaryTotal = 0;
@@ -540,7 +618,7 @@ function decodeTensors(
     } else {
       const bytes = binary.subarray(offset, offset + plan.binarySize);
       offset += plan.binarySize;
-      data = codecOf(plan.entry.datatype).fromBinary(bytes, plan.count, plan.fail);
+      data = codecOf(plan.entry.datatype).fromBinary(bytes, plan.count, plan.fail, views);
     }
     const tensor: Tensor = {
       name: plan.entry.name,
@@ -652,7 +730,7 @@ function encodeDocument(
   field: TensorField,
   tensors: TensorToEncode[],
   trailing: JsonField[],
-): EncodedBody {
+): EncodedParts {
   let binaryLength = 0;
   const tensorJson = tensors.map(({ tensor, binary }, index) => {
     const codec = checkedCodec(tensor, `${field}[${index}] (${JSON.stringify(tensor.name)})`);
@@ -675,17 +753,18 @@ function encodeDocument(
   const headerText = objectJson([...leading, [field, `[${tensorJson.join(",")}]`], ...trailing]);
   const header = utf8Encoder.encode(headerText);
   if (!tensors.some((tensor) => tensor.binary)) {
-    return { body: header, contentType: "application/json" };
+    return { parts: [header], byteLength: header.length, contentType: "application/json" };
   }
-  const body = new Uint8Array(header.length + binaryLength);
-  body.set(header);
-  let offset = header.length;
+  const parts: Uint8Array[] = [header];
   for (const { tensor } of tensors.filter((candidate) => candidate.binary)) {
-    const codec = codecOf(tensor.datatype);
-    codec.writeBinary(tensor.data, body, offset);
-    offset += codec.byteLength(tensor.data);
+    parts.push(codecOf(tensor.datatype).binaryOf(tensor.data));
   }
-  return { body, headerLength: header.length, contentType: "application/octet-stream" };
+  return {
+    parts,
+    byteLength: header.length + binaryLength,
+    headerLength: header.length,
+    contentType: "application/octet-stream",
+  };
 }
 
 function objectJson(fields: readonly JsonField[]): string {

@@ -36,15 +36,33 @@ export interface InferLimits {
 /** Reads and checks an infer request; every problem is a 4xx SwitchyardError naming it. */
 export async function readInferRequest(
   raw: Request,
-  path: { model: string | undefined; version: string | undefined },
+  path: InferPath,
   limits: InferLimits,
 ): Promise<InferRequestIn> {
+  const body = await readRequestBody(raw, limits.maxBodyBytes);
+  return parseInferRequest(path, raw.headers, body, limits.defaultTimeoutMs);
+}
+
+export interface InferPath {
+  model: string | undefined;
+  version: string | undefined;
+}
+
+/**
+ * Checks an infer request whose body is already read (decompressed, within its limit). Binary tensors are
+ * views of `body` where alignment allows: read them before `body` is handed on, or hand them on with it.
+ */
+export function parseInferRequest(
+  path: InferPath,
+  headers: Headers,
+  body: Uint8Array,
+  defaultTimeoutMs: number,
+): InferRequestIn {
   const model = parseModelName(path.model ?? "");
   const version = path.version === undefined ? undefined : parseModelVersion(path.version);
-  const body = await readRequestBody(raw, limits.maxBodyBytes);
-  const headerLength = readHeaderLength(raw.headers);
-  const request = decodeInferRequest(body, headerLength);
-  const hint = readHint(raw.headers);
+  const headerLength = readHeaderLength(headers);
+  const request = decodeInferRequest(body, headerLength, { views: true });
+  const hint = readHint(headers);
   return {
     model,
     ...(version === undefined ? {} : { version }),
@@ -52,7 +70,7 @@ export async function readInferRequest(
     ...(headerLength === undefined ? {} : { headerLength }),
     request,
     ...(hint === undefined ? {} : { hint }),
-    deadline: requestDeadline(raw.headers, request.parameters, limits.defaultTimeoutMs),
+    deadline: requestDeadline(headers, request.parameters, defaultTimeoutMs),
     requestId: requestIdHeader(request.id),
   };
 }

@@ -122,3 +122,21 @@ export function mergeStatistics(records: Iterable<ModelStatistics>): ModelStatis
   for (const record of sorted) record.batch_stats.sort((a, b) => a.batch_size - b.batch_size);
   return sorted;
 }
+
+/**
+ * The records with a zeroed one added for every version in `versions` that has none (Triton answers a
+ * model that never ran with zeros, and perf_analyzer expects a record), in mergeStatistics' order.
+ */
+export function withIdleVersions(
+  records: readonly ModelStatistics[],
+  versions: ReadonlyArray<{ name: string; version: string }>,
+): ModelStatistics[] {
+  return mergeStatistics([...records, ...versions.map((ref) => emptyStatistics(ref.name, ref.version))]);
+}
+
+/** At most `max` records, the most recently used kept, in mergeStatistics' order. */
+export function mostRecentStatistics(records: readonly ModelStatistics[], max: number): ModelStatistics[] {
+  if (records.length <= max) return [...records];
+  const kept = [...records].sort((a, b) => b.last_inference - a.last_inference).slice(0, max);
+  return mergeStatistics(kept);
+}

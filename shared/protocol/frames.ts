@@ -1,5 +1,6 @@
 import { z } from "zod";
 import { SwitchyardError } from "../errors.ts";
+import { MAX_REQUEST_ID_LENGTH } from "../oip/schemas.ts";
 import { modelStatisticsSchema } from "../oip/statistics.ts";
 import { ModelSignatureSchema } from "./model-signatures.ts";
 import { ReplicaStateSchema } from "./replica-state.ts";
@@ -25,6 +26,12 @@ import { ReplicaStateSchema } from "./replica-state.ts";
  */
 export const PROTOCOL_VERSION = 2;
 
+/** Both sides check the other's protocol in its first frame, and say how to fix a mismatch. */
+const ProtocolVersion = z.literal(PROTOCOL_VERSION, {
+  error: (issue) =>
+    `protocol ${JSON.stringify(issue.input)}, not ${PROTOCOL_VERSION}: upgrade the older of agent and gateway`,
+});
+
 /** Cloudflare delivers websocket messages up to 32 MiB; bigger bodies are refused before sending. */
 export const MAX_FRAME_BYTES = 32 * 2 ** 20;
 
@@ -48,7 +55,17 @@ export const TimingsSchema = z.object({
  * anything. A version's signature never changes: hello carries every one the agent knows, and each state
  * frame those it learned since the previous frame (often none).
  */
-const Signatures = z.array(ModelSignatureSchema).max(4096);
+/**
+ * Control frames are JSON text, bounded so that one never costs the registry more than a few megabytes of
+ * parsing: a frame over MAX_TEXT_FRAME_BYTES is a broken or hostile agent. What could grow past it is sent in
+ * portions: signatures at most MAX_SIGNATURES_PER_FRAME a frame (the rest in the state frames that follow),
+ * statistics at most MAX_STATISTICS_RECORDS per answer (the most recently used model versions).
+ */
+export const MAX_TEXT_FRAME_BYTES = 8 * 2 ** 20;
+export const MAX_SIGNATURES_PER_FRAME = 512;
+export const MAX_STATISTICS_RECORDS = 4096;
+
+const Signatures = z.array(ModelSignatureSchema).max(MAX_SIGNATURES_PER_FRAME);
 
 /** The most models an agent's own repository lists in its hello; the rest the gateway learns of on use. */
 export const MAX_OFFERED_MODELS = 4096;
@@ -81,7 +98,7 @@ export const MAX_HINT_LENGTH = 256;
 
 export const HelloSchema = z.object({
   type: z.literal("hello"),
-  protocol: z.literal(PROTOCOL_VERSION),
+  protocol: ProtocolVersion,
   agent: z.object({ name: z.string().min(1).max(128), version: z.string().max(64) }),
   /** Routing keys this agent answers to beyond its model names (--hints). */
   hints: z.array(z.string().max(MAX_HINT_LENGTH)).max(MAX_HINTS),
@@ -159,7 +176,7 @@ export type ErrorFrame = z.infer<typeof ErrorFrameSchema>;
 
 export const WelcomeSchema = z.object({
   type: z.literal("welcome"),
-  protocol: z.literal(PROTOCOL_VERSION),
+  protocol: ProtocolVersion,
   agentId: z.string(),
   /** How often the agent sends "ping"; missing several means the agent is taken for dead. */
   heartbeatMs: z.number().int().positive(),
@@ -178,7 +195,7 @@ export const InferHeaderSchema = z.object({
   /** Inference-Header-Content-Length of the body, when it carries binary inputs. */
   headerLength: z.number().int().nonnegative().optional(),
   /** The client's request id (its X-Request-Id), so the agent's log lines about it carry it too. */
-  requestId: z.string().max(128).optional(),
+  requestId: z.string().max(MAX_REQUEST_ID_LENGTH).optional(),
 });
 
 export const CancelSchema = z.object({ type: z.literal("cancel"), id: RequestId });
@@ -221,7 +238,7 @@ export type QueryFrame = z.infer<typeof QueryFrameSchema>;
 /** The value an answer carries for each kind of query. */
 export const QUERY_ANSWERS = {
   describe: ModelSignatureSchema,
-  stats: z.array(modelStatisticsSchema).max(65_536),
+  stats: z.array(modelStatisticsSchema).max(MAX_STATISTICS_RECORDS),
   load: z.object({ signature: ModelSignatureSchema, state: ReplicaStateSchema }),
   unload: z.object({ unloaded: z.boolean() }),
 } as const satisfies Record<Query["kind"], z.ZodType>;

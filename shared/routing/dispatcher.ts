@@ -39,7 +39,9 @@ export type Submitted<P> =
   /** Nothing in the pool can serve it (no replica, or every one draining): 503. */
   | { kind: "unavailable"; error: SwitchyardError }
   /** Every suitable replica is busy and the queue is full: 429. */
-  | { kind: "queue_full"; error: SwitchyardError };
+  | { kind: "queue_full"; error: SwitchyardError }
+  /** Agents are connected, and none of them can load the model (their repositories lack it): 404. */
+  | { kind: "not_found"; error: SwitchyardError };
 
 interface Waiting<P> extends QueuedView {
   payload: P;
@@ -108,11 +110,12 @@ export class Dispatcher<P> {
   upsertReplica(
     address: string,
     state: ReplicaState,
-    details: { hints?: readonly string[]; draining?: boolean } = {},
+    details: { hints?: readonly string[]; draining?: boolean; serves?: ReadonlySet<string> | undefined } = {},
   ) {
     for (const model of state.loaded) this.#modelBytes.set(model.name, model.bytes);
     const known = this.#replicas.get(address);
     const pendingLoads = stillPending(known?.pendingLoads, state, this.#options.now());
+    const serves = "serves" in details ? details.serves : known?.serves;
     this.#replicas.set(address, {
       address,
       state,
@@ -120,6 +123,7 @@ export class Dispatcher<P> {
       hints: details.hints ?? known?.hints ?? [],
       draining: details.draining ?? known?.draining ?? false,
       ...(pendingLoads.length > 0 ? { pendingLoads } : {}),
+      ...(serves === undefined ? {} : { serves }),
     });
     return this.#pump();
   }
@@ -143,7 +147,13 @@ export class Dispatcher<P> {
   submit(request: RouteRequest, payload: P, deadline: number): Submitted<P> {
     this.#demand.record(request.model, this.#options.now());
     const context = this.#context();
-    const decision = this.#options.policy.route(request, this.#pool(), context);
+    const pool = this.#pool();
+    const able = pool.replicas.filter((replica) => serves(replica, request));
+    if (able.length === 0 && pool.replicas.length > 0) {
+      const message = `no connected agent has '${request.model}' in its repository`;
+      return { kind: "not_found", error: new SwitchyardError("not_found", message) };
+    }
+    const decision = this.#options.policy.route(request, { ...pool, replicas: able }, context);
     if (decision.kind === "unavailable") {
       const message = `no backend can serve '${request.model}': ${decision.reason}`;
       return {
@@ -252,8 +262,7 @@ export class Dispatcher<P> {
     const { policy } = this.#options;
     for (const replica of this.#replicas.values()) {
       while (this.#queue.length > 0 && hasRoomUnder(replica, capacityUnder(policy, replica))) {
-        const index = policy.pickQueued(replica, pool, context);
-        const waiting = index >= 0 ? this.#queue.removeAt(index) : undefined;
+        const waiting = this.#pick(replica, pool, context);
         if (waiting === undefined) break;
         const expect = holds(replica, waiting.request)
           ? "hit"
@@ -272,6 +281,23 @@ export class Dispatcher<P> {
     return dispatched;
   }
 
+  /**
+   * The request the policy gives a free slot of `replica`, taken out of the queue. A replica that serves only
+   * some models is offered only the requests for them (the policy's index points into that line).
+   */
+  #pick(replica: ReplicaView, pool: PoolView, context: RoutingContext): Waiting<P> | undefined {
+    const { serves: models } = replica;
+    if (models === undefined) {
+      const index = this.#options.policy.pickQueued(replica, pool, context);
+      return index >= 0 ? this.#queue.removeAt(index) : undefined;
+    }
+    const queue = this.#queue.items.filter((waiting) => models.has(waiting.request.model));
+    const waitingByModel = new Map([...this.#queue.byModel].filter(([model]) => models.has(model)));
+    const index = this.#options.policy.pickQueued(replica, { ...pool, queue, waitingByModel }, context);
+    const chosen = index >= 0 ? queue[index] : undefined;
+    return chosen === undefined ? undefined : this.#queue.removeAt(this.#queue.items.indexOf(chosen));
+  }
+
   /** A fresh round for each decision: submit, pump, or wakeup. */
   #context(): RoutingContext {
     return {
@@ -288,6 +314,10 @@ export class Dispatcher<P> {
     return { replicas: this.replicas(), queue: this.#queue.items, waitingByModel: this.#queue.byModel };
   }
 }
+
+/** Whether `replica`'s agent can load the model `request` asks for. */
+const serves = (replica: ReplicaView, request: RouteRequest) =>
+  replica.serves === undefined || replica.serves.has(request.model);
 
 const sameModel = (load: PendingLoad, request: RouteRequest) =>
   load.model === request.model && (load.version === undefined || load.version === request.version);

@@ -25,6 +25,11 @@ export interface ReplicaView {
   /** A draining replica finishes its work but takes none. */
   draining: boolean;
   /**
+   * The models its agent can load (its own repository's); absent: any (it takes them from the gateway's).
+   * The Dispatcher never offers a replica a request for a model outside it.
+   */
+  serves?: ReadonlySet<string>;
+  /**
    * Loads the dispatcher has caused there (it sent a request expecting "load") that the replica's report
    * does not show yet: reports lag behind dispatches, and without this a second request would start a
    * second load of the same model elsewhere. The Dispatcher fills it in; absent means none.

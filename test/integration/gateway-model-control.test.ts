@@ -42,7 +42,8 @@ beforeAll(async () => {
   await new Promise<void>((resolve) => repositoryServer.listen(0, "127.0.0.1", resolve));
   const address = repositoryServer.address();
   repositoryUrl = `http://127.0.0.1:${typeof address === "object" && address !== null ? address.port : 0}/`;
-  gateway = await startGateway();
+  // A departed holder's pinned copies move once its grace ends: a short one keeps the test quick.
+  gateway = await startGateway({ vars: { AGENT_GRACE_SECONDS: "2" } });
 });
 
 afterEach((context) => {

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { encodeBinaryFrame, PROTOCOL_VERSION } from "../../shared/protocol/frames.ts";
+import { encodeBinaryFrame, MAX_TEXT_FRAME_BYTES, PROTOCOL_VERSION } from "../../shared/protocol/frames.ts";
 import { replicaState } from "../support/replica-state.ts";
 import { FakeAgent } from "./support/fake-agent.ts";
 import { CLIENT_KEY, errorOf, freshPool, gatewayFetch, infer } from "./support/gateway.ts";
@@ -232,8 +232,8 @@ describe("agents that break the protocol", () => {
         agent.sendJson({ type: "error", id: "x-1", replica: "0", status: 200, message: "ok", started: true }),
     ],
     [
-      "a text frame over 1 MiB",
-      async (agent) => agent.socket.send(`{"type":"state","pad":"${"x".repeat(1024 * 1024)}"}`),
+      "a text frame over the protocol's limit",
+      async (agent) => agent.socket.send(`{"type":"state","pad":"${"x".repeat(MAX_TEXT_FRAME_BYTES)}"}`),
     ],
   ];
 
@@ -250,7 +250,7 @@ describe("agents that break the protocol", () => {
       });
       await misbehave(bad, () => bad.nextInfer());
       const closed = await bad.closed;
-      expect(closed.code).toBe(what.includes("1 MiB") ? 1009 : 1008);
+      expect(closed.code).toBe(what.includes("limit") ? 1009 : 1008);
       expect(closed.reason.length).toBeGreaterThan(0);
       await waitForAgents(pool, 1);
       expect((await snapshot(pool)).agents.map((agent) => agent.id)).toEqual(["good"]);

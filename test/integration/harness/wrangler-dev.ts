@@ -7,7 +7,7 @@ import {
   REPO_ROOT,
   startWranglerDev,
 } from "../../../scripts/lib/wrangler-dev.ts";
-import { freePort } from "./free-port.ts";
+import { freePort } from "../../../scripts/lib/free-port.ts";
 import type { ManagedProcess } from "./process-group.ts";
 
 export { REPO_ROOT };

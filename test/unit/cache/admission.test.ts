@@ -131,6 +131,11 @@ describe("planAdmission", () => {
     const plan = planAdmission(entries, { key: "big", bytes: 50 }, limits({ maxBytes: 100 }));
     expect(plan.kind).toBe("reject");
     expect(plan.kind === "reject" && plan.reason).toMatch(/beside the 1 model\(s\) pinned here/);
+    expect(plan.kind === "reject" && plan.cause).toBe("pins");
+    expect(planAdmission([], { key: "huge", bytes: 101 }, limits({ maxBytes: 100 }))).toMatchObject({
+      kind: "reject",
+      cause: "size",
+    });
     expect(planAdmission([entry("pinned", { pinned: true })], incoming, limits({ maxModels: 1 })).kind).toBe(
       "reject",
     );

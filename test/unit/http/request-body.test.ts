@@ -51,6 +51,15 @@ describe("readRequestBody", () => {
     expect((await failure(readRequestBody(request(text, { "Content-Encoding": "br" }), 1024))).status).toBe(
       415,
     );
+    // Every layer is a decompressor: three are refused before any is stacked.
+    const layered = await failure(
+      readRequestBody(
+        request(gzipSync(gzipSync(gzipSync(text))), { "Content-Encoding": "gzip, gzip, gzip" }),
+        1024,
+      ),
+    );
+    expect(layered.status).toBe(415);
+    expect(layered.message).toMatch(/3 Content-Encoding layers/);
     const corrupt = await failure(readRequestBody(request("plain", { "Content-Encoding": "gzip" }), 1024));
     expect(corrupt.status).toBe(400);
     expect(corrupt.message).toBe("request body is not valid gzip data, or it broke off");

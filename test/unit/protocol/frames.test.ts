@@ -319,8 +319,11 @@ describe("text frames: every required field is sent, none is defaulted", () => {
     );
   });
 
-  test("a version 1 hello is refused", () => {
+  test("a version 1 hello is refused, saying what to upgrade (the registry closes the socket with this)", () => {
     expect(HelloSchema.safeParse({ ...hello, protocol: 1 }).success).toBe(false);
+    expect(() => decodeTextFrame(JSON.stringify({ ...hello, protocol: 1 }), AgentTextFrameSchema)).toThrow(
+      /^bad frame: ✖ protocol 1, not 2: upgrade the older of agent and gateway/,
+    );
   });
 
   test("any frame missing a required field is refused; one missing only optional fields is accepted", () => {

@@ -636,17 +636,41 @@ describe("pins (model control's load)", () => {
     expect(loadedKeys()).toEqual(["D", "E"]);
   });
 
-  test("a model that cannot fit beside the pinned ones is refused at once, not left waiting", async () => {
+  test("a model that cannot fit beside the pinned ones is refused at once with a retryable 503, not left waiting", async () => {
     const { cache, loader } = setup({ limits: { maxBytes: 100 }, sizes: { A: 60, B: 60 } });
     const pinned = cache.pin("A");
     await flush();
     loader.finish("A");
     await pinned;
     const refused = await rejection(cache.acquire("B"));
-    expect(refused.code).toBe("too_large");
-    expect(refused.message).toMatch(/does not fit beside the 1 model\(s\) pinned here/);
-    expect(await rejection(cache.pin("B"))).toMatchObject({ code: "too_large" });
+    // Not 413: the model is not too big, the pins are in the way until an unload, and another replica may
+    // have room (the error says no work began, so the gateway may send it there).
+    expect(refused).toMatchObject({
+      code: "unavailable",
+      status: 503,
+      retryAfterSeconds: 5,
+      beforeWork: true,
+    });
+    expect(refused.message).toMatch(/does not fit beside the 1 model\(s\) pinned here.*unload one/);
+    expect(await rejection(cache.pin("B"))).toMatchObject({ code: "unavailable" });
     expect(cache.snapshot().loaded.map((entry) => entry.key)).toEqual(["A"]);
+    expect(cache.unpin("A")).toBe(true);
+    const admitted = cache.acquire("B");
+    await flush();
+    loader.finish("B");
+    (await admitted).release();
+    expect(cache.snapshot().loaded.map((entry) => entry.key)).toEqual(["B"]);
+  });
+
+  test("unpinning a model whose pinned load is still running cancels the pin", async () => {
+    const { cache, loader } = setup({ limits: { maxModels: 1 } });
+    const pinned = cache.pin("A");
+    await flush();
+    expect(cache.pinnedKeys()).toEqual(["A"]);
+    expect(cache.unpin("A")).toBe(true);
+    loader.finish("A");
+    await pinned;
+    expect(cache.snapshot().loaded).toEqual([expect.objectContaining({ key: "A", pinned: false })]);
   });
 
   test("unload drops the pin with the model", async () => {

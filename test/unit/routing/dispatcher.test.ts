@@ -28,7 +28,7 @@ const inFlight = (dispatcher: Dispatcher<string>, address: string) =>
 /** The error a refused submit carries (it answers the client), or a failure when it was not refused. */
 function refusal(submit: () => Submitted<string>): SwitchyardError {
   const result = submit();
-  if (result.kind === "unavailable" || result.kind === "queue_full") return result.error;
+  if (result.kind !== "dispatched" && result.kind !== "queued") return result.error;
   throw new Error(`expected submit to refuse the request; it was ${result.kind}`);
 }
 
@@ -402,7 +402,9 @@ describe("Dispatcher: properties", () => {
                 if (result.kind === "dispatched") onDispatch([result.dispatch]);
                 else if (result.kind !== "queued") {
                   expect(result.error).toBeInstanceOf(SwitchyardError);
-                  expect(result.error.status).toBe(result.kind === "queue_full" ? 429 : 503);
+                  expect(result.error.status).toBe(
+                    result.kind === "queue_full" ? 429 : result.kind === "not_found" ? 404 : 503,
+                  );
                   settle(payload, "refused");
                 }
                 break;

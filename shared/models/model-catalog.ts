@@ -1,6 +1,6 @@
-import { modelNotFound, versionNotFound } from "../../shared/errors.ts";
-import { compareModelEntries, compareModelVersions, highestModelVersion } from "../../shared/model-names.ts";
-import type { ModelRef, ReplicaState } from "../../shared/protocol/replica-state.ts";
+import { modelNotFound, versionNotFound } from "../errors.ts";
+import { compareModelEntries, compareModelVersions, highestModelVersion } from "../model-names.ts";
+import type { ModelRef, ReplicaState } from "../protocol/replica-state.ts";
 
 /**
  * Every model version the pool knows, with its state as the repository index shows it: the versions in

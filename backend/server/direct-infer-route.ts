@@ -1,0 +1,174 @@
+import type { IncomingMessage, ServerResponse } from "node:http";
+import { describeError, SwitchyardError } from "../../shared/errors.ts";
+import { INFERENCE_HEADER_CONTENT_LENGTH } from "../../shared/oip/codec.ts";
+import { type InferLimits, parseInferRequest } from "../../shared/oip/infer-http.ts";
+import type { ReplicaPool } from "../pool/replica-pool.ts";
+import { answerInfer } from "./standalone-infer.ts";
+
+const INFER_PATH = /^\/v2\/models\/([^/]+)(?:\/versions\/([^/]+))?\/infer$/;
+/** Binary tensors start at a multiple of this in the body's buffer, so that every typed array can view them. */
+const TENSOR_ALIGNMENT = 8;
+
+export interface DirectInferOptions extends InferLimits {
+  pool: ReplicaPool;
+  agentName: string;
+  log: (event: string, fields: Record<string, unknown>) => void;
+}
+
+/**
+ * The infer route of the standalone server straight on `node:http`, for the requests that make up its
+ * traffic: a plain body of known length. The body is read once, into a buffer of its own whose binary part
+ * starts aligned, so the tensors are views of it and move to the model's thread with it (no copy); the
+ * answer is written as its parts (the JSON header, then each output's bytes) without joining them. Every
+ * other request (compressed, chunked, another route) is left to the Hono app: returns false for those.
+ * The request is read and answered exactly as the Hono route would (shared/oip/infer-http.ts).
+ */
+export function directInferRoute(
+  options: DirectInferOptions,
+): (request: IncomingMessage, response: ServerResponse) => boolean {
+  return (request, response) => {
+    if (request.method !== "POST") return false;
+    const encoding = request.headers["content-encoding"];
+    if (encoding !== undefined && encoding.trim().toLowerCase() !== "identity") return false;
+    const declared = request.headers["content-length"];
+    if (declared === undefined) return false;
+    const path = pathOf(request.url ?? "");
+    const match = path === undefined ? null : INFER_PATH.exec(path);
+    if (match === null) return false;
+    const arrivedAt = performance.now();
+    void serve(options, request, response, match, Number(declared), arrivedAt).catch((error: unknown) => {
+      const failure = SwitchyardError.from(error);
+      if (failure.status >= 500) options.log("error", { path, error: describeError(error) });
+      answerError(response, failure);
+    });
+    return true;
+  };
+}
+
+async function serve(
+  options: DirectInferOptions,
+  request: IncomingMessage,
+  response: ServerResponse,
+  match: RegExpExecArray,
+  length: number,
+  arrivedAt: number,
+): Promise<void> {
+  if (!Number.isSafeInteger(length) || length < 0)
+    throw new SwitchyardError("bad_input", "Content-Length is not a byte count");
+  if (length > options.maxBodyBytes) {
+    request.resume();
+    throw new SwitchyardError(
+      "too_large",
+      `request body is larger than the limit of ${options.maxBodyBytes} bytes`,
+    );
+  }
+  const headers = headersOf(request);
+  const headerLength = Number(headers.get(INFERENCE_HEADER_CONTENT_LENGTH) ?? Number.NaN);
+  // Leave room before the body so that its binary part (after the JSON header) starts aligned.
+  const pad =
+    Number.isSafeInteger(headerLength) && headerLength >= 0
+      ? (TENSOR_ALIGNMENT - (headerLength % TENSOR_ALIGNMENT)) % TENSOR_ALIGNMENT
+      : 0;
+  const body = await readInto(request, new Uint8Array(new ArrayBuffer(pad + length), pad, length));
+  const received = performance.now();
+  const input = parseInferRequest(
+    { model: decodeSegment(match[1]), version: decodeSegment(match[2]) },
+    headers,
+    body,
+    options.defaultTimeoutMs,
+  );
+  const decoded = performance.now();
+  const abort = new AbortController();
+  response.once("close", () => {
+    if (!response.writableFinished) abort.abort(new SwitchyardError("unavailable", "the client went away"));
+  });
+  const answer = await answerInfer(
+    options.pool,
+    options.agentName,
+    input,
+    { arrivedAt, receiveMs: received - arrivedAt, decodeMs: decoded - received },
+    abort.signal,
+  );
+  response.writeHead(200, answer.headers);
+  // Corked: the parts go out in as few writes as the socket takes.
+  response.cork();
+  for (const part of answer.parts) response.write(part);
+  response.end();
+  response.uncork();
+}
+
+/** Reads exactly `into.byteLength` bytes of body into `into`; more or fewer is a 400. */
+function readInto(request: IncomingMessage, into: Uint8Array): Promise<Uint8Array> {
+  return new Promise((resolve, reject) => {
+    let offset = 0;
+    request.on("data", (chunk: Buffer) => {
+      if (offset + chunk.byteLength > into.byteLength) {
+        request.destroy();
+        reject(new SwitchyardError("bad_input", "the request body is longer than its Content-Length"));
+        return;
+      }
+      into.set(chunk, offset);
+      offset += chunk.byteLength;
+    });
+    request.once("end", () =>
+      offset === into.byteLength
+        ? resolve(into)
+        : reject(new SwitchyardError("bad_input", "the request body is shorter than its Content-Length")),
+    );
+    request.once("error", (error) =>
+      reject(
+        new SwitchyardError(
+          "bad_input",
+          "request body could not be read: it broke off, or its transfer encoding is malformed",
+          {
+            cause: error,
+          },
+        ),
+      ),
+    );
+  });
+}
+
+/** The path with dot segments resolved, as a URL parser (and so the Hono app) sees it. */
+function pathOf(url: string): string | undefined {
+  try {
+    return new URL(url, "http://agent").pathname;
+  } catch {
+    return undefined;
+  }
+}
+
+function decodeSegment(segment: string | undefined): string | undefined {
+  if (segment === undefined) return undefined;
+  try {
+    return decodeURIComponent(segment);
+  } catch {
+    throw new SwitchyardError(
+      "bad_input",
+      `the path segment ${JSON.stringify(segment.slice(0, 40))} is not valid percent-encoding`,
+    );
+  }
+}
+
+function headersOf(request: IncomingMessage): Headers {
+  const headers = new Headers();
+  for (const [name, value] of Object.entries(request.headers)) {
+    if (typeof value === "string") headers.set(name, value);
+    else if (Array.isArray(value)) for (const each of value) headers.append(name, each);
+  }
+  return headers;
+}
+
+function answerError(response: ServerResponse, failure: SwitchyardError): void {
+  if (response.headersSent) {
+    response.destroy();
+    return;
+  }
+  const body = JSON.stringify(failure.toBody());
+  response.writeHead(failure.status, {
+    "Content-Type": "application/json",
+    "Content-Length": Buffer.byteLength(body),
+    ...failure.headers(),
+  });
+  response.end(body);
+}

@@ -1,0 +1,76 @@
+import { binaryOutputSelector, encodeInferResponseParts } from "../../shared/oip/codec.ts";
+import { type InferRequestIn, inferResponseHeaders } from "../../shared/oip/infer-http.ts";
+import type { ReplicaPool } from "../pool/replica-pool.ts";
+
+/** A served inference, as the pieces to write: headers, and the body's parts one after the other. */
+export interface InferAnswer {
+  headers: Record<string, string>;
+  parts: Uint8Array[];
+  byteLength: number;
+}
+
+/** Milliseconds the request spent before it reached the pool: reading its body, then decoding it. */
+export interface Arrival {
+  receiveMs: number;
+  decodeMs: number;
+  /** performance.now() when the request arrived (its headers were read). */
+  arrivedAt: number;
+}
+
+/**
+ * Runs a checked infer request on the agent's replicas and encodes the answer: what both ways into the
+ * standalone server share (the direct route for plain bodies, Hono's for compressed or chunked ones).
+ * The decoded tensors move to the model's thread without a copy; binary outputs are written from the
+ * session's own buffers. Server-Timing says where the time went: receive, decode, queue, load, infer,
+ * encode, total.
+ */
+export async function answerInfer(
+  pool: ReplicaPool,
+  agentName: string,
+  input: InferRequestIn,
+  arrival: Arrival,
+  signal?: AbortSignal,
+): Promise<InferAnswer> {
+  const { model, version, request, hint, deadline } = input;
+  const outcome = await pool.infer({
+    model,
+    ...(version === undefined ? {} : { version }),
+    ...(hint === undefined ? {} : { hint }),
+    inputs: request.inputs,
+    ...(request.outputs === undefined ? {} : { outputs: request.outputs.map((output) => output.name) }),
+    deadline,
+    ...(signal === undefined ? {} : { signal }),
+    // The tensors were decoded for this request alone, from a body it owns: they may move to the session's
+    // thread with that body.
+    handOverInputs: true,
+  });
+  const encodingFrom = performance.now();
+  const encoded = encodeInferResponseParts(
+    {
+      model_name: outcome.model.name,
+      model_version: outcome.model.version,
+      ...(request.id === undefined ? {} : { id: request.id }),
+      outputs: outcome.outputs,
+    },
+    binaryOutputSelector(request),
+  );
+  const encodeMs = performance.now() - encodingFrom;
+  const headers = inferResponseHeaders({
+    requestId: input.requestId,
+    replica: `${agentName}/${outcome.replica}`,
+    cache: outcome.cache,
+    contentType: encoded.contentType,
+    ...(encoded.headerLength === undefined ? {} : { headerLength: encoded.headerLength }),
+    timings: {
+      receive: arrival.receiveMs,
+      decode: arrival.decodeMs,
+      queue: outcome.timings.poolQueueMs + outcome.timings.queueMs,
+      load: outcome.timings.loadMs,
+      infer: outcome.timings.inferMs,
+      encode: encodeMs,
+      total: performance.now() - arrival.arrivedAt,
+    },
+  });
+  headers["Content-Length"] = String(encoded.byteLength);
+  return { headers, parts: encoded.parts, byteLength: encoded.byteLength };
+}

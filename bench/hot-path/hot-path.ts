@@ -1,0 +1,349 @@
+/**
+ * The hot-path benchmark (issue 13): what a request costs between the client and onnxruntime, side by side
+ * in one run on one host, with the same session options everywhere:
+ *
+ *   raw      session.run in this process (onnxruntime-node, no server)
+ *   anchor   the smallest node:http server around one session (anchor-server.ts): the floor of any Node server
+ *   agent    switchyard-agent --standalone
+ *   gateway  the agent behind `wrangler dev` (where wrangler can run: not on a bare GPU host)
+ *
+ * for PP-OCRv4 detection (1x3x640x640 FP32 in, 1.6 MB out) and a small MLP, JSON and binary bodies, 1, 8 and 32
+ * concurrent clients; batching on (models whose config.json declares it) against off. Every answer's outputs
+ * are checked bit for bit against a direct run.
+ *
+ *   npm run bench:hot-path [-- --device cuda --gpu 0] [--quick] [--seconds 5] [--targets raw,anchor,agent,gateway]
+ *     [--models det,mlp] [--concurrency 1,8,32] [--agent-args "--max-concurrency 8"]
+ *     [--agent-node-args "--cpu-prof --cpu-prof-dir=prof"]
+ *   node dist/hot-path.mjs --device cuda --out $OUT       on a GPU host, with the bundle (npm run build:bundles)
+ *
+ * Results: bench/results/hot-path-<device>.md (and .json), with the machine and the command.
+ */
+import { execFileSync } from "node:child_process";
+import { mkdirSync, mkdtempSync, symlinkSync, writeFileSync } from "node:fs";
+import { cpus, tmpdir, totalmem } from "node:os";
+import { join, resolve } from "node:path";
+import { parseArgs } from "node:util";
+import * as ort from "onnxruntime-node";
+import { sessionOptions } from "../../backend/replica/session-options.ts";
+import { modelPath, writeFileIfChanged } from "../../scripts/lib/model-repository.ts";
+import { encodeMlp, mlpForBytes } from "../../scripts/lib/onnx-builder.ts";
+import { decodeInferResponse, encodeInferRequest } from "../../shared/oip/codec.ts";
+import type { Tensor } from "../../shared/oip/tensor.ts";
+import { closedLoop, type LoadResult, round } from "../gpu/measure.ts";
+import { HttpLoad, type PreparedRequest, requestHeaders } from "./http-load.ts";
+import { type Measured, renderHotPathReport } from "./report.ts";
+import { startAgentTarget, startAnchorTarget, startGatewayTarget, type Target } from "./targets.ts";
+
+const { values } = parseArgs({
+  options: {
+    device: { type: "string", default: "cpu" },
+    gpu: { type: "string", default: "0" },
+    out: { type: "string", default: "bench/results" },
+    seconds: { type: "string" },
+    quick: { type: "boolean", default: false },
+    targets: { type: "string", default: "raw,anchor,agent,gateway" },
+    concurrency: { type: "string", default: "1,8,32" },
+    models: { type: "string", default: "det,mlp" },
+    "det-model": { type: "string" },
+    /** Node's own flags for the agent, e.g. "--cpu-prof --cpu-prof-dir=prof" (space-separated). */
+    "agent-node-args": { type: "string", default: "" },
+    /** Agent flags added to the bench's own (e.g. "--max-concurrency 8"). */
+    "agent-args": { type: "string", default: "" },
+  },
+});
+
+const device =
+  values.device === "cuda"
+    ? { kind: "cuda" as const, deviceId: Number(values.gpu) }
+    : { kind: "cpu" as const };
+const targets = new Set(values.targets.split(","));
+const concurrencies = values.concurrency.split(",").map(Number);
+const seconds = Number(values.seconds ?? (values.quick ? 1 : 4));
+const warmupSeconds = values.quick ? 0.5 : 1.5;
+
+export interface ModelCase {
+  /** The name served; `<name>_batched` is the same model with batching declared in its config.json. */
+  name: string;
+  label: string;
+  input: Tensor;
+  /** max_batch_size for its batched twin. */
+  maxBatchSize: number;
+  preferred: number[];
+}
+
+const DET_SIZE = 640;
+const CASES: ModelCase[] = [
+  {
+    name: "det",
+    label: `PP-OCRv4 det 1x3x${DET_SIZE}x${DET_SIZE}`,
+    input: detInput(DET_SIZE),
+    maxBatchSize: 8,
+    preferred: [1, 2, 4, 8],
+  },
+  { name: "mlp", label: "MLP 16->8 (256 KB)", input: mlpInput(), maxBatchSize: 32, preferred: [] },
+].filter((entry) => values.models.split(",").includes(entry.name));
+
+function detInput(size: number): Tensor {
+  const data = new Float32Array(3 * size * size);
+  for (let index = 0; index < data.length; index += 1) data[index] = Math.sin(index / 977) * 0.8;
+  return { name: "x", datatype: "FP32", shape: [1, 3, size, size], data };
+}
+
+function mlpInput(): Tensor {
+  return {
+    name: "x",
+    datatype: "FP32",
+    shape: [1, 16],
+    data: Float32Array.from({ length: 16 }, (_, i) => Math.cos(i)),
+  };
+}
+
+/** det and the MLP, each also as `<name>_batched` with batching declared. */
+function writeRepository(dir: string, detPath: string): void {
+  const mlp = encodeMlp(mlpForBytes({ targetBytes: 256 * 1024, seed: 7, name: "mlp" }));
+  for (const entry of CASES) {
+    for (const batched of [false, true]) {
+      const name = batched ? `${entry.name}_batched` : entry.name;
+      const path = modelPath(dir, name);
+      mkdirSync(join(dir, name, "1"), { recursive: true });
+      if (entry.name === "det") symlinkSync(resolve(detPath), path);
+      else writeFileIfChanged(path, mlp);
+      if (batched) {
+        writeFileSync(
+          join(dir, name, "config.json"),
+          JSON.stringify({
+            max_batch_size: entry.maxBatchSize,
+            dynamic_batching: { preferred_batch_size: entry.preferred, max_queue_delay_microseconds: 0 },
+          }),
+        );
+      }
+    }
+  }
+}
+
+async function main(): Promise<void> {
+  const log = (line: string) => process.stderr.write(`${line}\n`);
+  const startedAt = Date.now();
+  const repo = mkdtempSync(join(tmpdir(), "switchyard-hot-path-"));
+  // A GPU host has no node_modules to find the model in: it gets the file and --det-model.
+  const detPath = values["det-model"] ?? (await import("../../scripts/lib/ppocr-model.ts")).PPOCR_DET_PATH;
+  writeRepository(repo, detPath);
+  const threads = device.kind === "cpu" ? Math.max(1, Math.floor(cpus().length / 2)) : undefined;
+  const options = sessionOptions(device, threads === undefined ? {} : { intraOpThreads: threads });
+  const results: Measured[] = [];
+
+  // The reference outputs, and the raw path, from a session of our own.
+  const references = new Map<string, Float32Array[]>();
+  for (const entry of CASES) {
+    const session = await ort.InferenceSession.create(modelPath(repo, entry.name), options);
+    const feeds = {
+      [entry.input.name]: new ort.Tensor("float32", entry.input.data as Float32Array, entry.input.shape),
+    };
+    const first = await session.run(feeds);
+    references.set(
+      entry.name,
+      Object.values(first).map((tensor) => tensor.data as Float32Array),
+    );
+    if (targets.has("raw")) {
+      for (const concurrency of concurrencies) {
+        const load = await closedLoop(concurrency, warmupSeconds, seconds, async () => {
+          await session.run(feeds);
+          return undefined;
+        });
+        results.push({
+          model: entry.name,
+          target: "raw",
+          encoding: "binary",
+          batched: false,
+          load,
+          phases: {},
+        });
+        log(`raw ${entry.name} c=${concurrency}: ${summary(load)}`);
+      }
+    }
+    await session.release();
+  }
+
+  const started: Target[] = [];
+  try {
+    if (targets.has("anchor")) {
+      for (const entry of CASES) {
+        started.push(await startAnchorTarget(entry.name, modelPath(repo, entry.name), device, threads));
+      }
+    }
+    const agentArgs = [
+      "--models",
+      repo,
+      ...(device.kind === "cuda"
+        ? ["--device", "cuda", "--gpus", String(device.deviceId)]
+        : ["--threads", String(threads)]),
+      "--max-models",
+      "8",
+      "--max-concurrency",
+      "64",
+    ];
+    const words = (line: string) => line.split(" ").filter((word) => word !== "");
+    agentArgs.push(...words(values["agent-args"]));
+    if (targets.has("agent"))
+      started.push(await startAgentTarget(agentArgs, words(values["agent-node-args"])));
+    if (targets.has("gateway")) {
+      const gateway = await startGatewayTarget(agentArgs).catch((error: unknown) => {
+        log(`gateway: not measured (${error instanceof Error ? error.message : String(error)})`);
+        return undefined;
+      });
+      if (gateway !== undefined) started.push(gateway);
+    }
+
+    for (const target of started) {
+      if (target.kind !== "anchor") {
+        // The floor of the path: a route that does no work (for the gateway, wrangler dev's own proxy).
+        const client = new HttpLoad(target.url, 1);
+        const load = await closedLoop(1, warmupSeconds, seconds, async () => {
+          await client.send({ path: "/v2/health/live", headers: target.headers });
+          return undefined;
+        });
+        client.close();
+        results.push({
+          model: "floor",
+          target: target.kind,
+          encoding: "json",
+          batched: false,
+          load,
+          phases: {},
+        });
+        log(`${target.kind} floor: ${summary(load)}`);
+      }
+      for (const entry of CASES) {
+        if (target.model !== undefined && target.model !== entry.name) continue;
+        for (const encoding of ["binary", "json"] as const) {
+          for (const batched of target.kind === "anchor" ? [false] : [false, true]) {
+            const model = batched ? `${entry.name}_batched` : entry.name;
+            const prepared = prepare(model, entry.input, encoding, target.headers);
+            const client = new HttpLoad(target.url, Math.max(...concurrencies));
+            try {
+              verify(await client.send(prepared), encoding, references.get(entry.name) ?? []);
+              for (const concurrency of concurrencies) {
+                // Batching only changes anything with company; one client measures the unbatched path.
+                if (batched && concurrency === 1 && entry.name === "mlp") continue;
+                const phases = new PhaseSum();
+                const load = await closedLoop(concurrency, warmupSeconds, seconds, async () => {
+                  const answer = await client.send(prepared);
+                  phases.add(answer.timing);
+                  return undefined;
+                });
+                results.push({
+                  model: entry.name,
+                  target: target.kind,
+                  encoding,
+                  batched,
+                  load,
+                  phases: phases.mean(),
+                });
+                log(`${target.kind} ${model} ${encoding} c=${concurrency}: ${summary(load)}`);
+              }
+            } finally {
+              client.close();
+            }
+          }
+        }
+      }
+    }
+  } finally {
+    for (const target of started) await target.stop();
+  }
+
+  const machine = `${cpus().length} x ${cpus()[0]?.model.trim() ?? "cpu"}, ${Math.round(totalmem() / 2 ** 30)} GiB${device.kind === "cuda" ? `, ${gpuName(device.deviceId)}` : ""}`;
+  const command = `npm run bench:hot-path -- ${process.argv.slice(2).join(" ")}`.trim();
+  const outDir = resolve(values.out);
+  mkdirSync(outDir, { recursive: true });
+  const report = renderHotPathReport({
+    device: device.kind,
+    machine,
+    command,
+    date: new Date().toISOString().slice(0, 10),
+    seconds: (Date.now() - startedAt) / 1000,
+    cases: CASES.map(({ name, label }) => ({ name, label })),
+    concurrencies,
+    results,
+    ortVersion: ort.env.versions.common,
+  });
+  writeFileSync(join(outDir, `hot-path-${device.kind}.md`), report);
+  writeFileSync(
+    join(outDir, `hot-path-${device.kind}.json`),
+    JSON.stringify({ machine, command, results }, null, 1),
+  );
+  log(`wrote ${join(outDir, `hot-path-${device.kind}.md`)}`);
+}
+
+function prepare(
+  model: string,
+  input: Tensor,
+  encoding: "binary" | "json",
+  extra: Record<string, string>,
+): PreparedRequest {
+  const encoded = encodeInferRequest(
+    { inputs: [input] },
+    { binaryInputs: encoding === "binary", binaryOutputs: encoding === "binary" },
+  );
+  return {
+    path: `/v2/models/${model}/infer`,
+    body: encoded.body,
+    headers: requestHeaders(encoded.headerLength, extra),
+  };
+}
+
+/** The outputs equal a direct run's, bit for bit. */
+function verify(
+  answer: { body: Buffer; headers: Record<string, unknown> },
+  encoding: string,
+  expected: Float32Array[],
+): void {
+  const headerLength = answer.headers["inference-header-content-length"];
+  const decoded = decodeInferResponse(
+    new Uint8Array(answer.body.buffer, answer.body.byteOffset, answer.body.byteLength),
+    headerLength === undefined ? undefined : Number(headerLength),
+  );
+  decoded.outputs.forEach((output, index) => {
+    const want = expected[index];
+    const got = output.data as Float32Array;
+    if (
+      want === undefined ||
+      got.length !== want.length ||
+      got.some((value, at) => !Object.is(value, want[at]))
+    ) {
+      throw new Error(`${encoding} outputs differ from a direct onnxruntime run (output ${output.name})`);
+    }
+  });
+}
+
+class PhaseSum {
+  readonly #sums = new Map<string, number>();
+  #count = 0;
+
+  add(timing: Record<string, number>): void {
+    this.#count += 1;
+    for (const [name, ms] of Object.entries(timing)) this.#sums.set(name, (this.#sums.get(name) ?? 0) + ms);
+  }
+
+  mean(): Record<string, number> {
+    return Object.fromEntries(
+      [...this.#sums].map(([name, sum]) => [name, round(sum / Math.max(1, this.#count), 3)]),
+    );
+  }
+}
+
+function summary(load: LoadResult): string {
+  return `${round(load.throughput, 1)} req/s, p50 ${round(load.latency.p50)} ms, p99 ${round(load.latency.p99)} ms${load.failed > 0 ? `, ${load.failed} failed (${load.firstError})` : ""}`;
+}
+
+function gpuName(deviceId: number): string {
+  try {
+    return execFileSync("nvidia-smi", ["--query-gpu=name", "--format=csv,noheader", "-i", String(deviceId)], {
+      encoding: "utf8",
+    }).trim();
+  } catch {
+    return "GPU (nvidia-smi failed)";
+  }
+}
+
+await main();

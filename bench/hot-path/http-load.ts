@@ -1,0 +1,91 @@
+/**
+ * The hot-path benchmark's client: one pre-encoded OIP request posted again and again over kept-alive
+ * `node:http` connections, one per concurrent client, so the client costs as little as a client can (no
+ * fetch, no re-encoding). Each answer's status is checked, and the server's Server-Timing phases are kept.
+ */
+import { Agent, request } from "node:http";
+import { INFERENCE_HEADER_CONTENT_LENGTH } from "../../shared/oip/codec.ts";
+
+export interface PreparedRequest {
+  path: string;
+  /** None: a GET. */
+  body?: Uint8Array;
+  headers: Record<string, string>;
+}
+
+export interface Answer {
+  body: Buffer;
+  headers: Record<string, string | string[] | undefined>;
+  /** Server-Timing phases in milliseconds, where the server sends them. */
+  timing: Record<string, number>;
+}
+
+export class HttpLoad {
+  readonly #base: URL;
+  readonly #agent: Agent;
+
+  constructor(base: string, connections: number) {
+    this.#base = new URL(base);
+    this.#agent = new Agent({ keepAlive: true, maxSockets: connections, maxFreeSockets: connections });
+  }
+
+  send(prepared: PreparedRequest): Promise<Answer> {
+    return new Promise((resolve, reject) => {
+      const call = request(
+        {
+          host: this.#base.hostname,
+          port: this.#base.port,
+          method: prepared.body === undefined ? "GET" : "POST",
+          path: prepared.path,
+          agent: this.#agent,
+          headers:
+            prepared.body === undefined
+              ? prepared.headers
+              : { ...prepared.headers, "Content-Length": String(prepared.body.byteLength) },
+        },
+        (response) => {
+          const chunks: Buffer[] = [];
+          response.on("data", (chunk: Buffer) => chunks.push(chunk));
+          response.on("end", () => {
+            const body = Buffer.concat(chunks);
+            if (response.statusCode !== 200) {
+              reject(new Error(`HTTP ${response.statusCode}: ${body.toString().slice(0, 300)}`));
+              return;
+            }
+            resolve({
+              body,
+              headers: response.headers,
+              timing: serverTiming(response.headers["server-timing"]),
+            });
+          });
+          response.on("error", reject);
+        },
+      );
+      call.on("error", reject);
+      call.end(prepared.body);
+    });
+  }
+
+  close(): void {
+    this.#agent.destroy();
+  }
+}
+
+/** "queue;dur=1.00, infer;dur=3.20" as { queue: 1, infer: 3.2 }. */
+function serverTiming(header: string | string[] | undefined): Record<string, number> {
+  const phases: Record<string, number> = {};
+  for (const entry of String(header ?? "").split(",")) {
+    const match = /^\s*([\w-]+);dur=([\d.]+)/.exec(entry);
+    if (match?.[1] !== undefined && match[2] !== undefined) phases[match[1]] = Number(match[2]);
+  }
+  return phases;
+}
+
+/** The headers of a binary request (Inference-Header-Content-Length), or of a JSON one. */
+export function requestHeaders(headerLength: number | undefined, extra: Record<string, string> = {}) {
+  return {
+    "Content-Type": headerLength === undefined ? "application/json" : "application/octet-stream",
+    ...(headerLength === undefined ? {} : { [INFERENCE_HEADER_CONTENT_LENGTH]: String(headerLength) }),
+    ...extra,
+  };
+}

@@ -1,0 +1,118 @@
+/**
+ * The servers the hot-path benchmark measures, each its own process group: the anchor (one per model), the
+ * standalone agent, and the agent behind `wrangler dev`. Each resolves once it serves, with the URL and the
+ * headers a client needs.
+ */
+import { existsSync, mkdtempSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import type { ReplicaDevice } from "../../backend/replica/device.ts";
+import { freePort } from "../../scripts/lib/free-port.ts";
+import { type ManagedProcess, spawnGroup } from "../../scripts/lib/process-group.ts";
+import { REPO_ROOT, startWranglerDev } from "../../scripts/lib/wrangler-dev.ts";
+
+export interface Target {
+  kind: "anchor" | "agent" | "gateway";
+  url: string;
+  headers: Record<string, string>;
+  /** The one model it serves (the anchor), or every model. */
+  model?: string;
+  stop(): Promise<void>;
+}
+
+const KEYS = { API_KEYS: "bench-key", AGENT_TOKENS: "bench-agent", ADMIN_KEY: "bench-admin" };
+
+/** A bundle in dist/ when run from one (a GPU host), else the sources. */
+function entry(bundled: string, source: string): string {
+  const beside = join(import.meta.dirname, bundled);
+  return existsSync(beside) ? beside : join(REPO_ROOT, source);
+}
+
+async function started(process: ManagedProcess, pattern: RegExp, what: string): Promise<string> {
+  const match = await process.waitForOutput(pattern, 120_000).catch(async (error: unknown) => {
+    await process.stop("SIGKILL");
+    throw new Error(`${what} did not start: ${error instanceof Error ? error.message : String(error)}`);
+  });
+  const url = match[1];
+  if (url === undefined) throw new Error(`${what}: no URL in ${match[0]}`);
+  return url;
+}
+
+export async function startAnchorTarget(
+  model: string,
+  path: string,
+  device: ReplicaDevice,
+  threads: number | undefined,
+): Promise<Target> {
+  const args = [
+    entry("hot-path-anchor.mjs", "bench/hot-path/anchor-server.ts"),
+    "--model",
+    path,
+    ...(device.kind === "cuda" ? ["--device", "cuda", "--gpu", String(device.deviceId)] : []),
+    ...(threads === undefined ? [] : ["--threads", String(threads)]),
+  ];
+  const process = spawnGroup(`anchor ${model}`, globalThis.process.execPath, args, { cwd: REPO_ROOT });
+  const url = await started(process, /anchor listening (\S+)/, "the anchor");
+  return { kind: "anchor", url, headers: {}, model, stop: () => process.stop().then(() => undefined) };
+}
+
+/** `nodeArgs` go to Node itself (`--cpu-prof --cpu-prof-dir <dir>` profiles the agent). */
+export async function startAgentTarget(
+  args: readonly string[],
+  nodeArgs: readonly string[] = [],
+): Promise<Target> {
+  const agentArgs = [
+    ...nodeArgs,
+    entry("switchyard-agent.mjs", "backend/bin/switchyard-agent.ts"),
+    "--standalone",
+    "--port",
+    "0",
+  ];
+  const process = spawnGroup("agent", globalThis.process.execPath, [...agentArgs, ...args], {
+    cwd: REPO_ROOT,
+  });
+  const url = await started(process, /standalone server listening url=(\S+)/, "the agent");
+  await process.waitForOutput(/agent ready/, 120_000);
+  return { kind: "agent", url, headers: {}, stop: () => process.stop().then(() => undefined) };
+}
+
+/** `wrangler dev` on a free port, and an agent that joins it with its own repository. */
+export async function startGatewayTarget(args: readonly string[]): Promise<Target> {
+  const port = await freePort();
+  const gateway = await startWranglerDev({
+    name: "wrangler dev",
+    port,
+    persistTo: mkdtempSync(join(tmpdir(), "switchyard-hot-path-state-")),
+    vars: KEYS,
+    startTimeoutMs: 120_000,
+  });
+  const url = `http://127.0.0.1:${port}`;
+  const agent = spawnGroup(
+    "agent (gateway)",
+    process.execPath,
+    [
+      entry("switchyard-agent.mjs", "backend/bin/switchyard-agent.ts"),
+      "--gateway",
+      `ws://127.0.0.1:${port}`,
+      "--token",
+      KEYS.AGENT_TOKENS,
+      ...args,
+    ],
+    { cwd: REPO_ROOT },
+  );
+  try {
+    await agent.waitForOutput(/connected to the gateway/, 120_000);
+  } catch (error) {
+    await Promise.all([agent.stop("SIGKILL"), gateway.stop("SIGKILL")]);
+    throw error;
+  }
+  return {
+    kind: "gateway",
+    url,
+    headers: { Authorization: `Bearer ${KEYS.API_KEYS}` },
+    stop: async () => {
+      await agent.stop();
+      await gateway.stop();
+    },
+  };
+}
