@@ -1,4 +1,5 @@
 import type { LogFormat } from "./log.ts";
+import type { BucketMode } from "./replica/batch-settings.ts";
 import type { DeviceOption } from "./replica/device.ts";
 
 /**
@@ -22,6 +23,8 @@ export interface AgentOptions {
   maxConcurrency: number;
   maxBatchSize: number;
   maxQueueDelayMicroseconds: number;
+  /** Batches padded to fixed sizes, a session each (--batch-buckets; auto: with CUDA). */
+  batchBuckets: BucketMode;
   /** onnxruntime session config entries for every model. */
   sessionConfig: Record<string, string>;
   /** Requests that may wait for a replica; one more is refused. */

@@ -75,6 +75,7 @@ export async function startAgent(options: AgentOptions, log: Log, ui: AgentUi = 
           batching: {
             maxBatchSize: options.maxBatchSize,
             maxQueueDelayMicroseconds: options.maxQueueDelayMicroseconds,
+            buckets: options.batchBuckets,
           },
           session: { config: options.sessionConfig },
         },

@@ -25,6 +25,19 @@ export const ModelConfigSchema = z.looseObject({
       preferred_batch_size: z.array(z.int().positive()).optional(),
     })
     .optional(),
+  /**
+   * Samples to warm the model with at load (Triton's key; here the dimensions of each input after the batch
+   * are what counts: they let batch buckets warm a model whose inputs have dynamic sizes).
+   */
+  model_warmup: z
+    .array(
+      z.looseObject({
+        name: z.string().optional(),
+        batch_size: z.int().positive().optional(),
+        inputs: z.record(z.string(), z.looseObject({ dims: z.array(z.int().positive()) })),
+      }),
+    )
+    .optional(),
   /** How many inferences may run on this model at once. */
   max_concurrency: z.int().positive().optional(),
   /** Whether an inference may be retried on another host after a failure; true unless said otherwise. */

@@ -3,7 +3,7 @@ import { z } from "zod";
 import { DEFAULT_POOL, isPoolName, POOL_NAME_RULE } from "../../shared/pool-names.ts";
 import { MAX_HINT_LENGTH, MAX_HINTS } from "../../shared/protocol/frames.ts";
 import { agentConnectUrl, gatewayModelsUrl } from "../gateway-link/gateway-urls.ts";
-import { DEFAULT_BATCHING } from "../replica/batch-settings.ts";
+import { type BucketMode, DEFAULT_BATCHING } from "../replica/batch-settings.ts";
 import type { DeviceOption } from "../replica/device.ts";
 import { GPU_MODEL_MEMORY_SHARE } from "../replica/model-memory-budget.ts";
 import { parseSize } from "./size.ts";
@@ -210,6 +210,15 @@ export const FLAG_SPECS = {
     value: "<µs>",
     help: "how long a request may wait for others to join its batch (config.json's dynamic_batching.max_queue_delay_microseconds wins); 0: a request that finds its model idle runs at once",
     default: String(DEFAULT_BATCHING.maxQueueDelayMicroseconds),
+  },
+  "batch-buckets": {
+    type: "string",
+    schema: z.enum(["auto", "on", "off"] satisfies BucketMode[], {
+      error: "--batch-buckets must be auto, on or off",
+    }),
+    value: "auto|on|off",
+    help: "batches padded up to a few fixed sizes (the model's preferred batch sizes, else powers of two), each with a session of its own warmed at load, so a batch never pays a re-plan; auto: on with --device cuda, where cuDNN re-plans every convolution whenever the batch size changes",
+    default: "auto",
   },
   "session-config": {
     type: "string",

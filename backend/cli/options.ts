@@ -144,6 +144,7 @@ function resolve(flags: Flags, machine: Machine): AgentOptions {
     maxConcurrency: flags["max-concurrency"] ?? FLAG_SPECS["max-concurrency"].derived.from(context),
     maxBatchSize: flags["max-batch-size"],
     maxQueueDelayMicroseconds: flags["max-queue-delay-us"],
+    batchBuckets: flags["batch-buckets"],
     sessionConfig: flags["session-config"],
     maxQueue: flags["max-queue"],
     preload: flags.preload,

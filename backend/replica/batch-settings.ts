@@ -6,12 +6,17 @@
 import type { ModelConfig } from "../../shared/model-config.ts";
 import type { TensorSpec } from "./ort-tensors.ts";
 
-/** The agent-wide defaults (`--max-batch-size`, `--max-queue-delay-us`). */
+/** `--batch-buckets`: whether batches are padded to fixed sizes; auto is on with CUDA. */
+export type BucketMode = "auto" | "on" | "off";
+
+/** The agent-wide defaults (`--max-batch-size`, `--max-queue-delay-us`, `--batch-buckets`). */
 export interface BatchingDefaults {
   /** Largest batch along the first dimension; 1 or less turns batching off for models that say nothing. */
   maxBatchSize: number;
   /** How long a request may wait for others to join its batch. */
   maxQueueDelayMicroseconds: number;
+  /** Omitted: auto. */
+  buckets?: BucketMode | undefined;
 }
 
 /** What a replica's batcher needs for one model. */
@@ -20,6 +25,11 @@ export interface BatchSettings {
   maxQueueDelayMs: number;
   /** Batch sizes that are dispatched as soon as they can be formed, without waiting out the delay. */
   preferredBatchSizes: number[];
+  /**
+   * The sizes every run is padded up to, ascending, each run by a session of its own (batch-buckets.ts);
+   * undefined: runs take the rows they have, on the one session.
+   */
+  buckets?: number[] | undefined;
 }
 
 /**
@@ -32,7 +42,11 @@ export interface BatchSettings {
  * once, and those that arrive while a batch runs form the next one (a 2 ms delay lowered throughput and
  * added 2 ms at one client).
  */
-export const DEFAULT_BATCHING: BatchingDefaults = { maxBatchSize: 1, maxQueueDelayMicroseconds: 0 };
+export const DEFAULT_BATCHING = {
+  maxBatchSize: 1,
+  maxQueueDelayMicroseconds: 0,
+  buckets: "auto",
+} as const satisfies BatchingDefaults;
 
 /**
  * The model's batch settings, or undefined when its requests run one by one: batching is off for it
@@ -46,6 +60,7 @@ export function batchSettingsFor(
   config: ModelConfig,
   specs: { inputs: readonly TensorSpec[]; outputs: readonly TensorSpec[] },
   defaults: BatchingDefaults,
+  device: "cpu" | "cuda" = "cpu",
 ): BatchSettings | undefined {
   const declared = config.max_batch_size;
   const maxBatchSize = declared ?? defaults.maxBatchSize;
@@ -58,5 +73,22 @@ export function batchSettingsFor(
   const preferred = [...new Set(dynamic?.preferred_batch_size ?? [])]
     .filter((size) => size <= maxBatchSize)
     .sort((a, b) => a - b);
-  return { maxBatchSize, maxQueueDelayMs: delayMicroseconds / 1000, preferredBatchSizes: preferred };
+  const mode = defaults.buckets ?? "auto";
+  const bucketed = mode === "on" || (mode === "auto" && device === "cuda");
+  return {
+    maxBatchSize,
+    maxQueueDelayMs: delayMicroseconds / 1000,
+    preferredBatchSizes: preferred,
+    ...(bucketed ? { buckets: bucketSizes(maxBatchSize, preferred) } : {}),
+  };
+}
+
+/**
+ * The sizes batches are padded up to: the preferred sizes, else the powers of two, and always 1 (a request
+ * alone is never padded: one client sees no difference) and the max batch size.
+ */
+export function bucketSizes(maxBatchSize: number, preferred: readonly number[]): number[] {
+  const sizes = new Set([1, maxBatchSize, ...preferred.filter((size) => size <= maxBatchSize)]);
+  if (preferred.length === 0) for (let size = 2; size < maxBatchSize; size *= 2) sizes.add(size);
+  return [...sizes].sort((a, b) => a - b);
 }

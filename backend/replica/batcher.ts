@@ -7,8 +7,15 @@
  * next one: no latency is added at low load, and batches grow with the load.
  *
  * A session's runs take turns on its worker thread (worker-session.ts), so two runs never overlap
- * anyway; one batch at a time lets the queue build up into the next batch instead of into more runs.
+ * anyway; one batch at a time lets the queue build up into the next batch instead of into more runs. One
+ * exception: a full batch may be sent while another runs, so that it waits on the session's thread,
+ * stacked, and the device goes from one to the next without waiting for the main thread (answering the
+ * last batch, stacking this one). Under load every batch is full and the device never idles.
  */
+
+/** Batches sent to the session at once: one running, and one full one waiting behind it. */
+const MAX_IN_FLIGHT = 2;
+
 import type { BatchSettings } from "./batch-settings.ts";
 
 export interface BatchItem {
@@ -49,7 +56,7 @@ export class ModelBatcher<T extends BatchItem, R> {
   readonly #now: () => number;
   /** Every waiting request, oldest first; groups are read from it in order. */
   #line: Waiting<T, R>[] = [];
-  #running = false;
+  #inFlight = 0;
   #flushPending = false;
   #timer: ReturnType<typeof setTimeout> | undefined;
 
@@ -97,7 +104,13 @@ export class ModelBatcher<T extends BatchItem, R> {
 
   /** Decides when the next batch goes: now (on the next turn of the event loop), later, or after the run. */
   #schedule(): void {
-    if (this.#running || this.#flushPending) return;
+    if (this.#flushPending || this.#inFlight >= MAX_IN_FLIGHT) return;
+    if (this.#inFlight > 0) {
+      // Only a full batch goes behind the one running; the rest keep gathering.
+      if (!this.#groupsOldestFirst().some((group) => this.#isFull(group))) return;
+      this.#flushSoon();
+      return;
+    }
     const due = this.#nextDue();
     if (due === undefined) return;
     const delay = due - this.#now();
@@ -105,6 +118,10 @@ export class ModelBatcher<T extends BatchItem, R> {
       this.#armTimer(delay);
       return;
     }
+    this.#flushSoon();
+  }
+
+  #flushSoon(): void {
     this.#clearTimer();
     this.#flushPending = true;
     // The batch is picked on the next turn, so requests submitted in this one (a burst) join it.
@@ -112,6 +129,10 @@ export class ModelBatcher<T extends BatchItem, R> {
       this.#flushPending = false;
       void this.#flush();
     });
+  }
+
+  #isFull(group: readonly Waiting<T, R>[]): boolean {
+    return group.reduce((sum, waiting) => sum + waiting.item.size, 0) >= this.settings.maxBatchSize;
   }
 
   /** When the oldest group becomes ready: now when it already is, else when its delay runs out. */
@@ -176,8 +197,10 @@ export class ModelBatcher<T extends BatchItem, R> {
   }
 
   async #flush(): Promise<void> {
-    if (this.#running) return;
-    const group = this.#groupsOldestFirst().find((candidate) => this.#isReady(candidate));
+    if (this.#inFlight >= MAX_IN_FLIGHT) return;
+    const startable = (group: readonly Waiting<T, R>[]) =>
+      this.#inFlight === 0 ? this.#isReady(group) : this.#isFull(group);
+    const group = this.#groupsOldestFirst().find(startable);
     if (group === undefined) {
       this.#schedule();
       return;
@@ -186,11 +209,13 @@ export class ModelBatcher<T extends BatchItem, R> {
     const taken = new Set(batch);
     this.#line = this.#line.filter((waiting) => !taken.has(waiting));
     for (const waiting of batch) waiting.detach();
-    this.#running = true;
+    this.#inFlight += 1;
+    // A full batch may follow right behind this one.
+    this.#schedule();
     try {
       await this.#run(batch);
     } finally {
-      this.#running = false;
+      this.#inFlight -= 1;
       this.#schedule();
     }
   }

@@ -2,6 +2,7 @@ import type { ModelConfig } from "../../shared/model-config.ts";
 import { parseModelKey } from "../../shared/model-names.ts";
 import type { ModelRef } from "../../shared/protocol/replica-state.ts";
 import type { ModelRepository, ResolvedModel } from "../models/repository.ts";
+import { warmupFeeds } from "./batch-buckets.ts";
 import { type BatchingDefaults, type BatchSettings, batchSettingsFor } from "./batch-settings.ts";
 import type { ReplicaDevice } from "./device.ts";
 import { exclusiveOnGpu, gpuUsedMemory } from "./gpu-memory.ts";
@@ -14,6 +15,8 @@ import { WorkerSession } from "./worker-session.ts";
 export interface ModelSession {
   ref: ModelRef;
   session: WorkerSession;
+  /** With batch buckets: the session of each bucket size (size 1 is `session`), each warmed at load. */
+  buckets?: ReadonlyMap<number, WorkerSession> | undefined;
   inputs: TensorSpec[];
   outputs: TensorSpec[];
   config: ModelConfig;
@@ -64,37 +67,66 @@ export class OnnxModelLoader implements ModelLoader<ModelSession> {
     const model = await this.#repository.resolve(ref.name, ref.version);
     const started = performance.now();
     const device = this.#device;
-    const { session, bytes, bytesSource } =
+    const { value, bytes, bytesSource } =
       device.kind === "cuda"
-        ? await exclusiveOnGpu(device.deviceId, () => this.#createMeasured(model, device.deviceId))
-        : { session: await this.#create(model), bytes: model.bytes, bytesSource: "file" as const };
+        ? await exclusiveOnGpu(device.deviceId, () => this.#measured(model, device.deviceId))
+        : await this.#sessions(model).then((value) => ({
+            value,
+            // Each batch bucket's session holds its own copy of the weights.
+            bytes: model.bytes * (value.buckets?.size ?? 1),
+            bytesSource: "file" as const,
+          }));
     this.#onLoaded(key, performance.now() - started);
-    const specs = { inputs: session.inputs, outputs: session.outputs };
-    const batching = batchSettingsFor(model.config, specs, this.#options.batching);
-    return {
-      session: { ref, session, config: model.config, ...specs, batching, bytes, bytesSource },
-      bytes,
-    };
+    return { session: { ref, config: model.config, ...value, bytes, bytesSource }, bytes };
   }
 
   async release(loaded: ModelSession): Promise<void> {
     const device = this.#device;
+    const release = () => Promise.all(sessionsOf(loaded).map((session) => session.release()));
     // Released one at a time with loads, so that a load's measurement does not see memory coming back.
-    // Resolves once the session's worker has exited: all its memory is back by then.
-    if (device.kind === "cuda") await exclusiveOnGpu(device.deviceId, () => loaded.session.release());
-    else await loaded.session.release();
+    // Resolves once the sessions' workers have exited: all their memory is back by then.
+    if (device.kind === "cuda") await exclusiveOnGpu(device.deviceId, release);
+    else await release();
   }
 
-  async #createMeasured(model: ResolvedModel, deviceId: number) {
+  /** The model's sessions, measured on the GPU: every bucket's session and its warm-up count. */
+  async #measured(model: ResolvedModel, deviceId: number) {
     const before = await gpuUsedMemory(deviceId);
-    const session = await this.#create(model);
+    const value = await this.#sessions(model);
     const after = before === undefined ? undefined : await gpuUsedMemory(deviceId);
     const taken = before === undefined || after === undefined ? undefined : after - before;
     // Nothing (or less than nothing) taken means the reading drowned in another process's changes: the
-    // file's size is then the better guess.
+    // file's size (times the sessions) is then the better guess.
     return taken !== undefined && taken > 0
-      ? { session, bytes: taken, bytesSource: "measured" as const }
-      : { session, bytes: model.bytes, bytesSource: "file" as const };
+      ? { value, bytes: taken, bytesSource: "measured" as const }
+      : { value, bytes: model.bytes * (value.buckets?.size ?? 1), bytesSource: "file" as const };
+  }
+
+  /** The model's session, its batch settings, and with batch buckets a warmed session per bucket. */
+  async #sessions(
+    model: ResolvedModel,
+  ): Promise<Omit<ModelSession, "ref" | "config" | "bytes" | "bytesSource">> {
+    const session = await this.#create(model);
+    const specs = { inputs: session.inputs, outputs: session.outputs };
+    const batching = batchSettingsFor(model.config, specs, this.#options.batching, this.#device.kind);
+    if (batching?.buckets === undefined) return { session, ...specs, batching };
+    const buckets = new Map<number, WorkerSession>();
+    try {
+      for (const size of batching.buckets) {
+        const bucket = size === 1 ? session : await this.#create(model);
+        buckets.set(size, bucket);
+        const feeds = warmupFeeds(specs.inputs, model.config, size);
+        const names = specs.outputs.map((output) => output.name);
+        if (feeds !== undefined) await bucket.run(feeds, names, { handOver: true });
+      }
+    } catch (error) {
+      await Promise.all([session, ...buckets.values()].map((each) => each.release().catch(() => undefined)));
+      const reason = error instanceof Error ? error.message : String(error);
+      throw new Error(`warming ${model.name}/${model.version} up for its batch sizes failed: ${reason}`, {
+        cause: error,
+      });
+    }
+    return { session, ...specs, batching, buckets };
   }
 
   async #create(model: ResolvedModel): Promise<WorkerSession> {
@@ -109,4 +141,9 @@ export class OnnxModelLoader implements ModelLoader<ModelSession> {
       });
     }
   }
+}
+
+/** Every session a loaded model holds, each once. */
+function sessionsOf(loaded: ModelSession): WorkerSession[] {
+  return [...new Set([loaded.session, ...(loaded.buckets?.values() ?? [])])];
 }

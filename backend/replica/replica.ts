@@ -6,6 +6,7 @@ import type { Tensor } from "../../shared/oip/tensor.ts";
 import type { ModelSignature } from "../../shared/protocol/model-signatures.ts";
 import type { ModelRef, ReplicaState } from "../../shared/protocol/replica-state.ts";
 import type { ModelRepository } from "../models/repository.ts";
+import { bucketFor, dropPadding } from "./batch-buckets.ts";
 import { type BatchingDefaults, DEFAULT_BATCHING } from "./batch-settings.ts";
 import { ModelBatcher } from "./batcher.ts";
 import { deviceLabel, type ReplicaDevice } from "./device.ts";
@@ -20,6 +21,7 @@ import { SessionGoneError } from "./session-thread.ts";
 import { Slots } from "./slots.ts";
 import { batchSizeOf, splitRows, stackInputs, stackingKey } from "./tensor-batch.ts";
 import { VersionMemo } from "./version-memo.ts";
+import type { RunResult, WorkerSession } from "./worker-session.ts";
 
 export interface ReplicaOptions {
   id: string;
@@ -64,6 +66,8 @@ export interface InferTimings {
   loadMs: number;
   /** The run that computed the outputs: with batching, the whole batch's run. */
   inferMs: number;
+  /** Of inferMs, what onnxruntime itself took on the session's thread (the rest: the way there and back). */
+  sessionMs: number;
 }
 
 export interface InferOutcome {
@@ -93,6 +97,7 @@ interface Executed {
   outputs: Tensor[];
   queuedMs: number;
   runMs: number;
+  sessionMs: number;
   requests: number;
   rows: number;
 }
@@ -116,7 +121,7 @@ export class Replica {
   readonly #limits: { maxModels: number; maxModelBytes: number };
   readonly #versions = new VersionMemo(VERSION_REFRESH_MS);
   /** One batcher per loaded session; it goes with the session when the model is unloaded. */
-  readonly #batchers = new WeakMap<ModelSession, ModelBatcher<BatchRequest, Tensor[]>>();
+  readonly #batchers = new WeakMap<ModelSession, ModelBatcher<BatchRequest, RunResult>>();
   /** Sessions whose worker died, already on their way out of the cache. */
   readonly #dead = new WeakSet<ModelSession>();
   /** The byte budget of loaded models, and where it comes from. */
@@ -207,6 +212,7 @@ export class Replica {
             queueMs: slotMs + executed.queuedMs,
             loadMs: lease.hit ? 0 : lease.waitedMs,
             inferMs: executed.runMs,
+            sessionMs: executed.sessionMs,
           },
           batch: { requests: executed.requests, rows: executed.rows },
           batching: model.batching !== undefined,
@@ -227,16 +233,23 @@ export class Replica {
     if (batcher !== undefined && size !== undefined && size >= 1 && size <= batcher.settings.maxBatchSize) {
       const request: BatchRequest = { size, inputs: call.inputs, wanted, handOver };
       const outcome = await batcher.submit(request, stackingKey(call.inputs), call.signal);
-      return { ...outcome, outputs: outcome.result };
+      return { ...outcome, outputs: outcome.result.outputs, sessionMs: outcome.result.sessionMs };
     }
     const started = performance.now();
-    const [outputs = []] = await this.#runStacked(model, key, [
+    const [answer] = await this.#runStacked(model, key, [
       { size: size ?? 0, inputs: call.inputs, wanted, handOver },
     ]);
-    return { outputs, queuedMs: 0, runMs: performance.now() - started, requests: 1, rows: size ?? 0 };
+    return {
+      outputs: answer?.outputs ?? [],
+      queuedMs: 0,
+      runMs: performance.now() - started,
+      sessionMs: answer?.sessionMs ?? 0,
+      requests: 1,
+      rows: size ?? 0,
+    };
   }
 
-  #batcherFor(model: ModelSession, key: string): ModelBatcher<BatchRequest, Tensor[]> | undefined {
+  #batcherFor(model: ModelSession, key: string): ModelBatcher<BatchRequest, RunResult> | undefined {
     if (model.batching === undefined) return undefined;
     let batcher = this.#batchers.get(model);
     if (batcher === undefined) {
@@ -250,15 +263,24 @@ export class Replica {
    * One session run for one or more requests: their inputs stacked along the first dimension, the union of
    * the outputs they want fetched, and each output split back into every request's rows.
    */
-  async #runStacked(model: ModelSession, key: string, requests: BatchRequest[]): Promise<Tensor[][]> {
+  async #runStacked(model: ModelSession, key: string, requests: BatchRequest[]): Promise<RunResult[]> {
     const stackingStarted = performance.now();
     const names = [...new Set(requests.flatMap((request) => request.wanted))];
-    const feeds = stackInputs(requests.map((request) => request.inputs));
+    const rows = requests.reduce((sum, request) => sum + request.size, 0);
+    // With batch buckets the run is padded up to its bucket and goes to that bucket's session.
+    const bucket = rows >= 1 && model.batching?.buckets ? bucketFor(rows, model.batching.buckets) : undefined;
+    const session = (bucket === undefined ? undefined : model.buckets?.get(bucket)) ?? model.session;
+    const padded = bucket !== undefined && bucket !== rows;
+    const feeds = stackInputs(
+      requests.map((request) => request.inputs),
+      padded ? bucket : undefined,
+    );
     const started = performance.now();
-    // A stacked batch was built here for this run, so its buffers move to the worker; a lone request's
-    // inputs are its caller's, and are copied unless the caller handed them over.
-    const handOver = requests.length > 1 || requests[0]?.handOver === true;
-    const results = await this.#run(model, key, feeds, names, handOver);
+    // A stacked or padded batch was built here for this run, so its buffers move to the worker; a lone
+    // request's inputs are its caller's, and are copied unless the caller handed them over.
+    const handOver = padded || requests.length > 1 || requests[0]?.handOver === true;
+    const ranOutputs = await this.#run(model, session, key, feeds, names, handOver);
+    const results = padded ? dropPadding(ranOutputs.outputs, rows, bucket) : ranOutputs.outputs;
     const ran = performance.now();
     this.#timings.recordRun(key, ran - started);
     const outputs = new Map(names.map((name, index) => [name, results[index] as Tensor]));
@@ -272,24 +294,24 @@ export class Replica {
         request.wanted.map((name) => split.get(name)?.[index] as Tensor),
       );
     }
-    const rows = requests.reduce((sum, request) => sum + request.size, 0);
     this.#statistics.executed(model.ref, rows, {
       inputMs: started - stackingStarted,
       inferMs: ran - started,
       outputMs: performance.now() - ran,
     });
-    return answers;
+    return answers.map((outputs) => ({ outputs, sessionMs: ranOutputs.sessionMs }));
   }
 
   async #run(
     model: ModelSession,
+    session: WorkerSession,
     key: string,
     feeds: Tensor[],
     outputs: string[],
     handOver: boolean,
-  ): Promise<Tensor[]> {
+  ): Promise<RunResult> {
     try {
-      return await model.session.run(feeds, outputs, { handOver });
+      return await session.run(feeds, outputs, { handOver });
     } catch (error) {
       const reason = error instanceof Error ? error.message : String(error);
       if (error instanceof SessionGoneError) {

@@ -18,17 +18,26 @@ export type SessionRequest =
 export type SessionReply =
   | { type: "ready"; inputs: TensorSpec[]; outputs: TensorSpec[] }
   /** The requested outputs, in the order they were asked for. */
-  | { type: "result"; outputs: Tensor[] }
+  /** `sessionMs`: how long onnxruntime's run took on the worker (the rest of a run's time is the hop). */
+  | { type: "result"; outputs: Tensor[]; sessionMs: number; returned?: ArrayBuffer[] }
   | { type: "released" }
   /** onnxruntime's (or the worker's) error message, as it was. */
-  | { type: "error"; message: string };
+  | { type: "error"; message: string; returned?: ArrayBuffer[] };
+// `returned`: the buffers of a run's feeds, given back once the run is over, for the pool to reuse
+// (buffer-pool.ts).
 
 export type Envelope<T> = T & { id: number };
 
-type FixedDatatype = Exclude<Datatype, "BYTES">;
-type FixedData = Exclude<Tensor["data"], Uint8Array[]>;
+export type FixedDatatype = Exclude<Datatype, "BYTES">;
+export type FixedData = Exclude<Tensor["data"], Uint8Array[]>;
 
-const ARRAY_CLASS: Record<FixedDatatype, new (length: number) => FixedData> = {
+interface TypedArrayClass {
+  new (length: number): FixedData;
+  new (buffer: ArrayBuffer, byteOffset: number, length: number): FixedData;
+}
+
+/** The typed array class of each fixed-size datatype (FP16 travels as its bit patterns). */
+export const ARRAY_CLASS: Record<FixedDatatype, TypedArrayClass> = {
   BOOL: Uint8Array,
   UINT8: Uint8Array,
   UINT16: Uint16Array,

@@ -6,6 +6,7 @@
  * threads share it.
  */
 import type { Worker } from "node:worker_threads";
+import { requestBuffers } from "./buffer-pool.ts";
 import type { Envelope, SessionReply, SessionRequest } from "./session-protocol.ts";
 
 /** The session can take no more requests: it was released, or its worker exited. */
@@ -110,6 +111,9 @@ export class SessionThread {
     if (waiter === undefined) return;
     this.#waiting.delete(reply.id);
     if (this.#waiting.size === 0) this.#worker.unref();
+    if (reply.type === "result" || reply.type === "error") {
+      for (const buffer of reply.returned ?? []) requestBuffers.release(buffer);
+    }
     if (reply.type === "error") waiter.reject(new Error(reply.message));
     else waiter.resolve(reply);
   }

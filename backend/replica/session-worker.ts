@@ -37,10 +37,14 @@ function crash(error: unknown): void {
 }
 
 async function handle(request: Envelope<SessionRequest>): Promise<void> {
+  // Once the run is over, its feeds' buffers go back to the replica's pool, success or not.
+  const returned = request.type === "run" ? transferablesOf(request.feeds) : [];
   try {
-    reply(request.id, await answer(request));
+    const answered = await answer(request);
+    reply(request.id, answered.type === "result" ? { ...answered, returned } : answered);
   } catch (error) {
-    reply(request.id, { type: "error", message: error instanceof Error ? error.message : String(error) });
+    const message = error instanceof Error ? error.message : String(error);
+    reply(request.id, { type: "error", message, returned });
   }
 }
 
@@ -55,13 +59,15 @@ async function answer(request: SessionRequest): Promise<SessionReply> {
       if (session === undefined) throw new Error("this worker holds no session");
       const feeds: Record<string, ort.Tensor> = {};
       for (const feed of request.feeds) feeds[feed.name] = toOrtTensor(feed);
+      const started = performance.now();
       const results = await session.run(feeds, request.outputs);
+      const sessionMs = performance.now() - started;
       const outputs = request.outputs.map((name): Tensor => {
         const value = results[name];
         if (value === undefined) throw new Error(`onnxruntime returned no output '${name}'`);
         return fromOrtTensor(name, value);
       });
-      return { type: "result", outputs };
+      return { type: "result", outputs, sessionMs };
     }
     case "release": {
       const released = session;
@@ -74,6 +80,9 @@ async function answer(request: SessionRequest): Promise<SessionReply> {
 
 function reply(id: number, message: SessionReply): void {
   const envelope: Envelope<SessionReply> = { ...message, id };
-  // Outputs were made here for the replica alone: their buffers move instead of being copied.
-  port?.postMessage(envelope, message.type === "result" ? transferablesOf(message.outputs) : []);
+  // Outputs were made here for the replica alone: their buffers move instead of being copied, and so do
+  // the feeds' buffers it gives back.
+  const moved = message.type === "result" ? transferablesOf(message.outputs) : [];
+  const returned = message.type === "result" || message.type === "error" ? (message.returned ?? []) : [];
+  port?.postMessage(envelope, [...new Set([...moved, ...returned])]);
 }

@@ -6,6 +6,7 @@
  */
 import type { TensorData } from "../../shared/oip/datatypes.ts";
 import { elementCount, type Tensor } from "../../shared/oip/tensor.ts";
+import { requestBuffers } from "./buffer-pool.ts";
 
 /**
  * The batch size a request brings: the first dimension all its inputs share. Undefined when they do not
@@ -34,25 +35,35 @@ export function stackingKey(inputs: readonly Tensor[]): string {
 }
 
 /**
- * One tensor per input name, holding every request's rows in request order. Requests must share a
- * stacking key (checked by the caller when it grouped them).
+ * One tensor per input name, holding every request's rows in request order, and with `padTo` grown to that
+ * many rows by repeating the last one (batch buckets, batch-buckets.ts): one copy for both. Requests must
+ * share a stacking key (checked by the caller when it grouped them). A lone request that needs no padding
+ * is passed through as it is.
  */
-export function stackInputs(requests: readonly (readonly Tensor[])[]): Tensor[] {
+export function stackInputs(requests: readonly (readonly Tensor[])[], padTo?: number): Tensor[] {
   const first = requests[0];
   if (first === undefined) return [];
-  if (requests.length === 1) return [...first];
+  const rowsOf = (tensor: Tensor) => tensor.shape[0] ?? 0;
+  if (requests.length === 1 && (padTo === undefined || first.every((tensor) => rowsOf(tensor) === padTo)))
+    return [...first];
   return first.map((template) => {
     const parts = requests.map((inputs) => {
       const part = inputs.find((input) => input.name === template.name);
       if (part === undefined) throw new Error(`a request in the batch has no input '${template.name}'`);
       return part;
     });
-    const rows = parts.reduce((sum, part) => sum + (part.shape[0] ?? 0), 0);
+    const rows = parts.reduce((sum, part) => sum + rowsOf(part), 0);
+    const total = Math.max(rows, padTo ?? rows);
+    const rowLength = elementCount(template.shape.slice(1));
     return {
       name: template.name,
       datatype: template.datatype,
-      shape: [rows, ...template.shape.slice(1)],
-      data: concatData(parts.map((part) => part.data)),
+      shape: [total, ...template.shape.slice(1)],
+      data: concatData(
+        parts.map((part) => part.data),
+        rowLength,
+        total - rows,
+      ),
     };
   });
 }
@@ -87,20 +98,33 @@ export function splitRows(tensor: Tensor, sizes: readonly number[]): Tensor[] {
 }
 
 type TypedArray = Exclude<TensorData, Uint8Array[]>;
-type TypedArrayConstructor = new (length: number) => TypedArray;
+type TypedArrayConstructor = new (buffer: ArrayBuffer, byteOffset: number, length: number) => TypedArray;
 
-function concatData(parts: readonly TensorData[]): TensorData {
+/** The parts one after the other, then `padRows` copies of the last row (of `rowLength` elements). */
+function concatData(parts: readonly TensorData[], rowLength: number, padRows: number): TensorData {
   const first = parts[0];
   if (first === undefined) return new Float32Array(0);
-  if (Array.isArray(first)) return (parts as Uint8Array[][]).flat();
+  if (Array.isArray(first)) {
+    const joined = (parts as Uint8Array[][]).flat();
+    const last = joined.slice(joined.length - rowLength);
+    for (let row = 0; row < padRows; row += 1) joined.push(...last);
+    return joined;
+  }
   const typed = parts as TypedArray[];
-  const length = typed.reduce((sum, part) => sum + part.length, 0);
-  const joined = new (first.constructor as TypedArrayConstructor)(length);
+  const length = typed.reduce((sum, part) => sum + part.length, 0) + padRows * rowLength;
+  // From the pool: the batch moves to the session's thread and comes back after the run (buffer-pool.ts).
+  const Constructor = first.constructor as TypedArrayConstructor;
+  const joined = new Constructor(requestBuffers.acquire(length * first.BYTES_PER_ELEMENT), 0, length);
   let offset = 0;
   for (const part of typed) {
     // Same constructor for every part, so set() copies element by element of the same type.
     (joined as Float32Array).set(part as Float32Array, offset);
     offset += part.length;
+  }
+  const lastRow = (joined as Float32Array).subarray(offset - rowLength, offset);
+  for (let row = 0; row < padRows; row += 1) {
+    (joined as Float32Array).set(lastRow, offset);
+    offset += rowLength;
   }
   return joined;
 }

@@ -23,6 +23,12 @@ export interface RunOptions {
   handOver?: boolean;
 }
 
+/** A run's outputs, and how long onnxruntime took for it on the session's thread. */
+export interface RunResult {
+  outputs: Tensor[];
+  sessionMs: number;
+}
+
 export class WorkerSession {
   readonly inputs: TensorSpec[];
   readonly outputs: TensorSpec[];
@@ -67,14 +73,14 @@ export class WorkerSession {
     feeds: readonly Tensor[],
     outputs: readonly string[],
     options: RunOptions = {},
-  ): Promise<Tensor[]> {
+  ): Promise<RunResult> {
     const moved = forTransfer(feeds, options.handOver === true);
     const reply = await this.#thread.request(
       { type: "run", feeds: moved.tensors, outputs: [...outputs] },
       moved.transfer,
     );
     if (reply.type !== "result") throw unexpectedReply(reply);
-    return reply.outputs;
+    return { outputs: reply.outputs, sessionMs: reply.sessionMs };
   }
 
   /**

@@ -3,6 +3,7 @@ import { describeError, SwitchyardError } from "../../shared/errors.ts";
 import { INFERENCE_HEADER_CONTENT_LENGTH } from "../../shared/oip/codec.ts";
 import { type InferLimits, parseInferRequest } from "../../shared/oip/infer-http.ts";
 import type { ReplicaPool } from "../pool/replica-pool.ts";
+import { requestBuffers } from "../replica/buffer-pool.ts";
 import { answerInfer } from "./standalone-infer.ts";
 
 const INFER_PATH = /^\/v2\/models\/([^/]+)(?:\/versions\/([^/]+))?\/infer$/;
@@ -69,7 +70,8 @@ async function serve(
     Number.isSafeInteger(headerLength) && headerLength >= 0
       ? (TENSOR_ALIGNMENT - (headerLength % TENSOR_ALIGNMENT)) % TENSOR_ALIGNMENT
       : 0;
-  const body = await readInto(request, new Uint8Array(new ArrayBuffer(pad + length), pad, length));
+  // From the pool: a body that moves to the session's thread comes back after the run (buffer-pool.ts).
+  const body = await readInto(request, new Uint8Array(requestBuffers.acquire(pad + length), pad, length));
   const received = performance.now();
   const input = parseInferRequest(
     { model: decodeSegment(match[1]), version: decodeSegment(match[2]) },

@@ -21,8 +21,8 @@ export interface Arrival {
  * Runs a checked infer request on the agent's replicas and encodes the answer: what both ways into the
  * standalone server share (the direct route for plain bodies, Hono's for compressed or chunked ones).
  * The decoded tensors move to the model's thread without a copy; binary outputs are written from the
- * session's own buffers. Server-Timing says where the time went: receive, decode, queue, load, infer,
- * encode, total.
+ * session's own buffers. Server-Timing says where the time went: receive, decode, queue, load, infer (and
+ * run, onnxruntime's part of it), encode, total.
  */
 export async function answerInfer(
   pool: ReplicaPool,
@@ -67,6 +67,8 @@ export async function answerInfer(
       queue: outcome.timings.poolQueueMs + outcome.timings.queueMs,
       load: outcome.timings.loadMs,
       infer: outcome.timings.inferMs,
+      // Of infer, onnxruntime's own run on the session's thread; the rest is the way there and back.
+      run: outcome.timings.sessionMs,
       encode: encodeMs,
       total: performance.now() - arrival.arrivedAt,
     },

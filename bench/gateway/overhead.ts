@@ -6,11 +6,11 @@
  */
 import { writeFileSync } from "node:fs";
 import os from "node:os";
+import { freePort } from "../../scripts/lib/free-port.ts";
 import { infer } from "../../shared/oip/http-client.ts";
 import { DET_MODEL, MULTIPLEX_MODELS, MULTIPLEX_OPTIONS } from "../../test/fixtures/paths.ts";
 import { PPOCR_DET_DIMS, ppocrDetSampleInput } from "../../test/fixtures/ppocr.ts";
 import { startAgent } from "../../test/integration/harness/agents.ts";
-import { freePort } from "../../scripts/lib/free-port.ts";
 import { clientAuthorization, mlpRequest, waitForAgents } from "../../test/integration/harness/oip-client.ts";
 import { startGateway } from "../../test/integration/harness/wrangler-dev.ts";
 

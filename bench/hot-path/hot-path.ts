@@ -12,7 +12,7 @@
  * are checked bit for bit against a direct run.
  *
  *   npm run bench:hot-path [-- --device cuda --gpu 0] [--quick] [--seconds 5] [--targets raw,anchor,agent,gateway]
- *     [--models det,mlp] [--concurrency 1,8,32] [--agent-args "--max-concurrency 8"]
+ *     [--models det,mlp,io] [--encodings binary,json] [--concurrency 1,8,32] [--agent-args "--max-concurrency 8"]
  *     [--agent-node-args "--cpu-prof --cpu-prof-dir=prof"]
  *   node dist/hot-path.mjs --device cuda --out $OUT       on a GPU host, with the bundle (npm run build:bundles)
  *
@@ -26,7 +26,18 @@ import { parseArgs } from "node:util";
 import * as ort from "onnxruntime-node";
 import { sessionOptions } from "../../backend/replica/session-options.ts";
 import { modelPath, writeFileIfChanged } from "../../scripts/lib/model-repository.ts";
-import { encodeMlp, mlpForBytes } from "../../scripts/lib/onnx-builder.ts";
+import {
+  DataType,
+  encodeMlp,
+  encodeModel,
+  intAttribute,
+  mlpForBytes,
+  modelHeader,
+  node,
+  onnx,
+  tensorValue,
+  toBytes,
+} from "../../scripts/lib/onnx-builder.ts";
 import { decodeInferResponse, encodeInferRequest } from "../../shared/oip/codec.ts";
 import type { Tensor } from "../../shared/oip/tensor.ts";
 import { closedLoop, type LoadResult, round } from "../gpu/measure.ts";
@@ -43,7 +54,8 @@ const { values } = parseArgs({
     quick: { type: "boolean", default: false },
     targets: { type: "string", default: "raw,anchor,agent,gateway" },
     concurrency: { type: "string", default: "1,8,32" },
-    models: { type: "string", default: "det,mlp" },
+    models: { type: "string", default: "det,mlp,io" },
+    encodings: { type: "string", default: "binary,json" },
     "det-model": { type: "string" },
     /** Node's own flags for the agent, e.g. "--cpu-prof --cpu-prof-dir=prof" (space-separated). */
     "agent-node-args": { type: "string", default: "" },
@@ -58,8 +70,35 @@ const device =
     : { kind: "cpu" as const };
 const targets = new Set(values.targets.split(","));
 const concurrencies = values.concurrency.split(",").map(Number);
+const encodings = (["binary", "json"] as const).filter((encoding) =>
+  values.encodings.split(",").includes(encoding),
+);
 const seconds = Number(values.seconds ?? (values.quick ? 1 : 4));
 const warmupSeconds = values.quick ? 0.5 : 1.5;
+
+/** ReduceMean over the channels of a [n, 3, h, w] image: det's input and output sizes, almost no work. */
+function channelMean(): Uint8Array {
+  const ints = onnx.AttributeProto.AttributeType.INTS;
+  return toBytes(
+    encodeModel(
+      modelHeader("hot-path io: mean over channels"),
+      {
+        name: "io",
+        node: [
+          node(
+            "ReduceMean",
+            ["x"],
+            ["y"],
+            [{ name: "axes", type: ints, ints: [1] }, intAttribute("keepdims", 1)],
+          ),
+        ],
+        input: [tensorValue("x", DataType.FLOAT, ["n", 3, "h", "w"])],
+        output: [tensorValue("y", DataType.FLOAT, ["n", 1, "h", "w"])],
+      },
+      [],
+    ),
+  );
+}
 
 export interface ModelCase {
   /** The name served; `<name>_batched` is the same model with batching declared in its config.json. */
@@ -81,6 +120,14 @@ const CASES: ModelCase[] = [
     preferred: [1, 2, 4, 8],
   },
   { name: "mlp", label: "MLP 16->8 (256 KB)", input: mlpInput(), maxBatchSize: 32, preferred: [] },
+  {
+    // det's bytes in and out with next to no compute: what the path costs around a run, on any device.
+    name: "io",
+    label: `channel mean 1x3x${DET_SIZE}x${DET_SIZE} -> 1x1x${DET_SIZE}x${DET_SIZE} (det's bytes, no compute)`,
+    input: detInput(DET_SIZE),
+    maxBatchSize: 8,
+    preferred: [1, 2, 4, 8],
+  },
 ].filter((entry) => values.models.split(",").includes(entry.name));
 
 function detInput(size: number): Tensor {
@@ -107,13 +154,27 @@ function writeRepository(dir: string, detPath: string): void {
       const path = modelPath(dir, name);
       mkdirSync(join(dir, name, "1"), { recursive: true });
       if (entry.name === "det") symlinkSync(resolve(detPath), path);
-      else writeFileIfChanged(path, mlp);
+      else writeFileIfChanged(path, entry.name === "io" ? channelMean() : mlp);
       if (batched) {
         writeFileSync(
           join(dir, name, "config.json"),
           JSON.stringify({
             max_batch_size: entry.maxBatchSize,
             dynamic_batching: { preferred_batch_size: entry.preferred, max_queue_delay_microseconds: 0 },
+            // The image size, so that every batch bucket is warmed at load (Triton's key).
+            model_warmup: [
+              {
+                name: "image",
+                batch_size: 1,
+                inputs: {
+                  [entry.input.name]: {
+                    data_type: "TYPE_FP32",
+                    dims: entry.input.shape.slice(1),
+                    zero_data: true,
+                  },
+                },
+              },
+            ],
           }),
         );
       }
@@ -215,7 +276,7 @@ async function main(): Promise<void> {
       }
       for (const entry of CASES) {
         if (target.model !== undefined && target.model !== entry.name) continue;
-        for (const encoding of ["binary", "json"] as const) {
+        for (const encoding of encodings) {
           for (const batched of target.kind === "anchor" ? [false] : [false, true]) {
             const model = batched ? `${entry.name}_batched` : entry.name;
             const prepared = prepare(model, entry.input, encoding, target.headers);

@@ -62,16 +62,19 @@ export function renderHotPathReport(report: HotPathReport): string {
         }
       }
       lines.push("");
-      const staged = rows.filter(
-        (row) => row.target === "agent" && !row.batched && Object.keys(row.phases).length > 0,
-      );
+      const staged = rows
+        .filter((row) => row.target === "agent" && Object.keys(row.phases).length > 0)
+        .sort((a, b) => Number(a.batched) - Number(b.batched));
       if (staged.length > 0) {
-        lines.push("Where the agent's time goes (Server-Timing, mean ms):", "");
+        lines.push(
+          "Where the agent's time goes (Server-Timing, mean ms; run is onnxruntime's part of infer, on the session's thread):",
+          "",
+        );
         const phases = [...new Set(staged.flatMap((row) => Object.keys(row.phases)))];
         lines.push(`| clients | ${phases.join(" | ")} |`, `| --- | ${phases.map(() => "---").join(" | ")} |`);
         for (const row of staged)
           lines.push(
-            `| ${row.load.concurrency} | ${phases.map((phase) => row.phases[phase] ?? "–").join(" | ")} |`,
+            `| ${row.load.concurrency}${row.batched ? " (batched)" : ""} | ${phases.map((phase) => row.phases[phase] ?? "–").join(" | ")} |`,
           );
         lines.push("");
       }

@@ -13,9 +13,9 @@ import { writeFileSync } from "node:fs";
 import { cpus, totalmem } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
+import { freePort } from "../../scripts/lib/free-port.ts";
 import { ROUTING_POLICIES } from "../../shared/routing/policies.ts";
 import { type AgentProcess, startAgent } from "../../test/integration/harness/agents.ts";
-import { freePort } from "../../scripts/lib/free-port.ts";
 import { waitForAgents } from "../../test/integration/harness/oip-client.ts";
 import {
   type GatewayProcess,

@@ -1,13 +1,13 @@
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { freePort } from "../../../scripts/lib/free-port.ts";
 import {
   bundleWorker,
   configuredVars,
   REPO_ROOT,
   startWranglerDev,
 } from "../../../scripts/lib/wrangler-dev.ts";
-import { freePort } from "../../../scripts/lib/free-port.ts";
 import type { ManagedProcess } from "./process-group.ts";
 
 export { REPO_ROOT };

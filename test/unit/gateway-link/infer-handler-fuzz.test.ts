@@ -25,7 +25,7 @@ const replica: LinkedReplica = {
     model: { name: call.model, version: "1" },
     outputs: call.inputs,
     cache: "hit",
-    timings: { queueMs: 0, loadMs: 0, inferMs: 0 },
+    timings: { queueMs: 0, loadMs: 0, inferMs: 0, sessionMs: 0 },
   }),
   state: () => state,
   onChange: () => () => {},

@@ -52,6 +52,25 @@ describe("ModelBatcher", () => {
     expect(runner.overlapped()).toBe(false);
   });
 
+  test("a full batch goes behind the one running (it waits stacked on the session's thread); a partial one waits", async () => {
+    const runner = recordingRunner(20);
+    let started = 0;
+    const batcher = new ModelBatcher<Item, string>({ ...settings, maxBatchSize: 2 }, (items) => {
+      started += 1;
+      return runner.run(items);
+    });
+    const first = batcher.submit({ size: 1, value: "first" }, "g");
+    await new Promise((resolve) => setTimeout(resolve, 5));
+    // While "first" runs: two full batches of two arrive, then a lone request.
+    const full = ["a", "b", "c", "d"].map((value) => batcher.submit({ size: 1, value }, "g"));
+    await new Promise((resolve) => setTimeout(resolve, 5));
+    // One full batch went behind the running one at once; a third batch would have to wait.
+    expect(started).toBe(2);
+    const lone = batcher.submit({ size: 1, value: "e" }, "g");
+    await Promise.all([first, ...full, lone]);
+    expect(runner.batches).toEqual([["first"], ["a", "b"], ["c", "d"], ["e"]]);
+  });
+
   test("groups never share a batch, and the oldest group goes first", async () => {
     const runner = recordingRunner();
     const batcher = new ModelBatcher<Item, string>(settings, runner.run);

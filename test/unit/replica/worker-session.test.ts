@@ -67,7 +67,11 @@ describe("WorkerSession", () => {
     expect(session.outputs).toEqual([{ name: "y", datatype: "FP32", shape: [-1, 8] }]);
     const input = mlpInput(3);
     const copy = Float32Array.from(input.data as Float32Array);
-    const [output] = await session.run([input], ["y"]);
+    const {
+      outputs: [output],
+      sessionMs,
+    } = await session.run([input], ["y"]);
+    expect(sessionMs).toBeGreaterThan(0);
     expect(output?.shape).toEqual([3, 8]);
     expectAllClose(output?.data as Float32Array, expectedMlp(input));
     // Not handed over: copied, so the caller can send the same tensor again.
@@ -78,7 +82,9 @@ describe("WorkerSession", () => {
     const session = await open(MLP);
     const input = mlpInput(2);
     const expected = expectedMlp(input);
-    const [output] = await session.run([input], ["y"], { handOver: true });
+    const {
+      outputs: [output],
+    } = await session.run([input], ["y"], { handOver: true });
     expectAllClose(output?.data as Float32Array, expected);
     expect((input.data as Float32Array).byteLength).toBe(0);
   });
@@ -94,7 +100,7 @@ describe("WorkerSession", () => {
     const failure = await failureOf(session.run([badShape], ["y"]));
     expect(failure.message).toBe(expected.message);
     // The session stays usable after a refused run.
-    expect((await session.run([mlpInput(1)], ["y"]))[0]?.shape).toEqual([1, 8]);
+    expect((await session.run([mlpInput(1)], ["y"])).outputs[0]?.shape).toEqual([1, 8]);
 
     const brokenPath = repoModelPath(BROKEN_MODEL);
     const expectedLoad = await failureOf(ort.InferenceSession.create(brokenPath, OPTIONS));
@@ -105,7 +111,9 @@ describe("WorkerSession", () => {
   test("FP16 bit patterns and BYTES elements round-trip through the worker", async () => {
     const fp16 = await open(IDENTITY_MODELS.FP16);
     const bits = Uint16Array.of(0x3c00, 0x3c01, 0xc000, 0x7bff, 0x0001, 0x8000);
-    const [half] = await fp16.run([{ name: "x", datatype: "FP16", shape: [2, 3], data: bits }], ["y"]);
+    const {
+      outputs: [half],
+    } = await fp16.run([{ name: "x", datatype: "FP16", shape: [2, 3], data: bits }], ["y"]);
     expect(half?.datatype).toBe("FP16");
     expect(half?.data).toEqual(bits);
 
@@ -114,7 +122,9 @@ describe("WorkerSession", () => {
     // One element is a view into a larger buffer, as elements of a binary request body are.
     const body = encoder.encode("prefix|élément ✓|suffix");
     const elements = [encoder.encode("a"), body.subarray(7, 7 + encoder.encode("élément ✓").length)];
-    const [text] = await bytes.run([{ name: "x", datatype: "BYTES", shape: [1, 2], data: elements }], ["y"]);
+    const {
+      outputs: [text],
+    } = await bytes.run([{ name: "x", datatype: "BYTES", shape: [1, 2], data: elements }], ["y"]);
     expect(text?.datatype).toBe("BYTES");
     const texts = ((text?.data ?? []) as Uint8Array[]).map((element) => new TextDecoder().decode(element));
     expect(texts).toEqual(["a", "élément ✓"]);
@@ -126,7 +136,7 @@ describe("WorkerSession", () => {
     const input = mlpInput(4);
     const pending = session.run([input], ["y"]);
     await session.release();
-    expectAllClose((await pending)[0]?.data as Float32Array, expectedMlp(input));
+    expectAllClose((await pending).outputs[0]?.data as Float32Array, expectedMlp(input));
     expect(session.running).toBe(false);
     const failure = await failureOf(session.run([mlpInput(1)], ["y"]));
     expect(failure).toBeInstanceOf(SessionGoneError);
@@ -137,7 +147,7 @@ describe("WorkerSession", () => {
 
   test("a worker that dies fails the runs waiting on it and every later one; release still works", async () => {
     const session = await open(MLP, CRASHING_WORKER);
-    expect((await session.run([mlpInput(1)], ["y"]))[0]?.shape).toEqual([1, 8]);
+    expect((await session.run([mlpInput(1)], ["y"])).outputs[0]?.shape).toEqual([1, 8]);
     const crashing = session.run([mlpInput(1, CRASH_VALUE)], ["y"]);
     const queued = session.run([mlpInput(1)], ["y"]);
     for (const failure of [await failureOf(crashing), await failureOf(queued)]) {

@@ -1,0 +1,42 @@
+import { describe, expect, test } from "vitest";
+import { BufferPool, sizeClass } from "../../../backend/replica/buffer-pool.ts";
+
+describe("the pool of request buffers", () => {
+  test("sizes: small ones exact, large ones rounded up by at most a quarter", () => {
+    expect(sizeClass(1000)).toBe(1000);
+    expect(sizeClass(64 * 1024)).toBe(64 * 1024);
+    expect(sizeClass(64 * 1024 + 1)).toBe(80 * 1024);
+    const body = 3 * 640 * 640 * 4 + 200; // a PP-OCR image and its JSON header
+    expect(sizeClass(body)).toBeGreaterThanOrEqual(body);
+    expect(sizeClass(body)).toBeLessThanOrEqual(body * 1.25);
+    for (let bytes = 70_000; bytes < 50_000_000; bytes = Math.ceil(bytes * 1.37)) {
+      const size = sizeClass(bytes);
+      expect(size).toBeGreaterThanOrEqual(bytes);
+      // A size the pool hands out is its own class: it can come back.
+      expect(sizeClass(size)).toBe(size);
+    }
+  });
+
+  test("a buffer given back is handed out again, for any request of its size class", () => {
+    const pool = new BufferPool(64 * 1024 * 1024);
+    const first = pool.acquire(5_000_000);
+    new Uint8Array(first)[0] = 42;
+    pool.release(first);
+    expect(pool.idleBytes).toBe(first.byteLength);
+    const again = pool.acquire(4_900_000);
+    expect(again).toBe(first);
+    expect(pool.idleBytes).toBe(0);
+    // Nothing idle: a fresh one.
+    expect(pool.acquire(4_900_000)).not.toBe(first);
+  });
+
+  test("it keeps no more than its bound, and drops what it never hands out", () => {
+    const pool = new BufferPool(10 * 1024 * 1024);
+    const buffers = [pool.acquire(4_000_000), pool.acquire(4_000_000), pool.acquire(4_000_000)];
+    for (const buffer of buffers) pool.release(buffer);
+    expect(pool.idleBytes).toBe(2 * (buffers[0]?.byteLength ?? 0));
+    pool.release(new ArrayBuffer(1000));
+    pool.release(new ArrayBuffer(4_000_001));
+    expect(pool.idleBytes).toBe(2 * (buffers[0]?.byteLength ?? 0));
+  });
+});
