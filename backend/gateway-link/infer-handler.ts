@@ -79,6 +79,7 @@ export class InferHandler {
 
   /** Handles one binary frame from the gateway; never throws. */
   handle(frame: Uint8Array): void {
+    const arrivedAt = performance.now();
     let header: InferHeader;
     let body: Uint8Array;
     try {
@@ -93,14 +94,14 @@ export class InferHandler {
     }
     const request: InFlight = { controller: new AbortController(), cancelled: false };
     this.#inFlight.set(header.id, request);
-    void this.#run(header, body, request)
+    void this.#run(header, body, request, arrivedAt)
       .catch((error: unknown) =>
         this.#options.log("gateway link: reply failed", { id: header.id, error: String(error) }),
       )
       .finally(() => this.#finished(header.id));
   }
 
-  async #run(header: InferHeader, body: Uint8Array, request: InFlight): Promise<void> {
+  async #run(header: InferHeader, body: Uint8Array, request: InFlight, arrivedAt: number): Promise<void> {
     const replica = this.#options.replicas.get(header.replica);
     if (this.#refusing !== undefined) {
       return this.#sendError(header, new SwitchyardError("unavailable", this.#refusing), {
@@ -145,7 +146,12 @@ export class InferHandler {
         replica: replica.id,
         model: outcome.model,
         cache: outcome.cache,
-        timings: outcome.timings,
+        timings: {
+          queueMs: outcome.timings.queueMs,
+          loadMs: outcome.timings.loadMs,
+          inferMs: outcome.timings.inferMs,
+          agentMs: performance.now() - arrivedAt,
+        },
         contentType: encoded.contentType,
         ...(encoded.headerLength === undefined ? {} : { headerLength: encoded.headerLength }),
         state: replica.state(),

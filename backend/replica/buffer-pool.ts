@@ -1,14 +1,16 @@
 /**
  * Reused memory for request bodies and stacked batches. A fresh multi-megabyte ArrayBuffer pays a page fault
  * for every page on first touch: filling a fresh 4.9 MB buffer and moving it to a session's thread took
- * 2.9 ms here, a reused one 0.25 ms (.scratch-free numbers: bench/results/hot-path-*.md), and a 4 ms GPU run
- * cannot hide that. So the agent reads large bodies into buffers from this pool; they move to the session's
- * thread with the tensors that view them, and come back with its answer (session-worker.ts), to be reused.
+ * 2.9 ms on the 2-core CI machine, a reused one 0.25 ms, and a 4 ms GPU run cannot hide that
+ * (bench/results/hot-path-cuda.md shows what it did to whole requests). So the agent reads large bodies into
+ * buffers from this pool; they move to the session's thread with the tensors that view them and come back
+ * with its answer (session-worker.ts), or go back once a successful run copied them into its batch.
  *
- * A buffer is released only once nothing can read or write it any more: the worker gives it back after its
- * run. Buffers that never come back (a JSON request's arrays, a body copied into a batch) are left to the
- * garbage collector; the pool never relies on them.
+ * A buffer is given back only once nothing can read or write it any more. Buffers that never come back (a
+ * JSON request's arrays, a failed batch's bodies) are left to the garbage collector.
  */
+
+import type { Tensor } from "../../shared/oip/tensor.ts";
 
 /** Below this, a fresh buffer costs next to nothing: not pooled. */
 const MIN_POOLED_BYTES = 64 * 1024;
@@ -42,6 +44,8 @@ export class BufferPool {
       free = [];
       this.#free.set(size, free);
     }
+    // Given back twice, it would be handed out twice: two requests writing into one buffer.
+    if (free.includes(buffer)) return;
     free.push(buffer);
     this.#idleBytes += size;
   }
@@ -60,6 +64,20 @@ export function sizeClass(byteLength: number): number {
   if (byteLength <= MIN_POOLED_BYTES) return byteLength;
   const step = 2 ** Math.floor(Math.log2(byteLength)) / 4;
   return Math.ceil(byteLength / step) * step;
+}
+
+/**
+ * Gives back the buffers under requests' input tensors once a run copied them into its batch and no one
+ * reads them again (each buffer once, however many tensors view it).
+ */
+export function recycleInputs(requests: readonly (readonly Tensor[])[], pool = requestBuffers): void {
+  const buffers = new Set<ArrayBuffer>();
+  for (const inputs of requests) {
+    for (const { data } of inputs) {
+      if (!Array.isArray(data) && data.buffer instanceof ArrayBuffer) buffers.add(data.buffer);
+    }
+  }
+  for (const buffer of buffers) pool.release(buffer);
 }
 
 /**

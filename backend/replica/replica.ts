@@ -9,6 +9,7 @@ import type { ModelRepository } from "../models/repository.ts";
 import { bucketFor, dropPadding } from "./batch-buckets.ts";
 import { type BatchingDefaults, DEFAULT_BATCHING } from "./batch-settings.ts";
 import { ModelBatcher } from "./batcher.ts";
+import { recycleInputs } from "./buffer-pool.ts";
 import { deviceLabel, type ReplicaDevice } from "./device.ts";
 import { ModelCache } from "./model-cache.ts";
 import { type ModelMemoryBudget, modelMemoryBudget } from "./model-memory-budget.ts";
@@ -280,6 +281,11 @@ export class Replica {
     // request's inputs are its caller's, and are copied unless the caller handed them over.
     const handOver = padded || requests.length > 1 || requests[0]?.handOver === true;
     const ranOutputs = await this.#run(model, session, key, feeds, names, handOver);
+    // The run copied the requests' inputs and succeeded (a failed batch runs them again, alone): bodies
+    // handed over are nobody's any more, and go back to the pool for the next requests (buffer-pool.ts).
+    if ((requests.length > 1 || padded) && requests.every((request) => request.handOver)) {
+      recycleInputs(requests.map((request) => request.inputs));
+    }
     const results = padded ? dropPadding(ranOutputs.outputs, rows, bucket) : ranOutputs.outputs;
     const ran = performance.now();
     this.#timings.recordRun(key, ran - started);

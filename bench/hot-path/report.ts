@@ -63,18 +63,23 @@ export function renderHotPathReport(report: HotPathReport): string {
       }
       lines.push("");
       const staged = rows
-        .filter((row) => row.target === "agent" && Object.keys(row.phases).length > 0)
-        .sort((a, b) => Number(a.batched) - Number(b.batched));
+        .filter(
+          (row) => (row.target === "agent" || row.target === "gateway") && Object.keys(row.phases).length > 0,
+        )
+        .sort((a, b) => a.target.localeCompare(b.target) || Number(a.batched) - Number(b.batched));
       if (staged.length > 0) {
         lines.push(
-          "Where the agent's time goes (Server-Timing, mean ms; run is onnxruntime's part of infer, on the session's thread):",
+          "Where the time goes (Server-Timing, mean ms). Agent: run is onnxruntime's part of infer, on the session's thread. Gateway: the Worker's own share is total - registry, the registry's registry - roundtrip, the websocket's roundtrip - agent.",
           "",
         );
         const phases = [...new Set(staged.flatMap((row) => Object.keys(row.phases)))];
-        lines.push(`| clients | ${phases.join(" | ")} |`, `| --- | ${phases.map(() => "---").join(" | ")} |`);
+        lines.push(
+          `| path, clients | ${phases.join(" | ")} |`,
+          `| --- | ${phases.map(() => "---").join(" | ")} |`,
+        );
         for (const row of staged)
           lines.push(
-            `| ${row.load.concurrency}${row.batched ? " (batched)" : ""} | ${phases.map((phase) => row.phases[phase] ?? "–").join(" | ")} |`,
+            `| ${row.target}, ${row.load.concurrency}${row.batched ? " (batched)" : ""} | ${phases.map((phase) => row.phases[phase] ?? "–").join(" | ")} |`,
           );
         lines.push("");
       }
@@ -162,10 +167,13 @@ function targetChecks(report: HotPathReport): string[] {
     "≤ 2 ms",
     (v) => v <= 2,
   );
-  const gatewayDet = find("det", "gateway", "binary", false, 1);
+  // det's bytes: the io model where it ran (no compute to blur the difference), else det itself.
+  const big = find("io", "gateway", "binary", false, 1) !== undefined ? "io" : "det";
+  const gatewayBig = find(big, "gateway", "binary", false, 1);
+  const agentBig = find(big, "agent", "binary", false, 1);
   check(
-    "4.9 MB binary through wrangler dev, p50 minus the agent's (ms)",
-    difference(gatewayDet?.latency.p50, agent1?.latency.p50),
+    `4.9 MB binary (${big}) through wrangler dev, p50 minus the agent's (ms)`,
+    difference(gatewayBig?.latency.p50, agentBig?.latency.p50),
     "≤ 25 ms",
     (v) => v <= 25,
   );

@@ -35,9 +35,18 @@ export interface RelaySuccess {
   cache: "hit" | "miss";
   /**
    * Milliseconds: waiting in the registry's queue, from sending the infer frame to receiving the result
-   * (the agent's whole share, network included), and the agent's own queue, load and inference times.
+   * (the agent's whole share, network included), the whole time in the registry, and the agent's own
+   * queue, load, inference and total times (the last where the agent sends it).
    */
-  timings: { gatewayQueueMs: number; roundTripMs: number; queueMs: number; loadMs: number; inferMs: number };
+  timings: {
+    gatewayQueueMs: number;
+    roundTripMs: number;
+    registryMs: number;
+    queueMs: number;
+    loadMs: number;
+    inferMs: number;
+    agentMs?: number | undefined;
+  };
 }
 
 export interface RelayFailure {

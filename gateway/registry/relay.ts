@@ -282,6 +282,7 @@ export class Relay {
         timings: {
           gatewayQueueMs: sent.sentAt - pending.arrivedAt,
           roundTripMs: this.#now() - sent.sentAt,
+          registryMs: this.#now() - pending.arrivedAt,
           ...header.timings,
         },
       });

@@ -66,8 +66,11 @@ async function infer(c: Context<{ Bindings: Env }>): Promise<Response> {
       queue: timings.gatewayQueueMs + timings.queueMs,
       load: timings.loadMs,
       infer: timings.inferMs,
-      // Not an OIP phase: the round trip to the agent, so the relay's own cost is visible (roundtrip - the rest).
-      agent: timings.roundTripMs,
+      // Not OIP phases: each hop's share, without comparing clocks. The Worker's own is total - registry,
+      // the registry's registry - roundtrip, the websocket's both ways roundtrip - agent.
+      registry: timings.registryMs,
+      roundtrip: timings.roundTripMs,
+      ...(timings.agentMs === undefined ? {} : { agent: timings.agentMs }),
       total: Date.now() - started,
     },
   });

@@ -45,6 +45,12 @@ export const TimingsSchema = z.object({
   queueMs: z.number().nonnegative(),
   loadMs: z.number().nonnegative(),
   inferMs: z.number().nonnegative(),
+  /**
+   * The agent's whole share, from the infer frame's arrival to its result's departure: what the relay's
+   * round trip minus this took is the websocket both ways. Agents before it left it out (no default: the
+   * gateway then shows no `agent` timing).
+   */
+  agentMs: z.number().nonnegative().optional(),
 });
 
 // ---- agent -> gateway ----

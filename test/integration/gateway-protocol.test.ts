@@ -1,5 +1,6 @@
 import { afterAll, afterEach, beforeAll, describe, expect, test } from "vitest";
 import { describeOnnxFile } from "../../backend/models/file-byte-source.ts";
+import { parseAgentMessage } from "../../gateway/registry/agent-messages.ts";
 import { decodeInferResponse, encodeInferRequest } from "../../shared/oip/codec.ts";
 import type { Tensor } from "../../shared/oip/tensor.ts";
 import {
@@ -151,13 +152,25 @@ describe("the contract with the registry's schemas", () => {
     return answer.result;
   }
 
-  test("every text frame the agent sent parses as the registry parses it", async () => {
+  test("every frame the agent sent parses as the registry parses it (its own parser, limits included)", async () => {
     await first.waitForJson("hello");
     const texts = first.frames.filter(
       (frame) => frame.text !== undefined && frame.text !== "ping" && frame.text !== "pong",
     );
     expect(texts.length).toBeGreaterThan(0);
-    for (const frame of texts) AgentTextFrameSchema.parse(JSON.parse(frame.text ?? ""));
+    for (const frame of texts) {
+      AgentTextFrameSchema.parse(JSON.parse(frame.text ?? ""));
+      expect(parseAgentMessage(frame.text ?? "").kind).toBe("text");
+    }
+    // And a result frame, from a request answered now.
+    const id = "contract-result";
+    first.infer({ id, replica: "0", model: MULTIPLEX_MODELS[0] ?? "", timeoutMs: 30_000 }, jsonBody(1).body);
+    const bytes = await first.waitFor(`result ${id}`, (frame) =>
+      resultFor(id)(frame) === undefined ? undefined : frame.binary,
+    );
+    // The registry gets each websocket message as an ArrayBuffer of its own.
+    const parsed = parseAgentMessage(Uint8Array.from(bytes).buffer);
+    expect(parsed.kind === "result" && parsed.header.timings.agentMs).toBeGreaterThan(0);
   });
 
   test("the hello carries the signature of every model of its repository, read without loading them", async () => {

@@ -84,6 +84,28 @@ describe("routing by model", () => {
     expect(a.result.headers.get("server-timing")).toMatch(
       /queue;dur=[\d.]+, load;dur=[\d.]+, infer;dur=[\d.]+/,
     );
+    // Each hop's share, nested: the agent's own time within the websocket round trip, within the registry's
+    // time, within the Worker's total. workerd's clock moves in whole milliseconds, at I/O: 1 ms of slack
+    // where two clocks meet.
+    const phases = Object.fromEntries(
+      [...(a.result.headers.get("server-timing") ?? "").matchAll(/(\w+);dur=([\d.]+)/g)].map((match) => [
+        match[1],
+        Number(match[2]),
+      ]),
+    );
+    expect(Object.keys(phases)).toEqual([
+      "queue",
+      "load",
+      "infer",
+      "registry",
+      "roundtrip",
+      "agent",
+      "total",
+    ]);
+    expect(phases.agent).toBeGreaterThanOrEqual(phases.infer ?? Number.NaN);
+    expect(phases.roundtrip).toBeGreaterThanOrEqual((phases.agent ?? Number.NaN) - 1);
+    expect(phases.registry).toBeGreaterThanOrEqual((phases.roundtrip ?? Number.NaN) - 0.01);
+    expect(phases.total).toBeGreaterThanOrEqual((phases.registry ?? Number.NaN) - 1);
     expect(a.result.headers.get("x-request-id")).toBeTruthy();
   });
 

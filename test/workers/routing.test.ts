@@ -45,7 +45,7 @@ describe("routing through the registry", () => {
     expect(answered.headers.get("Content-Type")).toBe("application/json");
     expect(answered.headers.get("X-Request-Id")).toBe("req-42");
     expect(answered.headers.get("Server-Timing")).toMatch(
-      /^queue;dur=[\d.]+, load;dur=5\.00, infer;dur=2\.00, agent;dur=[\d.]+, total;dur=[\d.]+$/,
+      /^queue;dur=[\d.]+, load;dur=5\.00, infer;dur=2\.00, registry;dur=[\d.]+, roundtrip;dur=[\d.]+, total;dur=[\d.]+$/,
     );
     agent.close();
   });

@@ -1,5 +1,5 @@
 import { describe, expect, test } from "vitest";
-import { BufferPool, sizeClass } from "../../../backend/replica/buffer-pool.ts";
+import { BufferPool, recycleInputs, sizeClass } from "../../../backend/replica/buffer-pool.ts";
 
 describe("the pool of request buffers", () => {
   test("sizes: small ones exact, large ones rounded up by at most a quarter", () => {
@@ -38,5 +38,29 @@ describe("the pool of request buffers", () => {
     pool.release(new ArrayBuffer(1000));
     pool.release(new ArrayBuffer(4_000_001));
     expect(pool.idleBytes).toBe(2 * (buffers[0]?.byteLength ?? 0));
+  });
+});
+
+describe("giving back a batch's inputs", () => {
+  test("each buffer once, however many tensors view it; BYTES elements are not pooled", () => {
+    const pool = new BufferPool(64 * 1024 * 1024);
+    const body = pool.acquire(200_000);
+    const other = pool.acquire(200_000);
+    recycleInputs(
+      [
+        [
+          { name: "a", datatype: "FP32", shape: [1, 4], data: new Float32Array(body, 0, 4) },
+          { name: "b", datatype: "FP32", shape: [1, 4], data: new Float32Array(body, 64, 4) },
+        ],
+        [{ name: "a", datatype: "FP32", shape: [1, 4], data: new Float32Array(other, 0, 4) }],
+        [{ name: "w", datatype: "BYTES", shape: [1], data: [new Uint8Array(10)] }],
+      ],
+      pool,
+    );
+    expect(pool.idleBytes).toBe(body.byteLength + other.byteLength);
+    pool.release(body);
+    expect(pool.idleBytes).toBe(body.byteLength + other.byteLength);
+    const handedOut = new Set([pool.acquire(200_000), pool.acquire(200_000), pool.acquire(200_000)]);
+    expect(handedOut.size).toBe(3);
   });
 });
