@@ -5,14 +5,13 @@ import {
   decodeTextFrame,
   type GatewayTextFrame,
   GatewayTextFrameSchema,
-  HEARTBEAT_PING,
-  HEARTBEAT_PONG,
   type Hello,
   MAX_SIGNATURES_PER_FRAME,
   PROTOCOL_VERSION,
   type StateFrame,
   type Welcome,
 } from "../../shared/protocol/frames.ts";
+import { HEARTBEAT_PING, HEARTBEAT_PONG } from "../../shared/protocol/heartbeat.ts";
 import type { ModelSignature } from "../../shared/protocol/model-signatures.ts";
 
 import type { Log } from "../log.ts";

@@ -1,7 +1,4 @@
-import { HEARTBEAT_PING } from "../../shared/protocol/frames.ts";
-
-/** Beats in a row without a word from the gateway before the connection is taken for dead. */
-export const MISSED_BEATS_ALLOWED = 3;
+import { HEARTBEAT_PING, MISSED_HEARTBEATS } from "../../shared/protocol/heartbeat.ts";
 
 /**
  * Sends "ping" every interval and watches for signs of life. A TCP connection through NATs and proxies can
@@ -25,7 +22,7 @@ export class Heartbeat {
     this.#timer = setInterval(() => {
       this.#missed = this.#heardSinceLastBeat ? 0 : this.#missed + 1;
       this.#heardSinceLastBeat = false;
-      if (this.#missed >= MISSED_BEATS_ALLOWED) {
+      if (this.#missed >= MISSED_HEARTBEATS) {
         this.stop();
         options.onDead(this.#missed);
         return;

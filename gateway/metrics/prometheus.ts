@@ -1,6 +1,7 @@
 import { modelKey } from "../../shared/model-names.ts";
 
 import type { PoolSnapshot } from "../registry/relay-types.ts";
+import type { StorageWrites } from "../registry/storage-meter.ts";
 import { Exposition, type HistogramSample, type Labels } from "./exposition.ts";
 import { type HistogramData, LATENCY_BUCKETS_SECONDS } from "./histogram.ts";
 import { type PoolCounters, requestLabels } from "./pool-counters.ts";
@@ -10,6 +11,8 @@ export interface PoolReport {
   pool: string;
   snapshot: PoolSnapshot;
   counters: PoolCounters;
+  /** The registry's writes since it started (storage-meter.ts). */
+  storageWrites: StorageWrites;
 }
 
 const P = "switchyard_gateway_";
@@ -149,6 +152,16 @@ export function renderPrometheus(reports: readonly PoolReport[]): string {
     `${P}retries_total`,
     "Requests sent again to another replica because the first one never started them.",
     each(({ pool, counters }) => [{ labels: { pool }, value: counters.retries }]),
+  );
+  out.counter(
+    `${P}registry_storage_writes_total`,
+    "Writes by the pool's registry since it started, by kind: kv (storage puts and deletes), alarm (alarms set), attachment (agent records kept in their sockets).",
+    each(({ pool, storageWrites }) =>
+      (["kv", "alarm", "attachment"] as const).map((kind) => ({
+        labels: { pool, kind },
+        value: storageWrites[kind],
+      })),
+    ),
   );
   out.counter(
     `${P}agent_connections_total`,

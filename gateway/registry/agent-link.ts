@@ -29,7 +29,14 @@ export interface AgentLink {
   lastSeen: number;
 }
 
+/** A replica's address in the pool (what the dispatcher routes to): "<agent id>/<replica id>". */
 export const replicaAddress = (agentId: string, replicaId: string) => `${agentId}/${replicaId}`;
+
+/** The agent and replica of an address; replica ids never contain "/" (the registry refuses them). */
+export function splitReplicaAddress(address: string): { agentId: string; replicaId: string } {
+  const slash = address.lastIndexOf("/");
+  return { agentId: address.slice(0, slash), replicaId: address.slice(slash + 1) };
+}
 
 /**
  * An id for a new agent: its name made safe for headers and addresses, with a suffix when another

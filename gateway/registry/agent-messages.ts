@@ -4,13 +4,12 @@ import {
   AgentTextFrameSchema,
   decodeBinaryFrame,
   decodeTextFrame,
-  HEARTBEAT_PING,
-  HEARTBEAT_PONG,
   MAX_FRAME_BYTES,
   MAX_TEXT_FRAME_BYTES,
   type ResultHeader,
   ResultHeaderSchema,
 } from "../../shared/protocol/frames.ts";
+import { HEARTBEAT_PING, HEARTBEAT_PONG } from "../../shared/protocol/heartbeat.ts";
 import { CLOSE_TOO_BIG, ProtocolViolation } from "./protocol-violation.ts";
 
 export type AgentMessage =

@@ -48,12 +48,17 @@ export class AgentStore {
   /** Last JSON written per socket, to skip writes of an unchanged record. */
   readonly #written = new WeakMap<WebSocket, string>();
 
-  constructor(kv: SyncKvStorage) {
+  /** Called for each attachment written (they cost a structured clone each: storage-meter.ts counts them). */
+  readonly #onAttachmentWritten: () => void;
+
+  constructor(kv: SyncKvStorage, onAttachmentWritten: () => void = () => {}) {
     this.#kv = kv;
+    this.#onAttachmentWritten = onAttachmentWritten;
   }
 
   markAwaitingHello(socket: WebSocket, connectedAt: number): void {
     socket.serializeAttachment({ v: 1, phase: "awaiting-hello", connectedAt } satisfies Attachment);
+    this.#onAttachmentWritten();
   }
 
   save(socket: WebSocket, record: AgentRecord): void {
@@ -73,6 +78,7 @@ export class AgentStore {
       if (wasSpilled) this.#kv.delete(storageKey(record.id));
     }
     this.#written.set(socket, json);
+    this.#onAttachmentWritten();
   }
 
   /** The agent left: its spilled record, if any, goes too. */

@@ -11,15 +11,23 @@ export class AlarmClock {
   /** When the armed alarm fires (epoch ms), as far as this instance knows. */
   #armedFor: number | undefined;
 
-  constructor(storage: DurableObjectStorage, log: (event: string, fields: Record<string, unknown>) => void) {
+  readonly #onSet: () => void;
+
+  constructor(
+    storage: DurableObjectStorage,
+    log: (event: string, fields: Record<string, unknown>) => void,
+    onSet: () => void = () => {},
+  ) {
     this.#storage = storage;
     this.#log = log;
+    this.#onSet = onSet;
   }
 
   /** Makes sure the alarm fires at `at` or earlier. */
   armBy(at: number): void {
     if (this.#armedFor !== undefined && this.#armedFor <= at) return;
     this.#armedFor = at;
+    this.#onSet();
     this.#storage.setAlarm(at).catch((error: unknown) => {
       this.#armedFor = undefined;
       this.#log("alarm-not-set", { error: String(error) });

@@ -4,12 +4,8 @@ import { errorResponse } from "../../shared/http/error-response.ts";
 import type { CatalogEntry } from "../../shared/models/model-catalog.ts";
 import type { ModelStatistics } from "../../shared/oip/statistics.ts";
 import type { TritonModelConfig } from "../../shared/oip/triton-model-config.ts";
-import {
-  HEARTBEAT_PING,
-  HEARTBEAT_PONG,
-  PROTOCOL_VERSION,
-  type Welcome,
-} from "../../shared/protocol/frames.ts";
+import { PROTOCOL_VERSION, type Welcome } from "../../shared/protocol/frames.ts";
+import { HEARTBEAT_PING, HEARTBEAT_PONG, silenceLimitMs } from "../../shared/protocol/heartbeat.ts";
 import type { ModelSignature } from "../../shared/protocol/model-signatures.ts";
 import { routingPolicy } from "../../shared/routing/policies.ts";
 import type { ObjectEnv } from "../config.ts";
@@ -28,9 +24,10 @@ import { ModelDirectory } from "./model-directory.ts";
 import { ModelPins, PinStore } from "./model-pins.ts";
 import { PoolPresence } from "./pool-presence.ts";
 import { CLOSE_POLICY_VIOLATION, closeReason, ProtocolViolation } from "./protocol-violation.ts";
-import { MISSED_HEARTBEATS, Relay } from "./relay.ts";
+import { Relay } from "./relay.ts";
 import type { ModelAnswer, PoolSnapshot, RelayedRequest, RelayOutcome } from "./relay-types.ts";
 import { SignatureStore } from "./signature-store.ts";
+import { StorageMeter, type StorageWrites } from "./storage-meter.ts";
 
 /** Tag of agent sockets in ctx.getWebSockets(). */
 const AGENT_TAG = "agent";
@@ -60,17 +57,19 @@ export class Registry extends DurableObject<ObjectEnv> {
   readonly #queries = new AgentQueries();
   readonly #directory: ModelDirectory;
   readonly #pins: ModelPins;
+  readonly #meter = new StorageMeter();
 
   constructor(ctx: DurableObjectState, env: ObjectEnv) {
     super(ctx, env);
     const config = gatewayConfig(env);
     this.#heartbeatMs = Math.round(config.HEARTBEAT_SECONDS * 1000);
-    this.#store = new AgentStore(ctx.storage.kv);
-    this.#signatures = new SignatureStore(ctx.storage.kv);
-    this.#metrics = new PoolMetrics({ kv: ctx.storage.kv });
-    this.#presence = new PoolPresence(ctx.storage.kv, config.AGENT_GRACE_SECONDS * 1000);
-    this.#alarm = new AlarmClock(ctx.storage, log);
-    this.#offers = new AgentOffers(ctx.storage.kv);
+    const kv = this.#meter.metered(ctx.storage.kv);
+    this.#store = new AgentStore(kv, () => this.#meter.count("attachment"));
+    this.#signatures = new SignatureStore(kv);
+    this.#metrics = new PoolMetrics({ kv });
+    this.#presence = new PoolPresence(kv, config.AGENT_GRACE_SECONDS * 1000);
+    this.#alarm = new AlarmClock(ctx.storage, log, () => this.#meter.count("alarm"));
+    this.#offers = new AgentOffers(kv);
     this.#relay = new Relay({
       policy: routingPolicy(config.ROUTING_POLICY),
       maxQueue: config.QUEUE_LIMIT,
@@ -92,7 +91,7 @@ export class Registry extends DurableObject<ObjectEnv> {
       lastHeartbeat: (socket) => ctx.getWebSocketAutoResponseTimestamp(socket)?.getTime(),
       log,
       presence: this.#presence,
-      idempotence: new Idempotence(ctx.storage.kv),
+      idempotence: new Idempotence(kv),
       maxPendingBytes: config.MAX_PENDING_BYTES,
       servedBy: (agentId) => this.#offers.names(agentId),
     });
@@ -106,7 +105,7 @@ export class Registry extends DurableObject<ObjectEnv> {
       log,
     });
     this.#pins = new ModelPins({
-      store: new PinStore(ctx.storage.kv),
+      store: new PinStore(kv),
       directory: this.#directory,
       queries: this.#queries,
       agents,
@@ -138,8 +137,12 @@ export class Registry extends DurableObject<ObjectEnv> {
   }
 
   /** The pool's state and its counters, for /metrics and the dashboard. */
-  report(): { snapshot: PoolSnapshot; counters: PoolCounters } {
-    return { snapshot: this.snapshot(), counters: this.#metrics.report() };
+  report(): { snapshot: PoolSnapshot; counters: PoolCounters; storageWrites: StorageWrites } {
+    return {
+      snapshot: this.snapshot(),
+      counters: this.#metrics.report(),
+      storageWrites: this.#meter.writes(),
+    };
   }
 
   // ---- models (the OIP endpoints the gateway answers itself; see model-directory.ts) ----
@@ -267,7 +270,6 @@ export class Registry extends DurableObject<ObjectEnv> {
       }
       const frame = parsed.frame;
       if (frame.type === "hello") {
-        if (link !== undefined) throw new ProtocolViolation("second hello on one connection");
         const { repository } = frame;
         link = this.#relay.register(socket, frame, (agentId) => {
           // Before anything is routed to it: which models it can load decides what it is offered.
@@ -350,7 +352,7 @@ export class Registry extends DurableObject<ObjectEnv> {
       this.#close(link.socket, CLOSE_GOING_AWAY, "heartbeat missed");
       this.#relay.disconnect(link, "its heartbeats stopped");
     }
-    const helloBy = Date.now() - MISSED_HEARTBEATS * this.#heartbeatMs;
+    const helloBy = Date.now() - silenceLimitMs(this.#heartbeatMs);
     for (const socket of this.ctx.getWebSockets(AGENT_TAG)) {
       if (this.#relay.linkOf(socket) !== undefined) continue;
       const restored = this.#store.restore(socket);

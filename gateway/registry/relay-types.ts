@@ -1,5 +1,5 @@
 import type { ErrorCode } from "../../shared/errors.ts";
-import type { ReplicaState } from "../../shared/protocol/replica-state.ts";
+import type { AgentRecord } from "./agent-link.ts";
 
 /**
  * What the Worker hands the Registry over RPC for one inference, and what comes back. Plain data only:
@@ -68,16 +68,8 @@ export interface PoolSnapshot {
   queued: number;
 }
 
-export interface AgentSnapshot {
-  id: string;
-  name: string;
-  version: string;
-  hints: string[];
-  draining: boolean;
-  connectedAt: number;
-  replicas: ReplicaState[];
-  /** Where its models come from: the gateway's repository, or its own. */
-  models: "gateway" | "own";
+/** An agent's record as the registry keeps it, with the requests in flight at each of its replicas. */
+export interface AgentSnapshot extends AgentRecord {
   /** Requests the registry has sent there and not yet seen answered, per replica id. */
   inFlight: Record<string, number>;
 }

@@ -1,39 +1,33 @@
-import { Deadline } from "../../shared/deadline.ts";
 import { SwitchyardError } from "../../shared/errors.ts";
 import { modelKey } from "../../shared/model-names.ts";
-import {
-  type ErrorFrame,
-  encodeBinaryFrame,
-  type Hello,
-  type InferHeader,
-  type ResultHeader,
-} from "../../shared/protocol/frames.ts";
+import type { ErrorFrame, Hello, ResultHeader } from "../../shared/protocol/frames.ts";
 import type { ReplicaState } from "../../shared/protocol/replica-state.ts";
 import { type Dispatch, Dispatcher } from "../../shared/routing/dispatcher.ts";
-import type { RouteRequest, RoutingPolicy } from "../../shared/routing/types.ts";
-import { type AgentLink, type AgentRecord, replicaAddress, uniqueAgentId } from "./agent-link.ts";
+import type { RoutingPolicy } from "../../shared/routing/types.ts";
+import { type AgentLink, type AgentRecord, replicaAddress, splitReplicaAddress } from "./agent-link.ts";
+import { AgentRoster } from "./agent-roster.ts";
+import { AgentWait } from "./agent-wait.ts";
 import type { Idempotence } from "./idempotence.ts";
+import { cancelFrame, inferFrame } from "./outgoing-frames.ts";
 import { OutlierEjection } from "./outliers.ts";
 import type { PoolPresence } from "./pool-presence.ts";
 import { ProtocolViolation } from "./protocol-violation.ts";
-import type {
-  AgentSnapshot,
-  PoolSnapshot,
-  RelayedRequest,
-  RelayFailure,
-  RelayOutcome,
-} from "./relay-types.ts";
+import type { PoolSnapshot, RelayedRequest, RelayFailure, RelayOutcome } from "./relay-types.ts";
+import { type PendingRequest, RequestLedger, type Sent } from "./request-ledger.ts";
 import { RetryBudget } from "./retry-budget.ts";
+import { BUDGET_SPENT, rerunRefusal, retriesAfterError } from "./retry-rules.ts";
 
 /**
- * The registry's working memory: which agents are connected, what their replicas hold, and every request
- * between its arrival and its answer. Routing and the queue are the shared Dispatcher's (around the
- * configured policy); this class does the I/O the dispatcher decides on: it sends infer frames, matches
+ * The registry's working memory: which agents are connected (agent-roster.ts), what their replicas hold, and
+ * every request between its arrival and its answer (request-ledger.ts). Routing and the queue are the shared
+ * Dispatcher's (around the configured policy); this class does the I/O the dispatcher decides on: it sends
+ * infer frames (outgoing-frames.ts), matches
  * result and error frames to waiting callers, and makes sure each request ends in exactly one outcome:
  * the agent's answer, a retry elsewhere, or a clear error (deadline, disconnect, refusal). A request is
  * retried when its agent said it never started it, or once when its agent died while it may have been
- * running and the model is idempotent; every retry takes from a retry budget, so a failing pool is not
- * flooded. A request that finds no agent while agents are expected back (pool-presence.ts) waits for them.
+ * running and the model is idempotent (retry-rules.ts); every retry takes from a retry budget, so a failing
+ * pool is not flooded. A request that finds no agent while agents are expected back waits for them
+ * (agent-wait.ts).
  * Nothing here survives hibernation, and nothing needs to: a request in flight keeps the Durable Object
  * awake, and agents' records are re-added from their sockets on wake.
  */
@@ -65,65 +59,15 @@ export interface RelayOptions {
   servedBy?: (agentId: string) => ReadonlySet<string>;
 }
 
-interface Sent {
-  /** What was asked of the replica (its end resolves a load the dispatcher expected there). */
-  route: RouteRequest;
-  agentId: string;
-  replicaId: string;
-  address: string;
-  sentAt: number;
-}
-
-interface PendingRequest {
-  id: string;
-  call: RelayedRequest;
-  route: RouteRequest;
-  arrivedAt: number;
-  deadline: Deadline;
-  attempts: number;
-  /** Times it was run again after an agent died while it may have been running (at most once). */
-  reruns: number;
-  timer: ReturnType<typeof setTimeout> | undefined;
-  settle: (outcome: RelayOutcome) => void;
-  sent?: Sent;
-}
-
-/** A request whose client got its answer (504) while the agent still works on it: the slot stays taken. */
-interface Abandoned {
-  sent: Sent;
-  timer: ReturnType<typeof setTimeout>;
-}
-
-/** A request the agent never started may be tried this many times in all. */
-const MAX_ATTEMPTS = 3;
-/** After a deadline, how long the agent gets to answer the cancelled request before its slot is freed anyway. */
-const ABANDONED_GRACE_MS = 30_000;
-/** Missed heartbeats before an agent is taken for dead. */
-export const MISSED_HEARTBEATS = 3;
-/** A request an agent may have started is run again at most this often (Envoy: retry on reset, once). */
-const MAX_RERUNS = 1;
-
 export class Relay {
   readonly #options: RelayOptions;
   readonly #now: () => number;
   readonly #dispatcher: Dispatcher<PendingRequest>;
-  readonly #agents = new Map<string, AgentLink>();
-  readonly #bySocket = new Map<WebSocket, AgentLink>();
-  readonly #pending = new Map<string, PendingRequest>();
-  readonly #abandoned = new Map<string, Abandoned>();
-  /** Requests that found no agent while agents are expected back; sent when one joins. */
-  readonly #waitingForAgents = new Set<PendingRequest>();
-  #agentsExpectedTimer: ReturnType<typeof setTimeout> | undefined;
+  readonly #roster: AgentRoster;
+  readonly #ledger: RequestLedger;
+  readonly #agentWait: AgentWait<PendingRequest>;
   readonly #retryBudget: RetryBudget;
   readonly #outliers = new OutlierEjection();
-  #pendingBytes = 0;
-  /**
-   * Request ids are "<incarnation>-<counter>". A result carrying another incarnation's id answers a request
-   * of this object's previous life (before an eviction), which nobody waits for any more: harmless, ignored.
-   * Any other unknown id is a protocol violation.
-   */
-  readonly #incarnation = randomHex(4);
-  #counter = 0;
 
   constructor(options: RelayOptions) {
     this.#options = options;
@@ -134,6 +78,31 @@ export class Relay {
       maxQueue: options.maxQueue,
       now: this.#now,
     });
+    this.#roster = new AgentRoster({
+      heartbeatMs: options.heartbeatMs,
+      now: this.#now,
+      lastHeartbeat: options.lastHeartbeat,
+    });
+    this.#ledger = new RequestLedger({
+      now: this.#now,
+      onDeadline: (pending) => this.#onDeadline(pending),
+      onAbandonedExpired: (sent) => this.#release(sent),
+    });
+    this.#agentWait = new AgentWait<PendingRequest>({
+      now: this.#now,
+      expectedBackUntil: (now) => options.presence?.expectedBackUntil(now),
+      giveUp: (waiting) => {
+        for (const pending of waiting) {
+          this.#finish(pending, {
+            ok: false,
+            status: 503,
+            code: "unavailable",
+            message: `no backend can serve '${pending.call.model}': no agent is connected, and the agents that were did not come back in time`,
+            retryAfterSeconds: 1,
+          });
+        }
+      },
+    });
   }
 
   // ---- agents ----
@@ -143,18 +112,8 @@ export class Relay {
    * request is routed to it (to keep what its hello says under that id).
    */
   register(socket: WebSocket, hello: Hello, identified?: (agentId: string) => void): AgentLink {
-    if (this.#bySocket.has(socket)) throw new ProtocolViolation("second hello on one connection");
+    const record = this.#roster.recordOf(socket, hello);
     assertUniqueReplicaIds(hello.replicas);
-    const record: AgentRecord = {
-      id: uniqueAgentId(hello.agent.name, (id) => this.#agents.has(id)),
-      name: hello.agent.name,
-      version: hello.agent.version,
-      hints: hello.hints,
-      draining: false,
-      connectedAt: this.#now(),
-      replicas: hello.replicas,
-      models: hello.repository.kind,
-    };
     identified?.(record.id);
     const link = this.#add(socket, record);
     this.#log("agent-connected", { agent: record.id, replicas: record.replicas.length });
@@ -167,12 +126,12 @@ export class Relay {
   }
 
   linkOf(socket: WebSocket): AgentLink | undefined {
-    return this.#bySocket.get(socket);
+    return this.#roster.linkOf(socket);
   }
 
   /** Every connected agent, draining ones too. */
   links(): AgentLink[] {
-    return [...this.#agents.values()];
+    return this.#roster.links();
   }
 
   /** A state frame: the agent's replicas as they are now (replicas it no longer lists are gone). */
@@ -200,7 +159,7 @@ export class Relay {
 
   /** Any frame proves the agent alive. */
   touch(link: AgentLink): void {
-    link.lastSeen = this.#now();
+    this.#roster.touch(link);
   }
 
   /**
@@ -210,24 +169,19 @@ export class Relay {
    * other replicas, or for this agent when it reconnects in time.
    */
   disconnect(link: AgentLink, why: string): void {
-    if (this.#bySocket.get(link.socket) !== link) return;
-    this.#bySocket.delete(link.socket);
-    this.#agents.delete(link.record.id);
+    if (!this.#roster.remove(link)) return;
     for (const replica of link.record.replicas) {
-      this.#dispatcher.removeReplica(replicaAddress(link.record.id, replica.id));
-      this.#outliers.forget(replicaAddress(link.record.id, replica.id));
+      const address = replicaAddress(link.record.id, replica.id);
+      this.#dispatcher.removeReplica(address);
+      this.#outliers.forget(address);
     }
-    for (const [id, abandoned] of this.#abandoned) {
-      if (abandoned.sent.agentId !== link.record.id) continue;
-      clearTimeout(abandoned.timer);
-      this.#abandoned.delete(id);
-    }
+    this.#ledger.forgetAbandonedBy(link.record.id);
     this.#options.onAgentGone(link);
     this.#presenceChanged();
     this.#log("agent-disconnected", { agent: link.record.id, why });
-    for (const pending of [...this.#pending.values()]) {
+    for (const pending of this.#ledger.sentTo(link.record.id)) {
       const sent = pending.sent;
-      if (sent?.agentId !== link.record.id) continue;
+      if (sent === undefined) continue;
       const refusal = this.#rerunRefusal(pending);
       if (refusal === undefined) {
         delete pending.sent;
@@ -248,19 +202,9 @@ export class Relay {
     }
   }
 
-  /**
-   * Agents whose heartbeats stopped (a host that lost its network leaves a half-open connection that no
-   * close event reports). Checked before routing, so requests are not sent into the void.
-   */
+  /** Agents whose heartbeats stopped: checked before routing, so requests are not sent into the void. */
   staleAgents(): AgentLink[] {
-    const now = this.#now();
-    const limit = MISSED_HEARTBEATS * this.#options.heartbeatMs;
-    return [...this.#agents.values()].filter((link) => now - this.#lastHeard(link) > limit);
-  }
-
-  /** The last sign of life: a frame, or a "ping" the runtime answered (possibly while the object slept). */
-  #lastHeard(link: AgentLink): number {
-    return Math.max(link.lastSeen, this.#options.lastHeartbeat?.(link.socket) ?? 0);
+    return this.#roster.silent();
   }
 
   // ---- frames from agents ----
@@ -300,13 +244,11 @@ export class Relay {
     }
     const { pending, sent } = owner;
     this.#noteFailure(link, sent, pending, frame);
-    // Only failures another replica could avoid are retried (a 400 is the request's own fault anywhere).
     const retry =
-      !frame.started &&
-      (frame.status >= 500 || frame.status === 404) &&
-      pending.attempts < MAX_ATTEMPTS &&
-      !pending.deadline.passed(this.#now()) &&
-      this.#retryBudget.tryRetry(this.#now());
+      retriesAfterError(frame, {
+        attempts: pending.attempts,
+        deadlinePassed: pending.deadline.passed(this.#now()),
+      }) && this.#retryBudget.tryRetry(this.#now());
     if (!retry) {
       this.#finish(pending, {
         ok: false,
@@ -329,54 +271,26 @@ export class Relay {
   // ---- requests ----
 
   infer(call: RelayedRequest): Promise<RelayOutcome> {
-    const now = this.#now();
-    this.#counter += 1;
-    const id = `${this.#incarnation}-${this.#counter.toString(36)}`;
-    this.#retryBudget.request(now);
+    this.#retryBudget.request(this.#now());
     const refusal = this.#refuseAtArrival(call);
     if (refusal !== undefined) return Promise.resolve(refusal);
     return new Promise<RelayOutcome>((resolve) => {
-      const pending: PendingRequest = {
-        id,
-        call,
-        route: {
-          model: call.model,
-          ...(call.version === undefined ? {} : { version: call.version }),
-          ...(call.hint === undefined ? {} : { hint: call.hint }),
-        },
-        arrivedAt: now,
-        deadline: Deadline.in(call.timeoutMs, now),
-        attempts: 0,
-        reruns: call.maybeStarted === true ? 1 : 0,
-        timer: undefined,
-        settle: resolve,
-      };
-      this.#pending.set(id, pending);
-      this.#pendingBytes += call.body.byteLength;
-      pending.timer = setTimeout(() => this.#onDeadline(pending), call.timeoutMs);
+      const pending = this.#ledger.open(call, resolve, call.maybeStarted === true ? 1 : 0);
       this.#submit(pending);
     });
   }
 
   snapshot(): PoolSnapshot {
     const inFlight = new Map(this.#dispatcher.replicas().map((view) => [view.address, view.inFlight]));
-    const agents: AgentSnapshot[] = [...this.#agents.values()].map(({ record }) => ({
-      ...record,
-      inFlight: Object.fromEntries(
-        record.replicas.map((replica) => [
-          replica.id,
-          inFlight.get(replicaAddress(record.id, replica.id)) ?? 0,
-        ]),
-      ),
-    }));
-    return { agents, queued: this.#dispatcher.queueLength + this.#waitingForAgents.size };
+    return {
+      agents: this.#roster.snapshot((address) => inFlight.get(address) ?? 0),
+      queued: this.#dispatcher.queueLength + this.#agentWait.size,
+    };
   }
 
   /** Connected agents that are not draining. */
   get servingAgents(): number {
-    let serving = 0;
-    for (const link of this.#agents.values()) if (!link.record.draining) serving += 1;
-    return serving;
+    return this.#roster.serving;
   }
 
   // ---- timers (the registry's alarm) ----
@@ -387,7 +301,7 @@ export class Relay {
    * their deadlines; an idle pool needs no check (the next request checks before it is routed).
    */
   get busy(): boolean {
-    return this.#pending.size > 0 || this.#abandoned.size > 0;
+    return this.#ledger.busy;
   }
 
   /**
@@ -396,15 +310,11 @@ export class Relay {
    * queue again (a bounded wait ends). Undefined: no alarm needed.
    */
   nextAlarmAt(): number | undefined {
-    const times: number[] = [];
-    const wakeup = this.#dispatcher.nextWakeup();
-    if (wakeup !== undefined) times.push(wakeup);
-    if (this.busy) {
-      const limit = MISSED_HEARTBEATS * this.#options.heartbeatMs;
-      for (const link of this.#agents.values()) times.push(this.#lastHeard(link) + limit + 1);
-    }
-    const ejectionEnds = this.#outliers.nextExpiry();
-    if (ejectionEnds !== undefined) times.push(ejectionEnds);
+    const times = [
+      this.#dispatcher.nextWakeup(),
+      this.busy ? this.#roster.nextSilenceAt() : undefined,
+      this.#outliers.nextExpiry(),
+    ].filter((at) => at !== undefined);
     return times.length === 0 ? undefined : Math.min(...times);
   }
 
@@ -412,10 +322,26 @@ export class Relay {
   tick(): void {
     const ejectionEnds = this.#outliers.nextExpiry();
     if (ejectionEnds !== undefined && ejectionEnds <= this.#now()) {
-      for (const link of this.#agents.values())
+      for (const link of this.#roster.links())
         for (const replica of link.record.replicas) this.#upsert(link, replica);
     }
     this.#sendAll(this.#dispatcher.tick());
+  }
+
+  /** A replica's fresh state from a result or error frame, or from a query's answer. */
+  replicaReported(link: AgentLink, state: ReplicaState): void {
+    if (!this.#roster.isCurrent(link)) return;
+    this.#applyState(link, state);
+  }
+
+  // ---- internals ----
+
+  #add(socket: WebSocket, record: AgentRecord): AgentLink {
+    const link = this.#roster.add(socket, record);
+    for (const replica of record.replicas) this.#upsert(link, replica);
+    this.#options.onAgentChanged(link);
+    this.#presenceChanged();
+    return link;
   }
 
   /** A replica's run failed: a server error in a row too many takes the model out of routing there for a while. */
@@ -430,27 +356,15 @@ export class Relay {
     this.#upsert(link, state);
   }
 
-  // ---- internals ----
-
-  #add(socket: WebSocket, record: AgentRecord): AgentLink {
-    const link: AgentLink = { socket, record, lastSeen: this.#now() };
-    this.#agents.set(record.id, link);
-    this.#bySocket.set(socket, link);
-    for (const replica of record.replicas) this.#upsert(link, replica);
-    this.#options.onAgentChanged(link);
-    this.#presenceChanged();
-    return link;
-  }
-
   /** A request that cannot be taken in at all: the registry holds too many bytes, or it must not rerun. */
   #refuseAtArrival(call: RelayedRequest): RelayFailure | undefined {
     const maxBytes = this.#options.maxPendingBytes ?? Number.POSITIVE_INFINITY;
-    if (this.#pendingBytes + call.body.byteLength > maxBytes) {
+    if (this.#ledger.bytes + call.body.byteLength > maxBytes) {
       return {
         ok: false,
         status: 429,
         code: "queue_full",
-        message: `the pool holds ${this.#pendingBytes} bytes of requests already (limit ${maxBytes}); retry later`,
+        message: `the pool holds ${this.#ledger.bytes} bytes of requests already (limit ${maxBytes}); retry later`,
         retryAfterSeconds: 1,
       };
     }
@@ -470,79 +384,46 @@ export class Relay {
     return this.#options.idempotence?.allowsRerun(call.model, call.version) ?? true;
   }
 
-  /** Why a request that may have started must not run again; undefined when it may. */
+  /** Why a request that may have started must not run again; undefined when it may (a retry is spent). */
   #rerunRefusal(pending: PendingRequest): string | undefined {
-    if (pending.reruns >= MAX_RERUNS) return "it had been run again once already";
-    if (!this.#allowsRerun(pending.call))
-      return `'${pending.call.model}' is not idempotent (its config.json says so)`;
-    if (pending.deadline.passed(this.#now())) return "its deadline has passed";
-    if (!this.#retryBudget.tryRetry(this.#now()))
-      return "the pool's retry budget is spent (too many retries lately)";
-    return undefined;
+    const refusal = rerunRefusal({
+      model: pending.call.model,
+      reruns: pending.reruns,
+      idempotent: this.#allowsRerun(pending.call),
+      deadlinePassed: pending.deadline.passed(this.#now()),
+    });
+    if (refusal !== undefined) return refusal;
+    return this.#retryBudget.tryRetry(this.#now()) ? undefined : BUDGET_SPENT;
   }
 
   /** Agents joined, left or started draining: tell the presence record, and wake requests waiting for them. */
   #presenceChanged(): void {
     const serving = this.servingAgents;
     this.#options.presence?.update(serving, this.#now());
-    if (serving === 0 || this.#waitingForAgents.size === 0) return;
-    const waiting = [...this.#waitingForAgents];
-    this.#waitingForAgents.clear();
-    this.#stopAgentsExpectedTimer();
-    for (const pending of waiting) this.#submit(pending);
+    if (serving === 0) return;
+    for (const pending of this.#agentWait.release()) this.#submit(pending);
   }
 
   /**
-   * Keeps a request that found no agent when agents are expected back (pool-presence.ts): it is routed when
-   * one joins, fails at its deadline, or fails with 503 once the agents' grace is over. False when no agent
-   * is expected (the caller answers 503 now).
+   * Keeps a request that found no agent when agents are expected back: it is routed when one joins, fails
+   * at its deadline, or fails with 503 once the agents' grace is over. False when no agent is expected (the
+   * caller answers 503 now).
    */
   #waitForAgents(pending: PendingRequest): boolean {
-    const until = this.#options.presence?.expectedBackUntil(this.#now());
-    if (until === undefined) return false;
-    if (this.#waitingForAgents.size + this.#dispatcher.queueLength >= this.#options.maxQueue) {
+    if (!this.#agentWait.expected()) return false;
+    if (this.#agentWait.size + this.#dispatcher.queueLength >= this.#options.maxQueue) {
       this.#finish(pending, {
         ok: false,
         status: 429,
         code: "queue_full",
-        message: `no agent is connected yet and ${this.#waitingForAgents.size} requests are already waiting for one; retry later`,
+        message: `no agent is connected yet and ${this.#agentWait.size} requests are already waiting for one; retry later`,
         retryAfterSeconds: 1,
       });
       return true;
     }
-    this.#waitingForAgents.add(pending);
     // Waiting is no attempt: the request keeps its retries for the agents it will meet.
     pending.attempts -= 1;
-    this.#stopAgentsExpectedTimer();
-    this.#agentsExpectedTimer = setTimeout(
-      () => this.#agentsDidNotReturn(),
-      Math.max(0, until - this.#now()),
-    );
-    return true;
-  }
-
-  #stopAgentsExpectedTimer(): void {
-    if (this.#agentsExpectedTimer !== undefined) clearTimeout(this.#agentsExpectedTimer);
-    this.#agentsExpectedTimer = undefined;
-  }
-
-  #agentsDidNotReturn(): void {
-    this.#agentsExpectedTimer = undefined;
-    const until = this.#options.presence?.expectedBackUntil(this.#now());
-    if (until !== undefined) {
-      // The grace was extended meanwhile (another agent came and went).
-      this.#agentsExpectedTimer = setTimeout(() => this.#agentsDidNotReturn(), until - this.#now());
-      return;
-    }
-    for (const pending of [...this.#waitingForAgents]) {
-      this.#finish(pending, {
-        ok: false,
-        status: 503,
-        code: "unavailable",
-        message: `no backend can serve '${pending.call.model}': no agent is connected, and the agents that were did not come back in time`,
-        retryAfterSeconds: 1,
-      });
-    }
+    return this.#agentWait.wait(pending);
   }
 
   #upsert(link: AgentLink, replica: ReplicaState): void {
@@ -558,12 +439,6 @@ export class Relay {
     this.#sendAll(dispatches);
   }
 
-  /** A replica's fresh state from a result or error frame, or from a query's answer. */
-  replicaReported(link: AgentLink, state: ReplicaState): void {
-    if (this.#bySocket.get(link.socket) !== link) return;
-    this.#applyState(link, state);
-  }
-
   #applyState(link: AgentLink, state: ReplicaState): void {
     const index = link.record.replicas.findIndex((replica) => replica.id === state.id);
     if (index < 0) link.record.replicas.push(state);
@@ -572,10 +447,7 @@ export class Relay {
     this.#options.onAgentChanged(link);
   }
 
-  /**
-   * Which request a result or error frame answers, checked against who holds it. An answer for a request
-   * another agent holds, or for an id this registry never issued, is a protocol violation.
-   */
+  /** The request an agent's answer belongs to; undefined for an answer nobody waits for any more. */
   #claim(
     link: AgentLink,
     id: string,
@@ -584,30 +456,10 @@ export class Relay {
     | { kind: "pending"; pending: PendingRequest; sent: Sent }
     | { kind: "abandoned"; sent: Sent }
     | undefined {
-    const pending = this.#pending.get(id);
-    const abandoned = this.#abandoned.get(id);
-    const sent = pending?.sent ?? abandoned?.sent;
-    if (sent === undefined) {
-      if (isRequestId(id) && !id.startsWith(`${this.#incarnation}-`)) {
-        this.#log("stale-answer", { agent: link.record.id, id });
-        return undefined;
-      }
-      throw new ProtocolViolation(`answer for unknown request id ${JSON.stringify(id.slice(0, 40))}`);
-    }
-    if (sent.agentId !== link.record.id) {
-      throw new ProtocolViolation(`answer for request ${id}, which another agent holds`);
-    }
-    if (sent.replicaId !== replicaId) {
-      throw new ProtocolViolation(
-        `answer for request ${id} from replica ${replicaId}; it was sent to ${sent.replicaId}`,
-      );
-    }
-    if (pending !== undefined) return { kind: "pending", pending, sent };
-    if (abandoned !== undefined) {
-      clearTimeout(abandoned.timer);
-      this.#abandoned.delete(id);
-    }
-    return { kind: "abandoned", sent };
+    const claim = this.#ledger.claim(link.record.id, id, replicaId);
+    if (claim.kind !== "stale") return claim;
+    this.#log("stale-answer", { agent: link.record.id, id });
+    return undefined;
   }
 
   #submit(pending: PendingRequest): void {
@@ -645,30 +497,17 @@ export class Relay {
   /** Returns the address whose slot must be given back when nothing could be sent. */
   #send(dispatch: Dispatch<PendingRequest>): string | undefined {
     const pending = dispatch.payload;
-    const slash = dispatch.address.lastIndexOf("/");
-    const agentId = dispatch.address.slice(0, slash);
-    const replicaId = dispatch.address.slice(slash + 1);
-    const link = this.#agents.get(agentId);
-    if (this.#pending.get(pending.id) !== pending) return dispatch.address;
+    const { agentId, replicaId } = splitReplicaAddress(dispatch.address);
+    const link = this.#roster.get(agentId);
+    if (!this.#ledger.isOpen(pending)) return dispatch.address;
     if (link === undefined) {
       this.#submit(pending);
       return dispatch.address;
     }
     const now = this.#now();
-    const header: InferHeader = {
-      type: "infer",
-      id: pending.id,
-      replica: replicaId,
-      model: pending.call.model,
-      ...(pending.call.version === undefined ? {} : { version: pending.call.version }),
-      ...(pending.call.hint === undefined ? {} : { hint: pending.call.hint }),
-      timeoutMs: Math.max(1, pending.deadline.remainingMs(now)),
-      ...(pending.call.headerLength === undefined ? {} : { headerLength: pending.call.headerLength }),
-      ...(pending.call.requestId === undefined ? {} : { requestId: pending.call.requestId }),
-    };
     let frame: Uint8Array;
     try {
-      frame = encodeBinaryFrame(header, pending.call.body);
+      frame = inferFrame(pending.id, replicaId, pending.call, pending.deadline.remainingMs(now));
     } catch (error) {
       this.#finish(pending, failureOf(error));
       return dispatch.address;
@@ -688,11 +527,9 @@ export class Relay {
 
   /** The request's deadline passed: 504, wherever it is (waiting for agents, for a slot, or running). */
   #onDeadline(pending: PendingRequest): void {
-    pending.timer = undefined;
-    if (this.#pending.get(pending.id) !== pending) return;
     const { model } = pending.call;
     const sent = pending.sent;
-    if (this.#waitingForAgents.has(pending)) {
+    if (this.#agentWait.has(pending)) {
       const error = pending.deadline.exceeded(
         `no agent was connected to serve '${model}', and none came back`,
       );
@@ -710,29 +547,19 @@ export class Relay {
       ...failureOf(pending.deadline.exceeded(`'${model}' did not answer`)),
       replica: sent.address,
     });
-    const link = this.#agents.get(sent.agentId);
+    const link = this.#roster.get(sent.agentId);
     if (link === undefined) return;
     try {
-      link.socket.send(JSON.stringify({ type: "cancel", id: pending.id }));
+      link.socket.send(cancelFrame(pending.id));
     } catch {
       // Its close event will follow.
     }
-    this.#abandoned.set(pending.id, {
-      sent,
-      timer: setTimeout(() => {
-        this.#abandoned.delete(pending.id);
-        this.#release(sent);
-      }, ABANDONED_GRACE_MS),
-    });
+    this.#ledger.abandon(pending.id, sent);
   }
 
   #finish(pending: PendingRequest, outcome: RelayOutcome): void {
-    if (this.#pending.get(pending.id) !== pending) return;
-    this.#pending.delete(pending.id);
-    this.#pendingBytes -= pending.call.body.byteLength;
-    this.#waitingForAgents.delete(pending);
-    if (pending.timer !== undefined) clearTimeout(pending.timer);
-    pending.settle(outcome);
+    this.#agentWait.delete(pending);
+    this.#ledger.settle(pending, outcome);
   }
 
   #log(event: string, fields: Record<string, unknown>): void {
@@ -757,12 +584,4 @@ function assertUniqueReplicaIds(replicas: readonly ReplicaState[]): void {
   for (const id of ids) {
     if (id.includes("/")) throw new ProtocolViolation(`replica id ${JSON.stringify(id)} contains '/'`);
   }
-}
-
-const isRequestId = (id: string) => /^[0-9a-f]{8}-[0-9a-z]+$/.test(id);
-
-function randomHex(bytes: number): string {
-  return [...crypto.getRandomValues(new Uint8Array(bytes))]
-    .map((byte) => byte.toString(16).padStart(2, "0"))
-    .join("");
 }

@@ -12,8 +12,7 @@ import { ReplicaStateSchema } from "./replica-state.ts";
  *
  *   agent -> gateway   hello, state, result (binary), error, drain, answer
  *   gateway -> agent   welcome, infer (binary), cancel, query
- *   both ways          the text frames "ping" / "pong" are heartbeats (answered without waking the
- *                      registry when it hibernates)
+ *   both ways          the text frames "ping" / "pong" are heartbeats (heartbeat.ts)
  *
  * Every field a real agent must send is required: a schema default would hide an agent that never sends it
  * (version 1 defaulted `signatures` to [], and no real agent ever sent one). The contract tests in
@@ -34,9 +33,6 @@ const ProtocolVersion = z.literal(PROTOCOL_VERSION, {
 
 /** Cloudflare delivers websocket messages up to 32 MiB; bigger bodies are refused before sending. */
 export const MAX_FRAME_BYTES = 32 * 2 ** 20;
-
-export const HEARTBEAT_PING = "ping";
-export const HEARTBEAT_PONG = "pong";
 
 const RequestId = z.string().min(1).max(128);
 const ReplicaId = z.string().min(1).max(64);
@@ -258,6 +254,7 @@ export const GatewayTextFrameSchema = z.discriminatedUnion("type", [
 export type GatewayTextFrame = z.infer<typeof GatewayTextFrameSchema>;
 export type Welcome = z.infer<typeof WelcomeSchema>;
 export type InferHeader = z.infer<typeof InferHeaderSchema>;
+export type CancelFrame = z.infer<typeof CancelSchema>;
 
 // ---- binary frames ----
 

@@ -82,6 +82,25 @@ describe("/metrics", () => {
     agent.close();
   });
 
+  it("counts the registry's writes: a result that changes an agent's record writes it, one that does not writes nothing", async () => {
+    const pool = freshPool();
+    const agent = await FakeAgent.connect(pool, { name: "a", replicas: [replicaState()] });
+    const attachments = async () =>
+      sample(await scrape(pool), "switchyard_gateway_registry_storage_writes_total", {
+        pool,
+        kind: "attachment",
+      }) ?? Number.NaN;
+    // The socket's first attachment (awaiting hello), then the agent's record after its hello.
+    const joined = await attachments();
+    expect(joined).toBeGreaterThanOrEqual(2);
+    await serve(agent, infer("m1", { pool }), { cache: "miss", state: replicaState({ loaded: ["m1"] }) });
+    const afterLoad = await attachments();
+    expect(afterLoad).toBeGreaterThan(joined);
+    await serve(agent, infer("m1", { pool }), { cache: "hit", state: replicaState({ loaded: ["m1"] }) });
+    expect(await attachments()).toBe(afterLoad);
+    agent.close();
+  });
+
   it("counts a retry when a replica never started a request, and the queue while requests wait", async () => {
     const pool = freshPool();
     // Both hold the model, so each policy sends one request to each (no load to coalesce on).

@@ -1,0 +1,121 @@
+import type { Hello } from "../../shared/protocol/frames.ts";
+import { silenceLimitMs } from "../../shared/protocol/heartbeat.ts";
+import { type AgentLink, type AgentRecord, replicaAddress, uniqueAgentId } from "./agent-link.ts";
+import { ProtocolViolation } from "./protocol-violation.ts";
+import type { AgentSnapshot } from "./relay-types.ts";
+
+export interface AgentRosterOptions {
+  heartbeatMs: number;
+  now: () => number;
+  /** When the runtime last answered this socket's "ping" (possibly while the object hibernated). */
+  lastHeartbeat?: ((socket: WebSocket) => number | undefined) | undefined;
+}
+
+/**
+ * The pool's connected agents, by id and by socket, and whether each is still alive. Membership is all it
+ * knows: what an agent's replicas are doing is the dispatcher's, and its requests are the ledger's.
+ */
+export class AgentRoster {
+  readonly #options: AgentRosterOptions;
+  readonly #agents = new Map<string, AgentLink>();
+  readonly #bySocket = new Map<WebSocket, AgentLink>();
+
+  constructor(options: AgentRosterOptions) {
+    this.#options = options;
+  }
+
+  /** The record of an agent that says hello on `socket`, under an id no connected agent has. */
+  recordOf(socket: WebSocket, hello: Hello): AgentRecord {
+    if (this.#bySocket.has(socket)) throw new ProtocolViolation("second hello on one connection");
+    return {
+      id: uniqueAgentId(hello.agent.name, (id) => this.#agents.has(id)),
+      name: hello.agent.name,
+      version: hello.agent.version,
+      hints: hello.hints,
+      draining: false,
+      connectedAt: this.#options.now(),
+      replicas: hello.replicas,
+      models: hello.repository.kind,
+    };
+  }
+
+  add(socket: WebSocket, record: AgentRecord): AgentLink {
+    const link: AgentLink = { socket, record, lastSeen: this.#options.now() };
+    this.#agents.set(record.id, link);
+    this.#bySocket.set(socket, link);
+    return link;
+  }
+
+  /** Takes the agent out; false when it was already out (or replaced by a newer link on its socket). */
+  remove(link: AgentLink): boolean {
+    if (!this.isCurrent(link)) return false;
+    this.#bySocket.delete(link.socket);
+    this.#agents.delete(link.record.id);
+    return true;
+  }
+
+  isCurrent(link: AgentLink): boolean {
+    return this.#bySocket.get(link.socket) === link;
+  }
+
+  linkOf(socket: WebSocket): AgentLink | undefined {
+    return this.#bySocket.get(socket);
+  }
+
+  get(agentId: string): AgentLink | undefined {
+    return this.#agents.get(agentId);
+  }
+
+  /** Every connected agent, draining ones too. */
+  links(): AgentLink[] {
+    return [...this.#agents.values()];
+  }
+
+  /** Connected agents that are not draining. */
+  get serving(): number {
+    let serving = 0;
+    for (const link of this.#agents.values()) if (!link.record.draining) serving += 1;
+    return serving;
+  }
+
+  /** Any frame proves the agent alive. */
+  touch(link: AgentLink): void {
+    link.lastSeen = this.#options.now();
+  }
+
+  /**
+   * Agents whose heartbeats stopped (a host that lost its network leaves a half-open connection that no
+   * close event reports).
+   */
+  silent(): AgentLink[] {
+    const now = this.#options.now();
+    const limit = silenceLimitMs(this.#options.heartbeatMs);
+    return this.links().filter((link) => now - this.#lastHeard(link) > limit);
+  }
+
+  /** When the first connected agent would count as silent, if nothing is heard from it before. */
+  nextSilenceAt(): number | undefined {
+    const limit = silenceLimitMs(this.#options.heartbeatMs);
+    let first: number | undefined;
+    for (const link of this.#agents.values()) {
+      const at = this.#lastHeard(link) + limit + 1;
+      if (first === undefined || at < first) first = at;
+    }
+    return first;
+  }
+
+  /** What the pool looks like, with the requests in flight at each replica (by its address). */
+  snapshot(inFlight: (address: string) => number): AgentSnapshot[] {
+    return this.links().map(({ record }) => ({
+      ...record,
+      inFlight: Object.fromEntries(
+        record.replicas.map((replica) => [replica.id, inFlight(replicaAddress(record.id, replica.id))]),
+      ),
+    }));
+  }
+
+  /** The last sign of life: a frame, or a "ping" the runtime answered (possibly while the object slept). */
+  #lastHeard(link: AgentLink): number {
+    return Math.max(link.lastSeen, this.#options.lastHeartbeat?.(link.socket) ?? 0);
+  }
+}
