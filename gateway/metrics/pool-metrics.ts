@@ -1,6 +1,6 @@
 import { replicaChanges } from "../../shared/metrics/replica-changes.ts";
 import type { ReplicaState } from "../../shared/protocol/replica-state.ts";
-import type { AgentRecord } from "../registry/agent-link.ts";
+import { type AgentRecord, replicaAddress } from "../registry/agent-link.ts";
 import type { RelayOutcome } from "../registry/relay-types.ts";
 import {
   countModelEvent,
@@ -77,22 +77,21 @@ export class PoolMetrics {
     this.#changed();
   }
 
-  /** An agent's record changed (hello, state frame, a result's piggybacked state, a wake from hibernation). */
+  /** An agent's record changed (hello, state frame, a wake from hibernation). */
   agentChanged(record: AgentRecord): void {
     const listed = new Set<string>();
     let counted = false;
     for (const replica of record.replicas) {
-      const address = `${record.id}/${replica.id}`;
-      listed.add(address);
-      const changes = replicaChanges(this.#replicas.get(address), replica);
-      this.#replicas.set(address, replica);
-      for (const model of changes.loaded) countModelEvent(this.#counters, "loads", model.name);
-      for (const model of changes.unloaded) countModelEvent(this.#counters, "unloads", model.name);
-      for (const model of changes.failed) countModelEvent(this.#counters, "loadFailures", model.name);
-      counted ||= changes.loaded.length + changes.unloaded.length + changes.failed.length > 0;
+      listed.add(replicaAddress(record.id, replica.id));
+      counted = this.#compare(record.id, replica) || counted;
     }
     this.#forgetReplicas(`${record.id}/`, listed);
     if (counted) this.#changed();
+  }
+
+  /** One replica's state changed (a result's piggybacked state): only it is compared. */
+  replicaChanged(agentId: string, replica: ReplicaState): void {
+    if (this.#compare(agentId, replica)) this.#changed();
   }
 
   /** The agent left; its models are not counted as unloaded (they went with it). */
@@ -126,6 +125,17 @@ export class PoolMetrics {
   #changed(): void {
     if (this.#flushTimer !== undefined) return;
     this.#flushTimer = setTimeout(() => this.flush(), this.#flushDelayMs);
+  }
+
+  /** Counts the loads, unloads and failed loads since the replica's last state; true when there were any. */
+  #compare(agentId: string, replica: ReplicaState): boolean {
+    const address = replicaAddress(agentId, replica.id);
+    const changes = replicaChanges(this.#replicas.get(address), replica);
+    this.#replicas.set(address, replica);
+    for (const model of changes.loaded) countModelEvent(this.#counters, "loads", model.name);
+    for (const model of changes.unloaded) countModelEvent(this.#counters, "unloads", model.name);
+    for (const model of changes.failed) countModelEvent(this.#counters, "loadFailures", model.name);
+    return changes.loaded.length + changes.unloaded.length + changes.failed.length > 0;
   }
 
   #forgetReplicas(prefix: string, keep: ReadonlySet<string>): void {

@@ -19,6 +19,8 @@ export class AgentRoster {
   readonly #options: AgentRosterOptions;
   readonly #agents = new Map<string, AgentLink>();
   readonly #bySocket = new Map<WebSocket, AgentLink>();
+  /** nextSilenceAt()'s last answer; undefined: to be computed. */
+  #nextSilenceAt: number | undefined;
 
   constructor(options: AgentRosterOptions) {
     this.#options = options;
@@ -41,6 +43,8 @@ export class AgentRoster {
 
   add(socket: WebSocket, record: AgentRecord): AgentLink {
     const link: AgentLink = { socket, record, lastSeen: this.#options.now() };
+    // A newcomer falls silent after everyone known: the kept moment stays right (see nextSilenceAt).
+    if (this.#agents.size === 0) this.#nextSilenceAt = undefined;
     this.#agents.set(record.id, link);
     this.#bySocket.set(socket, link);
     return link;
@@ -93,14 +97,21 @@ export class AgentRoster {
     return this.links().filter((link) => now - this.#lastHeard(link) > limit);
   }
 
-  /** When the first connected agent would count as silent, if nothing is heard from it before. */
+  /**
+   * When the first connected agent would count as silent, if nothing is heard from it before. Asked on every
+   * request (the registry's alarm), so the answer is kept while it lies ahead: signs of life only move the
+   * true moment later, so the kept one is early at worst, and an early alarm finds nothing and asks again.
+   */
   nextSilenceAt(): number | undefined {
+    const kept = this.#nextSilenceAt;
+    if (kept !== undefined && kept > this.#options.now()) return kept;
     const limit = silenceLimitMs(this.#options.heartbeatMs);
     let first: number | undefined;
     for (const link of this.#agents.values()) {
       const at = this.#lastHeard(link) + limit + 1;
       if (first === undefined || at < first) first = at;
     }
+    this.#nextSilenceAt = first;
     return first;
   }
 

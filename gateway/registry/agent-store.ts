@@ -9,9 +9,14 @@ import type { AgentRecord } from "./agent-link.ts";
  * an agent with many replicas, models or hints can exceed that: such a record goes to the object's
  * SQLite-backed key-value storage and the attachment only points to it.
  *
- * Writes happen at every change of an agent's state (each result carries one), so an unchanged record is
- * not written again.
+ * A change of membership (hello, drain, replicas added or gone) is written at once. A replica's fresh state,
+ * which every result carries, is written at most once per PERSIST_DELAY_MS and agent (`saveSoon`): writing it
+ * per request cost a structured clone, or a storage write for a spilled record, on every request. A pending
+ * write keeps the object awake, so hibernation never loses one; an eviction without warning (a crash, a
+ * deploy) loses at most that delay of replica states, which the agent's next result or state frame brings
+ * back. An unchanged record is not written again.
  */
+export const PERSIST_DELAY_MS = 1_000;
 
 /** Serialized attachments above 16 KiB throw; JSON length is a close estimate, so keep a margin. */
 const MAX_INLINE_JSON_BYTES = 12 * 1024;
@@ -47,6 +52,9 @@ export class AgentStore {
   readonly #kv: SyncKvStorage;
   /** Last JSON written per socket, to skip writes of an unchanged record. */
   readonly #written = new WeakMap<WebSocket, string>();
+  /** Records given to saveSoon() and not written yet. */
+  readonly #unsaved = new Map<WebSocket, AgentRecord>();
+  #persistTimer: ReturnType<typeof setTimeout> | undefined;
 
   /** Called for each attachment written (they cost a structured clone each: storage-meter.ts counts them). */
   readonly #onAttachmentWritten: () => void;
@@ -61,7 +69,29 @@ export class AgentStore {
     this.#onAttachmentWritten();
   }
 
+  /** Writes the record a moment later, with whatever else changed meanwhile (see above). */
+  saveSoon(socket: WebSocket, record: AgentRecord): void {
+    this.#unsaved.set(socket, record);
+    this.#persistTimer ??= setTimeout(() => this.flush(), PERSIST_DELAY_MS);
+  }
+
+  /** Writes every record saveSoon() was given (also what its timer does). */
+  flush(): void {
+    if (this.#persistTimer !== undefined) clearTimeout(this.#persistTimer);
+    this.#persistTimer = undefined;
+    for (const [socket, record] of [...this.#unsaved]) {
+      try {
+        this.save(socket, record);
+      } catch {
+        // The socket closed meanwhile: its record goes with it.
+        this.#unsaved.delete(socket);
+      }
+    }
+  }
+
+  /** Writes the record now. */
   save(socket: WebSocket, record: AgentRecord): void {
+    this.#unsaved.delete(socket);
     const json = JSON.stringify(record);
     if (this.#written.get(socket) === json) return;
     const wasSpilled = (this.#written.get(socket)?.length ?? 0) > MAX_INLINE_JSON_BYTES;
@@ -83,6 +113,7 @@ export class AgentStore {
 
   /** The agent left: its spilled record, if any, goes too. */
   forget(socket: WebSocket, agentId: string | undefined): void {
+    this.#unsaved.delete(socket);
     if (agentId !== undefined) this.#kv.delete(storageKey(agentId));
     this.#written.delete(socket);
   }

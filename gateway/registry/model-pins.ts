@@ -14,44 +14,56 @@ const PREFIX = "pin:";
 /** When copies a departed agent held are to be placed again (epoch ms); kept so it outlives eviction. */
 const REPLACE_AT = "pins-replace-at";
 
-/** The pins model control made (OIP `load`), in the registry's storage: they outlive restarts and agents. */
+/**
+ * The pins model control made (OIP `load`), in the registry's storage: they outlive restarts and agents.
+ * Read once, then kept in memory beside storage: the registry asks for them whenever it arms its alarm,
+ * which is on every request, and listing storage each time cost more than routing the request.
+ */
 export class PinStore {
   readonly #kv: SyncKvStorage;
+  readonly #pins = new Map<string, Pin>();
+  #replaceAt: number | undefined;
 
   constructor(kv: SyncKvStorage) {
     this.#kv = kv;
+    for (const [, value] of kv.list({ prefix: PREFIX })) {
+      const parsed = PinSchema.safeParse(value);
+      if (parsed.success) this.#pins.set(parsed.data.name, parsed.data);
+    }
+    const at = kv.get(REPLACE_AT);
+    this.#replaceAt = typeof at === "number" ? at : undefined;
   }
 
   get(name: string): Pin | undefined {
-    const parsed = PinSchema.safeParse(this.#kv.get(`${PREFIX}${name}`));
-    return parsed.success ? parsed.data : undefined;
+    return this.#pins.get(name);
   }
 
   set(pin: Pin): void {
     this.#kv.put(`${PREFIX}${pin.name}`, pin);
+    this.#pins.set(pin.name, { ...pin });
   }
 
   delete(name: string): void {
     this.#kv.delete(`${PREFIX}${name}`);
+    this.#pins.delete(name);
   }
 
   replaceAt(): number | undefined {
-    const at = this.#kv.get(REPLACE_AT);
-    return typeof at === "number" ? at : undefined;
+    return this.#replaceAt;
   }
 
   setReplaceAt(at: number | undefined): void {
     if (at === undefined) this.#kv.delete(REPLACE_AT);
     else this.#kv.put(REPLACE_AT, at);
+    this.#replaceAt = at;
+  }
+
+  get size(): number {
+    return this.#pins.size;
   }
 
   all(): Pin[] {
-    const pins: Pin[] = [];
-    for (const [, value] of this.#kv.list({ prefix: PREFIX })) {
-      const parsed = PinSchema.safeParse(value);
-      if (parsed.success) pins.push(parsed.data);
-    }
-    return pins;
+    return [...this.#pins.values()];
   }
 }
 
@@ -149,7 +161,7 @@ export class ModelPins {
 
   /** When `due` has work (the registry arms its alarm for it). */
   dueAt(): number | undefined {
-    return this.#options.store.all().length === 0 ? undefined : this.#options.store.replaceAt();
+    return this.#options.store.size === 0 ? undefined : this.#options.store.replaceAt();
   }
 
   /** The alarm fired: reconcile when a departed agent's grace has ended. */

@@ -33,6 +33,8 @@ import { StorageMeter, type StorageWrites } from "./storage-meter.ts";
 const AGENT_TAG = "agent";
 const CLOSE_GOING_AWAY = 1001;
 const CLOSE_INTERNAL = 1011;
+/** Requests look for silent agents at most this often (see #sweepBeforeRouting). */
+const SWEEP_INTERVAL_MS = 1_000;
 /** The reason a registry reset by an admin gives (see restart()). */
 export const RESTART_REASON = "the registry was restarted by an admin";
 
@@ -58,6 +60,8 @@ export class Registry extends DurableObject<ObjectEnv> {
   readonly #directory: ModelDirectory;
   readonly #pins: ModelPins;
   readonly #meter = new StorageMeter();
+  /** When a request next sweeps for silent agents (#sweepBeforeRouting). */
+  #nextSweepAt = 0;
 
   constructor(ctx: DurableObjectState, env: ObjectEnv) {
     super(ctx, env);
@@ -74,9 +78,16 @@ export class Registry extends DurableObject<ObjectEnv> {
       policy: routingPolicy(config.ROUTING_POLICY),
       maxQueue: config.QUEUE_LIMIT,
       heartbeatMs: this.#heartbeatMs,
-      onAgentChanged: (link) => {
-        this.#store.save(link.socket, link.record);
-        this.#metrics.agentChanged(link.record);
+      // A replica's fresh state comes with every result: it is kept in the socket's attachment a moment
+      // later (agent-store.ts), and only that replica is compared for the metrics' load and unload counts.
+      onAgentChanged: (link, replica) => {
+        if (replica === undefined) {
+          this.#store.save(link.socket, link.record);
+          this.#metrics.agentChanged(link.record);
+        } else {
+          this.#store.saveSoon(link.socket, link.record);
+          this.#metrics.replicaChanged(link.record.id, replica);
+        }
       },
       // However it went (closed, errored, silent, a failed send): its queries fail now, and the copies it held
       // of pinned models are placed again elsewhere unless it is back within the grace.
@@ -122,7 +133,7 @@ export class Registry extends DurableObject<ObjectEnv> {
 
   /** Routes one inference and waits for its outcome (never throws for an expected failure). */
   async infer(call: RelayedRequest): Promise<RelayOutcome> {
-    this.#closeSilentAgents();
+    this.#sweepBeforeRouting();
     const arrivedAt = Date.now();
     const routed = this.#relay.infer(call);
     this.#armAlarm();
@@ -361,6 +372,18 @@ export class Registry extends DurableObject<ObjectEnv> {
         this.#forget(socket, undefined);
       }
     }
+  }
+
+  /**
+   * The sweep visits every agent and socket, which per request would make each request's cost grow with the
+   * pool. Silence is counted in heartbeats (seconds), so requests look at most every SWEEP_INTERVAL_MS (or a
+   * quarter heartbeat, when shorter); the alarm watches agents with requests in flight meanwhile.
+   */
+  #sweepBeforeRouting(): void {
+    const now = Date.now();
+    if (now < this.#nextSweepAt) return;
+    this.#nextSweepAt = now + Math.min(SWEEP_INTERVAL_MS, this.#heartbeatMs / 4);
+    this.#closeSilentAgents();
   }
 
   #gone(socket: WebSocket, link: AgentLink | undefined, why: string): void {

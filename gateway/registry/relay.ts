@@ -36,8 +36,11 @@ export interface RelayOptions {
   maxQueue: number;
   heartbeatMs: number;
   now?: () => number;
-  /** A change to an agent's record, to be persisted (socket attachment). */
-  onAgentChanged: (link: AgentLink) => void;
+  /**
+   * A change to an agent's record, to be persisted (socket attachment). `replica` is set when only that
+   * replica's state changed (a result's piggybacked state: the common case, once per request).
+   */
+  onAgentChanged: (link: AgentLink, replica?: ReplicaState) => void;
   /** An agent is gone; its socket is being or has been closed. */
   onAgentGone: (link: AgentLink) => void;
   /** When the runtime last answered this socket's "ping" (possibly while the object hibernated). */
@@ -444,7 +447,7 @@ export class Relay {
     if (index < 0) link.record.replicas.push(state);
     else link.record.replicas[index] = state;
     this.#upsert(link, state);
-    this.#options.onAgentChanged(link);
+    this.#options.onAgentChanged(link, index < 0 ? undefined : state);
   }
 
   /** The request an agent's answer belongs to; undefined for an answer nobody waits for any more. */

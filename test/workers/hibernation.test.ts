@@ -1,5 +1,6 @@
 import { evictDurableObject, runInDurableObject } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
+import { PERSIST_DELAY_MS } from "../../gateway/registry/agent-store.ts";
 import { replicaState } from "../support/replica-state.ts";
 import { FakeAgent } from "./support/fake-agent.ts";
 import { freshPool, infer } from "./support/gateway.ts";
@@ -28,6 +29,9 @@ describe("hibernation and eviction", () => {
     const first = infer("m2", { pool, headers: { "X-Runner-Hint": "lora" } });
     b.replicas = [replicaState({ loaded: ["m2"], maxConcurrency: 2 })];
     expect(await serve(b, first)).toBe("b/0");
+    // A replica's state from a result is kept a moment later (agent-store.ts); the runtime only hibernates
+    // an object that has been idle for longer than that.
+    await new Promise((resolve) => setTimeout(resolve, PERSIST_DELAY_MS + 100));
     const before = await snapshot(pool);
     const instances = new Set<object>();
     await runInDurableObject(registry(pool), (instance) => {

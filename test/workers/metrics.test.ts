@@ -1,6 +1,7 @@
 import { evictDurableObject, runInDurableObject } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
 import { METRICS_STORAGE_KEY } from "../../gateway/metrics/pool-metrics.ts";
+import { PERSIST_DELAY_MS } from "../../gateway/registry/agent-store.ts";
 import { sample } from "../support/prometheus-text.ts";
 import { replicaState } from "../support/replica-state.ts";
 import { FakeAgent } from "./support/fake-agent.ts";
@@ -82,7 +83,7 @@ describe("/metrics", () => {
     agent.close();
   });
 
-  it("counts the registry's writes: a result that changes an agent's record writes it, one that does not writes nothing", async () => {
+  it("counts the registry's writes, and keeps a replica's state once however many results bring it", async () => {
     const pool = freshPool();
     const agent = await FakeAgent.connect(pool, { name: "a", replicas: [replicaState()] });
     const attachments = async () =>
@@ -93,11 +94,20 @@ describe("/metrics", () => {
     // The socket's first attachment (awaiting hello), then the agent's record after its hello.
     const joined = await attachments();
     expect(joined).toBeGreaterThanOrEqual(2);
-    await serve(agent, infer("m1", { pool }), { cache: "miss", state: replicaState({ loaded: ["m1"] }) });
-    const afterLoad = await attachments();
-    expect(afterLoad).toBeGreaterThan(joined);
-    await serve(agent, infer("m1", { pool }), { cache: "hit", state: replicaState({ loaded: ["m1"] }) });
-    expect(await attachments()).toBe(afterLoad);
+    // Ten results in a row, each with a state that differs from the last (as a real agent's idle times and
+    // timings do): the record is written once per PERSIST_DELAY_MS, not once per result.
+    const started = Date.now();
+    for (let run = 1; run <= 10; run += 1) {
+      const state = replicaState({ loaded: ["m1"] });
+      state.timings["m1:1"] = { inferMs: run, loads: 1, runs: run };
+      await serve(agent, infer("m1", { pool }), { cache: run === 1 ? "miss" : "hit", state });
+    }
+    const elapsed = Date.now() - started;
+    await new Promise((resolve) => setTimeout(resolve, PERSIST_DELAY_MS + 200));
+    const written = (await attachments()) - joined;
+    expect(written).toBeGreaterThanOrEqual(1);
+    expect(written).toBeLessThanOrEqual(1 + Math.floor(elapsed / PERSIST_DELAY_MS));
+    expect(written).toBeLessThan(10);
     agent.close();
   });
 
