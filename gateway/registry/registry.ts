@@ -78,15 +78,16 @@ export class Registry extends DurableObject<ObjectEnv> {
       policy: routingPolicy(config.ROUTING_POLICY),
       maxQueue: config.QUEUE_LIMIT,
       heartbeatMs: this.#heartbeatMs,
-      // A replica's fresh state comes with every result: it is kept in the socket's attachment a moment
-      // later (agent-store.ts), and only that replica is compared for the metrics' load and unload counts.
-      onAgentChanged: (link, replica) => {
-        if (replica === undefined) {
+      // Replicas' fresh states come with every result and state frame: they are kept in the socket's
+      // attachment a moment later (agent-store.ts), and only they are compared for the metrics' load and
+      // unload counts. A change of membership is kept at once.
+      onAgentChanged: (link, replicas) => {
+        if (replicas === undefined) {
           this.#store.save(link.socket, link.record);
           this.#metrics.agentChanged(link.record);
         } else {
           this.#store.saveSoon(link.socket, link.record);
-          this.#metrics.replicaChanged(link.record.id, replica);
+          for (const replica of replicas) this.#metrics.replicaChanged(link.record.id, replica);
         }
       },
       // However it went (closed, errored, silent, a failed send): its queries fail now, and the copies it held

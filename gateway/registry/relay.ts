@@ -37,10 +37,11 @@ export interface RelayOptions {
   heartbeatMs: number;
   now?: () => number;
   /**
-   * A change to an agent's record, to be persisted (socket attachment). `replica` is set when only that
-   * replica's state changed (a result's piggybacked state: the common case, once per request).
+   * A change to an agent's record, to be persisted (socket attachment). `replicas` is set when only the
+   * states of these replicas changed, the agent keeping the same replicas (a result's piggybacked state, once
+   * per request, or a state frame); absent for a change of membership (hello, drain, replicas added or gone).
    */
-  onAgentChanged: (link: AgentLink, replica?: ReplicaState) => void;
+  onAgentChanged: (link: AgentLink, replicas?: readonly ReplicaState[]) => void;
   /** An agent is gone; its socket is being or has been closed. */
   onAgentGone: (link: AgentLink) => void;
   /** When the runtime last answered this socket's "ping" (possibly while the object hibernated). */
@@ -141,12 +142,15 @@ export class Relay {
   updateState(link: AgentLink, replicas: ReplicaState[]): void {
     assertUniqueReplicaIds(replicas);
     const listed = new Set(replicas.map((replica) => replica.id));
-    for (const replica of link.record.replicas) {
+    const before = link.record.replicas;
+    for (const replica of before) {
       if (!listed.has(replica.id)) this.#dispatcher.removeReplica(replicaAddress(link.record.id, replica.id));
     }
+    const sameReplicas =
+      before.length === replicas.length && before.every((replica) => listed.has(replica.id));
     link.record.replicas = replicas;
     for (const replica of replicas) this.#upsert(link, replica);
-    this.#options.onAgentChanged(link);
+    this.#options.onAgentChanged(link, sameReplicas ? replicas : undefined);
   }
 
   /** The agent is shutting down: it finishes what it has and takes nothing new. */
@@ -447,7 +451,7 @@ export class Relay {
     if (index < 0) link.record.replicas.push(state);
     else link.record.replicas[index] = state;
     this.#upsert(link, state);
-    this.#options.onAgentChanged(link, index < 0 ? undefined : state);
+    this.#options.onAgentChanged(link, index < 0 ? undefined : [state]);
   }
 
   /** The request an agent's answer belongs to; undefined for an answer nobody waits for any more. */
