@@ -93,6 +93,10 @@ export class AgentRoster {
    */
   silent(): AgentLink[] {
     const now = this.#options.now();
+    // Asked before every request: while the first silence lies ahead, nobody is silent, and no agent is
+    // visited (nextSilenceAt is one past the last moment an agent still counts as alive).
+    const first = this.nextSilenceAt();
+    if (first === undefined || now < first) return [];
     const limit = silenceLimitMs(this.#options.heartbeatMs);
     return this.links().filter((link) => now - this.#lastHeard(link) > limit);
   }

@@ -48,6 +48,13 @@ export type RestoredSocket =
 
 const storageKey = (agentId: string) => `agent:${agentId}`;
 
+export interface AgentStoreEvents {
+  /** An attachment was written (each costs a structured clone: storage-meter.ts counts them). */
+  attachmentWritten?: () => void;
+  /** A record given to saveSoon() could not be written (the save of a record that is too big, say). */
+  saveFailed?: (socket: WebSocket, error: unknown) => void;
+}
+
 export class AgentStore {
   readonly #kv: SyncKvStorage;
   /** Last JSON written per socket, to skip writes of an unchanged record. */
@@ -56,17 +63,16 @@ export class AgentStore {
   readonly #unsaved = new Map<WebSocket, AgentRecord>();
   #persistTimer: ReturnType<typeof setTimeout> | undefined;
 
-  /** Called for each attachment written (they cost a structured clone each: storage-meter.ts counts them). */
-  readonly #onAttachmentWritten: () => void;
+  readonly #events: AgentStoreEvents;
 
-  constructor(kv: SyncKvStorage, onAttachmentWritten: () => void = () => {}) {
+  constructor(kv: SyncKvStorage, events: AgentStoreEvents = {}) {
     this.#kv = kv;
-    this.#onAttachmentWritten = onAttachmentWritten;
+    this.#events = events;
   }
 
   markAwaitingHello(socket: WebSocket, connectedAt: number): void {
     socket.serializeAttachment({ v: 1, phase: "awaiting-hello", connectedAt } satisfies Attachment);
-    this.#onAttachmentWritten();
+    this.#events.attachmentWritten?.();
   }
 
   /** Writes the record a moment later, with whatever else changed meanwhile (see above). */
@@ -82,9 +88,10 @@ export class AgentStore {
     for (const [socket, record] of [...this.#unsaved]) {
       try {
         this.save(socket, record);
-      } catch {
-        // The socket closed meanwhile: its record goes with it.
+      } catch (error) {
         this.#unsaved.delete(socket);
+        // A socket that closed meanwhile takes its record with it; anything else is the registry's to handle.
+        if (socket.readyState === WebSocket.OPEN) this.#events.saveFailed?.(socket, error);
       }
     }
   }
@@ -108,7 +115,7 @@ export class AgentStore {
       if (wasSpilled) this.#kv.delete(storageKey(record.id));
     }
     this.#written.set(socket, json);
-    this.#onAttachmentWritten();
+    this.#events.attachmentWritten?.();
   }
 
   /** The agent left: its spilled record, if any, goes too. */

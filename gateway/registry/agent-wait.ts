@@ -1,9 +1,3 @@
-/**
- * Requests that found no agent while agents are expected back (pool-presence.ts: the pool had agents, and
- * their grace has not run out, as after a registry restart or a network blip). Each waits until an agent
- * serves again (`release`), its own deadline (the relay's), or the end of the agents' grace, when every
- * waiting request is given up at once.
- */
 export interface AgentWaitOptions<P> {
   now: () => number;
   /** Until when agents are expected back; undefined when none is. */
@@ -12,6 +6,12 @@ export interface AgentWaitOptions<P> {
   giveUp: (waiting: P[]) => void;
 }
 
+/**
+ * Requests that found no agent while agents are expected back (pool-presence.ts: the pool had agents, and
+ * their grace has not run out, as after a registry restart or a network blip). Each waits until an agent
+ * serves again (`release`), its own deadline (the relay's), or the end of the agents' grace, when every
+ * waiting request is given up at once.
+ */
 export class AgentWait<P> {
   readonly #options: AgentWaitOptions<P>;
   readonly #waiting = new Set<P>();
@@ -33,18 +33,15 @@ export class AgentWait<P> {
     this.#waiting.delete(request);
   }
 
-  /** Whether agents are expected back now (a request may wait for them). */
-  expected(): boolean {
-    return this.#options.expectedBackUntil(this.#options.now()) !== undefined;
+  /** Until when agents are expected back (a request may wait for them); undefined when none is. */
+  expectedUntil(): number | undefined {
+    return this.#options.expectedBackUntil(this.#options.now());
   }
 
-  /** Keeps the request until agents serve again; false when none is expected (the caller answers now). */
-  wait(request: P): boolean {
-    const until = this.#options.expectedBackUntil(this.#options.now());
-    if (until === undefined) return false;
+  /** Keeps the request until agents serve again, or the grace that expectedUntil() gave ends. */
+  wait(request: P, until: number): void {
     this.#waiting.add(request);
     this.#arm(until);
-    return true;
   }
 
   /** Agents serve again: every waiting request, to be routed now. */

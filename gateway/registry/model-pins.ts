@@ -35,7 +35,8 @@ export class PinStore {
   }
 
   get(name: string): Pin | undefined {
-    return this.#pins.get(name);
+    const pin = this.#pins.get(name);
+    return pin === undefined ? undefined : { ...pin };
   }
 
   set(pin: Pin): void {
@@ -63,7 +64,7 @@ export class PinStore {
   }
 
   all(): Pin[] {
-    return [...this.#pins.values()];
+    return [...this.#pins.values()].map((pin) => ({ ...pin }));
   }
 }
 

@@ -33,7 +33,7 @@ import { StorageMeter, type StorageWrites } from "./storage-meter.ts";
 const AGENT_TAG = "agent";
 const CLOSE_GOING_AWAY = 1001;
 const CLOSE_INTERNAL = 1011;
-/** Requests look for silent agents at most this often (see #sweepBeforeRouting). */
+/** Requests look for sockets that never said hello at most this often (see #sweepBeforeRouting). */
 const SWEEP_INTERVAL_MS = 1_000;
 /** The reason a registry reset by an admin gives (see restart()). */
 export const RESTART_REASON = "the registry was restarted by an admin";
@@ -60,7 +60,7 @@ export class Registry extends DurableObject<ObjectEnv> {
   readonly #directory: ModelDirectory;
   readonly #pins: ModelPins;
   readonly #meter = new StorageMeter();
-  /** When a request next sweeps for silent agents (#sweepBeforeRouting). */
+  /** When a request next looks for sockets without a hello (#sweepBeforeRouting). */
   #nextSweepAt = 0;
 
   constructor(ctx: DurableObjectState, env: ObjectEnv) {
@@ -68,7 +68,15 @@ export class Registry extends DurableObject<ObjectEnv> {
     const config = gatewayConfig(env);
     this.#heartbeatMs = Math.round(config.HEARTBEAT_SECONDS * 1000);
     const kv = this.#meter.metered(ctx.storage.kv);
-    this.#store = new AgentStore(kv, () => this.#meter.count("attachment"));
+    this.#store = new AgentStore(kv, {
+      attachmentWritten: () => this.#meter.count("attachment"),
+      // Its record would be lost at the next hibernation: the agent reconnects and says hello again.
+      saveFailed: (socket, error) => {
+        log("agent-record-not-kept", { agent: this.#relay.linkOf(socket)?.record.id, error: String(error) });
+        this.#close(socket, CLOSE_INTERNAL, "its record could not be kept; reconnect");
+        this.#gone(socket, this.#relay.linkOf(socket), "its record could not be kept");
+      },
+    });
     this.#signatures = new SignatureStore(kv);
     this.#metrics = new PoolMetrics({ kv });
     this.#presence = new PoolPresence(kv, config.AGENT_GRACE_SECONDS * 1000);
@@ -360,10 +368,19 @@ export class Registry extends DurableObject<ObjectEnv> {
    * deadlines.
    */
   #closeSilentAgents(): void {
+    this.#closeAgentsGoneSilent();
+    this.#closeSocketsWithoutHello();
+  }
+
+  #closeAgentsGoneSilent(): void {
     for (const link of this.#relay.staleAgents()) {
       this.#close(link.socket, CLOSE_GOING_AWAY, "heartbeat missed");
       this.#relay.disconnect(link, "its heartbeats stopped");
     }
+  }
+
+  /** Sockets accepted longer than the silence limit ago that never said hello. */
+  #closeSocketsWithoutHello(): void {
     const helloBy = Date.now() - silenceLimitMs(this.#heartbeatMs);
     for (const socket of this.ctx.getWebSockets(AGENT_TAG)) {
       if (this.#relay.linkOf(socket) !== undefined) continue;
@@ -376,15 +393,17 @@ export class Registry extends DurableObject<ObjectEnv> {
   }
 
   /**
-   * The sweep visits every agent and socket, which per request would make each request's cost grow with the
-   * pool. Silence is counted in heartbeats (seconds), so requests look at most every SWEEP_INTERVAL_MS (or a
-   * quarter heartbeat, when shorter); the alarm watches agents with requests in flight meanwhile.
+   * Before routing, silent agents are closed (cheap while nobody is due to fall silent, see
+   * AgentRoster.silent). Sockets without a hello are looked for at most every SWEEP_INTERVAL_MS (or a quarter
+   * heartbeat, when shorter): that visits every socket, which per request would make each request's cost grow
+   * with the pool, and such a socket takes no requests meanwhile.
    */
   #sweepBeforeRouting(): void {
+    this.#closeAgentsGoneSilent();
     const now = Date.now();
     if (now < this.#nextSweepAt) return;
     this.#nextSweepAt = now + Math.min(SWEEP_INTERVAL_MS, this.#heartbeatMs / 4);
-    this.#closeSilentAgents();
+    this.#closeSocketsWithoutHello();
   }
 
   #gone(socket: WebSocket, link: AgentLink | undefined, why: string): void {
@@ -404,6 +423,7 @@ export class Registry extends DurableObject<ObjectEnv> {
     try {
       // A closing socket can still be listed by getWebSockets(); without its record it is not rebuilt.
       socket.serializeAttachment(null);
+      this.#meter.count("attachment");
     } catch {
       // Already closed: nothing to clear.
     }

@@ -18,10 +18,10 @@ import { RetryBudget } from "./retry-budget.ts";
 import { BUDGET_SPENT, rerunRefusal, retriesAfterError } from "./retry-rules.ts";
 
 /**
- * The registry's working memory: which agents are connected (agent-roster.ts), what their replicas hold, and
- * every request between its arrival and its answer (request-ledger.ts). Routing and the queue are the shared
- * Dispatcher's (around the configured policy); this class does the I/O the dispatcher decides on: it sends
- * infer frames (outgoing-frames.ts), matches
+ * The registry's working memory: which agents are connected (agent-roster.ts), what their replicas hold,
+ * and every request between its arrival and its answer (request-ledger.ts). Routing and the queue are the
+ * shared Dispatcher's (around the configured policy); this class does the I/O the dispatcher decides on: it
+ * sends infer frames (outgoing-frames.ts), matches
  * result and error frames to waiting callers, and makes sure each request ends in exactly one outcome:
  * the agent's answer, a retry elsewhere, or a clear error (deadline, disconnect, refusal). A request is
  * retried when its agent said it never started it, or once when its agent died while it may have been
@@ -150,7 +150,8 @@ export class Relay {
       before.length === replicas.length && before.every((replica) => listed.has(replica.id));
     link.record.replicas = replicas;
     for (const replica of replicas) this.#upsert(link, replica);
-    this.#options.onAgentChanged(link, sameReplicas ? replicas : undefined);
+    // A send to this agent may have failed meanwhile and taken it out: then there is nothing to keep.
+    if (this.#roster.isCurrent(link)) this.#options.onAgentChanged(link, sameReplicas ? replicas : undefined);
   }
 
   /** The agent is shutting down: it finishes what it has and takes nothing new. */
@@ -417,7 +418,8 @@ export class Relay {
    * caller answers 503 now).
    */
   #waitForAgents(pending: PendingRequest): boolean {
-    if (!this.#agentWait.expected()) return false;
+    const until = this.#agentWait.expectedUntil();
+    if (until === undefined) return false;
     if (this.#agentWait.size + this.#dispatcher.queueLength >= this.#options.maxQueue) {
       this.#finish(pending, {
         ok: false,
@@ -430,7 +432,8 @@ export class Relay {
     }
     // Waiting is no attempt: the request keeps its retries for the agents it will meet.
     pending.attempts -= 1;
-    return this.#agentWait.wait(pending);
+    this.#agentWait.wait(pending, until);
+    return true;
   }
 
   #upsert(link: AgentLink, replica: ReplicaState): void {
@@ -451,7 +454,7 @@ export class Relay {
     if (index < 0) link.record.replicas.push(state);
     else link.record.replicas[index] = state;
     this.#upsert(link, state);
-    this.#options.onAgentChanged(link, index < 0 ? undefined : [state]);
+    if (this.#roster.isCurrent(link)) this.#options.onAgentChanged(link, index < 0 ? undefined : [state]);
   }
 
   /** The request an agent's answer belongs to; undefined for an answer nobody waits for any more. */

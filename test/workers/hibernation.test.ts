@@ -25,7 +25,7 @@ describe("hibernation and eviction", () => {
       hints: ["lora"],
       replicas: [replicaState({ maxConcurrency: 2 })],
     });
-    // b learns a model through a result's piggybacked state (not a hello), and a starts draining.
+    // b learns a model through a result's piggybacked state (not a hello).
     const first = infer("m2", { pool, headers: { "X-Runner-Hint": "lora" } });
     b.replicas = [replicaState({ loaded: ["m2"], maxConcurrency: 2 })];
     expect(await serve(b, first)).toBe("b/0");
@@ -54,6 +54,19 @@ describe("hibernation and eviction", () => {
     expect(await a.nextText()).toBe("pong");
     a.close();
     b.close();
+  });
+
+  it("keeps a change of membership at once: a drain survives an eviction right after it", async () => {
+    const pool = freshPool();
+    const a = await FakeAgent.connect(pool, { name: "a", replicas: [replicaState({ loaded: ["m"] })] });
+    a.sendJson({ type: "drain" });
+    await expect
+      .poll(async () => (await snapshot(pool)).agents.find((agent) => agent.id === "a")?.draining)
+      .toBe(true);
+    // No wait: replica states are kept a moment later, membership is not.
+    await evictDurableObject(registry(pool));
+    expect((await snapshot(pool)).agents.find((agent) => agent.id === "a")?.draining).toBe(true);
+    a.close();
   });
 
   it("keeps a record too big for an attachment in storage, and drops it when the agent leaves", async () => {

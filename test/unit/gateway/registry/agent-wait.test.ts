@@ -22,24 +22,24 @@ describe("AgentWait", () => {
   });
 
   it("keeps requests while agents are expected back, and hands them all over when one serves", () => {
-    expect(wait.wait("a")).toBe(true);
-    expect(wait.wait("b")).toBe(true);
+    const until = wait.expectedUntil();
+    expect(until).toBe(1_000);
+    wait.wait("a", 1_000);
+    wait.wait("b", 1_000);
     expect(wait.size).toBe(2);
     expect(wait.release()).toEqual(["a", "b"]);
     vi.advanceTimersByTime(2_000);
     expect(givenUp).toEqual([]);
   });
 
-  it("takes nothing when no agent is expected back", () => {
+  it("says when no agent is expected back", () => {
     expectedUntil = undefined;
-    expect(wait.expected()).toBe(false);
-    expect(wait.wait("a")).toBe(false);
-    expect(wait.size).toBe(0);
+    expect(wait.expectedUntil()).toBeUndefined();
   });
 
   it("gives up every waiting request when the grace ends, later when it was extended meanwhile", () => {
-    wait.wait("a");
-    wait.wait("b");
+    wait.wait("a", 1_000);
+    wait.wait("b", 1_000);
     wait.delete("b");
     expectedUntil = 1_500;
     vi.advanceTimersByTime(1_000);
