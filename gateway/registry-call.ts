@@ -19,7 +19,7 @@ export async function inferThroughRegistry(
   pool: string,
   call: RelayedRequest,
 ): Promise<RelayOutcome> {
-  const deadline = Deadline.in(call.timeoutMs);
+  const deadline = Deadline.in(call.timeoutMs, Date.now(), call.budgetMs);
   try {
     return await registryOf(env, pool).infer(call);
   } catch (error) {

@@ -8,8 +8,9 @@ import { badInput, SwitchyardError } from "./errors.ts";
  * stage:
  *
  *   shared/oip/infer-http.ts        reads it where a request arrives (gateway and standalone agent)
- *   gateway/routes/infer.ts         hands the registry what is left
+ *   gateway/routes/infer.ts         hands the registry what is left, and the client's budget for messages
  *   gateway/registry-call.ts        calls a restarted registry again only within it
+ *   gateway/registry/request-ledger.ts   times it for each request the registry holds
  *   gateway/registry/relay.ts       answers 504 at it, waiting or running, and tells the agent to stop
  *   backend/gateway-link/infer-handler.ts   takes a request out of its replica's line at it
  *   backend/pool/replica-pool.ts    (standalone) answers 504 at it, waiting or running
@@ -28,9 +29,12 @@ export class Deadline {
     this.budgetMs = budgetMs;
   }
 
-  /** The deadline `ms` from `now`: where a request arrives, or from the milliseconds a hop carried. */
-  static in(ms: number, now = Date.now()): Deadline {
-    return new Deadline(now + ms, ms);
+  /**
+   * The deadline `ms` from `now`: where a request arrives, or from the milliseconds a hop carried, with the
+   * budget the client gave it where the hop carried that too (else what was left is all a message can say).
+   */
+  static in(ms: number, now = Date.now(), budgetMs = ms): Deadline {
+    return new Deadline(now + ms, budgetMs);
   }
 
   /** Milliseconds left, never negative. */

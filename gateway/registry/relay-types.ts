@@ -14,7 +14,10 @@ export interface RelayedRequest {
   body: Uint8Array;
   /** Inference-Header-Content-Length of the body, when it carries binary tensors. */
   headerLength?: number;
+  /** What is left of the request's deadline when the Worker hands it over. */
   timeoutMs: number;
+  /** The whole deadline its client gave it, for the messages of a 504. */
+  budgetMs: number;
   /** The client's request id (X-Request-Id), passed to the agent for its logs. */
   requestId?: string;
   /**

@@ -96,7 +96,7 @@ export class RequestLedger {
         ...(call.hint === undefined ? {} : { hint: call.hint }),
       },
       arrivedAt: now,
-      deadline: Deadline.in(call.timeoutMs, now),
+      deadline: Deadline.in(call.timeoutMs, now, call.budgetMs),
       attempts: 0,
       reruns,
     };

@@ -41,6 +41,7 @@ async function infer(c: Context<{ Bindings: Env }>): Promise<Response> {
     body: request.body,
     ...(request.headerLength === undefined ? {} : { headerLength: request.headerLength }),
     timeoutMs: request.deadline.remainingMs(),
+    budgetMs: request.deadline.budgetMs,
     requestId: request.requestId,
   });
 

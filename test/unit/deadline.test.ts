@@ -47,6 +47,15 @@ describe("Deadline", () => {
     expect(Deadline.in(deadline.remainingMs(10_400), 500).at).toBe(1_100);
   });
 
+  test("a hop that carries the client's budget keeps it for messages; one that does not says what was left", () => {
+    const carried = Deadline.in(299, 1_000, 300);
+    expect(carried.at).toBe(1_299);
+    expect(carried.exceeded("no replica became free").message).toBe(
+      "no replica became free within the request's deadline of 300 ms",
+    );
+    expect(Deadline.in(299, 1_000).exceeded("x").message).toMatch(/deadline of 299 ms/);
+  });
+
   test("its watch aborts at the deadline with the 504 a client gets, unless stopped first", async () => {
     vi.useFakeTimers();
     try {

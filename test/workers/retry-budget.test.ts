@@ -58,7 +58,7 @@ describe("a sick pool", () => {
     const outcomes: RelayOutcome[] = [];
     for (let index = 0; index < 20; index += 1) {
       void relay
-        .infer({ model: "m", body: new Uint8Array(), timeoutMs: 60_000 })
+        .infer({ model: "m", body: new Uint8Array(), timeoutMs: 60_000, budgetMs: 60_000 })
         .then((outcome) => outcomes.push(outcome));
     }
     connect("healthy", 20);

@@ -12,6 +12,7 @@ const call = (bytes: number, timeoutMs = 1_000): RelayedRequest => ({
   model: "m",
   body: new Uint8Array(bytes),
   timeoutMs,
+  budgetMs: timeoutMs,
 });
 
 const sentTo = (pending: PendingRequest, agentId: string, replicaId = "0"): Sent => {
