@@ -1,5 +1,5 @@
 import { rmSync } from "node:fs";
-import { afterAll, afterEach, beforeAll, describe, expect, test } from "vitest";
+import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import { MULTIPLEX_MODELS } from "../fixtures/paths.ts";
 import { type AgentOptions, type AgentProcess, startAgent } from "./harness/agents.ts";
 import { copyOf, temporaryRepository } from "./harness/behaviour-models.ts";
@@ -12,7 +12,7 @@ import {
   thaw,
   waitForMetric,
 } from "./harness/pool-probes.ts";
-import { describeProcesses } from "./harness/process-group.ts";
+import { watchProcesses } from "./harness/processes-under-test.ts";
 import { type GatewayProcess, SECRETS, startGateway } from "./harness/wrangler-dev.ts";
 
 // What a client sees when agents die under its requests, and when a pool's registry restarts, with a real
@@ -37,17 +37,12 @@ beforeAll(async () => {
   gateway = await startGateway({ vars: { AGENT_GRACE_SECONDS: String(GRACE_SECONDS) } });
 });
 
-afterEach((context) => {
-  if (context.task.result?.state === "fail") {
-    console.log(describeProcesses([gateway.process, ...agents.map((agent) => agent.process)]));
-  }
-});
-
-afterAll(async () => {
-  await Promise.all(agents.map((agent) => agent.stop("SIGKILL")));
-  await gateway?.stop();
+afterAll(() => {
   if (repository !== undefined) rmSync(repository, { recursive: true, force: true });
 });
+
+// Registered after the cleanup above, so it runs first: processes stop before their files go.
+watchProcesses(() => ({ gateways: [gateway], agents }));
 
 async function startIn(
   pool: string,

@@ -2,7 +2,7 @@ import { createHash } from "node:crypto";
 import { readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import * as ort from "onnxruntime-node";
-import { afterAll, afterEach, beforeAll, describe, expect, test } from "vitest";
+import { beforeAll, describe, expect, test } from "vitest";
 import WebSocket from "ws";
 import type { Tensor } from "../../shared/oip/tensor.ts";
 import { MLP_INPUT, seededFloats } from "../fixtures/onnx-builder.ts";
@@ -10,7 +10,7 @@ import { MULTIPLEX_MODELS, repoModelPath } from "../fixtures/paths.ts";
 import { expectAllClose } from "../support/close-to.ts";
 import { type AgentProcess, startAgent } from "./harness/agents.ts";
 import { call, mlpRequest, statusOf, waitForAgents } from "./harness/oip-client.ts";
-import { describeProcesses } from "./harness/process-group.ts";
+import { watchProcesses } from "./harness/processes-under-test.ts";
 import { type GatewayProcess, SECRETS, startGateway } from "./harness/wrangler-dev.ts";
 
 // Who may call what (three kinds of secret, each good for its own routes only), and models that reach
@@ -24,16 +24,7 @@ beforeAll(async () => {
   gateway = await startGateway();
 });
 
-afterEach((context) => {
-  if (context.task.result?.state === "fail") {
-    console.log(describeProcesses([gateway.process, ...agents.map((agent) => agent.process)]));
-  }
-});
-
-afterAll(async () => {
-  await Promise.all(agents.map((agent) => agent.stop("SIGKILL")));
-  await gateway?.stop();
-});
+watchProcesses(() => ({ gateways: [gateway], agents }));
 
 type Kind = "client" | "agent" | "admin";
 /** Routes that take no key (health probes) answer whatever key is presented, or none. */

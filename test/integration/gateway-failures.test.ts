@@ -1,4 +1,4 @@
-import { afterAll, afterEach, beforeAll, describe, expect, test } from "vitest";
+import { beforeAll, describe, expect, test } from "vitest";
 import { BIG_MODEL, MULTIPLEX_MODELS } from "../fixtures/paths.ts";
 import { type AgentProcess, startAgent } from "./harness/agents.ts";
 import {
@@ -10,7 +10,7 @@ import {
   statusOf,
   waitForAgents,
 } from "./harness/oip-client.ts";
-import { describeProcesses } from "./harness/process-group.ts";
+import { watchProcesses } from "./harness/processes-under-test.ts";
 import { type GatewayProcess, startGateway } from "./harness/wrangler-dev.ts";
 
 // Overload, deadlines, and parts that fail: a real `wrangler dev` with a queue of 2 and 2 s heartbeats, and
@@ -51,16 +51,7 @@ beforeAll(async () => {
   ]);
 });
 
-afterEach((context) => {
-  if (context.task.result?.state === "fail") {
-    console.log(describeProcesses([gateway.process, ...[...agents.values()].map((agent) => agent.process)]));
-  }
-});
-
-afterAll(async () => {
-  await Promise.all([...agents.values()].map((agent) => agent.stop("SIGKILL")));
-  await gateway?.stop();
-});
+watchProcesses(() => ({ gateways: [gateway], agents: agents.values() }));
 
 function expectStatus(outcome: Outcome, status: number): void {
   expect(outcome.ok ? 200 : `${outcome.status} ${outcome.message}`).toSatisfy(

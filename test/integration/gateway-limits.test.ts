@@ -1,4 +1,4 @@
-import { afterAll, afterEach, beforeAll, describe, expect, test } from "vitest";
+import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import { MLP_INPUT } from "../fixtures/onnx-builder.ts";
 import { MULTIPLEX_MODELS } from "../fixtures/paths.ts";
 import { type AgentProcess, startAgent } from "./harness/agents.ts";
@@ -11,7 +11,7 @@ import {
   waitForAgents,
 } from "./harness/oip-client.ts";
 import { describeOutcome, freeze, poolMetric, thaw, waitForMetric } from "./harness/pool-probes.ts";
-import { describeProcesses } from "./harness/process-group.ts";
+import { watchProcesses } from "./harness/processes-under-test.ts";
 import { type GatewayProcess, SECRETS, startGateway } from "./harness/wrangler-dev.ts";
 
 // The gateway's limits as its settings make them, each given to a real `wrangler dev` with --var, in front
@@ -32,16 +32,7 @@ const HEAVY_ROWS = 6000;
 const agents: AgentProcess[] = [];
 const gateways: GatewayProcess[] = [];
 
-afterEach((context) => {
-  if (context.task.result?.state === "fail") {
-    console.log(describeProcesses([...gateways, ...agents].map((each) => each.process)));
-  }
-});
-
-afterAll(async () => {
-  await Promise.all(agents.map((agent) => agent.stop("SIGKILL")));
-  await Promise.all(gateways.map((gateway) => gateway.stop()));
-});
+watchProcesses(() => ({ gateways, agents }));
 
 describe("the limits of a pool and of a request", () => {
   const pool = "bytes";

@@ -1,12 +1,12 @@
 import { createReadStream, statSync } from "node:fs";
 import { createServer, type Server } from "node:http";
 import { join, normalize } from "node:path";
-import { afterAll, afterEach, beforeAll, describe, expect, test } from "vitest";
+import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import { describeOnnxFile } from "../../backend/models/file-byte-source.ts";
 import { MULTIPLEX_MODELS, REPO_DIR, repoModelPath } from "../fixtures/paths.ts";
 import { type AgentProcess, startAgent } from "./harness/agents.ts";
 import { call, clientAuthorization, eventually, mlpRequest, waitForAgents } from "./harness/oip-client.ts";
-import { describeProcesses } from "./harness/process-group.ts";
+import { watchProcesses } from "./harness/processes-under-test.ts";
 import { type GatewayProcess, SECRETS, startGateway } from "./harness/wrangler-dev.ts";
 
 // What the gateway knows of models beyond its R2 repository, and model control across agents, with real
@@ -46,17 +46,12 @@ beforeAll(async () => {
   gateway = await startGateway({ vars: { AGENT_GRACE_SECONDS: "2" } });
 });
 
-afterEach((context) => {
-  if (context.task.result?.state === "fail") {
-    console.log(describeProcesses([gateway.process, ...agents.map((agent) => agent.process)]));
-  }
-});
-
-afterAll(async () => {
-  await Promise.all(agents.map((agent) => agent.stop("SIGKILL")));
-  await gateway?.stop();
+afterAll(() => {
   repositoryServer?.close();
 });
+
+// Registered after the cleanup above, so it runs first: processes stop before their files go.
+watchProcesses(() => ({ gateways: [gateway], agents }));
 
 const asClient = (pool: string) => ({ ...clientAuthorization, "X-Switchyard-Pool": pool });
 const asAdmin = (pool: string) => ({

@@ -1,8 +1,8 @@
-import { afterAll, afterEach, beforeAll, describe, expect, test } from "vitest";
+import { beforeAll, describe, expect, test } from "vitest";
 import { BIG_MODEL, MULTIPLEX_MODELS } from "../fixtures/paths.ts";
 import { type AgentProcess, startAgent } from "./harness/agents.ts";
 import { call, mlpRequest, type Outcome, sleep, waitForAgents } from "./harness/oip-client.ts";
-import { describeProcesses } from "./harness/process-group.ts";
+import { watchProcesses } from "./harness/processes-under-test.ts";
 import { type GatewayProcess, SECRETS, startGateway } from "./harness/wrangler-dev.ts";
 
 // Faults survived end to end, on a real `wrangler dev` (1 s heartbeats) with real agents: an agent that
@@ -59,16 +59,7 @@ beforeAll(async () => {
   });
 });
 
-afterEach((context) => {
-  if (context.task.result?.state === "fail") {
-    console.log(describeProcesses([gateway.process, ...agents.map((agent) => agent.process)]));
-  }
-});
-
-afterAll(async () => {
-  await Promise.all(agents.map((agent) => agent.stop("SIGKILL")));
-  await gateway?.stop();
-});
+watchProcesses(() => ({ gateways: [gateway], agents }));
 
 describe("agents that fail", () => {
   test("an agent that hangs with a request in flight is noticed by its missed heartbeats; the request runs again elsewhere", async () => {

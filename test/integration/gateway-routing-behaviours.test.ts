@@ -1,5 +1,5 @@
 import { readFileSync, rmSync } from "node:fs";
-import { afterAll, afterEach, beforeAll, describe, expect, test } from "vitest";
+import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import { BIG_MODEL, MULTIPLEX_MODELS, repoModelPath } from "../fixtures/paths.ts";
 import { type AgentOptions, type AgentProcess, startAgent } from "./harness/agents.ts";
 import {
@@ -17,7 +17,7 @@ import {
   thaw,
   waitForMetric,
 } from "./harness/pool-probes.ts";
-import { describeProcesses } from "./harness/process-group.ts";
+import { watchProcesses } from "./harness/processes-under-test.ts";
 import { type GatewayProcess, SECRETS, startGateway } from "./harness/wrangler-dev.ts";
 
 // Routing behaviours the workers tests check with their fake agent, here with a real `wrangler dev` and
@@ -48,17 +48,12 @@ beforeAll(async () => {
   gateway = await startGateway();
 });
 
-afterEach((context) => {
-  if (context.task.result?.state === "fail") {
-    console.log(describeProcesses([gateway.process, ...agents.map((agent) => agent.process)]));
-  }
-});
-
-afterAll(async () => {
-  await Promise.all(agents.map((agent) => agent.stop("SIGKILL")));
-  await gateway?.stop();
+afterAll(() => {
   for (const dir of repositories) rmSync(dir, { recursive: true, force: true });
 });
+
+// Registered after the cleanup above, so it runs first: processes stop before their files go.
+watchProcesses(() => ({ gateways: [gateway], agents }));
 
 async function startIn(
   pool: string,

@@ -1,5 +1,5 @@
 import * as ort from "onnxruntime-node";
-import { afterAll, afterEach, beforeAll, describe, expect, test } from "vitest";
+import { beforeAll, describe, expect, test } from "vitest";
 import type { Tensor } from "../../shared/oip/tensor.ts";
 import { MLP_INPUT, seededFloats } from "../fixtures/onnx-builder.ts";
 import { BIG_MODEL, DET_MODEL, MULTIPLEX_MODELS, repoModelPath } from "../fixtures/paths.ts";
@@ -7,7 +7,7 @@ import { PPOCR_DET_DIMS, PPOCR_DET_PATH, ppocrDetSampleInput } from "../fixtures
 import { expectAllClose } from "../support/close-to.ts";
 import { type AgentProcess, startAgent } from "./harness/agents.ts";
 import { call, mlpRequest, type Outcome, sleep, waitForAgents } from "./harness/oip-client.ts";
-import { describeProcesses } from "./harness/process-group.ts";
+import { watchProcesses } from "./harness/processes-under-test.ts";
 import { type GatewayProcess, SECRETS, startGateway } from "./harness/wrangler-dev.ts";
 
 // A real `wrangler dev` and real agent processes: what a client of the gateway sees when it routes.
@@ -33,16 +33,8 @@ beforeAll(async () => {
   await waitForAgents(gateway.url, 1, "queue");
 });
 
-afterEach((context) => {
-  if (context.task.result?.state === "fail") {
-    console.log(describeProcesses([gateway.process, ...agents.map((agent) => agent.process)]));
-  }
-});
-
-afterAll(async () => {
-  await Promise.all(agents.map((agent) => agent.stop()));
-  await gateway?.stop();
-});
+// Stopped with SIGTERM: the agents drain what is left, as an operator's would.
+watchProcesses(() => ({ gateways: [gateway], agents }), "SIGTERM");
 
 const replicaOf = (outcome: Outcome) =>
   outcome.ok ? outcome.result.headers.get("x-switchyard-replica") : null;

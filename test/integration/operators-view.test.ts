@@ -1,11 +1,11 @@
 import { mkdirSync } from "node:fs";
 import { join } from "node:path";
-import { afterAll, afterEach, beforeAll, describe, expect, test } from "vitest";
+import { beforeAll, describe, expect, test } from "vitest";
 import { MULTIPLEX_MODELS } from "../fixtures/paths.ts";
 import { sample } from "../support/prometheus-text.ts";
 import { type AgentProcess, startAgent } from "./harness/agents.ts";
 import { call, eventually, mlpRequest, waitForAgents } from "./harness/oip-client.ts";
-import { describeProcesses } from "./harness/process-group.ts";
+import { watchProcesses } from "./harness/processes-under-test.ts";
 import { type GatewayProcess, REPO_ROOT, SECRETS, startGateway } from "./harness/wrangler-dev.ts";
 import { launchBrowser } from "./support/browser.ts";
 import { checkMetrics } from "./support/promtool.ts";
@@ -29,14 +29,7 @@ beforeAll(async () => {
   await waitForAgents(gateway.url, 1);
 });
 
-afterEach((context) => {
-  if (context.task.result?.state === "fail") console.log(describeProcesses([gateway.process, agent.process]));
-});
-
-afterAll(async () => {
-  await agent?.stop();
-  await gateway?.stop();
-});
+watchProcesses(() => ({ gateways: [gateway], agents: [agent] }), "SIGTERM");
 
 async function scrapeGateway(key = METRICS_TOKEN): Promise<string> {
   const response = await fetch(`${gateway.url}/metrics`, { headers: { Authorization: `Bearer ${key}` } });
@@ -88,6 +81,18 @@ describe("metrics", () => {
     expect(moved("switchyard_gateway_load_seconds_count", {})).toBe(2);
     expect(gatewayCount(gatewayAfter, "switchyard_gateway_agents", { state: "serving" })).toBe(1);
     expect(gatewayCount(gatewayAfter, "switchyard_gateway_replicas", { device: "cpu" })).toBe(1);
+    // The registry's writes: the agent's socket and its record at hello, at least; per request far less
+    // than one (replica states are kept at most once a second, docs/scaling.md).
+    const writes = (text: string, kind: string) =>
+      gatewayCount(text, "switchyard_gateway_registry_storage_writes_total", { kind });
+    expect(writes(gatewayBefore, "attachment")).toBeGreaterThanOrEqual(2);
+    expect(writes(gatewayAfter, "attachment") - writes(gatewayBefore, "attachment")).toBeLessThan(7);
+    expect(
+      sample(gatewayAfter, "switchyard_gateway_registry_storage_writes_total", {
+        pool: "default",
+        kind: "kv",
+      }),
+    ).toBeDefined();
     await eventually("the gateway counts the loads the agent reported", async () => {
       const text = await scrapeGateway();
       return gatewayCount(text, "switchyard_gateway_model_loads_total", { model: SECOND }) === 1;
