@@ -1,3 +1,4 @@
+import type { AgentRelay } from "./agent-relay/agent-relay.ts";
 import type { ConfigVars } from "./config.ts";
 import type { RateLimiter } from "./limits/rate-limiter.ts";
 import type { Registry } from "./registry/registry.ts";
@@ -10,6 +11,8 @@ import type { Registry } from "./registry/registry.ts";
  */
 export interface Env extends ConfigVars {
   REGISTRY: DurableObjectNamespace<Registry>;
+  /** One relay per connected agent, named by its pool and data channel (object-bindings.ts). */
+  AGENT_RELAY: DurableObjectNamespace<AgentRelay>;
   /** One token bucket per API key (RATE_LIMIT_PER_MINUTE). */
   RATE_LIMITER: DurableObjectNamespace<RateLimiter>;
   MODELS: R2Bucket;

@@ -3,7 +3,8 @@ import { createApp } from "./app.ts";
 import type { Env } from "./env.ts";
 import { log } from "./log.ts";
 
-/** The Worker: the Hono app, and the Registry Durable Object class its binding names. */
+/** The Worker: the Hono app, and the Durable Object classes its bindings name. */
+export { AgentRelay } from "./agent-relay/agent-relay.ts";
 export { RateLimiter } from "./limits/rate-limiter.ts";
 export { Registry } from "./registry/registry.ts";
 

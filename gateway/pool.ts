@@ -1,6 +1,7 @@
 import { badInput } from "../shared/errors.ts";
 import { DEFAULT_POOL, isPoolName, POOL_NAME_RULE } from "../shared/pool-names.ts";
 import type { Env } from "./env.ts";
+import { registryStub } from "./object-bindings.ts";
 
 /**
  * Pools shard the gateway: each has its own Registry Durable Object (`idFromName(pool)`), its own agents
@@ -19,5 +20,5 @@ export function poolOf(request: Request): string {
 }
 
 export function registryOf(env: Env, pool: string) {
-  return env.REGISTRY.get(env.REGISTRY.idFromName(pool));
+  return registryStub(env.REGISTRY, pool);
 }

@@ -8,10 +8,10 @@ import { badInput, SwitchyardError } from "./errors.ts";
  * stage:
  *
  *   shared/oip/infer-http.ts        reads it where a request arrives (gateway and standalone agent)
- *   gateway/routes/infer.ts         hands the registry what is left, and the client's budget for messages
- *   gateway/registry-call.ts        calls a restarted registry again only within it
- *   gateway/registry/request-ledger.ts   times it for each request the registry holds
- *   gateway/registry/relay.ts       answers 504 at it, waiting or running, and tells the agent to stop
+ *   gateway/routes/infer.ts         hands the pool what is left, and the client's budget for messages
+ *   gateway/pool-call.ts            asks a restarted registry again, and asks again after a failed run, only within it
+ *   gateway/registry/request-ledger.ts   times each ask waiting in the registry (504 there)
+ *   gateway/agent-relay/agent-relay.ts   answers 504 at it while the agent runs it, and tells the agent to stop
  *   backend/gateway-link/infer-handler.ts   takes a request out of its replica's line at it
  *   backend/pool/replica-pool.ts    (standalone) answers 504 at it, waiting or running
  *

@@ -9,6 +9,8 @@ export const ERROR_STATUS = {
   unauthenticated: 401,
   forbidden: 403,
   not_found: 404,
+  /** A second data socket for an agent's channel (shared/protocol/data-channel.ts). */
+  conflict: 409,
   too_large: 413,
   /** A Content-Encoding the server cannot decode. */
   unsupported_media_type: 415,

@@ -1,10 +1,11 @@
 import WebSocket from "ws";
+import { newChannelId } from "../../shared/protocol/data-channel.ts";
 import { MAX_FRAME_BYTES } from "../../shared/protocol/frames.ts";
 import type { Log } from "../log.ts";
 import type { ModelService } from "../models/model-service.ts";
 import { Backoff, type BackoffOptions, DEFAULT_BACKOFF } from "./backoff.ts";
 import { GatewaySession } from "./gateway-session.ts";
-import { agentConnectUrl } from "./gateway-urls.ts";
+import { agentConnectUrl, agentDataUrl } from "./gateway-urls.ts";
 import type { LinkedReplica } from "./linked-replica.ts";
 
 export interface GatewayLinkOptions {
@@ -33,7 +34,8 @@ const MAX_PAYLOAD_BYTES = MAX_FRAME_BYTES + 64 * 1024;
 const HANDSHAKE_TIMEOUT_MS = 10_000;
 
 /**
- * The agent's outbound link to the gateway: dials `<gateway>/agent/connect` with the agent token, and
+ * The agent's outbound link to the gateway: dials `<gateway>/agent/connect` and `<gateway>/agent/data` (a
+ * fresh channel each time; shared/protocol/data-channel.ts) with the agent token, and
  * whenever the connection ends (the gateway restarted, the network dropped, heartbeats went unanswered)
  * dials again after a jittered exponential backoff. Each connection is a GatewaySession that starts with a
  * hello carrying the full state, so the registry never needs anything from a previous connection.
@@ -50,14 +52,18 @@ export function startGatewayLink(options: GatewayLinkOptions): GatewayLink {
 
   function dial(): void {
     reconnectTimer = undefined;
-    const socket = new WebSocket(url, {
-      headers: { Authorization: `Bearer ${options.token}` },
-      maxPayload: MAX_PAYLOAD_BYTES,
-      handshakeTimeout: HANDSHAKE_TIMEOUT_MS,
-      perMessageDeflate: false,
-    });
+    const open = (target: string) =>
+      new WebSocket(target, {
+        headers: { Authorization: `Bearer ${options.token}` },
+        maxPayload: MAX_PAYLOAD_BYTES,
+        handshakeTimeout: HANDSHAKE_TIMEOUT_MS,
+        perMessageDeflate: false,
+      });
+    const channel = newChannelId();
     const current = new GatewaySession({
-      socket,
+      socket: open(url),
+      dataSocket: open(agentDataUrl(options.gateway, options.pool, channel)),
+      channel,
       replicas: options.replicas,
       hints: options.hints,
       agent: options.agent,

@@ -30,7 +30,11 @@ const DRAIN_LINGER_MS = 250;
 const CLOSE_HANDSHAKE_MS = 2_000;
 
 export interface SessionOptions {
+  /** The control socket, to the pool's registry. */
   socket: WebSocket;
+  /** The data socket, to the agent's relay (shared/protocol/data-channel.ts), opened with `channel`. */
+  dataSocket: WebSocket;
+  channel: string;
   replicas: readonly LinkedReplica[];
   hints: readonly string[];
   agent: Hello["agent"];
@@ -51,17 +55,22 @@ export interface SessionEnd {
 }
 
 /**
- * One websocket to the gateway, from open to close: hello on open, heartbeats and state reports once the
- * gateway welcomes the agent, infer frames handed to the InferHandler, and a drain on request. A new
- * connection is a new session, so nothing from a dead socket leaks into the next one.
+ * One connection to the gateway, from open to close: its control socket (hello, state reports, queries,
+ * drain) and its data socket (infer frames handed to the InferHandler, their results and errors, cancels).
+ * The hello goes once both are open, so that the gateway can reach the agent's data socket by the time it
+ * routes to it; heartbeats run on both once the gateway welcomes the agent. Either socket ending ends the
+ * session, and a new connection is a new session (both sockets, a new channel), so nothing from a dead
+ * socket leaks into the next one.
  */
 export class GatewaySession {
   readonly ended: Promise<SessionEnd>;
   readonly #options: SessionOptions;
   readonly #socket: WebSocket;
+  readonly #data: WebSocket;
   readonly #handler: InferHandler;
   readonly #reporter: StateReporter;
   #heartbeat: Heartbeat | undefined;
+  #dataHeartbeat: Heartbeat | undefined;
   #welcomeTimer: ReturnType<typeof setTimeout> | undefined;
   #welcomedAt: number | undefined;
   #failure: string | undefined;
@@ -71,9 +80,10 @@ export class GatewaySession {
   constructor(options: SessionOptions) {
     this.#options = options;
     this.#socket = options.socket;
+    this.#data = options.dataSocket;
     this.#handler = new InferHandler({
       replicas: new Map(options.replicas.map((replica) => [replica.id, replica])),
-      send: (frame) => this.#send(frame),
+      send: (frame) => this.#sendData(frame),
       log: options.log,
     });
     this.#reporter = new StateReporter(
@@ -86,6 +96,7 @@ export class GatewaySession {
     this.ended = new Promise((resolve) => {
       this.#socket.on("close", (code, reason) => {
         this.#teardown();
+        terminate(this.#data);
         resolve({
           code,
           reason: reason.toString("utf8"),
@@ -94,11 +105,26 @@ export class GatewaySession {
         });
       });
     });
-    this.#socket.on("open", () => this.#opened());
+    const opened = (socket: WebSocket) =>
+      new Promise<void>((resolve) => {
+        if (socket.readyState === socket.OPEN) resolve();
+        else socket.once("open", () => resolve());
+      });
+    void Promise.all([opened(this.#socket), opened(this.#data)]).then(() => this.#opened());
     this.#socket.on("message", (data, isBinary) => this.#received(data, isBinary));
+    this.#data.on("message", (data, isBinary) => this.#receivedData(data, isBinary));
     // The close event follows every error; the link logs the outcome then.
     this.#socket.on("error", (error) => {
       this.#failure = describeSocketError(error);
+    });
+    this.#data.on("error", (error) => {
+      this.#failure ??= `data socket: ${describeSocketError(error)}`;
+    });
+    // The data socket's end is the session's: the control socket closes too, and the link dials again.
+    this.#data.on("close", (code, reason) => {
+      if (this.#socket.readyState === this.#socket.CLOSED) return;
+      this.#failure ??= `the data socket closed (${code}${reason.length > 0 ? `: ${reason.toString("utf8")}` : ""})`;
+      this.close(1001, "the data socket closed");
     });
   }
 
@@ -171,18 +197,10 @@ export class GatewaySession {
     }
   }
 
-  /** Closes the socket (with a close handshake when it is open); `ended` resolves once it is closed. */
+  /** Closes both sockets (with a close handshake when open); `ended` resolves once the control one is closed. */
   close(code: number, reason: string): void {
-    const socket = this.#socket;
-    if (socket.readyState === socket.CLOSED) return;
-    if (socket.readyState !== socket.OPEN) {
-      socket.terminate();
-      return;
-    }
-    socket.close(code, reason);
-    const cut = setTimeout(() => socket.terminate(), CLOSE_HANDSHAKE_MS);
-    cut.unref();
-    void this.ended.then(() => clearTimeout(cut));
+    closeWithHandshake(this.#data, code, reason);
+    closeWithHandshake(this.#socket, code, reason);
   }
 
   #opened(): void {
@@ -207,14 +225,34 @@ export class GatewaySession {
       replicas: this.#options.replicas.map((replica) => replica.state()),
       signatures: this.#unsentSignatures(),
       repository,
+      channel: this.#options.channel,
     };
     this.#send(JSON.stringify(hello));
   }
 
+  /** The data socket: infer frames, cancels, heartbeats. */
+  #receivedData(data: RawData, isBinary: boolean): void {
+    this.#dataHeartbeat?.heard();
+    if (isBinary) {
+      this.#handler.handle(toBytes(data));
+      return;
+    }
+    const text = new TextDecoder().decode(toBytes(data));
+    if (text === HEARTBEAT_PONG) return;
+    if (text === HEARTBEAT_PING) {
+      this.#sendData(HEARTBEAT_PONG);
+      return;
+    }
+    const frame = this.#parse(text);
+    if (frame?.type === "cancel") this.#handler.cancel(frame.id);
+    else if (frame !== undefined) this.#ignored(`${frame.type} frame on the data socket`, text);
+  }
+
+  /** The control socket: welcome, queries, heartbeats. */
   #received(data: RawData, isBinary: boolean): void {
     this.#heartbeat?.heard();
     if (isBinary) {
-      this.#handler.handle(toBytes(data));
+      this.#ignored("binary frame on the control socket", "");
       return;
     }
     const text = new TextDecoder().decode(toBytes(data));
@@ -223,21 +261,26 @@ export class GatewaySession {
       this.#send(HEARTBEAT_PONG);
       return;
     }
-    let frame: GatewayTextFrame;
+    const frame = this.#parse(text);
+    if (frame === undefined) return;
+    if (frame.type === "query") {
+      void answerQuery(frame, this.#options.models).then((answer) => this.#send(JSON.stringify(answer)));
+    } else if (frame.type === "welcome") this.#welcome(frame);
+    else this.#ignored(`${frame.type} frame on the control socket`, text);
+  }
+
+  #parse(text: string): GatewayTextFrame | undefined {
     try {
-      frame = decodeTextFrame(text, GatewayTextFrameSchema);
+      return decodeTextFrame(text, GatewayTextFrameSchema);
     } catch (error) {
       // A gateway newer than this agent may say things it does not know: log, and carry on.
-      this.#options.log("gateway link: ignored a malformed frame", {
-        error: (error as Error).message,
-        frame: text.slice(0, 200),
-      });
-      return;
+      this.#ignored((error as Error).message, text);
+      return undefined;
     }
-    if (frame.type === "cancel") this.#handler.cancel(frame.id);
-    else if (frame.type === "query") {
-      void answerQuery(frame, this.#options.models).then((answer) => this.#send(JSON.stringify(answer)));
-    } else this.#welcome(frame);
+  }
+
+  #ignored(why: string, frame: string): void {
+    this.#options.log("gateway link: ignored a frame", { error: why, frame: frame.slice(0, 200) });
   }
 
   #welcome(welcome: Welcome): void {
@@ -258,14 +301,32 @@ export class GatewaySession {
         this.#socket.terminate();
       },
     });
+    this.#dataHeartbeat = new Heartbeat({
+      intervalMs: welcome.heartbeatMs,
+      send: (text) => this.#sendData(text),
+      onDead: (silentBeats) => {
+        this.#options.log("gateway link: the data socket went silent, reconnecting", {
+          silentMs: silentBeats * welcome.heartbeatMs,
+        });
+        this.#socket.terminate();
+      },
+    });
     this.#reporter.start();
     // Whatever changed between the hello and now.
     this.#reporter.changed();
   }
 
   #send(frame: Uint8Array | string): void {
-    if (this.#socket.readyState !== this.#socket.OPEN) return;
-    this.#socket.send(frame, (error) => {
+    this.#sendOn(this.#socket, frame);
+  }
+
+  #sendData(frame: Uint8Array | string): void {
+    this.#sendOn(this.#data, frame);
+  }
+
+  #sendOn(socket: WebSocket, frame: Uint8Array | string): void {
+    if (socket.readyState !== socket.OPEN) return;
+    socket.send(frame, (error) => {
       if (error) this.#options.log("gateway link: send failed", { error: error.message });
     });
   }
@@ -273,9 +334,27 @@ export class GatewaySession {
   #teardown(): void {
     clearTimeout(this.#welcomeTimer);
     this.#heartbeat?.stop();
+    this.#dataHeartbeat?.stop();
     this.#reporter.stop();
     this.#handler.abandonAll();
   }
+}
+
+function terminate(socket: WebSocket): void {
+  if (socket.readyState !== socket.CLOSED) socket.terminate();
+}
+
+/** Starts a close handshake on an open socket (cut after CLOSE_HANDSHAKE_MS); any other is terminated. */
+function closeWithHandshake(socket: WebSocket, code: number, reason: string): void {
+  if (socket.readyState === socket.CLOSED) return;
+  if (socket.readyState !== socket.OPEN) {
+    socket.terminate();
+    return;
+  }
+  socket.close(code, reason);
+  const cut = setTimeout(() => socket.terminate(), CLOSE_HANDSHAKE_MS);
+  cut.unref();
+  socket.once("close", () => clearTimeout(cut));
 }
 
 /** ws reports a refused upgrade as "Unexpected server response: 401"; say what the operator should check. */

@@ -1,4 +1,5 @@
 import { badInput } from "../../shared/errors.ts";
+import { DATA_CHANNEL_PATH } from "../../shared/protocol/data-channel.ts";
 
 /**
  * The addresses an agent derives from `--gateway`: a ws(s) URL (http(s) is accepted too), possibly with a
@@ -25,6 +26,14 @@ function gatewayBase(gateway: string): URL {
 export function agentConnectUrl(gateway: string, pool: string | undefined): string {
   const url = new URL("agent/connect", gatewayBase(gateway));
   if (pool !== undefined) url.searchParams.set("pool", pool);
+  return url.href;
+}
+
+/** The agent's data socket (shared/protocol/data-channel.ts): `<gateway>/agent/data`, its pool and channel. */
+export function agentDataUrl(gateway: string, pool: string | undefined, channel: string): string {
+  const url = new URL(DATA_CHANNEL_PATH, gatewayBase(gateway));
+  if (pool !== undefined) url.searchParams.set("pool", pool);
+  url.searchParams.set("channel", channel);
   return url.href;
 }
 

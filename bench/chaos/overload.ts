@@ -227,8 +227,9 @@ export function overloadMarkdown(
     "registry. Process memory cannot separate the registry's share from the development runtime's; what",
     "bounds the registry is structural (below) and tested.",
     "",
-    "The registry holds at most `QUEUE_LIMIT` waiting requests and `MAX_PENDING_BYTES` of request bodies; agents",
-    "hold only what the gateway sends them (each replica's slots). Everything beyond is refused at once with",
+    "The registry holds at most `QUEUE_LIMIT` waiting requests and no request bodies; each agent's relay holds at",
+    "most `MAX_PENDING_BYTES` of them, and agents only what the gateway sends them (each replica's slots).",
+    "Everything beyond is refused at once with",
     `${retryAfter.length === 0 ? "429 (none was refused here)" : retryAfter.map((value) => `\`Retry-After: ${value}\``).join(" or ")}.`,
     "",
   ].join("\n");

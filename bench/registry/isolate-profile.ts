@@ -162,13 +162,15 @@ export class IsolateProfiler {
 // ---- the summary ----
 
 /** Where a sample's time went. */
-export type Share = "registry" | "worker" | "native" | "gc" | "idle";
+export type Share = "registry" | "relay" | "worker" | "native" | "gc" | "idle";
 
 export interface ProfileSummary {
   /** Sampled time (ms) by share; `native` is runtime work no JS frame owns (I/O, RPC, serialization). */
   ms: Record<Share, number>;
   /** Functions with the most self time in the registry's code. */
   topRegistry: ProfileEntry[];
+  /** The same in the agents' relays (gateway/agent-relay/, and what they call). */
+  topRelay: ProfileEntry[];
   /** The same in the Worker's code (its route handlers, Hono, the OIP codec on the Worker's side). */
   topWorker: ProfileEntry[];
 }
@@ -185,6 +187,8 @@ export interface ProfileEntry {
 
 /** The registry's code: the Durable Object and what only it runs (its metrics). */
 const REGISTRY_FILES = /^(gateway\/registry\/|gateway\/metrics\/pool-)/;
+/** An agent's relay (its entry points are AgentRelay methods; it also calls the frame parser in registry/). */
+const RELAY_FILES = /^gateway\/agent-relay\//;
 
 /** "// <path>" comments of the bundle: the line each module starts at, in order. */
 function moduleStarts(bundle: string): Array<{ line: number; file: string }> {
@@ -213,9 +217,10 @@ function fileAt(starts: ReadonlyArray<{ line: number; file: string }>, line: num
 }
 
 /**
- * Splits a profile's samples: a stack with any frame in the registry's code is the registry's (its entry
- * points, RPC methods and websocket handlers, are Registry methods, and so are the continuations of its
- * awaits); another stack with JS frames is the Worker's; the rest is the runtime's own (native), GC or idle.
+ * Splits a profile's samples: a stack with any frame in an agent relay's code is the relays', else one with
+ * any frame in the registry's code is the registry's (their entry points, RPC methods and websocket handlers,
+ * are their methods, and so are the continuations of their awaits); another stack with JS frames is the
+ * Worker's; the rest is the runtime's own (native), GC or idle.
  */
 export function summarizeProfile(
   profile: CpuProfile,
@@ -240,18 +245,21 @@ export function summarizeProfile(
     if (known !== undefined) return known;
     const name = byId.get(id)?.callFrame.functionName;
     let share: Share = name === "(idle)" ? "idle" : name === "(garbage collector)" ? "gc" : "native";
+    // The whole stack is looked at: the object whose entry point is at its bottom owns it (a relay's
+    // frame wins over the registry's parser it calls).
     for (let at: number | undefined = id; at !== undefined; at = parentOf.get(at)) {
       const file = fileOf(at);
-      if (REGISTRY_FILES.test(file)) {
-        share = "registry";
+      if (RELAY_FILES.test(file)) {
+        share = "relay";
         break;
       }
-      if (file !== "" && share === "native") share = "worker";
+      if (REGISTRY_FILES.test(file)) share = "registry";
+      else if (file !== "" && share === "native") share = "worker";
     }
     shareCache.set(id, share);
     return share;
   };
-  const ms: Record<Share, number> = { registry: 0, worker: 0, native: 0, gc: 0, idle: 0 };
+  const ms: Record<Share, number> = { registry: 0, relay: 0, worker: 0, native: 0, gc: 0, idle: 0 };
   const selfTime = new Map<number, number>();
   profile.samples.forEach((id, index) => {
     const delta = (profile.timeDeltas[index] ?? 0) / 1000;
@@ -300,5 +308,5 @@ export function summarizeProfile(
     }
     return [...byFunction.values()].sort((a, b) => b.ms - a.ms).slice(0, top);
   };
-  return { ms, topRegistry: topOf("registry"), topWorker: topOf("worker") };
+  return { ms, topRegistry: topOf("registry"), topRelay: topOf("relay"), topWorker: topOf("worker") };
 }

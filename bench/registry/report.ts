@@ -252,6 +252,12 @@ function describeEntry(entry: ProfileEntry, requests: number): string {
   return `${entry.name}${caller} (${entry.file.replace(/^gateway\//, "")}) ${f(entry.ms / requests, 3)}`;
 }
 
+/** Sampled busy time: every share but idle (a profile from before the relays existed has none of theirs). */
+function busyMs(profile: ProfileSummary): number {
+  const { ms } = profile;
+  return ms.registry + (ms.relay ?? 0) + ms.worker + ms.native + ms.gc;
+}
+
 /** Where the Worker isolate's time goes, per configuration, from the profiled windows. */
 function profileSection(rows: readonly Measurement[]): string[] {
   const profiled = rows.filter((row) => row.profile !== undefined);
@@ -259,24 +265,25 @@ function profileSection(rows: readonly Measurement[]): string[] {
   const lines = [
     "## Where the isolate's time goes (V8 sampling profile)",
     "",
-    `A separate window per configuration (a third of its requests, after the measured ones) with wrangler's inspector sampling the Worker isolate every 250 µs (bench/registry/isolate-profile.ts); the profiler's overhead makes these times larger than the CPU figures above, so read them as shares. A sample is the registry's when a frame of its stack is in gateway/registry/ or gateway/metrics/pool-*.ts (its entry points are Registry methods), the Worker's when it has other JS frames, and the runtime's (native: I/O, RPC and websocket plumbing, structured clone, no JS frame) otherwise; native work done for the registry is therefore not in the registry's share. Top entries are self time by function, with the caller that asked for it (a library such as zod counts as one entry under its caller); a sampler can pin native work on whichever JS frame is on top, so read single odd names (a trivial helper with milliseconds) as “around there”.`,
+    `A separate window per configuration (a third of its requests, after the measured ones) with wrangler's inspector sampling the Worker isolate every 250 µs (bench/registry/isolate-profile.ts); the profiler's overhead makes these times larger than the CPU figures above, so read them as shares. A sample is the agents' relays' when a frame of its stack is in gateway/agent-relay/ (their entry points are AgentRelay methods), else the registry's when a frame is in gateway/registry/ or gateway/metrics/pool-*.ts (its entry points are Registry methods), the Worker's when it has other JS frames, and the runtime's (native: I/O, RPC and websocket plumbing, structured clone, no JS frame) otherwise; native work done for the registry is therefore not in the registry's share. Top entries are self time by function, with the caller that asked for it (a library such as zod counts as one entry under its caller); a sampler can pin native work on whichever JS frame is on top, so read single odd names (a trivial helper with milliseconds) as “around there”.`,
     "",
-    "| body, agents | sampled busy ms/req | registry JS | Worker JS | native | GC | registry's top self time (ms/req) |",
-    "| --- | --- | --- | --- | --- | --- | --- |",
+    "| body, agents | sampled busy ms/req | registry JS | relays JS | Worker JS | native | GC | registry's top self time (ms/req) | relays' top self time (ms/req) |",
+    "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
   ];
   for (const row of profiled) {
     const profile = row.profile;
     if (profile === undefined) continue;
     const { ms } = profile;
-    const busy = ms.registry + ms.worker + ms.native + ms.gc;
+    const busy = busyMs(profile);
     const requests = Math.max(1, profile.requests);
     const pct = (value: number) => `${f((100 * value) / Math.max(1e-9, busy), 0)} %`;
-    const topRegistry = profile.topRegistry
-      .slice(0, 6)
-      .map((entry) => describeEntry(entry, requests))
-      .join("; ");
+    const top = (entries: readonly ProfileEntry[]) =>
+      entries
+        .slice(0, 6)
+        .map((entry) => describeEntry(entry, requests))
+        .join("; ");
     lines.push(
-      `| ${row.body}, ${row.agents} | ${f(busy / requests, 3)} | ${pct(ms.registry)} | ${pct(ms.worker)} | ${pct(ms.native)} | ${pct(ms.gc)} | ${topRegistry} |`,
+      `| ${row.body}, ${row.agents} | ${f(busy / requests, 3)} | ${pct(ms.registry)} | ${pct(ms.relay)} | ${pct(ms.worker)} | ${pct(ms.native)} | ${pct(ms.gc)} | ${top(profile.topRegistry)} | ${top(profile.topRelay ?? [])} |`,
     );
   }
   lines.push("");
@@ -306,21 +313,24 @@ function meaning(report: RegistryReport, health: Figures | undefined): string[] 
   }
   const metadata = workerReference(report, METADATA_ROUTE);
   out.push(
-    `The Worker alone costs ${f(health.workerMsPerRequest, 3)} ms of workerd CPU per \`GET /v2/health/live\`${metadata === undefined ? "" : ` and ${f(metadata.workerMsPerRequest, 3)} ms per authenticated \`GET /v2\` (with the API-key check)`}. A Durable Object runs on one thread, so one registry object saturates at 1000 / (registry CPU ms per request) requests per second. The registry's CPU per request is bracketed: **at most** the infer's worker-workerd CPU minus the health check's (that difference still holds the Worker's own part of an infer: the key check, reading and checking the OIP body, its side of the RPC call), and **about at least** the registry's JS share of the isolate's profile times the measured CPU (the runtime's native work for the registry, its websocket and RPC plumbing, is left out). The ceiling below is given for both ends: the first figure is what one registry can surely do, the second what it cannot exceed.`,
+    `The Worker alone costs ${f(health.workerMsPerRequest, 3)} ms of workerd CPU per \`GET /v2/health/live\`${metadata === undefined ? "" : ` and ${f(metadata.workerMsPerRequest, 3)} ms per authenticated \`GET /v2\` (with the API-key check)`}. A Durable Object runs on one thread, so one registry object saturates at 1000 / (registry CPU ms per request) requests per second. The registry's CPU per request is bracketed: **at most** the infer's worker-workerd CPU minus the health check's (that difference still holds the Worker's own part of an infer: the key check, reading and checking the OIP body, its side of the RPC calls; and the agents' relays, which run in the same process here), and **about at least** the registry's JS share of the isolate's profile times the measured CPU (the runtime's native work for the registry, its websocket and RPC plumbing, is left out). The relays' JS share is given the same way: their work is spread over one object per agent, so it does not bound a pool. The ceiling below is given for both ends: the first figure is what one registry can surely do, the second what it cannot exceed.`,
     "",
   );
   for (const row of report.measurements.filter((measured) => measured.kind === "infer")) {
     const figures = figuresOf(row);
     const upper = figures.workerMsPerRequest - health.workerMsPerRequest;
     const profile = row.profile;
-    const busy =
-      profile === undefined ? 0 : profile.ms.registry + profile.ms.worker + profile.ms.native + profile.ms.gc;
+    const busy = profile === undefined ? 0 : busyMs(profile);
     const lower =
       profile === undefined || busy === 0
         ? undefined
         : (profile.ms.registry / busy) * figures.workerMsPerRequest;
+    const relays =
+      profile === undefined || busy === 0 || (profile.ms.relay ?? 0) === 0
+        ? undefined
+        : ((profile.ms.relay ?? 0) / busy) * figures.workerMsPerRequest;
     const who = `${row.agents} agent${row.agents === 1 ? "" : "s"}`;
-    const bracket = `registry ${lower === undefined ? "" : `~${f(lower, 3)} to `}${f(upper, 3)} ms per request`;
+    const bracket = `registry ${lower === undefined ? "" : `~${f(lower, 3)} to `}${f(upper, 3)} ms per request${relays === undefined ? "" : ` (the relays' JS ~${f(relays, 3)} ms of it, spread over the agents' objects)`}`;
     const requestCeiling = `~${f(1000 / upper, 0)}${lower === undefined ? "" : ` to ~${f(1000 / lower, 0)}`} requests/s`;
     if (row.body === "1mib") {
       const mb = figures.mbPerRequest;

@@ -9,11 +9,12 @@
 
 import type { RawData } from "ws";
 import WebSocket from "ws";
-import { agentConnectUrl } from "../../backend/gateway-link/gateway-urls.ts";
+import { agentConnectUrl, agentDataUrl } from "../../backend/gateway-link/gateway-urls.ts";
 import { StateReporter } from "../../backend/gateway-link/state-reporter.ts";
 import { ModelTimingsTable } from "../../backend/replica/model-timings.ts";
 import { modelKey } from "../../shared/model-names.ts";
 import type { EncodedBody } from "../../shared/oip/codec.ts";
+import { newChannelId } from "../../shared/protocol/data-channel.ts";
 import {
   decodeBinaryFrame,
   decodeTextFrame,
@@ -139,6 +140,9 @@ class SimulatedAgent {
   /** Infer frames this agent was sent (how the router spread the load). */
   served = 0;
   readonly #socket: WebSocket;
+  /** The data socket (shared/protocol/data-channel.ts): infer frames in, results out. */
+  readonly #data: WebSocket;
+  readonly #channel = newChannelId();
   readonly #options: SimulatedAgentsOptions;
   readonly #counters: AgentCounters;
   readonly #replica: SimulatedReplica;
@@ -154,9 +158,16 @@ class SimulatedAgent {
     this.#counters = counters;
     this.#replica = new SimulatedReplica(options.model, options.maxConcurrency);
     // The real agent's dial (backend/gateway-link/gateway-link.ts): the token as a bearer, no compression.
-    this.#socket = new WebSocket(agentConnectUrl(options.wsUrl, options.pool), {
-      headers: { Authorization: `Bearer ${options.token}` },
-      perMessageDeflate: false,
+    const dial = (url: string) =>
+      new WebSocket(url, { headers: { Authorization: `Bearer ${options.token}` }, perMessageDeflate: false });
+    this.#socket = dial(agentConnectUrl(options.wsUrl, options.pool));
+    this.#data = dial(agentDataUrl(options.wsUrl, options.pool, this.#channel));
+    this.#data.on("message", (data, isBinary) => {
+      if (isBinary) this.#infer(toBytes(data));
+      else this.#text(toBytes(data), this.#data);
+    });
+    this.#data.on("close", () => {
+      if (!this.#closing) this.#problem(`${name}: data socket closed by the gateway`);
     });
     this.#reporter = new StateReporter(
       () => [this.#replica.state()],
@@ -184,13 +195,21 @@ class SimulatedAgent {
         clearTimeout(timer);
         reject(error);
       });
-      this.#socket.on("open", () => this.#send(JSON.stringify(this.#hello())));
+      // The real agent's order: both sockets open, then the hello (naming the data channel).
+      const opened = (socket: WebSocket) => new Promise((done) => socket.once("open", done));
+      this.#data.on("error", (error) => {
+        clearTimeout(timer);
+        reject(error);
+      });
+      void Promise.all([opened(this.#socket), opened(this.#data)]).then(() =>
+        this.#send(JSON.stringify(this.#hello())),
+      );
       this.#socket.on("message", (data, isBinary) => {
         if (isBinary) {
-          this.#infer(toBytes(data));
+          this.#problem(`${name}: binary frame on the control socket`);
           return;
         }
-        const welcomeMs = this.#text(toBytes(data));
+        const welcomeMs = this.#text(toBytes(data), this.#socket);
         if (welcomeMs === undefined) return;
         clearTimeout(timer);
         this.#welcome(welcomeMs);
@@ -210,15 +229,16 @@ class SimulatedAgent {
       signatures: [signature],
       // A repository of its own that holds the model: the gateway needs nothing from R2.
       repository: { kind: "own", models: [{ name: model.name, version: model.version, bytes: model.bytes }] },
+      channel: this.#channel,
     };
   }
 
   /** Handles a text frame; returns heartbeatMs when it is the welcome. */
-  #text(bytes: Uint8Array): number | undefined {
+  #text(bytes: Uint8Array, from: WebSocket): number | undefined {
     const text = new TextDecoder().decode(bytes);
     if (text === HEARTBEAT_PONG) return undefined;
     if (text === HEARTBEAT_PING) {
-      this.#send(HEARTBEAT_PONG);
+      this.#sendOn(from, HEARTBEAT_PONG);
       return undefined;
     }
     try {
@@ -234,8 +254,9 @@ class SimulatedAgent {
 
   #welcome(heartbeatMs: number): void {
     this.#heartbeat = setInterval(() => {
-      this.#counters.pings += 1;
+      this.#counters.pings += 2;
       this.#send(HEARTBEAT_PING);
+      this.#sendOn(this.#data, HEARTBEAT_PING);
     }, heartbeatMs);
     this.#reporter.start();
   }
@@ -270,7 +291,7 @@ class SimulatedAgent {
       state: this.#replica.state(),
     };
     this.#counters.resultFrames += 1;
-    this.#send(encodeBinaryFrame(result, response.body, "result"));
+    this.#sendOn(this.#data, encodeBinaryFrame(result, response.body, "result"));
   }
 
   /** The replica changed: the real agent's slots and cache call this at every acquire and release. */
@@ -279,8 +300,12 @@ class SimulatedAgent {
   }
 
   #send(frame: Uint8Array | string): void {
-    if (this.#socket.readyState !== WebSocket.OPEN) return;
-    this.#socket.send(frame, (error) => {
+    this.#sendOn(this.#socket, frame);
+  }
+
+  #sendOn(socket: WebSocket, frame: Uint8Array | string): void {
+    if (socket.readyState !== WebSocket.OPEN) return;
+    socket.send(frame, (error) => {
       if (error) this.#problem(`${this.name}: send failed: ${error.message}`);
     });
   }
@@ -297,10 +322,15 @@ class SimulatedAgent {
   close(): Promise<void> {
     this.#closing = true;
     this.#stop();
-    if (this.#socket.readyState === WebSocket.OPEN) this.#socket.close(1001, "benchmark done");
-    else this.#socket.terminate();
+    for (const socket of [this.#data, this.#socket]) {
+      if (socket.readyState === WebSocket.OPEN) socket.close(1001, "benchmark done");
+      else socket.terminate();
+    }
     // A gateway that never completes the close handshake does not hold the benchmark up.
-    const cut = setTimeout(() => this.#socket.terminate(), 2_000);
+    const cut = setTimeout(() => {
+      this.#socket.terminate();
+      this.#data.terminate();
+    }, 2_000);
     return this.closed.finally(() => clearTimeout(cut));
   }
 }

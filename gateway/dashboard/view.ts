@@ -1,7 +1,7 @@
 import type { ReplicaState } from "../../shared/protocol/replica-state.ts";
 import { emptyHistogram, mergeInto, quantile } from "../metrics/histogram.ts";
 import { type PoolCounters, recentSlots, SLOT_MS, WINDOW_SLOTS } from "../metrics/pool-counters.ts";
-import type { PoolSnapshot } from "../registry/relay-types.ts";
+import type { PoolSnapshot } from "../pool-calls.ts";
 
 /**
  * What the dashboard page shows, computed on the Worker from one registry report: the pool now (agents,

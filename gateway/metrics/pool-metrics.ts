@@ -1,13 +1,13 @@
 import { replicaChanges } from "../../shared/metrics/replica-changes.ts";
 import type { ReplicaState } from "../../shared/protocol/replica-state.ts";
 import { type AgentRecord, replicaAddress } from "../registry/agent-link.ts";
-import type { RelayOutcome } from "../registry/relay-types.ts";
 import {
   countModelEvent,
   countRequest,
   emptyCounters,
   type PoolCounters,
   PoolCountersSchema,
+  type RequestRecord,
   recentSlots,
 } from "./pool-counters.ts";
 
@@ -52,28 +52,9 @@ export class PoolMetrics {
     this.#counters = stored.success ? stored.data : emptyCounters(this.#now());
   }
 
-  /** One request answered by the registry (`totalMs` from its arrival there). */
-  requestFinished(model: string, outcome: RelayOutcome, totalMs: number): void {
-    if (outcome.ok) {
-      const { timings } = outcome;
-      countRequest(
-        this.#counters,
-        {
-          model,
-          status: 200,
-          totalMs,
-          cache: outcome.cache,
-          phases: {
-            queueMs: timings.gatewayQueueMs + timings.queueMs,
-            loadMs: timings.loadMs,
-            inferMs: timings.inferMs,
-          },
-        },
-        this.#now(),
-      );
-    } else {
-      countRequest(this.#counters, { model, status: outcome.status, totalMs }, this.#now());
-    }
+  /** One request's outcome, as its client got it (the registry learns it from the relay's release). */
+  requestFinished(request: RequestRecord): void {
+    countRequest(this.#counters, request, this.#now());
     this.#changed();
   }
 

@@ -1,6 +1,6 @@
 import { modelKey } from "../../shared/model-names.ts";
 
-import type { PoolSnapshot } from "../registry/relay-types.ts";
+import type { PoolSnapshot } from "../pool-calls.ts";
 import type { StorageWrites } from "../registry/storage-meter.ts";
 import { Exposition, type HistogramSample, type Labels } from "./exposition.ts";
 import { type HistogramData, LATENCY_BUCKETS_SECONDS } from "./histogram.ts";

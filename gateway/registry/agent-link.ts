@@ -20,6 +20,8 @@ export interface AgentRecord {
    * storage, see agent-offers.ts: it is written once per connection, not with every state change).
    */
   models: "gateway" | "own";
+  /** Its data channel: the name of the relay its requests go through (shared/protocol/data-channel.ts). */
+  channel: string;
 }
 
 export interface AgentLink {

@@ -1,8 +1,8 @@
 import type { Hello } from "../../shared/protocol/frames.ts";
 import { silenceLimitMs } from "../../shared/protocol/heartbeat.ts";
+import type { AgentSnapshot } from "../pool-calls.ts";
 import { type AgentLink, type AgentRecord, replicaAddress, uniqueAgentId } from "./agent-link.ts";
 import { ProtocolViolation } from "./protocol-violation.ts";
-import type { AgentSnapshot } from "./relay-types.ts";
 
 export interface AgentRosterOptions {
   heartbeatMs: number;
@@ -38,6 +38,7 @@ export class AgentRoster {
       connectedAt: this.#options.now(),
       replicas: hello.replicas,
       models: hello.repository.kind,
+      channel: hello.channel,
     };
   }
 
@@ -119,9 +120,12 @@ export class AgentRoster {
     return first;
   }
 
-  /** What the pool looks like, with the requests in flight at each replica (by its address). */
+  /**
+   * What the pool looks like, with the requests in flight at each replica (by its address). The data channel
+   * is left out: it names the agent's relay, and the snapshot goes to dashboards.
+   */
   snapshot(inFlight: (address: string) => number): AgentSnapshot[] {
-    return this.links().map(({ record }) => ({
+    return this.links().map(({ record: { channel: _channel, ...record } }) => ({
       ...record,
       inFlight: Object.fromEntries(
         record.replicas.map((replica) => [replica.id, inFlight(replicaAddress(record.id, replica.id))]),

@@ -1,4 +1,5 @@
 import { z } from "zod";
+import { ChannelIdSchema } from "../../shared/protocol/data-channel.ts";
 import { ReplicaStateSchema } from "../../shared/protocol/replica-state.ts";
 import type { AgentRecord } from "./agent-link.ts";
 
@@ -30,6 +31,7 @@ const AgentRecordSchema = z.object({
   connectedAt: z.number(),
   replicas: z.array(ReplicaStateSchema),
   models: z.enum(["gateway", "own"]),
+  channel: ChannelIdSchema,
 });
 
 const AttachmentSchema = z.discriminatedUnion("phase", [

@@ -8,11 +8,12 @@ import { PROTOCOL_VERSION, type Welcome } from "../../shared/protocol/frames.ts"
 import { HEARTBEAT_PING, HEARTBEAT_PONG, silenceLimitMs } from "../../shared/protocol/heartbeat.ts";
 import type { ModelSignature } from "../../shared/protocol/model-signatures.ts";
 import { routingPolicy } from "../../shared/routing/policies.ts";
-import type { ObjectEnv } from "../config.ts";
 import { gatewayConfig } from "../config.ts";
 import { log } from "../log.ts";
 import type { PoolCounters } from "../metrics/pool-counters.ts";
 import { PoolMetrics } from "../metrics/pool-metrics.ts";
+import { type RegistryEnv, relayStub } from "../object-bindings.ts";
+import type { Decision, ModelAnswer, PoolSnapshot, RunReport, SlotAnswer, SlotAsk } from "../pool-calls.ts";
 import type { AgentLink } from "./agent-link.ts";
 import { parseAgentMessage } from "./agent-messages.ts";
 import { AgentOffers } from "./agent-offers.ts";
@@ -24,8 +25,7 @@ import { ModelDirectory } from "./model-directory.ts";
 import { ModelPins, PinStore } from "./model-pins.ts";
 import { PoolPresence } from "./pool-presence.ts";
 import { CLOSE_POLICY_VIOLATION, closeReason, ProtocolViolation } from "./protocol-violation.ts";
-import { Relay } from "./relay.ts";
-import type { ModelAnswer, PoolSnapshot, RelayedRequest, RelayOutcome } from "./relay-types.ts";
+import { Scheduler } from "./scheduler.ts";
 import { SignatureStore } from "./signature-store.ts";
 import { StorageMeter, type StorageWrites } from "./storage-meter.ts";
 
@@ -37,6 +37,8 @@ const CLOSE_INTERNAL = 1011;
 const SWEEP_INTERVAL_MS = 1_000;
 /** The reason a registry reset by an admin gives (see restart()). */
 export const RESTART_REASON = "the registry was restarted by an admin";
+/** How long a restart waits for the agents' relays to hear that their agents are gone. */
+const RESTART_NOTICE_MS = 2_000;
 
 /**
  * One pool's registry: a Durable Object (SQLite-backed) that agents hold websockets to and that the
@@ -47,8 +49,8 @@ export const RESTART_REASON = "the registry was restarted by an admin";
  * `ctx.getWebSockets()`. Requests in flight are promises in memory, which keep the object awake until
  * they end.
  */
-export class Registry extends DurableObject<ObjectEnv> {
-  readonly #relay: Relay;
+export class Registry extends DurableObject<RegistryEnv> {
+  readonly #relay: Scheduler;
   readonly #store: AgentStore;
   readonly #signatures: SignatureStore;
   readonly #heartbeatMs: number;
@@ -60,10 +62,12 @@ export class Registry extends DurableObject<ObjectEnv> {
   readonly #directory: ModelDirectory;
   readonly #pins: ModelPins;
   readonly #meter = new StorageMeter();
+  /** Relays being told that their agent is gone (restart() waits for them). */
+  readonly #relayTold = new Map<string, Promise<void>>();
   /** When a request next looks for sockets without a hello (#sweepBeforeRouting). */
   #nextSweepAt = 0;
 
-  constructor(ctx: DurableObjectState, env: ObjectEnv) {
+  constructor(ctx: DurableObjectState, env: RegistryEnv) {
     super(ctx, env);
     const config = gatewayConfig(env);
     this.#heartbeatMs = Math.round(config.HEARTBEAT_SECONDS * 1000);
@@ -82,7 +86,7 @@ export class Registry extends DurableObject<ObjectEnv> {
     this.#presence = new PoolPresence(kv, config.AGENT_GRACE_SECONDS * 1000);
     this.#alarm = new AlarmClock(ctx.storage, log, () => this.#meter.count("alarm"));
     this.#offers = new AgentOffers(kv);
-    this.#relay = new Relay({
+    this.#relay = new Scheduler({
       policy: routingPolicy(config.ROUTING_POLICY),
       maxQueue: config.QUEUE_LIMIT,
       heartbeatMs: this.#heartbeatMs,
@@ -100,19 +104,20 @@ export class Registry extends DurableObject<ObjectEnv> {
       },
       // However it went (closed, errored, silent, a failed send): its queries fail now, and the copies it held
       // of pinned models are placed again elsewhere unless it is back within the grace.
-      onAgentGone: (link) => {
+      onAgentGone: (link, why) => {
         this.#forget(link.socket, link.record.id);
+        this.#tellRelay(link.record.channel, why);
         this.#metrics.agentGone(link.record.id);
         this.#queries.agentGone(link.record.id);
         this.#pins.agentLeft(Date.now());
         this.#armAlarm();
       },
       onRetry: () => this.#metrics.retried(),
+      onFinished: (request) => this.#metrics.requestFinished(request),
       lastHeartbeat: (socket) => ctx.getWebSocketAutoResponseTimestamp(socket)?.getTime(),
       log,
       presence: this.#presence,
       idempotence: new Idempotence(kv),
-      maxPendingBytes: config.MAX_PENDING_BYTES,
       servedBy: (agentId) => this.#offers.names(agentId),
     });
     const agents = () => this.#relay.links();
@@ -140,15 +145,29 @@ export class Registry extends DurableObject<ObjectEnv> {
 
   // ---- RPC from the Worker ----
 
-  /** Routes one inference and waits for its outcome (never throws for an expected failure). */
-  async infer(call: RelayedRequest): Promise<RelayOutcome> {
+  /** A slot for one request (pool-calls.ts); may wait in the queue. Never throws for an expected failure. */
+  async reserve(ask: SlotAsk): Promise<SlotAnswer> {
     this.#sweepBeforeRouting();
-    const arrivedAt = Date.now();
-    const routed = this.#relay.infer(call);
+    const answer = this.#relay.reserve(ask);
     this.#armAlarm();
-    const outcome = await routed;
-    this.#metrics.requestFinished(call.model, outcome, Date.now() - arrivedAt);
-    return outcome;
+    return await answer;
+  }
+
+  /** From an agent's relay (or the Worker, when the relay failed): a run ended; its slot comes back. */
+  release(report: RunReport): Decision {
+    try {
+      return this.#relay.release(report);
+    } finally {
+      this.#armAlarm();
+    }
+  }
+
+  /** From an agent's relay: its data socket ended or broke the protocol, so the agent is taken out. */
+  agentLost(channel: string, why: string): void {
+    const link = this.#relay.links().find((candidate) => candidate.record.channel === channel);
+    if (link === undefined) return;
+    this.#close(link.socket, CLOSE_GOING_AWAY, `its data socket ended (${why})`);
+    this.#gone(link.socket, link, `its data socket ended: ${why}`);
   }
 
   snapshot(): PoolSnapshot {
@@ -233,12 +252,23 @@ export class Registry extends DurableObject<ObjectEnv> {
 
   /**
    * Resets this registry as a crash or a deploy would (POST /admin/pools/{pool}/restart): its memory goes,
-   * every agent's socket drops, calls in flight fail (the Worker sends their requests again). Agents dial
-   * back in; meanwhile requests wait for them (pool-presence.ts). Never returns: the caller sees an error
-   * carrying RESTART_REASON.
+   * every agent's socket drops, asks in flight fail (the Worker asks again). Before it goes, it takes every
+   * agent out as if it had left, telling each agent's relay, so the runs in flight there fail now as "may
+   * have started" and are run again or refused under the rules (a crash tells nobody: the agents close their
+   * data sockets when their control sockets drop). Agents dial back in; meanwhile requests wait for them
+   * (pool-presence.ts). Never returns: the caller sees an error carrying RESTART_REASON.
    */
-  restart(): void {
+  async restart(): Promise<void> {
     log("registry-restart", {});
+    const told = this.#relay.links().map((link) => {
+      this.#close(link.socket, CLOSE_GOING_AWAY, RESTART_REASON);
+      this.#relay.disconnect(link, RESTART_REASON);
+      return this.#relayTold.get(link.record.channel);
+    });
+    await Promise.race([
+      Promise.allSettled(told),
+      new Promise((resolve) => setTimeout(resolve, RESTART_NOTICE_MS)),
+    ]);
     this.ctx.abort(RESTART_REASON);
   }
 
@@ -283,8 +313,7 @@ export class Registry extends DurableObject<ObjectEnv> {
         case "pong":
           return;
         case "result":
-          this.#relay.onResult(requireHello(link, "result"), parsed.header, parsed.body);
-          return;
+          throw new ProtocolViolation("result frame on the control socket (results go on the data socket)");
         case "text":
           break;
       }
@@ -311,7 +340,8 @@ export class Registry extends DurableObject<ObjectEnv> {
       if (frame.type === "state") {
         this.#signatures.save(frame.signatures);
         this.#relay.updateState(known, frame.replicas);
-      } else if (frame.type === "error") this.#relay.onError(known, frame);
+      } else if (frame.type === "error")
+        throw new ProtocolViolation("error frame on the control socket (answers go on the data socket)");
       else if (frame.type === "answer") this.#queries.onAnswer(known, frame);
       else {
         this.#relay.drain(known);
@@ -415,6 +445,15 @@ export class Registry extends DurableObject<ObjectEnv> {
   #armAlarm(): void {
     const times = [this.#relay.nextAlarmAt(), this.#pins.dueAt()].filter((at) => at !== undefined);
     if (times.length > 0) this.#alarm.armBy(Math.min(...times));
+  }
+
+  /** The agent's relay fails the runs it still has there (their releases decide on reruns). */
+  #tellRelay(channel: string, why: string): void {
+    const told = relayStub(this.env.AGENT_RELAY, channel)
+      .agentGone(why)
+      .catch((error: unknown) => log("relay-not-told", { channel, error: String(error) }))
+      .finally(() => this.#relayTold.delete(channel));
+    this.#relayTold.set(channel, told);
   }
 
   #forget(socket: WebSocket, agentId: string | undefined): void {

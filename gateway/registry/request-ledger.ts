@@ -1,71 +1,58 @@
 import { Deadline } from "../../shared/deadline.ts";
 import type { RouteRequest } from "../../shared/routing/types.ts";
-import { ProtocolViolation } from "./protocol-violation.ts";
-import type { RelayedRequest, RelayOutcome } from "./relay-types.ts";
+import type { Grant, SlotAnswer, SlotAsk } from "../pool-calls.ts";
 
-/** Where a request was sent: the replica it runs on (its end resolves a load the dispatcher expected there). */
-export interface Sent {
+/** A slot the registry granted: the replica it is on (its release resolves a load the dispatcher expected). */
+export interface Held {
+  ticket: string;
   route: RouteRequest;
   agentId: string;
   replicaId: string;
   address: string;
-  sentAt: number;
 }
 
-/** A request between its arrival and its one outcome. */
-export interface PendingRequest {
+/** An ask between its arrival and its answer (a grant, or a failure). */
+export interface PendingAsk {
   readonly id: string;
-  readonly call: RelayedRequest;
+  readonly ask: SlotAsk;
   readonly route: RouteRequest;
   readonly arrivedAt: number;
   readonly deadline: Deadline;
-  /** Replicas it was offered to that never started it (a wait for agents is no attempt). */
-  attempts: number;
-  /** Times it was run again after an agent died while it may have been running. */
-  reruns: number;
-  sent?: Sent;
 }
-
-/** Which request an agent's answer belongs to (see `claim`). */
-export type Claim =
-  | { kind: "pending"; pending: PendingRequest; sent: Sent }
-  | { kind: "abandoned"; sent: Sent }
-  /** An answer to a request of this object's previous life (before an eviction): nobody waits for it. */
-  | { kind: "stale" };
 
 export interface RequestLedgerOptions {
   now: () => number;
-  /** A request's deadline passed while it was open. */
-  onDeadline: (pending: PendingRequest) => void;
-  /** An abandoned request's agent never answered within the grace: its slot is freed anyway. */
-  onAbandonedExpired: (sent: Sent) => void;
+  /** An ask's deadline passed while it waited. */
+  onDeadline: (pending: PendingAsk) => void;
+  /** A held slot was never released (its relay failed, or the release was lost): it is freed now. */
+  onHeldExpired: (held: Held) => void;
 }
 
-/** After a deadline, how long the agent gets to answer the cancelled request before its slot is freed anyway. */
+/**
+ * After its deadline, how long a granted slot may stay taken: a run the client gave up on still runs at the
+ * agent until it ends (onnxruntime cannot stop one), and its relay releases the slot when the agent answers.
+ */
 export const ABANDONED_GRACE_MS = 30_000;
 
-interface Entry {
-  pending: PendingRequest;
-  settle: (outcome: RelayOutcome) => void;
+interface OpenEntry {
+  pending: PendingAsk;
+  answer: (answer: SlotAnswer) => void;
   timer: ReturnType<typeof setTimeout>;
 }
 
 /**
- * Every request between its arrival and its answer, and the requests whose clients were answered (504) while
- * their agents may still be working on them. The ledger owns request ids, deadlines (a timer per request)
- * and the bytes held, and settles each request exactly once: a second outcome for a settled request is
- * dropped, whoever produces it.
+ * The registry's book of requests: asks waiting for a slot (queued, or waiting for agents) and the slots it
+ * granted that have not come back. It owns the ids (a grant's ticket is its ask's id, and the infer frame's
+ * id at the agent), the deadline of each ask (a timer), and answers each ask exactly once. A granted slot
+ * comes back when the agent's relay releases it; one that never does (a relay reset, a Worker that vanished
+ * between the grant and the run) is freed when its deadline and the grace after it are over, so a lost
+ * message never leaks a slot.
  */
 export class RequestLedger {
   readonly #options: RequestLedgerOptions;
-  readonly #open = new Map<string, Entry>();
-  readonly #abandoned = new Map<string, { sent: Sent; timer: ReturnType<typeof setTimeout> }>();
-  #bytes = 0;
-  /**
-   * Request ids are "<incarnation>-<counter>". A result carrying another incarnation's id answers a request
-   * of this object's previous life (before an eviction), which nobody waits for any more: harmless, ignored.
-   * Any other unknown id is a protocol violation.
-   */
+  readonly #open = new Map<string, OpenEntry>();
+  readonly #held = new Map<string, { held: Held; timer: ReturnType<typeof setTimeout> }>();
+  /** Ids are "<incarnation>-<counter>": unique across this object's lives (a reset starts a new one). */
   readonly #incarnation = randomHex(4);
   #counter = 0;
 
@@ -73,111 +60,97 @@ export class RequestLedger {
     this.#options = options;
   }
 
-  /** Bytes of request bodies held (waiting, queued, in flight). */
-  get bytes(): number {
-    return this.#bytes;
-  }
-
-  /** Whether anything is waiting on agents: open requests, or slots held by abandoned ones. */
+  /** Whether anything is waiting on agents: asks waiting, or slots held. */
   get busy(): boolean {
-    return this.#open.size > 0 || this.#abandoned.size > 0;
+    return this.#open.size > 0 || this.#held.size > 0;
   }
 
-  /** A new request; its deadline starts now. */
-  open(call: RelayedRequest, settle: (outcome: RelayOutcome) => void, reruns: number): PendingRequest {
+  /** Slots granted and not yet released. */
+  get heldCount(): number {
+    return this.#held.size;
+  }
+
+  /** A new ask; its deadline starts now. */
+  open(ask: SlotAsk, answer: (answer: SlotAnswer) => void): PendingAsk {
     const now = this.#options.now();
     this.#counter += 1;
-    const pending: PendingRequest = {
+    const pending: PendingAsk = {
       id: `${this.#incarnation}-${this.#counter.toString(36)}`,
-      call,
+      ask,
       route: {
-        model: call.model,
-        ...(call.version === undefined ? {} : { version: call.version }),
-        ...(call.hint === undefined ? {} : { hint: call.hint }),
+        model: ask.model,
+        ...(ask.version === undefined ? {} : { version: ask.version }),
+        ...(ask.hint === undefined ? {} : { hint: ask.hint }),
       },
       arrivedAt: now,
-      deadline: Deadline.in(call.timeoutMs, now, call.budgetMs),
-      attempts: 0,
-      reruns,
+      deadline: Deadline.in(ask.timeoutMs, now, ask.budgetMs),
     };
     const timer = setTimeout(() => {
       if (this.isOpen(pending)) this.#options.onDeadline(pending);
-    }, call.timeoutMs);
-    this.#open.set(pending.id, { pending, settle, timer });
-    this.#bytes += call.body.byteLength;
+    }, ask.timeoutMs);
+    this.#open.set(pending.id, { pending, answer, timer });
     return pending;
   }
 
-  isOpen(pending: PendingRequest): boolean {
+  isOpen(pending: PendingAsk): boolean {
     return this.#open.get(pending.id)?.pending === pending;
   }
 
-  /** Open requests sent to this agent. */
-  sentTo(agentId: string): PendingRequest[] {
-    return [...this.#open.values()]
-      .map((entry) => entry.pending)
-      .filter((pending) => pending.sent?.agentId === agentId);
+  /** Answers the ask with a failure; false (and nothing happens) when it was answered already. */
+  settle(pending: PendingAsk, answer: SlotAnswer & { ok: false }): boolean {
+    const entry = this.#close(pending);
+    entry?.answer(answer);
+    return entry !== undefined;
   }
 
-  /** Ends the request with this outcome; false (and nothing happens) when it had ended already. */
-  settle(pending: PendingRequest, outcome: RelayOutcome): boolean {
-    const entry = this.#open.get(pending.id);
-    if (entry?.pending !== pending) return false;
-    this.#open.delete(pending.id);
-    this.#bytes -= pending.call.body.byteLength;
-    clearTimeout(entry.timer);
-    entry.settle(outcome);
+  /** Answers the ask with a slot on `held`'s replica, held until released. False when answered already. */
+  grant(pending: PendingAsk, held: Omit<Held, "ticket" | "route">, channel: string): boolean {
+    const entry = this.#close(pending);
+    if (entry === undefined) return false;
+    const taken: Held = { ...held, ticket: pending.id, route: pending.route };
+    const timer = setTimeout(() => {
+      this.#held.delete(taken.ticket);
+      this.#options.onHeldExpired(taken);
+    }, pending.deadline.remainingMs(this.#options.now()) + ABANDONED_GRACE_MS);
+    this.#held.set(taken.ticket, { held: taken, timer });
+    const grant: Grant = {
+      ticket: taken.ticket,
+      agentId: held.agentId,
+      replicaId: held.replicaId,
+      replica: held.address,
+      channel,
+      queuedMs: this.#options.now() - pending.arrivedAt,
+    };
+    entry.answer({ ok: true, grant });
     return true;
   }
 
-  /** The client has its answer, but the agent may still run the request: its slot stays taken a while. */
-  abandon(id: string, sent: Sent): void {
-    const timer = setTimeout(() => {
-      this.#abandoned.delete(id);
-      this.#options.onAbandonedExpired(sent);
-    }, ABANDONED_GRACE_MS);
-    this.#abandoned.set(id, { sent, timer });
+  /** The slot a release names, no longer held; undefined when it is not held (any more). */
+  release(ticket: string): Held | undefined {
+    const entry = this.#held.get(ticket);
+    if (entry === undefined) return undefined;
+    clearTimeout(entry.timer);
+    this.#held.delete(ticket);
+    return entry.held;
   }
 
-  /** The agent is gone: its abandoned requests hold no slot any more. */
-  forgetAbandonedBy(agentId: string): void {
-    for (const [id, abandoned] of this.#abandoned) {
-      if (abandoned.sent.agentId !== agentId) continue;
-      clearTimeout(abandoned.timer);
-      this.#abandoned.delete(id);
+  /** The agent is gone: the slots held on its replicas went with them. */
+  forgetAgent(agentId: string): void {
+    for (const [ticket, entry] of this.#held) {
+      if (entry.held.agentId !== agentId) continue;
+      clearTimeout(entry.timer);
+      this.#held.delete(ticket);
     }
   }
 
-  /**
-   * Which request a result or error frame answers, checked against who holds it. An answer for a request
-   * another agent or replica holds, or for an id this registry never issued, is a protocol violation.
-   */
-  claim(agentId: string, id: string, replicaId: string): Claim {
-    const pending = this.#open.get(id)?.pending;
-    const abandoned = this.#abandoned.get(id);
-    const sent = pending?.sent ?? abandoned?.sent;
-    if (sent === undefined) {
-      if (isRequestId(id) && !id.startsWith(`${this.#incarnation}-`)) return { kind: "stale" };
-      throw new ProtocolViolation(`answer for unknown request id ${JSON.stringify(id.slice(0, 40))}`);
-    }
-    if (sent.agentId !== agentId) {
-      throw new ProtocolViolation(`answer for request ${id}, which another agent holds`);
-    }
-    if (sent.replicaId !== replicaId) {
-      throw new ProtocolViolation(
-        `answer for request ${id} from replica ${replicaId}; it was sent to ${sent.replicaId}`,
-      );
-    }
-    if (pending !== undefined) return { kind: "pending", pending, sent };
-    if (abandoned !== undefined) {
-      clearTimeout(abandoned.timer);
-      this.#abandoned.delete(id);
-    }
-    return { kind: "abandoned", sent };
+  #close(pending: PendingAsk): OpenEntry | undefined {
+    const entry = this.#open.get(pending.id);
+    if (entry?.pending !== pending) return undefined;
+    this.#open.delete(pending.id);
+    clearTimeout(entry.timer);
+    return entry;
   }
 }
-
-const isRequestId = (id: string) => /^[0-9a-f]{8}-[0-9a-z]+$/.test(id);
 
 function randomHex(bytes: number): string {
   return [...crypto.getRandomValues(new Uint8Array(bytes))]

@@ -7,7 +7,7 @@ import { MAX_FRAME_BYTES } from "../../shared/protocol/frames.ts";
 import { gatewayConfig } from "../config.ts";
 import type { Env } from "../env.ts";
 import { poolOf } from "../pool.ts";
-import { inferThroughRegistry } from "../registry-call.ts";
+import { inferThroughPool } from "../pool-call.ts";
 
 /** Room left in a relayed frame for its JSON header (ids, model name, hint). */
 const FRAME_HEADER_ALLOWANCE = 8 * 1024;
@@ -15,8 +15,8 @@ const FRAME_HEADER_ALLOWANCE = 8 * 1024;
 /**
  * POST /v2/models/{model}[/versions/{version}]/infer. The Worker checks what it can without a backend
  * (key, size, names, the OIP body itself, so an agent never sees a malformed request: shared/oip/infer-http.ts,
- * as the standalone agent does), then hands the raw body to the pool's registry and returns the agent's
- * response body unchanged.
+ * as the standalone agent does), then runs the raw body through the pool (pool-call.ts: a slot from its
+ * registry, the body to the agent's relay) and returns the agent's response body unchanged.
  */
 export const inferRoutes = new Hono<{ Bindings: Env }>();
 
@@ -34,7 +34,7 @@ async function infer(c: Context<{ Bindings: Env }>): Promise<Response> {
       defaultTimeoutMs: config.DEFAULT_TIMEOUT_SECONDS * 1000,
     },
   );
-  const outcome = await inferThroughRegistry(c.env, poolOf(c.req.raw), {
+  const outcome = await inferThroughPool(c.env, poolOf(c.req.raw), {
     model: request.model,
     ...(request.version === undefined ? {} : { version: request.version }),
     ...(request.hint === undefined ? {} : { hint: request.hint }),
@@ -67,8 +67,9 @@ async function infer(c: Context<{ Bindings: Env }>): Promise<Response> {
       queue: timings.gatewayQueueMs + timings.queueMs,
       load: timings.loadMs,
       infer: timings.inferMs,
-      // Not OIP phases: each hop's share, without comparing clocks. The Worker's own is total - registry,
-      // the registry's registry - roundtrip, the websocket's both ways roundtrip - agent.
+      // Not OIP phases: each hop's share, without comparing clocks. The Worker's own is total - registry
+      // (registry: the whole time in the pool, its asks and runs), the asks' and relay's registry - roundtrip,
+      // the websocket's both ways roundtrip - agent.
       registry: timings.registryMs,
       roundtrip: timings.roundTripMs,
       ...(timings.agentMs === undefined ? {} : { agent: timings.agentMs }),

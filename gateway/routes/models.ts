@@ -11,7 +11,7 @@ import {
 } from "../../shared/oip/model-control.ts";
 import type { Env } from "../env.ts";
 import { poolOf, registryOf } from "../pool.ts";
-import type { ModelAnswer } from "../registry/relay-types.ts";
+import type { ModelAnswer } from "../pool-calls.ts";
 
 /**
  * The OIP v2 model endpoints the gateway answers itself, from what the pool's registry knows (its R2

@@ -2,17 +2,22 @@ import { z } from "zod";
 import { SwitchyardError } from "../errors.ts";
 import { MAX_REQUEST_ID_LENGTH } from "../oip/schemas.ts";
 import { modelStatisticsSchema } from "../oip/statistics.ts";
+import { ChannelIdSchema } from "./data-channel.ts";
 import { ModelSignatureSchema } from "./model-signatures.ts";
 import { ReplicaStateSchema } from "./replica-state.ts";
 
 /**
- * The agent <-> gateway wire protocol, version 2. Control messages are JSON text frames. Requests and
+ * The agent <-> gateway wire protocol, version 3. Control messages are JSON text frames. Requests and
  * results carry tensors, so they travel as binary frames: a 4-byte little-endian header length, a JSON
- * header, then the raw OIP body bytes (never base64).
+ * header, then the raw OIP body bytes (never base64). An agent holds two sockets (data-channel.ts):
  *
- *   agent -> gateway   hello, state, result (binary), error, drain, answer
- *   gateway -> agent   welcome, infer (binary), cancel, query
- *   both ways          the text frames "ping" / "pong" are heartbeats (heartbeat.ts)
+ *   control socket, to the pool's registry:
+ *     agent -> gateway   hello, state, drain, answer
+ *     gateway -> agent   welcome, query
+ *   data socket, to the agent's own relay:
+ *     agent -> gateway   result (binary), error
+ *     gateway -> agent   infer (binary), cancel
+ *   both, both ways      the text frames "ping" / "pong" are heartbeats (heartbeat.ts)
  *
  * Every field a real agent must send is required: a schema default would hide an agent that never sends it
  * (version 1 defaulted `signatures` to [], and no real agent ever sent one). The contract tests in
@@ -21,9 +26,10 @@ import { ReplicaStateSchema } from "./replica-state.ts";
  *
  * Version 2 over 1: hello and state frames carry the model signatures (required), hello says where the
  * agent's models come from, replicas report pinned models, and the gateway can query agents (describe a
- * model, statistics, model control's load and unload).
+ * model, statistics, model control's load and unload). Version 3 over 2: requests travel on a data socket
+ * of their own, named by the hello's `channel`.
  */
-export const PROTOCOL_VERSION = 2;
+export const PROTOCOL_VERSION = 3;
 
 /** Both sides check the other's protocol in its first frame, and say how to fix a mismatch. */
 const ProtocolVersion = z.literal(PROTOCOL_VERSION, {
@@ -107,6 +113,8 @@ export const HelloSchema = z.object({
   replicas: z.array(ReplicaStateSchema).min(1).max(64),
   signatures: Signatures,
   repository: AgentRepositorySchema,
+  /** The data socket this agent opened before its hello (data-channel.ts): where its requests go. */
+  channel: ChannelIdSchema,
 });
 
 export const StateSchema = z.object({

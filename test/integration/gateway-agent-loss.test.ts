@@ -208,7 +208,8 @@ describe("a registry restart (POST /admin/pools/{pool}/restart)", () => {
       });
       expect(restarted.status).toBe(202);
       expect(await restarted.json()).toEqual({ pool, restarted: true });
-      // Answered by the fresh registry without any agent: it remembers which models must not run twice.
+      // The registry tells its agents' relays before it goes: they fail the runs in flight as "may have
+      // started", and the registry's rules (which models must not run twice) answer at once.
       once = await pending;
     } finally {
       thaw(agent);
@@ -216,7 +217,7 @@ describe("a registry restart (POST /admin/pools/{pool}/restart)", () => {
     expectRefusal(
       once,
       503,
-      /^the pool's registry restarted while this request was in flight; it may or may not have run, and 'once' is not idempotent, so it was not run again$/,
+      /^the agent serving this request disconnected \(the registry was restarted by an admin\); it may or may not have run, and it was not run again: 'once' is not idempotent \(its config.json says so\)$/,
     );
     expect(once.finishedAt - restartedAt).toBeLessThan(5_000);
     if (!once.ok) expect(once.headers.get("retry-after")).toBe("1");

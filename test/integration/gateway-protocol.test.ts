@@ -87,9 +87,10 @@ const jsonBody = (batch: number, seed = 1, binaryOutputs?: boolean) =>
     ...(binaryOutputs === undefined ? {} : { binaryOutputs }),
   });
 
+/** The result frame for `id`, which must come on the data socket (a result on the control one never matches). */
 function resultFor(id: string) {
   return (frame: ReceivedFrame) => {
-    if (frame.binary === undefined) return undefined;
+    if (frame.binary === undefined || frame.on !== "data") return undefined;
     const decoded = decodeBinaryFrame(frame.binary, ResultHeaderSchema);
     return decoded.header.id === id ? decoded : undefined;
   };
@@ -108,14 +109,20 @@ async function whileFrozen(frozen: AgentProcess, send: () => void): Promise<void
   }
 }
 
-const errorFor = (connection: AgentConnection, id: string) =>
-  connection.waitForJson("error", (frame) => frame.id === id) as Promise<ErrorFrame>;
+/** The error frame for `id`, which must come on the data socket. */
+const errorFor = async (connection: AgentConnection, id: string) => {
+  const error = (await connection.waitForJson("error", (frame) => frame.id === id)) as ErrorFrame;
+  expect(connection.json().find((frame) => frame.type === "error" && frame.id === id)?.on).toBe("data");
+  return error;
+};
 
 describe("joining", () => {
   test("dials /agent/connect with the token and the pool, and says hello with its replicas and hints", async () => {
     expect(first.request.headers.authorization).toBe(`Bearer ${TOKEN}`);
     expect(new URL(first.request.url ?? "", "ws://x").searchParams.get("pool")).toBe("protopool");
     const hello = HelloSchema.parse(await first.waitForJson("hello"));
+    // Its data socket was open before the hello that names it.
+    expect(first.data.readyState).toBe(first.data.OPEN);
     expect(hello.agent.name).toBe("proto");
     expect(hello.hints).toEqual(["adapter-a", "adapter-b"]);
     expect(hello.replicas).toHaveLength(1);
@@ -129,9 +136,14 @@ describe("joining", () => {
     await agent.process.waitForOutput(/connected to the gateway agentId=scripted/, 5_000);
     const welcomedAt = performance.now();
     await new Promise((resolve) => setTimeout(resolve, HEARTBEAT_MS * 5));
-    const pings = first.frames.filter((frame) => frame.text === "ping" && frame.at >= welcomedAt).length;
-    expect(pings).toBeGreaterThanOrEqual(3);
-    expect(pings).toBeLessThanOrEqual(6);
+    // On each socket: a data socket through a proxy can die as silently as a control one.
+    for (const on of ["control", "data"]) {
+      const pings = first.frames.filter(
+        (frame) => frame.text === "ping" && frame.on === on && frame.at >= welcomedAt,
+      ).length;
+      expect(pings, on).toBeGreaterThanOrEqual(3);
+      expect(pings, on).toBeLessThanOrEqual(6);
+    }
   });
 });
 
@@ -312,12 +324,15 @@ describe("requests", () => {
     first.socket.send(JSON.stringify({ type: "welcome", protocol: 99 }));
     first.socket.send(JSON.stringify({ type: "launch-missiles" }));
     first.socket.send(Uint8Array.of(1, 2));
+    first.data.send("{ this is not json either");
+    first.data.send(JSON.stringify({ type: "query", id: "q-wrong-socket", query: { kind: "stats" } }));
+    first.data.send(Uint8Array.of(1, 2));
     // A header that parses as JSON but not as an infer header: its id is still readable, so it is answered.
     const header = new TextEncoder().encode(JSON.stringify({ type: "infer", id: "e-header", replica: "0" }));
     const frame = new Uint8Array(4 + header.length);
     new DataView(frame.buffer).setUint32(0, header.length, true);
     frame.set(header, 4);
-    first.socket.send(frame);
+    first.data.send(frame);
     const refused = await errorFor(first, "e-header");
     expect(refused).toMatchObject({ status: 400, started: false });
 
@@ -327,7 +342,12 @@ describe("requests", () => {
     );
     await first.waitFor("result after", resultFor("after"));
     expect(first.socket.readyState).toBe(first.socket.OPEN);
-    expect(agent.process.output()).toMatch(/ignored a malformed frame/);
+    expect(first.data.readyState).toBe(first.data.OPEN);
+    expect(agent.process.output()).toMatch(/ignored a frame/);
+    // A query on the data socket is not answered there (queries belong to the control socket).
+    expect(
+      first.json().some((received) => received.type === "answer" && received.id === "q-wrong-socket"),
+    ).toBe(false);
   });
 
   test("a request still waiting at its timeoutMs is answered 504; a cancelled one is answered when its run ends", async () => {
@@ -349,7 +369,7 @@ describe("requests", () => {
       // the first in line takes the slot before its timer gets to run; the second cannot.)
       first.infer({ id: "late-1", replica: "0", model: small, timeoutMs: 100 }, jsonBody(1).body);
       first.infer({ id: "late-2", replica: "0", model: small, timeoutMs: 100 }, jsonBody(1).body);
-      first.socket.send(JSON.stringify({ type: "cancel", id: "slow" }));
+      first.data.send(JSON.stringify({ type: "cancel", id: "slow" }));
     });
     expect(await errorFor(first, "late-2")).toMatchObject({ status: 504, started: true });
     const cancelled = await errorFor(first, "slow");
@@ -387,8 +407,20 @@ describe("the connection", () => {
     await agent.process.waitForOutput(/disconnected from the gateway .*code=1012/, 1_000);
   });
 
-  test("SIGTERM: drain frame, the requests in flight are answered, then close 1001 and exit 0", async () => {
+  test("a data socket closed by the gateway ends the connection: the agent closes its control socket and dials both again", async () => {
     const third = await gateway.connection(2);
+    third.data.close(1011, "relay failed");
+    expect(await third.closed).toMatchObject({ code: 1001 });
+    const fourth = await gateway.connection(3, 10_000);
+    const hello = HelloSchema.parse(await fourth.waitForJson("hello"));
+    // A new channel: nothing of the broken connection is reused.
+    expect(hello.channel).not.toBe(third.channel);
+    fourth.welcome(HEARTBEAT_MS);
+    await agent.process.waitForOutput(/disconnected from the gateway .*the data socket closed/, 5_000);
+  });
+
+  test("SIGTERM: drain frame, the requests in flight are answered, then close 1001 and exit 0", async () => {
+    const third = await gateway.connection(3);
     // Three runs in line, read together (see whileFrozen), so that work is in flight whenever the agent reads
     // a frame; the signal goes once the first is answered.
     const ids = ["last-1", "last-2", "last-3"];

@@ -20,7 +20,8 @@ describe("agents that disconnect", () => {
     });
     dying.close(1001, "going away");
     const again = await other.nextInfer();
-    expect(again.header.id).toBe(first.header.id);
+    // The same client request, under a new slot's id.
+    expect(again.header.requestId).toBe(first.header.requestId);
     expect(new TextDecoder().decode(again.body)).toBe(new TextDecoder().decode(first.body));
     other.answer(again);
     const answered = await response;
@@ -168,12 +169,37 @@ describe("agents that disconnect", () => {
   });
 });
 
+/** A well-formed result frame for a request nobody sent. */
+const resultForUnknownId = () =>
+  encodeBinaryFrame(
+    {
+      type: "result",
+      id: "made-up",
+      replica: "0",
+      model: { name: "m", version: "1" },
+      cache: "hit",
+      timings: { queueMs: 0, loadMs: 0, inferMs: 0 },
+      contentType: "application/json",
+    },
+    new Uint8Array(),
+  );
+
+/** Which of an agent's sockets a hostile frame goes to, by its description. */
+const whoseFault = (what: string): "data" | "control" =>
+  /data socket|binary frame with|a result for|an error/.test(what) ? "data" : "control";
+
 describe("agents that break the protocol", () => {
   const hostile: [
     string,
     (agent: FakeAgent, infer: () => Promise<{ header: { id: string } }>) => Promise<void>,
   ][] = [
     ["a text frame that is not JSON", async (agent) => agent.socket.send("{not json")],
+    ["a text frame on the data socket that is not JSON", async (agent) => agent.data.send("{not json")],
+    [
+      "a control frame on the data socket",
+      async (agent) => agent.sendDataJson({ type: "state", replicas: [replicaState()], signatures: [] }),
+    ],
+    ["a result frame on the control socket", async (agent) => agent.socket.send(resultForUnknownId())],
     ["a frame of an unknown type", async (agent) => agent.sendJson({ type: "gossip" })],
     [
       "a state frame that breaks its schema",
@@ -191,30 +217,20 @@ describe("agents that break the protocol", () => {
     ],
     [
       "a binary frame with a garbage header",
-      async (agent) => agent.socket.send(new Uint8Array([200, 0, 0, 0, 1, 2])),
+      async (agent) => agent.data.send(new Uint8Array([200, 0, 0, 0, 1, 2])),
     ],
-    [
-      "a result for an unknown request id",
-      async (agent) =>
-        agent.socket.send(
-          encodeBinaryFrame(
-            {
-              type: "result",
-              id: "made-up",
-              replica: "0",
-              model: { name: "m", version: "1" },
-              cache: "hit",
-              timings: { queueMs: 0, loadMs: 0, inferMs: 0 },
-              contentType: "application/json",
-            },
-            new Uint8Array(),
-          ),
-        ),
-    ],
+    ["a result for an unknown request id", async (agent) => agent.data.send(resultForUnknownId())],
     [
       "an error for an unknown request id",
       async (agent) =>
-        agent.sendJson({ type: "error", id: "nope", replica: "0", status: 500, message: "x", started: true }),
+        agent.sendDataJson({
+          type: "error",
+          id: "nope",
+          replica: "0",
+          status: 500,
+          message: "x",
+          started: true,
+        }),
     ],
     [
       "a state frame listing one replica id twice",
@@ -229,16 +245,29 @@ describe("agents that break the protocol", () => {
     [
       "an error frame with a status that is not an error",
       async (agent) =>
-        agent.sendJson({ type: "error", id: "x-1", replica: "0", status: 200, message: "ok", started: true }),
+        agent.sendDataJson({
+          type: "error",
+          id: "x-1",
+          replica: "0",
+          status: 200,
+          message: "ok",
+          started: true,
+        }),
     ],
     [
       "a text frame over the protocol's limit",
       async (agent) => agent.socket.send(`{"type":"state","pad":"${"x".repeat(MAX_TEXT_FRAME_BYTES)}"}`),
     ],
+    [
+      "a text frame over the protocol's limit on the data socket",
+      async (agent) => agent.data.send(`{"type":"error","pad":"${"x".repeat(MAX_TEXT_FRAME_BYTES)}"}`),
+    ],
   ];
 
+  // A frame on the data socket is its relay's to judge: it closes that socket, and the registry then takes
+  // the agent out (closing its control socket too).
   for (const [what, misbehave] of hostile) {
-    it(`closes only the socket that sends ${what}`, async () => {
+    it(`closes only the agent that sends ${what}`, async () => {
       const pool = freshPool();
       const bad = await FakeAgent.connect(pool, {
         name: "bad",
@@ -249,7 +278,8 @@ describe("agents that break the protocol", () => {
         replicas: [replicaState({ loaded: ["m"], maxConcurrency: 4 })],
       });
       await misbehave(bad, () => bad.nextInfer());
-      const closed = await bad.closed;
+      const [control, data] = await Promise.all([bad.closed, bad.dataClosed]);
+      const closed = whoseFault(what) === "data" ? data : control;
       expect(closed.code).toBe(what.includes("limit") ? 1009 : 1008);
       expect(closed.reason.length).toBeGreaterThan(0);
       await waitForAgents(pool, 1);
@@ -274,14 +304,15 @@ describe("agents that break the protocol", () => {
     const [atA, atB] = await Promise.all([a.nextInfer(), b.nextInfer()]);
     // b answers a's request.
     b.answer(atA);
-    expect((await b.closed).code).toBe(1008);
+    expect((await b.dataClosed).code).toBe(1008);
+    await b.closed;
     // a's request is untouched: a answers it; b's own request is run again on a.
     a.answer(atA);
     const responseA = await forA;
     expect(responseA.status).toBe(200);
     expect(responseA.headers.get("X-Switchyard-Replica")).toBe("a/0");
     const rerun = await a.nextInfer();
-    expect(rerun.header.id).toBe(atB.header.id);
+    expect(rerun.header.requestId).toBe(atB.header.requestId);
     a.answer(rerun);
     expect((await forB).headers.get("X-Switchyard-Replica")).toBe("a/0");
     a.close();
@@ -302,7 +333,8 @@ describe("agents that break the protocol", () => {
     const [holder, received] = await FakeAgent.firstInfer([real, impostor]);
     const other = holder === real ? impostor : real;
     other.answer(received);
-    expect((await other.closed).code).toBe(1008);
+    expect((await other.dataClosed).code).toBe(1008);
+    await other.closed;
     holder.answer(received);
     expect((await response).status).toBe(200);
     expect((await snapshot(pool)).agents.map((agent) => agent.id)).toEqual([
@@ -321,7 +353,8 @@ describe("agents that break the protocol", () => {
     const received = await agent.nextInfer();
     expect(received.header.replica).toBe("0");
     agent.answer({ ...received, header: { ...received.header, replica: "1" } });
-    expect(await agent.closed).toMatchObject({ code: 1008 });
+    expect(await agent.dataClosed).toMatchObject({ code: 1008 });
+    await agent.closed;
     // Its own request cannot be trusted to that agent any more; nothing else serves 'm', so it fails.
     expect([503, 504]).toContain((await response).status);
   });

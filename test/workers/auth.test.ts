@@ -33,6 +33,11 @@ const clientRoutes: Route[] = [
 ];
 const agentRoutes: Route[] = [
   { method: "GET", path: "/agent/connect", headers: { Upgrade: "websocket" } },
+  {
+    method: "GET",
+    path: "/agent/data?channel=3f0c8c2e-6a51-4a4e-9d55-2b8e0c1f7a10",
+    headers: { Upgrade: "websocket" },
+  },
   { method: "GET", path: "/agent/models/repository.json" },
   { method: "GET", path: "/agent/models/m/1/model.onnx" },
   { method: "GET", path: "/agent/models/m/1/config.json" },

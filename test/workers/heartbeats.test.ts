@@ -1,7 +1,8 @@
 import { runInDurableObject } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
 import type { AgentLink } from "../../gateway/registry/agent-link.ts";
-import { Relay } from "../../gateway/registry/relay.ts";
+import { Scheduler } from "../../gateway/registry/scheduler.ts";
+import { newChannelId } from "../../shared/protocol/data-channel.ts";
 import { PROTOCOL_VERSION } from "../../shared/protocol/frames.ts";
 import { baselinePolicy } from "../../shared/routing/baseline.ts";
 import { replicaState } from "../support/replica-state.ts";
@@ -24,12 +25,12 @@ describe("heartbeats", () => {
   });
 
   // The registry closes what staleAgents() returns before it routes a request. Workers' clocks only move
-  // with I/O and cannot be faked inside the Durable Object, so the rule is tested on the Relay with a clock
+  // with I/O and cannot be faked inside the Durable Object, so the rule is tested on the Scheduler with a clock
   // of its own, and real sockets.
   it("take an agent for dead after three missed heartbeats, counting runtime-answered pings and frames", () => {
     let now = 1_000_000;
     const heartbeats = new Map<WebSocket, number>();
-    const relay = new Relay({
+    const relay = new Scheduler({
       policy: baselinePolicy,
       maxQueue: 10,
       heartbeatMs: 1000,
@@ -49,6 +50,7 @@ describe("heartbeats", () => {
         replicas: [replicaState()],
         signatures: [],
         repository: { kind: "gateway" },
+        channel: newChannelId(),
       });
     };
     const pinging = connect("pinging");

@@ -1,5 +1,7 @@
 import { evictDurableObject, runInDurableObject } from "cloudflare:test";
+import { env } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
+import { relayName } from "../../gateway/object-bindings.ts";
 import { PERSIST_DELAY_MS } from "../../gateway/registry/agent-store.ts";
 import { replicaState } from "../support/replica-state.ts";
 import { FakeAgent } from "./support/fake-agent.ts";
@@ -100,17 +102,14 @@ describe("hibernation and eviction", () => {
     small.close();
   });
 
-  it("answers a result for a request of its previous life without closing the agent", async () => {
+  it("serves through an agent's relay after the relay was evicted: its data socket hibernated", async () => {
     const pool = freshPool();
     const agent = await FakeAgent.connect(pool, { name: "a", replicas: [replicaState({ loaded: ["m"] })] });
-    const response = infer("m", { pool });
-    const received = await agent.nextInfer();
-    agent.answer(received);
-    expect((await response).status).toBe(200);
-    await evictDurableObject(registry(pool));
-    // A duplicate answer carrying an id from before the eviction is ignored, not a protocol violation.
-    agent.answer(received);
     expect(await serve(agent, infer("m", { pool }))).toBe("a/0");
+    await evictDurableObject(env.AGENT_RELAY.getByName(relayName(agent.channel)));
+    expect(await serve(agent, infer("m", { pool }))).toBe("a/0");
+    // Its heartbeats are still answered, by the runtime.
+    agent.data.send("ping");
     agent.close();
   });
 });

@@ -6,7 +6,6 @@ import { MAX_FRAME_BYTES } from "../../shared/protocol/frames.ts";
 import { replicaState } from "../support/replica-state.ts";
 import { FakeAgent } from "./support/fake-agent.ts";
 import { CLIENT_KEY, errorOf, freshPool, gatewayFetch, infer, SMALL_REQUEST } from "./support/gateway.ts";
-import { waitForQueued } from "./support/registry.ts";
 
 /** A valid OIP request of `elements` UINT8 values in the binary extension. */
 function binaryRequest(elements: number): { bytes: Uint8Array; headerLength: number } {
@@ -78,9 +77,11 @@ describe("request validation before anything reaches an agent", () => {
     agent.close();
   });
 
-  it("answers 429 once the pool's registry holds MAX_PENDING_BYTES of request bodies (16 MiB here)", async () => {
+  it("answers 429 once an agent's relay holds MAX_PENDING_BYTES of request bodies (16 MiB here)", async () => {
     const pool = freshPool();
-    const agent = await FakeAgent.connect(pool, { replicas: [replicaState({ loaded: ["m"] })] });
+    const agent = await FakeAgent.connect(pool, {
+      replicas: [replicaState({ loaded: ["m"], maxConcurrency: 3 })],
+    });
     const body = binaryRequest(6 * 1024 * 1024);
     const send = () =>
       infer("m", {
@@ -88,23 +89,53 @@ describe("request validation before anything reaches an agent", () => {
         body: body.bytes,
         headers: { "Inference-Header-Content-Length": String(body.headerLength) },
       });
-    const running = send();
-    const first = await agent.nextInfer();
-    const queued = send();
-    await waitForQueued(pool, 1);
+    const running = [send(), send()];
+    const first = [await agent.nextInfer(), await agent.nextInfer()];
+    // A third slot is free, but its body would take the relay past its limit.
     const refused = await send();
     expect(refused.status).toBe(429);
     expect(refused.headers.get("Retry-After")).toBe("1");
-    expect(await errorOf(refused)).toMatch(/holds \d+ bytes of requests already \(limit 16777216\)/);
-    agent.answer(first);
-    agent.answer(await agent.nextInfer());
-    expect((await running).status).toBe(200);
-    expect((await queued).status).toBe(200);
+    expect(await errorOf(refused)).toMatch(
+      /agent's relay holds \d+ bytes of requests already \(limit 16777216\)/,
+    );
+    for (const received of first) agent.answer(received);
+    for (const response of running) expect((await response).status).toBe(200);
     // The bytes are given back as requests end.
     const after = send();
     agent.answer(await agent.nextInfer());
     expect((await after).status).toBe(200);
     agent.close();
+  });
+
+  it("holds more bytes in flight across a pool's agents than any one object may (72 MiB over six relays)", async () => {
+    const pool = freshPool();
+    const agents = await Promise.all(
+      Array.from({ length: 6 }, (_, index) =>
+        FakeAgent.connect(pool, {
+          name: `a${index}`,
+          replicas: [replicaState({ loaded: ["m"], maxConcurrency: 2 })],
+        }),
+      ),
+    );
+    const body = binaryRequest(6 * 1024 * 1024);
+    const responses = Array.from({ length: 12 }, () =>
+      infer("m", {
+        pool,
+        body: body.bytes,
+        headers: { "Inference-Header-Content-Length": String(body.headerLength) },
+      }),
+    );
+    // Every request is at its agent at once: 12 x 6 MiB in flight, each relay holding 12 MiB of it.
+    const received = (
+      await Promise.all(agents.map(async (agent) => [await agent.nextInfer(), await agent.nextInfer()]))
+    ).flat();
+    const inFlight = received.reduce((sum, infer) => sum + infer.body.byteLength, 0);
+    expect(inFlight).toBeGreaterThan(64 * 1024 * 1024);
+    agents.forEach((agent, index) => {
+      for (const infer of received.slice(index * 2, index * 2 + 2)) agent.answer(infer);
+    });
+    for (const response of responses) expect((await response).status).toBe(200);
+    for (const agent of agents) agent.close();
   });
 
   it("answers 400 with the codec's message for malformed OIP bodies, bad names and bad options", async () => {

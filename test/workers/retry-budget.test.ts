@@ -1,9 +1,10 @@
 import { describe, expect, it } from "vitest";
 import { TokenBucket } from "../../gateway/limits/token-bucket.ts";
+import type { Grant, SlotAsk } from "../../gateway/pool-calls.ts";
 import type { AgentLink } from "../../gateway/registry/agent-link.ts";
-import { Relay } from "../../gateway/registry/relay.ts";
-import type { RelayOutcome } from "../../gateway/registry/relay-types.ts";
 import { RetryBudget } from "../../gateway/registry/retry-budget.ts";
+import { Scheduler } from "../../gateway/registry/scheduler.ts";
+import { newChannelId } from "../../shared/protocol/data-channel.ts";
 import { PROTOCOL_VERSION } from "../../shared/protocol/frames.ts";
 import { baselinePolicy } from "../../shared/routing/baseline.ts";
 import { replicaState } from "../support/replica-state.ts";
@@ -32,7 +33,7 @@ describe("the retry budget", () => {
 describe("a sick pool", () => {
   it("reruns the requests of a dead agent only as far as the budget goes; the rest fail at once with why", async () => {
     let now = 1_000_000;
-    const relay = new Relay({
+    const scheduler = new Scheduler({
       policy: baselinePolicy,
       maxQueue: 100,
       heartbeatMs: 1000,
@@ -44,7 +45,7 @@ describe("a sick pool", () => {
     const connect = (name: string, maxConcurrency: number): AgentLink => {
       const { 1: socket } = new WebSocketPair();
       socket.accept();
-      return relay.register(socket, {
+      return scheduler.register(socket, {
         type: "hello",
         protocol: PROTOCOL_VERSION,
         agent: { name, version: "test" },
@@ -52,26 +53,51 @@ describe("a sick pool", () => {
         replicas: [replicaState({ loaded: ["m"], maxConcurrency })],
         signatures: [],
         repository: { kind: "gateway" },
+        channel: newChannelId(),
       });
     };
+    const ask: SlotAsk = { model: "m", timeoutMs: 60_000, budgetMs: 60_000, attempts: 0, reruns: 0 };
     const dying = connect("dying", 20);
-    const outcomes: RelayOutcome[] = [];
+    const grants: Grant[] = [];
     for (let index = 0; index < 20; index += 1) {
-      void relay
-        .infer({ model: "m", body: new Uint8Array(), timeoutMs: 60_000, budgetMs: 60_000 })
-        .then((outcome) => outcomes.push(outcome));
+      const answer = await scheduler.reserve(ask);
+      if (!answer.ok) throw new Error(answer.message);
+      grants.push(answer.grant);
     }
     connect("healthy", 20);
     now += 10;
-    relay.disconnect(dying, "its connection closed");
-    await new Promise((resolve) => setTimeout(resolve, 0));
+    scheduler.disconnect(dying, "its connection closed");
+    // The dead agent's relay reports each run as lost while it may have been running.
+    const decisions = grants.map((grant) =>
+      scheduler.release({
+        ticket: grant.ticket,
+        channel: grant.channel,
+        agentId: grant.agentId,
+        replicaId: grant.replicaId,
+        replica: grant.replica,
+        model: "m",
+        attempts: 1,
+        reruns: 0,
+        deadlinePassed: false,
+        totalMs: 10,
+        result: { kind: "lost", why: "its connection closed", started: true },
+      }),
+    );
     // 20 requests in the window: 20% is 4 reruns (above the minimum of 3); 16 fail.
-    expect(outcomes).toHaveLength(16);
-    for (const outcome of outcomes) {
-      expect(outcome).toMatchObject({ ok: false, status: 503 });
-      if (!outcome.ok) expect(outcome.message).toMatch(/retry budget is spent/);
+    const refused = decisions.filter((decision) => !decision.again);
+    expect(refused).toHaveLength(16);
+    for (const decision of refused)
+      expect(decision).toMatchObject({ refusal: expect.stringMatching(/retry budget is spent/) });
+    for (const decision of decisions.filter((decision) => decision.again)) {
+      expect(decision).toEqual({ again: true, attempts: 1, reruns: 1 });
+      expect(await scheduler.reserve({ ...ask, attempts: 1, reruns: 1 })).toMatchObject({
+        ok: true,
+        grant: { agentId: "healthy" },
+      });
     }
-    expect(relay.snapshot().agents.map((agent) => [agent.id, agent.inFlight["0"]])).toEqual([["healthy", 4]]);
+    expect(scheduler.snapshot().agents.map((agent) => [agent.id, agent.inFlight["0"]])).toEqual([
+      ["healthy", 4],
+    ]);
   });
 });
 

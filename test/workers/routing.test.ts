@@ -68,7 +68,7 @@ describe("routing through the registry", () => {
     const received = await agent.nextInfer();
     expect(received.header.headerLength).toBe(json.length);
     expect([...received.body]).toEqual([...request]);
-    agent.socket.send(
+    agent.data.send(
       (await import("../../shared/protocol/frames.ts")).encodeBinaryFrame(
         {
           type: "result",
@@ -220,7 +220,7 @@ describe("routing through the registry", () => {
     });
     const retried = await healthy.nextInfer();
     expect(retried.header.model).toBe("m");
-    expect(retried.header.id).toBe(received.header.id);
+    expect(retried.header.requestId).toBe(received.header.requestId);
     healthy.answer(retried);
     const answered = await response;
     expect(answered.status).toBe(200);
@@ -332,7 +332,7 @@ describe("refusals", () => {
     const received = await agent.nextInfer();
     expect(received.header.timeoutMs).toBeLessThanOrEqual(200);
     expect((await response).status).toBe(504);
-    expect(await agent.nextText()).toEqual({ type: "cancel", id: received.header.id });
+    expect(await agent.nextDataText()).toEqual({ type: "cancel", id: received.header.id });
     // The slot stays taken until the agent answers the cancelled request...
     const next = infer("m", { pool, headers: { "X-Request-Timeout": "5" } });
     await waitForQueued(pool, 1);

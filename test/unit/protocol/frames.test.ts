@@ -52,6 +52,7 @@ const hello: Hello = {
   replicas: [state],
   signatures: [signature],
   repository: { kind: "own", models: [{ name: "det", version: "1", bytes: 4_600_000 }] },
+  channel: "3f0c8c2e-6a51-4a4e-9d55-2b8e0c1f7a10",
 };
 
 const stateFrame: StateFrame = { type: "state", replicas: [state], signatures: [] };
@@ -322,7 +323,7 @@ describe("text frames: every required field is sent, none is defaulted", () => {
   test("a version 1 hello is refused, saying what to upgrade (the registry closes the socket with this)", () => {
     expect(HelloSchema.safeParse({ ...hello, protocol: 1 }).success).toBe(false);
     expect(() => decodeTextFrame(JSON.stringify({ ...hello, protocol: 1 }), AgentTextFrameSchema)).toThrow(
-      /^bad frame: ✖ protocol 1, not 2: upgrade the older of agent and gateway/,
+      /^bad frame: ✖ protocol 1, not 3: upgrade the older of agent and gateway/,
     );
   });
 

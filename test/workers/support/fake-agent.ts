@@ -1,3 +1,4 @@
+import { newChannelId } from "../../../shared/protocol/data-channel.ts";
 import {
   type AgentRepository,
   decodeBinaryFrame,
@@ -28,29 +29,53 @@ export interface FakeAgentOptions {
 }
 
 /**
- * A test peer that speaks the agent side of the wire protocol over a real websocket to the Worker:
- * hello, infer frames received in order, result and error frames sent back on command.
+ * A test peer that speaks the agent side of the wire protocol over real websockets to the Worker: its
+ * control socket (hello, state, drain; `socket`) and its data socket (infer frames received in order, result
+ * and error frames sent back on command; `data`). As a real agent does, it closes the one when the other
+ * closes.
  */
 export class FakeAgent {
+  /** The control socket, to the registry. */
   readonly socket: WebSocket;
+  /** The data socket, to the agent's relay. */
+  readonly data: WebSocket;
+  readonly channel: string;
   readonly closed: Promise<{ code: number; reason: string }>;
+  /** How the data socket ended. */
+  readonly dataClosed: Promise<{ code: number; reason: string }>;
   readonly #infers: ReceivedInfer[] = [];
   readonly #texts: unknown[] = [];
+  readonly #dataTexts: unknown[] = [];
   readonly #waiters: (() => void)[] = [];
   replicas: ReplicaState[];
 
-  private constructor(socket: WebSocket, replicas: ReplicaState[]) {
+  private constructor(socket: WebSocket, data: WebSocket, channel: string, replicas: ReplicaState[]) {
     this.socket = socket;
+    this.data = data;
+    this.channel = channel;
     this.replicas = replicas;
-    this.closed = new Promise((resolve) => {
-      socket.addEventListener("close", (event) => {
-        resolve({ code: event.code, reason: event.reason });
-        this.#wake();
+    const ended = (target: WebSocket, other: WebSocket) =>
+      new Promise<{ code: number; reason: string }>((resolve) => {
+        target.addEventListener("close", (event) => {
+          resolve({ code: event.code, reason: event.reason });
+          try {
+            other.close(1000, "the other socket closed");
+          } catch {
+            // Closed already.
+          }
+          this.#wake();
+        });
       });
-    });
+    this.closed = ended(socket, data);
+    this.dataClosed = ended(data, socket);
     socket.addEventListener("message", (event) => {
-      if (typeof event.data === "string") {
+      if (typeof event.data === "string")
         this.#texts.push(event.data === "pong" ? "pong" : JSON.parse(event.data));
+      this.#wake();
+    });
+    data.addEventListener("message", (event) => {
+      if (typeof event.data === "string") {
+        if (event.data !== "pong") this.#dataTexts.push(JSON.parse(event.data));
       } else {
         this.#infers.push(decodeBinaryFrame(new Uint8Array(event.data as ArrayBuffer), InferHeaderSchema));
       }
@@ -58,17 +83,12 @@ export class FakeAgent {
     });
   }
 
-  /** Opens the websocket (no hello yet). */
+  /** Opens both websockets (no hello yet). */
   static async open(pool: string, replicas: ReplicaState[], token = AGENT_TOKEN): Promise<FakeAgent> {
-    const response = await gatewayFetch(`/agent/connect?pool=${pool}`, {
-      headers: { Upgrade: "websocket", Authorization: `Bearer ${token}` },
-    });
-    const socket = response.webSocket;
-    if (socket === null) throw new Error(`no websocket: ${response.status} ${await response.text()}`);
-    // Recent compatibility dates deliver binary messages as Blobs by default.
-    socket.binaryType = "arraybuffer";
-    socket.accept();
-    return new FakeAgent(socket, replicas);
+    const channel = newChannelId();
+    const data = await upgrade(`/agent/data?pool=${pool}&channel=${channel}`, token);
+    const socket = await upgrade(`/agent/connect?pool=${pool}`, token);
+    return new FakeAgent(socket, data, channel, replicas);
   }
 
   /** Opens the websocket, says hello and waits for the welcome. */
@@ -82,6 +102,7 @@ export class FakeAgent {
       replicas: options.replicas,
       signatures: options.signatures ?? [],
       repository: options.repository ?? { kind: "gateway" },
+      channel: agent.channel,
     };
     agent.sendJson(hello);
     const welcome = (await agent.nextText()) as Welcome;
@@ -103,8 +124,20 @@ export class FakeAgent {
     }
   }
 
+  /** A JSON frame on the control socket. */
   sendJson(frame: object): void {
     this.socket.send(JSON.stringify(frame));
+  }
+
+  /** A JSON frame on the data socket. */
+  sendDataJson(frame: object): void {
+    this.data.send(JSON.stringify(frame));
+  }
+
+  /** Text frames received on the data socket (cancels), not yet taken. */
+  async nextDataText(timeoutMs = 5000): Promise<unknown> {
+    await this.#until(() => this.#dataTexts.length > 0, timeoutMs, "a text frame on the data socket");
+    return this.#dataTexts.shift();
   }
 
   async nextInfer(timeoutMs = 5000): Promise<ReceivedInfer> {
@@ -145,14 +178,14 @@ export class FakeAgent {
         outputs: [],
         id: infer.header.id,
       });
-    this.socket.send(encodeBinaryFrame(header, new TextEncoder().encode(body)));
+    this.data.send(encodeBinaryFrame(header, new TextEncoder().encode(body)));
   }
 
   fail(
     infer: ReceivedInfer,
     options: { status: number; message: string; started: boolean; state?: ReplicaState },
   ): void {
-    this.sendJson({
+    this.sendDataJson({
       type: "error",
       id: infer.header.id,
       replica: infer.header.replica,
@@ -187,4 +220,16 @@ export class FakeAgent {
       });
     }
   }
+}
+
+async function upgrade(path: string, token: string): Promise<WebSocket> {
+  const response = await gatewayFetch(path, {
+    headers: { Upgrade: "websocket", Authorization: `Bearer ${token}` },
+  });
+  const socket = response.webSocket;
+  if (socket === null) throw new Error(`no websocket: ${response.status} ${await response.text()}`);
+  // Recent compatibility dates deliver binary messages as Blobs by default.
+  socket.binaryType = "arraybuffer";
+  socket.accept();
+  return socket;
 }

@@ -1,5 +1,5 @@
 import { env } from "cloudflare:workers";
-import type { AgentSnapshot, PoolSnapshot } from "../../../gateway/registry/relay-types.ts";
+import type { AgentSnapshot, PoolSnapshot } from "../../../gateway/pool-calls.ts";
 
 /** The pool's Registry stub, for looking at its state from a test. */
 export const registry = (pool: string) => env.REGISTRY.getByName(pool);

@@ -1,29 +1,25 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
-import { ProtocolViolation } from "../../../../gateway/registry/protocol-violation.ts";
-import type { RelayedRequest, RelayOutcome } from "../../../../gateway/registry/relay-types.ts";
+import type { SlotAnswer, SlotAsk } from "../../../../gateway/pool-calls.ts";
 import {
   ABANDONED_GRACE_MS,
-  type PendingRequest,
+  type Held,
+  type PendingAsk,
   RequestLedger,
-  type Sent,
 } from "../../../../gateway/registry/request-ledger.ts";
 
-const call = (bytes: number, timeoutMs = 1_000): RelayedRequest => ({
+const ask = (timeoutMs = 1_000): SlotAsk => ({
   model: "m",
-  body: new Uint8Array(bytes),
   timeoutMs,
   budgetMs: timeoutMs,
+  attempts: 0,
+  reruns: 0,
 });
 
-const sentTo = (pending: PendingRequest, agentId: string, replicaId = "0"): Sent => {
-  const sent = { route: pending.route, agentId, replicaId, address: `${agentId}/${replicaId}`, sentAt: 0 };
-  pending.sent = sent;
-  return sent;
-};
+const on = (agentId: string, replicaId = "0") => ({ agentId, replicaId, address: `${agentId}/${replicaId}` });
 
 describe("RequestLedger", () => {
-  let deadlines: PendingRequest[];
-  let expired: Sent[];
+  let deadlines: PendingAsk[];
+  let expired: Held[];
   let ledger: RequestLedger;
 
   beforeEach(() => {
@@ -33,85 +29,89 @@ describe("RequestLedger", () => {
     ledger = new RequestLedger({
       now: Date.now,
       onDeadline: (pending) => deadlines.push(pending),
-      onAbandonedExpired: (sent) => expired.push(sent),
+      onHeldExpired: (held) => expired.push(held),
     });
   });
   afterEach(() => {
     vi.useRealTimers();
   });
 
-  it("settles each request exactly once, and gives its bytes back then", () => {
-    const outcomes: RelayOutcome[] = [];
-    const pending = ledger.open(call(100), (outcome) => outcomes.push(outcome), 0);
-    ledger.open(call(50), () => {}, 0);
-    expect(ledger.bytes).toBe(150);
-    expect(ledger.busy).toBe(true);
-    const failure: RelayOutcome = { ok: false, status: 503, message: "first" };
-    expect(ledger.settle(pending, failure)).toBe(true);
-    expect(ledger.settle(pending, { ok: false, status: 504, message: "second" })).toBe(false);
-    expect(outcomes).toEqual([failure]);
-    expect(ledger.bytes).toBe(50);
-    expect(ledger.isOpen(pending)).toBe(false);
+  it("answers each ask exactly once, whether with a failure or a grant", () => {
+    const answers: SlotAnswer[] = [];
+    const failed = ledger.open(ask(), (answer) => answers.push(answer));
+    const granted = ledger.open(ask(), (answer) => answers.push(answer));
+    expect(ledger.settle(failed, { ok: false, status: 503, message: "first" })).toBe(true);
+    expect(ledger.settle(failed, { ok: false, status: 504, message: "second" })).toBe(false);
+    expect(ledger.grant(failed, on("a"), "channel")).toBe(false);
+    vi.advanceTimersByTime(5);
+    expect(ledger.grant(granted, on("a"), "channel")).toBe(true);
+    expect(ledger.settle(granted, { ok: false, status: 504, message: "late" })).toBe(false);
+    expect(answers).toEqual([
+      { ok: false, status: 503, message: "first" },
+      {
+        ok: true,
+        grant: {
+          ticket: granted.id,
+          agentId: "a",
+          replicaId: "0",
+          replica: "a/0",
+          channel: "channel",
+          queuedMs: 5,
+        },
+      },
+    ]);
+    expect(ledger.isOpen(failed) || ledger.isOpen(granted)).toBe(false);
   });
 
-  it("calls onDeadline when an open request's deadline passes, never for a settled one", () => {
-    const late = ledger.open(call(1, 1_000), () => {}, 0);
-    const answered = ledger.open(call(1, 1_000), () => {}, 0);
-    ledger.settle(answered, { ok: false, status: 400, message: "done" });
+  it("calls onDeadline when a waiting ask's deadline passes, never for an answered one", () => {
+    const late = ledger.open(ask(1_000), () => {});
+    const answered = ledger.open(ask(1_000), () => {});
+    ledger.grant(answered, on("a"), "channel");
     vi.advanceTimersByTime(999);
     expect(deadlines).toEqual([]);
     vi.advanceTimersByTime(1);
     expect(deadlines).toEqual([late]);
   });
 
-  it("gives out ids no other open request has, and keeps the rerun count it is given", () => {
-    const ids = new Set(Array.from({ length: 100 }, () => ledger.open(call(1), () => {}, 1).id));
-    expect(ids.size).toBe(100);
-    expect(ledger.open(call(1), () => {}, 1).reruns).toBe(1);
-  });
-
-  it("matches an answer to the agent and replica it was sent to, and refuses any other", () => {
-    const pending = ledger.open(call(1), () => {}, 0);
-    const sent = sentTo(pending, "a");
-    expect(() => ledger.claim("b", pending.id, "0")).toThrow(ProtocolViolation);
-    expect(() => ledger.claim("a", pending.id, "1")).toThrow(/it was sent to 0/);
-    expect(ledger.claim("a", pending.id, "0")).toEqual({ kind: "pending", pending, sent });
-    expect(ledger.sentTo("a")).toEqual([pending]);
-    expect(ledger.sentTo("b")).toEqual([]);
-  });
-
-  it("ignores answers to another incarnation's ids, and refuses made-up ones", () => {
-    expect(ledger.claim("a", "0badcafe-1", "0")).toEqual({ kind: "stale" });
-    expect(() => ledger.claim("a", "whatever", "0")).toThrow(/unknown request id/);
-    const mine = ledger.open(call(1), () => {}, 0);
-    const otherIncarnation = mine.id.startsWith("0badcafe") ? "1badcafe-1" : "0badcafe-1";
-    expect(ledger.claim("a", otherIncarnation, "0")).toEqual({ kind: "stale" });
-  });
-
-  it("keeps an abandoned request's slot until its agent answers or the grace runs out", () => {
-    const answered = ledger.open(call(1), () => {}, 0);
-    const silent = ledger.open(call(1), () => {}, 0);
-    const answeredSent = sentTo(answered, "a");
-    const silentSent = sentTo(silent, "a");
-    for (const pending of [answered, silent]) ledger.settle(pending, { ok: false, status: 504, message: "" });
-    ledger.abandon(answered.id, answeredSent);
-    ledger.abandon(silent.id, silentSent);
+  it("holds a granted slot until released, and stays busy while it does", () => {
+    const pending = ledger.open(ask(), () => {});
+    ledger.grant(pending, on("a"), "channel");
     expect(ledger.busy).toBe(true);
-    expect(ledger.claim("a", answered.id, "0")).toEqual({ kind: "abandoned", sent: answeredSent });
-    vi.advanceTimersByTime(ABANDONED_GRACE_MS);
-    // The answered one's timer was cleared: only the silent one expires.
-    expect(expired).toEqual([silentSent]);
+    expect(ledger.release(pending.id)).toMatchObject({
+      ticket: pending.id,
+      address: "a/0",
+      route: { model: "m" },
+    });
+    expect(ledger.release(pending.id)).toBeUndefined();
     expect(ledger.busy).toBe(false);
   });
 
-  it("forgets an agent's abandoned requests when it leaves (their slots went with it)", () => {
-    const pending = ledger.open(call(1), () => {}, 0);
-    const sent = sentTo(pending, "a");
-    ledger.settle(pending, { ok: false, status: 504, message: "" });
-    ledger.abandon(pending.id, sent);
-    ledger.forgetAbandonedBy("a");
-    vi.advanceTimersByTime(ABANDONED_GRACE_MS);
+  it("frees a slot whose release never came once its deadline and the grace after it are over", () => {
+    const pending = ledger.open(ask(1_000), () => {});
+    ledger.grant(pending, on("a"), "channel");
+    vi.advanceTimersByTime(1_000 + ABANDONED_GRACE_MS - 1);
     expect(expired).toEqual([]);
+    vi.advanceTimersByTime(1);
+    expect(expired.map((held) => held.ticket)).toEqual([pending.id]);
+    expect(ledger.release(pending.id)).toBeUndefined();
     expect(ledger.busy).toBe(false);
+  });
+
+  it("forgets the slots of an agent that left, and only those", () => {
+    const left = ledger.open(ask(), () => {});
+    const stays = ledger.open(ask(), () => {});
+    ledger.grant(left, on("a"), "one");
+    ledger.grant(stays, on("b"), "two");
+    ledger.forgetAgent("a");
+    expect(ledger.heldCount).toBe(1);
+    expect(ledger.release(left.id)).toBeUndefined();
+    expect(ledger.release(stays.id)).toBeDefined();
+    vi.advanceTimersByTime(60 * 60_000);
+    expect(expired).toEqual([]);
+  });
+
+  it("gives every ask an id of its own", () => {
+    const ids = new Set(Array.from({ length: 100 }, () => ledger.open(ask(), () => {}).id));
+    expect(ids.size).toBe(100);
   });
 });

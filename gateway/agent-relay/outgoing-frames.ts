@@ -1,24 +1,19 @@
 import { type CancelFrame, encodeBinaryFrame, type InferHeader } from "../../shared/protocol/frames.ts";
-import type { RelayedRequest } from "./relay-types.ts";
+import type { RunOrder } from "../pool-calls.ts";
 
 /**
- * The frames the registry sends an agent about a request, built from the request as the Worker relayed it;
+ * The frames an agent's relay sends it about a request, built from the Worker's run order;
  * shared/protocol/frames.ts owns their layout and schemas. The body travels as the client sent it.
  */
-export function inferFrame(
-  id: string,
-  replicaId: string,
-  call: RelayedRequest,
-  remainingMs: number,
-): Uint8Array {
+export function inferFrame(call: RunOrder, remainingMs: number): Uint8Array {
   const header: InferHeader = {
     type: "infer",
-    id,
-    replica: replicaId,
+    id: call.ticket,
+    replica: call.replicaId,
     model: call.model,
     ...(call.version === undefined ? {} : { version: call.version }),
     ...(call.hint === undefined ? {} : { hint: call.hint }),
-    // What is left of the client's deadline when it leaves the registry: the agent cuts the run off then.
+    // What is left of the client's deadline when it leaves the relay: the agent cuts the run off then.
     timeoutMs: Math.max(1, remainingMs),
     ...(call.headerLength === undefined ? {} : { headerLength: call.headerLength }),
     ...(call.requestId === undefined ? {} : { requestId: call.requestId }),

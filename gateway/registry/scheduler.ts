@@ -1,83 +1,81 @@
 import { SwitchyardError } from "../../shared/errors.ts";
 import { modelKey } from "../../shared/model-names.ts";
-import type { ErrorFrame, Hello, ResultHeader } from "../../shared/protocol/frames.ts";
+import type { Hello } from "../../shared/protocol/frames.ts";
 import type { ReplicaState } from "../../shared/protocol/replica-state.ts";
 import { type Dispatch, Dispatcher } from "../../shared/routing/dispatcher.ts";
 import type { RoutingPolicy } from "../../shared/routing/types.ts";
+import type { RequestRecord } from "../metrics/pool-counters.ts";
+import type { Decision, PoolSnapshot, RelayFailure, RunReport, SlotAnswer, SlotAsk } from "../pool-calls.ts";
 import { type AgentLink, type AgentRecord, replicaAddress, splitReplicaAddress } from "./agent-link.ts";
 import { AgentRoster } from "./agent-roster.ts";
 import { AgentWait } from "./agent-wait.ts";
 import type { Idempotence } from "./idempotence.ts";
-import { cancelFrame, inferFrame } from "./outgoing-frames.ts";
 import { OutlierEjection } from "./outliers.ts";
 import type { PoolPresence } from "./pool-presence.ts";
 import { ProtocolViolation } from "./protocol-violation.ts";
-import type { PoolSnapshot, RelayedRequest, RelayFailure, RelayOutcome } from "./relay-types.ts";
-import { type PendingRequest, RequestLedger, type Sent } from "./request-ledger.ts";
+import { type PendingAsk, RequestLedger } from "./request-ledger.ts";
 import { RetryBudget } from "./retry-budget.ts";
 import { BUDGET_SPENT, rerunRefusal, retriesAfterError } from "./retry-rules.ts";
 
 /**
- * The registry's working memory: which agents are connected (agent-roster.ts), what their replicas hold,
- * and every request between its arrival and its answer (request-ledger.ts). Routing and the queue are the
- * shared Dispatcher's (around the configured policy); this class does the I/O the dispatcher decides on: it
- * sends infer frames (outgoing-frames.ts), matches
- * result and error frames to waiting callers, and makes sure each request ends in exactly one outcome:
- * the agent's answer, a retry elsewhere, or a clear error (deadline, disconnect, refusal). A request is
- * retried when its agent said it never started it, or once when its agent died while it may have been
- * running and the model is idempotent (retry-rules.ts); every retry takes from a retry budget, so a failing
- * pool is not flooded. A request that finds no agent while agents are expected back waits for them
- * (agent-wait.ts).
- * Nothing here survives hibernation, and nothing needs to: a request in flight keeps the Durable Object
- * awake, and agents' records are re-added from their sockets on wake.
+ * The registry's working memory and its decisions: which agents are connected (agent-roster.ts), what their
+ * replicas hold, the slots it granted and the asks still waiting (request-ledger.ts). Routing and the queue
+ * are the shared Dispatcher's (around the configured policy); this class grants what the dispatcher decides,
+ * takes slots back when agents' relays release them, and decides what happens to a run that failed: a retry
+ * when its agent said it never started it, a rerun once when its agent died while it may have been running
+ * and the model is idempotent (retry-rules.ts), each taking from a retry budget so that a failing pool is not
+ * flooded; otherwise the failure stands. An ask that finds no agent while agents are expected back waits for
+ * them (agent-wait.ts). It never sees a payload byte: the Worker sends the body to the agent's relay.
+ * Nothing here survives hibernation, and nothing needs to: an ask waiting or a slot held keeps the Durable
+ * Object awake, and agents' records are re-added from their sockets on wake.
  */
-export interface RelayOptions {
+export interface SchedulerOptions {
   policy: RoutingPolicy;
   maxQueue: number;
   heartbeatMs: number;
   now?: () => number;
   /**
    * A change to an agent's record, to be persisted (socket attachment). `replicas` is set when only the
-   * states of these replicas changed, the agent keeping the same replicas (a result's piggybacked state, once
+   * states of these replicas changed, the agent keeping the same replicas (a run's piggybacked state, once
    * per request, or a state frame); absent for a change of membership (hello, drain, replicas added or gone).
    */
   onAgentChanged: (link: AgentLink, replicas?: readonly ReplicaState[]) => void;
-  /** An agent is gone; its socket is being or has been closed. */
-  onAgentGone: (link: AgentLink) => void;
+  /** An agent is gone (`why`, for its relay); its socket is being or has been closed. */
+  onAgentGone: (link: AgentLink, why: string) => void;
   /** When the runtime last answered this socket's "ping" (possibly while the object hibernated). */
   lastHeartbeat?: (socket: WebSocket) => number | undefined;
   log?: (event: string, fields: Record<string, unknown>) => void;
   /**
-   * A request is sent again elsewhere (its replica never started it, or its agent died while it may have
+   * A request is run again elsewhere (its replica never started it, or its agent died while it may have
    * been running): counted by the pool's metrics.
    */
   onRetry?: () => void;
+  /** A request's outcome is known (what its client got), for the metrics. */
+  onFinished?: (request: RequestRecord) => void;
   /** Whether agents are expected back while none serves; absent: never (no waiting). */
   presence?: Pick<PoolPresence, "expectedBackUntil" | "update">;
   /** Which models may run twice; absent: all of them. */
   idempotence?: Pick<Idempotence, "note" | "allowsRerun">;
   retryBudget?: RetryBudget;
-  /** Bytes of request bodies held at once (waiting, queued, in flight); one more gets 429. Default: no limit. */
-  maxPendingBytes?: number;
   /** The models an agent with a repository of its own can load (its offers); absent: any. */
   servedBy?: (agentId: string) => ReadonlySet<string>;
 }
 
-export class Relay {
-  readonly #options: RelayOptions;
+export class Scheduler {
+  readonly #options: SchedulerOptions;
   readonly #now: () => number;
-  readonly #dispatcher: Dispatcher<PendingRequest>;
+  readonly #dispatcher: Dispatcher<PendingAsk>;
   readonly #roster: AgentRoster;
   readonly #ledger: RequestLedger;
-  readonly #agentWait: AgentWait<PendingRequest>;
+  readonly #agentWait: AgentWait<PendingAsk>;
   readonly #retryBudget: RetryBudget;
   readonly #outliers = new OutlierEjection();
 
-  constructor(options: RelayOptions) {
+  constructor(options: SchedulerOptions) {
     this.#options = options;
     this.#now = options.now ?? Date.now;
     this.#retryBudget = options.retryBudget ?? new RetryBudget();
-    this.#dispatcher = new Dispatcher<PendingRequest>({
+    this.#dispatcher = new Dispatcher<PendingAsk>({
       policy: options.policy,
       maxQueue: options.maxQueue,
       now: this.#now,
@@ -90,18 +88,21 @@ export class Relay {
     this.#ledger = new RequestLedger({
       now: this.#now,
       onDeadline: (pending) => this.#onDeadline(pending),
-      onAbandonedExpired: (sent) => this.#release(sent),
+      onHeldExpired: (held) => {
+        this.#log("slot-expired", { id: held.ticket, replica: held.address });
+        this.#sendAll(this.#dispatcher.release(held.address, held.route));
+      },
     });
-    this.#agentWait = new AgentWait<PendingRequest>({
+    this.#agentWait = new AgentWait<PendingAsk>({
       now: this.#now,
       expectedBackUntil: (now) => options.presence?.expectedBackUntil(now),
       giveUp: (waiting) => {
         for (const pending of waiting) {
-          this.#finish(pending, {
+          this.#fail(pending, {
             ok: false,
             status: 503,
             code: "unavailable",
-            message: `no backend can serve '${pending.call.model}': no agent is connected, and the agents that were did not come back in time`,
+            message: `no backend can serve '${pending.ask.model}': no agent is connected, and the agents that were did not come back in time`,
             retryAfterSeconds: 1,
           });
         }
@@ -171,10 +172,10 @@ export class Relay {
   }
 
   /**
-   * The agent is gone (closed, errored, broke the protocol, went silent). A request it was working on may
-   * or may not have run there: it is run once more elsewhere when its model is idempotent and the retry
-   * budget allows, and otherwise fails with a clear 503. Requests still in the queue stay there for the
-   * other replicas, or for this agent when it reconnects in time.
+   * The agent is gone (closed, errored, broke the protocol, went silent): its replicas leave routing, and the
+   * slots held there go with them. Its relay fails the runs it had there (the registry tells it, see
+   * registry.ts), and their releases decide on reruns. Asks still in the queue stay there for the other
+   * replicas, or for this agent when it reconnects in time.
    */
   disconnect(link: AgentLink, why: string): void {
     if (!this.#roster.remove(link)) return;
@@ -183,31 +184,10 @@ export class Relay {
       this.#dispatcher.removeReplica(address);
       this.#outliers.forget(address);
     }
-    this.#ledger.forgetAbandonedBy(link.record.id);
-    this.#options.onAgentGone(link);
+    this.#ledger.forgetAgent(link.record.id);
+    this.#options.onAgentGone(link, why);
     this.#presenceChanged();
     this.#log("agent-disconnected", { agent: link.record.id, why });
-    for (const pending of this.#ledger.sentTo(link.record.id)) {
-      const sent = pending.sent;
-      if (sent === undefined) continue;
-      const refusal = this.#rerunRefusal(pending);
-      if (refusal === undefined) {
-        delete pending.sent;
-        pending.reruns += 1;
-        this.#log("rerun", { id: pending.id, from: sent.address, why });
-        this.#options.onRetry?.();
-        this.#submit(pending);
-        continue;
-      }
-      this.#finish(pending, {
-        ok: false,
-        status: 503,
-        code: "unavailable",
-        message: `the agent serving this request disconnected (${why}); it may or may not have run, and it was not run again: ${refusal}`,
-        replica: sent.address,
-        retryAfterSeconds: 1,
-      });
-    }
   }
 
   /** Agents whose heartbeats stopped: checked before routing, so requests are not sent into the void. */
@@ -215,77 +195,91 @@ export class Relay {
     return this.#roster.silent();
   }
 
-  // ---- frames from agents ----
-
-  onResult(link: AgentLink, header: ResultHeader, body: Uint8Array): void {
-    const owner = this.#claim(link, header.id, header.replica);
-    if (owner === undefined) return;
-    if (header.state !== undefined) this.#applyState(link, header.state);
-    this.#outliers.record(owner.sent.address, header.model, 200, "", this.#now());
-    if (owner.kind === "pending") {
-      const { pending, sent } = owner;
-      this.#finish(pending, {
-        ok: true,
-        body,
-        contentType: header.contentType,
-        ...(header.headerLength === undefined ? {} : { headerLength: header.headerLength }),
-        replica: sent.address,
-        cache: header.cache,
-        timings: {
-          gatewayQueueMs: sent.sentAt - pending.arrivedAt,
-          roundTripMs: this.#now() - sent.sentAt,
-          registryMs: this.#now() - pending.arrivedAt,
-          ...header.timings,
-        },
-      });
-    }
-    this.#release(owner.sent);
-  }
-
-  onError(link: AgentLink, frame: ErrorFrame): void {
-    const owner = this.#claim(link, frame.id, frame.replica);
-    if (owner === undefined) return;
-    if (frame.state !== undefined) this.#applyState(link, frame.state);
-    if (owner.kind === "abandoned") {
-      this.#release(owner.sent);
-      return;
-    }
-    const { pending, sent } = owner;
-    this.#noteFailure(link, sent, pending, frame);
-    const retry =
-      retriesAfterError(frame, {
-        attempts: pending.attempts,
-        deadlinePassed: pending.deadline.passed(this.#now()),
-      }) && this.#retryBudget.tryRetry(this.#now());
-    if (!retry) {
-      this.#finish(pending, {
-        ok: false,
-        status: frame.status,
-        message: frame.message,
-        replica: sent.address,
-      });
-      this.#release(sent);
-      return;
-    }
-    // Never started there: free the slot, then route it again (the fresh state steers the policy away
-    // from a replica whose load just failed).
-    delete pending.sent;
-    this.#log("retry", { id: pending.id, from: sent.address, status: frame.status });
-    this.#options.onRetry?.();
-    this.#release(sent);
-    this.#submit(pending);
-  }
-
   // ---- requests ----
 
-  infer(call: RelayedRequest): Promise<RelayOutcome> {
-    this.#retryBudget.request(this.#now());
-    const refusal = this.#refuseAtArrival(call);
-    if (refusal !== undefined) return Promise.resolve(refusal);
-    return new Promise<RelayOutcome>((resolve) => {
-      const pending = this.#ledger.open(call, resolve, call.maybeStarted === true ? 1 : 0);
+  /**
+   * A slot for a request (no body): granted at once, or when the queue's turn comes, or when agents come
+   * back; otherwise the failure its client gets. Answers every expected failure as a value.
+   */
+  reserve(ask: SlotAsk): Promise<SlotAnswer> {
+    // Each client request counts once toward the retry budget: at its first ask.
+    if (ask.attempts === 0 && ask.reruns === 0) this.#retryBudget.request(this.#now());
+    return new Promise<SlotAnswer>((answer) => {
+      const pending = this.#ledger.open(ask, answer);
       this.#submit(pending);
     });
+  }
+
+  /**
+   * A granted run ended (its relay says how): the slot comes back with the replica's fresh state, the
+   * metrics count what the client got, and for a run that failed the retry rules decide whether the Worker
+   * asks again. A release for a slot not held any more (its agent left, its safety timer ran out, or it was
+   * granted by this object's previous life) changes no slot, but its state and its count still apply.
+   */
+  release(report: RunReport): Decision {
+    // A timed-out run keeps its slot: the agent may still be running it, and `freed` follows.
+    const held = report.result.kind === "timed-out" ? undefined : this.#ledger.release(report.ticket);
+    const link = this.#roster.get(report.agentId);
+    const current = link !== undefined && link.record.channel === report.channel ? link : undefined;
+    // The fresh state first: a retry is then routed away from a replica whose load just failed.
+    if (current !== undefined && report.state !== undefined) this.#applyState(current, report.state);
+    const decision = this.#decide(report, current);
+    if (held !== undefined) this.#sendAll(this.#dispatcher.release(held.address, held.route));
+    return decision;
+  }
+
+  #decide(report: RunReport, link: AgentLink | undefined): Decision {
+    const { result } = report;
+    const finished = (status: number) =>
+      this.#options.onFinished?.({ model: report.model, status, totalMs: report.totalMs });
+    switch (result.kind) {
+      case "ok":
+        this.#outliers.record(report.replica, result.model, 200, "", this.#now());
+        this.#options.onFinished?.({
+          model: report.model,
+          status: 200,
+          totalMs: report.totalMs,
+          cache: result.cache,
+          phases: result.phases,
+        });
+        return { again: false };
+      case "timed-out":
+        finished(504);
+        return { again: false };
+      case "freed":
+        return { again: false };
+      case "error":
+      case "lost": {
+        if (result.kind === "error" && link !== undefined) this.#noteFailure(link, report, result);
+        if (!result.started) {
+          const status = result.kind === "error" ? result.status : 503;
+          const retry =
+            retriesAfterError(
+              { started: false, status },
+              { attempts: report.attempts, deadlinePassed: report.deadlinePassed },
+            ) && this.#retryBudget.tryRetry(this.#now());
+          if (!retry) {
+            finished(status);
+            return { again: false };
+          }
+          this.#log("retry", { id: report.ticket, from: report.replica, status });
+          this.#options.onRetry?.();
+          return { again: true, attempts: report.attempts, reruns: report.reruns };
+        }
+        if (result.kind === "error") {
+          finished(result.status);
+          return { again: false };
+        }
+        const refusal = this.#rerunRefusal(report);
+        if (refusal !== undefined) {
+          finished(503);
+          return { again: false, refusal };
+        }
+        this.#log("rerun", { id: report.ticket, from: report.replica, why: result.why });
+        this.#options.onRetry?.();
+        return { again: true, attempts: report.attempts, reruns: report.reruns + 1 };
+      }
+    }
   }
 
   snapshot(): PoolSnapshot {
@@ -304,7 +298,7 @@ export class Relay {
   // ---- timers (the registry's alarm) ----
 
   /**
-   * Whether anything is waiting on agents: requests in flight or queued, or slots held by cancelled ones.
+   * Whether anything is waiting on agents: asks waiting, or slots granted and not released.
    * While so, the registry checks heartbeats on an alarm, so a silent agent's requests do not sit until
    * their deadlines; an idle pool needs no check (the next request checks before it is routed).
    */
@@ -353,52 +347,23 @@ export class Relay {
   }
 
   /** A replica's run failed: a server error in a row too many takes the model out of routing there for a while. */
-  #noteFailure(link: AgentLink, sent: Sent, pending: PendingRequest, frame: ErrorFrame): void {
-    const state = link.record.replicas.find((replica) => replica.id === sent.replicaId);
-    const version =
-      pending.call.version ?? state?.loaded.find((model) => model.name === pending.call.model)?.version;
+  #noteFailure(link: AgentLink, report: RunReport, error: { status: number; message: string }): void {
+    const state = link.record.replicas.find((replica) => replica.id === report.replicaId);
+    const version = report.version ?? state?.loaded.find((model) => model.name === report.model)?.version;
     if (version === undefined || state === undefined) return;
-    const model = { name: pending.call.model, version };
-    if (!this.#outliers.record(sent.address, model, frame.status, frame.message, this.#now())) return;
-    this.#log("outlier-ejected", { replica: sent.address, model: modelKey(model) });
+    const model = { name: report.model, version };
+    if (!this.#outliers.record(report.replica, model, error.status, error.message, this.#now())) return;
+    this.#log("outlier-ejected", { replica: report.replica, model: modelKey(model) });
     this.#upsert(link, state);
   }
 
-  /** A request that cannot be taken in at all: the registry holds too many bytes, or it must not rerun. */
-  #refuseAtArrival(call: RelayedRequest): RelayFailure | undefined {
-    const maxBytes = this.#options.maxPendingBytes ?? Number.POSITIVE_INFINITY;
-    if (this.#ledger.bytes + call.body.byteLength > maxBytes) {
-      return {
-        ok: false,
-        status: 429,
-        code: "queue_full",
-        message: `the pool holds ${this.#ledger.bytes} bytes of requests already (limit ${maxBytes}); retry later`,
-        retryAfterSeconds: 1,
-      };
-    }
-    if (call.maybeStarted === true && !this.#allowsRerun(call)) {
-      return {
-        ok: false,
-        status: 503,
-        code: "unavailable",
-        message: `the pool's registry restarted while this request was in flight; it may or may not have run, and '${call.model}' is not idempotent, so it was not run again`,
-        retryAfterSeconds: 1,
-      };
-    }
-    return undefined;
-  }
-
-  #allowsRerun(call: RelayedRequest): boolean {
-    return this.#options.idempotence?.allowsRerun(call.model, call.version) ?? true;
-  }
-
   /** Why a request that may have started must not run again; undefined when it may (a retry is spent). */
-  #rerunRefusal(pending: PendingRequest): string | undefined {
+  #rerunRefusal(report: RunReport): string | undefined {
     const refusal = rerunRefusal({
-      model: pending.call.model,
-      reruns: pending.reruns,
-      idempotent: this.#allowsRerun(pending.call),
-      deadlinePassed: pending.deadline.passed(this.#now()),
+      model: report.model,
+      reruns: report.reruns,
+      idempotent: this.#options.idempotence?.allowsRerun(report.model, report.version) ?? true,
+      deadlinePassed: report.deadlinePassed,
     });
     if (refusal !== undefined) return refusal;
     return this.#retryBudget.tryRetry(this.#now()) ? undefined : BUDGET_SPENT;
@@ -417,11 +382,11 @@ export class Relay {
    * at its deadline, or fails with 503 once the agents' grace is over. False when no agent is expected (the
    * caller answers 503 now).
    */
-  #waitForAgents(pending: PendingRequest): boolean {
+  #waitForAgents(pending: PendingAsk): boolean {
     const until = this.#agentWait.expectedUntil();
     if (until === undefined) return false;
     if (this.#agentWait.size + this.#dispatcher.queueLength >= this.#options.maxQueue) {
-      this.#finish(pending, {
+      this.#fail(pending, {
         ok: false,
         status: 429,
         code: "queue_full",
@@ -430,8 +395,6 @@ export class Relay {
       });
       return true;
     }
-    // Waiting is no attempt: the request keeps its retries for the agents it will meet.
-    pending.attempts -= 1;
     this.#agentWait.wait(pending, until);
     return true;
   }
@@ -457,23 +420,7 @@ export class Relay {
     if (this.#roster.isCurrent(link)) this.#options.onAgentChanged(link, index < 0 ? undefined : [state]);
   }
 
-  /** The request an agent's answer belongs to; undefined for an answer nobody waits for any more. */
-  #claim(
-    link: AgentLink,
-    id: string,
-    replicaId: string,
-  ):
-    | { kind: "pending"; pending: PendingRequest; sent: Sent }
-    | { kind: "abandoned"; sent: Sent }
-    | undefined {
-    const claim = this.#ledger.claim(link.record.id, id, replicaId);
-    if (claim.kind !== "stale") return claim;
-    this.#log("stale-answer", { agent: link.record.id, id });
-    return undefined;
-  }
-
-  #submit(pending: PendingRequest): void {
-    pending.attempts += 1;
+  #submit(pending: PendingAsk): void {
     const routed = this.#dispatcher.submit(pending.route, pending, pending.deadline.at);
     switch (routed.kind) {
       case "dispatched":
@@ -483,93 +430,64 @@ export class Relay {
         return;
       case "unavailable":
         if (this.#waitForAgents(pending)) return;
-        this.#finish(pending, failureOf(routed.error));
+        this.#fail(pending, failureOf(routed.error));
         return;
       case "queue_full":
       case "not_found":
-        this.#finish(pending, failureOf(routed.error));
+        this.#fail(pending, failureOf(routed.error));
     }
   }
 
-  #release(sent: Sent): void {
-    this.#sendAll(this.#dispatcher.release(sent.address, sent.route));
-  }
-
-  /** Sends what the dispatcher decided; a send that fails frees its slot and may dispatch more. */
-  #sendAll(dispatches: Dispatch<PendingRequest>[]): void {
+  /** Grants what the dispatcher decided; a grant that cannot be made frees its slot and may dispatch more. */
+  #sendAll(dispatches: Dispatch<PendingAsk>[]): void {
     const work = [...dispatches];
     for (let dispatch = work.shift(); dispatch !== undefined; dispatch = work.shift()) {
-      const failed = this.#send(dispatch);
-      if (failed !== undefined) work.push(...this.#dispatcher.release(dispatch.address));
+      if (!this.#grant(dispatch)) work.push(...this.#dispatcher.release(dispatch.address));
     }
   }
 
-  /** Returns the address whose slot must be given back when nothing could be sent. */
-  #send(dispatch: Dispatch<PendingRequest>): string | undefined {
+  /** False when the slot must be given back: the ask was answered meanwhile, or the agent is gone. */
+  #grant(dispatch: Dispatch<PendingAsk>): boolean {
     const pending = dispatch.payload;
     const { agentId, replicaId } = splitReplicaAddress(dispatch.address);
+    if (!this.#ledger.isOpen(pending)) return false;
     const link = this.#roster.get(agentId);
-    if (!this.#ledger.isOpen(pending)) return dispatch.address;
     if (link === undefined) {
       this.#submit(pending);
-      return dispatch.address;
+      return false;
     }
-    const now = this.#now();
-    let frame: Uint8Array;
-    try {
-      frame = inferFrame(pending.id, replicaId, pending.call, pending.deadline.remainingMs(now));
-    } catch (error) {
-      this.#finish(pending, failureOf(error));
-      return dispatch.address;
-    }
-    try {
-      link.socket.send(frame);
-    } catch {
-      // The socket closed under us and its close event has not arrived yet: the agent is gone, and this
-      // request never reached it, so it can go elsewhere.
-      this.disconnect(link, "its connection closed");
-      this.#submit(pending);
-      return dispatch.address;
-    }
-    pending.sent = { route: pending.route, agentId, replicaId, address: dispatch.address, sentAt: now };
-    return undefined;
+    return this.#ledger.grant(
+      pending,
+      { agentId, replicaId, address: dispatch.address },
+      link.record.channel,
+    );
   }
 
-  /** The request's deadline passed: 504, wherever it is (waiting for agents, for a slot, or running). */
-  #onDeadline(pending: PendingRequest): void {
-    const { model } = pending.call;
-    const sent = pending.sent;
+  /** The ask's deadline passed while it waited (for agents, or for a slot): 504. */
+  #onDeadline(pending: PendingAsk): void {
+    const { model } = pending.ask;
     if (this.#agentWait.has(pending)) {
-      const error = pending.deadline.exceeded(
-        `no agent was connected to serve '${model}', and none came back`,
+      this.#fail(
+        pending,
+        failureOf(
+          pending.deadline.exceeded(`no agent was connected to serve '${model}', and none came back`),
+        ),
       );
-      this.#finish(pending, failureOf(error));
       return;
     }
-    if (sent === undefined) {
-      this.#dispatcher.cancel((queued) => queued === pending);
-      this.#finish(pending, failureOf(pending.deadline.exceeded(`no replica for '${model}' became free`)));
-      return;
-    }
-    // The agent is told to stop; its slot stays taken until it answers (or the grace runs out), since the
-    // work may still be running there.
-    this.#finish(pending, {
-      ...failureOf(pending.deadline.exceeded(`'${model}' did not answer`)),
-      replica: sent.address,
-    });
-    const link = this.#roster.get(sent.agentId);
-    if (link === undefined) return;
-    try {
-      link.socket.send(cancelFrame(pending.id));
-    } catch {
-      // Its close event will follow.
-    }
-    this.#ledger.abandon(pending.id, sent);
+    this.#dispatcher.cancel((queued) => queued === pending);
+    this.#fail(pending, failureOf(pending.deadline.exceeded(`no replica for '${model}' became free`)));
   }
 
-  #finish(pending: PendingRequest, outcome: RelayOutcome): void {
+  /** The ask ends without a slot: the client gets this failure, and the metrics count it. */
+  #fail(pending: PendingAsk, failure: RelayFailure): void {
     this.#agentWait.delete(pending);
-    this.#ledger.settle(pending, outcome);
+    if (!this.#ledger.settle(pending, failure)) return;
+    this.#options.onFinished?.({
+      model: pending.ask.model,
+      status: failure.status,
+      totalMs: this.#now() - pending.arrivedAt,
+    });
   }
 
   #log(event: string, fields: Record<string, unknown>): void {

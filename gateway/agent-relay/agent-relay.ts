@@ -1,0 +1,333 @@
+import { DurableObject } from "cloudflare:workers";
+import { Deadline } from "../../shared/deadline.ts";
+import { SwitchyardError } from "../../shared/errors.ts";
+import { errorResponse } from "../../shared/http/error-response.ts";
+import { isPoolName } from "../../shared/pool-names.ts";
+import { ChannelIdSchema } from "../../shared/protocol/data-channel.ts";
+import type { ErrorFrame, ResultHeader } from "../../shared/protocol/frames.ts";
+import { HEARTBEAT_PING, HEARTBEAT_PONG } from "../../shared/protocol/heartbeat.ts";
+import { gatewayConfig } from "../config.ts";
+import { log } from "../log.ts";
+import { type RelayEnv, registryStub } from "../object-bindings.ts";
+import type { Decision, RelayFailure, RunOrder, RunOutcome, RunResult } from "../pool-calls.ts";
+import { parseAgentMessage } from "../registry/agent-messages.ts";
+import { closeReason, ProtocolViolation } from "../registry/protocol-violation.ts";
+import { ABANDONED_GRACE_MS } from "../registry/request-ledger.ts";
+import { cancelFrame, inferFrame } from "./outgoing-frames.ts";
+import { type Run, RunLedger } from "./run-ledger.ts";
+import { outcomeOf, reportOf } from "./run-outcome.ts";
+
+const DATA_TAG = "data";
+const CLOSE_GOING_AWAY = 1001;
+const CLOSE_INTERNAL = 1011;
+
+/** What the data socket's attachment keeps: whose relay this is, for reports after a hibernation. */
+interface DataAttachment {
+  pool: string;
+  channel: string;
+}
+
+/**
+ * One agent's relay: the Durable Object its data socket (`/agent/data`, shared/protocol/data-channel.ts)
+ * terminates in. The Worker hands it a request the registry granted a slot for; it sends the infer frame,
+ * waits for the agent's result or error frame, answers the Worker, and releases the slot to the registry with
+ * the replica's fresh state. It holds only its own agent's requests in flight, so a pool's bytes in flight
+ * grow with its agents. It decides nothing: whether a failed run goes elsewhere is the registry's answer to
+ * its release (retry-rules.ts), which it passes on to the Worker.
+ *
+ * At a run's deadline it answers 504 and tells the agent to stop; the slot stays taken until the agent
+ * answers or the grace runs out. When the agent goes (the socket closes, or the registry says it left), every
+ * run it had fails as "may have started", and the registry decides on reruns. The socket hibernates between
+ * requests; heartbeats are answered by the runtime.
+ */
+export class AgentRelay extends DurableObject<RelayEnv> {
+  readonly #runs: RunLedger;
+  readonly #maxPendingBytes: number;
+
+  constructor(ctx: DurableObjectState, env: RelayEnv) {
+    super(ctx, env);
+    this.#maxPendingBytes = gatewayConfig(env).MAX_PENDING_BYTES;
+    this.#runs = new RunLedger({
+      abandonedGraceMs: ABANDONED_GRACE_MS,
+      onDeadline: (run) => this.#timedOut(run),
+      onAbandonedExpired: (run) => void this.#report(run, { kind: "freed" }),
+    });
+    ctx.setWebSocketAutoResponse(new WebSocketRequestResponsePair(HEARTBEAT_PING, HEARTBEAT_PONG));
+  }
+
+  /** GET /agent/data?channel=..., authenticated by the Worker: the agent's data socket. */
+  override async fetch(request: Request): Promise<Response> {
+    const url = new URL(request.url);
+    const channel = ChannelIdSchema.safeParse(url.searchParams.get("channel"));
+    const pool = url.searchParams.get("pool") ?? "";
+    if (request.headers.get("upgrade")?.toLowerCase() !== "websocket") {
+      return errorResponse(new SwitchyardError("bad_input", "/agent/data expects a websocket upgrade"), {
+        Upgrade: "websocket",
+      });
+    }
+    if (!channel.success || !isPoolName(pool)) {
+      return errorResponse(new SwitchyardError("bad_input", "/agent/data needs a pool and a channel id"));
+    }
+    if (this.#socket() !== undefined) {
+      return errorResponse(new SwitchyardError("conflict", "this data channel is connected already"));
+    }
+    const { 0: client, 1: server } = new WebSocketPair();
+    this.ctx.acceptWebSocket(server, [DATA_TAG]);
+    server.serializeAttachment({ pool, channel: channel.data } satisfies DataAttachment);
+    return new Response(null, { status: 101, webSocket: client });
+  }
+
+  // ---- RPC from the Worker and the registry ----
+
+  /** Runs one granted request at the agent; answers every expected failure as a value. */
+  async run(order: RunOrder): Promise<RunOutcome> {
+    const now = Date.now();
+    const deadline = Deadline.in(order.timeoutMs, now, order.budgetMs);
+    const socket = this.#socket();
+    if (socket === undefined) {
+      return this.#ended(order, deadline, now, {
+        kind: "lost",
+        why: "its agent's data socket is not connected",
+        started: false,
+      });
+    }
+    if (this.#runs.bytes + order.body.byteLength > this.#maxPendingBytes) {
+      return this.#ended(order, deadline, now, {
+        kind: "error",
+        status: 429,
+        message: `the agent's relay holds ${this.#runs.bytes} bytes of requests already (limit ${this.#maxPendingBytes}); retry later`,
+        started: false,
+        retryAfterSeconds: 1,
+      });
+    }
+    if (this.#runs.has(order.ticket)) {
+      // The same grant twice would be a bug in the Worker; refusing it keeps the ledger's books straight.
+      throw new Error(`run ${order.ticket} is in flight already`);
+    }
+    const frame = inferFrame(order, deadline.remainingMs(now));
+    return new Promise<RunOutcome>((answer) => {
+      this.#runs.open({ order, pool: order.pool, deadline, sentAt: now }, answer);
+      try {
+        socket.send(frame);
+      } catch {
+        // The socket closed under us and its close event has not arrived yet: the request never reached
+        // the agent, so it can go elsewhere.
+        const taken = this.#runs.take(order.ticket);
+        if (taken === undefined) return;
+        void this.#ended(order, deadline, now, {
+          kind: "lost",
+          why: "its agent's data socket closed",
+          started: false,
+        }).then(taken.answer);
+      }
+    });
+  }
+
+  /** The registry took this relay's agent out: its socket closes and its runs fail now. */
+  agentGone(why: string): void {
+    const socket = this.#socket();
+    if (socket !== undefined) close(socket, CLOSE_GOING_AWAY, why);
+    this.#agentEnded(why);
+  }
+
+  // ---- the data socket ----
+
+  override async webSocketMessage(socket: WebSocket, message: string | ArrayBuffer): Promise<void> {
+    try {
+      const parsed = parseAgentMessage(message);
+      switch (parsed.kind) {
+        case "ping":
+          socket.send(HEARTBEAT_PONG);
+          return;
+        case "pong":
+          return;
+        case "result":
+          await this.#onResult(parsed.header, parsed.body);
+          return;
+        case "text":
+          if (parsed.frame.type !== "error") {
+            throw new ProtocolViolation(`${parsed.frame.type} frame on the data socket`);
+          }
+          await this.#onError(parsed.frame);
+      }
+    } catch (error) {
+      const violation = error instanceof ProtocolViolation;
+      const why = violation ? `protocol violation: ${error.message}` : "the relay failed to handle its frame";
+      log(violation ? "protocol-violation" : "frame-handling-failed", {
+        channel: attachmentOf(socket)?.channel,
+        error: String(error),
+      });
+      close(socket, violation ? error.closeCode : CLOSE_INTERNAL, why);
+      await this.#lost(socket, why);
+    }
+  }
+
+  override async webSocketClose(socket: WebSocket, code: number, reason: string): Promise<void> {
+    close(socket, code === 1005 || code === 1006 ? 1000 : code, reason);
+    await this.#lost(socket, reason === "" ? `closed with code ${code}` : `closed: ${reason}`);
+  }
+
+  override async webSocketError(socket: WebSocket, error: unknown): Promise<void> {
+    await this.#lost(socket, `connection error: ${String(error)}`);
+  }
+
+  // ---- internals ----
+
+  /**
+   * The open run an answer belongs to; undefined when nobody waits for it any more (its client had a 504),
+   * in which case its slot is freed here with the state the answer carried.
+   */
+  async #claim(answer: { id: string; replica: string; state?: ResultHeader["state"] }) {
+    const claim = this.#runs.claim(answer.id, answer.replica);
+    if (claim.kind === "open") return claim;
+    if (claim.kind === "abandoned") await this.#report(claim.run, { kind: "freed" }, answer.state);
+    return undefined;
+  }
+
+  async #onResult(header: ResultHeader, body: Uint8Array): Promise<void> {
+    const claim = await this.#claim(header);
+    if (claim === undefined) return;
+    const { run, answer } = claim;
+    const now = Date.now();
+    const { order } = run;
+    answer({
+      kind: "done",
+      outcome: {
+        ok: true,
+        body,
+        contentType: header.contentType,
+        ...(header.headerLength === undefined ? {} : { headerLength: header.headerLength }),
+        replica: order.replica,
+        cache: header.cache,
+        timings: {
+          gatewayQueueMs: order.queuedMs,
+          roundTripMs: now - run.sentAt,
+          // The Worker puts the whole time in the pool here (asks and runs); the relay knows only its run.
+          registryMs: now - run.sentAt,
+          ...header.timings,
+        },
+      },
+    });
+    // After the Worker has its answer: the slot goes back with the replica's fresh state.
+    await this.#report(
+      run,
+      {
+        kind: "ok",
+        model: header.model,
+        cache: header.cache,
+        phases: {
+          queueMs: order.queuedMs + header.timings.queueMs,
+          loadMs: header.timings.loadMs,
+          inferMs: header.timings.inferMs,
+        },
+      },
+      header.state,
+    );
+  }
+
+  async #onError(frame: ErrorFrame): Promise<void> {
+    const claim = await this.#claim(frame);
+    if (claim === undefined) return;
+    const { run, answer } = claim;
+    const result: RunResult = {
+      kind: "error",
+      status: frame.status,
+      message: frame.message,
+      started: frame.started,
+    };
+    answer(outcomeOf(run.order, result, await this.#report(run, result, frame.state)));
+  }
+
+  /** The deadline passed while the agent had the run: 504 now; the slot stays taken until it answers. */
+  #timedOut(run: Run): void {
+    const taken = this.#runs.take(run.order.ticket);
+    if (taken === undefined) return;
+    const { order } = run;
+    const failure: RelayFailure = {
+      ok: false,
+      status: 504,
+      code: "deadline_exceeded",
+      message: run.deadline.exceeded(`'${order.model}' did not answer`).message,
+      replica: order.replica,
+    };
+    taken.answer({ kind: "done", outcome: failure });
+    const socket = this.#socket();
+    try {
+      socket?.send(cancelFrame(order.ticket));
+    } catch {
+      // Its close event will follow.
+    }
+    this.#runs.abandon(run);
+    void this.#report(run, { kind: "timed-out" });
+  }
+
+  /** The agent is gone: the runs it had may have started there; the registry decides on each. */
+  #agentEnded(why: string): void {
+    const { open, abandoned } = this.#runs.takeAll();
+    for (const { run, answer } of open) {
+      const result: RunResult = { kind: "lost", why, started: true };
+      void this.#report(run, result).then((decision) => answer(outcomeOf(run.order, result, decision)));
+    }
+    for (const run of abandoned) void this.#report(run, { kind: "freed" });
+  }
+
+  /** The data socket ended or broke the protocol: the runs fail, and the registry takes the agent out. */
+  async #lost(socket: WebSocket, why: string): Promise<void> {
+    const attachment = attachmentOf(socket);
+    this.#agentEnded(why);
+    if (attachment === undefined) return;
+    try {
+      await registryStub(this.env.REGISTRY, attachment.pool).agentLost(attachment.channel, why);
+    } catch (error) {
+      // The registry finds out on its own: the agent closes its control socket when its data socket ends.
+      log("agent-lost-not-told", { channel: attachment.channel, error: String(error) });
+    }
+  }
+
+  /** A run that ended before it reached the agent (or could not): its release decides what the Worker does. */
+  async #ended(order: RunOrder, deadline: Deadline, now: number, result: RunResult): Promise<RunOutcome> {
+    const run: Run = { order, pool: order.pool, deadline, sentAt: now };
+    return outcomeOf(order, result, await this.#report(run, result));
+  }
+
+  /**
+   * Releases the run's slot to the registry, with the replica's state, and returns its decision. A registry
+   * that fails (a deploy, a restart) is asked once more; if it fails again, a failed run is not retried.
+   */
+  async #report(run: Run, result: RunResult, state?: ResultHeader["state"]): Promise<Decision> {
+    const { order } = run;
+    const now = Date.now();
+    const report = reportOf(order, result, {
+      deadlinePassed: run.deadline.passed(now),
+      totalMs: order.queuedMs + (now - run.sentAt),
+      ...(state === undefined ? {} : { state }),
+    });
+    for (let attempt = 1; ; attempt += 1) {
+      try {
+        return await registryStub(this.env.REGISTRY, run.pool).release(report);
+      } catch (error) {
+        log("release-failed", { ticket: order.ticket, attempt, error: String(error) });
+        if (attempt >= 2) return { again: false, refusal: "the pool's registry could not be reached" };
+      }
+    }
+  }
+
+  #socket(): WebSocket | undefined {
+    return this.ctx
+      .getWebSockets(DATA_TAG)
+      .find((socket) => socket.readyState === WebSocket.OPEN || socket.readyState === WebSocket.CONNECTING);
+  }
+}
+
+function attachmentOf(socket: WebSocket | undefined): DataAttachment | undefined {
+  const attachment = socket?.deserializeAttachment() as DataAttachment | null | undefined;
+  return attachment ?? undefined;
+}
+
+function close(socket: WebSocket, code: number, reason: string): void {
+  try {
+    socket.close(code, closeReason(reason));
+  } catch {
+    // Already closed.
+  }
+}

@@ -1,0 +1,47 @@
+import type { ObjectEnv } from "./config.ts";
+import type { Decision, RunReport } from "./pool-calls.ts";
+
+/**
+ * How a pool's Durable Objects reach one another, and the one place that names them. A pool's registry is
+ * `idFromName(pool)`; an agent's relay is named by its data channel, a random id unique to one connection of
+ * one agent (so a registry, which does not know its own name, can reach its agents' relays). The objects see each other
+ * through these interfaces, not their classes, so that neither imports the other.
+ */
+export interface RegistryCalls extends Rpc.DurableObjectBranded {
+  /** A run ended: the slot comes back; for a failed run, the decision whether to ask again. */
+  release(report: RunReport): Decision;
+  /** The agent's data socket broke or broke the protocol: the registry takes the agent out. */
+  agentLost(channel: string, why: string): void;
+}
+
+export interface RelayCalls extends Rpc.DurableObjectBranded {
+  /** The registry took the agent out (it left, went silent, broke the protocol): its runs fail now. */
+  agentGone(why: string): void;
+}
+
+/** What the registry sees: the configuration, the models, and the agents' relays. */
+export interface RegistryEnv extends ObjectEnv {
+  AGENT_RELAY: DurableObjectNamespace<RelayCalls>;
+}
+
+/** What an agent's relay sees: the configuration, and the registries it reports to. */
+export interface RelayEnv extends ObjectEnv {
+  REGISTRY: DurableObjectNamespace<RegistryCalls>;
+}
+
+export const registryName = (pool: string) => pool;
+export const relayName = (channel: string) => `relay:${channel}`;
+
+export function registryStub<T extends Rpc.DurableObjectBranded>(
+  namespace: DurableObjectNamespace<T>,
+  pool: string,
+): DurableObjectStub<T> {
+  return namespace.get(namespace.idFromName(registryName(pool)));
+}
+
+export function relayStub<T extends Rpc.DurableObjectBranded>(
+  namespace: DurableObjectNamespace<T>,
+  channel: string,
+): DurableObjectStub<T> {
+  return namespace.get(namespace.idFromName(relayName(channel)));
+}

@@ -1,0 +1,183 @@
+import type { ErrorCode } from "../shared/errors.ts";
+import type { ReplicaState } from "../shared/protocol/replica-state.ts";
+import type { AgentRecord } from "./registry/agent-link.ts";
+
+/**
+ * What crosses between the Worker and a pool's Durable Objects for one inference. Plain data only: RPC clones
+ * arguments and results, and a thrown SwitchyardError would lose its code on the way, so a failure travels
+ * as a value too.
+ *
+ *   Worker   --reserve(SlotAsk)-->  registry       a slot on a replica (may wait in the queue); no bytes
+ *   Worker   --run(RunOrder)----->  agent relay    the body to that replica's agent, its answer back
+ *   relay    --release(RunReport)-> registry       the slot back with the replica's fresh state; for a run
+ *                                                   that failed, the registry's Decision: again, or not
+ *
+ * The registry decides (slots, queue, retry rules and budget, idempotence, ejection) and never sees a
+ * payload byte; each agent's relay holds only its own agent's requests in flight.
+ */
+
+/** One inference as the Worker read it from its client. */
+export interface RelayedRequest {
+  model: string;
+  version?: string;
+  hint?: string;
+  /** The client's OIP request body exactly as received; the agent decodes it again. */
+  body: Uint8Array;
+  /** Inference-Header-Content-Length of the body, when it carries binary tensors. */
+  headerLength?: number;
+  /** What is left of the request's deadline when the Worker reads it. */
+  timeoutMs: number;
+  /** The whole deadline its client gave it, for the messages of a 504. */
+  budgetMs: number;
+  /** The client's request id (X-Request-Id), passed to the agent for its logs. */
+  requestId?: string;
+}
+
+/** How often a request was tried, as the retry rules (registry/retry-rules.ts) count. */
+export interface Tries {
+  /** Replicas it was granted that never started it. */
+  attempts: number;
+  /** Times it was run again after an agent died while it may have been running. */
+  reruns: number;
+}
+
+/** Worker -> registry: a slot for a request, without its body. */
+export interface SlotAsk extends Tries {
+  model: string;
+  version?: string;
+  hint?: string;
+  /** What is left of the request's deadline. */
+  timeoutMs: number;
+  budgetMs: number;
+}
+
+/** A slot on one replica, held until the relay releases it (or the registry's safety timer runs out). */
+export interface Grant {
+  /** The request's id in the pool: the infer frame's id, and the key its release names. */
+  ticket: string;
+  agentId: string;
+  replicaId: string;
+  /** "<agent>/<replica id>". */
+  replica: string;
+  /** The agent's data channel: its relay's name (shared/protocol/data-channel.ts). */
+  channel: string;
+  /** Milliseconds the ask waited in the registry (its queue, or for agents). */
+  queuedMs: number;
+}
+
+export type SlotAnswer = { ok: true; grant: Grant } | RelayFailure;
+
+/** Worker -> agent relay: run the request (as its client sent it) on the granted replica. */
+export interface RunOrder extends Tries, RelayedRequest {
+  /** The pool whose registry granted it, and which the relay releases it to. */
+  pool: string;
+  ticket: string;
+  agentId: string;
+  channel: string;
+  replicaId: string;
+  replica: string;
+  /** Milliseconds spent in reserve calls so far (the metrics' queue phase). */
+  queuedMs: number;
+}
+
+/** The run's end as the Worker sees it: an outcome for the client, or the registry's word to ask again. */
+export type RunOutcome = { kind: "done"; outcome: RelayOutcome } | ({ kind: "again" } & Tries);
+
+/** How a run ended, for the registry. */
+export type RunResult =
+  /** Answered; the client got it. */
+  | {
+      kind: "ok";
+      /** The version that ran (the outlier ejection's key). */
+      model: { name: string; version: string };
+      cache: "hit" | "miss";
+      phases: { queueMs: number; loadMs: number; inferMs: number };
+    }
+  /** The agent answered with an error (`started`: false when its replica never began on it). */
+  | { kind: "error"; status: number; message: string; started: boolean; retryAfterSeconds?: number }
+  /** No answer will come: the agent left, or the run never reached it (`started` false). */
+  | { kind: "lost"; why: string; started: boolean }
+  /** The deadline passed while it ran: the client got 504; the slot stays taken until `freed`. */
+  | { kind: "timed-out" }
+  /** A timed-out run's agent answered (or its grace ran out): its slot is free. */
+  | { kind: "freed" };
+
+/** Relay -> registry (and Worker -> registry when the relay itself failed). */
+export interface RunReport extends Tries {
+  ticket: string;
+  /** The relay's channel: a report about an agent that reconnected since under the same id changes nothing there. */
+  channel: string;
+  agentId: string;
+  replicaId: string;
+  replica: string;
+  model: string;
+  version?: string;
+  /** Whether the request's deadline had passed when the run ended. */
+  deadlinePassed: boolean;
+  /** Milliseconds from the first ask to now, for the metrics. */
+  totalMs: number;
+  /** The replica's state right after the run, when the agent sent it. */
+  state?: ReplicaState;
+  result: RunResult;
+}
+
+/** The registry's answer to a run that failed: ask again (a retry or a rerun), or not, and why not. */
+export type Decision = ({ again: true } & Tries) | { again: false; refusal?: string };
+
+export interface RelaySuccess {
+  ok: true;
+  /** The OIP response body exactly as the agent produced it. */
+  body: Uint8Array;
+  contentType: string;
+  headerLength?: number;
+  /** "<agent>/<replica id>" that served it. */
+  replica: string;
+  cache: "hit" | "miss";
+  /**
+   * Milliseconds: waiting in the registry's queue, from sending the infer frame to receiving the result
+   * (the agent's whole share, network included), the whole time in the registry, and the agent's own
+   * queue, load, inference and total times (the last where the agent sends it).
+   */
+  timings: {
+    gatewayQueueMs: number;
+    roundTripMs: number;
+    registryMs: number;
+    queueMs: number;
+    loadMs: number;
+    inferMs: number;
+    agentMs?: number | undefined;
+  };
+}
+
+export interface RelayFailure {
+  ok: false;
+  /** HTTP status for the client (an agent may report any 4xx/5xx). */
+  status: number;
+  message: string;
+  code?: ErrorCode;
+  retryAfterSeconds?: number;
+  /** Set when an agent produced the failure. */
+  replica?: string;
+}
+
+export type RelayOutcome = RelaySuccess | RelayFailure;
+
+/** What the registry knows about the pool, for health and model endpoints. */
+export interface PoolSnapshot {
+  agents: AgentSnapshot[];
+  queued: number;
+}
+
+/** An agent's record as the registry keeps it, with the requests in flight at each of its replicas. */
+export interface AgentSnapshot extends Omit<AgentRecord, "channel"> {
+  /** Requests the registry has sent there and not yet seen answered, per replica id. */
+  inFlight: Record<string, number>;
+}
+
+/**
+ * A model call's answer over RPC (metadata, readiness, configuration, statistics, model control): a value,
+ * or the failure as plain data, since a SwitchyardError thrown across RPC loses its code.
+ */
+export type ModelAnswer<T> =
+  | { ok: true; value: T }
+  | { ok: false; status: number; message: string; retryAfterSeconds?: number };
