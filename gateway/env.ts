@@ -11,7 +11,7 @@ import type { Registry } from "./registry/registry.ts";
  */
 export interface Env extends ConfigVars {
   REGISTRY: DurableObjectNamespace<Registry>;
-  /** One relay per connected agent, named by its pool and data channel (object-bindings.ts). */
+  /** One relay per connected agent, named by its agent's data channel (object-bindings.ts). */
   AGENT_RELAY: DurableObjectNamespace<AgentRelay>;
   /** One token bucket per API key (RATE_LIMIT_PER_MINUTE). */
   RATE_LIMITER: DurableObjectNamespace<RateLimiter>;

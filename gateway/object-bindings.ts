@@ -10,6 +10,8 @@ import type { Decision, RunReport } from "./pool-calls.ts";
 export interface RegistryCalls extends Rpc.DurableObjectBranded {
   /** A run ended: the slot comes back; for a failed run, the decision whether to ask again. */
   release(report: RunReport): Decision;
+  /** A run is still running at its agent: its slot stays held (see CLAIM_WINDOW_MS). */
+  claim(ticket: string): void;
   /** The agent's data socket broke or broke the protocol: the registry takes the agent out. */
   agentLost(channel: string, why: string): void;
 }

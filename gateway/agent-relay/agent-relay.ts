@@ -8,16 +8,18 @@ import type { ErrorFrame, ResultHeader } from "../../shared/protocol/frames.ts";
 import { HEARTBEAT_PING, HEARTBEAT_PONG } from "../../shared/protocol/heartbeat.ts";
 import { gatewayConfig } from "../config.ts";
 import { log } from "../log.ts";
-import { type RelayEnv, registryStub } from "../object-bindings.ts";
+import { type RegistryCalls, type RelayEnv, registryStub } from "../object-bindings.ts";
 import type { Decision, RelayFailure, RunOrder, RunOutcome, RunResult } from "../pool-calls.ts";
 import { parseAgentMessage } from "../registry/agent-messages.ts";
 import { closeReason, ProtocolViolation } from "../registry/protocol-violation.ts";
-import { ABANDONED_GRACE_MS } from "../registry/request-ledger.ts";
+import { ABANDONED_GRACE_MS, RUN_CLAIM_AFTER_MS } from "../registry/request-ledger.ts";
 import { cancelFrame, inferFrame } from "./outgoing-frames.ts";
 import { type Run, RunLedger } from "./run-ledger.ts";
 import { outcomeOf, reportOf } from "./run-outcome.ts";
 
 const DATA_TAG = "data";
+/** Kept in the relay's storage once its data socket ended: a channel carries one connection, never two. */
+const ENDED_KEY = "ended";
 const CLOSE_GOING_AWAY = 1001;
 const CLOSE_INTERNAL = 1011;
 
@@ -43,14 +45,23 @@ interface DataAttachment {
 export class AgentRelay extends DurableObject<RelayEnv> {
   readonly #runs: RunLedger;
   readonly #maxPendingBytes: number;
+  readonly #registries = new Map<string, DurableObjectStub<RegistryCalls>>();
+  /**
+   * This instance woke with the socket already open (after hibernation or an eviction): an answer for a run
+   * it never sent may be for one of its previous life, whose grace ran out meanwhile, and is ignored.
+   */
+  readonly #woke: boolean;
 
   constructor(ctx: DurableObjectState, env: RelayEnv) {
     super(ctx, env);
     this.#maxPendingBytes = gatewayConfig(env).MAX_PENDING_BYTES;
+    this.#woke = ctx.getWebSockets(DATA_TAG).length > 0;
     this.#runs = new RunLedger({
       abandonedGraceMs: ABANDONED_GRACE_MS,
       onDeadline: (run) => this.#timedOut(run),
       onAbandonedExpired: (run) => void this.#report(run, { kind: "freed" }),
+      claimAfterMs: RUN_CLAIM_AFTER_MS,
+      onStillRunning: (run) => void this.#claimSlot(run),
     });
     ctx.setWebSocketAutoResponse(new WebSocketRequestResponsePair(HEARTBEAT_PING, HEARTBEAT_PONG));
   }
@@ -68,8 +79,10 @@ export class AgentRelay extends DurableObject<RelayEnv> {
     if (!channel.success || !isPoolName(pool)) {
       return errorResponse(new SwitchyardError("bad_input", "/agent/data needs a pool and a channel id"));
     }
-    if (this.#socket() !== undefined) {
-      return errorResponse(new SwitchyardError("conflict", "this data channel is connected already"));
+    if (this.#socket() !== undefined || this.ctx.storage.kv.get(ENDED_KEY) !== undefined) {
+      return errorResponse(
+        new SwitchyardError("conflict", "this data channel is or was connected already: use a new one"),
+      );
     }
     const { 0: client, 1: server } = new WebSocketPair();
     this.ctx.acceptWebSocket(server, [DATA_TAG]);
@@ -178,7 +191,7 @@ export class AgentRelay extends DurableObject<RelayEnv> {
    * in which case its slot is freed here with the state the answer carried.
    */
   async #claim(answer: { id: string; replica: string; state?: ResultHeader["state"] }) {
-    const claim = this.#runs.claim(answer.id, answer.replica);
+    const claim = this.#runs.claim(answer.id, answer.replica, this.#woke);
     if (claim.kind === "open") return claim;
     if (claim.kind === "abandoned") await this.#report(claim.run, { kind: "freed" }, answer.state);
     return undefined;
@@ -271,16 +284,30 @@ export class AgentRelay extends DurableObject<RelayEnv> {
     for (const run of abandoned) void this.#report(run, { kind: "freed" });
   }
 
-  /** The data socket ended or broke the protocol: the runs fail, and the registry takes the agent out. */
+  /**
+   * The data socket ended or broke the protocol: the registry takes the agent out first (so that the slots
+   * its failed runs give back are not granted to it again), then the runs fail.
+   */
   async #lost(socket: WebSocket, why: string): Promise<void> {
     const attachment = attachmentOf(socket);
+    if (this.ctx.storage.kv.get(ENDED_KEY) === undefined) this.ctx.storage.kv.put(ENDED_KEY, Date.now());
+    if (attachment !== undefined) {
+      try {
+        await this.#registry(attachment.pool).agentLost(attachment.channel, why);
+      } catch (error) {
+        // The registry finds out on its own: the agent closes its control socket when its data socket ends.
+        log("agent-lost-not-told", { pool: attachment.pool, error: String(error) });
+      }
+    }
     this.#agentEnded(why);
-    if (attachment === undefined) return;
+  }
+
+  /** A run still going after RUN_CLAIM_AFTER_MS: the registry keeps its slot past the claim window. */
+  async #claimSlot(run: Run): Promise<void> {
     try {
-      await registryStub(this.env.REGISTRY, attachment.pool).agentLost(attachment.channel, why);
+      await this.#registry(run.pool).claim(run.order.ticket);
     } catch (error) {
-      // The registry finds out on its own: the agent closes its control socket when its data socket ends.
-      log("agent-lost-not-told", { channel: attachment.channel, error: String(error) });
+      log("claim-failed", { ticket: run.order.ticket, error: String(error) });
     }
   }
 
@@ -304,12 +331,24 @@ export class AgentRelay extends DurableObject<RelayEnv> {
     });
     for (let attempt = 1; ; attempt += 1) {
       try {
-        return await registryStub(this.env.REGISTRY, run.pool).release(report);
+        return await this.#registry(run.pool).release(report);
       } catch (error) {
+        // A stub whose object failed may stay broken: the next call gets a fresh one.
+        this.#registries.delete(run.pool);
         log("release-failed", { ticket: order.ticket, attempt, error: String(error) });
         if (attempt >= 2) return { again: false, refusal: "the pool's registry could not be reached" };
       }
     }
+  }
+
+  /** The pool's registry, its stub kept between calls (naming an object hashes its name). */
+  #registry(pool: string): DurableObjectStub<RegistryCalls> {
+    let stub = this.#registries.get(pool);
+    if (stub === undefined) {
+      stub = registryStub(this.env.REGISTRY, pool);
+      this.#registries.set(pool, stub);
+    }
+    return stub;
   }
 
   #socket(): WebSocket | undefined {

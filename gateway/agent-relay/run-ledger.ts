@@ -25,6 +25,9 @@ export interface RunLedgerOptions {
   /** An abandoned run's agent never answered within the grace: its slot is freed anyway. */
   onAbandonedExpired: (run: Run) => void;
   abandonedGraceMs: number;
+  /** A run still open this long after it was sent: the registry is told it runs (so it keeps the slot). */
+  onStillRunning: (run: Run) => void;
+  claimAfterMs: number;
 }
 
 /** Ids of runs whose grace ran out, remembered so that their late answers are not protocol violations. */
@@ -34,6 +37,7 @@ interface OpenRun {
   run: Run;
   answer: (outcome: RunOutcome) => void;
   timer: ReturnType<typeof setTimeout>;
+  claimTimer: ReturnType<typeof setTimeout>;
 }
 
 /**
@@ -69,7 +73,10 @@ export class RunLedger {
     const timer = setTimeout(() => {
       if (this.#open.get(run.order.ticket)?.run === run) this.#options.onDeadline(run);
     }, run.deadline.remainingMs(run.sentAt));
-    this.#open.set(run.order.ticket, { run, answer, timer });
+    const claimTimer = setTimeout(() => {
+      if (this.#open.get(run.order.ticket)?.run === run) this.#options.onStillRunning(run);
+    }, this.#options.claimAfterMs);
+    this.#open.set(run.order.ticket, { run, answer, timer, claimTimer });
     this.#bytes += run.order.body.byteLength;
   }
 
@@ -79,6 +86,7 @@ export class RunLedger {
     if (entry === undefined) return undefined;
     this.#open.delete(ticket);
     clearTimeout(entry.timer);
+    clearTimeout(entry.claimTimer);
     this.#bytes -= entry.run.order.body.byteLength;
     return { run: entry.run, answer: entry.answer };
   }
@@ -94,8 +102,12 @@ export class RunLedger {
     return { open, abandoned };
   }
 
-  /** The client has its answer, but the agent may still run it: its slot stays taken a while. */
-  abandon(run: Run): void {
+  /**
+   * The client has its answer, but the agent may still run it: its slot stays taken a while. Its body is
+   * dropped: the agent has it, and what follows (the agent's answer, the slot's release) needs none.
+   */
+  abandon(answered: Run): void {
+    const run: Run = { ...answered, order: { ...answered.order, body: new Uint8Array(0) } };
     const ticket = run.order.ticket;
     const timer = setTimeout(() => {
       this.#abandoned.delete(ticket);
@@ -107,14 +119,15 @@ export class RunLedger {
 
   /**
    * Which run a result or error frame answers, checked against the replica it was sent to. An answer for an
-   * id this relay never sent, or from another replica, is a protocol violation.
+   * id this relay never sent, or from another replica, is a protocol violation; `unknownIsLate` takes an
+   * unknown id for a run of an earlier life of the relay instead (it woke from hibernation).
    */
-  claim(ticket: string, replicaId: string): RunClaim {
+  claim(ticket: string, replicaId: string, unknownIsLate = false): RunClaim {
     const open = this.#open.get(ticket);
     const abandoned = this.#abandoned.get(ticket);
     const run = open?.run ?? abandoned?.run;
     if (run === undefined) {
-      if (this.#retired.has(ticket)) return { kind: "late" };
+      if (this.#retired.has(ticket) || unknownIsLate) return { kind: "late" };
       throw new ProtocolViolation(`answer for unknown request id ${JSON.stringify(ticket.slice(0, 40))}`);
     }
     if (run.order.replicaId !== replicaId) {

@@ -29,6 +29,11 @@ export class AgentRoster {
   /** The record of an agent that says hello on `socket`, under an id no connected agent has. */
   recordOf(socket: WebSocket, hello: Hello): AgentRecord {
     if (this.#bySocket.has(socket)) throw new ProtocolViolation("second hello on one connection");
+    // A channel names one relay and carries one connection: another agent's would be a hijack.
+    for (const link of this.#agents.values()) {
+      if (link.record.channel === hello.channel)
+        throw new ProtocolViolation("data channel in use by another agent");
+    }
     return {
       id: uniqueAgentId(hello.agent.name, (id) => this.#agents.has(id)),
       name: hello.agent.name,

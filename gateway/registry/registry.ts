@@ -41,13 +41,14 @@ export const RESTART_REASON = "the registry was restarted by an admin";
 const RESTART_NOTICE_MS = 2_000;
 
 /**
- * One pool's registry: a Durable Object (SQLite-backed) that agents hold websockets to and that the
- * Worker asks, over RPC, to run inferences. Agents' sockets use the WebSocket Hibernation API, so an idle
- * pool costs nothing: heartbeats ("ping") are answered by the runtime without waking the object, and the
- * object may be evicted from memory while agents stay connected. Whatever the router must know after that
- * is in each socket's attachment (see agent-store.ts); the constructor rebuilds the pool from
- * `ctx.getWebSockets()`. Requests in flight are promises in memory, which keep the object awake until
- * they end.
+ * One pool's registry: a Durable Object (SQLite-backed) that agents hold their control websockets to, that
+ * the Worker asks over RPC for slots (`reserve`), and that the agents' relays give slots back to
+ * (`release`, pool-calls.ts); it never holds a request's bytes. Agents' sockets use the WebSocket Hibernation
+ * API, so an idle pool costs nothing: heartbeats ("ping") are answered by the runtime without waking the
+ * object, and the object may be evicted from memory while agents stay connected. Whatever the router must
+ * know after that is in each socket's attachment (see agent-store.ts); the constructor rebuilds the pool from
+ * `ctx.getWebSockets()`. Asks waiting and slots granted are in memory: an ask's pending RPC, and each granted
+ * slot's timer (request-ledger.ts), keep the object awake until they end.
  */
 export class Registry extends DurableObject<RegistryEnv> {
   readonly #relay: Scheduler;
@@ -160,6 +161,11 @@ export class Registry extends DurableObject<RegistryEnv> {
     } finally {
       this.#armAlarm();
     }
+  }
+
+  /** From an agent's relay: a run it has is still running, so its slot is kept (request-ledger.ts). */
+  claim(ticket: string): void {
+    this.#relay.claim(ticket);
   }
 
   /** From an agent's relay: its data socket ended or broke the protocol, so the agent is taken out. */

@@ -9,6 +9,8 @@ export interface Held {
   agentId: string;
   replicaId: string;
   address: string;
+  /** The ask's deadline (this object's clock): a claimed slot is held until it and the grace after it. */
+  deadlineAt: number;
 }
 
 /** An ask between its arrival and its answer (a grant, or a failure). */
@@ -33,6 +35,13 @@ export interface RequestLedgerOptions {
  * agent until it ends (onnxruntime cannot stop one), and its relay releases the slot when the agent answers.
  */
 export const ABANDONED_GRACE_MS = 30_000;
+/**
+ * How long a granted slot is held before its run must be claimed: a relay that still runs it after
+ * RUN_CLAIM_AFTER_MS says so (`claim`), and one released before never needs to. A grant nobody took up (the
+ * Worker that asked for it went away with its client) is freed then, not at its deadline.
+ */
+export const CLAIM_WINDOW_MS = 10_000;
+export const RUN_CLAIM_AFTER_MS = 5_000;
 
 interface OpenEntry {
   pending: PendingAsk;
@@ -44,9 +53,9 @@ interface OpenEntry {
  * The registry's book of requests: asks waiting for a slot (queued, or waiting for agents) and the slots it
  * granted that have not come back. It owns the ids (a grant's ticket is its ask's id, and the infer frame's
  * id at the agent), the deadline of each ask (a timer), and answers each ask exactly once. A granted slot
- * comes back when the agent's relay releases it; one that never does (a relay reset, a Worker that vanished
- * between the grant and the run) is freed when its deadline and the grace after it are over, so a lost
- * message never leaks a slot.
+ * comes back when the agent's relay releases it; one that never does is freed anyway, so a lost message
+ * never leaks a slot: a grant nobody took up (its Worker went away) after CLAIM_WINDOW_MS, a run its relay
+ * claimed (still running) when its deadline and the grace after it are over.
  */
 export class RequestLedger {
   readonly #options: RequestLedgerOptions;
@@ -103,16 +112,21 @@ export class RequestLedger {
     return entry !== undefined;
   }
 
-  /** Answers the ask with a slot on `held`'s replica, held until released. False when answered already. */
-  grant(pending: PendingAsk, held: Omit<Held, "ticket" | "route">, channel: string): boolean {
+  /**
+   * Answers the ask with a slot on `held`'s replica, held until released, and for CLAIM_WINDOW_MS (or its
+   * deadline and grace, when sooner) unless claimed. False when answered already.
+   */
+  grant(pending: PendingAsk, held: Omit<Held, "ticket" | "route" | "deadlineAt">, channel: string): boolean {
     const entry = this.#close(pending);
     if (entry === undefined) return false;
-    const taken: Held = { ...held, ticket: pending.id, route: pending.route };
-    const timer = setTimeout(() => {
-      this.#held.delete(taken.ticket);
-      this.#options.onHeldExpired(taken);
-    }, pending.deadline.remainingMs(this.#options.now()) + ABANDONED_GRACE_MS);
-    this.#held.set(taken.ticket, { held: taken, timer });
+    const taken: Held = {
+      ...held,
+      ticket: pending.id,
+      route: pending.route,
+      deadlineAt: pending.deadline.at,
+    };
+    const untilDeadline = pending.deadline.remainingMs(this.#options.now()) + ABANDONED_GRACE_MS;
+    this.#hold(taken, Math.min(CLAIM_WINDOW_MS, untilDeadline));
     const grant: Grant = {
       ticket: taken.ticket,
       agentId: held.agentId,
@@ -123,6 +137,22 @@ export class RequestLedger {
     };
     entry.answer({ ok: true, grant });
     return true;
+  }
+
+  /** Its relay still runs it: the slot is held until its deadline and the grace after it. */
+  claim(ticket: string): void {
+    const entry = this.#held.get(ticket);
+    if (entry === undefined) return;
+    clearTimeout(entry.timer);
+    this.#hold(entry.held, Math.max(0, entry.held.deadlineAt - this.#options.now()) + ABANDONED_GRACE_MS);
+  }
+
+  #hold(held: Held, forMs: number): void {
+    const timer = setTimeout(() => {
+      this.#held.delete(held.ticket);
+      this.#options.onHeldExpired(held);
+    }, forMs);
+    this.#held.set(held.ticket, { held, timer });
   }
 
   /** The slot a release names, no longer held; undefined when it is not held (any more). */

@@ -1,5 +1,5 @@
 /**
- * When a request is sent again, as pure rules over what is known of it; the relay asks them and then takes
+ * When a request is sent again, as pure rules over what is known of it; the scheduler asks them and then takes
  * from the pool's retry budget (retry-budget.ts), the one stateful part, only when they allow it.
  *
  * Two cases differ in what the client risks:

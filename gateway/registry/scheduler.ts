@@ -26,8 +26,8 @@ import { BUDGET_SPENT, rerunRefusal, retriesAfterError } from "./retry-rules.ts"
  * and the model is idempotent (retry-rules.ts), each taking from a retry budget so that a failing pool is not
  * flooded; otherwise the failure stands. An ask that finds no agent while agents are expected back waits for
  * them (agent-wait.ts). It never sees a payload byte: the Worker sends the body to the agent's relay.
- * Nothing here survives hibernation, and nothing needs to: an ask waiting or a slot held keeps the Durable
- * Object awake, and agents' records are re-added from their sockets on wake.
+ * Nothing here survives hibernation, and nothing needs to: an ask waiting (its RPC) or a slot held (its
+ * timer) keeps the Durable Object awake, and agents' records are re-added from their sockets on wake.
  */
 export interface SchedulerOptions {
   policy: RoutingPolicy;
@@ -218,14 +218,24 @@ export class Scheduler {
    */
   release(report: RunReport): Decision {
     // A timed-out run keeps its slot: the agent may still be running it, and `freed` follows.
-    const held = report.result.kind === "timed-out" ? undefined : this.#ledger.release(report.ticket);
-    const link = this.#roster.get(report.agentId);
-    const current = link !== undefined && link.record.channel === report.channel ? link : undefined;
-    // The fresh state first: a retry is then routed away from a replica whose load just failed.
-    if (current !== undefined && report.state !== undefined) this.#applyState(current, report.state);
-    const decision = this.#decide(report, current);
-    if (held !== undefined) this.#sendAll(this.#dispatcher.release(held.address, held.route));
-    return decision;
+    const timedOut = report.result.kind === "timed-out";
+    const held = timedOut ? undefined : this.#ledger.release(report.ticket);
+    if (timedOut) this.#ledger.claim(report.ticket);
+    try {
+      const link = this.#roster.get(report.agentId);
+      const current = link !== undefined && link.record.channel === report.channel ? link : undefined;
+      // The fresh state first: a retry is then routed away from a replica whose load just failed.
+      if (current !== undefined && report.state !== undefined) this.#applyState(current, report.state);
+      return this.#decide(report, current);
+    } finally {
+      // Whatever happened above, the slot goes back: a release is not retried by anyone.
+      if (held !== undefined) this.#sendAll(this.#dispatcher.release(held.address, held.route));
+    }
+  }
+
+  /** A granted run is still running at its agent (its relay says so after a while): keep its slot. */
+  claim(ticket: string): void {
+    this.#ledger.claim(ticket);
   }
 
   #decide(report: RunReport, link: AgentLink | undefined): Decision {

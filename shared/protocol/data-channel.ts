@@ -9,7 +9,9 @@ import { z } from "zod";
  *
  * The agent picks its channel id, opens the data socket with it, and only then says hello on the control
  * socket with the same id: by the time the registry routes to it, its relay can reach it. The id is random
- * (122 bits): it names the agent's relay, and only the agent and the registry know it.
+ * (122 bits): it names the agent's relay, and only the gateway's own parts learn it (it is left out of
+ * dashboards and metrics). A channel carries one connection: its relay refuses a second socket, even after
+ * the first one ended, and the registry refuses a hello naming a channel another agent holds.
  */
 export const DATA_CHANNEL_PATH = "agent/data";
 

@@ -2,7 +2,7 @@ import { describe, expect, it } from "vitest";
 import { encodeBinaryFrame, MAX_TEXT_FRAME_BYTES, PROTOCOL_VERSION } from "../../shared/protocol/frames.ts";
 import { replicaState } from "../support/replica-state.ts";
 import { FakeAgent } from "./support/fake-agent.ts";
-import { CLIENT_KEY, errorOf, freshPool, gatewayFetch, infer } from "./support/gateway.ts";
+import { AGENT_TOKEN, CLIENT_KEY, errorOf, freshPool, gatewayFetch, infer } from "./support/gateway.ts";
 import { snapshot, waitForAgents, waitForQueued } from "./support/registry.ts";
 
 describe("agents that disconnect", () => {
@@ -357,6 +357,37 @@ describe("agents that break the protocol", () => {
     await agent.closed;
     // Its own request cannot be trusted to that agent any more; nothing else serves 'm', so it fails.
     expect([503, 504]).toContain((await response).status);
+  });
+
+  it("holds a data channel to one connection: a second socket is refused, a hello naming another's is closed", async () => {
+    const pool = freshPool();
+    const first = await FakeAgent.connect(pool, {
+      name: "first",
+      replicas: [replicaState({ loaded: ["m"] })],
+    });
+    const again = () =>
+      gatewayFetch(`/agent/data?pool=${pool}&channel=${first.channel}`, {
+        headers: { Upgrade: "websocket", Authorization: `Bearer ${AGENT_TOKEN}` },
+      });
+    expect((await again()).status).toBe(409);
+    // An agent saying hello with the first one's channel would have its requests sent to the first one.
+    const thief = await FakeAgent.open(pool, [replicaState({ loaded: ["m"] })]);
+    thief.sendJson({
+      type: "hello",
+      protocol: PROTOCOL_VERSION,
+      agent: { name: "thief", version: "1" },
+      hints: [],
+      replicas: [replicaState({ loaded: ["m"] })],
+      signatures: [],
+      repository: { kind: "gateway" },
+      channel: first.channel,
+    });
+    expect(await thief.closed).toEqual({ code: 1008, reason: "data channel in use by another agent" });
+    expect((await snapshot(pool)).agents.map((agent) => agent.id)).toEqual(["first"]);
+    // Once the first connection ended, its channel stays spent.
+    first.close();
+    await first.dataClosed;
+    expect((await again()).status).toBe(409);
   });
 
   it("closes a socket that sends anything but hello first", async () => {

@@ -2,9 +2,11 @@ import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import type { SlotAnswer, SlotAsk } from "../../../../gateway/pool-calls.ts";
 import {
   ABANDONED_GRACE_MS,
+  CLAIM_WINDOW_MS,
   type Held,
   type PendingAsk,
   RequestLedger,
+  RUN_CLAIM_AFTER_MS,
 } from "../../../../gateway/registry/request-ledger.ts";
 
 const ask = (timeoutMs = 1_000): SlotAsk => ({
@@ -86,9 +88,30 @@ describe("RequestLedger", () => {
     expect(ledger.busy).toBe(false);
   });
 
-  it("frees a slot whose release never came once its deadline and the grace after it are over", () => {
+  it("frees a grant nobody took up after the claim window, long before its deadline", () => {
+    const pending = ledger.open(ask(60_000), () => {});
+    ledger.grant(pending, on("a"), "channel");
+    vi.advanceTimersByTime(CLAIM_WINDOW_MS - 1);
+    expect(expired).toEqual([]);
+    vi.advanceTimersByTime(1);
+    expect(expired.map((held) => held.ticket)).toEqual([pending.id]);
+  });
+
+  it("keeps a claimed slot until its deadline and the grace after it", () => {
+    const pending = ledger.open(ask(60_000), () => {});
+    ledger.grant(pending, on("a"), "channel");
+    vi.advanceTimersByTime(RUN_CLAIM_AFTER_MS);
+    ledger.claim(pending.id);
+    vi.advanceTimersByTime(60_000 - RUN_CLAIM_AFTER_MS + ABANDONED_GRACE_MS - 1);
+    expect(expired).toEqual([]);
+    vi.advanceTimersByTime(1);
+    expect(expired.map((held) => held.ticket)).toEqual([pending.id]);
+  });
+
+  it("frees a claimed slot whose release never came once its deadline and the grace after it are over", () => {
     const pending = ledger.open(ask(1_000), () => {});
     ledger.grant(pending, on("a"), "channel");
+    ledger.claim(pending.id);
     vi.advanceTimersByTime(1_000 + ABANDONED_GRACE_MS - 1);
     expect(expired).toEqual([]);
     vi.advanceTimersByTime(1);
