@@ -141,8 +141,9 @@ const report = `# Gateway path vs calling the agent directly
 |---|---|---|---|---|
 ${rows.join("\n")}
 
-The gateway path adds the Worker (auth, validation with the OIP codec), the RPC to the Registry Durable
-Object and the websocket relay to the agent and back. The first row is the floor of this setup: a request
+The gateway path adds the Worker (auth, validation with the OIP codec), an RPC to the pool's Registry
+Durable Object for a slot, an RPC with the body to the agent's AgentRelay Durable Object, and that relay's
+websocket to the agent and back. The first row is the floor of this setup: a request
 that does no work still pays \`wrangler dev\`'s local proxy in front of workerd. The gateway's own view of a
 request is in its Server-Timing header (\`agent\` = the websocket round trip, \`total\` = inside the Worker).
 In production the Worker runs at the Cloudflare edge near the client, without the dev proxy, and the added
