@@ -100,7 +100,9 @@ export type RunResult =
   /** The deadline passed while it ran: the client got 504; the slot stays taken until `freed`. */
   | { kind: "timed-out" }
   /** A timed-out run's agent answered (or its grace ran out): its slot is free. */
-  | { kind: "freed" };
+  | { kind: "freed" }
+  /** Its deadline had passed when the relay got it: never sent; the client got 504, and the slot is free. */
+  | { kind: "expired" };
 
 /** Relay -> registry (and Worker -> registry when the relay itself failed). */
 export interface RunReport extends Tries {

@@ -113,6 +113,19 @@ export class AgentRelay extends DurableObject<RelayEnv> {
         retryAfterSeconds: 1,
       });
     }
+    if (deadline.passed(now)) {
+      // Granted with nothing left of its deadline (asked again after a failed run): not worth a frame.
+      void this.#report({ order, pool: order.pool, deadline, sentAt: now }, { kind: "expired" });
+      return {
+        kind: "done",
+        outcome: {
+          ok: false,
+          status: 504,
+          code: "deadline_exceeded",
+          message: deadline.exceeded(`no replica for '${order.model}' became free`).message,
+        },
+      };
+    }
     if (this.#runs.has(order.ticket)) {
       // The same grant twice would be a bug in the Worker; refusing it keeps the ledger's books straight.
       throw new Error(`run ${order.ticket} is in flight already`);
@@ -167,7 +180,7 @@ export class AgentRelay extends DurableObject<RelayEnv> {
       const violation = error instanceof ProtocolViolation;
       const why = violation ? `protocol violation: ${error.message}` : "the relay failed to handle its frame";
       log(violation ? "protocol-violation" : "frame-handling-failed", {
-        channel: attachmentOf(socket)?.channel,
+        pool: attachmentOf(socket)?.pool,
         error: String(error),
       });
       close(socket, violation ? error.closeCode : CLOSE_INTERNAL, why);

@@ -107,7 +107,7 @@ export class Registry extends DurableObject<RegistryEnv> {
       // of pinned models are placed again elsewhere unless it is back within the grace.
       onAgentGone: (link, why) => {
         this.#forget(link.socket, link.record.id);
-        this.#tellRelay(link.record.channel, why);
+        this.#tellRelay(link.record.id, link.record.channel, why);
         this.#metrics.agentGone(link.record.id);
         this.#queries.agentGone(link.record.id);
         this.#pins.agentLeft(Date.now());
@@ -454,10 +454,11 @@ export class Registry extends DurableObject<RegistryEnv> {
   }
 
   /** The agent's relay fails the runs it still has there (their releases decide on reruns). */
-  #tellRelay(channel: string, why: string): void {
+  #tellRelay(agentId: string, channel: string, why: string): void {
+    // Logs name the agent, never its channel (the channel names its relay).
     const told = relayStub(this.env.AGENT_RELAY, channel)
       .agentGone(why)
-      .catch((error: unknown) => log("relay-not-told", { channel, error: String(error) }))
+      .catch((error: unknown) => log("relay-not-told", { agent: agentId, error: String(error) }))
       .finally(() => this.#relayTold.delete(channel));
     this.#relayTold.set(channel, told);
   }

@@ -254,6 +254,7 @@ export class Scheduler {
         });
         return { again: false };
       case "timed-out":
+      case "expired":
         finished(504);
         return { again: false };
       case "freed":
