@@ -8,6 +8,7 @@ import { writeFileSync } from "node:fs";
 import os from "node:os";
 import { freePort } from "../../scripts/lib/free-port.ts";
 import { infer } from "../../shared/oip/http-client.ts";
+import { parseServerTiming } from "../../shared/oip/request-options.ts";
 import { DET_MODEL, MULTIPLEX_MODELS, MULTIPLEX_OPTIONS } from "../../test/fixtures/paths.ts";
 import { PPOCR_DET_DIMS, ppocrDetSampleInput } from "../../test/fixtures/ppocr.ts";
 import { startAgent } from "../../test/integration/harness/agents.ts";
@@ -44,6 +45,25 @@ function rowOf(label: string, count: number, times: Record<"gateway" | "direct",
   const row = `| ${label} | ${count} | ${dp50.toFixed(2)} / ${dp99.toFixed(2)} | ${gp50.toFixed(2)} / ${gp99.toFixed(2)} | ${(gp50 - dp50).toFixed(2)} / ${(gp99 - dp99).toFixed(2)} |`;
   console.log(row);
   return row;
+}
+
+/**
+ * Where a gateway request's time goes, from its Server-Timing (p50 of each share over the requests): the
+ * client's whole wait minus `total` is wrangler dev's proxy and HTTP on loopback; `total` minus `registry` the
+ * Worker's own work; `registry` (the whole time in the pool) minus `roundtrip` the asks to the registry and
+ * the relay's share; `roundtrip` minus `agent` the websocket both ways; `agent` the agent's own.
+ */
+interface Shares {
+  proxy: number[];
+  worker: number[];
+  pool: number[];
+  websocket: number[];
+  agent: number[];
+}
+
+function sharesRow(label: string, shares: Shares): string {
+  const p50 = (values: number[]) => percentile(values, 50).toFixed(2);
+  return `| ${label} | ${p50(shares.proxy)} | ${p50(shares.worker)} | ${p50(shares.pool)} | ${p50(shares.websocket)} | ${p50(shares.agent)} |`;
 }
 
 const model = MULTIPLEX_MODELS[0] ?? "m000";
@@ -83,6 +103,7 @@ const agent = await startAgent({
   ],
 });
 const rows: string[] = [];
+const shareRows: string[] = [];
 try {
   await waitForAgents(gateway.url, 1);
   const direct = `http://127.0.0.1:${standalonePort}`;
@@ -101,6 +122,7 @@ try {
   rows.push(rowOf("GET /v2/health/live (no work: the floor)", REQUESTS, live));
   for (const benchCase of cases) {
     const times: Record<"gateway" | "direct", number[]> = { gateway: [], direct: [] };
+    const shares: Shares = { proxy: [], worker: [], pool: [], websocket: [], agent: [] };
     const options = { binaryInputs: benchCase.binary, binaryOutputs: benchCase.binary };
     let outputBytes = 0;
     for (let index = 0; index < WARMUP + benchCase.count; index += 1) {
@@ -115,7 +137,17 @@ try {
             headers: path === "gateway" ? clientAuthorization : {},
           },
         );
-        if (index >= WARMUP) times[path].push(performance.now() - started);
+        const took = performance.now() - started;
+        if (index >= WARMUP) times[path].push(took);
+        if (index >= WARMUP && path === "gateway") {
+          const timing = parseServerTiming(result.headers.get("server-timing"));
+          const { total = NaN, registry = NaN, roundtrip = NaN, agent: atAgent = NaN } = timing;
+          shares.proxy.push(took - total);
+          shares.worker.push(total - registry);
+          shares.pool.push(registry - roundtrip);
+          shares.websocket.push(roundtrip - atAgent);
+          shares.agent.push(atAgent);
+        }
         outputBytes = tensorBytes(result.response.outputs);
       }
     }
@@ -124,6 +156,7 @@ try {
       ? `${benchCase.label} (${megabytes(inputBytes)} in, ${megabytes(outputBytes)} out)`
       : benchCase.label;
     rows.push(rowOf(label, benchCase.count, times));
+    shareRows.push(sharesRow(label, shares));
   }
 } finally {
   await agent.stop();
@@ -140,6 +173,15 @@ const report = `# Gateway path vs calling the agent directly
 | request | pairs | direct p50 / p99 (ms) | gateway p50 / p99 (ms) | added p50 / p99 (ms) |
 |---|---|---|---|---|
 ${rows.join("\n")}
+
+Where the gateway path's time goes, p50 of each share in ms, from the gateway's Server-Timing: \`proxy\` is the
+client's wait minus the Worker's \`total\` (wrangler dev's local proxy, HTTP on loopback), \`Worker\` its own work
+(\`total\` − \`registry\`), \`pool\` the asks to the registry and the relay's share (\`registry\` − \`roundtrip\`),
+\`websocket\` both ways to the agent (\`roundtrip\` − \`agent\`), \`agent\` the agent's own.
+
+| request | proxy | Worker | pool | websocket | agent |
+|---|---|---|---|---|---|
+${shareRows.join("\n")}
 
 The gateway path adds the Worker (auth, validation with the OIP codec), an RPC to the pool's Registry
 Durable Object for a slot, an RPC with the body to the agent's AgentRelay Durable Object, and that relay's

@@ -6,6 +6,7 @@ import { type ChildProcess, spawn } from "node:child_process";
 import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { encodeInferRequest, INFERENCE_HEADER_CONTENT_LENGTH } from "../../shared/oip/codec.ts";
+import { parseServerTiming } from "../../shared/oip/request-options.ts";
 import type { Tensor } from "../../shared/oip/tensor.ts";
 
 export interface AgentProcess {
@@ -70,11 +71,6 @@ export function httpInferrer(url: string, model: string, inputs: Tensor[]): () =
     const bytes = await response.arrayBuffer();
     if (!response.ok)
       throw new Error(`HTTP ${response.status}: ${new TextDecoder().decode(bytes).slice(0, 200)}`);
-    const timing: Record<string, number> = {};
-    for (const part of (response.headers.get("server-timing") ?? "").split(",")) {
-      const match = /^\s*([\w-]+);dur=([\d.]+)/.exec(part);
-      if (match?.[1] !== undefined) timing[match[1]] = Number(match[2]);
-    }
-    return { timing };
+    return { timing: parseServerTiming(response.headers.get("server-timing")) };
   };
 }

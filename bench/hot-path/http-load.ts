@@ -5,6 +5,7 @@
  */
 import { Agent, request } from "node:http";
 import { INFERENCE_HEADER_CONTENT_LENGTH } from "../../shared/oip/codec.ts";
+import { parseServerTiming } from "../../shared/oip/request-options.ts";
 
 export interface PreparedRequest {
   path: string;
@@ -55,7 +56,7 @@ export class HttpLoad {
             resolve({
               body,
               headers: response.headers,
-              timing: serverTiming(response.headers["server-timing"]),
+              timing: parseServerTiming(String(response.headers["server-timing"] ?? "")),
             });
           });
           response.on("error", reject);
@@ -72,14 +73,6 @@ export class HttpLoad {
 }
 
 /** "queue;dur=1.00, infer;dur=3.20" as { queue: 1, infer: 3.2 }. */
-function serverTiming(header: string | string[] | undefined): Record<string, number> {
-  const phases: Record<string, number> = {};
-  for (const entry of String(header ?? "").split(",")) {
-    const match = /^\s*([\w-]+);dur=([\d.]+)/.exec(entry);
-    if (match?.[1] !== undefined && match[2] !== undefined) phases[match[1]] = Number(match[2]);
-  }
-  return phases;
-}
 
 /** The headers of a binary request (Inference-Header-Content-Length), or of a JSON one. */
 export function requestHeaders(headerLength: number | undefined, extra: Record<string, string> = {}) {

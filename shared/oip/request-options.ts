@@ -25,6 +25,16 @@ export function serverTiming(phases: Record<string, number>): string {
     .join(", ");
 }
 
+/** The phases of a Server-Timing header value (milliseconds by name); entries without a duration are skipped. */
+export function parseServerTiming(header: string | null | undefined): Record<string, number> {
+  const phases: Record<string, number> = {};
+  for (const entry of (header ?? "").split(",")) {
+    const match = /^\s*([\w-]+);dur=([\d.]+)/.exec(entry);
+    if (match?.[1] !== undefined && match[2] !== undefined) phases[match[1]] = Number(match[2]);
+  }
+  return phases;
+}
+
 /** The binary extension's Inference-Header-Content-Length, or undefined for a JSON-only body. */
 export function readHeaderLength(headers: Headers): number | undefined {
   const value = headers.get(INFERENCE_HEADER_CONTENT_LENGTH);

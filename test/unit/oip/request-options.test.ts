@@ -1,5 +1,6 @@
 import { describe, expect, test } from "vitest";
 import {
+  parseServerTiming,
   readHeaderLength,
   readHint,
   requestIdHeader,
@@ -17,6 +18,12 @@ describe("readHint and serverTiming", () => {
 
   test("Server-Timing lists each phase in milliseconds", () => {
     expect(serverTiming({ queue: 1, infer: 2.345 })).toBe("queue;dur=1.00, infer;dur=2.35");
+  });
+
+  test("a Server-Timing value reads back as its phases; entries without a duration are skipped", () => {
+    expect(parseServerTiming(serverTiming({ queue: 1, infer: 2.345 }))).toEqual({ queue: 1, infer: 2.35 });
+    expect(parseServerTiming('cache;desc="hit", total;dur=7.5')).toEqual({ total: 7.5 });
+    expect(parseServerTiming(null)).toEqual({});
   });
 });
 
