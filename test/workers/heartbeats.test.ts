@@ -2,13 +2,12 @@ import { runInDurableObject } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
 import type { AgentLink } from "../../gateway/registry/agent-link.ts";
 import { Scheduler } from "../../gateway/registry/scheduler.ts";
-import { newChannelId } from "../../shared/protocol/data-channel.ts";
-import { PROTOCOL_VERSION } from "../../shared/protocol/frames.ts";
 import { baselinePolicy } from "../../shared/routing/baseline.ts";
 import { replicaState } from "../support/replica-state.ts";
 import { FakeAgent } from "./support/fake-agent.ts";
 import { freshPool } from "./support/gateway.ts";
 import { registry } from "./support/registry.ts";
+import { joinScheduler } from "./support/scheduler-agents.ts";
 
 describe("heartbeats", () => {
   it("are answered by the runtime, which records when, so they need not wake the registry", async () => {
@@ -39,20 +38,7 @@ describe("heartbeats", () => {
       onAgentGone: () => {},
       lastHeartbeat: (socket) => heartbeats.get(socket),
     });
-    const connect = (name: string): AgentLink => {
-      const { 1: socket } = new WebSocketPair();
-      socket.accept();
-      return relay.register(socket, {
-        type: "hello",
-        protocol: PROTOCOL_VERSION,
-        agent: { name, version: "test" },
-        hints: [],
-        replicas: [replicaState()],
-        signatures: [],
-        repository: { kind: "gateway" },
-        channel: newChannelId(),
-      });
-    };
+    const connect = (name: string): AgentLink => joinScheduler(relay, name, [replicaState()]);
     const pinging = connect("pinging");
     const talking = connect("talking");
     const silent = connect("silent");

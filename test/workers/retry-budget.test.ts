@@ -4,10 +4,9 @@ import type { Grant, SlotAsk } from "../../gateway/pool-calls.ts";
 import type { AgentLink } from "../../gateway/registry/agent-link.ts";
 import { RetryBudget } from "../../gateway/registry/retry-budget.ts";
 import { Scheduler } from "../../gateway/registry/scheduler.ts";
-import { newChannelId } from "../../shared/protocol/data-channel.ts";
-import { PROTOCOL_VERSION } from "../../shared/protocol/frames.ts";
 import { baselinePolicy } from "../../shared/routing/baseline.ts";
 import { replicaState } from "../support/replica-state.ts";
+import { joinScheduler } from "./support/scheduler-agents.ts";
 
 describe("the retry budget", () => {
   it("allows the minimum in a quiet window, a share of the requests in a busy one, and refills as it slides", () => {
@@ -42,20 +41,8 @@ describe("a sick pool", () => {
       onAgentGone: () => {},
       retryBudget: new RetryBudget({ ratio: 0.2, minimum: 3, windowMs: 10_000 }),
     });
-    const connect = (name: string, maxConcurrency: number): AgentLink => {
-      const { 1: socket } = new WebSocketPair();
-      socket.accept();
-      return scheduler.register(socket, {
-        type: "hello",
-        protocol: PROTOCOL_VERSION,
-        agent: { name, version: "test" },
-        hints: [],
-        replicas: [replicaState({ loaded: ["m"], maxConcurrency })],
-        signatures: [],
-        repository: { kind: "gateway" },
-        channel: newChannelId(),
-      });
-    };
+    const connect = (name: string, maxConcurrency: number): AgentLink =>
+      joinScheduler(scheduler, name, [replicaState({ loaded: ["m"], maxConcurrency })]);
     const ask: SlotAsk = { model: "m", timeoutMs: 60_000, budgetMs: 60_000, attempts: 0, reruns: 0 };
     const dying = connect("dying", 20);
     const grants: Grant[] = [];

@@ -2,10 +2,9 @@ import { describe, expect, it } from "vitest";
 import type { RequestRecord } from "../../gateway/metrics/pool-counters.ts";
 import type { Grant, RunReport, RunResult, SlotAsk } from "../../gateway/pool-calls.ts";
 import { Scheduler } from "../../gateway/registry/scheduler.ts";
-import { newChannelId } from "../../shared/protocol/data-channel.ts";
-import { PROTOCOL_VERSION } from "../../shared/protocol/frames.ts";
 import { baselinePolicy } from "../../shared/routing/baseline.ts";
 import { replicaState } from "../support/replica-state.ts";
+import { joinScheduler } from "./support/scheduler-agents.ts";
 
 // The registry's side of a run's end (pool-calls.ts): what a release does to the slot, the metrics and the
 // replica's state, driven directly with real sockets (the workers tests drive it through relays).
@@ -22,20 +21,8 @@ function pool() {
     onAgentGone: () => {},
     onFinished: (request) => finished.push(request),
   });
-  const connect = (name: string, channel = newChannelId()) => {
-    const { 1: socket } = new WebSocketPair();
-    socket.accept();
-    return scheduler.register(socket, {
-      type: "hello",
-      protocol: PROTOCOL_VERSION,
-      agent: { name, version: "test" },
-      hints: [],
-      replicas: [replicaState({ loaded: ["m"], maxConcurrency: 1 })],
-      signatures: [],
-      repository: { kind: "gateway" },
-      channel,
-    });
-  };
+  const connect = (name: string) =>
+    joinScheduler(scheduler, name, [replicaState({ loaded: ["m"], maxConcurrency: 1 })]);
   const grant = async (): Promise<Grant> => {
     const answer = await scheduler.reserve(ask);
     if (!answer.ok) throw new Error(answer.message);
