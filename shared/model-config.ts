@@ -40,6 +40,11 @@ export const ModelConfigSchema = z.looseObject({
     .optional(),
   /** How many inferences may run on this model at once. */
   max_concurrency: z.int().positive().optional(),
+  /**
+   * Seconds a loaded copy may stay idle before its replica unloads it, for this model, whatever the agent's
+   * --keep-alive says; 0 keeps it loaded until it is evicted for room (fal's keep_alive).
+   */
+  keep_alive_s: z.number().nonnegative().optional(),
   /** Whether an inference may be retried on another host after a failure; true unless said otherwise. */
   idempotent: z.boolean().default(true),
   parameters: z.record(z.string(), z.unknown()).optional(),

@@ -262,7 +262,7 @@ export const FLAG_SPECS = {
     type: "string",
     schema: z.coerce.number({ error: "--keep-alive must be seconds" }).nonnegative(),
     value: "<seconds>",
-    help: "unload a model idle this long; 0 keeps it until evicted",
+    help: "unload a model idle this long; 0 keeps it until evicted (a model's config.json keep_alive_s wins)",
     default: "0",
   },
   timeout: {

@@ -8,6 +8,8 @@ import {
   type CacheEntryView,
   type CacheLimits,
   expiredEntries,
+  expiryOf,
+  isEvictable,
   leastRecentlyUsedFirst,
   overflowVictims,
   type VictimOrder,
@@ -18,8 +20,11 @@ import { SwitchyardError } from "../../shared/errors.ts";
 export interface ModelLoader<S> {
   /** Size before loading (the file's size, say), to plan room for the model. */
   estimateBytes(key: string): Promise<number>;
-  /** Loads the model; `bytes` is what it really takes once loaded. */
-  load(key: string): Promise<{ session: S; bytes: number }>;
+  /**
+   * Loads the model; `bytes` is what it really takes once loaded, `keepAliveMs` its own keep-alive when it has
+   * one (its config.json's), which wins over the cache's.
+   */
+  load(key: string): Promise<{ session: S; bytes: number; keepAliveMs?: number }>;
   release(session: S): Promise<void>;
 }
 
@@ -69,6 +74,8 @@ interface Entry<S> {
   lastUsedAt: number;
   /** Leases out, plus acquirers waiting for the load (they pin it the moment it lands). */
   inFlight: number;
+  /** The model's own keep-alive, once loaded (else the cache's applies). */
+  keepAliveMs?: number;
   session: { value: S } | undefined;
   /** Settles when the load ends: with the session, or with why the model cannot be had. */
   ready: Promise<S>;
@@ -291,6 +298,7 @@ export class ModelCache<S> {
       entry.phase = "loaded";
       entry.session = { value: loaded.session };
       entry.bytes = loaded.bytes;
+      if (loaded.keepAliveMs !== undefined) entry.keepAliveMs = loaded.keepAliveMs;
       entry.lastUsedAt = this.#now();
       this.#loadedBytes.set(entry.key, loaded.bytes);
       this.#changed();
@@ -391,8 +399,16 @@ export class ModelCache<S> {
     const views: CacheEntryView[] = [];
     for (const entry of this.#entries.values()) {
       if (entry.phase === "loaded" || entry.phase === "loading") {
-        const { key, bytes, lastUsedAt, inFlight } = entry;
-        views.push({ key, bytes, lastUsedAt, inFlight, state: entry.phase, pinned: this.#pinned.has(key) });
+        const { key, bytes, lastUsedAt, inFlight, keepAliveMs } = entry;
+        views.push({
+          key,
+          bytes,
+          lastUsedAt,
+          inFlight,
+          state: entry.phase,
+          pinned: this.#pinned.has(key),
+          ...(keepAliveMs === undefined ? {} : { keepAliveMs }),
+        });
       }
     }
     for (const { key, bytes, lastUsedAt, inFlight } of this.#unloading) {
@@ -447,14 +463,14 @@ export class ModelCache<S> {
     }
   }
 
-  /** One timer, set for the next idle model to expire. */
+  /** One timer, set for the next idle model to expire (under its own keep-alive, or the cache's). */
   #scheduleExpiry(): void {
-    if (this.#closed || !(this.#keepAliveMs > 0)) return;
+    if (this.#closed) return;
     let due: number | undefined;
     for (const view of this.#views()) {
-      if (view.state !== "loaded" || view.inFlight > 0 || view.pinned === true) continue;
-      const expiresAt = view.lastUsedAt + this.#keepAliveMs;
-      if (due === undefined || expiresAt < due) due = expiresAt;
+      if (!isEvictable(view)) continue;
+      const expiresAt = expiryOf(view, this.#keepAliveMs);
+      if (expiresAt !== undefined && (due === undefined || expiresAt < due)) due = expiresAt;
     }
     if (due === this.#expiryDue) return;
     this.#stopExpiryTimer();

@@ -62,7 +62,7 @@ export class OnnxModelLoader implements ModelLoader<ModelSession> {
     return (await this.#repository.resolve(ref.name, ref.version)).bytes;
   }
 
-  async load(key: string): Promise<{ session: ModelSession; bytes: number }> {
+  async load(key: string): Promise<{ session: ModelSession; bytes: number; keepAliveMs?: number }> {
     const ref = parseModelKey(key);
     const model = await this.#repository.resolve(ref.name, ref.version);
     const started = performance.now();
@@ -77,7 +77,13 @@ export class OnnxModelLoader implements ModelLoader<ModelSession> {
             bytesSource: "file" as const,
           }));
     this.#onLoaded(key, performance.now() - started);
-    return { session: { ref, config: model.config, ...value, bytes, bytesSource }, bytes };
+    const { keep_alive_s: keepAliveSeconds } = model.config;
+    return {
+      session: { ref, config: model.config, ...value, bytes, bytesSource },
+      bytes,
+      // The model's own keep-alive (config.json) wins over the agent's --keep-alive.
+      ...(keepAliveSeconds === undefined ? {} : { keepAliveMs: keepAliveSeconds * 1000 }),
+    };
   }
 
   async release(loaded: ModelSession): Promise<void> {

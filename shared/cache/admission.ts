@@ -13,6 +13,8 @@ export interface CacheEntryView {
   state: "loaded" | "loading";
   /** Kept loaded on purpose (an OIP `load` through the model control API): never a victim, never expires. */
   pinned?: boolean;
+  /** This model's own keep-alive (its config.json's `keep_alive_s`), instead of the replica's; 0: never. */
+  keepAliveMs?: number;
 }
 
 /** Bounds of one replica's cache; `Infinity` leaves a bound open. */
@@ -101,19 +103,27 @@ export function overflowVictims(
 }
 
 /**
- * Idle loaded entries unused for at least `keepAliveMs` at `now`, least recently used first.
- * `keepAliveMs` 0 means entries never expire.
+ * Idle loaded entries unused for at least their keep-alive at `now`, least recently used first: the entry's
+ * own (`keepAliveMs`) where it has one, else the replica's. A keep-alive of 0 means never.
  */
 export function expiredEntries(
   entries: readonly CacheEntryView[],
   now: number,
   keepAliveMs: number,
 ): string[] {
-  if (!(keepAliveMs > 0)) return [];
   return entries
-    .filter((entry) => isEvictable(entry) && now - entry.lastUsedAt >= keepAliveMs)
+    .filter((entry) => {
+      const expiresAt = expiryOf(entry, keepAliveMs);
+      return expiresAt !== undefined && isEvictable(entry) && now >= expiresAt;
+    })
     .sort(leastRecentlyUsedFirst)
     .map((entry) => entry.key);
+}
+
+/** When an idle entry expires under `keepAliveMs` (the replica's) or its own; undefined: never. */
+export function expiryOf(entry: CacheEntryView, keepAliveMs: number): number | undefined {
+  const aliveMs = entry.keepAliveMs ?? keepAliveMs;
+  return aliveMs > 0 ? entry.lastUsedAt + aliveMs : undefined;
 }
 
 export function isEvictable(entry: CacheEntryView): boolean {

@@ -1,10 +1,11 @@
-import { createReadStream, statSync } from "node:fs";
+import { createReadStream, rmSync, statSync } from "node:fs";
 import { createServer, type Server } from "node:http";
 import { join, normalize } from "node:path";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import { describeOnnxFile } from "../../backend/models/file-byte-source.ts";
 import { MULTIPLEX_MODELS, REPO_DIR, repoModelPath } from "../fixtures/paths.ts";
 import { type AgentProcess, startAgent } from "./harness/agents.ts";
+import { copyOf, temporaryRepository } from "./harness/behaviour-models.ts";
 import { call, clientAuthorization, eventually, mlpRequest, waitForAgents } from "./harness/oip-client.ts";
 import { watchProcesses } from "./harness/processes-under-test.ts";
 import { type GatewayProcess, SECRETS, startGateway } from "./harness/wrangler-dev.ts";
@@ -157,4 +158,36 @@ describe("model control across agents", () => {
       return index.find((entry) => entry.name === PINNED)?.state === "UNAVAILABLE";
     });
   });
+});
+
+test("a model's keep_alive_s (its config.json) unloads it when idle that long, whatever the agent's --keep-alive", async () => {
+  const pool = "keepalive";
+  const [BRIEF_SOURCE = "m001", LASTING_SOURCE = "m002"] = OTHERS;
+  const repository = temporaryRepository("keep-alive", [
+    copyOf(BRIEF_SOURCE, "brief", { keep_alive_s: 1 }),
+    copyOf(LASTING_SOURCE, "lasting"),
+  ]);
+  try {
+    // The agent's own keep-alive is 0 (never): only the model's config.json can unload it.
+    const agent = await startAgent({ gateway: gateway.wsUrl, name: "keeper", pool, models: repository });
+    agents.push(agent);
+    await waitForAgents(gateway.url, 1, pool);
+    const sentAt = Date.now();
+    for (const model of ["brief", "lasting"]) {
+      const outcome = await call(gateway.url, model, mlpRequest(1), { pool });
+      expect(outcome.ok, model).toBe(true);
+    }
+    const loaded = async () => {
+      const view = (await (
+        await fetch(`${gateway.url}/dashboard/api/pool?pool=${pool}`, { headers: asAdmin(pool) })
+      ).json()) as { agents: Array<{ replicas: Array<{ loaded: Array<{ name: string }> }> }> };
+      return (view.agents[0]?.replicas[0]?.loaded ?? []).map((model) => model.name).sort();
+    };
+    expect(await loaded()).toEqual(["brief", "lasting"]);
+    await eventually("brief unloaded", async () => (await loaded()).join() === "lasting", 10_000);
+    // Not before its second was up (counted from before its request was sent: its idle time starts later).
+    expect(Date.now() - sentAt).toBeGreaterThanOrEqual(1_000);
+  } finally {
+    rmSync(repository, { recursive: true, force: true });
+  }
 });

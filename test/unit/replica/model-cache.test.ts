@@ -32,11 +32,14 @@ class ManualLoader implements ModelLoader<FakeSession> {
   /** What release does once called; replace it to hold or fail releases. */
   releaseHook: (session: FakeSession) => Promise<void> = async () => undefined;
   readonly #sizes: Record<string, number>;
+  /** Models with a keep-alive of their own (as a config.json's `keep_alive_s` gives the real loader). */
+  readonly #keepAlive: Record<string, number>;
   readonly #pending: PendingLoad[] = [];
   #nextId = 1;
 
-  constructor(sizes: Record<string, number>) {
+  constructor(sizes: Record<string, number>, keepAlive: Record<string, number> = {}) {
     this.#sizes = sizes;
+    this.#keepAlive = keepAlive;
   }
 
   /** Keys starting with "missing" have no file to size; every other key is 10 bytes unless told. */
@@ -45,7 +48,7 @@ class ManualLoader implements ModelLoader<FakeSession> {
     return this.#sizes[key] ?? 10;
   }
 
-  load(key: string): Promise<{ session: FakeSession; bytes: number }> {
+  load(key: string): Promise<{ session: FakeSession; bytes: number; keepAliveMs?: number }> {
     this.loadCalls.push(key);
     return new Promise((resolve, reject) => this.#pending.push({ key, resolve, reject }));
   }
@@ -58,7 +61,12 @@ class ManualLoader implements ModelLoader<FakeSession> {
   /** Ends the oldest pending load of `key`; `bytes` is the real size (the estimate unless told). */
   finish(key: string, bytes?: number): FakeSession {
     const session = { key, id: this.#nextId++ };
-    this.#take(key).resolve({ session, bytes: bytes ?? this.#sizes[key] ?? 10 });
+    const keepAliveMs = this.#keepAlive[key];
+    this.#take(key).resolve({
+      session,
+      bytes: bytes ?? this.#sizes[key] ?? 10,
+      ...(keepAliveMs === undefined ? {} : { keepAliveMs }),
+    });
     return session;
   }
 
@@ -119,9 +127,15 @@ afterEach(async () => {
 });
 
 function setup(
-  options: { limits?: Partial<CacheLimits>; keepAliveMs?: number; sizes?: Record<string, number> } = {},
+  options: {
+    limits?: Partial<CacheLimits>;
+    keepAliveMs?: number;
+    sizes?: Record<string, number>;
+    /** Keep-alives of models' own (their config.json's). */
+    modelKeepAlive?: Record<string, number>;
+  } = {},
 ) {
-  const loader = new ManualLoader(options.sizes ?? {});
+  const loader = new ManualLoader(options.sizes ?? {}, options.modelKeepAlive);
   const clock = { now: 0 };
   const errors: Array<{ message: string; error: unknown }> = [];
   const cache = new ModelCache<FakeSession>({
@@ -467,6 +481,30 @@ describe("keep-alive", () => {
     clock.now += 1e9;
     await vi.advanceTimersByTimeAsync(1e9);
     expect(loadedKeys()).toEqual(["A"]);
+  });
+
+  test("a model's own keep-alive wins over the cache's, both ways (0: never)", async () => {
+    vi.useFakeTimers({ toFake: ["setTimeout", "clearTimeout"] });
+    const { clock, preloaded, loadedKeys } = setup({
+      keepAliveMs: 1000,
+      modelKeepAlive: { brief: 200, kept: 0, long: 5000 },
+    });
+    const advance = async (ms: number) => {
+      clock.now += ms;
+      await vi.advanceTimersByTimeAsync(ms);
+    };
+    await preloaded("brief");
+    await preloaded("kept");
+    await preloaded("long");
+    await preloaded("plain");
+    await advance(200);
+    expect(loadedKeys().sort()).toEqual(["kept", "long", "plain"]);
+    await advance(800);
+    expect(loadedKeys().sort()).toEqual(["kept", "long"]);
+    await advance(4000);
+    expect(loadedKeys()).toEqual(["kept"]);
+    await advance(1e9);
+    expect(loadedKeys()).toEqual(["kept"]);
   });
 
   test("the keep-alive timer never keeps the process alive", async () => {
