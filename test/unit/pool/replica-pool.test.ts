@@ -41,7 +41,11 @@ describe("ReplicaPool with the default policy", () => {
     expect(routingPolicy(undefined).name).toBe("switchyard");
   });
 
-  test("a request held back so as not to evict a model in demand runs once its wait has paid, with no other event", async () => {
+  // Twenty real inferences and two loads: on a 2-core machine busy with other work this took over the default
+  // 5 s (twice, beside another test run); nothing here is timed, so it gets room.
+  test("a request held back so as not to evict a model in demand runs once its wait has paid, with no other event", {
+    timeout: 30_000,
+  }, async () => {
     const pool = poolOf(replicaWith({ maxModels: 1, maxConcurrency: 2 }));
     // Demand for m000, and its measured load time: evicting it now would cost its next requests a reload.
     for (let i = 0; i < 20; i += 1)
