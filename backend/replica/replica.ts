@@ -117,6 +117,8 @@ export class Replica {
   readonly #statistics = new ModelStatisticsBook();
   readonly #failed = new Map<string, { ref: ModelRef; reason: string; at: number }>();
   /** Models whose config.json says `"idempotent": false` ("name:version"): the gateway must not rerun them. */
+  /** Numbers each state snapshot (ReplicaState.seq): the gateway orders what it hears of this replica by it. */
+  #stateSeq = 0;
   readonly #notIdempotent = new Set<string>();
   readonly #listeners = new Set<(state: ReplicaState) => void>();
   readonly #limits: { maxModels: number; maxModelBytes: number };
@@ -424,12 +426,14 @@ export class Replica {
   }
 
   state(): ReplicaState {
+    this.#stateSeq += 1;
     const snapshot = this.#cache.snapshot();
     const now = Date.now();
     for (const [key, failure] of this.#failed)
       if (now - failure.at > FAILED_LOAD_MEMORY_MS) this.#failed.delete(key);
     return {
       id: this.id,
+      seq: this.#stateSeq,
       device: deviceLabel(this.device),
       maxConcurrency: this.#slots.capacity,
       // Requests in the replica: running, or gathering into a batch.

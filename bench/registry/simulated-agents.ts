@@ -108,9 +108,14 @@ class SimulatedReplica {
     this.#timings.recordRun(modelKey(this.#model), runMs);
   }
 
+  #seq = 0;
+
   state(): ReplicaState {
+    // Each snapshot later than the last, as a real replica numbers them.
+    this.#seq += 1;
     return {
       id: this.id,
+      seq: this.#seq,
       device: "cpu",
       maxConcurrency: this.#maxConcurrency,
       inFlight: this.#inFlight,

@@ -253,6 +253,8 @@ export class SimReplica {
     }
     return {
       id: this.address,
+      // The simulator hands states to the router in order: no snapshot can overtake another.
+      seq: 0,
       device: "sim",
       maxConcurrency: this.#behaviour.concurrency,
       inFlight: this.#running,

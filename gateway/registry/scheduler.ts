@@ -140,8 +140,14 @@ export class Scheduler {
   }
 
   /** A state frame: the agent's replicas as they are now (replicas it no longer lists are gone). */
-  updateState(link: AgentLink, replicas: ReplicaState[]): void {
-    assertUniqueReplicaIds(replicas);
+  updateState(link: AgentLink, reported: ReplicaState[]): void {
+    assertUniqueReplicaIds(reported);
+    // A replica's state older than the one known (a result's, through the relay) is kept as known.
+    const known = new Map(link.record.replicas.map((replica) => [replica.id, replica]));
+    const replicas = reported.map((state) => {
+      const current = known.get(state.id);
+      return current !== undefined && isStale(current, state) ? current : state;
+    });
     const listed = new Set(replicas.map((replica) => replica.id));
     const before = link.record.replicas;
     for (const replica of before) {
@@ -425,6 +431,8 @@ export class Scheduler {
 
   #applyState(link: AgentLink, state: ReplicaState): void {
     const index = link.record.replicas.findIndex((replica) => replica.id === state.id);
+    // Older than what is known: it came the longer way (see ReplicaState.seq).
+    if (isStale(link.record.replicas[index], state)) return;
     if (index < 0) link.record.replicas.push(state);
     else link.record.replicas[index] = state;
     this.#upsert(link, state);
@@ -523,4 +531,9 @@ function assertUniqueReplicaIds(replicas: readonly ReplicaState[]): void {
   for (const id of ids) {
     if (id.includes("/")) throw new ProtocolViolation(`replica id ${JSON.stringify(id)} contains '/'`);
   }
+}
+
+/** Whether `incoming` is an older snapshot of the replica than `current` (ReplicaState.seq). */
+function isStale(current: ReplicaState | undefined, incoming: ReplicaState): boolean {
+  return current !== undefined && incoming.seq < current.seq;
 }

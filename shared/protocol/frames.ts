@@ -27,7 +27,8 @@ import { ReplicaStateSchema } from "./replica-state.ts";
  * Version 2 over 1: hello and state frames carry the model signatures (required), hello says where the
  * agent's models come from, replicas report pinned models, and the gateway can query agents (describe a
  * model, statistics, model control's load and unload). Version 3 over 2: requests travel on a data socket
- * of their own, named by the hello's `channel`.
+ * of their own, named by the hello's `channel`, and replica states are numbered (`seq`) so that the gateway
+ * can tell an older one that arrived late by the other socket.
  */
 export const PROTOCOL_VERSION = 3;
 

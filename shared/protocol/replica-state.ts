@@ -38,6 +38,12 @@ export type ModelRef = z.infer<typeof ModelRefSchema>;
 export const ReplicaStateSchema = z.object({
   /** Stable within the agent: "0", "1", ... */
   id: z.string(),
+  /**
+   * The snapshot's place in this replica's order (higher is later). States travel on two sockets (a result's
+   * on the data socket through the agent's relay, state frames on the control socket), so they can arrive out
+   * of order: the registry drops a state older than one it has applied.
+   */
+  seq: z.number().int().nonnegative(),
   /** "cpu" or "cuda:<device id>". */
   device: z.string(),
   maxConcurrency: z.number().int().positive(),

@@ -27,6 +27,7 @@ export function replicaState(fields: ReplicaStateFields = {}): ReplicaState {
   const loaded = loadedFields.map((model) => (typeof model === "string" ? loadedModel(model) : model));
   return {
     id: "0",
+    seq: 0,
     device: "cpu",
     maxConcurrency: 1,
     inFlight: 0,

@@ -69,6 +69,31 @@ describe("a run's release at the registry", () => {
     expect(scheduler.snapshot().agents[0]?.inFlight).toEqual({ "0": 0 });
   });
 
+  it("a replica's state older than one applied is dropped, whichever socket it came on", async () => {
+    const { scheduler, connect, grant, report } = pool();
+    const link = connect("a");
+    const granted = await grant();
+    const names = () => scheduler.snapshot().agents[0]?.replicas[0]?.loaded.map((model) => model.name);
+    // The result's state (on the data socket, through the relay) arrives first...
+    scheduler.release(
+      report(
+        granted,
+        {
+          kind: "ok",
+          model: { name: "m", version: "1" },
+          cache: "hit",
+          phases: { queueMs: 0, loadMs: 0, inferMs: 1 },
+        },
+        { state: replicaState({ seq: 5, loaded: ["m", "n"], maxConcurrency: 1 }) },
+      ),
+    );
+    // ...then a state frame (on the control socket) the agent had sent before it.
+    scheduler.updateState(link, [replicaState({ seq: 4, loaded: ["m"], maxConcurrency: 1 })]);
+    expect(names()).toEqual(["m", "n"]);
+    scheduler.updateState(link, [replicaState({ seq: 6, loaded: ["m"], maxConcurrency: 1 })]);
+    expect(names()).toEqual(["m"]);
+  });
+
   it("the state a release carries applies only to the connection the run was granted on", async () => {
     const { scheduler, connect, grant, report } = pool();
     const old = connect("a");

@@ -44,7 +44,7 @@ describe("ReplicaPool with the default policy", () => {
   // Twenty real inferences, two loads and a hold that grows with the measured load time: on a busy 2-core
   // machine this took over vitest's default 5 s; nothing here is timed, so it gets room.
   test("a request held back so as not to evict a model in demand runs once its wait has paid, with no other event", {
-    timeout: 30_000,
+    timeout: 60_000,
   }, async () => {
     const pool = poolOf(replicaWith({ maxModels: 1, maxConcurrency: 2 }));
     // Demand for m000, and its measured load time: evicting it now would cost its next requests a reload.
@@ -53,8 +53,9 @@ describe("ReplicaPool with the default policy", () => {
     // While m000 runs, m001 (held nowhere, so a load that evicts m000) waits instead of loading at once.
     const running = pool.infer({ model: model(0), inputs: [input], deadline: inSeconds(5) });
     // Its hold lasts as long as its waiting takes to pay for the eviction, which grows with the measured load
-    // time: on a busy machine that passed a 5 s deadline (twice), so this one has room.
-    const held = pool.infer({ model: model(1), inputs: [input], deadline: inSeconds(30) });
+    // time, up to the policy's MAX_WAIT_MS (20 s): on a busy machine that passed a 5 s deadline (twice), so this
+    // one has room for the whole bound.
+    const held = pool.infer({ model: model(1), inputs: [input], deadline: inSeconds(50) });
     expect(pool.queueLength).toBe(1);
     await running;
     // Nothing else arrives or ends: only the pool's timer (the policy's nextWakeup) can start it.
