@@ -123,8 +123,12 @@ export const switchyardPolicy: RoutingPolicy = {
       const best = leastCost(costs, admitted, request);
       if (best !== undefined) {
         // The waiting grows by one millisecond per waiting request per millisecond: when it pays the harm.
+        // Paid already, and still waiting (loadTarget said no for another reason): the bound above stays
+        // its wakeup. Taking the past moment instead left it no wakeup at all, so a request nothing else woke
+        // waited for its deadline (seen in the standalone pool on a busy machine).
         const waiting = costs.waitingFor(request.model);
-        due = Math.min(due, costs.now + (best.harm - costs.waitedFor(request.model)) / waiting);
+        const paidAt = costs.now + (best.harm - costs.waitedFor(request.model)) / waiting;
+        if (paidAt > context.now) due = Math.min(due, paidAt);
       }
       if (due > context.now && (next === undefined || due < next)) next = due;
     }
