@@ -3,7 +3,8 @@ import { SwitchyardError } from "../shared/errors.ts";
 import { outcomeOf, reportOf } from "./agent-relay/run-outcome.ts";
 import type { Env } from "./env.ts";
 import { log } from "./log.ts";
-import { registryStub, relayStub } from "./object-bindings.ts";
+import { relayStub } from "./object-bindings.ts";
+import { registryOf } from "./pool.ts";
 import type {
   Grant,
   RelayedRequest,
@@ -72,12 +73,12 @@ export async function inferThroughPool(env: Env, pool: string, call: RelayedRequ
  */
 async function reserve(env: Env, pool: string, deadline: Deadline, ask: SlotAsk): Promise<SlotAnswer> {
   try {
-    return await registryStub(env.REGISTRY, pool).reserve(ask);
+    return await registryOf(env, pool).reserve(ask);
   } catch (error) {
     log("registry-call-failed", { pool, error: String(error), retry: !isOverloaded(error) });
     if (isOverloaded(error) || deadline.passed()) throw unavailable(error);
     try {
-      return await registryStub(env.REGISTRY, pool).reserve({ ...ask, timeoutMs: deadline.remainingMs() });
+      return await registryOf(env, pool).reserve({ ...ask, timeoutMs: deadline.remainingMs() });
     } catch (again) {
       log("registry-call-failed", { pool, error: String(again), retry: false });
       throw unavailable(again);
@@ -97,7 +98,7 @@ async function run(env: Env, deadline: Deadline, grant: Grant, order: RunOrder):
     log("relay-call-failed", { pool, replica: grant.replica, error: String(error) });
     const why = "the agent's relay failed";
     const lost = { kind: "lost", why, started: true } as const;
-    const decision = await registryStub(env.REGISTRY, pool)
+    const decision = await registryOf(env, pool)
       .release(reportOf(order, lost, { deadlinePassed: deadline.passed(), totalMs: order.queuedMs }))
       .catch(() => ({ again: false as const, refusal: "the pool's registry could not be reached" }));
     return outcomeOf(order, lost, decision);

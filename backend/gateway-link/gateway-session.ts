@@ -238,11 +238,7 @@ export class GatewaySession {
       return;
     }
     const text = new TextDecoder().decode(toBytes(data));
-    if (text === HEARTBEAT_PONG) return;
-    if (text === HEARTBEAT_PING) {
-      this.#sendData(HEARTBEAT_PONG);
-      return;
-    }
+    if (this.#answeredHeartbeat(text, this.#data)) return;
     const frame = this.#parse(text);
     if (frame?.type === "cancel") this.#handler.cancel(frame.id);
     else if (frame !== undefined) this.#ignored(`${frame.type} frame on the data socket`, text);
@@ -256,17 +252,19 @@ export class GatewaySession {
       return;
     }
     const text = new TextDecoder().decode(toBytes(data));
-    if (text === HEARTBEAT_PONG) return;
-    if (text === HEARTBEAT_PING) {
-      this.#send(HEARTBEAT_PONG);
-      return;
-    }
+    if (this.#answeredHeartbeat(text, this.#socket)) return;
     const frame = this.#parse(text);
     if (frame === undefined) return;
     if (frame.type === "query") {
       void answerQuery(frame, this.#options.models).then((answer) => this.#send(JSON.stringify(answer)));
     } else if (frame.type === "welcome") this.#welcome(frame);
     else this.#ignored(`${frame.type} frame on the control socket`, text);
+  }
+
+  /** A heartbeat on either socket: a "ping" is answered on it. True when `text` was one. */
+  #answeredHeartbeat(text: string, socket: WebSocket): boolean {
+    if (text === HEARTBEAT_PING) this.#sendOn(socket, HEARTBEAT_PONG);
+    return text === HEARTBEAT_PING || text === HEARTBEAT_PONG;
   }
 
   #parse(text: string): GatewayTextFrame | undefined {
@@ -291,26 +289,20 @@ export class GatewaySession {
       agentId: welcome.agentId,
       heartbeatMs: welcome.heartbeatMs,
     });
-    this.#heartbeat = new Heartbeat({
-      intervalMs: welcome.heartbeatMs,
-      send: (text) => this.#send(text),
-      onDead: (silentBeats) => {
-        this.#options.log("gateway link: the gateway went silent, reconnecting", {
-          silentMs: silentBeats * welcome.heartbeatMs,
-        });
-        this.#socket.terminate();
-      },
-    });
-    this.#dataHeartbeat = new Heartbeat({
-      intervalMs: welcome.heartbeatMs,
-      send: (text) => this.#sendData(text),
-      onDead: (silentBeats) => {
-        this.#options.log("gateway link: the data socket went silent, reconnecting", {
-          silentMs: silentBeats * welcome.heartbeatMs,
-        });
-        this.#socket.terminate();
-      },
-    });
+    // Each socket is watched on its own; either going silent ends the connection (both sockets).
+    const watch = (socket: WebSocket, who: string) =>
+      new Heartbeat({
+        intervalMs: welcome.heartbeatMs,
+        send: (text) => this.#sendOn(socket, text),
+        onDead: (silentBeats) => {
+          this.#options.log(`gateway link: ${who} went silent, reconnecting`, {
+            silentMs: silentBeats * welcome.heartbeatMs,
+          });
+          this.#socket.terminate();
+        },
+      });
+    this.#heartbeat = watch(this.#socket, "the gateway");
+    this.#dataHeartbeat = watch(this.#data, "the data socket");
     this.#reporter.start();
     // Whatever changed between the hello and now.
     this.#reporter.changed();

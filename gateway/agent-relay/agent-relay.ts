@@ -11,7 +11,13 @@ import { log } from "../log.ts";
 import { type RegistryCalls, type RelayEnv, registryStub } from "../object-bindings.ts";
 import type { Decision, RelayFailure, RunOrder, RunOutcome, RunResult } from "../pool-calls.ts";
 import { parseAgentMessage } from "../registry/agent-messages.ts";
-import { closeReason, ProtocolViolation } from "../registry/protocol-violation.ts";
+import {
+  answerClose,
+  CLOSE_GOING_AWAY,
+  CLOSE_INTERNAL,
+  closeSocket,
+  ProtocolViolation,
+} from "../registry/protocol-violation.ts";
 import { ABANDONED_GRACE_MS, RUN_CLAIM_AFTER_MS } from "../registry/request-ledger.ts";
 import { cancelFrame, inferFrame } from "./outgoing-frames.ts";
 import { type Run, RunLedger } from "./run-ledger.ts";
@@ -20,8 +26,6 @@ import { outcomeOf, reportOf } from "./run-outcome.ts";
 const DATA_TAG = "data";
 /** Kept in the relay's storage once its data socket ended: a channel carries one connection, never two. */
 const ENDED_KEY = "ended";
-const CLOSE_GOING_AWAY = 1001;
-const CLOSE_INTERNAL = 1011;
 
 /** What the data socket's attachment keeps: whose relay this is, for reports after a hibernation. */
 interface DataAttachment {
@@ -115,7 +119,7 @@ export class AgentRelay extends DurableObject<RelayEnv> {
     }
     if (deadline.passed(now)) {
       // Granted with nothing left of its deadline (asked again after a failed run): not worth a frame.
-      void this.#report({ order, pool: order.pool, deadline, sentAt: now }, { kind: "expired" });
+      void this.#report({ order, deadline, sentAt: now }, { kind: "expired" });
       return {
         kind: "done",
         outcome: {
@@ -132,7 +136,7 @@ export class AgentRelay extends DurableObject<RelayEnv> {
     }
     const frame = inferFrame(order, deadline.remainingMs(now));
     return new Promise<RunOutcome>((answer) => {
-      this.#runs.open({ order, pool: order.pool, deadline, sentAt: now }, answer);
+      this.#runs.open({ order, deadline, sentAt: now }, answer);
       try {
         socket.send(frame);
       } catch {
@@ -152,7 +156,7 @@ export class AgentRelay extends DurableObject<RelayEnv> {
   /** The registry took this relay's agent out: its socket closes and its runs fail now. */
   agentGone(why: string): void {
     const socket = this.#socket();
-    if (socket !== undefined) close(socket, CLOSE_GOING_AWAY, why);
+    if (socket !== undefined) closeSocket(socket, CLOSE_GOING_AWAY, why);
     this.#agentEnded(why);
   }
 
@@ -183,13 +187,13 @@ export class AgentRelay extends DurableObject<RelayEnv> {
         pool: attachmentOf(socket)?.pool,
         error: String(error),
       });
-      close(socket, violation ? error.closeCode : CLOSE_INTERNAL, why);
+      closeSocket(socket, violation ? error.closeCode : CLOSE_INTERNAL, why);
       await this.#lost(socket, why);
     }
   }
 
   override async webSocketClose(socket: WebSocket, code: number, reason: string): Promise<void> {
-    close(socket, code === 1005 || code === 1006 ? 1000 : code, reason);
+    answerClose(socket, code, reason);
     await this.#lost(socket, reason === "" ? `closed with code ${code}` : `closed: ${reason}`);
   }
 
@@ -318,7 +322,7 @@ export class AgentRelay extends DurableObject<RelayEnv> {
   /** A run still going after RUN_CLAIM_AFTER_MS: the registry keeps its slot past the claim window. */
   async #claimSlot(run: Run): Promise<void> {
     try {
-      await this.#registry(run.pool).claim(run.order.ticket);
+      await this.#registry(run.order.pool).claim(run.order.ticket);
     } catch (error) {
       log("claim-failed", { ticket: run.order.ticket, error: String(error) });
     }
@@ -326,7 +330,7 @@ export class AgentRelay extends DurableObject<RelayEnv> {
 
   /** A run that ended before it reached the agent (or could not): its release decides what the Worker does. */
   async #ended(order: RunOrder, deadline: Deadline, now: number, result: RunResult): Promise<RunOutcome> {
-    const run: Run = { order, pool: order.pool, deadline, sentAt: now };
+    const run: Run = { order, deadline, sentAt: now };
     return outcomeOf(order, result, await this.#report(run, result));
   }
 
@@ -344,10 +348,10 @@ export class AgentRelay extends DurableObject<RelayEnv> {
     });
     for (let attempt = 1; ; attempt += 1) {
       try {
-        return await this.#registry(run.pool).release(report);
+        return await this.#registry(run.order.pool).release(report);
       } catch (error) {
         // A stub whose object failed may stay broken: the next call gets a fresh one.
-        this.#registries.delete(run.pool);
+        this.#registries.delete(run.order.pool);
         log("release-failed", { ticket: order.ticket, attempt, error: String(error) });
         if (attempt >= 2) return { again: false, refusal: "the pool's registry could not be reached" };
       }
@@ -374,12 +378,4 @@ export class AgentRelay extends DurableObject<RelayEnv> {
 function attachmentOf(socket: WebSocket | undefined): DataAttachment | undefined {
   const attachment = socket?.deserializeAttachment() as DataAttachment | null | undefined;
   return attachment ?? undefined;
-}
-
-function close(socket: WebSocket, code: number, reason: string): void {
-  try {
-    socket.close(code, closeReason(reason));
-  } catch {
-    // Already closed.
-  }
 }

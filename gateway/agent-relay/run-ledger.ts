@@ -5,7 +5,6 @@ import { ProtocolViolation } from "../registry/protocol-violation.ts";
 /** A run the relay sent to its agent, waiting for the answer. */
 export interface Run {
   readonly order: RunOrder;
-  readonly pool: string;
   readonly deadline: Deadline;
   /** When the infer frame left (epoch ms, this object's clock). */
   readonly sentAt: number;

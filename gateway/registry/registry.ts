@@ -24,15 +24,20 @@ import { Idempotence } from "./idempotence.ts";
 import { ModelDirectory } from "./model-directory.ts";
 import { ModelPins, PinStore } from "./model-pins.ts";
 import { PoolPresence } from "./pool-presence.ts";
-import { CLOSE_POLICY_VIOLATION, closeReason, ProtocolViolation } from "./protocol-violation.ts";
+import {
+  answerClose,
+  CLOSE_GOING_AWAY,
+  CLOSE_INTERNAL,
+  CLOSE_POLICY_VIOLATION,
+  closeSocket,
+  ProtocolViolation,
+} from "./protocol-violation.ts";
 import { Scheduler } from "./scheduler.ts";
 import { SignatureStore } from "./signature-store.ts";
 import { StorageMeter, type StorageWrites } from "./storage-meter.ts";
 
 /** Tag of agent sockets in ctx.getWebSockets(). */
 const AGENT_TAG = "agent";
-const CLOSE_GOING_AWAY = 1001;
-const CLOSE_INTERNAL = 1011;
 /** Requests look for sockets that never said hello at most this often (see #sweepBeforeRouting). */
 const SWEEP_INTERVAL_MS = 1_000;
 /** The reason a registry reset by an admin gives (see restart()). */
@@ -51,7 +56,7 @@ const RESTART_NOTICE_MS = 2_000;
  * slot's timer (request-ledger.ts), keep the object awake until they end.
  */
 export class Registry extends DurableObject<RegistryEnv> {
-  readonly #relay: Scheduler;
+  readonly #scheduler: Scheduler;
   readonly #store: AgentStore;
   readonly #signatures: SignatureStore;
   readonly #heartbeatMs: number;
@@ -77,9 +82,12 @@ export class Registry extends DurableObject<RegistryEnv> {
       attachmentWritten: () => this.#meter.count("attachment"),
       // Its record would be lost at the next hibernation: the agent reconnects and says hello again.
       saveFailed: (socket, error) => {
-        log("agent-record-not-kept", { agent: this.#relay.linkOf(socket)?.record.id, error: String(error) });
-        this.#close(socket, CLOSE_INTERNAL, "its record could not be kept; reconnect");
-        this.#gone(socket, this.#relay.linkOf(socket), "its record could not be kept");
+        log("agent-record-not-kept", {
+          agent: this.#scheduler.linkOf(socket)?.record.id,
+          error: String(error),
+        });
+        closeSocket(socket, CLOSE_INTERNAL, "its record could not be kept; reconnect");
+        this.#gone(socket, this.#scheduler.linkOf(socket), "its record could not be kept");
       },
     });
     this.#signatures = new SignatureStore(kv);
@@ -87,7 +95,7 @@ export class Registry extends DurableObject<RegistryEnv> {
     this.#presence = new PoolPresence(kv, config.AGENT_GRACE_SECONDS * 1000);
     this.#alarm = new AlarmClock(ctx.storage, log, () => this.#meter.count("alarm"));
     this.#offers = new AgentOffers(kv);
-    this.#relay = new Scheduler({
+    this.#scheduler = new Scheduler({
       policy: routingPolicy(config.ROUTING_POLICY),
       maxQueue: config.QUEUE_LIMIT,
       heartbeatMs: this.#heartbeatMs,
@@ -121,7 +129,7 @@ export class Registry extends DurableObject<RegistryEnv> {
       idempotence: new Idempotence(kv),
       servedBy: (agentId) => this.#offers.names(agentId),
     });
-    const agents = () => this.#relay.links();
+    const agents = () => this.#scheduler.links();
     this.#directory = new ModelDirectory({
       bucket: env.MODELS,
       signatures: this.#signatures,
@@ -135,13 +143,13 @@ export class Registry extends DurableObject<RegistryEnv> {
       directory: this.#directory,
       queries: this.#queries,
       agents,
-      applyState: (link, state) => this.#relay.replicaReported(link, state),
+      applyState: (link, state) => this.#scheduler.replicaReported(link, state),
       graceMs: config.AGENT_GRACE_SECONDS * 1000,
       log,
     });
     ctx.setWebSocketAutoResponse(new WebSocketRequestResponsePair(HEARTBEAT_PING, HEARTBEAT_PONG));
     this.#rebuild();
-    this.#presence.start(this.#relay.servingAgents, Date.now());
+    this.#presence.start(this.#scheduler.servingAgents, Date.now());
   }
 
   // ---- RPC from the Worker ----
@@ -149,7 +157,7 @@ export class Registry extends DurableObject<RegistryEnv> {
   /** A slot for one request (pool-calls.ts); may wait in the queue. Never throws for an expected failure. */
   async reserve(ask: SlotAsk): Promise<SlotAnswer> {
     this.#sweepBeforeRouting();
-    const answer = this.#relay.reserve(ask);
+    const answer = this.#scheduler.reserve(ask);
     this.#armAlarm();
     return await answer;
   }
@@ -157,7 +165,7 @@ export class Registry extends DurableObject<RegistryEnv> {
   /** From an agent's relay (or the Worker, when the relay failed): a run ended; its slot comes back. */
   release(report: RunReport): Decision {
     try {
-      return this.#relay.release(report);
+      return this.#scheduler.release(report);
     } finally {
       this.#armAlarm();
     }
@@ -165,20 +173,20 @@ export class Registry extends DurableObject<RegistryEnv> {
 
   /** From an agent's relay: a run it has is still running, so its slot is kept (request-ledger.ts). */
   claim(ticket: string): void {
-    this.#relay.claim(ticket);
+    this.#scheduler.claim(ticket);
   }
 
   /** From an agent's relay: its data socket ended or broke the protocol, so the agent is taken out. */
   agentLost(channel: string, why: string): void {
-    const link = this.#relay.links().find((candidate) => candidate.record.channel === channel);
+    const link = this.#scheduler.links().find((candidate) => candidate.record.channel === channel);
     if (link === undefined) return;
-    this.#close(link.socket, CLOSE_GOING_AWAY, `its data socket ended (${why})`);
+    closeSocket(link.socket, CLOSE_GOING_AWAY, `its data socket ended (${why})`);
     this.#gone(link.socket, link, `its data socket ended: ${why}`);
   }
 
   snapshot(): PoolSnapshot {
     this.#closeSilentAgents();
-    return this.#relay.snapshot();
+    return this.#scheduler.snapshot();
   }
 
   /** The pool's state and its counters, for /metrics and the dashboard. */
@@ -266,9 +274,9 @@ export class Registry extends DurableObject<RegistryEnv> {
    */
   async restart(): Promise<void> {
     log("registry-restart", {});
-    const told = this.#relay.links().map((link) => {
-      this.#close(link.socket, CLOSE_GOING_AWAY, RESTART_REASON);
-      this.#relay.disconnect(link, RESTART_REASON);
+    const told = this.#scheduler.links().map((link) => {
+      closeSocket(link.socket, CLOSE_GOING_AWAY, RESTART_REASON);
+      this.#scheduler.disconnect(link, RESTART_REASON);
       return this.#relayTold.get(link.record.channel);
     });
     await Promise.race([
@@ -286,7 +294,7 @@ export class Registry extends DurableObject<RegistryEnv> {
   override async alarm(): Promise<void> {
     this.#alarm.fired();
     this.#closeSilentAgents();
-    this.#relay.tick();
+    this.#scheduler.tick();
     this.#pins.due(Date.now());
     this.#armAlarm();
   }
@@ -307,10 +315,10 @@ export class Registry extends DurableObject<RegistryEnv> {
   }
 
   override async webSocketMessage(socket: WebSocket, message: string | ArrayBuffer): Promise<void> {
-    let link = this.#relay.linkOf(socket);
+    let link = this.#scheduler.linkOf(socket);
     try {
       const parsed = parseAgentMessage(message);
-      if (link !== undefined) this.#relay.touch(link);
+      if (link !== undefined) this.#scheduler.touch(link);
       switch (parsed.kind) {
         case "ping":
           // Normally answered by the runtime; this only runs if the auto-response was bypassed.
@@ -326,7 +334,7 @@ export class Registry extends DurableObject<RegistryEnv> {
       const frame = parsed.frame;
       if (frame.type === "hello") {
         const { repository } = frame;
-        link = this.#relay.register(socket, frame, (agentId) => {
+        link = this.#scheduler.register(socket, frame, (agentId) => {
           // Before anything is routed to it: which models it can load decides what it is offered.
           if (repository.kind === "own") this.#offers.save(agentId, repository.models);
         });
@@ -345,25 +353,25 @@ export class Registry extends DurableObject<RegistryEnv> {
       const known = requireHello(link, frame.type);
       if (frame.type === "state") {
         this.#signatures.save(frame.signatures);
-        this.#relay.updateState(known, frame.replicas);
+        this.#scheduler.updateState(known, frame.replicas);
       } else if (frame.type === "error")
         throw new ProtocolViolation("error frame on the control socket (answers go on the data socket)");
       else if (frame.type === "answer") this.#queries.onAnswer(known, frame);
       else {
-        this.#relay.drain(known);
+        this.#scheduler.drain(known);
         this.#pins.reconcile();
       }
     } catch (error) {
       if (error instanceof ProtocolViolation) {
         log("protocol-violation", { agent: link?.record.id, problem: error.message });
-        this.#close(socket, error.closeCode, error.message);
+        closeSocket(socket, error.closeCode, error.message);
         this.#gone(socket, link, `protocol violation: ${error.message}`);
         return;
       }
       // A bug while handling this agent's frame: drop this agent (its requests fail cleanly) rather than
       // let one frame take the whole pool's registry down.
       log("frame-handling-failed", { agent: link?.record.id, error: String(error) });
-      this.#close(socket, CLOSE_INTERNAL, "internal error");
+      closeSocket(socket, CLOSE_INTERNAL, "internal error");
       this.#gone(socket, link, "the registry failed to handle its frame");
     } finally {
       // A frame can start work (a retry, a dispatch from the queue) that the alarm must watch over.
@@ -372,15 +380,14 @@ export class Registry extends DurableObject<RegistryEnv> {
   }
 
   override async webSocketClose(socket: WebSocket, code: number, reason: string): Promise<void> {
-    const link = this.#relay.linkOf(socket);
+    const link = this.#scheduler.linkOf(socket);
     this.#gone(socket, link, reason === "" ? `closed with code ${code}` : `closed: ${reason}`);
-    // Complete the closing handshake (1005/1006 are reported, never sent).
-    this.#close(socket, code === 1005 || code === 1006 ? 1000 : code, reason);
+    answerClose(socket, code, reason);
   }
 
   override async webSocketError(socket: WebSocket, error: unknown): Promise<void> {
-    log("agent-socket-error", { agent: this.#relay.linkOf(socket)?.record.id, error: String(error) });
-    this.#gone(socket, this.#relay.linkOf(socket), "connection error");
+    log("agent-socket-error", { agent: this.#scheduler.linkOf(socket)?.record.id, error: String(error) });
+    this.#gone(socket, this.#scheduler.linkOf(socket), "connection error");
   }
 
   // ---- internals ----
@@ -390,10 +397,10 @@ export class Registry extends DurableObject<RegistryEnv> {
     for (const socket of this.ctx.getWebSockets(AGENT_TAG)) {
       if (socket.readyState !== WebSocket.OPEN) continue;
       const restored = this.#store.restore(socket);
-      if (restored.phase === "agent") this.#relay.restore(socket, restored.record);
+      if (restored.phase === "agent") this.#scheduler.restore(socket, restored.record);
       else if (restored.phase === "lost") {
         log("agent-lost", { reason: restored.reason });
-        this.#close(socket, CLOSE_INTERNAL, `${restored.reason}; reconnect`);
+        closeSocket(socket, CLOSE_INTERNAL, `${restored.reason}; reconnect`);
       }
     }
   }
@@ -409,9 +416,9 @@ export class Registry extends DurableObject<RegistryEnv> {
   }
 
   #closeAgentsGoneSilent(): void {
-    for (const link of this.#relay.staleAgents()) {
-      this.#close(link.socket, CLOSE_GOING_AWAY, "heartbeat missed");
-      this.#relay.disconnect(link, "its heartbeats stopped");
+    for (const link of this.#scheduler.staleAgents()) {
+      closeSocket(link.socket, CLOSE_GOING_AWAY, "heartbeat missed");
+      this.#scheduler.disconnect(link, "its heartbeats stopped");
     }
   }
 
@@ -419,10 +426,10 @@ export class Registry extends DurableObject<RegistryEnv> {
   #closeSocketsWithoutHello(): void {
     const helloBy = Date.now() - silenceLimitMs(this.#heartbeatMs);
     for (const socket of this.ctx.getWebSockets(AGENT_TAG)) {
-      if (this.#relay.linkOf(socket) !== undefined) continue;
+      if (this.#scheduler.linkOf(socket) !== undefined) continue;
       const restored = this.#store.restore(socket);
       if (restored.phase === "awaiting-hello" && restored.connectedAt < helloBy) {
-        this.#close(socket, CLOSE_POLICY_VIOLATION, "no hello");
+        closeSocket(socket, CLOSE_POLICY_VIOLATION, "no hello");
         this.#forget(socket, undefined);
       }
     }
@@ -443,13 +450,13 @@ export class Registry extends DurableObject<RegistryEnv> {
   }
 
   #gone(socket: WebSocket, link: AgentLink | undefined, why: string): void {
-    if (link !== undefined) this.#relay.disconnect(link, why);
+    if (link !== undefined) this.#scheduler.disconnect(link, why);
     else this.#forget(socket, undefined);
     this.#armAlarm();
   }
 
   #armAlarm(): void {
-    const times = [this.#relay.nextAlarmAt(), this.#pins.dueAt()].filter((at) => at !== undefined);
+    const times = [this.#scheduler.nextAlarmAt(), this.#pins.dueAt()].filter((at) => at !== undefined);
     if (times.length > 0) this.#alarm.armBy(Math.min(...times));
   }
 
@@ -472,14 +479,6 @@ export class Registry extends DurableObject<RegistryEnv> {
       this.#meter.count("attachment");
     } catch {
       // Already closed: nothing to clear.
-    }
-  }
-
-  #close(socket: WebSocket, code: number, reason: string): void {
-    try {
-      socket.close(code, closeReason(reason));
-    } catch {
-      // Already closed.
     }
   }
 }

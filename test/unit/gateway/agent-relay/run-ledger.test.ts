@@ -23,7 +23,7 @@ const runOf = (ticket: string, bytes: number, timeoutMs = 1_000): Run => {
     reruns: 0,
   };
   const now = Date.now();
-  return { order, pool: "p", deadline: Deadline.in(timeoutMs, now), sentAt: now };
+  return { order, deadline: Deadline.in(timeoutMs, now), sentAt: now };
 };
 
 describe("RunLedger (an agent relay's runs)", () => {
