@@ -6,6 +6,15 @@ import { defineConfig } from "vitest/config";
 // workers     the gateway inside workerd (Workers Vitest integration): real Registry Durable Objects, R2,
 //             websockets from test peers speaking the agent protocol
 // integration real processes: the agent CLI, `wrangler dev`, websockets between them
+// integration-sharded the suites below again, each pool's registry split into four shards
+const SHARDED_SUITES = [
+  "test/integration/gateway-routing.test.ts",
+  "test/integration/gateway-routing-behaviours.test.ts",
+  "test/integration/gateway-failures.test.ts",
+  "test/integration/gateway-agent-loss.test.ts",
+  "test/integration/gateway-reliability.test.ts",
+];
+
 export default defineConfig({
   test: {
     projects: [
@@ -53,6 +62,21 @@ export default defineConfig({
           hookTimeout: 120_000,
           // Each file spawns real processes; running them one by one keeps a 2-core machine honest.
           fileParallelism: false,
+          globalSetup: ["test/fixtures/global-setup.ts"],
+        },
+      },
+      {
+        test: {
+          // The routing, failure and chaos promises again, on pools whose registry is four shards
+          // (REGISTRY_SHARDS; test/integration/harness/wrangler-dev.ts), after the other projects are done.
+          name: "integration-sharded",
+          include: SHARDED_SUITES,
+          environment: "node",
+          env: { SWITCHYARD_TEST_REGISTRY_SHARDS: "4" },
+          testTimeout: 120_000,
+          hookTimeout: 120_000,
+          fileParallelism: false,
+          sequence: { groupOrder: 1 },
           globalSetup: ["test/fixtures/global-setup.ts"],
         },
       },

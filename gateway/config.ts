@@ -20,12 +20,16 @@ export interface ConfigVars {
   RATE_LIMIT_PER_MINUTE?: string;
   RATE_LIMIT_BURST?: string;
   HEALTH_REQUIRES_KEY?: string;
+  REGISTRY_SHARDS?: string;
 }
 
 /** What the Durable Objects see of the Worker's bindings: the configuration and the model bucket. */
 export interface ObjectEnv extends ConfigVars {
   MODELS: R2Bucket;
 }
+
+/** A request may ask every shard of its pool once (pool-call.ts): this bounds that walk. */
+export const MAX_REGISTRY_SHARDS = 64;
 
 const positiveNumber = (fallback: number) => z.coerce.number().positive().default(fallback);
 const positiveInteger = (fallback: number) => z.coerce.number().int().positive().default(fallback);
@@ -38,8 +42,14 @@ const ConfigSchema = z.object({
         `unknown routing policy ${JSON.stringify(issue.input)}; known: ${Object.keys(ROUTING_POLICIES).join(", ")}`,
     })
     .default(DEFAULT_ROUTING_POLICY),
-  /** Requests that may wait for a free replica slot, per pool; one more gets 429. */
+  /** Requests that may wait for a free replica slot, per registry shard; one more gets 429. */
   QUEUE_LIMIT: positiveInteger(1000),
+  /**
+   * Registry Durable Objects each pool's decisions are spread over (docs/scaling.md): agents join the shard
+   * with the fewest, each model asks its home shard first (shared/routing/shard-order.ts). 1 (the default)
+   * is one registry per pool. Changing it moves models to new homes; agents reconnecting follow.
+   */
+  REGISTRY_SHARDS: positiveInteger(1).pipe(z.number().max(MAX_REGISTRY_SHARDS)),
   /** Deadline of a request that names none (seconds). */
   DEFAULT_TIMEOUT_SECONDS: positiveNumber(60),
   /** Largest infer body; above the relay's frame limit nothing could carry it anyway. */
@@ -53,7 +63,7 @@ const ConfigSchema = z.object({
    * to come back instead of failing at once (cloudflared's grace period); 0 turns waiting off.
    */
   AGENT_GRACE_SECONDS: z.coerce.number().nonnegative().default(30),
-  /** Bytes of request bodies one pool's registry holds at once (waiting or in flight); more gets 429. */
+  /** Bytes of request bodies one agent's relay holds at once (in flight there); more gets 429. */
   MAX_PENDING_BYTES: positiveInteger(64 * 1024 * 1024),
   /** Inferences per minute per API key (a token bucket); 0 turns rate limiting off. */
   RATE_LIMIT_PER_MINUTE: z.coerce.number().nonnegative().default(0),
@@ -89,6 +99,7 @@ export function gatewayConfig(env: ConfigVars): GatewayConfig {
     RATE_LIMIT_PER_MINUTE: blankToUndefined(env.RATE_LIMIT_PER_MINUTE),
     RATE_LIMIT_BURST: blankToUndefined(env.RATE_LIMIT_BURST),
     HEALTH_REQUIRES_KEY: blankToUndefined(env.HEALTH_REQUIRES_KEY),
+    REGISTRY_SHARDS: blankToUndefined(env.REGISTRY_SHARDS),
   };
   const parsed = ConfigSchema.safeParse(raw);
   if (!parsed.success) {

@@ -2,8 +2,9 @@ import type { ObjectEnv } from "./config.ts";
 import type { Decision, RunReport } from "./pool-calls.ts";
 
 /**
- * How a pool's Durable Objects reach one another, and the one place that names them. A pool's registry is
- * `idFromName(pool)`; an agent's relay is named by its data channel, a random id unique to one connection of
+ * How a pool's Durable Objects reach one another, and the one place that names them. A pool's registry
+ * shards are `idFromName(pool)` (shard 0, so a pool of one shard keeps the object it always had) and
+ * `idFromName("<pool>#<shard>")` ('#' is not allowed in pool names); an agent's relay is named by its data channel, a random id unique to one connection of
  * one agent (so a registry, which does not know its own name, can reach its agents' relays). The objects see each other
  * through these interfaces, not their classes, so that neither imports the other.
  */
@@ -31,14 +32,15 @@ export interface RelayEnv extends ObjectEnv {
   REGISTRY: DurableObjectNamespace<RegistryCalls>;
 }
 
-export const registryName = (pool: string) => pool;
+export const registryName = (pool: string, shard: number) => (shard === 0 ? pool : `${pool}#${shard}`);
 export const relayName = (channel: string) => `relay:${channel}`;
 
 export function registryStub<T extends Rpc.DurableObjectBranded>(
   namespace: DurableObjectNamespace<T>,
   pool: string,
+  shard: number,
 ): DurableObjectStub<T> {
-  return namespace.get(namespace.idFromName(registryName(pool)));
+  return namespace.get(namespace.idFromName(registryName(pool, shard)));
 }
 
 export function relayStub<T extends Rpc.DurableObjectBranded>(

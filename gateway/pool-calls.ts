@@ -1,5 +1,6 @@
 import type { ErrorCode } from "../shared/errors.ts";
 import type { ReplicaState } from "../shared/protocol/replica-state.ts";
+import type { Elsewhere } from "../shared/routing/dispatcher.ts";
 import type { AgentRecord } from "./registry/agent-link.ts";
 
 /**
@@ -13,7 +14,9 @@ import type { AgentRecord } from "./registry/agent-link.ts";
  *                                                   that failed, the registry's Decision: again, or not
  *
  * The registry decides (slots, queue, retry rules and budget, idempotence, ejection) and never sees a
- * payload byte; each agent's relay holds only its own agent's requests in flight.
+ * payload byte; each agent's relay holds only its own agent's requests in flight. A pool with several
+ * registry shards (REGISTRY_SHARDS) asks them in the model's order (shared/routing/shard-order.ts): a shard
+ * that may pass the ask on does so when it has no agent for the model or is backlogged (Passed).
  */
 
 /** One inference as the Worker read it from its client. */
@@ -49,6 +52,28 @@ export interface SlotAsk extends Tries {
   /** What is left of the request's deadline. */
   timeoutMs: number;
   budgetMs: number;
+  /**
+   * When the shard asked may pass the ask on (pool-call.ts) rather than serve it: "never" in a pool of one
+   * shard and for the last ask of a walk, which then behaves as the one registry of an unsharded pool;
+   * otherwise when it has no agent for it or is backlogged, and when it holds no copy of the model (or no
+   * replica advertising its hint) while another shard may (shared/routing/dispatcher.ts, Elsewhere).
+   */
+  pass: "never" | Elsewhere;
+}
+
+/**
+ * Why a shard passed an ask on, best place to come back to first: it holds the model but no replica
+ * advertises the hint; it could load the model (cold); it holds it but is backlogged (its queue already a
+ * few rounds of its slots deep; a cold shard ranks first so that a hot model spills); its agents left and
+ * are expected back; it has agents but none can load the model; it has no agent at all.
+ */
+export const PASS_REASONS = ["hit", "cold", "backlogged", "awaited", "not-served", "no-agents"] as const;
+export type PassReason = (typeof PASS_REASONS)[number];
+
+/** A shard's answer when it may pass an ask on and does: the Worker asks the model's next shard. */
+export interface Passed {
+  ok: "passed";
+  why: PassReason;
 }
 
 /** A slot on one replica, held until the relay releases it (or the registry's safety timer runs out). */
@@ -65,12 +90,13 @@ export interface Grant {
   queuedMs: number;
 }
 
-export type SlotAnswer = { ok: true; grant: Grant } | RelayFailure;
+export type SlotAnswer = { ok: true; grant: Grant } | RelayFailure | Passed;
 
 /** Worker -> agent relay: run the request (as its client sent it) on the granted replica. */
 export interface RunOrder extends Tries, RelayedRequest {
-  /** The pool whose registry granted it, and which the relay releases it to. */
+  /** The pool and registry shard that granted it, which the relay releases it to. */
   pool: string;
+  shard: number;
   ticket: string;
   agentId: string;
   channel: string;
@@ -164,16 +190,42 @@ export interface RelayFailure {
 
 export type RelayOutcome = RelaySuccess | RelayFailure;
 
+/** How many agents a registry shard has, for placing a joining agent (pool-shards.ts). */
+export interface ShardPopulation {
+  /** Agent sockets it holds, those still to say hello included. */
+  agents: number;
+  /** It has no serving agent now, and its agents are expected back (within AGENT_GRACE_SECONDS). */
+  awaited: boolean;
+  /** It has an agent of the name asked about (connected, or connecting and not yet said hello). */
+  named: boolean;
+}
+
 /** What the registry knows about the pool, for health and model endpoints. */
 export interface PoolSnapshot {
   agents: AgentSnapshot[];
   queued: number;
 }
 
+/** The pool over its registry shards, as the Worker puts it together (pool-shards.ts). */
+export interface PoolState extends PoolSnapshot {
+  /** REGISTRY_SHARDS. */
+  shards: number;
+  /** Each agent with the shard it joined. */
+  agents: Array<AgentSnapshot & { shard: number }>;
+}
+
 /** An agent's record as the registry keeps it, with the requests in flight at each of its replicas. */
 export interface AgentSnapshot extends Omit<AgentRecord, "channel"> {
   /** Requests the registry has sent there and not yet seen answered, per replica id. */
   inFlight: Record<string, number>;
+}
+
+/** A model version's readiness in one registry shard, and how many agents it has (pool-models.ts). */
+export interface ModelReadiness {
+  version: string;
+  ready: boolean;
+  reason: string;
+  agents: number;
 }
 
 /**

@@ -1,11 +1,9 @@
 import { badInput } from "../shared/errors.ts";
 import { DEFAULT_POOL, isPoolName, POOL_NAME_RULE } from "../shared/pool-names.ts";
-import type { Env } from "./env.ts";
-import { registryStub } from "./object-bindings.ts";
 
 /**
- * Pools shard the gateway: each has its own Registry Durable Object (`idFromName(pool)`), its own agents
- * and its own queue. Clients pick one with X-Switchyard-Pool; agents with that header or `?pool=`
+ * Pools divide the gateway: each has its own registry Durable Objects (pool-shards.ts), its own agents
+ * and its own queues. Clients pick one with X-Switchyard-Pool; agents with that header or `?pool=`
  * (websocket clients cannot always set headers). Everything else goes to "default".
  */
 export { DEFAULT_POOL, isPoolName };
@@ -17,8 +15,4 @@ export function poolOf(request: Request): string {
   const pool = named.trim();
   if (!isPoolName(pool)) throw badInput(`invalid pool name: use ${POOL_NAME_RULE}`);
   return pool;
-}
-
-export function registryOf(env: Env, pool: string) {
-  return registryStub(env.REGISTRY, pool);
 }

@@ -2,7 +2,7 @@ import path from "node:path";
 import { z } from "zod";
 import { DEFAULT_POOL, isPoolName, POOL_NAME_RULE } from "../../shared/pool-names.ts";
 import { MAX_HINT_LENGTH, MAX_HINTS } from "../../shared/protocol/frames.ts";
-import { agentConnectUrl, gatewayModelsUrl } from "../gateway-link/gateway-urls.ts";
+import { gatewayHttpBase, gatewayModelsUrl } from "../gateway-link/gateway-urls.ts";
 import { type BucketMode, DEFAULT_BATCHING } from "../replica/batch-settings.ts";
 import type { DeviceOption } from "../replica/device.ts";
 import { GPU_MODEL_MEMORY_SHARE } from "../replica/model-memory-budget.ts";
@@ -95,7 +95,7 @@ const list = z.string().transform((text) =>
 
 function isGatewayUrl(url: string): boolean {
   try {
-    agentConnectUrl(url, undefined);
+    gatewayHttpBase(url);
     return true;
   } catch {
     return false;

@@ -41,7 +41,7 @@ const HANDSHAKE_TIMEOUT_MS = 10_000;
  * hello carrying the full state, so the registry never needs anything from a previous connection.
  */
 export function startGatewayLink(options: GatewayLinkOptions): GatewayLink {
-  const url = agentConnectUrl(options.gateway, options.pool);
+  const url = agentConnectUrl(options.gateway, options.pool, options.agent.name);
   const backoff = new Backoff(options.backoff ?? DEFAULT_BACKOFF);
   let session: GatewaySession | undefined;
   let reconnectTimer: ReturnType<typeof setTimeout> | undefined;

@@ -1,5 +1,6 @@
 import { badInput } from "../../shared/errors.ts";
 import { DATA_CHANNEL_PATH } from "../../shared/protocol/data-channel.ts";
+import { AGENT_NAME_PARAM } from "../../shared/protocol/frames.ts";
 
 /**
  * The addresses an agent derives from `--gateway`: a ws(s) URL (http(s) is accepted too), possibly with a
@@ -22,10 +23,11 @@ function gatewayBase(gateway: string): URL {
   return base;
 }
 
-/** The websocket the agent dials: `<gateway>/agent/connect`, with the pool it joins. */
-export function agentConnectUrl(gateway: string, pool: string | undefined): string {
+/** The websocket the agent dials: `<gateway>/agent/connect`, with the pool it joins and its name. */
+export function agentConnectUrl(gateway: string, pool: string | undefined, name: string): string {
   const url = new URL("agent/connect", gatewayBase(gateway));
   if (pool !== undefined) url.searchParams.set("pool", pool);
+  url.searchParams.set(AGENT_NAME_PARAM, name);
   return url.href;
 }
 

@@ -3,10 +3,11 @@
  * CPU, and a client sending a steady load for 60 s while one agent is killed with SIGKILL every 10 s (and
  * started again at once), and the pool's registry is restarted once. Every response is checked. Then an
  * overload phase (overload.ts): a burst of ten times capacity against a small queue. Writes
- * bench/results/chaos.md.
+ * bench/results/chaos.md, or chaos-<n>-shards.md for a pool of `--shards n` registry shards.
  *
  *   npm run bench:chaos -- [--seconds 60] [--rate 20] [--rows 32] [--kill-every 10] [--registry-restart-at 35]
- *                          [--burst-seconds 5] [--bursts 4] [--queue-limit 20] [--skip-overload] [--skip-chaos]
+ *                          [--burst-seconds 5] [--bursts 4] [--queue-limit 20] [--shards 1] [--skip-overload]
+ *                          [--skip-chaos]
  */
 import { writeFileSync } from "node:fs";
 import { availableParallelism, cpus, totalmem } from "node:os";
@@ -34,9 +35,15 @@ const { values } = parseArgs({
     "skip-overload": { type: "boolean", default: false },
     "skip-chaos": { type: "boolean", default: false },
     bursts: { type: "string", default: "4" },
-    out: { type: "string", default: join(REPO_ROOT, "bench", "results", "chaos.md") },
+    shards: { type: "string", default: "1" },
+    out: { type: "string" },
   },
 });
+const shards = Number(values.shards);
+const out =
+  values.out ?? join(REPO_ROOT, "bench", "results", shards === 1 ? "chaos.md" : `chaos-${shards}-shards.md`);
+/** Every gateway this benchmark starts runs with the pool's registry in this many shards. */
+const shardVars = { REGISTRY_SHARDS: String(shards) };
 const durationMs = Number(values.seconds) * 1000;
 const ratePerSecond = Number(values.rate);
 const rows = Number(values.rows);
@@ -48,20 +55,26 @@ const DEADLINE_SECONDS = 30;
 const BATCH_WINDOW_US = 200_000;
 const MAX_CONCURRENCY = 16;
 /** The gateway settings the report states, as the gateway ran with them. */
-const REPORTED_SETTINGS = ["ROUTING_POLICY", "QUEUE_LIMIT", "HEARTBEAT_SECONDS", "AGENT_GRACE_SECONDS"];
+const REPORTED_SETTINGS = [
+  "ROUTING_POLICY",
+  "QUEUE_LIMIT",
+  "HEARTBEAT_SECONDS",
+  "AGENT_GRACE_SECONDS",
+  "REGISTRY_SHARDS",
+];
 
 const say = (message: string) => process.stderr.write(`[chaos] ${message}\n`);
 
 ensureStandardRepository();
 const markdown = values["skip-chaos"] ? "" : await chaosPhase();
 const overload = values["skip-overload"] ? "" : await overloadPhase();
-writeFileSync(values.out, `${markdown}\n${overload}`);
+writeFileSync(out, `${markdown}\n${overload}`);
 process.stdout.write(`${markdown}\n${overload}`);
-say(`wrote ${values.out}`);
+say(`wrote ${out}`);
 
 async function chaosPhase(): Promise<string> {
   say("starting wrangler dev");
-  const gateway = await startGateway();
+  const gateway = await startGateway({ vars: shardVars });
   const models = MULTIPLEX_MODELS.slice(0, MODELS);
   // A 200 ms batching window keeps every request at an agent for a while, as a busy GPU would: at ~20 ms a
   // request, a fault every 10 s would nearly always find nothing in flight and test nothing.
@@ -121,7 +134,7 @@ async function chaosPhase(): Promise<string> {
     const cpu = cpus()[0]?.model.trim() ?? "unknown CPU";
     const markdown = chaosMarkdown(figures, {
       machine: `${cpus().length} cores (${cpu}), ${Math.round(totalmem() / 2 ** 30)} GiB, Node ${process.version}, shared with other work`,
-      command: `npm run bench:chaos -- --seconds ${values.seconds} --rate ${values.rate} --rows ${values.rows} --kill-every ${values["kill-every"]} --registry-restart-at ${values["registry-restart-at"]} --burst-seconds ${values["burst-seconds"]} --bursts ${values.bursts} --queue-limit ${values["queue-limit"]}`,
+      command: `npm run bench:chaos -- --seconds ${values.seconds} --rate ${values.rate} --rows ${values.rows} --kill-every ${values["kill-every"]} --registry-restart-at ${values["registry-restart-at"]} --burst-seconds ${values["burst-seconds"]} --bursts ${values.bursts} --queue-limit ${values["queue-limit"]}${shards === 1 ? "" : ` --shards ${shards}`}`,
       date: new Date().toISOString().slice(0, 10),
       settings: [
         `Gateway: \`wrangler dev\` on the bundled Worker with wrangler.toml's configuration, given with --var (${describeGateway(gateway, REPORTED_SETTINGS)}).`,
@@ -129,7 +142,7 @@ async function chaosPhase(): Promise<string> {
         `Load: ${ratePerSecond} requests/s, open loop, ${rows} rows of ${FEATURES} features each (a few seeded inputs per model, in turn), the ${MODELS} models in turn, X-Request-Timeout ${DEADLINE_SECONDS} s; a request not answered ${LOST_AFTER_EXTRA_SECONDS} s after that is lost.`,
         `Faults: SIGKILL of one agent (in turn) every ${killEveryMs / 1000} s; one registry restart at ${registryRestartAtMs / 1000} s.`,
       ],
-      evictionMethod: `\`POST /admin/pools/${RESTARTED_POOL}/restart\`, which calls \`ctx.abort()\` in the pool's Registry Durable Object: workerd resets the object as a crash or a deploy would (its memory is gone, every agent's websocket is closed, calls in flight fail), while the Worker in front stays up. Restarting the \`wrangler dev\` process instead would also take the HTTP listener down, so clients would see refused connections for the seconds workerd takes to start, which is an outage of the whole gateway, not an eviction of the registry.`,
+      evictionMethod: `\`POST /admin/pools/${RESTARTED_POOL}/restart\`, which calls \`ctx.abort()\` in the pool's Registry Durable Object (in each of its shards): workerd resets the object as a crash or a deploy would (its memory is gone, every agent's websocket is closed, calls in flight fail), while the Worker in front stays up. Restarting the \`wrangler dev\` process instead would also take the HTTP listener down, so clients would see refused connections for the seconds workerd takes to start, which is an outage of the whole gateway, not an eviction of the registry.`,
     });
     return markdown;
   } finally {
@@ -149,7 +162,7 @@ async function overloadPhase(): Promise<string> {
     slotsPerAgent: 2,
   };
   say(`overload: a gateway with QUEUE_LIMIT=${queueLimit}`);
-  const gateway = await startGateway({ vars: { QUEUE_LIMIT: String(queueLimit) } });
+  const gateway = await startGateway({ vars: { ...shardVars, QUEUE_LIMIT: String(queueLimit) } });
   const agents: AgentProcess[] = [];
   try {
     for (let index = 0; index < AGENTS; index += 1) {

@@ -165,7 +165,7 @@ class SimulatedAgent {
     // The real agent's dial (backend/gateway-link/gateway-link.ts): the token as a bearer, no compression.
     const dial = (url: string) =>
       new WebSocket(url, { headers: { Authorization: `Bearer ${options.token}` }, perMessageDeflate: false });
-    this.#socket = dial(agentConnectUrl(options.wsUrl, options.pool));
+    this.#socket = dial(agentConnectUrl(options.wsUrl, options.pool, name));
     this.#data = dial(agentDataUrl(options.wsUrl, options.pool, this.#channel));
     this.#data.on("message", (data, isBinary) => {
       if (isBinary) this.#infer(toBytes(data));

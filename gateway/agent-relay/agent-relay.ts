@@ -8,7 +8,7 @@ import type { ErrorFrame, ResultHeader } from "../../shared/protocol/frames.ts";
 import { HEARTBEAT_PING, HEARTBEAT_PONG } from "../../shared/protocol/heartbeat.ts";
 import { gatewayConfig } from "../config.ts";
 import { log } from "../log.ts";
-import { type RegistryCalls, type RelayEnv, registryStub } from "../object-bindings.ts";
+import { type RegistryCalls, type RelayEnv, registryName, registryStub } from "../object-bindings.ts";
 import type { Decision, RelayFailure, RunOrder, RunOutcome, RunResult } from "../pool-calls.ts";
 import { parseAgentMessage } from "../registry/agent-messages.ts";
 import {
@@ -309,12 +309,18 @@ export class AgentRelay extends DurableObject<RelayEnv> {
     const attachment = attachmentOf(socket);
     if (this.ctx.storage.kv.get(ENDED_KEY) === undefined) this.ctx.storage.kv.put(ENDED_KEY, Date.now());
     if (attachment !== undefined) {
-      try {
-        await this.#registry(attachment.pool).agentLost(attachment.channel, why);
-      } catch (error) {
-        // The registry finds out on its own: the agent closes its control socket when its data socket ends.
-        log("agent-lost-not-told", { pool: attachment.pool, error: String(error) });
-      }
+      // The relay does not know which of the pool's registry shards its agent joined; only that one acts.
+      const shards = Array.from({ length: gatewayConfig(this.env).REGISTRY_SHARDS }, (_, shard) => shard);
+      await Promise.all(
+        shards.map((shard) =>
+          this.#registry(attachment.pool, shard)
+            .agentLost(attachment.channel, why)
+            .catch((error: unknown) => {
+              // The registry finds out on its own: the agent closes its control socket when its data socket ends.
+              log("agent-lost-not-told", { pool: attachment.pool, error: String(error) });
+            }),
+        ),
+      );
     }
     this.#agentEnded(why);
   }
@@ -322,7 +328,7 @@ export class AgentRelay extends DurableObject<RelayEnv> {
   /** A run still going after RUN_CLAIM_AFTER_MS: the registry keeps its slot past the claim window. */
   async #claimSlot(run: Run): Promise<void> {
     try {
-      await this.#registry(run.order.pool).claim(run.order.ticket);
+      await this.#registry(run.order.pool, run.order.shard).claim(run.order.ticket);
     } catch (error) {
       log("claim-failed", { ticket: run.order.ticket, error: String(error) });
     }
@@ -348,22 +354,23 @@ export class AgentRelay extends DurableObject<RelayEnv> {
     });
     for (let attempt = 1; ; attempt += 1) {
       try {
-        return await this.#registry(run.order.pool).release(report);
+        return await this.#registry(order.pool, order.shard).release(report);
       } catch (error) {
         // A stub whose object failed may stay broken: the next call gets a fresh one.
-        this.#registries.delete(run.order.pool);
+        this.#registries.delete(registryName(order.pool, order.shard));
         log("release-failed", { ticket: order.ticket, attempt, error: String(error) });
         if (attempt >= 2) return { again: false, refusal: "the pool's registry could not be reached" };
       }
     }
   }
 
-  /** The pool's registry, its stub kept between calls (naming an object hashes its name). */
-  #registry(pool: string): DurableObjectStub<RegistryCalls> {
-    let stub = this.#registries.get(pool);
+  /** A registry shard of the pool, its stub kept between calls (naming an object hashes its name). */
+  #registry(pool: string, shard: number): DurableObjectStub<RegistryCalls> {
+    const name = registryName(pool, shard);
+    let stub = this.#registries.get(name);
     if (stub === undefined) {
-      stub = registryStub(this.env.REGISTRY, pool);
-      this.#registries.set(pool, stub);
+      stub = registryStub(this.env.REGISTRY, pool, shard);
+      this.#registries.set(name, stub);
     }
     return stub;
   }

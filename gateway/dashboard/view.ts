@@ -1,7 +1,7 @@
 import type { ReplicaState } from "../../shared/protocol/replica-state.ts";
 import { emptyHistogram, mergeInto, quantile } from "../metrics/histogram.ts";
 import { type PoolCounters, recentSlots, SLOT_MS, WINDOW_SLOTS } from "../metrics/pool-counters.ts";
-import type { PoolSnapshot } from "../pool-calls.ts";
+import type { PoolState } from "../pool-calls.ts";
 
 /**
  * What the dashboard page shows, computed on the Worker from one registry report: the pool now (agents,
@@ -10,6 +10,8 @@ import type { PoolSnapshot } from "../pool-calls.ts";
  */
 export interface DashboardView {
   pool: string;
+  /** Registry shards the pool's decisions are spread over (REGISTRY_SHARDS). */
+  shards: number;
   /** Epoch ms of this view. */
   at: number;
   queued: number;
@@ -25,6 +27,8 @@ export interface DashboardAgent {
   id: string;
   name: string;
   version: string;
+  /** The registry shard it joined. */
+  shard: number;
   draining: boolean;
   connectedAt: number;
   hints: string[];
@@ -73,7 +77,7 @@ export const SUMMARY_MINUTES = 5;
 
 export function dashboardView(
   pool: string,
-  report: { snapshot: PoolSnapshot; counters: PoolCounters },
+  report: { snapshot: PoolState; counters: PoolCounters },
   now: number,
 ): DashboardView {
   const { snapshot, counters } = report;
@@ -81,6 +85,7 @@ export function dashboardView(
     id: agent.id,
     name: agent.name,
     version: agent.version,
+    shard: agent.shard,
     draining: agent.draining,
     connectedAt: agent.connectedAt,
     hints: agent.hints.slice(0, 20),
@@ -105,6 +110,7 @@ export function dashboardView(
   const slots = recentSlots(counters, now);
   return {
     pool,
+    shards: snapshot.shards,
     at: now,
     queued: snapshot.queued,
     inFlight,

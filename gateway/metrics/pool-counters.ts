@@ -1,5 +1,5 @@
 import { z } from "zod";
-import { emptyHistogram, observe } from "./histogram.ts";
+import { emptyHistogram, mergeInto, observe } from "./histogram.ts";
 
 /**
  * Every counter and histogram of one pool, as plain JSON-able data: the Registry keeps it in memory,
@@ -43,6 +43,8 @@ export const PoolCountersSchema = z.object({
   loadFailures: PerModel,
   unloads: PerModel,
   retries: z.number(),
+  /** Asks a registry shard passed on to the model's next shard, by reason (pool-calls.ts PASS_REASONS). */
+  passes: PerModel.default({}),
   agentConnections: z.number(),
   queueSeconds: HistogramSchema,
   loadSeconds: HistogramSchema,
@@ -63,6 +65,7 @@ export function emptyCounters(now: number): PoolCounters {
     loadFailures: {},
     unloads: {},
     retries: 0,
+    passes: {},
     agentConnections: 0,
     queueSeconds: emptyHistogram(),
     loadSeconds: emptyHistogram(),
@@ -105,6 +108,52 @@ export type ModelEvent = "loads" | "loadFailures" | "unloads";
 
 export function countModelEvent(counters: PoolCounters, event: ModelEvent, model: string): void {
   bump(counters[event], modelLabel(counters, model));
+}
+
+/**
+ * A pool's counters from its registry shards' (each counts what it decided): sums, histograms merged, the
+ * window's slots added up by start. Counting starts at the earliest shard's start. One shard's counters come
+ * back as they are.
+ */
+export function mergeCounters(shards: readonly PoolCounters[]): PoolCounters {
+  const [first, ...others] = shards;
+  if (first === undefined) return emptyCounters(Date.now());
+  if (others.length === 0) return first;
+  const merged = emptyCounters(Math.min(...shards.map((counters) => counters.since)));
+  const slots = new Map<number, WindowSlot>();
+  for (const counters of shards) {
+    const keyed = [
+      "requests",
+      "cacheHits",
+      "cacheMisses",
+      "loads",
+      "loadFailures",
+      "unloads",
+      "passes",
+    ] as const;
+    for (const key of keyed) {
+      for (const [label, count] of Object.entries(counters[key]))
+        merged[key][label] = (merged[key][label] ?? 0) + count;
+    }
+    merged.retries += counters.retries;
+    merged.agentConnections += counters.agentConnections;
+    for (const key of ["queueSeconds", "loadSeconds", "inferenceSeconds", "requestSeconds"] as const)
+      mergeInto(merged[key], counters[key]);
+    for (const slot of counters.window) {
+      let into = slots.get(slot.start);
+      if (into === undefined) {
+        into = { start: slot.start, requests: 0, errors: 0, hits: 0, misses: 0, latency: emptyHistogram() };
+        slots.set(slot.start, into);
+      }
+      into.requests += slot.requests;
+      into.errors += slot.errors;
+      into.hits += slot.hits;
+      into.misses += slot.misses;
+      mergeInto(into.latency, slot.latency);
+    }
+  }
+  merged.window = [...slots.values()].sort((a, b) => a.start - b.start);
+  return merged;
 }
 
 /** The recent window's slots, oldest first, without those older than the window. */

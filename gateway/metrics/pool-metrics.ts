@@ -91,6 +91,12 @@ export class PoolMetrics {
     this.#changed();
   }
 
+  /** A registry shard passed an ask on to the model's next shard (`reason`: pool-calls.ts PASS_REASONS). */
+  passed(reason: string): void {
+    this.#counters.passes[reason] = (this.#counters.passes[reason] ?? 0) + 1;
+    this.#changed();
+  }
+
   /** A copy of the counters, the recent window trimmed to its length. */
   report(): PoolCounters {
     return { ...structuredClone(this.#counters), window: recentSlots(this.#counters, this.#now()) };

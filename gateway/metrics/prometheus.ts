@@ -154,6 +154,13 @@ export function renderPrometheus(reports: readonly PoolReport[]): string {
     each(({ pool, counters }) => [{ labels: { pool }, value: counters.retries }]),
   );
   out.counter(
+    `${P}shard_passes_total`,
+    "Asks a registry shard passed on to the model's next shard, by reason: hit (it holds the model, not the hint), cold (it could load it), backlogged, awaited (its agents are coming back), not-served, no-agents. Zero in a pool of one shard.",
+    each(({ pool, counters }) =>
+      Object.entries(counters.passes).map(([reason, value]) => ({ labels: { pool, reason }, value })),
+    ),
+  );
+  out.counter(
     `${P}registry_storage_writes_total`,
     "Writes by the pool's registry since it started, by kind: kv (storage puts and deletes), alarm (alarms set), attachment (agent records kept in their sockets).",
     each(({ pool, storageWrites }) =>

@@ -36,7 +36,13 @@ const AgentRecordSchema = z.object({
 
 const AttachmentSchema = z.discriminatedUnion("phase", [
   /** Accepted, hello not received yet. */
-  z.object({ v: z.literal(1), phase: z.literal("awaiting-hello"), connectedAt: z.number() }),
+  z.object({
+    v: z.literal(1),
+    phase: z.literal("awaiting-hello"),
+    connectedAt: z.number(),
+    /** The name its URL gave (AGENT_NAME_PARAM): its hello must say the same. */
+    name: z.string(),
+  }),
   z.object({ v: z.literal(1), phase: z.literal("agent"), record: AgentRecordSchema }),
   /** The record lives in storage under storageKey(id). */
   z.object({ v: z.literal(1), phase: z.literal("spilled"), id: z.string(), connectedAt: z.number() }),
@@ -44,7 +50,7 @@ const AttachmentSchema = z.discriminatedUnion("phase", [
 type Attachment = z.infer<typeof AttachmentSchema>;
 
 export type RestoredSocket =
-  | { phase: "awaiting-hello"; connectedAt: number }
+  | { phase: "awaiting-hello"; connectedAt: number; name: string }
   | { phase: "agent"; record: AgentRecord }
   | { phase: "lost"; reason: string };
 
@@ -72,8 +78,8 @@ export class AgentStore {
     this.#events = events;
   }
 
-  markAwaitingHello(socket: WebSocket, connectedAt: number): void {
-    socket.serializeAttachment({ v: 1, phase: "awaiting-hello", connectedAt } satisfies Attachment);
+  markAwaitingHello(socket: WebSocket, connectedAt: number, name: string): void {
+    socket.serializeAttachment({ v: 1, phase: "awaiting-hello", connectedAt, name } satisfies Attachment);
     this.#events.attachmentWritten?.();
   }
 

@@ -4,7 +4,12 @@ import { errorResponse } from "../../shared/http/error-response.ts";
 import type { CatalogEntry } from "../../shared/models/model-catalog.ts";
 import type { ModelStatistics } from "../../shared/oip/statistics.ts";
 import type { TritonModelConfig } from "../../shared/oip/triton-model-config.ts";
-import { PROTOCOL_VERSION, type Welcome } from "../../shared/protocol/frames.ts";
+import {
+  AGENT_NAME_PARAM,
+  AgentNameSchema,
+  PROTOCOL_VERSION,
+  type Welcome,
+} from "../../shared/protocol/frames.ts";
 import { HEARTBEAT_PING, HEARTBEAT_PONG, silenceLimitMs } from "../../shared/protocol/heartbeat.ts";
 import type { ModelSignature } from "../../shared/protocol/model-signatures.ts";
 import { routingPolicy } from "../../shared/routing/policies.ts";
@@ -13,7 +18,16 @@ import { log } from "../log.ts";
 import type { PoolCounters } from "../metrics/pool-counters.ts";
 import { PoolMetrics } from "../metrics/pool-metrics.ts";
 import { type RegistryEnv, relayStub } from "../object-bindings.ts";
-import type { Decision, ModelAnswer, PoolSnapshot, RunReport, SlotAnswer, SlotAsk } from "../pool-calls.ts";
+import type {
+  Decision,
+  ModelAnswer,
+  ModelReadiness,
+  PoolSnapshot,
+  RunReport,
+  ShardPopulation,
+  SlotAnswer,
+  SlotAsk,
+} from "../pool-calls.ts";
 import type { AgentLink } from "./agent-link.ts";
 import { parseAgentMessage } from "./agent-messages.ts";
 import { AgentOffers } from "./agent-offers.ts";
@@ -122,6 +136,7 @@ export class Registry extends DurableObject<RegistryEnv> {
         this.#armAlarm();
       },
       onRetry: () => this.#metrics.retried(),
+      onPassed: (why) => this.#metrics.passed(why),
       onFinished: (request) => this.#metrics.requestFinished(request),
       lastHeartbeat: (socket) => ctx.getWebSocketAutoResponseTimestamp(socket)?.getTime(),
       log,
@@ -184,6 +199,23 @@ export class Registry extends DurableObject<RegistryEnv> {
     this.#gone(link.socket, link, `its data socket ended: ${why}`);
   }
 
+  /** For placing a joining agent named `name` (shard-placement.ts). */
+  population(name: string): ShardPopulation {
+    const sockets = this.ctx.getWebSockets(AGENT_TAG);
+    const awaiting = (socket: WebSocket) => {
+      if (this.#scheduler.linkOf(socket) !== undefined) return undefined;
+      const restored = this.#store.restore(socket);
+      return restored.phase === "awaiting-hello" ? restored.name : undefined;
+    };
+    return {
+      agents: sockets.length,
+      awaited: this.#presence.expectedBackUntil(Date.now()) !== undefined,
+      named:
+        this.#scheduler.links().some((link) => link.record.name === name) ||
+        sockets.some((socket) => awaiting(socket) === name),
+    };
+  }
+
   snapshot(): PoolSnapshot {
     this.#closeSilentAgents();
     return this.#scheduler.snapshot();
@@ -216,13 +248,12 @@ export class Registry extends DurableObject<RegistryEnv> {
     });
   }
 
-  modelReadiness(
-    name: string,
-    version?: string,
-  ): Promise<ModelAnswer<{ version: string; ready: boolean; reason: string }>> {
+  /** Whether a version is loaded somewhere, or why not; `agents`: connected here (a sharded pool's reason). */
+  modelReadiness(name: string, version?: string): Promise<ModelAnswer<ModelReadiness>> {
     return answer(async () => {
       const model = await this.#directory.find(name, version);
-      return { version: model.version, ...this.#directory.readiness(model) };
+      const agents = this.#scheduler.links().length;
+      return { version: model.version, agents, ...this.#directory.readiness(model) };
     });
   }
 
@@ -301,16 +332,19 @@ export class Registry extends DurableObject<RegistryEnv> {
 
   // ---- agents ----
 
-  /** GET /agent/connect, already authenticated by the Worker: accept the agent's websocket. */
+  /** GET /agent/connect?agent=<name>, already authenticated by the Worker: accept the agent's websocket. */
   override async fetch(request: Request): Promise<Response> {
     if (request.headers.get("upgrade")?.toLowerCase() !== "websocket") {
       return errorResponse(new SwitchyardError("bad_input", "/agent/connect expects a websocket upgrade"), {
         Upgrade: "websocket",
       });
     }
+    const name = AgentNameSchema.safeParse(new URL(request.url).searchParams.get(AGENT_NAME_PARAM));
+    if (!name.success)
+      return errorResponse(new SwitchyardError("bad_input", `/agent/connect needs ?${AGENT_NAME_PARAM}=`));
     const { 0: client, 1: server } = new WebSocketPair();
     this.ctx.acceptWebSocket(server, [AGENT_TAG]);
-    this.#store.markAwaitingHello(server, Date.now());
+    this.#store.markAwaitingHello(server, Date.now(), name.data);
     return new Response(null, { status: 101, webSocket: client });
   }
 
@@ -334,6 +368,11 @@ export class Registry extends DurableObject<RegistryEnv> {
       const frame = parsed.frame;
       if (frame.type === "hello") {
         const { repository } = frame;
+        const connecting = this.#store.restore(socket);
+        if (connecting.phase === "awaiting-hello" && connecting.name !== frame.agent.name)
+          throw new ProtocolViolation(
+            `hello names another agent than its connection's ?${AGENT_NAME_PARAM}=`,
+          );
         link = this.#scheduler.register(socket, frame, (agentId) => {
           // Before anything is routed to it: which models it can load decides what it is offered.
           if (repository.kind === "own") this.#offers.save(agentId, repository.models);

@@ -106,7 +106,7 @@ export class RequestLedger {
   }
 
   /** Answers the ask with a failure; false (and nothing happens) when it was answered already. */
-  settle(pending: PendingAsk, answer: SlotAnswer & { ok: false }): boolean {
+  settle(pending: PendingAsk, answer: Exclude<SlotAnswer, { ok: true }>): boolean {
     const entry = this.#close(pending);
     entry?.answer(answer);
     return entry !== undefined;

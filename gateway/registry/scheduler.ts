@@ -5,7 +5,15 @@ import type { ReplicaState } from "../../shared/protocol/replica-state.ts";
 import { type Dispatch, Dispatcher } from "../../shared/routing/dispatcher.ts";
 import type { RoutingPolicy } from "../../shared/routing/types.ts";
 import type { RequestRecord } from "../metrics/pool-counters.ts";
-import type { Decision, PoolSnapshot, RelayFailure, RunReport, SlotAnswer, SlotAsk } from "../pool-calls.ts";
+import type {
+  Decision,
+  PassReason,
+  PoolSnapshot,
+  RelayFailure,
+  RunReport,
+  SlotAnswer,
+  SlotAsk,
+} from "../pool-calls.ts";
 import { type AgentLink, type AgentRecord, replicaAddress, splitReplicaAddress } from "./agent-link.ts";
 import { AgentRoster } from "./agent-roster.ts";
 import { AgentWait } from "./agent-wait.ts";
@@ -50,6 +58,8 @@ export interface SchedulerOptions {
    * been running): counted by the pool's metrics.
    */
   onRetry?: () => void;
+  /** An ask was passed on to the model's next shard (a sharded pool), and why. */
+  onPassed?: (why: PassReason) => void;
   /** A request's outcome is known (what its client got), for the metrics. */
   onFinished?: (request: RequestRecord) => void;
   /** Whether agents are expected back while none serves; absent: never (no waiting). */
@@ -439,22 +449,46 @@ export class Scheduler {
     if (this.#roster.isCurrent(link)) this.#options.onAgentChanged(link, index < 0 ? undefined : [state]);
   }
 
+  /**
+   * Routes an ask. One that may pass (a sharded pool's ask before the last, pool-call.ts) is answered
+   * "passed" instead of waiting for agents, failing for want of one, queueing behind a backlog, or loading
+   * a model another shard may hold: the Worker asks the model's next shard, and comes back to the best of
+   * those that passed.
+   */
   #submit(pending: PendingAsk): void {
-    const routed = this.#dispatcher.submit(pending.route, pending, pending.deadline.at);
+    const elsewhere = pending.ask.pass === "never" ? undefined : pending.ask.pass;
+    const mayPass = elsewhere !== undefined;
+    const routed = this.#dispatcher.submit(pending.route, pending, pending.deadline.at, elsewhere);
     switch (routed.kind) {
       case "dispatched":
         this.#sendAll([routed.dispatch]);
         return;
       case "queued":
         return;
+      case "backlogged":
+        this.#pass(pending, "backlogged");
+        return;
+      case "unmatched":
+        this.#pass(pending, routed.holds ? "hit" : "cold");
+        return;
       case "unavailable":
-        if (this.#waitForAgents(pending)) return;
-        this.#fail(pending, failureOf(routed.error));
+        if (mayPass)
+          this.#pass(pending, this.#agentWait.expectedUntil() === undefined ? "no-agents" : "awaited");
+        else if (!this.#waitForAgents(pending)) this.#fail(pending, failureOf(routed.error));
+        return;
+      case "not_found":
+        if (mayPass) this.#pass(pending, "not-served");
+        else this.#fail(pending, failureOf(routed.error));
         return;
       case "queue_full":
-      case "not_found":
         this.#fail(pending, failureOf(routed.error));
     }
+  }
+
+  /** The ask goes to the model's next shard: not a request this shard answered, so no metrics count it. */
+  #pass(pending: PendingAsk, why: PassReason): void {
+    this.#agentWait.delete(pending);
+    if (this.#ledger.settle(pending, { ok: "passed", why })) this.#options.onPassed?.(why);
   }
 
   /** Grants what the dispatcher decided; a grant that cannot be made frees its slot and may dispatch more. */

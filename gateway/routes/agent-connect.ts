@@ -1,20 +1,31 @@
 import { Hono } from "hono";
 import { badInput } from "../../shared/errors.ts";
 import { ChannelIdSchema, DATA_CHANNEL_PATH } from "../../shared/protocol/data-channel.ts";
+import { AGENT_NAME_PARAM, AgentNameSchema } from "../../shared/protocol/frames.ts";
 import type { Env } from "../env.ts";
 import { relayStub } from "../object-bindings.ts";
-import { poolOf, registryOf } from "../pool.ts";
+import { poolOf } from "../pool.ts";
+import { placeAgent, registryOf } from "../pool-shards.ts";
 
 /**
  * An agent's two websockets (agent token checked by the app; shared/protocol/data-channel.ts says why two):
- * - GET /agent/connect: the control socket, handed to the pool's registry as it is; the registry accepts it
- *   and expects a hello frame first.
+ * - GET /agent/connect?agent=<name>: the control socket, handed as it is to a registry shard of the pool
+ *   (pool-shards.ts: the one with agents of that name, else the one with the fewest); the registry accepts
+ *   it and expects a hello frame naming the same agent first.
  * - GET /agent/data?channel=<id>: the data socket, handed to the relay its channel names, which carries the
  *   agent's requests and results.
  */
 export const agentConnectRoutes = new Hono<{ Bindings: Env }>();
 
-agentConnectRoutes.get("/agent/connect", (c) => registryOf(c.env, poolOf(c.req.raw)).fetch(c.req.raw));
+agentConnectRoutes.get("/agent/connect", async (c) => {
+  const pool = poolOf(c.req.raw);
+  const name = AgentNameSchema.safeParse(c.req.query(AGENT_NAME_PARAM));
+  if (!name.success)
+    throw badInput(
+      `/agent/connect needs ?${AGENT_NAME_PARAM}= (the agent's name): ${name.error.issues[0]?.message}`,
+    );
+  return registryOf(c.env, pool, await placeAgent(c.env, pool, name.data)).fetch(c.req.raw);
+});
 
 agentConnectRoutes.get(`/${DATA_CHANNEL_PATH}`, (c) => {
   const pool = poolOf(c.req.raw);

@@ -3,7 +3,8 @@ import { notFound } from "../../shared/errors.ts";
 import { DASHBOARD_ASSETS, DASHBOARD_PAGE } from "../dashboard/assets.ts";
 import { dashboardView } from "../dashboard/view.ts";
 import type { Env } from "../env.ts";
-import { poolOf, registryOf } from "../pool.ts";
+import { poolOf } from "../pool.ts";
+import { poolReport } from "../pool-shards.ts";
 
 /**
  * The dashboard. A browser cannot send a bearer header when it navigates, so the page and its scripts carry
@@ -42,6 +43,6 @@ dashboardRoutes.get("/dashboard/assets/:name", (c) => {
 
 dashboardRoutes.get("/dashboard/api/pool", async (c) => {
   const pool = poolOf(c.req.raw);
-  const report = await registryOf(c.env, pool).report();
+  const report = await poolReport(c.env, pool);
   return c.json(dashboardView(pool, report, Date.now()), 200, { "Cache-Control": "no-store" });
 });

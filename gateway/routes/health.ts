@@ -2,7 +2,8 @@ import { Hono } from "hono";
 import { SwitchyardError } from "../../shared/errors.ts";
 import { authenticate } from "../auth.ts";
 import type { Env } from "../env.ts";
-import { poolOf, registryOf } from "../pool.ts";
+import { poolOf } from "../pool.ts";
+import { poolSnapshot } from "../pool-shards.ts";
 
 /**
  * Server-level OIP v2 endpoints: liveness, readiness (an agent is connected), server metadata. Liveness and
@@ -20,7 +21,7 @@ healthRoutes.get("/v2/health/live", (c) => c.json({ live: true }));
 
 healthRoutes.get("/v2/health/ready", async (c) => {
   const pool = poolOf(c.req.raw);
-  const snapshot = await registryOf(c.env, pool).snapshot();
+  const snapshot = await poolSnapshot(c.env, pool);
   const serving = snapshot.agents.filter((agent) => !agent.draining);
   if (serving.length === 0) {
     const why = snapshot.agents.length === 0 ? "no agent is connected" : "every agent is draining";

@@ -3,7 +3,8 @@ import { badInput } from "../../shared/errors.ts";
 import type { Env } from "../env.ts";
 import { CONTENT_TYPE } from "../metrics/exposition.ts";
 import { type PoolReport, renderPrometheus } from "../metrics/prometheus.ts";
-import { DEFAULT_POOL, isPoolName, registryOf } from "../pool.ts";
+import { DEFAULT_POOL, isPoolName } from "../pool.ts";
+import { poolReport } from "../pool-shards.ts";
 
 /**
  * GET /metrics (admin key or METRICS_TOKEN, checked by the app): Prometheus metrics of the pools named by
@@ -18,7 +19,7 @@ const MAX_POOLS = 32;
 metricsRoutes.get("/metrics", async (c) => {
   const pools = poolsToReport(c.req.queries("pool") ?? [], c.env.METRICS_POOLS);
   const reports: PoolReport[] = await Promise.all(
-    pools.map(async (pool) => ({ pool, ...(await registryOf(c.env, pool).report()) })),
+    pools.map(async (pool) => ({ pool, ...(await poolReport(c.env, pool)) })),
   );
   return c.body(renderPrometheus(reports), 200, {
     "Content-Type": CONTENT_TYPE,

@@ -49,6 +49,27 @@ export function catalog(
   return [...entries.values()].sort(compareModelEntries);
 }
 
+const STRENGTH: Record<ModelState, number> = { UNAVAILABLE: 0, LOADING: 1, READY: 2 };
+
+/**
+ * The index of a pool whose registry is sharded, from each shard's: a version is as ready as the readiest
+ * shard says (as catalog() ranks replicas), and an unavailable one keeps the reason of a failed load over
+ * "unloaded".
+ */
+export function mergeCatalogs(catalogs: readonly (readonly CatalogEntry[])[]): CatalogEntry[] {
+  const entries = new Map<string, CatalogEntry>();
+  for (const entry of catalogs.flat()) {
+    const key = `${entry.name}/${entry.version}`;
+    const known = entries.get(key);
+    const stronger =
+      known === undefined ||
+      STRENGTH[entry.state] > STRENGTH[known.state] ||
+      (entry.state === known.state && known.reason === "unloaded" && entry.reason !== "unloaded");
+    if (stronger) entries.set(key, { ...entry });
+  }
+  return [...entries.values()].sort(compareModelEntries);
+}
+
 /** One model as the metadata, readiness, configuration and statistics endpoints see it. */
 export interface ModelView {
   name: string;

@@ -105,10 +105,20 @@ export type AgentRepository = z.infer<typeof AgentRepositorySchema>;
 export const MAX_HINTS = 1024;
 export const MAX_HINT_LENGTH = 256;
 
+/** An agent's --name, in its hello and in its control socket's URL. */
+export const AgentNameSchema = z.string().min(1).max(128);
+
+/**
+ * The query parameter of `/agent/connect` that carries the agent's name, so that the gateway can place it
+ * before its hello: agents of one name join the same registry shard (gateway/pool-shards.ts), which then
+ * tells them apart. Its hello must name the same agent.
+ */
+export const AGENT_NAME_PARAM = "agent";
+
 export const HelloSchema = z.object({
   type: z.literal("hello"),
   protocol: ProtocolVersion,
-  agent: z.object({ name: z.string().min(1).max(128), version: z.string().max(64) }),
+  agent: z.object({ name: AgentNameSchema, version: z.string().max(64) }),
   /** Routing keys this agent answers to beyond its model names (--hints). */
   hints: z.array(z.string().max(MAX_HINT_LENGTH)).max(MAX_HINTS),
   replicas: z.array(ReplicaStateSchema).min(1).max(64),

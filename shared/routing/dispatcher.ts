@@ -1,7 +1,14 @@
 import { SwitchyardError } from "../errors.ts";
 import type { ReplicaState } from "../protocol/replica-state.ts";
 import { DemandTracker } from "./demand.ts";
-import { capacityUnder, hasRoomUnder, holds, isLoading } from "./replica-facts.ts";
+import {
+  capacityUnder,
+  hasRoomUnder,
+  holds,
+  isLoading,
+  isLoadingOrPending,
+  matchesHint,
+} from "./replica-facts.ts";
 import {
   type PendingLoad,
   type PoolView,
@@ -19,6 +26,12 @@ import { WaitingLine } from "./waiting-line.ts";
  * come and gone between two reports); by then the agent has long reported its state.
  */
 const PENDING_LOAD_TTL_MS = 30_000;
+
+/**
+ * A request that may go elsewhere does when the queue holds this many rounds of the suitable replicas'
+ * slots: a short wait (a load others wait for, a burst) stays with the replicas that hold the model.
+ */
+export const BACKLOG_ROUNDS = 2;
 
 /** A request that is to be sent to a replica now. */
 export interface Dispatch<P> {
@@ -42,6 +55,23 @@ export type Submitted<P> =
   | { kind: "queue_full"; error: SwitchyardError }
   /** Agents are connected, and none of them can load the model (their repositories lack it): 404. */
   | { kind: "not_found"; error: SwitchyardError };
+
+/**
+ * When a request may go elsewhere instead (a sharded pool's other registry shards, gateway/pool-call.ts):
+ * - "backlog": rather than wait behind a queue already BACKLOG_ROUNDS rounds of the suitable replicas'
+ *   slots deep;
+ * - "unmatched": that too, and rather than load it here when no replica here holds it (loaded, loading, or
+ *   a load on its way), so that a copy elsewhere is found first;
+ * - "unhinted": that too, and when no replica here advertises the request's hint (a replica that holds it
+ *   still makes this place a "hit").
+ */
+export type Elsewhere = "backlog" | "unmatched" | "unhinted";
+
+/** What submit() answers, instead of routing, for a request that may go elsewhere. */
+export type NotHere =
+  | { kind: "backlogged" }
+  /** Replicas here could take it, without a match (`holds`: one holds the model, not the hint). */
+  | { kind: "unmatched"; holds: boolean };
 
 interface Waiting<P> extends QueuedView {
   payload: P;
@@ -142,9 +172,17 @@ export class Dispatcher<P> {
 
   /**
    * Routes a new request: dispatched now, queued until a slot frees or its deadline passes, or refused
-   * (429 when the queue is full, 503 when nothing can serve it).
+   * (429 when the queue is full, 503 when nothing can serve it). One that may go `elsewhere` is answered
+   * NotHere when this is not the place for it (Elsewhere).
    */
-  submit(request: RouteRequest, payload: P, deadline: number): Submitted<P> {
+  submit(request: RouteRequest, payload: P, deadline: number): Submitted<P>;
+  submit(
+    request: RouteRequest,
+    payload: P,
+    deadline: number,
+    elsewhere: Elsewhere | undefined,
+  ): Submitted<P> | NotHere;
+  submit(request: RouteRequest, payload: P, deadline: number, elsewhere?: Elsewhere): Submitted<P> | NotHere {
     this.#demand.record(request.model, this.#options.now());
     const context = this.#context();
     const pool = this.#pool();
@@ -152,6 +190,17 @@ export class Dispatcher<P> {
     if (able.length === 0 && pool.replicas.length > 0) {
       const message = `no connected agent has '${request.model}' in its repository`;
       return { kind: "not_found", error: new SwitchyardError("not_found", message) };
+    }
+    const taking = able.filter((replica) => !replica.draining);
+    if (taking.length > 0 && (elsewhere === "unmatched" || elsewhere === "unhinted")) {
+      const holding = taking.some(
+        (replica) => holds(replica, request) || isLoadingOrPending(replica, request),
+      );
+      const hinted =
+        elsewhere === "unhinted" && request.hint !== undefined
+          ? taking.some((replica) => matchesHint(replica, request))
+          : holding;
+      if (!hinted) return { kind: "unmatched", holds: holding };
     }
     const decision = this.#options.policy.route(request, { ...pool, replicas: able }, context);
     if (decision.kind === "unavailable") {
@@ -166,6 +215,8 @@ export class Dispatcher<P> {
       const dispatch = { address: decision.address, payload, expect: decision.expect, queuedMs: 0 };
       return { kind: "dispatched", dispatch };
     }
+    if (elsewhere !== undefined && this.#queue.length >= BACKLOG_ROUNDS * slotsOf(taking))
+      return { kind: "backlogged" };
     if (this.#queue.length >= this.#options.maxQueue) {
       const message = `every replica is busy and ${this.#queue.length} requests are already waiting; retry later`;
       return {
@@ -334,4 +385,8 @@ function stillPending(
       (model) => model.name === load.model && (load.version === undefined || model.version === load.version),
     );
   return loads.filter((load) => now - load.since < PENDING_LOAD_TTL_MS && !shown(load));
+}
+
+function slotsOf(replicas: readonly ReplicaView[]): number {
+  return replicas.reduce((sum, replica) => sum + replica.state.maxConcurrency, 0);
 }

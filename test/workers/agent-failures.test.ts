@@ -371,23 +371,30 @@ describe("agents that break the protocol", () => {
       });
     expect((await again()).status).toBe(409);
     // An agent saying hello with the first one's channel would have its requests sent to the first one.
-    const thief = await FakeAgent.open(pool, [replicaState({ loaded: ["m"] })]);
-    thief.sendJson({
-      type: "hello",
-      protocol: PROTOCOL_VERSION,
-      agent: { name: "thief", version: "1" },
-      hints: [],
-      replicas: [replicaState({ loaded: ["m"] })],
-      signatures: [],
-      repository: { kind: "gateway" },
-      channel: first.channel,
-    });
+    const thief = await FakeAgent.open(pool, [replicaState({ loaded: ["m"] })], AGENT_TOKEN, "thief");
+    thief.sendHello({ name: "thief", channel: first.channel });
     expect(await thief.closed).toEqual({ code: 1008, reason: "data channel in use by another agent" });
     expect((await snapshot(pool)).agents.map((agent) => agent.id)).toEqual(["first"]);
     // Once the first connection ended, its channel stays spent.
     first.close();
     await first.dataClosed;
     expect((await again()).status).toBe(409);
+  });
+
+  it("names itself when it connects (?agent=), and its hello must name the same agent", async () => {
+    const pool = freshPool();
+    const unnamed = await gatewayFetch(`/agent/connect?pool=${pool}`, {
+      headers: { Upgrade: "websocket", Authorization: `Bearer ${AGENT_TOKEN}` },
+    });
+    expect(unnamed.status).toBe(400);
+    expect(await unnamed.json()).toMatchObject({ error: expect.stringContaining("?agent=") });
+    const impostor = await FakeAgent.open(pool, [replicaState({ loaded: ["m"] })], AGENT_TOKEN, "named");
+    impostor.sendHello({ name: "another" });
+    expect(await impostor.closed).toEqual({
+      code: 1008,
+      reason: "hello names another agent than its connection's ?agent=",
+    });
+    expect((await snapshot(pool)).agents).toEqual([]);
   });
 
   it("closes a socket that sends anything but hello first", async () => {

@@ -6,7 +6,7 @@ import { RetryBudget } from "../../gateway/registry/retry-budget.ts";
 import { Scheduler } from "../../gateway/registry/scheduler.ts";
 import { baselinePolicy } from "../../shared/routing/baseline.ts";
 import { replicaState } from "../support/replica-state.ts";
-import { joinScheduler } from "./support/scheduler-agents.ts";
+import { ASK_M, joinScheduler } from "./support/scheduler-agents.ts";
 
 describe("the retry budget", () => {
   it("allows the minimum in a quiet window, a share of the requests in a busy one, and refills as it slides", () => {
@@ -43,12 +43,12 @@ describe("a sick pool", () => {
     });
     const connect = (name: string, maxConcurrency: number): AgentLink =>
       joinScheduler(scheduler, name, [replicaState({ loaded: ["m"], maxConcurrency })]);
-    const ask: SlotAsk = { model: "m", timeoutMs: 60_000, budgetMs: 60_000, attempts: 0, reruns: 0 };
+    const ask = ASK_M;
     const dying = connect("dying", 20);
     const grants: Grant[] = [];
     for (let index = 0; index < 20; index += 1) {
       const answer = await scheduler.reserve(ask);
-      if (!answer.ok) throw new Error(answer.message);
+      if (answer.ok !== true) throw new Error(JSON.stringify(answer));
       grants.push(answer.grant);
     }
     connect("healthy", 20);

@@ -4,15 +4,17 @@ import type { Grant, RunReport, RunResult, SlotAsk } from "../../gateway/pool-ca
 import { Scheduler } from "../../gateway/registry/scheduler.ts";
 import { baselinePolicy } from "../../shared/routing/baseline.ts";
 import { replicaState } from "../support/replica-state.ts";
-import { joinScheduler } from "./support/scheduler-agents.ts";
+import { ASK_M, joinScheduler } from "./support/scheduler-agents.ts";
 
 // The registry's side of a run's end (pool-calls.ts): what a release does to the slot, the metrics and the
 // replica's state, driven directly with real sockets (the workers tests drive it through relays).
 
-const ask: SlotAsk = { model: "m", timeoutMs: 60_000, budgetMs: 60_000, attempts: 0, reruns: 0 };
+const ask = ASK_M;
 
-function pool() {
+/** A scheduler on the baseline policy, and what it reports: requests finished, asks passed on. */
+function scheduled() {
   const finished: RequestRecord[] = [];
+  const passes: string[] = [];
   const scheduler = new Scheduler({
     policy: baselinePolicy,
     maxQueue: 10,
@@ -20,12 +22,18 @@ function pool() {
     onAgentChanged: () => {},
     onAgentGone: () => {},
     onFinished: (request) => finished.push(request),
+    onPassed: (why) => passes.push(why),
   });
+  return { scheduler, finished, passes };
+}
+
+function pool() {
+  const { scheduler, finished } = scheduled();
   const connect = (name: string) =>
     joinScheduler(scheduler, name, [replicaState({ loaded: ["m"], maxConcurrency: 1 })]);
   const grant = async (): Promise<Grant> => {
     const answer = await scheduler.reserve(ask);
-    if (!answer.ok) throw new Error(answer.message);
+    if (answer.ok !== true) throw new Error(JSON.stringify(answer));
     return answer.grant;
   };
   const report = (granted: Grant, result: RunResult, extra: Partial<RunReport> = {}): RunReport => ({
@@ -104,5 +112,56 @@ describe("a run's release at the registry", () => {
     const stale = replicaState({ loaded: ["m", "stale"], maxConcurrency: 1 });
     scheduler.release(report(granted, { kind: "lost", why: "closed", started: true }, { state: stale }));
     expect(scheduler.snapshot().agents[0]?.replicas[0]?.loaded.map((model) => model.name)).toEqual(["m"]);
+  });
+});
+
+describe("an ask in a sharded pool, which may be passed on to the model's next shard", () => {
+  const shard = scheduled;
+  const asking = (pass: SlotAsk["pass"], extra: Partial<SlotAsk> = {}): SlotAsk => ({
+    ...ask,
+    pass,
+    ...extra,
+  });
+
+  it("a shard with no agent passes at once instead of answering 503; told to keep it, it answers as one registry", async () => {
+    const { scheduler, passes, finished } = shard();
+    expect(await scheduler.reserve(asking("unmatched"))).toEqual({ ok: "passed", why: "no-agents" });
+    expect(await scheduler.reserve(asking("never"))).toMatchObject({ ok: false, status: 503 });
+    expect(passes).toEqual(["no-agents"]);
+    // A passed ask is no request of this shard's: only the refusal counts.
+    expect(finished.map((request) => request.status)).toEqual([503]);
+  });
+
+  it("a shard that holds no copy passes it as cold; one that holds it grants it", async () => {
+    const { scheduler } = shard();
+    joinScheduler(scheduler, "a", [replicaState({ loaded: ["m"], maxConcurrency: 1 })]);
+    expect(await scheduler.reserve(asking("unmatched", { model: "other" }))).toEqual({
+      ok: "passed",
+      why: "cold",
+    });
+    expect(await scheduler.reserve(asking("unmatched"))).toMatchObject({ ok: true, grant: { agentId: "a" } });
+  });
+
+  it("looking for a hint, a shard that holds the model but not the hint passes it as a hit", async () => {
+    const { scheduler } = shard();
+    joinScheduler(scheduler, "a", [replicaState({ loaded: ["m"], maxConcurrency: 4 })]);
+    expect(await scheduler.reserve(asking("unhinted", { hint: "lora-1" }))).toEqual({
+      ok: "passed",
+      why: "hit",
+    });
+    expect(await scheduler.reserve(asking("unmatched", { hint: "lora-1" }))).toMatchObject({ ok: true });
+  });
+
+  it("a backlogged shard passes the ask on; an ask told to keep it still queues there", async () => {
+    const { scheduler } = shard();
+    joinScheduler(scheduler, "a", [replicaState({ loaded: ["m"], maxConcurrency: 1 })]);
+    expect(await scheduler.reserve(asking("unmatched"))).toMatchObject({ ok: true });
+    // One slot: two asks may wait behind it before the shard counts as backlogged.
+    void scheduler.reserve(asking("unmatched"));
+    void scheduler.reserve(asking("unmatched"));
+    expect(await scheduler.reserve(asking("unmatched"))).toEqual({ ok: "passed", why: "backlogged" });
+    expect(scheduler.snapshot().queued).toBe(2);
+    void scheduler.reserve(asking("never"));
+    expect(scheduler.snapshot().queued).toBe(3);
   });
 });

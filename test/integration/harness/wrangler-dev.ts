@@ -47,6 +47,21 @@ export interface GatewayOptions {
 }
 
 /**
+ * The vitest project "integration-sharded" runs the routing and failure suites again on pools of
+ * SWITCHYARD_TEST_REGISTRY_SHARDS registry shards (vitest.config.ts); a test's own `vars` still win.
+ */
+function shardedRun(): Record<string, string> {
+  return SHARDED ? { REGISTRY_SHARDS: String(process.env.SWITCHYARD_TEST_REGISTRY_SHARDS) } : {};
+}
+
+/**
+ * Whether this run's pools are sharded. Agents of different shards never meet in one routing decision, so
+ * the few assertions about ties between two agents (which one an idle pair's first request goes to) accept
+ * either agent there; everything a client relies on is asserted as is.
+ */
+export const SHARDED = Number(process.env.SWITCHYARD_TEST_REGISTRY_SHARDS ?? "1") > 1;
+
+/**
  * A real `wrangler dev` (workerd with local Durable Objects and R2) on its own port with its own
  * --persist-to directory, so tests never share state with each other or with `npm start`.
  *
@@ -57,7 +72,7 @@ export interface GatewayOptions {
 export async function startGateway(options: GatewayOptions = {}): Promise<GatewayProcess> {
   const port = await freePort();
   const secrets = { API_KEYS: SECRETS.apiKey, AGENT_TOKENS: SECRETS.agentToken, ADMIN_KEY: SECRETS.adminKey };
-  const given = { ...secrets, ...(await configuredVars()), ...options.vars };
+  const given = { ...secrets, ...(await configuredVars()), ...shardedRun(), ...options.vars };
   // Every setting but the secrets, for reports (a test may give secrets of its own in `vars`).
   const vars = Object.fromEntries(Object.entries(given).filter(([name]) => !SECRET_NAMES.includes(name)));
   const persistTo = mkdtempSync(join(tmpdir(), "switchyard-wrangler-"));

@@ -2,7 +2,13 @@ import fc from "fast-check";
 import { describe, expect, test } from "vitest";
 import { SwitchyardError } from "../../../shared/errors.ts";
 import { baselinePolicy } from "../../../shared/routing/baseline.ts";
-import { type Dispatch, Dispatcher, type Submitted } from "../../../shared/routing/dispatcher.ts";
+import {
+  BACKLOG_ROUNDS,
+  type Dispatch,
+  Dispatcher,
+  type NotHere,
+  type Submitted,
+} from "../../../shared/routing/dispatcher.ts";
 import { replicaState as state } from "../../support/replica-state.ts";
 
 /** A dispatcher on the baseline policy with a clock the test moves. */
@@ -17,7 +23,7 @@ function setup(maxQueue = 10) {
   return { clock, dispatcher };
 }
 
-function dispatched(result: Submitted<string>): Dispatch<string> {
+function dispatched(result: Submitted<string> | NotHere): Dispatch<string> {
   if (result.kind !== "dispatched") throw new Error(`expected a dispatch, the request was ${result.kind}`);
   return result.dispatch;
 }
@@ -90,6 +96,44 @@ describe("Dispatcher.submit", () => {
     expect(error.headers()).toHaveProperty("Retry-After");
     expect(dispatcher.queueLength).toBe(2);
     expect(dispatcher.release("a").map((each) => each.payload)).toEqual(["r2"]);
+  });
+
+  test("a request that may go elsewhere is not queued behind BACKLOG_ROUNDS rounds of the replicas' slots; others still are", () => {
+    const { dispatcher } = setup();
+    dispatcher.upsertReplica("a", state({ maxConcurrency: 2 }));
+    dispatcher.upsertReplica("b", state({ maxConcurrency: 1 }), { draining: true });
+    dispatched(dispatcher.submit({ model: "m" }, "r1", 9_999, "backlog"));
+    dispatched(dispatcher.submit({ model: "m" }, "r2", 9_999, "backlog"));
+    // Two slots among the replicas taking work (the draining one's do not count): four may wait.
+    for (let index = 0; index < BACKLOG_ROUNDS * 2; index++)
+      expect(dispatcher.submit({ model: "m" }, `w${index}`, 9_999, "backlog")).toEqual({ kind: "queued" });
+    expect(dispatcher.submit({ model: "m" }, "passed", 9_999, "backlog")).toEqual({ kind: "backlogged" });
+    expect(dispatcher.queueLength).toBe(BACKLOG_ROUNDS * 2);
+    expect(dispatcher.submit({ model: "m" }, "kept", 9_999)).toEqual({ kind: "queued" });
+    expect(dispatcher.queued().map((waiting) => waiting.request.model)).toHaveLength(BACKLOG_ROUNDS * 2 + 1);
+  });
+
+  test("a request that may look for a match elsewhere is told where none is here: no replica holds it, or none advertises its hint", () => {
+    const { dispatcher } = setup();
+    dispatcher.upsertReplica("a", state({ loaded: ["m"], maxConcurrency: 1 }), { hints: ["lora-1"] });
+    expect(dispatcher.submit({ model: "cold" }, "r1", 9_999, "unmatched")).toEqual({
+      kind: "unmatched",
+      holds: false,
+    });
+    expect(dispatcher.submit({ model: "m", hint: "lora-2" }, "r2", 9_999, "unhinted")).toEqual({
+      kind: "unmatched",
+      holds: true,
+    });
+    // Its hint is advertised here, or it holds the model and asks for no hint: routed here as usual.
+    expect(
+      dispatched(dispatcher.submit({ model: "cold", hint: "lora-1" }, "r3", 9_999, "unhinted")).address,
+    ).toBe("a");
+    expect(dispatcher.submit({ model: "m" }, "r4", 9_999, "unhinted")).toEqual({ kind: "queued" });
+    // A load on its way is a match too (coalescing), and a hint the caller is not looking for changes nothing.
+    expect(dispatcher.submit({ model: "cold", hint: "lora-9" }, "r5", 9_999, "unmatched")).toEqual({
+      kind: "queued",
+    });
+    expect(dispatcher.submit({ model: "cold" }, "r6", 9_999)).toEqual({ kind: "queued" });
   });
 
   test("no replicas: 503 unavailable naming the model, nothing queued", () => {

@@ -1,5 +1,6 @@
 import { newChannelId } from "../../../shared/protocol/data-channel.ts";
 import {
+  AGENT_NAME_PARAM,
   type AgentRepository,
   decodeBinaryFrame,
   encodeBinaryFrame,
@@ -84,30 +85,44 @@ export class FakeAgent {
   }
 
   /** Opens both websockets (no hello yet). */
-  static async open(pool: string, replicas: ReplicaState[], token = AGENT_TOKEN): Promise<FakeAgent> {
+  static async open(
+    pool: string,
+    replicas: ReplicaState[],
+    token = AGENT_TOKEN,
+    name = "agent",
+  ): Promise<FakeAgent> {
     const channel = newChannelId();
     const data = await upgrade(`/agent/data?pool=${pool}&channel=${channel}`, token);
-    const socket = await upgrade(`/agent/connect?pool=${pool}`, token);
+    const socket = await upgrade(
+      `/agent/connect?pool=${pool}&${AGENT_NAME_PARAM}=${encodeURIComponent(name)}`,
+      token,
+    );
     return new FakeAgent(socket, data, channel, replicas);
   }
 
   /** Opens the websocket, says hello and waits for the welcome. */
   static async connect(pool: string, options: FakeAgentOptions): Promise<FakeAgent & { welcome: Welcome }> {
-    const agent = await FakeAgent.open(pool, options.replicas);
-    const hello: Hello = {
-      type: "hello",
-      protocol: PROTOCOL_VERSION,
-      agent: { name: options.name ?? "agent", version: "test" },
-      hints: options.hints ?? [],
-      replicas: options.replicas,
-      signatures: options.signatures ?? [],
-      repository: options.repository ?? { kind: "gateway" },
-      channel: agent.channel,
-    };
-    agent.sendJson(hello);
+    const name = options.name ?? "agent";
+    const agent = await FakeAgent.open(pool, options.replicas, AGENT_TOKEN, name);
+    agent.sendHello({ ...options, name });
     const welcome = (await agent.nextText()) as Welcome;
     if (welcome.type !== "welcome") throw new Error(`expected welcome, got ${JSON.stringify(welcome)}`);
     return Object.assign(agent, { welcome });
+  }
+
+  /** Says hello as a real agent would: its replicas, on its own channel, unless told otherwise. */
+  sendHello(options: Partial<FakeAgentOptions> & { name: string; channel?: string }): void {
+    const hello: Hello = {
+      type: "hello",
+      protocol: PROTOCOL_VERSION,
+      agent: { name: options.name, version: "test" },
+      hints: options.hints ?? [],
+      replicas: options.replicas ?? this.replicas,
+      signatures: options.signatures ?? [],
+      repository: options.repository ?? { kind: "gateway" },
+      channel: options.channel ?? this.channel,
+    };
+    this.sendJson(hello);
   }
 
   /** The first of `agents` to receive an infer frame, and that frame (for tests that do not care which). */

@@ -9,6 +9,7 @@ const GRACE_MS = 30_000;
 const runOf = (ticket: string, bytes: number, timeoutMs = 1_000): Run => {
   const order: RunOrder = {
     pool: "p",
+    shard: 0,
     ticket,
     agentId: "a",
     channel: "c",

@@ -11,6 +11,7 @@ import {
 
 const ask = (timeoutMs = 1_000): SlotAsk => ({
   model: "m",
+  pass: "never",
   timeoutMs,
   budgetMs: timeoutMs,
   attempts: 0,

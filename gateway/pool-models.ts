@@ -1,0 +1,137 @@
+import { type CatalogEntry, mergeCatalogs } from "../shared/models/model-catalog.ts";
+import { type ModelStatistics, mergeStatistics } from "../shared/oip/statistics.ts";
+import type { TritonModelConfig } from "../shared/oip/triton-model-config.ts";
+import type { ModelSignature } from "../shared/protocol/model-signatures.ts";
+import type { Env } from "./env.ts";
+import type { ModelAnswer, ModelReadiness } from "./pool-calls.ts";
+import { askOrder, everyShard, registryOf } from "./pool-shards.ts";
+
+/**
+ * The OIP model endpoints over a pool's registry shards. Each shard knows the gateway's repository and its
+ * own agents (their offers, signatures, loaded models and statistics), so a pool's answer is the union of
+ * theirs: the index and statistics are merged, a model is ready when any shard has it ready, metadata comes
+ * from the first shard in the model's order that knows it, and unload reaches every shard. A pin (`load`)
+ * lives in the first shard in the model's order that can take it, where the model's requests go first. With
+ * one shard each is that registry's answer as it is.
+ */
+type Registry = ReturnType<typeof registryOf>;
+
+export async function modelIndex(env: Env, pool: string): Promise<ModelAnswer<CatalogEntry[]>> {
+  const answers = await fromEveryShard(env, pool, (registry) => registry.modelIndex());
+  const failed = answers.find((answer) => !answer.ok);
+  if (failed !== undefined) return failed;
+  return { ok: true, value: mergeCatalogs(answers.flatMap((answer) => (answer.ok ? [answer.value] : []))) };
+}
+
+export function modelMetadata(
+  env: Env,
+  pool: string,
+  name: string,
+  version: string | undefined,
+): Promise<ModelAnswer<{ versions: string[]; signature: ModelSignature }>> {
+  return firstKnowing(env, pool, name, (registry) => registry.modelMetadata(name, version));
+}
+
+export function modelConfig(
+  env: Env,
+  pool: string,
+  name: string,
+  version: string | undefined,
+): Promise<ModelAnswer<TritonModelConfig>> {
+  return firstKnowing(env, pool, name, (registry) => registry.modelConfig(name, version));
+}
+
+/**
+ * Ready when a shard has it ready; otherwise the reason of the first shard, in the model's order, that has
+ * agents (why they cannot serve it), else the first shard's (no agent at all).
+ */
+export async function modelReadiness(
+  env: Env,
+  pool: string,
+  name: string,
+  version: string | undefined,
+): Promise<ModelAnswer<ModelReadiness>> {
+  const answers = await inModelOrder(env, pool, name, (registry) => registry.modelReadiness(name, version));
+  return (
+    answers.find((answer) => answer.ok && answer.value.ready) ??
+    answers.find((answer) => answer.ok && answer.value.agents > 0) ??
+    firstOk(answers)
+  );
+}
+
+/** Statistics summed over the shards that know the model (all models when none is named). */
+export async function modelStatistics(
+  env: Env,
+  pool: string,
+  name?: string,
+  version?: string,
+): Promise<ModelAnswer<ModelStatistics[]>> {
+  const answers = await fromEveryShard(env, pool, (registry) => registry.modelStatistics(name, version));
+  const known = answers.flatMap((answer) => (answer.ok ? answer.value : []));
+  if (!answers.some((answer) => answer.ok)) return firstOk(answers);
+  return { ok: true, value: mergeStatistics(known) };
+}
+
+/**
+ * Pins the model in the first shard, in its order, whose replicas can take every copy. When none can, the
+ * answer is the most telling refusal: a client's mistake (too many copies) before "nothing can load it now".
+ */
+export async function loadModel(
+  env: Env,
+  pool: string,
+  name: string,
+  version: string | undefined,
+  copies: number,
+): Promise<ModelAnswer<Record<string, never>>> {
+  const refusals: ModelAnswer<Record<string, never>>[] = [];
+  for (const shard of askOrder(env, name)) {
+    const answer = await registryOf(env, pool, shard).loadModel(name, version, copies);
+    if (answer.ok) return answer;
+    refusals.push(answer);
+  }
+  return firstOk([...refusals.filter((refusal) => !refusal.ok && refusal.status !== 503), ...refusals]);
+}
+
+/** Unpins and unloads the model in every shard; unknown only when no shard knew it. */
+export async function unloadModel(
+  env: Env,
+  pool: string,
+  name: string,
+): Promise<ModelAnswer<Record<string, never>>> {
+  const answers = await inModelOrder(env, pool, name, (registry) => registry.unloadModel(name));
+  return firstOk(answers);
+}
+
+function fromEveryShard<T>(
+  env: Env,
+  pool: string,
+  call: (registry: Registry) => Promise<ModelAnswer<T>>,
+): Promise<ModelAnswer<T>[]> {
+  return Promise.all(everyShard(env, pool).map(call));
+}
+
+/** Every shard's answer, in the model's order (its home's first). */
+function inModelOrder<T>(
+  env: Env,
+  pool: string,
+  model: string,
+  call: (registry: Registry) => Promise<ModelAnswer<T>>,
+): Promise<ModelAnswer<T>[]> {
+  return Promise.all(askOrder(env, model).map((shard) => call(registryOf(env, pool, shard))));
+}
+
+async function firstKnowing<T>(
+  env: Env,
+  pool: string,
+  model: string,
+  call: (registry: Registry) => Promise<ModelAnswer<T>>,
+): Promise<ModelAnswer<T>> {
+  return firstOk(await inModelOrder(env, pool, model, call));
+}
+
+/** The first answer that is a value, else the first failure (the home shard's, in model order). */
+function firstOk<T>(answers: readonly ModelAnswer<T>[]): ModelAnswer<T> {
+  const answer = answers.find((each) => each.ok) ?? answers[0];
+  if (answer === undefined) throw new Error("a pool has at least one registry shard");
+  return answer;
+}
