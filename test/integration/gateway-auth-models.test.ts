@@ -4,6 +4,7 @@ import { join } from "node:path";
 import * as ort from "onnxruntime-node";
 import { beforeAll, describe, expect, test } from "vitest";
 import WebSocket from "ws";
+import { agentConnectUrl } from "../../backend/gateway-link/gateway-urls.ts";
 import type { Tensor } from "../../shared/oip/tensor.ts";
 import { MLP_INPUT, seededFloats } from "../fixtures/onnx-builder.ts";
 import { MULTIPLEX_MODELS, repoModelPath } from "../fixtures/paths.ts";
@@ -99,7 +100,7 @@ describe("the auth matrix", () => {
   test("the agent websocket opens with the agent token only", async () => {
     const statusFor = (authorization: string | undefined) =>
       new Promise<number>((resolve, reject) => {
-        const socket = new WebSocket(`${gateway.wsUrl}/agent/connect`, {
+        const socket = new WebSocket(agentConnectUrl(gateway.wsUrl, undefined, "auth-probe"), {
           headers: authorization === undefined ? {} : { Authorization: authorization },
         });
         socket.once("open", () => {
