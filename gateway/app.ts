@@ -8,6 +8,7 @@ import { rateLimitPerKey } from "./limits/per-key-rate-limit.ts";
 import { log } from "./log.ts";
 import { requireObserver } from "./metrics/access.ts";
 import { adminModelRoutes } from "./routes/admin-models.ts";
+import { adminPolicyRoutes } from "./routes/admin-policies.ts";
 import { adminPoolRoutes } from "./routes/admin-pools.ts";
 import { agentConnectRoutes } from "./routes/agent-connect.ts";
 import { agentModelRoutes } from "./routes/agent-models.ts";
@@ -54,6 +55,8 @@ export function createApp(): Hono<{ Bindings: Env }> {
   app.route("/", modelRoutes);
   app.route("/", agentConnectRoutes);
   app.route("/", agentModelRoutes);
+  // Before adminModelRoutes, whose /admin/models/:model/:version would take "policy" for a version.
+  app.route("/", adminPolicyRoutes);
   app.route("/", adminModelRoutes);
   app.route("/", adminPoolRoutes);
   app.route("/", metricsRoutes);

@@ -228,6 +228,23 @@ export interface ModelReadiness {
   agents: number;
 }
 
+/** A model with a serving policy in a shard, for /metrics and the dashboard: its pin's copies and its cap. */
+export interface PolicyReport {
+  model: string;
+  minCopies: number;
+  maxCopies: number | null;
+}
+
+/** A model's serving policy as one registry shard holds it (routes/admin-policies.ts). */
+export interface ShardPolicy {
+  /** Copies its pin keeps loaded (OIP load's copies; 0: none). */
+  minCopies: number;
+  /** Replicas that may hold it at once; null: no cap. */
+  maxCopies: number | null;
+  /** Replicas holding it loaded now. */
+  copies: number;
+}
+
 /**
  * A model call's answer over RPC (metadata, readiness, configuration, statistics, model control): a value,
  * or the failure as plain data, since a SwitchyardError thrown across RPC loses its code.

@@ -1,3 +1,4 @@
+import { SwitchyardError } from "../shared/errors.ts";
 import { type CatalogEntry, mergeCatalogs } from "../shared/models/model-catalog.ts";
 import { type ModelStatistics, mergeStatistics } from "../shared/oip/statistics.ts";
 import type { TritonModelConfig } from "../shared/oip/triton-model-config.ts";
@@ -134,4 +135,59 @@ function firstOk<T>(answers: readonly ModelAnswer<T>[]): ModelAnswer<T> {
   const answer = answers.find((each) => each.ok) ?? answers[0];
   if (answer === undefined) throw new Error("a pool has at least one registry shard");
   return answer;
+}
+
+/** A model's serving policy over the pool's shards (routes/admin-policies.ts). */
+export interface PoolPolicy {
+  min_copies: number;
+  max_copies: number | null;
+  copies: number;
+}
+
+/** The policy as the shards hold it: the pin's copies (in one shard), the cap (the same in each), copies summed. */
+export async function modelPolicy(env: Env, pool: string, name: string): Promise<ModelAnswer<PoolPolicy>> {
+  const answers = await inModelOrder(env, pool, name, (registry) => registry.modelPolicy(name));
+  const known = answers.flatMap((answer) => (answer.ok ? [answer.value] : []));
+  const failure = answers.find((answer) => !answer.ok);
+  if (known.length === 0 && failure !== undefined && !failure.ok) return failure;
+  return {
+    ok: true,
+    value: {
+      min_copies: known.reduce((sum, shard) => sum + shard.minCopies, 0),
+      max_copies: known[0]?.maxCopies ?? null,
+      copies: known.reduce((sum, shard) => sum + shard.copies, 0),
+    },
+  };
+}
+
+/**
+ * Sets what the policy names: max_copies in every shard (each enforces it for the requests it decides),
+ * min_copies as the model's pin (`load`'s copies, waiting until they are loaded; 0 drops the pin and keeps
+ * the copies as cache entries). The cap first, so that the pin's loads are placed under it.
+ */
+export async function setModelPolicy(
+  env: Env,
+  pool: string,
+  name: string,
+  policy: { min_copies?: number | undefined; max_copies?: number | null | undefined },
+): Promise<ModelAnswer<Record<string, never>>> {
+  const { min_copies: minCopies, max_copies: maxCopies } = policy;
+  if (maxCopies !== undefined) {
+    const answers = await fromEveryShard(env, pool, (registry) => registry.setMaxCopies(name, maxCopies));
+    const failed = answers.find((answer) => !answer.ok);
+    if (failed !== undefined) return failed;
+  }
+  if (minCopies === undefined) return { ok: true, value: {} };
+  if (minCopies > 0) return loadModel(env, pool, name, undefined, minCopies);
+  return firstOk(await fromEveryShard(env, pool, (registry) => registry.unpinModel(name)));
+}
+
+/** A pool's answer, or its failure thrown as the one error type. */
+export function unwrap<T>(answer: ModelAnswer<T>): T {
+  if (answer.ok) return answer.value;
+  throw SwitchyardError.fromStatus(
+    answer.status,
+    answer.message,
+    answer.retryAfterSeconds === undefined ? undefined : { retryAfterSeconds: answer.retryAfterSeconds },
+  );
 }

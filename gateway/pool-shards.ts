@@ -3,7 +3,7 @@ import { gatewayConfig } from "./config.ts";
 import type { Env } from "./env.ts";
 import { mergeCounters, type PoolCounters } from "./metrics/pool-counters.ts";
 import { registryStub } from "./object-bindings.ts";
-import type { PoolSnapshot, PoolState } from "./pool-calls.ts";
+import type { PolicyReport, PoolSnapshot, PoolState } from "./pool-calls.ts";
 import type { StorageWrites } from "./registry/storage-meter.ts";
 import { leastPopulated } from "./shard-placement.ts";
 
@@ -46,6 +46,8 @@ export interface ShardsReport {
   snapshot: PoolState;
   counters: PoolCounters;
   storageWrites: StorageWrites;
+  /** Models with a serving policy: the pin's copies (in the one shard holding it) and the cap (in each). */
+  policies: PolicyReport[];
 }
 
 /** The pool's state and counters over its shards, for /metrics and the dashboard. */
@@ -59,7 +61,21 @@ export async function poolReport(env: Env, pool: string): Promise<ShardsReport> 
       alarm: sum(reports, (report) => report.storageWrites.alarm),
       attachment: sum(reports, (report) => report.storageWrites.attachment),
     },
+    policies: mergePolicies(reports.flatMap((report) => report.policies)),
   };
+}
+
+function mergePolicies(policies: readonly PolicyReport[]): PolicyReport[] {
+  const merged = new Map<string, PolicyReport>();
+  for (const policy of policies) {
+    const known = merged.get(policy.model);
+    if (known === undefined) merged.set(policy.model, { ...policy });
+    else {
+      known.minCopies += policy.minCopies;
+      known.maxCopies ??= policy.maxCopies;
+    }
+  }
+  return [...merged.values()].sort((a, b) => a.model.localeCompare(b.model));
 }
 
 function mergeSnapshots(snapshots: readonly PoolSnapshot[]): PoolState {

@@ -1,7 +1,7 @@
 import type { ReplicaState } from "../../shared/protocol/replica-state.ts";
 import { emptyHistogram, mergeInto, quantile } from "../metrics/histogram.ts";
 import { type PoolCounters, recentSlots, SLOT_MS, WINDOW_SLOTS } from "../metrics/pool-counters.ts";
-import type { PoolState } from "../pool-calls.ts";
+import type { PolicyReport, PoolState } from "../pool-calls.ts";
 
 /**
  * What the dashboard page shows, computed on the Worker from one registry report: the pool now (agents,
@@ -17,6 +17,8 @@ export interface DashboardView {
   queued: number;
   inFlight: number;
   agents: DashboardAgent[];
+  /** Models with a serving policy, and how many replicas hold each now. */
+  policies: DashboardPolicy[];
   recent: RecentSummary;
   slotSeconds: number;
   series: SeriesPoint[];
@@ -48,6 +50,16 @@ export interface DashboardAgent {
   >;
 }
 
+export interface DashboardPolicy {
+  model: string;
+  /** Pinned copies (min_copies); 0: none. */
+  minCopies: number;
+  /** null: no cap. */
+  maxCopies: number | null;
+  /** Replicas holding it loaded now. */
+  copies: number;
+}
+
 export interface RecentSummary {
   minutes: number;
   requests: number;
@@ -77,10 +89,15 @@ export const SUMMARY_MINUTES = 5;
 
 export function dashboardView(
   pool: string,
-  report: { snapshot: PoolState; counters: PoolCounters },
+  report: { snapshot: PoolState; counters: PoolCounters; policies: readonly PolicyReport[] },
   now: number,
 ): DashboardView {
   const { snapshot, counters } = report;
+  const holding = (model: string) =>
+    snapshot.agents
+      .flatMap((agent) => agent.replicas)
+      .filter((replica) => replica.loaded.some((loaded) => loaded.name === model)).length;
+  const policies = report.policies.map((policy) => ({ ...policy, copies: holding(policy.model) }));
   const agents: DashboardAgent[] = snapshot.agents.map((agent) => ({
     id: agent.id,
     name: agent.name,
@@ -115,6 +132,7 @@ export function dashboardView(
     queued: snapshot.queued,
     inFlight,
     agents,
+    policies,
     recent: summarize(slots, now, counters.since),
     slotSeconds: SLOT_MS / 1000,
     series: series(slots, now),

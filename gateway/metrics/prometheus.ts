@@ -1,6 +1,6 @@
 import { modelKey } from "../../shared/model-names.ts";
 
-import type { PoolSnapshot } from "../pool-calls.ts";
+import type { PolicyReport, PoolSnapshot } from "../pool-calls.ts";
 import type { StorageWrites } from "../registry/storage-meter.ts";
 import { Exposition, type HistogramSample, type Labels } from "./exposition.ts";
 import { type HistogramData, LATENCY_BUCKETS_SECONDS } from "./histogram.ts";
@@ -13,6 +13,8 @@ export interface PoolReport {
   counters: PoolCounters;
   /** The registry's writes since it started (storage-meter.ts). */
   storageWrites: StorageWrites;
+  /** Models with a serving policy (PUT /admin/models/{m}/policy, or OIP load's copies). */
+  policies: PolicyReport[];
 }
 
 const P = "switchyard_gateway_";
@@ -111,6 +113,22 @@ export function renderPrometheus(reports: readonly PoolReport[]): string {
     `${P}model_replicas`,
     "Replicas holding the model version (state loaded) or loading it (state loading).",
     each(({ pool, snapshot }) => modelReplicas(pool, snapshot)),
+  );
+  out.gauge(
+    `${P}model_min_copies`,
+    "Replicas the model's serving policy keeps it loaded on (min_copies: pinned copies), for models with a policy.",
+    each(({ pool, policies }) =>
+      policies.map((policy) => ({ labels: { pool, model: policy.model }, value: policy.minCopies })),
+    ),
+  );
+  out.gauge(
+    `${P}model_max_copies`,
+    "Replicas that may hold the model at once (max_copies), for models with a cap.",
+    each(({ pool, policies }) =>
+      policies.flatMap((policy) =>
+        policy.maxCopies === null ? [] : [{ labels: { pool, model: policy.model }, value: policy.maxCopies }],
+      ),
+    ),
   );
 
   out.counter(

@@ -138,6 +138,25 @@ export class ModelPins {
     await this.#trimExtra(pin);
   }
 
+  /** Every pin: each model's version and copies. */
+  all(): Pin[] {
+    return this.#options.store.all();
+  }
+
+  /** The copies the model's pin asks for (its min_copies); 0 when it has none. */
+  copiesOf(name: string): number {
+    return this.#options.store.get(name)?.copies ?? 0;
+  }
+
+  /** Drops the pin; its copies stay loaded as ordinary cache entries (min_copies set to 0). */
+  async unpin(name: string): Promise<boolean> {
+    const pin = this.#options.store.get(name);
+    if (pin === undefined) return false;
+    this.#options.store.delete(name);
+    await this.#releaseVersion(pin);
+    return true;
+  }
+
   /** Drops the pin and unloads every version of the model from every agent; false when there was nothing. */
   async unload(name: string): Promise<boolean> {
     const pinned = this.#options.store.get(name) !== undefined;

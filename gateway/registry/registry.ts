@@ -22,8 +22,10 @@ import type {
   Decision,
   ModelAnswer,
   ModelReadiness,
+  PolicyReport,
   PoolSnapshot,
   RunReport,
+  ShardPolicy,
   ShardPopulation,
   SlotAnswer,
   SlotAsk,
@@ -37,6 +39,7 @@ import { AlarmClock } from "./alarm-clock.ts";
 import { Idempotence } from "./idempotence.ts";
 import { ModelDirectory } from "./model-directory.ts";
 import { ModelPins, PinStore } from "./model-pins.ts";
+import { ModelPolicies } from "./model-policies.ts";
 import { PoolPresence } from "./pool-presence.ts";
 import {
   answerClose,
@@ -81,6 +84,7 @@ export class Registry extends DurableObject<RegistryEnv> {
   readonly #queries = new AgentQueries();
   readonly #directory: ModelDirectory;
   readonly #pins: ModelPins;
+  readonly #policies: ModelPolicies;
   readonly #meter = new StorageMeter();
   /** Relays being told that their agent is gone (restart() waits for them). */
   readonly #relayTold = new Map<string, Promise<void>>();
@@ -109,6 +113,7 @@ export class Registry extends DurableObject<RegistryEnv> {
     this.#presence = new PoolPresence(kv, config.AGENT_GRACE_SECONDS * 1000);
     this.#alarm = new AlarmClock(ctx.storage, log, () => this.#meter.count("alarm"));
     this.#offers = new AgentOffers(kv);
+    this.#policies = new ModelPolicies(kv);
     this.#scheduler = new Scheduler({
       policy: routingPolicy(config.ROUTING_POLICY),
       maxQueue: config.QUEUE_LIMIT,
@@ -143,6 +148,7 @@ export class Registry extends DurableObject<RegistryEnv> {
       presence: this.#presence,
       idempotence: new Idempotence(kv),
       servedBy: (agentId) => this.#offers.names(agentId),
+      maxCopiesOf: (model) => this.#policies.maxCopies(model),
     });
     const agents = () => this.#scheduler.links();
     this.#directory = new ModelDirectory({
@@ -222,11 +228,17 @@ export class Registry extends DurableObject<RegistryEnv> {
   }
 
   /** The pool's state and its counters, for /metrics and the dashboard. */
-  report(): { snapshot: PoolSnapshot; counters: PoolCounters; storageWrites: StorageWrites } {
+  report(): {
+    snapshot: PoolSnapshot;
+    counters: PoolCounters;
+    storageWrites: StorageWrites;
+    policies: PolicyReport[];
+  } {
     return {
       snapshot: this.snapshot(),
       counters: this.#metrics.report(),
       storageWrites: this.#meter.writes(),
+      policies: this.#policyReports(),
     };
   }
 
@@ -277,6 +289,40 @@ export class Registry extends DurableObject<RegistryEnv> {
   ): Promise<ModelAnswer<Record<string, never>>> {
     return answer(async () => {
       await this.#pins.load(await this.#directory.find(name, version), copies);
+      return {};
+    });
+  }
+
+  /** The model's serving policy here: its pin's copies (min_copies), its max_copies, and its copies now. */
+  modelPolicy(name: string): Promise<ModelAnswer<ShardPolicy>> {
+    return answer(async () => {
+      await this.#directory.find(name, undefined);
+      const copies = this.#scheduler
+        .links()
+        .flatMap((link) => link.record.replicas)
+        .filter((replica) => replica.loaded.some((model) => model.name === name)).length;
+      return {
+        minCopies: this.#pins.copiesOf(name),
+        maxCopies: this.#policies.maxCopies(name) ?? null,
+        copies,
+      };
+    });
+  }
+
+  /** Sets (or, null, takes away) the model's max_copies: its next request is routed under it. */
+  setMaxCopies(name: string, maxCopies: number | null): Promise<ModelAnswer<Record<string, never>>> {
+    return answer(async () => {
+      await this.#directory.find(name, undefined);
+      this.#policies.setMaxCopies(name, maxCopies ?? undefined);
+      log("model-policy-set", { model: name, maxCopies });
+      return {};
+    });
+  }
+
+  /** Drops the model's pin (min_copies 0); its copies stay loaded until evicted. */
+  unpinModel(name: string): Promise<ModelAnswer<Record<string, never>>> {
+    return answer(async () => {
+      await this.#pins.unpin(name);
       return {};
     });
   }
@@ -430,6 +476,22 @@ export class Registry extends DurableObject<RegistryEnv> {
   }
 
   // ---- internals ----
+
+  /** Each model with a pin or a cap here. */
+  #policyReports(): PolicyReport[] {
+    const reports = new Map<string, PolicyReport>();
+    const of = (model: string) => {
+      let report = reports.get(model);
+      if (report === undefined) {
+        report = { model, minCopies: 0, maxCopies: null };
+        reports.set(model, report);
+      }
+      return report;
+    };
+    for (const pin of this.#pins.all()) of(pin.name).minCopies = pin.copies;
+    for (const { model, maxCopies } of this.#policies.all()) of(model).maxCopies = maxCopies;
+    return [...reports.values()];
+  }
 
   /** After hibernation or eviction: every socket that said hello is an agent again. */
   #rebuild(): void {

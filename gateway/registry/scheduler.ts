@@ -69,6 +69,8 @@ export interface SchedulerOptions {
   retryBudget?: RetryBudget;
   /** The models an agent with a repository of its own can load (its offers); absent: any. */
   servedBy?: (agentId: string) => ReadonlySet<string>;
+  /** A model's max_copies (its serving policy, model-policies.ts); absent or undefined: no cap. */
+  maxCopiesOf?: (model: string) => number | undefined;
 }
 
 export class Scheduler {
@@ -222,6 +224,8 @@ export class Scheduler {
     if (ask.attempts === 0 && ask.reruns === 0) this.#retryBudget.request(this.#now());
     return new Promise<SlotAnswer>((answer) => {
       const pending = this.#ledger.open(ask, answer);
+      const maxCopies = this.#options.maxCopiesOf?.(ask.model);
+      if (maxCopies !== undefined) pending.route.maxCopies = maxCopies;
       this.#submit(pending);
     });
   }

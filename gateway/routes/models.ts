@@ -1,6 +1,6 @@
 import type { Context } from "hono";
 import { Hono } from "hono";
-import { modelNotReady, SwitchyardError } from "../../shared/errors.ts";
+import { modelNotReady } from "../../shared/errors.ts";
 import { readRequestBody } from "../../shared/http/request-body.ts";
 import { parseModelName, parseModelVersion } from "../../shared/model-names.ts";
 import {
@@ -11,7 +11,6 @@ import {
 } from "../../shared/oip/model-control.ts";
 import type { Env } from "../env.ts";
 import { poolOf } from "../pool.ts";
-import type { ModelAnswer } from "../pool-calls.ts";
 import {
   loadModel,
   modelConfig,
@@ -20,6 +19,7 @@ import {
   modelReadiness,
   modelStatistics,
   unloadModel,
+  unwrap,
 } from "../pool-models.ts";
 
 /**
@@ -91,14 +91,4 @@ function modelPath(c: Context): { name: string; version: string | undefined } {
   const name = parseModelName(c.req.param("model") ?? "");
   const version = c.req.param("version");
   return { name, version: version === undefined ? undefined : parseModelVersion(version) };
-}
-
-/** The registry's answer, or its failure thrown as the one error type. */
-function unwrap<T>(answer: ModelAnswer<T>): T {
-  if (answer.ok) return answer.value;
-  throw SwitchyardError.fromStatus(
-    answer.status,
-    answer.message,
-    answer.retryAfterSeconds === undefined ? undefined : { retryAfterSeconds: answer.retryAfterSeconds },
-  );
 }

@@ -106,6 +106,8 @@ export class Dispatcher<P> {
   readonly #queue = new WaitingLine<Waiting<P>>();
   readonly #options: DispatcherOptions;
   readonly #demand: DemandTracker;
+  /** Models with a max_copies, as their latest request gave it (RouteRequest.maxCopies). */
+  readonly #caps = new Map<string, number>();
   /** Sizes of the models replicas reported loaded: a load's room is planned with them after eviction. */
   readonly #modelBytes = new Map<string, number>();
 
@@ -186,11 +188,15 @@ export class Dispatcher<P> {
     this.#demand.record(request.model, this.#options.now());
     const context = this.#context();
     const pool = this.#pool();
-    const able = pool.replicas.filter((replica) => serves(replica, request));
-    if (able.length === 0 && pool.replicas.length > 0) {
+    this.#noteCap(request);
+    const servable = pool.replicas.filter((replica) => serves(replica, request));
+    if (servable.length === 0 && pool.replicas.length > 0) {
       const message = `no connected agent has '${request.model}' in its repository`;
       return { kind: "not_found", error: new SwitchyardError("not_found", message) };
     }
+    const able = this.#atCap(request.model)
+      ? servable.filter((replica) => hasCopy(replica, request.model))
+      : servable;
     const taking = able.filter((replica) => !replica.draining);
     if (taking.length > 0 && (elsewhere === "unmatched" || elsewhere === "unhinted")) {
       const holding = taking.some(
@@ -333,20 +339,40 @@ export class Dispatcher<P> {
   }
 
   /**
-   * The request the policy gives a free slot of `replica`, taken out of the queue. A replica that serves only
-   * some models is offered only the requests for them (the policy's index points into that line).
+   * The request the policy gives a free slot of `replica`, taken out of the queue. A replica is offered only
+   * the requests it may take: for models its agent serves, and not for a model at its max_copies that it
+   * holds no copy of (the policy's index points into that line).
    */
   #pick(replica: ReplicaView, pool: PoolView, context: RoutingContext): Waiting<P> | undefined {
     const { serves: models } = replica;
-    if (models === undefined) {
+    if (models === undefined && this.#caps.size === 0) {
       const index = this.#options.policy.pickQueued(replica, pool, context);
       return index >= 0 ? this.#queue.removeAt(index) : undefined;
     }
-    const queue = this.#queue.items.filter((waiting) => models.has(waiting.request.model));
-    const waitingByModel = new Map([...this.#queue.byModel].filter(([model]) => models.has(model)));
+    const offered = (model: string) =>
+      (models === undefined || models.has(model)) && (!this.#atCap(model) || hasCopy(replica, model));
+    const queue = this.#queue.items.filter((waiting) => offered(waiting.request.model));
+    const waitingByModel = new Map([...this.#queue.byModel].filter(([model]) => offered(model)));
     const index = this.#options.policy.pickQueued(replica, { ...pool, queue, waitingByModel }, context);
     const chosen = index >= 0 ? queue[index] : undefined;
     return chosen === undefined ? undefined : this.#queue.removeAt(this.#queue.items.indexOf(chosen));
+  }
+
+  /** Keeps the model's max_copies as its latest request gives it (none: the model has no cap any more). */
+  #noteCap(request: RouteRequest): void {
+    if (request.maxCopies === undefined) this.#caps.delete(request.model);
+    else this.#caps.set(request.model, request.maxCopies);
+  }
+
+  /** Whether the model has as many copies as its max_copies allows (loaded, loading, or a load on its way). */
+  #atCap(model: string): boolean {
+    const cap = this.#caps.get(model);
+    if (cap === undefined) return false;
+    // A draining replica's copy goes with it: it does not count against the cap.
+    let copies = 0;
+    for (const replica of this.#replicas.values())
+      if (!replica.draining && hasCopy(replica, model)) copies += 1;
+    return copies >= cap;
   }
 
   /** A fresh round for each decision: submit, pump, or wakeup. */
@@ -365,6 +391,12 @@ export class Dispatcher<P> {
     return { replicas: this.replicas(), queue: this.#queue.items, waitingByModel: this.#queue.byModel };
   }
 }
+
+/** Whether the replica holds a copy of the model (any version): loaded, loading, or a load on its way. */
+const hasCopy = (replica: ReplicaView, model: string) =>
+  replica.state.loaded.some((loaded) => loaded.name === model) ||
+  replica.state.loading.some((loading) => loading.name === model) ||
+  (replica.pendingLoads?.some((load) => load.model === model) ?? false);
 
 /** Whether `replica`'s agent can load the model `request` asks for. */
 const serves = (replica: ReplicaView, request: RouteRequest) =>

@@ -7,6 +7,12 @@ export interface RouteRequest {
   version?: string;
   /** X-Runner-Hint: a finer routing key (an adapter, a prompt family). Best effort. */
   hint?: string;
+  /**
+   * The model's max_copies (its serving policy): replicas that may hold it at once, loaded, loading or with a
+   * load on its way. At that many, its requests go only to those replicas, and wait for them when they are
+   * busy (fal's max_concurrency); the Dispatcher enforces it whatever the policy would choose.
+   */
+  maxCopies?: number;
 }
 
 /** A replica as the router sees it. */

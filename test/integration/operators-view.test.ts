@@ -172,6 +172,20 @@ describe("dashboard", () => {
       expect(await page.locator("#status-text").textContent()).toContain("live");
       expect(await page.locator("#chart-traffic canvas").count()).toBeGreaterThan(0);
 
+      // A serving policy set meanwhile shows in its own table, and in /metrics (which promtool still reads).
+      const policy = await fetch(`${gateway.url}/admin/models/${FIRST}/policy`, {
+        method: "PUT",
+        headers: { Authorization: `Bearer ${SECRETS.adminKey}` },
+        body: JSON.stringify({ max_copies: 2 }),
+      });
+      expect(policy.status).toBe(200);
+      const row = page.locator(`#policies tr[data-model="${FIRST}"]`);
+      await row.waitFor({ timeout: 10_000 });
+      expect(await row.locator("td").allTextContents()).toEqual([FIRST, "0", "2", "1"]);
+      const text = await scrapeGateway();
+      expect((await checkMetrics(text)).code).toBe(0);
+      expect(sample(text, "switchyard_gateway_model_max_copies", { pool: "default", model: FIRST })).toBe(2);
+
       // Keep sending while the charts draw, then keep a picture of the page for people to look at.
       await Promise.all([serve(FIRST, 6), serve(SECOND, 4)]);
       await page.waitForTimeout(2_500);

@@ -47,6 +47,8 @@ const adminRoutes: Route[] = [
   { method: "PUT", path: "/admin/models/m/1", body: "onnx" },
   { method: "PUT", path: "/admin/models/m/1?file=config.json", body: "{}" },
   { method: "DELETE", path: "/admin/models/m/1" },
+  { method: "GET", path: "/admin/models/m/policy" },
+  { method: "PUT", path: "/admin/models/m/policy", body: "{}" },
   { method: "POST", path: `/admin/pools/${freshPool()}/restart` },
   // Model control changes what the whole pool keeps loaded: the admin key, not a client's.
   { method: "POST", path: "/v2/repository/models/m/load", body: "{}" },

@@ -188,7 +188,24 @@ function render(view) {
   setTile("tile-p99", formatMs(recent.p99Ms), `last ${recent.minutes} min`);
 
   renderCharts(view);
+  renderPolicies(view);
   renderAgents(view);
+}
+
+function renderPolicies(view) {
+  $("policies-section").hidden = view.policies.length === 0;
+  $("policies").replaceChildren(
+    ...view.policies.map((policy) =>
+      h(
+        "tr",
+        { "data-model": policy.model },
+        h("td", {}, policy.model),
+        h("td", {}, String(policy.minCopies)),
+        h("td", {}, policy.maxCopies === null ? "no cap" : String(policy.maxCopies)),
+        h("td", {}, String(policy.copies)),
+      ),
+    ),
+  );
 }
 
 function renderAgents(view) {
@@ -205,6 +222,7 @@ function renderAgents(view) {
           { class: "agent-head" },
           h("span", { class: "agent-name" }, agent.name),
           agent.id === agent.name ? null : h("span", { class: "muted" }, agent.id),
+          view.shards > 1 ? h("span", { class: "muted" }, `shard ${agent.shard}`) : null,
           h(
             "span",
             { class: `badge${agent.draining ? " draining" : ""}` },

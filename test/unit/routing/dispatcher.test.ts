@@ -136,6 +136,42 @@ describe("Dispatcher.submit", () => {
     expect(dispatcher.submit({ model: "cold" }, "r6", 9_999)).toEqual({ kind: "queued" });
   });
 
+  test("a model at its max_copies goes only to the replicas holding it, and waits for them when they are busy", () => {
+    const { dispatcher } = setup();
+    dispatcher.upsertReplica("a", state({ loaded: ["m"], maxConcurrency: 1 }));
+    dispatcher.upsertReplica("b", state({ maxConcurrency: 1 }));
+    dispatcher.upsertReplica("c", state({ maxConcurrency: 1 }));
+    expect(dispatched(dispatcher.submit({ model: "m", maxCopies: 1 }, "r1", 9_999)).address).toBe("a");
+    // b and c are idle, but a second copy would pass the cap: it waits for a.
+    expect(dispatcher.submit({ model: "m", maxCopies: 1 }, "r2", 9_999)).toEqual({ kind: "queued" });
+    // A freed slot on another replica is not offered the capped model's request; other models still go.
+    expect(dispatcher.release("b")).toEqual([]);
+    expect(dispatched(dispatcher.submit({ model: "other" }, "r3", 9_999)).address).toMatch(/^[bc]$/);
+    expect(dispatcher.release("a").map((each) => [each.address, each.payload])).toEqual([["a", "r2"]]);
+  });
+
+  test("a cap of two lets one more copy be made (a load on its way counts); lifting the cap lets copies grow", () => {
+    const { dispatcher } = setup();
+    dispatcher.upsertReplica("a", state({ loaded: ["m"], maxConcurrency: 1 }));
+    dispatcher.upsertReplica("b", state({ maxConcurrency: 1 }));
+    dispatcher.upsertReplica("c", state({ maxConcurrency: 1 }));
+    dispatched(dispatcher.submit({ model: "m", maxCopies: 2 }, "r1", 9_999));
+    const second = dispatched(dispatcher.submit({ model: "m", maxCopies: 2 }, "r2", 9_999));
+    expect(second).toMatchObject({ expect: "load" });
+    expect(dispatcher.submit({ model: "m", maxCopies: 2 }, "r3", 9_999)).toEqual({ kind: "queued" });
+    // The cap lifted: the next request may load a third copy on the idle replica.
+    const third = dispatched(dispatcher.submit({ model: "m" }, "r4", 9_999));
+    expect(third).toMatchObject({ expect: "load" });
+    expect(new Set(["a", second.address, third.address]).size).toBe(3);
+  });
+
+  test("a draining replica's copy does not count against the cap", () => {
+    const { dispatcher } = setup();
+    dispatcher.upsertReplica("a", state({ loaded: ["m"], maxConcurrency: 1 }), { draining: true });
+    dispatcher.upsertReplica("b", state({ maxConcurrency: 1 }));
+    expect(dispatched(dispatcher.submit({ model: "m", maxCopies: 1 }, "r1", 9_999)).address).toBe("b");
+  });
+
   test("no replicas: 503 unavailable naming the model, nothing queued", () => {
     const { dispatcher } = setup();
     const error = refusal(() => dispatcher.submit({ model: "resnet" }, "r1", 9_999));

@@ -1,0 +1,55 @@
+import { Hono } from "hono";
+import { z } from "zod";
+import { badInput } from "../../shared/errors.ts";
+import { readRequestBody } from "../../shared/http/request-body.ts";
+import { parseModelName } from "../../shared/model-names.ts";
+import { MAX_CONTROL_BODY_BYTES } from "../../shared/oip/model-control.ts";
+import type { Env } from "../env.ts";
+import { poolOf } from "../pool.ts";
+import { modelPolicy, setModelPolicy, unwrap } from "../pool-models.ts";
+
+/**
+ * A model's serving policy in a pool (admin key, checked by the app; the pool by X-Switchyard-Pool):
+ *
+ *   GET /admin/models/{model}/policy   {"model", "pool", "min_copies", "max_copies", "copies"}
+ *   PUT /admin/models/{model}/policy   {"min_copies"?: n >= 0, "max_copies"?: n >= 1 | null}
+ *
+ * min_copies is the model's pin, the same one OIP `load` sets with its copies: that many replicas keep it
+ * loaded with no traffic, never evicted, placed again when a holder leaves (PUT waits until they are loaded,
+ * and is refused when they cannot fit). max_copies caps the replicas that may hold it at once: beyond it its
+ * requests wait for those that do. Both take effect at once, without a restart, and outlive restarts. Keys
+ * not named are left as they are.
+ */
+export const adminPolicyRoutes = new Hono<{ Bindings: Env }>();
+
+const PolicyBodySchema = z.strictObject({
+  min_copies: z.int().nonnegative().optional(),
+  max_copies: z.int().positive().nullable().optional(),
+});
+
+adminPolicyRoutes.get("/admin/models/:model/policy", async (c) => {
+  const model = parseModelName(c.req.param("model"));
+  const pool = poolOf(c.req.raw);
+  return c.json({ model, pool, ...unwrap(await modelPolicy(c.env, pool, model)) });
+});
+
+adminPolicyRoutes.put("/admin/models/:model/policy", async (c) => {
+  const model = parseModelName(c.req.param("model"));
+  const pool = poolOf(c.req.raw);
+  const text = new TextDecoder().decode(await readRequestBody(c.req.raw, MAX_CONTROL_BODY_BYTES));
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch {
+    throw badInput("the policy must be a JSON object");
+  }
+  const parsed = PolicyBodySchema.safeParse(json);
+  if (!parsed.success)
+    throw badInput(`invalid policy: ${z.prettifyError(parsed.error).replaceAll("\n", " ")}`);
+  const current = unwrap(await modelPolicy(c.env, pool, model));
+  const maxCopies = parsed.data.max_copies === undefined ? current.max_copies : parsed.data.max_copies;
+  if (parsed.data.min_copies !== undefined && maxCopies !== null && parsed.data.min_copies > maxCopies)
+    throw badInput(`min_copies ${parsed.data.min_copies} exceeds the model's max_copies ${maxCopies}`);
+  unwrap(await setModelPolicy(c.env, pool, model, parsed.data));
+  return c.json({ model, pool, ...unwrap(await modelPolicy(c.env, pool, model)) });
+});
