@@ -10,6 +10,16 @@ export interface ScenarioResult {
   runs: RunSummary[];
 }
 
+/** S7: each policy without and with a serving policy pinning the critical model (min_copies 1). */
+export interface PinnedResult {
+  id: string;
+  title: string;
+  summary: string;
+  /** The critical model. */
+  model: string;
+  rows: Array<{ without: RunSummary; pinned: RunSummary }>;
+}
+
 export interface GoalCheck {
   scenario: string;
   goal: string;

@@ -18,6 +18,18 @@ export interface RunSummary {
   rejected: number;
   timedOut: number;
   unavailable: number;
+  /** One model's own figures against the rest's, when the run was asked to follow it (SimulateOptions.focus). */
+  focus?: FocusSummary;
+}
+
+export interface FocusSummary {
+  model: string;
+  requests: number;
+  hitRate: number;
+  p50: number;
+  p99: number;
+  /** The other models' hit rate. */
+  othersHitRate: number;
 }
 
 export interface RunRecord {
@@ -62,6 +74,38 @@ export function summarise(policy: string, record: RunRecord): RunSummary {
     loadSeconds: record.loadMs / 1000,
     loads: record.loads,
     ...counts,
+  };
+}
+
+/** The figures of the requests for one model (`picked`), and the others' hit rate. */
+export function summariseFocus(
+  model: string,
+  record: RunRecord,
+  picked: (request: number) => boolean,
+): FocusSummary {
+  const latencies: number[] = [];
+  let hits = 0;
+  let otherHits = 0;
+  let others = 0;
+  for (let i = 0; i < record.outcome.length; i += 1) {
+    const hit = record.hit[i] === 1 && record.outcome[i] === OUTCOME.ok;
+    if (!picked(i)) {
+      others += 1;
+      if (hit) otherHits += 1;
+      continue;
+    }
+    if (hit) hits += 1;
+    const latency = record.latency[i] as number;
+    latencies.push(record.outcome[i] === OUTCOME.ok ? latency : Math.max(record.deadlineMs, latency));
+  }
+  const sorted = Float64Array.from(latencies).sort();
+  return {
+    model,
+    requests: sorted.length,
+    hitRate: sorted.length === 0 ? 0 : hits / sorted.length,
+    p50: percentile(sorted, 0.5),
+    p99: percentile(sorted, 0.99),
+    othersHitRate: others === 0 ? 0 : otherHits / others,
   };
 }
 

@@ -1,5 +1,5 @@
 import { RAY_MAX_MODELS_PER_REPLICA } from "../../shared/routing/ray-multiplex.ts";
-import type { GoalCheck, ScenarioResult } from "./goals.ts";
+import type { GoalCheck, PinnedResult, ScenarioResult } from "./goals.ts";
 import { seconds } from "./goals.ts";
 import type { Scenario } from "./scenario.ts";
 
@@ -27,6 +27,7 @@ export function renderReport(
   results: readonly ScenarioResult[],
   sweep: readonly ScenarioResult[],
   goals: readonly GoalCheck[],
+  pinned: PinnedResult,
   context: ReportContext,
 ): string {
   const { reference, gatewayVars } = context;
@@ -88,8 +89,31 @@ export function renderReport(
     "",
     `![hit rate vs Belady](${context.charts.hitRate})`,
     "",
+    ...pinnedTable(pinned),
   );
   return lines.join("\n");
+}
+
+function pinnedTable(result: PinnedResult): string[] {
+  const cell = (run: { focus?: { p50: number; p99: number; hitRate: number } | undefined }) =>
+    run.focus === undefined
+      ? ""
+      : `${seconds(run.focus.p50)} / ${seconds(run.focus.p99)} (${run.focus.hitRate.toFixed(2)})`;
+  return [
+    `## ${result.id}: ${result.title}`,
+    "",
+    `${result.summary}. The critical model is \`${result.model}\` (${result.rows[0]?.without.focus?.requests ?? 0} requests).`,
+    "Its p50 / p99 (hit rate), the other 39 models' hit rate, and the whole trace's p99, without and with",
+    "`min_copies: 1` for it (one pinned copy from the start, as the gateway places it when agents join).",
+    "",
+    "| policy | critical: as is | critical: min_copies 1 | others' hit: as is | min_copies 1 | p99 all: as is | min_copies 1 |",
+    "| --- | --- | --- | --- | --- | --- | --- |",
+    ...result.rows.map(
+      ({ without, pinned }) =>
+        `| ${without.policy} | ${cell(without)} | ${cell(pinned)} | ${(without.focus?.othersHitRate ?? 0).toFixed(3)} | ${(pinned.focus?.othersHitRate ?? 0).toFixed(3)} | ${seconds(without.p99)} | ${seconds(pinned.p99)} |`,
+    ),
+    "",
+  ];
 }
 
 function scenarioTable(result: ScenarioResult): string[] {

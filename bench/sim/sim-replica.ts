@@ -40,6 +40,8 @@ export interface ReplicaHooks {
 
 interface Entry {
   readonly spec: ModelSpec;
+  /** A pinned copy (min_copies): never a victim, never expires. */
+  pinned: boolean;
   phase: "waiting" | "loading" | "loaded";
   lastUsedAt: number;
   /** Leases: requests running on it, and those waiting for its load. */
@@ -86,11 +88,15 @@ export class SimReplica {
     this.#hooks = hooks;
   }
 
-  /** Puts a model in memory before the run starts (the no-miss bound preloads every model). */
-  preload(model: string): void {
+  /**
+   * Puts a model in memory before the run starts (the no-miss bound preloads every model; a serving policy's
+   * min_copies pins one here).
+   */
+  preload(model: string, options: { pinned?: boolean } = {}): void {
     const spec = this.#spec(model);
     this.#entries.set(model, {
       spec,
+      pinned: options.pinned ?? false,
       phase: "loaded",
       lastUsedAt: -Infinity,
       inFlight: 0,
@@ -127,6 +133,7 @@ export class SimReplica {
   #bringIn(model: string): Entry {
     const entry: Entry = {
       spec: this.#spec(model),
+      pinned: false,
       phase: "waiting",
       lastUsedAt: this.#hooks.now(),
       inFlight: 0,
@@ -218,6 +225,7 @@ export class SimReplica {
         lastUsedAt: entry.lastUsedAt,
         inFlight: entry.inFlight,
         state: entry.phase,
+        pinned: entry.pinned,
       });
     }
     return views;
@@ -248,7 +256,7 @@ export class SimReplica {
         bytes: entry.spec.bytes,
         inFlight: entry.inFlight,
         idleMs: Number.isFinite(entry.lastUsedAt) ? Math.max(0, now - entry.lastUsedAt) : 1e12,
-        pinned: false,
+        pinned: entry.pinned,
       });
     }
     return {

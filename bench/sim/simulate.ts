@@ -1,7 +1,7 @@
 import { type Dispatch, Dispatcher } from "../../shared/routing/dispatcher.ts";
 import type { RoutingPolicy } from "../../shared/routing/types.ts";
 import { EventQueue } from "./event-queue.ts";
-import { OUTCOME, type RunRecord, type RunSummary, summarise } from "./metrics.ts";
+import { OUTCOME, type RunRecord, type RunSummary, summarise, summariseFocus } from "./metrics.ts";
 import { Prng } from "./prng.ts";
 import { replicaBehaviour } from "./replica-profiles.ts";
 import type { ModelSpec, Scenario } from "./scenario.ts";
@@ -11,6 +11,14 @@ import type { Trace } from "./trace.ts";
 export interface SimulateOptions {
   /** Every replica holds every model from the start, with no cache bound (the no-miss bound). */
   noMisses?: boolean;
+  /**
+   * Serving policies (PUT /admin/models/{m}/policy): `minCopies` pinned copies loaded on as many replicas from
+   * the start (as the gateway places them when agents join), never evicted; `maxCopies` given with every
+   * request, as the registry does.
+   */
+  policies?: Readonly<Record<string, { minCopies?: number; maxCopies?: number }>>;
+  /** A model whose own figures the summary gives beside the rest's (RunSummary.focus). */
+  focus?: string;
 }
 
 /**
@@ -82,6 +90,16 @@ export function simulate(
     if (options.noMisses) for (const model of scenario.models) replica.preload(model.name);
     replicas.set(replica.address, replica);
   }
+  const policies = Object.entries(options.policies ?? {});
+  for (const [model, { minCopies = 0 }] of policies) {
+    for (const replica of [...replicas.values()].slice(0, minCopies))
+      replica.preload(model, { pinned: true });
+  }
+  const maxCopiesOf = new Map(
+    policies.flatMap(([model, { maxCopies }]) =>
+      maxCopies === undefined ? [] : [[model, maxCopies] as const],
+    ),
+  );
 
   const deliver = (dispatches: readonly Dispatch<SimRequest>[]) => {
     for (const dispatch of dispatches) replicas.get(dispatch.address)?.accept(dispatch.payload);
@@ -129,7 +147,9 @@ export function simulate(
       arrivedAt: now,
       deadline: now + scenario.deadlineMs,
     };
-    const result = dispatcher.submit({ model: model.name }, request, request.deadline);
+    const maxCopies = maxCopiesOf.get(model.name);
+    const route = maxCopies === undefined ? { model: model.name } : { model: model.name, maxCopies };
+    const result = dispatcher.submit(route, request, request.deadline);
     if (result.kind === "dispatched") deliver([result.dispatch]);
     else if (result.kind === "queue_full") end(request, OUTCOME.rejected);
     else if (result.kind === "unavailable" || result.kind === "not_found") end(request, OUTCOME.unavailable);
@@ -149,5 +169,9 @@ export function simulate(
     record.loadMs += replica.loadingMs;
     record.loads += replica.loads;
   }
-  return summarise(options.noMisses ? "no misses" : policy.name, record);
+  const summary = summarise(options.noMisses ? "no misses" : policy.name, record);
+  const { focus } = options;
+  if (focus === undefined) return summary;
+  const index = scenario.models.findIndex((model) => model.name === focus);
+  return { ...summary, focus: summariseFocus(focus, record, (request) => trace.models[request] === index) };
 }

@@ -1,6 +1,7 @@
 import { SwitchyardError } from "../errors.ts";
 import type { ReplicaState } from "../protocol/replica-state.ts";
 import { DemandTracker } from "./demand.ts";
+import { fitsBesidePins } from "./placement.ts";
 import {
   capacityUnder,
   hasRoomUnder,
@@ -194,9 +195,10 @@ export class Dispatcher<P> {
       const message = `no connected agent has '${request.model}' in its repository`;
       return { kind: "not_found", error: new SwitchyardError("not_found", message) };
     }
-    const able = this.#atCap(request.model)
-      ? servable.filter((replica) => hasCopy(replica, request.model))
-      : servable;
+    const atCap = this.#atCap(request.model);
+    const able = servable.filter(
+      (replica) => hasCopy(replica, request.model) || (!atCap && this.#hasRoom(replica, request.model)),
+    );
     const taking = able.filter((replica) => !replica.draining);
     if (taking.length > 0 && (elsewhere === "unmatched" || elsewhere === "unhinted")) {
       const holding = taking.some(
@@ -345,12 +347,14 @@ export class Dispatcher<P> {
    */
   #pick(replica: ReplicaView, pool: PoolView, context: RoutingContext): Waiting<P> | undefined {
     const { serves: models } = replica;
-    if (models === undefined && this.#caps.size === 0) {
+    const pins = replica.state.loaded.some((loaded) => loaded.pinned);
+    if (models === undefined && this.#caps.size === 0 && !pins) {
       const index = this.#options.policy.pickQueued(replica, pool, context);
       return index >= 0 ? this.#queue.removeAt(index) : undefined;
     }
     const offered = (model: string) =>
-      (models === undefined || models.has(model)) && (!this.#atCap(model) || hasCopy(replica, model));
+      (models === undefined || models.has(model)) &&
+      (hasCopy(replica, model) || (!this.#atCap(model) && this.#hasRoom(replica, model)));
     const queue = this.#queue.items.filter((waiting) => offered(waiting.request.model));
     const waitingByModel = new Map([...this.#queue.byModel].filter(([model]) => offered(model)));
     const index = this.#options.policy.pickQueued(replica, { ...pool, queue, waitingByModel }, context);
@@ -362,6 +366,15 @@ export class Dispatcher<P> {
   #noteCap(request: RouteRequest): void {
     if (request.maxCopies === undefined) this.#caps.delete(request.model);
     else this.#caps.set(request.model, request.maxCopies);
+  }
+
+  /**
+   * Whether a copy of the model could be loaded on the replica beside the models pinned there (pinned copies
+   * are never evicted, so an agent refuses a load they leave no room for).
+   */
+  #hasRoom(replica: ReplicaView, model: string): boolean {
+    if (!replica.state.loaded.some((loaded) => loaded.pinned)) return true;
+    return fitsBesidePins({ state: replica.state, bytes: this.#modelBytes.get(model) }, model);
   }
 
   /** Whether the model has as many copies as its max_copies allows (loaded, loading, or a load on its way). */

@@ -27,7 +27,8 @@ export function placementOrder<T extends PlacementCandidate>(
     .sort((a, b) => Number(holds(b.state)) - Number(holds(a.state)) || free(b.state) - free(a.state));
 }
 
-function fitsBesidePins({ state, bytes }: PlacementCandidate, name: string): boolean {
+/** Whether a copy of model `name` (of `bytes`, when known) fits on the replica beside the models pinned there. */
+export function fitsBesidePins({ state, bytes }: PlacementCandidate, name: string): boolean {
   const pins = state.loaded.filter((loaded) => loaded.pinned && loaded.name !== name);
   const pinnedBytes = pins.reduce((sum, loaded) => sum + loaded.bytes, 0);
   return pins.length + 1 <= state.maxModels && pinnedBytes + (bytes ?? 0) <= state.memoryBudgetBytes;

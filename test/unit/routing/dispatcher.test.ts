@@ -165,6 +165,19 @@ describe("Dispatcher.submit", () => {
     expect(new Set(["a", second.address, third.address]).size).toBe(3);
   });
 
+  test("a replica whose pinned models leave no room is not offered a load of another model, by submit or by a freed slot", () => {
+    const { dispatcher } = setup();
+    const full = state({ maxConcurrency: 2, maxModels: 1 });
+    full.loaded = [{ name: "p", version: "1", bytes: 1, inFlight: 0, idleMs: 0, pinned: true }];
+    dispatcher.upsertReplica("a", full);
+    dispatcher.upsertReplica("b", state({ maxConcurrency: 1 }));
+    expect(dispatched(dispatcher.submit({ model: "m" }, "r1", 9_999)).address).toBe("b");
+    expect(dispatcher.submit({ model: "m" }, "r2", 9_999)).toEqual({ kind: "queued" });
+    expect(dispatcher.release("a")).toEqual([]);
+    // The pinned model itself still goes there.
+    expect(dispatched(dispatcher.submit({ model: "p" }, "r3", 9_999)).address).toBe("a");
+  });
+
   test("a draining replica's copy does not count against the cap", () => {
     const { dispatcher } = setup();
     dispatcher.upsertReplica("a", state({ loaded: ["m"], maxConcurrency: 1 }), { draining: true });

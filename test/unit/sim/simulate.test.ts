@@ -44,6 +44,31 @@ describe("simulate: cases whose answer is known", () => {
     }
   });
 
+  test("serving policies: a pinned copy serves every request of its model as a hit; a cap keeps the loads down", () => {
+    const two: Scenario = {
+      ...single,
+      replicas: 2,
+      maxModels: 1,
+      models: uniformCatalogue(2, { bytes: GiB, loadMs: { min: 2_000, max: 2_000 }, inferMs: 50 }),
+      loadFraction: 0.05,
+    };
+    const trace = buildTrace(two);
+    const [first, second] = two.models.map((model) => model.name);
+    if (first === undefined || second === undefined) throw new Error("two models");
+    const pinned = simulate(two, trace, routingPolicy("baseline"), {
+      focus: first,
+      policies: { [first]: { minCopies: 1 } },
+    });
+    // One replica is pinned to the first model: it never loads, and every request of it is a hit.
+    expect(pinned.focus).toMatchObject({ model: first, hitRate: 1, p99: 50 });
+    expect(pinned.loads).toBe(1);
+    // A cap of one copy on each model, on two replicas that hold one model each: one load per model at most.
+    const capped = simulate(two, trace, routingPolicy("baseline"), {
+      policies: { [first]: { maxCopies: 1 }, [second]: { maxCopies: 1 } },
+    });
+    expect(capped.loads).toBeLessThanOrEqual(2);
+  });
+
   test("deterministic: the same seed gives the same run, another seed another trace", () => {
     const small = { ...s1, requests: 2_000 };
     const trace = buildTrace(small);
