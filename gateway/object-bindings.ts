@@ -32,6 +32,9 @@ export interface RelayEnv extends ObjectEnv {
   REGISTRY: DurableObjectNamespace<RegistryCalls>;
 }
 
+/** Tells a registry which shard of its pool it is, on the agent sockets the Worker hands it. */
+export const SHARD_HEADER = "x-switchyard-shard";
+
 export const registryName = (pool: string, shard: number) => (shard === 0 ? pool : `${pool}#${shard}`);
 export const relayName = (channel: string) => `relay:${channel}`;
 

@@ -243,6 +243,8 @@ export interface ShardPolicy {
   maxCopies: number | null;
   /** Replicas holding it loaded now. */
   copies: number;
+  /** What the model's config.json sets (null: nothing), which an override replaces. */
+  defaults: { minCopies: number | null; maxCopies: number | null };
 }
 
 /**

@@ -85,10 +85,17 @@ export async function loadModel(
   copies: number,
 ): Promise<ModelAnswer<Record<string, never>>> {
   const refusals: ModelAnswer<Record<string, never>>[] = [];
-  for (const shard of askOrder(env, name)) {
+  const order = askOrder(env, name);
+  for (const shard of order) {
     const answer = await registryOf(env, pool, shard).loadModel(name, version, copies);
-    if (answer.ok) return answer;
-    refusals.push(answer);
+    if (!answer.ok) {
+      refusals.push(answer);
+      continue;
+    }
+    // The pin lives in this shard alone: the others drop theirs (and keep min_copies 0 over config.json's).
+    const others = order.filter((other) => other !== shard);
+    await Promise.all(others.map((other) => registryOf(env, pool, other).unpinModel(name)));
+    return answer;
   }
   return firstOk([...refusals.filter((refusal) => !refusal.ok && refusal.status !== 503), ...refusals]);
 }
@@ -142,6 +149,8 @@ export interface PoolPolicy {
   min_copies: number;
   max_copies: number | null;
   copies: number;
+  /** What its config.json sets, which the admin's values override. */
+  config: { min_copies: number | null; max_copies: number | null };
 }
 
 /** The policy as the shards hold it: the pin's copies (in one shard), the cap (the same in each), copies summed. */
@@ -156,8 +165,21 @@ export async function modelPolicy(env: Env, pool: string, name: string): Promise
       min_copies: known.reduce((sum, shard) => sum + shard.minCopies, 0),
       max_copies: known[0]?.maxCopies ?? null,
       copies: known.reduce((sum, shard) => sum + shard.copies, 0),
+      config: {
+        min_copies: known[0]?.defaults.minCopies ?? null,
+        max_copies: known[0]?.defaults.maxCopies ?? null,
+      },
     },
   };
+}
+
+/** Drops the admin's overrides in every shard: the model's config.json policy applies again. */
+export async function clearModelPolicy(
+  env: Env,
+  pool: string,
+  name: string,
+): Promise<ModelAnswer<Record<string, never>>> {
+  return firstOk(await inModelOrder(env, pool, name, (registry) => registry.clearModelPolicy(name)));
 }
 
 /**

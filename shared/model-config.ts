@@ -9,46 +9,61 @@ import type { DeclaredBatching } from "./protocol/model-signatures.ts";
 
 export const SHA256_HEX = /^[0-9a-fA-F]{64}$/;
 
-export const ModelConfigSchema = z.looseObject({
-  description: z.string().optional(),
-  /** Hex SHA-256 of model.onnx; when present the file is verified before it is loaded. */
-  sha256: z
-    .string()
-    .regex(SHA256_HEX, "must be 64 hexadecimal digits")
-    .transform((hex) => hex.toLowerCase())
-    .optional(),
-  /** Largest batch the model takes along its first dimension; 0 means the model does not batch. */
-  max_batch_size: z.int().nonnegative().optional(),
-  dynamic_batching: z
-    .looseObject({
-      max_queue_delay_microseconds: z.int().nonnegative().optional(),
-      preferred_batch_size: z.array(z.int().positive()).optional(),
-    })
-    .optional(),
-  /**
-   * Samples to warm the model with at load (Triton's key; here the dimensions of each input after the batch
-   * are what counts: they let batch buckets warm a model whose inputs have dynamic sizes).
-   */
-  model_warmup: z
-    .array(
-      z.looseObject({
-        name: z.string().optional(),
-        batch_size: z.int().positive().optional(),
-        inputs: z.record(z.string(), z.looseObject({ dims: z.array(z.int().positive()) })),
-      }),
-    )
-    .optional(),
-  /** How many inferences may run on this model at once. */
-  max_concurrency: z.int().positive().optional(),
-  /**
-   * Seconds a loaded copy may stay idle before its replica unloads it, for this model, whatever the agent's
-   * --keep-alive says; 0 keeps it loaded until it is evicted for room (fal's keep_alive).
-   */
-  keep_alive_s: z.number().nonnegative().optional(),
-  /** Whether an inference may be retried on another host after a failure; true unless said otherwise. */
-  idempotent: z.boolean().default(true),
-  parameters: z.record(z.string(), z.unknown()).optional(),
-});
+export const ModelConfigSchema = z
+  .looseObject({
+    description: z.string().optional(),
+    /** Hex SHA-256 of model.onnx; when present the file is verified before it is loaded. */
+    sha256: z
+      .string()
+      .regex(SHA256_HEX, "must be 64 hexadecimal digits")
+      .transform((hex) => hex.toLowerCase())
+      .optional(),
+    /** Largest batch the model takes along its first dimension; 0 means the model does not batch. */
+    max_batch_size: z.int().nonnegative().optional(),
+    dynamic_batching: z
+      .looseObject({
+        max_queue_delay_microseconds: z.int().nonnegative().optional(),
+        preferred_batch_size: z.array(z.int().positive()).optional(),
+      })
+      .optional(),
+    /**
+     * Samples to warm the model with at load (Triton's key; here the dimensions of each input after the batch
+     * are what counts: they let batch buckets warm a model whose inputs have dynamic sizes).
+     */
+    model_warmup: z
+      .array(
+        z.looseObject({
+          name: z.string().optional(),
+          batch_size: z.int().positive().optional(),
+          inputs: z.record(z.string(), z.looseObject({ dims: z.array(z.int().positive()) })),
+        }),
+      )
+      .optional(),
+    /** How many inferences may run on this model at once. */
+    max_concurrency: z.int().positive().optional(),
+    /**
+     * Seconds a loaded copy may stay idle before its replica unloads it, for this model, whatever the agent's
+     * --keep-alive says; 0 keeps it loaded until it is evicted for room (fal's keep_alive).
+     */
+    keep_alive_s: z.number().nonnegative().optional(),
+    /**
+     * The model's serving policy across a pool, read by the gateway (PUT /admin/models/{m}/policy overrides
+     * them per pool): replicas that keep it loaded with no traffic (pinned), and replicas that may hold it at
+     * once. Agents ignore them.
+     */
+    min_copies: z.int().nonnegative().optional(),
+    max_copies: z.int().positive().optional(),
+    /** Whether an inference may be retried on another host after a failure; true unless said otherwise. */
+    idempotent: z.boolean().default(true),
+    parameters: z.record(z.string(), z.unknown()).optional(),
+  })
+  .refine(
+    (config) =>
+      config.min_copies === undefined ||
+      config.max_copies === undefined ||
+      config.min_copies <= config.max_copies,
+    { error: "min_copies must not exceed max_copies", path: ["min_copies"] },
+  );
 
 export type ModelConfig = z.infer<typeof ModelConfigSchema>;
 

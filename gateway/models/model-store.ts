@@ -1,6 +1,11 @@
 import { z } from "zod";
 import { type ModelConfig, parseModelConfig } from "../../shared/model-config.ts";
-import { compareModelEntries, isModelName, isModelVersion } from "../../shared/model-names.ts";
+import {
+  compareModelEntries,
+  compareModelVersions,
+  isModelName,
+  isModelVersion,
+} from "../../shared/model-names.ts";
 import { tensorMetadataSchema } from "../../shared/oip/schemas.ts";
 import { type OnnxSignature, readOnnxSignature } from "../../shared/onnx/onnx-signature.ts";
 import { memorySource } from "../../shared/onnx/protobuf-reader.ts";
@@ -32,14 +37,88 @@ export async function putModelFile(
   version: string,
   file: ModelFile,
   bytes: Uint8Array,
+  config?: ModelConfig,
 ): Promise<StoredFile & { sha256: string }> {
   const sha256 = toHex(await crypto.subtle.digest("SHA-256", bytes));
+  const policy = config === undefined ? undefined : policyMetadataOf(config);
   const object = await bucket.put(objectKey(name, version, file), bytes, {
     sha256,
-    customMetadata: { sha256 },
+    customMetadata: { sha256, ...(policy === undefined ? {} : { [POLICY_METADATA]: policy }) },
     httpMetadata: { contentType: file === "config.json" ? "application/json" : "application/octet-stream" },
   });
   return { size: object.size, sha256, uploaded: object.uploaded.toISOString() };
+}
+
+/**
+ * A config.json's serving policy (min_copies, max_copies) rides in its object's custom metadata, which R2's
+ * listings return: every registry learns every model's defaults from one listing (listPolicyDefaults), not
+ * one read per model.
+ */
+const POLICY_METADATA = "policy";
+const PolicyMetadataSchema = z.object({
+  min_copies: z.int().nonnegative().optional(),
+  max_copies: z.int().positive().optional(),
+});
+
+/** A model's serving policy as its config.json sets it (the gateway's defaults for every pool). */
+export interface PolicyDefaults {
+  minCopies?: number;
+  maxCopies?: number;
+}
+
+function policyMetadataOf(config: ModelConfig): string | undefined {
+  if (config.min_copies === undefined && config.max_copies === undefined) return undefined;
+  return JSON.stringify({ min_copies: config.min_copies, max_copies: config.max_copies });
+}
+
+/**
+ * Each model's serving policy from the config.json of its highest version that has a model.onnx (the version
+ * it serves by default), from one listing; models without one are left out. A config.json uploaded before
+ * policies were kept in its metadata (or written by another tool) counts as having none.
+ */
+export async function listPolicyDefaults(bucket: R2Bucket): Promise<Map<string, PolicyDefaults>> {
+  const served = new Map<string, string>();
+  const policies = new Map<string, PolicyDefaults>();
+  let cursor: string | undefined;
+  do {
+    const page = await bucket.list({
+      prefix: PREFIX,
+      include: ["customMetadata"],
+      ...(cursor === undefined ? {} : { cursor }),
+    });
+    for (const object of page.objects) {
+      const [name, version, file, ...rest] = object.key.slice(PREFIX.length).split("/");
+      if (name === undefined || version === undefined || rest.length > 0) continue;
+      if (!isModelName(name) || !isModelVersion(version)) continue;
+      if (file === "model.onnx") {
+        const known = served.get(name);
+        if (known === undefined || compareModelVersions(version, known) > 0) served.set(name, version);
+      }
+      const text = file === "config.json" ? object.customMetadata?.[POLICY_METADATA] : undefined;
+      if (text === undefined) continue;
+      const parsed = PolicyMetadataSchema.safeParse(safeJson(text));
+      if (!parsed.success) continue;
+      policies.set(`${name}/${version}`, {
+        ...(parsed.data.min_copies === undefined ? {} : { minCopies: parsed.data.min_copies }),
+        ...(parsed.data.max_copies === undefined ? {} : { maxCopies: parsed.data.max_copies }),
+      });
+    }
+    cursor = page.truncated ? page.cursor : undefined;
+  } while (cursor !== undefined);
+  const defaults = new Map<string, PolicyDefaults>();
+  for (const [name, version] of served) {
+    const policy = policies.get(`${name}/${version}`);
+    if (policy !== undefined) defaults.set(name, policy);
+  }
+  return defaults;
+}
+
+function safeJson(text: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch {
+    return undefined;
+  }
 }
 
 const SIGNATURE_FILE = "signature.json";

@@ -11,6 +11,12 @@ const PinSchema = z.object({ name: z.string(), version: z.string(), copies: z.in
 export type Pin = z.infer<typeof PinSchema>;
 
 const PREFIX = "pin:";
+/**
+ * A departed holder's pinned copies are placed again elsewhere this long after it left, at most (sooner when
+ * AGENT_GRACE_SECONDS is shorter): min_copies promises warm copies within seconds; an agent that comes back
+ * later finds its copy extra and unpinned (#trimExtra), one load spent.
+ */
+export const PIN_REPLACE_AFTER_MS = 5_000;
 /** When copies a departed agent held are to be placed again (epoch ms); kept so it outlives eviction. */
 const REPLACE_AT = "pins-replace-at";
 
@@ -73,7 +79,10 @@ export interface ModelPinsOptions {
   directory: ModelDirectory;
   queries: AgentQueries;
   agents: () => AgentLink[];
-  /** How long a departed agent has to come back, pins and all, before its copies are placed elsewhere. */
+  /**
+   * How long a departed agent has to come back, pins and all, before its copies are placed elsewhere:
+   * the agents' grace, at most PIN_REPLACE_AFTER_MS.
+   */
   graceMs: number;
   /** A replica's state as a load's answer carries it: the copy counts at once, before its state frame. */
   applyState: (link: AgentLink, state: ReplicaState) => void;
@@ -169,9 +178,9 @@ export class ModelPins {
   }
 
   /**
-   * An agent left. It may be back within the grace (a redeploy, a network blip) with its pinned copies still
-   * loaded: placing them elsewhere at once would load them twice and unpin them again. So the copies are
-   * placed again when the grace ends (`due`), through the registry's alarm.
+   * An agent left. It may be back in a moment (a network blip) with its pinned copies still loaded: placing
+   * them elsewhere at once would load them twice and unpin them again. So the copies are placed again when
+   * `graceMs` ends (`due`, through the registry's alarm): a few seconds, not the agents' whole grace.
    */
   agentLeft(now: number): void {
     const at = now + this.#options.graceMs;

@@ -1,46 +1,67 @@
 import { z } from "zod";
+import type { PolicyDefaults } from "../models/model-store.ts";
 
 const PREFIX = "policy:";
 
-/** What a registry keeps of a model's serving policy beside its pins (model-pins.ts keeps min_copies). */
-const StoredPolicySchema = z.object({ maxCopies: z.int().positive() });
-export type StoredPolicy = z.infer<typeof StoredPolicySchema>;
+/**
+ * An admin's override of a model's serving policy in this pool (PUT /admin/models/{m}/policy, or OIP
+ * load/unload for min_copies). `maxCopies` null: no cap, whatever config.json says.
+ */
+const OverrideSchema = z.object({
+  maxCopies: z.int().positive().nullable().optional(),
+  minCopies: z.int().nonnegative().optional(),
+});
+export type PolicyOverride = z.infer<typeof OverrideSchema>;
 
 /**
- * Each model's max_copies as an admin set it (`PUT /admin/models/{m}/policy`), in the registry's storage, so
- * that it outlives restarts; read once, then kept in memory, since the scheduler asks for it on every request.
- * min_copies is the model's pin (model-pins.ts): OIP `load` and the policy set the same thing.
+ * Each model's serving policy as this registry applies it: an admin's override where there is one, else
+ * the model's config.json (PolicyDefaultsCache), else none. Overrides live in the registry's storage, read
+ * once and kept in memory, since the scheduler asks for max_copies on every request. The pins that make
+ * min_copies real are model-pins.ts's.
  */
 export class ModelPolicies {
   readonly #kv: SyncKvStorage;
-  readonly #policies = new Map<string, StoredPolicy>();
+  readonly #defaults: (model: string) => PolicyDefaults | undefined;
+  readonly #overrides = new Map<string, PolicyOverride>();
 
-  constructor(kv: SyncKvStorage) {
+  constructor(kv: SyncKvStorage, defaults: (model: string) => PolicyDefaults | undefined) {
     this.#kv = kv;
+    this.#defaults = defaults;
     for (const [key, value] of kv.list({ prefix: PREFIX })) {
-      const parsed = StoredPolicySchema.safeParse(value);
-      if (parsed.success) this.#policies.set(key.slice(PREFIX.length), parsed.data);
+      const parsed = OverrideSchema.safeParse(value);
+      if (parsed.success) this.#overrides.set(key.slice(PREFIX.length), parsed.data);
     }
-  }
-
-  /** Every model with a max_copies. */
-  all(): Array<{ model: string; maxCopies: number }> {
-    return [...this.#policies].map(([model, policy]) => ({ model, maxCopies: policy.maxCopies }));
   }
 
   maxCopies(model: string): number | undefined {
-    return this.#policies.get(model)?.maxCopies;
+    const override = this.#overrides.get(model)?.maxCopies;
+    if (override !== undefined) return override ?? undefined;
+    return this.#defaults(model)?.maxCopies;
   }
 
-  /** Sets the model's max_copies; undefined takes the cap away. */
-  setMaxCopies(model: string, maxCopies: number | undefined): void {
-    if (maxCopies === undefined) {
-      this.#kv.delete(`${PREFIX}${model}`);
-      this.#policies.delete(model);
-      return;
-    }
-    const policy = { maxCopies };
-    this.#kv.put(`${PREFIX}${model}`, policy);
-    this.#policies.set(model, policy);
+  /** The copies to keep pinned, and whether an admin said so (else config.json, or nothing: undefined). */
+  minCopies(model: string): { copies: number; overridden: boolean } | undefined {
+    const override = this.#overrides.get(model)?.minCopies;
+    if (override !== undefined) return { copies: override, overridden: true };
+    const copies = this.#defaults(model)?.minCopies;
+    return copies === undefined ? undefined : { copies, overridden: false };
+  }
+
+  /** Every model with an override. */
+  overridden(): string[] {
+    return [...this.#overrides.keys()];
+  }
+
+  /** Sets the keys given (others stay as they were). */
+  override(model: string, change: PolicyOverride): void {
+    const next = { ...this.#overrides.get(model), ...change };
+    this.#kv.put(`${PREFIX}${model}`, next);
+    this.#overrides.set(model, next);
+  }
+
+  /** Drops the model's overrides: its config.json's policy applies again. */
+  clear(model: string): void {
+    this.#kv.delete(`${PREFIX}${model}`);
+    this.#overrides.delete(model);
   }
 }

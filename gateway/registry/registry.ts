@@ -17,7 +17,8 @@ import { gatewayConfig } from "../config.ts";
 import { log } from "../log.ts";
 import type { PoolCounters } from "../metrics/pool-counters.ts";
 import { PoolMetrics } from "../metrics/pool-metrics.ts";
-import { type RegistryEnv, relayStub } from "../object-bindings.ts";
+import { listPolicyDefaults } from "../models/model-store.ts";
+import { type RegistryEnv, relayStub, SHARD_HEADER } from "../object-bindings.ts";
 import type {
   Decision,
   ModelAnswer,
@@ -38,8 +39,7 @@ import { AgentStore } from "./agent-store.ts";
 import { AlarmClock } from "./alarm-clock.ts";
 import { Idempotence } from "./idempotence.ts";
 import { ModelDirectory } from "./model-directory.ts";
-import { ModelPins, PinStore } from "./model-pins.ts";
-import { ModelPolicies } from "./model-policies.ts";
+import { ModelPins, PIN_REPLACE_AFTER_MS, PinStore } from "./model-pins.ts";
 import { PoolPresence } from "./pool-presence.ts";
 import {
   answerClose,
@@ -50,6 +50,7 @@ import {
   ProtocolViolation,
 } from "./protocol-violation.ts";
 import { Scheduler } from "./scheduler.ts";
+import { ServingPolicies } from "./serving-policies.ts";
 import { SignatureStore } from "./signature-store.ts";
 import { StorageMeter, type StorageWrites } from "./storage-meter.ts";
 
@@ -84,7 +85,7 @@ export class Registry extends DurableObject<RegistryEnv> {
   readonly #queries = new AgentQueries();
   readonly #directory: ModelDirectory;
   readonly #pins: ModelPins;
-  readonly #policies: ModelPolicies;
+  readonly #serving: ServingPolicies;
   readonly #meter = new StorageMeter();
   /** Relays being told that their agent is gone (restart() waits for them). */
   readonly #relayTold = new Map<string, Promise<void>>();
@@ -113,7 +114,6 @@ export class Registry extends DurableObject<RegistryEnv> {
     this.#presence = new PoolPresence(kv, config.AGENT_GRACE_SECONDS * 1000);
     this.#alarm = new AlarmClock(ctx.storage, log, () => this.#meter.count("alarm"));
     this.#offers = new AgentOffers(kv);
-    this.#policies = new ModelPolicies(kv);
     this.#scheduler = new Scheduler({
       policy: routingPolicy(config.ROUTING_POLICY),
       maxQueue: config.QUEUE_LIMIT,
@@ -148,7 +148,7 @@ export class Registry extends DurableObject<RegistryEnv> {
       presence: this.#presence,
       idempotence: new Idempotence(kv),
       servedBy: (agentId) => this.#offers.names(agentId),
-      maxCopiesOf: (model) => this.#policies.maxCopies(model),
+      maxCopiesOf: (model) => this.#serving.maxCopies(model, Date.now()),
     });
     const agents = () => this.#scheduler.links();
     this.#directory = new ModelDirectory({
@@ -165,7 +165,16 @@ export class Registry extends DurableObject<RegistryEnv> {
       queries: this.#queries,
       agents,
       applyState: (link, state) => this.#scheduler.replicaReported(link, state),
-      graceMs: config.AGENT_GRACE_SECONDS * 1000,
+      graceMs: Math.min(config.AGENT_GRACE_SECONDS * 1000, PIN_REPLACE_AFTER_MS),
+      log,
+    });
+    this.#serving = new ServingPolicies({
+      kv,
+      pins: this.#pins,
+      directory: this.#directory,
+      agents,
+      readDefaults: () => listPolicyDefaults(env.MODELS),
+      shards: config.REGISTRY_SHARDS,
       log,
     });
     ctx.setWebSocketAutoResponse(new WebSocketRequestResponsePair(HEARTBEAT_PING, HEARTBEAT_PONG));
@@ -238,7 +247,7 @@ export class Registry extends DurableObject<RegistryEnv> {
       snapshot: this.snapshot(),
       counters: this.#metrics.report(),
       storageWrites: this.#meter.writes(),
-      policies: this.#policyReports(),
+      policies: this.#serving.reports(),
     };
   }
 
@@ -288,41 +297,36 @@ export class Registry extends DurableObject<RegistryEnv> {
     copies: number,
   ): Promise<ModelAnswer<Record<string, never>>> {
     return answer(async () => {
-      await this.#pins.load(await this.#directory.find(name, version), copies);
+      await this.#serving.setMinCopies(name, version, copies);
       return {};
     });
   }
 
   /** The model's serving policy here: its pin's copies (min_copies), its max_copies, and its copies now. */
   modelPolicy(name: string): Promise<ModelAnswer<ShardPolicy>> {
-    return answer(async () => {
-      await this.#directory.find(name, undefined);
-      const copies = this.#scheduler
-        .links()
-        .flatMap((link) => link.record.replicas)
-        .filter((replica) => replica.loaded.some((model) => model.name === name)).length;
-      return {
-        minCopies: this.#pins.copiesOf(name),
-        maxCopies: this.#policies.maxCopies(name) ?? null,
-        copies,
-      };
-    });
+    return answer(() => this.#serving.view(name));
   }
 
-  /** Sets (or, null, takes away) the model's max_copies: its next request is routed under it. */
+  /** Sets the model's max_copies (null: no cap, whatever config.json says): its next request is routed under it. */
   setMaxCopies(name: string, maxCopies: number | null): Promise<ModelAnswer<Record<string, never>>> {
     return answer(async () => {
-      await this.#directory.find(name, undefined);
-      this.#policies.setMaxCopies(name, maxCopies ?? undefined);
-      log("model-policy-set", { model: name, maxCopies });
+      await this.#serving.setMaxCopies(name, maxCopies);
       return {};
     });
   }
 
-  /** Drops the model's pin (min_copies 0); its copies stay loaded until evicted. */
+  /** Drops the model's pin here and keeps it so (min_copies 0); its copies stay loaded until evicted. */
   unpinModel(name: string): Promise<ModelAnswer<Record<string, never>>> {
     return answer(async () => {
-      await this.#pins.unpin(name);
+      await this.#serving.setMinCopies(name, undefined, 0);
+      return {};
+    });
+  }
+
+  /** Drops the admin's overrides of the model's policy: its config.json's applies again. */
+  clearModelPolicy(name: string): Promise<ModelAnswer<Record<string, never>>> {
+    return answer(async () => {
+      await this.#serving.clear(name);
       return {};
     });
   }
@@ -336,6 +340,7 @@ export class Registry extends DurableObject<RegistryEnv> {
         (error: unknown) => error,
       );
       const unloaded = await this.#pins.unload(name);
+      this.#serving.unloaded(name);
       if (missing !== undefined && !unloaded) throw missing;
       return {};
     });
@@ -386,6 +391,9 @@ export class Registry extends DurableObject<RegistryEnv> {
       });
     }
     const name = AgentNameSchema.safeParse(new URL(request.url).searchParams.get(AGENT_NAME_PARAM));
+    // The Worker says which shard of the pool this is (config.json's pins are the home shard's).
+    const shard = Number(request.headers.get(SHARD_HEADER) ?? Number.NaN);
+    if (Number.isInteger(shard) && shard >= 0) this.#serving.placedIn(shard);
     if (!name.success)
       return errorResponse(new SwitchyardError("bad_input", `/agent/connect needs ?${AGENT_NAME_PARAM}=`));
     const { 0: client, 1: server } = new WebSocketPair();
@@ -433,6 +441,7 @@ export class Registry extends DurableObject<RegistryEnv> {
         };
         socket.send(JSON.stringify(welcome));
         this.#pins.reconcile();
+        this.#serving.apply();
         return;
       }
       const known = requireHello(link, frame.type);
@@ -476,22 +485,6 @@ export class Registry extends DurableObject<RegistryEnv> {
   }
 
   // ---- internals ----
-
-  /** Each model with a pin or a cap here. */
-  #policyReports(): PolicyReport[] {
-    const reports = new Map<string, PolicyReport>();
-    const of = (model: string) => {
-      let report = reports.get(model);
-      if (report === undefined) {
-        report = { model, minCopies: 0, maxCopies: null };
-        reports.set(model, report);
-      }
-      return report;
-    };
-    for (const pin of this.#pins.all()) of(pin.name).minCopies = pin.copies;
-    for (const { model, maxCopies } of this.#policies.all()) of(model).maxCopies = maxCopies;
-    return [...reports.values()];
-  }
 
   /** After hibernation or eviction: every socket that said hello is an agent again. */
   #rebuild(): void {

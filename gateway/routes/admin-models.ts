@@ -2,7 +2,7 @@ import type { Context } from "hono";
 import { Hono } from "hono";
 import { badInput, notFound } from "../../shared/errors.ts";
 import { readRequestBody } from "../../shared/http/request-body.ts";
-import { parseModelConfig } from "../../shared/model-config.ts";
+import { type ModelConfig, parseModelConfig } from "../../shared/model-config.ts";
 import { parseModelName, parseModelVersion } from "../../shared/model-names.ts";
 import { OnnxFormatError } from "../../shared/onnx/onnx-signature.ts";
 import { gatewayConfig } from "../config.ts";
@@ -35,11 +35,12 @@ adminModelRoutes.put("/admin/models/:model/:version", async (c) => {
   const file = requested.file ?? "model.onnx";
   const bytes = await readRequestBody(c.req.raw, gatewayConfig(c.env).MAX_MODEL_BYTES, file);
   if (bytes.length === 0) throw badInput(`${file} is empty`);
-  if (file === "config.json") assertModelConfig(bytes, `${name}/${version}/config.json`);
+  const config =
+    file === "config.json" ? checkedModelConfig(bytes, `${name}/${version}/config.json`) : undefined;
   // A model's inputs and outputs are read from its graph now (its weights are stepped over), so metadata
   // needs no agent, and a file that is not a model is refused here rather than at every agent's load.
   if (file === "model.onnx") await putSignatureOf(c.env.MODELS, name, version, bytes).catch(refuseNonModel);
-  const stored = await putModelFile(c.env.MODELS, name, version, file, bytes);
+  const stored = await putModelFile(c.env.MODELS, name, version, file, bytes, config);
   return c.json({ name, version, file, ...stored }, 201);
 });
 
@@ -66,7 +67,7 @@ function target(c: Context<{ Bindings: Env }>): {
 }
 
 /** A config.json the agents could not parse would fail every load of the model: refuse it now. */
-function assertModelConfig(bytes: Uint8Array, where: string): void {
+function checkedModelConfig(bytes: Uint8Array, where: string): ModelConfig {
   let text: string;
   try {
     text = new TextDecoder("utf-8", { fatal: true, ignoreBOM: false }).decode(bytes);
@@ -74,7 +75,7 @@ function assertModelConfig(bytes: Uint8Array, where: string): void {
     throw badInput("config.json is not valid UTF-8");
   }
   try {
-    parseModelConfig(text, where);
+    return parseModelConfig(text, where);
   } catch (error) {
     throw badInput(error instanceof Error ? error.message : String(error));
   }

@@ -6,19 +6,21 @@ import { parseModelName } from "../../shared/model-names.ts";
 import { MAX_CONTROL_BODY_BYTES } from "../../shared/oip/model-control.ts";
 import type { Env } from "../env.ts";
 import { poolOf } from "../pool.ts";
-import { modelPolicy, setModelPolicy, unwrap } from "../pool-models.ts";
+import { clearModelPolicy, modelPolicy, setModelPolicy, unwrap } from "../pool-models.ts";
 
 /**
  * A model's serving policy in a pool (admin key, checked by the app; the pool by X-Switchyard-Pool):
  *
- *   GET /admin/models/{model}/policy   {"model", "pool", "min_copies", "max_copies", "copies"}
- *   PUT /admin/models/{model}/policy   {"min_copies"?: n >= 0, "max_copies"?: n >= 1 | null}
+ *   GET    /admin/models/{model}/policy   {"model", "pool", "min_copies", "max_copies", "copies", "config"}
+ *   PUT    /admin/models/{model}/policy   {"min_copies"?: n >= 0, "max_copies"?: n >= 1 | null}
+ *   DELETE /admin/models/{model}/policy   the overrides go: the model's config.json policy applies again
  *
  * min_copies is the model's pin, the same one OIP `load` sets with its copies: that many replicas keep it
  * loaded with no traffic, never evicted, placed again when a holder leaves (PUT waits until they are loaded,
  * and is refused when they cannot fit). max_copies caps the replicas that may hold it at once: beyond it its
- * requests wait for those that do. Both take effect at once, without a restart, and outlive restarts. Keys
- * not named are left as they are.
+ * requests wait for those that do (null: no cap, whatever config.json says). Both take effect at once, without
+ * a restart, and outlive restarts. Keys not named are left as they are. The model's config.json may set both
+ * (`config` in the answer): the pool's defaults, which these override.
  */
 export const adminPolicyRoutes = new Hono<{ Bindings: Env }>();
 
@@ -51,5 +53,12 @@ adminPolicyRoutes.put("/admin/models/:model/policy", async (c) => {
   if (parsed.data.min_copies !== undefined && maxCopies !== null && parsed.data.min_copies > maxCopies)
     throw badInput(`min_copies ${parsed.data.min_copies} exceeds the model's max_copies ${maxCopies}`);
   unwrap(await setModelPolicy(c.env, pool, model, parsed.data));
+  return c.json({ model, pool, ...unwrap(await modelPolicy(c.env, pool, model)) });
+});
+
+adminPolicyRoutes.delete("/admin/models/:model/policy", async (c) => {
+  const model = parseModelName(c.req.param("model"));
+  const pool = poolOf(c.req.raw);
+  unwrap(await clearModelPolicy(c.env, pool, model));
   return c.json({ model, pool, ...unwrap(await modelPolicy(c.env, pool, model)) });
 });

@@ -3,7 +3,7 @@ import { badInput } from "../../shared/errors.ts";
 import { ChannelIdSchema, DATA_CHANNEL_PATH } from "../../shared/protocol/data-channel.ts";
 import { AGENT_NAME_PARAM, AgentNameSchema } from "../../shared/protocol/frames.ts";
 import type { Env } from "../env.ts";
-import { relayStub } from "../object-bindings.ts";
+import { relayStub, SHARD_HEADER } from "../object-bindings.ts";
 import { poolOf } from "../pool.ts";
 import { placeAgent, registryOf } from "../pool-shards.ts";
 
@@ -24,7 +24,10 @@ agentConnectRoutes.get("/agent/connect", async (c) => {
     throw badInput(
       `/agent/connect needs ?${AGENT_NAME_PARAM}= (the agent's name): ${name.error.issues[0]?.message}`,
     );
-  return registryOf(c.env, pool, await placeAgent(c.env, pool, name.data)).fetch(c.req.raw);
+  const shard = await placeAgent(c.env, pool, name.data);
+  const request = new Request(c.req.raw);
+  request.headers.set(SHARD_HEADER, String(shard));
+  return registryOf(c.env, pool, shard).fetch(request);
 });
 
 agentConnectRoutes.get(`/${DATA_CHANNEL_PATH}`, (c) => {

@@ -1,6 +1,7 @@
+import { readFileSync } from "node:fs";
 import { beforeAll, describe, expect, test } from "vitest";
 import { freePort } from "../../scripts/lib/free-port.ts";
-import { BIG_MODEL, MULTIPLEX_MODELS } from "../fixtures/paths.ts";
+import { BIG_MODEL, MULTIPLEX_MODELS, repoModelPath } from "../fixtures/paths.ts";
 import { sample } from "../support/prometheus-text.ts";
 import { type AgentProcess, startAgent } from "./harness/agents.ts";
 import { call, eventually, mlpRequest, waitForAgents } from "./harness/oip-client.ts";
@@ -122,3 +123,42 @@ describe("min_copies", () => {
     expect(unpinned).toMatchObject({ min_copies: 0, copies: 1 });
   });
 });
+
+describe("a model's config.json", () => {
+  test("its min_copies is pinned when an agent taking its models from the gateway joins, and its max_copies applies", async () => {
+    const pool = "config-policies";
+    const model = "cfgpinned";
+    const admin = { Authorization: `Bearer ${SECRETS.adminKey}` };
+    const put = (path: string, body: string | Uint8Array) =>
+      fetch(`${gateway.url}${path}`, { method: "PUT", headers: admin, body });
+    expect((await put(`/admin/models/${model}/1`, readFileSync(repoModelPath(PINNED)))).status).toBe(201);
+    expect(
+      (
+        await put(
+          `/admin/models/${model}/1?file=config.json`,
+          JSON.stringify({ min_copies: 1, max_copies: 1 }),
+        )
+      ).status,
+    ).toBe(201);
+    // Agents that take their models from the gateway's repository, where the config.json is.
+    const joined = await startAgent({ gateway: gateway.wsUrl, name: "cfg-a", pool, models: null });
+    agents.push(Object.assign(joined, { metricsPort: 0 }));
+    await waitForAgents(gateway.url, 1, pool);
+    await eventually("config.json's min_copies pinned on the agent that joined", async () => {
+      const policy = await getPolicy(pool, model);
+      return policy.min_copies === 1 && policy.copies === 1;
+    });
+    expect(await getPolicy(pool, model)).toMatchObject({
+      max_copies: 1,
+      config: { min_copies: 1, max_copies: 1 },
+    });
+  });
+});
+
+async function getPolicy(pool: string, model: string): Promise<Record<string, unknown>> {
+  const response = await fetch(`${gateway.url}/admin/models/${model}/policy`, {
+    headers: { Authorization: `Bearer ${SECRETS.adminKey}`, "X-Switchyard-Pool": pool },
+  });
+  expect(response.status).toBe(200);
+  return (await response.json()) as Record<string, unknown>;
+}

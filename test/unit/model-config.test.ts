@@ -17,4 +17,13 @@ describe("a model's config.json", () => {
       expect(() => parse({ keep_alive_s: bad })).toThrow(/m\/1\/config.json is malformed: keep_alive_s/);
     }
   });
+
+  test("min_copies and max_copies: whole numbers, and no more pinned copies than the cap allows", () => {
+    expect(parse({ min_copies: 1, max_copies: 2 })).toMatchObject({ min_copies: 1, max_copies: 2 });
+    expect(parse({ min_copies: 0 }).max_copies).toBeUndefined();
+    for (const bad of [{ min_copies: -1 }, { max_copies: 0 }, { min_copies: 1.5 }]) {
+      expect(() => parse(bad)).toThrow(/m\/1\/config.json is malformed: (min|max)_copies/);
+    }
+    expect(() => parse({ min_copies: 3, max_copies: 2 })).toThrow(/min_copies must not exceed max_copies/);
+  });
 });

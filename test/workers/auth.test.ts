@@ -49,6 +49,7 @@ const adminRoutes: Route[] = [
   { method: "DELETE", path: "/admin/models/m/1" },
   { method: "GET", path: "/admin/models/m/policy" },
   { method: "PUT", path: "/admin/models/m/policy", body: "{}" },
+  { method: "DELETE", path: "/admin/models/m/policy" },
   { method: "POST", path: `/admin/pools/${freshPool()}/restart` },
   // Model control changes what the whole pool keeps loaded: the admin key, not a client's.
   { method: "POST", path: "/v2/repository/models/m/load", body: "{}" },

@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { TokenBucket } from "../../gateway/limits/token-bucket.ts";
-import type { Grant, SlotAsk } from "../../gateway/pool-calls.ts";
+import type { Grant } from "../../gateway/pool-calls.ts";
 import type { AgentLink } from "../../gateway/registry/agent-link.ts";
 import { RetryBudget } from "../../gateway/registry/retry-budget.ts";
 import { Scheduler } from "../../gateway/registry/scheduler.ts";
