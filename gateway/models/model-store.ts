@@ -79,32 +79,20 @@ function policyMetadataOf(config: ModelConfig): string | undefined {
 export async function listPolicyDefaults(bucket: R2Bucket): Promise<Map<string, PolicyDefaults>> {
   const served = new Map<string, string>();
   const policies = new Map<string, PolicyDefaults>();
-  let cursor: string | undefined;
-  do {
-    const page = await bucket.list({
-      prefix: PREFIX,
-      include: ["customMetadata"],
-      ...(cursor === undefined ? {} : { cursor }),
-    });
-    for (const object of page.objects) {
-      const [name, version, file, ...rest] = object.key.slice(PREFIX.length).split("/");
-      if (name === undefined || version === undefined || rest.length > 0) continue;
-      if (!isModelName(name) || !isModelVersion(version)) continue;
-      if (file === "model.onnx") {
-        const known = served.get(name);
-        if (known === undefined || compareModelVersions(version, known) > 0) served.set(name, version);
-      }
-      const text = file === "config.json" ? object.customMetadata?.[POLICY_METADATA] : undefined;
-      if (text === undefined) continue;
-      const parsed = PolicyMetadataSchema.safeParse(safeJson(text));
-      if (!parsed.success) continue;
-      policies.set(`${name}/${version}`, {
-        ...(parsed.data.min_copies === undefined ? {} : { minCopies: parsed.data.min_copies }),
-        ...(parsed.data.max_copies === undefined ? {} : { maxCopies: parsed.data.max_copies }),
-      });
+  for await (const { name, version, file, object } of modelObjects(bucket)) {
+    if (file === "model.onnx") {
+      const known = served.get(name);
+      if (known === undefined || compareModelVersions(version, known) > 0) served.set(name, version);
     }
-    cursor = page.truncated ? page.cursor : undefined;
-  } while (cursor !== undefined);
+    const text = file === "config.json" ? object.customMetadata?.[POLICY_METADATA] : undefined;
+    if (text === undefined) continue;
+    const parsed = PolicyMetadataSchema.safeParse(safeJson(text));
+    if (!parsed.success) continue;
+    policies.set(`${name}/${version}`, {
+      ...(parsed.data.min_copies === undefined ? {} : { minCopies: parsed.data.min_copies }),
+      ...(parsed.data.max_copies === undefined ? {} : { maxCopies: parsed.data.max_copies }),
+    });
+  }
   const defaults = new Map<string, PolicyDefaults>();
   for (const [name, version] of served) {
     const policy = policies.get(`${name}/${version}`);
@@ -211,6 +199,25 @@ export function getModelFile(bucket: R2Bucket, name: string, version: string, fi
 /** Every stored version, ordered by name then version; objects that are not model files are skipped. */
 export async function listModelVersions(bucket: R2Bucket): Promise<StoredVersion[]> {
   const versions = new Map<string, StoredVersion>();
+  for await (const { name, version, file, object } of modelObjects(bucket)) {
+    const key = `${name}/${version}`;
+    const entry = versions.get(key) ?? { name, version, files: {} };
+    // Objects written by other tools (wrangler r2 object put) may lack the metadata: then size only.
+    const sha256 = object.customMetadata?.sha256;
+    entry.files[file] = {
+      size: object.size,
+      ...(sha256 === undefined ? {} : { sha256 }),
+      uploaded: object.uploaded.toISOString(),
+    };
+    versions.set(key, entry);
+  }
+  return [...versions.values()].sort(compareModelEntries);
+}
+
+/** Every model file in the bucket with its custom metadata, page by page; other objects are skipped. */
+async function* modelObjects(
+  bucket: R2Bucket,
+): AsyncGenerator<{ name: string; version: string; file: ModelFile; object: R2Object }> {
   let cursor: string | undefined;
   do {
     const page = await bucket.list({
@@ -222,20 +229,10 @@ export async function listModelVersions(bucket: R2Bucket): Promise<StoredVersion
       const [name, version, file, ...rest] = object.key.slice(PREFIX.length).split("/");
       if (name === undefined || version === undefined || file === undefined || rest.length > 0) continue;
       if (!isModelName(name) || !isModelVersion(version) || !isModelFile(file)) continue;
-      const key = `${name}/${version}`;
-      const entry = versions.get(key) ?? { name, version, files: {} };
-      // Objects written by other tools (wrangler r2 object put) may lack the metadata: then size only.
-      const sha256 = object.customMetadata?.sha256;
-      entry.files[file] = {
-        size: object.size,
-        ...(sha256 === undefined ? {} : { sha256 }),
-        uploaded: object.uploaded.toISOString(),
-      };
-      versions.set(key, entry);
+      yield { name, version, file, object };
     }
     cursor = page.truncated ? page.cursor : undefined;
   } while (cursor !== undefined);
-  return [...versions.values()].sort(compareModelEntries);
 }
 
 export function toHex(digest: ArrayBuffer): string {

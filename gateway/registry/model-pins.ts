@@ -6,6 +6,7 @@ import { placementOrder } from "../../shared/routing/placement.ts";
 import { type AgentLink, replicaAddress } from "./agent-link.ts";
 import { type AgentQueries, LOAD_TIMEOUT_MS } from "./agent-queries.ts";
 import type { AgentReplica, FoundModel, ModelDirectory } from "./model-directory.ts";
+import { SerialTask } from "./serial-task.ts";
 
 const PinSchema = z.object({ name: z.string(), version: z.string(), copies: z.int().positive() });
 export type Pin = z.infer<typeof PinSchema>;
@@ -100,11 +101,14 @@ export class ModelPins {
   readonly #options: ModelPinsOptions;
   /** Replica addresses a pinned load is on its way to, per model: counted as copies already. */
   readonly #placing = new Map<string, Set<string>>();
-  #reconciling: Promise<void> | undefined;
-  #again = false;
+  readonly #reconciling: SerialTask;
 
   constructor(options: ModelPinsOptions) {
     this.#options = options;
+    this.#reconciling = new SerialTask(
+      () => this.#reconcileAll(),
+      (error) => options.log("pin-reconcile-failed", { error: String(error) }),
+    );
   }
 
   /** Pins `copies` of the version and resolves once they are loaded. */
@@ -203,19 +207,7 @@ export class ModelPins {
 
   /** Agents joined or started draining, or a departed one's grace ended: restore every pin's copies. */
   reconcile(): void {
-    if (this.#reconciling !== undefined) {
-      this.#again = true;
-      return;
-    }
-    this.#reconciling = this.#reconcileAll()
-      .catch((error: unknown) => this.#options.log("pin-reconcile-failed", { error: String(error) }))
-      .finally(() => {
-        this.#reconciling = undefined;
-        if (this.#again) {
-          this.#again = false;
-          this.reconcile();
-        }
-      });
+    this.#reconciling.run();
   }
 
   async #reconcileAll(): Promise<void> {

@@ -6,6 +6,7 @@ import type { ModelDirectory } from "./model-directory.ts";
 import type { ModelPins } from "./model-pins.ts";
 import { ModelPolicies } from "./model-policies.ts";
 import { PolicyDefaultsCache } from "./policy-defaults.ts";
+import { SerialTask } from "./serial-task.ts";
 
 const SHARD_KEY = "shard";
 
@@ -34,8 +35,7 @@ export class ServingPolicies {
   readonly #defaults: PolicyDefaultsCache;
   /** This registry's shard, as the Worker said when an agent connected (undefined until one did). */
   #shard: number | undefined;
-  #applying: Promise<void> | undefined;
-  #again = false;
+  readonly #applying: SerialTask;
 
   constructor(options: ServingPoliciesOptions) {
     this.#options = options;
@@ -46,6 +46,10 @@ export class ServingPolicies {
       log: options.log,
     });
     this.#policies = new ModelPolicies(options.kv, (model) => this.#defaults.get(model));
+    this.#applying = new SerialTask(
+      () => this.#applyAll(),
+      (error) => options.log("policy-apply-failed", { error: String(error) }),
+    );
     const shard = options.kv.get(SHARD_KEY);
     this.#shard = typeof shard === "number" ? shard : undefined;
   }
@@ -133,19 +137,7 @@ export class ServingPolicies {
    * 0 is unpinned. Pins no policy speaks of (made before policies were kept) stay as they are.
    */
   apply(): void {
-    if (this.#applying !== undefined) {
-      this.#again = true;
-      return;
-    }
-    this.#applying = this.#applyAll()
-      .catch((error: unknown) => this.#options.log("policy-apply-failed", { error: String(error) }))
-      .finally(() => {
-        this.#applying = undefined;
-        if (this.#again) {
-          this.#again = false;
-          this.apply();
-        }
-      });
+    this.#applying.run();
   }
 
   async #applyAll(): Promise<void> {
