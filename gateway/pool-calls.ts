@@ -245,6 +245,8 @@ export interface ShardPolicy {
   copies: number;
   /** What the model's config.json sets (null: nothing), which an override replaces. */
   defaults: { minCopies: number | null; maxCopies: number | null };
+  /** The keep-alive the admin set (seconds), over config.json's keep_alive_s and the agents' --keep-alive. */
+  keepAliveS: number | null;
 }
 
 /**

@@ -149,6 +149,8 @@ export interface PoolPolicy {
   min_copies: number;
   max_copies: number | null;
   copies: number;
+  /** Seconds idle copies stay loaded, as the admin set it (null: config.json's keep_alive_s, or --keep-alive). */
+  keep_alive_s: number | null;
   /** What its config.json sets, which the admin's values override. */
   config: { min_copies: number | null; max_copies: number | null };
 }
@@ -165,6 +167,7 @@ export async function modelPolicy(env: Env, pool: string, name: string): Promise
       min_copies: known.reduce((sum, shard) => sum + shard.minCopies, 0),
       max_copies: known[0]?.maxCopies ?? null,
       copies: known.reduce((sum, shard) => sum + shard.copies, 0),
+      keep_alive_s: known[0]?.keepAliveS ?? null,
       config: {
         min_copies: known[0]?.defaults.minCopies ?? null,
         max_copies: known[0]?.defaults.maxCopies ?? null,
@@ -191,9 +194,19 @@ export async function setModelPolicy(
   env: Env,
   pool: string,
   name: string,
-  policy: { min_copies?: number | undefined; max_copies?: number | null | undefined },
+  policy: {
+    min_copies?: number | undefined;
+    max_copies?: number | null | undefined;
+    keep_alive_s?: number | null | undefined;
+  },
 ): Promise<ModelAnswer<Record<string, never>>> {
-  const { min_copies: minCopies, max_copies: maxCopies } = policy;
+  const { min_copies: minCopies, max_copies: maxCopies, keep_alive_s: keepAliveS } = policy;
+  if (keepAliveS !== undefined) {
+    const keepAliveMs = keepAliveS === null ? null : Math.round(keepAliveS * 1000);
+    const answers = await fromEveryShard(env, pool, (registry) => registry.setKeepAlive(name, keepAliveMs));
+    const failed = answers.find((answer) => !answer.ok);
+    if (failed !== undefined) return failed;
+  }
   if (maxCopies !== undefined) {
     const answers = await fromEveryShard(env, pool, (registry) => registry.setMaxCopies(name, maxCopies));
     const failed = answers.find((answer) => !answer.ok);

@@ -33,6 +33,8 @@ async function run(query: Query, models: ModelService): Promise<QueryAnswer<Quer
       });
       return { signature, state: models.replicaState(query.replica) };
     }
+    case "keep-alive":
+      return { replicas: models.setKeepAlive(query.model, query.keepAliveMs) };
     case "unload":
       return {
         unloaded: await models.unload(query.model, query.version, {

@@ -162,6 +162,12 @@ export class ModelService {
     return this.#pool.unpin(name, version, options.replica);
   }
 
+  /** A model's keep-alive as the gateway's serving policy sets it, on every replica (null: its own again). */
+  setKeepAlive(name: string, keepAliveMs: number | null): number {
+    this.#pool.setKeepAlive(name, keepAliveMs ?? undefined);
+    return this.#pool.replicas.length;
+  }
+
   /** One replica's state now; 404 for a replica this agent does not have. */
   replicaState(replicaId: string): ReplicaState {
     return this.#pool.replica(replicaId).state();

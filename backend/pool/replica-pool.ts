@@ -190,6 +190,11 @@ export class ReplicaPool {
       .some(Boolean);
   }
 
+  /** The gateway's keep-alive for a model on every replica (undefined: back to its own). */
+  setKeepAlive(name: string, keepAliveMs: number | undefined): void {
+    for (const replica of this.replicas) replica.setKeepAlive(name, keepAliveMs);
+  }
+
   #targets(replicaId: string | undefined): readonly Replica[] {
     return replicaId === undefined ? this.replicas : [this.replica(replicaId)];
   }

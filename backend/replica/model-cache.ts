@@ -113,6 +113,14 @@ export class ModelCache<S> {
   readonly #listeners = new Set<(snapshot: CacheSnapshot) => void>();
   /** Keys kept loaded until unpinned (model control's `load`): never victims, never expired. */
   readonly #pinned = new Set<string>();
+  /**
+   * Keep-alives the gateway set at run time (a model's serving policy), by a predicate on keys: they win over
+   * the model's own (its config.json's) and the cache's.
+   */
+  readonly #keepAliveOverrides = new Map<
+    string,
+    { matches: (key: string) => boolean; keepAliveMs: number }
+  >();
   #expiryTimer: ReturnType<typeof setTimeout> | undefined;
   #expiryDue: number | undefined;
   #closed = false;
@@ -399,7 +407,8 @@ export class ModelCache<S> {
     const views: CacheEntryView[] = [];
     for (const entry of this.#entries.values()) {
       if (entry.phase === "loaded" || entry.phase === "loading") {
-        const { key, bytes, lastUsedAt, inFlight, keepAliveMs } = entry;
+        const { key, bytes, lastUsedAt, inFlight } = entry;
+        const keepAliveMs = this.#keepAliveOf(entry);
         views.push({
           key,
           bytes,
@@ -461,6 +470,23 @@ export class ModelCache<S> {
         this.#logError("model cache: a change listener threw", error);
       }
     }
+  }
+
+  /**
+   * Sets (or, undefined, drops) the keep-alive of the models whose keys `matches` accepts, under `id` (a later
+   * call with the same id replaces it); idle copies expire under it from now on.
+   */
+  setKeepAlive(id: string, matches: (key: string) => boolean, keepAliveMs: number | undefined): void {
+    if (keepAliveMs === undefined) this.#keepAliveOverrides.delete(id);
+    else this.#keepAliveOverrides.set(id, { matches, keepAliveMs });
+    this.#scheduleExpiry();
+    this.#settle();
+  }
+
+  #keepAliveOf(entry: Entry<S>): number | undefined {
+    for (const override of this.#keepAliveOverrides.values())
+      if (override.matches(entry.key)) return override.keepAliveMs;
+    return entry.keepAliveMs;
   }
 
   /** One timer, set for the next idle model to expire (under its own keep-alive, or the cache's). */

@@ -406,6 +406,11 @@ export class Replica {
       .some(Boolean);
   }
 
+  /** The gateway's keep-alive for every version of a model (undefined: its config.json's or the agent's). */
+  setKeepAlive(name: string, keepAliveMs: number | undefined): void {
+    this.#cache.setKeepAlive(name, (key) => parseModelKey(key).name === name, keepAliveMs);
+  }
+
   /** Keys of the model loaded here, or pinned while their load is still running (an unload cancels the pin). */
   #keysOf(name: string, version: string | undefined): string[] {
     const loaded = this.#cache.snapshot().loaded.map((entry) => entry.key);

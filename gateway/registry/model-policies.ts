@@ -10,6 +10,8 @@ const PREFIX = "policy:";
 const OverrideSchema = z.object({
   maxCopies: z.int().positive().nullable().optional(),
   minCopies: z.int().nonnegative().optional(),
+  /** How long idle copies stay loaded on the agents (over config.json's keep_alive_s and --keep-alive). */
+  keepAliveMs: z.int().nonnegative().optional(),
 });
 export type PolicyOverride = z.infer<typeof OverrideSchema>;
 
@@ -47,14 +49,20 @@ export class ModelPolicies {
     return copies === undefined ? undefined : { copies, overridden: false };
   }
 
+  /** The keep-alive the admin set for the model, if any. */
+  keepAliveMs(model: string): number | undefined {
+    return this.#overrides.get(model)?.keepAliveMs;
+  }
+
   /** Every model with an override. */
   overridden(): string[] {
     return [...this.#overrides.keys()];
   }
 
-  /** Sets the keys given (others stay as they were). */
+  /** Sets the keys given (others stay as they were; a keepAliveMs of undefined drops that one). */
   override(model: string, change: PolicyOverride): void {
     const next = { ...this.#overrides.get(model), ...change };
+    if ("keepAliveMs" in change && change.keepAliveMs === undefined) delete next.keepAliveMs;
     this.#kv.put(`${PREFIX}${model}`, next);
     this.#overrides.set(model, next);
   }

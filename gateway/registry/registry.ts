@@ -171,6 +171,7 @@ export class Registry extends DurableObject<RegistryEnv> {
     this.#serving = new ServingPolicies({
       kv,
       pins: this.#pins,
+      queries: this.#queries,
       directory: this.#directory,
       agents,
       readDefaults: () => listPolicyDefaults(env.MODELS),
@@ -315,6 +316,14 @@ export class Registry extends DurableObject<RegistryEnv> {
     });
   }
 
+  /** Sets how long idle copies of the model stay loaded on this registry's agents (null: their own). */
+  setKeepAlive(name: string, keepAliveMs: number | null): Promise<ModelAnswer<Record<string, never>>> {
+    return answer(async () => {
+      await this.#serving.setKeepAlive(name, keepAliveMs);
+      return {};
+    });
+  }
+
   /** Drops the model's pin here and keeps it so (min_copies 0); its copies stay loaded until evicted. */
   unpinModel(name: string): Promise<ModelAnswer<Record<string, never>>> {
     return answer(async () => {
@@ -441,7 +450,7 @@ export class Registry extends DurableObject<RegistryEnv> {
         };
         socket.send(JSON.stringify(welcome));
         this.#pins.reconcile();
-        this.#serving.apply();
+        this.#serving.joined(link);
         return;
       }
       const known = requireHello(link, frame.type);

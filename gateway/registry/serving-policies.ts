@@ -2,6 +2,7 @@ import { shardOrder } from "../../shared/routing/shard-order.ts";
 import type { PolicyDefaults } from "../models/model-store.ts";
 import type { PolicyReport, ShardPolicy } from "../pool-calls.ts";
 import type { AgentLink } from "./agent-link.ts";
+import type { AgentQueries } from "./agent-queries.ts";
 import type { ModelDirectory } from "./model-directory.ts";
 import type { ModelPins } from "./model-pins.ts";
 import { ModelPolicies } from "./model-policies.ts";
@@ -13,6 +14,7 @@ const SHARD_KEY = "shard";
 export interface ServingPoliciesOptions {
   kv: SyncKvStorage;
   pins: ModelPins;
+  queries: AgentQueries;
   directory: ModelDirectory;
   agents: () => AgentLink[];
   /** Every model's policy from config.json in the repository (model-store.ts listPolicyDefaults). */
@@ -80,7 +82,35 @@ export class ServingPolicies {
       maxCopies: this.#policies.maxCopies(name) ?? null,
       copies,
       defaults: { minCopies: defaults?.minCopies ?? null, maxCopies: defaults?.maxCopies ?? null },
+      keepAliveS: seconds(this.#policies.keepAliveMs(name)),
     };
+  }
+
+  /**
+   * Sets how long idle copies of the model stay loaded on every agent here (null: back to its config.json's
+   * keep_alive_s or the agent's --keep-alive), and tells the agents now; agents that join later hear it then.
+   */
+  async setKeepAlive(name: string, keepAliveMs: number | null): Promise<void> {
+    await this.#options.directory.find(name, undefined);
+    this.#policies.override(name, { keepAliveMs: keepAliveMs ?? undefined });
+    await Promise.all(this.#options.agents().map((link) => this.#tellKeepAlive(link, name, keepAliveMs)));
+  }
+
+  /** An agent joined: it hears the keep-alives set here, and pins may be due. */
+  joined(link: AgentLink): void {
+    for (const model of this.#policies.overridden()) {
+      const keepAliveMs = this.#policies.keepAliveMs(model);
+      if (keepAliveMs !== undefined) void this.#tellKeepAlive(link, model, keepAliveMs);
+    }
+    this.apply();
+  }
+
+  async #tellKeepAlive(link: AgentLink, model: string, keepAliveMs: number | null): Promise<void> {
+    try {
+      await this.#options.queries.ask(link, { kind: "keep-alive", model, keepAliveMs });
+    } catch (error) {
+      this.#options.log("keep-alive-not-told", { agent: link.record.id, model, error: String(error) });
+    }
   }
 
   async setMaxCopies(name: string, maxCopies: number | null): Promise<void> {
@@ -111,7 +141,10 @@ export class ServingPolicies {
   /** Drops the admin's overrides: config.json's policy applies again. */
   async clear(name: string): Promise<void> {
     await this.#options.directory.find(name, undefined);
+    const keptAlive = this.#policies.keepAliveMs(name) !== undefined;
     this.#policies.clear(name);
+    if (keptAlive)
+      await Promise.all(this.#options.agents().map((link) => this.#tellKeepAlive(link, name, null)));
     // Without a config.json min_copies, no pin is wanted any more.
     if (this.#policies.minCopies(name) === undefined) await this.#options.pins.unpin(name);
     this.apply();
@@ -168,3 +201,5 @@ export class ServingPolicies {
     return this.#shard !== undefined && shardOrder(model, this.#options.shards)[0] === this.#shard;
   }
 }
+
+const seconds = (ms: number | undefined) => (ms === undefined ? null : ms / 1000);

@@ -12,21 +12,28 @@ import { clearModelPolicy, modelPolicy, setModelPolicy, unwrap } from "../pool-m
  * A model's serving policy in a pool (admin key, checked by the app; the pool by X-Switchyard-Pool):
  *
  *   GET    /admin/models/{model}/policy   {"model", "pool", "min_copies", "max_copies", "copies", "config"}
- *   PUT    /admin/models/{model}/policy   {"min_copies"?: n >= 0, "max_copies"?: n >= 1 | null}
+ *   PUT    /admin/models/{model}/policy   {"min_copies"?: n >= 0, "max_copies"?: n >= 1 | null,
+ *                                         "keep_alive_s"?: s >= 0 | null}
  *   DELETE /admin/models/{model}/policy   the overrides go: the model's config.json policy applies again
  *
  * min_copies is the model's pin, the same one OIP `load` sets with its copies: that many replicas keep it
  * loaded with no traffic, never evicted, placed again when a holder leaves (PUT waits until they are loaded,
  * and is refused when they cannot fit). max_copies caps the replicas that may hold it at once: beyond it its
  * requests wait for those that do (null: no cap, whatever config.json says). Both take effect at once, without
- * a restart, and outlive restarts. Keys not named are left as they are. The model's config.json may set both
+ * a restart, and outlive restarts. keep_alive_s is how long an idle copy stays loaded on the agents (0: until
+ * evicted), over the model's config.json keep_alive_s and the agents' --keep-alive (null: theirs again); the
+ * agents hear it at once, and those that join later when they do. Keys not named are left as they are. The model's config.json may set both
  * (`config` in the answer): the pool's defaults, which these override.
  */
 export const adminPolicyRoutes = new Hono<{ Bindings: Env }>();
 
+/** A keep-alive is a duration a timer can hold (setTimeout takes at most 2^31 - 1 ms). */
+const MAX_KEEP_ALIVE_S = 2_000_000;
+
 const PolicyBodySchema = z.strictObject({
   min_copies: z.int().nonnegative().optional(),
   max_copies: z.int().positive().nullable().optional(),
+  keep_alive_s: z.number().nonnegative().max(MAX_KEEP_ALIVE_S).nullable().optional(),
 });
 
 adminPolicyRoutes.get("/admin/models/:model/policy", async (c) => {

@@ -231,6 +231,8 @@ const ModelVersion = z.string().min(1).max(32);
  *   load      load a model on one replica now; `pin` keeps it loaded until an unload (model control);
  *             the answer carries that replica's state, so the registry counts the copy at once
  *   unload    unpin a model (on one replica, or every one), and with `evict` unload it there too
+ *   keep-alive  how long idle copies of a model stay loaded on every replica, overriding its config.json's
+ *             keep_alive_s and the agent's --keep-alive (a serving policy); null: back to those
  */
 export const QuerySchema = z.discriminatedUnion("kind", [
   z.object({ kind: z.literal("describe"), model: ModelName, version: ModelVersion.optional() }),
@@ -250,6 +252,11 @@ export const QuerySchema = z.discriminatedUnion("kind", [
     /** Only this replica; every replica when absent. */
     replica: ReplicaId.optional(),
   }),
+  z.object({
+    kind: z.literal("keep-alive"),
+    model: ModelName,
+    keepAliveMs: z.int().nonnegative().nullable(),
+  }),
 ]);
 export type Query = z.infer<typeof QuerySchema>;
 
@@ -262,6 +269,8 @@ export const QUERY_ANSWERS = {
   stats: z.array(modelStatisticsSchema).max(MAX_STATISTICS_RECORDS),
   load: z.object({ signature: ModelSignatureSchema, state: ReplicaStateSchema }),
   unload: z.object({ unloaded: z.boolean() }),
+  /** The replicas it now applies on. */
+  "keep-alive": z.object({ replicas: z.int().nonnegative() }),
 } as const satisfies Record<Query["kind"], z.ZodType>;
 export type QueryAnswer<K extends Query["kind"]> = z.infer<(typeof QUERY_ANSWERS)[K]>;
 

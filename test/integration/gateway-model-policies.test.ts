@@ -4,7 +4,7 @@ import { freePort } from "../../scripts/lib/free-port.ts";
 import { BIG_MODEL, MULTIPLEX_MODELS, repoModelPath } from "../fixtures/paths.ts";
 import { sample } from "../support/prometheus-text.ts";
 import { type AgentProcess, startAgent } from "./harness/agents.ts";
-import { call, eventually, mlpRequest, waitForAgents } from "./harness/oip-client.ts";
+import { call, eventually, mlpRequest, sleep, waitForAgents } from "./harness/oip-client.ts";
 import { watchProcesses } from "./harness/processes-under-test.ts";
 import { type GatewayProcess, SECRETS, startGateway } from "./harness/wrangler-dev.ts";
 
@@ -121,6 +121,30 @@ describe("min_copies", () => {
 
     const unpinned = await setPolicy(PINNED, { min_copies: 0 });
     expect(unpinned).toMatchObject({ min_copies: 0, copies: 1 });
+  });
+});
+
+describe("keep_alive_s", () => {
+  test("set at run time, idle copies unload on time on the agents already there; DELETE gives them back their own", async () => {
+    const model = OTHERS[0] ?? "m001";
+    const served = await call(gateway.url, model, mlpRequest(1), { pool: POOL });
+    expect(served.ok).toBe(true);
+    expect(await holders(model)).toHaveLength(1);
+    const setAt = performance.now();
+    expect(await setPolicy(model, { keep_alive_s: 1 })).toMatchObject({ keep_alive_s: 1 });
+    await eventually("the idle copy unloaded", async () => (await holders(model)).length === 0);
+    // Idle since before the PUT: unloaded a second after its last use, give or take a report.
+    expect(performance.now() - setAt).toBeLessThan(5_000);
+
+    const cleared = await fetch(`${gateway.url}/admin/models/${model}/policy`, {
+      method: "DELETE",
+      headers: { Authorization: `Bearer ${SECRETS.adminKey}`, "X-Switchyard-Pool": POOL },
+    });
+    expect(await cleared.json()).toMatchObject({ keep_alive_s: null });
+    // The agents' own keep-alive again (never): a new copy stays.
+    await call(gateway.url, model, mlpRequest(1), { pool: POOL });
+    await sleep(2_000);
+    expect(await holders(model)).toHaveLength(1);
   });
 });
 

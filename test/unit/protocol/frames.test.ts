@@ -402,6 +402,7 @@ describe("queries and their answers", () => {
       query: { kind: "unload", model: "det", version: "1", evict: false, replica: "0" },
       optional: ["version", "replica"],
     },
+    { query: { kind: "keep-alive", model: "det", keepAliveMs: 30_000 }, optional: [] },
   ];
 
   test("each kind of query needs what it acts on, and says whether to pin or evict", () => {
@@ -419,6 +420,7 @@ describe("queries and their answers", () => {
     stats: [emptyStatistics("det", "1"), emptyStatistics("ocr", "2")],
     load: { signature, state },
     unload: { unloaded: false },
+    "keep-alive": { replicas: 2 },
   } satisfies Record<Query["kind"], unknown>;
   const KINDS = Object.keys(ANSWERS) as Array<keyof typeof ANSWERS>;
 

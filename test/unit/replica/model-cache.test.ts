@@ -507,6 +507,27 @@ describe("keep-alive", () => {
     expect(loadedKeys()).toEqual(["kept"]);
   });
 
+  test("a keep-alive set at run time (the gateway's serving policy) wins over the model's own, until it is dropped", async () => {
+    vi.useFakeTimers({ toFake: ["setTimeout", "clearTimeout"] });
+    const { cache, clock, preloaded, loadedKeys } = setup({ keepAliveMs: 0, modelKeepAlive: { kept: 0 } });
+    const advance = async (ms: number) => {
+      clock.now += ms;
+      await vi.advanceTimersByTimeAsync(ms);
+    };
+    await preloaded("kept");
+    await preloaded("other");
+    cache.setKeepAlive("kept-policy", (key) => key === "kept", 300);
+    await advance(299);
+    expect(loadedKeys().sort()).toEqual(["kept", "other"]);
+    await advance(1);
+    expect(loadedKeys()).toEqual(["other"]);
+    // Dropped: the model's own keep-alive (never) applies to its next copy again.
+    cache.setKeepAlive("kept-policy", () => true, undefined);
+    await preloaded("kept");
+    await advance(1e9);
+    expect(loadedKeys().sort()).toEqual(["kept", "other"]);
+  });
+
   test("the keep-alive timer never keeps the process alive", async () => {
     const { preloaded } = setup({ keepAliveMs: 60_000 });
     const timers = () => process.getActiveResourcesInfo().filter((kind) => kind === "Timeout").length;
