@@ -115,6 +115,11 @@ export function renderPrometheus(reports: readonly PoolReport[]): string {
     each(({ pool, snapshot }) => modelReplicas(pool, snapshot)),
   );
   out.gauge(
+    `${P}model_pinned_replicas`,
+    "Replicas holding a pinned copy of the model version now (its min_copies, or OIP load's copies, placed).",
+    each(({ pool, snapshot }) => modelReplicas(pool, snapshot, "pinned")),
+  );
+  out.gauge(
     `${P}model_min_copies`,
     "Replicas the model's serving policy keeps it loaded on (min_copies: pinned copies), for models with a policy.",
     each(({ pool, policies }) =>
@@ -234,16 +239,29 @@ function histogramSample(labels: Labels, data: HistogramData): HistogramSample {
 
 const deviceKind = (device: string) => (device.startsWith("cuda") ? "cuda" : "cpu");
 
-function modelReplicas(pool: string, snapshot: PoolSnapshot): Array<{ labels: Labels; value: number }> {
+/** Replicas per model version: loaded and loading (labelled with the state), or holding a pinned copy. */
+function modelReplicas(
+  pool: string,
+  snapshot: PoolSnapshot,
+  which: "states" | "pinned" = "states",
+): Array<{ labels: Labels; value: number }> {
   const counts = new Map<string, { labels: Labels; value: number }>();
-  const add = (name: string, version: string, state: "loaded" | "loading") => {
-    const key = `${modelKey({ name, version })} ${state}`;
+  const add = (name: string, version: string, state?: "loaded" | "loading") => {
+    const key = `${modelKey({ name, version })} ${state ?? ""}`;
     const known = counts.get(key);
     if (known !== undefined) known.value += 1;
-    else counts.set(key, { labels: { pool, model: name, version, state }, value: 1 });
+    else
+      counts.set(key, {
+        labels: { pool, model: name, version, ...(state === undefined ? {} : { state }) },
+        value: 1,
+      });
   };
   for (const agent of snapshot.agents) {
     for (const replica of agent.replicas) {
+      if (which === "pinned") {
+        for (const model of replica.loaded) if (model.pinned) add(model.name, model.version);
+        continue;
+      }
       for (const model of replica.loaded) add(model.name, model.version, "loaded");
       for (const model of replica.loading) add(model.name, model.version, "loading");
     }

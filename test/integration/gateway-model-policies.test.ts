@@ -5,6 +5,7 @@ import { BIG_MODEL, MULTIPLEX_MODELS, repoModelPath } from "../fixtures/paths.ts
 import { sample } from "../support/prometheus-text.ts";
 import { type AgentProcess, startAgent } from "./harness/agents.ts";
 import { call, eventually, mlpRequest, sleep, waitForAgents } from "./harness/oip-client.ts";
+import { poolMetric } from "./harness/pool-probes.ts";
 import { watchProcesses } from "./harness/processes-under-test.ts";
 import { type GatewayProcess, SECRETS, startGateway } from "./harness/wrangler-dev.ts";
 
@@ -112,6 +113,16 @@ describe("min_copies", () => {
     }
     expect(await holders(PINNED)).toEqual([holder]);
     expect(await agentsCount("switchyard_agent_model_evictions_total", PINNED)).toBe(0);
+    // Wanted and placed, as /metrics says.
+    expect(
+      await poolMetric(gateway.url, POOL, "switchyard_gateway_model_min_copies", { model: PINNED }),
+    ).toBe(1);
+    expect(
+      await poolMetric(gateway.url, POOL, "switchyard_gateway_model_pinned_replicas", {
+        model: PINNED,
+        version: "1",
+      }),
+    ).toBe(1);
 
     await agents.find((agent) => agent.name === holder)?.stop("SIGKILL");
     await eventually("the pinned copy placed again on another agent", async () => {
