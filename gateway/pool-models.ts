@@ -12,8 +12,9 @@ import { askOrder, everyShard, registryOf } from "./pool-shards.ts";
  * own agents (their offers, signatures, loaded models and statistics), so a pool's answer is the union of
  * theirs: the index and statistics are merged, a model is ready when any shard has it ready, metadata comes
  * from the first shard in the model's order that knows it, and unload reaches every shard. A pin (`load`)
- * lives in the first shard in the model's order that can take it, where the model's requests go first. With
- * one shard each is that registry's answer as it is.
+ * lives in the first shard in the model's order that can take it, where the model's requests go first; a
+ * model's serving policy (routes/admin-policies.ts) is set in every shard, its pin in one. With one shard
+ * each is that registry's answer as it is.
  */
 type Registry = ReturnType<typeof registryOf>;
 

@@ -37,6 +37,7 @@ describe("a model's serving policy (admin API)", () => {
       min_copies: 0,
       max_copies: null,
       copies: 1,
+      keep_alive_s: null,
       config: { min_copies: null, max_copies: null },
     });
     const set = await policy(pool, "m", { max_copies: 1 });
@@ -54,6 +55,7 @@ describe("a model's serving policy (admin API)", () => {
       [{ max_copies: 0 }, 400, /max_copies/],
       [{ min_copies: -1 }, 400, /min_copies/],
       [{ keep_alive: 3 }, 400, /keep_alive/],
+      [{ keep_alive_s: -1 }, 400, /keep_alive_s/],
       [{ min_copies: 2, max_copies: 1 }, 400, /min_copies 2 exceeds the model's max_copies 1/],
       // One replica can hold it: two pinned copies cannot be placed, and nothing is half done.
       [{ min_copies: 2 }, 400, /2 copies of 'm' asked for, but 1 replica\(s\) can load it/],
