@@ -28,7 +28,7 @@ export interface ObjectEnv extends ConfigVars {
   MODELS: R2Bucket;
 }
 
-/** A request may ask every shard of its pool once (pool-call.ts): this bounds that walk. */
+/** A request may ask each shard of its pool, and one of them again (shard-walk.ts): this bounds that walk. */
 export const MAX_REGISTRY_SHARDS = 64;
 
 const positiveNumber = (fallback: number) => z.coerce.number().positive().default(fallback);

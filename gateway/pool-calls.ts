@@ -53,8 +53,9 @@ export interface SlotAsk extends Tries {
   timeoutMs: number;
   budgetMs: number;
   /**
-   * When the shard asked may pass the ask on (pool-call.ts) rather than serve it: "never" in a pool of one
-   * shard and for the last ask of a walk, which then behaves as the one registry of an unsharded pool;
+   * When the shard asked may pass the ask on (shard-walk.ts) rather than serve it: "never" in a pool of one
+   * shard and for the ask a walk settles with (to the best shard that passed, which may be asked again),
+   * which then answers as the one registry of an unsharded pool;
    * otherwise when it has no agent for it or is backlogged, and when it holds no copy of the model (or no
    * replica advertising its hint) while another shard may (shared/routing/dispatcher.ts, Elsewhere).
    */

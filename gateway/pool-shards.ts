@@ -31,7 +31,7 @@ export function askOrder(env: Env, model: string): number[] {
 }
 
 /** The shard a joining agent's control socket goes to (shard-placement.ts). */
-export async function placeAgent(env: Env, pool: string, name: string): Promise<number> {
+export async function placeAgent(env: Env, pool: string, name: string | undefined): Promise<number> {
   if (shardCount(env) === 1) return 0;
   const populations = await Promise.all(everyShard(env, pool).map((registry) => registry.population(name)));
   return leastPopulated(populations, Math.random);

@@ -52,17 +52,19 @@ export async function askShards(
   const passed: Array<{ shard: number; why: PassReason }> = [];
   const count = (...reasons: PassReason[]) => passed.filter((each) => reasons.includes(each.why)).length;
   for (const shard of visit) {
+    // A shard that fails (a deploy, a crash: asked twice already) counts as one with no agent: the walk goes on.
     const answer = await reserve(env, pool, shard, deadline, {
       ...ask,
       pass,
       timeoutMs: deadline.remainingMs(),
-    });
+    }).catch((): Passed => ({ ok: "passed", why: "no-agents" }));
     if (answer.ok !== "passed") return { shard, answer };
     passed.push({ shard, why: answer.why });
     if (count("backlogged") >= BACKLOGGED_SHARDS) break;
     if (count("hit", "cold", "backlogged", "not-served") >= SEEK_SHARDS) break;
   }
-  // No shard asked advertises the hint (a backlogged one might): later asks stop looking for it a while.
+  // No shard asked (up to SEEK_SHARDS with agents) advertises the hint, unless a backlogged one does: later
+  // asks stop looking for it a while.
   if (seekingHint && hint !== undefined && count("backlogged") === 0) unadvertised.add(hint, Date.now());
   const rank = (why: PassReason) => PASS_REASONS.indexOf(why);
   const best = passed.reduce((chosen, each) => (rank(each.why) < rank(chosen.why) ? each : chosen));

@@ -40,8 +40,8 @@ const AttachmentSchema = z.discriminatedUnion("phase", [
     v: z.literal(1),
     phase: z.literal("awaiting-hello"),
     connectedAt: z.number(),
-    /** The name its URL gave (AGENT_NAME_PARAM): its hello must say the same. */
-    name: z.string(),
+    /** The name its URL gave (AGENT_NAME_PARAM), if it gave one: its hello must say the same. */
+    name: z.string().optional(),
   }),
   z.object({ v: z.literal(1), phase: z.literal("agent"), record: AgentRecordSchema }),
   /** The record lives in storage under storageKey(id). */
@@ -50,7 +50,7 @@ const AttachmentSchema = z.discriminatedUnion("phase", [
 type Attachment = z.infer<typeof AttachmentSchema>;
 
 export type RestoredSocket =
-  | { phase: "awaiting-hello"; connectedAt: number; name: string }
+  | { phase: "awaiting-hello"; connectedAt: number; name?: string | undefined }
   | { phase: "agent"; record: AgentRecord }
   | { phase: "lost"; reason: string };
 
@@ -78,8 +78,13 @@ export class AgentStore {
     this.#events = events;
   }
 
-  markAwaitingHello(socket: WebSocket, connectedAt: number, name: string): void {
-    socket.serializeAttachment({ v: 1, phase: "awaiting-hello", connectedAt, name } satisfies Attachment);
+  markAwaitingHello(socket: WebSocket, connectedAt: number, name: string | undefined): void {
+    socket.serializeAttachment({
+      v: 1,
+      phase: "awaiting-hello",
+      connectedAt,
+      ...(name === undefined ? {} : { name }),
+    } satisfies Attachment);
     this.#events.attachmentWritten?.();
   }
 

@@ -156,6 +156,17 @@ export class ModelPins {
     return this.#options.store.all();
   }
 
+  /**
+   * Sets the copies the model's pin asks for without waiting for them (a serving policy's min_copies): the
+   * reconcile places them, as it places every pin, one reconcile at a time.
+   */
+  want(model: { name: string; version: string }, copies: number): void {
+    const pin = { name: model.name, version: model.version, copies };
+    if (samePin(this.#options.store.get(model.name), pin)) return;
+    this.#options.store.set(pin);
+    this.reconcile();
+  }
+
   /** The copies the model's pin asks for (its min_copies); 0 when it has none. */
   copiesOf(name: string): number {
     return this.#options.store.get(name)?.copies ?? 0;
@@ -289,8 +300,13 @@ export class ModelPins {
     return placed;
   }
 
-  /** More pinned copies than wanted (a holder came back): the extra ones become ordinary cache entries. */
-  async #trimExtra(pin: Pin): Promise<void> {
+  /**
+   * More pinned copies than wanted (a holder came back): the extra ones become ordinary cache entries. The
+   * pin is read again here: another caller may have changed it while this one placed copies.
+   */
+  async #trimExtra(placed: Pin): Promise<void> {
+    const pin = this.#options.store.get(placed.name);
+    if (pin === undefined || pin.version !== placed.version) return;
     const extra = this.#holders(pin).slice(pin.copies);
     await Promise.allSettled(
       extra.map(({ link, replica }) =>

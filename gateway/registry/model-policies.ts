@@ -67,6 +67,19 @@ export class ModelPolicies {
     this.#overrides.set(model, next);
   }
 
+  /** Drops the min_copies override alone (a pin that could not be placed). */
+  forgetMinCopies(model: string): void {
+    const known = this.#overrides.get(model);
+    if (known === undefined) return;
+    const rest = { ...known };
+    delete rest.minCopies;
+    if (Object.keys(rest).length === 0) this.clear(model);
+    else {
+      this.#kv.put(`${PREFIX}${model}`, rest);
+      this.#overrides.set(model, rest);
+    }
+  }
+
   /** Drops the model's overrides: its config.json's policy applies again. */
   clear(model: string): void {
     this.#kv.delete(`${PREFIX}${model}`);

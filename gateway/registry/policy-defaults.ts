@@ -22,8 +22,9 @@ export interface PolicyDefaultsOptions {
 
 /**
  * Each model's serving policy as its config.json in the gateway's repository sets it, as a registry knows it:
- * read from one R2 listing at most every DEFAULTS_REFRESH_MS while requests come (never on a request's path:
- * the request routes under what is known), and kept in storage for the next instance.
+ * read from one R2 listing when the instance first needs it (an agent joins, an admin reads a policy), then at
+ * most every DEFAULTS_REFRESH_MS while requests come (never on a request's path: the request routes under what
+ * is known), and kept in storage for the next instance. An idle pool reads again when it next wakes for work.
  */
 export class PolicyDefaultsCache {
   readonly #options: PolicyDefaultsOptions;
@@ -48,20 +49,28 @@ export class PolicyDefaultsCache {
   /** Reads the defaults again in the background when the last read is older than DEFAULTS_REFRESH_MS. */
   refreshIfStale(now: number): void {
     if (this.#reading !== undefined || now - this.#readAt < DEFAULTS_REFRESH_MS) return;
+    void this.#read(now);
+  }
+
+  /** Reads the defaults unless this instance did already, or waits for the read under way. */
+  readOnce(): Promise<void> {
+    if (this.#reading !== undefined) return this.#reading;
+    if (this.#readAt > Number.NEGATIVE_INFINITY) return Promise.resolve();
+    return this.#read(Date.now());
+  }
+
+  /** One read at a time; a failed one is tried again at the next chance. */
+  #read(now: number): Promise<void> {
     this.#readAt = now;
     this.#reading = this.refresh()
-      .catch((error: unknown) => this.#options.log("policy-defaults-not-read", { error: String(error) }))
+      .catch((error: unknown) => {
+        this.#readAt = Number.NEGATIVE_INFINITY;
+        this.#options.log("policy-defaults-not-read", { error: String(error) });
+      })
       .finally(() => {
         this.#reading = undefined;
       });
-  }
-
-  /** Reads the defaults unless this instance did already (an admin's view waits for them). */
-  async readOnce(): Promise<void> {
-    if (this.#reading !== undefined) return this.#reading;
-    if (this.#readAt > Number.NEGATIVE_INFINITY) return;
-    this.#readAt = Date.now();
-    await this.refresh();
+    return this.#reading;
   }
 
   /** Reads the defaults now; `changed` hears of a difference. */

@@ -215,8 +215,8 @@ export class Registry extends DurableObject<RegistryEnv> {
     this.#gone(link.socket, link, `its data socket ended: ${why}`);
   }
 
-  /** For placing a joining agent named `name` (shard-placement.ts). */
-  population(name: string): ShardPopulation {
+  /** For placing a joining agent named `name`, when its URL named it (shard-placement.ts). */
+  population(name: string | undefined): ShardPopulation {
     const sockets = this.ctx.getWebSockets(AGENT_TAG);
     const awaiting = (socket: WebSocket) => {
       if (this.#scheduler.linkOf(socket) !== undefined) return undefined;
@@ -227,8 +227,9 @@ export class Registry extends DurableObject<RegistryEnv> {
       agents: sockets.length,
       awaited: this.#presence.expectedBackUntil(Date.now()) !== undefined,
       named:
-        this.#scheduler.links().some((link) => link.record.name === name) ||
-        sockets.some((socket) => awaiting(socket) === name),
+        name !== undefined &&
+        (this.#scheduler.links().some((link) => link.record.name === name) ||
+          sockets.some((socket) => awaiting(socket) === name)),
     };
   }
 
@@ -348,8 +349,9 @@ export class Registry extends DurableObject<RegistryEnv> {
         () => undefined,
         (error: unknown) => error,
       );
+      // Kept unloaded over config.json's min_copies; before the unload, so that no policy pass re-pins it.
+      if (missing === undefined) this.#serving.unloading(name);
       const unloaded = await this.#pins.unload(name);
-      this.#serving.unloaded(name);
       if (missing !== undefined && !unloaded) throw missing;
       return {};
     });
@@ -399,15 +401,16 @@ export class Registry extends DurableObject<RegistryEnv> {
         Upgrade: "websocket",
       });
     }
-    const name = AgentNameSchema.safeParse(new URL(request.url).searchParams.get(AGENT_NAME_PARAM));
+    const given = new URL(request.url).searchParams.get(AGENT_NAME_PARAM);
+    const name = given === null ? undefined : AgentNameSchema.safeParse(given);
+    if (name !== undefined && !name.success)
+      return errorResponse(new SwitchyardError("bad_input", `invalid ?${AGENT_NAME_PARAM}=`));
     // The Worker says which shard of the pool this is (config.json's pins are the home shard's).
     const shard = Number(request.headers.get(SHARD_HEADER) ?? Number.NaN);
     if (Number.isInteger(shard) && shard >= 0) this.#serving.placedIn(shard);
-    if (!name.success)
-      return errorResponse(new SwitchyardError("bad_input", `/agent/connect needs ?${AGENT_NAME_PARAM}=`));
     const { 0: client, 1: server } = new WebSocketPair();
     this.ctx.acceptWebSocket(server, [AGENT_TAG]);
-    this.#store.markAwaitingHello(server, Date.now(), name.data);
+    this.#store.markAwaitingHello(server, Date.now(), name?.data);
     return new Response(null, { status: 101, webSocket: client });
   }
 
@@ -432,7 +435,8 @@ export class Registry extends DurableObject<RegistryEnv> {
       if (frame.type === "hello") {
         const { repository } = frame;
         const connecting = this.#store.restore(socket);
-        if (connecting.phase === "awaiting-hello" && connecting.name !== frame.agent.name)
+        const named = connecting.phase === "awaiting-hello" ? connecting.name : undefined;
+        if (named !== undefined && named !== frame.agent.name)
           throw new ProtocolViolation(
             `hello names another agent than its connection's ?${AGENT_NAME_PARAM}=`,
           );

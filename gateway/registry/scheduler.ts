@@ -205,6 +205,8 @@ export class Scheduler {
     this.#ledger.forgetAgent(link.record.id);
     this.#options.onAgentGone(link, why);
     this.#presenceChanged();
+    // Under a model's max_copies, or beside pins, the replicas left may now take what waited for that one.
+    this.#sendAll(this.#dispatcher.tick());
     this.#log("agent-disconnected", { agent: link.record.id, why });
   }
 
@@ -220,9 +222,15 @@ export class Scheduler {
    * back; otherwise the failure its client gets. Answers every expected failure as a value.
    */
   reserve(ask: SlotAsk): Promise<SlotAnswer> {
-    // Each client request counts once toward the retry budget: at its first ask.
-    if (ask.attempts === 0 && ask.reruns === 0) this.#retryBudget.request(this.#now());
-    return new Promise<SlotAnswer>((answer) => {
+    // Each client request counts once toward the retry budget: at its first ask, in the shard that keeps it
+    // (an ask a sharded pool's shard passes on is the next shard's request).
+    const first = ask.attempts === 0 && ask.reruns === 0;
+    if (first && ask.pass === "never") this.#retryBudget.request(this.#now());
+    return new Promise<SlotAnswer>((resolve) => {
+      const answer = (slot: SlotAnswer) => {
+        if (first && ask.pass !== "never" && slot.ok !== "passed") this.#retryBudget.request(this.#now());
+        resolve(slot);
+      };
       const pending = this.#ledger.open(ask, answer);
       const maxCopies = this.#options.maxCopiesOf?.(ask.model);
       if (maxCopies !== undefined) pending.route.maxCopies = maxCopies;
@@ -454,7 +462,7 @@ export class Scheduler {
   }
 
   /**
-   * Routes an ask. One that may pass (a sharded pool's ask before the last, pool-call.ts) is answered
+   * Routes an ask. One that may pass (a sharded pool's walk, gateway/shard-walk.ts) is answered
    * "passed" instead of waiting for agents, failing for want of one, queueing behind a backlog, or loading
    * a model another shard may hold: the Worker asks the model's next shard, and comes back to the best of
    * those that passed.
@@ -476,8 +484,7 @@ export class Scheduler {
         this.#pass(pending, routed.holds ? "hit" : "cold");
         return;
       case "unavailable":
-        if (mayPass)
-          this.#pass(pending, this.#agentWait.expectedUntil() === undefined ? "no-agents" : "awaited");
+        if (mayPass) this.#pass(pending, this.#unavailableReason());
         else if (!this.#waitForAgents(pending)) this.#fail(pending, failureOf(routed.error));
         return;
       case "not_found":
@@ -487,6 +494,12 @@ export class Scheduler {
       case "queue_full":
         this.#fail(pending, failureOf(routed.error));
     }
+  }
+
+  /** Why a shard with nothing to serve a request passes it on: agents that cannot take it, coming back, none. */
+  #unavailableReason(): PassReason {
+    if (this.servingAgents > 0) return "not-served";
+    return this.#agentWait.expectedUntil() === undefined ? "no-agents" : "awaited";
   }
 
   /** The ask goes to the model's next shard: not a request this shard answered, so no metrics count it. */

@@ -124,29 +124,36 @@ export class ServingPolicies {
    * the model's min_copies here; 0 unpins, leaving the copies loaded. A refused pin changes nothing.
    */
   async setMinCopies(name: string, version: string | undefined, copies: number): Promise<void> {
-    if (copies === 0) {
-      this.#policies.override(name, { minCopies: 0 });
-      await this.#options.pins.unpin(name);
-      return;
-    }
-    await this.#options.pins.load(await this.#options.directory.find(name, version), copies);
+    // The override first, so that a policy pass meanwhile wants what this call wants.
+    const before = this.#policies.minCopies(name);
     this.#policies.override(name, { minCopies: copies });
+    try {
+      if (copies === 0) await this.#options.pins.unpin(name);
+      else await this.#options.pins.load(await this.#options.directory.find(name, version), copies);
+    } catch (error) {
+      if (before?.overridden === true) this.#policies.override(name, { minCopies: before.copies });
+      else this.#policies.forgetMinCopies(name);
+      throw error;
+    }
   }
 
-  /** OIP unload: unpinned and unloaded everywhere, and kept so (config.json's min_copies no longer applies). */
-  unloaded(name: string): void {
+  /** OIP unload is about to unpin and unload the model everywhere: keep it so (over config.json's min_copies). */
+  unloading(name: string): void {
     this.#policies.override(name, { minCopies: 0 });
   }
 
-  /** Drops the admin's overrides: config.json's policy applies again. */
+  /**
+   * Drops the admin's overrides: config.json's policy applies again. Works for a model no longer in the
+   * repository too (its overrides must be able to go).
+   */
   async clear(name: string): Promise<void> {
-    await this.#options.directory.find(name, undefined);
     const keptAlive = this.#policies.keepAliveMs(name) !== undefined;
     this.#policies.clear(name);
     if (keptAlive)
       await Promise.all(this.#options.agents().map((link) => this.#tellKeepAlive(link, name, null)));
-    // Without a config.json min_copies, no pin is wanted any more.
-    if (this.#policies.minCopies(name) === undefined) await this.#options.pins.unpin(name);
+    // No pin is wanted here any more, unless config.json wants one and this is the model's home shard.
+    if (this.#policies.minCopies(name) === undefined || !this.#isHome(name))
+      await this.#options.pins.unpin(name);
     this.apply();
   }
 
@@ -157,11 +164,16 @@ export class ServingPolicies {
       ...this.#policies.overridden(),
       ...this.#defaults.models(),
     ]);
-    return [...models].map((model) => ({
-      model,
-      minCopies: this.#options.pins.copiesOf(model),
-      maxCopies: this.#policies.maxCopies(model) ?? null,
-    }));
+    // min_copies as wanted (an override, or config.json's in the home shard), else the pin as it stands.
+    return [...models].map((model) => {
+      const wanted = this.#policies.minCopies(model);
+      const applies = wanted !== undefined && (wanted.overridden || this.#isHome(model));
+      return {
+        model,
+        minCopies: applies ? wanted.copies : this.#options.pins.copiesOf(model),
+        maxCopies: this.#policies.maxCopies(model) ?? null,
+      };
+    });
   }
 
   /**
@@ -187,8 +199,9 @@ export class ServingPolicies {
         await pins.unpin(model);
         continue;
       }
+      // The pin is set here and placed by the pins' one reconcile, never by two placements at once.
       try {
-        await pins.load(await directory.find(model, undefined), wanted.copies);
+        pins.want(await directory.find(model, undefined), wanted.copies);
       } catch (error) {
         log("policy-pin-not-placed", { model, copies: wanted.copies, error: String(error) });
       }

@@ -11,7 +11,8 @@ import { clearModelPolicy, modelPolicy, setModelPolicy, unwrap } from "../pool-m
 /**
  * A model's serving policy in a pool (admin key, checked by the app; the pool by X-Switchyard-Pool):
  *
- *   GET    /admin/models/{model}/policy   {"model", "pool", "min_copies", "max_copies", "copies", "config"}
+ *   GET    /admin/models/{model}/policy   {"model", "pool", "min_copies", "max_copies", "keep_alive_s", "copies",
+ *                                         "config"}
  *   PUT    /admin/models/{model}/policy   {"min_copies"?: n >= 0, "max_copies"?: n >= 1 | null,
  *                                         "keep_alive_s"?: s >= 0 | null}
  *   DELETE /admin/models/{model}/policy   the overrides go: the model's config.json policy applies again
@@ -57,8 +58,9 @@ adminPolicyRoutes.put("/admin/models/:model/policy", async (c) => {
     throw badInput(`invalid policy: ${z.prettifyError(parsed.error).replaceAll("\n", " ")}`);
   const current = unwrap(await modelPolicy(c.env, pool, model));
   const maxCopies = parsed.data.max_copies === undefined ? current.max_copies : parsed.data.max_copies;
-  if (parsed.data.min_copies !== undefined && maxCopies !== null && parsed.data.min_copies > maxCopies)
-    throw badInput(`min_copies ${parsed.data.min_copies} exceeds the model's max_copies ${maxCopies}`);
+  const minCopies = parsed.data.min_copies ?? current.min_copies;
+  if (maxCopies !== null && minCopies > maxCopies)
+    throw badInput(`min_copies ${minCopies} exceeds the model's max_copies ${maxCopies}`);
   unwrap(await setModelPolicy(c.env, pool, model, parsed.data));
   return c.json({ model, pool, ...unwrap(await modelPolicy(c.env, pool, model)) });
 });

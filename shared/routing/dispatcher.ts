@@ -58,9 +58,9 @@ export type Submitted<P> =
   | { kind: "not_found"; error: SwitchyardError };
 
 /**
- * When a request may go elsewhere instead (a sharded pool's other registry shards, gateway/pool-call.ts):
- * - "backlog": rather than wait behind a queue already BACKLOG_ROUNDS rounds of the suitable replicas'
- *   slots deep;
+ * When a request may go elsewhere instead (a sharded pool's other registry shards, gateway/shard-walk.ts):
+ * - "backlog": rather than wait behind a queue (of every model's requests here) already BACKLOG_ROUNDS rounds
+ *   of the suitable replicas' slots deep, unless the model is at its max_copies;
  * - "unmatched": that too, and rather than load it here when no replica here holds it (loaded, loading, or
  *   a load on its way), so that a copy elsewhere is found first;
  * - "unhinted": that too, and when no replica here advertises the request's hint (a replica that holds it
@@ -186,7 +186,6 @@ export class Dispatcher<P> {
     elsewhere: Elsewhere | undefined,
   ): Submitted<P> | NotHere;
   submit(request: RouteRequest, payload: P, deadline: number, elsewhere?: Elsewhere): Submitted<P> | NotHere {
-    this.#demand.record(request.model, this.#options.now());
     const context = this.#context();
     const pool = this.#pool();
     this.#noteCap(request);
@@ -210,6 +209,8 @@ export class Dispatcher<P> {
           : holding;
       if (!hinted) return { kind: "unmatched", holds: holding };
     }
+    // Demand where the request is routed, not where it only looked for a copy.
+    this.#demand.record(request.model, context.now);
     const decision = this.#options.policy.route(request, { ...pool, replicas: able }, context);
     if (decision.kind === "unavailable") {
       const message = `no backend can serve '${request.model}': ${decision.reason}`;
@@ -223,7 +224,8 @@ export class Dispatcher<P> {
       const dispatch = { address: decision.address, payload, expect: decision.expect, queuedMs: 0 };
       return { kind: "dispatched", dispatch };
     }
-    if (elsewhere !== undefined && this.#queue.length >= BACKLOG_ROUNDS * slotsOf(taking))
+    // A model at its max_copies waits for its copies here: passing it on would make one more elsewhere.
+    if (elsewhere !== undefined && !atCap && this.#queue.length >= BACKLOG_ROUNDS * slotsOf(taking))
       return { kind: "backlogged" };
     if (this.#queue.length >= this.#options.maxQueue) {
       const message = `every replica is busy and ${this.#queue.length} requests are already waiting; retry later`;

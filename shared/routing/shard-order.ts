@@ -1,7 +1,7 @@
 /**
  * Which of a pool's registry shards a model's requests ask, in order: rendezvous (highest random weight)
  * hashing of the model's name with each shard's index. The first is the model's home; the others are where
- * it goes when its home has no agent that can serve it or is backlogged (gateway/pool-call.ts). Rendezvous
+ * it goes when its home has no agent that can serve it or is backlogged (gateway/shard-walk.ts). Rendezvous
  * hashing needs no shared table, spreads models evenly, and when the number of shards changes only the
  * models whose new shard wins move (about 1/K of them). Pure: the Worker, the tests and the benchmarks
  * rank the same way.

@@ -381,13 +381,20 @@ describe("agents that break the protocol", () => {
     expect((await again()).status).toBe(409);
   });
 
-  it("names itself when it connects (?agent=), and its hello must name the same agent", async () => {
+  it("names itself when it connects (?agent=, optional for older agents), and its hello must name the same agent", async () => {
     const pool = freshPool();
-    const unnamed = await gatewayFetch(`/agent/connect?pool=${pool}`, {
-      headers: { Upgrade: "websocket", Authorization: `Bearer ${AGENT_TOKEN}` },
-    });
-    expect(unnamed.status).toBe(400);
-    expect(await unnamed.json()).toMatchObject({ error: expect.stringContaining("?agent=") });
+    const connect = (query: string) =>
+      gatewayFetch(`/agent/connect?pool=${pool}${query}`, {
+        headers: { Upgrade: "websocket", Authorization: `Bearer ${AGENT_TOKEN}` },
+      });
+    const invalid = await connect("&agent=");
+    expect(invalid.status).toBe(400);
+    expect(await invalid.json()).toMatchObject({ error: expect.stringContaining("?agent=") });
+    // An agent older than the name in the URL still connects (placed by population alone).
+    const unnamed = await connect("");
+    expect(unnamed.status).toBe(101);
+    unnamed.webSocket?.accept();
+    unnamed.webSocket?.close(1000, "done");
     const impostor = await FakeAgent.open(pool, [replicaState({ loaded: ["m"] })], AGENT_TOKEN, "named");
     impostor.sendHello({ name: "another" });
     expect(await impostor.closed).toEqual({
