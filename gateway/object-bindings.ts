@@ -35,6 +35,9 @@ export interface RelayEnv extends ObjectEnv {
 /** Tells a registry which shard of its pool it is, on the agent sockets the Worker hands it. */
 export const SHARD_HEADER = "x-switchyard-shard";
 
+/** The shard numbers of a pool of `count` registry shards. */
+export const shardNumbers = (count: number): number[] => Array.from({ length: count }, (_, shard) => shard);
+
 export const registryName = (pool: string, shard: number) => (shard === 0 ? pool : `${pool}#${shard}`);
 export const relayName = (channel: string) => `relay:${channel}`;
 

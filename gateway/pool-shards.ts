@@ -2,7 +2,7 @@ import { shardOrder } from "../shared/routing/shard-order.ts";
 import { gatewayConfig } from "./config.ts";
 import type { Env } from "./env.ts";
 import { mergeCounters, type PoolCounters } from "./metrics/pool-counters.ts";
-import { registryStub } from "./object-bindings.ts";
+import { registryStub, shardNumbers } from "./object-bindings.ts";
 import type { PolicyReport, PoolSnapshot, PoolState } from "./pool-calls.ts";
 import type { StorageWrites } from "./registry/storage-meter.ts";
 import { leastPopulated } from "./shard-placement.ts";
@@ -22,7 +22,7 @@ export function registryOf(env: Env, pool: string, shard: number) {
 
 /** Every shard's registry, shard 0 first. */
 export function everyShard(env: Env, pool: string) {
-  return Array.from({ length: shardCount(env) }, (_, shard) => registryOf(env, pool, shard));
+  return shardNumbers(shardCount(env)).map((shard) => registryOf(env, pool, shard));
 }
 
 /** The shards a model's asks visit, its home first (shared/routing/shard-order.ts). */

@@ -8,7 +8,13 @@ import type { ErrorFrame, ResultHeader } from "../../shared/protocol/frames.ts";
 import { HEARTBEAT_PING, HEARTBEAT_PONG } from "../../shared/protocol/heartbeat.ts";
 import { gatewayConfig } from "../config.ts";
 import { log } from "../log.ts";
-import { type RegistryCalls, type RelayEnv, registryName, registryStub } from "../object-bindings.ts";
+import {
+  type RegistryCalls,
+  type RelayEnv,
+  registryName,
+  registryStub,
+  shardNumbers,
+} from "../object-bindings.ts";
 import type { Decision, RelayFailure, RunOrder, RunOutcome, RunResult } from "../pool-calls.ts";
 import { parseAgentMessage } from "../registry/agent-messages.ts";
 import {
@@ -310,9 +316,8 @@ export class AgentRelay extends DurableObject<RelayEnv> {
     if (this.ctx.storage.kv.get(ENDED_KEY) === undefined) this.ctx.storage.kv.put(ENDED_KEY, Date.now());
     if (attachment !== undefined) {
       // The relay does not know which of the pool's registry shards its agent joined; only that one acts.
-      const shards = Array.from({ length: gatewayConfig(this.env).REGISTRY_SHARDS }, (_, shard) => shard);
       await Promise.all(
-        shards.map((shard) =>
+        shardNumbers(gatewayConfig(this.env).REGISTRY_SHARDS).map((shard) =>
           this.#registry(attachment.pool, shard)
             .agentLost(attachment.channel, why)
             .catch((error: unknown) => {

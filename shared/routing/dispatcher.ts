@@ -409,9 +409,7 @@ export class Dispatcher<P> {
 
 /** Whether the replica holds a copy of the model (any version): loaded, loading, or a load on its way. */
 const hasCopy = (replica: ReplicaView, model: string) =>
-  replica.state.loaded.some((loaded) => loaded.name === model) ||
-  replica.state.loading.some((loading) => loading.name === model) ||
-  (replica.pendingLoads?.some((load) => load.model === model) ?? false);
+  holds(replica, { model }) || isLoadingOrPending(replica, { model });
 
 /** Whether `replica`'s agent can load the model `request` asks for. */
 const serves = (replica: ReplicaView, request: RouteRequest) =>
