@@ -1,5 +1,6 @@
 import type { ErrorCode } from "../shared/errors.ts";
 import type { ReplicaState } from "../shared/protocol/replica-state.ts";
+import type { DirectPermit } from "../shared/routing/direct-hits.ts";
 import type { Elsewhere } from "../shared/routing/dispatcher.ts";
 import type { AgentRecord } from "./registry/agent-link.ts";
 
@@ -11,7 +12,15 @@ import type { AgentRecord } from "./registry/agent-link.ts";
  *   Worker   --reserve(SlotAsk)-->  registry       a slot on a replica (may wait in the queue); no bytes
  *   Worker   --run(RunOrder)----->  agent relay    the body to that replica's agent, its answer back
  *   relay    --release(RunReport)-> registry       the slot back with the replica's fresh state; for a run
- *                                                   that failed, the registry's Decision: again, or not
+ *                                                   that failed, the registry's Decision: again, or not;
+ *                                                   for one that succeeded, perhaps a direct-hit permit
+ *
+ * A hit for a model whose last request went well and without waiting skips the first call (direct hits,
+ * shared/routing/direct-hits.ts): the Worker sends it straight to that replica's relay, which admits it
+ * under the registry's permit and tells the registry (`adopt`), or refuses it, and the Worker asks as above.
+ *
+ *   Worker   --runDirect(RunOrder)-> agent relay   admitted: as run; refused: DirectRefused, nothing taken
+ *   relay    --adopt(DirectRun)---->  registry      the slot it took, in the registry's books
  *
  * The registry decides (slots, queue, retry rules and budget, idempotence, ejection) and never sees a
  * payload byte; each agent's relay holds only its own agent's requests in flight. A pool with several
@@ -110,6 +119,18 @@ export interface RunOrder extends Tries, RelayedRequest {
 /** The run's end as the Worker sees it: an outcome for the client, or the registry's word to ask again. */
 export type RunOutcome = { kind: "done"; outcome: RelayOutcome } | ({ kind: "again" } & Tries);
 
+/** A direct hit the relay would not take (no fresh permit, model not loaded, no free slot): nothing was sent. */
+export interface DirectRefused {
+  kind: "refused";
+  why: string;
+}
+
+/** Relay -> registry: a direct hit it admitted and sent, whose slot the registry takes in its books. */
+export type DirectRun = Pick<
+  RunOrder,
+  "ticket" | "agentId" | "channel" | "replicaId" | "model" | "version" | "hint" | "timeoutMs"
+>;
+
 /** How a run ended, for the registry. */
 export type RunResult =
   /** Answered; the client got it. */
@@ -150,8 +171,11 @@ export interface RunReport extends Tries {
   result: RunResult;
 }
 
-/** The registry's answer to a run that failed: ask again (a retry or a rerun), or not, and why not. */
-export type Decision = ({ again: true } & Tries) | { again: false; refusal?: string };
+/**
+ * The registry's answer to a released run: for one that failed, ask again (a retry or a rerun), or not, and
+ * why not; for one that succeeded, a permit for direct hits of its model on its replica while nothing waits.
+ */
+export type Decision = ({ again: true } & Tries) | { again: false; refusal?: string; direct?: DirectPermit };
 
 export interface RelaySuccess {
   ok: true;

@@ -15,7 +15,14 @@ import {
   registryStub,
   shardNumbers,
 } from "../object-bindings.ts";
-import type { Decision, RelayFailure, RunOrder, RunOutcome, RunResult } from "../pool-calls.ts";
+import type {
+  Decision,
+  DirectRefused,
+  RelayFailure,
+  RunOrder,
+  RunOutcome,
+  RunResult,
+} from "../pool-calls.ts";
 import { parseAgentMessage } from "../registry/agent-messages.ts";
 import {
   answerClose,
@@ -25,6 +32,7 @@ import {
   ProtocolViolation,
 } from "../registry/protocol-violation.ts";
 import { ABANDONED_GRACE_MS, RUN_CLAIM_AFTER_MS } from "../registry/request-ledger.ts";
+import { DirectAdmission } from "./direct-admission.ts";
 import { cancelFrame, inferFrame } from "./outgoing-frames.ts";
 import { type Run, RunLedger } from "./run-ledger.ts";
 import { outcomeOf, reportOf } from "./run-outcome.ts";
@@ -47,6 +55,11 @@ interface DataAttachment {
  * grow with its agents. It decides nothing: whether a failed run goes elsewhere is the registry's answer to
  * its release (retry-rules.ts), which it passes on to the Worker.
  *
+ * A request the Worker sends without a grant (a direct hit, shared/routing/direct-hits.ts) it runs the same
+ * way when the registry's last release answer for that model here gave a permit and the agent holds the model
+ * with a slot free (direct-admission.ts), telling the registry as it goes out (`adopt`); otherwise it refuses
+ * it, and the Worker asks the registry.
+ *
  * At a run's deadline it answers 504 and tells the agent to stop; the slot stays taken until the agent
  * answers or the grace runs out. When the agent goes (the socket closes, or the registry says it left), every
  * run it had fails as "may have started", and the registry decides on reruns. The socket hibernates between
@@ -56,6 +69,9 @@ export class AgentRelay extends DurableObject<RelayEnv> {
   readonly #runs: RunLedger;
   readonly #maxPendingBytes: number;
   readonly #registries = new Map<string, DurableObjectStub<RegistryCalls>>();
+  readonly #direct = new DirectAdmission();
+  /** Direct hits' adopt calls to the registry, by ticket: a run's release waits for its adopt. */
+  readonly #adopting = new Map<string, Promise<boolean>>();
   /**
    * This instance woke with the socket already open (after hibernation or an eviction): an answer for a run
    * it never sent may be for one of its previous life, whose grace ran out meanwhile, and is ignored.
@@ -105,7 +121,54 @@ export class AgentRelay extends DurableObject<RelayEnv> {
   /** Runs one granted request at the agent; answers every expected failure as a value. */
   async run(order: RunOrder): Promise<RunOutcome> {
     const now = Date.now();
+    return await this.#start(order, Deadline.in(order.timeoutMs, now, order.budgetMs), now);
+  }
+
+  /**
+   * A request the Worker sends without a grant (a direct hit, shared/routing/direct-hits.ts): run as a
+   * granted one when the registry's permit for its model here is fresh, the agent holds the model and the
+   * replica has a slot free; the registry is told (`adopt`) as it goes out. Otherwise refused, nothing sent.
+   */
+  async runDirect(order: RunOrder): Promise<RunOutcome | DirectRefused> {
+    const now = Date.now();
     const deadline = Deadline.in(order.timeoutMs, now, order.budgetMs);
+    const refusal =
+      this.#socket() === undefined
+        ? "its agent's data socket is not connected"
+        : deadline.passed(now)
+          ? "no time left"
+          : this.#runs.bytes + order.body.byteLength > this.#maxPendingBytes
+            ? "the relay holds its limit of bytes"
+            : this.#runs.has(order.ticket)
+              ? "a run with this ticket is in flight"
+              : this.#direct.refusal(order, this.#runs.inFlightAt(order.replicaId), now);
+    if (refusal !== undefined) return { kind: "refused", why: refusal };
+    const adopted = this.#registry(order.pool, order.shard)
+      .adopt({
+        ticket: order.ticket,
+        agentId: order.agentId,
+        channel: order.channel,
+        replicaId: order.replicaId,
+        model: order.model,
+        ...(order.version === undefined ? {} : { version: order.version }),
+        ...(order.hint === undefined ? {} : { hint: order.hint }),
+        timeoutMs: order.timeoutMs,
+      })
+      .catch((error: unknown) => {
+        log("adopt-failed", { ticket: order.ticket, error: String(error) });
+        return false;
+      })
+      .then((taken) => {
+        // A registry that does not know this agent as it is (restarted, or took it out) grants no more.
+        if (!taken) this.#direct.withdrawAll();
+        return taken;
+      });
+    this.#adopting.set(order.ticket, adopted);
+    return await this.#start(order, deadline, now);
+  }
+
+  /** Sends a run (granted, or direct and admitted) to the agent; answers every expected failure as a value. */
+  async #start(order: RunOrder, deadline: Deadline, now: number): Promise<RunOutcome> {
     const socket = this.#socket();
     if (socket === undefined) {
       return this.#ended(order, deadline, now, {
@@ -221,6 +284,7 @@ export class AgentRelay extends DurableObject<RelayEnv> {
   }
 
   async #onResult(header: ResultHeader, body: Uint8Array): Promise<void> {
+    if (header.state !== undefined) this.#direct.noteState(header.state);
     const claim = await this.#claim(header);
     if (claim === undefined) return;
     const { run, answer } = claim;
@@ -262,6 +326,7 @@ export class AgentRelay extends DurableObject<RelayEnv> {
   }
 
   async #onError(frame: ErrorFrame): Promise<void> {
+    if (frame.state !== undefined) this.#direct.noteState(frame.state);
     const claim = await this.#claim(frame);
     if (claim === undefined) return;
     const { run, answer } = claim;
@@ -357,9 +422,18 @@ export class AgentRelay extends DurableObject<RelayEnv> {
       totalMs: order.queuedMs + (now - run.sentAt),
       ...(state === undefined ? {} : { state }),
     });
+    // A direct hit's slot is taken in the registry's books before it is given back there.
+    const adopted = this.#adopting.get(order.ticket);
+    if (adopted !== undefined) {
+      // A timed-out run's `freed` release follows, and waits for the adopt too.
+      if (result.kind !== "timed-out") this.#adopting.delete(order.ticket);
+      await adopted;
+    }
     for (let attempt = 1; ; attempt += 1) {
       try {
-        return await this.#registry(order.pool, order.shard).release(report);
+        const decision = await this.#registry(order.pool, order.shard).release(report);
+        this.#direct.noteDecision(order, result, decision, Date.now());
+        return decision;
       } catch (error) {
         // A stub whose object failed may stay broken: the next call gets a fresh one.
         this.#registries.delete(registryName(order.pool, order.shard));

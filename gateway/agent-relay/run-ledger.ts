@@ -64,6 +64,14 @@ export class RunLedger {
     return this.#open.size + this.#abandoned.size;
   }
 
+  /** Runs out at one replica of the agent, abandoned ones included (the agent may still run them). */
+  inFlightAt(replicaId: string): number {
+    let count = 0;
+    for (const { run } of this.#open.values()) if (run.order.replicaId === replicaId) count += 1;
+    for (const { run } of this.#abandoned.values()) if (run.order.replicaId === replicaId) count += 1;
+    return count;
+  }
+
   has(ticket: string): boolean {
     return this.#open.has(ticket) || this.#abandoned.has(ticket);
   }

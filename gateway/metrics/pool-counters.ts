@@ -45,6 +45,8 @@ export const PoolCountersSchema = z.object({
   retries: z.number(),
   /** Asks a registry shard passed on to the model's next shard, by reason (pool-calls.ts PASS_REASONS). */
   passes: PerModel.default({}),
+  /** Requests an agent's relay took straight from the Worker (direct hits, shared/routing/direct-hits.ts). */
+  directRuns: z.number().default(0),
   agentConnections: z.number(),
   queueSeconds: HistogramSchema,
   loadSeconds: HistogramSchema,
@@ -66,6 +68,7 @@ export function emptyCounters(now: number): PoolCounters {
     unloads: {},
     retries: 0,
     passes: {},
+    directRuns: 0,
     agentConnections: 0,
     queueSeconds: emptyHistogram(),
     loadSeconds: emptyHistogram(),
@@ -136,6 +139,7 @@ export function mergeCounters(shards: readonly PoolCounters[]): PoolCounters {
         merged[key][label] = (merged[key][label] ?? 0) + count;
     }
     merged.retries += counters.retries;
+    merged.directRuns += counters.directRuns;
     merged.agentConnections += counters.agentConnections;
     for (const key of ["queueSeconds", "loadSeconds", "inferenceSeconds", "requestSeconds"] as const)
       mergeInto(merged[key], counters[key]);

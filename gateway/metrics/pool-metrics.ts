@@ -97,6 +97,12 @@ export class PoolMetrics {
     this.#changed();
   }
 
+  /** An agent's relay took a request straight from the Worker, and this registry adopted it. */
+  direct(): void {
+    this.#counters.directRuns += 1;
+    this.#changed();
+  }
+
   /** A copy of the counters, the recent window trimmed to its length. */
   report(): PoolCounters {
     return { ...structuredClone(this.#counters), window: recentSlots(this.#counters, this.#now()) };

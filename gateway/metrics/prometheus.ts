@@ -177,6 +177,11 @@ export function renderPrometheus(reports: readonly PoolReport[]): string {
     each(({ pool, counters }) => [{ labels: { pool }, value: counters.retries }]),
   );
   out.counter(
+    `${P}direct_runs_total`,
+    "Requests an agent's relay took straight from the Worker without a registry call: hits on a replica holding the model with a slot free while nothing waited (docs/scaling.md, direct hits). The registry adopted each; it counts in requests_total too.",
+    each(({ pool, counters }) => [{ labels: { pool }, value: counters.directRuns }]),
+  );
+  out.counter(
     `${P}shard_passes_total`,
     "Asks a registry shard passed on to the model's next shard, by reason: hit (it holds the model, not the hint), cold (it could load it), backlogged, awaited (its agents are coming back), not-served, no-agents. Zero in a pool of one shard.",
     each(({ pool, counters }) =>

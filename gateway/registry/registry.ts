@@ -21,6 +21,7 @@ import { listPolicyDefaults } from "../models/model-store.ts";
 import { type RegistryEnv, relayStub, SHARD_HEADER } from "../object-bindings.ts";
 import type {
   Decision,
+  DirectRun,
   ModelAnswer,
   ModelReadiness,
   PolicyReport,
@@ -142,6 +143,7 @@ export class Registry extends DurableObject<RegistryEnv> {
       },
       onRetry: () => this.#metrics.retried(),
       onPassed: (why) => this.#metrics.passed(why),
+      onDirect: () => this.#metrics.direct(),
       onFinished: (request) => this.#metrics.requestFinished(request),
       lastHeartbeat: (socket) => ctx.getWebSocketAutoResponseTimestamp(socket)?.getTime(),
       log,
@@ -197,6 +199,15 @@ export class Registry extends DurableObject<RegistryEnv> {
   release(report: RunReport): Decision {
     try {
       return this.#scheduler.release(report);
+    } finally {
+      this.#armAlarm();
+    }
+  }
+
+  /** From an agent's relay: a direct hit it took (shared/routing/direct-hits.ts), whose slot is taken here. */
+  adopt(run: DirectRun): boolean {
+    try {
+      return this.#scheduler.adopt(run);
     } finally {
       this.#armAlarm();
     }

@@ -125,8 +125,7 @@ export class RequestLedger {
       route: pending.route,
       deadlineAt: pending.deadline.at,
     };
-    const untilDeadline = pending.deadline.remainingMs(this.#options.now()) + ABANDONED_GRACE_MS;
-    this.#hold(taken, Math.min(CLAIM_WINDOW_MS, untilDeadline));
+    this.#holdGranted(taken);
     const grant: Grant = {
       ticket: taken.ticket,
       agentId: held.agentId,
@@ -137,6 +136,22 @@ export class RequestLedger {
     };
     entry.answer({ ok: true, grant });
     return true;
+  }
+
+  /**
+   * A direct hit its relay took without asking (shared/routing/direct-hits.ts): its slot is held as a
+   * granted one, under the relay's ticket, until released. False when that ticket is held already.
+   */
+  adopt(held: Held): boolean {
+    if (this.#held.has(held.ticket)) return false;
+    this.#holdGranted(held);
+    return true;
+  }
+
+  /** A fresh grant's slot: held until released, and for CLAIM_WINDOW_MS (or its deadline and grace, when sooner) unless claimed. */
+  #holdGranted(held: Held): void {
+    const untilDeadline = Math.max(0, held.deadlineAt - this.#options.now()) + ABANDONED_GRACE_MS;
+    this.#hold(held, Math.min(CLAIM_WINDOW_MS, untilDeadline));
   }
 
   /** Its relay still runs it: the slot is held until its deadline and the grace after it. */

@@ -2,11 +2,14 @@ import { SwitchyardError } from "../../shared/errors.ts";
 import { modelKey } from "../../shared/model-names.ts";
 import type { Hello } from "../../shared/protocol/frames.ts";
 import type { ReplicaState } from "../../shared/protocol/replica-state.ts";
+import { type DirectPermit, directPermit } from "../../shared/routing/direct-hits.ts";
 import { type Dispatch, Dispatcher } from "../../shared/routing/dispatcher.ts";
+import { capacityUnder } from "../../shared/routing/replica-facts.ts";
 import type { RoutingPolicy } from "../../shared/routing/types.ts";
 import type { RequestRecord } from "../metrics/pool-counters.ts";
 import type {
   Decision,
+  DirectRun,
   PassReason,
   PoolSnapshot,
   RelayFailure,
@@ -58,6 +61,8 @@ export interface SchedulerOptions {
    * been running): counted by the pool's metrics.
    */
   onRetry?: () => void;
+  /** An agent's relay took a direct hit, which this registry adopted (shared/routing/direct-hits.ts). */
+  onDirect?: () => void;
   /** An ask was passed on to the model's next shard (a sharded pool), and why. */
   onPassed?: (why: PassReason) => void;
   /** A request's outcome is known (what its client got), for the metrics. */
@@ -249,16 +254,62 @@ export class Scheduler {
     const timedOut = report.result.kind === "timed-out";
     const held = timedOut ? undefined : this.#ledger.release(report.ticket);
     if (timedOut) this.#ledger.claim(report.ticket);
+    let decision: Decision;
+    let current: AgentLink | undefined;
     try {
       const link = this.#roster.get(report.agentId);
-      const current = link !== undefined && link.record.channel === report.channel ? link : undefined;
+      current = link !== undefined && link.record.channel === report.channel ? link : undefined;
       // The fresh state first: a retry is then routed away from a replica whose load just failed.
       if (current !== undefined && report.state !== undefined) this.#applyState(current, report.state);
-      return this.#decide(report, current);
+      decision = this.#decide(report, current);
     } finally {
       // Whatever happened above, the slot goes back: a release is not retried by anyone.
       if (held !== undefined) this.#sendAll(this.#dispatcher.release(held.address, held.route));
     }
+    // After the slot went to the queue: a permit only while nothing is left waiting.
+    if (decision.again || report.result.kind !== "ok" || current === undefined) return decision;
+    const direct = this.#directPermit(report);
+    return direct === undefined ? decision : { ...decision, direct };
+  }
+
+  /**
+   * A direct hit its agent's relay took without asking (shared/routing/direct-hits.ts): its slot is taken
+   * here as if granted, under the relay's ticket, and it counts toward the retry budget as a request. False
+   * when this registry does not know the agent (any more) or its replica, or the agent drains: then nothing
+   * is taken, and the run's release frees nothing.
+   */
+  adopt(run: DirectRun): boolean {
+    const link = this.#roster.get(run.agentId);
+    if (link === undefined || link.record.channel !== run.channel || link.record.draining) return false;
+    const address = replicaAddress(run.agentId, run.replicaId);
+    const route = {
+      model: run.model,
+      ...(run.version === undefined ? {} : { version: run.version }),
+      ...(run.hint === undefined ? {} : { hint: run.hint }),
+    };
+    const now = this.#now();
+    const held = { ticket: run.ticket, route, agentId: run.agentId, replicaId: run.replicaId, address };
+    if (!this.#ledger.adopt({ ...held, deadlineAt: now + run.timeoutMs })) return false;
+    if (!this.#dispatcher.adopt(address, route)) {
+      this.#ledger.release(run.ticket);
+      return false;
+    }
+    this.#retryBudget.request(now);
+    this.#options.onDirect?.();
+    return true;
+  }
+
+  /** The permit a successful run's release carries for its replica and model, if any (direct-hits.ts). */
+  #directPermit(report: RunReport): DirectPermit | undefined {
+    const { policy } = this.#dispatcher;
+    if (policy.directHits !== true) return undefined;
+    const replica = this.#dispatcher.replica(replicaAddress(report.agentId, report.replicaId));
+    return directPermit({
+      request: { model: report.model, ...(report.version === undefined ? {} : { version: report.version }) },
+      replica,
+      waiting: this.#dispatcher.queueLength + this.#agentWait.size,
+      capacity: replica === undefined ? undefined : capacityUnder(policy, replica),
+    });
   }
 
   /** A granted run is still running at its agent (its relay says so after a while): keep its slot. */

@@ -139,6 +139,25 @@ export class Dispatcher<P> {
     return [...this.#replicas.values()];
   }
 
+  /** The replica at `address`, as the router sees it. */
+  replica(address: string): ReplicaView | undefined {
+    return this.#replicas.get(address);
+  }
+
+  /**
+   * A hit its replica's relay took without a decision here (a direct hit, direct-hits.ts): its slot is
+   * taken and its demand counted as for one routed here. False when the replica is unknown or draining
+   * (the owner forgets the run; its release then frees nothing).
+   */
+  adopt(address: string, request: RouteRequest): boolean {
+    const replica = this.#replicas.get(address);
+    if (replica === undefined || replica.draining) return false;
+    const now = this.#options.now();
+    this.#demand.record(request.model, now);
+    this.#take(address, request, "hit", now);
+    return true;
+  }
+
   /** Adds or updates a replica; freed capacity is offered to waiting requests at once. */
   upsertReplica(
     address: string,

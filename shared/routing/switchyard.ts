@@ -66,6 +66,8 @@ export const GUARD_FROM_UTILIZATION = 0.5;
 
 export const switchyardPolicy: RoutingPolicy = {
   name: "switchyard",
+  // A hit goes to a holder with a free slot (route() below), which is what a direct hit takes.
+  directHits: true,
 
   route(request, pool, context): RouteDecision {
     const { replicas } = pool;

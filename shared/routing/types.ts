@@ -122,6 +122,12 @@ export interface DemandView {
  */
 export interface RoutingPolicy {
   readonly name: string;
+  /**
+   * Whether a request for a model a replica holds may go straight to that replica while it has a free slot
+   * and nothing waits, without a decision here (shared/routing/direct-hits.ts): only for a policy whose
+   * route() would send such a hit to such a holder anyway. Omitted: every request is routed.
+   */
+  readonly directHits?: boolean;
   /** Where a new request goes. */
   route(request: RouteRequest, pool: PoolView, context: RoutingContext): RouteDecision;
   /**

@@ -1,8 +1,11 @@
 import { describe, expect, it } from "vitest";
 import type { RequestRecord } from "../../gateway/metrics/pool-counters.ts";
-import type { Grant, RunReport, RunResult, SlotAsk } from "../../gateway/pool-calls.ts";
+import type { DirectRun, Grant, RunReport, RunResult, SlotAsk } from "../../gateway/pool-calls.ts";
+import type { AgentLink } from "../../gateway/registry/agent-link.ts";
 import { Scheduler } from "../../gateway/registry/scheduler.ts";
 import { baselinePolicy } from "../../shared/routing/baseline.ts";
+import { switchyardPolicy } from "../../shared/routing/switchyard.ts";
+import type { RoutingPolicy } from "../../shared/routing/types.ts";
 import { replicaState } from "../support/replica-state.ts";
 import { ASK_M, joinScheduler } from "./support/scheduler-agents.ts";
 
@@ -11,24 +14,28 @@ import { ASK_M, joinScheduler } from "./support/scheduler-agents.ts";
 
 const ask = ASK_M;
 
-/** A scheduler on the baseline policy, and what it reports: requests finished, asks passed on. */
-function scheduled() {
+/** A scheduler on the baseline policy (or `policy`), and what it reports: requests finished, asks passed on. */
+function scheduled(policy: RoutingPolicy = baselinePolicy) {
   const finished: RequestRecord[] = [];
   const passes: string[] = [];
+  let direct = 0;
   const scheduler = new Scheduler({
-    policy: baselinePolicy,
+    policy,
     maxQueue: 10,
     heartbeatMs: 1000,
     onAgentChanged: () => {},
     onAgentGone: () => {},
     onFinished: (request) => finished.push(request),
     onPassed: (why) => passes.push(why),
+    onDirect: () => {
+      direct += 1;
+    },
   });
-  return { scheduler, finished, passes };
+  return { scheduler, finished, passes, directRuns: () => direct };
 }
 
-function pool() {
-  const { scheduler, finished } = scheduled();
+function pool(policy?: RoutingPolicy) {
+  const { scheduler, finished, directRuns } = scheduled(policy);
   const connect = (name: string) =>
     joinScheduler(scheduler, name, [replicaState({ loaded: ["m"], maxConcurrency: 1 })]);
   const grant = async (): Promise<Grant> => {
@@ -50,7 +57,7 @@ function pool() {
     result,
     ...extra,
   });
-  return { scheduler, finished, connect, grant, report };
+  return { scheduler, finished, connect, grant, report, directRuns };
 }
 
 describe("a run's release at the registry", () => {
@@ -163,5 +170,77 @@ describe("an ask in a sharded pool, which may be passed on to the model's next s
     expect(scheduler.snapshot().queued).toBe(2);
     void scheduler.reserve(asking("never"));
     expect(scheduler.snapshot().queued).toBe(3);
+  });
+});
+
+describe("direct hits at the registry (shared/routing/direct-hits.ts)", () => {
+  const ok: RunResult = {
+    kind: "ok",
+    model: { name: "m", version: "1" },
+    cache: "hit",
+    phases: { queueMs: 0, loadMs: 0, inferMs: 1 },
+  };
+
+  /** A direct hit on the agent's replica "0" for model "m", as its relay would tell the registry. */
+  const directRun = (link: AgentLink, ticket: string): DirectRun => ({
+    ticket,
+    agentId: link.record.id,
+    channel: link.record.channel,
+    replicaId: "0",
+    model: "m",
+    timeoutMs: 10_000,
+  });
+
+  it("a run that went well while nothing waits gives its relay a permit for the replica's slots; anchors' policies never do", async () => {
+    const { connect, grant, report, scheduler } = pool(switchyardPolicy);
+    connect("a");
+    expect(scheduler.release(report(await grant(), ok))).toEqual({ again: false, direct: { capacity: 1 } });
+    const anchor = pool(baselinePolicy);
+    anchor.connect("a");
+    expect(anchor.scheduler.release(anchor.report(await anchor.grant(), ok))).toEqual({ again: false });
+  });
+
+  it("no permit when the freed slot went to a request that waited for it", async () => {
+    const { connect, grant, report, scheduler } = pool(switchyardPolicy);
+    connect("a");
+    const first = await grant();
+    const waiting = scheduler.reserve(ask);
+    expect(scheduler.release(report(first, ok))).toEqual({ again: false });
+    expect(await waiting).toMatchObject({ ok: true });
+  });
+
+  it("an adopted run takes its slot (a request queues behind it) until its release, and counts", async () => {
+    const { connect, scheduler, directRuns } = pool(switchyardPolicy);
+    const link = connect("a");
+    const run = directRun(link, "d-1");
+    expect(scheduler.adopt(run)).toBe(true);
+    expect(scheduler.adopt(run)).toBe(false);
+    expect(directRuns()).toBe(1);
+    expect(scheduler.snapshot().agents[0]?.inFlight).toEqual({ "0": 1 });
+    const waiting = scheduler.reserve(ask);
+    expect(scheduler.snapshot().queued).toBe(1);
+    scheduler.release({
+      ...run,
+      replica: `${link.record.id}/0`,
+      attempts: 1,
+      reruns: 0,
+      deadlinePassed: false,
+      totalMs: 3,
+      result: ok,
+    });
+    expect(await waiting).toMatchObject({ ok: true, grant: { agentId: link.record.id } });
+  });
+
+  it("a run of an agent it does not know as it is (another channel, gone, draining) is not adopted", () => {
+    const { connect, scheduler, directRuns } = pool(switchyardPolicy);
+    const link = connect("a");
+    const run = directRun(link, "d-2");
+    expect(scheduler.adopt({ ...run, channel: "another" })).toBe(false);
+    expect(scheduler.adopt({ ...run, agentId: "nobody" })).toBe(false);
+    expect(scheduler.adopt({ ...run, replicaId: "9" })).toBe(false);
+    scheduler.drain(link);
+    expect(scheduler.adopt(run)).toBe(false);
+    expect(directRuns()).toBe(0);
+    expect(scheduler.snapshot().agents[0]?.inFlight).toEqual({ "0": 0 });
   });
 });

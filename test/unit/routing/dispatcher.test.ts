@@ -557,3 +557,24 @@ describe("Dispatcher: properties", () => {
     );
   });
 });
+
+describe("Dispatcher.adopt (a direct hit its replica's relay took)", () => {
+  test("takes a slot as a dispatch would, so that the next request queues, and the release frees it", () => {
+    const { dispatcher } = setup();
+    dispatcher.upsertReplica("a/0", state({ maxConcurrency: 1, loaded: ["resnet"] }));
+    expect(dispatcher.adopt("a/0", { model: "resnet" })).toBe(true);
+    expect(inFlight(dispatcher, "a/0")).toBe(1);
+    expect(dispatcher.submit({ model: "resnet" }, "r1", 9_999).kind).toBe("queued");
+    expect(dispatcher.release("a/0", { model: "resnet" }).map((each) => each.payload)).toEqual(["r1"]);
+    expect(dispatcher.demand.ratePerSecond("resnet", 1_000)).toBeGreaterThan(0);
+  });
+
+  test("refuses an unknown or draining replica, taking nothing", () => {
+    const { dispatcher } = setup();
+    dispatcher.upsertReplica("a/0", state({ maxConcurrency: 1, loaded: ["resnet"] }));
+    expect(dispatcher.adopt("b/0", { model: "resnet" })).toBe(false);
+    dispatcher.setDraining("a/0", true);
+    expect(dispatcher.adopt("a/0", { model: "resnet" })).toBe(false);
+    expect(inFlight(dispatcher, "a/0")).toBe(0);
+  });
+});
