@@ -8,6 +8,11 @@
  *
  *   npm run bench:live -- [--requests 3000] [--model-mb 64] [--load 0.8] [--policies switchyard,baseline,...]
  *                         [--calibrate-seconds 8] [--deadline-seconds <default: S1's 60 s scaled>]
+ *                         [--calibration <load ms>:<hit-only req/s>]
+ *
+ * --calibration replays with a calibration measured before instead of measuring one: two commits (or two
+ * runs) then replay the same arrival rate and deadline, which a change to the hit path's speed would
+ * otherwise move (the calibration measures the gateway under test).
  */
 import { writeFileSync } from "node:fs";
 import { cpus, totalmem } from "node:os";
@@ -53,6 +58,7 @@ const { values } = parseArgs({
     policies: { type: "string", default: ALL_POLICIES.join(",") },
     "calibrate-seconds": { type: "string", default: "8" },
     "deadline-seconds": { type: "string" },
+    calibration: { type: "string" },
     out: { type: "string", default: join(REPO_ROOT, "bench", "results", "live.md") },
   },
 });
@@ -75,17 +81,20 @@ const catalogue = uniformCatalogue(s1.models.length, { bytes: 0, loadMs: { min: 
 say(`writing ${catalogue.length} models of ${values["model-mb"]} MB (once; kept in bench/live/.models)`);
 const repository = writeCatalogue(catalogue, Number(values["model-mb"]));
 
-const calibration = await withPool("switchyard", { preload: true }, async ({ gateway }) => {
-  say("calibrating: hit-only throughput and load time");
-  return calibrate({
-    gatewayUrl: gateway.url,
-    apiKey: SECRETS.apiKey,
-    hotModels: catalogue.slice(0, AGENTS).map((model) => model.name),
-    coldModels: catalogue.slice(AGENTS, AGENTS * 3).map((model) => model.name),
-    slots: AGENTS * s1.concurrency,
-    seconds: Number(values["calibrate-seconds"]),
-  });
-});
+const calibration =
+  values.calibration === undefined
+    ? await withPool("switchyard", { preload: true }, async ({ gateway }) => {
+        say("calibrating: hit-only throughput and load time");
+        return calibrate({
+          gatewayUrl: gateway.url,
+          apiKey: SECRETS.apiKey,
+          hotModels: catalogue.slice(0, AGENTS).map((model) => model.name),
+          coldModels: catalogue.slice(AGENTS, AGENTS * 3).map((model) => model.name),
+          slots: AGENTS * s1.concurrency,
+          seconds: Number(values["calibrate-seconds"]),
+        });
+      })
+    : givenCalibration(values.calibration);
 say(
   `load ${calibration.loadMs.toFixed(0)} ms, hit-only ${calibration.hitOnlyPerSecond.toFixed(0)} req/s (slot time ${calibration.slotMs.toFixed(1)} ms)`,
 );
@@ -240,4 +249,21 @@ function sumOf(text: string, metric: string): number {
     sum += Number(line.slice(line.lastIndexOf(" ") + 1));
   }
   return sum;
+}
+
+/** A calibration given as "<load ms>:<hit-only req/s>" (--calibration), as a previous run reported it. */
+function givenCalibration(given: string): Calibration {
+  const [loadMs, hitOnlyPerSecond] = given.split(":").map(Number);
+  if (loadMs === undefined || hitOnlyPerSecond === undefined || !(loadMs > 0) || !(hitOnlyPerSecond > 0)) {
+    throw new Error(`--calibration wants <load ms>:<hit-only req/s>, got ${JSON.stringify(given)}`);
+  }
+  const slots = AGENTS * s1.concurrency;
+  return {
+    loadMs,
+    loads: 0,
+    hitOnlyPerSecond,
+    slotMs: (slots * 1000) / hitOnlyPerSecond,
+    slots,
+    hotModels: AGENTS,
+  };
 }

@@ -108,7 +108,7 @@ export function liveReport(context: LiveReportContext): string {
     "",
     "## Calibration (this machine)",
     "",
-    `- Load of one model, idle machine: ${calibration.loadMs.toFixed(0)} ms (mean of ${calibration.loads}, from Server-Timing); ${reference.id} has ${referenceLoadMs / 1000} s, so time runs ${(referenceLoadMs / calibration.loadMs).toFixed(1)}x faster here.`,
+    `- Load of one model, idle machine: ${calibration.loadMs.toFixed(0)} ms (${calibration.loads === 0 ? "given with --calibration, with the hit-only throughput below" : `mean of ${calibration.loads}, from Server-Timing`}); ${reference.id} has ${referenceLoadMs / 1000} s, so time runs ${(referenceLoadMs / calibration.loadMs).toFixed(1)}x faster here.`,
     `- Hit-only throughput, ${calibration.slots} requests in flight over ${calibration.hotModels} preloaded models: ${calibration.hitOnlyPerSecond.toFixed(0)} req/s, so a request holds a slot ${calibration.slotMs.toFixed(1)} ms (${reference.id}: ${meanInferMs(reference)} ms).`,
     `- Replay: ${scenario.requests} requests at ${(scenario.loadFraction * 100).toFixed(0)}% of that, ${rate.toFixed(0)} req/s; deadline (X-Request-Timeout) ${scenario.deadlineMs / 1000} s, ${reference.id}'s ${reference.deadlineMs / 1000} s scaled; gateway queue limit ${distinct(setups, "queueLimit")} (\`QUEUE_LIMIT\`).`,
     `- Bounds on this trace: Belady hit rate ${bounds.beladyHitRate.toFixed(3)}; with no misses (simulated) p50 ${ms(bounds.noMisses.p50)}, p99 ${ms(bounds.noMisses.p99)}.`,

@@ -438,7 +438,12 @@ export class AgentRelay extends DurableObject<RelayEnv> {
         // A stub whose object failed may stay broken: the next call gets a fresh one.
         this.#registries.delete(registryName(order.pool, order.shard));
         log("release-failed", { ticket: order.ticket, attempt, error: String(error) });
-        if (attempt >= 2) return { again: false, refusal: "the pool's registry could not be reached" };
+        if (attempt >= 2) {
+          const unreached = { again: false, refusal: "the pool's registry could not be reached" } as const;
+          // No word from the registry, so no permit either.
+          this.#direct.noteDecision(order, result, unreached, Date.now());
+          return unreached;
+        }
       }
     }
   }
