@@ -1,5 +1,5 @@
 import type { ObjectEnv } from "./config.ts";
-import type { Decision, DirectRun, RunReport } from "./pool-calls.ts";
+import type { AdoptAnswer, Decision, DirectRun, RunReport } from "./pool-calls.ts";
 
 /**
  * How a pool's Durable Objects reach one another, and the one place that names them. A pool's registry
@@ -13,8 +13,8 @@ export interface RegistryCalls extends Rpc.DurableObjectBranded {
   release(report: RunReport): Decision;
   /** A run is still running at its agent: its slot stays held (see CLAIM_WINDOW_MS). */
   claim(ticket: string): void;
-  /** A direct hit the relay took (shared/routing/direct-hits.ts): false when the registry did not take its slot. */
-  adopt(run: DirectRun): boolean;
+  /** A direct hit the relay took (shared/routing/direct-hits.ts): whether the registry took its slot. */
+  adopt(run: DirectRun): AdoptAnswer;
   /** The agent's data socket broke or broke the protocol: the registry takes the agent out. */
   agentLost(channel: string, why: string): void;
 }

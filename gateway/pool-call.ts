@@ -24,9 +24,10 @@ const targets = new DirectTargets();
  * registry (its shards, shard-walk.ts) for a slot, send the body to the granted agent's relay, and when the
  * run failed in a way the registry says may go elsewhere (a retry, or a rerun under the retry rules and
  * budget), ask again, the shard that granted the failed run last. A request whose model's last request
- * here went well without waiting first goes straight to that replica's relay (a direct hit,
- * shared/routing/direct-hits.ts), which takes it or refuses it; refused, it asks as above. The Worker owns
- * the client's deadline; each object cuts its own part off by what is left of it.
+ * here went well on a grant that opened the direct path (Grant.direct) first goes straight to that
+ * replica's relay (a direct hit, shared/routing/direct-hits.ts), which takes it or refuses it; refused, it
+ * asks as above. The Worker owns the client's deadline; each object cuts its own part off by what is left
+ * of it.
  */
 export async function inferThroughPool(env: Env, pool: string, call: RelayedRequest): Promise<RelayOutcome> {
   const startedAt = Date.now();
@@ -105,8 +106,9 @@ export async function inferThroughPool(env: Env, pool: string, call: RelayedRequ
     }
     const outcome = ran.outcome;
     if (!outcome.ok) return outcome;
-    // A first try granted at once went well: the model's next request here may go there directly.
-    if (grant.queuedMs === 0 && tries.attempts === 1 && tries.reruns === 0) {
+    // A first try went well where the registry opens the direct path: the model's next request here may go
+    // there directly (never under a policy without direct hits, nor while anything waits).
+    if (grant.direct === true && tries.attempts === 1 && tries.reruns === 0) {
       const { agentId, channel, replicaId, replica } = grant;
       targets.remember(key, { agentId, channel, replicaId, replica, shard }, Date.now());
     }

@@ -98,6 +98,12 @@ export interface Grant {
   channel: string;
   /** Milliseconds the ask waited in the registry (its queue, or for agents). */
   queuedMs: number;
+  /**
+   * The registry would let this model's next hits go to this replica directly (shared/routing/direct-hits.ts):
+   * a hit under a policy that takes direct hits, on a replica matching the request's hint, with nothing
+   * left waiting. The Worker remembers the replica only then.
+   */
+  direct?: true;
 }
 
 export type SlotAnswer = { ok: true; grant: Grant } | RelayFailure | Passed;
@@ -124,6 +130,14 @@ export interface DirectRefused {
   kind: "refused";
   why: string;
 }
+
+/**
+ * The registry's answer to `adopt`: the slot is taken (`over`: and the replica now holds more than its
+ * capacity in the registry's books, grants still on their way to the relay having raced with direct hits, so
+ * the relay takes no more direct hits there until a release renews its permit), or it is not (`refused`: the registry does not know
+ * the agent as it is, or it drains; the relay drops every permit).
+ */
+export type AdoptAnswer = "taken" | "over" | "refused";
 
 /** Relay -> registry: a direct hit it admitted and sent, whose slot the registry takes in its books. */
 export type DirectRun = Pick<

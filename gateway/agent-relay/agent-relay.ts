@@ -16,6 +16,7 @@ import {
   shardNumbers,
 } from "../object-bindings.ts";
 import type {
+  AdoptAnswer,
   Decision,
   DirectRefused,
   RelayFailure,
@@ -70,8 +71,8 @@ export class AgentRelay extends DurableObject<RelayEnv> {
   readonly #maxPendingBytes: number;
   readonly #registries = new Map<string, DurableObjectStub<RegistryCalls>>();
   readonly #direct = new DirectAdmission();
-  /** Direct hits' adopt calls to the registry, by ticket: a run's release waits for its adopt. */
-  readonly #adopting = new Map<string, Promise<boolean>>();
+  /** Direct hits' adopt calls to the registry, by ticket: a run's release and claim wait for its adopt. */
+  readonly #adopting = new Map<string, Promise<void>>();
   /**
    * This instance woke with the socket already open (after hibernation or an eviction): an answer for a run
    * it never sent may be for one of its previous life, whose grace ran out meanwhile, and is ignored.
@@ -141,7 +142,7 @@ export class AgentRelay extends DurableObject<RelayEnv> {
             ? "the relay holds its limit of bytes"
             : this.#runs.has(order.ticket)
               ? "a run with this ticket is in flight"
-              : this.#direct.refusal(order, this.#runs.inFlightAt(order.replicaId), now);
+              : this.#direct.refusal(order, this.#runs.modelsAt(order.replicaId), now);
     if (refusal !== undefined) return { kind: "refused", why: refusal };
     const adopted = this.#registry(order.pool, order.shard)
       .adopt({
@@ -154,17 +155,19 @@ export class AgentRelay extends DurableObject<RelayEnv> {
         ...(order.hint === undefined ? {} : { hint: order.hint }),
         timeoutMs: order.timeoutMs,
       })
-      .catch((error: unknown) => {
+      .catch((error: unknown): AdoptAnswer => {
         log("adopt-failed", { ticket: order.ticket, error: String(error) });
-        return false;
+        return "refused";
       })
-      .then((taken) => {
-        // A registry that does not know this agent as it is (restarted, or took it out) grants no more.
-        if (!taken) this.#direct.withdrawAll();
-        return taken;
-      });
+      .then((answer) => this.#direct.noteAdopt(order.replicaId, answer));
     this.#adopting.set(order.ticket, adopted);
-    return await this.#start(order, deadline, now);
+    try {
+      return await this.#start(order, deadline, now);
+    } catch (error) {
+      // Not sent (a bug's path, as for run()): the Worker releases the ticket; nothing waits for its adopt.
+      this.#adopting.delete(order.ticket);
+      throw error;
+    }
   }
 
   /** Sends a run (granted, or direct and admitted) to the agent; answers every expected failure as a value. */
@@ -398,6 +401,8 @@ export class AgentRelay extends DurableObject<RelayEnv> {
   /** A run still going after RUN_CLAIM_AFTER_MS: the registry keeps its slot past the claim window. */
   async #claimSlot(run: Run): Promise<void> {
     try {
+      // A direct hit's slot is claimed once the registry has it in its books.
+      await this.#adopting.get(run.order.ticket);
       await this.#registry(run.order.pool, run.order.shard).claim(run.order.ticket);
     } catch (error) {
       log("claim-failed", { ticket: run.order.ticket, error: String(error) });

@@ -1,6 +1,6 @@
 import type { ReplicaState } from "../../shared/protocol/replica-state.ts";
 import { type DirectPermit, directRefusal } from "../../shared/routing/direct-hits.ts";
-import type { Decision, RunOrder, RunResult } from "../pool-calls.ts";
+import type { AdoptAnswer, Decision, RunOrder, RunResult } from "../pool-calls.ts";
 
 /**
  * What an agent's relay knows to admit direct hits (shared/routing/direct-hits.ts): each replica's last
@@ -27,21 +27,30 @@ export class DirectAdmission {
     }
   }
 
-  /** The registry did not adopt a direct hit (it does not know this agent as it is): no more without asking. */
-  withdrawAll(): void {
-    this.#permits.clear();
+  /**
+   * The registry's answer to a direct hit's adopt: `refused` (it does not know this agent as it is) withdraws
+   * every permit; `over` (the replica holds more than its capacity there: grants on their way here raced with
+   * direct hits) those of
+   * that replica, until a release renews them.
+   */
+  noteAdopt(replicaId: string, answer: AdoptAnswer): void {
+    if (answer === "refused") this.#permits.clear();
+    if (answer !== "over") return;
+    for (const key of this.#permits.keys())
+      if (key.startsWith(permitKey(replicaId, ""))) this.#permits.delete(key);
   }
 
-  /** Why this relay will not take `order` directly now; undefined when it will. */
-  refusal(order: RunOrder, inFlight: number, now: number): string | undefined {
+  /** Why this relay will not take `order` directly now, given the models of its runs out there; undefined when it will. */
+  refusal(order: RunOrder, running: readonly string[], now: number): string | undefined {
     return directRefusal({
       request: { model: order.model, ...(order.version === undefined ? {} : { version: order.version }) },
       state: this.#states.get(order.replicaId),
-      inFlight,
+      running,
       permit: this.#permits.get(permitKey(order.replicaId, order.model)),
       now,
     });
   }
 }
 
+/** Replica ids contain no "/" (the registry refuses them), so a replica's keys share its prefix. */
 const permitKey = (replicaId: string, model: string) => `${replicaId}/${model}`;

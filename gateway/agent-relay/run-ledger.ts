@@ -64,12 +64,10 @@ export class RunLedger {
     return this.#open.size + this.#abandoned.size;
   }
 
-  /** Runs out at one replica of the agent, abandoned ones included (the agent may still run them). */
-  inFlightAt(replicaId: string): number {
-    let count = 0;
-    for (const { run } of this.#open.values()) if (run.order.replicaId === replicaId) count += 1;
-    for (const { run } of this.#abandoned.values()) if (run.order.replicaId === replicaId) count += 1;
-    return count;
+  /** The models of the runs out at one replica of the agent, one per run, abandoned ones included (the agent may still run them). */
+  modelsAt(replicaId: string): string[] {
+    const runs = [...this.#open.values(), ...this.#abandoned.values()].map((entry) => entry.run);
+    return runs.filter((run) => run.order.replicaId === replicaId).map((run) => run.order.model);
   }
 
   has(ticket: string): boolean {

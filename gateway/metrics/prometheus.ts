@@ -178,7 +178,7 @@ export function renderPrometheus(reports: readonly PoolReport[]): string {
   );
   out.counter(
     `${P}direct_runs_total`,
-    "Requests an agent's relay took straight from the Worker without a registry call: hits on a replica holding the model with a slot free while nothing waited (docs/scaling.md, direct hits). The registry adopted each; it counts in requests_total too.",
+    "Requests an agent's relay took straight from the Worker without asking the registry first: hits on a replica holding the model with a slot free while nothing waited (docs/scaling.md, direct hits). The registry adopted each (adopt and release, off the client's path); each counts in requests_total too.",
     each(({ pool, counters }) => [{ labels: { pool }, value: counters.directRuns }]),
   );
   out.counter(

@@ -20,6 +20,7 @@ import { PoolMetrics } from "../metrics/pool-metrics.ts";
 import { listPolicyDefaults } from "../models/model-store.ts";
 import { type RegistryEnv, relayStub, SHARD_HEADER } from "../object-bindings.ts";
 import type {
+  AdoptAnswer,
   Decision,
   DirectRun,
   ModelAnswer,
@@ -205,7 +206,7 @@ export class Registry extends DurableObject<RegistryEnv> {
   }
 
   /** From an agent's relay: a direct hit it took (shared/routing/direct-hits.ts), whose slot is taken here. */
-  adopt(run: DirectRun): boolean {
+  adopt(run: DirectRun): AdoptAnswer {
     try {
       return this.#scheduler.adopt(run);
     } finally {

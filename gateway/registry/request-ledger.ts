@@ -116,7 +116,12 @@ export class RequestLedger {
    * Answers the ask with a slot on `held`'s replica, held until released, and for CLAIM_WINDOW_MS (or its
    * deadline and grace, when sooner) unless claimed. False when answered already.
    */
-  grant(pending: PendingAsk, held: Omit<Held, "ticket" | "route" | "deadlineAt">, channel: string): boolean {
+  grant(
+    pending: PendingAsk,
+    held: Omit<Held, "ticket" | "route" | "deadlineAt">,
+    channel: string,
+    direct = false,
+  ): boolean {
     const entry = this.#close(pending);
     if (entry === undefined) return false;
     const taken: Held = {
@@ -133,6 +138,7 @@ export class RequestLedger {
       replica: held.address,
       channel,
       queuedMs: this.#options.now() - pending.arrivedAt,
+      ...(direct ? { direct: true as const } : {}),
     };
     entry.answer({ ok: true, grant });
     return true;

@@ -2,12 +2,13 @@ import { SwitchyardError } from "../../shared/errors.ts";
 import { modelKey } from "../../shared/model-names.ts";
 import type { Hello } from "../../shared/protocol/frames.ts";
 import type { ReplicaState } from "../../shared/protocol/replica-state.ts";
-import { type DirectPermit, directPermit } from "../../shared/routing/direct-hits.ts";
+import { type DirectPermit, directPermit, opensDirectPath } from "../../shared/routing/direct-hits.ts";
 import { type Dispatch, Dispatcher } from "../../shared/routing/dispatcher.ts";
 import { capacityUnder } from "../../shared/routing/replica-facts.ts";
 import type { RoutingPolicy } from "../../shared/routing/types.ts";
 import type { RequestRecord } from "../metrics/pool-counters.ts";
 import type {
+  AdoptAnswer,
   Decision,
   DirectRun,
   PassReason,
@@ -274,13 +275,15 @@ export class Scheduler {
 
   /**
    * A direct hit its agent's relay took without asking (shared/routing/direct-hits.ts): its slot is taken
-   * here as if granted, under the relay's ticket, and it counts toward the retry budget as a request. False
-   * when this registry does not know the agent (any more) or its replica, or the agent drains: then nothing
-   * is taken, and the run's release frees nothing.
+   * here as if granted, under the relay's ticket, and it counts toward the retry budget as a request;
+   * `over` when the replica now holds more than its capacity here (grants on their way to the relay and
+   * direct hits raced for its last slots).
+   * `refused` when this registry does not know the agent (any more) or its replica, or the agent drains:
+   * then nothing is taken, and the run's release frees nothing.
    */
-  adopt(run: DirectRun): boolean {
+  adopt(run: DirectRun): AdoptAnswer {
     const link = this.#roster.get(run.agentId);
-    if (link === undefined || link.record.channel !== run.channel || link.record.draining) return false;
+    if (link === undefined || link.record.channel !== run.channel || link.record.draining) return "refused";
     const address = replicaAddress(run.agentId, run.replicaId);
     const route = {
       model: run.model,
@@ -289,14 +292,16 @@ export class Scheduler {
     };
     const now = this.#now();
     const held = { ticket: run.ticket, route, agentId: run.agentId, replicaId: run.replicaId, address };
-    if (!this.#ledger.adopt({ ...held, deadlineAt: now + run.timeoutMs })) return false;
+    if (!this.#ledger.adopt({ ...held, deadlineAt: now + run.timeoutMs })) return "refused";
     if (!this.#dispatcher.adopt(address, route)) {
       this.#ledger.release(run.ticket);
-      return false;
+      return "refused";
     }
     this.#retryBudget.request(now);
     this.#options.onDirect?.();
-    return true;
+    const replica = this.#dispatcher.replica(address);
+    const over = replica !== undefined && replica.inFlight > capacityUnder(this.#dispatcher.policy, replica);
+    return over ? "over" : "taken";
   }
 
   /** The permit a successful run's release carries for its replica and model, if any (direct-hits.ts). */
@@ -307,7 +312,7 @@ export class Scheduler {
     return directPermit({
       request: { model: report.model, ...(report.version === undefined ? {} : { version: report.version }) },
       replica,
-      waiting: this.#dispatcher.queueLength + this.#agentWait.size,
+      waiting: this.#waiting,
       capacity: replica === undefined ? undefined : capacityUnder(policy, replica),
     });
   }
@@ -577,11 +582,24 @@ export class Scheduler {
       this.#submit(pending);
       return false;
     }
+    const direct = opensDirectPath({
+      policy: this.#dispatcher.policy,
+      expect: dispatch.expect,
+      request: pending.route,
+      replica: this.#dispatcher.replica(dispatch.address),
+      waiting: this.#waiting,
+    });
     return this.#ledger.grant(
       pending,
       { agentId, replicaId, address: dispatch.address },
       link.record.channel,
+      direct,
     );
+  }
+
+  /** Asks waiting here: in the dispatcher's queue, or for agents. */
+  get #waiting(): number {
+    return this.#dispatcher.queueLength + this.#agentWait.size;
   }
 
   /** The ask's deadline passed while it waited (for agents, or for a slot): 504. */

@@ -1,6 +1,6 @@
 import type { ReplicaState } from "../protocol/replica-state.ts";
-import { failedHere, hasRoomUnder, holds } from "./replica-facts.ts";
-import type { ReplicaView, RouteRequest } from "./types.ts";
+import { failedHere, hasRoomUnder, holds, matchesHint } from "./replica-facts.ts";
+import type { ReplicaView, RouteRequest, RoutingPolicy } from "./types.ts";
 
 /**
  * Direct hits: a request for a model a replica holds, sent by the Worker straight to that replica's agent
@@ -25,9 +25,27 @@ export interface DirectPermit {
 }
 
 /**
+ * Whether a grant opens the direct path to its replica for the model's next hits (the Worker remembers the
+ * replica only then): the policy takes direct hits, the grant is a hit, on a replica advertising the
+ * request's hint if it has one, and nothing is left waiting. Otherwise the next request would only be refused.
+ */
+export function opensDirectPath(input: {
+  policy: Pick<RoutingPolicy, "directHits">;
+  expect: "hit" | "loading" | "load";
+  request: RouteRequest;
+  replica: ReplicaView | undefined;
+  waiting: number;
+}): boolean {
+  const { policy, expect, request, replica, waiting } = input;
+  if (policy.directHits !== true || expect !== "hit" || waiting > 0 || replica === undefined) return false;
+  return request.hint === undefined || matchesHint(replica, request);
+}
+
+/**
  * The permit a release's answer carries, or none: the registry's queue is empty (`waiting` 0), the replica
  * takes work, has a slot free in the registry's books (a slot just given to a request that waited is not
- * one), holds the request's model and has not failed it lately, and the policy takes direct hits.
+ * one), is loading nothing (a load may evict the model, and the relay would not see it before the load's
+ * answer), holds the request's model and has not failed it lately, and the policy takes direct hits.
  */
 export function directPermit(input: {
   request: RouteRequest;
@@ -38,6 +56,7 @@ export function directPermit(input: {
   const { request, replica, waiting, capacity } = input;
   if (capacity === undefined || waiting > 0 || replica === undefined) return undefined;
   if (!hasRoomUnder(replica, capacity)) return undefined;
+  if (replica.state.loading.length > 0 || (replica.pendingLoads?.length ?? 0) > 0) return undefined;
   if (!holds(replica, request) || failedHere(replica, request)) return undefined;
   return { capacity };
 }
@@ -47,18 +66,21 @@ export function directRefusal(input: {
   request: RouteRequest;
   /** The replica's last state as its agent reported it to the relay. */
   state: ReplicaState | undefined;
-  /** Runs the relay has out at the replica (answered ones not counted). */
-  inFlight: number;
+  /** The models of the runs the relay has out at the replica (answered ones not counted), one per run. */
+  running: readonly string[];
   permit: (DirectPermit & { at: number }) | undefined;
   now: number;
 }): string | undefined {
-  const { request, state, inFlight, permit, now } = input;
+  const { request, state, running, permit, now } = input;
   if (permit === undefined) return "no permit";
   if (now - permit.at > DIRECT_PERMIT_MS) return "permit expired";
   if (state === undefined) return "no state";
-  const view: ReplicaView = { address: "", state, inFlight, hints: [], draining: false };
+  const view: ReplicaView = { address: "", state, inFlight: running.length, hints: [], draining: false };
   if (!holds(view, request)) return "not loaded";
   if (failedHere(view, request)) return "failed here";
-  if (inFlight >= Math.min(permit.capacity, state.maxConcurrency)) return "no free slot";
+  // A run for a model the state does not show loaded is a load under way, which may evict this one.
+  if (running.some((model) => !state.loaded.some((loaded) => loaded.name === model)))
+    return "a load is under way";
+  if (running.length >= Math.min(permit.capacity, state.maxConcurrency)) return "no free slot";
   return undefined;
 }

@@ -146,15 +146,21 @@ export class Dispatcher<P> {
 
   /**
    * A hit its replica's relay took without a decision here (a direct hit, direct-hits.ts): its slot is
-   * taken and its demand counted as for one routed here. False when the replica is unknown or draining
-   * (the owner forgets the run; its release then frees nothing).
+   * taken and its demand counted as for one routed here; where this view does not show the model held
+   * there (the relay's facts were older), it is taken as what it is, a wait for a load under way or a load.
+   * False when the replica is unknown or draining (the owner forgets the run; its release frees nothing).
    */
   adopt(address: string, request: RouteRequest): boolean {
     const replica = this.#replicas.get(address);
     if (replica === undefined || replica.draining) return false;
     const now = this.#options.now();
     this.#demand.record(request.model, now);
-    this.#take(address, request, "hit", now);
+    const expect = holds(replica, request)
+      ? "hit"
+      : isLoadingOrPending(replica, request)
+        ? "loading"
+        : "load";
+    this.#take(address, request, expect, now);
     return true;
   }
 

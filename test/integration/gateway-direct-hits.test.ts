@@ -12,7 +12,7 @@ import { watchProcesses } from "./harness/processes-under-test.ts";
 import { type GatewayProcess, startGateway } from "./harness/wrangler-dev.ts";
 
 // Direct hits (shared/routing/direct-hits.ts) with a real `wrangler dev` and real agents: once a model's
-// request went well without waiting, its next ones go from the Worker straight to the agent's relay under the
+// request was granted as a hit while nothing waited and went well, its next ones go from the Worker straight to the agent's relay under the
 // registry's permit. What a client must see: the same answers, no request lost or starved when the replica is
 // contended or its agent dies, and the anchors' routing policies untouched.
 
@@ -74,10 +74,10 @@ const outputOf = (outcome: Extract<Outcome, { ok: true }>) =>
   (outcome.result.response.outputs[0] as Tensor).data as Float32Array;
 
 describe("direct hits", () => {
-  test("once a model's request went well without waiting, its hits go straight to the agent's relay, with the model's own answers", async () => {
+  test("once a model's hit was granted while nothing waited, its next hits go straight to the agent's relay, with the model's own answers", async () => {
     const expected = await expectedOutput(2, 7);
-    // The first requests go through the registry: the path opens with one granted at once (the first asks of
-    // a fresh pool may wait a moment for the agent's first state).
+    // The first requests go through the registry: the path opens with a hit granted while nothing waited
+    // (the first asks of a fresh pool may wait a moment for the agent's first state).
     let asked = 0;
     while ((await poolMetric(gateway.url, "direct", DIRECT)) === 0) {
       expect(asked).toBeLessThan(10);

@@ -200,6 +200,41 @@ describe("direct hits at the registry (shared/routing/direct-hits.ts)", () => {
     expect(anchor.scheduler.release(anchor.report(await anchor.grant(), ok))).toEqual({ again: false });
   });
 
+  it("a hit granted while nothing waits opens the direct path (Grant.direct); not under an anchor's policy, nor while asks wait", async () => {
+    const { connect, grant, report, scheduler } = pool(switchyardPolicy);
+    connect("a");
+    const first = await grant();
+    expect(first.direct).toBe(true);
+    // Its one slot freed while two asks wait: the first of them is granted, the other still waits.
+    const second = scheduler.reserve(ask);
+    void scheduler.reserve(ask);
+    scheduler.release(report(first, ok));
+    const granted = await second;
+    expect(granted).toMatchObject({ ok: true });
+    expect((granted as { grant: Grant }).grant.direct).toBeUndefined();
+    const anchor = pool(baselinePolicy);
+    anchor.connect("a");
+    expect((await anchor.grant()).direct).toBeUndefined();
+  });
+
+  it("an adopt that puts the replica over its capacity (a grant raced it for the last slot) says so", async () => {
+    const { connect, grant, scheduler } = pool(switchyardPolicy);
+    const link = connect("a");
+    scheduler.updateState(link, [replicaState({ seq: 1, loaded: ["m"], maxConcurrency: 2 })]);
+    expect(scheduler.adopt(directRun(link, "d-3"))).toBe("taken");
+    await grant();
+    expect(scheduler.adopt(directRun(link, "d-4"))).toBe("over");
+    expect(scheduler.snapshot().agents[0]?.inFlight).toEqual({ "0": 3 });
+  });
+
+  it("no permit for a draining agent's replica", async () => {
+    const { connect, grant, report, scheduler } = pool(switchyardPolicy);
+    const link = connect("a");
+    const granted = await grant();
+    scheduler.drain(link);
+    expect(scheduler.release(report(granted, ok))).toEqual({ again: false });
+  });
+
   it("no permit when the freed slot went to a request that waited for it", async () => {
     const { connect, grant, report, scheduler } = pool(switchyardPolicy);
     connect("a");
@@ -213,8 +248,8 @@ describe("direct hits at the registry (shared/routing/direct-hits.ts)", () => {
     const { connect, scheduler, directRuns } = pool(switchyardPolicy);
     const link = connect("a");
     const run = directRun(link, "d-1");
-    expect(scheduler.adopt(run)).toBe(true);
-    expect(scheduler.adopt(run)).toBe(false);
+    expect(scheduler.adopt(run)).toBe("taken");
+    expect(scheduler.adopt(run)).toBe("refused");
     expect(directRuns()).toBe(1);
     expect(scheduler.snapshot().agents[0]?.inFlight).toEqual({ "0": 1 });
     const waiting = scheduler.reserve(ask);
@@ -235,11 +270,11 @@ describe("direct hits at the registry (shared/routing/direct-hits.ts)", () => {
     const { connect, scheduler, directRuns } = pool(switchyardPolicy);
     const link = connect("a");
     const run = directRun(link, "d-2");
-    expect(scheduler.adopt({ ...run, channel: "another" })).toBe(false);
-    expect(scheduler.adopt({ ...run, agentId: "nobody" })).toBe(false);
-    expect(scheduler.adopt({ ...run, replicaId: "9" })).toBe(false);
+    expect(scheduler.adopt({ ...run, channel: "another" })).toBe("refused");
+    expect(scheduler.adopt({ ...run, agentId: "nobody" })).toBe("refused");
+    expect(scheduler.adopt({ ...run, replicaId: "9" })).toBe("refused");
     scheduler.drain(link);
-    expect(scheduler.adopt(run)).toBe(false);
+    expect(scheduler.adopt(run)).toBe("refused");
     expect(directRuns()).toBe(0);
     expect(scheduler.snapshot().agents[0]?.inFlight).toEqual({ "0": 0 });
   });

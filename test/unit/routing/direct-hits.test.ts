@@ -1,6 +1,11 @@
 import fc from "fast-check";
 import { describe, expect, test } from "vitest";
-import { DIRECT_PERMIT_MS, directPermit, directRefusal } from "../../../shared/routing/direct-hits.ts";
+import {
+  DIRECT_PERMIT_MS,
+  directPermit,
+  directRefusal,
+  opensDirectPath,
+} from "../../../shared/routing/direct-hits.ts";
 import { replicaState } from "../../support/replica-state.ts";
 import { model, replica } from "./fixtures.ts";
 
@@ -30,6 +35,23 @@ describe("directPermit: what a release's answer gives the relay", () => {
     expect(
       directPermit({ request: { model: "m", version: "2" }, replica: holder(), waiting: 0, capacity: 4 }),
     ).toBeUndefined();
+    // It is loading something, reported or expected: a load may evict the model before the relay knows.
+    expect(
+      directPermit({
+        request,
+        replica: holder({ loading: [{ name: "n", version: "1" }] }),
+        waiting: 0,
+        capacity: 4,
+      }),
+    ).toBeUndefined();
+    expect(
+      directPermit({
+        request,
+        replica: holder({ pendingLoads: [{ model: "n", since: 0 }] }),
+        waiting: 0,
+        capacity: 4,
+      }),
+    ).toBeUndefined();
     const failing = holder({ failed: [{ name: "m", version: "1", reason: "ejected" }] });
     expect(directPermit({ request, replica: failing, waiting: 0, capacity: 4 })).toBeUndefined();
   });
@@ -39,12 +61,12 @@ describe("directRefusal: whether the relay takes a hit without asking", () => {
   const state = replicaState({ loaded: ["m"], maxConcurrency: 2 });
   const permit = { capacity: 2, at: 1_000 };
   const ask = (fields: Partial<Parameters<typeof directRefusal>[0]> = {}) =>
-    directRefusal({ request: { model: "m" }, state, inFlight: 0, permit, now: 1_000, ...fields });
+    directRefusal({ request: { model: "m" }, state, running: [], permit, now: 1_000, ...fields });
 
   test("admitted under a fresh permit, for a model its agent holds, with a slot free", () => {
     expect(ask()).toBeUndefined();
     expect(
-      ask({ request: { model: "m", version: "1" }, inFlight: 1, now: 1_000 + DIRECT_PERMIT_MS }),
+      ask({ request: { model: "m", version: "1" }, running: ["m"], now: 1_000 + DIRECT_PERMIT_MS }),
     ).toBeUndefined();
   });
 
@@ -57,7 +79,9 @@ describe("directRefusal: whether the relay takes a hit without asking", () => {
     expect(ask({ state: { ...state, failed: [{ name: "m", version: "1", reason: "oom" }] } })).toBe(
       "failed here",
     );
-    expect(ask({ inFlight: 2 })).toBe("no free slot");
+    expect(ask({ running: ["m", "m"] })).toBe("no free slot");
+    // A run out there for a model the state does not show loaded is a load, which may evict this one.
+    expect(ask({ running: ["other"] })).toBe("a load is under way");
   });
 
   test("never more runs out at once than both the policy's capacity and the replica's concurrency allow", () => {
@@ -71,7 +95,7 @@ describe("directRefusal: whether the relay takes a hit without asking", () => {
             directRefusal({
               request: { model: "m" },
               state: { ...state, maxConcurrency },
-              inFlight,
+              running: Array.from({ length: inFlight }, () => "m"),
               permit: { capacity, at: 0 },
               now: 0,
             }) === undefined;
@@ -79,5 +103,32 @@ describe("directRefusal: whether the relay takes a hit without asking", () => {
         },
       ),
     );
+  });
+});
+
+describe("opensDirectPath: whether a grant lets the Worker try the replica directly next time", () => {
+  const holder = replica("a/0", { loaded: [model("m")], hints: ["lora-1"] });
+  const open = (fields: Partial<Parameters<typeof opensDirectPath>[0]> = {}) =>
+    opensDirectPath({
+      policy: { directHits: true },
+      expect: "hit",
+      request: { model: "m" },
+      replica: holder,
+      waiting: 0,
+      ...fields,
+    });
+
+  test("a hit granted under a policy with direct hits while nothing waits, on a replica with the request's hint", () => {
+    expect(open()).toBe(true);
+    expect(open({ request: { model: "m", hint: "lora-1" } })).toBe(true);
+  });
+
+  test("not under an anchor's policy, for a load, while anything waits, or where the hint is not advertised", () => {
+    expect(open({ policy: {} })).toBe(false);
+    expect(open({ expect: "load" })).toBe(false);
+    expect(open({ expect: "loading" })).toBe(false);
+    expect(open({ waiting: 1 })).toBe(false);
+    expect(open({ replica: undefined })).toBe(false);
+    expect(open({ request: { model: "m", hint: "lora-2" } })).toBe(false);
   });
 });

@@ -578,3 +578,13 @@ describe("Dispatcher.adopt (a direct hit its replica's relay took)", () => {
     expect(inFlight(dispatcher, "a/0")).toBe(0);
   });
 });
+
+test("Dispatcher.adopt on a replica its view does not show holding the model takes it as the load it is", () => {
+  const { dispatcher } = setup();
+  dispatcher.upsertReplica("a/0", state({ maxConcurrency: 2, loaded: [] }));
+  expect(dispatcher.adopt("a/0", { model: "resnet" })).toBe(true);
+  // A load the dispatcher expects there (its copy test and coalescing policies see it), one slot taken.
+  const view = dispatcher.replica("a/0");
+  expect(view?.pendingLoads?.map((load) => load.model)).toEqual(["resnet"]);
+  expect(view?.inFlight).toBe(1);
+});
