@@ -30,8 +30,7 @@ export class DirectAdmission {
   /**
    * The registry's answer to a direct hit's adopt: `refused` (it does not know this agent as it is) withdraws
    * every permit; `over` (the replica holds more than its capacity there: grants on their way here raced with
-   * direct hits) those of
-   * that replica, until a release renews them.
+   * direct hits) those of that replica, until a release renews them.
    */
   noteAdopt(replicaId: string, answer: AdoptAnswer): void {
     if (answer === "refused") this.#permits.clear();
