@@ -6,6 +6,7 @@ import type { ModelSignature } from "../../shared/protocol/model-signatures.ts";
 import type { ReplicaState } from "../../shared/protocol/replica-state.ts";
 import { Dispatcher } from "../../shared/routing/dispatcher.ts";
 import { placementOrder } from "../../shared/routing/placement.ts";
+import { routeOf } from "../../shared/routing/route-request.ts";
 import { idlePool, type RoutingPolicy } from "../../shared/routing/types.ts";
 import type { InferCall, InferOutcome, Replica } from "../replica/replica.ts";
 
@@ -93,11 +94,7 @@ export class ReplicaPool {
             });
         },
       };
-      const request = {
-        model: call.model,
-        ...(call.version === undefined ? {} : { version: call.version }),
-        ...(call.hint === undefined ? {} : { hint: call.hint }),
-      };
+      const request = routeOf(call);
       const result = this.#dispatcher.submit(request, pending, call.deadline.at);
       if (result.kind === "dispatched") pending.start(result.dispatch.address, 0);
       else if (result.kind === "queued") this.#armTimer();

@@ -1,5 +1,6 @@
 import type { ReplicaState } from "../../shared/protocol/replica-state.ts";
 import { type DirectPermit, directRefusal } from "../../shared/routing/direct-hits.ts";
+import { routeOf } from "../../shared/routing/route-request.ts";
 import type { AdoptAnswer, Decision, RunOrder, RunResult } from "../pool-calls.ts";
 
 /**
@@ -42,7 +43,7 @@ export class DirectAdmission {
   /** Why this relay will not take `order` directly now, given the models of its runs out there; undefined when it will. */
   refusal(order: RunOrder, running: readonly string[], now: number): string | undefined {
     return directRefusal({
-      request: { model: order.model, ...(order.version === undefined ? {} : { version: order.version }) },
+      request: routeOf(order),
       state: this.#states.get(order.replicaId),
       running,
       permit: this.#permits.get(permitKey(order.replicaId, order.model)),

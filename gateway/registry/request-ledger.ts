@@ -1,4 +1,5 @@
 import { Deadline } from "../../shared/deadline.ts";
+import { routeOf } from "../../shared/routing/route-request.ts";
 import type { RouteRequest } from "../../shared/routing/types.ts";
 import type { Grant, SlotAnswer, SlotAsk } from "../pool-calls.ts";
 
@@ -86,11 +87,7 @@ export class RequestLedger {
     const pending: PendingAsk = {
       id: `${this.#incarnation}-${this.#counter.toString(36)}`,
       ask,
-      route: {
-        model: ask.model,
-        ...(ask.version === undefined ? {} : { version: ask.version }),
-        ...(ask.hint === undefined ? {} : { hint: ask.hint }),
-      },
+      route: routeOf(ask),
       arrivedAt: now,
       deadline: Deadline.in(ask.timeoutMs, now, ask.budgetMs),
     };

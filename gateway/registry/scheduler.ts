@@ -5,6 +5,7 @@ import type { ReplicaState } from "../../shared/protocol/replica-state.ts";
 import { type DirectPermit, directPermit, opensDirectPath } from "../../shared/routing/direct-hits.ts";
 import { type Dispatch, Dispatcher } from "../../shared/routing/dispatcher.ts";
 import { capacityUnder } from "../../shared/routing/replica-facts.ts";
+import { routeOf } from "../../shared/routing/route-request.ts";
 import type { RoutingPolicy } from "../../shared/routing/types.ts";
 import type { RequestRecord } from "../metrics/pool-counters.ts";
 import type {
@@ -285,11 +286,7 @@ export class Scheduler {
     const link = this.#roster.get(run.agentId);
     if (link === undefined || link.record.channel !== run.channel || link.record.draining) return "refused";
     const address = replicaAddress(run.agentId, run.replicaId);
-    const route = {
-      model: run.model,
-      ...(run.version === undefined ? {} : { version: run.version }),
-      ...(run.hint === undefined ? {} : { hint: run.hint }),
-    };
+    const route = routeOf(run);
     const now = this.#now();
     const held = { ticket: run.ticket, route, agentId: run.agentId, replicaId: run.replicaId, address };
     if (!this.#ledger.adopt({ ...held, deadlineAt: now + run.timeoutMs })) return "refused";
@@ -310,7 +307,7 @@ export class Scheduler {
     if (policy.directHits !== true) return undefined;
     const replica = this.#dispatcher.replica(replicaAddress(report.agentId, report.replicaId));
     return directPermit({
-      request: { model: report.model, ...(report.version === undefined ? {} : { version: report.version }) },
+      request: routeOf(report),
       replica,
       waiting: this.#waiting,
       capacity: replica === undefined ? undefined : capacityUnder(policy, replica),
@@ -381,7 +378,7 @@ export class Scheduler {
     const inFlight = new Map(this.#dispatcher.replicas().map((view) => [view.address, view.inFlight]));
     return {
       agents: this.#roster.snapshot((address) => inFlight.get(address) ?? 0),
-      queued: this.#dispatcher.queueLength + this.#agentWait.size,
+      queued: this.#waiting,
     };
   }
 
@@ -480,7 +477,7 @@ export class Scheduler {
   #waitForAgents(pending: PendingAsk): boolean {
     const until = this.#agentWait.expectedUntil();
     if (until === undefined) return false;
-    if (this.#agentWait.size + this.#dispatcher.queueLength >= this.#options.maxQueue) {
+    if (this.#waiting >= this.#options.maxQueue) {
       this.#fail(pending, {
         ok: false,
         status: 429,

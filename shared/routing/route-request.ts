@@ -1,0 +1,13 @@
+import type { RouteRequest } from "./types.ts";
+
+/**
+ * What the router is asked for a request (its model, version and hint), from anything that carries them: an
+ * ask, a direct hit's run, a standalone call. Absent fields stay absent (exactOptionalPropertyTypes).
+ */
+export function routeOf(source: { model: string; version?: string; hint?: string }): RouteRequest {
+  return {
+    model: source.model,
+    ...(source.version === undefined ? {} : { version: source.version }),
+    ...(source.hint === undefined ? {} : { hint: source.hint }),
+  };
+}
