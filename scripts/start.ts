@@ -199,6 +199,7 @@ async function main(): Promise<void> {
     name: "gateway",
     port: PORT,
     ip: HOST,
+    inspectorPort: "wrangler",
     env: secrets,
     apiKey,
     startTimeoutMs: READY_TIMEOUT_MS,

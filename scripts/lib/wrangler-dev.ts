@@ -1,5 +1,6 @@
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { freePort } from "./free-port.ts";
 import { type ManagedProcess, spawnGroup, tail } from "./process-group.ts";
 
 /**
@@ -19,6 +20,12 @@ export interface WranglerDevOptions {
   /** The name its output is reported under. */
   name: string;
   port: number;
+  /**
+   * Its devtools port. Default: one the OS picks. "wrangler" keeps wrangler's own, the first free from 9229
+   * up, which suits one gateway (npm start) but not several started at once (parallel test files): two
+   * take the same port and one fails with "Address already in use (socket direct:1:default)".
+   */
+  inspectorPort?: number | "wrangler";
   /** Default 127.0.0.1. */
   ip?: string;
   /** Default wrangler.toml. */
@@ -46,6 +53,8 @@ export async function startWranglerDev(options: WranglerDevOptions): Promise<Man
   const args = [WRANGLER_JS, "dev"];
   if (options.bundle !== undefined) args.push(options.bundle, "--no-bundle");
   args.push("--config", options.config ?? WRANGLER_CONFIG, "--ip", ip, "--port", String(options.port));
+  if (options.inspectorPort !== "wrangler")
+    args.push("--inspector-port", String(options.inspectorPort ?? (await freePort())));
   if (options.persistTo !== undefined) args.push("--persist-to", options.persistTo);
   for (const [name, value] of Object.entries(options.vars ?? {})) args.push("--var", `${name}:${value}`);
   const wrangler = spawnGroup(options.name, process.execPath, args, {
