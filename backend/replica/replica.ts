@@ -20,9 +20,9 @@ import { checkInputs } from "./ort-tensors.ts";
 import type { SessionTuning } from "./session-options.ts";
 import { SessionGoneError } from "./session-thread.ts";
 import { Slots } from "./slots.ts";
-import { batchSizeOf, splitRows, stackInputs, stackingKey } from "./tensor-batch.ts";
+import { batchSizeOf, splitRows, stackingKey } from "./tensor-batch.ts";
 import { VersionMemo } from "./version-memo.ts";
-import type { RunResult, WorkerSession } from "./worker-session.ts";
+import { BatchRunError, type BatchRunResult, type RunResult, type WorkerSession } from "./worker-session.ts";
 
 export interface ReplicaOptions {
   id: string;
@@ -88,6 +88,7 @@ const VERSION_REFRESH_MS = 1000;
 /** One request waiting in a model's batcher: its checked inputs and the outputs it wants. */
 interface BatchRequest {
   size: number;
+  /** Replaced by the worker's copy when a failed batch gives handed-over inputs back (#runStacked). */
   inputs: Tensor[];
   wanted: string[];
   /** Its inputs may move to the worker (InferCall.handOverInputs). */
@@ -263,34 +264,25 @@ export class Replica {
   }
 
   /**
-   * One session run for one or more requests: their inputs stacked along the first dimension, the union of
-   * the outputs they want fetched, and each output split back into every request's rows.
+   * One session run for one or more requests: their inputs stacked along the first dimension (on the
+   * session's thread), the union of the outputs they want fetched, and each output split back into every
+   * request's rows.
    */
   async #runStacked(model: ModelSession, key: string, requests: BatchRequest[]): Promise<RunResult[]> {
-    const stackingStarted = performance.now();
     const names = [...new Set(requests.flatMap((request) => request.wanted))];
     const rows = requests.reduce((sum, request) => sum + request.size, 0);
     // With batch buckets the run is padded up to its bucket and goes to that bucket's session.
     const bucket = rows >= 1 && model.batching?.buckets ? bucketFor(rows, model.batching.buckets) : undefined;
     const session = (bucket === undefined ? undefined : model.buckets?.get(bucket)) ?? model.session;
     const padded = bucket !== undefined && bucket !== rows;
-    const feeds = stackInputs(
-      requests.map((request) => request.inputs),
-      padded ? bucket : undefined,
-    );
     const started = performance.now();
-    // A stacked or padded batch was built here for this run, so its buffers move to the worker; a lone
-    // request's inputs are its caller's, and are copied unless the caller handed them over.
-    const handOver = padded || requests.length > 1 || requests[0]?.handOver === true;
-    const ranOutputs = await this.#run(model, session, key, feeds, names, handOver);
-    // The run copied the requests' inputs and succeeded (a failed batch runs them again, alone): bodies
-    // handed over are nobody's any more, and go back to the pool for the next requests (buffer-pool.ts).
-    if ((requests.length > 1 || padded) && requests.every((request) => request.handOver)) {
-      recycleInputs(requests.map((request) => request.inputs));
-    }
-    const results = padded ? dropPadding(ranOutputs.outputs, rows, bucket) : ranOutputs.outputs;
-    const ran = performance.now();
-    this.#timings.recordRun(key, ran - started);
+    const ran = await this.#run(model, session, key, requests, names, padded ? bucket : undefined);
+    // The run is over and nothing reads its inputs again (a request's are its own, or were copied for
+    // the run): their buffers go back to the pool for the next requests (buffer-pool.ts).
+    recycleInputs(ran.parts);
+    const results = padded ? dropPadding(ran.outputs, rows, bucket) : ran.outputs;
+    const done = performance.now();
+    this.#timings.recordRun(key, done - started);
     const outputs = new Map(names.map((name, index) => [name, results[index] as Tensor]));
     let answers: Tensor[][];
     if (requests.length === 1) {
@@ -303,24 +295,35 @@ export class Replica {
       );
     }
     this.#statistics.executed(model.ref, rows, {
-      inputMs: started - stackingStarted,
-      inferMs: ran - started,
-      outputMs: performance.now() - ran,
+      inputMs: ran.stackMs,
+      inferMs: done - started - ran.stackMs,
+      outputMs: performance.now() - done,
     });
-    return answers.map((outputs) => ({ outputs, sessionMs: ranOutputs.sessionMs }));
+    return answers.map((outputs) => ({ outputs, sessionMs: ran.sessionMs }));
   }
 
   async #run(
     model: ModelSession,
     session: WorkerSession,
     key: string,
-    feeds: Tensor[],
+    requests: BatchRequest[],
     outputs: string[],
-    handOver: boolean,
-  ): Promise<RunResult> {
+    padTo: number | undefined,
+  ): Promise<BatchRunResult> {
+    const parts = requests.map((request) => request.inputs);
+    const handOver = requests.map((request) => request.handOver);
     try {
-      return await session.run(feeds, outputs, { handOver });
-    } catch (error) {
+      return await session.runBatch(parts, outputs, { handOver, padTo });
+    } catch (failure) {
+      const error = failure instanceof BatchRunError ? (failure.cause as Error) : failure;
+      if (failure instanceof BatchRunError && failure.parts !== undefined) {
+        // Handed-over inputs moved to the worker and came back with the failure: the batcher runs each
+        // request again alone (batcher.ts), from these. Copies are dropped (the originals are intact).
+        requests.forEach((request, index) => {
+          const back = failure.parts?.[index];
+          if (request.handOver && back !== undefined) request.inputs = back;
+        });
+      }
       const reason = error instanceof Error ? error.message : String(error);
       if (error instanceof SessionGoneError) {
         if (error.reason === "exited") this.#dropDead(model, key);

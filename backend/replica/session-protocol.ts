@@ -11,20 +11,28 @@ import type { TensorSpec } from "./ort-tensors.ts";
 
 export type SessionRequest =
   | { type: "create"; path: string; options: InferenceSession.SessionOptions }
-  | { type: "run"; feeds: Tensor[]; outputs: string[] }
+  /**
+   * One run for one or more requests: `parts` holds each request's feeds, which the worker stacks along
+   * the first dimension (and pads to `padTo` rows) itself, so the copy a batch costs is not made on the
+   * main thread, which reads the next requests' bodies meanwhile. A lone part that needs no padding runs
+   * as it is.
+   */
+  | { type: "run"; parts: Tensor[][]; padTo?: number; outputs: string[] }
   /** Releases the session after every request sent before it; the thread is then terminated. */
   | { type: "release" };
 
 export type SessionReply =
   | { type: "ready"; inputs: TensorSpec[]; outputs: TensorSpec[] }
-  /** The requested outputs, in the order they were asked for. */
-  /** `sessionMs`: how long onnxruntime's run took on the worker (the rest of a run's time is the hop). */
-  | { type: "result"; outputs: Tensor[]; sessionMs: number; returned?: ArrayBuffer[] }
+  /**
+   * The requested outputs, in the order they were asked for. `sessionMs`: how long onnxruntime's run took
+   * on the worker; `stackMs`: how long stacking the parts took there (the rest of a run's time is the hop).
+   */
+  | { type: "result"; outputs: Tensor[]; sessionMs: number; stackMs: number; parts?: Tensor[][] }
   | { type: "released" }
   /** onnxruntime's (or the worker's) error message, as it was. */
-  | { type: "error"; message: string; returned?: ArrayBuffer[] };
-// `returned`: the buffers of a run's feeds, given back once the run is over, for the pool to reuse
-// (buffer-pool.ts).
+  | { type: "error"; message: string; parts?: Tensor[][] };
+// `parts`: a run's parts as they came, given back (their buffers move back) once the run is over: for the
+// pool to reuse (buffer-pool.ts), or, after a failed batch, for each request to run again alone.
 
 export type Envelope<T> = T & { id: number };
 
@@ -62,8 +70,8 @@ export const ARRAY_CLASS: Record<FixedDatatype, TypedArrayClass> = {
 export function forTransfer(
   tensors: readonly Tensor[],
   handOver: boolean,
+  transfer = new Set<ArrayBuffer>(),
 ): { tensors: Tensor[]; transfer: ArrayBuffer[] } {
-  const transfer = new Set<ArrayBuffer>();
   const moved = tensors.map(({ name, datatype, shape, data }): Tensor => {
     if (Array.isArray(data)) return { name, datatype, shape, data: data.map(ownBuffer) };
     const owned = handOver && data.buffer instanceof ArrayBuffer ? data : copyOf(datatype, data);
@@ -71,6 +79,16 @@ export function forTransfer(
     return { name, datatype, shape, data: owned };
   });
   return { tensors: moved, transfer: [...transfer] };
+}
+
+/** forTransfer for each request's feeds, with each request's own `handOver`, and one transfer list. */
+export function partsForTransfer(
+  parts: readonly (readonly Tensor[])[],
+  handOver: readonly boolean[],
+): { parts: Tensor[][]; transfer: ArrayBuffer[] } {
+  const transfer = new Set<ArrayBuffer>();
+  const moved = parts.map((feeds, index) => forTransfer(feeds, handOver[index] === true, transfer).tensors);
+  return { parts: moved, transfer: [...transfer] };
 }
 
 /** The buffers of the typed arrays among `tensors` (outputs the worker computed, and so owns). */

@@ -6,8 +6,20 @@
  * threads share it.
  */
 import type { Worker } from "node:worker_threads";
-import { requestBuffers } from "./buffer-pool.ts";
+import type { Tensor } from "../../shared/oip/tensor.ts";
 import type { Envelope, SessionReply, SessionRequest } from "./session-protocol.ts";
+
+/** What the worker answered a request with when it failed: its message as it was, and a run's parts. */
+export class WorkerFailure extends Error {
+  /** A run's parts, given back (session-protocol.ts). */
+  readonly parts: Tensor[][] | undefined;
+
+  constructor(message: string, parts: Tensor[][] | undefined) {
+    super(message);
+    this.name = "WorkerFailure";
+    this.parts = parts;
+  }
+}
 
 /** The session can take no more requests: it was released, or its worker exited. */
 export class SessionGoneError extends Error {
@@ -64,8 +76,8 @@ export class SessionThread {
   }
 
   /**
-   * Sends a request and resolves with its reply; an "error" reply rejects with an Error that carries the
-   * worker's message as it was. The buffers in `transfer` move to the worker (detached here).
+   * Sends a request and resolves with its reply; an "error" reply rejects with a WorkerFailure that carries
+   * the worker's message as it was. The buffers in `transfer` move to the worker (detached here).
    */
   request(request: SessionRequest, transfer: readonly ArrayBuffer[] = []): Promise<SessionReply> {
     if (this.#refusal !== undefined) return Promise.reject(this.#refusal);
@@ -111,10 +123,7 @@ export class SessionThread {
     if (waiter === undefined) return;
     this.#waiting.delete(reply.id);
     if (this.#waiting.size === 0) this.#worker.unref();
-    if (reply.type === "result" || reply.type === "error") {
-      for (const buffer of reply.returned ?? []) requestBuffers.release(buffer);
-    }
-    if (reply.type === "error") waiter.reject(new Error(reply.message));
+    if (reply.type === "error") waiter.reject(new WorkerFailure(reply.message, reply.parts));
     else waiter.resolve(reply);
   }
 

@@ -8,6 +8,7 @@
 import { parentPort } from "node:worker_threads";
 import * as ort from "onnxruntime-node";
 import type { Tensor } from "../../shared/oip/tensor.ts";
+import { BufferPool, recycleInputs } from "./buffer-pool.ts";
 import { fromOrtTensor, sessionSpecs, toOrtTensor } from "./ort-tensors.ts";
 import {
   type Envelope,
@@ -15,11 +16,17 @@ import {
   type SessionRequest,
   transferablesOf,
 } from "./session-protocol.ts";
+import { stackInputs } from "./tensor-batch.ts";
 
 const port = parentPort;
 if (port === null) throw new Error("session-worker.ts runs in a worker thread (see worker-session.ts)");
 
 let session: ort.InferenceSession | undefined;
+/**
+ * The batches stacked here, reused run after run: a bucket's session sees one batch size, so its one
+ * buffer comes back every time (a fresh one pays a page fault per page, buffer-pool.ts).
+ */
+const batchBuffers = new BufferPool(256 * 1024 * 1024);
 let queue: Promise<void> = Promise.resolve();
 
 port.on("message", (request: Envelope<SessionRequest>) => {
@@ -37,14 +44,14 @@ function crash(error: unknown): void {
 }
 
 async function handle(request: Envelope<SessionRequest>): Promise<void> {
-  // Once the run is over, its feeds' buffers go back to the replica's pool, success or not.
-  const returned = request.type === "run" ? transferablesOf(request.feeds) : [];
+  // Once the run is over, its parts go back to the replica, success or not.
+  const parts = request.type === "run" ? request.parts : undefined;
   try {
     const answered = await answer(request);
-    reply(request.id, answered.type === "result" ? { ...answered, returned } : answered);
+    reply(request.id, answered.type === "result" ? { ...answered, parts } : answered);
   } catch (error) {
     const message = error instanceof Error ? error.message : String(error);
-    reply(request.id, { type: "error", message, returned });
+    reply(request.id, parts === undefined ? { type: "error", message } : { type: "error", message, parts });
   }
 }
 
@@ -57,17 +64,26 @@ async function answer(request: SessionRequest): Promise<SessionReply> {
     }
     case "run": {
       if (session === undefined) throw new Error("this worker holds no session");
+      const stackStarted = performance.now();
+      const stacked = stackInputs(request.parts, request.padTo, batchBuffers);
       const feeds: Record<string, ort.Tensor> = {};
-      for (const feed of request.feeds) feeds[feed.name] = toOrtTensor(feed);
+      for (const feed of stacked) feeds[feed.name] = toOrtTensor(feed);
       const started = performance.now();
-      const results = await session.run(feeds, request.outputs);
-      const sessionMs = performance.now() - started;
-      const outputs = request.outputs.map((name): Tensor => {
-        const value = results[name];
-        if (value === undefined) throw new Error(`onnxruntime returned no output '${name}'`);
-        return fromOrtTensor(name, value);
-      });
-      return { type: "result", outputs, sessionMs };
+      try {
+        const results = await session.run(feeds, request.outputs);
+        const sessionMs = performance.now() - started;
+        const outputs = request.outputs.map((name): Tensor => {
+          const value = results[name];
+          if (value === undefined) throw new Error(`onnxruntime returned no output '${name}'`);
+          return fromOrtTensor(name, value);
+        });
+        return { type: "result", outputs, sessionMs, stackMs: started - stackStarted };
+      } finally {
+        // A batch stacked here is read by nothing once the run is over (outputs are buffers of their own).
+        if (!stacked.every((feed, index) => feed === request.parts[0]?.[index])) {
+          recycleInputs([stacked], batchBuffers);
+        }
+      }
     }
     case "release": {
       const released = session;
@@ -81,8 +97,11 @@ async function answer(request: SessionRequest): Promise<SessionReply> {
 function reply(id: number, message: SessionReply): void {
   const envelope: Envelope<SessionReply> = { ...message, id };
   // Outputs were made here for the replica alone: their buffers move instead of being copied, and so do
-  // the feeds' buffers it gives back.
+  // the parts' buffers it gives back.
   const moved = message.type === "result" ? transferablesOf(message.outputs) : [];
-  const returned = message.type === "result" || message.type === "error" ? (message.returned ?? []) : [];
+  const returned =
+    message.type === "result" || message.type === "error"
+      ? transferablesOf((message.parts ?? []).flat())
+      : [];
   port?.postMessage(envelope, [...new Set([...moved, ...returned])]);
 }

@@ -6,7 +6,7 @@
  */
 import type { TensorData } from "../../shared/oip/datatypes.ts";
 import { elementCount, type Tensor } from "../../shared/oip/tensor.ts";
-import { requestBuffers } from "./buffer-pool.ts";
+import { type BufferPool, requestBuffers } from "./buffer-pool.ts";
 
 /**
  * The batch size a request brings: the first dimension all its inputs share. Undefined when they do not
@@ -40,7 +40,11 @@ export function stackingKey(inputs: readonly Tensor[]): string {
  * share a stacking key (checked by the caller when it grouped them). A lone request that needs no padding
  * is passed through as it is.
  */
-export function stackInputs(requests: readonly (readonly Tensor[])[], padTo?: number): Tensor[] {
+export function stackInputs(
+  requests: readonly (readonly Tensor[])[],
+  padTo?: number,
+  pool: BufferPool = requestBuffers,
+): Tensor[] {
   const first = requests[0];
   if (first === undefined) return [];
   const rowsOf = (tensor: Tensor) => tensor.shape[0] ?? 0;
@@ -63,6 +67,7 @@ export function stackInputs(requests: readonly (readonly Tensor[])[], padTo?: nu
         parts.map((part) => part.data),
         rowLength,
         total - rows,
+        pool,
       ),
     };
   });
@@ -101,7 +106,12 @@ type TypedArray = Exclude<TensorData, Uint8Array[]>;
 type TypedArrayConstructor = new (buffer: ArrayBuffer, byteOffset: number, length: number) => TypedArray;
 
 /** The parts one after the other, then `padRows` copies of the last row (of `rowLength` elements). */
-function concatData(parts: readonly TensorData[], rowLength: number, padRows: number): TensorData {
+function concatData(
+  parts: readonly TensorData[],
+  rowLength: number,
+  padRows: number,
+  pool: BufferPool,
+): TensorData {
   const first = parts[0];
   if (first === undefined) return new Float32Array(0);
   if (Array.isArray(first)) {
@@ -112,9 +122,9 @@ function concatData(parts: readonly TensorData[], rowLength: number, padRows: nu
   }
   const typed = parts as TypedArray[];
   const length = typed.reduce((sum, part) => sum + part.length, 0) + padRows * rowLength;
-  // From the pool: the batch moves to the session's thread and comes back after the run (buffer-pool.ts).
+  // From the pool: the batch is reused once its run is over (buffer-pool.ts).
   const Constructor = first.constructor as TypedArrayConstructor;
-  const joined = new Constructor(requestBuffers.acquire(length * first.BYTES_PER_ELEMENT), 0, length);
+  const joined = new Constructor(pool.acquire(length * first.BYTES_PER_ELEMENT), 0, length);
   let offset = 0;
   for (const part of typed) {
     // Same constructor for every part, so set() copies element by element of the same type.

@@ -9,9 +9,10 @@
  */
 import type { InferenceSession } from "onnxruntime-node";
 import type { Tensor } from "../../shared/oip/tensor.ts";
+import { recycleInputs } from "./buffer-pool.ts";
 import type { TensorSpec } from "./ort-tensors.ts";
-import { forTransfer, type SessionReply } from "./session-protocol.ts";
-import { SessionThread } from "./session-thread.ts";
+import { partsForTransfer, type SessionReply } from "./session-protocol.ts";
+import { SessionThread, WorkerFailure } from "./session-thread.ts";
 import { sessionWorkerUrl } from "./session-worker-url.ts";
 import { keepSpare, takeWorker } from "./spare-worker.ts";
 
@@ -27,6 +28,38 @@ export interface RunOptions {
 export interface RunResult {
   outputs: Tensor[];
   sessionMs: number;
+}
+
+export interface BatchRunOptions {
+  /** Per part: its typed arrays belong to this run, and move to the worker without a copy (RunOptions). */
+  handOver: readonly boolean[];
+  /** Rows the stacked batch is padded to (a batch bucket, batch-buckets.ts). */
+  padTo?: number | undefined;
+}
+
+/** A batch's outputs (all rows, the padding's included), and its timings on the session's thread. */
+export interface BatchRunResult extends RunResult {
+  /** How long stacking the parts took on the session's thread. */
+  stackMs: number;
+  /**
+   * The parts as they ran, back on this thread: a handed-over part's buffers were detached here, and these
+   * are them again. They are the caller's to reuse (recycleInputs) once nothing reads them.
+   */
+  parts: Tensor[][];
+}
+
+/**
+ * A batch that failed on the session's thread. `parts` holds its parts back on this thread (as in
+ * BatchRunResult), so that each request can run again alone; undefined when the worker is gone with them.
+ */
+export class BatchRunError extends Error {
+  readonly parts: Tensor[][] | undefined;
+
+  constructor(cause: Error, parts: Tensor[][] | undefined) {
+    super(cause.message, { cause });
+    this.name = "BatchRunError";
+    this.parts = parts;
+  }
 }
 
 export class WorkerSession {
@@ -74,13 +107,50 @@ export class WorkerSession {
     outputs: readonly string[],
     options: RunOptions = {},
   ): Promise<RunResult> {
-    const moved = forTransfer(feeds, options.handOver === true);
-    const reply = await this.#thread.request(
-      { type: "run", feeds: moved.tensors, outputs: [...outputs] },
-      moved.transfer,
-    );
+    try {
+      const ran = await this.runBatch([feeds], outputs, { handOver: [options.handOver === true] });
+      recycleInputs(ran.parts);
+      return { outputs: ran.outputs, sessionMs: ran.sessionMs };
+    } catch (error) {
+      if (!(error instanceof BatchRunError)) throw error;
+      if (error.parts !== undefined) recycleInputs(error.parts);
+      throw error.cause;
+    }
+  }
+
+  /**
+   * One run for several requests' feeds (`parts`), stacked along the first dimension on the session's
+   * thread and padded to `padTo` rows, so that the main thread does not copy the batch. Fails as run()
+   * does, wrapped in a BatchRunError that gives the parts back.
+   */
+  async runBatch(
+    parts: readonly (readonly Tensor[])[],
+    outputs: readonly string[],
+    options: BatchRunOptions,
+  ): Promise<BatchRunResult> {
+    const moved = partsForTransfer(parts, options.handOver);
+    let reply: SessionReply;
+    try {
+      reply = await this.#thread.request(
+        {
+          type: "run",
+          parts: moved.parts,
+          outputs: [...outputs],
+          ...(options.padTo === undefined ? {} : { padTo: options.padTo }),
+        },
+        moved.transfer,
+      );
+    } catch (error) {
+      const cause = error instanceof Error ? error : new Error(String(error));
+      throw new BatchRunError(cause, error instanceof WorkerFailure ? error.parts : undefined);
+    }
     if (reply.type !== "result") throw unexpectedReply(reply);
-    return { outputs: reply.outputs, sessionMs: reply.sessionMs };
+    return {
+      outputs: reply.outputs,
+      sessionMs: reply.sessionMs,
+      stackMs: reply.stackMs,
+      parts: reply.parts ?? [],
+    };
   }
 
   /**

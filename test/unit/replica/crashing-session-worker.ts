@@ -10,6 +10,6 @@ import { CRASH_EXIT_CODE, CRASH_VALUE } from "./crash-trigger.ts";
 import "../../../backend/replica/session-worker.ts";
 
 parentPort?.on("message", (request: Envelope<SessionRequest>) => {
-  const first = request.type === "run" ? request.feeds[0]?.data : undefined;
+  const first = request.type === "run" ? request.parts[0]?.[0]?.data : undefined;
   if (first !== undefined && !Array.isArray(first) && first[0] === CRASH_VALUE) process.exit(CRASH_EXIT_CODE);
 });
