@@ -42,6 +42,10 @@ export default defineConfig({
                 // Short, so a test sees waiting requests give up when no agent comes back.
                 AGENT_GRACE_SECONDS: "5",
                 MAX_PENDING_BYTES: String(16 * 1024 * 1024),
+                // Small, so that the managed queue's limits show in a few requests (test/workers/queue.test.ts).
+                QUEUE_IN_FLIGHT: "1",
+                QUEUE_ASYNC_LIMIT: "8",
+                QUEUE_RESULT_TTL_SECONDS: "1",
               },
             },
           }),

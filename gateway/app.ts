@@ -17,6 +17,7 @@ import { healthRoutes } from "./routes/health.ts";
 import { inferRoutes } from "./routes/infer.ts";
 import { metricsRoutes } from "./routes/metrics.ts";
 import { modelRoutes } from "./routes/models.ts";
+import { queueRoutes } from "./routes/queue.ts";
 
 /**
  * The gateway's HTTP surface. Authentication is declared here, by path, so the whole auth matrix is in one
@@ -44,7 +45,16 @@ export function createApp(): Hono<{ Bindings: Env }> {
   app.use("/agent/*", requireSecret("agent"));
   app.use("/admin/*", requireSecret("admin"));
   // After authentication: a key's inferences per minute (RATE_LIMIT_PER_MINUTE; off by default).
-  app.on("POST", ["/v2/models/:model/infer", "/v2/models/:model/versions/:version/infer"], rateLimitPerKey());
+  app.on(
+    "POST",
+    [
+      "/v2/models/:model/infer",
+      "/v2/models/:model/versions/:version/infer",
+      "/v2/queue/models/:model/infer",
+      "/v2/queue/models/:model/versions/:version/infer",
+    ],
+    rateLimitPerKey(),
+  );
   // Read-only operators' views: the admin key or METRICS_TOKEN. The dashboard page itself holds no data
   // and is public; its data API is not (see routes/dashboard.ts).
   app.use("/metrics", requireObserver());
@@ -52,6 +62,7 @@ export function createApp(): Hono<{ Bindings: Env }> {
 
   app.route("/", healthRoutes);
   app.route("/", inferRoutes);
+  app.route("/", queueRoutes);
   app.route("/", modelRoutes);
   app.route("/", agentConnectRoutes);
   app.route("/", agentModelRoutes);

@@ -21,6 +21,10 @@ export interface ConfigVars {
   RATE_LIMIT_BURST?: string;
   HEALTH_REQUIRES_KEY?: string;
   REGISTRY_SHARDS?: string;
+  QUEUE_ASYNC_LIMIT?: string;
+  QUEUE_IN_FLIGHT?: string;
+  QUEUE_RESULT_TTL_SECONDS?: string;
+  QUEUE_START_TIMEOUT_SECONDS?: string;
 }
 
 /** What the Durable Objects see of the Worker's bindings: the configuration and the model bucket. */
@@ -69,6 +73,17 @@ const ConfigSchema = z.object({
   RATE_LIMIT_PER_MINUTE: z.coerce.number().nonnegative().default(0),
   /** The bucket's size: how many may come at once; default: a minute's worth. */
   RATE_LIMIT_BURST: z.coerce.number().positive().optional(),
+  /** Managed-queue requests (POST /v2/queue/...) a pool holds waiting to start; one more gets 429. */
+  QUEUE_ASYNC_LIMIT: positiveInteger(100_000),
+  /**
+   * Managed-queue requests of a pool handed to its registry at once: the rest wait in storage. The knob
+   * between the two kinds of requests: synchronous ones meet at most this many queued ones in the registry.
+   */
+  QUEUE_IN_FLIGHT: positiveInteger(16),
+  /** How long a managed-queue request's result is kept after it finished; then it answers 410. */
+  QUEUE_RESULT_TTL_SECONDS: positiveNumber(24 * 60 * 60),
+  /** How long a managed-queue request may wait to start when its submit names no X-Request-Timeout. */
+  QUEUE_START_TIMEOUT_SECONDS: positiveNumber(24 * 60 * 60),
   /** Whether /v2/health/live and /ready take the client key (by default they take none, as probes need). */
   HEALTH_REQUIRES_KEY: z
     .enum(["true", "false"])
@@ -100,6 +115,10 @@ export function gatewayConfig(env: ConfigVars): GatewayConfig {
     RATE_LIMIT_BURST: blankToUndefined(env.RATE_LIMIT_BURST),
     HEALTH_REQUIRES_KEY: blankToUndefined(env.HEALTH_REQUIRES_KEY),
     REGISTRY_SHARDS: blankToUndefined(env.REGISTRY_SHARDS),
+    QUEUE_ASYNC_LIMIT: blankToUndefined(env.QUEUE_ASYNC_LIMIT),
+    QUEUE_IN_FLIGHT: blankToUndefined(env.QUEUE_IN_FLIGHT),
+    QUEUE_RESULT_TTL_SECONDS: blankToUndefined(env.QUEUE_RESULT_TTL_SECONDS),
+    QUEUE_START_TIMEOUT_SECONDS: blankToUndefined(env.QUEUE_START_TIMEOUT_SECONDS),
   };
   const parsed = ConfigSchema.safeParse(raw);
   if (!parsed.success) {

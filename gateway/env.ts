@@ -1,6 +1,7 @@
 import type { AgentRelay } from "./agent-relay/agent-relay.ts";
 import type { ConfigVars } from "./config.ts";
 import type { RateLimiter } from "./limits/rate-limiter.ts";
+import type { RequestQueue } from "./queue/request-queue.ts";
 import type { Registry } from "./registry/registry.ts";
 
 /**
@@ -15,7 +16,11 @@ export interface Env extends ConfigVars {
   AGENT_RELAY: DurableObjectNamespace<AgentRelay>;
   /** One token bucket per API key (RATE_LIMIT_PER_MINUTE). */
   RATE_LIMITER: DurableObjectNamespace<RateLimiter>;
+  /** One managed queue per pool (queue/request-queue.ts). */
+  REQUEST_QUEUE: DurableObjectNamespace<RequestQueue>;
   MODELS: R2Bucket;
+  /** Managed-queue bodies and results too large for the queue's own storage. */
+  QUEUE_STORE: R2Bucket;
   /** Client API keys, comma separated. */
   API_KEYS?: string;
   /** Tokens agents connect with, comma separated. */

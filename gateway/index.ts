@@ -6,6 +6,7 @@ import { log } from "./log.ts";
 /** The Worker: the Hono app, and the Durable Object classes its bindings name. */
 export { AgentRelay } from "./agent-relay/agent-relay.ts";
 export { RateLimiter } from "./limits/rate-limiter.ts";
+export { RequestQueue } from "./queue/request-queue.ts";
 export { Registry } from "./registry/registry.ts";
 
 const app = createApp();

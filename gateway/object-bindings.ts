@@ -51,6 +51,14 @@ export function registryStub<T extends Rpc.DurableObjectBranded>(
   return namespace.get(namespace.idFromName(registryName(pool, shard)));
 }
 
+/** A pool's managed queue (queue/request-queue.ts): one object per pool, named by the pool. */
+export function queueStub<T extends Rpc.DurableObjectBranded>(
+  namespace: DurableObjectNamespace<T>,
+  pool: string,
+): DurableObjectStub<T> {
+  return namespace.get(namespace.idFromName(`queue:${pool}`));
+}
+
 export function relayStub<T extends Rpc.DurableObjectBranded>(
   namespace: DurableObjectNamespace<T>,
   channel: string,

@@ -27,9 +27,15 @@ const targets = new DirectTargets();
  * here went well on a grant that opened the direct path (Grant.direct) first goes straight to that
  * replica's relay (a direct hit, shared/routing/direct-hits.ts), which takes it or refuses it; refused, it
  * asks as above. The Worker owns the client's deadline; each object cuts its own part off by what is left
- * of it.
+ * of it. `priorReruns`: times it already ran where it may have started (a managed-queue request that a
+ * gateway restart interrupted, queue/request-queue.ts), so the retry rules never run it a third time.
  */
-export async function inferThroughPool(env: Env, pool: string, call: RelayedRequest): Promise<RelayOutcome> {
+export async function inferThroughPool(
+  env: Env,
+  pool: string,
+  call: RelayedRequest,
+  priorReruns = 0,
+): Promise<RelayOutcome> {
   const startedAt = Date.now();
   const deadline = Deadline.in(call.timeoutMs, startedAt, call.budgetMs);
   const key = directKey(pool, call);
@@ -38,7 +44,7 @@ export async function inferThroughPool(env: Env, pool: string, call: RelayedRequ
     outcome.ok
       ? { ...outcome, timings: { ...outcome.timings, registryMs: Date.now() - startedAt } }
       : outcome;
-  let tries: Tries = { attempts: 0, reruns: 0 };
+  let tries: Tries = { attempts: 0, reruns: priorReruns };
   let queuedMs = 0;
   let failedAt: number | undefined;
   const target = targets.get(key, startedAt);
@@ -52,7 +58,7 @@ export async function inferThroughPool(env: Env, pool: string, call: RelayedRequ
         ...call,
         ...target,
         attempts: 1,
-        reruns: 0,
+        reruns: tries.reruns,
         timeoutMs: deadline.remainingMs(),
         pool,
         queuedMs,

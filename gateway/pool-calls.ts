@@ -225,6 +225,8 @@ export interface RelayFailure {
   retryAfterSeconds?: number;
   /** Set when an agent produced the failure. */
   replica?: string;
+  /** Set when it may have run on an agent (it must not simply be sent again; the managed queue defers only the others). */
+  started?: boolean;
 }
 
 export type RelayOutcome = RelaySuccess | RelayFailure;

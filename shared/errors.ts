@@ -11,6 +11,8 @@ export const ERROR_STATUS = {
   not_found: 404,
   /** A second data socket for an agent's channel (shared/protocol/data-channel.ts). */
   conflict: 409,
+  /** A queued request's result outlived its retention (QUEUE_RESULT_TTL_SECONDS). */
+  gone: 410,
   too_large: 413,
   /** A Content-Encoding the server cannot decode. */
   unsupported_media_type: 415,

@@ -14,6 +14,7 @@ export function outcomeOf(order: RunOrder, result: RunResult, decision: Decision
           status: result.status,
           message: result.message,
           replica: order.replica,
+          started: result.started,
           ...(result.retryAfterSeconds === undefined ? {} : { retryAfterSeconds: result.retryAfterSeconds }),
         },
       };
@@ -27,6 +28,7 @@ export function outcomeOf(order: RunOrder, result: RunResult, decision: Decision
               code: "unavailable",
               message: `the agent serving this request disconnected (${result.why}); it may or may not have run, and it was not run again${because}`,
               replica: order.replica,
+              started: true,
               retryAfterSeconds: 1,
             }
           : {

@@ -3,9 +3,8 @@ import { SwitchyardError } from "../../shared/errors.ts";
 import { bearerToken } from "../auth.ts";
 import { gatewayConfig } from "../config.ts";
 import type { Env } from "../env.ts";
+import { keyDigest } from "../key-digest.ts";
 import { log } from "../log.ts";
-
-const encoder = new TextEncoder();
 
 /**
  * RATE_LIMIT_PER_MINUTE inferences per minute per API key (after authentication, so the key is a valid
@@ -40,9 +39,4 @@ export function rateLimitPerKey(): MiddlewareHandler<{ Bindings: Env }> {
 
 function take(env: Env, key: string, perMinute: number, burst: number) {
   return env.RATE_LIMITER.get(env.RATE_LIMITER.idFromName(key)).take({ perMinute, burst });
-}
-
-async function keyDigest(key: string): Promise<string> {
-  const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", encoder.encode(key)));
-  return [...digest].map((byte) => byte.toString(16).padStart(2, "0")).join("");
 }

@@ -77,6 +77,7 @@ const RESTART_NOTICE_MS = 2_000;
  */
 export class Registry extends DurableObject<RegistryEnv> {
   readonly #scheduler: Scheduler;
+  readonly #idempotence: Idempotence;
   readonly #store: AgentStore;
   readonly #signatures: SignatureStore;
   readonly #heartbeatMs: number;
@@ -116,6 +117,7 @@ export class Registry extends DurableObject<RegistryEnv> {
     this.#presence = new PoolPresence(kv, config.AGENT_GRACE_SECONDS * 1000);
     this.#alarm = new AlarmClock(ctx.storage, log, () => this.#meter.count("alarm"));
     this.#offers = new AgentOffers(kv);
+    this.#idempotence = new Idempotence(kv);
     this.#scheduler = new Scheduler({
       policy: routingPolicy(config.ROUTING_POLICY),
       maxQueue: config.QUEUE_LIMIT,
@@ -149,7 +151,7 @@ export class Registry extends DurableObject<RegistryEnv> {
       lastHeartbeat: (socket) => ctx.getWebSocketAutoResponseTimestamp(socket)?.getTime(),
       log,
       presence: this.#presence,
-      idempotence: new Idempotence(kv),
+      idempotence: this.#idempotence,
       servedBy: (agentId) => this.#offers.names(agentId),
       maxCopiesOf: (model) => this.#serving.maxCopies(model, Date.now()),
     });
@@ -187,6 +189,14 @@ export class Registry extends DurableObject<RegistryEnv> {
   }
 
   // ---- RPC from the Worker ----
+
+  /**
+   * Whether a request for the model may run a second time, as far as this shard's agents reported
+   * (idempotence.ts): the managed queue asks before it runs again a request that a restart interrupted.
+   */
+  allowsRerun(model: string, version?: string): boolean {
+    return this.#idempotence.allowsRerun(model, version);
+  }
 
   /** A slot for one request (pool-calls.ts); may wait in the queue. Never throws for an expected failure. */
   async reserve(ask: SlotAsk): Promise<SlotAnswer> {

@@ -1,16 +1,11 @@
 import type { Context } from "hono";
 import { Hono } from "hono";
-import { SwitchyardError } from "../../shared/errors.ts";
-import { errorResponse } from "../../shared/http/error-response.ts";
-import { inferResponseHeaders, readInferRequest } from "../../shared/oip/infer-http.ts";
-import { MAX_FRAME_BYTES } from "../../shared/protocol/frames.ts";
+import { readInferRequest } from "../../shared/oip/infer-http.ts";
 import { gatewayConfig } from "../config.ts";
 import type { Env } from "../env.ts";
 import { poolOf } from "../pool.ts";
-import { inferThroughPool } from "../pool-call.ts";
-
-/** Room left in a relayed frame for its JSON header (ids, model name, hint). */
-const FRAME_HEADER_ALLOWANCE = 8 * 1024;
+import { inferResponse, maxInferBodyBytes } from "../pool-infer.ts";
+import { inferOrQueue, preferredWait } from "./queue.ts";
 
 /**
  * POST /v2/models/{model}[/versions/{version}]/infer. The Worker checks what it can without a backend
@@ -25,56 +20,31 @@ inferRoutes.post("/v2/models/:model/versions/:version/infer", infer);
 
 async function infer(c: Context<{ Bindings: Env }>): Promise<Response> {
   const started = Date.now();
+  // `Prefer: wait=<s>`: through the managed queue, answered here when ready within s seconds (routes/queue.ts).
+  const wait = preferredWait(c.req.header("Prefer"));
+  if (wait !== undefined) return inferOrQueue(c, wait);
   const config = gatewayConfig(c.env);
   const request = await readInferRequest(
     c.req.raw,
     { model: c.req.param("model"), version: c.req.param("version") },
     {
-      maxBodyBytes: Math.min(config.MAX_BODY_BYTES, MAX_FRAME_BYTES - FRAME_HEADER_ALLOWANCE),
+      maxBodyBytes: maxInferBodyBytes(config),
       defaultTimeoutMs: config.DEFAULT_TIMEOUT_SECONDS * 1000,
     },
   );
-  const outcome = await inferThroughPool(c.env, poolOf(c.req.raw), {
-    model: request.model,
-    ...(request.version === undefined ? {} : { version: request.version }),
-    ...(request.hint === undefined ? {} : { hint: request.hint }),
-    body: request.body,
-    ...(request.headerLength === undefined ? {} : { headerLength: request.headerLength }),
-    timeoutMs: request.deadline.remainingMs(),
-    budgetMs: request.deadline.budgetMs,
-    requestId: request.requestId,
-  });
-
-  if (!outcome.ok) {
-    const failure = SwitchyardError.fromStatus(
-      outcome.status,
-      outcome.message,
-      outcome.retryAfterSeconds === undefined ? undefined : { retryAfterSeconds: outcome.retryAfterSeconds },
-    );
-    return errorResponse(failure, {
-      "X-Request-Id": request.requestId,
-      ...(outcome.replica === undefined ? {} : { "X-Switchyard-Replica": outcome.replica }),
-    });
-  }
-  const { timings } = outcome;
-  const headers = inferResponseHeaders({
-    requestId: request.requestId,
-    replica: outcome.replica,
-    cache: outcome.cache,
-    contentType: outcome.contentType,
-    ...(outcome.headerLength === undefined ? {} : { headerLength: outcome.headerLength }),
-    timings: {
-      queue: timings.gatewayQueueMs + timings.queueMs,
-      load: timings.loadMs,
-      infer: timings.inferMs,
-      // Not OIP phases: each hop's share, without comparing clocks. The Worker's own is total - registry
-      // (registry: the whole time in the pool, its asks and runs), the asks' and relay's registry - roundtrip,
-      // the websocket's both ways roundtrip - agent.
-      registry: timings.registryMs,
-      roundtrip: timings.roundTripMs,
-      ...(timings.agentMs === undefined ? {} : { agent: timings.agentMs }),
-      total: Date.now() - started,
+  return inferResponse(
+    c.env,
+    poolOf(c.req.raw),
+    {
+      model: request.model,
+      ...(request.version === undefined ? {} : { version: request.version }),
+      ...(request.hint === undefined ? {} : { hint: request.hint }),
+      body: request.body,
+      ...(request.headerLength === undefined ? {} : { headerLength: request.headerLength }),
+      timeoutMs: request.deadline.remainingMs(),
+      budgetMs: request.deadline.budgetMs,
+      requestId: request.requestId,
     },
-  });
-  return new Response(outcome.body, { status: 200, headers });
+    started,
+  );
 }

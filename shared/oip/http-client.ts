@@ -68,7 +68,8 @@ export async function infer(
   };
 }
 
-function errorMessage(body: Uint8Array, status: number): string {
+/** The message of an OIP error body (`{"error": "..."}`), or the bare status when it is not one. */
+export function errorMessage(body: Uint8Array, status: number): string {
   try {
     const parsed = JSON.parse(new TextDecoder().decode(body)) as { error?: unknown };
     if (typeof parsed.error === "string") return parsed.error;

@@ -30,6 +30,12 @@ const clientRoutes: Route[] = [
   { method: "POST", path: "/v2/models/m/infer", body: SMALL_REQUEST },
   { method: "POST", path: "/v2/models/m/versions/1/infer", body: SMALL_REQUEST },
   { method: "POST", path: "/v2/repository/index", body: "{}" },
+  { method: "POST", path: "/v2/queue/models/m/infer", body: SMALL_REQUEST },
+  { method: "POST", path: "/v2/queue/models/m/versions/1/infer", body: SMALL_REQUEST },
+  { method: "GET", path: `/v2/queue/models/m/requests/${crypto.randomUUID()}` },
+  { method: "GET", path: `/v2/queue/models/m/requests/${crypto.randomUUID()}/status` },
+  { method: "GET", path: `/v2/queue/models/m/requests/${crypto.randomUUID()}/status/stream` },
+  { method: "PUT", path: `/v2/queue/models/m/requests/${crypto.randomUUID()}/cancel` },
 ];
 const agentRoutes: Route[] = [
   { method: "GET", path: "/agent/connect", headers: { Upgrade: "websocket" } },

@@ -1,0 +1,206 @@
+import type { QueueState } from "../../shared/queue/queue-status.ts";
+
+/**
+ * The managed queue's records, in its Durable Object's SQLite storage: one row per request, from submit
+ * until a while after its result expired (a tombstone, so that a late lookup answers 410, not 404). Bodies
+ * and results up to INLINE_BYTES live in the row; larger ones in R2 under `bodyKey`/`resultKey`
+ * (request-queue.ts writes and reads them). Queued bodies stay in storage until their request starts, so
+ * the backlog is bounded by storage, not by the object's memory.
+ */
+export const INLINE_BYTES = 128 * 1024;
+
+export interface QueuedRecord {
+  id: string;
+  /** Submission order: the queue starts requests oldest first. */
+  seq: number;
+  /** SHA-256 of the API key that submitted it (key-digest.ts): only that key sees it. */
+  owner: string;
+  model: string;
+  version: string | null;
+  hint: string | null;
+  headerLength: number | null;
+  body: ArrayBuffer | null;
+  bodyKey: string | null;
+  bodyBytes: number;
+  state: QueueState;
+  submittedAt: number;
+  /** It must start by then, or it times out (X-Request-Timeout at submit; QUEUE_START_TIMEOUT_SECONDS). */
+  startBy: number;
+  /** Not handed to the pool again before then (after the pool answered 429 or 503). */
+  notBefore: number;
+  startedAt: number | null;
+  finishedAt: number | null;
+  expiresAt: number | null;
+  /** Times the pool answered 429/503 and it went back to the queue. */
+  deferrals: number;
+  reruns: number;
+  /** Set when a restart found it IN_PROGRESS: it runs again only if its model allows (idempotence). */
+  interrupted: number;
+  replica: string | null;
+  resultStatus: number | null;
+  resultHeaders: string | null;
+  result: ArrayBuffer | null;
+  resultKey: string | null;
+  error: string | null;
+  /** 1 once its result and body were dropped (expired): lookups answer 410 until the tombstone goes. */
+  purged: number;
+}
+
+const COLUMNS: Record<keyof QueuedRecord, string> = {
+  id: "id TEXT PRIMARY KEY",
+  seq: "seq INTEGER NOT NULL",
+  owner: "owner TEXT NOT NULL",
+  model: "model TEXT NOT NULL",
+  version: "version TEXT",
+  hint: "hint TEXT",
+  headerLength: "header_length INTEGER",
+  body: "body BLOB",
+  bodyKey: "body_key TEXT",
+  bodyBytes: "body_bytes INTEGER NOT NULL",
+  state: "state TEXT NOT NULL",
+  submittedAt: "submitted_at INTEGER NOT NULL",
+  startBy: "start_by INTEGER NOT NULL",
+  notBefore: "not_before INTEGER NOT NULL DEFAULT 0",
+  startedAt: "started_at INTEGER",
+  finishedAt: "finished_at INTEGER",
+  expiresAt: "expires_at INTEGER",
+  deferrals: "deferrals INTEGER NOT NULL DEFAULT 0",
+  reruns: "reruns INTEGER NOT NULL DEFAULT 0",
+  interrupted: "interrupted INTEGER NOT NULL DEFAULT 0",
+  replica: "replica TEXT",
+  resultStatus: "result_status INTEGER",
+  resultHeaders: "result_headers TEXT",
+  result: "result BLOB",
+  resultKey: "result_key TEXT",
+  error: "error TEXT",
+  purged: "purged INTEGER NOT NULL DEFAULT 0",
+};
+
+const columnOf = (field: keyof QueuedRecord) => COLUMNS[field].split(" ")[0] as string;
+const SELECT = (Object.keys(COLUMNS) as (keyof QueuedRecord)[])
+  .map((field) => `${columnOf(field)} AS ${field}`)
+  .join(", ");
+
+export type NewRecord = Pick<
+  QueuedRecord,
+  "id" | "owner" | "model" | "version" | "hint" | "headerLength" | "body" | "bodyKey" | "bodyBytes"
+> & { submittedAt: number; startBy: number };
+
+export class QueueStore {
+  readonly #sql: SqlStorage;
+
+  constructor(sql: SqlStorage) {
+    this.#sql = sql;
+    sql.exec(`CREATE TABLE IF NOT EXISTS requests (${Object.values(COLUMNS).join(", ")})`);
+    sql.exec("CREATE INDEX IF NOT EXISTS queued ON requests (state, seq)");
+    sql.exec("CREATE INDEX IF NOT EXISTS expiring ON requests (expires_at)");
+  }
+
+  add(record: NewRecord): QueuedRecord {
+    const seq = (this.#one<{ next: number }>("SELECT COALESCE(MAX(seq), 0) + 1 AS next FROM requests")
+      ?.next ?? 1) as number;
+    this.#sql.exec(
+      `INSERT INTO requests (id, seq, owner, model, version, hint, header_length, body, body_key, body_bytes,
+         state, submitted_at, start_by) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'IN_QUEUE', ?, ?)`,
+      record.id,
+      seq,
+      record.owner,
+      record.model,
+      record.version,
+      record.hint,
+      record.headerLength,
+      record.body,
+      record.bodyKey,
+      record.bodyBytes,
+      record.submittedAt,
+      record.startBy,
+    );
+    return this.get(record.id) as QueuedRecord;
+  }
+
+  get(id: string): QueuedRecord | undefined {
+    return this.#one<QueuedRecord>(`SELECT ${SELECT} FROM requests WHERE id = ?`, id);
+  }
+
+  /** Queued requests, oldest first. */
+  queuedCount(): number {
+    return this.#one<{ n: number }>("SELECT COUNT(*) AS n FROM requests WHERE state = 'IN_QUEUE'")?.n ?? 0;
+  }
+
+  /** How many queued requests go before the one submitted as `seq`. */
+  positionOf(seq: number): number {
+    return (
+      this.#one<{ n: number }>("SELECT COUNT(*) AS n FROM requests WHERE state = 'IN_QUEUE' AND seq < ?", seq)
+        ?.n ?? 0
+    );
+  }
+
+  /** Up to `limit` queued requests that may start at `now`, oldest first. */
+  startable(now: number, limit: number): QueuedRecord[] {
+    return this.#sql
+      .exec<Record<string, SqlStorageValue>>(
+        `SELECT ${SELECT} FROM requests WHERE state = 'IN_QUEUE' AND not_before <= ? ORDER BY seq LIMIT ?`,
+        now,
+        limit,
+      )
+      .toArray() as unknown as QueuedRecord[];
+  }
+
+  /** The earliest time a deferred queued request may start again; undefined when none waits for that. */
+  nextDeferred(now: number): number | undefined {
+    const row = this.#one<{ at: number | null }>(
+      "SELECT MIN(not_before) AS at FROM requests WHERE state = 'IN_QUEUE' AND not_before > ?",
+      now,
+    );
+    return row?.at ?? undefined;
+  }
+
+  /** Requests a previous instance of the object was running when it went away. */
+  inProgress(): QueuedRecord[] {
+    return this.#sql
+      .exec<Record<string, SqlStorageValue>>(`SELECT ${SELECT} FROM requests WHERE state = 'IN_PROGRESS'`)
+      .toArray() as unknown as QueuedRecord[];
+  }
+
+  /** Queued requests whose start deadline passed. */
+  overdue(now: number): QueuedRecord[] {
+    return this.#sql
+      .exec<Record<string, SqlStorageValue>>(
+        `SELECT ${SELECT} FROM requests WHERE state = 'IN_QUEUE' AND start_by <= ?`,
+        now,
+      )
+      .toArray() as unknown as QueuedRecord[];
+  }
+
+  /** Finished requests whose retention ended, still holding their result. */
+  expired(now: number, limit: number): QueuedRecord[] {
+    return this.#sql
+      .exec<Record<string, SqlStorageValue>>(
+        `SELECT ${SELECT} FROM requests WHERE purged = 0 AND expires_at IS NOT NULL AND expires_at <= ? LIMIT ?`,
+        now,
+        limit,
+      )
+      .toArray() as unknown as QueuedRecord[];
+  }
+
+  update(id: string, fields: Partial<Omit<QueuedRecord, "id" | "seq">>): void {
+    const names = Object.keys(fields) as (keyof typeof fields)[];
+    if (names.length === 0) return;
+    const assignments = names.map((name) => `${columnOf(name)} = ?`).join(", ");
+    this.#sql.exec(
+      `UPDATE requests SET ${assignments} WHERE id = ?`,
+      ...names.map((name) => (fields[name] ?? null) as SqlStorageValue),
+      id,
+    );
+  }
+
+  /** Drops tombstones that expired before `before`. */
+  forgetPurged(before: number): void {
+    this.#sql.exec("DELETE FROM requests WHERE purged = 1 AND expires_at <= ?", before);
+  }
+
+  #one<T>(query: string, ...bindings: SqlStorageValue[]): T | undefined {
+    const rows = this.#sql.exec<Record<string, SqlStorageValue>>(query, ...bindings).toArray();
+    return rows[0] as T | undefined;
+  }
+}

@@ -1,0 +1,417 @@
+import { DurableObject } from "cloudflare:workers";
+import { SwitchyardError } from "../../shared/errors.ts";
+import { errorResponse } from "../../shared/http/error-response.ts";
+import { type CancelAnswer, isFinished, type QueueStatus } from "../../shared/queue/queue-status.ts";
+import { gatewayConfig } from "../config.ts";
+import type { Env } from "../env.ts";
+import { log } from "../log.ts";
+import { inferThroughPool } from "../pool-call.ts";
+import { responseOf } from "../pool-infer.ts";
+import { everyShard } from "../pool-shards.ts";
+import { INLINE_BYTES, type QueuedRecord, QueueStore } from "./queue-store.ts";
+
+/** A submit as the Worker read and checked it; a body above INLINE_BYTES is already in R2 under `bodyKey`. */
+export interface QueueSubmit {
+  id: string;
+  pool: string;
+  owner: string;
+  model: string;
+  version?: string;
+  hint?: string;
+  headerLength?: number;
+  body?: Uint8Array;
+  bodyKey?: string;
+  bodyBytes: number;
+  /** The client's X-Request-Timeout, as a deadline to start (ms); absent: QUEUE_START_TIMEOUT_SECONDS. */
+  startWithinMs?: number;
+}
+
+export type SubmitAnswer = { ok: true; status: QueueStatus } | { ok: false; status: 429; message: string };
+
+/** A request as one API key may see it: missing (never, or not its own), expired (410), or found. */
+export type Lookup<T> =
+  | { kind: "missing" }
+  | { kind: "expired"; expiredAt: number }
+  | ({ kind: "found" } & T);
+
+/** A finished request's stored answer: what POST .../infer answered, status, headers and body. */
+export interface StoredResult {
+  status: number;
+  headers: [string, string][];
+  body?: Uint8Array;
+  /** The body is in R2 under this key. */
+  bodyKey?: string;
+}
+
+export type ResultLookup = Lookup<{ queue: QueueStatus; result?: StoredResult }>;
+
+/** Tombstones of expired requests are kept this long after they expired (410 rather than 404 meanwhile). */
+const TOMBSTONE_MS = 7 * 24 * 60 * 60 * 1000;
+/** A request the pool refused for now (429, 503 before it started) waits this long, doubling, at most MAX. */
+const DEFER_MS = 500;
+const MAX_DEFER_MS = 15_000;
+/** How long one alarm event stays with runs in flight before handing over to the next alarm. */
+const ALARM_WATCH_MS = 20_000;
+/** Expired results dropped per pass (each may be an R2 delete). */
+const PURGE_BATCH = 200;
+
+export const queueBodyKey = (pool: string, id: string) => `queue/${pool}/${id}/body`;
+const resultKey = (pool: string, id: string) => `queue/${pool}/${id}/result`;
+
+/**
+ * A pool's managed queue (issue 15): requests submitted now and answered later, kept in this object's
+ * SQLite storage (queue-store.ts) and R2 from the 202 on, so they survive a restart, a deploy and agents
+ * leaving. The object hands up to QUEUE_IN_FLIGHT of them at a time to the pool, oldest first, through the
+ * same path a synchronous request takes (pool-call.ts: the registry routes them like any other, cache
+ * affinity and coalesced loads included), and keeps each answer as the synchronous call would have given it.
+ *
+ * Runs belong to the object instance that started them. An instance that finds requests IN_PROGRESS when it
+ * starts lost them with its predecessor (a restart, a deploy): they go back to the queue and run again if
+ * their model is idempotent (the registry's idempotence.ts; once at most), else they fail and say why.
+ * While runs are in flight an alarm event stays open over them, so the object is not evicted under them.
+ */
+export class RequestQueue extends DurableObject<Env> {
+  readonly #store: QueueStore;
+  readonly #running = new Map<string, Promise<void>>();
+  /** Mean run time of recent requests (ms), for start estimates; undefined before the first. */
+  #runMs: number | undefined;
+
+  constructor(ctx: DurableObjectState, env: Env) {
+    super(ctx, env);
+    this.#store = new QueueStore(ctx.storage.sql);
+    const interrupted = this.#store.inProgress();
+    for (const record of interrupted) {
+      this.#store.update(record.id, { state: "IN_QUEUE", interrupted: 1, notBefore: 0, replica: null });
+    }
+    if (interrupted.length > 0) log("queue-requests-interrupted", { requests: interrupted.length });
+    // A fresh instance starts what waits (its predecessor's alarm may be far off, or gone with a deploy).
+    if (this.#store.queuedCount() > 0) void ctx.storage.setAlarm(Date.now());
+  }
+
+  // ---- RPC from the Worker ----
+
+  submit(submit: QueueSubmit): SubmitAnswer {
+    const config = gatewayConfig(this.env);
+    this.ctx.storage.kv.put("pool", submit.pool);
+    if (this.#store.queuedCount() >= config.QUEUE_ASYNC_LIMIT) {
+      return {
+        ok: false,
+        status: 429,
+        message: `this pool's managed queue holds ${config.QUEUE_ASYNC_LIMIT} requests waiting to start (QUEUE_ASYNC_LIMIT); submit again later`,
+      };
+    }
+    const now = Date.now();
+    const record = this.#store.add({
+      id: submit.id,
+      owner: submit.owner,
+      model: submit.model,
+      version: submit.version ?? null,
+      hint: submit.hint ?? null,
+      headerLength: submit.headerLength ?? null,
+      body: submit.body === undefined ? null : bufferOf(submit.body),
+      bodyKey: submit.bodyKey ?? null,
+      bodyBytes: submit.bodyBytes,
+      submittedAt: now,
+      startBy: now + (submit.startWithinMs ?? config.QUEUE_START_TIMEOUT_SECONDS * 1000),
+    });
+    this.#pump();
+    return { ok: true, status: this.#statusOf(this.#store.get(record.id) ?? record, Date.now()) };
+  }
+
+  status(id: string, owner: string): Lookup<{ queue: QueueStatus }> {
+    const record = this.#visible(id, owner);
+    if (record.kind !== "found") return record;
+    return { kind: "found", queue: this.#statusOf(record.record, Date.now()) };
+  }
+
+  result(id: string, owner: string): ResultLookup {
+    const found = this.#visible(id, owner);
+    if (found.kind !== "found") return found;
+    const { record } = found;
+    const queue = this.#statusOf(record, Date.now());
+    if (record.resultStatus === null) return { kind: "found", queue };
+    return {
+      kind: "found",
+      queue,
+      result: {
+        status: record.resultStatus,
+        headers: JSON.parse(record.resultHeaders ?? "[]") as [string, string][],
+        ...(record.result === null ? {} : { body: new Uint8Array(record.result) }),
+        ...(record.resultKey === null ? {} : { bodyKey: record.resultKey }),
+      },
+    };
+  }
+
+  /** Idempotent: a queued request leaves the queue, a running one is abandoned (its answer dropped). */
+  async cancel(id: string, owner: string): Promise<Lookup<{ answer: CancelAnswer; queue: QueueStatus }>> {
+    const found = this.#visible(id, owner);
+    if (found.kind !== "found") return found;
+    const { record } = found;
+    const now = Date.now();
+    if (record.state === "CANCELLED" || !isFinished(record.state)) {
+      if (record.state !== "CANCELLED") {
+        this.#finish(record, {
+          state: "CANCELLED",
+          error:
+            record.state === "IN_PROGRESS"
+              ? "cancelled by its client while it ran; its answer, if any, was dropped"
+              : "cancelled by its client before it started",
+        });
+        await this.#dropBody(record);
+      }
+      const queue = this.#statusOf(this.#store.get(id) ?? record, now);
+      return { kind: "found", answer: "CANCELLATION_REQUESTED", queue };
+    }
+    return { kind: "found", answer: "ALREADY_COMPLETED", queue: this.#statusOf(record, now) };
+  }
+
+  /** What the dashboard and /metrics show of the backlog: requests waiting and running, per model. */
+  backlog(): { queued: Record<string, number>; running: number } {
+    const queued: Record<string, number> = {};
+    for (const row of this.ctx.storage.sql
+      .exec<{ model: string; n: number }>(
+        "SELECT model, COUNT(*) AS n FROM requests WHERE state = 'IN_QUEUE' GROUP BY model",
+      )
+      .toArray()) {
+      queued[row.model] = row.n;
+    }
+    return { queued, running: this.#running.size };
+  }
+
+  // ---- The pump ----
+
+  override async alarm(): Promise<void> {
+    this.#pump();
+    await this.#purgeExpired(Date.now());
+    if (this.#running.size > 0) {
+      // Stay in this event while runs are in flight; the next alarm takes over after ALARM_WATCH_MS.
+      await Promise.race([
+        Promise.allSettled(this.#running.values()),
+        new Promise((resolve) => setTimeout(resolve, ALARM_WATCH_MS)),
+      ]);
+      this.#pump();
+    }
+  }
+
+  /** Starts what may start now, times out what waited too long, and sets the alarm for what comes next. */
+  #pump(): void {
+    const now = Date.now();
+    for (const record of this.#store.overdue(now)) {
+      this.#finish(record, {
+        state: "TIMED_OUT",
+        error: `it did not start within its deadline (${Math.round((record.startBy - record.submittedAt) / 1000)} s)`,
+      });
+      void this.#dropBody(record);
+    }
+    const free = gatewayConfig(this.env).QUEUE_IN_FLIGHT - this.#running.size;
+    if (free > 0) {
+      for (const record of this.#store.startable(now, free)) this.#start(record);
+    }
+    void this.#armAlarm(now);
+  }
+
+  async #armAlarm(now: number): Promise<void> {
+    let at: number | undefined;
+    if (this.#running.size > 0) at = now + ALARM_WATCH_MS;
+    const deferred = this.#store.nextDeferred(now);
+    if (deferred !== undefined) at = Math.min(at ?? deferred, deferred);
+    // Results expire, and deadlines pass, even when nothing runs: look again within the hour at most.
+    at ??= now + 60 * 60 * 1000;
+    const current = await this.ctx.storage.getAlarm();
+    if (current === null || current > at || current < now) await this.ctx.storage.setAlarm(at);
+  }
+
+  #start(record: QueuedRecord): void {
+    const startedAt = Date.now();
+    this.#store.update(record.id, { state: "IN_PROGRESS", startedAt });
+    const run = this.#run({ ...record, state: "IN_PROGRESS", startedAt })
+      .catch((error: unknown) => {
+        log("queue-run-failed", { id: record.id, error: String(error) });
+        const current = this.#store.get(record.id);
+        if (current?.state === "IN_PROGRESS")
+          this.#finish(current, { state: "FAILED", error: "internal error" });
+      })
+      .finally(() => {
+        this.#running.delete(record.id);
+        this.#pump();
+      });
+    this.#running.set(record.id, run);
+  }
+
+  async #run(record: QueuedRecord): Promise<void> {
+    const pool = this.ctx.storage.kv.get<string>("pool") ?? "default";
+    const config = gatewayConfig(this.env);
+    const reruns = record.reruns + record.interrupted;
+    if (record.interrupted === 1) {
+      const refusal = await this.#rerunRefusal(pool, record);
+      if (refusal !== undefined) {
+        const error = `a gateway restart interrupted it while it ran, and it was not run again: ${refusal}`;
+        const stored = await this.#keep(pool, record.id, errorResponseOf(503, error, record.id));
+        this.#finish(record, { state: "FAILED", error, interrupted: 0, ...stored });
+        await this.#dropBody(record);
+        return;
+      }
+    }
+    const body = await this.#bodyOf(record);
+    const timeoutMs = config.DEFAULT_TIMEOUT_SECONDS * 1000;
+    const outcome = await inferThroughPool(
+      this.env,
+      pool,
+      {
+        model: record.model,
+        ...(record.version === null ? {} : { version: record.version }),
+        ...(record.hint === null ? {} : { hint: record.hint }),
+        body,
+        ...(record.headerLength === null ? {} : { headerLength: record.headerLength }),
+        timeoutMs,
+        budgetMs: timeoutMs,
+        requestId: record.id,
+      },
+      reruns,
+    );
+    const current = this.#store.get(record.id);
+    // Cancelled while it ran: the answer is dropped.
+    if (current?.state !== "IN_PROGRESS" || current.startedAt !== record.startedAt) return;
+    if (!outcome.ok && outcome.started !== true && (outcome.status === 429 || outcome.status === 503)) {
+      // The pool could not take it now (its queue is full, its agents are gone): it never started, so it
+      // waits in this queue again, in its place, rather than failing.
+      const waitMs = Math.min(MAX_DEFER_MS, DEFER_MS * 2 ** current.deferrals);
+      this.#store.update(record.id, {
+        state: "IN_QUEUE",
+        notBefore: Date.now() + waitMs,
+        deferrals: current.deferrals + 1,
+        reruns,
+        interrupted: 0,
+      });
+      return;
+    }
+    const response = responseOf(outcome, record.id, record.startedAt ?? Date.now());
+    const stored = await this.#keep(pool, record.id, response);
+    const ranMs = Date.now() - (record.startedAt ?? Date.now());
+    this.#runMs = this.#runMs === undefined ? ranMs : this.#runMs * 0.8 + ranMs * 0.2;
+    this.#finish(current, {
+      state: outcome.ok ? "COMPLETED" : "FAILED",
+      error: outcome.ok ? null : outcome.message,
+      reruns,
+      interrupted: 0,
+      replica: outcome.replica ?? null,
+      ...stored,
+    });
+    await this.#dropBody(record);
+  }
+
+  /** Why an interrupted request must not run again; undefined when it may (its model is idempotent). */
+  async #rerunRefusal(pool: string, record: QueuedRecord): Promise<string | undefined> {
+    if (record.reruns >= 1) return "it had been run again once already";
+    const version = record.version ?? undefined;
+    const answers = await Promise.all(
+      everyShard(this.env, pool).map((registry) => registry.allowsRerun(record.model, version)),
+    );
+    return answers.every(Boolean)
+      ? undefined
+      : `'${record.model}' is not idempotent (its config.json says so)`;
+  }
+
+  async #bodyOf(record: QueuedRecord): Promise<Uint8Array> {
+    if (record.body !== null) return new Uint8Array(record.body);
+    if (record.bodyKey === null) throw new Error(`queued request ${record.id} has no body`);
+    const object = await this.env.QUEUE_STORE.get(record.bodyKey);
+    if (object === null) throw new Error(`queued request ${record.id}'s body is missing from R2`);
+    return new Uint8Array(await object.arrayBuffer());
+  }
+
+  /** The response's status, headers and body, the body in R2 when it is large. */
+  async #keep(
+    pool: string,
+    id: string,
+    response: Response,
+  ): Promise<Pick<QueuedRecord, "resultStatus" | "resultHeaders" | "result" | "resultKey">> {
+    const body = new Uint8Array(await response.arrayBuffer());
+    const stored = this.#answer(response);
+    if (body.byteLength <= INLINE_BYTES) return { ...stored, result: bufferOf(body), resultKey: null };
+    const key = resultKey(pool, id);
+    await this.env.QUEUE_STORE.put(key, body);
+    return { ...stored, result: null, resultKey: key };
+  }
+
+  #answer(response: Response): Pick<QueuedRecord, "resultStatus" | "resultHeaders"> {
+    return { resultStatus: response.status, resultHeaders: JSON.stringify([...response.headers]) };
+  }
+
+  #finish(record: QueuedRecord, fields: Partial<QueuedRecord> & { state: QueuedRecord["state"] }): void {
+    const now = Date.now();
+    const ttlMs = gatewayConfig(this.env).QUEUE_RESULT_TTL_SECONDS * 1000;
+    this.#store.update(record.id, { ...fields, finishedAt: now, expiresAt: now + ttlMs, body: null });
+  }
+
+  async #dropBody(record: QueuedRecord): Promise<void> {
+    if (record.bodyKey === null) return;
+    await this.env.QUEUE_STORE.delete(record.bodyKey).catch((error: unknown) => {
+      log("queue-body-delete-failed", { id: record.id, error: String(error) });
+    });
+    this.#store.update(record.id, { bodyKey: null });
+  }
+
+  async #purgeExpired(now: number): Promise<void> {
+    for (const record of this.#store.expired(now, PURGE_BATCH)) {
+      if (record.resultKey !== null)
+        await this.env.QUEUE_STORE.delete(record.resultKey).catch(() => undefined);
+      await this.#dropBody(record);
+      this.#store.update(record.id, { purged: 1, result: null, resultKey: null, resultHeaders: null });
+    }
+    this.#store.forgetPurged(now - TOMBSTONE_MS);
+  }
+
+  /** The record when `owner` submitted it; another key's request is as missing as one that never was. */
+  #visible(id: string, owner: string): Lookup<{ record: QueuedRecord }> {
+    const record = this.#store.get(id);
+    if (record === undefined || record.owner !== owner) return { kind: "missing" };
+    if (record.purged === 1 || (record.expiresAt !== null && record.expiresAt <= Date.now()))
+      return { kind: "expired", expiredAt: record.expiresAt ?? Date.now() };
+    return { kind: "found", record };
+  }
+
+  #statusOf(record: QueuedRecord, now: number): QueueStatus {
+    const iso = (at: number | null) => (at === null ? undefined : new Date(at).toISOString());
+    const status: QueueStatus = {
+      request_id: record.id,
+      status: record.state,
+      model: record.model,
+      ...(record.version === null ? {} : { version: record.version }),
+      submitted_at: iso(record.submittedAt) as string,
+      reruns: record.reruns,
+    };
+    if (record.state === "IN_QUEUE") {
+      const position = this.#store.positionOf(record.seq);
+      status.queue_position = position;
+      if (this.#runMs !== undefined) {
+        // Slots free up at about one per run time divided by how many run at once.
+        const slots = gatewayConfig(this.env).QUEUE_IN_FLIGHT;
+        const waitMs = Math.floor(position / slots + (this.#running.size >= slots ? 1 : 0)) * this.#runMs;
+        status.estimated_start_at = new Date(Math.max(now + waitMs, record.notBefore)).toISOString();
+      }
+    }
+    const started = iso(record.startedAt);
+    if (started !== undefined && record.state !== "IN_QUEUE") status.started_at = started;
+    const finished = iso(record.finishedAt);
+    if (finished !== undefined) status.finished_at = finished;
+    const expires = iso(record.expiresAt);
+    if (expires !== undefined) status.expires_at = expires;
+    if (record.replica !== null) status.replica = record.replica;
+    if (record.resultStatus !== null) status.response_status = record.resultStatus;
+    if (record.error !== null) status.error = record.error;
+    return status;
+  }
+}
+
+function bufferOf(bytes: Uint8Array): ArrayBuffer {
+  return bytes.byteOffset === 0 &&
+    bytes.byteLength === bytes.buffer.byteLength &&
+    bytes.buffer instanceof ArrayBuffer
+    ? bytes.buffer
+    : (bytes.slice().buffer as ArrayBuffer);
+}
+
+function errorResponseOf(status: number, message: string, requestId: string): Response {
+  return errorResponse(SwitchyardError.fromStatus(status, message), { "X-Request-Id": requestId });
+}

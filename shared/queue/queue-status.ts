@@ -1,0 +1,54 @@
+/**
+ * The managed queue's states and what a client reads of a request (fal's queue API, in OIP's snake_case).
+ * A request is IN_QUEUE until the queue hands it to its pool, IN_PROGRESS while it runs there, and ends in
+ * one of the four others: COMPLETED (the model answered), FAILED (the pool answered with an error, kept
+ * as the result), CANCELLED (its client cancelled it) or TIMED_OUT (it did not start before its deadline).
+ */
+export const QUEUE_STATES = [
+  "IN_QUEUE",
+  "IN_PROGRESS",
+  "COMPLETED",
+  "FAILED",
+  "CANCELLED",
+  "TIMED_OUT",
+] as const;
+export type QueueState = (typeof QUEUE_STATES)[number];
+
+const FINISHED = new Set<QueueState>(["COMPLETED", "FAILED", "CANCELLED", "TIMED_OUT"]);
+
+export const isFinished = (state: QueueState): boolean => FINISHED.has(state);
+
+/** A request as its status endpoint shows it (the Worker adds the URLs). Times are ISO 8601. */
+export interface QueueStatus {
+  request_id: string;
+  status: QueueState;
+  model: string;
+  version?: string;
+  /** IN_QUEUE: how many of the pool's queued requests go before it. */
+  queue_position?: number;
+  /** IN_QUEUE: when it is expected to start, from the queue's recent run times; absent before any ran. */
+  estimated_start_at?: string;
+  submitted_at: string;
+  started_at?: string;
+  finished_at?: string;
+  /** When its result (or the record that it was cancelled) is dropped; later lookups answer 410. */
+  expires_at?: string;
+  /** "<agent>/<replica>" that ran it (from IN_PROGRESS on, where known). */
+  replica?: string;
+  /** COMPLETED and FAILED: the HTTP status its result carries. */
+  response_status?: number;
+  /** FAILED, CANCELLED and TIMED_OUT: why, in words. */
+  error?: string;
+  /** Times it was run again after a gateway restart interrupted it (idempotent models only). */
+  reruns: number;
+}
+
+/** A queued request's handles, as the submit answer and every status carry them. */
+export interface QueueHandles {
+  status_url: string;
+  response_url: string;
+  cancel_url: string;
+}
+
+/** The answer to a cancel (fal's words): the request is, or already was, cancelled; or it had finished. */
+export type CancelAnswer = "CANCELLATION_REQUESTED" | "ALREADY_COMPLETED";

@@ -1,0 +1,286 @@
+import { afterAll, beforeAll, describe, expect, test } from "vitest";
+import type { InferRequestToEncode } from "../../shared/oip/codec.ts";
+import type { Tensor } from "../../shared/oip/tensor.ts";
+import { QueueClient, type Submitted } from "../../shared/queue/queue-client.ts";
+import { DET_MODEL, MULTIPLEX_MODELS } from "../fixtures/paths.ts";
+import { PPOCR_DET_DIMS, ppocrDetSampleInput } from "../fixtures/ppocr.ts";
+import { type AgentProcess, startAgent } from "./harness/agents.ts";
+import { call, eventually, mlpRequest, waitForAgents } from "./harness/oip-client.ts";
+import { watchProcesses } from "./harness/processes-under-test.ts";
+import { type GatewayProcess, SECRETS, startGateway } from "./harness/wrangler-dev.ts";
+
+// The managed queue (gateway/queue, gateway/routes/queue.ts) with a real `wrangler dev` (its Durable Object
+// storage and local R2), real agents and the TypeScript client users get (shared/queue/queue-client.ts):
+// what is submitted is answered later exactly as synchronous infer answers it, survives a gateway restart
+// and agents that are not there yet, can be cancelled, and is only ever visible to the key that submitted it.
+
+const MODEL = MULTIPLEX_MODELS[0] ?? "m000";
+const OTHER_KEY = "another-client-key";
+
+let gateway: GatewayProcess;
+const agents: AgentProcess[] = [];
+
+beforeAll(async () => {
+  gateway = await startGateway({
+    vars: {
+      API_KEYS: `${SECRETS.apiKey},${OTHER_KEY}`,
+      // Two at a time, so that a burst leaves requests IN_QUEUE; a pool without agents gives up on its asks
+      // soon, so that requests go back to the queue and wait there.
+      QUEUE_IN_FLIGHT: "2",
+      AGENT_GRACE_SECONDS: "1",
+    },
+  });
+  agents.push(
+    await startAgent({ gateway: gateway.wsUrl, name: "q1", pool: "queue", args: ["--preload", MODEL] }),
+  );
+  await waitForAgents(gateway.url, 1, "queue");
+}, 120_000);
+
+afterAll(async () => {
+  await Promise.all(agents.map((agent) => agent.stop("SIGKILL").catch(() => undefined)));
+});
+
+watchProcesses(() => ({ gateways: [gateway], agents }), "SIGTERM");
+
+const client = (pool: string, apiKey: string = SECRETS.apiKey) =>
+  new QueueClient({ baseUrl: gateway.url, apiKey, pool });
+
+/** Polls for the result (undefined while pending), as a client that does not stream would. */
+async function resultOf(queue: QueueClient, submitted: Submitted, timeoutMs = 60_000) {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const result = await queue.result(submitted);
+    if (result !== undefined) return result;
+    if (Date.now() > deadline)
+      throw new Error(`no result for ${submitted.request_id} within ${timeoutMs} ms`);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+}
+
+const dataOf = (outputs: readonly Tensor[]) => Array.from(outputs[0]?.data as Float32Array);
+
+async function syncOutputs(pool: string, model: string, request: InferRequestToEncode) {
+  const outcome = await call(gateway.url, model, request, { pool, binaryInputs: true, binaryOutputs: true });
+  if (!outcome.ok) throw new Error(`synchronous infer failed: ${outcome.status} ${outcome.message}`);
+  return outcome.result.response.outputs;
+}
+
+async function raw(path: string, init: RequestInit & { pool?: string; key?: string } = {}) {
+  const { pool, key, headers, ...rest } = init;
+  return fetch(`${gateway.url}${path}`, {
+    ...rest,
+    headers: {
+      Authorization: `Bearer ${key ?? SECRETS.apiKey}`,
+      ...(pool === undefined ? {} : { "X-Switchyard-Pool": pool }),
+      ...(headers as Record<string, string>),
+    },
+  });
+}
+
+describe("managed queue", () => {
+  test("submitted requests are answered later exactly as synchronous infer answers them", async () => {
+    const queue = client("queue");
+    const requests = Array.from({ length: 8 }, (_, index) => mlpRequest(2, 100 + index));
+    const submitted = await Promise.all(requests.map((request) => queue.submit(MODEL, request)));
+    for (const handle of submitted) {
+      expect(["IN_QUEUE", "IN_PROGRESS", "COMPLETED"]).toContain(handle.status);
+      expect(handle.status_url).toBe(
+        `${gateway.url}/v2/queue/models/${MODEL}/requests/${handle.request_id}/status?pool=queue`,
+      );
+      expect(handle.model).toBe(MODEL);
+    }
+    for (const [index, handle] of submitted.entries()) {
+      const result = await resultOf(queue, handle);
+      expect(result.status).toBe(200);
+      expect(result.headers.get("x-request-id")).toBe(handle.request_id);
+      expect(result.headers.get("x-switchyard-replica")).toMatch(/^q1\//);
+      expect(result.headers.get("server-timing")).toMatch(/infer;dur=/);
+      expect(dataOf(result.response.outputs)).toEqual(
+        dataOf(await syncOutputs("queue", MODEL, requests[index] as InferRequestToEncode)),
+      );
+      const status = await queue.status(handle);
+      expect(status).toMatchObject({
+        status: "COMPLETED",
+        response_status: 200,
+        request_id: handle.request_id,
+      });
+      expect(Date.parse(status.finished_at ?? "")).toBeGreaterThanOrEqual(
+        Date.parse(status.started_at ?? ""),
+      );
+      expect(Date.parse(status.expires_at ?? "")).toBeGreaterThan(Date.now() + 23 * 3600 * 1000);
+    }
+  });
+
+  test("subscribe follows the status stream to the result; large binary bodies and results go through R2", async () => {
+    const queue = client("queue");
+    const image: InferRequestToEncode = {
+      inputs: [{ name: "x", datatype: "FP32", shape: [...PPOCR_DET_DIMS], data: ppocrDetSampleInput() }],
+    };
+    const seen: string[] = [];
+    const result = await queue.subscribe(DET_MODEL, image, {
+      binaryInputs: true,
+      binaryOutputs: true,
+      onQueueUpdate: (status) => seen.push(status.status),
+    });
+    expect(seen.at(-1)).toBe("COMPLETED");
+    expect(seen[0]).not.toBe("COMPLETED");
+    const expected = await syncOutputs("queue", DET_MODEL, image);
+    // 4.9 MB in, 1.6 MB out: both above what the queue keeps in its own storage.
+    const output = result.response.outputs[0]?.data as Float32Array;
+    expect(output.byteLength).toBeGreaterThan(1024 * 1024);
+    const bytesOf = (data: Float32Array) => Buffer.from(data.buffer, data.byteOffset, data.byteLength);
+    expect(bytesOf(output)).toEqual(bytesOf(expected[0]?.data as Float32Array));
+  });
+
+  test("requests wait for agents that are not there yet; cancel answers for each state", async () => {
+    const pool = "later";
+    const queue = client(pool);
+    // No agent in this pool: two are handed to the pool (and come back when it has none), the third waits.
+    const submitted: Submitted[] = [];
+    for (let seed = 0; seed < 3; seed += 1) submitted.push(await queue.submit(MODEL, mlpRequest(1, seed)));
+    const [first, second, third] = submitted as [Submitted, Submitted, Submitted];
+    // The pool answers at once that it has no agent: handed over and back, they are IN_QUEUE or IN_PROGRESS.
+    expect(["IN_QUEUE", "IN_PROGRESS"]).toContain(third.status);
+
+    expect(await queue.cancel(third)).toBe("CANCELLATION_REQUESTED");
+    expect(await queue.cancel(third)).toBe("CANCELLATION_REQUESTED");
+    expect(await queue.status(third)).toMatchObject({ status: "CANCELLED" });
+    const cancelledResult = await raw(new URL(third.response_url).pathname, { pool });
+    expect(cancelledResult.status).toBe(409);
+    expect(((await cancelledResult.json()) as { error: string }).error).toMatch(/cancelled/);
+
+    // Nobody serves the pool for a while: the requests stay queued (deferred, not failed).
+    await new Promise((resolve) => setTimeout(resolve, 2_500));
+    for (const handle of [first, second]) {
+      expect(["IN_QUEUE", "IN_PROGRESS"]).toContain((await queue.status(handle)).status);
+    }
+    const agent = await startAgent({
+      gateway: gateway.wsUrl,
+      name: "late",
+      pool,
+      args: ["--preload", MODEL],
+    });
+    agents.push(agent);
+    for (const [seed, handle] of [first, second].entries()) {
+      const result = await resultOf(queue, handle);
+      expect(dataOf(result.response.outputs)).toEqual(
+        dataOf(await syncOutputs(pool, MODEL, mlpRequest(1, seed))),
+      );
+    }
+    expect(await queue.cancel(first)).toBe("ALREADY_COMPLETED");
+    expect((await queue.status(first)).status).toBe("COMPLETED");
+    expect((await queue.status(third)).status).toBe("CANCELLED");
+  });
+
+  test("Prefer: wait on synchronous infer answers the result when it is ready in time, else 202 with the queue's handles", async () => {
+    const request = JSON.stringify({
+      inputs: [
+        { name: "x", datatype: "FP32", shape: [1, 16], data: Array.from({ length: 16 }, (_, i) => i / 16) },
+      ],
+    });
+    const infer = (pool: string, wait: string) =>
+      raw(`/v2/models/${MODEL}/infer`, {
+        method: "POST",
+        pool,
+        body: request,
+        headers: { "Content-Type": "application/json", Prefer: wait },
+      });
+    const plain = await raw(`/v2/models/${MODEL}/infer`, {
+      method: "POST",
+      pool: "queue",
+      body: request,
+      headers: { "Content-Type": "application/json" },
+    });
+    const waited = await infer("queue", "wait=20");
+    expect(waited.status).toBe(200);
+    expect(waited.headers.get("x-switchyard-replica")).toMatch(/^q1\//);
+    const outputs = (response: Response) =>
+      response.json().then((body) => (body as { outputs: { data: number[] }[] }).outputs[0]?.data);
+    expect(await outputs(waited)).toEqual(await outputs(plain));
+
+    // Nobody serves this pool: after a second the client gets the handles, and the request stays queued.
+    const started = Date.now();
+    const deferred = await infer("nobody", "respond-async, wait=1");
+    expect(Date.now() - started).toBeGreaterThanOrEqual(1_000);
+    expect(deferred.status).toBe(202);
+    expect(deferred.headers.get("preference-applied")).toBe("wait=1");
+    const handles = (await deferred.json()) as Submitted;
+    expect(["IN_QUEUE", "IN_PROGRESS"]).toContain(handles.status);
+    expect(await client("nobody").cancel(handles)).toBe("CANCELLATION_REQUESTED");
+  });
+
+  test("a request id is visible only to the key that submitted it; bad input answers a clear 4xx", async () => {
+    const submitted = await client("queue").submit(MODEL, mlpRequest(1, 5));
+    const path = new URL(submitted.status_url).pathname;
+    const other = await raw(path, { pool: "queue", key: OTHER_KEY });
+    expect(other.status).toBe(404);
+    expect(((await other.json()) as { error: string }).error).toMatch(/not found/);
+    expect(
+      (await raw(path.replace("/status", "/cancel"), { method: "PUT", pool: "queue", key: OTHER_KEY }))
+        .status,
+    ).toBe(404);
+    // Another pool, another model in the path, an id nobody was given, something that is no id at all.
+    expect((await raw(path, { pool: "later" })).status).toBe(404);
+    expect((await raw(path.replace(`/models/${MODEL}/`, "/models/other/"), { pool: "queue" })).status).toBe(
+      404,
+    );
+    expect(
+      (await raw(`/v2/queue/models/${MODEL}/requests/${crypto.randomUUID()}/status`, { pool: "queue" }))
+        .status,
+    ).toBe(404);
+    const malformed = await raw(`/v2/queue/models/${MODEL}/requests/not-an-id/status`, { pool: "queue" });
+    expect(malformed.status).toBe(400);
+    expect(((await malformed.json()) as { error: string }).error).toMatch(/not a request id/);
+    const noKey = await fetch(`${gateway.url}${path}`, { headers: { "X-Switchyard-Pool": "queue" } });
+    expect(noKey.status).toBe(401);
+
+    const submit = (
+      body: string | Uint8Array<ArrayBuffer>,
+      query = "",
+      headers: Record<string, string> = {},
+    ) =>
+      raw(`/v2/queue/models/${MODEL}/infer${query}`, {
+        method: "POST",
+        pool: "queue",
+        body,
+        headers: { "Content-Type": "application/json", ...headers },
+      });
+    const valid = JSON.stringify({
+      inputs: [{ name: "x", datatype: "FP32", shape: [1, 16], data: Array(16).fill(0) }],
+    });
+    for (const [response, status, message] of [
+      [await submit("{not json"), 400, /JSON|json/],
+      [await submit(JSON.stringify({ inputs: "none" })), 400, /input/],
+      [await submit(valid, "?webhook=https://example.com/hook"), 400, /webhook/],
+    ] as const) {
+      expect(`${response.status} ${message}`).toBe(`${status} ${message}`);
+      expect(response.headers.get("content-type")).toMatch(/application\/json/);
+      expect(((await response.json()) as { error: string }).error).toMatch(message);
+    }
+    expect((await client("queue").status(submitted)).request_id).toBe(submitted.request_id);
+  });
+
+  test("what was submitted survives a gateway restart: every request completes once agents are back", async () => {
+    const pool = "durable";
+    const queue = client(pool);
+    // Submitted while the pool has no agent, so all of them are in the queue's storage when it restarts.
+    const requests = Array.from({ length: 6 }, (_, index) => mlpRequest(1, 200 + index));
+    const submitted = await Promise.all(requests.map((request) => queue.submit(MODEL, request)));
+    await gateway.restart();
+    agents.push(
+      await startAgent({ gateway: gateway.wsUrl, name: "after", pool, args: ["--preload", MODEL] }),
+    );
+    await eventually(
+      "the first request completes after the restart",
+      async () => (await queue.status(submitted[0] as Submitted)).status === "COMPLETED",
+      60_000,
+    );
+    for (const [index, handle] of submitted.entries()) {
+      const result = await resultOf(queue, handle);
+      expect(dataOf(result.response.outputs)).toEqual(
+        dataOf(await syncOutputs(pool, MODEL, requests[index] as InferRequestToEncode)),
+      );
+      expect((await queue.status(handle)).status).toBe("COMPLETED");
+    }
+  });
+});
