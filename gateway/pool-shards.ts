@@ -2,8 +2,9 @@ import { shardOrder } from "../shared/routing/shard-order.ts";
 import { gatewayConfig } from "./config.ts";
 import type { Env } from "./env.ts";
 import { mergeCounters, type PoolCounters } from "./metrics/pool-counters.ts";
-import { registryStub, shardNumbers } from "./object-bindings.ts";
+import { queueStub, registryStub, shardNumbers } from "./object-bindings.ts";
 import type { PolicyReport, PoolSnapshot, PoolState } from "./pool-calls.ts";
+import type { QueueReport } from "./queue/request-queue.ts";
 import type { StorageWrites } from "./registry/storage-meter.ts";
 import { leastPopulated } from "./shard-placement.ts";
 
@@ -48,12 +49,18 @@ export interface ShardsReport {
   storageWrites: StorageWrites;
   /** Models with a serving policy: the pin's copies (in the one shard holding it) and the cap (in each). */
   policies: PolicyReport[];
+  /** The pool's managed queue (queue/request-queue.ts). */
+  queue: QueueReport;
 }
 
 /** The pool's state and counters over its shards, for /metrics and the dashboard. */
 export async function poolReport(env: Env, pool: string): Promise<ShardsReport> {
-  const reports = await Promise.all(everyShard(env, pool).map((registry) => registry.report()));
+  const [reports, queue] = await Promise.all([
+    Promise.all(everyShard(env, pool).map((registry) => registry.report())),
+    queueStub(env.REQUEST_QUEUE, pool).report() as Promise<QueueReport>,
+  ]);
   return {
+    queue,
     snapshot: mergeSnapshots(reports.map((report) => report.snapshot)),
     counters: mergeCounters(reports.map((report) => report.counters)),
     storageWrites: {

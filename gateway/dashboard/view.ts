@@ -2,6 +2,7 @@ import type { ReplicaState } from "../../shared/protocol/replica-state.ts";
 import { emptyHistogram, mergeInto, quantile } from "../metrics/histogram.ts";
 import { type PoolCounters, recentSlots, SLOT_MS, WINDOW_SLOTS } from "../metrics/pool-counters.ts";
 import type { PolicyReport, PoolState } from "../pool-calls.ts";
+import type { QueueReport } from "../queue/request-queue.ts";
 
 /**
  * What the dashboard page shows, computed on the Worker from one registry report: the pool now (agents,
@@ -19,6 +20,12 @@ export interface DashboardView {
   agents: DashboardAgent[];
   /** Models with a serving policy, and how many replicas hold each now. */
   policies: DashboardPolicy[];
+  /** The managed queue: requests waiting per model (most first), running, and its counters. */
+  asyncQueue: {
+    waiting: Array<{ model: string; requests: number }>;
+    running: number;
+    events: QueueReport["events"];
+  };
   recent: RecentSummary;
   slotSeconds: number;
   series: SeriesPoint[];
@@ -89,7 +96,12 @@ export const SUMMARY_MINUTES = 5;
 
 export function dashboardView(
   pool: string,
-  report: { snapshot: PoolState; counters: PoolCounters; policies: readonly PolicyReport[] },
+  report: {
+    snapshot: PoolState;
+    counters: PoolCounters;
+    policies: readonly PolicyReport[];
+    queue: QueueReport;
+  },
   now: number,
 ): DashboardView {
   const { snapshot, counters } = report;
@@ -133,6 +145,14 @@ export function dashboardView(
     inFlight,
     agents,
     policies,
+    asyncQueue: {
+      waiting: Object.entries(report.queue.waiting)
+        .map(([model, requests]) => ({ model, requests }))
+        .sort((a, b) => b.requests - a.requests || a.model.localeCompare(b.model))
+        .slice(0, 50),
+      running: report.queue.running,
+      events: report.queue.events,
+    },
     recent: summarize(slots, now, counters.since),
     slotSeconds: SLOT_MS / 1000,
     series: series(slots, now),

@@ -1,6 +1,7 @@
 import { modelKey } from "../../shared/model-names.ts";
 
 import type { PolicyReport, PoolSnapshot } from "../pool-calls.ts";
+import type { QueueReport } from "../queue/request-queue.ts";
 import type { StorageWrites } from "../registry/storage-meter.ts";
 import { Exposition, type HistogramSample, type Labels } from "./exposition.ts";
 import { type HistogramData, LATENCY_BUCKETS_SECONDS } from "./histogram.ts";
@@ -15,6 +16,8 @@ export interface PoolReport {
   storageWrites: StorageWrites;
   /** Models with a serving policy (PUT /admin/models/{m}/policy, or OIP load's copies). */
   policies: PolicyReport[];
+  /** The pool's managed queue. */
+  queue: QueueReport;
 }
 
 const P = "switchyard_gateway_";
@@ -68,6 +71,26 @@ export function renderPrometheus(reports: readonly PoolReport[]): string {
         ),
       },
     ]),
+  );
+
+  out.gauge(
+    `${P}queue_async_waiting`,
+    "Managed-queue requests (POST /v2/queue/...) waiting to start, by model.",
+    each(({ pool, queue }) =>
+      Object.entries(queue.waiting).map(([model, value]) => ({ labels: { pool, model }, value })),
+    ),
+  );
+  out.gauge(
+    `${P}queue_async_running`,
+    "Managed-queue requests handed to the pool and not answered yet.",
+    each(({ pool, queue }) => [{ labels: { pool }, value: queue.running }]),
+  );
+  out.counter(
+    `${P}queue_async_events_total`,
+    "What happened to managed-queue requests: submitted, started, deferred (back in the queue), rerun, and how they ended (completed, failed, cancelled, timed_out).",
+    each(({ pool, queue }) =>
+      Object.entries(queue.events).map(([event, value]) => ({ labels: { pool, event }, value })),
+    ),
   );
 
   const replicas = each(({ pool, snapshot }) =>

@@ -43,6 +43,31 @@ export interface StoredResult {
   bodyKey?: string;
 }
 
+/**
+ * What happened to a pool's queued requests since the queue began (counters for /metrics): submitted;
+ * started (each hand-over to the pool); deferred (the pool could not take it yet, back in the queue);
+ * rerun (run again after a restart interrupted it); and how they ended.
+ */
+export const QUEUE_EVENTS = [
+  "submitted",
+  "started",
+  "deferred",
+  "rerun",
+  "completed",
+  "failed",
+  "cancelled",
+  "timed_out",
+] as const;
+export type QueueEvent = (typeof QUEUE_EVENTS)[number];
+
+export interface QueueReport {
+  /** Requests waiting to start, per model. */
+  waiting: Record<string, number>;
+  /** Requests handed to the pool and not answered yet. */
+  running: number;
+  events: Record<QueueEvent, number>;
+}
+
 export type ResultLookup = Lookup<{ queue: QueueStatus; result?: StoredResult }>;
 
 /** Tombstones of expired requests are kept this long after they expired (410 rather than 404 meanwhile). */
@@ -114,6 +139,7 @@ export class RequestQueue extends DurableObject<Env> {
       submittedAt: now,
       startBy: now + (submit.startWithinMs ?? config.QUEUE_START_TIMEOUT_SECONDS * 1000),
     });
+    this.#count("submitted");
     this.#pump();
     return { ok: true, status: this.#statusOf(this.#store.get(record.id) ?? record, Date.now()) };
   }
@@ -165,17 +191,23 @@ export class RequestQueue extends DurableObject<Env> {
     return { kind: "found", answer: "ALREADY_COMPLETED", queue: this.#statusOf(record, now) };
   }
 
-  /** What the dashboard and /metrics show of the backlog: requests waiting and running, per model. */
-  backlog(): { queued: Record<string, number>; running: number } {
-    const queued: Record<string, number> = {};
-    for (const row of this.ctx.storage.sql
+  /** What the dashboard and /metrics show: requests waiting per model, running, and what happened so far. */
+  report(): QueueReport {
+    const waiting: Record<string, number> = {};
+    const rows = this.ctx.storage.sql
       .exec<{ model: string; n: number }>(
         "SELECT model, COUNT(*) AS n FROM requests WHERE state = 'IN_QUEUE' GROUP BY model",
       )
-      .toArray()) {
-      queued[row.model] = row.n;
-    }
-    return { queued, running: this.#running.size };
+      .toArray();
+    for (const row of rows) waiting[row.model] = row.n;
+    const events: Partial<Record<QueueEvent, number>> = {};
+    for (const event of QUEUE_EVENTS) events[event] = this.ctx.storage.kv.get<number>(`count:${event}`) ?? 0;
+    return { waiting, running: this.#running.size, events: events as Record<QueueEvent, number> };
+  }
+
+  #count(event: QueueEvent): void {
+    const key = `count:${event}`;
+    this.ctx.storage.kv.put(key, (this.ctx.storage.kv.get<number>(key) ?? 0) + 1);
   }
 
   // ---- The pump ----
@@ -224,6 +256,7 @@ export class RequestQueue extends DurableObject<Env> {
   #start(record: QueuedRecord): void {
     const startedAt = Date.now();
     this.#store.update(record.id, { state: "IN_PROGRESS", startedAt });
+    this.#count(record.interrupted === 1 ? "rerun" : "started");
     const run = this.#run({ ...record, state: "IN_PROGRESS", startedAt })
       .catch((error: unknown) => {
         log("queue-run-failed", { id: record.id, error: String(error) });
@@ -283,6 +316,7 @@ export class RequestQueue extends DurableObject<Env> {
         reruns,
         interrupted: 0,
       });
+      this.#count("deferred");
       return;
     }
     const response = responseOf(outcome, record.id, record.startedAt ?? Date.now());
@@ -340,6 +374,14 @@ export class RequestQueue extends DurableObject<Env> {
 
   #finish(record: QueuedRecord, fields: Partial<QueuedRecord> & { state: QueuedRecord["state"] }): void {
     const now = Date.now();
+    const ended: Partial<Record<QueuedRecord["state"], QueueEvent>> = {
+      COMPLETED: "completed",
+      FAILED: "failed",
+      CANCELLED: "cancelled",
+      TIMED_OUT: "timed_out",
+    };
+    const event = ended[fields.state];
+    if (event !== undefined) this.#count(event);
     const ttlMs = gatewayConfig(this.env).QUEUE_RESULT_TTL_SECONDS * 1000;
     this.#store.update(record.id, { ...fields, finishedAt: now, expiresAt: now + ttlMs, body: null });
   }

@@ -1,6 +1,7 @@
 import { mkdirSync } from "node:fs";
 import { join } from "node:path";
 import { beforeAll, describe, expect, test } from "vitest";
+import { QueueClient } from "../../shared/queue/queue-client.ts";
 import { MULTIPLEX_MODELS } from "../fixtures/paths.ts";
 import { sample } from "../support/prometheus-text.ts";
 import { type AgentProcess, startAgent } from "./harness/agents.ts";
@@ -185,6 +186,22 @@ describe("dashboard", () => {
       const text = await scrapeGateway();
       expect((await checkMetrics(text)).code).toBe(0);
       expect(sample(text, "switchyard_gateway_model_max_copies", { pool: "default", model: FIRST })).toBe(2);
+
+      // Managed-queue requests show in their own section once the pool has had any, and in /metrics.
+      const queue = new QueueClient({ baseUrl: gateway.url, apiKey: SECRETS.apiKey });
+      for (let seed = 0; seed < 3; seed += 1) await queue.subscribe(SECOND, mlpRequest(1, seed));
+      await page.locator("#async-section").waitFor({ timeout: 10_000 });
+      await expect
+        .poll(() => page.locator("#async-summary").textContent(), { timeout: 10_000 })
+        .toContain("3 completed");
+      const afterQueue = await scrapeGateway();
+      expect((await checkMetrics(afterQueue)).code).toBe(0);
+      expect(
+        sample(afterQueue, "switchyard_gateway_queue_async_events_total", {
+          pool: "default",
+          event: "completed",
+        }),
+      ).toBe(3);
 
       // Keep sending while the charts draw, then keep a picture of the page for people to look at.
       await Promise.all([serve(FIRST, 6), serve(SECOND, 4)]);

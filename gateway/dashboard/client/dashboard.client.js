@@ -189,7 +189,24 @@ function render(view) {
 
   renderCharts(view);
   renderPolicies(view);
+  renderAsyncQueue(view);
   renderAgents(view);
+}
+
+function renderAsyncQueue(view) {
+  const { waiting, running, events } = view.asyncQueue;
+  $("async-section").hidden = events.submitted === 0;
+  const total = waiting.reduce((sum, row) => sum + row.requests, 0);
+  $("async-summary").textContent =
+    `${total} waiting · ${running} running · ${events.completed} completed · ${events.failed} failed · ` +
+    `${events.cancelled} cancelled · ${events.timed_out} timed out`;
+  $("async-waiting").replaceChildren(
+    ...(waiting.length === 0
+      ? [h("tr", {}, h("td", { colspan: "2" }, "nothing waiting"))]
+      : waiting.map((row) =>
+          h("tr", { "data-model": row.model }, h("td", {}, row.model), h("td", {}, String(row.requests))),
+        )),
+  );
 }
 
 function renderPolicies(view) {
