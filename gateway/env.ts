@@ -1,7 +1,7 @@
 import type { AgentRelay } from "./agent-relay/agent-relay.ts";
 import type { ConfigVars } from "./config.ts";
 import type { RateLimiter } from "./limits/rate-limiter.ts";
-import type { RequestQueue } from "./queue/request-queue.ts";
+import type { QueueCalls } from "./object-bindings.ts";
 import type { Registry } from "./registry/registry.ts";
 
 /**
@@ -17,7 +17,7 @@ export interface Env extends ConfigVars {
   /** One token bucket per API key (RATE_LIMIT_PER_MINUTE). */
   RATE_LIMITER: DurableObjectNamespace<RateLimiter>;
   /** One managed queue per pool (queue/request-queue.ts). */
-  REQUEST_QUEUE: DurableObjectNamespace<RequestQueue>;
+  REQUEST_QUEUE: DurableObjectNamespace<QueueCalls>;
   MODELS: R2Bucket;
   /** Managed-queue bodies and results too large for the queue's own storage. */
   QUEUE_STORE: R2Bucket;
@@ -27,6 +27,8 @@ export interface Env extends ConfigVars {
   AGENT_TOKENS?: string;
   /** The admin key (model uploads). */
   ADMIN_KEY?: string;
+  /** Signs managed-queue webhooks (HMAC-SHA256); webhooks are refused while it is unset. */
+  WEBHOOK_SECRET?: string;
   /** A read-only token for /metrics and the dashboard (the admin key works there too). */
   METRICS_TOKEN?: string;
 }

@@ -1,5 +1,14 @@
+import type { QueueStatus } from "../shared/queue/queue-status.ts";
 import type { ObjectEnv } from "./config.ts";
 import type { AdoptAnswer, Decision, DirectRun, RunReport } from "./pool-calls.ts";
+import type {
+  CancelLookup,
+  Lookup,
+  QueueReport,
+  QueueSubmit,
+  ResultLookup,
+  SubmitAnswer,
+} from "./queue/queue-calls.ts";
 
 /**
  * How a pool's Durable Objects reach one another, and the one place that names them. A pool's registry
@@ -17,6 +26,15 @@ export interface RegistryCalls extends Rpc.DurableObjectBranded {
   adopt(run: DirectRun): AdoptAnswer;
   /** The agent's data socket broke or broke the protocol: the registry takes the agent out. */
   agentLost(channel: string, why: string): void;
+}
+
+/** A pool's managed queue (queue/request-queue.ts), as the Worker calls it. */
+export interface QueueCalls extends Rpc.DurableObjectBranded {
+  submit(submit: QueueSubmit): SubmitAnswer;
+  status(id: string, owner: string): Lookup<{ queue: QueueStatus }>;
+  result(id: string, owner: string): ResultLookup;
+  cancel(id: string, owner: string): Promise<CancelLookup>;
+  report(): QueueReport;
 }
 
 export interface RelayCalls extends Rpc.DurableObjectBranded {

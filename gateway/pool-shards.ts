@@ -4,7 +4,7 @@ import type { Env } from "./env.ts";
 import { mergeCounters, type PoolCounters } from "./metrics/pool-counters.ts";
 import { queueStub, registryStub, shardNumbers } from "./object-bindings.ts";
 import type { PolicyReport, PoolSnapshot, PoolState } from "./pool-calls.ts";
-import type { QueueReport } from "./queue/request-queue.ts";
+import type { QueueReport } from "./queue/queue-calls.ts";
 import type { StorageWrites } from "./registry/storage-meter.ts";
 import { leastPopulated } from "./shard-placement.ts";
 

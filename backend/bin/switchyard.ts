@@ -1,15 +1,18 @@
 #!/usr/bin/env node
 import { parseArgs } from "node:util";
-import { AdminClient } from "../cli/admin-client.ts";
+import { QueueClient } from "../../shared/queue/queue-client.ts";
+import { AdminClient, gatewayHttpBase } from "../cli/admin-client.ts";
 import { modelsTable } from "../cli/models-list.ts";
 import { pushModels } from "../cli/models-push.ts";
+import { runQueueCommand } from "../cli/queue-commands.ts";
 
 /**
  * `switchyard`: the operator's tool for a gateway (the agent is `switchyard-agent`).
  *   switchyard models push <dir> [--model m]... [--force]
  *   switchyard models ls [--json]
- * Both take --gateway <url> (or SWITCHYARD_GATEWAY) and --admin-key <key> (or SWITCHYARD_ADMIN_KEY, which
- * keeps the key out of `ps` and shell history).
+ *   switchyard queue submit|status|result|cancel ... (backend/cli/queue-commands.ts)
+ * All take --gateway <url> (or SWITCHYARD_GATEWAY); models take --admin-key <key> (or SWITCHYARD_ADMIN_KEY,
+ * which keeps the key out of `ps` and shell history), queue --api-key <key> (or SWITCHYARD_API_KEY).
  */
 const HELP = `switchyard: manage a Switchyard gateway
 
@@ -18,10 +21,21 @@ Usage:
                                  with progress; verifies each file's sha256 against the gateway's;
                                  versions already there with the same sha256 are skipped
   switchyard models ls           list the gateway's models: versions, sizes, sha256
+  switchyard queue submit <model> <request.json>
+                                 submit an OIP infer request to the managed queue; prints its handles,
+                                 or with --wait follows it and prints the result
+  switchyard queue status <model> <request_id>    its status (JSON)
+  switchyard queue result <model> <request_id>    its result (exit 3 while it has none yet)
+  switchyard queue cancel <model> <request_id>    cancel it
 
 Options:
   --gateway <url>     the gateway (https://… or the agents' wss://…)     env SWITCHYARD_GATEWAY
   --admin-key <key>   the gateway's ADMIN_KEY                             env SWITCHYARD_ADMIN_KEY
+  --api-key <key>     queue: a client API key                             env SWITCHYARD_API_KEY
+  --pool <name>       queue: the pool (default: the default pool)
+  --wait              queue submit: follow it to the result
+  --webhook <url>     queue submit: POST there when it finished
+  --out <file>        queue result: write the result's body there
   --model <name>      push only this model (repeatable)
   --force             upload even what the gateway already has
   --json              ls: print JSON
@@ -40,6 +54,11 @@ async function main(argv: string[]): Promise<number> {
       force: { type: "boolean" },
       json: { type: "boolean" },
       help: { type: "boolean" },
+      "api-key": { type: "string" },
+      pool: { type: "string" },
+      wait: { type: "boolean" },
+      webhook: { type: "string" },
+      out: { type: "string" },
     },
   });
   const [group, command, ...rest] = positionals;
@@ -47,14 +66,35 @@ async function main(argv: string[]): Promise<number> {
     process.stdout.write(HELP);
     return values.help ? 0 : 2;
   }
-  if (group !== "models" || (command !== "push" && command !== "ls")) {
-    throw new Error(`unknown command '${positionals.join(" ")}': use 'models push <dir>' or 'models ls'`);
+  const known = (group === "models" && (command === "push" || command === "ls")) || group === "queue";
+  if (!known) {
+    throw new Error(
+      `unknown command '${positionals.join(" ")}': use 'models push <dir>', 'models ls' or 'queue submit|status|result|cancel'`,
+    );
   }
   const gateway = values.gateway ?? (process.env.SWITCHYARD_GATEWAY || undefined);
   if (gateway === undefined) {
     throw new Error(
       "--gateway is required (or SWITCHYARD_GATEWAY), e.g. --gateway https://switchyard.example.com",
     );
+  }
+  if (group === "queue") {
+    const apiKey = values["api-key"] ?? (process.env.SWITCHYARD_API_KEY || undefined);
+    if (apiKey === undefined)
+      throw new Error("--api-key is required (or SWITCHYARD_API_KEY): a client API key");
+    return runQueueCommand({
+      command: command ?? "",
+      args: rest,
+      client: new QueueClient({
+        baseUrl: gatewayHttpBase(gateway).href.replace(/\/$/, ""),
+        apiKey,
+        ...(values.pool === undefined ? {} : { pool: values.pool }),
+      }),
+      out: process.stdout,
+      wait: values.wait ?? false,
+      outFile: values.out,
+      webhook: values.webhook,
+    });
   }
   const adminKey = values["admin-key"] ?? (process.env.SWITCHYARD_ADMIN_KEY || undefined);
   if (adminKey === undefined)

@@ -2,7 +2,7 @@ import type { ReplicaState } from "../../shared/protocol/replica-state.ts";
 import { emptyHistogram, mergeInto, quantile } from "../metrics/histogram.ts";
 import { type PoolCounters, recentSlots, SLOT_MS, WINDOW_SLOTS } from "../metrics/pool-counters.ts";
 import type { PolicyReport, PoolState } from "../pool-calls.ts";
-import type { QueueReport } from "../queue/request-queue.ts";
+import type { QueueReport } from "../queue/queue-calls.ts";
 
 /**
  * What the dashboard page shows, computed on the Worker from one registry report: the pool now (agents,

@@ -1,7 +1,7 @@
 import { modelKey } from "../../shared/model-names.ts";
 
 import type { PolicyReport, PoolSnapshot } from "../pool-calls.ts";
-import type { QueueReport } from "../queue/request-queue.ts";
+import type { QueueReport } from "../queue/queue-calls.ts";
 import type { StorageWrites } from "../registry/storage-meter.ts";
 import { Exposition, type HistogramSample, type Labels } from "./exposition.ts";
 import { type HistogramData, LATENCY_BUCKETS_SECONDS } from "./histogram.ts";

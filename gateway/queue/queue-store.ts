@@ -44,6 +44,15 @@ export interface QueuedRecord {
   error: string | null;
   /** 1 once its result and body were dropped (expired): lookups answer 410 until the tombstone goes. */
   purged: number;
+  /** Where its webhook goes (queue/webhooks.ts); null: none. */
+  webhook: string | null;
+  /** Its result's URL, as its submit answered it (the webhook names it). */
+  responseUrl: string | null;
+  /** pending (to send at webhookNextAt), delivered, or failed (given up); null before it finished. */
+  webhookState: "pending" | "delivered" | "failed" | null;
+  webhookAttempts: number;
+  webhookNextAt: number | null;
+  webhookError: string | null;
 }
 
 const COLUMNS: Record<keyof QueuedRecord, string> = {
@@ -74,6 +83,12 @@ const COLUMNS: Record<keyof QueuedRecord, string> = {
   resultKey: "result_key TEXT",
   error: "error TEXT",
   purged: "purged INTEGER NOT NULL DEFAULT 0",
+  webhook: "webhook TEXT",
+  responseUrl: "response_url TEXT",
+  webhookState: "webhook_state TEXT",
+  webhookAttempts: "webhook_attempts INTEGER NOT NULL DEFAULT 0",
+  webhookNextAt: "webhook_next_at INTEGER",
+  webhookError: "webhook_error TEXT",
 };
 
 const columnOf = (field: keyof QueuedRecord) => COLUMNS[field].split(" ")[0] as string;
@@ -83,7 +98,17 @@ const SELECT = (Object.keys(COLUMNS) as (keyof QueuedRecord)[])
 
 export type NewRecord = Pick<
   QueuedRecord,
-  "id" | "owner" | "model" | "version" | "hint" | "headerLength" | "body" | "bodyKey" | "bodyBytes"
+  | "id"
+  | "owner"
+  | "model"
+  | "version"
+  | "hint"
+  | "headerLength"
+  | "body"
+  | "bodyKey"
+  | "bodyBytes"
+  | "webhook"
+  | "responseUrl"
 > & { submittedAt: number; startBy: number };
 
 export class QueueStore {
@@ -92,7 +117,19 @@ export class QueueStore {
   constructor(sql: SqlStorage) {
     this.#sql = sql;
     sql.exec(`CREATE TABLE IF NOT EXISTS requests (${Object.values(COLUMNS).join(", ")})`);
+    // A table an earlier version created lacks the columns added since: they are added, empty.
+    const existing = new Set(
+      sql
+        .exec<{ name: string }>("PRAGMA table_info(requests)")
+        .toArray()
+        .map((column) => column.name),
+    );
+    for (const definition of Object.values(COLUMNS)) {
+      if (!existing.has(definition.split(" ")[0] as string))
+        sql.exec(`ALTER TABLE requests ADD COLUMN ${definition}`);
+    }
     sql.exec("CREATE INDEX IF NOT EXISTS queued ON requests (state, seq)");
+    sql.exec("CREATE INDEX IF NOT EXISTS submitted ON requests (seq)");
     sql.exec("CREATE INDEX IF NOT EXISTS expiring ON requests (expires_at)");
   }
 
@@ -101,7 +138,8 @@ export class QueueStore {
       ?.next ?? 1) as number;
     this.#sql.exec(
       `INSERT INTO requests (id, seq, owner, model, version, hint, header_length, body, body_key, body_bytes,
-         state, submitted_at, start_by) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'IN_QUEUE', ?, ?)`,
+         state, submitted_at, start_by, webhook, response_url)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'IN_QUEUE', ?, ?, ?, ?)`,
       record.id,
       seq,
       record.owner,
@@ -114,6 +152,8 @@ export class QueueStore {
       record.bodyBytes,
       record.submittedAt,
       record.startBy,
+      record.webhook,
+      record.responseUrl,
     );
     return this.get(record.id) as QueuedRecord;
   }
@@ -191,6 +231,26 @@ export class QueueStore {
       `UPDATE requests SET ${assignments} WHERE id = ?`,
       ...names.map((name) => (fields[name] ?? null) as SqlStorageValue),
       id,
+    );
+  }
+
+  /** Webhooks due at `now`, oldest first. */
+  dueWebhooks(now: number, limit: number): QueuedRecord[] {
+    return this.#sql
+      .exec<Record<string, SqlStorageValue>>(
+        `SELECT ${SELECT} FROM requests WHERE webhook_state = 'pending' AND webhook_next_at <= ? ORDER BY webhook_next_at LIMIT ?`,
+        now,
+        limit,
+      )
+      .toArray() as unknown as QueuedRecord[];
+  }
+
+  /** When the next pending webhook is due; undefined when none is pending. */
+  nextWebhook(): number | undefined {
+    return (
+      this.#one<{ at: number | null }>(
+        "SELECT MIN(webhook_next_at) AS at FROM requests WHERE webhook_state = 'pending'",
+      )?.at ?? undefined
     );
   }
 

@@ -5,70 +5,22 @@ import { type CancelAnswer, isFinished, type QueueStatus } from "../../shared/qu
 import { gatewayConfig } from "../config.ts";
 import type { Env } from "../env.ts";
 import { log } from "../log.ts";
+import type { QueueCalls } from "../object-bindings.ts";
 import { inferThroughPool } from "../pool-call.ts";
 import { responseOf } from "../pool-infer.ts";
 import { everyShard } from "../pool-shards.ts";
+import {
+  type CancelLookup,
+  type Lookup,
+  QUEUE_EVENTS,
+  type QueueEvent,
+  type QueueReport,
+  type QueueSubmit,
+  type ResultLookup,
+  type SubmitAnswer,
+} from "./queue-calls.ts";
 import { INLINE_BYTES, type QueuedRecord, QueueStore } from "./queue-store.ts";
-
-/** A submit as the Worker read and checked it; a body above INLINE_BYTES is already in R2 under `bodyKey`. */
-export interface QueueSubmit {
-  id: string;
-  pool: string;
-  owner: string;
-  model: string;
-  version?: string;
-  hint?: string;
-  headerLength?: number;
-  body?: Uint8Array;
-  bodyKey?: string;
-  bodyBytes: number;
-  /** The client's X-Request-Timeout, as a deadline to start (ms); absent: QUEUE_START_TIMEOUT_SECONDS. */
-  startWithinMs?: number;
-}
-
-export type SubmitAnswer = { ok: true; status: QueueStatus } | { ok: false; status: 429; message: string };
-
-/** A request as one API key may see it: missing (never, or not its own), expired (410), or found. */
-export type Lookup<T> =
-  | { kind: "missing" }
-  | { kind: "expired"; expiredAt: number }
-  | ({ kind: "found" } & T);
-
-/** A finished request's stored answer: what POST .../infer answered, status, headers and body. */
-export interface StoredResult {
-  status: number;
-  headers: [string, string][];
-  body?: Uint8Array;
-  /** The body is in R2 under this key. */
-  bodyKey?: string;
-}
-
-/**
- * What happened to a pool's queued requests since the queue began (counters for /metrics): submitted;
- * started (each hand-over to the pool); deferred (the pool could not take it yet, back in the queue);
- * rerun (run again after a restart interrupted it); and how they ended.
- */
-export const QUEUE_EVENTS = [
-  "submitted",
-  "started",
-  "deferred",
-  "rerun",
-  "completed",
-  "failed",
-  "cancelled",
-  "timed_out",
-] as const;
-export type QueueEvent = (typeof QUEUE_EVENTS)[number];
-
-export interface QueueReport {
-  /** Requests waiting to start, per model. */
-  waiting: Record<string, number>;
-  /** Requests handed to the pool and not answered yet. */
-  running: number;
-  events: Record<QueueEvent, number>;
-}
-
-export type ResultLookup = Lookup<{ queue: QueueStatus; result?: StoredResult }>;
+import { deliverWebhook, WEBHOOK_RETRY_DELAYS_MS, webhookBody } from "./webhooks.ts";
 
 /** Tombstones of expired requests are kept this long after they expired (410 rather than 404 meanwhile). */
 const TOMBSTONE_MS = 7 * 24 * 60 * 60 * 1000;
@@ -77,10 +29,11 @@ const DEFER_MS = 500;
 const MAX_DEFER_MS = 15_000;
 /** How long one alarm event stays with runs in flight before handing over to the next alarm. */
 const ALARM_WATCH_MS = 20_000;
+/** Webhooks sent at once per pass. */
+const WEBHOOK_BATCH = 16;
 /** Expired results dropped per pass (each may be an R2 delete). */
 const PURGE_BATCH = 200;
 
-export const queueBodyKey = (pool: string, id: string) => `queue/${pool}/${id}/body`;
 const resultKey = (pool: string, id: string) => `queue/${pool}/${id}/result`;
 
 /**
@@ -95,9 +48,14 @@ const resultKey = (pool: string, id: string) => `queue/${pool}/${id}/result`;
  * their model is idempotent (the registry's idempotence.ts; once at most), else they fail and say why.
  * While runs are in flight an alarm event stays open over them, so the object is not evicted under them.
  */
-export class RequestQueue extends DurableObject<Env> {
+export class RequestQueue
+  extends DurableObject<Env>
+  implements Omit<QueueCalls, typeof Rpc.__DURABLE_OBJECT_BRAND>
+{
   readonly #store: QueueStore;
   readonly #running = new Map<string, Promise<void>>();
+  /** Webhooks being sent now, by request. */
+  readonly #delivering = new Map<string, Promise<void>>();
   /** Mean run time of recent requests (ms), for start estimates; undefined before the first. */
   #runMs: number | undefined;
 
@@ -136,6 +94,8 @@ export class RequestQueue extends DurableObject<Env> {
       body: submit.body === undefined ? null : bufferOf(submit.body),
       bodyKey: submit.bodyKey ?? null,
       bodyBytes: submit.bodyBytes,
+      webhook: submit.webhook ?? null,
+      responseUrl: submit.responseUrl,
       submittedAt: now,
       startBy: now + (submit.startWithinMs ?? config.QUEUE_START_TIMEOUT_SECONDS * 1000),
     });
@@ -169,7 +129,7 @@ export class RequestQueue extends DurableObject<Env> {
   }
 
   /** Idempotent: a queued request leaves the queue, a running one is abandoned (its answer dropped). */
-  async cancel(id: string, owner: string): Promise<Lookup<{ answer: CancelAnswer; queue: QueueStatus }>> {
+  async cancel(id: string, owner: string): Promise<CancelLookup> {
     const found = this.#visible(id, owner);
     if (found.kind !== "found") return found;
     const { record } = found;
@@ -215,10 +175,11 @@ export class RequestQueue extends DurableObject<Env> {
   override async alarm(): Promise<void> {
     this.#pump();
     await this.#purgeExpired(Date.now());
-    if (this.#running.size > 0) {
-      // Stay in this event while runs are in flight; the next alarm takes over after ALARM_WATCH_MS.
+    if (this.#running.size > 0 || this.#delivering.size > 0) {
+      // Stay in this event while runs and deliveries are in flight; the next alarm takes over after
+      // ALARM_WATCH_MS.
       await Promise.race([
-        Promise.allSettled(this.#running.values()),
+        Promise.allSettled([...this.#running.values(), ...this.#delivering.values()]),
         new Promise((resolve) => setTimeout(resolve, ALARM_WATCH_MS)),
       ]);
       this.#pump();
@@ -235,6 +196,7 @@ export class RequestQueue extends DurableObject<Env> {
       });
       void this.#dropBody(record);
     }
+    this.#deliverDue(now);
     const free = gatewayConfig(this.env).QUEUE_IN_FLIGHT - this.#running.size;
     if (free > 0) {
       for (const record of this.#store.startable(now, free)) this.#start(record);
@@ -244,9 +206,10 @@ export class RequestQueue extends DurableObject<Env> {
 
   async #armAlarm(now: number): Promise<void> {
     let at: number | undefined;
-    if (this.#running.size > 0) at = now + ALARM_WATCH_MS;
-    const deferred = this.#store.nextDeferred(now);
-    if (deferred !== undefined) at = Math.min(at ?? deferred, deferred);
+    if (this.#running.size > 0 || this.#delivering.size > 0) at = now + ALARM_WATCH_MS;
+    for (const next of [this.#store.nextDeferred(now), this.#store.nextWebhook()]) {
+      if (next !== undefined) at = Math.min(at ?? next, Math.max(next, now));
+    }
     // Results expire, and deadlines pass, even when nothing runs: look again within the hour at most.
     at ??= now + 60 * 60 * 1000;
     const current = await this.ctx.storage.getAlarm();
@@ -382,8 +345,77 @@ export class RequestQueue extends DurableObject<Env> {
     };
     const event = ended[fields.state];
     if (event !== undefined) this.#count(event);
+    // Every end but the client's own cancel is announced to its webhook, from the next pump on.
+    const announce = record.webhook !== null && fields.state !== "CANCELLED";
     const ttlMs = gatewayConfig(this.env).QUEUE_RESULT_TTL_SECONDS * 1000;
-    this.#store.update(record.id, { ...fields, finishedAt: now, expiresAt: now + ttlMs, body: null });
+    this.#store.update(record.id, {
+      ...fields,
+      finishedAt: now,
+      expiresAt: now + ttlMs,
+      body: null,
+      ...(announce ? { webhookState: "pending" as const, webhookNextAt: now } : {}),
+    });
+    if (announce) void this.#armAlarm(now);
+  }
+
+  /** Sends the webhooks that are due, each once at a time; their outcome decides the next try. */
+  #deliverDue(now: number): void {
+    const secret = this.env.WEBHOOK_SECRET;
+    for (const record of this.#store.dueWebhooks(now, WEBHOOK_BATCH)) {
+      if (this.#delivering.has(record.id) || record.webhook === null) continue;
+      const delivery = this.#deliver(record, record.webhook, secret)
+        .catch((error: unknown) => log("queue-webhook-failed", { id: record.id, error: String(error) }))
+        .finally(() => {
+          this.#delivering.delete(record.id);
+          void this.#armAlarm(Date.now());
+        });
+      this.#delivering.set(record.id, delivery);
+    }
+  }
+
+  async #deliver(record: QueuedRecord, url: string, secret: string | undefined): Promise<void> {
+    const now = Date.now();
+    const attempts = record.webhookAttempts + 1;
+    let outcome: { ok: true } | { ok: false; why: string };
+    if (secret === undefined || secret === "") {
+      outcome = { ok: false, why: "the gateway has no WEBHOOK_SECRET to sign it with" };
+    } else {
+      const result = record.result !== null ? new Uint8Array(record.result) : undefined;
+      const headers = new Headers(JSON.parse(record.resultHeaders ?? "[]") as [string, string][]);
+      const body = webhookBody(
+        this.#statusOf(record, now),
+        record.responseUrl ?? "",
+        result,
+        headers.get("content-type"),
+      );
+      outcome = await deliverWebhook(url, body, secret, now);
+    }
+    if (outcome.ok) {
+      this.#store.update(record.id, {
+        webhookState: "delivered",
+        webhookAttempts: attempts,
+        webhookError: null,
+      });
+      this.#count("webhook_delivered");
+      return;
+    }
+    const delay = WEBHOOK_RETRY_DELAYS_MS[attempts - 1];
+    if (delay === undefined) {
+      this.#store.update(record.id, {
+        webhookState: "failed",
+        webhookAttempts: attempts,
+        webhookError: outcome.why,
+      });
+      this.#count("webhook_failed");
+      log("queue-webhook-given-up", { id: record.id, attempts, why: outcome.why });
+      return;
+    }
+    this.#store.update(record.id, {
+      webhookAttempts: attempts,
+      webhookNextAt: Date.now() + delay,
+      webhookError: outcome.why,
+    });
+    this.#count("webhook_retried");
   }
 
   async #dropBody(record: QueuedRecord): Promise<void> {

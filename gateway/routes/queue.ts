@@ -3,22 +3,22 @@ import { Hono } from "hono";
 import { badInput, notFound, SwitchyardError } from "../../shared/errors.ts";
 import { errorResponse } from "../../shared/http/error-response.ts";
 import { readInferRequest } from "../../shared/oip/infer-http.ts";
-import { isFinished, type QueueHandles, type QueueStatus } from "../../shared/queue/queue-status.ts";
+import {
+  isFinished,
+  type QueueHandles,
+  type QueueStatus,
+  queueHandles,
+} from "../../shared/queue/queue-status.ts";
 import { bearerToken } from "../auth.ts";
 import { gatewayConfig } from "../config.ts";
 import type { Env } from "../env.ts";
 import { keyDigest } from "../key-digest.ts";
-import { queueStub } from "../object-bindings.ts";
-import { DEFAULT_POOL, poolOf } from "../pool.ts";
+import { type QueueCalls, queueStub } from "../object-bindings.ts";
+import { poolOf } from "../pool.ts";
 import { maxInferBodyBytes } from "../pool-infer.ts";
+import { type Lookup, queueBodyKey, type ResultLookup, type StoredResult } from "../queue/queue-calls.ts";
 import { INLINE_BYTES } from "../queue/queue-store.ts";
-import {
-  type Lookup,
-  queueBodyKey,
-  type RequestQueue,
-  type ResultLookup,
-  type StoredResult,
-} from "../queue/request-queue.ts";
+import { checkWebhookUrl } from "../queue/webhooks.ts";
 
 /**
  * The managed queue's HTTP API (queue/request-queue.ts keeps the requests): submit an OIP infer request
@@ -97,10 +97,13 @@ export async function inferOrQueue(c: QueueContext, waitSeconds: number): Promis
 async function enqueue(c: QueueContext) {
   const config = gatewayConfig(c.env);
   const pool = poolOf(c.req.raw);
-  if (c.req.query("webhook") !== undefined) {
-    throw badInput(
-      "webhooks (?webhook=) are not supported yet: follow the status stream or poll the status URL",
-    );
+  const webhookParameter = c.req.query("webhook");
+  let webhook: string | undefined;
+  if (webhookParameter !== undefined) {
+    webhook = checkWebhookUrl(webhookParameter, new URL(c.req.url));
+    if (c.env.WEBHOOK_SECRET === undefined || c.env.WEBHOOK_SECRET === "") {
+      throw badInput("this gateway has no WEBHOOK_SECRET to sign webhooks with: ask its operator to set one");
+    }
   }
   // Nothing malformed is ever kept; the request's deadline (X-Request-Timeout) is a deadline to start,
   // QUEUE_START_TIMEOUT_SECONDS when it names none.
@@ -126,6 +129,8 @@ async function enqueue(c: QueueContext) {
     ...(inline ? { body: request.body } : { bodyKey }),
     bodyBytes: request.body.byteLength,
     startWithinMs: request.deadline.budgetMs,
+    responseUrl: handlesOf(c, pool, request.model, id).response_url,
+    ...(webhook === undefined ? {} : { webhook }),
   });
   if (!answer.ok) {
     if (bodyKey !== undefined) await c.env.QUEUE_STORE.delete(bodyKey);
@@ -219,6 +224,14 @@ async function resultResponse(
       return errorResponse(
         new SwitchyardError("conflict", `request '${queue.request_id}' was cancelled: it has no result`),
       );
+    case "FAILED":
+      // Failed before the pool answered it (its body was lost, say): the reason is all there is.
+      return errorResponse(
+        new SwitchyardError(
+          "internal",
+          `request '${queue.request_id}' failed: ${queue.error ?? "internal error"}`,
+        ),
+      );
     case "TIMED_OUT":
       return errorResponse(
         new SwitchyardError(
@@ -254,7 +267,7 @@ async function cancel(c: QueueContext): Promise<Response> {
 /** The pool's queue, the request id in the path (checked), and the presenting key's owner digest. */
 async function addressed(
   c: QueueContext,
-): Promise<{ queue: DurableObjectStub<RequestQueue>; id: string; owner: string }> {
+): Promise<{ queue: DurableObjectStub<QueueCalls>; id: string; owner: string }> {
   const id = c.req.param("id") ?? "";
   if (!REQUEST_ID.test(id)) throw badInput(`'${id}' is not a request id (the request_id a submit answered)`);
   return { queue: queueStub(c.env.REQUEST_QUEUE, poolOf(c.req.raw)), id, owner: await ownerOf(c) };
@@ -285,12 +298,5 @@ function ownerOf(c: QueueContext): Promise<string> {
 }
 
 function handlesOf(c: QueueContext, pool: string, model: string, id: string): QueueHandles {
-  const origin = new URL(c.req.url).origin;
-  const base = `${origin}/v2/queue/models/${encodeURIComponent(model)}/requests/${id}`;
-  const query = pool === DEFAULT_POOL ? "" : `?pool=${encodeURIComponent(pool)}`;
-  return {
-    status_url: `${base}/status${query}`,
-    response_url: `${base}${query}`,
-    cancel_url: `${base}/cancel${query}`,
-  };
+  return queueHandles(new URL(c.req.url).origin, pool, model, id);
 }

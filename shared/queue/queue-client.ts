@@ -1,7 +1,14 @@
 import type { InferRequestToEncode } from "../oip/codec.ts";
 import { decodeInferResponse, encodeInferRequest, INFERENCE_HEADER_CONTENT_LENGTH } from "../oip/codec.ts";
 import { errorMessage, type InferResult, OipHttpError } from "../oip/http-client.ts";
-import { type CancelAnswer, isFinished, type QueueHandles, type QueueStatus } from "./queue-status.ts";
+import { DEFAULT_POOL } from "../pool-names.ts";
+import {
+  type CancelAnswer,
+  isFinished,
+  type QueueHandles,
+  type QueueStatus,
+  queueHandles,
+} from "./queue-status.ts";
 
 /**
  * A client of Switchyard's managed queue (POST /v2/queue/...), like fal's: submit a request and come back
@@ -51,19 +58,51 @@ export class QueueClient {
       binaryInputs: options.binaryInputs ?? false,
       binaryOutputs: options.binaryOutputs ?? false,
     });
+    return this.submitBody(model, encoded.body, {
+      ...options,
+      contentType: encoded.contentType,
+      ...(encoded.headerLength === undefined ? {} : { headerLength: encoded.headerLength }),
+    });
+  }
+
+  /** Submits an OIP request body as it is (a JSON file, say); `headerLength` for the binary extension. */
+  async submitBody(
+    model: string,
+    body: Uint8Array,
+    options: SubmitOptions & { contentType?: string; headerLength?: number; webhook?: string } = {},
+  ): Promise<Submitted> {
     const path = options.version === undefined ? model : `${model}/versions/${options.version}`;
-    const headers: Record<string, string> = { ...this.#headers(), "Content-Type": encoded.contentType };
-    if (encoded.headerLength !== undefined)
-      headers[INFERENCE_HEADER_CONTENT_LENGTH] = String(encoded.headerLength);
+    const headers: Record<string, string> = {
+      ...this.#headers(),
+      "Content-Type": options.contentType ?? "application/json",
+    };
+    if (options.headerLength !== undefined)
+      headers[INFERENCE_HEADER_CONTENT_LENGTH] = String(options.headerLength);
     if (options.startWithinSeconds !== undefined)
       headers["X-Request-Timeout"] = String(options.startWithinSeconds);
-    const response = await fetch(`${this.#options.baseUrl}/v2/queue/models/${path}/infer`, {
+    const query = options.webhook === undefined ? "" : `?webhook=${encodeURIComponent(options.webhook)}`;
+    const response = await fetch(`${this.#options.baseUrl}/v2/queue/models/${path}/infer${query}`, {
       method: "POST",
       headers,
-      body: encoded.body as Uint8Array<ArrayBuffer>,
+      body: body as Uint8Array<ArrayBuffer>,
       ...(options.signal === undefined ? {} : { signal: options.signal }),
     });
     return (await this.#json(response)) as Submitted;
+  }
+
+  /** The handles of request `id` for `model` (as its submit answered them), to follow it from elsewhere. */
+  handles(model: string, id: string): QueueHandles {
+    return queueHandles(this.#options.baseUrl, this.#options.pool ?? DEFAULT_POOL, model, id);
+  }
+
+  /** Its result as the gateway answered it: status, headers and body bytes, undecoded; undefined while pending. */
+  async rawResult(handles: Pick<QueueHandles, "response_url">): Promise<Response | undefined> {
+    const response = await fetch(handles.response_url, { headers: this.#headers() });
+    if (response.status === 202) {
+      await response.arrayBuffer();
+      return undefined;
+    }
+    return response;
   }
 
   /** Its status now. */

@@ -1,3 +1,5 @@
+import { DEFAULT_POOL } from "../pool-names.ts";
+
 /**
  * The managed queue's states and what a client reads of a request (fal's queue API, in OIP's snake_case).
  * A request is IN_QUEUE until the queue hands it to its pool, IN_PROGRESS while it runs there, and ends in
@@ -48,6 +50,21 @@ export interface QueueHandles {
   status_url: string;
   response_url: string;
   cancel_url: string;
+}
+
+/**
+ * The handles of request `id` for `model` on the gateway at `origin`: the one layout of the queue's URLs,
+ * which the gateway answers a submit with and a client builds again from an id. The pool travels as
+ * `?pool=` (not in the default pool), so the URLs work without the X-Switchyard-Pool header.
+ */
+export function queueHandles(origin: string, pool: string, model: string, id: string): QueueHandles {
+  const base = `${origin}/v2/queue/models/${encodeURIComponent(model)}/requests/${id}`;
+  const query = pool === DEFAULT_POOL ? "" : `?pool=${encodeURIComponent(pool)}`;
+  return {
+    status_url: `${base}/status${query}`,
+    response_url: `${base}${query}`,
+    cancel_url: `${base}/cancel${query}`,
+  };
 }
 
 /** The answer to a cancel (fal's words): the request is, or already was, cancelled; or it had finished. */

@@ -1,13 +1,21 @@
+import { spawn } from "node:child_process";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { createServer } from "node:http";
+import type { AddressInfo } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
+import type { WebhookBody } from "../../gateway/queue/webhooks.ts";
 import type { InferRequestToEncode } from "../../shared/oip/codec.ts";
 import type { Tensor } from "../../shared/oip/tensor.ts";
 import { QueueClient, type Submitted } from "../../shared/queue/queue-client.ts";
+import { verifyWebhook } from "../../shared/queue/webhook-signature.ts";
 import { DET_MODEL, MULTIPLEX_MODELS } from "../fixtures/paths.ts";
 import { PPOCR_DET_DIMS, ppocrDetSampleInput } from "../fixtures/ppocr.ts";
 import { type AgentProcess, startAgent } from "./harness/agents.ts";
 import { call, eventually, mlpRequest, waitForAgents } from "./harness/oip-client.ts";
 import { watchProcesses } from "./harness/processes-under-test.ts";
-import { type GatewayProcess, SECRETS, startGateway } from "./harness/wrangler-dev.ts";
+import { type GatewayProcess, REPO_ROOT, SECRETS, startGateway } from "./harness/wrangler-dev.ts";
 
 // The managed queue (gateway/queue, gateway/routes/queue.ts) with a real `wrangler dev` (its Durable Object
 // storage and local R2), real agents and the TypeScript client users get (shared/queue/queue-client.ts):
@@ -16,6 +24,7 @@ import { type GatewayProcess, SECRETS, startGateway } from "./harness/wrangler-d
 
 const MODEL = MULTIPLEX_MODELS[0] ?? "m000";
 const OTHER_KEY = "another-client-key";
+const WEBHOOK_SECRET = "local-webhook-secret";
 
 let gateway: GatewayProcess;
 const agents: AgentProcess[] = [];
@@ -24,6 +33,7 @@ beforeAll(async () => {
   gateway = await startGateway({
     vars: {
       API_KEYS: `${SECRETS.apiKey},${OTHER_KEY}`,
+      WEBHOOK_SECRET,
       // Two at a time, so that a burst leaves requests IN_QUEUE; a pool without agents gives up on its asks
       // soon, so that requests go back to the queue and wait there.
       QUEUE_IN_FLIGHT: "2",
@@ -55,6 +65,32 @@ async function resultOf(queue: QueueClient, submitted: Submitted, timeoutMs = 60
       throw new Error(`no result for ${submitted.request_id} within ${timeoutMs} ms`);
     await new Promise((resolve) => setTimeout(resolve, 100));
   }
+}
+
+/** An MLP request as a JSON body. */
+const mlpRequestJson = (seed: number) => ({
+  inputs: [
+    {
+      name: "x",
+      datatype: "FP32",
+      shape: [1, 16],
+      data: Array.from(mlpRequest(1, seed).inputs[0]?.data as Float32Array),
+    },
+  ],
+});
+
+/** `switchyard ...` as a user runs it, with the client key in its environment. */
+async function runCli(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  const child = spawn(process.execPath, [join(REPO_ROOT, "backend/bin/switchyard.ts"), ...args], {
+    env: { ...process.env, SWITCHYARD_API_KEY: SECRETS.apiKey },
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  let stdout = "";
+  let stderr = "";
+  child.stdout.on("data", (chunk: Buffer) => (stdout += chunk.toString()));
+  child.stderr.on("data", (chunk: Buffer) => (stderr += chunk.toString()));
+  const code = await new Promise<number | null>((resolve) => child.once("close", resolve));
+  return { code, stdout, stderr };
 }
 
 const dataOf = (outputs: readonly Tensor[]) => Array.from(outputs[0]?.data as Float32Array);
@@ -209,6 +245,111 @@ describe("managed queue", () => {
     expect(await client("nobody").cancel(handles)).toBe("CANCELLATION_REQUESTED");
   });
 
+  test("a webhook receiver gets every finished request, signed, and a failed delivery is tried again", async () => {
+    // A receiver that fails its first delivery, as a receiver being deployed would.
+    const received: { at: number; headers: Headers; body: Uint8Array; answered: number }[] = [];
+    const receiver = createServer((request, response) => {
+      const chunks: Buffer[] = [];
+      request.on("data", (chunk: Buffer) => chunks.push(chunk));
+      request.on("end", () => {
+        const answered = received.length === 0 ? 500 : 204;
+        received.push({
+          at: Date.now(),
+          headers: new Headers(request.headers as Record<string, string>),
+          body: new Uint8Array(Buffer.concat(chunks)),
+          answered,
+        });
+        response.writeHead(answered).end();
+      });
+    });
+    await new Promise<void>((resolve) => receiver.listen(0, "127.0.0.1", resolve));
+    try {
+      const { port } = receiver.address() as AddressInfo;
+      const hook = `http://127.0.0.1:${port}/hook`;
+      const submitted = (await (
+        await raw(`/v2/queue/models/${MODEL}/infer?webhook=${encodeURIComponent(hook)}`, {
+          method: "POST",
+          pool: "queue",
+          headers: { "Content-Type": "application/json" },
+          body: JSON.stringify(mlpRequestJson(9)),
+        })
+      ).json()) as Submitted;
+      await eventually("two deliveries", async () => received.length >= 2, 30_000);
+      const [first, second] = received as [(typeof received)[0], (typeof received)[0]];
+      expect(second.at - first.at).toBeGreaterThanOrEqual(1_500);
+      for (const delivery of [first, second]) {
+        expect(await verifyWebhook(WEBHOOK_SECRET, delivery.headers, delivery.body)).toBe(true);
+        expect(await verifyWebhook("another-secret", delivery.headers, delivery.body)).toBe(false);
+        const body = JSON.parse(new TextDecoder().decode(delivery.body)) as WebhookBody;
+        expect(body).toMatchObject({
+          request_id: submitted.request_id,
+          status: "OK",
+          queue_status: "COMPLETED",
+          response_status: 200,
+          response_url: submitted.response_url,
+        });
+        expect((body.payload as { outputs: unknown[] }).outputs).toHaveLength(1);
+      }
+      // Delivered once it was answered 2xx: no more tries.
+      await new Promise((resolve) => setTimeout(resolve, 2_500));
+      expect(received).toHaveLength(2);
+
+      for (const [url, message] of [
+        ["not a url", /not a URL/],
+        ["ftp://127.0.0.1/hook", /https/],
+        ["http://example.com/hook", /https/],
+        ["https://user:secret@example.com/hook", /credentials/],
+      ] as const) {
+        const refused = await raw(`/v2/queue/models/${MODEL}/infer?webhook=${encodeURIComponent(url)}`, {
+          method: "POST",
+          pool: "queue",
+          headers: { "Content-Type": "application/json" },
+          body: JSON.stringify(mlpRequestJson(1)),
+        });
+        expect(refused.status).toBe(400);
+        expect(((await refused.json()) as { error: string }).error).toMatch(message);
+      }
+    } finally {
+      await new Promise((resolve) => receiver.close(resolve));
+    }
+  });
+
+  test("the switchyard CLI submits, follows, fetches and cancels", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "switchyard-queue-cli-"));
+    try {
+      const file = join(dir, "request.json");
+      writeFileSync(file, JSON.stringify(mlpRequestJson(11)));
+      const cli = (...args: string[]) => runCli([...args, "--gateway", gateway.wsUrl, "--pool", "queue"]);
+      const expected = dataOf(await syncOutputs("queue", MODEL, mlpRequest(1, 11)));
+
+      const waited = await cli("queue", "submit", MODEL, file, "--wait");
+      expect(waited.code).toBe(0);
+      expect((JSON.parse(waited.stdout) as { outputs: { data: number[] }[] }).outputs[0]?.data).toEqual(
+        expected,
+      );
+
+      const submitted = await cli("queue", "submit", MODEL, file);
+      expect(submitted.code).toBe(0);
+      const { request_id: id } = JSON.parse(submitted.stdout) as Submitted;
+      await eventually("it completes", async () => {
+        const status = await cli("queue", "status", MODEL, id);
+        return (JSON.parse(status.stdout) as Submitted).status === "COMPLETED";
+      });
+      const result = await cli("queue", "result", MODEL, id);
+      expect(result.code).toBe(0);
+      expect((JSON.parse(result.stdout) as { outputs: { data: number[] }[] }).outputs[0]?.data).toEqual(
+        expected,
+      );
+      expect((await cli("queue", "cancel", MODEL, id)).stdout.trim()).toBe("ALREADY_COMPLETED");
+
+      const unknown = await cli("queue", "status", MODEL, crypto.randomUUID());
+      expect(unknown.code).toBe(1);
+      expect(unknown.stderr).toMatch(/^switchyard: request '.*' not found/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   test("a request id is visible only to the key that submitted it; bad input answers a clear 4xx", async () => {
     const submitted = await client("queue").submit(MODEL, mlpRequest(1, 5));
     const path = new URL(submitted.status_url).pathname;
@@ -251,7 +392,12 @@ describe("managed queue", () => {
     for (const [response, status, message] of [
       [await submit("{not json"), 400, /JSON|json/],
       [await submit(JSON.stringify({ inputs: "none" })), 400, /input/],
-      [await submit(valid, "?webhook=https://example.com/hook"), 400, /webhook/],
+      [await submit(valid, "", { "X-Request-Timeout": "soon" }), 400, /X-Request-Timeout/i],
+      [
+        await submit(valid, "", { "Inference-Header-Content-Length": "999999" }),
+        400,
+        /Inference-Header-Content-Length|header/i,
+      ],
     ] as const) {
       expect(`${response.status} ${message}`).toBe(`${status} ${message}`);
       expect(response.headers.get("content-type")).toMatch(/application\/json/);

@@ -101,15 +101,23 @@ describe("routing by model", () => {
     expect(a.result.headers.get("x-request-id")).toBeTruthy();
   });
 
-  test("concurrent requests for a model nobody holds share one load, on one agent (coalescing)", async () => {
+  test("concurrent requests for a model nobody holds share its load (coalescing); at most one load per replica", async () => {
     const model = MULTIPLEX_MODELS[5] ?? "";
     const outcomes = await Promise.all(
       Array.from({ length: 6 }, () => call(gateway.url, model, mlpRequest(1))),
     );
     for (const outcome of outcomes) expectOk(outcome);
-    expect(new Set(outcomes.map(replicaOf)).size).toBe(1);
-    // One load: the first request's; the others waited for it in the gateway and ran as hits.
-    expect(outcomes.filter((outcome) => cacheOf(outcome) === "miss")).toHaveLength(1);
+    // Coalesced: the requests that came while the model was loading waited for that load instead of each
+    // starting one. The switchyard policy may still place one more copy, on the other agent, when its
+    // estimates say a load there beats waiting (this MLP usually loads in a few milliseconds, but a
+    // replica's first session can take a few hundred): at most one load per replica, most requests hits.
+    const misses = outcomes.filter((outcome) => cacheOf(outcome) === "miss");
+    expect(new Set(misses.map(replicaOf)).size).toBe(misses.length);
+    expect(misses.length).toBeLessThanOrEqual(2);
+    expect(outcomes.length - misses.length).toBeGreaterThanOrEqual(4);
+    const loadedBy = misses.map(replicaOf);
+    const servedBy = new Set(outcomes.map(replicaOf));
+    for (const replica of servedBy) expect(loadedBy).toContain(replica);
     const response = await fetch(`${gateway.url}/dashboard/api/pool`, {
       headers: { Authorization: `Bearer ${SECRETS.adminKey}` },
     });
@@ -119,7 +127,7 @@ describe("routing by model", () => {
     const holders = view.agents
       .flatMap((agent) => agent.replicas)
       .filter((replica) => replica.loaded.some((each) => each.name === model));
-    expect(holders).toHaveLength(1);
+    expect(holders).toHaveLength(servedBy.size);
   });
 });
 

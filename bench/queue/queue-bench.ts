@@ -1,0 +1,205 @@
+/**
+ * The managed queue against the synchronous path (issue 15), on one real `wrangler dev` with real agents:
+ *
+ *   sync      N requests by C closed-loop clients through POST /v2/models/{m}/infer
+ *   queue     the same N submitted at once to POST /v2/queue/..., each client then polling its result:
+ *             submit-to-result latency and throughput, and how far each request's estimated_start_at
+ *             (read at submit) was from its started_at
+ *   burst     B requests submitted in a burst by C clients, with the workerd process's memory (RSS) before,
+ *             at its peak while the burst is in the queue, and once it drained
+ *
+ *   npm run bench:queue [-- --requests 400 --clients 8 --burst 10000 --out bench/results]
+ *
+ * Results: bench/results/queue.md, with the machine and the command.
+ */
+import { readFileSync, writeFileSync } from "node:fs";
+import os from "node:os";
+import { parseArgs } from "node:util";
+import { infer } from "../../shared/oip/http-client.ts";
+import { QueueClient, type Submitted } from "../../shared/queue/queue-client.ts";
+import { MULTIPLEX_MODELS } from "../../test/fixtures/paths.ts";
+import { startAgent } from "../../test/integration/harness/agents.ts";
+import { clientAuthorization, mlpRequest, waitForAgents } from "../../test/integration/harness/oip-client.ts";
+import { SECRETS, startGateway } from "../../test/integration/harness/wrangler-dev.ts";
+import { percentile, round } from "../gpu/measure.ts";
+import { describeGateway } from "../run-setup.ts";
+
+const { values } = parseArgs({
+  options: {
+    requests: { type: "string", default: "400" },
+    clients: { type: "string", default: "8" },
+    burst: { type: "string", default: "10000" },
+    out: { type: "string", default: "bench/results" },
+  },
+});
+const REQUESTS = Number(values.requests);
+const CLIENTS = Number(values.clients);
+const BURST = Number(values.burst);
+const MODEL = MULTIPLEX_MODELS[0] ?? "m000";
+const POOL = "bench";
+const POLL_MS = 20;
+
+const startedAt = Date.now();
+const gateway = await startGateway({ vars: { QUEUE_IN_FLIGHT: "8" } });
+const agent = await startAgent({
+  gateway: gateway.wsUrl,
+  name: "bench",
+  pool: POOL,
+  args: ["--preload", MODEL, "--max-concurrency", "8"],
+});
+await waitForAgents(gateway.url, 1, POOL);
+const queue = new QueueClient({ baseUrl: gateway.url, apiKey: SECRETS.apiKey, pool: POOL });
+
+/** Runs `task` for every index with `clients` workers; resolves when all are done. */
+async function pool<T>(count: number, clients: number, task: (index: number) => Promise<T>): Promise<T[]> {
+  const results: T[] = new Array(count);
+  let next = 0;
+  await Promise.all(
+    Array.from({ length: clients }, async () => {
+      for (let index = next++; index < count; index = next++) results[index] = await task(index);
+    }),
+  );
+  return results;
+}
+
+async function resultOf(handle: Submitted): Promise<void> {
+  for (;;) {
+    const result = await queue.result(handle);
+    if (result !== undefined) return;
+    await new Promise((resolve) => setTimeout(resolve, POLL_MS));
+  }
+}
+
+// Warm-up: the model is loaded and both paths have run.
+await infer(gateway.url, MODEL, mlpRequest(1, 0), {
+  headers: { ...clientAuthorization, "X-Switchyard-Pool": POOL },
+});
+await resultOf(await queue.submit(MODEL, mlpRequest(1, 0)));
+
+// Synchronous: C closed-loop clients.
+const syncStarted = performance.now();
+const syncLatencies = await pool(REQUESTS, CLIENTS, async (index) => {
+  const sent = performance.now();
+  await infer(gateway.url, MODEL, mlpRequest(1, index), {
+    headers: { ...clientAuthorization, "X-Switchyard-Pool": POOL },
+  });
+  return performance.now() - sent;
+});
+const syncSeconds = (performance.now() - syncStarted) / 1000;
+
+// Queue: all N submitted (C at a time), then each followed to its result.
+const queueStarted = performance.now();
+const submitted = await pool(REQUESTS, CLIENTS, async (index) => {
+  const sent = performance.now();
+  const handle = await queue.submit(MODEL, mlpRequest(1, index));
+  return { handle, sent };
+});
+const queueLatencies = await pool(REQUESTS, CLIENTS, async (index) => {
+  const { handle, sent } = submitted[index] as (typeof submitted)[number];
+  await resultOf(handle);
+  return performance.now() - sent;
+});
+const queueSeconds = (performance.now() - queueStarted) / 1000;
+// Estimates: what each submit said against when it started.
+const estimateErrors: number[] = [];
+await pool(REQUESTS, CLIENTS, async (index) => {
+  const { handle } = submitted[index] as (typeof submitted)[number];
+  if (handle.estimated_start_at === undefined) return;
+  const status = await queue.status(handle);
+  if (status.started_at === undefined) return;
+  estimateErrors.push(Math.abs(Date.parse(status.started_at) - Date.parse(handle.estimated_start_at)));
+});
+
+// Burst: B submits, memory of the workerd process throughout.
+const workerd = workerdPids(gateway.process.child.pid ?? 0);
+const rssBefore = rssOf(workerd);
+let rssPeak = rssBefore;
+const sampler = setInterval(() => {
+  rssPeak = Math.max(rssPeak, rssOf(workerd));
+}, 200);
+const burstStarted = performance.now();
+const burst = await pool(BURST, CLIENTS * 2, (index) => queue.submit(MODEL, mlpRequest(1, index % 1000)));
+const submitSeconds = (performance.now() - burstStarted) / 1000;
+let waitingAtPeak = 0;
+for (;;) {
+  const last = await queue.status(burst.at(-1) as Submitted);
+  if (last.status === "IN_QUEUE") waitingAtPeak = Math.max(waitingAtPeak, (last.queue_position ?? 0) + 1);
+  if (last.status === "COMPLETED") break;
+  await new Promise((resolve) => setTimeout(resolve, 500));
+}
+const drainSeconds = (performance.now() - burstStarted) / 1000;
+const completed = (
+  await pool(BURST, CLIENTS * 2, async (index) => (await queue.status(burst[index] as Submitted)).status)
+).filter((status) => status === "COMPLETED").length;
+clearInterval(sampler);
+const rssAfter = rssOf(workerd);
+
+await agent.stop("SIGKILL");
+await gateway.stop();
+
+const ms = (values: number[], p: number) => round(percentile(values, p), 1);
+const mib = (bytes: number) => round(bytes / 2 ** 20, 1);
+const command = `npm run bench:queue -- --requests ${REQUESTS} --clients ${CLIENTS} --burst ${BURST}`;
+const report = `# Managed queue against the synchronous path
+
+Generated by \`${command}\` on ${new Date().toISOString().slice(0, 10)} (${os.cpus().length} x ${os.cpus()[0]?.model ?? "cpu"}, ${round(os.totalmem() / 2 ** 30, 0)} GiB; ${round((Date.now() - startedAt) / 1000, 0)} s).
+
+One \`wrangler dev\` (${describeGateway(gateway, ["QUEUE_IN_FLIGHT", "QUEUE_LIMIT"])}) and one agent on the CPU (--max-concurrency 8), model ${MODEL} (an MLP of 256 KiB; a run takes well under a millisecond, so what is measured is the path, not the model). ${CLIENTS} clients.
+
+| path | requests | req/s | p50 ms | p90 ms | p99 ms |
+| --- | --- | --- | --- | --- | --- |
+| synchronous (closed loop) | ${REQUESTS} | ${round(REQUESTS / syncSeconds, 1)} | ${ms(syncLatencies, 50)} | ${ms(syncLatencies, 90)} | ${ms(syncLatencies, 99)} |
+| queue (submit all, then poll every ${POLL_MS} ms): submit to result | ${REQUESTS} | ${round(REQUESTS / queueSeconds, 1)} | ${ms(queueLatencies, 50)} | ${ms(queueLatencies, 90)} | ${ms(queueLatencies, 99)} |
+
+Throughput through the queue is ${round(REQUESTS / queueSeconds / (REQUESTS / syncSeconds), 2)}x the synchronous path's on the same load: each queued request costs a submit, its hand-over from the queue's Durable Object to the registry, and the polls for its result, and the queue runs QUEUE_IN_FLIGHT at a time.
+
+Estimated start times (estimated_start_at at submit against started_at), over ${estimateErrors.length} requests that had an estimate: median error ${ms(estimateErrors, 50)} ms, p90 ${ms(estimateErrors, 90)} ms.
+
+## A burst of ${BURST}
+
+${BURST} submits by ${CLIENTS * 2} clients took ${round(submitSeconds, 1)} s (${round(BURST / submitSeconds, 0)} submits/s); at most ${waitingAtPeak} were seen waiting; all ${BURST} were answered ${round(drainSeconds, 1)} s after the first submit (${completed} COMPLETED).
+
+The workerd processes of this \`wrangler dev\` (its proxy, the Worker and every Durable Object), resident memory summed: ${mib(rssBefore)} MiB before the burst, ${mib(rssPeak)} MiB at its peak, ${mib(rssAfter)} MiB after. Queued requests live in the queue's SQLite storage, not in the object's memory: the peak is the submits in flight and SQLite's page cache, not the backlog.
+`;
+writeFileSync(`${values.out}/queue.md`, report);
+console.log(report);
+
+/** The workerd processes under `wrangler dev` (its proxy's and the Worker's), whose memory holds the objects. */
+function workerdPids(root: number): number[] {
+  const children = (pid: number): number[] => {
+    try {
+      return readFileSync(`/proc/${pid}/task/${pid}/children`, "utf8")
+        .trim()
+        .split(/\s+/)
+        .filter(Boolean)
+        .map(Number);
+    } catch {
+      return [];
+    }
+  };
+  const found: number[] = [];
+  const pending = [root];
+  while (pending.length > 0) {
+    const pid = pending.shift() as number;
+    try {
+      if (readFileSync(`/proc/${pid}/comm`, "utf8").trim() === "workerd") found.push(pid);
+    } catch {
+      // gone
+    }
+    pending.push(...children(pid));
+  }
+  if (found.length === 0) throw new Error("no workerd process under wrangler dev");
+  return found;
+}
+
+/** Resident memory of `pids`, summed (bytes). */
+function rssOf(pids: readonly number[]): number {
+  let total = 0;
+  for (const pid of pids) {
+    const line = readFileSync(`/proc/${pid}/status`, "utf8")
+      .split("\n")
+      .find((entry) => entry.startsWith("VmRSS:"));
+    total += Number(line?.split(/\s+/)[1] ?? 0) * 1024;
+  }
+  return total;
+}
