@@ -17,7 +17,8 @@ import os from "node:os";
 import { parseArgs } from "node:util";
 import { infer } from "../../shared/oip/http-client.ts";
 import { QueueClient, type Submitted } from "../../shared/queue/queue-client.ts";
-import { MULTIPLEX_MODELS } from "../../test/fixtures/paths.ts";
+import { DET_MODEL, MULTIPLEX_MODELS } from "../../test/fixtures/paths.ts";
+import { PPOCR_DET_DIMS, ppocrDetSampleInput } from "../../test/fixtures/ppocr.ts";
 import { startAgent } from "../../test/integration/harness/agents.ts";
 import { clientAuthorization, mlpRequest, waitForAgents } from "../../test/integration/harness/oip-client.ts";
 import { SECRETS, startGateway } from "../../test/integration/harness/wrangler-dev.ts";
@@ -27,6 +28,7 @@ import { describeGateway } from "../run-setup.ts";
 const { values } = parseArgs({
   options: {
     requests: { type: "string", default: "400" },
+    "det-requests": { type: "string", default: "48" },
     clients: { type: "string", default: "8" },
     burst: { type: "string", default: "10000" },
     out: { type: "string", default: "bench/results" },
@@ -35,6 +37,7 @@ const { values } = parseArgs({
 const REQUESTS = Number(values.requests);
 const CLIENTS = Number(values.clients);
 const BURST = Number(values.burst);
+const DET_REQUESTS = Number(values["det-requests"]);
 const MODEL = MULTIPLEX_MODELS[0] ?? "m000";
 const POOL = "bench";
 const POLL_MS = 20;
@@ -45,7 +48,7 @@ const agent = await startAgent({
   gateway: gateway.wsUrl,
   name: "bench",
   pool: POOL,
-  args: ["--preload", MODEL, "--max-concurrency", "8"],
+  args: ["--preload", MODEL, "--preload", DET_MODEL, "--max-concurrency", "8"],
 });
 await waitForAgents(gateway.url, 1, POOL);
 const queue = new QueueClient({ baseUrl: gateway.url, apiKey: SECRETS.apiKey, pool: POOL });
@@ -70,6 +73,9 @@ async function resultOf(handle: Submitted): Promise<void> {
   }
 }
 
+const workerd = workerdPids(gateway.process.child.pid ?? 0);
+const rssAtStart = rssOf(workerd);
+
 // Warm-up: the model is loaded and both paths have run.
 await infer(gateway.url, MODEL, mlpRequest(1, 0), {
   headers: { ...clientAuthorization, "X-Switchyard-Pool": POOL },
@@ -86,6 +92,7 @@ const syncLatencies = await pool(REQUESTS, CLIENTS, async (index) => {
   return performance.now() - sent;
 });
 const syncSeconds = (performance.now() - syncStarted) / 1000;
+const rssAfterSync = rssOf(workerd);
 
 // Queue: all N submitted (C at a time), then each followed to its result.
 const queueStarted = performance.now();
@@ -100,18 +107,34 @@ const queueLatencies = await pool(REQUESTS, CLIENTS, async (index) => {
   return performance.now() - sent;
 });
 const queueSeconds = (performance.now() - queueStarted) / 1000;
-// Estimates: what each submit said against when it started.
+
+// Estimates: det on the CPU takes long enough for a backlog to form behind QUEUE_IN_FLIGHT; each submit's
+// estimated_start_at against its started_at.
+const image = {
+  inputs: [{ name: "x", datatype: "FP32" as const, shape: [...PPOCR_DET_DIMS], data: ppocrDetSampleInput() }],
+};
+await resultOf(await queue.submit(DET_MODEL, image, { binaryInputs: true }));
+// Submitted all at once (each submit carries 4.9 MB to R2; one after another they arrive slower than
+// QUEUE_IN_FLIGHT runs drain them, and no backlog forms).
+const detHandles = await Promise.all(
+  Array.from({ length: DET_REQUESTS }, () => queue.submit(DET_MODEL, image, { binaryInputs: true })),
+);
 const estimateErrors: number[] = [];
-await pool(REQUESTS, CLIENTS, async (index) => {
-  const { handle } = submitted[index] as (typeof submitted)[number];
-  if (handle.estimated_start_at === undefined) return;
+const positions: number[] = [];
+for (const handle of detHandles) {
+  await resultOf(handle);
+  if (handle.estimated_start_at === undefined) continue;
   const status = await queue.status(handle);
-  if (status.started_at === undefined) return;
+  if (status.started_at === undefined) continue;
+  positions.push(handle.queue_position ?? 0);
   estimateErrors.push(Math.abs(Date.parse(status.started_at) - Date.parse(handle.estimated_start_at)));
-});
+}
+const detRunMs = await (async () => {
+  const status = await queue.status(detHandles.at(-1) as Submitted);
+  return Date.parse(status.finished_at ?? "") - Date.parse(status.started_at ?? "");
+})();
 
 // Burst: B submits, memory of the workerd process throughout.
-const workerd = workerdPids(gateway.process.child.pid ?? 0);
 const rssBefore = rssOf(workerd);
 let rssPeak = rssBefore;
 const sampler = setInterval(() => {
@@ -153,13 +176,13 @@ One \`wrangler dev\` (${describeGateway(gateway, ["QUEUE_IN_FLIGHT", "QUEUE_LIMI
 
 Throughput through the queue is ${round(REQUESTS / queueSeconds / (REQUESTS / syncSeconds), 2)}x the synchronous path's on the same load: each queued request costs a submit, its hand-over from the queue's Durable Object to the registry, and the polls for its result, and the queue runs QUEUE_IN_FLIGHT at a time.
 
-Estimated start times (estimated_start_at at submit against started_at), over ${estimateErrors.length} requests that had an estimate: median error ${ms(estimateErrors, 50)} ms, p90 ${ms(estimateErrors, 90)} ms.
+Estimated start times: ${DET_REQUESTS} PP-OCRv4 det requests (binary, 4.9 MB, through R2) submitted at once, so that a backlog forms behind QUEUE_IN_FLIGHT (queue positions up to ${Math.max(0, ...positions)}; a det run here took about ${round(detRunMs, 0)} ms); each submit's estimated_start_at against the started_at it got, over the ${estimateErrors.length} that were queued with an estimate: median error ${ms(estimateErrors, 50)} ms, p90 ${ms(estimateErrors, 90)} ms.
 
 ## A burst of ${BURST}
 
 ${BURST} submits by ${CLIENTS * 2} clients took ${round(submitSeconds, 1)} s (${round(BURST / submitSeconds, 0)} submits/s); at most ${waitingAtPeak} were seen waiting; all ${BURST} were answered ${round(drainSeconds, 1)} s after the first submit (${completed} COMPLETED).
 
-The workerd processes of this \`wrangler dev\` (its proxy, the Worker and every Durable Object), resident memory summed: ${mib(rssBefore)} MiB before the burst, ${mib(rssPeak)} MiB at its peak, ${mib(rssAfter)} MiB after. Queued requests live in the queue's SQLite storage, not in the object's memory: the peak is the submits in flight and SQLite's page cache, not the backlog.
+The workerd processes of this \`wrangler dev\` (its proxy, the Worker and every Durable Object), resident memory summed: ${mib(rssAtStart)} MiB at the start, ${mib(rssAfterSync)} MiB after the ${REQUESTS} synchronous requests, ${mib(rssBefore)} MiB before the burst, ${mib(rssPeak)} MiB at its peak, ${mib(rssAfter)} MiB after.
 `;
 writeFileSync(`${values.out}/queue.md`, report);
 console.log(report);

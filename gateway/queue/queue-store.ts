@@ -130,6 +130,10 @@ export class QueueStore {
     }
     sql.exec("CREATE INDEX IF NOT EXISTS queued ON requests (state, seq)");
     sql.exec("CREATE INDEX IF NOT EXISTS submitted ON requests (seq)");
+    // The pump asks these on every submit and every answer: none may scan the backlog.
+    sql.exec("CREATE INDEX IF NOT EXISTS deferred ON requests (state, not_before)");
+    sql.exec("CREATE INDEX IF NOT EXISTS overdue ON requests (state, start_by)");
+    sql.exec("CREATE INDEX IF NOT EXISTS webhooks ON requests (webhook_state, webhook_next_at)");
     sql.exec("CREATE INDEX IF NOT EXISTS expiring ON requests (expires_at)");
   }
 

@@ -1,7 +1,7 @@
 import { DurableObject } from "cloudflare:workers";
 import { SwitchyardError } from "../../shared/errors.ts";
 import { errorResponse } from "../../shared/http/error-response.ts";
-import { type CancelAnswer, isFinished, type QueueStatus } from "../../shared/queue/queue-status.ts";
+import { isFinished, type QueueStatus } from "../../shared/queue/queue-status.ts";
 import { gatewayConfig } from "../config.ts";
 import type { Env } from "../env.ts";
 import { log } from "../log.ts";
@@ -56,6 +56,10 @@ export class RequestQueue
   readonly #running = new Map<string, Promise<void>>();
   /** Webhooks being sent now, by request. */
   readonly #delivering = new Map<string, Promise<void>>();
+  /** The pool this queue serves (it learns its name from the first submit; an object does not know it). */
+  #pool: string | undefined;
+  /** When the alarm is set for, as this instance last set it; undefined: not known (then it is set). */
+  #alarmAt: number | undefined;
   /** Mean run time of recent requests (ms), for start estimates; undefined before the first. */
   #runMs: number | undefined;
 
@@ -75,7 +79,10 @@ export class RequestQueue
 
   submit(submit: QueueSubmit): SubmitAnswer {
     const config = gatewayConfig(this.env);
-    this.ctx.storage.kv.put("pool", submit.pool);
+    if (this.#pool !== submit.pool) {
+      this.#pool = submit.pool;
+      this.ctx.storage.kv.put("pool", submit.pool);
+    }
     if (this.#store.queuedCount() >= config.QUEUE_ASYNC_LIMIT) {
       return {
         ok: false,
@@ -173,6 +180,7 @@ export class RequestQueue
   // ---- The pump ----
 
   override async alarm(): Promise<void> {
+    this.#alarmAt = undefined;
     this.#pump();
     await this.#purgeExpired(Date.now());
     if (this.#running.size > 0 || this.#delivering.size > 0) {
@@ -212,8 +220,15 @@ export class RequestQueue
     }
     // Results expire, and deadlines pass, even when nothing runs: look again within the hour at most.
     at ??= now + 60 * 60 * 1000;
-    const current = await this.ctx.storage.getAlarm();
-    if (current === null || current > at || current < now) await this.ctx.storage.setAlarm(at);
+    // Set only when it would come later than needed (or has passed): most pumps change nothing.
+    if (this.#alarmAt !== undefined && this.#alarmAt <= at && this.#alarmAt > now) return;
+    this.#alarmAt = at;
+    await this.ctx.storage.setAlarm(at);
+  }
+
+  #poolName(): string {
+    this.#pool ??= this.ctx.storage.kv.get<string>("pool") ?? "default";
+    return this.#pool;
   }
 
   #start(record: QueuedRecord): void {
@@ -235,7 +250,7 @@ export class RequestQueue
   }
 
   async #run(record: QueuedRecord): Promise<void> {
-    const pool = this.ctx.storage.kv.get<string>("pool") ?? "default";
+    const pool = this.#poolName();
     const config = gatewayConfig(this.env);
     const reruns = record.reruns + record.interrupted;
     if (record.interrupted === 1) {

@@ -56,6 +56,11 @@ export async function infer(
     body: encoded.body as Uint8Array<ArrayBuffer>,
     ...(options.signal === undefined ? {} : { signal: options.signal }),
   });
+  return inferResultOf(response);
+}
+
+/** An infer response, decoded (JSON or binary tensors); an error response throws an OipHttpError. */
+export async function inferResultOf(response: Response): Promise<InferResult> {
   const body = new Uint8Array(await response.arrayBuffer());
   if (!response.ok) {
     throw new OipHttpError(response.status, errorMessage(body, response.status), response.headers);

@@ -1,6 +1,6 @@
 import type { InferRequestToEncode } from "../oip/codec.ts";
-import { decodeInferResponse, encodeInferRequest, INFERENCE_HEADER_CONTENT_LENGTH } from "../oip/codec.ts";
-import { errorMessage, type InferResult, OipHttpError } from "../oip/http-client.ts";
+import { encodeInferRequest, INFERENCE_HEADER_CONTENT_LENGTH } from "../oip/codec.ts";
+import { errorMessage, type InferResult, inferResultOf, OipHttpError } from "../oip/http-client.ts";
 import { DEFAULT_POOL } from "../pool-names.ts";
 import {
   type CancelAnswer,
@@ -155,15 +155,7 @@ export class QueueClient {
       await response.arrayBuffer();
       return undefined;
     }
-    const body = new Uint8Array(await response.arrayBuffer());
-    if (!response.ok)
-      throw new OipHttpError(response.status, errorMessage(body, response.status), response.headers);
-    const headerLength = response.headers.get(INFERENCE_HEADER_CONTENT_LENGTH);
-    return {
-      response: decodeInferResponse(body, headerLength === null ? undefined : Number(headerLength)),
-      headers: response.headers,
-      status: response.status,
-    };
+    return inferResultOf(response);
   }
 
   /** Cancels it: CANCELLATION_REQUESTED (also when it already was), or ALREADY_COMPLETED. */

@@ -406,6 +406,46 @@ describe("managed queue", () => {
     expect((await client("queue").status(submitted)).request_id).toBe(submitted.request_id);
   });
 
+  test("an agent killed while it runs queued requests: every request completes, with the right answer", async () => {
+    const pool = "killed";
+    const queue = client(pool);
+    const first = await startAgent({
+      gateway: gateway.wsUrl,
+      name: "doomed",
+      pool,
+      args: ["--preload", DET_MODEL, "--max-concurrency", "1"],
+    });
+    agents.push(first);
+    await waitForAgents(gateway.url, 1, pool);
+    const image: InferRequestToEncode = {
+      inputs: [{ name: "x", datatype: "FP32", shape: [...PPOCR_DET_DIMS], data: ppocrDetSampleInput() }],
+    };
+    const submitted = await Promise.all(
+      Array.from({ length: 4 }, () =>
+        queue.submit(DET_MODEL, image, { binaryInputs: true, binaryOutputs: true }),
+      ),
+    );
+    // SIGKILL while the queue has requests running there and others waiting; another agent takes over.
+    await eventually(
+      "a request runs on the doomed agent",
+      async () => (await queue.status(submitted[0] as Submitted)).status !== "IN_QUEUE",
+      30_000,
+    );
+    await first.stop("SIGKILL");
+    agents.push(
+      await startAgent({ gateway: gateway.wsUrl, name: "heir", pool, args: ["--preload", DET_MODEL] }),
+    );
+    const expected = (await syncOutputs(pool, DET_MODEL, image))[0]?.data as Float32Array;
+    for (const handle of submitted) {
+      const result = await resultOf(queue, handle, 90_000);
+      const output = result.response.outputs[0]?.data as Float32Array;
+      expect(Buffer.from(output.buffer, output.byteOffset, output.byteLength)).toEqual(
+        Buffer.from(expected.buffer, expected.byteOffset, expected.byteLength),
+      );
+      expect((await queue.status(handle)).status).toBe("COMPLETED");
+    }
+  });
+
   test("what was submitted survives a gateway restart: every request completes once agents are back", async () => {
     const pool = "durable";
     const queue = client(pool);
