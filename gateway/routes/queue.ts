@@ -166,7 +166,9 @@ async function statusStream(c: QueueContext): Promise<Response> {
   // Written after the response went out: the status as it changes, until it finished or the client left.
   const follow = async () => {
     const openedAt = Date.now();
-    let last = JSON.stringify(queue);
+    // A change is anything but the start estimate, which moves with the clock while nothing else does.
+    const shown = (current: QueueStatus) => JSON.stringify({ ...current, estimated_start_at: undefined });
+    let last = shown(queue);
     let sentAt = Date.now();
     try {
       await event(queue);
@@ -175,7 +177,7 @@ async function statusStream(c: QueueContext): Promise<Response> {
         const next = await stub.status(id, owner);
         if (next.kind !== "found") break;
         queue = next.queue;
-        const text = JSON.stringify(queue);
+        const text = shown(queue);
         if (text !== last) {
           last = text;
           sentAt = Date.now();
@@ -192,8 +194,7 @@ async function statusStream(c: QueueContext): Promise<Response> {
     }
   };
   c.executionCtx.waitUntil(follow());
-  const stream = readable;
-  return new Response(stream, {
+  return new Response(readable, {
     status: 200,
     headers: { "Content-Type": "text/event-stream", "Cache-Control": "no-cache", Connection: "keep-alive" },
   });
