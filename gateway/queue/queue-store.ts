@@ -166,9 +166,21 @@ export class QueueStore {
     return this.#one<QueuedRecord>(`SELECT ${SELECT} FROM requests WHERE id = ?`, id);
   }
 
-  /** Queued requests, oldest first. */
+  /** How many requests wait to start. */
   queuedCount(): number {
     return this.#one<{ n: number }>("SELECT COUNT(*) AS n FROM requests WHERE state = 'IN_QUEUE'")?.n ?? 0;
+  }
+
+  /** Queued requests per model. */
+  queuedByModel(): Record<string, number> {
+    const counts: Record<string, number> = {};
+    const rows = this.#sql
+      .exec<{ model: string; n: number }>(
+        "SELECT model, COUNT(*) AS n FROM requests WHERE state = 'IN_QUEUE' GROUP BY model",
+      )
+      .toArray();
+    for (const row of rows) counts[row.model] = row.n;
+    return counts;
   }
 
   /** How many queued requests go before the one submitted as `seq`. */
@@ -181,13 +193,11 @@ export class QueueStore {
 
   /** Up to `limit` queued requests that may start at `now`, oldest first. */
   startable(now: number, limit: number): QueuedRecord[] {
-    return this.#sql
-      .exec<Record<string, SqlStorageValue>>(
-        `SELECT ${SELECT} FROM requests WHERE state = 'IN_QUEUE' AND not_before <= ? ORDER BY seq LIMIT ?`,
-        now,
-        limit,
-      )
-      .toArray() as unknown as QueuedRecord[];
+    return this.#many(
+      `SELECT ${SELECT} FROM requests WHERE state = 'IN_QUEUE' AND not_before <= ? ORDER BY seq LIMIT ?`,
+      now,
+      limit,
+    );
   }
 
   /** The earliest time a deferred queued request may start again; undefined when none waits for that. */
@@ -201,30 +211,21 @@ export class QueueStore {
 
   /** Requests a previous instance of the object was running when it went away. */
   inProgress(): QueuedRecord[] {
-    return this.#sql
-      .exec<Record<string, SqlStorageValue>>(`SELECT ${SELECT} FROM requests WHERE state = 'IN_PROGRESS'`)
-      .toArray() as unknown as QueuedRecord[];
+    return this.#many(`SELECT ${SELECT} FROM requests WHERE state = 'IN_PROGRESS'`);
   }
 
   /** Queued requests whose start deadline passed. */
   overdue(now: number): QueuedRecord[] {
-    return this.#sql
-      .exec<Record<string, SqlStorageValue>>(
-        `SELECT ${SELECT} FROM requests WHERE state = 'IN_QUEUE' AND start_by <= ?`,
-        now,
-      )
-      .toArray() as unknown as QueuedRecord[];
+    return this.#many(`SELECT ${SELECT} FROM requests WHERE state = 'IN_QUEUE' AND start_by <= ?`, now);
   }
 
   /** Finished requests whose retention ended, still holding their result. */
   expired(now: number, limit: number): QueuedRecord[] {
-    return this.#sql
-      .exec<Record<string, SqlStorageValue>>(
-        `SELECT ${SELECT} FROM requests WHERE purged = 0 AND expires_at IS NOT NULL AND expires_at <= ? LIMIT ?`,
-        now,
-        limit,
-      )
-      .toArray() as unknown as QueuedRecord[];
+    return this.#many(
+      `SELECT ${SELECT} FROM requests WHERE purged = 0 AND expires_at IS NOT NULL AND expires_at <= ? LIMIT ?`,
+      now,
+      limit,
+    );
   }
 
   update(id: string, fields: Partial<Omit<QueuedRecord, "id" | "seq">>): void {
@@ -240,13 +241,11 @@ export class QueueStore {
 
   /** Webhooks due at `now`, oldest first. */
   dueWebhooks(now: number, limit: number): QueuedRecord[] {
-    return this.#sql
-      .exec<Record<string, SqlStorageValue>>(
-        `SELECT ${SELECT} FROM requests WHERE webhook_state = 'pending' AND webhook_next_at <= ? ORDER BY webhook_next_at LIMIT ?`,
-        now,
-        limit,
-      )
-      .toArray() as unknown as QueuedRecord[];
+    return this.#many(
+      `SELECT ${SELECT} FROM requests WHERE webhook_state = 'pending' AND webhook_next_at <= ? ORDER BY webhook_next_at LIMIT ?`,
+      now,
+      limit,
+    );
   }
 
   /** When the next pending webhook is due; undefined when none is pending. */
@@ -261,6 +260,12 @@ export class QueueStore {
   /** Drops tombstones that expired before `before`. */
   forgetPurged(before: number): void {
     this.#sql.exec("DELETE FROM requests WHERE purged = 1 AND expires_at <= ?", before);
+  }
+
+  #many(query: string, ...bindings: SqlStorageValue[]): QueuedRecord[] {
+    return this.#sql
+      .exec<Record<string, SqlStorageValue>>(query, ...bindings)
+      .toArray() as unknown as QueuedRecord[];
   }
 
   #one<T>(query: string, ...bindings: SqlStorageValue[]): T | undefined {

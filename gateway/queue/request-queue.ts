@@ -160,13 +160,7 @@ export class RequestQueue
 
   /** What the dashboard and /metrics show: requests waiting per model, running, and what happened so far. */
   report(): QueueReport {
-    const waiting: Record<string, number> = {};
-    const rows = this.ctx.storage.sql
-      .exec<{ model: string; n: number }>(
-        "SELECT model, COUNT(*) AS n FROM requests WHERE state = 'IN_QUEUE' GROUP BY model",
-      )
-      .toArray();
-    for (const row of rows) waiting[row.model] = row.n;
+    const waiting = this.#store.queuedByModel();
     const events: Partial<Record<QueueEvent, number>> = {};
     for (const event of QUEUE_EVENTS) events[event] = this.ctx.storage.kv.get<number>(`count:${event}`) ?? 0;
     return { waiting, running: this.#running.size, events: events as Record<QueueEvent, number> };

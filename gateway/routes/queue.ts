@@ -118,6 +118,7 @@ async function enqueue(c: QueueContext) {
   const bodyKey = inline ? undefined : queueBodyKey(pool, id);
   if (bodyKey !== undefined) await c.env.QUEUE_STORE.put(bodyKey, request.body);
   const stub = queueStub(c.env.REQUEST_QUEUE, pool);
+  const handles = handlesOf(c, pool, request.model, id);
   const answer = await stub.submit({
     id,
     pool,
@@ -129,14 +130,14 @@ async function enqueue(c: QueueContext) {
     ...(inline ? { body: request.body } : { bodyKey }),
     bodyBytes: request.body.byteLength,
     startWithinMs: request.deadline.budgetMs,
-    responseUrl: handlesOf(c, pool, request.model, id).response_url,
+    responseUrl: handles.response_url,
     ...(webhook === undefined ? {} : { webhook }),
   });
   if (!answer.ok) {
     if (bodyKey !== undefined) await c.env.QUEUE_STORE.delete(bodyKey);
     throw new SwitchyardError("queue_full", answer.message, { retryAfterSeconds: 5 });
   }
-  return { queued: answer.status, handles: handlesOf(c, pool, request.model, id), id, owner, stub };
+  return { queued: answer.status, handles, id, owner, stub };
 }
 
 async function status(c: QueueContext): Promise<Response> {

@@ -96,8 +96,14 @@ export class QueueClient {
   }
 
   /** Its result as the gateway answered it: status, headers and body bytes, undecoded; undefined while pending. */
-  async rawResult(handles: Pick<QueueHandles, "response_url">): Promise<Response | undefined> {
-    const response = await fetch(handles.response_url, { headers: this.#headers() });
+  async rawResult(
+    handles: Pick<QueueHandles, "response_url">,
+    signal?: AbortSignal,
+  ): Promise<Response | undefined> {
+    const response = await fetch(handles.response_url, {
+      headers: this.#headers(),
+      ...(signal ? { signal } : {}),
+    });
     if (response.status === 202) {
       await response.arrayBuffer();
       return undefined;
@@ -147,15 +153,8 @@ export class QueueClient {
     handles: Pick<QueueHandles, "response_url">,
     signal?: AbortSignal,
   ): Promise<InferResult | undefined> {
-    const response = await fetch(handles.response_url, {
-      headers: this.#headers(),
-      ...(signal ? { signal } : {}),
-    });
-    if (response.status === 202) {
-      await response.arrayBuffer();
-      return undefined;
-    }
-    return inferResultOf(response);
+    const response = await this.rawResult(handles, signal);
+    return response === undefined ? undefined : inferResultOf(response);
   }
 
   /** Cancels it: CANCELLATION_REQUESTED (also when it already was), or ALREADY_COMPLETED. */

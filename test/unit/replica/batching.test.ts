@@ -4,16 +4,6 @@ import { join } from "node:path";
 import { describe, expect, test } from "vitest";
 import { openRepository } from "../../../backend/models/open-repository.ts";
 import type { InferOutcome, Replica } from "../../../backend/replica/replica.ts";
-import {
-  bytesOf,
-  DataType,
-  encodeModel,
-  intAttribute,
-  modelHeader,
-  node,
-  tensorValue,
-  toBytes,
-} from "../../../scripts/lib/onnx-builder.ts";
 import { SwitchyardError } from "../../../shared/errors.ts";
 import type { Tensor } from "../../../shared/oip/tensor.ts";
 import { MULTI_WIDTH, mlpWeights, referenceMlp, seededFloats } from "../../fixtures/onnx-builder.ts";
@@ -25,6 +15,12 @@ import {
   MULTIPLEX_SPECS,
   repoModelPath,
 } from "../../fixtures/paths.ts";
+import {
+  buildLookupModel,
+  GATHER_TABLE,
+  lookupRequest,
+  temporaryRepository,
+} from "../../integration/harness/behaviour-models.ts";
 import { expectAllClose } from "../../support/close-to.ts";
 import { useTestReplicas } from "./test-replicas.ts";
 
@@ -45,37 +41,6 @@ function repositoryWithConfigs(models: Record<string, { from: string; config: ob
     copyFileSync(repoModelPath(from), join(dir, name, "1", "model.onnx"));
     writeFileSync(join(dir, name, "config.json"), JSON.stringify(config));
   }
-  return dir;
-}
-
-/** y = TABLE[x]: a model that fails at run time, not at the shape check, on an index out of the table. */
-const TABLE = new Float32Array([10, 20, 30, 40]);
-function lookupRepository(): string {
-  const dir = mkdtempSync(join(tmpdir(), "switchyard-lookup-repo-"));
-  const table = bytesOf(TABLE);
-  const model = encodeModel(
-    modelHeader("lookup: Gather from a constant table"),
-    {
-      name: "lookup",
-      node: [node("Gather", ["table", "x"], ["y"], [intAttribute("axis", 0)])],
-      input: [tensorValue("x", DataType.INT64, ["batch", 1])],
-      output: [tensorValue("y", DataType.FLOAT, ["batch", 1])],
-    },
-    [
-      {
-        name: "table",
-        dataType: DataType.FLOAT,
-        dims: [TABLE.length],
-        byteLength: table.byteLength,
-        *payload() {
-          yield table;
-        },
-      },
-    ],
-  );
-  mkdirSync(join(dir, "lookup", "1"), { recursive: true });
-  writeFileSync(join(dir, "lookup", "1", "model.onnx"), toBytes(model));
-  writeFileSync(join(dir, "lookup", "config.json"), JSON.stringify({ max_batch_size: 8 }));
   return dir;
 }
 
@@ -331,17 +296,15 @@ describe("dynamic batching", () => {
   });
 
   test("a batch that fails at run time runs each request again alone, from inputs that were handed over", async () => {
-    const dir = lookupRepository();
+    const dir = temporaryRepository("lookup", [
+      { name: "lookup", bytes: buildLookupModel(), config: { max_batch_size: 8 } },
+    ]);
     const replica = replicaWith({ repository: openRepository(dir, { cacheDir: join(dir, ".cache") }) });
     await replica.load("lookup");
     // The inputs move to the session's thread with the batch (as an HTTP body's do); when the batch fails
     // they must come back, or the requests run again alone on emptied arrays.
-    const indexOf = (index: number): Tensor => ({
-      name: "x",
-      datatype: "INT64",
-      shape: [1, 1],
-      data: BigInt64Array.of(BigInt(index)),
-    });
+    const indexOf = (index: number) => lookupRequest(index).inputs[0] as Tensor;
+
     const indices = [2, 0, 7, 3, 1];
     const settled = await Promise.allSettled(
       indices.map((index) =>
@@ -350,7 +313,7 @@ describe("dynamic batching", () => {
     );
     indices.forEach((index, position) => {
       const result = settled[position];
-      if (index >= TABLE.length) {
+      if (index >= GATHER_TABLE.length) {
         expect(result?.status).toBe("rejected");
         const reason = (result as PromiseRejectedResult).reason as SwitchyardError;
         expect(reason.status).toBe(400);
@@ -359,7 +322,7 @@ describe("dynamic batching", () => {
       }
       expect(result?.status).toBe("fulfilled");
       const outcome = (result as PromiseFulfilledResult<InferOutcome>).value;
-      expect(Array.from(outcome.outputs[0]?.data as Float32Array)).toEqual([TABLE[index]]);
+      expect(Array.from(outcome.outputs[0]?.data as Float32Array)).toEqual([GATHER_TABLE[index]]);
     });
     // At least one batch held the bad index with good ones (the rest ran alone, and all were answered).
     const alone = settled.filter(
