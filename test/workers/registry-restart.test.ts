@@ -1,5 +1,5 @@
 import { evictDurableObject, runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
-import { describe, expect, it } from "vitest";
+import { describe, expect, it, vi } from "vitest";
 import { replicaState } from "../support/replica-state.ts";
 import { FakeAgent } from "./support/fake-agent.ts";
 import { ADMIN_KEY, errorOf, freshPool, gatewayFetch, infer } from "./support/gateway.ts";
@@ -89,9 +89,15 @@ describe("the registry's alarm", () => {
     agent.answer(received);
     expect((await response).status).toBe(200);
 
-    // Nothing in flight any more: the alarm that runs now arms no other one, and the idle pool sleeps.
-    expect(await runDurableObjectAlarm(registry(pool))).toBe(true);
-    expect(await alarm()).toBeNull();
+    // Nothing in flight any more: the alarm that runs now arms no other one, and the idle pool sleeps. The
+    // relay tells the registry the run ended after it answered the client: wait for the registry to know.
+    await vi.waitFor(
+      async () => {
+        expect(await runDurableObjectAlarm(registry(pool))).toBe(true);
+        expect(await alarm()).toBeNull();
+      },
+      { timeout: 5_000, interval: 50 },
+    );
     await waitForAgents(pool, 1);
     agent.close();
   });
