@@ -46,6 +46,8 @@ export default defineConfig({
                 QUEUE_IN_FLIGHT: "1",
                 QUEUE_ASYNC_LIMIT: "8",
                 QUEUE_RESULT_TTL_SECONDS: "1",
+                // Set, so that submits with a webhook are checked for their URL (test/workers/fuzz-queue.test.ts).
+                WEBHOOK_SECRET: "workers-webhook-secret",
               },
             },
           }),

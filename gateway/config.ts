@@ -23,6 +23,7 @@ export interface ConfigVars {
   REGISTRY_SHARDS?: string;
   QUEUE_ASYNC_LIMIT?: string;
   QUEUE_IN_FLIGHT?: string;
+  QUEUE_ASYNC_PRIORITY?: string;
   QUEUE_RESULT_TTL_SECONDS?: string;
   QUEUE_START_TIMEOUT_SECONDS?: string;
 }
@@ -80,6 +81,11 @@ const ConfigSchema = z.object({
    * between the two kinds of requests: synchronous ones meet at most this many queued ones in the registry.
    */
   QUEUE_IN_FLIGHT: positiveInteger(16),
+  /**
+   * Where managed-queue requests stand in a registry's queue: "below" (behind every synchronous request
+   * waiting there; among themselves oldest first) or "equal" (one line, oldest first).
+   */
+  QUEUE_ASYNC_PRIORITY: z.enum(["below", "equal"]).default("below"),
   /** How long a managed-queue request's result is kept after it finished; then it answers 410. */
   QUEUE_RESULT_TTL_SECONDS: positiveNumber(24 * 60 * 60),
   /** How long a managed-queue request may wait to start when its submit names no X-Request-Timeout. */
@@ -117,6 +123,7 @@ export function gatewayConfig(env: ConfigVars): GatewayConfig {
     REGISTRY_SHARDS: blankToUndefined(env.REGISTRY_SHARDS),
     QUEUE_ASYNC_LIMIT: blankToUndefined(env.QUEUE_ASYNC_LIMIT),
     QUEUE_IN_FLIGHT: blankToUndefined(env.QUEUE_IN_FLIGHT),
+    QUEUE_ASYNC_PRIORITY: blankToUndefined(env.QUEUE_ASYNC_PRIORITY),
     QUEUE_RESULT_TTL_SECONDS: blankToUndefined(env.QUEUE_RESULT_TTL_SECONDS),
     QUEUE_START_TIMEOUT_SECONDS: blankToUndefined(env.QUEUE_START_TIMEOUT_SECONDS),
   };

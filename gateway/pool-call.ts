@@ -16,6 +16,19 @@ import type {
 import { registryOf } from "./pool-shards.ts";
 import { askShards } from "./shard-walk.ts";
 
+/** What a caller other than the synchronous route adds to a call (the managed queue does). */
+export interface PoolCallOptions {
+  /**
+   * Times it already ran where it may have started (a managed-queue request that a gateway restart
+   * interrupted, queue/request-queue.ts), so the retry rules never run it a third time.
+   */
+  priorReruns?: number;
+  /** Told each time a try goes to a replica ("<agent>/<replica>"): the queue shows where it runs. */
+  onDispatch?: (replica: string) => void;
+  /** It yields to other requests while it waits in the pool (QUEUE_ASYNC_PRIORITY=below). */
+  background?: boolean;
+}
+
 /** This isolate's guesses of where a model's next hit may go directly (direct-targets.ts). */
 const targets = new DirectTargets();
 
@@ -27,15 +40,15 @@ const targets = new DirectTargets();
  * here went well on a grant that opened the direct path (Grant.direct) first goes straight to that
  * replica's relay (a direct hit, shared/routing/direct-hits.ts), which takes it or refuses it; refused, it
  * asks as above. The Worker owns the client's deadline; each object cuts its own part off by what is left
- * of it. `priorReruns`: times it already ran where it may have started (a managed-queue request that a
- * gateway restart interrupted, queue/request-queue.ts), so the retry rules never run it a third time.
+ * of it.
  */
 export async function inferThroughPool(
   env: Env,
   pool: string,
   call: RelayedRequest,
-  priorReruns = 0,
+  options: PoolCallOptions = {},
 ): Promise<RelayOutcome> {
+  const priorReruns = options.priorReruns ?? 0;
   const startedAt = Date.now();
   const deadline = Deadline.in(call.timeoutMs, startedAt, call.budgetMs);
   const key = directKey(pool, call);
@@ -50,6 +63,7 @@ export async function inferThroughPool(
   const target = targets.get(key, startedAt);
   if (target !== undefined) {
     // Its first try, as a grant's would be; a refusal tries nothing, and the asks start from none.
+    options.onDispatch?.(target.replica);
     const ran = await run(
       env,
       deadline,
@@ -83,6 +97,7 @@ export async function inferThroughPool(
       model: call.model,
       ...(call.version === undefined ? {} : { version: call.version }),
       ...(call.hint === undefined ? {} : { hint: call.hint }),
+      ...(options.background === true ? { background: true as const } : {}),
       budgetMs: deadline.budgetMs,
       ...tries,
     };
@@ -91,6 +106,7 @@ export async function inferThroughPool(
     if (!answer.ok) return answer;
     tries = { ...tries, attempts: tries.attempts + 1 };
     const { grant } = answer;
+    options.onDispatch?.(grant.replica);
     const ran = await run(env, deadline, grant, {
       ...call,
       timeoutMs: deadline.remainingMs(),

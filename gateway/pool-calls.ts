@@ -58,6 +58,8 @@ export interface SlotAsk extends Tries {
   model: string;
   version?: string;
   hint?: string;
+  /** It yields to requests without the flag while it waits (shared/routing/types.ts RouteRequest). */
+  background?: true;
   /** What is left of the request's deadline. */
   timeoutMs: number;
   budgetMs: number;

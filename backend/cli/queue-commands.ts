@@ -50,9 +50,13 @@ export async function runQueueCommand({
       }
       if (!isFinished(submitted.status)) {
         for await (const status of client.statusStream(submitted)) {
-          process.stderr.write(
-            `${status.status}${status.queue_position === undefined ? "" : ` (position ${status.queue_position})`}\n`,
-          );
+          const where =
+            status.queue_position !== undefined
+              ? ` (position ${status.queue_position})`
+              : status.replica !== undefined && !isFinished(status.status)
+                ? ` on ${status.replica}`
+                : "";
+          process.stderr.write(`${status.status}${where}\n`);
         }
       }
       return await writeResult(client, client.handles(model, submitted.request_id), out, outFile);

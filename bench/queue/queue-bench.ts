@@ -5,8 +5,10 @@
  *   queue     the same N submitted at once to POST /v2/queue/..., each client then polling its result:
  *             submit-to-result latency and throughput, and how far each request's estimated_start_at
  *             (read at submit) was from its started_at
- *   burst     B requests submitted in a burst by C clients, with the workerd process's memory (RSS) before,
- *             at its peak while the burst is in the queue, and once it drained
+ *   burst     B requests submitted in a burst by C clients to a pool whose agent joins only once all are in,
+ *             so that the whole burst waits in the queue; then drained. Memory throughout: the Worker
+ *             isolate's JS heap (through wrangler's inspector, after a full collection; it holds the Worker
+ *             and every Durable Object: queue, registry, relays) and the workerd processes' RSS
  *
  *   npm run bench:queue [-- --requests 400 --clients 8 --burst 10000 --out bench/results]
  *
@@ -23,6 +25,7 @@ import { startAgent } from "../../test/integration/harness/agents.ts";
 import { clientAuthorization, mlpRequest, waitForAgents } from "../../test/integration/harness/oip-client.ts";
 import { SECRETS, startGateway } from "../../test/integration/harness/wrangler-dev.ts";
 import { percentile, round } from "../gpu/measure.ts";
+import { findInspector, IsolateProfiler } from "../registry/isolate-profile.ts";
 import { describeGateway } from "../run-setup.ts";
 
 const { values } = parseArgs({
@@ -40,6 +43,8 @@ const BURST = Number(values.burst);
 const DET_REQUESTS = Number(values["det-requests"]);
 const MODEL = MULTIPLEX_MODELS[0] ?? "m000";
 const POOL = "bench";
+/** The burst's pool: no agent until every request of the burst was submitted. */
+const BURST_POOL = "burst";
 const POLL_MS = 20;
 
 const startedAt = Date.now();
@@ -74,7 +79,22 @@ async function resultOf(handle: Submitted): Promise<void> {
 }
 
 const workerd = workerdPids(gateway.process.child.pid ?? 0);
+const inspectorUrl = await findInspector(gateway.process.child.pid ?? 0);
+const inspector = inspectorUrl === undefined ? undefined : await IsolateProfiler.connect(inspectorUrl);
+/**
+ * The isolate's JS heap in use (bytes), after a full collection when `collect`; undefined without an
+ * inspector, or when it did not answer (a busy isolate answers late; the reading is then left out).
+ */
+const heapOf = async (collect: boolean) => {
+  try {
+    return (await inspector?.heapUsage(collect))?.usedBytes;
+  } catch (error) {
+    console.error(`no heap reading: ${String(error)}`);
+    return undefined;
+  }
+};
 const rssAtStart = rssOf(workerd);
+const heapAtStart = await heapOf(true);
 
 // Warm-up: the model is loaded and both paths have run.
 await infer(gateway.url, MODEL, mlpRequest(1, 0), {
@@ -93,6 +113,7 @@ const syncLatencies = await pool(REQUESTS, CLIENTS, async (index) => {
 });
 const syncSeconds = (performance.now() - syncStarted) / 1000;
 const rssAfterSync = rssOf(workerd);
+const heapAfterSync = await heapOf(true);
 
 // Queue: all N submitted (C at a time), then each followed to its result.
 const queueStarted = performance.now();
@@ -134,34 +155,69 @@ const detRunMs = await (async () => {
   return Date.parse(status.finished_at ?? "") - Date.parse(status.started_at ?? "");
 })();
 
-// Burst: B submits, memory of the workerd process throughout.
+// Burst: B submits to a pool with no agent yet (the whole burst waits in the queue's storage), then an agent
+// joins and drains it; memory throughout.
 const rssBefore = rssOf(workerd);
+const heapBefore = await heapOf(true);
 let rssPeak = rssBefore;
+let heapPeak = heapBefore ?? 0;
+let sampling = false;
 const sampler = setInterval(() => {
   rssPeak = Math.max(rssPeak, rssOf(workerd));
-}, 200);
+  if (sampling || inspector === undefined) return;
+  sampling = true;
+  void heapOf(false)
+    .then((used) => {
+      heapPeak = Math.max(heapPeak, used ?? 0);
+    })
+    .finally(() => {
+      sampling = false;
+    });
+}, 500);
+const burstQueue = new QueueClient({ baseUrl: gateway.url, apiKey: SECRETS.apiKey, pool: BURST_POOL });
+console.error(`burst: ${BURST} submits`);
 const burstStarted = performance.now();
-const burst = await pool(BURST, CLIENTS * 2, (index) => queue.submit(MODEL, mlpRequest(1, index % 1000)));
+const burst = await pool(BURST, CLIENTS * 2, (index) =>
+  burstQueue.submit(MODEL, mlpRequest(1, index % 1000)),
+);
 const submitSeconds = (performance.now() - burstStarted) / 1000;
-let waitingAtPeak = 0;
+const lastStatus = await burstQueue.status(burst.at(-1) as Submitted);
+const waitingAtPeak = lastStatus.status === "IN_QUEUE" ? (lastStatus.queue_position ?? 0) + 1 : 0;
+const rssBacklog = rssOf(workerd);
+const heapBacklog = await heapOf(true);
+console.error(`burst: ${waitingAtPeak} waiting; an agent joins to drain them`);
+const drainer = await startAgent({
+  gateway: gateway.wsUrl,
+  name: "drainer",
+  pool: BURST_POOL,
+  args: ["--preload", MODEL, "--max-concurrency", "8"],
+});
+const drainStarted = performance.now();
 for (;;) {
-  const last = await queue.status(burst.at(-1) as Submitted);
-  if (last.status === "IN_QUEUE") waitingAtPeak = Math.max(waitingAtPeak, (last.queue_position ?? 0) + 1);
-  if (last.status === "COMPLETED") break;
+  if ((await burstQueue.status(burst.at(-1) as Submitted)).status === "COMPLETED") break;
   await new Promise((resolve) => setTimeout(resolve, 500));
 }
-const drainSeconds = (performance.now() - burstStarted) / 1000;
+const drainSeconds = (performance.now() - drainStarted) / 1000;
 const completed = (
-  await pool(BURST, CLIENTS * 2, async (index) => (await queue.status(burst[index] as Submitted)).status)
+  await pool(BURST, CLIENTS * 2, async (index) => (await burstQueue.status(burst[index] as Submitted)).status)
 ).filter((status) => status === "COMPLETED").length;
 clearInterval(sampler);
 const rssAfter = rssOf(workerd);
+// The isolate may still be busy with the last answers' aftermath: a few tries, a few seconds apart.
+let heapAfter = await heapOf(true);
+for (let attempt = 0; heapAfter === undefined && inspector !== undefined && attempt < 3; attempt += 1) {
+  await new Promise((resolve) => setTimeout(resolve, 5_000));
+  heapAfter = await heapOf(true);
+}
+inspector?.close();
+await drainer.stop("SIGKILL");
 
 await agent.stop("SIGKILL");
 await gateway.stop();
 
 const ms = (values: number[], p: number) => round(percentile(values, p), 1);
 const mib = (bytes: number) => round(bytes / 2 ** 20, 1);
+const heapMib = (bytes: number | undefined) => (bytes === undefined ? "n/a" : `${mib(bytes)}`);
 const command = `npm run bench:queue -- --requests ${REQUESTS} --clients ${CLIENTS} --burst ${BURST}`;
 const report = `# Managed queue against the synchronous path
 
@@ -180,9 +236,18 @@ Estimated start times: ${DET_REQUESTS} PP-OCRv4 det requests (binary, 4.9 MB, th
 
 ## A burst of ${BURST}
 
-${BURST} submits by ${CLIENTS * 2} clients took ${round(submitSeconds, 1)} s (${round(BURST / submitSeconds, 0)} submits/s); at most ${waitingAtPeak} were seen waiting; all ${BURST} were answered ${round(drainSeconds, 1)} s after the first submit (${completed} COMPLETED).
+${BURST} submits by ${CLIENTS * 2} clients to a pool with no agent took ${round(submitSeconds, 1)} s (${round(BURST / submitSeconds, 0)} submits/s); ${waitingAtPeak} were then waiting in the queue's storage. An agent (--max-concurrency 8) joined and all ${BURST} were answered ${round(drainSeconds, 1)} s later (${completed} COMPLETED, ${round(completed / drainSeconds, 0)} req/s).
 
-The workerd processes of this \`wrangler dev\` (its proxy, the Worker and every Durable Object), resident memory summed: ${mib(rssAtStart)} MiB at the start, ${mib(rssAfterSync)} MiB after the ${REQUESTS} synchronous requests, ${mib(rssBefore)} MiB before the burst, ${mib(rssPeak)} MiB at its peak, ${mib(rssAfter)} MiB after.
+Memory, in MiB. The Worker isolate's JS heap (read through \`wrangler dev\`'s inspector; the Worker and all its Durable Objects, the queue, the registry and the relays, live in that one isolate here; after a full collection except the peak, which is the largest uncollected reading while the burst went in and drained) and the resident memory of the workerd processes (its proxy, the Worker; V8 does not give memory back to the system at once, so RSS tells growth, not what is held):
+
+| when | isolate heap used | workerd RSS |
+| --- | --- | --- |
+| start | ${heapMib(heapAtStart)} | ${mib(rssAtStart)} |
+| after ${REQUESTS} synchronous requests | ${heapMib(heapAfterSync)} | ${mib(rssAfterSync)} |
+| before the burst (after the queue runs above) | ${heapMib(heapBefore)} | ${mib(rssBefore)} |
+| ${waitingAtPeak} waiting in the queue | ${heapMib(heapBacklog)} | ${mib(rssBacklog)} |
+| peak, submitting and draining | ${inspector === undefined ? "n/a" : mib(heapPeak)} | ${mib(rssPeak)} |
+| all ${BURST} answered | ${heapMib(heapAfter)} | ${mib(rssAfter)} |
 `;
 writeFileSync(`${values.out}/queue.md`, report);
 console.log(report);

@@ -86,7 +86,7 @@ export interface CpuProfile {
   timeDeltas: number[];
 }
 
-/** One DevTools session: Profiler.start, then Profiler.stop for the profile. */
+/** One DevTools session: Profiler.start, then Profiler.stop for the profile; or the heap's size now. */
 export class IsolateProfiler {
   readonly #socket: WebSocket;
   readonly #waiting = new Map<
@@ -147,6 +147,19 @@ export class IsolateProfiler {
     await this.#call("Profiler.enable");
     await this.#call("Profiler.setSamplingInterval", { interval: intervalUs });
     await this.#call("Profiler.start");
+  }
+
+  /**
+   * The isolate's JS heap in bytes (used, and reserved), after a full collection when `collect` (so that
+   * what is counted is what is still held, not garbage not yet collected).
+   */
+  async heapUsage(collect: boolean): Promise<{ usedBytes: number; totalBytes: number }> {
+    if (collect) await this.#call("HeapProfiler.collectGarbage", {}, 60_000);
+    const usage = (await this.#call("Runtime.getHeapUsage", {}, 60_000)) as {
+      usedSize: number;
+      totalSize: number;
+    };
+    return { usedBytes: usage.usedSize, totalBytes: usage.totalSize };
   }
 
   async stop(): Promise<CpuProfile> {

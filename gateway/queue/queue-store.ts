@@ -26,8 +26,6 @@ export interface QueuedRecord {
   submittedAt: number;
   /** It must start by then, or it times out (X-Request-Timeout at submit; QUEUE_START_TIMEOUT_SECONDS). */
   startBy: number;
-  /** Not handed to the pool again before then (after the pool answered 429 or 503). */
-  notBefore: number;
   startedAt: number | null;
   finishedAt: number | null;
   expiresAt: number | null;
@@ -36,7 +34,9 @@ export interface QueuedRecord {
   reruns: number;
   /** Set when a restart found it IN_PROGRESS: it runs again only if its model allows (idempotence). */
   interrupted: number;
+  /** Where its current (or last) try runs, and when it went there. */
   replica: string | null;
+  dispatchedAt: number | null;
   resultStatus: number | null;
   resultHeaders: string | null;
   result: ArrayBuffer | null;
@@ -69,7 +69,6 @@ const COLUMNS: Record<keyof QueuedRecord, string> = {
   state: "state TEXT NOT NULL",
   submittedAt: "submitted_at INTEGER NOT NULL",
   startBy: "start_by INTEGER NOT NULL",
-  notBefore: "not_before INTEGER NOT NULL DEFAULT 0",
   startedAt: "started_at INTEGER",
   finishedAt: "finished_at INTEGER",
   expiresAt: "expires_at INTEGER",
@@ -77,6 +76,7 @@ const COLUMNS: Record<keyof QueuedRecord, string> = {
   reruns: "reruns INTEGER NOT NULL DEFAULT 0",
   interrupted: "interrupted INTEGER NOT NULL DEFAULT 0",
   replica: "replica TEXT",
+  dispatchedAt: "dispatched_at INTEGER",
   resultStatus: "result_status INTEGER",
   resultHeaders: "result_headers TEXT",
   result: "result BLOB",
@@ -131,7 +131,6 @@ export class QueueStore {
     sql.exec("CREATE INDEX IF NOT EXISTS queued ON requests (state, seq)");
     sql.exec("CREATE INDEX IF NOT EXISTS submitted ON requests (seq)");
     // The pump asks these on every submit and every answer: none may scan the backlog.
-    sql.exec("CREATE INDEX IF NOT EXISTS deferred ON requests (state, not_before)");
     sql.exec("CREATE INDEX IF NOT EXISTS overdue ON requests (state, start_by)");
     sql.exec("CREATE INDEX IF NOT EXISTS webhooks ON requests (webhook_state, webhook_next_at)");
     sql.exec("CREATE INDEX IF NOT EXISTS expiring ON requests (expires_at)");
@@ -191,22 +190,14 @@ export class QueueStore {
     );
   }
 
-  /** Up to `limit` queued requests that may start at `now`, oldest first. */
-  startable(now: number, limit: number): QueuedRecord[] {
+  /** Up to `limit` queued requests, oldest first, of any model but those in `paused`. */
+  startable(limit: number, paused: readonly string[]): QueuedRecord[] {
+    const others = paused.length === 0 ? "" : ` AND model NOT IN (${paused.map(() => "?").join(", ")})`;
     return this.#many(
-      `SELECT ${SELECT} FROM requests WHERE state = 'IN_QUEUE' AND not_before <= ? ORDER BY seq LIMIT ?`,
-      now,
+      `SELECT ${SELECT} FROM requests WHERE state = 'IN_QUEUE'${others} ORDER BY seq LIMIT ?`,
+      ...paused,
       limit,
     );
-  }
-
-  /** The earliest time a deferred queued request may start again; undefined when none waits for that. */
-  nextDeferred(now: number): number | undefined {
-    const row = this.#one<{ at: number | null }>(
-      "SELECT MIN(not_before) AS at FROM requests WHERE state = 'IN_QUEUE' AND not_before > ?",
-      now,
-    );
-    return row?.at ?? undefined;
   }
 
   /** Requests a previous instance of the object was running when it went away. */

@@ -1,7 +1,7 @@
 import { DurableObject } from "cloudflare:workers";
 import { SwitchyardError } from "../../shared/errors.ts";
 import { errorResponse } from "../../shared/http/error-response.ts";
-import { isFinished, type QueueStatus } from "../../shared/queue/queue-status.ts";
+import { isFinished, type QueueStatus, type QueueTimings } from "../../shared/queue/queue-status.ts";
 import { gatewayConfig } from "../config.ts";
 import type { Env } from "../env.ts";
 import { log } from "../log.ts";
@@ -24,9 +24,12 @@ import { deliverWebhook, WEBHOOK_RETRY_DELAYS_MS, webhookBody } from "./webhooks
 
 /** Tombstones of expired requests are kept this long after they expired (410 rather than 404 meanwhile). */
 const TOMBSTONE_MS = 7 * 24 * 60 * 60 * 1000;
-/** A request the pool refused for now (429, 503 before it started) waits this long, doubling, at most MAX. */
-const DEFER_MS = 500;
-const MAX_DEFER_MS = 15_000;
+/**
+ * After the pool refused a model's request for now (429, 503 before it started), none of that model's
+ * requests is handed to it for this long, doubling with each refusal in a row, at most MAX.
+ */
+const PAUSE_MS = 500;
+const MAX_PAUSE_MS = 15_000;
 /** How long one alarm event stays with runs in flight before handing over to the next alarm. */
 const ALARM_WATCH_MS = 20_000;
 /** Webhooks sent at once per pass. */
@@ -62,13 +65,24 @@ export class RequestQueue
   #alarmAt: number | undefined;
   /** Mean run time of recent requests (ms), for start estimates; undefined before the first. */
   #runMs: number | undefined;
+  /**
+   * Models the pool refused lately (no agent for them, its queue full), and until when their requests stay
+   * here. Per model, not per request: a backlog of thousands for a pool with no agent costs the registry one
+   * ask per model and pause, not one per request (each of which would be refused alike).
+   */
+  readonly #paused = new Map<string, { until: number; refusals: number }>();
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
     this.#store = new QueueStore(ctx.storage.sql);
     const interrupted = this.#store.inProgress();
     for (const record of interrupted) {
-      this.#store.update(record.id, { state: "IN_QUEUE", interrupted: 1, notBefore: 0, replica: null });
+      this.#store.update(record.id, {
+        state: "IN_QUEUE",
+        interrupted: 1,
+        replica: null,
+        dispatchedAt: null,
+      });
     }
     if (interrupted.length > 0) log("queue-requests-interrupted", { requests: interrupted.length });
     // A fresh instance starts what waits (its predecessor's alarm may be far off, or gone with a deploy).
@@ -201,7 +215,7 @@ export class RequestQueue
     this.#deliverDue(now);
     const free = gatewayConfig(this.env).QUEUE_IN_FLIGHT - this.#running.size;
     if (free > 0) {
-      for (const record of this.#store.startable(now, free)) this.#start(record);
+      for (const record of this.#store.startable(free, this.#pausedModels(now))) this.#start(record);
     }
     void this.#armAlarm(now);
   }
@@ -209,7 +223,8 @@ export class RequestQueue
   async #armAlarm(now: number): Promise<void> {
     let at: number | undefined;
     if (this.#running.size > 0 || this.#delivering.size > 0) at = now + ALARM_WATCH_MS;
-    for (const next of [this.#store.nextDeferred(now), this.#store.nextWebhook()]) {
+    const pauseEnds = [...this.#paused.values()].map((pause) => pause.until).filter((until) => until > now);
+    for (const next of [...pauseEnds, this.#store.nextWebhook()]) {
       if (next !== undefined) at = Math.min(at ?? next, Math.max(next, now));
     }
     // Results expire, and deadlines pass, even when nothing runs: look again within the hour at most.
@@ -272,25 +287,37 @@ export class RequestQueue
         budgetMs: timeoutMs,
         requestId: record.id,
       },
-      reruns,
+      {
+        priorReruns: reruns,
+        background: config.QUEUE_ASYNC_PRIORITY === "below",
+        // Where it runs, for its status; not over a cancel or a newer start of it.
+        onDispatch: (replica) => {
+          const current = this.#store.get(record.id);
+          if (current?.state === "IN_PROGRESS" && current.startedAt === record.startedAt)
+            this.#store.update(record.id, { replica, dispatchedAt: Date.now() });
+        },
+      },
     );
     const current = this.#store.get(record.id);
     // Cancelled while it ran: the answer is dropped.
     if (current?.state !== "IN_PROGRESS" || current.startedAt !== record.startedAt) return;
     if (!outcome.ok && outcome.started !== true && (outcome.status === 429 || outcome.status === 503)) {
       // The pool could not take it now (its queue is full, its agents are gone): it never started, so it
-      // waits in this queue again, in its place, rather than failing.
-      const waitMs = Math.min(MAX_DEFER_MS, DEFER_MS * 2 ** current.deferrals);
+      // waits in this queue again, in its place, rather than failing, and its model's requests pause.
+      this.#pause(record.model, Date.now());
       this.#store.update(record.id, {
         state: "IN_QUEUE",
-        notBefore: Date.now() + waitMs,
         deferrals: current.deferrals + 1,
         reruns,
         interrupted: 0,
+        startedAt: null,
+        replica: null,
+        dispatchedAt: null,
       });
       this.#count("deferred");
       return;
     }
+    this.#paused.delete(record.model);
     const response = responseOf(outcome, record.id, record.startedAt ?? Date.now());
     const stored = await this.#keep(pool, record.id, response);
     const ranMs = Date.now() - (record.startedAt ?? Date.now());
@@ -304,6 +331,23 @@ export class RequestQueue
       ...stored,
     });
     await this.#dropBody(record);
+  }
+
+  /** Models whose requests wait out a pause at `now`. */
+  #pausedModels(now: number): string[] {
+    return [...this.#paused].filter(([, pause]) => pause.until > now).map(([model]) => model);
+  }
+
+  /** The pool refused a request of `model`: its requests pause, longer when the last pause had ended too. */
+  #pause(model: string, now: number): void {
+    const last = this.#paused.get(model);
+    // Requests of a model handed over together are refused together: one pause for all of them.
+    if (last !== undefined && last.until > now) return;
+    const refusals = (last?.refusals ?? 0) + 1;
+    this.#paused.set(model, {
+      until: now + Math.min(MAX_PAUSE_MS, PAUSE_MS * 2 ** (refusals - 1)),
+      refusals,
+    });
   }
 
   /** Why an interrupted request must not run again; undefined when it may (its model is idempotent). */
@@ -471,7 +515,8 @@ export class RequestQueue
         // Slots free up at about one per run time divided by how many run at once.
         const slots = gatewayConfig(this.env).QUEUE_IN_FLIGHT;
         const waitMs = Math.floor(position / slots + (this.#running.size >= slots ? 1 : 0)) * this.#runMs;
-        status.estimated_start_at = new Date(Math.max(now + waitMs, record.notBefore)).toISOString();
+        const pausedUntil = this.#paused.get(record.model)?.until ?? 0;
+        status.estimated_start_at = new Date(Math.max(now + waitMs, pausedUntil)).toISOString();
       }
     }
     const started = iso(record.startedAt);
@@ -481,10 +526,23 @@ export class RequestQueue
     const expires = iso(record.expiresAt);
     if (expires !== undefined) status.expires_at = expires;
     if (record.replica !== null) status.replica = record.replica;
+    const timings = timingsOf(record, now);
+    if (timings !== undefined) status.timings = timings;
     if (record.resultStatus !== null) status.response_status = record.resultStatus;
     if (record.error !== null) status.error = record.error;
     return status;
   }
+}
+
+/** Where a started request's time went so far (QueueTimings). */
+function timingsOf(record: QueuedRecord, now: number): QueueTimings | undefined {
+  if (record.startedAt === null || record.state === "IN_QUEUE") return undefined;
+  const timings: QueueTimings = { queued_ms: record.startedAt - record.submittedAt };
+  if (record.dispatchedAt !== null) {
+    timings.pool_ms = record.dispatchedAt - record.startedAt;
+    timings.run_ms = (record.finishedAt ?? now) - record.dispatchedAt;
+  }
+  return timings;
 }
 
 function bufferOf(bytes: Uint8Array): ArrayBuffer {

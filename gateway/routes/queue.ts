@@ -8,6 +8,7 @@ import {
   type QueueHandles,
   type QueueStatus,
   queueHandles,
+  statusChangeKey,
 } from "../../shared/queue/queue-status.ts";
 import { bearerToken } from "../auth.ts";
 import { gatewayConfig } from "../config.ts";
@@ -167,8 +168,7 @@ async function statusStream(c: QueueContext): Promise<Response> {
   // Written after the response went out: the status as it changes, until it finished or the client left.
   const follow = async () => {
     const openedAt = Date.now();
-    // A change is anything but the start estimate, which moves with the clock while nothing else does.
-    const shown = (current: QueueStatus) => JSON.stringify({ ...current, estimated_start_at: undefined });
+    const shown = statusChangeKey;
     let last = shown(queue);
     let sentAt = Date.now();
     try {

@@ -35,14 +35,38 @@ export interface QueueStatus {
   finished_at?: string;
   /** When its result (or the record that it was cancelled) is dropped; later lookups answer 410. */
   expires_at?: string;
-  /** "<agent>/<replica>" that ran it (from IN_PROGRESS on, where known). */
+  /** "<agent>/<replica>" it runs on (IN_PROGRESS, once a replica took it) or ran on. */
   replica?: string;
+  /** Where its time went so far (from IN_PROGRESS on). */
+  timings?: QueueTimings;
   /** COMPLETED and FAILED: the HTTP status its result carries. */
   response_status?: number;
   /** FAILED, CANCELLED and TIMED_OUT: why, in words. */
   error?: string;
   /** Times it was run again after a gateway restart interrupted it (idempotent models only). */
   reruns: number;
+}
+
+/**
+ * A queued request's time, in milliseconds: in the managed queue, then in its pool before a replica took it
+ * (waiting for a slot, a load, agents), then on that replica. While it runs, `run_ms` is the time so far.
+ */
+export interface QueueTimings {
+  /** Submitted until the managed queue handed it to its pool. */
+  queued_ms: number;
+  /** Handed to the pool until its run went to a replica (its last try's, when it was tried again). */
+  pool_ms?: number;
+  /** On that replica: until now while IN_PROGRESS, until its answer once finished. */
+  run_ms?: number;
+}
+
+/**
+ * What a status stream compares to decide that a status changed: everything but what moves with the clock
+ * alone (the start estimate, the running time), so that a stream sends an event per change, not per look.
+ */
+export function statusChangeKey(status: QueueStatus): string {
+  const { estimated_start_at: _estimate, timings, ...rest } = status;
+  return JSON.stringify({ ...rest, timings: { ...timings, run_ms: undefined } });
 }
 
 /** A queued request's handles, as the submit answer and every status carry them. */

@@ -13,6 +13,11 @@ export interface RouteRequest {
    * busy (fal's max_concurrency); the Dispatcher enforces it whatever the policy would choose.
    */
   maxCopies?: number;
+  /**
+   * Yields to the others: while it waits, every waiting request without the flag goes before it (a
+   * managed-queue request under the gateway's QUEUE_ASYNC_PRIORITY=below). Among themselves, oldest first.
+   */
+  background?: true;
 }
 
 /** A replica as the router sees it. */

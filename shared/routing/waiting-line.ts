@@ -3,7 +3,9 @@ import type { QueuedView } from "./types.ts";
 /**
  * The dispatcher's queue: oldest first, and indexed by model so that policies find a model's waiting
  * requests without scanning the whole line (a freed slot asks "anything for the models I hold?" at every
- * answer, and the line holds up to the gateway's QUEUE_LIMIT).
+ * answer, and the line holds up to the gateway's QUEUE_LIMIT). Requests marked `background` stand behind
+ * all the others (oldest first among themselves): every policy takes "oldest first" from this order, so a
+ * request that yields does so under any policy.
  */
 export class WaitingLine<T extends QueuedView> {
   readonly #items: T[] = [];
@@ -23,10 +25,10 @@ export class WaitingLine<T extends QueuedView> {
   }
 
   push(item: T): void {
-    this.#items.push(item);
+    insertInOrder(this.#items, item);
     const forModel = this.#byModel.get(item.request.model);
     if (forModel === undefined) this.#byModel.set(item.request.model, [item]);
-    else forModel.push(item);
+    else insertInOrder(forModel, item);
   }
 
   removeAt(index: number): T | undefined {
@@ -42,4 +44,13 @@ export class WaitingLine<T extends QueuedView> {
     }
     return item;
   }
+}
+
+/** Appends `item`, or for one that does not yield, puts it before the background requests at the line's end. */
+function insertInOrder<T extends QueuedView>(line: T[], item: T): void {
+  let at = line.length;
+  if (item.request.background !== true) {
+    while (at > 0 && line[at - 1]?.request.background === true) at -= 1;
+  }
+  line.splice(at, 0, item);
 }

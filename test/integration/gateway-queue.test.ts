@@ -13,7 +13,9 @@ import { verifyWebhook } from "../../shared/queue/webhook-signature.ts";
 import { DET_MODEL, MULTIPLEX_MODELS } from "../fixtures/paths.ts";
 import { PPOCR_DET_DIMS, ppocrDetSampleInput } from "../fixtures/ppocr.ts";
 import { type AgentProcess, startAgent } from "./harness/agents.ts";
-import { call, eventually, mlpRequest, waitForAgents } from "./harness/oip-client.ts";
+import { copyOf, temporaryRepository } from "./harness/behaviour-models.ts";
+import { call, eventually, mlpRequest, type Outcome, waitForAgents } from "./harness/oip-client.ts";
+import { describeOutcome, freeze, thaw, waitForMetric } from "./harness/pool-probes.ts";
 import { watchProcesses } from "./harness/processes-under-test.ts";
 import { type GatewayProcess, REPO_ROOT, SECRETS, startGateway } from "./harness/wrangler-dev.ts";
 
@@ -28,6 +30,8 @@ const WEBHOOK_SECRET = "local-webhook-secret";
 
 let gateway: GatewayProcess;
 const agents: AgentProcess[] = [];
+/** "once": a copy of MODEL whose config.json says `"idempotent": false`; "again": an ordinary copy. */
+let repository: string;
 
 beforeAll(async () => {
   gateway = await startGateway({
@@ -48,6 +52,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await Promise.all(agents.map((agent) => agent.stop("SIGKILL").catch(() => undefined)));
+  if (repository !== undefined) rmSync(repository, { recursive: true, force: true });
 });
 
 watchProcesses(() => ({ gateways: [gateway], agents }), "SIGTERM");
@@ -101,6 +106,24 @@ async function syncOutputs(pool: string, model: string, request: InferRequestToE
   return outcome.result.response.outputs;
 }
 
+/** A PP-OCRv4 det request (binary tensors); a run takes about a second on this machine's CPU. */
+const image: InferRequestToEncode = {
+  inputs: [{ name: "x", datatype: "FP32", shape: [...PPOCR_DET_DIMS], data: ppocrDetSampleInput() }],
+};
+
+/** An agent in `pool` with det loaded and one slot, so that requests run one at a time; joined. */
+async function oneSlotDetAgent(name: string, pool: string): Promise<AgentProcess> {
+  const agent = await startAgent({
+    gateway: gateway.wsUrl,
+    name,
+    pool,
+    args: ["--preload", DET_MODEL, "--max-concurrency", "1"],
+  });
+  agents.push(agent);
+  await waitForAgents(gateway.url, 1, pool);
+  return agent;
+}
+
 async function raw(path: string, init: RequestInit & { pool?: string; key?: string } = {}) {
   const { pool, key, headers, ...rest } = init;
   return fetch(`${gateway.url}${path}`, {
@@ -149,9 +172,6 @@ describe("managed queue", () => {
 
   test("subscribe follows the status stream to the result; large binary bodies and results go through R2", async () => {
     const queue = client("queue");
-    const image: InferRequestToEncode = {
-      inputs: [{ name: "x", datatype: "FP32", shape: [...PPOCR_DET_DIMS], data: ppocrDetSampleInput() }],
-    };
     const seen: string[] = [];
     const result = await queue.subscribe(DET_MODEL, image, {
       binaryInputs: true,
@@ -409,17 +429,7 @@ describe("managed queue", () => {
   test("an agent killed while it runs queued requests: every request completes, with the right answer", async () => {
     const pool = "killed";
     const queue = client(pool);
-    const first = await startAgent({
-      gateway: gateway.wsUrl,
-      name: "doomed",
-      pool,
-      args: ["--preload", DET_MODEL, "--max-concurrency", "1"],
-    });
-    agents.push(first);
-    await waitForAgents(gateway.url, 1, pool);
-    const image: InferRequestToEncode = {
-      inputs: [{ name: "x", datatype: "FP32", shape: [...PPOCR_DET_DIMS], data: ppocrDetSampleInput() }],
-    };
+    const first = await oneSlotDetAgent("doomed", pool);
     const submitted = await Promise.all(
       Array.from({ length: 4 }, () =>
         queue.submit(DET_MODEL, image, { binaryInputs: true, binaryOutputs: true }),
@@ -468,5 +478,141 @@ describe("managed queue", () => {
       );
       expect((await queue.status(handle)).status).toBe("COMPLETED");
     }
+  });
+
+  test("a synchronous request waiting in the pool goes before queued ones; IN_PROGRESS says where it runs", async () => {
+    const pool = "priority";
+    const queue = client(pool);
+    const agent = await oneSlotDetAgent("p1", pool);
+    const sync = () =>
+      call(gateway.url, DET_MODEL, image, { pool, binaryInputs: true, binaryOutputs: true }).then(
+        (outcome) => ({ outcome, at: Date.now() }),
+      );
+    // The agent's one slot is taken (frozen, it answers nothing yet); two queued requests go to the pool and
+    // wait in the registry; then a synchronous one arrives behind them.
+    freeze(agent);
+    let first: Promise<{ outcome: Outcome; at: number }>;
+    let late: Promise<{ outcome: Outcome; at: number }>;
+    let submitted: Submitted[];
+    try {
+      first = sync();
+      await waitForMetric(gateway.url, pool, "switchyard_gateway_in_flight", 1);
+      submitted = [
+        await queue.submit(DET_MODEL, image, { binaryInputs: true, binaryOutputs: true }),
+        await queue.submit(DET_MODEL, image, { binaryInputs: true, binaryOutputs: true }),
+      ];
+      await waitForMetric(gateway.url, pool, "switchyard_gateway_queue_depth", 2);
+      for (const handle of submitted) {
+        const waiting = await queue.status(handle);
+        // Handed to the pool, not on a replica yet: no replica, and no run time.
+        expect(waiting.status).toBe("IN_PROGRESS");
+        expect(waiting.replica).toBeUndefined();
+        expect(waiting.timings?.queued_ms).toBeGreaterThanOrEqual(0);
+        expect(waiting.timings?.run_ms).toBeUndefined();
+      }
+      late = sync();
+      await waitForMetric(gateway.url, pool, "switchyard_gateway_queue_depth", 3);
+    } finally {
+      thaw(agent);
+    }
+    expect(describeOutcome((await first).outcome)).toMatch(/^200 p1\/0 /);
+    const lateDone = await late;
+    expect(describeOutcome(lateDone.outcome)).toMatch(/^200 p1\/0 /);
+    const finished = [];
+    for (const handle of submitted) {
+      await resultOf(queue, handle, 90_000);
+      finished.push(await queue.status(handle));
+    }
+    // One slot, one run at a time: the synchronous request ran before both queued ones (QUEUE_ASYNC_PRIORITY
+    // below), although it reached the pool after them.
+    for (const status of finished) {
+      expect(status.status).toBe("COMPLETED");
+      expect(status.replica).toBe("p1/0");
+      expect(Date.parse(status.finished_at ?? "")).toBeGreaterThan(lateDone.at);
+      const timings = status.timings;
+      expect(timings?.pool_ms).toBeGreaterThan(0);
+      expect(timings?.run_ms).toBeGreaterThan(0);
+      // Its time adds up: queued, then in the pool, then on the replica.
+      expect((timings?.queued_ms ?? 0) + (timings?.pool_ms ?? 0) + (timings?.run_ms ?? 0)).toBe(
+        Date.parse(status.finished_at ?? "") - Date.parse(status.submitted_at),
+      );
+    }
+  });
+
+  test("runs in progress when the registry restarts, and when the whole gateway does: an idempotent model's run again once, another's fail saying why", async () => {
+    repository = temporaryRepository("queue-restart", [
+      copyOf(MODEL, "once", { idempotent: false }),
+      copyOf(MODEL, "again"),
+    ]);
+    const pool = "restarts";
+    const queue = client(pool);
+    const agent = await startAgent({
+      gateway: gateway.wsUrl,
+      name: "r1",
+      pool,
+      models: repository,
+      args: ["--preload", "once,again"],
+    });
+    agents.push(agent);
+    await waitForAgents(gateway.url, 1, pool);
+    const requests = { once: mlpRequest(1, 400), again: mlpRequest(1, 401) };
+    const expected = dataOf(await syncOutputs(pool, "again", requests.again));
+
+    /** Submits one of each while the agent is frozen; `restart` happens while both run there. */
+    async function interrupted(restart: () => Promise<void>) {
+      freeze(agent);
+      let handles: { once: Submitted; again: Submitted };
+      try {
+        handles = {
+          once: await queue.submit("once", requests.once),
+          again: await queue.submit("again", requests.again),
+        };
+        for (const handle of Object.values(handles)) {
+          await eventually(
+            "the request is on the agent's replica",
+            async () => (await queue.status(handle)).replica !== undefined,
+            30_000,
+          );
+          const running = await queue.status(handle);
+          expect(running.status).toBe("IN_PROGRESS");
+          expect(running.replica).toBe("r1/0");
+          expect(running.timings?.pool_ms).toBeGreaterThanOrEqual(0);
+          expect(running.timings?.run_ms).toBeGreaterThanOrEqual(0);
+        }
+        await restart();
+      } finally {
+        thaw(agent);
+      }
+      const again = await resultOf(queue, handles.again, 90_000);
+      expect(dataOf(again.response.outputs)).toEqual(expected);
+      const againStatus = await queue.status(handles.again);
+      expect(againStatus.status).toBe("COMPLETED");
+      return { once: await queue.status(handles.once), again: againStatus, handles };
+    }
+
+    // The registry alone (an admin restart): the queue's runs fail at the relay as "may have started", and the
+    // registry's retry rules decide, as for a synchronous request.
+    const admin = await interrupted(async () => {
+      const restarted = await fetch(`${gateway.url}/admin/pools/${pool}/restart`, {
+        method: "POST",
+        headers: { Authorization: `Bearer ${SECRETS.adminKey}` },
+      });
+      expect(restarted.status).toBe(202);
+    });
+    expect(admin.once.status).toBe("FAILED");
+    expect(admin.once.response_status).toBe(503);
+    expect(admin.once.error).toMatch(/it was not run again: 'once' is not idempotent/);
+    await waitForAgents(gateway.url, 1, pool);
+
+    // The whole gateway (a deploy): the queue itself restarts and finds both IN_PROGRESS.
+    const whole = await interrupted(() => gateway.restart());
+    expect(whole.again.reruns).toBe(1);
+    expect(whole.once.status).toBe("FAILED");
+    expect(whole.once.response_status).toBe(503);
+    expect(whole.once.error).toBe(
+      "a gateway restart interrupted it while it ran, and it was not run again: 'once' is not idempotent (its config.json says so)",
+    );
+    const refused = await raw(`/v2/queue/models/once/requests/${whole.handles.once.request_id}`, { pool });
+    expect(refused.status).toBe(503);
   });
 });

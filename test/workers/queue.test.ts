@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { MAX_FRAME_BYTES } from "../../shared/protocol/frames.ts";
-import { CLIENT_KEY, errorOf, freshPool, gatewayFetch, SMALL_REQUEST } from "./support/gateway.ts";
+import { ADMIN_KEY, CLIENT_KEY, errorOf, freshPool, gatewayFetch, SMALL_REQUEST } from "./support/gateway.ts";
 
 // The managed queue's limits inside workerd (vitest.config.ts gives these tests QUEUE_IN_FLIGHT 1,
 // QUEUE_ASYNC_LIMIT 8 and QUEUE_RESULT_TTL_SECONDS 1). What it does with real agents is in
@@ -44,6 +44,24 @@ describe("managed queue limits", () => {
     }
     expect(statuses.at(-1)).toBe(429);
     expect(statuses.filter((status) => status === 202).length).toBeGreaterThanOrEqual(8);
+  });
+
+  it("a backlog for a pool with no agent is not handed over request by request: the model pauses, doubling", async () => {
+    const pool = freshPool();
+    for (let index = 0; index < 8; index += 1) expect((await submit(pool)).status).toBe(202);
+    // Each refusal (503: no agent) pauses the model 0.5 s, then 1 s, 2 s...: about three asks in 2.5 s,
+    // where trying each waiting request in turn would have asked for all eight within the first second.
+    await new Promise((resolve) => setTimeout(resolve, 2_500));
+    const metrics = await gatewayFetch(`/metrics?pool=${pool}`, {
+      headers: { Authorization: `Bearer ${ADMIN_KEY}` },
+    });
+    const deferred = Number(
+      new RegExp(`queue_async_events_total\\{pool="${pool}",event="deferred"\\} (\\d+)`).exec(
+        await metrics.text(),
+      )?.[1],
+    );
+    expect(deferred).toBeGreaterThanOrEqual(2);
+    expect(deferred).toBeLessThanOrEqual(4);
   });
 
   it("a finished request's record expires: 410 afterwards, for status, result and cancel alike", async () => {

@@ -9,6 +9,7 @@ import {
   type NotHere,
   type Submitted,
 } from "../../../shared/routing/dispatcher.ts";
+import { ROUTING_POLICIES } from "../../../shared/routing/policies.ts";
 import { replicaState as state } from "../../support/replica-state.ts";
 
 /** A dispatcher on the baseline policy with a clock the test moves. */
@@ -221,6 +222,37 @@ describe("Dispatcher.submit", () => {
 });
 
 describe("Dispatcher.release", () => {
+  test("a request that yields (background) takes a freed slot only when no other request waits, under every policy that queues", () => {
+    const queueing: string[] = [];
+    for (const [name, policy] of Object.entries(ROUTING_POLICIES)) {
+      const clock = { now: 1_000 };
+      const dispatcher = new Dispatcher<string>({
+        policy,
+        maxQueue: 10,
+        now: () => clock.now,
+        random: () => 0,
+      });
+      dispatcher.upsertReplica("a", state({ maxConcurrency: 1, loaded: ["m"] }));
+      dispatched(dispatcher.submit({ model: "m" }, "running", 99_999));
+      dispatcher.submit({ model: "m", background: true }, "queued-1", 99_999);
+      clock.now = 1_100;
+      dispatcher.submit({ model: "m", background: true }, "queued-2", 99_999);
+      clock.now = 1_200;
+      dispatcher.submit({ model: "m" }, "sync", 99_999);
+      // Ray's policy sends them all to the replica's own queue (max_ongoing_requests): none waits here.
+      if (dispatcher.queueLength === 0) continue;
+      queueing.push(name);
+      const order: string[] = [];
+      for (let turn = 0; turn < 3; turn += 1) {
+        clock.now += 100;
+        order.push(...dispatcher.release("a").map((each) => each.payload));
+      }
+      expect(order, name).toEqual(["sync", "queued-1", "queued-2"]);
+    }
+    expect(queueing).toContain("switchyard");
+    expect(queueing.length).toBeGreaterThanOrEqual(Object.keys(ROUTING_POLICIES).length - 1);
+  });
+
   test("a freed slot goes to the oldest request for a model the replica holds, even if another is older", () => {
     const { clock, dispatcher } = setup();
     dispatcher.upsertReplica("a", state({ maxConcurrency: 1, loaded: ["model-a"] }));

@@ -4,8 +4,14 @@ import type { QueuedView } from "../../../shared/routing/types.ts";
 import { WaitingLine } from "../../../shared/routing/waiting-line.ts";
 import { waiting } from "./fixtures.ts";
 
-// The dispatcher's queue: requests in arrival order, and each model's requests in the same order, found
-// without scanning the line.
+// The dispatcher's queue: requests in arrival order (those that yield behind the others), and each model's
+// requests in the same order, found without scanning the line.
+
+/** A waiting request that yields to the others (a managed-queue request, QUEUE_ASYNC_PRIORITY=below). */
+const background = (model: string, enqueuedAt: number): QueuedView => ({
+  request: { model, background: true },
+  enqueuedAt,
+});
 
 /** A line with these requests pushed in turn. */
 function lineOf(...requests: QueuedView[]): WaitingLine<QueuedView> {
@@ -80,32 +86,55 @@ describe("WaitingLine", () => {
     expect(indexOf(line)).toEqual({ det: [100], ocr: [200] });
   });
 
-  test("whatever is pushed and taken out, the line is an array in arrival order and the index agrees with it", () => {
+  test("a request that yields (background) stands behind every other waiting request; among themselves, oldest first", () => {
+    const line = lineOf(
+      background("det", 100),
+      waiting("det", 200),
+      background("ocr", 300),
+      waiting("ocr", 400),
+      waiting("det", 500),
+    );
+    expect(line.items.map((request) => request.enqueuedAt)).toEqual([200, 400, 500, 100, 300]);
+    expect(indexOf(line)).toEqual({ det: [200, 500, 100], ocr: [400, 300] });
+    // Taken out from the front, the next foreground request still goes before the background ones.
+    line.removeAt(0);
+    line.push(waiting("det", 600));
+    expect(line.items.map((request) => request.enqueuedAt)).toEqual([400, 500, 600, 100, 300]);
+    expect(indexOf(line)).toEqual({ det: [500, 600, 100], ocr: [400, 300] });
+  });
+
+  test("whatever is pushed and taken out, the line is its requests in arrival order, background ones last, and the index agrees with it", () => {
     const operation = fc.oneof(
-      fc.record({ push: fc.constantFrom("det", "ocr", "cls", "big") }),
+      fc.record({ push: fc.constantFrom("det", "ocr", "cls", "big"), background: fc.boolean() }),
       fc.record({ removeAt: fc.nat({ max: 12 }) }),
     );
     fc.assert(
       fc.property(fc.array(operation, { maxLength: 60 }), (operations) => {
         const line = new WaitingLine<QueuedView>();
-        const expected: QueuedView[] = [];
+        /** Every request in the line, in arrival order. */
+        const arrived: QueuedView[] = [];
+        const expected = () => [
+          ...arrived.filter((request) => request.request.background !== true),
+          ...arrived.filter((request) => request.request.background === true),
+        ];
         let clock = 0;
         for (const each of operations) {
           if ("push" in each) {
             clock += 1;
-            const request = waiting(each.push, clock);
+            const request = (each.background ? background : waiting)(each.push, clock);
             line.push(request);
-            expected.push(request);
+            arrived.push(request);
           } else {
-            const [removed] = expected.splice(each.removeAt, 1);
+            const removed = expected()[each.removeAt];
             expect(line.removeAt(each.removeAt)).toBe(removed);
+            if (removed !== undefined) arrived.splice(arrived.indexOf(removed), 1);
           }
-          expect(line.length).toBe(expected.length);
+          expect(line.length).toBe(arrived.length);
         }
-        expect(line.items).toEqual(expected);
+        expect(line.items).toEqual(expected());
         // Every model with a request waiting, and only those, each with its requests in line order.
         const grouped = new Map<string, QueuedView[]>();
-        for (const request of expected) {
+        for (const request of expected()) {
           grouped.set(request.request.model, [...(grouped.get(request.request.model) ?? []), request]);
         }
         expect(new Map(line.byModel)).toEqual(grouped);
