@@ -83,7 +83,8 @@ const ConfigSchema = z.object({
   QUEUE_IN_FLIGHT: positiveInteger(16),
   /**
    * Where managed-queue requests stand in a registry's queue: "below" (behind every synchronous request
-   * waiting there; among themselves oldest first) or "equal" (one line, oldest first).
+   * waiting there, as far as the routing policy goes by age; among themselves oldest first) or "equal"
+   * (one line, oldest first).
    */
   QUEUE_ASYNC_PRIORITY: z.enum(["below", "equal"]).default("below"),
   /** How long a managed-queue request's result is kept after it finished; then it answers 410. */

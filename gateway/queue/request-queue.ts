@@ -25,10 +25,13 @@ import { deliverWebhook, WEBHOOK_RETRY_DELAYS_MS, webhookBody } from "./webhooks
 /** Tombstones of expired requests are kept this long after they expired (410 rather than 404 meanwhile). */
 const TOMBSTONE_MS = 7 * 24 * 60 * 60 * 1000;
 /**
- * After the pool refused a model's request for now (429, 503 before it started), none of that model's
- * requests is handed to it for this long, doubling with each refusal in a row, at most MAX.
+ * After the pool refused a model's request for now (429, 503 before it started, or 504 when its wait in
+ * the pool ran out before a replica took it), none of that model's requests is handed to it for this long,
+ * doubling with each refusal in a row, at most MAX.
  */
 const PAUSE_MS = 500;
+/** Statuses with which a pool refuses, for now, a request it never started: it goes back to the queue. */
+const NOT_NOW = new Set([429, 503, 504]);
 const MAX_PAUSE_MS = 15_000;
 /** How long one alarm event stays with runs in flight before handing over to the next alarm. */
 const ALARM_WATCH_MS = 20_000;
@@ -71,6 +74,8 @@ export class RequestQueue
    * ask per model and pause, not one per request (each of which would be refused alike).
    */
   readonly #paused = new Map<string, { until: number; refusals: number }>();
+  /** Until then the last look for requests to start found none but those of paused models (0: unknown). */
+  #nothingUntil = 0;
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
@@ -80,6 +85,7 @@ export class RequestQueue
       this.#store.update(record.id, {
         state: "IN_QUEUE",
         interrupted: 1,
+        startedAt: null,
         replica: null,
         dispatchedAt: null,
       });
@@ -121,7 +127,7 @@ export class RequestQueue
       startBy: now + (submit.startWithinMs ?? config.QUEUE_START_TIMEOUT_SECONDS * 1000),
     });
     this.#count("submitted");
-    this.#pump();
+    this.#pump(submit.model);
     return { ok: true, status: this.#statusOf(this.#store.get(record.id) ?? record, Date.now()) };
   }
 
@@ -202,8 +208,11 @@ export class RequestQueue
     }
   }
 
-  /** Starts what may start now, times out what waited too long, and sets the alarm for what comes next. */
-  #pump(): void {
+  /**
+   * Starts what may start now, times out what waited too long, and sets the alarm for what comes next.
+   * `submitted`: the model of the request whose submit called it.
+   */
+  #pump(submitted?: string): void {
     const now = Date.now();
     for (const record of this.#store.overdue(now)) {
       this.#finish(record, {
@@ -214,8 +223,17 @@ export class RequestQueue
     }
     this.#deliverDue(now);
     const free = gatewayConfig(this.env).QUEUE_IN_FLIGHT - this.#running.size;
-    if (free > 0) {
-      for (const record of this.#store.startable(free, this.#pausedModels(now))) this.#start(record);
+    const paused = this.#pausedModels(now);
+    // A new request of a paused model, when the last look found nothing else to start and no pause has
+    // ended since: nothing can start, and the look would walk the whole backlog of paused models again.
+    const nothingNew = submitted !== undefined && paused.includes(submitted) && now < this.#nothingUntil;
+    if (free > 0 && !nothingNew) {
+      const startable = this.#store.startable(free, paused);
+      this.#nothingUntil =
+        startable.length < free && paused.length > 0
+          ? Math.min(...paused.map((model) => this.#paused.get(model)?.until ?? now))
+          : 0;
+      for (const record of startable) this.#start(record);
     }
     void this.#armAlarm(now);
   }
@@ -301,13 +319,13 @@ export class RequestQueue
     const current = this.#store.get(record.id);
     // Cancelled while it ran: the answer is dropped.
     if (current?.state !== "IN_PROGRESS" || current.startedAt !== record.startedAt) return;
-    if (!outcome.ok && outcome.started !== true && (outcome.status === 429 || outcome.status === 503)) {
-      // The pool could not take it now (its queue is full, its agents are gone): it never started, so it
-      // waits in this queue again, in its place, rather than failing, and its model's requests pause.
+    if (!outcome.ok && outcome.started !== true && NOT_NOW.has(outcome.status)) {
+      // The pool could not take it now (its queue is full, its agents are gone, it waited its run's deadline
+      // there, say behind synchronous requests): it never started, so it waits in this queue again, in its
+      // place, until its own deadline to start, rather than failing; its model's requests pause.
       this.#pause(record.model, Date.now());
       this.#store.update(record.id, {
         state: "IN_QUEUE",
-        deferrals: current.deferrals + 1,
         reruns,
         interrupted: 0,
         startedAt: null,
@@ -327,7 +345,7 @@ export class RequestQueue
       error: outcome.ok ? null : outcome.message,
       reruns,
       interrupted: 0,
-      replica: outcome.replica ?? null,
+      replica: outcome.replica ?? current.replica,
       ...stored,
     });
     await this.#dropBody(record);

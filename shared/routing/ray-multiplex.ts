@@ -58,8 +58,13 @@ export const rayMultiplexPolicy: RoutingPolicy = {
   nextWakeup({ queue }, context) {
     // Once a waiting request's matching timeout has run out, every replica becomes its candidate.
     const latest = RAY_MATCHING_TIMEOUT_MS * 2;
-    const next = queue.find((waiting) => waiting.enqueuedAt + latest > context.now);
-    return next === undefined ? undefined : next.enqueuedAt + latest;
+    // The earliest such time among them all: the line is not in arrival order (background requests last).
+    let next: number | undefined;
+    for (const waiting of queue) {
+      const at = waiting.enqueuedAt + latest;
+      if (at > context.now && (next === undefined || at < next)) next = at;
+    }
+    return next;
   },
 };
 

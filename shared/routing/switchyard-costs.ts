@@ -5,6 +5,7 @@ import { cacheEntriesOf, cacheLimitsOf } from "./cache-view.ts";
 import { PoolEstimates } from "./estimates.ts";
 import { freeSlots, holds, isLoadingOrPending, pendingLoadOf, usable } from "./replica-facts.ts";
 import type { PoolView, QueuedView, ReplicaView, RouteRequest, RoutingContext } from "./types.ts";
+import { lineOrder } from "./waiting-line.ts";
 
 /**
  * How far ahead an eviction's harm is counted: the chance that the evicted model is asked for again within
@@ -64,7 +65,7 @@ export class SwitchyardCosts {
     return this.#waitingByModel;
   }
 
-  /** The models waiting, in the order of their oldest request. */
+  /** The models waiting, in the line's order of their first request (background ones last). */
   waiting(): WaitingForModel[] {
     if (this.#waiting !== undefined) return this.#waiting;
     const waiting: WaitingForModel[] = [];
@@ -72,7 +73,7 @@ export class SwitchyardCosts {
       const oldest = line[0];
       if (oldest !== undefined) waiting.push({ oldest, count: line.length });
     }
-    waiting.sort((a, b) => a.oldest.enqueuedAt - b.oldest.enqueuedAt);
+    waiting.sort((a, b) => lineOrder(a.oldest, b.oldest));
     this.#waiting = waiting;
     return waiting;
   }

@@ -9,6 +9,7 @@ import type {
   RoutingContext,
   RoutingPolicy,
 } from "./types.ts";
+import { lineOrder } from "./waiting-line.ts";
 
 /**
  * Frequency admission counts a model's waiting requests as demand spread over this long: about the time a
@@ -314,7 +315,7 @@ function oldestForHeldModel(
           (!failedHere(replica, waiting.request) ||
             failedEverywhere(replicas.filter(usable), waiting.request)),
       );
-    if (first !== undefined && (oldest === undefined || first.enqueuedAt < oldest.enqueuedAt)) oldest = first;
+    if (first !== undefined && (oldest === undefined || lineOrder(first, oldest) < 0)) oldest = first;
   }
   return oldest;
 }

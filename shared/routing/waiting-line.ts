@@ -46,6 +46,15 @@ export class WaitingLine<T extends QueuedView> {
   }
 }
 
+/**
+ * The line's order, for policies that compare waiting requests of different models (each model's own are
+ * in line order already): one that does not yield before one that does, then the older first.
+ */
+export function lineOrder(a: QueuedView, b: QueuedView): number {
+  const yields = (view: QueuedView) => (view.request.background === true ? 1 : 0);
+  return yields(a) - yields(b) || a.enqueuedAt - b.enqueuedAt;
+}
+
 /** Appends `item`, or for one that does not yield, puts it before the background requests at the line's end. */
 function insertInOrder<T extends QueuedView>(line: T[], item: T): void {
   let at = line.length;

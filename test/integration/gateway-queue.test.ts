@@ -530,12 +530,11 @@ describe("managed queue", () => {
       expect(status.replica).toBe("p1/0");
       expect(Date.parse(status.finished_at ?? "")).toBeGreaterThan(lateDone.at);
       const timings = status.timings;
-      expect(timings?.pool_ms).toBeGreaterThan(0);
-      expect(timings?.run_ms).toBeGreaterThan(0);
-      // Its time adds up: queued, then in the pool, then on the replica.
-      expect((timings?.queued_ms ?? 0) + (timings?.pool_ms ?? 0) + (timings?.run_ms ?? 0)).toBe(
-        Date.parse(status.finished_at ?? "") - Date.parse(status.submitted_at),
-      );
+      // Handed to the pool at once (two may run at a time); then it waited in the pool at least while the
+      // late synchronous request ran there (a det run takes about a second here), and ran about as long.
+      expect(timings?.queued_ms).toBeLessThan(1_000);
+      expect(timings?.pool_ms).toBeGreaterThanOrEqual(100);
+      expect(timings?.run_ms).toBeGreaterThanOrEqual(100);
     }
   });
 

@@ -6,7 +6,7 @@ import { CLIENT_KEY, freshPool, gatewayFetch, SMALL_REQUEST } from "./support/ga
 // Generated bad input against the managed queue's API (gateway/routes/queue.ts) inside workerd: infer bodies
 // of every kind at submit, webhook URLs of every shape, request ids that are malformed, unknown or another
 // key's. Whatever comes in, the answer is a 202 (a request that happens to be valid is queued) or a 4xx with
-// an OIP error body, never a 5xx; nothing refused is kept. No agent joins these pools, so what is queued
+// an OIP error body, never a 5xx. No agent joins these pools, so what is queued
 // stays IN_QUEUE until the test cancels it.
 
 const SECOND_KEY = "second-client-key";

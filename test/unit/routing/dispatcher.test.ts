@@ -10,6 +10,7 @@ import {
   type Submitted,
 } from "../../../shared/routing/dispatcher.ts";
 import { ROUTING_POLICIES } from "../../../shared/routing/policies.ts";
+import type { RoutingPolicy } from "../../../shared/routing/types.ts";
 import { replicaState as state } from "../../support/replica-state.ts";
 
 /** A dispatcher on the baseline policy with a clock the test moves. */
@@ -222,6 +223,24 @@ describe("Dispatcher.submit", () => {
 });
 
 describe("Dispatcher.release", () => {
+  test("the default policy's freed slot takes a synchronous request for one held model before an older background one for another", () => {
+    const clock = { now: 1_000 };
+    const dispatcher = new Dispatcher<string>({
+      policy: ROUTING_POLICIES.switchyard as RoutingPolicy,
+      maxQueue: 10,
+      now: () => clock.now,
+      random: () => 0,
+    });
+    dispatcher.upsertReplica("a", state({ maxConcurrency: 1, loaded: ["m1", "m2"] }));
+    dispatched(dispatcher.submit({ model: "m1" }, "running", 99_999));
+    dispatcher.submit({ model: "m1", background: true }, "queued-m1", 99_999);
+    clock.now = 1_200;
+    dispatcher.submit({ model: "m2" }, "sync-m2", 99_999);
+    clock.now = 1_300;
+    expect(dispatcher.release("a").map((each) => each.payload)).toEqual(["sync-m2"]);
+    expect(dispatcher.release("a").map((each) => each.payload)).toEqual(["queued-m1"]);
+  });
+
   test("a request that yields (background) takes a freed slot only when no other request waits, under every policy that queues", () => {
     const queueing: string[] = [];
     for (const [name, policy] of Object.entries(ROUTING_POLICIES)) {
