@@ -30,9 +30,9 @@ const TOMBSTONE_MS = 7 * 24 * 60 * 60 * 1000;
  * doubling with each refusal in a row, at most MAX.
  */
 const PAUSE_MS = 500;
+const MAX_PAUSE_MS = 15_000;
 /** Statuses with which a pool refuses, for now, a request it never started: it goes back to the queue. */
 const NOT_NOW = new Set([429, 503, 504]);
-const MAX_PAUSE_MS = 15_000;
 /** How long one alarm event stays with runs in flight before handing over to the next alarm. */
 const ALARM_WATCH_MS = 20_000;
 /** Webhooks sent at once per pass. */
@@ -70,8 +70,8 @@ export class RequestQueue
   #runMs: number | undefined;
   /**
    * Models the pool refused lately (no agent for them, its queue full), and until when their requests stay
-   * here. Per model, not per request: a backlog of thousands for a pool with no agent costs the registry one
-   * ask per model and pause, not one per request (each of which would be refused alike).
+   * here. Per model, not per request: a backlog of thousands for a pool with no agent costs the registry at
+   * most QUEUE_IN_FLIGHT asks per model and pause, not one per request (each of which would be refused alike).
    */
   readonly #paused = new Map<string, { until: number; refusals: number }>();
   /** Until then the last look for requests to start found none but those of paused models (0: unknown). */
