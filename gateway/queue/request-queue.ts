@@ -223,16 +223,13 @@ export class RequestQueue
     }
     this.#deliverDue(now);
     const free = gatewayConfig(this.env).QUEUE_IN_FLIGHT - this.#running.size;
-    const paused = this.#pausedModels(now);
+    const pauses = this.#pausesAt(now);
     // A new request of a paused model, when the last look found nothing else to start and no pause has
     // ended since: nothing can start, and the look would walk the whole backlog of paused models again.
-    const nothingNew = submitted !== undefined && paused.includes(submitted) && now < this.#nothingUntil;
+    const nothingNew = submitted !== undefined && pauses.has(submitted) && now < this.#nothingUntil;
     if (free > 0 && !nothingNew) {
-      const startable = this.#store.startable(free, paused);
-      this.#nothingUntil =
-        startable.length < free && paused.length > 0
-          ? Math.min(...paused.map((model) => this.#paused.get(model)?.until ?? now))
-          : 0;
+      const startable = this.#store.startable(free, [...pauses.keys()]);
+      this.#nothingUntil = startable.length < free && pauses.size > 0 ? Math.min(...pauses.values()) : 0;
       for (const record of startable) this.#start(record);
     }
     void this.#armAlarm(now);
@@ -241,8 +238,7 @@ export class RequestQueue
   async #armAlarm(now: number): Promise<void> {
     let at: number | undefined;
     if (this.#running.size > 0 || this.#delivering.size > 0) at = now + ALARM_WATCH_MS;
-    const pauseEnds = [...this.#paused.values()].map((pause) => pause.until).filter((until) => until > now);
-    for (const next of [...pauseEnds, this.#store.nextWebhook()]) {
+    for (const next of [...this.#pausesAt(now).values(), this.#store.nextWebhook()]) {
       if (next !== undefined) at = Math.min(at ?? next, Math.max(next, now));
     }
     // Results expire, and deadlines pass, even when nothing runs: look again within the hour at most.
@@ -351,9 +347,11 @@ export class RequestQueue
     await this.#dropBody(record);
   }
 
-  /** Models whose requests wait out a pause at `now`. */
-  #pausedModels(now: number): string[] {
-    return [...this.#paused].filter(([, pause]) => pause.until > now).map(([model]) => model);
+  /** The models whose requests wait out a pause at `now`, each with when its pause ends. */
+  #pausesAt(now: number): Map<string, number> {
+    const pauses = new Map<string, number>();
+    for (const [model, { until }] of this.#paused) if (until > now) pauses.set(model, until);
+    return pauses;
   }
 
   /** The pool refused a request of `model`: its requests pause, longer when the last pause had ended too. */

@@ -168,8 +168,7 @@ async function statusStream(c: QueueContext): Promise<Response> {
   // Written after the response went out: the status as it changes, until it finished or the client left.
   const follow = async () => {
     const openedAt = Date.now();
-    const shown = statusChangeKey;
-    let last = shown(queue);
+    let last = statusChangeKey(queue);
     let sentAt = Date.now();
     try {
       await event(queue);
@@ -178,7 +177,7 @@ async function statusStream(c: QueueContext): Promise<Response> {
         const next = await stub.status(id, owner);
         if (next.kind !== "found") break;
         queue = next.queue;
-        const text = shown(queue);
+        const text = statusChangeKey(queue);
         if (text !== last) {
           last = text;
           sentAt = Date.now();

@@ -4,8 +4,9 @@ import type { QueuedView } from "./types.ts";
  * The dispatcher's queue: oldest first, and indexed by model so that policies find a model's waiting
  * requests without scanning the whole line (a freed slot asks "anything for the models I hold?" at every
  * answer, and the line holds up to the gateway's QUEUE_LIMIT). Requests marked `background` stand behind
- * all the others (oldest first among themselves): every policy takes "oldest first" from this order, so a
- * request that yields does so under any policy.
+ * all the others (oldest first among themselves), in the order lineOrder gives: wherever a policy takes the
+ * oldest first, from this line or by lineOrder across models, a request that yields goes after the others
+ * (a policy's affinity, taking a held model's request first, still comes before age).
  */
 export class WaitingLine<T extends QueuedView> {
   readonly #items: T[] = [];
@@ -55,11 +56,12 @@ export function lineOrder(a: QueuedView, b: QueuedView): number {
   return yields(a) - yields(b) || a.enqueuedAt - b.enqueuedAt;
 }
 
-/** Appends `item`, or for one that does not yield, puts it before the background requests at the line's end. */
+/**
+ * Puts `item` where lineOrder says, from the end: a new request usually goes last, and one that does not
+ * yield steps back past the background requests at the line's end. Ties keep their arrival order.
+ */
 function insertInOrder<T extends QueuedView>(line: T[], item: T): void {
   let at = line.length;
-  if (item.request.background !== true) {
-    while (at > 0 && line[at - 1]?.request.background === true) at -= 1;
-  }
+  while (at > 0 && lineOrder(item, line[at - 1] as T) < 0) at -= 1;
   line.splice(at, 0, item);
 }

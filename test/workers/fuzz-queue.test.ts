@@ -35,13 +35,8 @@ interface Queued {
 
 /** Cancels what a property queued, so that its pool's queue holds nothing once the run ends. */
 async function cancel(queued: Queued, pool: string): Promise<void> {
-  const response = await gatewayFetch(
-    new URL(queued.cancel_url).pathname + new URL(queued.cancel_url).search,
-    {
-      method: "PUT",
-      headers: headersOf(pool),
-    },
-  );
+  const url = new URL(queued.cancel_url);
+  const response = await gatewayFetch(url.pathname + url.search, { method: "PUT", headers: headersOf(pool) });
   expect(response.status).toBe(202);
   await response.body?.cancel();
 }
