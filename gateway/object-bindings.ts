@@ -1,6 +1,6 @@
 import type { QueueStatus } from "../shared/queue/queue-status.ts";
 import type { ObjectEnv } from "./config.ts";
-import type { AdoptAnswer, Decision, DirectRun, RunReport } from "./pool-calls.ts";
+import type { Decision, DirectEntry, DirectSettled, RunReport } from "./pool-calls.ts";
 import type {
   CancelLookup,
   Lookup,
@@ -22,8 +22,11 @@ export interface RegistryCalls extends Rpc.DurableObjectBranded {
   release(report: RunReport): Decision;
   /** A run is still running at its agent: its slot stays held (see CLAIM_WINDOW_MS). */
   claim(ticket: string): void;
-  /** A direct hit the relay took (shared/routing/direct-hits.ts): whether the registry took its slot. */
-  adopt(run: DirectRun): AdoptAnswer;
+  /**
+   * Direct hits the relay took (shared/routing/direct-hits.ts), batched: each one's slot taken (adopted), and
+   * given back again for one that succeeded before the batch left; answers in the entries' order.
+   */
+  settleDirect(entries: DirectEntry[]): DirectSettled[];
   /** The agent's data socket broke or broke the protocol: the registry takes the agent out. */
   agentLost(channel: string, why: string): void;
 }

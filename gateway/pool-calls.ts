@@ -17,10 +17,11 @@ import type { AgentRecord } from "./registry/agent-link.ts";
  *
  * A hit for a model whose last request went well and without waiting skips the first call (direct hits,
  * shared/routing/direct-hits.ts): the Worker sends it straight to that replica's relay, which admits it
- * under the registry's permit and tells the registry (`adopt`), or refuses it, and the Worker asks as above.
+ * under the registry's permit and tells the registry in batches (agent-relay/direct-reports.ts: each hit's
+ * slot to take, and to give back when it ended well by then), or refuses it, and the Worker asks as above.
  *
- *   Worker   --runDirect(RunOrder)-> agent relay   admitted: as run; refused: DirectRefused, nothing taken
- *   relay    --adopt(DirectRun)---->  registry      the slot it took, in the registry's books
+ *   Worker   --runDirect(RunOrder)-------->  agent relay   admitted: as run; refused: DirectRefused, nothing taken
+ *   relay    --settleDirect(DirectEntry[])->  registry      the slots it took (and gave back), in its books
  *
  * The registry decides (slots, queue, retry rules and budget, idempotence, ejection) and never sees a
  * payload byte; each agent's relay holds only its own agent's requests in flight. A pool with several
@@ -146,6 +147,21 @@ export type DirectRun = Pick<
   RunOrder,
   "ticket" | "agentId" | "channel" | "replicaId" | "model" | "version" | "hint" | "timeoutMs"
 >;
+
+/**
+ * Relay -> registry (`settleDirect`, batched: agent-relay/direct-reports.ts): a direct hit to adopt, with its
+ * release when it succeeded before the batch left.
+ */
+export interface DirectEntry {
+  adopt: DirectRun;
+  release?: RunReport;
+}
+
+/** The registry's answer to one DirectEntry: its adopt's, and its release's decision when it had one. */
+export interface DirectSettled {
+  adopt: AdoptAnswer;
+  decision?: Decision;
+}
 
 /** How a run ended, for the registry. */
 export type RunResult =

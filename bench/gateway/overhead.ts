@@ -13,7 +13,8 @@ import { DET_MODEL, MULTIPLEX_MODELS, MULTIPLEX_OPTIONS } from "../../test/fixtu
 import { PPOCR_DET_DIMS, ppocrDetSampleInput } from "../../test/fixtures/ppocr.ts";
 import { startAgent } from "../../test/integration/harness/agents.ts";
 import { clientAuthorization, mlpRequest, waitForAgents } from "../../test/integration/harness/oip-client.ts";
-import { startGateway } from "../../test/integration/harness/wrangler-dev.ts";
+import { type GatewayProcess, startGateway } from "../../test/integration/harness/wrangler-dev.ts";
+import { type CpuReading, cpuBetween, readTreeCpu } from "../registry/process-cpu.ts";
 
 const REQUESTS = Number(process.env.REQUESTS ?? 400);
 const WARMUP = 20;
@@ -35,14 +36,39 @@ interface Case {
   count: number;
 }
 
-function rowOf(label: string, count: number, times: Record<"gateway" | "direct", number[]>): string {
+/**
+ * CPU of wrangler dev's two workerd processes over a case, per gateway request: the one running the Worker and
+ * its Durable Objects (everything the gateway does), and wrangler's local proxy in front of it. Read from
+ * /proc; the direct requests of the same window cost them nothing but idle time.
+ */
+function cpuMeter(gateway: GatewayProcess) {
+  const root = gateway.process.child.pid;
+  const port = Number(new URL(gateway.url).port);
+  const read = (): CpuReading | undefined => (root === undefined ? undefined : readTreeCpu(root, port));
+  return {
+    start: read,
+    perRequest(started: CpuReading | undefined, requests: number): string {
+      const ended = read();
+      if (started === undefined || ended === undefined) return "n/a";
+      const { workerMs, proxyMs } = cpuBetween(started, ended);
+      return `${(workerMs / requests).toFixed(2)} · ${(proxyMs / requests).toFixed(2)}`;
+    },
+  };
+}
+
+function rowOf(
+  label: string,
+  count: number,
+  times: Record<"gateway" | "direct", number[]>,
+  cpu: string,
+): string {
   const [gp50, gp99, dp50, dp99] = [
     percentile(times.gateway, 50),
     percentile(times.gateway, 99),
     percentile(times.direct, 50),
     percentile(times.direct, 99),
   ];
-  const row = `| ${label} | ${count} | ${dp50.toFixed(2)} / ${dp99.toFixed(2)} | ${gp50.toFixed(2)} / ${gp99.toFixed(2)} | ${(gp50 - dp50).toFixed(2)} / ${(gp99 - dp99).toFixed(2)} |`;
+  const row = `| ${label} | ${count} | ${dp50.toFixed(2)} / ${dp99.toFixed(2)} | ${gp50.toFixed(2)} / ${gp99.toFixed(2)} | ${(gp50 - dp50).toFixed(2)} / ${(gp99 - dp99).toFixed(2)} | ${cpu} |`;
   console.log(row);
   return row;
 }
@@ -109,6 +135,8 @@ try {
   const direct = `http://127.0.0.1:${standalonePort}`;
   // The floor: a request that does no work on either side (wrangler dev's local proxy, HTTP on loopback).
   const live: Record<"gateway" | "direct", number[]> = { gateway: [], direct: [] };
+  const meter = cpuMeter(gateway);
+  let cpuFrom = meter.start();
   for (let index = 0; index < WARMUP + REQUESTS; index += 1) {
     for (const path of ["gateway", "direct"] as const) {
       const started = performance.now();
@@ -118,14 +146,19 @@ try {
       await response.arrayBuffer();
       if (index >= WARMUP) live[path].push(performance.now() - started);
     }
+    if (index === WARMUP - 1) cpuFrom = meter.start();
   }
-  rows.push(rowOf("GET /v2/health/live (no work: the floor)", REQUESTS, live));
+  rows.push(
+    rowOf("GET /v2/health/live (no work: the floor)", REQUESTS, live, meter.perRequest(cpuFrom, REQUESTS)),
+  );
   for (const benchCase of cases) {
     const times: Record<"gateway" | "direct", number[]> = { gateway: [], direct: [] };
     const shares: Shares = { proxy: [], worker: [], pool: [], websocket: [], agent: [] };
     const options = { binaryInputs: benchCase.binary, binaryOutputs: benchCase.binary };
     let outputBytes = 0;
+    let cpuFrom = meter.start();
     for (let index = 0; index < WARMUP + benchCase.count; index += 1) {
+      if (index === WARMUP) cpuFrom = meter.start();
       for (const path of ["gateway", "direct"] as const) {
         const started = performance.now();
         const result = await infer(
@@ -155,7 +188,7 @@ try {
     const label = benchCase.binary
       ? `${benchCase.label} (${megabytes(inputBytes)} in, ${megabytes(outputBytes)} out)`
       : benchCase.label;
-    rows.push(rowOf(label, benchCase.count, times));
+    rows.push(rowOf(label, benchCase.count, times, meter.perRequest(cpuFrom, benchCase.count)));
     shareRows.push(sharesRow(label, shares));
   }
 } finally {
@@ -169,9 +202,11 @@ const report = `# Gateway path vs calling the agent directly
   \`wrangler dev\` (workerd, local Durable Object) on loopback; one CPU agent serving the same replica both ways.
 - Command: \`npm run bench:gateway-overhead\` (bench/gateway/overhead.ts), ${new Date().toISOString().slice(0, 10)}.
 - Sequential requests, gateway and direct alternating, after ${WARMUP} warm-up pairs; latency at the client.
+- workerd CPU: user + system time of wrangler dev's two workerd processes (/proc) over the measured pairs,
+  per gateway request: the one that runs the Worker, the registry and the relays, and wrangler's local proxy.
 
-| request | pairs | direct p50 / p99 (ms) | gateway p50 / p99 (ms) | added p50 / p99 (ms) |
-|---|---|---|---|---|
+| request | pairs | direct p50 / p99 (ms) | gateway p50 / p99 (ms) | added p50 / p99 (ms) | workerd CPU per request: Worker · proxy (ms) |
+|---|---|---|---|---|---|
 ${rows.join("\n")}
 
 Where the gateway path's time goes, p50 of each share in ms, from the gateway's Server-Timing: \`proxy\` is the

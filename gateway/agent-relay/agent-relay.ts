@@ -16,9 +16,10 @@ import {
   shardNumbers,
 } from "../object-bindings.ts";
 import type {
-  AdoptAnswer,
   Decision,
+  DirectEntry,
   DirectRefused,
+  DirectSettled,
   RelayFailure,
   RunOrder,
   RunOutcome,
@@ -34,6 +35,7 @@ import {
 } from "../registry/protocol-violation.ts";
 import { ABANDONED_GRACE_MS, RUN_CLAIM_AFTER_MS } from "../registry/request-ledger.ts";
 import { DirectAdmission } from "./direct-admission.ts";
+import { DirectReports } from "./direct-reports.ts";
 import { cancelFrame, inferFrame } from "./outgoing-frames.ts";
 import { type Run, RunLedger } from "./run-ledger.ts";
 import { outcomeOf, reportOf } from "./run-outcome.ts";
@@ -58,7 +60,8 @@ interface DataAttachment {
  *
  * A request the Worker sends without a grant (a direct hit, shared/routing/direct-hits.ts) it runs the same
  * way when the registry's last release answer for that model here gave a permit and the agent holds the model
- * with a slot free (direct-admission.ts), telling the registry as it goes out (`adopt`); otherwise it refuses
+ * with a slot free (direct-admission.ts), and tells the registry in batches (direct-reports.ts: a hit still
+ * running within DIRECT_ADOPT_WITHIN_MS, one that ended within DIRECT_REPORT_WITHIN_MS); otherwise it refuses
  * it, and the Worker asks the registry.
  *
  * At a run's deadline it answers 504 and tells the agent to stop; the slot stays taken until the agent
@@ -71,7 +74,9 @@ export class AgentRelay extends DurableObject<RelayEnv> {
   readonly #maxPendingBytes: number;
   readonly #registries = new Map<string, DurableObjectStub<RegistryCalls>>();
   readonly #direct = new DirectAdmission();
-  /** Direct hits' adopt calls to the registry, by ticket: a run's release and claim wait for its adopt. */
+  /** Direct hits' reports to their registry, batched (direct-reports.ts), by registry name. */
+  readonly #reports = new Map<string, DirectReports>();
+  /** Direct hits' adopts, by ticket, until the registry answered: a run's release and claim wait for it. */
   readonly #adopting = new Map<string, Promise<void>>();
   /**
    * This instance woke with the socket already open (after hibernation or an eviction): an answer for a run
@@ -144,7 +149,7 @@ export class AgentRelay extends DurableObject<RelayEnv> {
               ? "a run with this ticket is in flight"
               : this.#direct.refusal(order, this.#runs.modelsAt(order.replicaId), now);
     if (refusal !== undefined) return { kind: "refused", why: refusal };
-    const adopted = this.#registry(order.pool, order.shard)
+    const adopted = this.#reportsTo(order.pool, order.shard)
       .adopt({
         ticket: order.ticket,
         agentId: order.agentId,
@@ -154,10 +159,6 @@ export class AgentRelay extends DurableObject<RelayEnv> {
         ...(order.version === undefined ? {} : { version: order.version }),
         ...(order.hint === undefined ? {} : { hint: order.hint }),
         timeoutMs: order.timeoutMs,
-      })
-      .catch((error: unknown): AdoptAnswer => {
-        log("adopt-failed", { ticket: order.ticket, error: String(error) });
-        return "refused";
       })
       .then((answer) => this.#direct.noteAdopt(order.replicaId, answer));
     this.#adopting.set(order.ticket, adopted);
@@ -430,6 +431,17 @@ export class AgentRelay extends DurableObject<RelayEnv> {
     // A direct hit's slot is taken in the registry's books before it is given back there.
     const adopted = this.#adopting.get(order.ticket);
     if (adopted !== undefined) {
+      const reports = this.#reportsTo(order.pool, order.shard);
+      // Gone well before its adopt left: both go in one entry of the batch.
+      const batched = result.kind === "ok" ? reports.release(report) : undefined;
+      if (batched !== undefined) {
+        this.#adopting.delete(order.ticket);
+        const decision = await batched;
+        this.#direct.noteDecision(order, result, decision, Date.now());
+        return decision;
+      }
+      // The Worker waits for a failed run's decision: its adopt goes now, not at the batch's time.
+      if (result.kind !== "ok") reports.flush();
       // A timed-out run's `freed` release follows, and waits for the adopt too.
       if (result.kind !== "timed-out") this.#adopting.delete(order.ticket);
       await adopted;
@@ -448,6 +460,38 @@ export class AgentRelay extends DurableObject<RelayEnv> {
           // No word from the registry, so no permit either.
           this.#direct.noteDecision(order, result, unreached, Date.now());
           return unreached;
+        }
+      }
+    }
+  }
+
+  /** The batch of direct-hit reports for a registry shard of the pool. */
+  #reportsTo(pool: string, shard: number): DirectReports {
+    const name = registryName(pool, shard);
+    let reports = this.#reports.get(name);
+    if (reports === undefined) {
+      reports = new DirectReports({ settle: (entries) => this.#settle(pool, shard, entries) });
+      this.#reports.set(name, reports);
+    }
+    return reports;
+  }
+
+  /**
+   * One batch of direct hits to the registry, asked once more if it fails as a release is. Unanswered, their
+   * adopts count as refused (every permit goes) and their releases as unreached: no permit, no retry.
+   */
+  async #settle(pool: string, shard: number, entries: DirectEntry[]): Promise<DirectSettled[]> {
+    for (let attempt = 1; ; attempt += 1) {
+      try {
+        return await this.#registry(pool, shard).settleDirect(entries);
+      } catch (error) {
+        this.#registries.delete(registryName(pool, shard));
+        log("settle-failed", { pool, shard, entries: entries.length, attempt, error: String(error) });
+        if (attempt >= 2) {
+          const unreached = { again: false, refusal: "the pool's registry could not be reached" } as const;
+          return entries.map(({ release }) =>
+            release === undefined ? { adopt: "refused" } : { adopt: "refused", decision: unreached },
+          );
         }
       }
     }

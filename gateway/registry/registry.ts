@@ -20,9 +20,9 @@ import { PoolMetrics } from "../metrics/pool-metrics.ts";
 import { listPolicyDefaults } from "../models/model-store.ts";
 import { type RegistryEnv, relayStub, SHARD_HEADER } from "../object-bindings.ts";
 import type {
-  AdoptAnswer,
   Decision,
-  DirectRun,
+  DirectEntry,
+  DirectSettled,
   ModelAnswer,
   ModelReadiness,
   PolicyReport,
@@ -215,10 +215,18 @@ export class Registry extends DurableObject<RegistryEnv> {
     }
   }
 
-  /** From an agent's relay: a direct hit it took (shared/routing/direct-hits.ts), whose slot is taken here. */
-  adopt(run: DirectRun): AdoptAnswer {
+  /**
+   * From an agent's relay: direct hits it took (shared/routing/direct-hits.ts), whose slots are taken here,
+   * each given back at once when it already succeeded; one call for a batch (agent-relay/direct-reports.ts).
+   */
+  settleDirect(entries: DirectEntry[]): DirectSettled[] {
     try {
-      return this.#scheduler.adopt(run);
+      return entries.map(({ adopt, release }) => {
+        const adopted = this.#scheduler.adopt(adopt);
+        return release === undefined
+          ? { adopt: adopted }
+          : { adopt: adopted, decision: this.#scheduler.release(release) };
+      });
     } finally {
       this.#armAlarm();
     }

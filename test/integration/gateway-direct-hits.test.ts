@@ -1,5 +1,6 @@
 import * as ort from "onnxruntime-node";
 import { beforeAll, describe, expect, test } from "vitest";
+import { DIRECT_REPORT_WITHIN_MS } from "../../gateway/agent-relay/direct-reports.ts";
 import type { Tensor } from "../../shared/oip/tensor.ts";
 import { MLP_INPUT, seededFloats } from "../fixtures/onnx-builder.ts";
 import { DET_MODEL, MULTIPLEX_MODELS, repoModelPath } from "../fixtures/paths.ts";
@@ -7,7 +8,7 @@ import { PPOCR_DET_DIMS, ppocrDetSampleInput } from "../fixtures/ppocr.ts";
 import { expectAllClose } from "../support/close-to.ts";
 import { type AgentProcess, startAgent } from "./harness/agents.ts";
 import { call, mlpRequest, type Outcome, waitForAgents } from "./harness/oip-client.ts";
-import { poolMetric, waitForMetric } from "./harness/pool-probes.ts";
+import { freeze, poolMetric, thaw, waitForMetric } from "./harness/pool-probes.ts";
 import { watchProcesses } from "./harness/processes-under-test.ts";
 import { type GatewayProcess, startGateway } from "./harness/wrangler-dev.ts";
 
@@ -17,6 +18,16 @@ import { type GatewayProcess, startGateway } from "./harness/wrangler-dev.ts";
 // contended or its agent dies, and the anchors' routing policies untouched.
 
 const MODEL = MULTIPLEX_MODELS[0] ?? "m000";
+
+/**
+ * The direct hits a pool's registry counted, read once every relay's batch of them has reached it: a relay
+ * tells its registry of a direct hit that ended within DIRECT_REPORT_WITHIN_MS (and half a second more here,
+ * for a busy machine).
+ */
+async function directRuns(pool: string): Promise<number> {
+  await new Promise((resolve) => setTimeout(resolve, DIRECT_REPORT_WITHIN_MS + 500));
+  return await poolMetric(gateway.url, pool, DIRECT);
+}
 const DIRECT = "switchyard_gateway_direct_runs_total";
 
 let gateway: GatewayProcess;
@@ -79,7 +90,7 @@ describe("direct hits", () => {
     // The first requests go through the registry: the path opens with a hit granted while nothing waited
     // (the first asks of a fresh pool may wait a moment for the agent's first state).
     let asked = 0;
-    while ((await poolMetric(gateway.url, "direct", DIRECT)) === 0) {
+    while ((await directRuns("direct")) === 0) {
       expect(asked).toBeLessThan(10);
       expectOk(await call(gateway.url, MODEL, mlpRequest(2, 7), { pool: "direct" }));
       asked += 1;
@@ -92,7 +103,7 @@ describe("direct hits", () => {
       expectAllClose(outputOf(outcome), expected);
     }
     // Every one of them went direct, and the registry counted each as a request of its model.
-    expect(await poolMetric(gateway.url, "direct", DIRECT)).toBe(13);
+    expect(await directRuns("direct")).toBe(13);
     await waitForMetric(gateway.url, "direct", "switchyard_gateway_requests_total", asked + 12, {
       model: MODEL,
       status: "200",
@@ -100,8 +111,29 @@ describe("direct hits", () => {
     await waitForMetric(gateway.url, "direct", "switchyard_gateway_in_flight", 0);
   });
 
+  test("a direct hit still running is in the registry's books within moments: the pool shows it in flight", async () => {
+    const single = agents.find((agent) => agent.name === "single");
+    if (single === undefined) throw new Error("no agent 'single'");
+    const before = await directRuns("direct");
+    expectOk(await call(gateway.url, MODEL, mlpRequest(1), { pool: "direct" }));
+    expect(await directRuns("direct")).toBe(before + 1);
+    // The agent stops answering: the next hit goes direct and stays running; its relay tells the registry
+    // within DIRECT_ADOPT_WITHIN_MS, not when it ends.
+    freeze(single);
+    try {
+      const running = call(gateway.url, MODEL, mlpRequest(1), { pool: "direct" });
+      await waitForMetric(gateway.url, "direct", "switchyard_gateway_in_flight", 1, {}, 5_000);
+      expect(await poolMetric(gateway.url, "direct", DIRECT)).toBe(before + 2);
+      thaw(single);
+      expectOk(await running);
+    } finally {
+      thaw(single);
+    }
+    await waitForMetric(gateway.url, "direct", "switchyard_gateway_in_flight", 0);
+  });
+
   test("a burst beyond the replica's slots is served through the registry's queue, and every slot comes back", async () => {
-    const before = await poolMetric(gateway.url, "direct", DIRECT);
+    const before = await directRuns("direct");
     const burst = await Promise.all(
       Array.from({ length: 16 }, (_, index) =>
         call(gateway.url, MODEL, mlpRequest(1, index), { pool: "direct" }),
@@ -111,12 +143,12 @@ describe("direct hits", () => {
     await waitForMetric(gateway.url, "direct", "switchyard_gateway_in_flight", 0);
     await waitForMetric(gateway.url, "direct", "switchyard_gateway_queue_depth", 0);
     // Some of the burst may have gone direct (while a slot was free), not all of it.
-    const afterBurst = await poolMetric(gateway.url, "direct", DIRECT);
+    const afterBurst = await directRuns("direct");
     expect(afterBurst - before).toBeLessThan(16);
     // Settled, the model's hits go direct again: a request that went through the registry renews the path.
     expectOk(await call(gateway.url, MODEL, mlpRequest(1), { pool: "direct" }));
     expectOk(await call(gateway.url, MODEL, mlpRequest(1), { pool: "direct" }));
-    expect(await poolMetric(gateway.url, "direct", DIRECT)).toBeGreaterThan(afterBurst);
+    expect(await directRuns("direct")).toBeGreaterThan(afterBurst);
   });
 
   test("a second client's request for a one-slot replica is not starved by the first client's direct hits", async () => {
@@ -126,14 +158,10 @@ describe("direct hits", () => {
       ],
     };
     const options = { pool: "contended", binaryInputs: true, binaryOutputs: true };
-    for (
-      let index = 0;
-      index < 10 && (await poolMetric(gateway.url, "contended", DIRECT)) === 0;
-      index += 1
-    ) {
+    for (let index = 0; index < 10 && (await directRuns("contended")) === 0; index += 1) {
       expectOk(await call(gateway.url, DET_MODEL, request, options));
     }
-    expect(await poolMetric(gateway.url, "contended", DIRECT)).toBeGreaterThanOrEqual(1);
+    expect(await directRuns("contended")).toBeGreaterThanOrEqual(1);
     // Client A keeps the replica's one slot busy, one request after another; client B asks once meanwhile.
     const finishedA: number[] = [];
     const clientA = (async () => {
@@ -155,11 +183,11 @@ describe("direct hits", () => {
   test("an agent killed while its model's hits go direct: the next requests are served by its twin", async () => {
     // Until a request went direct (the first asks of a fresh registry may wait a moment, which opens no path).
     let warm: Outcome | undefined;
-    for (let index = 0; index < 10 && (await poolMetric(gateway.url, "twins", DIRECT)) === 0; index += 1) {
+    for (let index = 0; index < 10 && (await directRuns("twins")) === 0; index += 1) {
       warm = await call(gateway.url, MODEL, mlpRequest(1), { pool: "twins" });
       expectOk(warm);
     }
-    expect(await poolMetric(gateway.url, "twins", DIRECT)).toBeGreaterThanOrEqual(1);
+    expect(await directRuns("twins")).toBeGreaterThanOrEqual(1);
     // The direct path leads to the replica of the last request.
     const servedBy = warm === undefined ? undefined : replicaOf(warm)?.split("/")[0];
     const victim = agents.find((agent) => agent.name === servedBy);

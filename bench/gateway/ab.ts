@@ -1,0 +1,162 @@
+/**
+ * A small request through two gateways at once: this checkout's and another commit's (a worktree), each
+ * with its own `wrangler dev` and its own agent started from its own tree, requests alternating between the
+ * two (the order flips every pair), sequential. Both run under the same load of this shared machine at the
+ * same moments, which back-to-back runs of bench:gateway-overhead do not: there the machine's other work
+ * moves a median by more than the difference being measured. Writes bench/results/gateway-ab.md.
+ *
+ *   git worktree add /tmp/base <commit> && ln -s $PWD/node_modules /tmp/base/node_modules
+ *   npm run bench:gateway-ab -- --base /tmp/base [--requests 1000] [--rounds 3]
+ *
+ * The other tree needs test/fixtures/generated (a link to this checkout's will do) and the harness of
+ * test/integration/harness/ (wrangler-dev.ts, agents.ts, oip-client.ts) as every commit since the gateway
+ * existed has it.
+ */
+import { execFileSync } from "node:child_process";
+import { writeFileSync } from "node:fs";
+import os from "node:os";
+import { resolve } from "node:path";
+import { parseArgs } from "node:util";
+import { infer } from "../../shared/oip/http-client.ts";
+import { MULTIPLEX_MODELS } from "../../test/fixtures/paths.ts";
+import { clientAuthorization, mlpRequest } from "../../test/integration/harness/oip-client.ts";
+import { type CpuReading, cpuBetween, readTreeCpu } from "../registry/process-cpu.ts";
+
+const { values } = parseArgs({
+  options: {
+    base: { type: "string" },
+    requests: { type: "string", default: "1000" },
+    rounds: { type: "string", default: "3" },
+  },
+});
+if (values.base === undefined)
+  throw new Error("--base <a worktree of the commit to compare with> is required");
+
+const REQUESTS = Number(values.requests);
+const ROUNDS = Number(values.rounds);
+const WARMUP = 100;
+const model = MULTIPLEX_MODELS[0] ?? "m000";
+const here = resolve(import.meta.dirname, "..", "..");
+
+/** What this benchmark uses of a tree's test harness (the same in every commit it compares). */
+interface Harness {
+  startGateway(): Promise<{
+    url: string;
+    wsUrl: string;
+    process: { child: { pid?: number } };
+    stop(): Promise<void>;
+  }>;
+  startAgent(options: { gateway: string; name: string; args: string[] }): Promise<{ stop(): Promise<void> }>;
+  waitForAgents(url: string, count: number): Promise<void>;
+}
+
+interface Side {
+  label: string;
+  url: string;
+  meter: () => CpuReading | undefined;
+  stop: () => Promise<void>;
+  times: number[];
+  cpu: Array<{ workerMs: number; proxyMs: number }>;
+}
+
+function commitOf(dir: string): string {
+  try {
+    const commit = execFileSync("git", ["-C", dir, "rev-parse", "--short", "HEAD"], {
+      encoding: "utf8",
+    }).trim();
+    const dirty = execFileSync(
+      "git",
+      ["-C", dir, "status", "--porcelain", "--", "gateway", "shared", "backend"],
+      {
+        encoding: "utf8",
+      },
+    ).trim();
+    return dirty === "" ? commit : `${commit} + uncommitted changes`;
+  } catch {
+    return "unknown";
+  }
+}
+
+async function startSide(label: string, root: string): Promise<Side> {
+  const load = async <T>(path: string) => (await import(resolve(root, path))) as T;
+  const harness: Harness = {
+    ...(await load<Pick<Harness, "startGateway">>("test/integration/harness/wrangler-dev.ts")),
+    ...(await load<Pick<Harness, "startAgent">>("test/integration/harness/agents.ts")),
+    ...(await load<Pick<Harness, "waitForAgents">>("test/integration/harness/oip-client.ts")),
+  };
+  const gateway = await harness.startGateway();
+  const agent = await harness.startAgent({
+    gateway: gateway.wsUrl,
+    name: "bench",
+    args: ["--preload", model, "--threads", "2"],
+  });
+  await harness.waitForAgents(gateway.url, 1);
+  const pid = gateway.process.child.pid;
+  const port = Number(new URL(gateway.url).port);
+  return {
+    label: `${label} (${commitOf(root)})`,
+    url: gateway.url,
+    meter: () => (pid === undefined ? undefined : readTreeCpu(pid, port)),
+    stop: async () => {
+      await agent.stop();
+      await gateway.stop();
+    },
+    times: [],
+    cpu: [],
+  };
+}
+
+const percentile = (values: number[], p: number) =>
+  [...values].sort((a, b) => a - b)[Math.min(values.length - 1, Math.floor((p / 100) * values.length))] ??
+  Number.NaN;
+const median = (values: number[]) => percentile(values, 50);
+
+const sides = [await startSide("base", resolve(values.base)), await startSide("this checkout", here)];
+const started = Date.now();
+try {
+  const send = (side: Side) => infer(side.url, model, mlpRequest(1), { headers: clientAuthorization });
+  for (let index = 0; index < WARMUP; index += 1) for (const side of sides) await send(side);
+  for (let round = 0; round < ROUNDS; round += 1) {
+    const before = sides.map((side) => side.meter());
+    for (let index = 0; index < REQUESTS; index += 1) {
+      for (const side of index % 2 === 0 ? sides : [...sides].reverse()) {
+        const sent = performance.now();
+        await send(side);
+        side.times.push(performance.now() - sent);
+      }
+    }
+    sides.forEach((side, at) => {
+      const after = side.meter();
+      const from = before[at];
+      if (from === undefined || after === undefined) return;
+      const { workerMs, proxyMs } = cpuBetween(from, after);
+      side.cpu.push({ workerMs: workerMs / REQUESTS, proxyMs: proxyMs / REQUESTS });
+    });
+    console.error(`[gateway-ab] round ${round + 1} of ${ROUNDS} done`);
+  }
+} finally {
+  for (const side of sides) await side.stop();
+}
+
+const rows = sides.map((side) => {
+  const mean = side.times.reduce((sum, time) => sum + time, 0) / side.times.length;
+  const cpu = (pick: (cpu: { workerMs: number; proxyMs: number }) => number) =>
+    side.cpu.map((round) => pick(round).toFixed(2)).join(", ");
+  return `| ${side.label} | ${percentile(side.times, 50).toFixed(2)} | ${percentile(side.times, 90).toFixed(2)} | ${percentile(side.times, 99).toFixed(2)} | ${mean.toFixed(2)} | ${cpu((round) => round.workerMs)} (median ${median(side.cpu.map((round) => round.workerMs)).toFixed(2)}) | ${cpu((round) => round.proxyMs)} |`;
+});
+const report = `# A small request through two gateways at once
+
+- Machine: ${os.availableParallelism()} cores (${os.cpus()[0]?.model ?? "unknown"}), Node ${process.version}; each gateway in its own
+  \`wrangler dev\` (workerd, local Durable Objects) on loopback, with its own CPU agent (\`--threads 2\`) from its own tree.
+- Command: \`npm run bench:gateway-ab -- ${process.argv.slice(2).join(" ")}\` (bench/gateway/ab.ts), ${new Date().toISOString().slice(0, 10)}, ${Math.round((Date.now() - started) / 1000)} s.
+- ${ROUNDS} rounds of ${REQUESTS} pairs after ${WARMUP} warm-up pairs: sequential requests (MLP ${model}, batch 1, JSON), alternating
+  between the two gateways, the order flipping every pair; latency at the client over all rounds.
+- workerd CPU: user + system time of the workerd that runs the Worker and its Durable Objects (the registry, the
+  relays), per request, each round; and of wrangler's local proxy in front of it.
+
+| gateway | p50 (ms) | p90 | p99 | mean | workerd CPU per request, each round (ms) | proxy CPU per request (ms) |
+| --- | --- | --- | --- | --- | --- | --- |
+${rows.join("\n")}
+`;
+writeFileSync(new URL("../results/gateway-ab.md", import.meta.url), report);
+console.log(report);
