@@ -1,5 +1,5 @@
 import { Deadline } from "../shared/deadline.ts";
-import { outcomeOf, reportOf } from "./agent-relay/run-outcome.ts";
+import { outcomeOf, reportOf, UNREACHED } from "./agent-relay/run-outcome.ts";
 import { DirectTargets, directKey } from "./direct-targets.ts";
 import type { Env } from "./env.ts";
 import { log } from "./log.ts";
@@ -160,7 +160,7 @@ async function run(
     const lost = { kind: "lost", why, started: true } as const;
     const decision = await registryOf(env, pool, shard)
       .release(reportOf(order, lost, { deadlinePassed: deadline.passed(), totalMs: order.queuedMs }))
-      .catch(() => ({ again: false as const, refusal: "the pool's registry could not be reached" }));
+      .catch(() => UNREACHED);
     return outcomeOf(order, lost, decision);
   }
 }

@@ -20,7 +20,8 @@ import { parseArgs } from "node:util";
 import { infer } from "../../shared/oip/http-client.ts";
 import { MULTIPLEX_MODELS } from "../../test/fixtures/paths.ts";
 import { clientAuthorization, mlpRequest } from "../../test/integration/harness/oip-client.ts";
-import { type CpuReading, cpuBetween, readTreeCpu } from "../registry/process-cpu.ts";
+import { summarize } from "../gpu/measure.ts";
+import { type CpuReading, cpuBetween, gatewayCpuReader } from "../registry/process-cpu.ts";
 
 const { values } = parseArgs({
   options: {
@@ -91,12 +92,10 @@ async function startSide(label: string, root: string): Promise<Side> {
     args: ["--preload", model, "--threads", "2"],
   });
   await harness.waitForAgents(gateway.url, 1);
-  const pid = gateway.process.child.pid;
-  const port = Number(new URL(gateway.url).port);
   return {
     label: `${label} (${commitOf(root)})`,
     url: gateway.url,
-    meter: () => (pid === undefined ? undefined : readTreeCpu(pid, port)),
+    meter: gatewayCpuReader(gateway),
     stop: async () => {
       await agent.stop();
       await gateway.stop();
@@ -105,11 +104,6 @@ async function startSide(label: string, root: string): Promise<Side> {
     cpu: [],
   };
 }
-
-const percentile = (values: number[], p: number) =>
-  [...values].sort((a, b) => a - b)[Math.min(values.length - 1, Math.floor((p / 100) * values.length))] ??
-  Number.NaN;
-const median = (values: number[]) => percentile(values, 50);
 
 const sides = [await startSide("base", resolve(values.base)), await startSide("this checkout", here)];
 const started = Date.now();
@@ -139,10 +133,10 @@ try {
 }
 
 const rows = sides.map((side) => {
-  const mean = side.times.reduce((sum, time) => sum + time, 0) / side.times.length;
+  const { p50, p90, p99, mean } = summarize(side.times);
   const cpu = (pick: (cpu: { workerMs: number; proxyMs: number }) => number) =>
     side.cpu.map((round) => pick(round).toFixed(2)).join(", ");
-  return `| ${side.label} | ${percentile(side.times, 50).toFixed(2)} | ${percentile(side.times, 90).toFixed(2)} | ${percentile(side.times, 99).toFixed(2)} | ${mean.toFixed(2)} | ${cpu((round) => round.workerMs)} (median ${median(side.cpu.map((round) => round.workerMs)).toFixed(2)}) | ${cpu((round) => round.proxyMs)} |`;
+  return `| ${side.label} | ${p50.toFixed(2)} | ${p90.toFixed(2)} | ${p99.toFixed(2)} | ${mean.toFixed(2)} | ${cpu((round) => round.workerMs)} (median ${summarize(side.cpu.map((round) => round.workerMs)).p50.toFixed(2)}) | ${cpu((round) => round.proxyMs)} |`;
 });
 const report = `# A small request through two gateways at once
 

@@ -14,7 +14,7 @@ import { PPOCR_DET_DIMS, ppocrDetSampleInput } from "../../test/fixtures/ppocr.t
 import { startAgent } from "../../test/integration/harness/agents.ts";
 import { clientAuthorization, mlpRequest, waitForAgents } from "../../test/integration/harness/oip-client.ts";
 import { type GatewayProcess, startGateway } from "../../test/integration/harness/wrangler-dev.ts";
-import { type CpuReading, cpuBetween, readTreeCpu } from "../registry/process-cpu.ts";
+import { type CpuReading, cpuBetween, gatewayCpuReader } from "../registry/process-cpu.ts";
 
 const REQUESTS = Number(process.env.REQUESTS ?? 400);
 const WARMUP = 20;
@@ -42,9 +42,7 @@ interface Case {
  * /proc; the direct requests of the same window cost them nothing but idle time.
  */
 function cpuMeter(gateway: GatewayProcess) {
-  const root = gateway.process.child.pid;
-  const port = Number(new URL(gateway.url).port);
-  const read = (): CpuReading | undefined => (root === undefined ? undefined : readTreeCpu(root, port));
+  const read = gatewayCpuReader(gateway);
   return {
     start: read,
     perRequest(started: CpuReading | undefined, requests: number): string {

@@ -95,6 +95,19 @@ export function readTreeCpu(root: number, publicPort: number): CpuReading {
   return { at: performance.now(), cpuMs };
 }
 
+/**
+ * A reader of a `wrangler dev` gateway's CPU (the harness's GatewayProcess, of this tree or another commit's):
+ * its process tree from wrangler's pid, its roles told apart by the public port. Undefined without a pid.
+ */
+export function gatewayCpuReader(gateway: {
+  url: string;
+  process: { child: { pid?: number | undefined } };
+}): () => CpuReading | undefined {
+  const root = gateway.process.child.pid;
+  const port = Number(new URL(gateway.url).port);
+  return () => (root === undefined ? undefined : readTreeCpu(root, port));
+}
+
 export interface CpuDelta {
   wallMs: number;
   /** CPU ms of the workerd running the Worker and the registry. */

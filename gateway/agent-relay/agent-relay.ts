@@ -38,7 +38,7 @@ import { DirectAdmission } from "./direct-admission.ts";
 import { DirectReports } from "./direct-reports.ts";
 import { cancelFrame, inferFrame } from "./outgoing-frames.ts";
 import { type Run, RunLedger } from "./run-ledger.ts";
-import { outcomeOf, reportOf } from "./run-outcome.ts";
+import { outcomeOf, reportOf, UNREACHED } from "./run-outcome.ts";
 
 const DATA_TAG = "data";
 /** Kept in the relay's storage once its data socket ended: a channel carries one connection, never two. */
@@ -446,23 +446,17 @@ export class AgentRelay extends DurableObject<RelayEnv> {
       if (result.kind !== "timed-out") this.#adopting.delete(order.ticket);
       await adopted;
     }
-    for (let attempt = 1; ; attempt += 1) {
-      try {
-        const decision = await this.#registry(order.pool, order.shard).release(report);
-        this.#direct.noteDecision(order, result, decision, Date.now());
-        return decision;
-      } catch (error) {
-        // A stub whose object failed may stay broken: the next call gets a fresh one.
-        this.#registries.delete(registryName(order.pool, order.shard));
-        log("release-failed", { ticket: order.ticket, attempt, error: String(error) });
-        if (attempt >= 2) {
-          const unreached = { again: false, refusal: "the pool's registry could not be reached" } as const;
-          // No word from the registry, so no permit either.
-          this.#direct.noteDecision(order, result, unreached, Date.now());
-          return unreached;
-        }
-      }
-    }
+    const decision =
+      (await this.#callRegistry(
+        order.pool,
+        order.shard,
+        "release",
+        { ticket: order.ticket },
+        async (registry): Promise<Decision> => await registry.release(report),
+      )) ?? UNREACHED;
+    // Unreached, the model's permit here goes too.
+    this.#direct.noteDecision(order, result, decision, Date.now());
+    return decision;
   }
 
   /** The batch of direct-hit reports for a registry shard of the pool. */
@@ -481,20 +475,41 @@ export class AgentRelay extends DurableObject<RelayEnv> {
    * adopts count as refused (every permit goes) and their releases as unreached: no permit, no retry.
    */
   async #settle(pool: string, shard: number, entries: DirectEntry[]): Promise<DirectSettled[]> {
-    for (let attempt = 1; ; attempt += 1) {
+    const settled = await this.#callRegistry(
+      pool,
+      shard,
+      "settle",
+      { pool, shard, entries: entries.length },
+      async (registry): Promise<DirectSettled[]> => await registry.settleDirect(entries),
+    );
+    return (
+      settled ??
+      entries.map(({ release }) =>
+        release === undefined ? { adopt: "refused" } : { adopt: "refused", decision: UNREACHED },
+      )
+    );
+  }
+
+  /**
+   * A call to a registry shard of the pool, made once more if it fails (a deploy, a restart); undefined when
+   * it failed twice. A stub whose object failed may stay broken: the second try gets a fresh one.
+   */
+  async #callRegistry<T>(
+    pool: string,
+    shard: number,
+    what: string,
+    details: Record<string, unknown>,
+    call: (registry: DurableObjectStub<RegistryCalls>) => Promise<T>,
+  ): Promise<T | undefined> {
+    for (let attempt = 1; attempt <= 2; attempt += 1) {
       try {
-        return await this.#registry(pool, shard).settleDirect(entries);
+        return await call(this.#registry(pool, shard));
       } catch (error) {
         this.#registries.delete(registryName(pool, shard));
-        log("settle-failed", { pool, shard, entries: entries.length, attempt, error: String(error) });
-        if (attempt >= 2) {
-          const unreached = { again: false, refusal: "the pool's registry could not be reached" } as const;
-          return entries.map(({ release }) =>
-            release === undefined ? { adopt: "refused" } : { adopt: "refused", decision: unreached },
-          );
-        }
+        log(`${what}-failed`, { ...details, attempt, error: String(error) });
       }
     }
+    return undefined;
   }
 
   /** A registry shard of the pool, its stub kept between calls (naming an object hashes its name). */

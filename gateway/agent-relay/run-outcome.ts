@@ -1,6 +1,12 @@
 import type { ReplicaState } from "../../shared/protocol/replica-state.ts";
 import type { Decision, RunOrder, RunOutcome, RunReport, RunResult } from "../pool-calls.ts";
 
+/**
+ * The decision for a run whose release could not reach its registry (twice, from the relay; once, from the
+ * Worker when the relay itself failed): not asked again elsewhere, and no direct-hit permit.
+ */
+export const UNREACHED: Decision = { again: false, refusal: "the pool's registry could not be reached" };
+
 /** What the Worker gets for a run that ended in `result`, given the registry's decision. */
 export function outcomeOf(order: RunOrder, result: RunResult, decision: Decision): RunOutcome {
   if (decision.again) return { kind: "again", attempts: decision.attempts, reruns: decision.reruns };
