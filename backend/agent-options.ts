@@ -39,6 +39,8 @@ export interface AgentOptions {
   standalone: boolean;
   host: string;
   port: number;
+  /** Threads that serve the standalone server's HTTP (0: the main thread does). */
+  httpThreads: number;
   name: string;
   /** Prometheus metrics, when served. */
   metrics?: { port: number; host: string };

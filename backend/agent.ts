@@ -1,3 +1,5 @@
+import { getRequestListener } from "@hono/node-server";
+import type { Hono } from "hono";
 import packageJson from "../package.json" with { type: "json" };
 import { modelKey, parseModelSpec } from "../shared/model-names.ts";
 import { routingPolicy } from "../shared/routing/policies.ts";
@@ -15,6 +17,7 @@ import type { DownloadProgress } from "./models/repository.ts";
 import { ReplicaPool } from "./pool/replica-pool.ts";
 import { deviceLabel, planDevices } from "./replica/device.ts";
 import { gpuTotalMemory, gpuUsedMemory } from "./replica/gpu-memory.ts";
+import { startIntakeThreads } from "./server/intake-threads.ts";
 import { createStandaloneApp } from "./server/standalone-app.ts";
 import { listen, standaloneServer } from "./server/standalone-server.ts";
 import { type StartupInfo, summaryFields } from "./startup-info.ts";
@@ -109,21 +112,8 @@ export async function startAgent(options: AgentOptions, log: Log, ui: AgentUi = 
     log,
   });
 
-  const server = options.standalone
-    ? await listen(
-        standaloneServer(app, {
-          pool,
-          agentName: options.name,
-          maxBodyBytes: options.maxBodyBytes,
-          defaultTimeoutMs: options.timeoutSeconds * 1000,
-          log,
-        }),
-        options.host,
-        options.port,
-      )
-    : undefined;
-  const address = server?.address();
-  const url = address && typeof address === "object" ? `http://${options.host}:${address.port}` : undefined;
+  const server = options.standalone ? await serveStandalone(options, app, pool, log) : undefined;
+  const url = server === undefined ? undefined : `http://${options.host}:${server.port}`;
   if (url !== undefined) log("standalone server listening", { url });
 
   // Preload in order; a model that fails to load is reported and skipped, the others still load.
@@ -159,12 +149,52 @@ export async function startAgent(options: AgentOptions, log: Log, ui: AgentUi = 
   return {
     ...(url === undefined ? {} : { url }),
     async stop(graceMs) {
-      const closed = new Promise<void>((resolve) => (server ? server.close(() => resolve()) : resolve()));
-      const grace = new Promise<void>((resolve) => setTimeout(resolve, graceMs).unref());
       // The gateway link drains by itself within the grace (drain frame, in-flight work, close 1001).
-      await Promise.all([Promise.race([closed, grace]), link?.stop(graceMs)]);
+      await Promise.all([server?.close(graceMs), link?.stop(graceMs)]);
       await pool.close();
       await metricsServer?.close();
+    },
+  };
+}
+
+/**
+ * The standalone server: on the main thread, or on --http-threads intake threads that leave it only the
+ * routing. `close` stops accepting and waits up to the grace for what is in flight.
+ */
+async function serveStandalone(
+  options: AgentOptions,
+  app: Hono,
+  pool: ReplicaPool,
+  log: (event: string, fields: Record<string, unknown>) => void,
+): Promise<{ port: number; close(graceMs: number): Promise<void> }> {
+  const limits = {
+    agentName: options.name,
+    maxBodyBytes: options.maxBodyBytes,
+    defaultTimeoutMs: options.timeoutSeconds * 1000,
+  };
+  if (options.httpThreads > 0) {
+    return startIntakeThreads({
+      ...limits,
+      count: options.httpThreads,
+      host: options.host,
+      port: options.port,
+      pool,
+      app,
+      log,
+    });
+  }
+  const server = await listen(
+    standaloneServer(getRequestListener(app.fetch), { ...limits, infer: (call) => pool.infer(call), log }),
+    options.host,
+    options.port,
+  );
+  const address = server.address();
+  return {
+    port: typeof address === "object" && address !== null ? address.port : options.port,
+    async close(graceMs) {
+      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+      const grace = new Promise<void>((resolve) => setTimeout(resolve, graceMs).unref());
+      await Promise.race([closed, grace]);
     },
   };
 }
@@ -191,7 +221,10 @@ function startupInfo(
       ? {}
       : { gateway: { url: options.gateway.url, pool: options.gateway.pool } }),
     ...(options.standalone
-      ? { standalone: `http://${options.host}:${options.port === 0 ? "<any free port>" : options.port}` }
+      ? {
+          standalone: `http://${options.host}:${options.port === 0 ? "<any free port>" : options.port}`,
+          httpThreads: options.httpThreads,
+        }
       : {}),
     ...(options.metrics === undefined
       ? {}

@@ -13,6 +13,8 @@ export interface StartupInfo {
   cacheDir?: string;
   gateway?: { url: string; pool: string };
   standalone?: string;
+  /** Threads serving the standalone server's HTTP (0: the main thread). */
+  httpThreads?: number;
   metrics?: string;
   replicas: ReplicaInfo[];
 }
@@ -38,6 +40,7 @@ export function summaryFields(info: StartupInfo): Record<string, unknown> {
     ...(info.cacheDir === undefined ? {} : { cacheDir: info.cacheDir }),
     ...(info.gateway === undefined ? {} : { gateway: info.gateway.url, pool: info.gateway.pool }),
     ...(info.standalone === undefined ? {} : { standalone: info.standalone }),
+    ...(info.httpThreads === undefined ? {} : { httpThreads: info.httpThreads }),
     ...(info.metrics === undefined ? {} : { metrics: info.metrics }),
     replicas: info.replicas,
   };

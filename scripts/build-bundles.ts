@@ -8,14 +8,18 @@ import { build } from "esbuild";
 const entries: Record<string, string> = {
   "switchyard-agent": "backend/bin/switchyard-agent.ts",
   // The thread each loaded model's session runs in: the agent (and gpu-bench, through its replicas) start
-  // it from beside themselves (backend/replica/session-worker-url.ts).
+  // it from beside themselves (backend/worker-entry-url.ts).
   "session-worker": "backend/replica/session-worker.ts",
+  // The standalone server's HTTP intake threads (--http-threads), started from beside the agent's bundle.
+  "intake-thread": "backend/server/intake-thread.ts",
   "gpu-smoke": "bench/gpu/smoke.ts",
   "gpu-bench": "bench/gpu/gpu-bench.ts",
   "two-gpus": "bench/gpu/two-gpus.ts",
   // The hot-path benchmark and its anchor server (it starts the anchor and the agent from beside itself).
   "hot-path": "bench/hot-path/hot-path.ts",
   "hot-path-anchor": "bench/hot-path/anchor-server.ts",
+  // Its client's threads (bench/hot-path/client-threads.ts starts them from beside itself).
+  "http-load-thread": "bench/hot-path/http-load-thread.ts",
 };
 
 await build({

@@ -105,6 +105,15 @@ function isGatewayUrl(url: string): boolean {
 /** Replicas that share this host's cores and RAM: with a GPU, one CPU replica at most (auto's fallback). */
 const cpuReplicas = ({ device, replicas }: DefaultContext) => (device === "cpu" ? replicas : 1);
 
+/**
+ * HTTP intake threads by default: on a host with cores to spare, enough to read a GPU's worth of large
+ * bodies (bench/results/hot-path-cuda.md); on a small one the main thread serves, as the hop to a thread
+ * costs more than it frees.
+ */
+export function httpThreads(cores: number): number {
+  return cores < 8 ? 0 : Math.min(4, Math.floor(cores / 4));
+}
+
 export const FLAG_SPECS = {
   models: {
     type: "string",
@@ -286,6 +295,16 @@ export const FLAG_SPECS = {
     value: "<addr>",
     help: "address the standalone server listens on",
     default: "127.0.0.1",
+  },
+  "http-threads": {
+    type: "string",
+    schema: z.coerce
+      .number({ error: "--http-threads must be a number" })
+      .int("--http-threads must be a whole number")
+      .min(0, "--http-threads must not be negative"),
+    value: "<n>",
+    help: "threads that read, decode, encode and write the standalone server's HTTP, so the main thread only routes (Linux: they share --port); 0: the main thread serves HTTP itself",
+    derived: derive("cores / 4, at most 4; 0 below 8 cores", ({ machine }) => httpThreads(machine.cores)),
   },
   port: {
     type: "string",

@@ -154,6 +154,7 @@ function resolve(flags: Flags, machine: Machine): AgentOptions {
     standalone: flags.standalone,
     host: flags.host,
     port: flags.port,
+    httpThreads: flags["http-threads"] ?? FLAG_SPECS["http-threads"].derived.from(context),
     name: flags.name ?? FLAG_SPECS.name.derived.from(context),
     ...(metricsPort === undefined ? {} : { metrics: { port: metricsPort, host: flags["metrics-host"] } }),
     logFormat: flags["log-format"],

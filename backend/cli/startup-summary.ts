@@ -22,7 +22,9 @@ export function summaryLines(info: StartupInfo): string[] {
     ...(info.gateway === undefined
       ? []
       : [row("gateway", `${info.gateway.url}  (pool ${info.gateway.pool})`)]),
-    ...(info.standalone === undefined ? [] : [row("serving", `${info.standalone}  (standalone OIP v2)`)]),
+    ...(info.standalone === undefined
+      ? []
+      : [row("serving", `${info.standalone}  (standalone OIP v2, ${httpOn(info.httpThreads ?? 0)})`)]),
     ...(info.metrics === undefined ? [] : [row("metrics", info.metrics)]),
     row("replicas", `${info.replicas.length} on ${devices.join(", ")}`),
     ...info.replicas.map(
@@ -37,4 +39,8 @@ export function summaryLines(info: StartupInfo): string[] {
         ].join(" · ")}`,
     ),
   ];
+}
+
+function httpOn(threads: number): string {
+  return threads === 0 ? "HTTP on the main thread" : `HTTP on ${threads} thread${threads === 1 ? "" : "s"}`;
 }

@@ -34,6 +34,17 @@ export class BufferPool {
     return reused;
   }
 
+  /**
+   * An idle buffer of `byteLength`'s size class, or none: never allocates. For handing a buffer on to
+   * another thread's pool (the standalone server's intake threads read bodies into their own).
+   */
+  takeIdle(byteLength: number): ArrayBuffer | undefined {
+    const size = sizeClass(byteLength);
+    const idle = this.#free.get(size)?.pop();
+    if (idle !== undefined) this.#idleBytes -= size;
+    return idle;
+  }
+
   /** Takes a buffer back for reuse; one of another size than the pool hands out, or past its bound, is dropped. */
   release(buffer: ArrayBuffer): void {
     const size = buffer.byteLength;

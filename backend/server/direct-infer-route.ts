@@ -2,16 +2,19 @@ import type { IncomingMessage, ServerResponse } from "node:http";
 import { describeError, SwitchyardError } from "../../shared/errors.ts";
 import { INFERENCE_HEADER_CONTENT_LENGTH } from "../../shared/oip/codec.ts";
 import { type InferLimits, parseInferRequest } from "../../shared/oip/infer-http.ts";
-import type { ReplicaPool } from "../pool/replica-pool.ts";
 import { requestBuffers } from "../replica/buffer-pool.ts";
-import { answerInfer } from "./standalone-infer.ts";
+import { answerInfer, type InferOnReplicas } from "./standalone-infer.ts";
 
 const INFER_PATH = /^\/v2\/models\/([^/]+)(?:\/versions\/([^/]+))?\/infer$/;
 /** Binary tensors start at a multiple of this in the body's buffer, so that every typed array can view them. */
 const TENSOR_ALIGNMENT = 8;
 
 export interface DirectInferOptions extends InferLimits {
-  pool: ReplicaPool;
+  /**
+   * Runs the call; `bodyBytes` is the size of the pooled buffer its body was read into (an intake thread
+   * gets one of that size back from the main thread).
+   */
+  infer: (call: Parameters<InferOnReplicas>[0], bodyBytes: number) => ReturnType<InferOnReplicas>;
   agentName: string;
   log: (event: string, fields: Record<string, unknown>) => void;
 }
@@ -71,7 +74,8 @@ async function serve(
       ? (TENSOR_ALIGNMENT - (headerLength % TENSOR_ALIGNMENT)) % TENSOR_ALIGNMENT
       : 0;
   // From the pool: a body that moves to the session's thread comes back after the run (buffer-pool.ts).
-  const body = await readInto(request, new Uint8Array(requestBuffers.acquire(pad + length), pad, length));
+  const buffer = requestBuffers.acquire(pad + length);
+  const body = await readInto(request, new Uint8Array(buffer, pad, length));
   const received = performance.now();
   const input = parseInferRequest(
     { model: decodeSegment(match[1]), version: decodeSegment(match[2]) },
@@ -85,7 +89,7 @@ async function serve(
     if (!response.writableFinished) abort.abort(new SwitchyardError("unavailable", "the client went away"));
   });
   const answer = await answerInfer(
-    options.pool,
+    (call) => options.infer(call, buffer.byteLength),
     options.agentName,
     input,
     { arrivedAt, receiveMs: received - arrivedAt, decodeMs: decoded - received },
@@ -161,7 +165,8 @@ function headersOf(request: IncomingMessage): Headers {
   return headers;
 }
 
-function answerError(response: ServerResponse, failure: SwitchyardError): void {
+/** The error's OIP answer; a response already under way is cut off instead. */
+export function answerError(response: ServerResponse, failure: SwitchyardError): void {
   if (response.headersSent) {
     response.destroy();
     return;

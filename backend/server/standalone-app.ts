@@ -114,7 +114,13 @@ export function createStandaloneApp(options: StandaloneAppOptions): Hono {
         options.defaultTimeoutMs,
       );
       const arrival = { arrivedAt, receiveMs: received - arrivedAt, decodeMs: performance.now() - received };
-      const answer = await answerInfer(pool, options.name, input, arrival, c.req.raw.signal);
+      const answer = await answerInfer(
+        (call) => pool.infer(call),
+        options.name,
+        input,
+        arrival,
+        c.req.raw.signal,
+      );
       return new Response(
         joined({ parts: answer.parts, byteLength: answer.byteLength, contentType: "" }).body,
         {

@@ -1,6 +1,6 @@
 import { binaryOutputSelector, encodeInferResponseParts } from "../../shared/oip/codec.ts";
 import { type InferRequestIn, inferResponseHeaders } from "../../shared/oip/infer-http.ts";
-import type { ReplicaPool } from "../pool/replica-pool.ts";
+import type { PooledInferCall, PooledOutcome } from "../pool/replica-pool.ts";
 
 /** A served inference, as the pieces to write: headers, and the body's parts one after the other. */
 export interface InferAnswer {
@@ -8,6 +8,12 @@ export interface InferAnswer {
   parts: Uint8Array[];
   byteLength: number;
 }
+
+/**
+ * Runs a call on the agent's replicas: the pool itself on the main thread, a message to it from an HTTP
+ * intake thread (intake-thread.ts).
+ */
+export type InferOnReplicas = (call: PooledInferCall) => Promise<PooledOutcome>;
 
 /** Milliseconds the request spent before it reached the pool: reading its body, then decoding it. */
 export interface Arrival {
@@ -25,14 +31,14 @@ export interface Arrival {
  * run, onnxruntime's part of it), encode, total.
  */
 export async function answerInfer(
-  pool: ReplicaPool,
+  infer: InferOnReplicas,
   agentName: string,
   input: InferRequestIn,
   arrival: Arrival,
   signal?: AbortSignal,
 ): Promise<InferAnswer> {
   const { model, version, request, hint, deadline } = input;
-  const outcome = await pool.infer({
+  const outcome = await infer({
     model,
     ...(version === undefined ? {} : { version }),
     ...(hint === undefined ? {} : { hint }),

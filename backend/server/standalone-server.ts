@@ -1,16 +1,14 @@
-import { createServer, type Server } from "node:http";
-import { getRequestListener } from "@hono/node-server";
-import type { Hono } from "hono";
+import { createServer, type RequestListener, type Server } from "node:http";
 import { type DirectInferOptions, directInferRoute } from "./direct-infer-route.ts";
 import { answerMalformedHttp } from "./malformed-http.ts";
 
 /**
  * The standalone server: plain infer requests on the direct route (direct-infer-route.ts), everything else
- * through the Hono app; HTTP that Node cannot parse gets an OIP error (malformed-http.ts).
+ * through the Hono app (`throughApp`: the app itself on the main thread, a message to it from an intake
+ * thread); HTTP that Node cannot parse gets an OIP error (malformed-http.ts).
  */
-export function standaloneServer(app: Hono, direct: DirectInferOptions): Server {
+export function standaloneServer(throughApp: RequestListener, direct: DirectInferOptions): Server {
   const inferDirectly = directInferRoute(direct);
-  const throughApp = getRequestListener(app.fetch);
   const server = createServer((request, response) => {
     if (!inferDirectly(request, response)) void throughApp(request, response);
   });
@@ -21,10 +19,11 @@ export function standaloneServer(app: Hono, direct: DirectInferOptions): Server 
   return server;
 }
 
-export function listen(server: Server, host: string, port: number): Promise<Server> {
+/** `reusePort`: several servers (one per intake thread) share the port, the kernel spreading connections. */
+export function listen(server: Server, host: string, port: number, reusePort = false): Promise<Server> {
   return new Promise((resolve, reject) => {
     server.once("error", reject);
-    server.listen(port, host, () => {
+    server.listen({ port, host, reusePort }, () => {
       server.off("error", reject);
       resolve(server);
     });

@@ -37,6 +37,8 @@ export interface LoadResult {
   /** Mean requests per session run, where the caller reports it. */
   meanBatch?: number;
   firstError?: string;
+  /** Each recorded latency (ms), where the caller asked for them (to merge loops run apart: mergeLoads). */
+  samples?: number[];
 }
 
 /**
@@ -49,6 +51,7 @@ export async function closedLoop(
   warmupS: number,
   seconds: number,
   send: () => Promise<number | undefined>,
+  options: { keepSamples?: boolean } = {},
 ): Promise<LoadResult> {
   const start = performance.now();
   const measureFrom = start + warmupS * 1000;
@@ -89,6 +92,27 @@ export async function closedLoop(
     ...(batches.length === 0
       ? {}
       : { meanBatch: batches.reduce((sum, size) => sum + size, 0) / batches.length }),
+    ...(firstError === undefined ? {} : { firstError }),
+    ...(options.keepSamples === true ? { samples: latencies } : {}),
+  };
+}
+
+/**
+ * Closed loops that ran side by side over the same window (in several threads) as one: their clients
+ * together, percentiles over every sample (each loop must have kept them).
+ */
+export function mergeLoads(loads: readonly LoadResult[]): LoadResult {
+  const samples = loads.flatMap((load) => load.samples ?? []);
+  const seconds = loads[0]?.seconds ?? 0;
+  const firstError = loads.find((load) => load.firstError !== undefined)?.firstError;
+  return {
+    concurrency: loads.reduce((sum, load) => sum + load.concurrency, 0),
+    seconds,
+    completed: samples.length,
+    answered: loads.reduce((sum, load) => sum + load.answered, 0),
+    failed: loads.reduce((sum, load) => sum + load.failed, 0),
+    throughput: samples.length / Math.max(seconds, Number.MIN_VALUE),
+    latency: summarize(samples),
     ...(firstError === undefined ? {} : { firstError }),
   };
 }

@@ -4,16 +4,18 @@
  *
  *   raw      session.run in this process (onnxruntime-node, no server)
  *   anchor   the smallest node:http server around one session (anchor-server.ts): the floor of any Node server
- *   agent    switchyard-agent --standalone
+ *   agent-main  switchyard-agent --standalone --http-threads 0 (HTTP on the agent's main thread)
+ *   agent    switchyard-agent --standalone (HTTP on its intake threads: --http-threads' default)
  *   gateway  the agent behind `wrangler dev` (where wrangler can run: not on a bare GPU host)
  *
  * for PP-OCRv4 detection (1x3x640x640 FP32 in, 1.6 MB out) and a small MLP, JSON and binary bodies, 1, 8 and 32
  * concurrent clients; batching on (models whose config.json declares it) against off. Every answer's outputs
  * are checked bit for bit against a direct run.
  *
- *   npm run bench:hot-path [-- --device cuda --gpu 0] [--quick] [--seconds 5] [--targets raw,anchor,agent,gateway]
+ *   npm run bench:hot-path [-- --device cuda --gpu 0] [--quick] [--seconds 5] [--targets raw,anchor,agent-main,agent,gateway]
  *     [--models det,mlp,io] [--encodings binary,json] [--concurrency 1,8,32] [--agent-args "--max-concurrency 8"]
  *     [--agent-node-args "--cpu-prof --cpu-prof-dir=prof"]
+ *     [--client-threads 4]
  *   node dist/hot-path.mjs --device cuda --out $OUT       on a GPU host, with the bundle (npm run build:bundles)
  *
  * Results: bench/results/hot-path-<device>.md (and .json), with the machine and the command.
@@ -41,6 +43,7 @@ import {
 import { decodeInferResponse, encodeInferRequest } from "../../shared/oip/codec.ts";
 import type { Tensor } from "../../shared/oip/tensor.ts";
 import { closedLoop, type LoadResult, round } from "../gpu/measure.ts";
+import { threadedLoad } from "./client-threads.ts";
 import { HttpLoad, type PreparedRequest, requestHeaders } from "./http-load.ts";
 import { type Measured, renderHotPathReport } from "./report.ts";
 import { startAgentTarget, startAnchorTarget, startGatewayTarget, type Target } from "./targets.ts";
@@ -52,7 +55,7 @@ const { values } = parseArgs({
     out: { type: "string", default: "bench/results" },
     seconds: { type: "string" },
     quick: { type: "boolean", default: false },
-    targets: { type: "string", default: "raw,anchor,agent,gateway" },
+    targets: { type: "string", default: "raw,anchor,agent-main,agent,gateway" },
     concurrency: { type: "string", default: "1,8,32" },
     models: { type: "string", default: "det,mlp,io" },
     encodings: { type: "string", default: "binary,json" },
@@ -61,6 +64,8 @@ const { values } = parseArgs({
     "agent-node-args": { type: "string", default: "" },
     /** Agent flags added to the bench's own (e.g. "--max-concurrency 8"). */
     "agent-args": { type: "string", default: "" },
+    /** Threads the HTTP clients are spread over (default: 4 on hosts of 8 cores or more, else 1). */
+    "client-threads": { type: "string" },
   },
 });
 
@@ -74,6 +79,7 @@ const encodings = (["binary", "json"] as const).filter((encoding) =>
   values.encodings.split(",").includes(encoding),
 );
 const seconds = Number(values.seconds ?? (values.quick ? 1 : 4));
+const clientThreads = Number(values["client-threads"] ?? (cpus().length >= 8 ? 4 : 1));
 const warmupSeconds = values.quick ? 0.5 : 1.5;
 
 /** ReduceMean over the channels of a [n, 3, h, w] image: det's input and output sizes, almost no work. */
@@ -245,6 +251,15 @@ async function main(): Promise<void> {
     ];
     const words = (line: string) => line.split(" ").filter((word) => word !== "");
     agentArgs.push(...words(values["agent-args"]));
+    if (targets.has("agent-main")) {
+      started.push(
+        await startAgentTarget(
+          [...agentArgs, "--http-threads", "0"],
+          words(values["agent-node-args"]),
+          "agent-main",
+        ),
+      );
+    }
     if (targets.has("agent"))
       started.push(await startAgentTarget(agentArgs, words(values["agent-node-args"])));
     if (targets.has("gateway")) {
@@ -286,11 +301,13 @@ async function main(): Promise<void> {
               for (const concurrency of concurrencies) {
                 // Batching only changes anything with company; one client measures the unbatched path.
                 if (batched && concurrency === 1 && entry.name === "mlp") continue;
-                const phases = new PhaseSum();
-                const load = await closedLoop(concurrency, warmupSeconds, seconds, async () => {
-                  const answer = await client.send(prepared);
-                  phases.add(answer.timing);
-                  return undefined;
+                const { load, phases } = await threadedLoad({
+                  url: target.url,
+                  prepared,
+                  concurrency,
+                  threads: clientThreads,
+                  warmupS: warmupSeconds,
+                  seconds,
                 });
                 results.push({
                   model: entry.name,
@@ -298,7 +315,7 @@ async function main(): Promise<void> {
                   encoding,
                   batched,
                   load,
-                  phases: phases.mean(),
+                  phases,
                 });
                 log(`${target.kind} ${model} ${encoding} c=${concurrency}: ${summary(load)}`);
               }
@@ -375,22 +392,6 @@ function verify(
       throw new Error(`${encoding} outputs differ from a direct onnxruntime run (output ${output.name})`);
     }
   });
-}
-
-class PhaseSum {
-  readonly #sums = new Map<string, number>();
-  #count = 0;
-
-  add(timing: Record<string, number>): void {
-    this.#count += 1;
-    for (const [name, ms] of Object.entries(timing)) this.#sums.set(name, (this.#sums.get(name) ?? 0) + ms);
-  }
-
-  mean(): Record<string, number> {
-    return Object.fromEntries(
-      [...this.#sums].map(([name, sum]) => [name, round(sum / Math.max(1, this.#count), 3)]),
-    );
-  }
 }
 
 function summary(load: LoadResult): string {

@@ -72,8 +72,6 @@ export class HttpLoad {
   }
 }
 
-/** "queue;dur=1.00, infer;dur=3.20" as { queue: 1, infer: 3.2 }. */
-
 /** The headers of a binary request (Inference-Header-Content-Length), or of a JSON one. */
 export function requestHeaders(headerLength: number | undefined, extra: Record<string, string> = {}) {
   return {
@@ -81,4 +79,26 @@ export function requestHeaders(headerLength: number | undefined, extra: Record<s
     ...(headerLength === undefined ? {} : { [INFERENCE_HEADER_CONTENT_LENGTH]: String(headerLength) }),
     ...extra,
   };
+}
+
+/** Server-Timing phases summed over answers, for their means; sums from several threads add up. */
+export class PhaseSum {
+  readonly #sums = new Map<string, number>();
+  #count = 0;
+
+  add(timing: Record<string, number>, count = 1): void {
+    this.#count += count;
+    for (const [name, ms] of Object.entries(timing)) this.#sums.set(name, (this.#sums.get(name) ?? 0) + ms);
+  }
+
+  /** What a PhaseSum elsewhere (another thread) gathered: add it with `add(sums, count)`. */
+  get totals(): { sums: Record<string, number>; count: number } {
+    return { sums: Object.fromEntries(this.#sums), count: this.#count };
+  }
+
+  mean(): Record<string, number> {
+    return Object.fromEntries(
+      [...this.#sums].map(([name, sum]) => [name, Number((sum / Math.max(1, this.#count)).toFixed(3))]),
+    );
+  }
 }

@@ -12,7 +12,8 @@ import { type ManagedProcess, spawnGroup } from "../../scripts/lib/process-group
 import { REPO_ROOT, startWranglerDev } from "../../scripts/lib/wrangler-dev.ts";
 
 export interface Target {
-  kind: "anchor" | "agent" | "gateway";
+  /** agent-main: the agent serving HTTP on its main thread (--http-threads 0), as before intake threads. */
+  kind: "anchor" | "agent-main" | "agent" | "gateway";
   url: string;
   headers: Record<string, string>;
   /** The one model it serves (the anchor), or every model. */
@@ -60,6 +61,7 @@ export async function startAnchorTarget(
 export async function startAgentTarget(
   args: readonly string[],
   nodeArgs: readonly string[] = [],
+  kind: "agent" | "agent-main" = "agent",
 ): Promise<Target> {
   const agentArgs = [
     ...nodeArgs,
@@ -68,12 +70,12 @@ export async function startAgentTarget(
     "--port",
     "0",
   ];
-  const process = spawnGroup("agent", globalThis.process.execPath, [...agentArgs, ...args], {
+  const process = spawnGroup(kind, globalThis.process.execPath, [...agentArgs, ...args], {
     cwd: REPO_ROOT,
   });
   const url = await started(process, /standalone server listening url=(\S+)/, "the agent");
   await process.waitForOutput(/agent ready/, 120_000);
-  return { kind: "agent", url, headers: {}, stop: () => process.stop().then(() => undefined) };
+  return { kind, url, headers: {}, stop: () => process.stop().then(() => undefined) };
 }
 
 /** `wrangler dev` on a free port, and an agent that joins it with its own repository. */

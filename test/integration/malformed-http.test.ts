@@ -12,12 +12,15 @@ import { type AgentProcess as StandaloneAgent, startStandaloneAgent } from "./su
 
 const MODEL = MULTIPLEX_MODELS[0] ?? "m000";
 let standalone: StandaloneAgent;
+/** The same agent with its HTTP on intake threads (--http-threads): the same answers are expected. */
+let threaded: StandaloneAgent;
 let gateway: GatewayProcess;
 let agent: GatewayAgent;
 
 beforeAll(async () => {
-  [standalone, gateway] = await Promise.all([
+  [standalone, threaded, gateway] = await Promise.all([
     startStandaloneAgent(["--threads", "1", "--models", REPO_DIR]),
+    startStandaloneAgent(["--threads", "1", "--models", REPO_DIR, "--http-threads", "2"]),
     startGateway(),
   ]);
   agent = await startAgent({ gateway: gateway.wsUrl, name: "corpus" });
@@ -25,7 +28,7 @@ beforeAll(async () => {
 }, 180_000);
 
 afterAll(async () => {
-  await Promise.all([standalone?.stop(), agent?.stop("SIGKILL")]);
+  await Promise.all([standalone?.stop(), threaded?.stop(), agent?.stop("SIGKILL")]);
   await gateway?.stop();
 });
 
@@ -140,8 +143,14 @@ const CORPUS: ReadonlyArray<[string, Buffer]> = [
 
 const STACK_TRACE = /\n\s+at |\.(?:ts|js|mjs):\d+|node_modules|file:\/\//;
 
-describe.each(["standalone", "gateway"] as const)("malformed HTTP against the %s", (target) => {
-  const url = () => (target === "standalone" ? standalone.url : gateway.url);
+const TARGETS = {
+  standalone: () => standalone.url,
+  "standalone on HTTP threads": () => threaded.url,
+  gateway: () => gateway.url,
+};
+
+describe.each(Object.keys(TARGETS) as (keyof typeof TARGETS)[])("malformed HTTP against the %s", (target) => {
+  const url = TARGETS[target];
 
   test.each(CORPUS)("%s: a 4xx JSON error, no stack trace", async (_label, request) => {
     const answer = await exchange(url(), request);
@@ -160,11 +169,14 @@ describe.each(["standalone", "gateway"] as const)("malformed HTTP against the %s
   });
 });
 
-test("the standalone agent answers broken chunked framing with a 400 JSON error", async () => {
+test.each([
+  ["", () => standalone.url],
+  [" on HTTP threads", () => threaded.url],
+])("the standalone agent%s answers broken chunked framing with a 400 JSON error", async (_on, url) => {
   // (wrangler dev's own local proxy, in front of the Worker, answers this itself; Cloudflare's edge refuses
   // such framing before any Worker runs. The Worker's answer to a body that breaks off is tested in workerd.)
   const answer = await exchange(
-    standalone.url,
+    url(),
     Buffer.from(
       `POST ${infer} HTTP/1.1\r\nHost: switchyard\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\nzz\r\nabc\r\n0\r\n\r\n`,
     ),

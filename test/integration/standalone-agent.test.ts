@@ -24,8 +24,9 @@ import { AGENT_BIN, type AgentProcess, startStandaloneAgent } from "./support/ag
 let agent: AgentProcess;
 const MAX_BODY = 8 * 1024 * 1024;
 
-beforeAll(async () => {
-  agent = await startStandaloneAgent([
+/** The agent as each suite below runs it: HTTP on its main thread, or on intake threads. */
+function startTestAgent(httpThreads: number): Promise<AgentProcess> {
+  return startStandaloneAgent([
     "--models",
     REPO_DIR,
     "--replicas",
@@ -38,11 +39,10 @@ beforeAll(async () => {
     String(MAX_BODY),
     "--name",
     "test-agent",
+    "--http-threads",
+    String(httpThreads),
   ]);
-});
-afterAll(async () => {
-  await agent?.stop();
-});
+}
 
 const get = (path: string) => fetch(`${agent.url}${path}`);
 const post = (path: string, body: string | Uint8Array, headers: Record<string, string> = {}) =>
@@ -80,7 +80,15 @@ function sampleData(datatype: Datatype, count: number): TensorData {
   }
 }
 
-describe("standalone OIP v2 server", () => {
+// Every behaviour below, from the main thread's HTTP server and from two intake threads sharing the port.
+describe.each([0, 2])("standalone OIP v2 server, HTTP on %i threads", (httpThreads) => {
+  beforeAll(async () => {
+    agent = await startTestAgent(httpThreads);
+  });
+  afterAll(async () => {
+    await agent?.stop();
+  });
+
   test("health, server metadata, model metadata from the ONNX session", async () => {
     expect((await get("/v2/health/live")).status).toBe(200);
     expect((await get("/v2/health/ready")).status).toBe(200);

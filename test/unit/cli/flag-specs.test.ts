@@ -99,6 +99,7 @@ describe("a default shown in --help is the default applied", () => {
     ["threads", ["--models", "m"], { threads: 16 }],
     ["threads", ["--models", "m", "--replicas", "3"], { threads: 5 }],
     ["threads", ["--models", "m", "--gpus", "0,1", "--replicas", "4"], { threads: 16 }],
+    ["http-threads", ["--models", "m"], { httpThreads: 4 }],
     ["max-model-memory", ["--models", "m"], { maxModelMemory: 32 * GiB }],
     ["max-model-memory", ["--models", "m", "--replicas", "4"], { maxModelMemory: 8 * GiB }],
     ["max-model-memory", ["--models", "m", "--gpus", "0"], { maxModelMemory: undefined }],

@@ -2,6 +2,7 @@ import os from "node:os";
 import path from "node:path";
 import { describe, expect, test } from "vitest";
 import type { AgentOptions } from "../../../backend/agent-options.ts";
+import { httpThreads } from "../../../backend/cli/flag-specs.ts";
 import { helpText } from "../../../backend/cli/help.ts";
 import { parseCommandLine } from "../../../backend/cli/options.ts";
 import { DEFAULT_BATCHING } from "../../../backend/replica/batch-settings.ts";
@@ -53,6 +54,7 @@ describe("parseCommandLine: defaults", () => {
       standalone: false,
       host: "127.0.0.1",
       port: 8000,
+      httpThreads: httpThreads(os.availableParallelism()),
       name: os.hostname(),
       logFormat: "text",
       logRequests: false,
@@ -64,6 +66,12 @@ describe("parseCommandLine: defaults", () => {
     expect(parsed.replicas).toBe(2);
     expect(parsed.threads).toBe(Math.max(1, Math.floor(os.availableParallelism() / 2)));
     expect(parsed.maxModelMemory).toBe(Math.floor(os.totalmem() / 2 / 2));
+  });
+
+  test("HTTP intake threads: none on a small host, a quarter of the cores up to 4 on a larger one", () => {
+    expect([2, 4, 7, 8, 12, 16, 64].map(httpThreads)).toEqual([0, 0, 0, 2, 3, 4, 4]);
+    expect(options(withModels("--http-threads", "0")).httpThreads).toBe(0);
+    expect(refusal(withModels("--http-threads=-1"))).toContain("--http-threads must not be negative");
   });
 
   test("without --models (flag or env) it refuses, saying what --models is", () => {
@@ -117,6 +125,8 @@ describe("parseCommandLine: flags", () => {
       "0.0.0.0",
       "--port",
       "9001",
+      "--http-threads",
+      "3",
       "--name",
       "gpu-box-1",
     ]);
@@ -145,6 +155,7 @@ describe("parseCommandLine: flags", () => {
       standalone: true,
       host: "0.0.0.0",
       port: 9001,
+      httpThreads: 3,
       name: "gpu-box-1",
       logFormat: "text",
       logRequests: false,

@@ -41,6 +41,20 @@ describe("the pool of request buffers", () => {
   });
 });
 
+describe("handing an idle buffer to another thread's pool", () => {
+  test("takeIdle gives one of the size class when one is idle, and never allocates", () => {
+    const pool = new BufferPool(64 * 1024 * 1024);
+    const bytes = 3 * 640 * 640 * 4 + 200;
+    expect(pool.takeIdle(bytes)).toBeUndefined();
+    const buffer = pool.acquire(bytes);
+    pool.release(buffer);
+    expect(pool.takeIdle(200_000)).toBeUndefined();
+    expect(pool.takeIdle(bytes)).toBe(buffer);
+    expect(pool.idleBytes).toBe(0);
+    expect(pool.takeIdle(bytes)).toBeUndefined();
+  });
+});
+
 describe("giving back a batch's inputs", () => {
   test("each buffer once, however many tensors view it; BYTES elements are not pooled", () => {
     const pool = new BufferPool(64 * 1024 * 1024);

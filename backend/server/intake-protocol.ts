@@ -1,0 +1,154 @@
+/**
+ * The messages between the standalone server's HTTP intake threads (intake-thread.ts) and the main thread,
+ * which holds the replicas (intake-threads.ts). An intake thread reads and decodes requests and encodes and
+ * writes answers; the main thread only routes. Tensors cross by transfer, never by copy where the sender
+ * owns their buffers. Every request carries an id that its one answer repeats.
+ */
+import { Deadline } from "../../shared/deadline.ts";
+import { type ErrorCode, SwitchyardError } from "../../shared/errors.ts";
+import type { Tensor } from "../../shared/oip/tensor.ts";
+import type { PooledInferCall, PooledOutcome } from "../pool/replica-pool.ts";
+
+/** What an intake thread is started with (its workerData). */
+export interface IntakeSettings {
+  host: string;
+  port: number;
+  agentName: string;
+  maxBodyBytes: number;
+  defaultTimeoutMs: number;
+}
+
+/** An infer call as it crosses: the deadline as its moment (one process, one clock) and its budget. */
+export interface WireInferCall {
+  model: string;
+  version?: string;
+  hint?: string;
+  inputs: Tensor[];
+  outputs?: string[];
+  deadlineAt: number;
+  budgetMs: number;
+  /** Size of the buffer the body was read into: the main thread sends one of that size back (spareBuffer). */
+  bodyBytes: number;
+}
+
+/** A request the infer route does not take, for the main thread's Hono app. */
+export interface WireRequest {
+  method: string;
+  url: string;
+  headers: [string, string][];
+  body?: ArrayBuffer;
+}
+
+export interface WireResponse {
+  status: number;
+  headers: [string, string][];
+  body: ArrayBuffer;
+}
+
+export interface WireError {
+  code: ErrorCode;
+  message: string;
+  retryAfterSeconds?: number;
+}
+
+export type IntakeMessage =
+  | { type: "listening"; port: number }
+  | { type: "listen-failed"; message: string; code?: string }
+  | { type: "infer"; id: number; call: WireInferCall }
+  | { type: "fetch"; id: number; request: WireRequest }
+  /** The client went away: the main thread stops waiting for the request's replica. */
+  | { type: "abort"; id: number }
+  | { type: "closed" };
+
+export type MainMessage =
+  /**
+   * `spare`: a body buffer the main thread's pool held idle (one that came back from a session's thread
+   * after a run), for the intake thread to read its next body into (buffer-pool.ts).
+   */
+  | { type: "outcome"; id: number; outcome: PooledOutcome; spare?: ArrayBuffer }
+  | { type: "response"; id: number; response: WireResponse }
+  | { type: "failure"; id: number; error: WireError }
+  /** Stop accepting connections, finish what is in flight, then say "closed". */
+  | { type: "close" };
+
+/** What a call carries across as it is, either way. */
+function sameBothWays(call: Pick<WireInferCall, "model" | "version" | "hint" | "inputs" | "outputs">) {
+  return {
+    model: call.model,
+    ...(call.version === undefined ? {} : { version: call.version }),
+    ...(call.hint === undefined ? {} : { hint: call.hint }),
+    inputs: call.inputs,
+    ...(call.outputs === undefined ? {} : { outputs: call.outputs }),
+  };
+}
+
+export function toWireCall(call: PooledInferCall, bodyBytes: number): WireInferCall {
+  return {
+    ...sameBothWays(call),
+    deadlineAt: call.deadline.at,
+    budgetMs: call.deadline.budgetMs,
+    bodyBytes,
+  };
+}
+
+export function fromWireCall(call: WireInferCall, signal: AbortSignal, now = Date.now()): PooledInferCall {
+  return {
+    ...sameBothWays(call),
+    deadline: Deadline.in(call.deadlineAt - now, now, call.budgetMs),
+    signal,
+    // Decoded by the intake thread for this request alone, from a body that moved here with it.
+    handOverInputs: true,
+  };
+}
+
+export function toWireError(error: unknown): WireError {
+  const failure = SwitchyardError.from(error);
+  return {
+    code: failure.code,
+    message: failure.message,
+    ...(failure.retryAfterSeconds === undefined ? {} : { retryAfterSeconds: failure.retryAfterSeconds }),
+  };
+}
+
+export function fromWireError(error: WireError): SwitchyardError {
+  return new SwitchyardError(
+    error.code,
+    error.message,
+    error.retryAfterSeconds === undefined ? undefined : { retryAfterSeconds: error.retryAfterSeconds },
+  );
+}
+
+/**
+ * The buffers under a request's input tensors, typed arrays and BYTES elements alike: the request owns its
+ * body, so all of them move with it.
+ */
+export function inputBuffers(inputs: readonly Tensor[]): ArrayBuffer[] {
+  const buffers = new Set<ArrayBuffer>();
+  for (const { data } of inputs) {
+    const views = Array.isArray(data) ? data : [data];
+    for (const view of views) if (view.buffer instanceof ArrayBuffer) buffers.add(view.buffer);
+  }
+  return [...buffers];
+}
+
+/**
+ * An outcome's outputs made ready to move, and the buffers to transfer. An output that views the whole of
+ * its buffer is the request's alone (a run of its own, or a batch it filled): it moves as it is. One that
+ * views part of a buffer shares it with the other requests of its batch (tensor-batch.ts splitRows), so it
+ * is copied into a buffer of its own first: moving the shared one would empty it for them.
+ */
+export function outputsForTransfer(outputs: readonly Tensor[]): {
+  outputs: Tensor[];
+  transfer: ArrayBuffer[];
+} {
+  const transfer = new Set<ArrayBuffer>();
+  const moved = outputs.map((tensor): Tensor => {
+    const { data } = tensor;
+    if (Array.isArray(data) || !(data.buffer instanceof ArrayBuffer)) return tensor;
+    const whole = data.byteOffset === 0 && data.byteLength === data.buffer.byteLength;
+    const owned = whole ? data : data.slice();
+    transfer.add(owned.buffer as ArrayBuffer);
+    return { ...tensor, data: owned };
+  });
+  return { outputs: moved, transfer: [...transfer] };
+}

@@ -1,0 +1,201 @@
+/**
+ * One HTTP intake thread of the standalone server (--http-threads): it listens on the server's port beside
+ * the others (SO_REUSEPORT: the kernel spreads connections over them), reads each infer body into its
+ * final buffer, decodes it, and hands the tensors to the main thread by transfer; it encodes and writes the
+ * answer. Every other request is forwarded whole to the main thread's Hono app. So the main thread, which
+ * routes and batches for every replica, never touches a socket: at 32 clients sending 4.9 MB images it
+ * had spent 40 to 48 ms of each request reading bodies (bench/results/hot-path-cuda.md).
+ */
+import type { IncomingMessage, ServerResponse } from "node:http";
+import { parentPort, workerData } from "node:worker_threads";
+import { SwitchyardError } from "../../shared/errors.ts";
+import type { PooledInferCall, PooledOutcome } from "../pool/replica-pool.ts";
+import { requestBuffers } from "../replica/buffer-pool.ts";
+import { answerError } from "./direct-infer-route.ts";
+import {
+  fromWireError,
+  type IntakeMessage,
+  type IntakeSettings,
+  inputBuffers,
+  type MainMessage,
+  toWireCall,
+  type WireResponse,
+} from "./intake-protocol.ts";
+import { listen, standaloneServer } from "./standalone-server.ts";
+
+if (parentPort === null) throw new Error("intake-thread.ts runs as a worker thread (intake-threads.ts)");
+const main = parentPort;
+const settings = workerData as IntakeSettings;
+
+type Settle = (message: MainMessage) => void;
+const waiting = new Map<number, Settle>();
+let nextId = 0;
+
+function post(message: IntakeMessage, transfer: ArrayBuffer[] = []): void {
+  main.postMessage(message, transfer);
+}
+
+/** Sends a request to the main thread; resolves with its answer. A client gone away is told as an abort. */
+function ask(
+  message: (id: number) => IntakeMessage,
+  transfer: ArrayBuffer[],
+  signal: AbortSignal | undefined,
+): Promise<MainMessage> {
+  nextId += 1;
+  const id = nextId;
+  return new Promise((resolve) => {
+    const onAbort = () => post({ type: "abort", id });
+    signal?.addEventListener("abort", onAbort, { once: true });
+    waiting.set(id, (answer) => {
+      signal?.removeEventListener("abort", onAbort);
+      resolve(answer);
+    });
+    post(message(id), transfer);
+  });
+}
+
+async function inferOnMain(call: PooledInferCall, bodyBytes: number): Promise<PooledOutcome> {
+  const answer = await ask(
+    (id) => ({ type: "infer", id, call: toWireCall(call, bodyBytes) }),
+    inputBuffers(call.inputs),
+    call.signal,
+  );
+  if (answer.type === "failure") throw fromWireError(answer.error);
+  if (answer.type !== "outcome") throw new Error(`the main thread answered '${answer.type}' to an infer`);
+  if (answer.spare !== undefined) requestBuffers.release(answer.spare);
+  return answer.outcome;
+}
+
+/**
+ * Raw bodies past this are refused here: decompressed, such a body could only be larger, and the app's own
+ * limit applies to it after decompression. The margin covers a compressed stream's framing.
+ */
+const FORWARD_MARGIN_BYTES = 64 * 1024;
+
+/** Forwards a request the infer route does not take to the main thread's app, and writes its answer. */
+function throughMain(request: IncomingMessage, response: ServerResponse): void {
+  void forward(request, response).catch((error: unknown) =>
+    answerError(response, SwitchyardError.from(error)),
+  );
+}
+
+async function forward(request: IncomingMessage, response: ServerResponse): Promise<void> {
+  const abort = new AbortController();
+  response.once("close", () => {
+    if (!response.writableFinished) abort.abort();
+  });
+  const method = request.method ?? "GET";
+  const body =
+    method === "GET" || method === "HEAD"
+      ? undefined
+      : await readAll(request, settings.maxBodyBytes + FORWARD_MARGIN_BYTES);
+  const headers: [string, string][] = [];
+  for (let index = 0; index + 1 < request.rawHeaders.length; index += 2) {
+    const name = request.rawHeaders[index] as string;
+    // The body arrives whole: how it was framed on this connection is not the app's business.
+    if (!HOP_BY_HOP.has(name.toLowerCase())) headers.push([name, request.rawHeaders[index + 1] as string]);
+  }
+  const answer = await ask(
+    (id) => ({
+      type: "fetch",
+      id,
+      request: {
+        method,
+        url: `http://${request.headers.host ?? "agent"}${request.url ?? "/"}`,
+        headers,
+        ...(body === undefined ? {} : { body }),
+      },
+    }),
+    body === undefined ? [] : [body],
+    abort.signal,
+  );
+  if (answer.type === "failure") throw fromWireError(answer.error);
+  if (answer.type !== "response") throw new Error(`the main thread answered '${answer.type}' to a request`);
+  writeResponse(response, answer.response);
+}
+
+const HOP_BY_HOP = new Set(["connection", "keep-alive", "transfer-encoding", "content-length", "upgrade"]);
+
+function writeResponse(response: ServerResponse, answer: WireResponse): void {
+  const headers: Record<string, string | string[]> = {};
+  for (const [name, value] of answer.headers) {
+    const seen = headers[name];
+    headers[name] = seen === undefined ? value : [...(Array.isArray(seen) ? seen : [seen]), value];
+  }
+  headers["content-length"] = String(answer.body.byteLength);
+  response.writeHead(answer.status, headers);
+  response.end(new Uint8Array(answer.body));
+}
+
+/** The whole body, in one buffer of its own; more than `maxBytes` is a 413. */
+function readAll(request: IncomingMessage, maxBytes: number): Promise<ArrayBuffer> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let length = 0;
+    request.on("data", (chunk: Buffer) => {
+      length += chunk.byteLength;
+      if (length > maxBytes) {
+        request.destroy();
+        reject(
+          new SwitchyardError(
+            "too_large",
+            `request body is larger than the limit of ${settings.maxBodyBytes} bytes`,
+          ),
+        );
+        return;
+      }
+      chunks.push(chunk);
+    });
+    request.once("end", () => {
+      const body = new Uint8Array(length);
+      let offset = 0;
+      for (const chunk of chunks) {
+        body.set(chunk, offset);
+        offset += chunk.byteLength;
+      }
+      resolve(body.buffer);
+    });
+    request.once("error", (error) =>
+      reject(
+        new SwitchyardError(
+          "bad_input",
+          "request body could not be read: it broke off, or its transfer encoding is malformed",
+          { cause: error },
+        ),
+      ),
+    );
+  });
+}
+
+const server = standaloneServer(throughMain, {
+  infer: inferOnMain,
+  agentName: settings.agentName,
+  maxBodyBytes: settings.maxBodyBytes,
+  defaultTimeoutMs: settings.defaultTimeoutMs,
+  // Errors of the main thread's work are logged there; what fails here is the request's own reading.
+  log: () => undefined,
+});
+
+main.on("message", (message: MainMessage) => {
+  if (message.type === "close") {
+    server.close(() => post({ type: "closed" }));
+    server.closeIdleConnections();
+    return;
+  }
+  const settle = waiting.get(message.id);
+  waiting.delete(message.id);
+  settle?.(message);
+});
+
+listen(server, settings.host, settings.port, true).then(
+  (listening) => {
+    const address = listening.address();
+    post({ type: "listening", port: typeof address === "object" && address !== null ? address.port : 0 });
+  },
+  (error: Error & { code?: string }) =>
+    post({
+      type: "listen-failed",
+      message: error.message,
+      ...(error.code === undefined ? {} : { code: error.code }),
+    }),
+);

@@ -1,0 +1,211 @@
+/**
+ * The standalone server on HTTP intake threads (--http-threads N): starts N intake-thread.ts workers on one
+ * port, and serves what they hand over: infer calls on the replica pool, other requests on the Hono app.
+ * The first thread binds the port and the others join it there. A thread that dies is replaced, so the port
+ * keeps its listeners.
+ */
+import { createServer } from "node:net";
+import { Worker } from "node:worker_threads";
+import type { Hono } from "hono";
+import { describeError, SwitchyardError } from "../../shared/errors.ts";
+import type { ReplicaPool } from "../pool/replica-pool.ts";
+import { requestBuffers } from "../replica/buffer-pool.ts";
+import { workerEntryUrl } from "../worker-entry-url.ts";
+import {
+  fromWireCall,
+  type IntakeMessage,
+  type IntakeSettings,
+  type MainMessage,
+  outputsForTransfer,
+  toWireError,
+  type WireRequest,
+} from "./intake-protocol.ts";
+
+export interface IntakeThreadsOptions extends IntakeSettings {
+  count: number;
+  pool: ReplicaPool;
+  app: Hono;
+  log: (event: string, fields: Record<string, unknown>) => void;
+}
+
+export interface IntakeThreads {
+  /** The port they share (the one chosen, for port 0). */
+  port: number;
+  /** Stops accepting connections and resolves once the threads answered what they had; then ends them. */
+  close(graceMs: number): Promise<void>;
+}
+
+export async function startIntakeThreads(options: IntakeThreadsOptions): Promise<IntakeThreads> {
+  const { count, pool, app, log, ...settings } = options;
+  const entry = workerEntryUrl(import.meta.url, "intake-thread");
+  const threads = new Set<Worker>();
+  let closing = false;
+
+  const start = (port: number): Promise<{ worker: Worker; port: number }> =>
+    new Promise((resolve, reject) => {
+      const worker = new Worker(entry, { workerData: { ...settings, port } satisfies IntakeSettings });
+      const calls = new Map<number, AbortController>();
+      let listening = false;
+      threads.add(worker);
+      const send = (message: MainMessage, transfer: ArrayBuffer[] = []) => {
+        // A thread that exited meanwhile has nobody left to answer.
+        if (threads.has(worker)) worker.postMessage(message, transfer);
+      };
+      worker.on("message", (message: IntakeMessage) => {
+        switch (message.type) {
+          case "listening":
+            listening = true;
+            return resolve({ worker, port: message.port });
+          case "listen-failed":
+            void worker.terminate();
+            return reject(
+              Object.assign(
+                new Error(message.message),
+                message.code === undefined ? {} : { code: message.code },
+              ),
+            );
+          case "infer": {
+            const abort = new AbortController();
+            calls.set(message.id, abort);
+            const { call } = message;
+            pool.infer(fromWireCall(call, abort.signal)).then(
+              (outcome) => {
+                calls.delete(message.id);
+                const moved = outputsForTransfer(outcome.outputs);
+                // The body this request came in went back to this thread's pool after its run: returned, so
+                // the intake thread reads its next body into memory already paged in.
+                const spare = requestBuffers.takeIdle(call.bodyBytes);
+                send(
+                  {
+                    type: "outcome",
+                    id: message.id,
+                    outcome: { ...outcome, outputs: moved.outputs },
+                    ...(spare === undefined ? {} : { spare }),
+                  },
+                  spare === undefined ? moved.transfer : [...moved.transfer, spare],
+                );
+              },
+              (error: unknown) => {
+                calls.delete(message.id);
+                const failure = SwitchyardError.from(error);
+                if (failure.status >= 500)
+                  log("error", { path: `/v2/models/${call.model}/infer`, error: describeError(error) });
+                send({ type: "failure", id: message.id, error: toWireError(failure) });
+              },
+            );
+            return;
+          }
+          case "fetch": {
+            const abort = new AbortController();
+            calls.set(message.id, abort);
+            throughApp(app, message.request, abort.signal).then(
+              ({ response, transfer }) => {
+                calls.delete(message.id);
+                send({ type: "response", id: message.id, response }, transfer);
+              },
+              (error: unknown) => {
+                calls.delete(message.id);
+                send({ type: "failure", id: message.id, error: toWireError(error) });
+              },
+            );
+            return;
+          }
+          case "abort":
+            calls.get(message.id)?.abort(new SwitchyardError("unavailable", "the client went away"));
+            return;
+          case "closed":
+            return;
+        }
+      });
+      worker.once("error", (error) => {
+        log("http thread failed", { error: describeError(error) });
+        reject(error);
+      });
+      worker.once("exit", (code) => {
+        threads.delete(worker);
+        for (const abort of calls.values())
+          abort.abort(new SwitchyardError("unavailable", "HTTP thread exited"));
+        // Only one that served is replaced: one that could not listen would fail again, and again.
+        if (closing || !listening) return;
+        log("http thread exited", { code, replaced: true });
+        start(port).catch((error: unknown) =>
+          log("http thread could not be replaced", { error: describeError(error) }),
+        );
+      });
+    });
+
+  const first = await start(await claimPort(settings.host, settings.port)).catch(async (error: unknown) => {
+    closing = true;
+    await Promise.all([...threads].map((worker) => worker.terminate()));
+    throw error;
+  });
+  try {
+    await Promise.all(Array.from({ length: count - 1 }, () => start(first.port)));
+  } catch (error) {
+    closing = true;
+    await Promise.all([...threads].map((worker) => worker.terminate()));
+    throw error;
+  }
+
+  return {
+    port: first.port,
+    async close(graceMs) {
+      closing = true;
+      const workers = [...threads];
+      const closed = workers.map(
+        (worker) =>
+          new Promise<void>((resolve) => {
+            const onMessage = (message: IntakeMessage) => {
+              if (message.type === "closed") resolve();
+            };
+            worker.on("message", onMessage);
+            worker.once("exit", () => resolve());
+            worker.postMessage({ type: "close" } satisfies MainMessage);
+          }),
+      );
+      const grace = new Promise<void>((resolve) => setTimeout(resolve, graceMs).unref());
+      await Promise.race([Promise.all(closed), grace]);
+      await Promise.all(workers.map((worker) => worker.terminate()));
+    },
+  };
+}
+
+/** A forwarded request through the app, its answer read whole (the app's answers are small and finite). */
+async function throughApp(
+  app: Hono,
+  wire: WireRequest,
+  signal: AbortSignal,
+): Promise<{
+  response: { status: number; headers: [string, string][]; body: ArrayBuffer };
+  transfer: ArrayBuffer[];
+}> {
+  const request = new Request(wire.url, {
+    method: wire.method,
+    headers: wire.headers,
+    ...(wire.body === undefined ? {} : { body: wire.body }),
+    signal,
+  });
+  const response = await app.fetch(request);
+  const body = await response.arrayBuffer();
+  return {
+    response: { status: response.status, headers: [...response.headers], body },
+    transfer: [body],
+  };
+}
+
+/**
+ * The port the threads will share, checked free first by binding it alone (without SO_REUSEPORT): the
+ * threads' own binds would otherwise succeed beside another agent of the same user on that port, and the
+ * two would silently split its connections. For 0, the free port the kernel picks.
+ */
+function claimPort(host: string, port: number): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const probe = createServer();
+    probe.once("error", reject);
+    probe.listen({ host, port, exclusive: true }, () => {
+      const address = probe.address();
+      const chosen = typeof address === "object" && address !== null ? address.port : port;
+      probe.close(() => resolve(chosen));
+    });
+  });
+}
