@@ -1,4 +1,3 @@
-import { getRequestListener } from "@hono/node-server";
 import type { Hono } from "hono";
 import packageJson from "../package.json" with { type: "json" };
 import { modelKey, parseModelSpec } from "../shared/model-names.ts";
@@ -19,7 +18,7 @@ import { deviceLabel, planDevices } from "./replica/device.ts";
 import { gpuTotalMemory, gpuUsedMemory } from "./replica/gpu-memory.ts";
 import { startIntakeThreads } from "./server/intake-threads.ts";
 import { createStandaloneApp } from "./server/standalone-app.ts";
-import { listen, standaloneServer } from "./server/standalone-server.ts";
+import { appListener, listen, standaloneServer } from "./server/standalone-server.ts";
 import { type StartupInfo, summaryFields } from "./startup-info.ts";
 
 export interface RunningAgent {
@@ -184,7 +183,7 @@ async function serveStandalone(
     });
   }
   const server = await listen(
-    standaloneServer(getRequestListener(app.fetch), { ...limits, infer: (call) => pool.infer(call), log }),
+    standaloneServer(appListener(app), { ...limits, infer: (call) => pool.infer(call), log }),
     options.host,
     options.port,
   );

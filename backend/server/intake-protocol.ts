@@ -27,7 +27,7 @@ export interface WireInferCall {
   outputs?: string[];
   deadlineAt: number;
   budgetMs: number;
-  /** Size of the buffer the body was read into: the main thread sends one of that size back (spareBuffer). */
+  /** Size of the buffer the body was read into: the main thread sends one of that size back (`spare`). */
   bodyBytes: number;
 }
 

@@ -101,7 +101,7 @@ async function forward(request: IncomingMessage, response: ServerResponse): Prom
       id,
       request: {
         method,
-        url: `http://${request.headers.host ?? "agent"}${request.url ?? "/"}`,
+        url: appUrl(request.url ?? "/"),
         headers,
         ...(body === undefined ? {} : { body }),
       },
@@ -112,6 +112,15 @@ async function forward(request: IncomingMessage, response: ServerResponse): Prom
   if (answer.type === "failure") throw fromWireError(answer.error);
   if (answer.type !== "response") throw new Error(`the main thread answered '${answer.type}' to a request`);
   writeResponse(response, answer.response);
+}
+
+/** The request's URL for the app: its path and query (the app routes on them alone); unreadable is a 400. */
+function appUrl(target: string): string {
+  try {
+    return new URL(target, "http://agent").href;
+  } catch {
+    throw new SwitchyardError("bad_input", "the request's URL cannot be read");
+  }
 }
 
 const HOP_BY_HOP = new Set(["connection", "keep-alive", "transfer-encoding", "content-length", "upgrade"]);

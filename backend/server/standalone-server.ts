@@ -1,4 +1,8 @@
 import { createServer, type RequestListener, type Server } from "node:http";
+import { getRequestListener } from "@hono/node-server";
+import type { Hono } from "hono";
+import { SwitchyardError } from "../../shared/errors.ts";
+import { errorResponse } from "../../shared/http/error-response.ts";
 import { type DirectInferOptions, directInferRoute } from "./direct-infer-route.ts";
 import { answerMalformedHttp } from "./malformed-http.ts";
 
@@ -10,6 +14,11 @@ import { answerMalformedHttp } from "./malformed-http.ts";
 export function standaloneServer(throughApp: RequestListener, direct: DirectInferOptions): Server {
   const inferDirectly = directInferRoute(direct);
   const server = createServer((request, response) => {
+    // While the server closes (a drain), a connection whose answer is out is closed at once instead of
+    // kept for the keep-alive timeout, so the agent exits as soon as its last answer is written.
+    response.once("finish", () => {
+      if (!server.listening) setImmediate(() => server.closeIdleConnections());
+    });
     if (!inferDirectly(request, response)) void throughApp(request, response);
   });
   server.on("clientError", answerMalformedHttp);
@@ -17,6 +26,21 @@ export function standaloneServer(throughApp: RequestListener, direct: DirectInfe
   // default Node ends such a socket at once, before a request that takes a few ticks is answered.
   (server as unknown as { httpAllowHalfOpen: boolean }).httpAllowHalfOpen = true;
   return server;
+}
+
+/**
+ * The Hono app as a node:http listener on the main thread. A request it cannot even turn into a web Request
+ * (a URL or Host header no URL parser takes) gets the OIP error shape too, not an empty 400.
+ */
+export function appListener(app: Hono): RequestListener {
+  return getRequestListener(app.fetch, {
+    errorHandler: (error) =>
+      errorResponse(
+        error instanceof Error && error.name === "RequestError"
+          ? new SwitchyardError("bad_input", `the request cannot be read: ${error.message}`)
+          : SwitchyardError.from(error),
+      ),
+  });
 }
 
 /** `reusePort`: several servers (one per intake thread) share the port, the kernel spreading connections. */

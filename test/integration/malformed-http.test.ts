@@ -184,3 +184,18 @@ test.each([
   expect(answer.status).toBe(400);
   expect(JSON.parse(answer.body)).toEqual({ error: expect.stringMatching(/malformed|broke off/) });
 });
+
+test.each([
+  ["", () => standalone.url],
+  [" on HTTP threads", () => threaded.url],
+])(
+  "the standalone agent%s answers a request target no URL parser takes with a 400 JSON error",
+  async (_on, url) => {
+    const answer = await exchange(
+      url(),
+      head(["GET http://[bad/v2 HTTP/1.1", "Host: switchyard", "Connection: close"]),
+    );
+    expect(answer.status).toBe(400);
+    expect(JSON.parse(answer.body)).toEqual({ error: expect.stringMatching(/cannot be read/) });
+  },
+);
