@@ -179,12 +179,19 @@ async function throughApp(
   response: { status: number; headers: [string, string][]; body: ArrayBuffer };
   transfer: ArrayBuffer[];
 }> {
-  const request = new Request(wire.url, {
-    method: wire.method,
-    headers: wire.headers,
-    ...(wire.body === undefined ? {} : { body: wire.body }),
-    signal,
-  });
+  let request: Request;
+  try {
+    request = new Request(wire.url, {
+      method: wire.method,
+      headers: wire.headers,
+      ...(wire.body === undefined ? {} : { body: wire.body }),
+      signal,
+    });
+  } catch (error) {
+    // What Node's parser let through but a web Request refuses (a header value fetch forbids): the
+    // client's to fix, as on the main thread's server (standalone-server.ts appListener).
+    throw new SwitchyardError("bad_input", `the request cannot be read: ${describeError(error)}`);
+  }
   const response = await app.fetch(request);
   const body = await response.arrayBuffer();
   return {
