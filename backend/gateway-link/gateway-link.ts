@@ -4,6 +4,7 @@ import { MAX_FRAME_BYTES } from "../../shared/protocol/frames.ts";
 import type { Log } from "../log.ts";
 import type { ModelService } from "../models/model-service.ts";
 import { Backoff, type BackoffOptions, DEFAULT_BACKOFF } from "./backoff.ts";
+import { maskingFor } from "./frame-masking.ts";
 import { GatewaySession } from "./gateway-session.ts";
 import { agentConnectUrl, agentDataUrl } from "./gateway-urls.ts";
 import type { LinkedReplica } from "./linked-replica.ts";
@@ -58,6 +59,7 @@ export function startGatewayLink(options: GatewayLinkOptions): GatewayLink {
         maxPayload: MAX_PAYLOAD_BYTES,
         handshakeTimeout: HANDSHAKE_TIMEOUT_MS,
         perMessageDeflate: false,
+        ...maskingFor(target),
       });
     const channel = newChannelId();
     const current = new GatewaySession({
