@@ -18,7 +18,7 @@ import { deviceLabel, planDevices } from "./replica/device.ts";
 import { gpuTotalMemory, gpuUsedMemory } from "./replica/gpu-memory.ts";
 import { startIntakeThreads } from "./server/intake-threads.ts";
 import { createStandaloneApp } from "./server/standalone-app.ts";
-import { appListener, listen, standaloneServer } from "./server/standalone-server.ts";
+import { appListener, listen, standaloneServer, withinGrace } from "./server/standalone-server.ts";
 import { type StartupInfo, summaryFields } from "./startup-info.ts";
 
 export interface RunningAgent {
@@ -164,7 +164,7 @@ async function serveStandalone(
   options: AgentOptions,
   app: Hono,
   pool: ReplicaPool,
-  log: (event: string, fields: Record<string, unknown>) => void,
+  log: Log,
 ): Promise<{ port: number; close(graceMs: number): Promise<void> }> {
   const limits = {
     agentName: options.name,
@@ -191,9 +191,7 @@ async function serveStandalone(
   return {
     port: typeof address === "object" && address !== null ? address.port : options.port,
     async close(graceMs) {
-      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
-      const grace = new Promise<void>((resolve) => setTimeout(resolve, graceMs).unref());
-      await Promise.race([closed, grace]);
+      await withinGrace(new Promise<void>((resolve) => server.close(() => resolve())), graceMs);
     },
   };
 }

@@ -1,5 +1,6 @@
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { describeError, SwitchyardError } from "../../shared/errors.ts";
+import { bodyTooLarge, bodyUnreadable } from "../../shared/http/request-body.ts";
 import { INFERENCE_HEADER_CONTENT_LENGTH } from "../../shared/oip/codec.ts";
 import { type InferLimits, parseInferRequest } from "../../shared/oip/infer-http.ts";
 import { requestBuffers } from "../replica/buffer-pool.ts";
@@ -61,10 +62,7 @@ async function serve(
     throw new SwitchyardError("bad_input", "Content-Length is not a byte count");
   if (length > options.maxBodyBytes) {
     request.resume();
-    throw new SwitchyardError(
-      "too_large",
-      `request body is larger than the limit of ${options.maxBodyBytes} bytes`,
-    );
+    throw bodyTooLarge(options.maxBodyBytes);
   }
   const headers = headersOf(request);
   const headerLength = Number(headers.get(INFERENCE_HEADER_CONTENT_LENGTH) ?? Number.NaN);
@@ -121,17 +119,7 @@ function readInto(request: IncomingMessage, into: Uint8Array): Promise<Uint8Arra
         ? resolve(into)
         : reject(new SwitchyardError("bad_input", "the request body is shorter than its Content-Length")),
     );
-    request.once("error", (error) =>
-      reject(
-        new SwitchyardError(
-          "bad_input",
-          "request body could not be read: it broke off, or its transfer encoding is malformed",
-          {
-            cause: error,
-          },
-        ),
-      ),
-    );
+    request.once("error", (error) => reject(bodyUnreadable(error)));
   });
 }
 

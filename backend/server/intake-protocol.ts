@@ -8,6 +8,7 @@ import { Deadline } from "../../shared/deadline.ts";
 import { type ErrorCode, SwitchyardError } from "../../shared/errors.ts";
 import type { Tensor } from "../../shared/oip/tensor.ts";
 import type { PooledInferCall, PooledOutcome } from "../pool/replica-pool.ts";
+import { forTransfer } from "../replica/session-protocol.ts";
 
 /** What an intake thread is started with (its workerData). */
 export interface IntakeSettings {
@@ -142,13 +143,13 @@ export function outputsForTransfer(outputs: readonly Tensor[]): {
   transfer: ArrayBuffer[];
 } {
   const transfer = new Set<ArrayBuffer>();
-  const moved = outputs.map((tensor): Tensor => {
-    const { data } = tensor;
-    if (Array.isArray(data) || !(data.buffer instanceof ArrayBuffer)) return tensor;
-    const whole = data.byteOffset === 0 && data.byteLength === data.buffer.byteLength;
-    const owned = whole ? data : data.slice();
-    transfer.add(owned.buffer as ArrayBuffer);
-    return { ...tensor, data: owned };
-  });
+  // The session's own rule for what may move and what is copied first (session-protocol.ts forTransfer).
+  const moved = outputs.map(
+    (tensor) => forTransfer([tensor], viewsAllOfItsBuffer(tensor), transfer).tensors[0] as Tensor,
+  );
   return { outputs: moved, transfer: [...transfer] };
+}
+
+function viewsAllOfItsBuffer({ data }: Tensor): boolean {
+  return !Array.isArray(data) && data.byteOffset === 0 && data.byteLength === data.buffer.byteLength;
 }

@@ -9,6 +9,7 @@
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { parentPort, workerData } from "node:worker_threads";
 import { SwitchyardError } from "../../shared/errors.ts";
+import { bodyTooLarge, bodyUnreadable } from "../../shared/http/request-body.ts";
 import type { PooledInferCall, PooledOutcome } from "../pool/replica-pool.ts";
 import { requestBuffers } from "../replica/buffer-pool.ts";
 import { answerError } from "./direct-infer-route.ts";
@@ -145,12 +146,7 @@ function readAll(request: IncomingMessage, maxBytes: number): Promise<ArrayBuffe
       length += chunk.byteLength;
       if (length > maxBytes) {
         request.destroy();
-        reject(
-          new SwitchyardError(
-            "too_large",
-            `request body is larger than the limit of ${settings.maxBodyBytes} bytes`,
-          ),
-        );
+        reject(bodyTooLarge(settings.maxBodyBytes));
         return;
       }
       chunks.push(chunk);
@@ -164,15 +160,7 @@ function readAll(request: IncomingMessage, maxBytes: number): Promise<ArrayBuffe
       }
       resolve(body.buffer);
     });
-    request.once("error", (error) =>
-      reject(
-        new SwitchyardError(
-          "bad_input",
-          "request body could not be read: it broke off, or its transfer encoding is malformed",
-          { cause: error },
-        ),
-      ),
-    );
+    request.once("error", (error) => reject(bodyUnreadable(error)));
   });
 }
 
@@ -187,8 +175,8 @@ const server = standaloneServer(throughMain, {
 
 main.on("message", (message: MainMessage) => {
   if (message.type === "close") {
+    // (Node's close() ends idle keep-alive connections itself; busy ones end once answered: standalone-server.ts.)
     server.close(() => post({ type: "closed" }));
-    server.closeIdleConnections();
     return;
   }
   const settle = waiting.get(message.id);

@@ -20,6 +20,7 @@ import {
   toWireError,
   type WireRequest,
 } from "./intake-protocol.ts";
+import { withinGrace } from "./standalone-server.ts";
 
 export interface IntakeThreadsOptions extends IntakeSettings {
   count: number;
@@ -163,8 +164,7 @@ export async function startIntakeThreads(options: IntakeThreadsOptions): Promise
             worker.postMessage({ type: "close" } satisfies MainMessage);
           }),
       );
-      const grace = new Promise<void>((resolve) => setTimeout(resolve, graceMs).unref());
-      await Promise.race([Promise.all(closed), grace]);
+      await withinGrace(Promise.all(closed), graceMs);
       await Promise.all(workers.map((worker) => worker.terminate()));
     },
   };

@@ -6,6 +6,7 @@
 import { Agent, request } from "node:http";
 import { INFERENCE_HEADER_CONTENT_LENGTH } from "../../shared/oip/codec.ts";
 import { parseServerTiming } from "../../shared/oip/request-options.ts";
+import { round } from "../gpu/measure.ts";
 
 export interface PreparedRequest {
   path: string;
@@ -98,7 +99,7 @@ export class PhaseSum {
 
   mean(): Record<string, number> {
     return Object.fromEntries(
-      [...this.#sums].map(([name, sum]) => [name, Number((sum / Math.max(1, this.#count)).toFixed(3))]),
+      [...this.#sums].map(([name, sum]) => [name, round(sum / Math.max(1, this.#count), 3)]),
     );
   }
 }

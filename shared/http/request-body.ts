@@ -15,8 +15,7 @@ export async function readRequestBody(
   maxBytes: number,
   what = "request body",
 ): Promise<Uint8Array> {
-  const tooLarge = (after: string) =>
-    new SwitchyardError("too_large", `${what} is larger than the limit of ${maxBytes} bytes${after}`);
+  const tooLarge = (after: string) => bodyTooLarge(maxBytes, what, after);
   const encodings = contentEncodings(request.headers);
   const declared = request.headers.get("content-length");
   if (declared !== null && Number(declared) > maxBytes) throw tooLarge("");
@@ -25,7 +24,7 @@ export async function readRequestBody(
   // JavaScript cost the gateway 14 ms of CPU per MiB (bench/results/registry.md). The declared length bounds it.
   if (encodings.length === 0 && declared !== null && /^\d+$/.test(declared)) {
     const whole = await request.arrayBuffer().catch((error: unknown) => {
-      throw unreadable(what, encodings, error);
+      throw bodyUnreadable(error, what, encodings);
     });
     // HTTP framing holds a body to its Content-Length; a Request built in code need not.
     if (whole.byteLength > maxBytes) throw tooLarge("");
@@ -44,7 +43,7 @@ export async function readRequestBody(
   const reader = stream.getReader();
   for (;;) {
     const next = await reader.read().catch((error: unknown) => {
-      throw unreadable(what, encodings, error);
+      throw bodyUnreadable(error, what, encodings);
     });
     if (next.done) break;
     length += next.value.byteLength;
@@ -102,7 +101,17 @@ function contentEncodings(headers: Headers): Array<"gzip" | "deflate"> {
   return encodings;
 }
 
-function unreadable(what: string, encodings: readonly string[], error: unknown): SwitchyardError {
+/** The 413 of a body past its limit, in the words of every reader of bodies (this one, the agent's servers). */
+export function bodyTooLarge(maxBytes: number, what = "request body", after = ""): SwitchyardError {
+  return new SwitchyardError("too_large", `${what} is larger than the limit of ${maxBytes} bytes${after}`);
+}
+
+/** The 400 of a body that broke off or is not what its encoding says, for every reader of bodies. */
+export function bodyUnreadable(
+  error: unknown,
+  what = "request body",
+  encodings: readonly string[] = [],
+): SwitchyardError {
   // The runtime's own reason (zlib's, the socket's) differs between Node and workerd and helps no client.
   const message =
     encodings.length > 0
