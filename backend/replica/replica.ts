@@ -106,7 +106,7 @@ interface Executed {
 
 /**
  * One execution context (one GPU, or the CPU) with its own LRU cache of onnxruntime sessions and its own
- * concurrency slots. It reports its state at every change through `onChange`.
+ * concurrency slots. It reports its state after every change through `onChange`.
  */
 export class Replica {
   readonly id: string;
@@ -122,6 +122,8 @@ export class Replica {
   #stateSeq = 0;
   readonly #notIdempotent = new Set<string>();
   readonly #listeners = new Set<(state: ReplicaState) => void>();
+  /** A report of the state to the listeners is on its way (#changed). */
+  #reportDue = false;
   readonly #limits: { maxModels: number; maxModelBytes: number };
   readonly #versions = new VersionMemo(VERSION_REFRESH_MS);
   /** One batcher per loaded session; it goes with the session when the model is unloaded. */
@@ -469,10 +471,23 @@ export class Replica {
     return () => this.#listeners.delete(listener);
   }
 
+  /**
+   * Listeners hear the state once per turn of the event loop that changed it: a request changes it four
+   * times (its slot and its lease, taken and given back), a batch's requests all finish in one turn, and at
+   * thousands of requests a second one snapshot per change was a large share of the main thread's time
+   * (bench/results/hot-path-cuda.md). The snapshot is taken at the turn's end (its check phase), after the
+   * turn's changes. Whoever routes on it counts its own requests in flight (shared/routing/dispatcher.ts),
+   * as the gateway does with reports that come over the network.
+   */
   #changed(): void {
-    if (this.#listeners.size === 0) return;
-    const state = this.state();
-    for (const listener of this.#listeners) listener(state);
+    if (this.#listeners.size === 0 || this.#reportDue) return;
+    this.#reportDue = true;
+    setImmediate(() => {
+      this.#reportDue = false;
+      if (this.#listeners.size === 0) return;
+      const state = this.state();
+      for (const listener of this.#listeners) listener(state);
+    });
   }
 
   async close(): Promise<void> {

@@ -20,20 +20,35 @@ import {
   inputBuffers,
   type MainMessage,
   toWireCall,
+  toWireError,
   type WireResponse,
 } from "./intake-protocol.ts";
 import { listen, standaloneServer } from "./standalone-server.ts";
+import { eachMessage, TickMailbox } from "./tick-mailbox.ts";
 
 if (parentPort === null) throw new Error("intake-thread.ts runs as a worker thread (intake-threads.ts)");
 const main = parentPort;
 const settings = workerData as IntakeSettings;
 
 type Settle = (message: MainMessage) => void;
+/** The requests sent to the main thread, by id, until their answer. */
 const waiting = new Map<number, Settle>();
 let nextId = 0;
 
+const toMain = new TickMailbox<IntakeMessage>(main, (message, error) => {
+  // A request that could not cross fails here, as its answer would have.
+  if ("id" in message) settle({ type: "failure", id: message.id, error: toWireError(error) });
+});
+
+/** Hands the main thread's answer to whoever waits for it. */
+function settle(answer: Exclude<MainMessage, { type: "close" }>): void {
+  const waiter = waiting.get(answer.id);
+  waiting.delete(answer.id);
+  waiter?.(answer);
+}
+
 function post(message: IntakeMessage, transfer: ArrayBuffer[] = []): void {
-  main.postMessage(message, transfer);
+  toMain.post(message, transfer);
 }
 
 /** Sends a request to the main thread; resolves with its answer. A client gone away is told as an abort. */
@@ -173,16 +188,17 @@ const server = standaloneServer(throughMain, {
   log: () => undefined,
 });
 
-main.on("message", (message: MainMessage) => {
-  if (message.type === "close") {
-    // (Node's close() ends idle keep-alive connections itself; busy ones end once answered: standalone-server.ts.)
-    server.close(() => post({ type: "closed" }));
-    return;
-  }
-  const settle = waiting.get(message.id);
-  waiting.delete(message.id);
-  settle?.(message);
-});
+main.on(
+  "message",
+  eachMessage((message: MainMessage) => {
+    if (message.type === "close") {
+      // (Node's close() ends idle keep-alive connections itself; busy ones end once answered: standalone-server.ts.)
+      server.close(() => post({ type: "closed" }));
+      return;
+    }
+    settle(message);
+  }),
+);
 
 listen(server, settings.host, settings.port, true).then(
   (listening) => {

@@ -21,6 +21,7 @@ import {
   type WireRequest,
 } from "./intake-protocol.ts";
 import { withinGrace } from "./standalone-server.ts";
+import { eachMessage, TickMailbox } from "./tick-mailbox.ts";
 
 export interface IntakeThreadsOptions extends IntakeSettings {
   count: number;
@@ -40,6 +41,7 @@ export async function startIntakeThreads(options: IntakeThreadsOptions): Promise
   const { count, pool, app, log, ...settings } = options;
   const entry = workerEntryUrl(import.meta.url, "intake-thread");
   const threads = new Set<Worker>();
+  const mailboxes = new Map<Worker, TickMailbox<MainMessage>>();
   let closing = false;
 
   const start = (port: number): Promise<{ worker: Worker; port: number }> =>
@@ -48,11 +50,17 @@ export async function startIntakeThreads(options: IntakeThreadsOptions): Promise
       const calls = new Map<number, AbortController>();
       let listening = false;
       threads.add(worker);
+      const toThread = new TickMailbox<MainMessage>(worker, (message, error) => {
+        // An answer that cannot cross (nothing the replicas make should be one) fails its request instead.
+        if (message.type !== "close")
+          toThread.post({ type: "failure", id: message.id, error: toWireError(error) });
+      });
+      mailboxes.set(worker, toThread);
       const send = (message: MainMessage, transfer: ArrayBuffer[] = []) => {
         // A thread that exited meanwhile has nobody left to answer.
-        if (threads.has(worker)) worker.postMessage(message, transfer);
+        if (threads.has(worker)) toThread.post(message, transfer);
       };
-      worker.on("message", (message: IntakeMessage) => {
+      const handle = (message: IntakeMessage) => {
         switch (message.type) {
           case "listening":
             listening = true;
@@ -117,13 +125,15 @@ export async function startIntakeThreads(options: IntakeThreadsOptions): Promise
           case "closed":
             return;
         }
-      });
+      };
+      worker.on("message", eachMessage(handle));
       worker.once("error", (error) => {
         log("http thread failed", { error: describeError(error) });
         reject(error);
       });
       worker.once("exit", (code) => {
         threads.delete(worker);
+        mailboxes.delete(worker);
         for (const abort of calls.values())
           abort.abort(new SwitchyardError("unavailable", "HTTP thread exited"));
         // Only one that served is replaced: one that could not listen would fail again, and again.
@@ -156,12 +166,17 @@ export async function startIntakeThreads(options: IntakeThreadsOptions): Promise
       const closed = workers.map(
         (worker) =>
           new Promise<void>((resolve) => {
-            const onMessage = (message: IntakeMessage) => {
-              if (message.type === "closed") resolve();
-            };
-            worker.on("message", onMessage);
+            worker.on(
+              "message",
+              eachMessage((message: IntakeMessage) => {
+                if (message.type === "closed") resolve();
+              }),
+            );
             worker.once("exit", () => resolve());
-            worker.postMessage({ type: "close" } satisfies MainMessage);
+            // After the answers already gathered for it this turn.
+            const mailbox = mailboxes.get(worker);
+            mailbox?.post({ type: "close" });
+            mailbox?.flush();
           }),
       );
       await withinGrace(Promise.all(closed), graceMs);

@@ -43,9 +43,10 @@ import {
 import { decodeInferResponse, encodeInferRequest } from "../../shared/oip/codec.ts";
 import type { Tensor } from "../../shared/oip/tensor.ts";
 import { closedLoop, type LoadResult, round } from "../gpu/measure.ts";
+import { readThreadStat } from "../registry/process-cpu.ts";
 import { threadedLoad } from "./client-threads.ts";
 import { HttpLoad, type PreparedRequest, requestHeaders } from "./http-load.ts";
-import { type Measured, renderHotPathReport } from "./report.ts";
+import { MAIN_THREAD_CPU, type Measured, renderHotPathReport } from "./report.ts";
 import { startAgentTarget, startAnchorTarget, startGatewayTarget, type Target } from "./targets.ts";
 
 const { values } = parseArgs({
@@ -302,6 +303,7 @@ async function main(): Promise<void> {
               for (const concurrency of concurrencies) {
                 // Batching only changes anything with company; one client measures the unbatched path.
                 if (batched && concurrency === 1 && entry.name === "mlp") continue;
+                const mainBefore = mainThreadCpuMs(target);
                 const { load, phases } = await threadedLoad({
                   url: target.url,
                   prepared,
@@ -310,6 +312,12 @@ async function main(): Promise<void> {
                   warmupS: warmupSeconds,
                   seconds,
                 });
+                const mainAfter = mainThreadCpuMs(target);
+                if (mainBefore !== undefined && mainAfter !== undefined && load.answered > 0) {
+                  // The agent's main thread, which routes every request: its CPU per answer (warm-up included
+                  // on both sides). /proc counts in ticks of 10 ms, a few in a window of seconds.
+                  phases[MAIN_THREAD_CPU] = round((mainAfter - mainBefore) / load.answered, 3);
+                }
                 results.push({
                   model: entry.name,
                   target: target.kind,
@@ -393,6 +401,11 @@ function verify(
       throw new Error(`${encoding} outputs differ from a direct onnxruntime run (output ${output.name})`);
     }
   });
+}
+
+/** The CPU the standalone agent's main thread has spent so far (ms); undefined for other targets. */
+function mainThreadCpuMs(target: Target): number | undefined {
+  return target.pid === undefined ? undefined : readThreadStat(target.pid, target.pid)?.cpuMs;
 }
 
 function summary(load: LoadResult): string {

@@ -27,6 +27,9 @@ export interface HotPathReport {
 
 const TARGETS = ["raw", "anchor", "agent-main", "agent", "gateway"];
 
+/** The phase that is not a Server-Timing stage: the standalone agent's main thread's CPU per answer (ms). */
+export const MAIN_THREAD_CPU = "main cpu";
+
 export function renderHotPathReport(report: HotPathReport): string {
   const lines: string[] = [];
   lines.push(`# Hot path: what a request costs around onnxruntime (${report.device})`, "");
@@ -69,7 +72,7 @@ export function renderHotPathReport(report: HotPathReport): string {
         .sort((a, b) => a.target.localeCompare(b.target) || Number(a.batched) - Number(b.batched));
       if (staged.length > 0) {
         lines.push(
-          "Where the time goes (Server-Timing, mean ms). Agent: run is onnxruntime's part of infer, on the session's thread. Gateway: the Worker's own share is total - registry, the registry's registry - roundtrip, the websocket's roundtrip - agent.",
+          `Where the time goes (Server-Timing, mean ms). Agent: run is onnxruntime's part of infer, on the session's thread; ${MAIN_THREAD_CPU} is the CPU its main thread (which routes every request) spent per answer, read from /proc around the load. Gateway: the Worker's own share is total - registry, the registry's registry - roundtrip, the websocket's roundtrip - agent.`,
           "",
         );
         const phases = [...new Set(staged.flatMap((row) => Object.keys(row.phases)))];
@@ -177,6 +180,16 @@ function targetChecks(report: HotPathReport): string[] {
     "≤ 25 ms",
     (v) => v <= 25,
   );
+  const alone = find("mlp", "agent", "binary", false, 1)?.latency.p50;
+  if (alone !== undefined && mlpPlain !== undefined && alone > 0) {
+    // Each closed-loop client has one request out at a time: 32 of them finish at most 32 requests per
+    // the time one request takes alone, whatever batching does.
+    const ceiling = (32 / alone) * 1000;
+    lines.push(
+      "",
+      `The MLP's ceiling in this closed loop: 32 clients finish at most 32 requests per the latency of one request alone (agent, 1 client, p50 ${round(alone, 2)} ms), ${round(ceiling, 0)} req/s, ${round(ceiling / mlpPlain.throughput, 2)}x unbatched at 32 clients. Batching can reach 5x only once a request alone takes less than ${round((32 / (5 * mlpPlain.throughput)) * 1000, 2)} ms.`,
+    );
+  }
   return lines;
 }
 

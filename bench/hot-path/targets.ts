@@ -18,6 +18,8 @@ export interface Target {
   headers: Record<string, string>;
   /** The one model it serves (the anchor), or every model. */
   model?: string;
+  /** The agent's process (the standalone targets): its main thread's CPU is read around each load. */
+  pid?: number;
   stop(): Promise<void>;
 }
 
@@ -75,7 +77,13 @@ export async function startAgentTarget(
   });
   const url = await started(process, /standalone server listening url=(\S+)/, "the agent");
   await process.waitForOutput(/agent ready/, 120_000);
-  return { kind, url, headers: {}, stop: () => process.stop().then(() => undefined) };
+  return {
+    kind,
+    url,
+    headers: {},
+    ...(process.child.pid === undefined ? {} : { pid: process.child.pid }),
+    stop: () => process.stop().then(() => undefined),
+  };
 }
 
 /** `wrangler dev` on a free port, and an agent that joins it with its own repository. */

@@ -23,9 +23,21 @@ export interface ProcessStat {
  * itself hold spaces and parentheses, so the fields are counted from the last ")".
  */
 export function readStat(pid: number): ProcessStat | undefined {
+  return parseStat(pid, `/proc/${pid}/stat`);
+}
+
+/**
+ * The same for one thread of a process (its main thread: `tid` = `pid`): what that thread alone spent, where
+ * /proc/<pid>/stat sums every thread's.
+ */
+export function readThreadStat(pid: number, tid: number): ProcessStat | undefined {
+  return parseStat(pid, `/proc/${pid}/task/${tid}/stat`);
+}
+
+function parseStat(pid: number, path: string): ProcessStat | undefined {
   let text: string;
   try {
-    text = readFileSync(`/proc/${pid}/stat`, "utf8");
+    text = readFileSync(path, "utf8");
   } catch {
     return undefined;
   }

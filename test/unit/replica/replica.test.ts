@@ -1,3 +1,4 @@
+import { setImmediate as nextTurn } from "node:timers/promises";
 import { describe, expect, test } from "vitest";
 import { SwitchyardError } from "../../../shared/errors.ts";
 import type { Tensor } from "../../../shared/oip/tensor.ts";
@@ -18,6 +19,8 @@ const inputFor = (batch = 2): Tensor => ({
   shape: [batch, 16],
   data: Float32Array.from({ length: batch * 16 }, (_, index) => Math.sin(index)),
 });
+/** A replica reports its changes at the end of the event loop's turn: after this, this turn's have come. */
+const reportsOfThisTurn = () => nextTurn();
 const loadedNames = (state: ReplicaState) => state.loaded.map((entry) => entry.name).sort();
 
 describe("Replica", () => {
@@ -145,6 +148,7 @@ describe("Replica", () => {
     await Promise.all(
       Array.from({ length: 3 }, () => replica.infer({ model: model(0), inputs: [inputFor()] })),
     );
+    await reportsOfThisTurn();
     expect(Math.max(...seen.map((state) => state.inFlight))).toBe(1);
     expect(Math.max(...seen.map((state) => state.queued))).toBe(2);
     const last = seen.at(-1);
@@ -157,11 +161,27 @@ describe("Replica", () => {
     const seen: ReplicaState[] = [];
     replica.onChange((state) => seen.push(state));
     await replica.infer({ model: model(0), inputs: [inputFor()] });
+    await reportsOfThisTurn();
     expect(seen.some((state) => state.loading.some((entry) => entry.name === model(0)))).toBe(true);
     expect(
       seen.some((state) => state.loaded.some((entry) => entry.name === model(0) && entry.inFlight === 1)),
     ).toBe(true);
     expect(seen.at(-1)?.loaded).toEqual([expect.objectContaining({ name: model(0), inFlight: 0 })]);
+  });
+
+  test("a request's steps on a loaded model are reported together: once it runs, once it is done", async () => {
+    const replica = replicaWith();
+    await replica.infer({ model: model(0), inputs: [inputFor()] });
+    const seen: ReplicaState[] = [];
+    replica.onChange((state) => seen.push(state));
+    await replica.infer({ model: model(0), inputs: [inputFor()] });
+    await reportsOfThisTurn();
+    // Its slot and its lease are taken in one turn of the event loop and given back in another: a report
+    // for each turn, taken after the turn's changes (not one per change: four here).
+    expect(seen.map((state) => [state.inFlight, state.loaded[0]?.inFlight])).toEqual([
+      [1, 1],
+      [0, 0],
+    ]);
   });
 
   test("keep-alive unloads a model left idle", async () => {
