@@ -486,7 +486,14 @@ export class Replica {
       this.#reportDue = false;
       if (this.#listeners.size === 0) return;
       const state = this.state();
-      for (const listener of this.#listeners) listener(state);
+      for (const listener of this.#listeners) {
+        try {
+          listener(state);
+        } catch (error) {
+          // Out of every caller's stack here: thrown on, it would end the agent.
+          console.error("replica: a state listener threw", error);
+        }
+      }
     });
   }
 

@@ -1,5 +1,5 @@
 import { setImmediate as nextTurn } from "node:timers/promises";
-import { describe, expect, test } from "vitest";
+import { describe, expect, test, vi } from "vitest";
 import { SwitchyardError } from "../../../shared/errors.ts";
 import type { Tensor } from "../../../shared/oip/tensor.ts";
 import type { ReplicaState } from "../../../shared/protocol/replica-state.ts";
@@ -182,6 +182,24 @@ describe("Replica", () => {
       [1, 1],
       [0, 0],
     ]);
+  });
+
+  test("a state listener that throws is logged; the others still hear every report", async () => {
+    const replica = replicaWith();
+    const logged = vi.spyOn(console, "error").mockImplementation(() => undefined);
+    try {
+      replica.onChange(() => {
+        throw new Error("listener bug");
+      });
+      const seen: ReplicaState[] = [];
+      replica.onChange((state) => seen.push(state));
+      await replica.infer({ model: model(0), inputs: [inputFor()] });
+      await reportsOfThisTurn();
+      expect(seen.at(-1)?.loaded).toEqual([expect.objectContaining({ name: model(0), inFlight: 0 })]);
+      expect(logged).toHaveBeenCalledWith("replica: a state listener threw", expect.any(Error));
+    } finally {
+      logged.mockRestore();
+    }
   });
 
   test("keep-alive unloads a model left idle", async () => {

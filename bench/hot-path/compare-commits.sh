@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# The hot-path benchmark of this checkout run against the agent of another commit and against this one's,
+# alternating, so that a change to the agent is measured with the same benchmark on the same host in one go:
+#
+#   bash bench/hot-path/compare-commits.sh <commit> <rounds> <out-dir> [bench:hot-path arguments...]
+#
+# The other commit's tree is checked out beside (a git worktree) with this checkout's bench/ copied over it,
+# so only the agent differs. Each run writes <out-dir>/<before|after>-<round>/hot-path-<device>.md; the rows of
+# each are printed as they finish.
+set -euo pipefail
+commit=$1
+rounds=$2
+out=$(realpath -m "$3")
+shift 3
+here=$(git rev-parse --show-toplevel)
+before=$(mktemp -d)/before
+git -C "$here" worktree add --quiet --detach "$before" "$commit"
+trap 'git -C "$here" worktree remove --force "$before"' EXIT
+cp -r "$here/bench/." "$before/bench/"
+ln -s "$here/node_modules" "$before/node_modules"
+export PATH="$here/node_modules/.bin:$PATH"
+for round in $(seq 1 "$rounds"); do
+  for side in before after; do
+    tree=$here
+    [ "$side" = before ] && tree=$before
+    (cd "$tree" && node bench/hot-path/hot-path.ts "$@" --out "$out/$side-$round" > /dev/null)
+    echo "== $side ($([ "$side" = before ] && echo "$commit" || echo this checkout)), round $round"
+    grep -E '^\| (agent|anchor|raw)' "$out/$side-$round"/hot-path-*.md
+  done
+done
