@@ -210,7 +210,9 @@ ${rows.join("\n")}
 Where the gateway path's time goes, p50 of each share in ms, from the gateway's Server-Timing: \`proxy\` is the
 client's wait minus the Worker's \`total\` (wrangler dev's local proxy, HTTP on loopback), \`Worker\` its own work
 (\`total\` − \`registry\`), \`pool\` the asks to the registry and the relay's share (\`registry\` − \`roundtrip\`),
-\`websocket\` both ways to the agent (\`roundtrip\` − \`agent\`), \`agent\` the agent's own.
+\`websocket\` both ways to the agent (\`roundtrip\` − \`agent\`), \`agent\` the agent's own. The gateway's
+figures come from workerd's clock, which counts whole milliseconds and moves only between I/O events: a share
+under a millisecond reads as 0 or 1 (the agent's own is measured in Node, to the microsecond).
 
 | request | proxy | Worker | pool | websocket | agent |
 |---|---|---|---|---|---|
