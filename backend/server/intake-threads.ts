@@ -7,7 +7,7 @@
 import { createServer } from "node:net";
 import { Worker } from "node:worker_threads";
 import type { Hono } from "hono";
-import { describeError, SwitchyardError } from "../../shared/errors.ts";
+import { describeError, noRoute, SwitchyardError } from "../../shared/errors.ts";
 import type { ReplicaPool } from "../pool/replica-pool.ts";
 import { requestBuffers } from "../replica/buffer-pool.ts";
 import { workerEntryUrl } from "../worker-entry-url.ts";
@@ -185,6 +185,9 @@ export async function startIntakeThreads(options: IntakeThreadsOptions): Promise
   };
 }
 
+/** The methods fetch forbids in a Request (CONNECT, TRACE, TRACK). */
+const FORBIDDEN_METHODS = new Set(["CONNECT", "TRACE", "TRACK"]);
+
 /** A forwarded request through the app, its answer read whole (the app's answers are small and finite). */
 async function throughApp(
   app: Hono,
@@ -194,6 +197,10 @@ async function throughApp(
   response: { status: number; headers: [string, string][]; body: ArrayBuffer };
   transfer: ArrayBuffer[];
 }> {
+  // No route of the app takes them, and a web Request cannot carry them: the app's own 404, as on the main
+  // thread's server (whose Hono adapter builds no Request for them).
+  if (FORBIDDEN_METHODS.has(wire.method.toUpperCase()))
+    throw noRoute(wire.method, new URL(wire.url).pathname);
   let request: Request;
   try {
     request = new Request(wire.url, {

@@ -1,4 +1,5 @@
 import { spawnSync } from "node:child_process";
+import { request as httpRequest } from "node:http";
 import * as ort from "onnxruntime-node";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import { DATATYPES, type Datatype, type TensorData } from "../../shared/oip/datatypes.ts";
@@ -80,6 +81,21 @@ function sampleData(datatype: Datatype, count: number): TensorData {
   }
 }
 
+/** A request fetch cannot send (its method), through node:http. */
+function rawRequest(url: string, method: string, path: string): Promise<{ status: number; body: string }> {
+  return new Promise((resolve, reject) => {
+    const call = httpRequest(new URL(path, url), { method }, (response) => {
+      const chunks: Buffer[] = [];
+      response.on("data", (chunk: Buffer) => chunks.push(chunk));
+      response.on("end", () =>
+        resolve({ status: response.statusCode ?? 0, body: Buffer.concat(chunks).toString("utf8") }),
+      );
+    });
+    call.on("error", reject);
+    call.end();
+  });
+}
+
 // Every behaviour below, from the main thread's HTTP server and from two intake threads sharing the port.
 describe.each([0, 2])("standalone OIP v2 server, HTTP on %i threads", (httpThreads) => {
   beforeAll(async () => {
@@ -107,6 +123,14 @@ describe.each([0, 2])("standalone OIP v2 server, HTTP on %i threads", (httpThrea
     });
     const det = (await (await get(`/v2/models/${DET_MODEL}/versions/1`)).json()) as { inputs: unknown[] };
     expect(det.inputs).toEqual([{ name: "x", datatype: "FP32", shape: [-1, 3, -1, -1] }]);
+  });
+
+  test("a method no route takes is a 404 naming it, TRACE included (which fetch itself refuses to build)", async () => {
+    for (const method of ["TRACE", "PATCH"]) {
+      const answer = await rawRequest(agent.url, method, "/v2/health/live");
+      expect(answer.status, method).toBe(404);
+      expect(JSON.parse(answer.body), method).toEqual({ error: `no route for ${method} /v2/health/live` });
+    }
   });
 
   test("PP-OCRv4 detection over the binary extension equals a direct onnxruntime run", async () => {
