@@ -110,7 +110,7 @@ export class ModelCache<S> {
   readonly #releasing = new Set<Promise<void>>();
   /** Sizes seen once loaded, which plan later loads of the same model better than an estimate. */
   readonly #loadedBytes = new Map<string, number>();
-  readonly #listeners = new Set<(snapshot: CacheSnapshot) => void>();
+  readonly #listeners = new Set<() => void>();
   /** Keys kept loaded until unpinned (model control's `load`): never victims, never expired. */
   readonly #pinned = new Set<string>();
   /**
@@ -238,8 +238,11 @@ export class ModelCache<S> {
     };
   }
 
-  /** Calls `listener` with a fresh snapshot after every change; returns the unsubscribe. */
-  onChange(listener: (snapshot: CacheSnapshot) => void): () => void {
+  /**
+   * Calls `listener` after every change (it reads `snapshot()` when it wants one: the replica reports once per
+   * turn, not per change); returns the unsubscribe.
+   */
+  onChange(listener: () => void): () => void {
     this.#listeners.add(listener);
     return () => {
       this.#listeners.delete(listener);
@@ -462,10 +465,9 @@ export class ModelCache<S> {
   #changed(): void {
     this.#scheduleExpiry();
     if (this.#listeners.size === 0) return;
-    const snapshot = this.snapshot();
     for (const listener of this.#listeners) {
       try {
-        listener(snapshot);
+        listener();
       } catch (error) {
         this.#logError("model cache: a change listener threw", error);
       }

@@ -124,6 +124,7 @@ export class Replica {
   readonly #listeners = new Set<(state: ReplicaState) => void>();
   /** A report of the state to the listeners is on its way (#changed). */
   #reportDue = false;
+  #closed = false;
   readonly #limits: { maxModels: number; maxModelBytes: number };
   readonly #versions = new VersionMemo(VERSION_REFRESH_MS);
   /** One batcher per loaded session; it goes with the session when the model is unloaded. */
@@ -475,7 +476,7 @@ export class Replica {
    * Listeners hear the state once per turn of the event loop that changed it: a request changes it four
    * times (its slot and its lease, taken and given back), a batch's requests all finish in one turn, and at
    * thousands of requests a second one snapshot per change was a large share of the main thread's time
-   * (bench/results/hot-path-cuda.md). The snapshot is taken at the turn's end (its check phase), after the
+   * (bench/results/hot-path-cuda.md, hot-path-cpu-main-thread.md). The snapshot is taken at the turn's end (its check phase), after the
    * turn's changes. Whoever routes on it counts its own requests in flight (shared/routing/dispatcher.ts),
    * as the gateway does with reports that come over the network.
    */
@@ -484,20 +485,26 @@ export class Replica {
     this.#reportDue = true;
     setImmediate(() => {
       this.#reportDue = false;
-      if (this.#listeners.size === 0) return;
-      const state = this.state();
-      for (const listener of this.#listeners) {
-        try {
-          listener(state);
-        } catch (error) {
-          // Out of every caller's stack here: thrown on, it would end the agent.
-          console.error("replica: a state listener threw", error);
+      // Closed: nobody routes on it any more (its last changes were its models unloading).
+      if (this.#listeners.size === 0 || this.#closed) return;
+      // Out of every caller's stack here: thrown on, an error would end the agent.
+      try {
+        const state = this.state();
+        for (const listener of this.#listeners) {
+          try {
+            listener(state);
+          } catch (error) {
+            console.error("replica: a state listener threw", error);
+          }
         }
+      } catch (error) {
+        console.error("replica: its state could not be read", error);
       }
     });
   }
 
   async close(): Promise<void> {
+    this.#closed = true;
     await this.#cache.close();
   }
 }

@@ -51,8 +51,9 @@ export async function startIntakeThreads(options: IntakeThreadsOptions): Promise
       let listening = false;
       threads.add(worker);
       const toThread = new TickMailbox<MainMessage>(worker, (message, error) => {
-        // An answer that cannot cross (nothing the replicas make should be one) fails its request instead.
-        if (message.type !== "close")
+        // An answer that cannot cross (nothing the replicas make should be one) fails its request instead;
+        // a failure is plain data, and one that could not cross either is not tried again.
+        if (message.type !== "close" && message.type !== "failure")
           toThread.post({ type: "failure", id: message.id, error: toWireError(error) });
       });
       mailboxes.set(worker, toThread);
@@ -185,7 +186,7 @@ export async function startIntakeThreads(options: IntakeThreadsOptions): Promise
   };
 }
 
-/** The methods fetch forbids in a Request (CONNECT, TRACE, TRACK). */
+/** The methods fetch forbids in a Request. */
 const FORBIDDEN_METHODS = new Set(["CONNECT", "TRACE", "TRACK"]);
 
 /** A forwarded request through the app, its answer read whole (the app's answers are small and finite). */
@@ -198,7 +199,8 @@ async function throughApp(
   transfer: ArrayBuffer[];
 }> {
   // No route of the app takes them, and a web Request cannot carry them: the app's own 404, as on the main
-  // thread's server (whose Hono adapter builds no Request for them).
+  // thread's server (whose Hono adapter builds no Request for them). Of the three only TRACE gets here: Node's
+  // parser refuses TRACK, and CONNECT goes to the server's 'connect' event.
   if (FORBIDDEN_METHODS.has(wire.method.toUpperCase()))
     throw noRoute(wire.method, new URL(wire.url).pathname);
   let request: Request;

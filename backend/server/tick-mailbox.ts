@@ -5,8 +5,8 @@
  * the same thread share it (bench/results/hot-path-cpu-main-thread.md).
  *
  * The batch leaves in the turn's check phase (setImmediate): after every socket and message callback that
- * the turn's poll phase ran, so requests read from several connections in one turn travel together, and no
- * later than a timer could fire.
+ * the turn's poll phase ran, so requests read from several connections in one turn travel together. (What is
+ * posted during a check phase itself leaves in the next turn's.)
  */
 
 /** The sending end: a Worker, a MessagePort or a worker's parentPort. */
@@ -51,31 +51,37 @@ export class TickMailbox<M> {
       this.#port.postMessage(messages, transfer);
     } catch {
       // Nothing was sent or moved: one by one, so that only the message at fault is lost.
-      for (const message of messages) this.#postAlone(message, transfer);
+      const listed = new Set(transfer);
+      for (const message of messages) this.#postAlone(message, listed);
     }
   }
 
-  #postAlone(message: M, transfer: readonly ArrayBuffer[]): void {
+  #postAlone(message: M, listed: ReadonlySet<ArrayBuffer>): void {
     try {
       // Its own buffers only: the others' stay here for their own messages.
-      this.#port.postMessage(
-        [message],
-        transfer.filter((buffer) => referencedBy(message, buffer)),
-      );
+      const own = [...buffersUnder(message)].filter((buffer) => listed.has(buffer));
+      this.#port.postMessage([message], own);
     } catch (error) {
-      this.#undeliverable(message, error);
+      try {
+        this.#undeliverable(message, error);
+      } catch (failure) {
+        // In a setImmediate: thrown on, it would end the process.
+        console.error("tick mailbox: a message could not be sent, nor its failure told", failure);
+      }
     }
   }
 }
 
-/** Whether `buffer` is under any typed array (or is an ArrayBuffer) reachable from `value`. */
-function referencedBy(value: unknown, buffer: ArrayBuffer, seen = new Set<unknown>()): boolean {
-  if (value === buffer) return true;
-  if (ArrayBuffer.isView(value)) return value.buffer === buffer;
-  if (typeof value !== "object" || value === null || seen.has(value)) return false;
-  seen.add(value);
-  const children = Array.isArray(value) ? value : Object.values(value);
-  return children.some((child) => referencedBy(child, buffer, seen));
+/** The ArrayBuffers reachable from `value`: itself, or under its typed arrays, at any depth. */
+function buffersUnder(value: unknown, found = new Set<ArrayBuffer>(), seen = new Set<unknown>()) {
+  if (value instanceof ArrayBuffer) found.add(value);
+  else if (ArrayBuffer.isView(value)) {
+    if (value.buffer instanceof ArrayBuffer) found.add(value.buffer);
+  } else if (typeof value === "object" && value !== null && !seen.has(value)) {
+    seen.add(value);
+    for (const child of Array.isArray(value) ? value : Object.values(value)) buffersUnder(child, found, seen);
+  }
+  return found;
 }
 
 /** The receiving end: each message of a batch TickMailbox sent, in order. */

@@ -5,17 +5,22 @@
 #   bash bench/hot-path/compare-commits.sh <commit> <rounds> <out-dir> [bench:hot-path arguments...]
 #
 # The other commit's tree is checked out beside (a git worktree) with this checkout's bench/ copied over it,
-# so only the agent differs. Each run writes <out-dir>/<before|after>-<round>/hot-path-<device>.md; the rows of
-# each are printed as they finish.
+# so the benchmark is this one and everything it starts (backend/, shared/, scripts/) the other commit's. Each
+# run writes <out-dir>/<before|after>-<round>/hot-path-<device>.md; the rows of each are printed as they finish.
 set -euo pipefail
+if [ $# -lt 3 ]; then
+  echo "usage: bash bench/hot-path/compare-commits.sh <commit> <rounds> <out-dir> [bench:hot-path arguments...]" >&2
+  exit 2
+fi
 commit=$1
 rounds=$2
 out=$(realpath -m "$3")
 shift 3
 here=$(git rev-parse --show-toplevel)
-before=$(mktemp -d)/before
+scratch=$(mktemp -d)
+before=$scratch/before
 git -C "$here" worktree add --quiet --detach "$before" "$commit"
-trap 'git -C "$here" worktree remove --force "$before"' EXIT
+trap 'git -C "$here" worktree remove --force "$before"; rm -rf "$scratch"' EXIT
 cp -r "$here/bench/." "$before/bench/"
 ln -s "$here/node_modules" "$before/node_modules"
 export PATH="$here/node_modules/.bin:$PATH"

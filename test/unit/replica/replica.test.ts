@@ -156,41 +156,40 @@ describe("Replica", () => {
     expect(last?.queued).toBe(0);
   });
 
-  test("reports every change: loading, loaded, in flight", async () => {
+  test("reports a load while it goes, and the request once it is done", async () => {
     const replica = replicaWith();
     const seen: ReplicaState[] = [];
     replica.onChange((state) => seen.push(state));
     await replica.infer({ model: model(0), inputs: [inputFor()] });
     await reportsOfThisTurn();
+    // The load takes turns of its own (a worker thread reads the model): it shows as loading meanwhile.
     expect(seen.some((state) => state.loading.some((entry) => entry.name === model(0)))).toBe(true);
-    expect(
-      seen.some((state) => state.loaded.some((entry) => entry.name === model(0) && entry.inFlight === 1)),
-    ).toBe(true);
     expect(seen.at(-1)?.loaded).toEqual([expect.objectContaining({ name: model(0), inFlight: 0 })]);
   });
 
-  test("a request's steps on a loaded model are reported together: once it runs, once it is done", async () => {
+  test("a request's steps on a loaded model are reported together, never half done", async () => {
     const replica = replicaWith();
     await replica.infer({ model: model(0), inputs: [inputFor()] });
     const seen: ReplicaState[] = [];
     replica.onChange((state) => seen.push(state));
     await replica.infer({ model: model(0), inputs: [inputFor()] });
     await reportsOfThisTurn();
-    // Its slot and its lease are taken in one turn of the event loop and given back in another: a report
-    // for each turn, taken after the turn's changes (not one per change: four here).
-    expect(seen.map((state) => [state.inFlight, state.loaded[0]?.inFlight])).toEqual([
-      [1, 1],
-      [0, 0],
-    ]);
+    // Its slot and its lease are taken in one turn of the event loop and given back in another (or, when
+    // the run answers at once, the same): a report per turn, taken after the turn's changes, never between
+    // the slot and the lease (four reports, two of them half done, when each change made one).
+    const counts = seen.map((state) => [state.inFlight, state.loaded[0]?.inFlight]);
+    expect(counts.length).toBeLessThanOrEqual(2);
+    expect(counts.at(-1)).toEqual([0, 0]);
+    for (const [slots, leases] of counts) expect(slots).toBe(leases);
   });
 
   test("a state listener that throws is logged; the others still hear every report", async () => {
     const replica = replicaWith();
     const logged = vi.spyOn(console, "error").mockImplementation(() => undefined);
+    const unsubscribe = replica.onChange(() => {
+      throw new Error("listener bug");
+    });
     try {
-      replica.onChange(() => {
-        throw new Error("listener bug");
-      });
       const seen: ReplicaState[] = [];
       replica.onChange((state) => seen.push(state));
       await replica.infer({ model: model(0), inputs: [inputFor()] });
@@ -198,6 +197,7 @@ describe("Replica", () => {
       expect(seen.at(-1)?.loaded).toEqual([expect.objectContaining({ name: model(0), inFlight: 0 })]);
       expect(logged).toHaveBeenCalledWith("replica: a state listener threw", expect.any(Error));
     } finally {
+      unsubscribe();
       logged.mockRestore();
     }
   });
