@@ -15,6 +15,7 @@ const entries: Record<string, string> = {
   "gpu-smoke": "bench/gpu/smoke.ts",
   "gpu-bench": "bench/gpu/gpu-bench.ts",
   "two-gpus": "bench/gpu/two-gpus.ts",
+  "bucket-load": "bench/gpu/bucket-load.ts",
   // The hot-path benchmark and its anchor server (it starts the anchor and the agent from beside itself).
   "hot-path": "bench/hot-path/hot-path.ts",
   "hot-path-anchor": "bench/hot-path/anchor-server.ts",

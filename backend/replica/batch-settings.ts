@@ -40,7 +40,8 @@ export interface BatchSettings {
  * onnxruntime 1.29 rebuilds the plan of each Conv whose input shape changed and onnxruntime-node cannot
  * select the cheaper cuDNN search. No waiting by default: a request that finds its model idle runs at
  * once, and those that arrive while a batch runs form the next one (a 2 ms delay lowered throughput and
- * added 2 ms at one client).
+ * added 2 ms at one client). Batch buckets avoid the rebuilds but are sessions of their own, each warmed at
+ * load: PP-OCRv4 with four loads ~20x slower and takes ~35x the GPU memory (bench/results/bucket-load-cuda.md).
  */
 export const DEFAULT_BATCHING = {
   maxBatchSize: 1,

@@ -44,6 +44,7 @@ import { decodeInferResponse, encodeInferRequest } from "../../shared/oip/codec.
 import type { Tensor } from "../../shared/oip/tensor.ts";
 import { closedLoop, type LoadResult, round } from "../gpu/measure.ts";
 import { readThreadStat } from "../registry/process-cpu.ts";
+import { batchedConfig } from "./batched-config.ts";
 import { threadedLoad } from "./client-threads.ts";
 import { HttpLoad, type PreparedRequest, requestHeaders } from "./http-load.ts";
 import { MAIN_THREAD_CPU, type Measured, renderHotPathReport } from "./report.ts";
@@ -165,24 +166,7 @@ function writeRepository(dir: string, detPath: string): void {
       if (batched) {
         writeFileSync(
           join(dir, name, "config.json"),
-          JSON.stringify({
-            max_batch_size: entry.maxBatchSize,
-            dynamic_batching: { preferred_batch_size: entry.preferred, max_queue_delay_microseconds: 0 },
-            // The image size, so that every batch bucket is warmed at load (Triton's key).
-            model_warmup: [
-              {
-                name: "image",
-                batch_size: 1,
-                inputs: {
-                  [entry.input.name]: {
-                    data_type: "TYPE_FP32",
-                    dims: entry.input.shape.slice(1),
-                    zero_data: true,
-                  },
-                },
-              },
-            ],
-          }),
+          JSON.stringify(batchedConfig(entry.maxBatchSize, entry.preferred, entry.input)),
         );
       }
     }
