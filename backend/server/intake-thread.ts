@@ -47,10 +47,6 @@ function settle(answer: Exclude<MainMessage, { type: "close" }>): void {
   waiter?.(answer);
 }
 
-function post(message: IntakeMessage, transfer: ArrayBuffer[] = []): void {
-  toMain.post(message, transfer);
-}
-
 /** Sends a request to the main thread; resolves with its answer. A client gone away is told as an abort. */
 function ask(
   message: (id: number) => IntakeMessage,
@@ -60,13 +56,13 @@ function ask(
   nextId += 1;
   const id = nextId;
   return new Promise((resolve) => {
-    const onAbort = () => post({ type: "abort", id });
+    const onAbort = () => toMain.post({ type: "abort", id });
     signal?.addEventListener("abort", onAbort, { once: true });
     waiting.set(id, (answer) => {
       signal?.removeEventListener("abort", onAbort);
       resolve(answer);
     });
-    post(message(id), transfer);
+    toMain.post(message(id), transfer);
   });
 }
 
@@ -193,7 +189,7 @@ main.on(
   eachMessage((message: MainMessage) => {
     if (message.type === "close") {
       // (Node's close() ends idle keep-alive connections itself; busy ones end once answered: standalone-server.ts.)
-      server.close(() => post({ type: "closed" }));
+      server.close(() => toMain.post({ type: "closed" }));
       return;
     }
     settle(message);
@@ -203,10 +199,13 @@ main.on(
 listen(server, settings.host, settings.port, true).then(
   (listening) => {
     const address = listening.address();
-    post({ type: "listening", port: typeof address === "object" && address !== null ? address.port : 0 });
+    toMain.post({
+      type: "listening",
+      port: typeof address === "object" && address !== null ? address.port : 0,
+    });
   },
   (error: Error & { code?: string }) =>
-    post({
+    toMain.post({
       type: "listen-failed",
       message: error.message,
       ...(error.code === undefined ? {} : { code: error.code }),

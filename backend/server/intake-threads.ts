@@ -40,8 +40,8 @@ export interface IntakeThreads {
 export async function startIntakeThreads(options: IntakeThreadsOptions): Promise<IntakeThreads> {
   const { count, pool, app, log, ...settings } = options;
   const entry = workerEntryUrl(import.meta.url, "intake-thread");
-  const threads = new Set<Worker>();
-  const mailboxes = new Map<Worker, TickMailbox<MainMessage>>();
+  /** The threads serving now, each with its mailbox. */
+  const threads = new Map<Worker, TickMailbox<MainMessage>>();
   let closing = false;
 
   const start = (port: number): Promise<{ worker: Worker; port: number }> =>
@@ -49,14 +49,13 @@ export async function startIntakeThreads(options: IntakeThreadsOptions): Promise
       const worker = new Worker(entry, { workerData: { ...settings, port } satisfies IntakeSettings });
       const calls = new Map<number, AbortController>();
       let listening = false;
-      threads.add(worker);
       const toThread = new TickMailbox<MainMessage>(worker, (message, error) => {
         // An answer that cannot cross (nothing the replicas make should be one) fails its request instead;
         // a failure is plain data, and one that could not cross either is not tried again.
         if (message.type !== "close" && message.type !== "failure")
           toThread.post({ type: "failure", id: message.id, error: toWireError(error) });
       });
-      mailboxes.set(worker, toThread);
+      threads.set(worker, toThread);
       const send = (message: MainMessage, transfer: ArrayBuffer[] = []) => {
         // A thread that exited meanwhile has nobody left to answer.
         if (threads.has(worker)) toThread.post(message, transfer);
@@ -134,7 +133,6 @@ export async function startIntakeThreads(options: IntakeThreadsOptions): Promise
       });
       worker.once("exit", (code) => {
         threads.delete(worker);
-        mailboxes.delete(worker);
         for (const abort of calls.values())
           abort.abort(new SwitchyardError("unavailable", "HTTP thread exited"));
         // Only one that served is replaced: one that could not listen would fail again, and again.
@@ -148,14 +146,14 @@ export async function startIntakeThreads(options: IntakeThreadsOptions): Promise
 
   const first = await start(await claimPort(settings.host, settings.port)).catch(async (error: unknown) => {
     closing = true;
-    await Promise.all([...threads].map((worker) => worker.terminate()));
+    await Promise.all([...threads.keys()].map((worker) => worker.terminate()));
     throw error;
   });
   try {
     await Promise.all(Array.from({ length: count - 1 }, () => start(first.port)));
   } catch (error) {
     closing = true;
-    await Promise.all([...threads].map((worker) => worker.terminate()));
+    await Promise.all([...threads.keys()].map((worker) => worker.terminate()));
     throw error;
   }
 
@@ -165,7 +163,7 @@ export async function startIntakeThreads(options: IntakeThreadsOptions): Promise
       closing = true;
       const workers = [...threads];
       const closed = workers.map(
-        (worker) =>
+        ([worker, mailbox]) =>
           new Promise<void>((resolve) => {
             worker.on(
               "message",
@@ -175,13 +173,12 @@ export async function startIntakeThreads(options: IntakeThreadsOptions): Promise
             );
             worker.once("exit", () => resolve());
             // After the answers already gathered for it this turn.
-            const mailbox = mailboxes.get(worker);
-            mailbox?.post({ type: "close" });
-            mailbox?.flush();
+            mailbox.post({ type: "close" });
+            mailbox.flush();
           }),
       );
       await withinGrace(Promise.all(closed), graceMs);
-      await Promise.all(workers.map((worker) => worker.terminate()));
+      await Promise.all(workers.map(([worker]) => worker.terminate()));
     },
   };
 }

@@ -17,8 +17,8 @@ export interface MailPort {
 export class TickMailbox<M> {
   readonly #port: MailPort;
   readonly #undeliverable: (message: M, error: unknown) => void;
-  #messages: M[] = [];
-  #transfer: ArrayBuffer[] = [];
+  /** This turn's messages, each with the buffers that move with it. */
+  #mail: { message: M; transfer: readonly ArrayBuffer[] }[] = [];
   #due = false;
 
   /**
@@ -32,8 +32,7 @@ export class TickMailbox<M> {
 
   /** Sends `message` with this turn's others; the buffers in `transfer` move with it (detached here). */
   post(message: M, transfer: readonly ArrayBuffer[] = []): void {
-    this.#messages.push(message);
-    for (const buffer of transfer) this.#transfer.push(buffer);
+    this.#mail.push({ message, transfer });
     if (this.#due) return;
     this.#due = true;
     setImmediate(() => this.flush());
@@ -42,25 +41,24 @@ export class TickMailbox<M> {
   /** Sends what is gathered now (a message that must not wait for the turn's end, or before closing). */
   flush(): void {
     this.#due = false;
-    const messages = this.#messages;
-    const transfer = this.#transfer;
-    if (messages.length === 0) return;
-    this.#messages = [];
-    this.#transfer = [];
+    const mail = this.#mail;
+    if (mail.length === 0) return;
+    this.#mail = [];
     try {
-      this.#port.postMessage(messages, transfer);
+      this.#port.postMessage(
+        mail.map(({ message }) => message),
+        mail.flatMap(({ transfer }) => transfer),
+      );
     } catch {
-      // Nothing was sent or moved: one by one, so that only the message at fault is lost.
-      const listed = new Set(transfer);
-      for (const message of messages) this.#postAlone(message, listed);
+      // Nothing was sent or moved: one by one, each with its own buffers, so that only the message at fault
+      // is lost.
+      for (const { message, transfer } of mail) this.#postAlone(message, transfer);
     }
   }
 
-  #postAlone(message: M, listed: ReadonlySet<ArrayBuffer>): void {
+  #postAlone(message: M, transfer: readonly ArrayBuffer[]): void {
     try {
-      // Its own buffers only: the others' stay here for their own messages.
-      const own = [...buffersUnder(message)].filter((buffer) => listed.has(buffer));
-      this.#port.postMessage([message], own);
+      this.#port.postMessage([message], transfer);
     } catch (error) {
       try {
         this.#undeliverable(message, error);
@@ -70,18 +68,6 @@ export class TickMailbox<M> {
       }
     }
   }
-}
-
-/** The ArrayBuffers reachable from `value`: itself, or under its typed arrays, at any depth. */
-function buffersUnder(value: unknown, found = new Set<ArrayBuffer>(), seen = new Set<unknown>()) {
-  if (value instanceof ArrayBuffer) found.add(value);
-  else if (ArrayBuffer.isView(value)) {
-    if (value.buffer instanceof ArrayBuffer) found.add(value.buffer);
-  } else if (typeof value === "object" && value !== null && !seen.has(value)) {
-    seen.add(value);
-    for (const child of Array.isArray(value) ? value : Object.values(value)) buffersUnder(child, found, seen);
-  }
-  return found;
 }
 
 /** The receiving end: each message of a batch TickMailbox sent, in order. */

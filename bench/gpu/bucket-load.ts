@@ -9,13 +9,14 @@
  *   npm run bench:bucket-load [-- --device cuda --gpu 0] [--rounds 3]
  *   node dist/bucket-load.mjs --device cuda --det-model dist/det.onnx --out $OUT    on a GPU host
  */
-import { execFileSync } from "node:child_process";
 import { mkdirSync, mkdtempSync, symlinkSync, writeFileSync } from "node:fs";
-import { cpus, tmpdir, totalmem } from "node:os";
+import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { parseArgs } from "node:util";
+import { gpuUsedMemory } from "../../backend/replica/gpu-memory.ts";
 import { batchedConfig } from "../hot-path/batched-config.ts";
 import { startAgentTarget } from "../hot-path/targets.ts";
+import { machineLabel } from "./machine.ts";
 
 const { values } = parseArgs({
   options: {
@@ -41,15 +42,10 @@ writeFileSync(
   JSON.stringify(batchedConfig(8, [1, 2, 4, 8], image)),
 );
 
-/** MiB in use on the GPU; undefined on the CPU. */
-function gpuMemoryMiB(): number | undefined {
-  if (!cuda) return undefined;
-  const text = execFileSync(
-    "nvidia-smi",
-    ["--query-gpu=memory.used", "--format=csv,noheader,nounits", "-i", values.gpu],
-    { encoding: "utf8" },
-  );
-  return Number(text.trim());
+/** MiB in use on the GPU (the agent's own reading, backend/replica/gpu-memory.ts); undefined on the CPU. */
+async function gpuMemoryMiB(): Promise<number | undefined> {
+  const bytes = cuda ? await gpuUsedMemory(Number(values.gpu)) : undefined;
+  return bytes === undefined ? undefined : bytes / 2 ** 20;
 }
 
 const agent = await startAgentTarget([
@@ -63,12 +59,12 @@ try {
     const loads: string[] = [];
     const memory: string[] = [];
     for (let round = 0; round < rounds; round += 1) {
-      const before = gpuMemoryMiB();
+      const before = await gpuMemoryMiB();
       const started = performance.now();
       const answer = await fetch(`${agent.url}/v2/repository/models/${model}/load`, { method: "POST" });
       const took = performance.now() - started;
       if (!answer.ok) throw new Error(`loading ${model}: HTTP ${answer.status} ${await answer.text()}`);
-      const after = gpuMemoryMiB();
+      const after = await gpuMemoryMiB();
       loads.push(took.toFixed(0));
       if (before !== undefined && after !== undefined) memory.push(`+${after - before}`);
       const unloaded = await fetch(`${agent.url}/v2/repository/models/${model}/unload`, { method: "POST" });
@@ -84,7 +80,7 @@ try {
   await agent.stop();
 }
 
-const machine = `${cpus().length} x ${cpus()[0]?.model.trim() ?? "cpu"}, ${Math.round(totalmem() / 2 ** 30)} GiB${cuda ? ", GPU" : ""}`;
+const machine = machineLabel(cuda ? Number(values.gpu) : undefined);
 const report = [
   `# Batch buckets at load (${values.device})`,
   "",

@@ -20,9 +20,8 @@
  *
  * Results: bench/results/hot-path-<device>.md (and .json), with the machine and the command.
  */
-import { execFileSync } from "node:child_process";
 import { mkdirSync, mkdtempSync, symlinkSync, writeFileSync } from "node:fs";
-import { cpus, tmpdir, totalmem } from "node:os";
+import { cpus, tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { parseArgs } from "node:util";
 import * as ort from "onnxruntime-node";
@@ -42,6 +41,7 @@ import {
 } from "../../scripts/lib/onnx-builder.ts";
 import { decodeInferResponse, encodeInferRequest } from "../../shared/oip/codec.ts";
 import type { Tensor } from "../../shared/oip/tensor.ts";
+import { machineLabel } from "../gpu/machine.ts";
 import { closedLoop, type LoadResult, round } from "../gpu/measure.ts";
 import { readThreadStat } from "../registry/process-cpu.ts";
 import { batchedConfig } from "./batched-config.ts";
@@ -323,7 +323,7 @@ async function main(): Promise<void> {
     for (const target of started) await target.stop();
   }
 
-  const machine = `${cpus().length} x ${cpus()[0]?.model.trim() ?? "cpu"}, ${Math.round(totalmem() / 2 ** 30)} GiB${device.kind === "cuda" ? `, ${gpuName(device.deviceId)}` : ""}`;
+  const machine = machineLabel(device.kind === "cuda" ? device.deviceId : undefined);
   const command = `npm run bench:hot-path -- ${process.argv.slice(2).join(" ")}`.trim();
   const outDir = resolve(values.out);
   mkdirSync(outDir, { recursive: true });
@@ -394,16 +394,6 @@ function mainThreadCpuMs(target: Target): number | undefined {
 
 function summary(load: LoadResult): string {
   return `${round(load.throughput, 1)} req/s, p50 ${round(load.latency.p50)} ms, p99 ${round(load.latency.p99)} ms${load.failed > 0 ? `, ${load.failed} failed (${load.firstError})` : ""}`;
-}
-
-function gpuName(deviceId: number): string {
-  try {
-    return execFileSync("nvidia-smi", ["--query-gpu=name", "--format=csv,noheader", "-i", String(deviceId)], {
-      encoding: "utf8",
-    }).trim();
-  } catch {
-    return "GPU (nvidia-smi failed)";
-  }
 }
 
 await main();
