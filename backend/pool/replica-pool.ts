@@ -63,20 +63,34 @@ export class ReplicaPool {
    * Runs a request on the replica the policy picks, waiting in the queue while every one is busy. At the
    * request's deadline it is answered 504 wherever it is: taken out of the queue, out of its replica's line
    * (the replica stops waiting for a slot, a batch or a load for it), or, while its run goes on (a run cannot
-   * be interrupted), left to finish with its slot still taken and its answer dropped.
+   * be interrupted), left to finish with its slot still taken and its answer dropped. When the call's signal
+   * aborts (its client went away) it fails with the signal's reason the same way, and one waiting in the
+   * queue gives its place to the next.
    */
   infer(call: PooledInferCall): Promise<PooledOutcome> {
     return new Promise<PooledOutcome>((resolve, reject) => {
+      const { signal: caller } = call;
+      if (caller?.aborted) return reject(caller.reason);
+      /** While it waits in the queue: its caller leaving takes it out. */
+      const leave = () => {
+        if (this.#dispatcher.cancel((waiting) => waiting === pending) === undefined) return;
+        reject(caller?.reason);
+        this.#armTimer();
+      };
       const pending: Pending = {
         call,
-        fail: reject,
+        fail: (error) => {
+          caller?.removeEventListener("abort", leave);
+          reject(error);
+        },
         start: (address, queuedMs) => {
+          caller?.removeEventListener("abort", leave);
           const replica = this.#byId.get(address);
           if (replica === undefined) return reject(new SwitchyardError("unavailable", "replica went away"));
-          const late = call.deadline.watch(`'${call.model}' did not answer`);
-          late.signal.addEventListener("abort", () => reject(late.signal.reason), { once: true });
-          const signal =
-            call.signal === undefined ? late.signal : AbortSignal.any([call.signal, late.signal]);
+          // Aborts at the deadline, or when the caller's signal does.
+          const late = call.deadline.watch(`'${call.model}' did not answer`, { follow: caller });
+          const { signal } = late;
+          signal.addEventListener("abort", () => reject(signal.reason), { once: true });
           replica
             .infer({ ...call, signal })
             .then(
@@ -97,8 +111,10 @@ export class ReplicaPool {
       const request = routeOf(call);
       const result = this.#dispatcher.submit(request, pending, call.deadline.at);
       if (result.kind === "dispatched") pending.start(result.dispatch.address, 0);
-      else if (result.kind === "queued") this.#armTimer();
-      else reject(result.error);
+      else if (result.kind === "queued") {
+        caller?.addEventListener("abort", leave, { once: true });
+        this.#armTimer();
+      } else reject(result.error);
     });
   }
 

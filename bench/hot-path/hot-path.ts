@@ -116,6 +116,11 @@ export interface ModelCase {
   /** max_batch_size for its batched twin. */
   maxBatchSize: number;
   preferred: number[];
+  /**
+   * The anchor batches it too (anchor-server.ts --max-batch): the floor of batching over HTTP. Not for a
+   * convolutional model: the anchor's one session would re-plan every Conv at each new batch size on CUDA.
+   */
+  anchorBatches: boolean;
 }
 
 const DET_SIZE = 640;
@@ -126,8 +131,16 @@ const CASES: ModelCase[] = [
     input: detInput(DET_SIZE),
     maxBatchSize: 8,
     preferred: [1, 2, 4, 8],
+    anchorBatches: false,
   },
-  { name: "mlp", label: "MLP 16->8 (256 KB)", input: mlpInput(), maxBatchSize: 32, preferred: [] },
+  {
+    name: "mlp",
+    label: "MLP 16->8 (256 KB)",
+    input: mlpInput(),
+    maxBatchSize: 32,
+    preferred: [],
+    anchorBatches: true,
+  },
   {
     // det's bytes in and out with next to no compute: what the path costs around a run, on any device.
     name: "io",
@@ -135,6 +148,7 @@ const CASES: ModelCase[] = [
     input: detInput(DET_SIZE),
     maxBatchSize: 8,
     preferred: [1, 2, 4, 8],
+    anchorBatches: false,
   },
 ].filter((entry) => values.models.split(",").includes(entry.name));
 
@@ -221,6 +235,17 @@ async function main(): Promise<void> {
     if (targets.has("anchor")) {
       for (const entry of CASES) {
         started.push(await startAnchorTarget(entry.name, modelPath(repo, entry.name), device, threads));
+        if (entry.anchorBatches) {
+          started.push(
+            await startAnchorTarget(
+              entry.name,
+              modelPath(repo, entry.name),
+              device,
+              threads,
+              entry.maxBatchSize,
+            ),
+          );
+        }
       }
     }
     const agentArgs = [
@@ -277,7 +302,7 @@ async function main(): Promise<void> {
       for (const entry of CASES) {
         if (target.model !== undefined && target.model !== entry.name) continue;
         for (const encoding of encodings) {
-          for (const batched of target.kind === "anchor" ? [false] : [false, true]) {
+          for (const batched of target.kind === "anchor" ? [target.batched === true] : [false, true]) {
             const model = batched ? `${entry.name}_batched` : entry.name;
             const prepared = prepare(model, entry.input, encoding, target.headers);
             // One check of the outputs; the timed loops run on client threads of their own (client-threads.ts).

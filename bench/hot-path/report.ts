@@ -140,6 +140,15 @@ function targetChecks(report: HotPathReport): string[] {
     "≥ 5",
     (v) => v >= 5,
   );
+  const anchorBatched = find("mlp", "anchor", "binary", true, 32);
+  const anchorPlain = find("mlp", "anchor", "binary", false, 32);
+  const anchorRatio = ratio(anchorBatched?.throughput, anchorPlain?.throughput);
+  if (anchorRatio !== undefined && Number.isFinite(anchorRatio)) {
+    // No goal of its own: what batching gives a Node server with one thread and no hop, to read the line above by.
+    lines.push(
+      `| MLP over HTTP, 32 clients, the anchor (one thread, batching what arrives during a run): batched / unbatched req/s | ${round(anchorRatio, 2)} | – | – |`,
+    );
+  }
   const detBatched = find("det", "agent", "binary", true, 32);
   const detPlain = find("det", "agent", "binary", false, 32);
   check(

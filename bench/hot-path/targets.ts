@@ -18,6 +18,8 @@ export interface Target {
   headers: Record<string, string>;
   /** The one model it serves (the anchor), or every model. */
   model?: string;
+  /** The anchor batches what arrives while it runs (--max-batch): it stands for the model's batched twin. */
+  batched?: boolean;
   /** The agent's process (the standalone targets): its main thread's CPU is read around each load. */
   pid?: number;
   stop(): Promise<void>;
@@ -46,6 +48,7 @@ export async function startAnchorTarget(
   path: string,
   device: ReplicaDevice,
   threads: number | undefined,
+  maxBatch?: number,
 ): Promise<Target> {
   const args = [
     entry("hot-path-anchor.mjs", "bench/hot-path/anchor-server.ts"),
@@ -53,10 +56,19 @@ export async function startAnchorTarget(
     path,
     ...(device.kind === "cuda" ? ["--device", "cuda", "--gpu", String(device.deviceId)] : []),
     ...(threads === undefined ? [] : ["--threads", String(threads)]),
+    ...(maxBatch === undefined ? [] : ["--max-batch", String(maxBatch)]),
   ];
-  const process = spawnGroup(`anchor ${model}`, globalThis.process.execPath, args, { cwd: REPO_ROOT });
+  const label = `anchor ${model}${maxBatch === undefined ? "" : " batched"}`;
+  const process = spawnGroup(label, globalThis.process.execPath, args, { cwd: REPO_ROOT });
   const url = await started(process, /anchor listening (\S+)/, "the anchor");
-  return { kind: "anchor", url, headers: {}, model, stop: () => process.stop().then(() => undefined) };
+  return {
+    kind: "anchor",
+    url,
+    headers: {},
+    model,
+    batched: maxBatch !== undefined,
+    stop: () => process.stop().then(() => undefined),
+  };
 }
 
 /** `nodeArgs` go to Node itself (`--cpu-prof --cpu-prof-dir <dir>` profiles the agent). */

@@ -75,4 +75,34 @@ describe("Deadline", () => {
       vi.useRealTimers();
     }
   });
+
+  test("its watch follows the caller's signal: aborted with its reason, before the deadline or already", async () => {
+    vi.useFakeTimers();
+    try {
+      const deadline = Deadline.in(50);
+      const client = new AbortController();
+      const watched = deadline.watch("unused", { follow: client.signal });
+      vi.advanceTimersByTime(10);
+      const gone = new Error("the client went away");
+      client.abort(gone);
+      expect(watched.signal.aborted).toBe(true);
+      expect(watched.signal.reason).toBe(gone);
+      // The deadline's timer went with it: the reason stays the client's.
+      vi.advanceTimersByTime(100);
+      expect(watched.signal.reason).toBe(gone);
+
+      const already = deadline.watch("unused", { follow: client.signal });
+      expect(already.signal.reason).toBe(gone);
+    } finally {
+      vi.useRealTimers();
+    }
+  });
+
+  test("a stopped watch no longer follows the caller's signal", () => {
+    const client = new AbortController();
+    const watched = Deadline.in(50).watch("unused", { follow: client.signal });
+    watched.stop();
+    client.abort(new Error("late"));
+    expect(watched.signal.aborted).toBe(false);
+  });
 });

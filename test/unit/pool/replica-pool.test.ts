@@ -66,6 +66,46 @@ describe("ReplicaPool with the default policy", () => {
     await pool.close();
   });
 
+  test("a request whose client goes away fails with the client's reason, and the pool goes on serving", async () => {
+    const pool = poolOf(replicaWith({ maxConcurrency: 1 }));
+    const gone = (why: string) => {
+      const client = new AbortController();
+      return { client, reason: new SwitchyardError("unavailable", why) };
+    };
+    // Its model is not loaded yet: the client leaves while the request waits for the load, on the replica.
+    const loading = gone("left during the load");
+    const first = failureOf(
+      pool.infer({
+        model: model(2),
+        inputs: [input],
+        deadline: inSeconds(20),
+        signal: loading.client.signal,
+      }),
+    );
+    // The one slot is taken: this one waits in the pool's queue, and leaves it.
+    const queued = gone("left the queue");
+    const second = failureOf(
+      pool.infer({ model: model(2), inputs: [input], deadline: inSeconds(20), signal: queued.client.signal }),
+    );
+    expect(pool.queueLength).toBe(1);
+    queued.client.abort(queued.reason);
+    expect(pool.queueLength).toBe(0);
+    expect((await second).message).toBe("left the queue");
+    loading.client.abort(loading.reason);
+    expect((await first).message).toBe("left during the load");
+    // Gone before it was sent: it never takes a slot.
+    const before = gone("gone before it was sent");
+    before.client.abort(before.reason);
+    const third = await failureOf(
+      pool.infer({ model: model(2), inputs: [input], deadline: inSeconds(20), signal: before.client.signal }),
+    );
+    expect(third.message).toBe("gone before it was sent");
+    expect(pool.queueLength).toBe(0);
+    const served = await pool.infer({ model: model(2), inputs: [input], deadline: inSeconds(20) });
+    expect(served.outputs[0]?.shape).toEqual([1, 8]);
+    await pool.close();
+  });
+
   test("requests for a model the repository lacks all get 404 at once, none waits for a load that failed", async () => {
     const pool = poolOf(replicaWith(), replicaWith({ id: "1" }));
     const attempts = Array.from({ length: 3 }, () =>
