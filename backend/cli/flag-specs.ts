@@ -198,7 +198,8 @@ export const FLAG_SPECS = {
     schema: positiveInt("max-concurrency"),
     value: "<n>",
     help: "requests a replica takes at once, running or gathering into a batch; more wait in line (to batch, give at least twice the batch size)",
-    // With batching a replica takes one batch to run and one gathering; without, a few runs at once.
+    // With batching a replica takes one batch to run and the next (behind it, or gathering); without, a few
+    // runs at once.
     derived: derive("4, or twice --max-batch-size when that is above 1", ({ maxBatchSize }) =>
       maxBatchSize > 1 ? 2 * maxBatchSize : 4,
     ),

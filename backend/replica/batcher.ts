@@ -1,20 +1,27 @@
 /**
  * The dynamic batcher of one model on one replica (Triton's dynamic batcher, Ray Serve's @serve.batch):
- * requests wait in line by stacking group, and one batch of the model runs at a time. A batch is
- * dispatched as soon as the model is free and the oldest group is ready: full (max batch size reached), at
- * a preferred size, or its oldest request has waited the max queue delay. With no delay (the default) a
- * request that finds the model idle runs at once, alone, and those that arrive while a batch runs form the
- * next one: no latency is added at low load, and batches grow with the load.
+ * requests wait in line by stacking group. A batch is dispatched as soon as fewer than two are out and the
+ * oldest group is ready: full (max batch size reached), at a preferred size, or its oldest request has waited
+ * the max queue delay. With no delay (the default) a request that finds the model idle runs at once, alone,
+ * and those that arrive while batches are out form the next one: no latency is added at low load, and
+ * batches grow with the load.
  *
- * A session's runs take turns on its worker thread (worker-session.ts), so two runs never overlap
- * anyway; one batch at a time lets the queue build up into the next batch instead of into more runs. One
- * exception: a full batch may be sent while another runs, so that it waits on the session's thread,
- * stacked, and the device goes from one to the next without waiting for the main thread (answering the
- * last batch, stacking this one). Under load every batch is full and the device never idles.
+ * A session's runs take turns on its worker thread (worker-session.ts), so two runs never overlap anyway.
+ * Two batches may be out at once: one running, and the next, with whatever waited when it was sent, stacked
+ * behind it on the session's thread, so the device goes from one run to the next without waiting for the
+ * answer to reach the main thread and the next batch to come back (a round trip as long as a small model's
+ * whole run). What arrives while two are out gathers into the one after. (Sending only full batches behind
+ * the running one, as before, left the GPU idle for that round trip after every batch: on the H200 a small
+ * MLP batched served 6,400-6,900 req/s at 8 clients, less than unbatched, and 8,600-8,700 once the next batch
+ * went at once; PP-OCRv4 detection 190-260 against 315-357. bench/results/hot-path-cuda-batch-pipelining.md.)
  */
 
-/** Batches sent to the session at once: one running, and one full one waiting behind it. */
-const MAX_IN_FLIGHT = 2;
+/**
+ * Batches out at once by default: one running, and the next waiting behind it on the session's thread. A
+ * caller whose runs do not cross to another thread (bench/hot-path/anchor-server.ts runs its session in
+ * process) has no round trip to hide and gains nothing from a second, smaller batch: it passes 1.
+ */
+const BATCHES_OUT = 2;
 
 import type { BatchSettings } from "./batch-settings.ts";
 
@@ -54,6 +61,7 @@ export class ModelBatcher<T extends BatchItem, R> {
   readonly settings: BatchSettings;
   readonly #runBatch: RunBatch<T, R>;
   readonly #now: () => number;
+  readonly #batchesOut: number;
   /** Every waiting request, oldest first; groups are read from it in order. */
   #line: Waiting<T, R>[] = [];
   #inFlight = 0;
@@ -63,11 +71,12 @@ export class ModelBatcher<T extends BatchItem, R> {
   constructor(
     settings: BatchSettings,
     runBatch: RunBatch<T, R>,
-    now: () => number = () => performance.now(),
+    options: { batchesOut?: number; now?: () => number } = {},
   ) {
     this.settings = settings;
     this.#runBatch = runBatch;
-    this.#now = now;
+    this.#batchesOut = Math.max(1, options.batchesOut ?? BATCHES_OUT);
+    this.#now = options.now ?? (() => performance.now());
   }
 
   /** Requests waiting for a batch. */
@@ -104,13 +113,7 @@ export class ModelBatcher<T extends BatchItem, R> {
 
   /** Decides when the next batch goes: now (on the next turn of the event loop), later, or after the run. */
   #schedule(): void {
-    if (this.#flushPending || this.#inFlight >= MAX_IN_FLIGHT) return;
-    if (this.#inFlight > 0) {
-      // Only a full batch goes behind the one running; the rest keep gathering.
-      if (!this.#groupsOldestFirst().some((group) => this.#isFull(group))) return;
-      this.#flushSoon();
-      return;
-    }
+    if (this.#flushPending || this.#inFlight >= this.#batchesOut) return;
     const due = this.#nextDue();
     if (due === undefined) return;
     const delay = due - this.#now();
@@ -197,9 +200,8 @@ export class ModelBatcher<T extends BatchItem, R> {
   }
 
   async #flush(): Promise<void> {
-    if (this.#inFlight >= MAX_IN_FLIGHT) return;
-    const startable = (group: readonly Waiting<T, R>[]) =>
-      this.#inFlight === 0 ? this.#isReady(group) : this.#isFull(group);
+    if (this.#inFlight >= this.#batchesOut) return;
+    const startable = (group: readonly Waiting<T, R>[]) => this.#isReady(group);
     const group = this.#groupsOldestFirst().find(startable);
     if (group === undefined) {
       this.#schedule();
@@ -210,7 +212,7 @@ export class ModelBatcher<T extends BatchItem, R> {
     this.#line = this.#line.filter((waiting) => !taken.has(waiting));
     for (const waiting of batch) waiting.detach();
     this.#inFlight += 1;
-    // A full batch may follow right behind this one.
+    // The next batch may follow right behind this one.
     this.#schedule();
     try {
       await this.#run(batch);

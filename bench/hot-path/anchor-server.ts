@@ -8,10 +8,10 @@
  *     [--max-batch N]
  *
  * With --max-batch, requests that arrive while a run is in flight are stacked along the first dimension
- * into the next run (the agent's own batcher, backend/replica/batcher.ts, with no queue delay): the floor of
- * a Node server that batches, one thread and no hop, against which the agent's batched figures are read.
- * One session for every batch size, so only for models without convolutions (on CUDA a Conv re-plans at
- * each new size).
+ * into the next run (the agent's own batcher, backend/replica/batcher.ts, with no queue delay and one batch
+ * out at a time): the floor of a Node server that batches, one thread and no hop, against which the agent's
+ * batched figures are read. One session for every batch size, so only for models without convolutions (on
+ * CUDA a Conv re-plans at each new size).
  *
  * It prints "anchor listening <url>" once it serves.
  */
@@ -53,6 +53,8 @@ const batcher =
     ? new ModelBatcher<Feeds, Record<string, ort.Tensor>>(
         { maxBatchSize: maxBatch, maxQueueDelayMs: 0, preferredBatchSizes: [] },
         runStacked,
+        // Its runs stay in this process: one batch at a time lets the next grow while this one runs.
+        { batchesOut: 1 },
       )
     : undefined;
 

@@ -41,18 +41,25 @@ describe("ModelBatcher", () => {
     expect(runner.batches).toEqual([["a", "poison", "b"], ["a"], ["poison"], ["b"]]);
   });
 
-  test("one batch runs at a time; what arrives meanwhile forms the next batch", async () => {
+  test("what arrives while a batch runs goes right behind it as the next batch, whatever its size", async () => {
     const runner = recordingRunner(20);
-    const batcher = new ModelBatcher<Item, string>(settings, runner.run);
+    let started = 0;
+    const batcher = new ModelBatcher<Item, string>(settings, (items) => {
+      started += 1;
+      return runner.run(items);
+    });
     const first = batcher.submit({ size: 1, value: "first" }, "g");
     await new Promise((resolve) => setTimeout(resolve, 5));
     const later = ["b", "c", "d"].map((value) => batcher.submit({ size: 1, value }, "g"));
+    await new Promise((resolve) => setTimeout(resolve, 5));
+    // Sent while "first" still runs: it waits, stacked, on the session's thread, which goes from one run to
+    // the next without waiting for a message to and from the main thread in between.
+    expect(started).toBe(2);
     await Promise.all([first, ...later]);
     expect(runner.batches).toEqual([["first"], ["b", "c", "d"]]);
-    expect(runner.overlapped()).toBe(false);
   });
 
-  test("a full batch goes behind the one running (it waits stacked on the session's thread); a partial one waits", async () => {
+  test("at most two batches are out at once; what arrives meanwhile gathers into the next", async () => {
     const runner = recordingRunner(20);
     let started = 0;
     const batcher = new ModelBatcher<Item, string>({ ...settings, maxBatchSize: 2 }, (items) => {
@@ -61,14 +68,29 @@ describe("ModelBatcher", () => {
     });
     const first = batcher.submit({ size: 1, value: "first" }, "g");
     await new Promise((resolve) => setTimeout(resolve, 5));
-    // While "first" runs: two full batches of two arrive, then a lone request.
+    // While "first" runs: two full batches of two arrive, then two lone requests.
     const full = ["a", "b", "c", "d"].map((value) => batcher.submit({ size: 1, value }, "g"));
     await new Promise((resolve) => setTimeout(resolve, 5));
-    // One full batch went behind the running one at once; a third batch would have to wait.
+    // One batch went behind the running one at once; a third waits for one of them to end.
     expect(started).toBe(2);
-    const lone = batcher.submit({ size: 1, value: "e" }, "g");
-    await Promise.all([first, ...full, lone]);
-    expect(runner.batches).toEqual([["first"], ["a", "b"], ["c", "d"], ["e"]]);
+    const lone = ["e", "f"].map((value) => batcher.submit({ size: 1, value }, "g"));
+    await new Promise((resolve) => setTimeout(resolve, 5));
+    expect(started).toBe(2);
+    await Promise.all([first, ...full, ...lone]);
+    expect(runner.batches).toEqual([["first"], ["a", "b"], ["c", "d"], ["e", "f"]]);
+  });
+
+  test("with one batch out at a time, what arrives while it runs waits for it, and goes as one batch", async () => {
+    const runner = recordingRunner(20);
+    const batcher = new ModelBatcher<Item, string>(settings, runner.run, { batchesOut: 1 });
+    const first = batcher.submit({ size: 1, value: "first" }, "g");
+    await new Promise((resolve) => setTimeout(resolve, 5));
+    const later = ["b", "c"].map((value) => batcher.submit({ size: 1, value }, "g"));
+    await new Promise((resolve) => setTimeout(resolve, 5));
+    const last = batcher.submit({ size: 1, value: "d" }, "g");
+    await Promise.all([first, ...later, last]);
+    expect(runner.batches).toEqual([["first"], ["b", "c", "d"]]);
+    expect(runner.overlapped()).toBe(false);
   });
 
   test("groups never share a batch, and the oldest group goes first", async () => {
