@@ -13,7 +13,8 @@
  * whole run). What arrives while two are out gathers into the one after. (Sending only full batches behind
  * the running one, as before, left the GPU idle for that round trip after every batch: on the H200 a small
  * MLP batched served 6,400-6,900 req/s at 8 clients, less than unbatched, and 8,600-8,700 once the next batch
- * went at once; PP-OCRv4 detection 190-260 against 315-357. bench/results/hot-path-cuda-batch-pipelining.md.)
+ * went at once; PP-OCRv4 detection at 8 clients 190-260 against 315-357.
+ * bench/results/hot-path-cuda-batch-pipelining.md.)
  */
 
 /**
