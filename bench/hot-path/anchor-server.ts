@@ -20,6 +20,8 @@ import { parseArgs } from "node:util";
 import * as ort from "onnxruntime-node";
 import { ModelBatcher } from "../../backend/replica/batcher.ts";
 import { sessionOptions } from "../../backend/replica/session-options.ts";
+import { splitRows, stackInputs } from "../../backend/replica/tensor-batch.ts";
+import type { Tensor } from "../../shared/oip/tensor.ts";
 
 const { values } = parseArgs({
   options: {
@@ -41,10 +43,10 @@ const session = await ort.InferenceSession.create(
   sessionOptions(device, values.threads === undefined ? {} : { intraOpThreads: Number(values.threads) }),
 );
 
-/** One request's feeds and its rows along the first dimension. */
+/** One request's feeds (OIP tensors, FP32) and its rows along the first dimension. */
 interface Feeds {
   size: number;
-  feeds: Record<string, ort.Tensor>;
+  feeds: Tensor[];
 }
 
 const maxBatch = Number(values["max-batch"] ?? 1);
@@ -58,33 +60,22 @@ const batcher =
       )
     : undefined;
 
-/** One run for several requests: each input concatenated along the first dimension, each output split back. */
+const toOrt = (tensors: readonly Tensor[]) =>
+  Object.fromEntries(
+    tensors.map(({ name, data, shape }) => [name, new ort.Tensor("float32", data as Float32Array, shape)]),
+  );
+
+/**
+ * One run for several requests, stacked along the first dimension and split back with the agent's own
+ * tensor-batch.ts (the same copy into one buffer, the same views of the batch's outputs).
+ */
 async function runStacked(requests: Feeds[]): Promise<Record<string, ort.Tensor>[]> {
-  if (requests.length === 1) return [await session.run((requests[0] as Feeds).feeds)];
-  const rows = requests.reduce((sum, request) => sum + request.size, 0);
-  const stacked: Record<string, ort.Tensor> = {};
-  for (const [name, first] of Object.entries((requests[0] as Feeds).feeds)) {
-    const data = new Float32Array(rows * (first.size / (first.dims[0] ?? 1)));
-    let offset = 0;
-    for (const request of requests) {
-      const part = request.feeds[name]?.data as Float32Array;
-      data.set(part, offset);
-      offset += part.length;
-    }
-    stacked[name] = new ort.Tensor("float32", data, [rows, ...first.dims.slice(1)]);
-  }
-  const results = await session.run(stacked);
-  let row = 0;
-  return requests.map((request) => {
-    const mine: Record<string, ort.Tensor> = {};
-    for (const [name, tensor] of Object.entries(results)) {
-      const perRow = tensor.size / (tensor.dims[0] ?? 1);
-      const data = (tensor.data as Float32Array).subarray(row * perRow, (row + request.size) * perRow);
-      mine[name] = new ort.Tensor("float32", data, [request.size, ...tensor.dims.slice(1)]);
-    }
-    row += request.size;
-    return mine;
-  });
+  const results = await session.run(toOrt(stackInputs(requests.map((request) => request.feeds))));
+  const sizes = requests.map((request) => request.size);
+  const split = Object.entries(results).map(([name, tensor]) =>
+    splitRows({ name, datatype: "FP32", shape: [...tensor.dims], data: tensor.data as Float32Array }, sizes),
+  );
+  return requests.map((_, index) => toOrt(split.map((parts) => parts[index] as Tensor)));
 }
 
 interface InputHeader {
@@ -103,7 +94,7 @@ const server = createServer((request, response) => {
     const headerLength = Number(request.headers["inference-header-content-length"] ?? body.length);
     const header = JSON.parse(body.subarray(0, headerLength).toString()) as { inputs: InputHeader[] };
     let offset = headerLength;
-    const feeds: Record<string, ort.Tensor> = {};
+    const feeds: Tensor[] = [];
     for (const input of header.inputs) {
       const size = input.parameters?.binary_data_size;
       const data =
@@ -111,12 +102,12 @@ const server = createServer((request, response) => {
           ? Float32Array.from(input.data ?? [])
           : new Float32Array(body.buffer.slice(body.byteOffset + offset, body.byteOffset + offset + size));
       offset += size ?? 0;
-      feeds[input.name] = new ort.Tensor("float32", data, input.shape);
+      feeds.push({ name: input.name, datatype: "FP32", shape: input.shape, data });
     }
-    const size = Object.values(feeds)[0]?.dims[0] ?? 1;
+    const size = feeds[0]?.shape[0] ?? 1;
     const results =
       batcher === undefined || size > maxBatch
-        ? await session.run(feeds)
+        ? await session.run(toOrt(feeds))
         : (await batcher.submit({ size, feeds }, "all")).result;
     const binary = headerLength < body.length;
     const outputs = Object.entries(results).map(([name, tensor]) => ({
