@@ -4,7 +4,7 @@ import { infer } from "../../shared/oip/http-client.ts";
 import { mlpWeights, referenceMlp } from "../fixtures/onnx-builder.ts";
 import { MULTIPLEX_MODELS, MULTIPLEX_SPECS, REPO_DIR } from "../fixtures/paths.ts";
 import { expectAllClose } from "../support/close-to.ts";
-import { type AgentProcess, runAgent, startStandaloneAgent } from "./support/agent-process.ts";
+import { type AgentProcess, runAgent, startHoldingAgent } from "./support/agent-process.ts";
 
 // What is particular to HTTP on intake threads (--http-threads): requests read on several threads meet in
 // one replica's batches and each gets its own rows back, clients that go away, the port, shutdown. Every
@@ -17,20 +17,7 @@ const QUEUE_DELAY_MS = 1500;
 let agent: AgentProcess;
 
 beforeAll(async () => {
-  agent = await startStandaloneAgent([
-    "--models",
-    REPO_DIR,
-    "--threads",
-    "1",
-    "--http-threads",
-    "2",
-    "--max-batch-size",
-    "8",
-    "--max-queue-delay-us",
-    String(QUEUE_DELAY_MS * 1000),
-    "--preload",
-    MODEL,
-  ]);
+  agent = await startHoldingAgent(MODEL, QUEUE_DELAY_MS, ["--http-threads", "2"]);
 });
 afterAll(async () => {
   await agent?.stop();

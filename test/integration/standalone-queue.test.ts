@@ -2,9 +2,9 @@ import { connect } from "node:net";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import { infer, OipHttpError } from "../../shared/oip/http-client.ts";
 import { mlpWeights, referenceMlp } from "../fixtures/onnx-builder.ts";
-import { MULTIPLEX_MODELS, MULTIPLEX_SPECS, REPO_DIR } from "../fixtures/paths.ts";
+import { MULTIPLEX_MODELS, MULTIPLEX_SPECS } from "../fixtures/paths.ts";
 import { expectAllClose } from "../support/close-to.ts";
-import { type AgentProcess, startStandaloneAgent } from "./support/agent-process.ts";
+import { type AgentProcess, startHoldingAgent } from "./support/agent-process.ts";
 
 // The standalone agent's queue (requests waiting for a replica) as its clients see it, on both servers: a
 // client that gives up while its request waits there frees its place for the next. "Gives up" is a reset
@@ -25,23 +25,13 @@ describe.each([0, 2])("the standalone queue, HTTP on %i threads", (httpThreads) 
   let agent: AgentProcess;
 
   beforeAll(async () => {
-    agent = await startStandaloneAgent([
-      "--models",
-      REPO_DIR,
-      "--threads",
-      "1",
+    agent = await startHoldingAgent(MODEL, HOLD_MS, [
       "--http-threads",
       String(httpThreads),
       "--max-concurrency",
       "1",
       "--max-queue",
       "1",
-      "--max-batch-size",
-      "8",
-      "--max-queue-delay-us",
-      String(HOLD_MS * 1000),
-      "--preload",
-      MODEL,
     ]);
   });
   afterAll(async () => {

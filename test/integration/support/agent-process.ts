@@ -1,6 +1,7 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import { once } from "node:events";
 import { fileURLToPath } from "node:url";
+import { REPO_DIR } from "../../fixtures/paths.ts";
 
 export const AGENT_BIN = fileURLToPath(new URL("../../../backend/bin/switchyard-agent.ts", import.meta.url));
 
@@ -61,4 +62,25 @@ export async function startStandaloneAgent(args: string[], timeoutMs = 60_000): 
       return code;
     },
   };
+}
+
+/**
+ * A standalone agent on the fixture repository (one onnxruntime thread) that batches `model` up to 8 rows
+ * and keeps a request that arrives alone waiting `holdMs` for company, its slot taken meanwhile: a request
+ * that stays in flight that long on any machine. `extra` adds flags.
+ */
+export function startHoldingAgent(model: string, holdMs: number, extra: string[]): Promise<AgentProcess> {
+  return startStandaloneAgent([
+    "--models",
+    REPO_DIR,
+    "--threads",
+    "1",
+    "--max-batch-size",
+    "8",
+    "--max-queue-delay-us",
+    String(holdMs * 1000),
+    "--preload",
+    model,
+    ...extra,
+  ]);
 }
