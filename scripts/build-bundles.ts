@@ -19,6 +19,8 @@ const entries: Record<string, string> = {
   // The hot-path benchmark and its anchor server (it starts the anchor and the agent from beside itself).
   "hot-path": "bench/hot-path/hot-path.ts",
   "hot-path-anchor": "bench/hot-path/anchor-server.ts",
+  // The threaded anchor's HTTP threads (anchor-server.ts --http-threads starts them from beside itself).
+  "anchor-http-thread": "bench/hot-path/anchor-http-thread.ts",
   // Its client's threads (bench/hot-path/client-threads.ts starts them from beside itself).
   "http-load-thread": "bench/hot-path/http-load-thread.ts",
 };

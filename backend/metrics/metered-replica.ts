@@ -1,8 +1,10 @@
 import { SwitchyardError } from "../../shared/errors.ts";
 import { modelKey } from "../../shared/model-names.ts";
-import type { ReplicaState } from "../../shared/protocol/replica-state.ts";
+import type { ModelRef, ReplicaState } from "../../shared/protocol/replica-state.ts";
 import type { Log } from "../log.ts";
+import type { LaneServed } from "../replica/lane-protocol.ts";
 import { type InferCall, type InferOutcome, Replica, type ReplicaOptions } from "../replica/replica.ts";
+import { fromWireError } from "../wire-error.ts";
 import type { AgentMetrics } from "./agent-metrics.ts";
 
 export interface MeteringOptions {
@@ -29,6 +31,47 @@ export class MeteredReplica extends Replica {
       metering.metrics.replicaChanged(this.id, last, state, performance.now());
       last = state;
     });
+  }
+
+  /** A lane's request (lane-protocol.ts), counted as one on the main thread's path is. */
+  protected override laneServed(model: ModelRef, served: LaneServed): void {
+    if (!served.ok) {
+      const error = fromWireError(served.error);
+      this.#metering.metrics.failed(this.id, model.name, error, served.totalMs);
+      if (this.#metering.logRequests || error.status === 500) {
+        this.#metering.log("request failed", {
+          model: modelKey(model),
+          replica: this.id,
+          status: error.status,
+          error: error.message,
+          totalMs: round(served.totalMs),
+          lane: true,
+        });
+      }
+      return;
+    }
+    const outcome: InferOutcome = {
+      model,
+      outputs: [],
+      cache: "hit",
+      timings: { queueMs: served.queueMs, loadMs: 0, inferMs: served.runMs, sessionMs: served.sessionMs },
+      batch: served.batch,
+    };
+    this.#metering.metrics.served(this.id, outcome, served.totalMs);
+    if (this.#metering.logRequests) {
+      this.#metering.log("request", {
+        model: modelKey(model),
+        replica: this.id,
+        status: 200,
+        cache: "hit",
+        queueMs: round(served.queueMs),
+        inferMs: round(served.runMs),
+        totalMs: round(served.totalMs),
+        batch: served.batch.requests,
+        // Straight from an HTTP thread to the session's thread (lane-protocol.ts).
+        lane: true,
+      });
+    }
   }
 
   override async infer(call: InferCall): Promise<InferOutcome> {

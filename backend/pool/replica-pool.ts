@@ -8,7 +8,7 @@ import { Dispatcher } from "../../shared/routing/dispatcher.ts";
 import { placementOrder } from "../../shared/routing/placement.ts";
 import { routeOf } from "../../shared/routing/route-request.ts";
 import { idlePool, type RoutingPolicy } from "../../shared/routing/types.ts";
-import type { InferCall, InferOutcome, Replica } from "../replica/replica.ts";
+import type { InferCall, InferOutcome, LaneGrant, Replica } from "../replica/replica.ts";
 
 export interface PooledInferCall extends InferCall {
   hint?: string;
@@ -35,10 +35,12 @@ export class ReplicaPool {
   readonly replicas: readonly Replica[];
   readonly #byId = new Map<string, Replica>();
   readonly #dispatcher: Dispatcher<Pending>;
+  readonly #maxQueue: number;
   #timer: ReturnType<typeof setTimeout> | undefined;
 
   constructor(replicas: readonly Replica[], options: { policy: RoutingPolicy; maxQueue: number }) {
     this.replicas = replicas;
+    this.#maxQueue = options.maxQueue;
     this.#dispatcher = new Dispatcher<Pending>({
       policy: options.policy,
       maxQueue: options.maxQueue,
@@ -49,6 +51,22 @@ export class ReplicaPool {
       this.#dispatcher.upsertReplica(replica.id, replica.state());
       replica.onChange((state) => this.#startAll(this.#dispatcher.upsertReplica(replica.id, state)));
     }
+  }
+
+  /**
+   * A lane to a model's session for an HTTP intake thread (backend/replica/lane-protocol.ts), when this pool
+   * has one replica: with several, the router places every request, and only it may. Its queue bound is the
+   * pool's.
+   */
+  async openLane(
+    model: string,
+    version: string | undefined,
+    options: { revoke: () => void },
+  ): Promise<(LaneGrant & { replica: string }) | undefined> {
+    const [only, ...others] = this.replicas;
+    if (only === undefined || others.length > 0) return undefined;
+    const grant = await only.openLane(model, version, { maxQueue: this.#maxQueue, revoke: options.revoke });
+    return grant === undefined ? undefined : { ...grant, replica: only.id };
   }
 
   states(): ReplicaState[] {

@@ -24,6 +24,7 @@
  */
 const BATCHES_OUT = 2;
 
+import type { Tensor } from "../../shared/oip/tensor.ts";
 import type { BatchSettings } from "./batch-settings.ts";
 
 export interface BatchItem {
@@ -48,6 +49,46 @@ export interface BatchOutcome<R> {
  * each of a failed batch's requests alone, so one request the model cannot take fails by itself.
  */
 export type RunBatch<T, R> = (items: T[]) => Promise<R[]>;
+
+/** What a request's run gave it: its outputs, and the run's timings and size (a batch's, with batching). */
+export interface Executed {
+  outputs: Tensor[];
+  /** From submit to the start of its run. */
+  queuedMs: number;
+  runMs: number;
+  /** Of runMs, onnxruntime's own part on the session's thread. */
+  sessionMs: number;
+  requests: number;
+  rows: number;
+}
+
+/**
+ * Runs one request through `batcher` when there is one and the request fits in a batch (its rows between 1
+ * and the max batch size), else in a run of its own: what the replica (main thread) and a session's lanes
+ * (its own thread) both do with a request that passed its checks.
+ */
+export async function executeOne<T extends BatchItem>(
+  batcher: ModelBatcher<T, { outputs: Tensor[]; sessionMs: number }> | undefined,
+  item: T,
+  group: string,
+  signal: AbortSignal | undefined,
+  runAlone: (items: T[]) => Promise<{ outputs: Tensor[]; sessionMs: number }[]>,
+): Promise<Executed> {
+  if (batcher !== undefined && item.size >= 1 && item.size <= batcher.settings.maxBatchSize) {
+    const outcome = await batcher.submit(item, group, signal);
+    return { ...outcome, outputs: outcome.result.outputs, sessionMs: outcome.result.sessionMs };
+  }
+  const started = performance.now();
+  const [answer] = await runAlone([item]);
+  return {
+    outputs: answer?.outputs ?? [],
+    queuedMs: 0,
+    runMs: performance.now() - started,
+    sessionMs: answer?.sessionMs ?? 0,
+    requests: 1,
+    rows: item.size,
+  };
+}
 
 interface Waiting<T, R> {
   item: T;

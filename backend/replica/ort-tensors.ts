@@ -1,5 +1,5 @@
 import * as ort from "onnxruntime-node";
-import { badInput } from "../../shared/errors.ts";
+import { badInput, SwitchyardError } from "../../shared/errors.ts";
 import { type Datatype, datatypeFromOrt, ORT_TYPE, type TensorData } from "../../shared/oip/datatypes.ts";
 import type { Tensor } from "../../shared/oip/tensor.ts";
 
@@ -27,6 +27,33 @@ export function sessionSpecs(session: ort.InferenceSession): { inputs: TensorSpe
   const specs = (list: readonly ort.InferenceSession.ValueMetadata[]) =>
     list.flatMap((metadata) => specOf(metadata) ?? []);
   return { inputs: specs(session.inputMetadata), outputs: specs(session.outputMetadata) };
+}
+
+/**
+ * What a client gets when onnxruntime refuses to run a model on its inputs (say, mismatched inner
+ * dimensions): the request's fault, and the replica stays healthy.
+ */
+export function runRefusal(modelName: string, error: unknown): SwitchyardError {
+  const reason = error instanceof Error ? error.message : String(error);
+  return new SwitchyardError("bad_input", `model '${modelName}' could not run on these inputs: ${reason}`, {
+    cause: error,
+  });
+}
+
+/** The outputs a request asks for (all of them by default), each checked against the model's. */
+export function wantedOutputs(
+  modelName: string,
+  specs: readonly TensorSpec[],
+  asked: readonly string[] | undefined,
+): string[] {
+  const wanted = asked === undefined ? specs.map((spec) => spec.name) : [...asked];
+  for (const name of wanted) {
+    if (!specs.some((spec) => spec.name === name)) {
+      const known = specs.map((spec) => spec.name).join(", ");
+      throw badInput(`model '${modelName}' has no output '${name}' (its outputs: ${known})`);
+    }
+  }
+  return wanted;
 }
 
 /** Checks a request's inputs against the model's and says exactly what does not match. */

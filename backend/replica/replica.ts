@@ -1,3 +1,4 @@
+import type { MessagePort } from "node:worker_threads";
 import { SwitchyardError } from "../../shared/errors.ts";
 import { declaredBatching } from "../../shared/model-config.ts";
 import { modelKey, parseModelKey, requestedModelKey } from "../../shared/model-names.ts";
@@ -8,19 +9,20 @@ import type { ModelRef, ReplicaState } from "../../shared/protocol/replica-state
 import type { ModelRepository } from "../models/repository.ts";
 import { bucketFor, dropPadding } from "./batch-buckets.ts";
 import { type BatchingDefaults, DEFAULT_BATCHING } from "./batch-settings.ts";
-import { ModelBatcher } from "./batcher.ts";
+import { type Executed, executeOne, ModelBatcher } from "./batcher.ts";
 import { recycleInputs } from "./buffer-pool.ts";
 import { deviceLabel, type ReplicaDevice } from "./device.ts";
+import { type LaneReport, type LaneServed, runsIn, servedIn } from "./lane-protocol.ts";
 import { ModelCache } from "./model-cache.ts";
 import { type ModelMemoryBudget, modelMemoryBudget } from "./model-memory-budget.ts";
 import { ModelStatisticsBook } from "./model-statistics.ts";
 import { ModelTimingsTable } from "./model-timings.ts";
 import { type ModelSession, OnnxModelLoader } from "./onnx-loader.ts";
-import { checkInputs } from "./ort-tensors.ts";
+import { checkInputs, runRefusal, wantedOutputs } from "./ort-tensors.ts";
 import type { SessionTuning } from "./session-options.ts";
 import { SessionGoneError } from "./session-thread.ts";
 import { Slots } from "./slots.ts";
-import { batchSizeOf, splitRows, stackingKey } from "./tensor-batch.ts";
+import { answersOf, batchSizeOf, stackingKey } from "./tensor-batch.ts";
 import { VersionMemo } from "./version-memo.ts";
 import { BatchRunError, type BatchRunResult, type RunResult, type WorkerSession } from "./worker-session.ts";
 
@@ -80,6 +82,14 @@ export interface InferOutcome {
   batch?: { requests: number; rows: number };
 }
 
+/** A lane granted to an intake thread (lane-protocol.ts), holding a lease on its model's session. */
+export interface LaneGrant {
+  port: MessagePort;
+  model: ModelRef;
+  /** Ends the lane's lease, once its requests are answered. Idempotent. */
+  close(): void;
+}
+
 // Failed loads are remembered this long so that the state sent to the router shows them.
 const FAILED_LOAD_MEMORY_MS = 60_000;
 // How old a resolved version may get before the repository is read again (in the background).
@@ -93,15 +103,6 @@ interface BatchRequest {
   wanted: string[];
   /** Its inputs may move to the worker (InferCall.handOverInputs). */
   handOver: boolean;
-}
-
-interface Executed {
-  outputs: Tensor[];
-  queuedMs: number;
-  runMs: number;
-  sessionMs: number;
-  requests: number;
-  rows: number;
 }
 
 /**
@@ -133,6 +134,10 @@ export class Replica {
   readonly #dead = new WeakSet<ModelSession>();
   /** The byte budget of loaded models, and where it comes from. */
   readonly memoryBudget: ModelMemoryBudget;
+  /** Loaded models whose batch buckets' threads take their lanes' batches (#connectBuckets). */
+  readonly #bucketsConnected = new WeakMap<ModelSession, Promise<void>>();
+  /** The lanes open to each loaded model, by key: each told to stop when the model is unloaded. */
+  readonly #lanes = new Map<string, Set<() => void>>();
 
   constructor(options: ReplicaOptions) {
     this.id = options.id;
@@ -209,7 +214,7 @@ export class Replica {
         const model = lease.session;
         // Checked here, before the request can join a batch: a bad request fails alone.
         checkInputs(ref.name, call.inputs, model.inputs);
-        const wanted = wantedOutputs(model, call.outputs);
+        const wanted = wantedOutputs(ref.name, model.outputs, call.outputs);
         const executed = await this.#execute(model, key, call, wanted);
         return {
           model: ref,
@@ -233,27 +238,21 @@ export class Replica {
   }
 
   /** Through the model's batcher when it batches and the request fits in a batch; else a run of its own. */
-  async #execute(model: ModelSession, key: string, call: InferCall, wanted: string[]): Promise<Executed> {
-    const batcher = this.#batcherFor(model, key);
+  #execute(model: ModelSession, key: string, call: InferCall, wanted: string[]): Promise<Executed> {
     const size = batchSizeOf(call.inputs);
-    const handOver = call.handOverInputs === true;
-    if (batcher !== undefined && size !== undefined && size >= 1 && size <= batcher.settings.maxBatchSize) {
-      const request: BatchRequest = { size, inputs: call.inputs, wanted, handOver };
-      const outcome = await batcher.submit(request, stackingKey(call.inputs), call.signal);
-      return { ...outcome, outputs: outcome.result.outputs, sessionMs: outcome.result.sessionMs };
-    }
-    const started = performance.now();
-    const [answer] = await this.#runStacked(model, key, [
-      { size: size ?? 0, inputs: call.inputs, wanted, handOver },
-    ]);
-    return {
-      outputs: answer?.outputs ?? [],
-      queuedMs: 0,
-      runMs: performance.now() - started,
-      sessionMs: answer?.sessionMs ?? 0,
-      requests: 1,
-      rows: size ?? 0,
+    const request: BatchRequest = {
+      size: size ?? 0,
+      inputs: call.inputs,
+      wanted,
+      handOver: call.handOverInputs === true,
     };
+    return executeOne(
+      size === undefined ? undefined : this.#batcherFor(model, key),
+      request,
+      stackingKey(call.inputs),
+      call.signal,
+      (requests) => this.#runStacked(model, key, requests),
+    );
   }
 
   #batcherFor(model: ModelSession, key: string): ModelBatcher<BatchRequest, RunResult> | undefined {
@@ -286,17 +285,7 @@ export class Replica {
     const results = padded ? dropPadding(ran.outputs, rows, bucket) : ran.outputs;
     const done = performance.now();
     this.#timings.recordRun(key, done - started);
-    const outputs = new Map(names.map((name, index) => [name, results[index] as Tensor]));
-    let answers: Tensor[][];
-    if (requests.length === 1) {
-      answers = [requests[0]?.wanted.map((name) => outputs.get(name) as Tensor) ?? []];
-    } else {
-      const sizes = requests.map((request) => request.size);
-      const split = new Map([...outputs].map(([name, tensor]) => [name, splitRows(tensor, sizes)]));
-      answers = requests.map((request, index) =>
-        request.wanted.map((name) => split.get(name)?.[index] as Tensor),
-      );
-    }
+    const answers = answersOf(requests, names, results);
     this.#statistics.executed(model.ref, rows, {
       inputMs: ran.stackMs,
       inferMs: done - started - ran.stackMs,
@@ -336,13 +325,7 @@ export class Replica {
           { cause: error },
         );
       }
-      // onnxruntime rejects what the graph cannot compute (say, mismatched inner dimensions): that is the
-      // request's fault, and the replica stays healthy.
-      throw new SwitchyardError(
-        "bad_input",
-        `model '${model.ref.name}' could not run on these inputs: ${reason}`,
-        { cause: error },
-      );
+      throw runRefusal(model.ref.name, error);
     }
   }
 
@@ -399,8 +382,111 @@ export class Replica {
     return this.#remembered(key, ref, () => this.#cache.pin(key));
   }
 
+  /**
+   * A lane to the session of a model loaded here (lane-protocol.ts), for an intake thread: undefined when the
+   * model is not loaded (the main path loads it). `revoke` is told when the model is being unloaded: the
+   * lane's holder stops sending and closes it once its requests are answered; the unload completes then.
+   */
+  async openLane(
+    name: string,
+    version: string | undefined,
+    options: { maxQueue: number; revoke: () => void },
+  ): Promise<LaneGrant | undefined> {
+    if (this.#closed) return undefined;
+    const ref = await this.#resolveForInfer(name, version);
+    if (!this.isLoaded(ref)) return undefined;
+    const key = modelKey(ref);
+    const lease = await this.#acquire(key, ref);
+    const model = lease.session;
+    let port: MessagePort;
+    try {
+      if (!model.session.running || this.#dead.has(model)) {
+        lease.release();
+        return undefined;
+      }
+      await this.#connectBuckets(model);
+      port = await model.session.openLane(
+        {
+          model: ref.name,
+          inputs: model.inputs,
+          outputs: model.outputs,
+          batching: model.batching,
+          maxConcurrency: this.#slots.capacity,
+          maxQueue: options.maxQueue,
+        },
+        (report) => this.#laneReport(ref, key, model.batching !== undefined, report),
+      );
+    } catch (error) {
+      lease.release();
+      throw error;
+    }
+    let lanes = this.#lanes.get(key);
+    if (lanes === undefined) {
+      lanes = new Set();
+      this.#lanes.set(key, lanes);
+    }
+    lanes.add(options.revoke);
+    let open = true;
+    return {
+      port,
+      model: ref,
+      close: () => {
+        if (!open) return;
+        open = false;
+        lanes.delete(options.revoke);
+        if (lanes.size === 0 && this.#lanes.get(key) === lanes) this.#lanes.delete(key);
+        lease.release();
+      },
+    };
+  }
+
+  /**
+   * With batch buckets, the model's lanes are served on its first session's thread and send other sizes'
+   * batches to their buckets' threads: connected once, when its first lane opens.
+   */
+  #connectBuckets(model: ModelSession): Promise<void> {
+    let connected = this.#bucketsConnected.get(model);
+    if (connected === undefined) {
+      connected = Promise.all(
+        [...(model.buckets ?? [])]
+          .filter(([, bucket]) => bucket !== model.session)
+          .map(([size, bucket]) => model.session.connectBucket(size, bucket)),
+      ).then(() => undefined);
+      this.#bucketsConnected.set(model, connected);
+    }
+    return connected;
+  }
+
+  /** What a model's lanes served: counted as the requests on the main thread's path are. */
+  #laneReport(ref: ModelRef, key: string, batching: boolean, report: LaneReport): void {
+    for (const served of servedIn(report)) {
+      if (served.ok) {
+        this.#statistics.succeeded(
+          ref,
+          { totalMs: served.totalMs, queueMs: served.queueMs },
+          batching ? Math.max(1, served.batch.rows) : 1,
+        );
+      } else {
+        this.#statistics.failed(ref, served.totalMs);
+      }
+      this.laneServed(ref, served);
+    }
+    let runs = 0;
+    for (const run of runsIn(report)) {
+      runs += 1;
+      this.#timings.recordRun(key, run.stackMs + run.runMs);
+      this.#statistics.executed(ref, run.rows, { inputMs: run.stackMs, inferMs: run.runMs, outputMs: 0 });
+    }
+    if (runs > 0) this.#changed();
+  }
+
+  /** A request a lane served (or failed): for a subclass that counts requests (MeteredReplica). */
+  protected laneServed(_model: ModelRef, _served: LaneServed): void {}
+
   /** Unloads every loaded version of a model (or the one given), pinned or not; false when none was loaded. */
   async unload(name: string, version?: string): Promise<boolean> {
+    // Lanes to it stop taking requests; the unload completes once they closed (their leases end).
+    for (const key of this.#keysOf(name, version)) for (const revoke of this.#lanes.get(key) ?? []) revoke();
     const results = await Promise.all(this.#keysOf(name, version).map((key) => this.#cache.unload(key)));
     return results.some(Boolean);
   }
@@ -507,21 +593,6 @@ export class Replica {
     this.#closed = true;
     await this.#cache.close();
   }
-}
-
-/** The outputs a request asks for (all of them by default), each checked against the model's. */
-function wantedOutputs(model: ModelSession, asked: string[] | undefined): string[] {
-  const wanted = asked ?? model.outputs.map((spec) => spec.name);
-  for (const name of wanted) {
-    if (!model.outputs.some((spec) => spec.name === name)) {
-      const known = model.outputs.map((spec) => spec.name).join(", ");
-      throw new SwitchyardError(
-        "bad_input",
-        `model '${model.ref.name}' has no output '${name}' (its outputs: ${known})`,
-      );
-    }
-  }
-  return wanted;
 }
 
 /** The entries of `partial` that are set: `{ maxBatchSize: undefined }` keeps the default. */

@@ -4,9 +4,11 @@
  * back, so that the float16 workaround and BYTES encoding run beside the session, off the main thread.
  * Every request carries an id that its one reply repeats.
  */
+import type { MessagePort } from "node:worker_threads";
 import type { InferenceSession } from "onnxruntime-node";
 import type { Datatype } from "../../shared/oip/datatypes.ts";
 import type { Tensor } from "../../shared/oip/tensor.ts";
+import type { LaneSettings } from "./lane-protocol.ts";
 import type { TensorSpec } from "./ort-tensors.ts";
 
 export type SessionRequest =
@@ -18,6 +20,12 @@ export type SessionRequest =
    * as it is.
    */
   | { type: "run"; parts: Tensor[][]; padTo?: number; outputs: string[] }
+  /** Serves a lane from an intake thread on `port` (lane-protocol.ts; the port moves with the message). */
+  | { type: "lane"; port: MessagePort; settings: LaneSettings }
+  /** Takes runs (these same requests) from another session's thread on `port`: a bucket's, for lanes. */
+  | { type: "peer"; port: MessagePort }
+  /** Its lanes' batches of `size` rows (a batch bucket) run on the session at the other end of `port`. */
+  | { type: "bucket"; size: number; port: MessagePort }
   /** Releases the session after every request sent before it; the thread is then terminated. */
   | { type: "release" };
 
@@ -29,6 +37,8 @@ export type SessionReply =
    */
   | { type: "result"; outputs: Tensor[]; sessionMs: number; stackMs: number; parts?: Tensor[][] }
   | { type: "released" }
+  | { type: "lane-opened" }
+  | { type: "connected" }
   /** onnxruntime's (or the worker's) error message, as it was. */
   | { type: "error"; message: string; parts?: Tensor[][] };
 // `parts`: a run's parts as they came, given back (their buffers move back) once the run is over: for the

@@ -5,8 +5,9 @@
  * Note that a native abort inside onnxruntime (std::terminate, a segfault) still ends the whole process:
  * threads share it.
  */
-import type { Worker } from "node:worker_threads";
+import type { TransferListItem, Worker } from "node:worker_threads";
 import type { Tensor } from "../../shared/oip/tensor.ts";
+import type { LaneReport } from "./lane-protocol.ts";
 import type { Envelope, SessionReply, SessionRequest } from "./session-protocol.ts";
 
 /** What the worker answered a request with when it failed: its message as it was, and a run's parts. */
@@ -55,7 +56,10 @@ export class SessionThread {
     // Only waiting requests keep the process alive, as a pending onnxruntime call did before; an idle
     // loaded model does not (it did not either).
     this.#worker.unref();
-    this.#worker.on("message", (reply: Envelope<SessionReply>) => this.#answer(reply));
+    this.#worker.on("message", (message: Envelope<SessionReply> | LaneReport) => {
+      if (message.type === "lane-report") this.onLaneReport?.(message);
+      else this.#answer(message);
+    });
     this.#worker.on("error", (error) => this.#fail(this.#died(`crashed: ${error.message}`)));
     this.#worker.on("messageerror", (error) => {
       this.#fail(this.#died(`sent a reply that could not be read (${error.message})`));
@@ -70,6 +74,9 @@ export class SessionThread {
     });
   }
 
+  /** Hears what the session's lanes served (lane-protocol.ts), once per turn of its thread that served some. */
+  onLaneReport: ((report: LaneReport) => void) | undefined;
+
   /** Whether the worker thread is still alive. */
   get running(): boolean {
     return this.#running;
@@ -79,7 +86,7 @@ export class SessionThread {
    * Sends a request and resolves with its reply; an "error" reply rejects with a WorkerFailure that carries
    * the worker's message as it was. The buffers in `transfer` move to the worker (detached here).
    */
-  request(request: SessionRequest, transfer: readonly ArrayBuffer[] = []): Promise<SessionReply> {
+  request(request: SessionRequest, transfer: readonly TransferListItem[] = []): Promise<SessionReply> {
     if (this.#refusal !== undefined) return Promise.reject(this.#refusal);
     const id = this.#nextId;
     this.#nextId += 1;

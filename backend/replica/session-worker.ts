@@ -7,9 +7,13 @@
  */
 import { parentPort } from "node:worker_threads";
 import * as ort from "onnxruntime-node";
+import { SwitchyardError } from "../../shared/errors.ts";
 import type { Tensor } from "../../shared/oip/tensor.ts";
+import type { MailPort } from "../server/tick-mailbox.ts";
 import { BufferPool, recycleInputs } from "./buffer-pool.ts";
 import { fromOrtTensor, sessionSpecs, toOrtTensor } from "./ort-tensors.ts";
+import { SessionLanes } from "./session-lanes.ts";
+import { SessionPeer } from "./session-peer.ts";
 import {
   type Envelope,
   type SessionReply,
@@ -18,8 +22,8 @@ import {
 } from "./session-protocol.ts";
 import { stackInputs } from "./tensor-batch.ts";
 
-const port = parentPort;
-if (port === null) throw new Error("session-worker.ts runs in a worker thread (see worker-session.ts)");
+if (parentPort === null) throw new Error("session-worker.ts runs in a worker thread (see worker-session.ts)");
+const parent = parentPort;
 
 let session: ort.InferenceSession | undefined;
 /**
@@ -29,8 +33,24 @@ let session: ort.InferenceSession | undefined;
 const batchBuffers = new BufferPool(256 * 1024 * 1024);
 let queue: Promise<void> = Promise.resolve();
 
-port.on("message", (request: Envelope<SessionRequest>) => {
-  queue = queue.then(() => handle(request)).catch(crash);
+/** Runs `work` after everything sent before it: runs never overlap, and a release waits for them. */
+function serially<T>(work: () => Promise<T>): Promise<T> {
+  const done = queue.then(work);
+  queue = done.then(
+    () => undefined,
+    () => undefined,
+  );
+  return done;
+}
+
+/** Requests from intake threads, straight to this session (lane-protocol.ts); their runs take turns here. */
+const lanes = new SessionLanes(
+  (parts, outputs, padTo) => serially(() => runParts(parts, outputs, padTo)),
+  (report, transfer) => parent.postMessage(report, transfer),
+);
+
+parent.on("message", (request: Envelope<SessionRequest>) => {
+  serially(() => handle(request)).catch(crash);
 });
 
 /**
@@ -43,15 +63,20 @@ function crash(error: unknown): void {
   });
 }
 
-async function handle(request: Envelope<SessionRequest>): Promise<void> {
+/** Answers a request from `from`: the replica (the parent port), or a peer session's thread. */
+async function handle(request: Envelope<SessionRequest>, from: MailPort = parent): Promise<void> {
   // Once the run is over, its parts go back to the replica, success or not.
   const parts = request.type === "run" ? request.parts : undefined;
   try {
     const answered = await answer(request);
-    reply(request.id, answered.type === "result" ? { ...answered, parts } : answered);
+    reply(from, request.id, answered.type === "result" ? { ...answered, parts } : answered);
   } catch (error) {
     const message = error instanceof Error ? error.message : String(error);
-    reply(request.id, parts === undefined ? { type: "error", message } : { type: "error", message, parts });
+    reply(
+      from,
+      request.id,
+      parts === undefined ? { type: "error", message } : { type: "error", message, parts },
+    );
   }
 }
 
@@ -63,27 +88,23 @@ async function answer(request: SessionRequest): Promise<SessionReply> {
       return { type: "ready", ...sessionSpecs(session) };
     }
     case "run": {
-      if (session === undefined) throw new Error("this worker holds no session");
-      const stackStarted = performance.now();
-      const stacked = stackInputs(request.parts, request.padTo, batchBuffers);
-      const feeds: Record<string, ort.Tensor> = {};
-      for (const feed of stacked) feeds[feed.name] = toOrtTensor(feed);
-      const started = performance.now();
-      try {
-        const results = await session.run(feeds, request.outputs);
-        const sessionMs = performance.now() - started;
-        const outputs = request.outputs.map((name): Tensor => {
-          const value = results[name];
-          if (value === undefined) throw new Error(`onnxruntime returned no output '${name}'`);
-          return fromOrtTensor(name, value);
-        });
-        return { type: "result", outputs, sessionMs, stackMs: started - stackStarted };
-      } finally {
-        // A batch stacked here is read by nothing once the run is over (outputs are buffers of their own).
-        if (!stacked.every((feed, index) => feed === request.parts[0]?.[index])) {
-          recycleInputs([stacked], batchBuffers);
-        }
-      }
+      const ran = await runParts(request.parts, request.outputs, request.padTo);
+      return { type: "result", ...ran };
+    }
+    case "lane": {
+      lanes.open(request.port, request.settings);
+      return { type: "lane-opened" };
+    }
+    case "peer": {
+      const peer = request.port;
+      peer.on("message", (envelope: Envelope<SessionRequest>) => {
+        serially(() => handle(envelope, peer)).catch(crash);
+      });
+      return { type: "connected" };
+    }
+    case "bucket": {
+      lanes.addBucket(request.size, new SessionPeer(request.port));
+      return { type: "connected" };
     }
     case "release": {
       const released = session;
@@ -94,7 +115,40 @@ async function answer(request: SessionRequest): Promise<SessionReply> {
   }
 }
 
-function reply(id: number, message: SessionReply): void {
+/**
+ * One run for one or more requests' feeds: stacked along the first dimension (and padded to `padTo` rows)
+ * into a buffer of this thread's pool, run, and the named outputs read back as OIP tensors.
+ */
+async function runParts(
+  parts: Tensor[][],
+  outputs: string[],
+  padTo?: number,
+): Promise<{ outputs: Tensor[]; sessionMs: number; stackMs: number }> {
+  // (A lane's request after a release: the lane closes with the thread.)
+  if (session === undefined) throw new SwitchyardError("unavailable", "this worker holds no session");
+  const stackStarted = performance.now();
+  const stacked = stackInputs(parts, padTo, batchBuffers);
+  const feeds: Record<string, ort.Tensor> = {};
+  for (const feed of stacked) feeds[feed.name] = toOrtTensor(feed);
+  const started = performance.now();
+  try {
+    const results = await session.run(feeds, outputs);
+    const sessionMs = performance.now() - started;
+    const read = outputs.map((name): Tensor => {
+      const value = results[name];
+      if (value === undefined) throw new Error(`onnxruntime returned no output '${name}'`);
+      return fromOrtTensor(name, value);
+    });
+    return { outputs: read, sessionMs, stackMs: started - stackStarted };
+  } finally {
+    // A batch stacked here is read by nothing once the run is over (outputs are buffers of their own).
+    if (!stacked.every((feed, index) => feed === parts[0]?.[index])) {
+      recycleInputs([stacked], batchBuffers);
+    }
+  }
+}
+
+function reply(to: MailPort, id: number, message: SessionReply): void {
   const envelope: Envelope<SessionReply> = { ...message, id };
   // Outputs were made here for the replica alone: their buffers move instead of being copied, and so do
   // the parts' buffers it gives back.
@@ -103,5 +157,5 @@ function reply(id: number, message: SessionReply): void {
     message.type === "result" || message.type === "error"
       ? transferablesOf((message.parts ?? []).flat())
       : [];
-  port?.postMessage(envelope, [...new Set([...moved, ...returned])]);
+  to.postMessage(envelope, [...new Set([...moved, ...returned])]);
 }

@@ -74,6 +74,22 @@ export function stackInputs(
 }
 
 /**
+ * Each request's answer from one run's outputs (`results`, in the order of `names`): the outputs it wants, in
+ * its order, and for a run of several requests only its rows (views, splitRows).
+ */
+export function answersOf(
+  requests: readonly { size: number; wanted: readonly string[] }[],
+  names: readonly string[],
+  results: readonly Tensor[],
+): Tensor[][] {
+  const outputs = new Map(names.map((name, index) => [name, results[index] as Tensor]));
+  if (requests.length === 1) return [requests[0]?.wanted.map((name) => outputs.get(name) as Tensor) ?? []];
+  const sizes = requests.map((request) => request.size);
+  const split = new Map([...outputs].map(([name, tensor]) => [name, splitRows(tensor, sizes)]));
+  return requests.map((request, index) => request.wanted.map((name) => split.get(name)?.[index] as Tensor));
+}
+
+/**
  * The rows of `tensor` for each request, in order: `sizes[i]` rows for request i. Typed arrays are views
  * into the batch's output (no copy). Throws when the output's first dimension is not the batch's total,
  * which means the model does not keep its batch dimension on this output.

@@ -7,9 +7,11 @@
  * replicas, really overlap. Terminating the worker on release also returns whatever native memory the
  * session left behind.
  */
+import { MessageChannel, type MessagePort } from "node:worker_threads";
 import type { InferenceSession } from "onnxruntime-node";
 import type { Tensor } from "../../shared/oip/tensor.ts";
 import { recycleInputs } from "./buffer-pool.ts";
+import type { LaneReport, LaneSettings } from "./lane-protocol.ts";
 import type { TensorSpec } from "./ort-tensors.ts";
 import { partsForTransfer, type SessionReply } from "./session-protocol.ts";
 import { SessionThread, WorkerFailure } from "./session-thread.ts";
@@ -151,6 +153,35 @@ export class WorkerSession {
       stackMs: reply.stackMs,
       parts: reply.parts ?? [],
     };
+  }
+
+  /**
+   * Opens a lane to the session's thread (lane-protocol.ts): the port to hand an intake thread. `onReport`
+   * hears what the session's lanes served (one listener for the session: the replica's).
+   */
+  async openLane(settings: LaneSettings, onReport: (report: LaneReport) => void): Promise<MessagePort> {
+    this.#thread.onLaneReport = onReport;
+    const { port1, port2 } = new MessageChannel();
+    try {
+      const reply = await this.#thread.request({ type: "lane", port: port2, settings }, [port2]);
+      if (reply.type !== "lane-opened") throw unexpectedReply(reply);
+    } catch (error) {
+      port1.close();
+      throw error;
+    }
+    return port1;
+  }
+
+  /**
+   * Sends this session's lanes' batches of `size` rows (a batch bucket) to `bucket`'s thread, over a port
+   * between the two threads (session-peer.ts).
+   */
+  async connectBucket(size: number, bucket: WorkerSession): Promise<void> {
+    const { port1, port2 } = new MessageChannel();
+    const served = await bucket.#thread.request({ type: "peer", port: port2 }, [port2]);
+    if (served.type !== "connected") throw unexpectedReply(served);
+    const sending = await this.#thread.request({ type: "bucket", size, port: port1 }, [port1]);
+    if (sending.type !== "connected") throw unexpectedReply(sending);
   }
 
   /**

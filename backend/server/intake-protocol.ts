@@ -4,11 +4,13 @@
  * writes answers; the main thread only routes. Tensors cross by transfer, never by copy where the sender
  * owns their buffers. Every request carries an id that its one answer repeats.
  */
+import type { MessagePort } from "node:worker_threads";
 import { Deadline } from "../../shared/deadline.ts";
-import { type ErrorCode, SwitchyardError } from "../../shared/errors.ts";
 import type { Tensor } from "../../shared/oip/tensor.ts";
+import type { ModelRef } from "../../shared/protocol/replica-state.ts";
 import type { PooledInferCall, PooledOutcome } from "../pool/replica-pool.ts";
 import { forTransfer } from "../replica/session-protocol.ts";
+import type { WireError } from "../wire-error.ts";
 
 /** What an intake thread is started with (its workerData). */
 export interface IntakeSettings {
@@ -46,11 +48,20 @@ export interface WireResponse {
   body: ArrayBuffer;
 }
 
-export interface WireError {
-  code: ErrorCode;
-  message: string;
-  retryAfterSeconds?: number;
+/** A lane as the main thread grants it. */
+export interface LaneGrantMessage {
+  type: "lane";
+  laneId: number;
+  /** The model as requests name it (requestedModelKey): what the lane serves. */
+  key: string;
+  port: MessagePort;
+  model: ModelRef;
+  replica: string;
+  lifetimeMs: number;
 }
+
+/** What the lanes tell the main thread: a lane no longer takes requests; a lane is closed (its lease ends). */
+export type LaneNotice = { type: "lane-retired"; laneId: number } | { type: "lane-closed"; laneId: number };
 
 export type IntakeMessage =
   | { type: "listening"; port: number }
@@ -59,6 +70,8 @@ export type IntakeMessage =
   | { type: "fetch"; id: number; request: WireRequest }
   /** The client went away: the main thread stops waiting for the request's replica. */
   | { type: "abort"; id: number }
+  /** A lane takes no more requests; then, it is closed (intake-lanes.ts). */
+  | LaneNotice
   | { type: "closed" };
 
 export type MainMessage =
@@ -69,6 +82,9 @@ export type MainMessage =
   | { type: "outcome"; id: number; outcome: PooledOutcome; spare?: ArrayBuffer }
   | { type: "response"; id: number; response: WireResponse }
   | { type: "failure"; id: number; error: WireError }
+  /** A lane to a session's thread, and its end (intake-lanes.ts). */
+  | LaneGrantMessage
+  | { type: "revoke-lane"; laneId: number }
   /** Stop accepting connections, finish what is in flight, then say "closed". */
   | { type: "close" };
 
@@ -100,23 +116,6 @@ export function fromWireCall(call: WireInferCall, signal: AbortSignal, now = Dat
     // Decoded by the intake thread for this request alone, from a body that moved here with it.
     handOverInputs: true,
   };
-}
-
-export function toWireError(error: unknown): WireError {
-  const failure = SwitchyardError.from(error);
-  return {
-    code: failure.code,
-    message: failure.message,
-    ...(failure.retryAfterSeconds === undefined ? {} : { retryAfterSeconds: failure.retryAfterSeconds }),
-  };
-}
-
-export function fromWireError(error: WireError): SwitchyardError {
-  return new SwitchyardError(
-    error.code,
-    error.message,
-    error.retryAfterSeconds === undefined ? undefined : { retryAfterSeconds: error.retryAfterSeconds },
-  );
 }
 
 /**

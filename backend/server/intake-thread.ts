@@ -12,15 +12,15 @@ import { SwitchyardError } from "../../shared/errors.ts";
 import { bodyTooLarge, bodyUnreadable } from "../../shared/http/request-body.ts";
 import type { PooledInferCall, PooledOutcome } from "../pool/replica-pool.ts";
 import { requestBuffers } from "../replica/buffer-pool.ts";
+import { fromWireError, toWireError } from "../wire-error.ts";
 import { answerError } from "./direct-infer-route.ts";
+import { IntakeLanes } from "./intake-lanes.ts";
 import {
-  fromWireError,
   type IntakeMessage,
   type IntakeSettings,
   inputBuffers,
   type MainMessage,
   toWireCall,
-  toWireError,
   type WireResponse,
 } from "./intake-protocol.ts";
 import { listen, standaloneServer } from "./standalone-server.ts";
@@ -41,7 +41,7 @@ const toMain = new TickMailbox<IntakeMessage>(main, (message, error) => {
 });
 
 /** Hands the main thread's answer to whoever waits for it. */
-function settle(answer: Exclude<MainMessage, { type: "close" }>): void {
+function settle(answer: Extract<MainMessage, { id: number }>): void {
   const waiter = waiting.get(answer.id);
   waiting.delete(answer.id);
   waiter?.(answer);
@@ -64,6 +64,14 @@ function ask(
     });
     toMain.post(message(id), transfer);
   });
+}
+
+/** Lanes straight to sessions' threads, for models the main thread granted one (intake-lanes.ts). */
+const lanes = new IntakeLanes((notice) => toMain.post(notice));
+
+/** On the model's lane where it has one, else through the main thread (which may grant one). */
+function infer(call: PooledInferCall, bodyBytes: number): Promise<PooledOutcome> {
+  return lanes.has(call) ? lanes.infer(call) : inferOnMain(call, bodyBytes);
 }
 
 async function inferOnMain(call: PooledInferCall, bodyBytes: number): Promise<PooledOutcome> {
@@ -176,7 +184,7 @@ function readAll(request: IncomingMessage, maxBytes: number): Promise<ArrayBuffe
 }
 
 const server = standaloneServer(throughMain, {
-  infer: inferOnMain,
+  infer,
   agentName: settings.agentName,
   maxBodyBytes: settings.maxBodyBytes,
   defaultTimeoutMs: settings.defaultTimeoutMs,
@@ -187,12 +195,18 @@ const server = standaloneServer(throughMain, {
 main.on(
   "message",
   eachMessage((message: MainMessage) => {
-    if (message.type === "close") {
-      // (Node's close() ends idle keep-alive connections itself; busy ones end once answered: standalone-server.ts.)
-      server.close(() => toMain.post({ type: "closed" }));
-      return;
+    switch (message.type) {
+      case "close":
+        // (Node's close() ends idle keep-alive connections itself; busy ones end once answered: standalone-server.ts.)
+        server.close(() => toMain.post({ type: "closed" }));
+        return;
+      case "lane":
+        return lanes.open(message);
+      case "revoke-lane":
+        return lanes.revoke(message.laneId);
+      default:
+        settle(message);
     }
-    settle(message);
   }),
 );
 

@@ -5,11 +5,12 @@
  * keeps its listeners.
  */
 import { createServer } from "node:net";
-import { Worker } from "node:worker_threads";
+import { type TransferListItem, Worker } from "node:worker_threads";
 import type { Hono } from "hono";
 import { describeError, noRoute, SwitchyardError } from "../../shared/errors.ts";
 import type { ReplicaPool } from "../pool/replica-pool.ts";
 import { requestBuffers } from "../replica/buffer-pool.ts";
+import { toWireError } from "../wire-error.ts";
 import { workerEntryUrl } from "../worker-entry-url.ts";
 import {
   fromWireCall,
@@ -17,9 +18,9 @@ import {
   type IntakeSettings,
   type MainMessage,
   outputsForTransfer,
-  toWireError,
   type WireRequest,
 } from "./intake-protocol.ts";
+import { LaneGrants } from "./lane-grants.ts";
 import { withinGrace } from "./standalone-server.ts";
 import { eachMessage, TickMailbox } from "./tick-mailbox.ts";
 
@@ -52,14 +53,16 @@ export async function startIntakeThreads(options: IntakeThreadsOptions): Promise
       const toThread = new TickMailbox<MainMessage>(worker, (message, error) => {
         // An answer that cannot cross (nothing the replicas make should be one) fails its request instead;
         // a failure is plain data, and one that could not cross either is not tried again.
-        if (message.type !== "close" && message.type !== "failure")
+        if ("id" in message && message.type !== "failure")
           toThread.post({ type: "failure", id: message.id, error: toWireError(error) });
+        else if (message.type === "lane") lanes.notice({ type: "lane-closed", laneId: message.laneId });
       });
       threads.set(worker, toThread);
-      const send = (message: MainMessage, transfer: ArrayBuffer[] = []) => {
+      const send = (message: MainMessage, transfer: readonly TransferListItem[] = []) => {
         // A thread that exited meanwhile has nobody left to answer.
         if (threads.has(worker)) toThread.post(message, transfer);
       };
+      const lanes = new LaneGrants(pool, send, log);
       const handle = (message: IntakeMessage) => {
         switch (message.type) {
           case "listening":
@@ -84,6 +87,7 @@ export async function startIntakeThreads(options: IntakeThreadsOptions): Promise
                 // The body this request came in went back to this thread's pool after its run: returned, so
                 // the intake thread reads its next body into memory already paged in.
                 const spare = requestBuffers.takeIdle(call.bodyBytes);
+                lanes.offer(call);
                 send(
                   {
                     type: "outcome",
@@ -122,6 +126,9 @@ export async function startIntakeThreads(options: IntakeThreadsOptions): Promise
           case "abort":
             calls.get(message.id)?.abort(new SwitchyardError("unavailable", "the client went away"));
             return;
+          case "lane-retired":
+          case "lane-closed":
+            return lanes.notice(message);
           case "closed":
             return;
         }
@@ -133,6 +140,7 @@ export async function startIntakeThreads(options: IntakeThreadsOptions): Promise
       });
       worker.once("exit", (code) => {
         threads.delete(worker);
+        lanes.end();
         for (const abort of calls.values())
           abort.abort(new SwitchyardError("unavailable", "HTTP thread exited"));
         // Only one that served is replaced: one that could not listen would fail again, and again.

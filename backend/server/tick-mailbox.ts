@@ -8,17 +8,18 @@
  * the turn's poll phase ran, so requests read from several connections in one turn travel together. (What is
  * posted during a check phase itself leaves in the next turn's.)
  */
+import type { TransferListItem } from "node:worker_threads";
 
 /** The sending end: a Worker, a MessagePort or a worker's parentPort. */
 export interface MailPort {
-  postMessage(value: unknown, transfer?: readonly ArrayBuffer[]): void;
+  postMessage(value: unknown, transfer?: readonly TransferListItem[]): void;
 }
 
 export class TickMailbox<M> {
   readonly #port: MailPort;
   readonly #undeliverable: (message: M, error: unknown) => void;
   /** This turn's messages, each with the buffers that move with it. */
-  #mail: { message: M; transfer: readonly ArrayBuffer[] }[] = [];
+  #mail: { message: M; transfer: readonly TransferListItem[] }[] = [];
   #due = false;
 
   /**
@@ -31,7 +32,7 @@ export class TickMailbox<M> {
   }
 
   /** Sends `message` with this turn's others; the buffers in `transfer` move with it (detached here). */
-  post(message: M, transfer: readonly ArrayBuffer[] = []): void {
+  post(message: M, transfer: readonly TransferListItem[] = []): void {
     this.#mail.push({ message, transfer });
     if (this.#due) return;
     this.#due = true;
@@ -56,7 +57,7 @@ export class TickMailbox<M> {
     }
   }
 
-  #postAlone(message: M, transfer: readonly ArrayBuffer[]): void {
+  #postAlone(message: M, transfer: readonly TransferListItem[]): void {
     try {
       this.#port.postMessage([message], transfer);
     } catch (error) {

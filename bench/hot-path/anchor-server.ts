@@ -2,26 +2,41 @@
  * The anchor of the hot-path benchmark: the smallest Node server around one onnxruntime session that a
  * client of the OIP binary extension can use. It is the floor every Node server can reach: `node:http`, the
  * body gathered and split by hand, the session run on the main thread, the outputs written after a JSON
- * header. No routing, no validation beyond what the run needs, no worker thread. Run as its own process:
+ * header (anchor-http.ts). No routing, no validation beyond what the run needs. Run as its own process:
  *
  *   node bench/hot-path/anchor-server.ts --model <model.onnx> [--device cuda --gpu 0] [--threads N]
- *     [--max-batch N]
+ *     [--max-batch N] [--http-threads N]
  *
  * With --max-batch, requests that arrive while a run is in flight are stacked along the first dimension
  * into the next run (the agent's own batcher, backend/replica/batcher.ts, with no queue delay and one batch
- * out at a time): the floor of a Node server that batches, one thread and no hop, against which the agent's
- * batched figures are read. One session for every batch size, so only for models without convolutions (on
- * CUDA a Conv re-plans at each new size).
+ * out at a time): the floor of a Node server that batches, against which the agent's batched figures are
+ * read. One session for every batch size, so only for models without convolutions (on CUDA a Conv re-plans
+ * at each new size).
+ *
+ * With --http-threads N, N threads serve the HTTP (anchor-http-thread.ts) and this one only runs the
+ * session: the floor of a server whose HTTP is spread over threads, with the two hops between them that it
+ * takes (the agent's intake threads make four: to its main thread, the session's, and back).
  *
  * It prints "anchor listening <url>" once it serves.
  */
 import { createServer } from "node:http";
 import { parseArgs } from "node:util";
+import { Worker } from "node:worker_threads";
 import * as ort from "onnxruntime-node";
 import { ModelBatcher } from "../../backend/replica/batcher.ts";
 import { sessionOptions } from "../../backend/replica/session-options.ts";
 import { splitRows, stackInputs } from "../../backend/replica/tensor-batch.ts";
+import { TickMailbox } from "../../backend/server/tick-mailbox.ts";
+import { workerEntryUrl } from "../../backend/worker-entry-url.ts";
+import { freePort } from "../../scripts/lib/free-port.ts";
 import type { Tensor } from "../../shared/oip/tensor.ts";
+import {
+  type AnchorAnswer,
+  type AnchorAsk,
+  type AnchorOutput,
+  type AnchorThreadData,
+  anchorListener,
+} from "./anchor-http.ts";
 
 const { values } = parseArgs({
   options: {
@@ -30,6 +45,7 @@ const { values } = parseArgs({
     gpu: { type: "string", default: "0" },
     threads: { type: "string" },
     "max-batch": { type: "string" },
+    "http-threads": { type: "string", default: "0" },
   },
 });
 if (values.model === undefined) throw new Error("--model <model.onnx> is required");
@@ -52,10 +68,10 @@ interface Feeds {
 const maxBatch = Number(values["max-batch"] ?? 1);
 const batcher =
   maxBatch > 1
-    ? new ModelBatcher<Feeds, Record<string, ort.Tensor>>(
+    ? new ModelBatcher<Feeds, AnchorOutput[]>(
         { maxBatchSize: maxBatch, maxQueueDelayMs: 0, preferredBatchSizes: [] },
         runStacked,
-        // Its runs stay in this process: one batch at a time lets the next grow while this one runs.
+        // Its runs stay in this thread: one batch at a time lets the next grow while this one runs.
         { batchesOut: 1 },
       )
     : undefined;
@@ -65,78 +81,80 @@ const toOrt = (tensors: readonly Tensor[]) =>
     tensors.map(({ name, data, shape }) => [name, new ort.Tensor("float32", data as Float32Array, shape)]),
   );
 
+const fromOrt = (results: ort.InferenceSession.OnnxValueMapType): AnchorOutput[] =>
+  Object.entries(results).map(([name, tensor]) => ({
+    name,
+    dims: tensor.dims,
+    data: tensor.data as Float32Array,
+  }));
+
 /**
  * One run for several requests, stacked along the first dimension and split back with the agent's own
  * tensor-batch.ts (the same copy into one buffer, the same views of the batch's outputs).
  */
-async function runStacked(requests: Feeds[]): Promise<Record<string, ort.Tensor>[]> {
+async function runStacked(requests: Feeds[]): Promise<AnchorOutput[][]> {
   const results = await session.run(toOrt(stackInputs(requests.map((request) => request.feeds))));
   const sizes = requests.map((request) => request.size);
-  const split = Object.entries(results).map(([name, tensor]) =>
-    splitRows({ name, datatype: "FP32", shape: [...tensor.dims], data: tensor.data as Float32Array }, sizes),
+  const split = fromOrt(results).map(({ name, dims, data }) =>
+    splitRows({ name, datatype: "FP32", shape: [...dims], data }, sizes),
   );
-  return requests.map((_, index) => toOrt(split.map((parts) => parts[index] as Tensor)));
+  return requests.map((_, index) =>
+    split.map((parts) => {
+      const { name, shape, data } = parts[index] as Tensor;
+      return { name, dims: shape, data: data as Float32Array };
+    }),
+  );
 }
 
-interface InputHeader {
-  name: string;
-  shape: number[];
-  datatype: string;
-  data?: number[];
-  parameters?: { binary_data_size?: number };
+async function run(feeds: Tensor[]): Promise<AnchorOutput[]> {
+  const size = feeds[0]?.shape[0] ?? 1;
+  if (batcher === undefined || size > maxBatch) return fromOrt(await session.run(toOrt(feeds)));
+  return (await batcher.submit({ size, feeds }, "all")).result;
 }
 
-const server = createServer((request, response) => {
-  const chunks: Buffer[] = [];
-  request.on("data", (chunk: Buffer) => chunks.push(chunk));
-  request.on("end", async () => {
-    const body = Buffer.concat(chunks);
-    const headerLength = Number(request.headers["inference-header-content-length"] ?? body.length);
-    const header = JSON.parse(body.subarray(0, headerLength).toString()) as { inputs: InputHeader[] };
-    let offset = headerLength;
-    const feeds: Tensor[] = [];
-    for (const input of header.inputs) {
-      const size = input.parameters?.binary_data_size;
-      const data =
-        size === undefined
-          ? Float32Array.from(input.data ?? [])
-          : new Float32Array(body.buffer.slice(body.byteOffset + offset, body.byteOffset + offset + size));
-      offset += size ?? 0;
-      feeds.push({ name: input.name, datatype: "FP32", shape: input.shape, data });
-    }
-    const size = feeds[0]?.shape[0] ?? 1;
-    const results =
-      batcher === undefined || size > maxBatch
-        ? await session.run(toOrt(feeds))
-        : (await batcher.submit({ size, feeds }, "all")).result;
-    const binary = headerLength < body.length;
-    const outputs = Object.entries(results).map(([name, tensor]) => ({
-      name,
-      datatype: "FP32",
-      shape: tensor.dims,
-      ...(binary
-        ? { parameters: { binary_data_size: (tensor.data as Float32Array).byteLength } }
-        : { data: Array.from(tensor.data as Float32Array) }),
-    }));
-    const json = Buffer.from(JSON.stringify({ model_name: "anchor", outputs }));
-    const parts = [json, ...(binary ? Object.values(results).map((tensor) => tensorBytes(tensor)) : [])];
-    response.writeHead(200, {
-      "Content-Type": binary ? "application/octet-stream" : "application/json",
-      "Content-Length": parts.reduce((sum, part) => sum + part.byteLength, 0),
-      ...(binary ? { "Inference-Header-Content-Length": json.byteLength } : {}),
-    });
-    for (const part of parts) response.write(part);
-    response.end();
+const host = "127.0.0.1";
+const httpThreads = Number(values["http-threads"]);
+let port: number;
+if (httpThreads > 0) {
+  port = await freePort();
+  await Promise.all(Array.from({ length: httpThreads }, () => startThread(port)));
+} else {
+  const server = createServer(anchorListener(run));
+  port = await new Promise<number>((resolve) =>
+    server.listen(0, host, () => {
+      const address = server.address();
+      resolve(typeof address === "object" && address !== null ? address.port : 0);
+    }),
+  );
+}
+console.log(`anchor listening http://${host}:${port}`);
+
+/** An HTTP thread on the shared port; its requests run here, and their answers go back by transfer. */
+function startThread(shared: number): Promise<void> {
+  const worker = new Worker(workerEntryUrl(import.meta.url, "anchor-http-thread"), {
+    workerData: { host, port: shared } satisfies AnchorThreadData,
   });
-});
-
-function tensorBytes(tensor: ort.Tensor): Uint8Array {
-  const data = tensor.data as Float32Array;
-  return new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+  const toThread = new TickMailbox<AnchorAnswer>(worker, (_message, error) => {
+    throw error;
+  });
+  return new Promise((resolve, reject) => {
+    worker.once("error", reject);
+    worker.on("message", (message: AnchorAsk[] | { listening: true }) => {
+      if (!Array.isArray(message)) return resolve();
+      for (const ask of message) {
+        void run(ask.feeds).then((outputs) => {
+          // A batch's outputs are views of one buffer: each request's rows are copied into its own to move.
+          const owned = outputs.map((output) =>
+            output.data.byteLength === output.data.buffer.byteLength
+              ? output
+              : { ...output, data: output.data.slice() },
+          );
+          toThread.post(
+            { id: ask.id, outputs: owned },
+            owned.map((output) => output.data.buffer as ArrayBuffer),
+          );
+        });
+      }
+    });
+  });
 }
-
-server.listen(0, "127.0.0.1", () => {
-  const address = server.address();
-  const port = typeof address === "object" && address !== null ? address.port : 0;
-  console.log(`anchor listening http://127.0.0.1:${port}`);
-});

@@ -4,6 +4,8 @@
  *
  *   raw      session.run in this process (onnxruntime-node, no server)
  *   anchor   the smallest node:http server around one session (anchor-server.ts): the floor of any Node server
+ *   anchor-threads  the same with its HTTP on threads of its own (as many as the agent's intake threads, at
+ *            least 2), the session on its main thread: the floor of a server with a hop each way (the MLP only)
  *   agent-main  switchyard-agent --standalone --http-threads 0 (HTTP on the agent's main thread)
  *   agent    switchyard-agent --standalone (HTTP on its intake threads: --http-threads' default)
  *   gateway  the agent behind `wrangler dev` (where wrangler can run: not on a bare GPU host)
@@ -12,7 +14,7 @@
  * concurrent clients; batching on (models whose config.json declares it) against off. Every answer's outputs
  * are checked bit for bit against a direct run.
  *
- *   npm run bench:hot-path [-- --device cuda --gpu 0] [--quick] [--seconds 5] [--targets raw,anchor,agent-main,agent,gateway]
+ *   npm run bench:hot-path [-- --device cuda --gpu 0] [--quick] [--seconds 5] [--targets raw,anchor,anchor-threads,agent-main,agent,gateway]
  *     [--models det,mlp,io] [--encodings binary,json] [--concurrency 1,8,32] [--agent-args "--max-concurrency 8"]
  *     [--agent-node-args "--cpu-prof --cpu-prof-dir=prof"]
  *     [--client-threads 4]
@@ -25,6 +27,7 @@ import { cpus, tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { parseArgs } from "node:util";
 import * as ort from "onnxruntime-node";
+import { httpThreads as defaultHttpThreads } from "../../backend/cli/flag-specs.ts";
 import { sessionOptions } from "../../backend/replica/session-options.ts";
 import { modelPath, writeFileIfChanged } from "../../scripts/lib/model-repository.ts";
 import {
@@ -57,7 +60,7 @@ const { values } = parseArgs({
     out: { type: "string", default: "bench/results" },
     seconds: { type: "string" },
     quick: { type: "boolean", default: false },
-    targets: { type: "string", default: "raw,anchor,agent-main,agent,gateway" },
+    targets: { type: "string", default: "raw,anchor,anchor-threads,agent-main,agent,gateway" },
     concurrency: { type: "string", default: "1,8,32" },
     models: { type: "string", default: "det,mlp,io" },
     encodings: { type: "string", default: "binary,json" },
@@ -232,21 +235,24 @@ async function main(): Promise<void> {
 
   const started: Target[] = [];
   try {
-    if (targets.has("anchor")) {
-      for (const entry of CASES) {
-        started.push(await startAnchorTarget(entry.name, modelPath(repo, entry.name), device, threads));
-        if (entry.anchorBatches) {
-          started.push(
-            await startAnchorTarget(
-              entry.name,
-              modelPath(repo, entry.name),
-              device,
-              threads,
-              entry.maxBatchSize,
-            ),
-          );
-        }
-      }
+    // The anchors: one per model, a batching one for the MLP, and both again with HTTP threads (as many as the
+    // agent's intake threads, and at least two, so that it has threads here too).
+    const httpThreads = Math.max(2, defaultHttpThreads(cpus().length));
+    const anchors = CASES.flatMap((entry) => [
+      ...(targets.has("anchor") ? [{ entry, maxBatch: undefined, httpThreads: 0 }] : []),
+      ...(targets.has("anchor") && entry.anchorBatches
+        ? [{ entry, maxBatch: entry.maxBatchSize, httpThreads: 0 }]
+        : []),
+      ...(targets.has("anchor-threads") && entry.anchorBatches
+        ? [
+            { entry, maxBatch: undefined, httpThreads },
+            { entry, maxBatch: entry.maxBatchSize, httpThreads },
+          ]
+        : []),
+    ]);
+    for (const { entry, maxBatch, httpThreads } of anchors) {
+      const path = modelPath(repo, entry.name);
+      started.push(await startAnchorTarget(entry.name, path, device, threads, maxBatch, httpThreads));
     }
     const agentArgs = [
       "--models",
@@ -281,7 +287,7 @@ async function main(): Promise<void> {
     }
 
     for (const target of started) {
-      if (target.kind !== "anchor") {
+      if (target.kind !== "anchor" && target.kind !== "anchor-threads") {
         // The floor of the path: a route that does no work (for the gateway, wrangler dev's own proxy).
         const client = new HttpLoad(target.url, 1);
         const load = await closedLoop(1, warmupSeconds, seconds, async () => {
@@ -302,7 +308,7 @@ async function main(): Promise<void> {
       for (const entry of CASES) {
         if (target.model !== undefined && target.model !== entry.name) continue;
         for (const encoding of encodings) {
-          for (const batched of target.kind === "anchor" ? [target.batched === true] : [false, true]) {
+          for (const batched of target.model !== undefined ? [target.batched === true] : [false, true]) {
             const model = batched ? `${entry.name}_batched` : entry.name;
             const prepared = prepare(model, entry.input, encoding, target.headers);
             // One check of the outputs; the timed loops run on client threads of their own (client-threads.ts).

@@ -13,7 +13,8 @@ import { REPO_ROOT, startWranglerDev } from "../../scripts/lib/wrangler-dev.ts";
 
 export interface Target {
   /** agent-main: the agent serving HTTP on its main thread (--http-threads 0), as before intake threads. */
-  kind: "anchor" | "agent-main" | "agent" | "gateway";
+  /** anchor-threads: the anchor with its HTTP on threads of its own (anchor-server.ts --http-threads). */
+  kind: "anchor" | "anchor-threads" | "agent-main" | "agent" | "gateway";
   url: string;
   headers: Record<string, string>;
   /** The one model it serves (the anchor), or every model. */
@@ -49,6 +50,7 @@ export async function startAnchorTarget(
   device: ReplicaDevice,
   threads: number | undefined,
   maxBatch?: number,
+  httpThreads = 0,
 ): Promise<Target> {
   const args = [
     entry("hot-path-anchor.mjs", "bench/hot-path/anchor-server.ts"),
@@ -57,12 +59,15 @@ export async function startAnchorTarget(
     ...(device.kind === "cuda" ? ["--device", "cuda", "--gpu", String(device.deviceId)] : []),
     ...(threads === undefined ? [] : ["--threads", String(threads)]),
     ...(maxBatch === undefined ? [] : ["--max-batch", String(maxBatch)]),
+    "--http-threads",
+    String(httpThreads),
   ];
-  const label = `anchor ${model}${maxBatch === undefined ? "" : " batched"}`;
+  const kind = httpThreads > 0 ? "anchor-threads" : "anchor";
+  const label = `${kind} ${model}${maxBatch === undefined ? "" : " batched"}`;
   const process = spawnGroup(label, globalThis.process.execPath, args, { cwd: REPO_ROOT });
   const url = await started(process, /anchor listening (\S+)/, "the anchor");
   return {
-    kind: "anchor",
+    kind,
     url,
     headers: {},
     model,

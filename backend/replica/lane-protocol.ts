@@ -1,0 +1,163 @@
+/**
+ * Lanes: an HTTP intake thread (backend/server/intake-thread.ts) sending a loaded model's requests straight
+ * to the thread that holds its session (session-worker.ts), over a MessagePort of their own, and the answers
+ * coming straight back. Requests on the main thread's path cross four times (intake -> main -> session ->
+ * main -> intake) and the main thread handles each one; on a lane they cross twice and the main thread only
+ * grants lanes and counts what they served, from a report per turn. (A server of that shape, a hop each
+ * way, served a small MLP batched 2.2 to 2.9x what the agent did through its main thread on the H200:
+ * bench/results/hot-path-cuda-lanes.md.)
+ *
+ * The main thread grants a lane (intake-threads.ts) after it served a request of that model from that
+ * intake thread, for LANE_LIFETIME_MS; the lane holds a lease on the model's session meanwhile, so the
+ * session cannot be unloaded under it. After its lifetime (or once revoked: the model is being unloaded)
+ * the intake thread sends its next request on the main path again, which resolves the version anew and
+ * may grant a new lane, and closes the old one once its requests are answered.
+ */
+import type { Tensor } from "../../shared/oip/tensor.ts";
+import type { WireError } from "../wire-error.ts";
+import type { BatchSettings } from "./batch-settings.ts";
+import type { TensorSpec } from "./ort-tensors.ts";
+
+/**
+ * How long a lane is used before its model goes through the main thread again: a new version in the
+ * repository is seen within this (as the replica's version memo refreshes), and an idle model's lease ends
+ * within it, so that its keep-alive and the cache's LRU see it idle.
+ */
+export const LANE_LIFETIME_MS = 1000;
+
+/** What the session's thread needs to serve a lane: the model's checks and its batching. */
+export interface LaneSettings {
+  /** The model's name, for error messages. */
+  model: string;
+  inputs: TensorSpec[];
+  outputs: TensorSpec[];
+  /** Its batcher's settings; undefined: each request runs alone. */
+  batching?: BatchSettings | undefined;
+  /** Requests the session takes from its lanes at once (running, or gathering into a batch). */
+  maxConcurrency: number;
+  /** Requests that may wait beyond those; more are refused (429). */
+  maxQueue: number;
+}
+
+/** intake -> session */
+export type LaneRequest =
+  | {
+      type: "infer";
+      id: number;
+      inputs: Tensor[];
+      /** Output names; omitted: all. */
+      outputs?: string[];
+      /** Date.now() at which the client stops waiting (one process, one clock), and its budget. */
+      deadlineAt: number;
+      budgetMs: number;
+    }
+  /** The client went away (or its deadline passed): a request still waiting is dropped. */
+  | { type: "abort"; id: number };
+
+/** session -> intake */
+export type LaneAnswer =
+  | {
+      type: "outcome";
+      id: number;
+      outputs: Tensor[];
+      /** Waiting for a place and then a batch; the run (the batch's); onnxruntime's part of it. */
+      timings: { queueMs: number; runMs: number; sessionMs: number };
+      batch: { requests: number; rows: number };
+      /** The request's input buffers, back for the intake thread's next bodies (buffer-pool.ts). */
+      spare: ArrayBuffer[];
+    }
+  | { type: "failure"; id: number; error: WireError };
+
+/** What one lane request came to, for the replica's statistics and metrics (session -> main, per turn). */
+export type LaneServed =
+  | {
+      ok: true;
+      totalMs: number;
+      queueMs: number;
+      runMs: number;
+      sessionMs: number;
+      batch: { requests: number; rows: number };
+    }
+  | { ok: false; totalMs: number; error: WireError };
+
+/** One run a lane made: its rows and where its time went (ModelStatisticsBook.executed). */
+export interface LaneRun {
+  rows: number;
+  stackMs: number;
+  runMs: number;
+}
+
+/**
+ * The session thread's report to the main thread, once per turn of its event loop that served lanes. Answered
+ * requests and runs travel as columns of numbers in typed arrays that move, not as an object per request: at
+ * tens of thousands of requests a second, cloning those objects was the largest cost of the session's thread.
+ */
+export interface LaneReport {
+  type: "lane-report";
+  /** SERVED_FIELDS numbers per answered request. */
+  served: Float64Array;
+  /** Failed requests (few): each as it is. */
+  failed: Extract<LaneServed, { ok: false }>[];
+  /** RUN_FIELDS numbers per run. */
+  runs: Float64Array;
+}
+
+const SERVED_FIELDS = 6;
+const RUN_FIELDS = 3;
+
+/** Gathers a turn's requests and runs into a LaneReport. */
+export class LaneReportBuilder {
+  #served: number[] = [];
+  #failed: Extract<LaneServed, { ok: false }>[] = [];
+  #runs: number[] = [];
+
+  served(served: LaneServed): void {
+    if (!served.ok) {
+      this.#failed.push(served);
+      return;
+    }
+    const { totalMs, queueMs, runMs, sessionMs, batch } = served;
+    this.#served.push(totalMs, queueMs, runMs, sessionMs, batch.requests, batch.rows);
+  }
+
+  ran(run: LaneRun): void {
+    this.#runs.push(run.rows, run.stackMs, run.runMs);
+  }
+
+  /** The report, and the buffers that move with it; the builder starts over. */
+  take(): { report: LaneReport; transfer: ArrayBuffer[] } {
+    const report: LaneReport = {
+      type: "lane-report",
+      served: Float64Array.from(this.#served),
+      failed: this.#failed,
+      runs: Float64Array.from(this.#runs),
+    };
+    this.#served = [];
+    this.#failed = [];
+    this.#runs = [];
+    return { report, transfer: [report.served.buffer as ArrayBuffer, report.runs.buffer as ArrayBuffer] };
+  }
+}
+
+/** Each request a report tells of, answered or failed. */
+export function* servedIn(report: LaneReport): Generator<LaneServed> {
+  const { served } = report;
+  for (let at = 0; at + SERVED_FIELDS <= served.length; at += SERVED_FIELDS) {
+    yield {
+      ok: true,
+      totalMs: served[at] ?? 0,
+      queueMs: served[at + 1] ?? 0,
+      runMs: served[at + 2] ?? 0,
+      sessionMs: served[at + 3] ?? 0,
+      batch: { requests: served[at + 4] ?? 0, rows: served[at + 5] ?? 0 },
+    };
+  }
+  yield* report.failed;
+}
+
+/** Each run a report tells of. */
+export function* runsIn(report: LaneReport): Generator<LaneRun> {
+  const { runs } = report;
+  for (let at = 0; at + RUN_FIELDS <= runs.length; at += RUN_FIELDS)
+    yield { rows: runs[at] ?? 0, stackMs: runs[at + 1] ?? 0, runMs: runs[at + 2] ?? 0 };
+}

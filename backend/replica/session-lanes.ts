@@ -1,0 +1,268 @@
+/**
+ * The session thread's end of its lanes (lane-protocol.ts): requests from intake threads, checked, held to
+ * the replica's concurrency and queue bounds, batched with the model's own batcher (requests of every lane
+ * share its batches), run on the session, and answered straight back on the lane they came from. The main
+ * thread hears what they came to from a report per turn, for the replica's statistics and metrics.
+ */
+import type { MessagePort } from "node:worker_threads";
+import { SwitchyardError } from "../../shared/errors.ts";
+import type { Tensor } from "../../shared/oip/tensor.ts";
+import { eachMessage, TickMailbox } from "../server/tick-mailbox.ts";
+import { toWireError } from "../wire-error.ts";
+import { bucketFor, dropPadding } from "./batch-buckets.ts";
+import { type Executed, executeOne, ModelBatcher } from "./batcher.ts";
+import {
+  type LaneAnswer,
+  type LaneReport,
+  LaneReportBuilder,
+  type LaneRequest,
+  type LaneRun,
+  type LaneServed,
+  type LaneSettings,
+} from "./lane-protocol.ts";
+import { checkInputs, runRefusal, wantedOutputs } from "./ort-tensors.ts";
+import { PeerRunError, type SessionPeer } from "./session-peer.ts";
+import { forTransfer } from "./session-protocol.ts";
+import { answersOf, batchSizeOf, stackingKey } from "./tensor-batch.ts";
+
+/** One run of this thread's session for several requests' feeds, stacked and padded (session-worker.ts runParts). */
+export type RunParts = (
+  parts: Tensor[][],
+  outputs: string[],
+  padTo?: number,
+) => Promise<{ outputs: Tensor[]; sessionMs: number; stackMs: number }>;
+
+interface LaneCall {
+  id: number;
+  lane: TickMailbox<LaneAnswer>;
+  inputs: Tensor[];
+  wanted: string[];
+  size: number;
+  deadlineAt: number;
+  budgetMs: number;
+  arrivedAt: number;
+  /** Aborts it while it waits in the batcher. */
+  abort: AbortController;
+}
+
+export class SessionLanes {
+  readonly #runParts: RunParts;
+  readonly #report: (report: LaneReport, transfer: ArrayBuffer[]) => void;
+  #settings: LaneSettings | undefined;
+  #batcher: ModelBatcher<LaneCall, { outputs: Tensor[]; sessionMs: number }> | undefined;
+  /** Requests running or gathering into a batch. */
+  #active = 0;
+  /** Requests waiting for a place, oldest first. */
+  readonly #waiting: LaneCall[] = [];
+  /** Each lane's requests not yet answered, by id (ids are the lane's own). */
+  readonly #calls = new Map<TickMailbox<LaneAnswer>, Map<number, LaneCall>>();
+  /** With batch buckets: the sessions of the other sizes, on threads of their own. */
+  readonly #buckets = new Map<number, SessionPeer>();
+  readonly #reportBuilder = new LaneReportBuilder();
+  #reportDue = false;
+
+  constructor(runParts: RunParts, report: (report: LaneReport, transfer: ArrayBuffer[]) => void) {
+    this.#runParts = runParts;
+    this.#report = report;
+  }
+
+  /** Batches padded to `size` rows run on the session `peer` reaches (a batch bucket, batch-buckets.ts). */
+  addBucket(size: number, peer: SessionPeer): void {
+    this.#buckets.set(size, peer);
+  }
+
+  /** Serves a new lane on `port` (every lane of a session has the same settings: its model's). */
+  open(port: MessagePort, settings: LaneSettings): void {
+    if (this.#settings === undefined) {
+      this.#settings = settings;
+      if (settings.batching !== undefined) {
+        this.#batcher = new ModelBatcher(settings.batching, (calls) => this.#runBatch(calls));
+      }
+    }
+    const lane = new TickMailbox<LaneAnswer>(port, (answer, error) => {
+      // An answer that cannot cross (nothing the session makes should be one) fails its request instead.
+      if (answer.type === "outcome") lane.post({ type: "failure", id: answer.id, error: toWireError(error) });
+    });
+    const calls = new Map<number, LaneCall>();
+    this.#calls.set(lane, calls);
+    port.on(
+      "message",
+      eachMessage((request: LaneRequest) => this.#receive(lane, calls, request)),
+    );
+    // The intake thread closed it (its requests answered), or exited: what it still had waiting is dropped.
+    port.once("close", () => {
+      this.#calls.delete(lane);
+      for (const call of calls.values())
+        this.#drop(call, new SwitchyardError("unavailable", "the lane closed"));
+    });
+  }
+
+  #receive(lane: TickMailbox<LaneAnswer>, calls: Map<number, LaneCall>, request: LaneRequest): void {
+    if (request.type === "abort") {
+      const call = calls.get(request.id);
+      if (call !== undefined) this.#drop(call, new SwitchyardError("unavailable", "the client went away"));
+      return;
+    }
+    const settings = this.#settings as LaneSettings;
+    const call: LaneCall = {
+      id: request.id,
+      lane,
+      inputs: request.inputs,
+      wanted: [],
+      size: batchSizeOf(request.inputs) ?? 0,
+      deadlineAt: request.deadlineAt,
+      budgetMs: request.budgetMs,
+      arrivedAt: performance.now(),
+      abort: new AbortController(),
+    };
+    try {
+      // Checked before the request can join a batch: a bad request fails alone.
+      checkInputs(settings.model, request.inputs, settings.inputs);
+      call.wanted = wantedOutputs(settings.model, settings.outputs, request.outputs);
+    } catch (error) {
+      this.#fail(call, error);
+      return;
+    }
+    calls.set(call.id, call);
+    if (this.#active < settings.maxConcurrency) this.#start(call);
+    else if (this.#waiting.length < settings.maxQueue) this.#waiting.push(call);
+    else {
+      calls.delete(call.id);
+      const message = `the model's session is busy and ${this.#waiting.length} requests are already waiting; retry later`;
+      this.#fail(call, new SwitchyardError("queue_full", message, { retryAfterSeconds: 1 }));
+    }
+  }
+
+  /** A request that is still waiting (for a place or in the batcher) leaves; one that runs is left to end. */
+  #drop(call: LaneCall, reason: SwitchyardError): void {
+    const index = this.#waiting.indexOf(call);
+    if (index >= 0) {
+      this.#waiting.splice(index, 1);
+      this.#calls.get(call.lane)?.delete(call.id);
+      this.#fail(call, reason);
+      return;
+    }
+    call.abort.abort(reason);
+  }
+
+  #start(call: LaneCall): void {
+    this.#active += 1;
+    const startedAt = performance.now();
+    this.#serve(call)
+      .then(
+        (ran) => this.#answer(call, ran, startedAt),
+        (error: unknown) => this.#fail(call, error),
+      )
+      .finally(() => {
+        this.#calls.get(call.lane)?.delete(call.id);
+        this.#active -= 1;
+        const next = this.#waiting.shift();
+        if (next !== undefined) this.#start(next);
+      });
+  }
+
+  async #serve(call: LaneCall): Promise<Executed> {
+    if (Date.now() >= call.deadlineAt) {
+      throw new SwitchyardError(
+        "deadline_exceeded",
+        `'${this.#settings?.model ?? ""}' could not start within the request's deadline of ${call.budgetMs} ms`,
+      );
+    }
+    return executeOne(this.#batcher, call, stackingKey(call.inputs), call.abort.signal, (calls) =>
+      this.#runBatch(calls),
+    );
+  }
+
+  /** One run for the calls, each answered with the outputs it wants (its rows of them). */
+  async #runBatch(calls: LaneCall[]): Promise<{ outputs: Tensor[]; sessionMs: number }[]> {
+    const names = [...new Set(calls.flatMap((call) => call.wanted))];
+    const started = performance.now();
+    const rows = calls.reduce((sum, call) => sum + call.size, 0);
+    let ran: Awaited<ReturnType<RunParts>>;
+    let bucket: number | undefined;
+    try {
+      ({ ran, bucket } = await this.#run(calls, names, rows));
+    } catch (error) {
+      throw error instanceof SwitchyardError ? error : runRefusal(this.#settings?.model ?? "", error);
+    }
+    this.#noteRun({ rows, stackMs: ran.stackMs, runMs: performance.now() - started - ran.stackMs });
+    const outputs = bucket === undefined ? ran.outputs : dropPadding(ran.outputs, rows, bucket);
+    return answersOf(calls, names, outputs).map((answer) => ({ outputs: answer, sessionMs: ran.sessionMs }));
+  }
+
+  /**
+   * The run, on this thread's session, or with batch buckets on the session of the smallest bucket that
+   * holds the rows (the first session is bucket 1), padded up to it.
+   */
+  async #run(
+    calls: LaneCall[],
+    names: string[],
+    rows: number,
+  ): Promise<{ ran: Awaited<ReturnType<RunParts>>; bucket: number | undefined }> {
+    const parts = calls.map((call) => call.inputs);
+    const sizes = this.#settings?.batching?.buckets;
+    const bucket = sizes !== undefined && rows >= 1 ? bucketFor(rows, sizes) : undefined;
+    const padTo = bucket !== undefined && bucket !== rows ? bucket : undefined;
+    const peer = bucket === undefined ? undefined : this.#buckets.get(bucket);
+    if (peer === undefined) return { ran: await this.#runParts(parts, names, padTo), bucket: padTo };
+    try {
+      const ran = await peer.run(parts, names, padTo);
+      // The parts moved there and came back: the calls hold them again (for their spare buffers).
+      calls.forEach((call, index) => {
+        call.inputs = ran.parts[index] ?? call.inputs;
+      });
+      return { ran, bucket: padTo };
+    } catch (error) {
+      // Given back with the failure, so that each request can run again alone (batcher.ts).
+      if (error instanceof PeerRunError && error.parts !== undefined)
+        calls.forEach((call, index) => {
+          call.inputs = error.parts?.[index] ?? call.inputs;
+        });
+      throw error;
+    }
+  }
+
+  #answer(call: LaneCall, ran: Executed, startedAt: number): void {
+    const queueMs = startedAt - call.arrivedAt + ran.queuedMs;
+    // A lone run's outputs are the request's own and move; a batch's rows are copied out first.
+    const outputs = forTransfer(ran.outputs, ran.requests === 1);
+    const spare = new Set<ArrayBuffer>();
+    for (const { data } of call.inputs)
+      if (!Array.isArray(data) && data.buffer instanceof ArrayBuffer && data.buffer.byteLength > 0)
+        spare.add(data.buffer);
+    const timings = { queueMs, runMs: ran.runMs, sessionMs: ran.sessionMs };
+    const batch = { requests: ran.requests, rows: ran.rows };
+    call.lane.post(
+      { type: "outcome", id: call.id, outputs: outputs.tensors, timings, batch, spare: [...spare] },
+      [...outputs.transfer, ...spare],
+    );
+    this.#noteServed({ ok: true, totalMs: performance.now() - call.arrivedAt, ...timings, batch });
+  }
+
+  #fail(call: LaneCall, error: unknown): void {
+    const wire = toWireError(error);
+    call.lane.post({ type: "failure", id: call.id, error: wire });
+    this.#noteServed({ ok: false, totalMs: performance.now() - call.arrivedAt, error: wire });
+  }
+
+  #noteServed(served: LaneServed): void {
+    this.#reportBuilder.served(served);
+    this.#reportSoon();
+  }
+
+  #noteRun(run: LaneRun): void {
+    this.#reportBuilder.ran(run);
+    this.#reportSoon();
+  }
+
+  /** The main thread hears of a turn's requests in one message. */
+  #reportSoon(): void {
+    if (this.#reportDue) return;
+    this.#reportDue = true;
+    setImmediate(() => {
+      this.#reportDue = false;
+      const { report, transfer } = this.#reportBuilder.take();
+      this.#report(report, transfer);
+    });
+  }
+}

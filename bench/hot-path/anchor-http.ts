@@ -1,0 +1,95 @@
+/**
+ * The anchor's HTTP (anchor-server.ts): what its one thread does, and what each of its HTTP threads does in
+ * its threaded form (anchor-http-thread.ts). The body gathered and split by hand, the outputs written after
+ * a JSON header: nothing an OIP binary client does not need.
+ */
+import type { RequestListener, ServerResponse } from "node:http";
+import type { Tensor } from "../../shared/oip/tensor.ts";
+
+/** One output of a run, as the anchor writes it (FP32). */
+export interface AnchorOutput {
+  name: string;
+  dims: readonly number[];
+  data: Float32Array;
+}
+
+/** Runs one request's feeds (OIP tensors, FP32, each in a buffer of its own). */
+export type AnchorRun = (feeds: Tensor[]) => Promise<AnchorOutput[]>;
+
+interface InputHeader {
+  name: string;
+  shape: number[];
+  datatype: string;
+  data?: number[];
+  parameters?: { binary_data_size?: number };
+}
+
+/** A node:http listener that decodes each request, runs it, and writes its answer. */
+export function anchorListener(run: AnchorRun): RequestListener {
+  return (request, response) => {
+    const chunks: Buffer[] = [];
+    request.on("data", (chunk: Buffer) => chunks.push(chunk));
+    request.on("end", async () => {
+      const body = Buffer.concat(chunks);
+      const headerLength = Number(request.headers["inference-header-content-length"] ?? body.length);
+      const outputs = await run(readFeeds(body, headerLength));
+      writeAnswer(response, outputs, headerLength < body.length);
+    });
+  };
+}
+
+/** The request's inputs: its JSON header, then each binary input copied into a buffer of its own. */
+function readFeeds(body: Buffer, headerLength: number): Tensor[] {
+  const header = JSON.parse(body.subarray(0, headerLength).toString()) as { inputs: InputHeader[] };
+  let offset = headerLength;
+  const feeds: Tensor[] = [];
+  for (const input of header.inputs) {
+    const size = input.parameters?.binary_data_size;
+    const data =
+      size === undefined
+        ? Float32Array.from(input.data ?? [])
+        : new Float32Array(body.buffer.slice(body.byteOffset + offset, body.byteOffset + offset + size));
+    offset += size ?? 0;
+    feeds.push({ name: input.name, datatype: "FP32", shape: input.shape, data });
+  }
+  return feeds;
+}
+
+function writeAnswer(response: ServerResponse, outputs: AnchorOutput[], binary: boolean): void {
+  const header = outputs.map(({ name, dims, data }) => ({
+    name,
+    datatype: "FP32",
+    shape: dims,
+    ...(binary ? { parameters: { binary_data_size: data.byteLength } } : { data: Array.from(data) }),
+  }));
+  const json = Buffer.from(JSON.stringify({ model_name: "anchor", outputs: header }));
+  const parts = [
+    json,
+    ...(binary
+      ? outputs.map(({ data }) => new Uint8Array(data.buffer, data.byteOffset, data.byteLength))
+      : []),
+  ];
+  response.writeHead(200, {
+    "Content-Type": binary ? "application/octet-stream" : "application/json",
+    "Content-Length": parts.reduce((sum, part) => sum + part.byteLength, 0),
+    ...(binary ? { "Inference-Header-Content-Length": json.byteLength } : {}),
+  });
+  for (const part of parts) response.write(part);
+  response.end();
+}
+
+/** A request from an HTTP thread to the thread that runs the session, and its answer. */
+export interface AnchorAsk {
+  id: number;
+  feeds: Tensor[];
+}
+export interface AnchorAnswer {
+  id: number;
+  outputs: AnchorOutput[];
+}
+
+/** What an HTTP thread is started with. */
+export interface AnchorThreadData {
+  host: string;
+  port: number;
+}

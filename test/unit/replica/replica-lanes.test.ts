@@ -1,0 +1,84 @@
+import { setTimeout as sleep } from "node:timers/promises";
+import { describe, expect, test } from "vitest";
+import type { LaneAnswer, LaneRequest } from "../../../backend/replica/lane-protocol.ts";
+import type { LaneGrant } from "../../../backend/replica/replica.ts";
+import type { Tensor } from "../../../shared/oip/tensor.ts";
+import { MULTIPLEX_MODELS } from "../../fixtures/paths.ts";
+import { useTestReplicas } from "./test-replicas.ts";
+
+// A replica's lanes (backend/replica/lane-protocol.ts) on real CPU sessions: when it grants one, what its
+// lease keeps, and what the replica counts of what lanes served.
+
+const replicaWith = useTestReplicas();
+const MLP = MULTIPLEX_MODELS[0] ?? "";
+const input = (): Tensor => ({
+  name: "x",
+  datatype: "FP32",
+  shape: [1, 16],
+  data: Float32Array.from({ length: 16 }, (_, index) => index / 16),
+});
+
+/** Sends `count` requests down the lane and resolves with their answers. */
+async function serve(grant: LaneGrant, count: number): Promise<LaneAnswer[]> {
+  const answers: LaneAnswer[] = [];
+  const done = new Promise<void>((resolve) =>
+    grant.port.on("message", (batch: LaneAnswer[]) => {
+      answers.push(...batch);
+      if (answers.length >= count) resolve();
+    }),
+  );
+  const requests: LaneRequest[] = Array.from({ length: count }, (_, id) => ({
+    type: "infer",
+    id,
+    inputs: [input()],
+    deadlineAt: Date.now() + 60_000,
+    budgetMs: 60_000,
+  }));
+  grant.port.postMessage(requests);
+  await done;
+  return answers;
+}
+
+describe("Replica lanes", () => {
+  test("a model that is not loaded gets no lane; once loaded it does, and what the lane serves is counted", async () => {
+    const replica = replicaWith();
+    const revoke = () => {};
+    expect(await replica.openLane(MLP, undefined, { maxQueue: 8, revoke })).toBeUndefined();
+    await replica.infer({ model: MLP, inputs: [input()] });
+    const grant = await replica.openLane(MLP, undefined, { maxQueue: 8, revoke });
+    if (grant === undefined) throw new Error("no lane for a loaded model");
+    expect(grant.model).toEqual({ name: MLP, version: "1" });
+    const answers = await serve(grant, 5);
+    expect(answers.every((answer) => answer.type === "outcome")).toBe(true);
+    // The report crosses once per turn of the session's thread.
+    await sleep(50);
+    const [stats] = replica.statistics(MLP);
+    expect(stats?.inference_stats.success.count).toBe(6);
+    grant.port.close();
+    grant.close();
+  });
+
+  test("an unload tells the model's lanes to stop and completes once they closed", async () => {
+    const replica = replicaWith();
+    await replica.infer({ model: MLP, inputs: [input()] });
+    let revoked = 0;
+    const grant = await replica.openLane(MLP, undefined, { maxQueue: 8, revoke: () => (revoked += 1) });
+    if (grant === undefined) throw new Error("no lane for a loaded model");
+    let unloaded = false;
+    const unloading = replica.unload(MLP).then((result) => {
+      unloaded = true;
+      return result;
+    });
+    expect(revoked).toBe(1);
+    // Its lease holds the session while the lane's requests may still come.
+    expect((await serve(grant, 2)).every((answer) => answer.type === "outcome")).toBe(true);
+    await sleep(50);
+    expect(unloaded).toBe(false);
+    grant.port.close();
+    grant.close();
+    expect(await unloading).toBe(true);
+    expect(replica.isLoaded({ name: MLP, version: "1" })).toBe(false);
+    // Closing twice ends the lease once.
+    grant.close();
+  });
+});
