@@ -420,6 +420,12 @@ export class Replica {
       lease.release();
       throw error;
     }
+    // Unloaded meanwhile (it waits for this lease): no lane to a session on its way out.
+    if (!this.isLoaded(ref)) {
+      port.close();
+      lease.release();
+      return undefined;
+    }
     let lanes = this.#lanes.get(key);
     if (lanes === undefined) {
       lanes = new Set();

@@ -230,6 +230,8 @@ export class SessionLanes {
     for (const { data } of call.inputs)
       if (!Array.isArray(data) && data.buffer instanceof ArrayBuffer && data.buffer.byteLength > 0)
         spare.add(data.buffer);
+    // (An output that shared its buffer with an input would move once, with the outputs.)
+    for (const buffer of outputs.transfer) spare.delete(buffer as ArrayBuffer);
     const timings = { queueMs, runMs: ran.runMs, sessionMs: ran.sessionMs };
     const batch = { requests: ran.requests, rows: ran.rows };
     call.lane.post(

@@ -4,6 +4,7 @@
  * thread, send each batch of another bucket's size there. One hop per batch, not per request.
  */
 import type { MessagePort } from "node:worker_threads";
+import { SwitchyardError } from "../../shared/errors.ts";
 import type { Tensor } from "../../shared/oip/tensor.ts";
 import { type Envelope, partsForTransfer, type SessionReply } from "./session-protocol.ts";
 
@@ -20,20 +21,23 @@ export class PeerRunError extends Error {
 
 export class SessionPeer {
   readonly #port: MessagePort;
-  readonly #waiting = new Map<number, (reply: SessionReply) => void>();
+  readonly #waiting = new Map<
+    number,
+    { settle: (reply: SessionReply) => void; gone: (error: Error) => void }
+  >();
   #nextId = 0;
 
   constructor(port: MessagePort) {
     this.#port = port;
     port.on("message", (reply: Envelope<SessionReply>) => {
-      const settle = this.#waiting.get(reply.id);
+      const waiter = this.#waiting.get(reply.id);
       this.#waiting.delete(reply.id);
-      settle?.(reply);
+      waiter?.settle(reply);
     });
-    // The peer's thread ended (its model unloads): what it had is lost with it.
+    // The peer's thread ended (its model unloads, or its worker died): what it had is lost with it.
     port.once("close", () => {
-      for (const settle of this.#waiting.values())
-        settle({ type: "error", message: "the batch bucket's session went away" });
+      const gone = new SwitchyardError("unavailable", "the session of the batch's bucket went away");
+      for (const waiter of this.#waiting.values()) waiter.gone(gone);
       this.#waiting.clear();
     });
   }
@@ -54,10 +58,13 @@ export class SessionPeer {
       parts.map(() => true),
     );
     return new Promise((resolve, reject) => {
-      this.#waiting.set(id, (reply) => {
-        if (reply.type === "result") resolve({ ...reply, parts: reply.parts ?? [] });
-        else if (reply.type === "error") reject(new PeerRunError(reply.message, reply.parts));
-        else reject(new Error(`the bucket's session answered '${reply.type}' to a run`));
+      this.#waiting.set(id, {
+        settle: (reply) => {
+          if (reply.type === "result") resolve({ ...reply, parts: reply.parts ?? [] });
+          else if (reply.type === "error") reject(new PeerRunError(reply.message, reply.parts));
+          else reject(new Error(`the bucket's session answered '${reply.type}' to a run`));
+        },
+        gone: reject,
       });
       this.#port.postMessage(
         {

@@ -1,6 +1,7 @@
 /**
  * The standalone server on HTTP intake threads (--http-threads N): starts N intake-thread.ts workers on one
- * port, and serves what they hand over: infer calls on the replica pool, other requests on the Hono app.
+ * port, and serves what they hand over: infer calls on the replica pool (after which a thread may get a lane
+ * straight to the model's session: lane-grants.ts), other requests on the Hono app.
  * The first thread binds the port and the others join it there. A thread that dies is replaced, so the port
  * keeps its listeners.
  */
@@ -55,7 +56,10 @@ export async function startIntakeThreads(options: IntakeThreadsOptions): Promise
         // a failure is plain data, and one that could not cross either is not tried again.
         if ("id" in message && message.type !== "failure")
           toThread.post({ type: "failure", id: message.id, error: toWireError(error) });
-        else if (message.type === "lane") lanes.notice({ type: "lane-closed", laneId: message.laneId });
+        else if (message.type === "lane") {
+          message.port.close();
+          lanes.notice({ type: "lane-closed", laneId: message.laneId });
+        }
       });
       threads.set(worker, toThread);
       const send = (message: MainMessage, transfer: readonly TransferListItem[] = []) => {
