@@ -176,10 +176,6 @@ export class ModelBatcher<T extends BatchItem, R> {
     });
   }
 
-  #isFull(group: readonly Waiting<T, R>[]): boolean {
-    return group.reduce((sum, waiting) => sum + waiting.item.size, 0) >= this.settings.maxBatchSize;
-  }
-
   /** When the oldest group becomes ready: now when it already is, else when its delay runs out. */
   #nextDue(): number | undefined {
     let earliest: number | undefined;
