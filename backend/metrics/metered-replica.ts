@@ -35,43 +35,19 @@ export class MeteredReplica extends Replica {
 
   /** A lane's request (lane-protocol.ts), counted as one on the main thread's path is. */
   protected override laneServed(model: ModelRef, served: LaneServed): void {
+    // Straight from an HTTP thread to the session's thread: its log lines say so.
+    const lane = { lane: true };
     if (!served.ok) {
-      const error = fromWireError(served.error);
-      this.#metering.metrics.failed(this.id, model.name, error, served.totalMs);
-      if (this.#metering.logRequests || error.status === 500) {
-        this.#metering.log("request failed", {
-          model: modelKey(model),
-          replica: this.id,
-          status: error.status,
-          error: error.message,
-          totalMs: round(served.totalMs),
-          lane: true,
-        });
-      }
+      this.#failed(model.name, fromWireError(served.error), served.totalMs, lane);
       return;
     }
-    const outcome: InferOutcome = {
-      model,
-      outputs: [],
-      cache: "hit",
-      timings: { queueMs: served.queueMs, loadMs: 0, inferMs: served.runMs, sessionMs: served.sessionMs },
-      batch: served.batch,
+    const timings = {
+      queueMs: served.queueMs,
+      loadMs: 0,
+      inferMs: served.runMs,
+      sessionMs: served.sessionMs,
     };
-    this.#metering.metrics.served(this.id, outcome, served.totalMs);
-    if (this.#metering.logRequests) {
-      this.#metering.log("request", {
-        model: modelKey(model),
-        replica: this.id,
-        status: 200,
-        cache: "hit",
-        queueMs: round(served.queueMs),
-        inferMs: round(served.runMs),
-        totalMs: round(served.totalMs),
-        batch: served.batch.requests,
-        // Straight from an HTTP thread to the session's thread (lane-protocol.ts).
-        lane: true,
-      });
-    }
+    this.#served({ model, outputs: [], cache: "hit", timings, batch: served.batch }, served.totalMs, lane);
   }
 
   override async infer(call: InferCall): Promise<InferOutcome> {
@@ -80,22 +56,14 @@ export class MeteredReplica extends Replica {
     try {
       outcome = await super.infer(call);
     } catch (error) {
-      const totalMs = performance.now() - started;
-      this.#metering.metrics.failed(this.id, call.model, error, totalMs);
-      // Internal failures are always worth a line; the clients' mistakes only with --log-requests.
-      const status = SwitchyardError.from(error).status;
-      if (this.#metering.logRequests || status === 500) {
-        this.#metering.log("request failed", {
-          model: call.model,
-          replica: this.id,
-          status,
-          error: error instanceof Error ? error.message : String(error),
-          totalMs: round(totalMs),
-        });
-      }
+      this.#failed(call.model, error, performance.now() - started);
       throw error;
     }
-    const totalMs = performance.now() - started;
+    this.#served(outcome, performance.now() - started);
+    return outcome;
+  }
+
+  #served(outcome: InferOutcome, totalMs: number, extra: Record<string, unknown> = {}): void {
     this.#metering.metrics.served(this.id, outcome, totalMs);
     if (this.#metering.logRequests) {
       this.#metering.log("request", {
@@ -108,9 +76,25 @@ export class MeteredReplica extends Replica {
         inferMs: round(outcome.timings.inferMs),
         totalMs: round(totalMs),
         ...(outcome.batch === undefined ? {} : { batch: outcome.batch.requests }),
+        ...extra,
       });
     }
-    return outcome;
+  }
+
+  #failed(model: string, error: unknown, totalMs: number, extra: Record<string, unknown> = {}): void {
+    this.#metering.metrics.failed(this.id, model, error, totalMs);
+    // Internal failures are always worth a line; the clients' mistakes only with --log-requests.
+    const status = SwitchyardError.from(error).status;
+    if (this.#metering.logRequests || status === 500) {
+      this.#metering.log("request failed", {
+        model,
+        replica: this.id,
+        status,
+        error: error instanceof Error ? error.message : String(error),
+        totalMs: round(totalMs),
+        ...extra,
+      });
+    }
   }
 }
 
