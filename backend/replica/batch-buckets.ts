@@ -17,6 +17,18 @@ export function bucketFor(rows: number, buckets: readonly number[]): number | un
   return buckets.find((size) => size >= rows);
 }
 
+/**
+ * Where a run of `rows` rows goes with these buckets (none: no buckets, or no rows to count): its bucket,
+ * and the rows it is padded to, undefined when it fills the bucket as it is.
+ */
+export function bucketPlan(
+  rows: number,
+  buckets: readonly number[] | undefined,
+): { bucket: number | undefined; padTo: number | undefined } {
+  const bucket = buckets !== undefined && rows >= 1 ? bucketFor(rows, buckets) : undefined;
+  return { bucket, padTo: bucket !== undefined && bucket !== rows ? bucket : undefined };
+}
+
 /** The first `rows` rows of each output of a padded run. */
 export function dropPadding(outputs: readonly Tensor[], rows: number, bucket: number): Tensor[] {
   if (bucket === rows) return [...outputs];

@@ -7,7 +7,7 @@ import type { Tensor } from "../../shared/oip/tensor.ts";
 import type { ModelSignature } from "../../shared/protocol/model-signatures.ts";
 import type { ModelRef, ReplicaState } from "../../shared/protocol/replica-state.ts";
 import type { ModelRepository } from "../models/repository.ts";
-import { bucketFor, dropPadding } from "./batch-buckets.ts";
+import { bucketPlan, dropPadding } from "./batch-buckets.ts";
 import { type BatchingDefaults, DEFAULT_BATCHING } from "./batch-settings.ts";
 import { type Executed, executeOne, ModelBatcher } from "./batcher.ts";
 import { recycleInputs } from "./buffer-pool.ts";
@@ -274,15 +274,14 @@ export class Replica {
     const names = [...new Set(requests.flatMap((request) => request.wanted))];
     const rows = requests.reduce((sum, request) => sum + request.size, 0);
     // With batch buckets the run is padded up to its bucket and goes to that bucket's session.
-    const bucket = rows >= 1 && model.batching?.buckets ? bucketFor(rows, model.batching.buckets) : undefined;
+    const { bucket, padTo } = bucketPlan(rows, model.batching?.buckets);
     const session = (bucket === undefined ? undefined : model.buckets?.get(bucket)) ?? model.session;
-    const padded = bucket !== undefined && bucket !== rows;
     const started = performance.now();
-    const ran = await this.#run(model, session, key, requests, names, padded ? bucket : undefined);
+    const ran = await this.#run(model, session, key, requests, names, padTo);
     // The run is over and nothing reads its inputs again (a request's are its own, or were copied for
     // the run): their buffers go back to the pool for the next requests (buffer-pool.ts).
     recycleInputs(ran.parts);
-    const results = padded ? dropPadding(ran.outputs, rows, bucket) : ran.outputs;
+    const results = padTo === undefined ? ran.outputs : dropPadding(ran.outputs, rows, padTo);
     const done = performance.now();
     this.#timings.recordRun(key, done - started);
     const answers = answersOf(requests, names, results);

@@ -7,9 +7,10 @@
 import type { MessagePort } from "node:worker_threads";
 import { SwitchyardError } from "../../shared/errors.ts";
 import type { Tensor } from "../../shared/oip/tensor.ts";
+import { inputBuffers } from "../server/intake-protocol.ts";
 import { eachMessage, TickMailbox } from "../server/tick-mailbox.ts";
 import { toWireError } from "../wire-error.ts";
-import { bucketFor, dropPadding } from "./batch-buckets.ts";
+import { bucketPlan, dropPadding } from "./batch-buckets.ts";
 import { type Executed, executeOne, ModelBatcher } from "./batcher.ts";
 import {
   type LaneAnswer,
@@ -23,6 +24,7 @@ import {
 import { checkInputs, runRefusal, wantedOutputs } from "./ort-tensors.ts";
 import { PeerRunError, type SessionPeer } from "./session-peer.ts";
 import { forTransfer } from "./session-protocol.ts";
+import { Slots } from "./slots.ts";
 import { answersOf, batchSizeOf, stackingKey } from "./tensor-batch.ts";
 
 /** One run of this thread's session for several requests' feeds, stacked and padded (session-worker.ts runParts). */
@@ -50,10 +52,8 @@ export class SessionLanes {
   readonly #report: (report: LaneReport, transfer: ArrayBuffer[]) => void;
   #settings: LaneSettings | undefined;
   #batcher: ModelBatcher<LaneCall, { outputs: Tensor[]; sessionMs: number }> | undefined;
-  /** Requests running or gathering into a batch. */
-  #active = 0;
-  /** Requests waiting for a place, oldest first. */
-  readonly #waiting: LaneCall[] = [];
+  /** Places for requests running or gathering into a batch (the replica's own kind), and the line for them. */
+  #slots = new Slots(1, () => {});
   /** Each lane's requests not yet answered, by id (ids are the lane's own). */
   readonly #calls = new Map<TickMailbox<LaneAnswer>, Map<number, LaneCall>>();
   /** With batch buckets: the sessions of the other sizes, on threads of their own. */
@@ -75,6 +75,7 @@ export class SessionLanes {
   open(port: MessagePort, settings: LaneSettings): void {
     if (this.#settings === undefined) {
       this.#settings = settings;
+      this.#slots = new Slots(settings.maxConcurrency, () => {});
       if (settings.batching !== undefined) {
         this.#batcher = new ModelBatcher(settings.batching, (calls) => this.#runBatch(calls));
       }
@@ -92,15 +93,16 @@ export class SessionLanes {
     // The intake thread closed it (its requests answered), or exited: what it still had waiting is dropped.
     port.once("close", () => {
       this.#calls.delete(lane);
-      for (const call of calls.values())
-        this.#drop(call, new SwitchyardError("unavailable", "the lane closed"));
+      const closed = new SwitchyardError("unavailable", "the lane closed");
+      for (const call of calls.values()) call.abort.abort(closed);
     });
   }
 
   #receive(lane: TickMailbox<LaneAnswer>, calls: Map<number, LaneCall>, request: LaneRequest): void {
     if (request.type === "abort") {
       const call = calls.get(request.id);
-      if (call !== undefined) this.#drop(call, new SwitchyardError("unavailable", "the client went away"));
+      // Dropped if it still waits (for a place, or in the batcher); one that runs is left to end.
+      call?.abort.abort(new SwitchyardError("unavailable", "the client went away"));
       return;
     }
     const settings = this.#settings as LaneSettings;
@@ -123,54 +125,43 @@ export class SessionLanes {
       this.#fail(call, error);
       return;
     }
-    calls.set(call.id, call);
-    if (this.#active < settings.maxConcurrency) this.#start(call);
-    else if (this.#waiting.length < settings.maxQueue) this.#waiting.push(call);
-    else {
-      calls.delete(call.id);
-      const message = `the model's session is busy and ${this.#waiting.length} requests are already waiting; retry later`;
+    const slots = this.#slots;
+    if (slots.inUse >= slots.capacity && slots.waiting >= settings.maxQueue) {
+      const message = `the model's session is busy and ${slots.waiting} requests are already waiting; retry later`;
       this.#fail(call, new SwitchyardError("queue_full", message, { retryAfterSeconds: 1 }));
-    }
-  }
-
-  /** A request that is still waiting (for a place or in the batcher) leaves; one that runs is left to end. */
-  #drop(call: LaneCall, reason: SwitchyardError): void {
-    const index = this.#waiting.indexOf(call);
-    if (index >= 0) {
-      this.#waiting.splice(index, 1);
-      this.#calls.get(call.lane)?.delete(call.id);
-      this.#fail(call, reason);
       return;
     }
-    call.abort.abort(reason);
-  }
-
-  #start(call: LaneCall): void {
-    this.#active += 1;
-    const startedAt = performance.now();
-    this.#serve(call)
+    calls.set(call.id, call);
+    void this.#serve(call)
       .then(
-        (ran) => this.#answer(call, ran, startedAt),
+        ({ ran, startedAt }) => this.#answer(call, ran, startedAt),
         (error: unknown) => this.#fail(call, error),
       )
-      .finally(() => {
-        this.#calls.get(call.lane)?.delete(call.id);
-        this.#active -= 1;
-        const next = this.#waiting.shift();
-        if (next !== undefined) this.#start(next);
-      });
+      .finally(() => calls.delete(call.id));
   }
 
-  async #serve(call: LaneCall): Promise<Executed> {
-    if (Date.now() >= call.deadlineAt) {
-      throw new SwitchyardError(
-        "deadline_exceeded",
-        `'${this.#settings?.model ?? ""}' could not start within the request's deadline of ${call.budgetMs} ms`,
+  /** Once it has a place: through the batcher, or alone. Its abort drops it while it waits for either. */
+  async #serve(call: LaneCall): Promise<{ ran: Executed; startedAt: number }> {
+    const release = await this.#slots.acquire(call.abort.signal);
+    try {
+      const startedAt = performance.now();
+      if (Date.now() >= call.deadlineAt) {
+        throw new SwitchyardError(
+          "deadline_exceeded",
+          `'${this.#settings?.model ?? ""}' could not start within the request's deadline of ${call.budgetMs} ms`,
+        );
+      }
+      const ran = await executeOne(
+        this.#batcher,
+        call,
+        stackingKey(call.inputs),
+        call.abort.signal,
+        (calls) => this.#runBatch(calls),
       );
+      return { ran, startedAt };
+    } finally {
+      release();
     }
-    return executeOne(this.#batcher, call, stackingKey(call.inputs), call.abort.signal, (calls) =>
-      this.#runBatch(calls),
-    );
   }
 
   /** One run for the calls, each answered with the outputs it wants (its rows of them). */
@@ -179,14 +170,14 @@ export class SessionLanes {
     const started = performance.now();
     const rows = calls.reduce((sum, call) => sum + call.size, 0);
     let ran: Awaited<ReturnType<RunParts>>;
-    let bucket: number | undefined;
+    let padTo: number | undefined;
     try {
-      ({ ran, bucket } = await this.#run(calls, names, rows));
+      ({ ran, padTo } = await this.#run(calls, names, rows));
     } catch (error) {
       throw error instanceof SwitchyardError ? error : runRefusal(this.#settings?.model ?? "", error);
     }
     this.#noteRun({ rows, stackMs: ran.stackMs, runMs: performance.now() - started - ran.stackMs });
-    const outputs = bucket === undefined ? ran.outputs : dropPadding(ran.outputs, rows, bucket);
+    const outputs = padTo === undefined ? ran.outputs : dropPadding(ran.outputs, rows, padTo);
     return answersOf(calls, names, outputs).map((answer) => ({ outputs: answer, sessionMs: ran.sessionMs }));
   }
 
@@ -198,20 +189,18 @@ export class SessionLanes {
     calls: LaneCall[],
     names: string[],
     rows: number,
-  ): Promise<{ ran: Awaited<ReturnType<RunParts>>; bucket: number | undefined }> {
+  ): Promise<{ ran: Awaited<ReturnType<RunParts>>; padTo: number | undefined }> {
     const parts = calls.map((call) => call.inputs);
-    const sizes = this.#settings?.batching?.buckets;
-    const bucket = sizes !== undefined && rows >= 1 ? bucketFor(rows, sizes) : undefined;
-    const padTo = bucket !== undefined && bucket !== rows ? bucket : undefined;
+    const { bucket, padTo } = bucketPlan(rows, this.#settings?.batching?.buckets);
     const peer = bucket === undefined ? undefined : this.#buckets.get(bucket);
-    if (peer === undefined) return { ran: await this.#runParts(parts, names, padTo), bucket: padTo };
+    if (peer === undefined) return { ran: await this.#runParts(parts, names, padTo), padTo };
     try {
       const ran = await peer.run(parts, names, padTo);
       // The parts moved there and came back: the calls hold them again (for their spare buffers).
       calls.forEach((call, index) => {
         call.inputs = ran.parts[index] ?? call.inputs;
       });
-      return { ran, bucket: padTo };
+      return { ran, padTo };
     } catch (error) {
       // Given back with the failure, so that each request can run again alone (batcher.ts).
       if (error instanceof PeerRunError && error.parts !== undefined)
@@ -226,10 +215,8 @@ export class SessionLanes {
     const queueMs = startedAt - call.arrivedAt + ran.queuedMs;
     // A lone run's outputs are the request's own and move; a batch's rows are copied out first.
     const outputs = forTransfer(ran.outputs, ran.requests === 1);
-    const spare = new Set<ArrayBuffer>();
-    for (const { data } of call.inputs)
-      if (!Array.isArray(data) && data.buffer instanceof ArrayBuffer && data.buffer.byteLength > 0)
-        spare.add(data.buffer);
+    // The buffers the request came in (as the intake thread sent them), back to it.
+    const spare = new Set(inputBuffers(call.inputs).filter((buffer) => buffer.byteLength > 0));
     // (An output that shared its buffer with an input would move once, with the outputs.)
     for (const buffer of outputs.transfer) spare.delete(buffer as ArrayBuffer);
     const timings = { queueMs, runMs: ran.runMs, sessionMs: ran.sessionMs };
