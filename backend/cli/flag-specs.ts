@@ -227,7 +227,7 @@ export const FLAG_SPECS = {
       error: "--batch-buckets must be auto, on or off",
     }),
     value: "auto|on|off",
-    help: "batches padded up to a few fixed sizes (the model's preferred batch sizes, else powers of two), each with a session of its own warmed at load, so a batch never pays a re-plan; auto: on with --device cuda, where cuDNN re-plans every convolution whenever the batch size changes",
+    help: "batches padded up to a few fixed sizes (the model's preferred batch sizes, else powers of two), each with a session of its own warmed at load, so a batch never pays a re-plan; auto: on with --device cuda for a model whose graph has convolutions, which cuDNN re-plans whenever the batch size changes",
     default: "auto",
   },
   "session-config": {

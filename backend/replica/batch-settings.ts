@@ -4,9 +4,14 @@
  * defaults; the session's own input and output specs decide whether stacking is possible at all.
  */
 import type { ModelConfig } from "../../shared/model-config.ts";
+import { replansPerShape } from "./onnx-op-types.ts";
 import type { TensorSpec } from "./ort-tensors.ts";
 
-/** `--batch-buckets`: whether batches are padded to fixed sizes; auto is on with CUDA. */
+/**
+ * `--batch-buckets`: whether batches are padded to fixed sizes; auto is on with CUDA for a model whose
+ * convolutions re-plan when the batch size changes (onnx-op-types.ts), and off for the rest, where a bucket
+ * buys nothing and costs a session (and a hop between threads for each of its lanes' batches).
+ */
 export type BucketMode = "auto" | "on" | "off";
 
 /** The agent-wide defaults (`--max-batch-size`, `--max-queue-delay-us`, `--batch-buckets`). */
@@ -61,7 +66,8 @@ export function batchSettingsFor(
   config: ModelConfig,
   specs: { inputs: readonly TensorSpec[]; outputs: readonly TensorSpec[] },
   defaults: BatchingDefaults,
-  device: "cpu" | "cuda" = "cpu",
+  /** Where the model runs, and the operator types its graph uses (undefined: not known). */
+  target: { device: "cpu" | "cuda"; opTypes?: ReadonlySet<string> | undefined } = { device: "cpu" },
 ): BatchSettings | undefined {
   const declared = config.max_batch_size;
   const maxBatchSize = declared ?? defaults.maxBatchSize;
@@ -75,7 +81,9 @@ export function batchSettingsFor(
     .filter((size) => size <= maxBatchSize)
     .sort((a, b) => a - b);
   const mode = defaults.buckets ?? "auto";
-  const bucketed = mode === "on" || (mode === "auto" && device === "cuda");
+  // A model whose operators are not known is taken to re-plan: buckets cost memory, re-plans seconds.
+  const replans = target.opTypes === undefined || replansPerShape(target.opTypes);
+  const bucketed = mode === "on" || (mode === "auto" && target.device === "cuda" && replans);
   return {
     maxBatchSize,
     maxQueueDelayMs: delayMicroseconds / 1000,

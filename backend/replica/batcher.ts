@@ -19,8 +19,9 @@
 
 /**
  * Batches out at once by default: one running, and the next waiting behind it on the session's thread. A
- * caller whose runs do not cross to another thread (bench/hot-path/anchor-server.ts runs its session in
- * process) has no round trip to hide and gains nothing from a second, smaller batch: it passes 1.
+ * caller whose runs do not cross to another thread (a session's lanes without batch buckets, on the
+ * session's own thread; bench/hot-path/anchor-server.ts, in process) has no round trip to hide and gains
+ * nothing from a second, smaller batch: it passes 1.
  */
 const BATCHES_OUT = 2;
 
@@ -113,7 +114,7 @@ export class ModelBatcher<T extends BatchItem, R> {
   constructor(
     settings: BatchSettings,
     runBatch: RunBatch<T, R>,
-    options: { batchesOut?: number; now?: () => number } = {},
+    options: { batchesOut?: number | undefined; now?: () => number } = {},
   ) {
     this.settings = settings;
     this.#runBatch = runBatch;

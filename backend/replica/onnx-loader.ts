@@ -114,7 +114,10 @@ export class OnnxModelLoader implements ModelLoader<ModelSession> {
   ): Promise<Omit<ModelSession, "ref" | "config" | "bytes" | "bytesSource">> {
     const session = await this.#create(model);
     const specs = { inputs: session.inputs, outputs: session.outputs };
-    const batching = batchSettingsFor(model.config, specs, this.#options.batching, this.#device.kind);
+    const batching = batchSettingsFor(model.config, specs, this.#options.batching, {
+      device: this.#device.kind,
+      opTypes: session.opTypes,
+    });
     if (batching?.buckets === undefined) return { session, ...specs, batching };
     const buckets = new Map<number, WorkerSession>();
     try {

@@ -30,7 +30,11 @@ export type SessionRequest =
   | { type: "release" };
 
 export type SessionReply =
-  | { type: "ready"; inputs: TensorSpec[]; outputs: TensorSpec[] }
+  /**
+   * The session's specs, and the operator types its graph uses (onnx-op-types.ts); null when the file
+   * could not be read for them (the session itself loaded).
+   */
+  | { type: "ready"; inputs: TensorSpec[]; outputs: TensorSpec[]; opTypes: string[] | null }
   /**
    * The requested outputs, in the order they were asked for. `sessionMs`: how long onnxruntime's run took
    * on the worker; `stackMs`: how long stacking the parts took there (the rest of a run's time is the hop).

@@ -11,6 +11,7 @@ import { SwitchyardError } from "../../shared/errors.ts";
 import type { Tensor } from "../../shared/oip/tensor.ts";
 import type { MailPort } from "../server/tick-mailbox.ts";
 import { BufferPool, recycleInputs } from "./buffer-pool.ts";
+import { onnxOpTypes } from "./onnx-op-types.ts";
 import { fromOrtTensor, sessionSpecs, toOrtTensor } from "./ort-tensors.ts";
 import { SessionLanes } from "./session-lanes.ts";
 import { SessionPeer } from "./session-peer.ts";
@@ -85,7 +86,7 @@ async function answer(request: SessionRequest): Promise<SessionReply> {
     case "create": {
       if (session !== undefined) throw new Error("this worker already holds a session");
       session = await ort.InferenceSession.create(request.path, request.options);
-      return { type: "ready", ...sessionSpecs(session) };
+      return { type: "ready", ...sessionSpecs(session), opTypes: opTypesOf(request.path) };
     }
     case "run": {
       const ran = await runParts(request.parts, request.outputs, request.padTo);
@@ -145,6 +146,15 @@ async function runParts(
     if (!stacked.every((feed, index) => feed === parts[0]?.[index])) {
       recycleInputs([stacked], batchBuffers);
     }
+  }
+}
+
+/** The graph's operator types; null when the file cannot be walked (onnxruntime read it: it is a model). */
+function opTypesOf(path: string): string[] | null {
+  try {
+    return [...onnxOpTypes(path)].sort();
+  } catch {
+    return null;
   }
 }
 

@@ -67,6 +67,8 @@ export class BatchRunError extends Error {
 export class WorkerSession {
   readonly inputs: TensorSpec[];
   readonly outputs: TensorSpec[];
+  /** The operator types the model's graph uses; undefined when its file could not be walked for them. */
+  readonly opTypes: ReadonlySet<string> | undefined;
   readonly #thread: SessionThread;
 
   /**
@@ -93,10 +95,14 @@ export class WorkerSession {
   }
 
   /** Use create(). */
-  constructor(thread: SessionThread, specs: { inputs: TensorSpec[]; outputs: TensorSpec[] }) {
+  constructor(
+    thread: SessionThread,
+    specs: { inputs: TensorSpec[]; outputs: TensorSpec[]; opTypes: string[] | null },
+  ) {
     this.#thread = thread;
     this.inputs = specs.inputs;
     this.outputs = specs.outputs;
+    this.opTypes = specs.opTypes === null ? undefined : new Set(specs.opTypes);
   }
 
   /**

@@ -38,19 +38,30 @@ describe("bucket sizes and padding", () => {
     expect(bucketFor(9, [1, 2, 4, 8])).toBeUndefined();
   });
 
-  test("on with CUDA by default, on or off when told", () => {
+  test("on with CUDA by default for a model with convolutions (or whose operators are not known), on or off when told", () => {
     const specs = {
       inputs: [{ name: "x", datatype: "FP32" as const, shape: [-1, 3, -1, -1] }],
       outputs: [{ name: "y", datatype: "FP32" as const, shape: [-1, 1, -1, -1] }],
     };
     const config = { ...defaultModelConfig(), max_batch_size: 8 };
     const defaults = { maxBatchSize: 1, maxQueueDelayMicroseconds: 0 };
-    expect(batchSettingsFor(config, specs, defaults, "cuda")?.buckets).toEqual([1, 2, 4, 8]);
-    expect(batchSettingsFor(config, specs, defaults, "cpu")?.buckets).toBeUndefined();
-    expect(batchSettingsFor(config, specs, { ...defaults, buckets: "on" }, "cpu")?.buckets).toEqual([
+    const cuda = (opTypes?: string[]) => ({ device: "cuda" as const, opTypes: opTypes && new Set(opTypes) });
+    const cpu = { device: "cpu" as const, opTypes: new Set(["Conv"]) };
+    expect(batchSettingsFor(config, specs, defaults, cuda(["Conv", "Relu"]))?.buckets).toEqual([1, 2, 4, 8]);
+    expect(batchSettingsFor(config, specs, defaults, cuda(["ConvTranspose"]))?.buckets).toEqual([1, 2, 4, 8]);
+    expect(batchSettingsFor(config, specs, defaults, cuda())?.buckets).toEqual([1, 2, 4, 8]);
+    // An MLP re-plans nothing when its batch size changes: no bucket, no session per size.
+    expect(batchSettingsFor(config, specs, defaults, cuda(["Gemm", "Relu"]))?.buckets).toBeUndefined();
+    expect(batchSettingsFor(config, specs, defaults, cpu)?.buckets).toBeUndefined();
+    expect(batchSettingsFor(config, specs, { ...defaults, buckets: "on" }, cpu)?.buckets).toEqual([
       1, 2, 4, 8,
     ]);
-    expect(batchSettingsFor(config, specs, { ...defaults, buckets: "off" }, "cuda")?.buckets).toBeUndefined();
+    expect(batchSettingsFor(config, specs, { ...defaults, buckets: "on" }, cuda(["Gemm"]))?.buckets).toEqual([
+      1, 2, 4, 8,
+    ]);
+    expect(
+      batchSettingsFor(config, specs, { ...defaults, buckets: "off" }, cuda(["Conv"]))?.buckets,
+    ).toBeUndefined();
   });
 
   test("stacking pads with copies of the last row, in the same copy; the padding is dropped again", () => {
