@@ -31,6 +31,8 @@ import type { BatchSettings } from "./batch-settings.ts";
 export interface BatchItem {
   /** Rows along the first dimension. */
   size: number;
+  /** Client requests it carries (a group an intake thread stacked, lane-protocol.ts); 1 when omitted. */
+  requests?: number;
 }
 
 /** What a request learns about the run that served it. */
@@ -40,7 +42,7 @@ export interface BatchOutcome<R> {
   queuedMs: number;
   /** The run's time: the whole batch's. */
   runMs: number;
-  /** Requests, and rows, in that run. */
+  /** Client requests, and rows, in that run. */
   requests: number;
   rows: number;
 }
@@ -86,7 +88,7 @@ export async function executeOne<T extends BatchItem>(
     queuedMs: 0,
     runMs: performance.now() - started,
     sessionMs: answer?.sessionMs ?? 0,
-    requests: 1,
+    requests: item.requests ?? 1,
     rows: item.size,
   };
 }
@@ -264,6 +266,7 @@ export class ModelBatcher<T extends BatchItem, R> {
   async #run(batch: Waiting<T, R>[]): Promise<void> {
     const started = this.#now();
     const rows = batch.reduce((sum, waiting) => sum + waiting.item.size, 0);
+    const requests = batch.reduce((sum, waiting) => sum + (waiting.item.requests ?? 1), 0);
     try {
       const results = await this.#runBatch(batch.map((waiting) => waiting.item));
       const runMs = this.#now() - started;
@@ -272,7 +275,7 @@ export class ModelBatcher<T extends BatchItem, R> {
           result: results[index] as R,
           queuedMs: started - waiting.enqueuedAt,
           runMs,
-          requests: batch.length,
+          requests,
           rows,
         });
       });

@@ -44,6 +44,12 @@ export type LaneRequest =
   | {
       type: "infer";
       id: number;
+      /**
+       * The client requests it carries: 1, or a group an intake thread stacked along the first dimension
+       * (lane-groups.ts), whose rows come back together and are split there. A group counts as one request
+       * against the session's bounds, and as `requests` in its statistics.
+       */
+      requests: number;
       inputs: Tensor[];
       /** Output names; omitted: all. */
       outputs?: string[];

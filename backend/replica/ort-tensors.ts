@@ -1,5 +1,5 @@
 import * as ort from "onnxruntime-node";
-import { badInput, SwitchyardError } from "../../shared/errors.ts";
+import { SwitchyardError } from "../../shared/errors.ts";
 import { type Datatype, datatypeFromOrt, ORT_TYPE, type TensorData } from "../../shared/oip/datatypes.ts";
 import type { Tensor } from "../../shared/oip/tensor.ts";
 
@@ -38,55 +38,6 @@ export function runRefusal(modelName: string, error: unknown): SwitchyardError {
   return new SwitchyardError("bad_input", `model '${modelName}' could not run on these inputs: ${reason}`, {
     cause: error,
   });
-}
-
-/** The outputs a request asks for (all of them by default), each checked against the model's. */
-export function wantedOutputs(
-  modelName: string,
-  specs: readonly TensorSpec[],
-  asked: readonly string[] | undefined,
-): string[] {
-  const wanted = asked === undefined ? specs.map((spec) => spec.name) : [...asked];
-  for (const name of wanted) {
-    if (!specs.some((spec) => spec.name === name)) {
-      const known = specs.map((spec) => spec.name).join(", ");
-      throw badInput(`model '${modelName}' has no output '${name}' (its outputs: ${known})`);
-    }
-  }
-  return wanted;
-}
-
-/** Checks a request's inputs against the model's and says exactly what does not match. */
-export function checkInputs(
-  modelName: string,
-  inputs: readonly Tensor[],
-  specs: readonly TensorSpec[],
-): void {
-  const known = specs.map((spec) => spec.name).join(", ");
-  const given = new Set<string>();
-  for (const input of inputs) {
-    const spec = specs.find((candidate) => candidate.name === input.name);
-    if (spec === undefined)
-      throw badInput(`model '${modelName}' has no input '${input.name}' (its inputs: ${known})`);
-    if (given.has(input.name)) throw badInput(`input '${input.name}' is given twice`);
-    given.add(input.name);
-    if (spec.datatype !== input.datatype) {
-      throw badInput(
-        `input '${input.name}' of model '${modelName}' is ${spec.datatype}, got ${input.datatype}`,
-      );
-    }
-    const fits =
-      spec.shape.length === input.shape.length &&
-      spec.shape.every((dim, index) => dim === -1 || dim === input.shape[index]);
-    if (!fits) {
-      throw badInput(
-        `input '${input.name}' of model '${modelName}' has shape [${spec.shape.join(", ")}] (-1: any), ` +
-          `got [${input.shape.join(", ")}]`,
-      );
-    }
-  }
-  const missing = specs.filter((spec) => !given.has(spec.name)).map((spec) => spec.name);
-  if (missing.length > 0) throw badInput(`model '${modelName}' needs input(s) ${missing.join(", ")}`);
 }
 
 export function toOrtTensor(tensor: Tensor): ort.Tensor {

@@ -12,17 +12,18 @@ import { type BatchingDefaults, DEFAULT_BATCHING } from "./batch-settings.ts";
 import { type Executed, executeOne, ModelBatcher } from "./batcher.ts";
 import { recycleInputs } from "./buffer-pool.ts";
 import { deviceLabel, type ReplicaDevice } from "./device.ts";
-import { type LaneReport, type LaneServed, runsIn, servedIn } from "./lane-protocol.ts";
+import { type LaneReport, type LaneServed, type LaneSettings, runsIn, servedIn } from "./lane-protocol.ts";
 import { ModelCache } from "./model-cache.ts";
 import { type ModelMemoryBudget, modelMemoryBudget } from "./model-memory-budget.ts";
 import { ModelStatisticsBook } from "./model-statistics.ts";
 import { ModelTimingsTable } from "./model-timings.ts";
 import { type ModelSession, OnnxModelLoader } from "./onnx-loader.ts";
-import { checkInputs, runRefusal, wantedOutputs } from "./ort-tensors.ts";
+import { runRefusal } from "./ort-tensors.ts";
 import type { SessionTuning } from "./session-options.ts";
 import { SessionGoneError } from "./session-thread.ts";
 import { Slots } from "./slots.ts";
 import { answersOf, batchSizeOf, stackingKey } from "./tensor-batch.ts";
+import { checkInputs, wantedOutputs } from "./tensor-checks.ts";
 import { VersionMemo } from "./version-memo.ts";
 import { BatchRunError, type BatchRunResult, type RunResult, type WorkerSession } from "./worker-session.ts";
 
@@ -86,6 +87,8 @@ export interface InferOutcome {
 export interface LaneGrant {
   port: MessagePort;
   model: ModelRef;
+  /** What the session serves the lane with: the model's specs (an intake thread checks requests with them). */
+  settings: LaneSettings;
   /** Ends the lane's lease, once its requests are answered. Idempotent. */
   close(): void;
 }
@@ -398,22 +401,23 @@ export class Replica {
     const lease = await this.#acquire(key, ref);
     const model = lease.session;
     let port: MessagePort;
+    let settings: LaneSettings;
     try {
       if (!model.session.running || this.#dead.has(model)) {
         lease.release();
         return undefined;
       }
       await this.#connectBuckets(model);
-      port = await model.session.openLane(
-        {
-          model: ref.name,
-          inputs: model.inputs,
-          outputs: model.outputs,
-          batching: model.batching,
-          maxConcurrency: this.#slots.capacity,
-          maxQueue: options.maxQueue,
-        },
-        (report) => this.#laneReport(ref, key, model.batching !== undefined, report),
+      settings = {
+        model: ref.name,
+        inputs: model.inputs,
+        outputs: model.outputs,
+        batching: model.batching,
+        maxConcurrency: this.#slots.capacity,
+        maxQueue: options.maxQueue,
+      };
+      port = await model.session.openLane(settings, (report) =>
+        this.#laneReport(ref, key, model.batching !== undefined, report),
       );
     } catch (error) {
       lease.release();
@@ -435,6 +439,7 @@ export class Replica {
     return {
       port,
       model: ref,
+      settings,
       close: () => {
         if (!open) return;
         open = false;

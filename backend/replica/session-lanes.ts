@@ -21,11 +21,12 @@ import {
   type LaneServed,
   type LaneSettings,
 } from "./lane-protocol.ts";
-import { checkInputs, runRefusal, wantedOutputs } from "./ort-tensors.ts";
+import { runRefusal } from "./ort-tensors.ts";
 import { PeerRunError, type SessionPeer } from "./session-peer.ts";
 import { forTransfer } from "./session-protocol.ts";
 import { Slots } from "./slots.ts";
 import { answersOf, batchSizeOf, stackingKey } from "./tensor-batch.ts";
+import { checkInputs, wantedOutputs } from "./tensor-checks.ts";
 
 /** One run of this thread's session for several requests' feeds, stacked and padded (session-worker.ts runParts). */
 export type RunParts = (
@@ -37,6 +38,8 @@ export type RunParts = (
 interface LaneCall {
   id: number;
   lane: TickMailbox<LaneAnswer>;
+  /** Client requests it carries (a group, stacked by the intake thread: LaneRequest). */
+  requests: number;
   inputs: Tensor[];
   wanted: string[];
   size: number;
@@ -114,6 +117,7 @@ export class SessionLanes {
     const call: LaneCall = {
       id: request.id,
       lane,
+      requests: request.requests,
       inputs: request.inputs,
       wanted: [],
       size: batchSizeOf(request.inputs) ?? 0,
@@ -218,8 +222,8 @@ export class SessionLanes {
 
   #answer(call: LaneCall, ran: Executed, startedAt: number): void {
     const queueMs = startedAt - call.arrivedAt + ran.queuedMs;
-    // A lone run's outputs are the request's own and move; a batch's rows are copied out first.
-    const outputs = forTransfer(ran.outputs, ran.requests === 1);
+    // The outputs of a run that was this call's alone are its own and move; a batch's rows are copied out.
+    const outputs = forTransfer(ran.outputs, ran.rows === call.size);
     // The buffers the request came in (as the intake thread sent them), back to it.
     const spare = new Set(inputBuffers(call.inputs).filter((buffer) => buffer.byteLength > 0));
     // (An output that shared its buffer with an input would move once, with the outputs.)
@@ -230,17 +234,18 @@ export class SessionLanes {
       { type: "outcome", id: call.id, outputs: outputs.tensors, timings, batch, spare: [...spare] },
       [...outputs.transfer, ...spare],
     );
-    this.#noteServed({ ok: true, totalMs: performance.now() - call.arrivedAt, ...timings, batch });
+    this.#noteServed(call, { ok: true, totalMs: performance.now() - call.arrivedAt, ...timings, batch });
   }
 
   #fail(call: LaneCall, error: unknown): void {
     const wire = toWireError(error);
     call.lane.post({ type: "failure", id: call.id, error: wire });
-    this.#noteServed({ ok: false, totalMs: performance.now() - call.arrivedAt, error: wire });
+    this.#noteServed(call, { ok: false, totalMs: performance.now() - call.arrivedAt, error: wire });
   }
 
-  #noteServed(served: LaneServed): void {
-    this.#reportBuilder.served(served);
+  /** Each client request the call carried, for the replica's statistics, metrics and request log. */
+  #noteServed(call: LaneCall, served: LaneServed): void {
+    for (let request = 0; request < call.requests; request += 1) this.#reportBuilder.served(served);
     this.#reportSoon();
   }
 

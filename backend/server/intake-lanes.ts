@@ -8,12 +8,14 @@
 import type { MessagePort } from "node:worker_threads";
 import { SwitchyardError } from "../../shared/errors.ts";
 import { requestedModelKey } from "../../shared/model-names.ts";
+import type { Tensor } from "../../shared/oip/tensor.ts";
 import type { ModelRef } from "../../shared/protocol/replica-state.ts";
 import type { PooledInferCall, PooledOutcome } from "../pool/replica-pool.ts";
 import { requestBuffers } from "../replica/buffer-pool.ts";
 import type { LaneAnswer, LaneRequest } from "../replica/lane-protocol.ts";
 import { fromWireError, toWireError } from "../wire-error.ts";
 import { inputBuffers, type LaneGrantMessage, type LaneNotice } from "./intake-protocol.ts";
+import { type GroupLane, LaneGroups, type LaneSettlement } from "./lane-groups.ts";
 import { eachMessage, TickMailbox } from "./tick-mailbox.ts";
 
 interface Lane {
@@ -27,7 +29,9 @@ interface Lane {
   timer: ReturnType<typeof setTimeout>;
   nextId: number;
   /** Requests sent and not yet settled, by id. */
-  waiting: Map<number, (answer: LaneAnswer | { type: "gone"; error: SwitchyardError }) => void>;
+  waiting: Map<number, (settlement: LaneSettlement) => void>;
+  /** With a batching model: its requests gathered here and sent as groups (lane-groups.ts). */
+  groups: LaneGroups | undefined;
 }
 
 export class IntakeLanes {
@@ -46,7 +50,7 @@ export class IntakeLanes {
   }
 
   open(grant: LaneGrantMessage): void {
-    const { key } = grant;
+    const { key, settings } = grant;
     const lane: Lane = {
       id: grant.laneId,
       key,
@@ -61,7 +65,10 @@ export class IntakeLanes {
       timer: setTimeout(() => this.#retire(lane), grant.lifetimeMs),
       nextId: 0,
       waiting: new Map(),
+      groups: undefined,
     };
+    const maxRows = settings.batching?.maxBatchSize;
+    if (maxRows !== undefined) lane.groups = new LaneGroups(this.#groupLane(lane), settings, maxRows);
     lane.timer.unref();
     // A lane granted while an older one for the key still drains replaces it for new requests.
     const older = this.#open.get(key);
@@ -76,6 +83,7 @@ export class IntakeLanes {
     grant.port.once("close", () => {
       this.#retire(lane);
       const gone = new SwitchyardError("unavailable", `the session of '${lane.model.name}' went away`);
+      lane.groups?.fail(gone);
       for (const settle of [...lane.waiting.values()]) settle({ type: "gone", error: gone });
       this.#closeIfDrained(lane);
     });
@@ -87,47 +95,28 @@ export class IntakeLanes {
     if (lane !== undefined) this.#retire(lane);
   }
 
-  /** Runs the call on its model's lane (has() said there is one). */
+  /** Runs the call on its model's lane (has() said there is one): in a group when its model batches. */
   infer(call: PooledInferCall): Promise<PooledOutcome> {
     const lane = this.#open.get(requestedModelKey(call.model, call.version)) as Lane;
-    lane.nextId += 1;
-    const id = lane.nextId;
+    if (lane.groups?.takes(call)) return lane.groups.add(call);
+    return this.#alone(lane, call);
+  }
+
+  /** The call as a lane request of its own. */
+  #alone(lane: Lane, call: PooledInferCall): Promise<PooledOutcome> {
     return new Promise<PooledOutcome>((resolve, reject) => {
       // At the deadline, or when the client leaves: the request is dropped there if it still waits.
       const late = call.deadline.watch(`'${call.model}' did not answer`, { follow: call.signal });
+      if (late.signal.aborted) return reject(SwitchyardError.from(late.signal.reason));
       const leave = () => {
         lane.mailbox.post({ type: "abort", id });
-        settle({ type: "gone", error: SwitchyardError.from(late.signal.reason) });
+        lane.waiting.get(id)?.({ type: "gone", error: SwitchyardError.from(late.signal.reason) });
       };
       late.signal.addEventListener("abort", leave, { once: true });
-      const settle = (answer: LaneAnswer | { type: "gone"; error: SwitchyardError }) => {
-        if (!lane.waiting.delete(id)) return;
-        late.stop();
-        late.signal.removeEventListener("abort", leave);
-        if (answer.type === "outcome") {
-          for (const spare of answer.spare) requestBuffers.release(spare);
-          resolve({
-            model: lane.model,
-            replica: lane.replica,
-            outputs: answer.outputs,
-            cache: "hit",
-            timings: {
-              poolQueueMs: 0,
-              queueMs: answer.timings.queueMs,
-              loadMs: 0,
-              inferMs: answer.timings.runMs,
-              sessionMs: answer.timings.sessionMs,
-            },
-            batch: answer.batch,
-          });
-        } else reject(answer.type === "gone" ? answer.error : fromWireError(answer.error));
-        this.#closeIfDrained(lane);
-      };
-      lane.waiting.set(id, settle);
-      lane.mailbox.post(
+      const id = this.#send(
+        lane,
         {
-          type: "infer",
-          id,
+          requests: 1,
           inputs: call.inputs,
           ...(call.outputs === undefined ? {} : { outputs: call.outputs }),
           deadlineAt: call.deadline.at,
@@ -135,8 +124,45 @@ export class IntakeLanes {
         },
         // The tensors were decoded for this request alone, from a body it owns: they move with it.
         inputBuffers(call.inputs),
+        (settlement) => {
+          late.stop();
+          late.signal.removeEventListener("abort", leave);
+          if (settlement.type === "outcome") {
+            for (const spare of settlement.spare) requestBuffers.release(spare);
+            resolve(outcomeOf(lane, settlement, settlement.outputs, 0));
+          } else reject(settlement.type === "gone" ? settlement.error : fromWireError(settlement.error));
+        },
       );
     });
+  }
+
+  /** Sends an infer request down the lane; `settle` hears how it ended, once. Returns its id. */
+  #send(
+    lane: Lane,
+    request: Omit<Extract<LaneRequest, { type: "infer" }>, "type" | "id">,
+    transfer: ArrayBuffer[],
+    settle: (settlement: LaneSettlement) => void,
+  ): number {
+    lane.nextId += 1;
+    const id = lane.nextId;
+    lane.waiting.set(id, (settlement) => {
+      if (!lane.waiting.delete(id)) return;
+      settle(settlement);
+      this.#closeIfDrained(lane);
+    });
+    lane.mailbox.post({ type: "infer", id, ...request }, transfer);
+    return id;
+  }
+
+  #groupLane(lane: Lane): GroupLane {
+    return {
+      send: (request, transfer, settle) => this.#send(lane, request, transfer, settle),
+      abort: (id) => lane.mailbox.post({ type: "abort", id }),
+      flush: () => lane.mailbox.flush(),
+      alone: (call) => this.#alone(lane, call),
+      outcome: (answer, outputs, waitedMs) => outcomeOf(lane, answer, outputs, waitedMs),
+      changed: () => this.#closeIfDrained(lane),
+    };
   }
 
   #retire(lane: Lane): void {
@@ -149,11 +175,34 @@ export class IntakeLanes {
   }
 
   #closeIfDrained(lane: Lane): void {
-    if (!lane.retired || lane.waiting.size > 0 || !this.#byId.has(lane.id)) return;
+    if (!lane.retired || lane.waiting.size > 0 || lane.groups?.busy || !this.#byId.has(lane.id)) return;
     this.#byId.delete(lane.id);
     // After what the mailbox still holds for it (aborts).
     lane.mailbox.flush();
     lane.port.close();
     this.#notify({ type: "lane-closed", laneId: lane.id });
   }
+}
+
+/** What a request's client gets from its lane's answer: `waitedMs` is its wait on this thread for a group. */
+function outcomeOf(
+  lane: Lane,
+  answer: Extract<LaneAnswer, { type: "outcome" }>,
+  outputs: Tensor[],
+  waitedMs: number,
+): PooledOutcome {
+  return {
+    model: lane.model,
+    replica: lane.replica,
+    outputs,
+    cache: "hit",
+    timings: {
+      poolQueueMs: 0,
+      queueMs: waitedMs + answer.timings.queueMs,
+      loadMs: 0,
+      inferMs: answer.timings.runMs,
+      sessionMs: answer.timings.sessionMs,
+    },
+    batch: answer.batch,
+  };
 }

@@ -9,6 +9,7 @@ import { Deadline } from "../../shared/deadline.ts";
 import type { Tensor } from "../../shared/oip/tensor.ts";
 import type { ModelRef } from "../../shared/protocol/replica-state.ts";
 import type { PooledInferCall, PooledOutcome } from "../pool/replica-pool.ts";
+import type { LaneSettings } from "../replica/lane-protocol.ts";
 import { forTransfer } from "../replica/session-protocol.ts";
 import type { WireError } from "../wire-error.ts";
 
@@ -57,6 +58,8 @@ export interface LaneGrantMessage {
   port: MessagePort;
   model: ModelRef;
   replica: string;
+  /** The model's specs and batching, as its session serves the lane (requests are checked and grouped with them). */
+  settings: LaneSettings;
   lifetimeMs: number;
 }
 

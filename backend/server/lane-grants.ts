@@ -67,6 +67,7 @@ export class LaneGrants {
               port: grant.port,
               model: grant.model,
               replica: grant.replica,
+              settings: grant.settings,
               lifetimeMs: LANE_LIFETIME_MS,
             },
             [grant.port],

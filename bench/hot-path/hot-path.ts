@@ -46,11 +46,11 @@ import { decodeInferResponse, encodeInferRequest } from "../../shared/oip/codec.
 import type { Tensor } from "../../shared/oip/tensor.ts";
 import { machineLabel } from "../gpu/machine.ts";
 import { closedLoop, type LoadResult, round } from "../gpu/measure.ts";
-import { readThreadStat } from "../registry/process-cpu.ts";
+import { readStat, readThreadStat } from "../registry/process-cpu.ts";
 import { batchedConfig } from "./batched-config.ts";
 import { threadedLoad } from "./client-threads.ts";
 import { HttpLoad, type PreparedRequest, requestHeaders } from "./http-load.ts";
-import { MAIN_THREAD_CPU, type Measured, renderHotPathReport } from "./report.ts";
+import { MAIN_THREAD_CPU, type Measured, PROCESS_CPU, renderHotPathReport } from "./report.ts";
 import { startAgentTarget, startAnchorTarget, startGatewayTarget, type Target } from "./targets.ts";
 
 const { values } = parseArgs({
@@ -319,6 +319,7 @@ async function main(): Promise<void> {
                 // Batching only changes anything with company; one client measures the unbatched path.
                 if (batched && concurrency === 1 && entry.name === "mlp") continue;
                 const mainBefore = mainThreadCpuMs(target);
+                const allBefore = processCpuMs(target);
                 const { load, phases } = await threadedLoad({
                   url: target.url,
                   prepared,
@@ -328,10 +329,14 @@ async function main(): Promise<void> {
                   seconds,
                 });
                 const mainAfter = mainThreadCpuMs(target);
+                const allAfter = processCpuMs(target);
                 if (mainBefore !== undefined && mainAfter !== undefined && load.answered > 0) {
                   // The agent's main thread, which routes every request: its CPU per answer (warm-up included
                   // on both sides). /proc counts in ticks of 10 ms, a few in a window of seconds.
                   phases[MAIN_THREAD_CPU] = round((mainAfter - mainBefore) / load.answered, 3);
+                }
+                if (allBefore !== undefined && allAfter !== undefined && load.answered > 0) {
+                  phases[PROCESS_CPU] = round((allAfter - allBefore) / load.answered, 3);
                 }
                 results.push({
                   model: entry.name,
@@ -341,7 +346,8 @@ async function main(): Promise<void> {
                   load,
                   phases,
                 });
-                log(`${target.kind} ${model} ${encoding} c=${concurrency}: ${summary(load)}`);
+                const cpu = phases[PROCESS_CPU] === undefined ? "" : `, ${phases[PROCESS_CPU]} ms cpu/answer`;
+                log(`${target.kind} ${model} ${encoding} c=${concurrency}: ${summary(load)}${cpu}`);
               }
             } finally {
               client.close();
@@ -421,6 +427,11 @@ function verify(
 /** The CPU the standalone agent's main thread has spent so far (ms); undefined for other targets. */
 function mainThreadCpuMs(target: Target): number | undefined {
   return target.pid === undefined ? undefined : readThreadStat(target.pid, target.pid)?.cpuMs;
+}
+
+/** Every thread of the target's process (the gateway's pid is wrangler's, not workerd's: its own only). */
+function processCpuMs(target: Target): number | undefined {
+  return target.pid === undefined ? undefined : readStat(target.pid)?.cpuMs;
 }
 
 function summary(load: LoadResult): string {

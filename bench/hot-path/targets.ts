@@ -21,7 +21,7 @@ export interface Target {
   model?: string;
   /** The anchor batches what arrives while it runs (--max-batch): it stands for the model's batched twin. */
   batched?: boolean;
-  /** The agent's process (the standalone targets): its main thread's CPU is read around each load. */
+  /** The server's process (the anchors, the standalone agent): its CPU is read around each load. */
   pid?: number;
   stop(): Promise<void>;
 }
@@ -72,6 +72,7 @@ export async function startAnchorTarget(
     headers: {},
     model,
     batched: maxBatch !== undefined,
+    ...(process.child.pid === undefined ? {} : { pid: process.child.pid }),
     stop: () => process.stop().then(() => undefined),
   };
 }

@@ -96,7 +96,7 @@ describe("lanes from an HTTP thread to a model's session", () => {
     expect(lines.filter((line) => line.lane === true).length).toBeGreaterThanOrEqual(12);
   });
 
-  test("the session bounds what comes down its lanes: past --max-concurrency and --max-queue a request gets 429", {
+  test("the session bounds what comes down its lanes: past --max-concurrency and --max-queue a group of requests gets 429", {
     timeout: 60_000,
   }, async () => {
     // A request alone waits 3 s for company in its batch, holding the one place meanwhile.
@@ -111,16 +111,23 @@ describe("lanes from an HTTP thread to a model's session", () => {
     ]);
     await send(1);
     // The lane is granted as the answer leaves; what follows comes well within its lifetime (a second), in
-    // this order.
+    // this order. The HTTP thread sends each of the first two on its own (the lane is idle, then one group
+    // is out): one holds the session's place, the other waits in its line.
     await pause(100);
     const holding = send(2);
     await pause(20);
     const waiting = send(3);
     await pause(20);
-    const refused = await send(4).catch((error: unknown) => error);
-    expect(refused).toBeInstanceOf(OipHttpError);
-    expect((refused as OipHttpError).status).toBe(429);
-    expect((refused as OipHttpError).headers.get("retry-after")).toBe("1");
+    // With two groups out, the next requests gather on the HTTP thread; eight fill a batch, and the group goes
+    // at once: the session has no room for it, and each of its requests gets 429.
+    const refused = await Promise.all(
+      Array.from({ length: 8 }, (_, index) => send(4 + index).catch((error: unknown) => error)),
+    );
+    for (const error of refused) {
+      expect(error).toBeInstanceOf(OipHttpError);
+      expect((error as OipHttpError).status).toBe(429);
+      expect((error as OipHttpError).headers.get("retry-after")).toBe("1");
+    }
     const answers = await Promise.all([holding, waiting]);
     expect(answers.map((answer) => answer.response.outputs[0]?.shape)).toEqual([
       [1, 8],

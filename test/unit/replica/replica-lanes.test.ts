@@ -30,6 +30,7 @@ async function serve(grant: LaneGrant, count: number): Promise<LaneAnswer[]> {
   const requests: LaneRequest[] = Array.from({ length: count }, (_, id) => ({
     type: "infer",
     id,
+    requests: 1,
     inputs: [input()],
     deadlineAt: Date.now() + 60_000,
     budgetMs: 60_000,

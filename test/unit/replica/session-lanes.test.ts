@@ -87,6 +87,7 @@ async function openLane(
 const infer = (id: number, inputs: Tensor[], extra: Partial<LaneRequest> = {}): LaneRequest => ({
   type: "infer",
   id,
+  requests: 1,
   inputs,
   deadlineAt: Date.now() + 60_000,
   budgetMs: 60_000,

@@ -1,4 +1,5 @@
 import { afterEach, describe, expect, test } from "vitest";
+import type { PooledInferCall } from "../../../backend/pool/replica-pool.ts";
 import type { LaneSettings } from "../../../backend/replica/lane-protocol.ts";
 import { sessionOptions } from "../../../backend/replica/session-options.ts";
 import { WorkerSession } from "../../../backend/replica/worker-session.ts";
@@ -8,7 +9,7 @@ import { Deadline } from "../../../shared/deadline.ts";
 import { SwitchyardError } from "../../../shared/errors.ts";
 import { requestedModelKey } from "../../../shared/model-names.ts";
 import type { Tensor } from "../../../shared/oip/tensor.ts";
-import { MULTIPLEX_MODELS, repoModelPath } from "../../fixtures/paths.ts";
+import { IDENTITY_MODELS, MULTIPLEX_MODELS, repoModelPath } from "../../fixtures/paths.ts";
 
 // An intake thread's lanes against a real session's thread (real onnxruntime, a real port): which requests
 // take a lane, when a lane stops taking them and closes, and what its requests get when the session goes.
@@ -34,30 +35,29 @@ const call = (extra: { hint?: string; version?: string; timeoutMs?: number } = {
   ...(extra.version === undefined ? {} : { version: extra.version }),
 });
 
-/** IntakeLanes with one lane to a real session of MLP, granted for `lifetimeMs`. */
-async function withLane(lifetimeMs: number, settings: Partial<LaneSettings> = {}) {
-  const session = await WorkerSession.create(repoModelPath(MLP), OPTIONS);
+/** IntakeLanes with one lane to a real session of `model` (MLP), granted for `lifetimeMs`. */
+async function withLane(lifetimeMs: number, settings: Partial<LaneSettings> = {}, model = MLP) {
+  const session = await WorkerSession.create(repoModelPath(model), OPTIONS);
   sessions.push(session);
-  const port = await session.openLane(
-    {
-      model: MLP,
-      inputs: session.inputs,
-      outputs: session.outputs,
-      maxConcurrency: 4,
-      maxQueue: 4,
-      ...settings,
-    },
-    () => {},
-  );
+  const laneSettings: LaneSettings = {
+    model,
+    inputs: session.inputs,
+    outputs: session.outputs,
+    maxConcurrency: 4,
+    maxQueue: 4,
+    ...settings,
+  };
+  const port = await session.openLane(laneSettings, () => {});
   const notices: LaneNotice[] = [];
   const lanes = new IntakeLanes((notice) => notices.push(notice));
   lanes.open({
     type: "lane",
     laneId: 7,
-    key: requestedModelKey(MLP, undefined),
+    key: requestedModelKey(model, undefined),
     port,
-    model: { name: MLP, version: "1" },
+    model: { name: model, version: "1" },
     replica: "0",
+    settings: laneSettings,
     lifetimeMs,
   });
   return { session, lanes, notices };
@@ -118,5 +118,100 @@ describe("an intake thread's lanes", () => {
     expect((gone as SwitchyardError).status).toBe(503);
     expect(lanes.has(call())).toBe(false);
     expect(notices.at(-1)).toEqual({ type: "lane-closed", laneId: 7 });
+  });
+
+  describe("a batching model's requests, grouped on the HTTP thread", () => {
+    const BATCHING = { maxBatchSize: 8, maxQueueDelayMs: 0, preferredBatchSizes: [] };
+    const rowOf = (index: number): Tensor => ({
+      name: "x",
+      datatype: "FP32",
+      shape: [1, 16],
+      data: Float32Array.from({ length: 16 }, (_, column) => Math.sin(index * 31 + column)),
+    });
+    const callOf = (index: number, timeoutMs = 30_000) => ({
+      ...call({ timeoutMs }),
+      inputs: [rowOf(index)],
+    });
+    const turn = () => new Promise((resolve) => setImmediate(resolve));
+
+    test("requests read in one turn go as one group: one run, each request its own rows, bit for bit as alone", async () => {
+      const { lanes, session } = await withLane(10_000, { batching: BATCHING });
+      const outcomes = await Promise.all([0, 1, 2, 3, 4].map((index) => lanes.infer(callOf(index))));
+      for (const [index, outcome] of outcomes.entries()) {
+        expect(outcome.batch).toEqual({ requests: 5, rows: 5 });
+        const alone = await session.run([rowOf(index)], ["y"]);
+        expect(Array.from(outcome.outputs[0]?.data as Float32Array)).toEqual(
+          Array.from(alone.outputs[0]?.data as Float32Array),
+        );
+        expect(outcome.outputs[0]?.shape).toEqual([1, 8]);
+      }
+    });
+
+    test("a request that does not fit the model fails alone, before it joins a group", async () => {
+      const { lanes } = await withLane(10_000, { batching: BATCHING });
+      const bad = { ...callOf(9), inputs: [{ ...rowOf(9), shape: [1, 15], data: new Float32Array(15) }] };
+      const settled = await Promise.allSettled([
+        lanes.infer(callOf(0)),
+        lanes.infer(bad),
+        lanes.infer(callOf(1)),
+      ]);
+      expect(settled.map((each) => each.status)).toEqual(["fulfilled", "rejected", "fulfilled"]);
+      const refusal = (settled[1] as PromiseRejectedResult).reason as SwitchyardError;
+      expect(refusal.status).toBe(400);
+      expect(refusal.message).toContain("shape");
+      expect((settled[0] as PromiseFulfilledResult<{ batch?: unknown }>).value.batch).toEqual({
+        requests: 2,
+        rows: 2,
+      });
+    });
+
+    test("one whose deadline passes while its group waits gets 504; the group's others are answered", async () => {
+      const { lanes } = await withLane(10_000, { batching: { ...BATCHING, maxQueueDelayMs: 300 } });
+      const [late, onTime] = await Promise.allSettled([lanes.infer(callOf(0, 100)), lanes.infer(callOf(1))]);
+      expect(((late as PromiseRejectedResult).reason as SwitchyardError).status).toBe(504);
+      expect((onTime as PromiseFulfilledResult<{ outputs: Tensor[] }>).value.outputs[0]?.shape).toEqual([
+        1, 8,
+      ]);
+    });
+
+    test("while two groups are out, what arrives gathers into the next one", async () => {
+      // Each group waits 200 ms at the session for company: the first two meet there, in one run.
+      const { lanes, notices } = await withLane(10_000, { batching: { ...BATCHING, maxQueueDelayMs: 200 } });
+      const first = lanes.infer(callOf(0));
+      await turn();
+      const second = lanes.infer(callOf(1));
+      await turn();
+      const later = [lanes.infer(callOf(2)), lanes.infer(callOf(3))];
+      await turn();
+      await turn();
+      const outcomes = await Promise.all([first, second, ...later]);
+      // Sent at once, the last two would have joined the first run: they went together, after it.
+      expect(outcomes.map((outcome) => outcome.batch?.requests)).toEqual([2, 2, 2, 2]);
+      lanes.revoke(7);
+      expect(notices.at(-1)).toEqual({ type: "lane-closed", laneId: 7 });
+    });
+
+    test("a large request goes alone: each counts against the session's bounds", async () => {
+      // 80 KB a request: the copy into a group would cost more than the session's work per request saves.
+      const IDENTITY = IDENTITY_MODELS.FP32;
+      const { lanes } = await withLane(
+        10_000,
+        { batching: { ...BATCHING, maxQueueDelayMs: 300 }, maxConcurrency: 1, maxQueue: 1 },
+        IDENTITY,
+      );
+      const large = (): PooledInferCall => ({
+        model: IDENTITY,
+        inputs: [{ name: "x", datatype: "FP32", shape: [1, 20_000], data: new Float32Array(20_000) }],
+        deadline: Deadline.in(30_000),
+      });
+      const settled = await Promise.allSettled([
+        lanes.infer(large()),
+        lanes.infer(large()),
+        lanes.infer(large()),
+      ]);
+      // One holds the place, one waits for it, the third finds the line full.
+      expect(settled.map((each) => each.status)).toEqual(["fulfilled", "fulfilled", "rejected"]);
+      expect(((settled[2] as PromiseRejectedResult).reason as SwitchyardError).status).toBe(429);
+    });
   });
 });

@@ -1,0 +1,303 @@
+/**
+ * A batching model's requests on one intake thread's lane, gathered there and sent as one lane request: their
+ * inputs stacked along the first dimension, their outputs split back into each request's rows when the
+ * answer comes. The session's thread runs every lane's requests one after another, and what it did per
+ * request (a message to clone, a check, a place in its batcher, an answer to copy and post) was half of its
+ * busy time under load on the H200 while onnxruntime had the other half
+ * (bench/results/hot-path-cuda-lane-groups.md); grouped, it does that once per group, and the intake
+ * threads, several of them, each do their share of the per-request work.
+ *
+ * A group goes when fewer than GROUPS_OUT of the lane's groups are out (so a request that finds the lane idle
+ * goes at once, alone: no wait at low load), or as soon as it is full (the model's max batch size); what
+ * arrives meanwhile gathers into the next. Each request is checked against the model before it joins
+ * (tensor-checks.ts), so a bad one fails alone; when the run of a group still fails on its inputs, each of
+ * its requests runs again alone, as the batcher does with a failed batch. A request whose client leaves or
+ * whose deadline passes is answered at once; its rows are computed with its group's and dropped.
+ */
+import { SwitchyardError } from "../../shared/errors.ts";
+import type { Tensor } from "../../shared/oip/tensor.ts";
+import type { PooledInferCall, PooledOutcome } from "../pool/replica-pool.ts";
+import { requestBuffers } from "../replica/buffer-pool.ts";
+import type { LaneAnswer, LaneRequest, LaneSettings } from "../replica/lane-protocol.ts";
+import { batchSizeOf, splitRows, stackInputs, stackingKey } from "../replica/tensor-batch.ts";
+import { checkInputs, wantedOutputs } from "../replica/tensor-checks.ts";
+import { fromWireError } from "../wire-error.ts";
+import { inputBuffers } from "./intake-protocol.ts";
+
+/**
+ * A lane's groups out at once: one at the session, and the next on its way or waiting there, so the
+ * session's batcher has the next group when a run ends (bench/results/hot-path-cuda-lane-groups.md).
+ */
+const GROUPS_OUT = 2;
+
+/**
+ * The largest request that joins a group. Stacking copies a request's inputs once more than running it alone
+ * does (the session stacks its batch anyway), which for a small request costs less than the session's fixed
+ * work per request, and for a 4.9 MB image more (about half a millisecond): such requests go alone, as before.
+ */
+const GROUP_MAX_REQUEST_BYTES = 64 * 1024;
+
+/** What a lane request came to: its answer, or the lane's end (the session went away). */
+export type LaneSettlement = LaneAnswer | { type: "gone"; error: SwitchyardError };
+
+/** The lane underneath (intake-lanes.ts). */
+export interface GroupLane {
+  /** Sends one infer request down the lane; `settle` hears how it ended. Returns its id there. */
+  send(
+    request: Omit<Extract<LaneRequest, { type: "infer" }>, "type" | "id">,
+    transfer: ArrayBuffer[],
+    settle: (settlement: LaneSettlement) => void,
+  ): number;
+  /** Drops a request the lane still has waiting (every request of a group left). */
+  abort(id: number): void;
+  /** Posts what was sent in this turn now, not in the next turn's check phase. */
+  flush(): void;
+  /** A request run alone on the lane, as one that cannot join a group is (after its group failed). */
+  alone(call: PooledInferCall): Promise<PooledOutcome>;
+  /** The outcome a request's client gets from an answer: its outputs, timings with `waitedMs` added. */
+  outcome(
+    answer: Extract<LaneAnswer, { type: "outcome" }>,
+    outputs: Tensor[],
+    waitedMs: number,
+  ): PooledOutcome;
+  /** Something changed that may let the lane close (a group settled, a request left before it was sent). */
+  changed(): void;
+}
+
+interface Member {
+  call: PooledInferCall;
+  rows: number;
+  arrivedAt: number;
+  group: Group;
+  /** Answered (or failed, or left): nothing more reaches its client. */
+  done: boolean;
+  resolve(outcome: PooledOutcome): void;
+  reject(error: unknown): void;
+  /** Ends the watch on its deadline and client. */
+  unwatch(): void;
+}
+
+interface Group {
+  /** Requests stack together when their inputs agree beyond the first dimension and they want the same outputs. */
+  key: string;
+  wanted: string[];
+  rows: number;
+  members: Member[];
+  /** Its id on the lane once sent. */
+  id?: number;
+  sentAt?: number;
+}
+
+export class LaneGroups {
+  readonly #lane: GroupLane;
+  readonly #settings: LaneSettings;
+  readonly #maxRows: number;
+  /** Groups gathering, by key. */
+  readonly #gathering = new Map<string, Group>();
+  /** Full groups, to go at the next flush whatever is out. */
+  #full: Group[] = [];
+  #out = 0;
+  #flushDue = false;
+
+  constructor(lane: GroupLane, settings: LaneSettings, maxRows: number) {
+    this.#lane = lane;
+    this.#settings = settings;
+    this.#maxRows = maxRows;
+  }
+
+  /** Requests gathered and not yet sent, and groups out: the lane cannot close while there are any. */
+  get busy(): boolean {
+    return this.#out > 0 || this.#gathering.size > 0 || this.#full.length > 0;
+  }
+
+  /**
+   * Whether `call` can join a group: its inputs are small (GROUP_MAX_REQUEST_BYTES) and share a batch size
+   * within the model's max batch size.
+   */
+  takes(call: PooledInferCall): boolean {
+    const rows = batchSizeOf(call.inputs);
+    return (
+      rows !== undefined &&
+      rows >= 1 &&
+      rows <= this.#maxRows &&
+      inputBytes(call.inputs) <= GROUP_MAX_REQUEST_BYTES
+    );
+  }
+
+  /** Runs `call` (takes() said it can) in a group. Rejects at once when its inputs do not fit the model. */
+  add(call: PooledInferCall): Promise<PooledOutcome> {
+    const { model, inputs, outputs } = this.#settings;
+    let wanted: string[];
+    try {
+      checkInputs(model, call.inputs, inputs);
+      wanted = wantedOutputs(model, outputs, call.outputs);
+    } catch (error) {
+      return Promise.reject(error);
+    }
+    const rows = batchSizeOf(call.inputs) as number;
+    const key = `${stackingKey(call.inputs)}|${wanted.join("\u0000")}`;
+    return new Promise<PooledOutcome>((resolve, reject) => {
+      const late = call.deadline.watch(`'${call.model}' did not answer`, { follow: call.signal });
+      if (late.signal.aborted) return reject(SwitchyardError.from(late.signal.reason));
+      let group = this.#gathering.get(key);
+      if (group !== undefined && group.rows + rows > this.#maxRows) {
+        // Full: it goes at the next flush, and this request starts the next group.
+        this.#gathering.delete(key);
+        this.#full.push(group);
+        group = undefined;
+      }
+      if (group === undefined) {
+        group = { key, wanted, rows: 0, members: [] };
+        this.#gathering.set(key, group);
+      }
+      const member: Member = {
+        call,
+        rows,
+        arrivedAt: performance.now(),
+        group,
+        done: false,
+        resolve,
+        reject,
+        unwatch: () => {
+          late.stop();
+          late.signal.removeEventListener("abort", leave);
+        },
+      };
+      const leave = () => this.#leave(member, SwitchyardError.from(late.signal.reason));
+      late.signal.addEventListener("abort", leave, { once: true });
+      group.members.push(member);
+      group.rows += rows;
+      if (group.rows === this.#maxRows) {
+        this.#gathering.delete(key);
+        this.#full.push(group);
+      }
+      this.#flushSoon();
+    });
+  }
+
+  /** The lane's session went away: requests not yet sent fail with it (those out hear it from the lane). */
+  fail(error: SwitchyardError): void {
+    const unsent = [...this.#gathering.values(), ...this.#full];
+    this.#gathering.clear();
+    this.#full = [];
+    for (const group of unsent) for (const member of group.members) this.#settleMember(member, error);
+  }
+
+  /** Sends what gathered in this turn (requests read together travel together), as the rules above allow. */
+  #flushSoon(): void {
+    if (this.#flushDue) return;
+    this.#flushDue = true;
+    setImmediate(() => {
+      this.#flushDue = false;
+      const full = this.#full;
+      this.#full = [];
+      for (const group of full) this.#send(group);
+      if (this.#out < GROUPS_OUT) {
+        const gathered = [...this.#gathering.values()];
+        this.#gathering.clear();
+        for (const group of gathered) this.#send(group);
+      }
+      // This is the check phase already: posted from here, the lane's mailbox would wait a whole turn more.
+      this.#lane.flush();
+    });
+  }
+
+  #send(group: Group): void {
+    const live = group.members.filter((member) => !member.done);
+    if (live.length === 0) return;
+    group.members = live;
+    const parts = live.map((member) => member.call.inputs);
+    const stacked = stackInputs(parts);
+    // What the stacked inputs view moves with them (BYTES elements still view the requests' bodies); a body
+    // whose numbers were copied into the group's buffer can take the next request's body at once.
+    const moved = inputBuffers(stacked);
+    const stillRead = new Set(moved);
+    for (const part of parts) {
+      for (const buffer of inputBuffers(part)) if (!stillRead.has(buffer)) requestBuffers.release(buffer);
+    }
+    const last = live.reduce((latest, member) =>
+      member.call.deadline.at > latest.call.deadline.at ? member : latest,
+    );
+    this.#out += 1;
+    group.sentAt = performance.now();
+    group.id = this.#lane.send(
+      {
+        requests: live.length,
+        inputs: stacked,
+        outputs: group.wanted,
+        deadlineAt: last.call.deadline.at,
+        budgetMs: last.call.deadline.budgetMs,
+      },
+      moved,
+      (settlement) => this.#settled(group, settlement),
+    );
+  }
+
+  #settled(group: Group, settlement: LaneSettlement): void {
+    this.#out -= 1;
+    if (settlement.type === "outcome") {
+      for (const spare of settlement.spare) requestBuffers.release(spare);
+      const sizes = group.members.map((member) => member.rows);
+      // Each output as the group wanted them, split into each request's rows (views, no copy).
+      const split = settlement.outputs.map((output) => splitRows(output, sizes));
+      group.members.forEach((member, index) => {
+        if (member.done) return;
+        const outputs = split.map((rows) => rows[index] as Tensor);
+        const waitedMs = (group.sentAt ?? member.arrivedAt) - member.arrivedAt;
+        this.#settleMember(member, this.#lane.outcome(settlement, outputs, waitedMs));
+      });
+    } else if (
+      settlement.type === "failure" &&
+      settlement.error.code === "bad_input" &&
+      group.members.length > 1
+    ) {
+      // The model refused the stacked inputs: each request runs again alone, so only the one at fault fails.
+      for (const member of group.members) {
+        if (member.done) continue;
+        member.done = true;
+        member.unwatch();
+        this.#lane.alone(member.call).then(member.resolve, member.reject);
+      }
+    } else {
+      const error = settlement.type === "gone" ? settlement.error : fromWireError(settlement.error);
+      for (const member of group.members) this.#settleMember(member, error);
+    }
+    if (this.#gathering.size > 0 || this.#full.length > 0) this.#flushSoon();
+    this.#lane.changed();
+  }
+
+  /** Its client left or its deadline passed: answered now; its group goes on without it. */
+  #leave(member: Member, reason: SwitchyardError): void {
+    if (member.done) return;
+    this.#settleMember(member, reason);
+    const { group } = member;
+    if (group.id === undefined) {
+      // Not sent yet: out of its group, and the group out of the lane when it was alone.
+      group.members = group.members.filter((each) => each !== member);
+      group.rows -= member.rows;
+      if (group.members.length === 0) {
+        if (this.#gathering.get(group.key) === group) this.#gathering.delete(group.key);
+        this.#full = this.#full.filter((each) => each !== group);
+        this.#lane.changed();
+      }
+    } else if (group.members.every((each) => each.done)) this.#lane.abort(group.id);
+  }
+
+  #settleMember(member: Member, result: PooledOutcome | SwitchyardError | Error): void {
+    if (member.done) return;
+    member.done = true;
+    member.unwatch();
+    if (result instanceof Error) member.reject(result);
+    else member.resolve(result);
+  }
+}
+
+/** The bytes a request's input values take (a BYTES tensor's: its elements'). */
+function inputBytes(inputs: readonly Tensor[]): number {
+  let bytes = 0;
+  for (const { data } of inputs) {
+    if (Array.isArray(data)) for (const element of data) bytes += element.byteLength;
+    else bytes += data.byteLength;
+  }
+  return bytes;
+}
