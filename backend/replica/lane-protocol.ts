@@ -47,7 +47,8 @@ export type LaneRequest =
       /**
        * The client requests it carries: 1, or a group an intake thread stacked along the first dimension
        * (lane-groups.ts), whose rows come back together and are split there. A group counts as one request
-       * against the session's bounds, and as `requests` in its statistics.
+       * against the session's bounds, and as `requests` in its statistics; one refused on its inputs (400)
+       * is not counted, since its thread runs each of its requests again alone.
        */
       requests: number;
       inputs: Tensor[];

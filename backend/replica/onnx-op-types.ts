@@ -5,8 +5,8 @@
  * model's local functions) through a small window onto the file, and jumps over everything else
  * (initializers, doc strings) by its length, so a model of gigabytes costs a few reads per node.
  *
- * It runs on a session's worker thread (session-worker.ts), before onnxruntime reads the same file: its
- * reads are synchronous there on purpose.
+ * It runs on a session's worker thread (session-worker.ts), once onnxruntime has loaded the same file: its
+ * reads are synchronous there on purpose, off the agent's main thread.
  */
 import { closeSync, fstatSync, openSync, readSync } from "node:fs";
 

@@ -5,7 +5,7 @@
  * thread hears what they came to from a report per turn, for the replica's statistics and metrics.
  */
 import type { MessagePort } from "node:worker_threads";
-import { SwitchyardError } from "../../shared/errors.ts";
+import { badInput, SwitchyardError } from "../../shared/errors.ts";
 import type { Tensor } from "../../shared/oip/tensor.ts";
 import { inputBuffers } from "../server/intake-protocol.ts";
 import { eachMessage, TickMailbox } from "../server/tick-mailbox.ts";
@@ -221,6 +221,14 @@ export class SessionLanes {
   }
 
   #answer(call: LaneCall, ran: Executed, startedAt: number): void {
+    // A group's rows are split on its HTTP thread: an output that does not keep them (a reduction, say) cannot
+    // be, and its requests are run again alone there.
+    const unsplittable = ran.outputs.find((output) => output.shape[0] !== call.size);
+    if (call.requests > 1 && unsplittable !== undefined) {
+      const message = `output '${unsplittable.name}' of model '${this.#settings?.model ?? ""}' does not keep the batch's rows`;
+      this.#fail(call, badInput(message));
+      return;
+    }
     const queueMs = startedAt - call.arrivedAt + ran.queuedMs;
     // The outputs of a run that was this call's alone are its own and move; a batch's rows are copied out.
     const outputs = forTransfer(ran.outputs, ran.rows === call.size);
@@ -240,6 +248,8 @@ export class SessionLanes {
   #fail(call: LaneCall, error: unknown): void {
     const wire = toWireError(error);
     call.lane.post({ type: "failure", id: call.id, error: wire });
+    // A group refused on its inputs is run again request by request (lane-groups.ts): those runs are counted.
+    if (call.requests > 1 && wire.code === "bad_input") return;
     this.#noteServed(call, { ok: false, totalMs: performance.now() - call.arrivedAt, error: wire });
   }
 

@@ -7,12 +7,14 @@
  * (bench/results/hot-path-cuda-lane-groups.md); grouped, it does that once per group, and the intake
  * threads, several of them, each do their share of the per-request work.
  *
- * A group goes when fewer than GROUPS_OUT of the lane's groups are out (so a request that finds the lane idle
- * goes at once, alone: no wait at low load), or as soon as it is full (the model's max batch size); what
- * arrives meanwhile gathers into the next. Each request is checked against the model before it joins
- * (tensor-checks.ts), so a bad one fails alone; when the run of a group still fails on its inputs, each of
- * its requests runs again alone, as the batcher does with a failed batch. A request whose client leaves or
- * whose deadline passes is answered at once; its rows are computed with its group's and dropped.
+ * A group goes when fewer than GROUPS_OUT of the lane's groups that went that way are out (so a request that
+ * finds the lane idle goes at once, alone: no wait at low load), or as soon as it is full (the model's max
+ * batch size; it counts nothing against the others); what arrives meanwhile gathers into the next. Each
+ * request is checked against the model before it joins (tensor-checks.ts), so a bad one fails alone; when the
+ * run of a group still fails on its inputs, each of its requests runs again alone, on its own inputs (kept
+ * here until the group is answered, then their bodies go back to the buffer pool), as the batcher does with
+ * a failed batch. A request whose client leaves or whose deadline passes is answered at once; its rows are
+ * computed with its group's and dropped.
  */
 import { SwitchyardError } from "../../shared/errors.ts";
 import type { Tensor } from "../../shared/oip/tensor.ts";
@@ -86,6 +88,8 @@ interface Group {
   /** Its id on the lane once sent. */
   id?: number;
   sentAt?: number;
+  /** Sent because fewer than GROUPS_OUT were out (a full one goes whatever is out, and is not counted). */
+  counted?: boolean;
 }
 
 export class LaneGroups {
@@ -96,7 +100,10 @@ export class LaneGroups {
   readonly #gathering = new Map<string, Group>();
   /** Full groups, to go at the next flush whatever is out. */
   #full: Group[] = [];
+  /** Groups that went because there was room (a full one goes whatever is out, and counts nothing). */
   #out = 0;
+  /** Groups sent and not settled, of either kind: the lane stays open while there are any. */
+  #sent = 0;
   #flushDue = false;
 
   constructor(lane: GroupLane, settings: LaneSettings, maxRows: number) {
@@ -107,7 +114,7 @@ export class LaneGroups {
 
   /** Requests gathered and not yet sent, and groups out: the lane cannot close while there are any. */
   get busy(): boolean {
-    return this.#out > 0 || this.#gathering.size > 0 || this.#full.length > 0;
+    return this.#sent > 0 || this.#gathering.size > 0 || this.#full.length > 0;
   }
 
   /**
@@ -120,6 +127,9 @@ export class LaneGroups {
       rows !== undefined &&
       rows >= 1 &&
       rows <= this.#maxRows &&
+      // A BYTES tensor stacks by reference to its request's body, which would then have to move with the group
+      // and could not serve a run of the request alone: such requests go alone.
+      call.inputs.every((input) => !Array.isArray(input.data)) &&
       inputBytes(call.inputs) <= GROUP_MAX_REQUEST_BYTES
     );
   }
@@ -191,34 +201,31 @@ export class LaneGroups {
       this.#flushDue = false;
       const full = this.#full;
       this.#full = [];
-      for (const group of full) this.#send(group);
+      for (const group of full) this.#send(group, false);
+      // Every key gathered goes together when there is room (none waits behind another key's full groups).
       if (this.#out < GROUPS_OUT) {
         const gathered = [...this.#gathering.values()];
         this.#gathering.clear();
-        for (const group of gathered) this.#send(group);
+        for (const group of gathered) this.#send(group, true);
       }
       // This is the check phase already: posted from here, the lane's mailbox would wait a whole turn more.
       this.#lane.flush();
     });
   }
 
-  #send(group: Group): void {
+  #send(group: Group, counted: boolean): void {
     const live = group.members.filter((member) => !member.done);
     if (live.length === 0) return;
     group.members = live;
-    const parts = live.map((member) => member.call.inputs);
-    const stacked = stackInputs(parts);
-    // What the stacked inputs view moves with them (BYTES elements still view the requests' bodies); a body
-    // whose numbers were copied into the group's buffer can take the next request's body at once.
-    const moved = inputBuffers(stacked);
-    const stillRead = new Set(moved);
-    for (const part of parts) {
-      for (const buffer of inputBuffers(part)) if (!stillRead.has(buffer)) requestBuffers.release(buffer);
-    }
+    // Several requests are copied into the group's own buffers, which move; their bodies stay here, for a run
+    // of each alone should the group fail, and go back to the pool once it is answered. A request alone moves.
+    const stacked = stackInputs(live.map((member) => member.call.inputs));
     const last = live.reduce((latest, member) =>
       member.call.deadline.at > latest.call.deadline.at ? member : latest,
     );
-    this.#out += 1;
+    group.counted = counted;
+    if (counted) this.#out += 1;
+    this.#sent += 1;
     group.sentAt = performance.now();
     group.id = this.#lane.send(
       {
@@ -228,42 +235,63 @@ export class LaneGroups {
         deadlineAt: last.call.deadline.at,
         budgetMs: last.call.deadline.budgetMs,
       },
-      moved,
+      inputBuffers(stacked),
       (settlement) => this.#settled(group, settlement),
     );
   }
 
   #settled(group: Group, settlement: LaneSettlement): void {
-    this.#out -= 1;
-    if (settlement.type === "outcome") {
-      for (const spare of settlement.spare) requestBuffers.release(spare);
-      const sizes = group.members.map((member) => member.rows);
-      // Each output as the group wanted them, split into each request's rows (views, no copy).
-      const split = settlement.outputs.map((output) => splitRows(output, sizes));
-      group.members.forEach((member, index) => {
-        if (member.done) return;
-        const outputs = split.map((rows) => rows[index] as Tensor);
-        const waitedMs = (group.sentAt ?? member.arrivedAt) - member.arrivedAt;
-        this.#settleMember(member, this.#lane.outcome(settlement, outputs, waitedMs));
-      });
-    } else if (
-      settlement.type === "failure" &&
-      settlement.error.code === "bad_input" &&
-      group.members.length > 1
-    ) {
-      // The model refused the stacked inputs: each request runs again alone, so only the one at fault fails.
-      for (const member of group.members) {
-        if (member.done) continue;
-        member.done = true;
-        member.unwatch();
-        this.#lane.alone(member.call).then(member.resolve, member.reject);
+    if (group.counted) this.#out -= 1;
+    this.#sent -= 1;
+    const { members } = group;
+    try {
+      if (settlement.type === "outcome") {
+        for (const spare of settlement.spare) requestBuffers.release(spare);
+        this.#answer(group, settlement);
+      } else if (
+        settlement.type === "failure" &&
+        settlement.error.code === "bad_input" &&
+        members.length > 1
+      ) {
+        // The model refused the stacked inputs (or an output did not keep the batch's rows: session-lanes.ts):
+        // each request runs again alone, on its own inputs, so only the one at fault fails.
+        for (const member of members) {
+          if (member.done) continue;
+          member.done = true;
+          member.unwatch();
+          this.#lane.alone(member.call).then(member.resolve, member.reject);
+        }
+      } else {
+        const error = settlement.type === "gone" ? settlement.error : fromWireError(settlement.error);
+        for (const member of members) this.#settleMember(member, error);
       }
-    } else {
-      const error = settlement.type === "gone" ? settlement.error : fromWireError(settlement.error);
-      for (const member of group.members) this.#settleMember(member, error);
+    } catch (error) {
+      // Nothing above should throw; if it did, no member may be left waiting for an answer that came.
+      for (const member of members) this.#settleMember(member, SwitchyardError.from(error));
     }
     if (this.#gathering.size > 0 || this.#full.length > 0) this.#flushSoon();
     this.#lane.changed();
+  }
+
+  /** Each member its rows of the group's outputs (views, no copy); the bodies of a group of several go back. */
+  #answer(group: Group, settlement: Extract<LaneSettlement, { type: "outcome" }>): void {
+    const { members } = group;
+    const sizes = members.map((member) => member.rows);
+    const split =
+      members.length === 1
+        ? settlement.outputs.map((output) => [output])
+        : settlement.outputs.map((output) => splitRows(output, sizes));
+    if (members.length > 1) {
+      for (const member of members) {
+        for (const buffer of inputBuffers(member.call.inputs)) requestBuffers.release(buffer);
+      }
+    }
+    members.forEach((member, index) => {
+      if (member.done) return;
+      const outputs = split.map((rows) => rows[index] as Tensor);
+      const waitedMs = (group.sentAt ?? member.arrivedAt) - member.arrivedAt;
+      this.#settleMember(member, this.#lane.outcome(settlement, outputs, waitedMs));
+    });
   }
 
   /** Its client left or its deadline passed: answered now; its group goes on without it. */

@@ -1,3 +1,6 @@
+import { mkdtempSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import type { MessagePort } from "node:worker_threads";
 import { afterEach, describe, expect, test } from "vitest";
 import {
@@ -10,6 +13,16 @@ import {
 } from "../../../backend/replica/lane-protocol.ts";
 import { sessionOptions } from "../../../backend/replica/session-options.ts";
 import { WorkerSession } from "../../../backend/replica/worker-session.ts";
+import {
+  bytesOf,
+  DataType,
+  encodeModel,
+  intAttribute,
+  modelHeader,
+  node,
+  tensorValue,
+  toBytes,
+} from "../../../scripts/lib/onnx-builder.ts";
 import type { Tensor } from "../../../shared/oip/tensor.ts";
 import { seededFloats } from "../../fixtures/onnx-builder.ts";
 import { MULTIPLEX_MODELS, repoModelPath } from "../../fixtures/paths.ts";
@@ -45,8 +58,9 @@ interface Opened {
 async function openLane(
   settings: Partial<LaneSettings> = {},
   buckets: [number, string][] = [],
+  modelPath = repoModelPath(MLP),
 ): Promise<Opened> {
-  const session = await WorkerSession.create(repoModelPath(MLP), OPTIONS);
+  const session = await WorkerSession.create(modelPath, OPTIONS);
   sessions.push(session);
   for (const [size, model] of buckets) {
     const bucket = await WorkerSession.create(repoModelPath(model), OPTIONS);
@@ -229,5 +243,65 @@ describe("a session's lanes", () => {
     expect(Array.from(single.outputs[0]?.data as Float32Array)).toEqual(
       Array.from(await alone(lane.session, copy)),
     );
+  });
+
+  describe("a group of requests an HTTP thread stacked (lane-groups.ts)", () => {
+    const BATCHING = { maxBatchSize: 8, maxQueueDelayMs: 0, preferredBatchSizes: [] };
+
+    test("is one call: its rows come back together, and it counts as its requests", async () => {
+      const lane = await openLane({ batching: BATCHING });
+      const input = mlpInput(3, 41);
+      const answers = await lane.send([infer(1, [input], { requests: 3 })], 1);
+      const answered = outcome(answers.get(1));
+      expect(answered.outputs[0]?.shape).toEqual([3, 8]);
+      expect(Array.from(answered.outputs[0]?.data as Float32Array)).toEqual(
+        Array.from(await alone(lane.session, input)),
+      );
+      expect(answered.batch).toEqual({ requests: 3, rows: 3 });
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      expect(
+        lane.reports.flatMap((report) => [...servedIn(report)]).filter((served) => served.ok),
+      ).toHaveLength(3);
+    });
+
+    test("whose output does not keep the batch's rows fails 400, uncounted: its thread runs each request alone", async () => {
+      // y = ReduceSum(x) over the batch, its first dimension declared dynamic: stackable by its specs alone.
+      const model = toBytes(
+        encodeModel(
+          modelHeader("sum over the batch"),
+          {
+            name: "batch_sum",
+            node: [node("ReduceSum", ["x", "axes"], ["y"], [intAttribute("keepdims", 1)])],
+            input: [tensorValue("x", DataType.FLOAT, ["batch", 4])],
+            output: [tensorValue("y", DataType.FLOAT, ["one", 4])],
+          },
+          [
+            {
+              name: "axes",
+              dataType: DataType.INT64,
+              dims: [1],
+              byteLength: 8,
+              payload: () => [bytesOf(BigInt64Array.of(0n))],
+            },
+          ],
+        ),
+      );
+      const path = join(mkdtempSync(join(tmpdir(), "batch-sum-")), "model.onnx");
+      writeFileSync(path, model);
+      const lane = await openLane({ batching: BATCHING }, [], path);
+      const rows = (count: number): Tensor => ({
+        name: "x",
+        datatype: "FP32",
+        shape: [count, 4],
+        data: new Float32Array(count * 4).fill(1),
+      });
+      const answers = await lane.send([infer(1, [rows(2)], { requests: 2 }), infer(2, [rows(1)])], 2);
+      expect(failure(answers.get(1)).error.code).toBe("bad_input");
+      expect(failure(answers.get(1)).error.message).toContain("does not keep the batch's rows");
+      expect(outcome(answers.get(2)).outputs[0]?.shape).toEqual([1, 4]);
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      const served = lane.reports.flatMap((report) => [...servedIn(report)]);
+      expect(served.map((each) => each.ok)).toEqual([true]);
+    });
   });
 });

@@ -1,13 +1,16 @@
 import { describe, expect, test } from "vitest";
 import type { PooledInferCall, PooledOutcome } from "../../../backend/pool/replica-pool.ts";
+import { requestBuffers } from "../../../backend/replica/buffer-pool.ts";
 import type { LaneSettings } from "../../../backend/replica/lane-protocol.ts";
 import { type GroupLane, LaneGroups, type LaneSettlement } from "../../../backend/server/lane-groups.ts";
 import { Deadline } from "../../../shared/deadline.ts";
 import type { Tensor } from "../../../shared/oip/tensor.ts";
 
 // What a real session cannot be made to do on cue: refuse a group's stacked inputs at run time although each
-// request passed the checks (onnxruntime refusing a value, say). The lane here is scripted; everything else
-// about groups runs against a real session's thread in intake-lanes.test.ts.
+// request passed the checks (onnxruntime refusing a value, say). The lane here is scripted, but moves what a
+// real one moves (structuredClone with the transfer list detaches those buffers here, as postMessage does) and
+// numbers its requests as the real one does; everything else about groups runs against a real session's
+// thread in intake-lanes.test.ts.
 
 const SETTINGS: LaneSettings = {
   model: "m",
@@ -18,11 +21,17 @@ const SETTINGS: LaneSettings = {
   maxQueue: 4,
 };
 
-const callOf = (value: number): PooledInferCall => ({
-  model: "m",
-  inputs: [{ name: "x", datatype: "FP32", shape: [1, 2], data: Float32Array.of(value, value) }],
-  deadline: Deadline.in(30_000),
-});
+/** A body of the pool's smallest pooled size, its one row of two numbers at its start (as a decoded request's). */
+const BODY_BYTES = 64 * 1024;
+
+const callOf = (value: number): PooledInferCall => {
+  const data = new Float32Array(new ArrayBuffer(BODY_BYTES), 0, 2).fill(value);
+  return {
+    model: "m",
+    inputs: [{ name: "x", datatype: "FP32", shape: [1, 2], data }],
+    deadline: Deadline.in(30_000),
+  };
+};
 
 const outcome = (outputs: Tensor[]): PooledOutcome => ({
   model: { name: "m", version: "1" },
@@ -32,66 +41,92 @@ const outcome = (outputs: Tensor[]): PooledOutcome => ({
   timings: { poolQueueMs: 0, queueMs: 0, loadMs: 0, inferMs: 0, sessionMs: 0 },
 });
 
+/** A scripted lane: each group is answered with `answer(its stacked inputs)`. */
+function scriptedLane(answer: (inputs: Tensor[]) => LaneSettlement, alone: GroupLane["alone"]): GroupLane {
+  let nextId = 0;
+  return {
+    send: (request, transfer, settle) => {
+      nextId += 1;
+      const moved = structuredClone(request, { transfer });
+      setImmediate(() => settle(answer(moved.inputs)));
+      return nextId;
+    },
+    abort: () => {},
+    flush: () => {},
+    alone,
+    outcome: (_answer, outputs) => outcome(outputs),
+    changed: () => {},
+  };
+}
+
 describe("a group the model refuses at run time", () => {
-  test("each of its requests runs again alone: only the one at fault fails", async () => {
-    const sent: number[] = [];
+  test("each of its requests runs again alone, on its own inputs: only the one at fault fails", async () => {
     const alone: number[] = [];
-    const lane: GroupLane = {
-      send: (request, _transfer, settle: (settlement: LaneSettlement) => void) => {
-        sent.push(request.requests);
-        setImmediate(() =>
-          settle({
-            type: "failure",
-            id: 1,
-            error: { code: "bad_input", message: "onnxruntime refused a value" },
-          }),
-        );
-        return 1;
-      },
-      abort: () => {},
-      flush: () => {},
-      alone: (call) => {
+    const lane = scriptedLane(
+      () => ({
+        type: "failure",
+        id: 1,
+        error: { code: "bad_input", message: "onnxruntime refused a value" },
+      }),
+      (call) => {
         const data = call.inputs[0]?.data as Float32Array | undefined;
         const value = data?.[0] ?? 0;
         alone.push(value);
+        // Its body was not handed back to the pool while its group was out: no other request can have it.
+        expect(requestBuffers.takeIdle(BODY_BYTES)).toBeUndefined();
         return value === 2
           ? Promise.reject(new Error("onnxruntime refused 2"))
           : Promise.resolve(outcome(call.inputs));
       },
-      outcome: (_answer, outputs) => outcome(outputs),
-      changed: () => {},
-    };
+    );
     const groups = new LaneGroups(lane, SETTINGS, 8);
     const settled = await Promise.allSettled([1, 2, 3].map((value) => groups.add(callOf(value))));
-    expect(sent).toEqual([3]);
     expect(alone).toEqual([1, 2, 3]);
     expect(settled.map((each) => each.status)).toEqual(["fulfilled", "rejected", "fulfilled"]);
     expect(groups.busy).toBe(false);
   });
 
   test("any other failure fails the whole group as it is", async () => {
-    const lane: GroupLane = {
-      send: (_request, _transfer, settle) => {
-        setImmediate(() =>
-          settle({
-            type: "failure",
-            id: 1,
-            error: { code: "queue_full", message: "busy", retryAfterSeconds: 1 },
-          }),
-        );
-        return 1;
-      },
-      abort: () => {},
-      flush: () => {},
-      alone: () => Promise.reject(new Error("not expected")),
-      outcome: (_answer, outputs) => outcome(outputs),
-      changed: () => {},
-    };
+    const lane = scriptedLane(
+      () => ({
+        type: "failure",
+        id: 1,
+        error: { code: "queue_full", message: "busy", retryAfterSeconds: 1 },
+      }),
+      () => Promise.reject(new Error("not expected")),
+    );
     const groups = new LaneGroups(lane, SETTINGS, 8);
     const settled = await Promise.allSettled([1, 2].map((value) => groups.add(callOf(value))));
     for (const each of settled) {
       expect(each.status).toBe("rejected");
       expect((each as PromiseRejectedResult).reason).toMatchObject({ status: 429 });
     }
+  });
+});
+
+describe("a group answered", () => {
+  test("each request gets its rows, and the bodies copied into the group go back to the pool", async () => {
+    const lane = scriptedLane(
+      (inputs) => ({
+        type: "outcome",
+        id: 1,
+        outputs: [{ ...(inputs[0] as Tensor), name: "y" }],
+        timings: { queueMs: 0, runMs: 1, sessionMs: 1 },
+        batch: { requests: 2, rows: 2 },
+        spare: [],
+      }),
+      () => Promise.reject(new Error("not expected")),
+    );
+    const groups = new LaneGroups(lane, SETTINGS, 8);
+    const calls = [callOf(5), callOf(6)];
+    const outcomes = await Promise.all(calls.map((call) => groups.add(call)));
+    expect(outcomes.map((each) => Array.from(each.outputs[0]?.data as Float32Array))).toEqual([
+      [5, 5],
+      [6, 6],
+    ]);
+    const bodies = new Set(
+      calls.map((call) => (call.inputs[0] as Tensor).data as Float32Array).map((data) => data.buffer),
+    );
+    expect(bodies.has(requestBuffers.takeIdle(BODY_BYTES) as ArrayBuffer)).toBe(true);
   });
 });
