@@ -1,3 +1,6 @@
+import { mkdtempSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { afterEach, describe, expect, test } from "vitest";
 import type { PooledInferCall } from "../../../backend/pool/replica-pool.ts";
 import type { LaneSettings } from "../../../backend/replica/lane-protocol.ts";
@@ -10,6 +13,7 @@ import { SwitchyardError } from "../../../shared/errors.ts";
 import { requestedModelKey } from "../../../shared/model-names.ts";
 import type { Tensor } from "../../../shared/oip/tensor.ts";
 import { IDENTITY_MODELS, MULTIPLEX_MODELS, repoModelPath } from "../../fixtures/paths.ts";
+import { buildLookupModel, GATHER_TABLE, lookupRequest } from "../../integration/harness/behaviour-models.ts";
 
 // An intake thread's lanes against a real session's thread (real onnxruntime, a real port): which requests
 // take a lane, when a lane stops taking them and closes, and what its requests get when the session goes.
@@ -36,8 +40,13 @@ const call = (extra: { hint?: string; version?: string; timeoutMs?: number } = {
 });
 
 /** IntakeLanes with one lane to a real session of `model` (MLP), granted for `lifetimeMs`. */
-async function withLane(lifetimeMs: number, settings: Partial<LaneSettings> = {}, model = MLP) {
-  const session = await WorkerSession.create(repoModelPath(model), OPTIONS);
+async function withLane(
+  lifetimeMs: number,
+  settings: Partial<LaneSettings> = {},
+  model = MLP,
+  path = repoModelPath(model),
+) {
+  const session = await WorkerSession.create(path, OPTIONS);
   sessions.push(session);
   const laneSettings: LaneSettings = {
     model,
@@ -212,6 +221,32 @@ describe("an intake thread's lanes", () => {
       // One holds the place, one waits for it, the third finds the line full.
       expect(settled.map((each) => each.status)).toEqual(["fulfilled", "fulfilled", "rejected"]);
       expect(((settled[2] as PromiseRejectedResult).reason as SwitchyardError).status).toBe(429);
+    });
+
+    test("a group the model refuses at run time runs again request by request: only the one at fault fails", async () => {
+      // A table lookup: an index outside the table passes every check and fails inside onnxruntime.
+      const path = join(mkdtempSync(join(tmpdir(), "lookup-")), "model.onnx");
+      writeFileSync(path, buildLookupModel());
+      const { lanes } = await withLane(10_000, { batching: BATCHING }, "lookup", path);
+      const lookup = (index: number): PooledInferCall => ({
+        model: "lookup",
+        inputs: [lookupRequest(index).inputs[0] as Tensor],
+        deadline: Deadline.in(30_000),
+      });
+      const settled = await Promise.allSettled([0, 9, 2].map((index) => lanes.infer(lookup(index))));
+      expect(settled.map((each) => each.status)).toEqual(["fulfilled", "rejected", "fulfilled"]);
+      const values = [settled[0], settled[2]].map((each) =>
+        Array.from(
+          (each as PromiseFulfilledResult<{ outputs: Tensor[] }>).value.outputs[0]?.data as Float32Array,
+        ),
+      );
+      expect(values).toEqual([[GATHER_TABLE[0]], [GATHER_TABLE[2]]]);
+      // Each ran alone the second time: a batch of one.
+      expect((settled[0] as PromiseFulfilledResult<{ batch?: unknown }>).value.batch).toEqual({
+        requests: 1,
+        rows: 1,
+      });
+      expect(((settled[1] as PromiseRejectedResult).reason as SwitchyardError).status).toBe(400);
     });
   });
 });
