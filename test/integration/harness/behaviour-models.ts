@@ -50,6 +50,35 @@ export function buildLookupModel(): Uint8Array {
   );
 }
 
+/**
+ * y = ReduceSum(x) over the batch: x FP32 [batch, 4] → y FP32 [one, 4], its first dimension declared dynamic,
+ * so its specs alone make it stackable, and yet its output does not keep the batch's rows: a batch of several
+ * requests cannot be split back into each one's answer.
+ */
+export function buildBatchSumModel(): Uint8Array {
+  const axes = BigInt64Array.of(0n);
+  return toBytes(
+    encodeModel(
+      modelHeader("sum over the batch"),
+      {
+        name: "batch_sum",
+        node: [node("ReduceSum", ["x", "axes"], ["y"], [intAttribute("keepdims", 1)])],
+        input: [tensorValue("x", DataType.FLOAT, [BATCH_DIM, 4])],
+        output: [tensorValue("y", DataType.FLOAT, ["one", 4])],
+      },
+      [
+        {
+          name: "axes",
+          dataType: DataType.INT64,
+          dims: [1],
+          byteLength: axes.byteLength,
+          payload: () => [bytesOf(axes)],
+        },
+      ],
+    ),
+  );
+}
+
 /** A request of the lookup model for one index (in the table or not). */
 export function lookupRequest(index: number): InferRequestToEncode {
   return {

@@ -13,19 +13,10 @@ import {
 } from "../../../backend/replica/lane-protocol.ts";
 import { sessionOptions } from "../../../backend/replica/session-options.ts";
 import { WorkerSession } from "../../../backend/replica/worker-session.ts";
-import {
-  bytesOf,
-  DataType,
-  encodeModel,
-  intAttribute,
-  modelHeader,
-  node,
-  tensorValue,
-  toBytes,
-} from "../../../scripts/lib/onnx-builder.ts";
 import type { Tensor } from "../../../shared/oip/tensor.ts";
 import { seededFloats } from "../../fixtures/onnx-builder.ts";
 import { MULTIPLEX_MODELS, repoModelPath } from "../../fixtures/paths.ts";
+import { buildBatchSumModel } from "../../integration/harness/behaviour-models.ts";
 
 // Lanes on a real session's thread (real onnxruntime, a real MessagePort): requests from an intake thread
 // straight to the session, as backend/server/intake-lanes.ts sends them.
@@ -265,29 +256,8 @@ describe("a session's lanes", () => {
     });
 
     test("whose output does not keep the batch's rows fails 400, uncounted: its thread runs each request alone", async () => {
-      // y = ReduceSum(x) over the batch, its first dimension declared dynamic: stackable by its specs alone.
-      const model = toBytes(
-        encodeModel(
-          modelHeader("sum over the batch"),
-          {
-            name: "batch_sum",
-            node: [node("ReduceSum", ["x", "axes"], ["y"], [intAttribute("keepdims", 1)])],
-            input: [tensorValue("x", DataType.FLOAT, ["batch", 4])],
-            output: [tensorValue("y", DataType.FLOAT, ["one", 4])],
-          },
-          [
-            {
-              name: "axes",
-              dataType: DataType.INT64,
-              dims: [1],
-              byteLength: 8,
-              payload: () => [bytesOf(BigInt64Array.of(0n))],
-            },
-          ],
-        ),
-      );
       const path = join(mkdtempSync(join(tmpdir(), "batch-sum-")), "model.onnx");
-      writeFileSync(path, model);
+      writeFileSync(path, buildBatchSumModel());
       const lane = await openLane({ batching: BATCHING }, [], path);
       const rows = (count: number): Tensor => ({
         name: "x",
