@@ -59,6 +59,11 @@ export async function startAgent(options: AgentOptions, log: Log, ui: AgentUi = 
     version: packageJson.version,
     states: replicaStates,
     gpuMemory: async (deviceId) => ({ used: await gpuUsedMemory(deviceId), total: gpuTotal(deviceId) }),
+    settle: async () => {
+      await Promise.all(replicas.map((replica) => replica.lanesReported()));
+      // Runs are counted from the replicas' state changes, which their listeners hear at the turn's end.
+      await new Promise((resolve) => setImmediate(resolve));
+    },
   });
   const metering = { metrics, log, logRequests: options.logRequests };
   const replicas: MeteredReplica[] = devices.map(

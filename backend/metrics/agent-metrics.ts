@@ -18,6 +18,11 @@ export interface AgentMetricsOptions {
   states: () => readonly ReplicaState[];
   /** Bytes in use and in all on a GPU (nvidia-smi), read at each scrape; undefined when unknown. */
   gpuMemory?: (deviceId: number) => Promise<{ used?: number | undefined; total?: number | undefined }>;
+  /**
+   * Resolves once what happened before a scrape is counted: requests that session threads answered on
+   * lanes reach the main thread in reports a few milliseconds apart (Replica.lanesReported).
+   */
+  settle?: () => Promise<void>;
 }
 
 /**
@@ -43,8 +48,10 @@ export class AgentMetrics {
   readonly #requestSeconds: Histogram<"replica">;
   readonly #loadDuration: Histogram<"replica">;
   readonly #batchRequests: Histogram<"replica">;
+  readonly #settle: (() => Promise<void>) | undefined;
 
   constructor(options: AgentMetricsOptions) {
+    this.#settle = options.settle;
     const registers = [this.registry];
     collectDefaultMetrics({ register: this.registry });
     // prom-client names these gauges with a counter's "_total" suffix, which Prometheus' linter (promtool
@@ -232,6 +239,7 @@ export class AgentMetrics {
 
   /** The exposition Prometheus reads. */
   async text(): Promise<{ contentType: string; body: string }> {
+    await this.#settle?.();
     return { contentType: this.registry.contentType, body: await this.registry.metrics() };
   }
 }

@@ -131,6 +131,7 @@ export class ModelService {
       (entry) =>
         (name === undefined || entry.name === name) && (version === undefined || entry.version === version),
     );
+    await this.#pool.lanesReported();
     const records = withIdleVersions(this.#pool.statistics(name, version), versions);
     return mostRecentStatistics(records, MAX_STATISTICS_RECORDS);
   }

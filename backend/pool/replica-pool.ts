@@ -230,7 +230,12 @@ export class ReplicaPool {
     return replicaId === undefined ? this.replicas : [this.replica(replicaId)];
   }
 
-  /** The replicas' inference statistics, summed per model version. */
+  /** Resolves once every replica counted what its lanes answered so far (Replica.lanesReported). */
+  async lanesReported(): Promise<void> {
+    await Promise.all(this.replicas.map((replica) => replica.lanesReported()));
+  }
+
+  /** The replicas' inference statistics, summed per model version. Await lanesReported() first to include every answered request. */
   statistics(name?: string, version?: string): ModelStatistics[] {
     return mergeStatistics(this.replicas.flatMap((replica) => replica.statistics(name, version)));
   }

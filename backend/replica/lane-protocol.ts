@@ -3,7 +3,7 @@
  * to the thread that holds its session (session-worker.ts), over a MessagePort of their own, and the answers
  * coming straight back. Requests on the main thread's path cross four times (intake -> main -> session ->
  * main -> intake) and the main thread handles each one; on a lane they cross twice and the main thread only
- * grants lanes and counts what they served, from a report per turn. (A server of that shape, a hop each
+ * grants lanes and counts what they served, from reports (LANE_REPORT_INTERVAL_MS). (A server of that shape, a hop each
  * way, served a small MLP batched 2.2 to 2.9x what the agent did through its main thread on the H200:
  * bench/results/hot-path-cuda-lanes.md.)
  *
@@ -24,6 +24,16 @@ import type { TensorSpec } from "./ort-tensors.ts";
  * within it, so that its keep-alive and the cache's LRU see it idle.
  */
 export const LANE_LIFETIME_MS = 1000;
+
+/**
+ * The session's thread reports what its lanes served at most this often: at once when it had not reported
+ * for this long (an idle or lightly loaded model's figures are current when its answer is), otherwise at the
+ * end of the interval. Each report wakes the main thread and updates the replica's statistics and state; one
+ * per turn meant one per request or two for an unbatched model, and cost about a seventh of the agent's CPU
+ * per answer on a 2-core machine (bench/results/hot-path-reports-runs.md). Readers that must see every
+ * answered request (the statistics and metrics endpoints) ask for the report first (Replica.lanesReported).
+ */
+export const LANE_REPORT_INTERVAL_MS = 20;
 
 /** What the session's thread needs to serve a lane: the model's checks and its batching. */
 export interface LaneSettings {
@@ -75,7 +85,7 @@ export type LaneAnswer =
     }
   | { type: "failure"; id: number; error: WireError };
 
-/** What one lane request came to, for the replica's statistics and metrics (session -> main, per turn). */
+/** What one lane request came to, for the replica's statistics and metrics (session -> main, in a LaneReport). */
 export type LaneServed =
   | {
       ok: true;
@@ -95,7 +105,7 @@ export interface LaneRun {
 }
 
 /**
- * The session thread's report to the main thread, once per turn of its event loop that served lanes. Answered
+ * The session thread's report to the main thread, at most every LANE_REPORT_INTERVAL_MS while lanes are served. Answered
  * requests and runs travel as columns of numbers in typed arrays that move, not as an object per request: at
  * tens of thousands of requests a second, cloning those objects was the largest cost of the session's thread.
  */
@@ -129,6 +139,11 @@ export class LaneReportBuilder {
 
   ran(run: LaneRun): void {
     this.#runs.push(run.rows, run.stackMs, run.runMs);
+  }
+
+  /** Whether nothing was gathered since the last report. */
+  get empty(): boolean {
+    return this.#served.length === 0 && this.#failed.length === 0 && this.#runs.length === 0;
   }
 
   /** The report, and the buffers that move with it; the builder starts over. */

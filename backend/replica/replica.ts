@@ -141,6 +141,8 @@ export class Replica {
   readonly #bucketsConnected = new WeakMap<ModelSession, Promise<void>>();
   /** The lanes open to each loaded model, by key: each told to stop when the model is unloaded. */
   readonly #lanes = new Map<string, Set<() => void>>();
+  /** Sessions that served lanes, and so may hold a report not sent yet (LANE_REPORT_INTERVAL_MS). */
+  readonly #reporting = new Set<WorkerSession>();
 
   constructor(options: ReplicaOptions) {
     this.id = options.id;
@@ -419,6 +421,8 @@ export class Replica {
       port = await model.session.openLane(settings, (report) =>
         this.#laneReport(ref, key, model.batching !== undefined, report),
       );
+      this.#forgetReleased();
+      this.#reporting.add(model.session);
     } catch (error) {
       lease.release();
       throw error;
@@ -520,6 +524,20 @@ export class Replica {
       const ref = parseModelKey(key);
       return ref.name === name && (version === undefined || ref.version === version);
     });
+  }
+
+  /**
+   * Resolves once every request the model sessions' lanes answered so far is counted here (their reports
+   * come at most every LANE_REPORT_INTERVAL_MS): what a reader of the statistics or metrics awaits first.
+   */
+  async lanesReported(): Promise<void> {
+    this.#forgetReleased();
+    // A session released meanwhile reported before it went (session-worker.ts): nothing is lost.
+    await Promise.all([...this.#reporting].map((session) => session.reportLanes().catch(() => undefined)));
+  }
+
+  #forgetReleased(): void {
+    for (const session of this.#reporting) if (!session.running) this.#reporting.delete(session);
   }
 
   /** Inference statistics of the models this replica ran (shared/oip/statistics.ts). */

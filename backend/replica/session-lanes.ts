@@ -2,7 +2,7 @@
  * The session thread's end of its lanes (lane-protocol.ts): requests from intake threads, checked, held to
  * the replica's concurrency and queue bounds, batched with the model's own batcher (requests of every lane
  * share its batches), run on the session, and answered straight back on the lane they came from. The main
- * thread hears what they came to from a report per turn, for the replica's statistics and metrics.
+ * thread hears what they came to from reports (LANE_REPORT_INTERVAL_MS), for the replica's statistics and metrics.
  */
 import type { MessagePort } from "node:worker_threads";
 import { badInput, SwitchyardError } from "../../shared/errors.ts";
@@ -13,6 +13,7 @@ import { toWireError } from "../wire-error.ts";
 import { bucketPlan, dropPadding } from "./batch-buckets.ts";
 import { type Executed, executeOne, ModelBatcher } from "./batcher.ts";
 import {
+  LANE_REPORT_INTERVAL_MS,
   type LaneAnswer,
   type LaneReport,
   LaneReportBuilder,
@@ -62,7 +63,9 @@ export class SessionLanes {
   /** With batch buckets: the sessions of the other sizes, on threads of their own. */
   readonly #buckets = new Map<number, SessionPeer>();
   readonly #reportBuilder = new LaneReportBuilder();
+  /** A report is scheduled (LANE_REPORT_INTERVAL_MS). */
   #reportDue = false;
+  #reportedAt = Number.NEGATIVE_INFINITY;
 
   constructor(runParts: RunParts, report: (report: LaneReport, transfer: ArrayBuffer[]) => void) {
     this.#runParts = runParts;
@@ -264,14 +267,27 @@ export class SessionLanes {
     this.#reportSoon();
   }
 
-  /** The main thread hears of a turn's requests in one message. */
+  /**
+   * The main thread hears of what was served at the end of this turn when it had not heard for
+   * LANE_REPORT_INTERVAL_MS, else once the interval is over: one message for all of it.
+   */
   #reportSoon(): void {
     if (this.#reportDue) return;
     this.#reportDue = true;
-    setImmediate(() => {
+    const wait = this.#reportedAt + LANE_REPORT_INTERVAL_MS - performance.now();
+    const send = () => {
       this.#reportDue = false;
-      const { report, transfer } = this.#reportBuilder.take();
-      this.#report(report, transfer);
-    });
+      this.reportNow();
+    };
+    if (wait <= 0) setImmediate(send);
+    else setTimeout(send, wait);
+  }
+
+  /** Reports what was served and not yet reported, now (before a reader of the statistics, or a release). */
+  reportNow(): void {
+    if (this.#reportBuilder.empty) return;
+    this.#reportedAt = performance.now();
+    const { report, transfer } = this.#reportBuilder.take();
+    this.#report(report, transfer);
   }
 }

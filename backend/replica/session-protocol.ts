@@ -26,6 +26,11 @@ export type SessionRequest =
   | { type: "peer"; port: MessagePort }
   /** Its lanes' batches of `size` rows (a batch bucket) run on the session at the other end of `port`. */
   | { type: "bucket"; size: number; port: MessagePort }
+  /**
+   * Reports what its lanes served and had not reported yet (session-lanes.ts), before the reply: answered at
+   * once, not after the runs sent before it.
+   */
+  | { type: "report-lanes" }
   /** Releases the session after every request sent before it; the thread is then terminated. */
   | { type: "release" };
 
@@ -41,6 +46,7 @@ export type SessionReply =
    */
   | { type: "result"; outputs: Tensor[]; sessionMs: number; stackMs: number; parts?: Tensor[][] }
   | { type: "released" }
+  | { type: "lanes-reported" }
   | { type: "lane-opened" }
   | { type: "connected" }
   /** onnxruntime's (or the worker's) error message, as it was. */

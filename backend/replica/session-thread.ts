@@ -74,7 +74,7 @@ export class SessionThread {
     });
   }
 
-  /** Hears what the session's lanes served (lane-protocol.ts), once per turn of its thread that served some. */
+  /** Hears what the session's lanes served (lane-protocol.ts), at most every LANE_REPORT_INTERVAL_MS. */
   onLaneReport: ((report: LaneReport) => void) | undefined;
 
   /** Whether the worker thread is still alive. */

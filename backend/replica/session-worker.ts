@@ -2,8 +2,12 @@
  * The worker thread that holds one loaded model's onnxruntime session (worker-session.ts starts it).
  * onnxruntime-node creates and runs sessions synchronously on the calling JavaScript thread; here that
  * thread is this one, so the agent's main thread (other models, heartbeats, HTTP) never waits for them.
- * Requests are handled one after another in the order they arrive: a release waits for the runs sent
- * before it, and two runs of one session never overlap (onnxruntime would serialize them anyway).
+ * A release (and the create) waits for everything sent before it, and what is sent after waits for it. Runs
+ * do not wait for each other: onnxruntime-node runs a session synchronously inside a setImmediate callback,
+ * so two runs never overlap on this thread anyway, and runs started in one turn all run in the next check
+ * phase, back to back. Chained one after another instead, each run waited for a turn of the event loop of
+ * its own (on the H200 an unbatched MLP's runs took twice their time alone:
+ * bench/results/hot-path-reports-runs.md).
  */
 import { parentPort } from "node:worker_threads";
 import * as ort from "onnxruntime-node";
@@ -32,27 +36,48 @@ let session: ort.InferenceSession | undefined;
  * buffer comes back every time (a fresh one pays a page fault per page, buffer-pool.ts).
  */
 const batchBuffers = new BufferPool(256 * 1024 * 1024);
+/** The last create or release: what is sent after it waits for it. */
 let queue: Promise<void> = Promise.resolve();
-
-/** Runs `work` after everything sent before it: runs never overlap, and a release waits for them. */
-function serially<T>(work: () => Promise<T>): Promise<T> {
-  const done = queue.then(work);
-  queue = done.then(
+/** Runs not yet over: a release waits for them. */
+const running = new Set<Promise<void>>();
+const settled = (promise: Promise<unknown>): Promise<void> =>
+  promise.then(
     () => undefined,
     () => undefined,
   );
+
+/** Runs `work` after everything sent before it, runs included (a create, a release). */
+function serially<T>(work: () => Promise<T>): Promise<T> {
+  const done = Promise.all([queue, ...running]).then(work);
+  queue = settled(done);
+  return done;
+}
+
+/** Runs a run's `work` after the create or release sent before it, beside other runs. */
+function alongside<T>(work: () => Promise<T>): Promise<T> {
+  const done = queue.then(work);
+  const over = settled(done);
+  running.add(over);
+  void over.then(() => running.delete(over));
   return done;
 }
 
 /** Requests from intake threads, straight to this session (lane-protocol.ts); their runs take turns here. */
 const lanes = new SessionLanes(
-  (parts, outputs, padTo) => serially(() => runParts(parts, outputs, padTo)),
+  (parts, outputs, padTo) => alongside(() => runParts(parts, outputs, padTo)),
   (report, transfer) => parent.postMessage(report, transfer),
 );
 
 parent.on("message", (request: Envelope<SessionRequest>) => {
-  serially(() => handle(request)).catch(crash);
+  // Out of turn: a reader of the statistics waits for this, not for the runs queued before it.
+  if (request.type === "report-lanes") handle(request).catch(crash);
+  else orderedFor(request)(() => handle(request)).catch(crash);
 });
+
+/** Runs go alongside each other; everything else in order with them. */
+function orderedFor(request: SessionRequest): <T>(work: () => Promise<T>) => Promise<T> {
+  return request.type === "run" ? alongside : serially;
+}
 
 /**
  * handle() answers every failure itself: what escapes it (a reply that could not be posted) is a bug, and
@@ -99,7 +124,7 @@ async function answer(request: SessionRequest): Promise<SessionReply> {
     case "peer": {
       const peer = request.port;
       peer.on("message", (envelope: Envelope<SessionRequest>) => {
-        serially(() => handle(envelope, peer)).catch(crash);
+        orderedFor(envelope)(() => handle(envelope, peer)).catch(crash);
       });
       return { type: "connected" };
     }
@@ -107,7 +132,13 @@ async function answer(request: SessionRequest): Promise<SessionReply> {
       lanes.addBucket(request.size, new SessionPeer(request.port));
       return { type: "connected" };
     }
+    case "report-lanes": {
+      lanes.reportNow();
+      return { type: "lanes-reported" };
+    }
     case "release": {
+      // The thread ends after this: what its lanes served and did not report yet is reported first.
+      lanes.reportNow();
       const released = session;
       session = undefined;
       await released?.release();

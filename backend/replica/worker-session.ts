@@ -178,6 +178,12 @@ export class WorkerSession {
     return port1;
   }
 
+  /** Resolves once what this session's lanes served has been reported (the report arrives before this). */
+  async reportLanes(): Promise<void> {
+    const reply = await this.#thread.request({ type: "report-lanes" });
+    if (reply.type !== "lanes-reported") throw unexpectedReply(reply);
+  }
+
   /**
    * Sends this session's lanes' batches of `size` rows (a batch bucket) to `bucket`'s thread, over a port
    * between the two threads (session-peer.ts).

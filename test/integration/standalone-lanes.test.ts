@@ -60,7 +60,8 @@ describe("lanes from an HTTP thread to a model's session", () => {
   test("after the first answer the model's requests come down the lane, with the same answers bit for bit, counted in its statistics", {
     timeout: 60_000,
   }, async () => {
-    agent = await startLaneAgent(["--log-requests"]);
+    agent = await startLaneAgent(["--log-requests", "--metrics-port", "0"]);
+    const metricsUrl = /metrics listening url=(\S+)/.exec(agent.log())?.[1] ?? "";
     const first = await send(1, 3);
     await pause(200);
     // Concurrent requests: they share the session's batches on the lane.
@@ -74,24 +75,34 @@ describe("lanes from an HTTP thread to a model's session", () => {
       expect(data.every((value, at) => Object.is(value, expected[at]))).toBe(true);
     }
 
-    // The replica counts them as it counts the main thread's (their reports cross once per turn).
-    let count = 0;
-    for (let tries = 0; tries < 50 && count < 25; tries += 1) {
-      const stats = (await (await fetch(`${agent.url}/v2/models/${MODEL}/stats`)).json()) as {
+    // The replica counts them as it counts the main thread's. Their reports cross every few milliseconds; a
+    // reader of the statistics or the metrics, right after its answers, still sees every one.
+    const succeeded = async () => {
+      const stats = (await (await fetch(`${agent?.url}/v2/models/${MODEL}/stats`)).json()) as {
         model_stats: { inference_stats: { success: { count: number } } }[];
       };
-      count = stats.model_stats[0]?.inference_stats.success.count ?? 0;
-      if (count < 25) await pause(100);
+      return stats.model_stats[0]?.inference_stats.success.count;
+    };
+    expect(await succeeded()).toBe(25);
+    // One after another, each read at once: within the interval of the last report.
+    for (let count = 26; count <= 30; count += 1) {
+      await send(1, 3);
+      expect(await succeeded()).toBe(count);
     }
-    expect(count).toBe(25);
+    const metrics = await (await fetch(metricsUrl)).text();
+    const served = new RegExp(
+      `^switchyard_agent_requests_total\\{[^}]*model="${MODEL}"[^}]*status="200"[^}]*\\} (\\d+)$`,
+      "m",
+    );
+    expect(metrics.match(served)?.[1]).toBe("30");
     // Each logged, from the same reports (the lane's a second long: a slow machine may send some through the
     // main thread again when it lapses).
     let lines = requestLines();
-    for (let tries = 0; tries < 50 && lines.length < 25; tries += 1) {
+    for (let tries = 0; tries < 50 && lines.length < 30; tries += 1) {
       await pause(100);
       lines = requestLines();
     }
-    expect(lines).toHaveLength(25);
+    expect(lines).toHaveLength(30);
     expect(lines[0]?.lane).toBeUndefined();
     expect(lines.filter((line) => line.lane === true).length).toBeGreaterThanOrEqual(12);
   });

@@ -37,7 +37,8 @@ export async function startStandaloneAgent(args: string[], timeoutMs = 60_000): 
     let listening: string | undefined;
     child.stderr?.on("data", (chunk: string) => {
       stderr += chunk;
-      listening ??= /listening url=(\S+)/.exec(stderr)?.[1];
+      // (Not "metrics listening url=...", which --metrics-port adds.)
+      listening ??= / standalone server listening url=(\S+)/.exec(stderr)?.[1];
       if (listening !== undefined && stderr.includes("agent ready")) {
         clearTimeout(timer);
         resolve(listening);

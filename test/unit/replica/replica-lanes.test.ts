@@ -51,8 +51,8 @@ describe("Replica lanes", () => {
     expect(grant.model).toEqual({ name: MLP, version: "1" });
     const answers = await serve(grant, 5);
     expect(answers.every((answer) => answer.type === "outcome")).toBe(true);
-    // The report crosses once per turn of the session's thread.
-    await sleep(50);
+    // Reports cross at most every LANE_REPORT_INTERVAL_MS; a reader asks for what is left first.
+    await replica.lanesReported();
     const [stats] = replica.statistics(MLP);
     expect(stats?.inference_stats.success.count).toBe(6);
     grant.port.close();

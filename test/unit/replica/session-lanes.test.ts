@@ -4,6 +4,7 @@ import { join } from "node:path";
 import type { MessagePort } from "node:worker_threads";
 import { afterEach, describe, expect, test } from "vitest";
 import {
+  LANE_REPORT_INTERVAL_MS,
   type LaneAnswer,
   type LaneReport,
   type LaneRequest,
@@ -182,7 +183,7 @@ describe("a session's lanes", () => {
     const refused = failure(answers.get(4)).error;
     expect(refused).toMatchObject({ code: "queue_full", retryAfterSeconds: 1 });
     // Served requests are counted for the replica: each request, and each run (the aborted one never ran).
-    await new Promise((resolve) => setTimeout(resolve, 20));
+    await lane.session.reportLanes();
     const served = lane.reports.flatMap((report) => [...servedIn(report)]);
     expect(served.filter((entry) => entry.ok)).toHaveLength(2);
     expect(served.filter((entry) => !entry.ok)).toHaveLength(2);
@@ -197,8 +198,26 @@ describe("a session's lanes", () => {
     );
     expect(failure(answers.get(1)).error).toMatchObject({ code: "deadline_exceeded" });
     expect(failure(answers.get(1)).error.message).toContain("5 ms");
-    await new Promise((resolve) => setTimeout(resolve, 20));
+    await lane.session.reportLanes();
     expect(lane.reports.flatMap((report) => [...runsIn(report)])).toHaveLength(0);
+  });
+
+  test("what the lanes served reaches the main thread at most every LANE_REPORT_INTERVAL_MS, at once on the first answer and when asked", async () => {
+    const lane = await openLane();
+    const started = performance.now();
+    await lane.send([infer(0, [mlpInput(1, 0)])], 1);
+    // The first answer after a quiet spell is reported at the end of its turn, not an interval later.
+    while (lane.reports.length === 0) await new Promise((resolve) => setImmediate(resolve));
+    // One after another, each in a turn of its own: their reports gather.
+    const requests = 12;
+    for (let id = 1; id <= requests; id += 1) await lane.send([infer(id, [mlpInput(1, id)])], id + 1);
+    const elapsed = performance.now() - started;
+    expect(lane.reports.length).toBeLessThanOrEqual(2 + Math.ceil(elapsed / LANE_REPORT_INTERVAL_MS));
+    // Asked, the thread reports the rest before its reply: every answered request is counted.
+    await lane.session.reportLanes();
+    const served = lane.reports.flatMap((report) => [...servedIn(report)]);
+    expect(served.filter((entry) => entry.ok)).toHaveLength(requests + 1);
+    expect(lane.reports.flatMap((report) => [...runsIn(report)])).toHaveLength(requests + 1);
   });
 
   test("with batch buckets, a batch runs padded on its bucket's session, on that session's thread, and each request gets its rows", async () => {

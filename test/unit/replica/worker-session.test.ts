@@ -145,6 +145,18 @@ describe("WorkerSession", () => {
     await session.release();
   });
 
+  test("runs sent together each get their own answer, and a release sent after them waits for every one", async () => {
+    // Runs are not chained on the worker (session-worker.ts): those sent in one turn run back to back.
+    const session = await open(MLP);
+    const inputs = Array.from({ length: 16 }, (_, index) => mlpInput(1 + (index % 4), index));
+    const pending = inputs.map((input) => session.run([input], ["y"]));
+    await session.release();
+    const answers = await Promise.all(pending);
+    for (const [index, answer] of answers.entries()) {
+      expectAllClose(answer.outputs[0]?.data as Float32Array, expectedMlp(inputs[index] as Tensor));
+    }
+  });
+
   test("a worker that dies fails the runs waiting on it and every later one; release still works", async () => {
     const session = await open(MLP, CRASHING_WORKER);
     expect((await session.run([mlpInput(1)], ["y"])).outputs[0]?.shape).toEqual([1, 8]);
