@@ -157,6 +157,17 @@ describe("WorkerSession", () => {
     }
   });
 
+  test("the time each run reports is its own, not that of the runs sent before it with it", async () => {
+    const session = await open(MLP);
+    const inputs = Array.from({ length: 16 }, (_, index) => mlpInput(4096, index));
+    const sent = performance.now();
+    const answers = await Promise.all(inputs.map((input) => session.run([input], ["y"])));
+    const wallMs = performance.now() - sent;
+    // They ran one after another: their own times add up to no more than the wait for all of them.
+    const sum = answers.reduce((total, answer) => total + answer.sessionMs, 0);
+    expect(sum).toBeLessThanOrEqual(wallMs);
+  });
+
   test("a worker that dies fails the runs waiting on it and every later one; release still works", async () => {
     const session = await open(MLP, CRASHING_WORKER);
     expect((await session.run([mlpInput(1)], ["y"])).outputs[0]?.shape).toEqual([1, 8]);
