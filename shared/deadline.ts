@@ -1,4 +1,5 @@
 import { badInput, SwitchyardError } from "./errors.ts";
+import type { HeaderReader } from "./http/header-reader.ts";
 
 /**
  * A request's deadline: the moment its client stops waiting. It is read once, where the request arrives
@@ -101,7 +102,7 @@ export const MAX_TIMEOUT_MS = 60 * 60 * 1000;
  * X-Request-Timeout header (seconds); the smaller wins; neither: `defaultMs`. At most MAX_TIMEOUT_MS.
  */
 export function requestDeadline(
-  headers: Headers,
+  headers: HeaderReader,
   parameters: Record<string, unknown> | undefined,
   defaultMs: number,
   now = Date.now(),
@@ -110,7 +111,7 @@ export function requestDeadline(
 }
 
 function requestedTimeoutMs(
-  headers: Headers,
+  headers: HeaderReader,
   parameters: Record<string, unknown> | undefined,
 ): number | undefined {
   const candidates: number[] = [];

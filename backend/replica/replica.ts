@@ -97,6 +97,11 @@ export interface LaneGrant {
 const FAILED_LOAD_MEMORY_MS = 60_000;
 // How old a resolved version may get before the repository is read again (in the background).
 const VERSION_REFRESH_MS = 1000;
+/**
+ * How long a reader of the statistics or metrics waits for the session threads' latest reports
+ * (lanesReported): a thread answers between runs, so one in a long run would otherwise hold the reader.
+ */
+const LANE_REPORT_WAIT_MS = 250;
 
 /** One request waiting in a model's batcher: its checked inputs and the outputs it wants. */
 interface BatchRequest {
@@ -532,8 +537,15 @@ export class Replica {
    */
   async lanesReported(): Promise<void> {
     this.#forgetReleased();
-    // A session released meanwhile reported before it went (session-worker.ts): nothing is lost.
-    await Promise.all([...this.#reporting].map((session) => session.reportLanes().catch(() => undefined)));
+    // A session being released reports before it goes (session-worker.ts). A thread busy past
+    // LANE_REPORT_WAIT_MS (a long run) is not waited for: the reader gets the figures as they are.
+    const asked = [...this.#reporting].map((session) => session.reportLanes().catch(() => undefined));
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const late = new Promise<void>((resolve) => {
+      timer = setTimeout(resolve, LANE_REPORT_WAIT_MS);
+    });
+    await Promise.race([Promise.all(asked), late]);
+    clearTimeout(timer);
   }
 
   #forgetReleased(): void {

@@ -27,8 +27,8 @@ export type SessionRequest =
   /** Its lanes' batches of `size` rows (a batch bucket) run on the session at the other end of `port`. */
   | { type: "bucket"; size: number; port: MessagePort }
   /**
-   * Reports what its lanes served and had not reported yet (session-lanes.ts), before the reply: answered at
-   * once, not after the runs sent before it.
+   * Reports what its lanes served and had not reported yet (session-lanes.ts), before the reply: answered
+   * out of turn, not after the runs and releases chained before it (after the check phase under way).
    */
   | { type: "report-lanes" }
   /** Releases the session after every request sent before it; the thread is then terminated. */

@@ -69,7 +69,8 @@ const lanes = new SessionLanes(
 );
 
 parent.on("message", (request: Envelope<SessionRequest>) => {
-  // Out of turn: a reader of the statistics waits for this, not for the runs queued before it.
+  // Out of turn: a reader of the statistics waits for this, not for the runs and releases chained before it
+  // (only for the runs of the check phase under way, if any).
   if (request.type === "report-lanes") handle(request).catch(crash);
   else orderedFor(request)(() => handle(request)).catch(crash);
 });

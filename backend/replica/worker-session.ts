@@ -14,7 +14,7 @@ import { recycleInputs } from "./buffer-pool.ts";
 import type { LaneReport, LaneSettings } from "./lane-protocol.ts";
 import type { TensorSpec } from "./ort-tensors.ts";
 import { partsForTransfer, type SessionReply } from "./session-protocol.ts";
-import { SessionThread, WorkerFailure } from "./session-thread.ts";
+import { SessionGoneError, SessionThread, WorkerFailure } from "./session-thread.ts";
 import { sessionWorkerUrl } from "./session-worker-url.ts";
 import { keepSpare, takeWorker } from "./spare-worker.ts";
 
@@ -180,7 +180,17 @@ export class WorkerSession {
 
   /** Resolves once what this session's lanes served has been reported (the report arrives before this). */
   async reportLanes(): Promise<void> {
-    const reply = await this.#thread.request({ type: "report-lanes" });
+    let reply: SessionReply;
+    try {
+      reply = await this.#thread.request({ type: "report-lanes" });
+    } catch (error) {
+      // Being released: its worker reports before the release's reply, which ends the close.
+      if (error instanceof SessionGoneError && error.reason === "released") {
+        await this.#thread.close().catch(() => undefined);
+        return;
+      }
+      throw error;
+    }
     if (reply.type !== "lanes-reported") throw unexpectedReply(reply);
   }
 

@@ -1,5 +1,6 @@
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { describeError, SwitchyardError } from "../../shared/errors.ts";
+import type { HeaderReader } from "../../shared/http/header-reader.ts";
 import { bodyTooLarge, bodyUnreadable } from "../../shared/http/request-body.ts";
 import { INFERENCE_HEADER_CONTENT_LENGTH } from "../../shared/oip/codec.ts";
 import { type InferLimits, parseInferRequest } from "../../shared/oip/infer-http.ts";
@@ -123,8 +124,13 @@ function readInto(request: IncomingMessage, into: Uint8Array): Promise<Uint8Arra
   });
 }
 
+/** A request target a URL parser leaves as it is: segments of letters, digits, `_` and `-`, none empty. */
+const PLAIN_PATH = /^(?:\/[\w-]+)+$/;
+
 /** The path with dot segments resolved, as a URL parser (and so the Hono app) sees it. */
 function pathOf(url: string): string | undefined {
+  // The usual infer path parses to itself: no URL object per request for it.
+  if (PLAIN_PATH.test(url)) return url;
   try {
     return new URL(url, "http://agent").pathname;
   } catch {
@@ -144,13 +150,19 @@ function decodeSegment(segment: string | undefined): string | undefined {
   }
 }
 
-function headersOf(request: IncomingMessage): Headers {
-  const headers = new Headers();
-  for (const [name, value] of Object.entries(request.headers)) {
-    if (typeof value === "string") headers.set(name, value);
-    else if (Array.isArray(value)) for (const each of value) headers.append(name, each);
-  }
-  return headers;
+/**
+ * node:http's parsed headers read as Headers.get reads them (names are lowercased there; a repeated header
+ * Node keeps as a list is joined with ", "), without building a Headers per request.
+ */
+function headersOf(request: IncomingMessage): HeaderReader {
+  const { headers } = request;
+  return {
+    get(name) {
+      const value = headers[name.toLowerCase()];
+      if (value === undefined) return null;
+      return Array.isArray(value) ? value.join(", ") : value;
+    },
+  };
 }
 
 /** The error's OIP answer; a response already under way is cut off instead. */

@@ -7,6 +7,7 @@
  * server's own.
  */
 import { type Deadline, requestDeadline } from "../deadline.ts";
+import type { HeaderReader } from "../http/header-reader.ts";
 import { readRequestBody } from "../http/request-body.ts";
 import { parseModelName, parseModelVersion } from "../model-names.ts";
 import { type DecodedInferRequest, decodeInferRequest, INFERENCE_HEADER_CONTENT_LENGTH } from "./codec.ts";
@@ -54,7 +55,7 @@ export interface InferPath {
  */
 export function parseInferRequest(
   path: InferPath,
-  headers: Headers,
+  headers: HeaderReader,
   body: Uint8Array,
   defaultTimeoutMs: number,
 ): InferRequestIn {

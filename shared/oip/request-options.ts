@@ -1,4 +1,5 @@
 import { badInput } from "../errors.ts";
+import type { HeaderReader } from "../http/header-reader.ts";
 import { INFERENCE_HEADER_CONTENT_LENGTH } from "./codec.ts";
 
 /**
@@ -10,7 +11,7 @@ import { INFERENCE_HEADER_CONTENT_LENGTH } from "./codec.ts";
 /** Header names that carry the routing hint, in order of precedence. */
 export const HINT_HEADERS = ["x-runner-hint", "x-fal-runner-hint", "serve_multiplexed_model_id"] as const;
 
-export function readHint(headers: Headers): string | undefined {
+export function readHint(headers: HeaderReader): string | undefined {
   for (const name of HINT_HEADERS) {
     const value = headers.get(name)?.trim();
     if (value) return value;
@@ -36,7 +37,7 @@ export function parseServerTiming(header: string | null | undefined): Record<str
 }
 
 /** The binary extension's Inference-Header-Content-Length, or undefined for a JSON-only body. */
-export function readHeaderLength(headers: Headers): number | undefined {
+export function readHeaderLength(headers: HeaderReader): number | undefined {
   const value = headers.get(INFERENCE_HEADER_CONTENT_LENGTH);
   if (value === null) return undefined;
   const length = Number(value);

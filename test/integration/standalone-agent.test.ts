@@ -246,6 +246,20 @@ describe.each([0, 2])("standalone OIP v2 server, HTTP on %i threads", (httpThrea
         400,
         /.+/,
       ],
+      [
+        inferPath,
+        x({ data: new Array(16).fill(0) }),
+        { "X-Request-Timeout": "soon" },
+        400,
+        /X-Request-Timeout/,
+      ],
+      [
+        inferPath,
+        x({ data: new Array(16).fill(0) }),
+        { "Inference-Header-Content-Length": "many" },
+        400,
+        /Inference-Header-Content-Length must be a byte count/,
+      ],
       [inferPath, new Uint8Array(MAX_BODY + 1), {}, 413, /larger than/],
       [`/v2/models/${BROKEN_MODEL}/infer`, x({ data: new Array(16).fill(0) }), {}, 500, /broken.*load/],
     ];

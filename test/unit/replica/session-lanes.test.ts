@@ -220,6 +220,16 @@ describe("a session's lanes", () => {
     expect(lane.reports.flatMap((report) => [...runsIn(report)])).toHaveLength(requests + 1);
   });
 
+  test("a reader asking while the session is being released still hears of every request its lanes served", async () => {
+    const lane = await openLane();
+    for (let id = 0; id < 3; id += 1) await lane.send([infer(id, [mlpInput(1, id)])], id + 1);
+    const released = lane.session.release();
+    await lane.session.reportLanes();
+    const served = lane.reports.flatMap((report) => [...servedIn(report)]);
+    expect(served.filter((entry) => entry.ok)).toHaveLength(3);
+    await released;
+  });
+
   test("with batch buckets, a batch runs padded on its bucket's session, on that session's thread, and each request gets its rows", async () => {
     // The bucket of 4 is another model with the same signature, so that its answers show where the batch ran.
     const OTHER = MULTIPLEX_MODELS[1] ?? "";
