@@ -235,7 +235,10 @@ export class ReplicaPool {
     await Promise.all(this.replicas.map((replica) => replica.lanesReported()));
   }
 
-  /** The replicas' inference statistics, summed per model version. Await lanesReported() first to include every answered request. */
+  /**
+   * The replicas' inference statistics, summed per model version; await lanesReported() first to count every
+   * request answered so far.
+   */
   statistics(name?: string, version?: string): ModelStatistics[] {
     return mergeStatistics(this.replicas.flatMap((replica) => replica.statistics(name, version)));
   }

@@ -3,9 +3,9 @@
  * to the thread that holds its session (session-worker.ts), over a MessagePort of their own, and the answers
  * coming straight back. Requests on the main thread's path cross four times (intake -> main -> session ->
  * main -> intake) and the main thread handles each one; on a lane they cross twice and the main thread only
- * grants lanes and counts what they served, from reports (LANE_REPORT_INTERVAL_MS). (A server of that shape, a hop each
- * way, served a small MLP batched 2.2 to 2.9x what the agent did through its main thread on the H200:
- * bench/results/hot-path-cuda-lanes.md.)
+ * grants lanes and counts what they served, from reports (LANE_REPORT_INTERVAL_MS). (A server of that shape,
+ * a hop each way, served a small MLP batched 2.2 to 2.9x what the agent did through its main thread on the
+ * H200: bench/results/hot-path-cuda-lanes.md.)
  *
  * The main thread grants a lane (intake-threads.ts) after it served a request of that model from that
  * intake thread, for LANE_LIFETIME_MS; the lane holds a lease on the model's session meanwhile, so the
@@ -85,7 +85,7 @@ export type LaneAnswer =
     }
   | { type: "failure"; id: number; error: WireError };
 
-/** What one lane request came to, for the replica's statistics and metrics (session -> main, in a LaneReport). */
+/** What one lane request came to, for the replica's statistics and metrics (session -> main, in reports). */
 export type LaneServed =
   | {
       ok: true;
@@ -105,9 +105,10 @@ export interface LaneRun {
 }
 
 /**
- * The session thread's report to the main thread, at most every LANE_REPORT_INTERVAL_MS while lanes are served. Answered
- * requests and runs travel as columns of numbers in typed arrays that move, not as an object per request: at
- * tens of thousands of requests a second, cloning those objects was the largest cost of the session's thread.
+ * The session thread's report to the main thread, at most every LANE_REPORT_INTERVAL_MS while lanes are
+ * served. Answered requests and runs travel as columns of numbers in typed arrays that move, not as an object
+ * per request: at tens of thousands of requests a second, cloning those objects was the largest cost of the
+ * session's thread.
  */
 export interface LaneReport {
   type: "lane-report";

@@ -2,7 +2,8 @@
  * The session thread's end of its lanes (lane-protocol.ts): requests from intake threads, checked, held to
  * the replica's concurrency and queue bounds, batched with the model's own batcher (requests of every lane
  * share its batches), run on the session, and answered straight back on the lane they came from. The main
- * thread hears what they came to from reports (LANE_REPORT_INTERVAL_MS), for the replica's statistics and metrics.
+ * thread hears what they came to from reports (LANE_REPORT_INTERVAL_MS), for the replica's statistics and
+ * metrics.
  */
 import type { MessagePort } from "node:worker_threads";
 import { badInput, SwitchyardError } from "../../shared/errors.ts";
