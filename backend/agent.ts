@@ -18,8 +18,9 @@ import { deviceLabel, planDevices } from "./replica/device.ts";
 import { gpuTotalMemory, gpuUsedMemory } from "./replica/gpu-memory.ts";
 import { startIntakeThreads } from "./server/intake-threads.ts";
 import { createStandaloneApp } from "./server/standalone-app.ts";
-import { appListener, listen, standaloneServer, withinGrace } from "./server/standalone-server.ts";
+import { appListener, listen, standaloneServer } from "./server/standalone-server.ts";
 import { type StartupInfo, summaryFields } from "./startup-info.ts";
+import { withinGrace } from "./within-grace.ts";
 
 export interface RunningAgent {
   /** The standalone server's address, when it serves one. */
@@ -60,7 +61,7 @@ export async function startAgent(options: AgentOptions, log: Log, ui: AgentUi = 
     states: replicaStates,
     gpuMemory: async (deviceId) => ({ used: await gpuUsedMemory(deviceId), total: gpuTotal(deviceId) }),
     settle: async () => {
-      await Promise.all(replicas.map((replica) => replica.lanesReported()));
+      await pool.lanesReported();
       // Runs are counted from the replicas' state changes, which their listeners hear at the turn's end.
       await new Promise((resolve) => setImmediate(resolve));
     },

@@ -7,6 +7,7 @@ import type { Tensor } from "../../shared/oip/tensor.ts";
 import type { ModelSignature } from "../../shared/protocol/model-signatures.ts";
 import type { ModelRef, ReplicaState } from "../../shared/protocol/replica-state.ts";
 import type { ModelRepository } from "../models/repository.ts";
+import { withinGrace } from "../within-grace.ts";
 import { bucketPlan, dropPadding } from "./batch-buckets.ts";
 import { type BatchingDefaults, DEFAULT_BATCHING } from "./batch-settings.ts";
 import { type Executed, executeOne, ModelBatcher } from "./batcher.ts";
@@ -540,12 +541,7 @@ export class Replica {
     // A session being released reports before it goes (session-worker.ts). A thread busy past
     // LANE_REPORT_WAIT_MS (a long run) is not waited for: the reader gets the figures as they are.
     const asked = [...this.#reporting].map((session) => session.reportLanes().catch(() => undefined));
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    const late = new Promise<void>((resolve) => {
-      timer = setTimeout(resolve, LANE_REPORT_WAIT_MS);
-    });
-    await Promise.race([Promise.all(asked), late]);
-    clearTimeout(timer);
+    await withinGrace(Promise.all(asked), LANE_REPORT_WAIT_MS);
   }
 
   #forgetReleased(): void {

@@ -12,6 +12,7 @@ import { describeError, noRoute, SwitchyardError } from "../../shared/errors.ts"
 import type { ReplicaPool } from "../pool/replica-pool.ts";
 import { requestBuffers } from "../replica/buffer-pool.ts";
 import { toWireError } from "../wire-error.ts";
+import { withinGrace } from "../within-grace.ts";
 import { workerEntryUrl } from "../worker-entry-url.ts";
 import {
   fromWireCall,
@@ -22,7 +23,6 @@ import {
   type WireRequest,
 } from "./intake-protocol.ts";
 import { LaneGrants } from "./lane-grants.ts";
-import { withinGrace } from "./standalone-server.ts";
 import { eachMessage, TickMailbox } from "./tick-mailbox.ts";
 
 export interface IntakeThreadsOptions extends IntakeSettings {

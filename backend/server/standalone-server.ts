@@ -43,12 +43,6 @@ export function appListener(app: Hono): RequestListener {
   });
 }
 
-/** Resolves when `done` does, or after `graceMs`, whichever comes first: how long a drain waits. */
-export function withinGrace(done: Promise<unknown>, graceMs: number): Promise<void> {
-  const grace = new Promise<void>((resolve) => setTimeout(resolve, graceMs).unref());
-  return Promise.race([done.then(() => undefined), grace]);
-}
-
 /** `reusePort`: several servers (one per intake thread) share the port, the kernel spreading connections. */
 export function listen(server: Server, host: string, port: number, reusePort = false): Promise<Server> {
   return new Promise((resolve, reject) => {
