@@ -40,6 +40,20 @@ const requestLines = () =>
     .filter((line) => line.split(" ")[1] === "request" && line.split(" ")[2] !== "failed")
     .map((line) => ({ lane: / lane=true\b/.test(line) ? true : undefined }));
 
+/**
+ * requestLines() once `enough` says so of them, or after five seconds as they are. A lane's answers leave
+ * before its report to the main thread, which logs them: lines trail their answers by up to
+ * LANE_REPORT_INTERVAL_MS.
+ */
+const requestLinesOnce = async (enough: (lines: ReturnType<typeof requestLines>) => boolean) => {
+  let lines = requestLines();
+  for (let tries = 0; tries < 50 && !enough(lines); tries += 1) {
+    await pause(100);
+    lines = requestLines();
+  }
+  return lines;
+};
+
 /** The agent on one HTTP thread, MODEL loaded and batching up to 8 rows. */
 const startLaneAgent = (extra: string[] = []) =>
   startStandaloneAgent([
@@ -97,11 +111,7 @@ describe("lanes from an HTTP thread to a model's session", () => {
     expect(metrics.match(served)?.[1]).toBe("30");
     // Each logged, from the same reports (the lane's a second long: a slow machine may send some through the
     // main thread again when it lapses).
-    let lines = requestLines();
-    for (let tries = 0; tries < 50 && lines.length < 30; tries += 1) {
-      await pause(100);
-      lines = requestLines();
-    }
+    const lines = await requestLinesOnce((some) => some.length >= 30);
     expect(lines).toHaveLength(30);
     expect(lines[0]?.lane).toBeUndefined();
     expect(lines.filter((line) => line.lane === true).length).toBeGreaterThanOrEqual(12);
@@ -144,7 +154,9 @@ describe("lanes from an HTTP thread to a model's session", () => {
       [1, 8],
       [1, 8],
     ]);
-    expect(requestLines().filter((line) => line.lane === true)).toHaveLength(2);
+    // One line for each of the two answered down the lane.
+    const laneLines = (some: ReturnType<typeof requestLines>) => some.filter((line) => line.lane === true);
+    expect(laneLines(await requestLinesOnce((some) => laneLines(some).length >= 2))).toHaveLength(2);
   });
 
   test("unloading a model while its requests come down lanes: every request is answered, and the unload completes", {
