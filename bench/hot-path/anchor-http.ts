@@ -38,8 +38,11 @@ export function anchorListener(run: AnchorRun): RequestListener {
   };
 }
 
-/** The request's inputs: its JSON header, then each binary input copied into a buffer of its own. */
-function readFeeds(body: Buffer, headerLength: number): Tensor[] {
+/**
+ * The request's inputs: its JSON header, then each binary input copied into a buffer of its own. Also what
+ * the relay anchor's peer reads of a relayed body (anchor-server.ts --relay).
+ */
+export function readFeeds(body: Buffer, headerLength: number): Tensor[] {
   const header = JSON.parse(body.subarray(0, headerLength).toString()) as { inputs: InputHeader[] };
   let offset = headerLength;
   const feeds: Tensor[] = [];
@@ -55,7 +58,15 @@ function readFeeds(body: Buffer, headerLength: number): Tensor[] {
   return feeds;
 }
 
-function writeAnswer(response: ServerResponse, outputs: AnchorOutput[], binary: boolean): void {
+/** An answer as the anchor sends it: a JSON header, then (binary) each output's bytes. */
+export interface AnchorAnswerBytes {
+  parts: Uint8Array[];
+  /** Inference-Header-Content-Length: the JSON header's length when binary outputs follow it. */
+  headerLength: number | undefined;
+}
+
+/** The answer's bytes, over HTTP here and over the relay anchor's socket (anchor-server.ts --relay). */
+export function answerBytes(outputs: AnchorOutput[], binary: boolean): AnchorAnswerBytes {
   const header = outputs.map(({ name, dims, data }) => ({
     name,
     datatype: "FP32",
@@ -63,16 +74,23 @@ function writeAnswer(response: ServerResponse, outputs: AnchorOutput[], binary: 
     ...(binary ? { parameters: { binary_data_size: data.byteLength } } : { data: Array.from(data) }),
   }));
   const json = Buffer.from(JSON.stringify({ model_name: "anchor", outputs: header }));
-  const parts = [
-    json,
-    ...(binary
-      ? outputs.map(({ data }) => new Uint8Array(data.buffer, data.byteOffset, data.byteLength))
-      : []),
-  ];
+  return {
+    parts: [
+      json,
+      ...(binary
+        ? outputs.map(({ data }) => new Uint8Array(data.buffer, data.byteOffset, data.byteLength))
+        : []),
+    ],
+    headerLength: binary ? json.byteLength : undefined,
+  };
+}
+
+function writeAnswer(response: ServerResponse, outputs: AnchorOutput[], binary: boolean): void {
+  const { parts, headerLength } = answerBytes(outputs, binary);
   response.writeHead(200, {
-    "Content-Type": binary ? "application/octet-stream" : "application/json",
+    "Content-Type": headerLength === undefined ? "application/json" : "application/octet-stream",
     "Content-Length": parts.reduce((sum, part) => sum + part.byteLength, 0),
-    ...(binary ? { "Inference-Header-Content-Length": json.byteLength } : {}),
+    ...(headerLength === undefined ? {} : { "Inference-Header-Content-Length": headerLength }),
   });
   for (const part of parts) response.write(part);
   response.end();

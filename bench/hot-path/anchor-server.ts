@@ -17,12 +17,17 @@
  * session: the floor of a server whose HTTP is spread over threads, with the two hops between them that it
  * takes (the agent's intake threads make four: to its main thread, the session's, and back).
  *
- * It prints "anchor listening <url>" once it serves.
+ * With --relay <ws url>, it serves no HTTP: it dials the relay anchor (relay-anchor/worker.ts) at that URL
+ * and answers the requests relayed over that socket, decoded and encoded as over HTTP: the peer of the
+ * floor of a gateway that relays to a process that dialed in.
+ *
+ * It prints "anchor listening <url>" once it serves (with --relay, once its socket is open).
  */
 import { createServer } from "node:http";
 import { parseArgs } from "node:util";
 import { Worker } from "node:worker_threads";
 import * as ort from "onnxruntime-node";
+import WebSocket from "ws";
 import { ModelBatcher } from "../../backend/replica/batcher.ts";
 import { sessionOptions } from "../../backend/replica/session-options.ts";
 import { splitRows, stackInputs } from "../../backend/replica/tensor-batch.ts";
@@ -36,7 +41,10 @@ import {
   type AnchorOutput,
   type AnchorThreadData,
   anchorListener,
+  answerBytes,
+  readFeeds,
 } from "./anchor-http.ts";
+import { decodeAnchorFrame, encodeAnchorFrame } from "./relay-anchor/anchor-frames.ts";
 
 const { values } = parseArgs({
   options: {
@@ -46,6 +54,7 @@ const { values } = parseArgs({
     threads: { type: "string" },
     "max-batch": { type: "string" },
     "http-threads": { type: "string", default: "0" },
+    relay: { type: "string" },
   },
 });
 if (values.model === undefined) throw new Error("--model <model.onnx> is required");
@@ -114,20 +123,47 @@ async function run(feeds: Tensor[]): Promise<AnchorOutput[]> {
 
 const host = "127.0.0.1";
 const httpThreads = Number(values["http-threads"]);
-let port: number;
-if (httpThreads > 0) {
-  port = await freePort();
-  await Promise.all(Array.from({ length: httpThreads }, () => startThread(port)));
+if (values.relay !== undefined) {
+  await serveRelay(values.relay);
+  console.log(`anchor listening ${values.relay}`);
 } else {
-  const server = createServer(anchorListener(run));
-  port = await new Promise<number>((resolve) =>
-    server.listen(0, host, () => {
-      const address = server.address();
-      resolve(typeof address === "object" && address !== null ? address.port : 0);
-    }),
-  );
+  let port: number;
+  if (httpThreads > 0) {
+    port = await freePort();
+    await Promise.all(Array.from({ length: httpThreads }, () => startThread(port)));
+  } else {
+    const server = createServer(anchorListener(run));
+    port = await new Promise<number>((resolve) =>
+      server.listen(0, host, () => {
+        const address = server.address();
+        resolve(typeof address === "object" && address !== null ? address.port : 0);
+      }),
+    );
+  }
+  console.log(`anchor listening http://${host}:${port}`);
 }
-console.log(`anchor listening http://${host}:${port}`);
+
+/** Dials the relay anchor and answers what comes down the socket; resolves once it is open. */
+function serveRelay(url: string): Promise<void> {
+  const socket = new WebSocket(url, { perMessageDeflate: false });
+  socket.on("message", (data: Buffer) => {
+    const frame = decodeAnchorFrame(new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
+    const body = Buffer.from(frame.body.buffer, frame.body.byteOffset, frame.body.byteLength);
+    void run(readFeeds(body, frame.headerLength ?? body.byteLength)).then((outputs) => {
+      const answer = answerBytes(outputs, frame.headerLength !== undefined);
+      socket.send(encodeAnchorFrame(frame.id, answer.headerLength, answer.parts));
+    });
+  });
+  // The benchmark stops this process when it is done; a socket that ends before is a failure.
+  socket.on("close", (code) => {
+    console.error(`anchor: the relay's socket closed (${code})`);
+    process.exit(1);
+  });
+  return new Promise((resolve, reject) => {
+    socket.once("open", () => resolve());
+    socket.once("error", reject);
+  });
+}
 
 /** An HTTP thread on the shared port; its requests run here, and their answers go back by transfer. */
 function startThread(shared: number): Promise<void> {

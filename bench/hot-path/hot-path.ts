@@ -9,12 +9,15 @@
  *   agent-main  switchyard-agent --standalone --http-threads 0 (HTTP on the agent's main thread)
  *   agent    switchyard-agent --standalone (HTTP on its intake threads: --http-threads' default)
  *   gateway  the agent behind `wrangler dev` (where wrangler can run: not on a bare GPU host)
+ *   relay-anchor  the smallest Worker and Durable Object that relay a request to a process that dialed in,
+ *            in `wrangler dev`, with an anchor server per model behind it (relay-anchor/worker.ts): the floor
+ *            of any gateway of the gateway's shape on the same workerd (unbatched)
  *
  * for PP-OCRv4 detection (1x3x640x640 FP32 in, 1.6 MB out) and a small MLP, JSON and binary bodies, 1, 8 and 32
  * concurrent clients; batching on (models whose config.json declares it) against off. Every answer's outputs
  * are checked bit for bit against a direct run.
  *
- *   npm run bench:hot-path [-- --device cuda --gpu 0] [--quick] [--seconds 5] [--targets raw,anchor,anchor-threads,agent-main,agent,gateway]
+ *   npm run bench:hot-path [-- --device cuda --gpu 0] [--quick] [--seconds 5] [--targets raw,anchor,anchor-threads,agent-main,agent,gateway,relay-anchor]
  *     [--models det,mlp,io] [--encodings binary,json] [--concurrency 1,8,32] [--agent-args "--max-concurrency 8"]
  *     [--agent-node-args "--cpu-prof --cpu-prof-dir=prof"]
  *     [--client-threads 4]
@@ -51,7 +54,13 @@ import { batchedConfig } from "./batched-config.ts";
 import { threadedLoad } from "./client-threads.ts";
 import { HttpLoad, type PreparedRequest, requestHeaders } from "./http-load.ts";
 import { MAIN_THREAD_CPU, type Measured, PROCESS_CPU, renderHotPathReport } from "./report.ts";
-import { startAgentTarget, startAnchorTarget, startGatewayTarget, type Target } from "./targets.ts";
+import {
+  startAgentTarget,
+  startAnchorTarget,
+  startGatewayTarget,
+  startRelayAnchorTarget,
+  type Target,
+} from "./targets.ts";
 
 const { values } = parseArgs({
   options: {
@@ -60,7 +69,7 @@ const { values } = parseArgs({
     out: { type: "string", default: "bench/results" },
     seconds: { type: "string" },
     quick: { type: "boolean", default: false },
-    targets: { type: "string", default: "raw,anchor,anchor-threads,agent-main,agent,gateway" },
+    targets: { type: "string", default: "raw,anchor,anchor-threads,agent-main,agent,gateway,relay-anchor" },
     concurrency: { type: "string", default: "1,8,32" },
     models: { type: "string", default: "det,mlp,io" },
     encodings: { type: "string", default: "binary,json" },
@@ -279,11 +288,21 @@ async function main(): Promise<void> {
     if (targets.has("agent"))
       started.push(await startAgentTarget(agentArgs, words(values["agent-node-args"])));
     if (targets.has("gateway")) {
-      const gateway = await startGatewayTarget(agentArgs).catch((error: unknown) => {
-        log(`gateway: not measured (${error instanceof Error ? error.message : String(error)})`);
+      const gateway = await startGatewayTarget(agentArgs, words(values["agent-node-args"])).catch(
+        (error: unknown) => {
+          log(`gateway: not measured (${error instanceof Error ? error.message : String(error)})`);
+          return undefined;
+        },
+      );
+      if (gateway !== undefined) started.push(gateway);
+    }
+    if (targets.has("relay-anchor")) {
+      const models = CASES.map((entry) => ({ name: entry.name, path: modelPath(repo, entry.name) }));
+      const relay = await startRelayAnchorTarget(models, device, threads).catch((error: unknown) => {
+        log(`relay anchor: not measured (${error instanceof Error ? error.message : String(error)})`);
         return undefined;
       });
-      if (gateway !== undefined) started.push(gateway);
+      if (relay !== undefined) started.push(relay);
     }
 
     for (const target of started) {
@@ -308,7 +327,13 @@ async function main(): Promise<void> {
       for (const entry of CASES) {
         if (target.model !== undefined && target.model !== entry.name) continue;
         for (const encoding of encodings) {
-          for (const batched of target.model !== undefined ? [target.batched === true] : [false, true]) {
+          const twins =
+            target.model !== undefined
+              ? [target.batched === true]
+              : target.unbatchedOnly === true
+                ? [false]
+                : [false, true];
+          for (const batched of twins) {
             const model = batched ? `${entry.name}_batched` : entry.name;
             const prepared = prepare(model, entry.input, encoding, target.headers);
             // One check of the outputs; the timed loops run on client threads of their own (client-threads.ts).

@@ -14,13 +14,16 @@ import { REPO_ROOT, startWranglerDev } from "../../scripts/lib/wrangler-dev.ts";
 export interface Target {
   /** agent-main: the agent serving HTTP on its main thread (--http-threads 0), as before intake threads. */
   /** anchor-threads: the anchor with its HTTP on threads of its own (anchor-server.ts --http-threads). */
-  kind: "anchor" | "anchor-threads" | "agent-main" | "agent" | "gateway";
+  /** relay-anchor: the relay anchor (relay-anchor/worker.ts) in wrangler dev, an anchor server behind it per model. */
+  kind: "anchor" | "anchor-threads" | "agent-main" | "agent" | "gateway" | "relay-anchor";
   url: string;
   headers: Record<string, string>;
   /** The one model it serves (the anchor), or every model. */
   model?: string;
   /** The anchor batches what arrives while it runs (--max-batch): it stands for the model's batched twin. */
   batched?: boolean;
+  /** It serves every model, but not their batched twins. */
+  unbatchedOnly?: boolean;
   /** The server's process (the anchors, the standalone agent): its CPU is read around each load. */
   pid?: number;
   stop(): Promise<void>;
@@ -44,6 +47,17 @@ async function started(process: ManagedProcess, pattern: RegExp, what: string): 
   return url;
 }
 
+/** The anchor server's arguments for one model's session (anchor-server.ts). */
+function anchorArgs(path: string, device: ReplicaDevice, threads: number | undefined): string[] {
+  return [
+    entry("hot-path-anchor.mjs", "bench/hot-path/anchor-server.ts"),
+    "--model",
+    path,
+    ...(device.kind === "cuda" ? ["--device", "cuda", "--gpu", String(device.deviceId)] : []),
+    ...(threads === undefined ? [] : ["--threads", String(threads)]),
+  ];
+}
+
 export async function startAnchorTarget(
   model: string,
   path: string,
@@ -53,11 +67,7 @@ export async function startAnchorTarget(
   httpThreads = 0,
 ): Promise<Target> {
   const args = [
-    entry("hot-path-anchor.mjs", "bench/hot-path/anchor-server.ts"),
-    "--model",
-    path,
-    ...(device.kind === "cuda" ? ["--device", "cuda", "--gpu", String(device.deviceId)] : []),
-    ...(threads === undefined ? [] : ["--threads", String(threads)]),
+    ...anchorArgs(path, device, threads),
     ...(maxBatch === undefined ? [] : ["--max-batch", String(maxBatch)]),
     "--http-threads",
     String(httpThreads),
@@ -75,6 +85,46 @@ export async function startAnchorTarget(
     ...(process.child.pid === undefined ? {} : { pid: process.child.pid }),
     stop: () => process.stop().then(() => undefined),
   };
+}
+
+/**
+ * The relay anchor (relay-anchor/worker.ts) in `wrangler dev` on a free port, and an anchor server per model
+ * that dials it (anchor-server.ts --relay): the floor of a gateway of the gateway's shape. Unbatched only.
+ */
+export async function startRelayAnchorTarget(
+  models: readonly { name: string; path: string }[],
+  device: ReplicaDevice,
+  threads: number | undefined,
+): Promise<Target> {
+  const port = await freePort();
+  const relay = await startWranglerDev({
+    name: "relay anchor",
+    port,
+    config: join(REPO_ROOT, "bench/hot-path/relay-anchor/wrangler.toml"),
+    persistTo: mkdtempSync(join(tmpdir(), "switchyard-relay-anchor-state-")),
+    startTimeoutMs: 120_000,
+  });
+  const peers: ManagedProcess[] = [];
+  const stop = async () => {
+    await Promise.all(peers.map((peer) => peer.stop()));
+    await relay.stop();
+  };
+  try {
+    for (const { name, path } of models) {
+      const args = [
+        ...anchorArgs(path, device, threads),
+        "--relay",
+        `ws://127.0.0.1:${port}/connect/${name}`,
+      ];
+      const peer = spawnGroup(`relay anchor ${name}`, process.execPath, args, { cwd: REPO_ROOT });
+      peers.push(peer);
+      await started(peer, /anchor listening (\S+)/, "the relay anchor's peer");
+    }
+  } catch (error) {
+    await stop();
+    throw error;
+  }
+  return { kind: "relay-anchor", url: `http://127.0.0.1:${port}`, headers: {}, unbatchedOnly: true, stop };
 }
 
 /** `nodeArgs` go to Node itself (`--cpu-prof --cpu-prof-dir <dir>` profiles the agent). */
@@ -104,8 +154,11 @@ export async function startAgentTarget(
   };
 }
 
-/** `wrangler dev` on a free port, and an agent that joins it with its own repository. */
-export async function startGatewayTarget(args: readonly string[]): Promise<Target> {
+/** `wrangler dev` on a free port, and an agent that joins it with its own repository (`nodeArgs` as above). */
+export async function startGatewayTarget(
+  args: readonly string[],
+  nodeArgs: readonly string[] = [],
+): Promise<Target> {
   const port = await freePort();
   const gateway = await startWranglerDev({
     name: "wrangler dev",
@@ -119,6 +172,7 @@ export async function startGatewayTarget(args: readonly string[]): Promise<Targe
     "agent (gateway)",
     process.execPath,
     [
+      ...nodeArgs,
       entry("switchyard-agent.mjs", "backend/bin/switchyard-agent.ts"),
       "--gateway",
       `ws://127.0.0.1:${port}`,
