@@ -1,7 +1,11 @@
 import { z } from "zod";
 import { Deadline } from "../../shared/deadline.ts";
 import { describeError, type ErrorCode, SwitchyardError } from "../../shared/errors.ts";
-import { binaryOutputSelector, decodeInferRequest, encodeInferResponse } from "../../shared/oip/codec.ts";
+import {
+  binaryOutputSelector,
+  decodeInferRequest,
+  encodeInferResponseParts,
+} from "../../shared/oip/codec.ts";
 import {
   decodeBinaryFrame,
   type ErrorFrame,
@@ -94,14 +98,25 @@ export class InferHandler {
     }
     const request: InFlight = { controller: new AbortController(), cancelled: false };
     this.#inFlight.set(header.id, request);
-    void this.#run(header, body, request, arrivedAt)
+    // A frame in a buffer of its own (a large message, which `ws` gathers into a new one) lends it to the
+    // request: its binary tensors are views of it where the relay aligned them, and they move to the
+    // session's thread with it. A frame that shares its buffer (a small message read with others) is
+    // copied from, since moving that buffer would take its neighbours' bytes.
+    const ownsBuffer = frame.byteOffset === 0 && frame.byteLength === frame.buffer.byteLength;
+    void this.#run(header, body, ownsBuffer, request, arrivedAt)
       .catch((error: unknown) =>
         this.#options.log("gateway link: reply failed", { id: header.id, error: String(error) }),
       )
       .finally(() => this.#finished(header.id));
   }
 
-  async #run(header: InferHeader, body: Uint8Array, request: InFlight, arrivedAt: number): Promise<void> {
+  async #run(
+    header: InferHeader,
+    body: Uint8Array,
+    views: boolean,
+    request: InFlight,
+    arrivedAt: number,
+  ): Promise<void> {
     const replica = this.#options.replicas.get(header.replica);
     if (this.#refusing !== undefined) {
       return this.#sendError(header, new SwitchyardError("unavailable", this.#refusing), {
@@ -121,7 +136,7 @@ export class InferHandler {
     const late = Deadline.in(header.timeoutMs).watch(`'${header.model}' did not finish`);
     late.signal.addEventListener("abort", () => request.controller.abort(late.signal.reason), { once: true });
     try {
-      const decoded = decodeInferRequest(body, header.headerLength);
+      const decoded = decodeInferRequest(body, header.headerLength, { views });
       // The agent's log lines about this request carry the client's id (X-Request-Id).
       const outcome = await withRequestId(header.requestId ?? decoded.id ?? header.id, () =>
         replica.infer({
@@ -156,7 +171,8 @@ export class InferHandler {
         ...(encoded.headerLength === undefined ? {} : { headerLength: encoded.headerLength }),
         state: replica.state(),
       };
-      this.#options.send(encodeBinaryFrame(resultHeader, encoded.body, "result"));
+      // The answer's parts go into the frame as they are: one copy of the outputs, not a joined body first.
+      this.#options.send(encodeBinaryFrame(resultHeader, encoded.parts, "result"));
     } catch (error) {
       const failure = SwitchyardError.from(error);
       if (failure.code === "internal") {
@@ -216,7 +232,7 @@ function encodeInferResponseFor(
   outcome: Awaited<ReturnType<LinkedReplica["infer"]>>,
   decoded: ReturnType<typeof decodeInferRequest>,
 ) {
-  return encodeInferResponse(
+  return encodeInferResponseParts(
     {
       model_name: outcome.model.name,
       model_version: outcome.model.version,

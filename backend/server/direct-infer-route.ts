@@ -2,14 +2,12 @@ import type { IncomingMessage, ServerResponse } from "node:http";
 import { describeError, SwitchyardError } from "../../shared/errors.ts";
 import type { HeaderReader } from "../../shared/http/header-reader.ts";
 import { bodyTooLarge, bodyUnreadable } from "../../shared/http/request-body.ts";
-import { INFERENCE_HEADER_CONTENT_LENGTH } from "../../shared/oip/codec.ts";
+import { INFERENCE_HEADER_CONTENT_LENGTH, TENSOR_ALIGNMENT } from "../../shared/oip/codec.ts";
 import { type InferLimits, parseInferRequest } from "../../shared/oip/infer-http.ts";
 import { requestBuffers } from "../replica/buffer-pool.ts";
 import { answerInfer, type InferOnReplicas } from "./standalone-infer.ts";
 
 const INFER_PATH = /^\/v2\/models\/([^/]+)(?:\/versions\/([^/]+))?\/infer$/;
-/** Binary tensors start at a multiple of this in the body's buffer, so that every typed array can view them. */
-const TENSOR_ALIGNMENT = 8;
 
 export interface DirectInferOptions extends InferLimits {
   /**

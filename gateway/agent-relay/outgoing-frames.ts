@@ -18,7 +18,13 @@ export function inferFrame(call: RunOrder, remainingMs: number): Uint8Array {
     ...(call.headerLength === undefined ? {} : { headerLength: call.headerLength }),
     ...(call.requestId === undefined ? {} : { requestId: call.requestId }),
   };
-  return encodeBinaryFrame(header, call.body);
+  // Its binary tensors placed where an agent can view them in place (BinaryFrameOptions.alignBodyAt).
+  return encodeBinaryFrame(
+    header,
+    call.body,
+    "request",
+    call.headerLength === undefined ? {} : { alignBodyAt: call.headerLength },
+  );
 }
 
 /** Tells the agent that nobody waits for the request any more (its deadline passed). */

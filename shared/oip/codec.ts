@@ -30,6 +30,13 @@ import type { Tensor } from "./tensor.ts";
 /** The HTTP header that carries the JSON header's length in a binary body. */
 export const INFERENCE_HEADER_CONTENT_LENGTH = "Inference-Header-Content-Length";
 
+/**
+ * Where a body's binary part starts at a multiple of this in its buffer (the widest fixed datatype's size),
+ * every typed array can view its tensors in place (DecodeOptions.views): whoever places a body in a buffer
+ * (the standalone agent reading it, the gateway's relay framing it for an agent) aligns it so.
+ */
+export const TENSOR_ALIGNMENT = 8;
+
 export interface RequestedOutput {
   name: string;
   /** The output's `parameters.binary_data`, else the request's `parameters.binary_data_output`, else false. */

@@ -1,5 +1,6 @@
 import { z } from "zod";
 import { SwitchyardError } from "../errors.ts";
+import { TENSOR_ALIGNMENT } from "../oip/codec.ts";
 import { MAX_REQUEST_ID_LENGTH } from "../oip/schemas.ts";
 import { modelStatisticsSchema } from "../oip/statistics.ts";
 import { ChannelIdSchema } from "./data-channel.ts";
@@ -288,15 +289,38 @@ export type CancelFrame = z.infer<typeof CancelSchema>;
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
+const SPACE = 0x20;
 
-/** [u32 LE header length][JSON header][body]. Refuses (413) a frame over MAX_FRAME_BYTES before it exists. */
+export interface BinaryFrameOptions {
+  /**
+   * An offset into the body that should fall at a multiple of TENSOR_ALIGNMENT from the frame's start: the
+   * JSON header is padded with spaces (which JSON ignores) to put it there. The relay passes the request's
+   * Inference-Header-Content-Length, so that an agent that receives the frame in a buffer of its own can
+   * view the binary tensors in place instead of copying them.
+   */
+  alignBodyAt?: number;
+}
+
+/**
+ * [u32 LE header length][JSON header][body], the body given whole or as the parts it is made of (written
+ * one after the other, with no joined copy first). Refuses (413) a frame over MAX_FRAME_BYTES before it
+ * exists.
+ */
 export function encodeBinaryFrame(
   header: object,
-  body: Uint8Array,
+  body: Uint8Array | readonly Uint8Array[],
   what: "request" | "result" = "request",
+  options: BinaryFrameOptions = {},
 ): Uint8Array {
+  const parts = body instanceof Uint8Array ? [body] : body;
   const headerBytes = encoder.encode(JSON.stringify(header));
-  const total = 4 + headerBytes.length + body.length;
+  const { alignBodyAt } = options;
+  const padding =
+    alignBodyAt === undefined
+      ? 0
+      : (TENSOR_ALIGNMENT - ((4 + headerBytes.length + alignBodyAt) % TENSOR_ALIGNMENT)) % TENSOR_ALIGNMENT;
+  const headerLength = headerBytes.length + padding;
+  const total = 4 + headerLength + parts.reduce((sum, part) => sum + part.byteLength, 0);
   if (total > MAX_FRAME_BYTES) {
     throw new SwitchyardError(
       "too_large",
@@ -304,9 +328,14 @@ export function encodeBinaryFrame(
     );
   }
   const frame = new Uint8Array(total);
-  new DataView(frame.buffer).setUint32(0, headerBytes.length, true);
+  new DataView(frame.buffer).setUint32(0, headerLength, true);
   frame.set(headerBytes, 4);
-  frame.set(body, 4 + headerBytes.length);
+  frame.fill(SPACE, 4 + headerBytes.length, 4 + headerLength);
+  let offset = 4 + headerLength;
+  for (const part of parts) {
+    frame.set(part, offset);
+    offset += part.byteLength;
+  }
   return frame;
 }
 

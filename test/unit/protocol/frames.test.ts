@@ -192,6 +192,39 @@ describe("binary frames", () => {
     );
   });
 
+  test("alignBodyAt: that offset of the body falls at a multiple of 8 in the frame, which reads as it was sent", () => {
+    fc.assert(
+      fc.property(
+        fc.dictionary(fc.string({ maxLength: 8 }), fc.jsonValue({ maxDepth: 2 }), { maxKeys: 4 }),
+        fc.uint8Array({ maxLength: 64 }),
+        fc.nat({ max: 64 }),
+        (header, body, at) => {
+          const alignBodyAt = Math.min(at, body.length);
+          const frame = encodeBinaryFrame(header, body, "request", { alignBodyAt });
+          const bodyStart = frame.length - body.length;
+          expect((bodyStart + alignBodyAt) % 8).toBe(0);
+          // At most 7 bytes of padding, all of it spaces after the JSON.
+          expect(bodyStart - 4 - JSON.stringify(header).length).toBeLessThan(8);
+          const decoded = decodeBinaryFrame(frame, z.unknown());
+          expect(decoded.header).toEqual(JSON.parse(JSON.stringify(header)));
+          expect([...decoded.body]).toEqual([...body]);
+        },
+      ),
+      { numRuns: 300 },
+    );
+  });
+
+  test("a body given as parts makes the same frame as the parts joined", () => {
+    fc.assert(
+      fc.property(fc.array(fc.uint8Array({ maxLength: 32 }), { maxLength: 5 }), (parts) => {
+        const joined = Uint8Array.from(parts.flatMap((part) => [...part]));
+        expect([...encodeBinaryFrame(resultHeader, parts, "result")]).toEqual([
+          ...encodeBinaryFrame(resultHeader, joined, "result"),
+        ]);
+      }),
+    );
+  });
+
   test("a frame of exactly MAX_FRAME_BYTES is built; one byte more is refused with a 413", () => {
     const header = { type: "infer" };
     const room = MAX_FRAME_BYTES - 4 - JSON.stringify(header).length;
