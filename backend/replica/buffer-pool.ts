@@ -47,8 +47,8 @@ export class BufferPool {
 
   /** Takes a buffer back for reuse; one of another size than the pool hands out, or past its bound, is dropped. */
   release(buffer: ArrayBuffer): void {
+    if (!poolable(buffer)) return;
     const size = buffer.byteLength;
-    if (size < MIN_POOLED_BYTES || sizeClass(size) !== size) return;
     if (this.#idleBytes + size > this.#maxIdleBytes) return;
     let free = this.#free.get(size);
     if (free === undefined) {
@@ -75,6 +75,26 @@ export function sizeClass(byteLength: number): number {
   if (byteLength <= MIN_POOLED_BYTES) return byteLength;
   const step = 2 ** Math.floor(Math.log2(byteLength)) / 4;
   return Math.ceil(byteLength / step) * step;
+}
+
+/** Whether a pool takes `buffer` back at all: one of the sizes it hands out (any other is dropped). */
+export function poolable(buffer: ArrayBuffer): boolean {
+  const size = buffer.byteLength;
+  return size >= MIN_POOLED_BYTES && sizeClass(size) === size;
+}
+
+/**
+ * The parts of a run that a pool could take back: each part's tensors whose buffers are of a pooled size.
+ * What a session's thread returns after a run that went well (session-worker.ts): a buffer no pool keeps
+ * (a body the gateway link received, a JSON request's arrays) is left to that thread's garbage collector
+ * instead of moving back to become garbage on the main thread, which routes every request.
+ */
+export function poolableParts(parts: readonly (readonly Tensor[])[]): Tensor[][] {
+  return parts.map((tensors) =>
+    tensors.filter(
+      ({ data }) => !Array.isArray(data) && data.buffer instanceof ArrayBuffer && poolable(data.buffer),
+    ),
+  );
 }
 
 /**

@@ -51,8 +51,9 @@ export type SessionReply =
   | { type: "connected" }
   /** onnxruntime's (or the worker's) error message, as it was. */
   | { type: "error"; message: string; parts?: Tensor[][] };
-// `parts`: a run's parts as they came, given back (their buffers move back) once the run is over: for the
-// pool to reuse (buffer-pool.ts), or, after a failed batch, for each request to run again alone.
+// `parts`: a run's parts as they came, given back (their buffers move back) once the run is over: after a
+// success those of a size the pool reuses (buffer-pool.ts), after a failed batch all of them, for each
+// request to run again alone.
 
 export type Envelope<T> = T & { id: number };
 

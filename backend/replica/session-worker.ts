@@ -14,7 +14,7 @@ import * as ort from "onnxruntime-node";
 import { SwitchyardError } from "../../shared/errors.ts";
 import type { Tensor } from "../../shared/oip/tensor.ts";
 import type { MailPort } from "../server/tick-mailbox.ts";
-import { BufferPool, recycleInputs } from "./buffer-pool.ts";
+import { BufferPool, poolableParts, recycleInputs } from "./buffer-pool.ts";
 import { onnxOpTypes } from "./onnx-op-types.ts";
 import { fromOrtTensor, sessionSpecs, toOrtTensor } from "./ort-tensors.ts";
 import { SessionLanes } from "./session-lanes.ts";
@@ -92,11 +92,18 @@ function crash(error: unknown): void {
 
 /** Answers a request from `from`: the replica (the parent port), or a peer session's thread. */
 async function handle(request: Envelope<SessionRequest>, from: MailPort = parent): Promise<void> {
-  // Once the run is over, its parts go back to the replica, success or not.
+  // Once the run is over, its parts go back to the replica: after a failure all of them (each request runs
+  // again alone from them), after a success those a pool can reuse (buffer-pool.ts poolableParts).
   const parts = request.type === "run" ? request.parts : undefined;
   try {
     const answered = await answer(request);
-    reply(from, request.id, answered.type === "result" ? { ...answered, parts } : answered);
+    reply(
+      from,
+      request.id,
+      answered.type === "result" && parts !== undefined
+        ? { ...answered, parts: poolableParts(parts) }
+        : answered,
+    );
   } catch (error) {
     const message = error instanceof Error ? error.message : String(error);
     reply(

@@ -44,8 +44,10 @@ export interface BatchRunResult extends RunResult {
   /** How long stacking the parts took on the session's thread. */
   stackMs: number;
   /**
-   * The parts as they ran, back on this thread: a handed-over part's buffers were detached here, and these
-   * are them again. They are the caller's to reuse (recycleInputs) once nothing reads them.
+   * The parts as they ran, back on this thread, each with the tensors whose buffers are of a size the pool
+   * reuses (the others stay on the session's thread: buffer-pool.ts poolableParts): a handed-over part's
+   * buffers were detached here, and these are them again. They are the caller's to reuse (recycleInputs)
+   * once nothing reads them.
    */
   parts: Tensor[][];
 }

@@ -449,12 +449,12 @@ function verify(
   });
 }
 
-/** The CPU the standalone agent's main thread has spent so far (ms); undefined for other targets. */
+/** The CPU the target's main thread has spent so far (ms; behind the gateway, its agent's); undefined without a pid. */
 function mainThreadCpuMs(target: Target): number | undefined {
   return target.pid === undefined ? undefined : readThreadStat(target.pid, target.pid)?.cpuMs;
 }
 
-/** Every thread of the target's process (the gateway's pid is wrangler's, not workerd's: its own only). */
+/** Every thread of the target's process (behind the gateway, its agent's: workerd's is not counted). */
 function processCpuMs(target: Target): number | undefined {
   return target.pid === undefined ? undefined : readStat(target.pid)?.cpuMs;
 }

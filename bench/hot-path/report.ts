@@ -75,7 +75,7 @@ export function renderHotPathReport(report: HotPathReport): string {
         .sort((a, b) => a.target.localeCompare(b.target) || Number(a.batched) - Number(b.batched));
       if (staged.length > 0) {
         lines.push(
-          `Where the time goes (Server-Timing, mean ms). The anchors send no stages: their CPU only. Agent: run is onnxruntime's part of infer, on the session's thread; ${MAIN_THREAD_CPU} is the CPU its main thread (which routes every request) spent per answer, ${PROCESS_CPU} what all its threads spent, both read from /proc around the load. Gateway: the Worker's own share is total - registry, the registry's registry - roundtrip, the websocket's roundtrip - agent.`,
+          `Where the time goes (Server-Timing, mean ms). The anchors send no stages: their CPU only. Agent: run is onnxruntime's part of infer, on the session's thread; ${MAIN_THREAD_CPU} is the CPU its main thread (which routes every request) spent per answer, ${PROCESS_CPU} what all its threads spent, both read from /proc around the load. Gateway: the Worker's own share is total - registry, the registry's registry - roundtrip, the websocket's roundtrip - agent; its ${MAIN_THREAD_CPU} and ${PROCESS_CPU} are its agent's (workerd's CPU is not counted).`,
           "",
         );
         const phases = [...new Set(staged.flatMap((row) => Object.keys(row.phases)))];

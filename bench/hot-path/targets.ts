@@ -24,7 +24,10 @@ export interface Target {
   batched?: boolean;
   /** It serves every model, but not their batched twins. */
   unbatchedOnly?: boolean;
-  /** The server's process (the anchors, the standalone agent): its CPU is read around each load. */
+  /**
+   * The server's process (the anchors, the standalone agent; behind the gateway, its agent, as workerd's CPU
+   * is not the agent's): its CPU is read around each load.
+   */
   pid?: number;
   stop(): Promise<void>;
 }
@@ -192,6 +195,7 @@ export async function startGatewayTarget(
     kind: "gateway",
     url,
     headers: { Authorization: `Bearer ${KEYS.API_KEYS}` },
+    ...(agent.child.pid === undefined ? {} : { pid: agent.child.pid }),
     stop: async () => {
       await agent.stop();
       await gateway.stop();

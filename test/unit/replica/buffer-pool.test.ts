@@ -1,5 +1,11 @@
 import { describe, expect, test } from "vitest";
-import { BufferPool, recycleInputs, sizeClass } from "../../../backend/replica/buffer-pool.ts";
+import {
+  BufferPool,
+  poolable,
+  poolableParts,
+  recycleInputs,
+  sizeClass,
+} from "../../../backend/replica/buffer-pool.ts";
 
 describe("the pool of request buffers", () => {
   test("sizes: small ones exact, large ones rounded up by at most a quarter", () => {
@@ -76,5 +82,27 @@ describe("giving back a batch's inputs", () => {
     expect(pool.idleBytes).toBe(body.byteLength + other.byteLength);
     const handedOut = new Set([pool.acquire(200_000), pool.acquire(200_000), pool.acquire(200_000)]);
     expect(handedOut.size).toBe(3);
+  });
+});
+
+describe("what a session's thread gives back after a run (poolableParts)", () => {
+  test("only the tensors whose buffers a pool would keep: of a pooled size, not BYTES, not small or odd-sized", () => {
+    const pooled = new BufferPool(64 * 1024 * 1024).acquire(200_000);
+    const oddSized = new ArrayBuffer(200_001);
+    const small = new ArrayBuffer(64);
+    expect([pooled, oddSized, small].map(poolable)).toEqual([true, false, false]);
+    const kept = poolableParts([
+      [
+        { name: "a", datatype: "FP32", shape: [1, 4], data: new Float32Array(pooled, 0, 4) },
+        { name: "b", datatype: "FP32", shape: [1, 4], data: new Float32Array(oddSized, 0, 4) },
+      ],
+      [{ name: "a", datatype: "FP32", shape: [1, 4], data: new Float32Array(small) }],
+      [{ name: "w", datatype: "BYTES", shape: [1], data: [new Uint8Array(10)] }],
+    ]);
+    expect(kept.map((tensors) => tensors.map(({ name }) => name))).toEqual([["a"], [], []]);
+    // What it keeps, a pool takes back; what it drops, a pool would have dropped.
+    const pool = new BufferPool(64 * 1024 * 1024);
+    recycleInputs(kept, pool);
+    expect(pool.idleBytes).toBe(pooled.byteLength);
   });
 });
