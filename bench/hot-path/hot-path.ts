@@ -287,22 +287,21 @@ async function main(): Promise<void> {
     }
     if (targets.has("agent"))
       started.push(await startAgentTarget(agentArgs, words(values["agent-node-args"])));
-    if (targets.has("gateway")) {
-      const gateway = await startGatewayTarget(agentArgs, words(values["agent-node-args"])).catch(
-        (error: unknown) => {
-          log(`gateway: not measured (${error instanceof Error ? error.message : String(error)})`);
-          return undefined;
-        },
+    // The targets that need wrangler: where it cannot run (a bare GPU host), the rest is measured without them.
+    const unlessWranglerFails = async (what: string, start: () => Promise<Target>) => {
+      try {
+        started.push(await start());
+      } catch (error) {
+        log(`${what}: not measured (${error instanceof Error ? error.message : String(error)})`);
+      }
+    };
+    if (targets.has("gateway"))
+      await unlessWranglerFails("gateway", () =>
+        startGatewayTarget(agentArgs, words(values["agent-node-args"])),
       );
-      if (gateway !== undefined) started.push(gateway);
-    }
     if (targets.has("relay-anchor")) {
       const models = CASES.map((entry) => ({ name: entry.name, path: modelPath(repo, entry.name) }));
-      const relay = await startRelayAnchorTarget(models, device, threads).catch((error: unknown) => {
-        log(`relay anchor: not measured (${error instanceof Error ? error.message : String(error)})`);
-        return undefined;
-      });
-      if (relay !== undefined) started.push(relay);
+      await unlessWranglerFails("relay anchor", () => startRelayAnchorTarget(models, device, threads));
     }
 
     for (const target of started) {

@@ -50,6 +50,26 @@ async function started(process: ManagedProcess, pattern: RegExp, what: string): 
   return url;
 }
 
+/** What anchor-server.ts prints once it serves (over HTTP, or with --relay once its socket is open). */
+const ANCHOR_LISTENING = /anchor listening (\S+)/;
+
+/** `wrangler dev` on a free port with its state in a fresh directory, as each target that runs one starts it. */
+async function wranglerOnFreePort(
+  name: string,
+  statePrefix: string,
+  options: { config?: string; vars?: Record<string, string> } = {},
+): Promise<{ port: number; process: ManagedProcess }> {
+  const port = await freePort();
+  const process = await startWranglerDev({
+    name,
+    port,
+    ...options,
+    persistTo: mkdtempSync(join(tmpdir(), statePrefix)),
+    startTimeoutMs: 120_000,
+  });
+  return { port, process };
+}
+
 /** The anchor server's arguments for one model's session (anchor-server.ts). */
 function anchorArgs(path: string, device: ReplicaDevice, threads: number | undefined): string[] {
   return [
@@ -78,7 +98,7 @@ export async function startAnchorTarget(
   const kind = httpThreads > 0 ? "anchor-threads" : "anchor";
   const label = `${kind} ${model}${maxBatch === undefined ? "" : " batched"}`;
   const process = spawnGroup(label, globalThis.process.execPath, args, { cwd: REPO_ROOT });
-  const url = await started(process, /anchor listening (\S+)/, "the anchor");
+  const url = await started(process, ANCHOR_LISTENING, "the anchor");
   return {
     kind,
     url,
@@ -99,14 +119,13 @@ export async function startRelayAnchorTarget(
   device: ReplicaDevice,
   threads: number | undefined,
 ): Promise<Target> {
-  const port = await freePort();
-  const relay = await startWranglerDev({
-    name: "relay anchor",
-    port,
-    config: join(REPO_ROOT, "bench/hot-path/relay-anchor/wrangler.toml"),
-    persistTo: mkdtempSync(join(tmpdir(), "switchyard-relay-anchor-state-")),
-    startTimeoutMs: 120_000,
-  });
+  const { port, process: relay } = await wranglerOnFreePort(
+    "relay anchor",
+    "switchyard-relay-anchor-state-",
+    {
+      config: join(REPO_ROOT, "bench/hot-path/relay-anchor/wrangler.toml"),
+    },
+  );
   const peers: ManagedProcess[] = [];
   const stop = async () => {
     await Promise.all(peers.map((peer) => peer.stop()));
@@ -121,7 +140,7 @@ export async function startRelayAnchorTarget(
       ];
       const peer = spawnGroup(`relay anchor ${name}`, process.execPath, args, { cwd: REPO_ROOT });
       peers.push(peer);
-      await started(peer, /anchor listening (\S+)/, "the relay anchor's peer");
+      await started(peer, ANCHOR_LISTENING, "the relay anchor's peer");
     }
   } catch (error) {
     await stop();
@@ -162,13 +181,8 @@ export async function startGatewayTarget(
   args: readonly string[],
   nodeArgs: readonly string[] = [],
 ): Promise<Target> {
-  const port = await freePort();
-  const gateway = await startWranglerDev({
-    name: "wrangler dev",
-    port,
-    persistTo: mkdtempSync(join(tmpdir(), "switchyard-hot-path-state-")),
+  const { port, process: gateway } = await wranglerOnFreePort("wrangler dev", "switchyard-hot-path-state-", {
     vars: KEYS,
-    startTimeoutMs: 120_000,
   });
   const url = `http://127.0.0.1:${port}`;
   const agent = spawnGroup(
