@@ -206,14 +206,18 @@ export class InferHandler {
     this.#options.send(JSON.stringify(frame));
   }
 
-  /** A frame whose header does not parse: answered 400 when its id can still be read, else only logged. */
+  /**
+   * A frame whose header does not parse: answered 400 when its id can still be read (and names no request in
+   * flight), else only logged.
+   */
   #refuseMalformed(frame: Uint8Array, error: SwitchyardError): void {
     const address = readAddress(frame);
     this.#options.log("gateway link: malformed infer frame", {
       error: error.message,
       ...(address === undefined ? {} : { id: address.id }),
     });
-    if (address !== undefined)
+    // A request of that id in flight answers for itself: a second answer would be taken for its own.
+    if (address !== undefined && !this.#inFlight.has(address.id))
       this.#sendError(address, error, {
         started: false,
         replica: this.#options.replicas.get(address.replica),

@@ -2,7 +2,7 @@ import type { IncomingMessage, ServerResponse } from "node:http";
 import { describeError, SwitchyardError } from "../../shared/errors.ts";
 import type { HeaderReader } from "../../shared/http/header-reader.ts";
 import { bodyTooLarge, bodyUnreadable } from "../../shared/http/request-body.ts";
-import { INFERENCE_HEADER_CONTENT_LENGTH, TENSOR_ALIGNMENT } from "../../shared/oip/codec.ts";
+import { alignmentPad, INFERENCE_HEADER_CONTENT_LENGTH } from "../../shared/oip/codec.ts";
 import { type InferLimits, parseInferRequest } from "../../shared/oip/infer-http.ts";
 import { requestBuffers } from "../replica/buffer-pool.ts";
 import { answerInfer, type InferOnReplicas } from "./standalone-infer.ts";
@@ -66,10 +66,7 @@ async function serve(
   const headers = headersOf(request);
   const headerLength = Number(headers.get(INFERENCE_HEADER_CONTENT_LENGTH) ?? Number.NaN);
   // Leave room before the body so that its binary part (after the JSON header) starts aligned.
-  const pad =
-    Number.isSafeInteger(headerLength) && headerLength >= 0
-      ? (TENSOR_ALIGNMENT - (headerLength % TENSOR_ALIGNMENT)) % TENSOR_ALIGNMENT
-      : 0;
+  const pad = Number.isSafeInteger(headerLength) && headerLength >= 0 ? alignmentPad(headerLength) : 0;
   // From the pool: a body that moves to the session's thread comes back after the run (buffer-pool.ts).
   const buffer = requestBuffers.acquire(pad + length);
   const body = await readInto(request, new Uint8Array(buffer, pad, length));

@@ -37,6 +37,11 @@ export const INFERENCE_HEADER_CONTENT_LENGTH = "Inference-Header-Content-Length"
  */
 export const TENSOR_ALIGNMENT = 8;
 
+/** The bytes to leave before `offset` so that it falls at a multiple of TENSOR_ALIGNMENT. */
+export function alignmentPad(offset: number): number {
+  return (TENSOR_ALIGNMENT - (offset % TENSOR_ALIGNMENT)) % TENSOR_ALIGNMENT;
+}
+
 export interface RequestedOutput {
   name: string;
   /** The output's `parameters.binary_data`, else the request's `parameters.binary_data_output`, else false. */

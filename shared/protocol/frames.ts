@@ -1,6 +1,6 @@
 import { z } from "zod";
 import { SwitchyardError } from "../errors.ts";
-import { TENSOR_ALIGNMENT } from "../oip/codec.ts";
+import { alignmentPad } from "../oip/codec.ts";
 import { MAX_REQUEST_ID_LENGTH } from "../oip/schemas.ts";
 import { modelStatisticsSchema } from "../oip/statistics.ts";
 import { ChannelIdSchema } from "./data-channel.ts";
@@ -315,10 +315,7 @@ export function encodeBinaryFrame(
   const parts = body instanceof Uint8Array ? [body] : body;
   const headerBytes = encoder.encode(JSON.stringify(header));
   const { alignBodyAt } = options;
-  const padding =
-    alignBodyAt === undefined
-      ? 0
-      : (TENSOR_ALIGNMENT - ((4 + headerBytes.length + alignBodyAt) % TENSOR_ALIGNMENT)) % TENSOR_ALIGNMENT;
+  const padding = alignBodyAt === undefined ? 0 : alignmentPad(4 + headerBytes.length + alignBodyAt);
   const headerLength = headerBytes.length + padding;
   const total = 4 + headerLength + parts.reduce((sum, part) => sum + part.byteLength, 0);
   if (total > MAX_FRAME_BYTES) {
