@@ -5,6 +5,7 @@ import { bodyTooLarge, bodyUnreadable } from "../../shared/http/request-body.ts"
 import { alignmentPad, INFERENCE_HEADER_CONTENT_LENGTH } from "../../shared/oip/codec.ts";
 import { type InferLimits, parseInferRequest } from "../../shared/oip/infer-http.ts";
 import { requestBuffers } from "../replica/buffer-pool.ts";
+import { writeInferAnswer } from "./infer-answer-writer.ts";
 import { answerInfer, type InferOnReplicas } from "./standalone-infer.ts";
 
 const INFER_PATH = /^\/v2\/models\/([^/]+)(?:\/versions\/([^/]+))?\/infer$/;
@@ -89,12 +90,7 @@ async function serve(
     { arrivedAt, receiveMs: received - arrivedAt, decodeMs: decoded - received },
     abort.signal,
   );
-  response.writeHead(200, answer.headers);
-  // Corked: the parts go out in as few writes as the socket takes.
-  response.cork();
-  for (const part of answer.parts) response.write(part);
-  response.end();
-  response.uncork();
+  writeInferAnswer(request, response, answer);
 }
 
 /** Reads exactly `into.byteLength` bytes of body into `into`; more or fewer is a 400. */

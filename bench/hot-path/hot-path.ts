@@ -20,7 +20,7 @@
  *   npm run bench:hot-path [-- --device cuda --gpu 0] [--quick] [--seconds 5] [--targets raw,anchor,anchor-threads,agent-main,agent,gateway,relay-anchor]
  *     [--models det,mlp,io] [--encodings binary,json] [--concurrency 1,8,32] [--agent-args "--max-concurrency 8"]
  *     [--agent-node-args "--cpu-prof --cpu-prof-dir=prof"]
- *     [--client-threads 4]
+ *     [--client-threads 4] [--send-stage]
  *   node dist/hot-path.mjs --device cuda --out $OUT       on a GPU host, with the bundle (npm run build:bundles)
  *
  * Results: bench/results/hot-path-<device>.md (and .json), with the machine and the command.
@@ -80,6 +80,11 @@ const { values } = parseArgs({
     "agent-args": { type: "string", default: "" },
     /** Threads the HTTP clients are spread over (default: 4 on hosts of 8 cores or more, else 1). */
     "client-threads": { type: "string" },
+    /**
+     * Ask for the standalone agent's `send` stage (TE: trailers: its answers then go chunked, with the stage
+     * in a Server-Timing trailer); the other targets ignore it.
+     */
+    "send-stage": { type: "boolean", default: false },
   },
 });
 
@@ -334,7 +339,10 @@ async function main(): Promise<void> {
                 : [false, true];
           for (const batched of twins) {
             const model = batched ? `${entry.name}_batched` : entry.name;
-            const prepared = prepare(model, entry.input, encoding, target.headers);
+            const prepared = prepare(model, entry.input, encoding, {
+              ...target.headers,
+              ...(values["send-stage"] ? { TE: "trailers" } : {}),
+            });
             // One check of the outputs; the timed loops run on client threads of their own (client-threads.ts).
             const client = new HttpLoad(target.url, 1);
             try {

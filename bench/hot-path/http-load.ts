@@ -1,7 +1,8 @@
 /**
  * The hot-path benchmark's client: one pre-encoded OIP request posted again and again over kept-alive
  * `node:http` connections, one per concurrent client, so the client costs as little as a client can (no
- * fetch, no re-encoding). Each answer's status is checked, and the server's Server-Timing phases are kept.
+ * fetch, no re-encoding). Each answer's status is checked, and the server's Server-Timing phases are kept
+ * (those of a trailer too).
  */
 import { Agent, request } from "node:http";
 import { INFERENCE_HEADER_CONTENT_LENGTH } from "../../shared/oip/codec.ts";
@@ -57,7 +58,11 @@ export class HttpLoad {
             resolve({
               body,
               headers: response.headers,
-              timing: parseServerTiming(String(response.headers["server-timing"] ?? "")),
+              // The standalone agent's `send` comes in a trailer, to a client that asked (TE: trailers).
+              timing: {
+                ...parseServerTiming(String(response.headers["server-timing"] ?? "")),
+                ...parseServerTiming(response.trailers["server-timing"]),
+              },
             });
           });
           response.on("error", reject);

@@ -96,6 +96,42 @@ function rawRequest(url: string, method: string, path: string): Promise<{ status
   });
 }
 
+interface RawAnswer {
+  status: number;
+  headers: Record<string, string | string[] | undefined>;
+  body: Buffer;
+  trailers: Record<string, string | undefined>;
+}
+
+/** A POST through node:http, which (unlike fetch) sends TE and reads a response's trailers. */
+function rawPost(
+  url: string,
+  path: string,
+  body: string,
+  headers: Record<string, string>,
+): Promise<RawAnswer> {
+  return new Promise((resolve, reject) => {
+    const call = httpRequest(
+      new URL(path, url),
+      { method: "POST", headers: { ...headers, "Content-Length": String(Buffer.byteLength(body)) } },
+      (response) => {
+        const chunks: Buffer[] = [];
+        response.on("data", (chunk: Buffer) => chunks.push(chunk));
+        response.on("end", () =>
+          resolve({
+            status: response.statusCode ?? 0,
+            headers: response.headers,
+            body: Buffer.concat(chunks),
+            trailers: response.trailers,
+          }),
+        );
+      },
+    );
+    call.on("error", reject);
+    call.end(body);
+  });
+}
+
 // Every behaviour below, from the main thread's HTTP server and from two intake threads sharing the port.
 describe.each([0, 2])("standalone OIP v2 server, HTTP on %i threads", (httpThreads) => {
   beforeAll(async () => {
@@ -181,6 +217,32 @@ describe.each([0, 2])("standalone OIP v2 server, HTTP on %i threads", (httpThrea
     expect(response.outputs[0]?.shape).toEqual([2, 8]);
     expectAllClose(response.outputs[0]?.data, expected);
     await second.arrayBuffer();
+  });
+
+  test("a client that accepts trailers gets the send stage as a Server-Timing trailer, and the same answer", async () => {
+    const name = MULTIPLEX_MODELS[3] ?? "";
+    const body = JSON.stringify({
+      id: "te",
+      inputs: [{ name: "x", shape: [1, 16], datatype: "FP32", data: [...Array(16).keys()] }],
+    });
+    const path = `/v2/models/${name}/infer`;
+    const plain = await rawPost(agent.url, path, body, { "Content-Type": "application/json" });
+    const traced = await rawPost(agent.url, path, body, {
+      "Content-Type": "application/json",
+      TE: "trailers",
+    });
+    expect([plain.status, traced.status]).toEqual([200, 200]);
+    expect(traced.body.equals(plain.body)).toBe(true);
+    // Without TE: a Content-Length and no trailer, as every OIP client expects.
+    expect(plain.headers["content-length"]).toBe(String(plain.body.length));
+    expect(plain.headers.trailer).toBeUndefined();
+    expect(plain.trailers).toEqual({});
+    // With it: chunked, announced, and the trailer carries `send` (the header keeps the other stages).
+    expect(traced.headers["transfer-encoding"]).toBe("chunked");
+    expect(traced.headers["content-length"]).toBeUndefined();
+    expect(traced.headers.trailer).toBe("Server-Timing");
+    expect(traced.headers["server-timing"]).toMatch(/infer;dur=[\d.]+.*encode;dur=[\d.]+, total;dur=[\d.]+$/);
+    expect(traced.trailers["server-timing"]).toMatch(/^send;dur=\d+\.\d\d$/);
   });
 
   test.each(DATATYPES)("%s travels through a model intact, as JSON and as binary", async (datatype) => {
