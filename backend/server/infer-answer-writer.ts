@@ -17,12 +17,17 @@ export function writeInferAnswer(
 ): void {
   const trailer = acceptsTrailers(request);
   if (trailer) {
-    const { "Content-Length": _length, ...headers } = answer.headers;
+    // Without a length, Node frames the body in chunks: the only framing that can carry a trailer.
+    const headers = Object.fromEntries(
+      Object.entries(answer.headers).filter(([name]) => name.toLowerCase() !== "content-length"),
+    );
     response.writeHead(200, { ...headers, Trailer: "Server-Timing" });
   } else {
     response.writeHead(200, answer.headers);
   }
-  const sendingFrom = performance.now();
+  let sendingFrom = performance.now();
+  // An answer to a pipelined request waits for the one before it to leave: its send starts with its socket.
+  if (trailer && response.socket === null) response.once("socket", () => (sendingFrom = performance.now()));
   response.cork();
   if (!trailer) {
     for (const part of answer.parts) response.write(part);

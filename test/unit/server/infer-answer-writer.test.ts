@@ -16,6 +16,8 @@ const parts = [
 ];
 const byteLength = parts.reduce((sum, part) => sum + part.byteLength, 0);
 const expected = Buffer.concat(parts);
+// More than loopback's socket buffers hold (a few MiB each way): its end leaves only as the client reads.
+const large = [new Uint8Array(48 * 2 ** 20)];
 
 let server: Server;
 let port: number;
@@ -23,10 +25,12 @@ let port: number;
 beforeAll(async () => {
   server = createServer((request, response) => {
     request.resume();
+    const body = request.url === "/large" ? large : parts;
+    const length = body.reduce((sum, part) => sum + part.byteLength, 0);
     const answer: InferAnswer = {
-      headers: { "Content-Type": "application/octet-stream", "Content-Length": String(byteLength) },
-      parts,
-      byteLength,
+      headers: { "Content-Type": "application/octet-stream", "Content-Length": String(length) },
+      parts: body,
+      byteLength: length,
     };
     request.once("end", () => writeInferAnswer(request, response, answer));
   });
@@ -80,6 +84,45 @@ describe("writing an inference's answer", () => {
       expect(answer.trailers).toEqual({});
     },
   );
+
+  it("`send` lasts until the kernel took the body: a client that reads late makes it long", async () => {
+    // A client that sends its request, then reads nothing for 600 ms: the 48 MiB body does not fit the
+    // sockets' buffers, so its last bytes leave only once the client reads.
+    const raw = await new Promise<Buffer>((resolve, reject) => {
+      const socket = connect(port, "127.0.0.1", () => {
+        socket.write(
+          "POST /large HTTP/1.1\r\nHost: x\r\nTE: trailers\r\nConnection: close\r\nContent-Length: 0\r\n\r\n",
+        );
+        socket.pause();
+        setTimeout(() => socket.resume(), 600);
+      });
+      const chunks: Buffer[] = [];
+      socket.on("data", (chunk: Buffer) => chunks.push(chunk));
+      socket.on("end", () => resolve(Buffer.concat(chunks)));
+      socket.on("error", reject);
+    });
+    const trailer = /\r\n0\r\nServer-Timing: send;dur=([\d.]+)\r\n\r\n$/i.exec(raw.toString("latin1"));
+    expect(Number(trailer?.[1])).toBeGreaterThan(300);
+  });
+
+  it("a pipelined answer's `send` starts when the answer before it has left, not while it waits", async () => {
+    const raw = await new Promise<Buffer>((resolve, reject) => {
+      const socket = connect(port, "127.0.0.1", () => {
+        socket.write(
+          "POST /large HTTP/1.1\r\nHost: x\r\nTE: trailers\r\nContent-Length: 0\r\n\r\n" +
+            "POST / HTTP/1.1\r\nHost: x\r\nTE: trailers\r\nConnection: close\r\nContent-Length: 0\r\n\r\n",
+        );
+        socket.pause();
+        setTimeout(() => socket.resume(), 600);
+      });
+      const chunks: Buffer[] = [];
+      socket.on("data", (chunk: Buffer) => chunks.push(chunk));
+      socket.on("end", () => resolve(Buffer.concat(chunks)));
+      socket.on("error", reject);
+    });
+    const sends = [...raw.toString("latin1").matchAll(/\r\n0\r\nServer-Timing: send;dur=([\d.]+)\r\n/gi)];
+    expect(sends.map((match) => Number(match[1]) > 300)).toEqual([true, false]);
+  });
 
   it("an HTTP/1.0 client, which cannot take a chunked body, gets no trailer even if it asks", async () => {
     const raw = await new Promise<Buffer>((resolve, reject) => {
