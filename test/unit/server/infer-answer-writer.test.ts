@@ -86,54 +86,27 @@ describe("writing an inference's answer", () => {
   );
 
   it("`send` lasts until the kernel took the body: a client that reads late makes it long", async () => {
-    // A client that sends its request, then reads nothing for 600 ms: the 48 MiB body does not fit the
-    // sockets' buffers, so its last bytes leave only once the client reads.
-    const raw = await new Promise<Buffer>((resolve, reject) => {
-      const socket = connect(port, "127.0.0.1", () => {
-        socket.write(
-          "POST /large HTTP/1.1\r\nHost: x\r\nTE: trailers\r\nConnection: close\r\nContent-Length: 0\r\n\r\n",
-        );
-        socket.pause();
-        setTimeout(() => socket.resume(), 600);
-      });
-      const chunks: Buffer[] = [];
-      socket.on("data", (chunk: Buffer) => chunks.push(chunk));
-      socket.on("end", () => resolve(Buffer.concat(chunks)));
-      socket.on("error", reject);
-    });
+    // The 48 MiB body does not fit the sockets' buffers: its last bytes leave only once the client reads.
+    const raw = await rawExchange(
+      "POST /large HTTP/1.1\r\nHost: x\r\nTE: trailers\r\nConnection: close\r\nContent-Length: 0\r\n\r\n",
+      600,
+    );
     const trailer = /\r\n0\r\nServer-Timing: send;dur=([\d.]+)\r\n\r\n$/i.exec(raw.toString("latin1"));
     expect(Number(trailer?.[1])).toBeGreaterThan(300);
   });
 
   it("a pipelined answer's `send` starts when the answer before it has left, not while it waits", async () => {
-    const raw = await new Promise<Buffer>((resolve, reject) => {
-      const socket = connect(port, "127.0.0.1", () => {
-        socket.write(
-          "POST /large HTTP/1.1\r\nHost: x\r\nTE: trailers\r\nContent-Length: 0\r\n\r\n" +
-            "POST / HTTP/1.1\r\nHost: x\r\nTE: trailers\r\nConnection: close\r\nContent-Length: 0\r\n\r\n",
-        );
-        socket.pause();
-        setTimeout(() => socket.resume(), 600);
-      });
-      const chunks: Buffer[] = [];
-      socket.on("data", (chunk: Buffer) => chunks.push(chunk));
-      socket.on("end", () => resolve(Buffer.concat(chunks)));
-      socket.on("error", reject);
-    });
+    const raw = await rawExchange(
+      "POST /large HTTP/1.1\r\nHost: x\r\nTE: trailers\r\nContent-Length: 0\r\n\r\n" +
+        "POST / HTTP/1.1\r\nHost: x\r\nTE: trailers\r\nConnection: close\r\nContent-Length: 0\r\n\r\n",
+      600,
+    );
     const sends = [...raw.toString("latin1").matchAll(/\r\n0\r\nServer-Timing: send;dur=([\d.]+)\r\n/gi)];
     expect(sends.map((match) => Number(match[1]) > 300)).toEqual([true, false]);
   });
 
   it("an HTTP/1.0 client, which cannot take a chunked body, gets no trailer even if it asks", async () => {
-    const raw = await new Promise<Buffer>((resolve, reject) => {
-      const socket = connect(port, "127.0.0.1", () =>
-        socket.end("POST / HTTP/1.0\r\nTE: trailers\r\nContent-Length: 0\r\n\r\n"),
-      );
-      const chunks: Buffer[] = [];
-      socket.on("data", (chunk: Buffer) => chunks.push(chunk));
-      socket.on("end", () => resolve(Buffer.concat(chunks)));
-      socket.on("error", reject);
-    });
+    const raw = await rawExchange("POST / HTTP/1.0\r\nTE: trailers\r\nContent-Length: 0\r\n\r\n");
     const split = raw.indexOf("\r\n\r\n");
     const head = raw.subarray(0, split).toString("latin1");
     expect(head).toMatch(new RegExp(`\r\nContent-Length: ${byteLength}\r\n`, "i"));
@@ -141,3 +114,18 @@ describe("writing an inference's answer", () => {
     expect(raw.subarray(split + 4).equals(expected)).toBe(true);
   });
 });
+
+/** Sends `request` as written on a socket of its own, reads nothing for `pauseMs`, then all until the end. */
+function rawExchange(request: string, pauseMs = 0): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const socket = connect(port, "127.0.0.1", () => {
+      socket.write(request);
+      socket.pause();
+      setTimeout(() => socket.resume(), pauseMs);
+    });
+    const chunks: Buffer[] = [];
+    socket.on("data", (chunk: Buffer) => chunks.push(chunk));
+    socket.on("end", () => resolve(Buffer.concat(chunks)));
+    socket.on("error", reject);
+  });
+}
