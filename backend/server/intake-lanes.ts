@@ -28,8 +28,8 @@ interface Lane {
   retired: boolean;
   timer: ReturnType<typeof setTimeout>;
   nextId: number;
-  /** Requests sent and not yet settled, by id. */
-  waiting: Map<number, (settlement: LaneSettlement) => void>;
+  /** Requests sent and not yet settled, by id: each hears its answer, or that the lane ended. */
+  waiting: Map<number, (arrival: LaneAnswer | Extract<LaneSettlement, { type: "gone" }>) => void>;
   /** With a batching model: its requests gathered here and sent as groups (lane-groups.ts). */
   groups: LaneGroups | undefined;
 }
@@ -145,9 +145,14 @@ export class IntakeLanes {
   ): number {
     lane.nextId += 1;
     const id = lane.nextId;
+    const sentAt = performance.now();
     lane.waiting.set(id, (settlement) => {
       if (!lane.waiting.delete(id)) return;
-      settle(settlement);
+      settle(
+        settlement.type === "outcome"
+          ? { ...settlement, roundTripMs: performance.now() - sentAt }
+          : settlement,
+      );
       this.#closeIfDrained(lane);
     });
     lane.mailbox.post({ type: "infer", id, ...request }, transfer);
@@ -184,10 +189,14 @@ export class IntakeLanes {
   }
 }
 
-/** What a request's client gets from its lane's answer: `waitedMs` is its wait on this thread for a group. */
+/**
+ * What a request's client gets from its lane's answer: `waitedMs` is its wait on this thread for a group.
+ * Its infer is the lane's round trip less its wait in the session's line, as on the main thread's way (the
+ * replica's infer): the way to the session's thread and back is in it, and `run` is onnxruntime's part.
+ */
 function outcomeOf(
   lane: Lane,
-  answer: Extract<LaneAnswer, { type: "outcome" }>,
+  answer: Extract<LaneSettlement, { type: "outcome" }>,
   outputs: Tensor[],
   waitedMs: number,
 ): PooledOutcome {
@@ -200,7 +209,7 @@ function outcomeOf(
       poolQueueMs: 0,
       queueMs: waitedMs + answer.timings.queueMs,
       loadMs: 0,
-      inferMs: answer.timings.runMs,
+      inferMs: Math.max(answer.timings.runMs, answer.roundTripMs - answer.timings.queueMs),
       sessionMs: answer.timings.sessionMs,
     },
     batch: answer.batch,

@@ -39,8 +39,14 @@ const GROUPS_OUT = 2;
  */
 const GROUP_MAX_REQUEST_BYTES = 64 * 1024;
 
-/** What a lane request came to: its answer, or the lane's end (the session went away). */
-export type LaneSettlement = LaneAnswer | { type: "gone"; error: SwitchyardError };
+/**
+ * What a lane request came to: its answer, with the time from its send to the answer's arrival here (the way
+ * there and back included), or the lane's end (the session went away).
+ */
+export type LaneSettlement =
+  | (Extract<LaneAnswer, { type: "outcome" }> & { roundTripMs: number })
+  | Extract<LaneAnswer, { type: "failure" }>
+  | { type: "gone"; error: SwitchyardError };
 
 /** The lane underneath (intake-lanes.ts). */
 export interface GroupLane {
@@ -58,7 +64,7 @@ export interface GroupLane {
   alone(call: PooledInferCall): Promise<PooledOutcome>;
   /** The outcome a request's client gets from an answer: its outputs, timings with `waitedMs` added. */
   outcome(
-    answer: Extract<LaneAnswer, { type: "outcome" }>,
+    answer: Extract<LaneSettlement, { type: "outcome" }>,
     outputs: Tensor[],
     waitedMs: number,
   ): PooledOutcome;

@@ -86,6 +86,19 @@ describe("an intake thread's lanes", () => {
     expect(outcome.outputs[0]?.shape).toEqual([1, 8]);
   });
 
+  test("a lane request's infer holds the way to the session's thread and back, as the main thread's way does", async () => {
+    const { lanes } = await withLane(10_000);
+    await lanes.infer(call());
+    const pending = lanes.infer(call());
+    // This thread busy for 100 ms: the request leaves late and its answer waits to be read.
+    const until = performance.now() + 100;
+    while (performance.now() < until) {}
+    const { timings } = await pending;
+    expect(timings.inferMs).toBeGreaterThanOrEqual(100);
+    expect(timings.sessionMs).toBeLessThan(50);
+    expect(timings.queueMs).toBeLessThan(50);
+  });
+
   test("after its lifetime a lane takes no new request, and closes once the ones it has are answered", async () => {
     // A request alone waits 400 ms in its batch for company: it is still out when the lane's 100 ms are over.
     const { lanes, notices } = await withLane(100, {

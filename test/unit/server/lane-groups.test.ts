@@ -114,6 +114,7 @@ describe("a group answered", () => {
         timings: { queueMs: 0, runMs: 1, sessionMs: 1 },
         batch: { requests: 2, rows: 2 },
         spare: [],
+        roundTripMs: 2,
       }),
       () => Promise.reject(new Error("not expected")),
     );
