@@ -420,6 +420,22 @@ describe.each(["standalone", "gateway"] as const)("OIP v2 conformance: %s", (nam
     const message = await expectError(target(), label, path, call as Call, status);
     if (wording !== undefined) expect(message).toBe(wording);
   });
+
+  test("bodies that are not gzip, eight of 3 MiB at once while they are still being sent: each a clear 400", async () => {
+    // Refused on their first bytes: the rest of each body is still on its way when the answer is ready.
+    const body = new Uint8Array(3 * 2 ** 20).fill(7);
+    const answers = await Promise.all(
+      Array.from({ length: 8 }, async () => {
+        const response = await send(target(), "/v2/models/mlp/infer", {
+          body,
+          headers: { "Content-Encoding": "gzip" },
+        });
+        return `${response.status} ${await response.text()}`;
+      }),
+    );
+    for (const answer of answers)
+      expect(answer).toMatch(/^400 \{"error":"request body is not valid gzip data/);
+  });
 });
 
 describe("both servers", () => {

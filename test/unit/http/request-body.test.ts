@@ -1,3 +1,4 @@
+import { randomBytes } from "node:crypto";
 import { deflateSync, gzipSync } from "node:zlib";
 import { describe, expect, test } from "vitest";
 import { SwitchyardError } from "../../../shared/errors.ts";
@@ -96,6 +97,48 @@ describe("readRequestBody", () => {
     const broke = await failure(readRequestBody(declared(breaking, "100"), 1024));
     expect(broke.status).toBe(400);
     expect(broke.message).toMatch(/could not be read/);
+  });
+
+  test("a compressed body is read to its end before it is decompressed: a refusal never cuts off its sender", async () => {
+    // What local workerd answers a cancel of a body still arriving with: a dropped connection, not our answer.
+    const sent = (chunks: Uint8Array[]) => {
+      const state = { pulled: 0, cancelled: false };
+      const stream = new ReadableStream<Uint8Array>({
+        // A chunk a turn, as from a socket: the decompression sees the first long before the last comes.
+        async pull(controller) {
+          await new Promise((resolve) => setImmediate(resolve));
+          const chunk = chunks[state.pulled];
+          state.pulled += 1;
+          if (chunk === undefined) controller.close();
+          else controller.enqueue(chunk);
+        },
+        cancel() {
+          state.cancelled = true;
+        },
+      });
+      return { state, request: request(stream, { "Content-Encoding": "gzip" }) };
+    };
+    const notGzip = sent(Array.from({ length: 64 }, () => new Uint8Array(1024).fill(7)));
+    expect((await failure(readRequestBody(notGzip.request, 2 ** 20))).status).toBe(400);
+    expect(notGzip.state).toEqual({ pulled: 65, cancelled: false });
+    const bomb = gzipSync(Buffer.alloc(8 * 2 ** 20));
+    const chunks = Array.from({ length: 16 }, (_, index) =>
+      bomb.subarray(Math.floor((index * bomb.length) / 16), Math.floor(((index + 1) * bomb.length) / 16)),
+    );
+    const inflating = sent(chunks);
+    expect((await failure(readRequestBody(inflating.request, 2 ** 20))).status).toBe(413);
+    expect(inflating.state).toEqual({ pulled: 17, cancelled: false });
+  });
+
+  test("data that does not compress, at the limit, is read although gzip made it a little larger", async () => {
+    const random = randomBytes(4096);
+    const compressed = gzipSync(random);
+    expect(compressed.byteLength).toBeGreaterThan(4096);
+    const read = await readRequestBody(
+      request(compressed, { "Content-Encoding": "gzip", "Content-Length": String(compressed.byteLength) }),
+      4096,
+    );
+    expect(Buffer.from(read).equals(Buffer.from(random))).toBe(true);
   });
 
   test("no body is an empty body", async () => {
