@@ -1,9 +1,15 @@
+import { mkdtempSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { describe, expect, test } from "vitest";
+import { openRepository } from "../../../backend/models/open-repository.ts";
 import type { LaneAnswer, LaneRequest } from "../../../backend/replica/lane-protocol.ts";
 import type { LaneGrant } from "../../../backend/replica/replica.ts";
 import type { Tensor } from "../../../shared/oip/tensor.ts";
+import { buildSlowModel, SLOW_WIDTH } from "../../fixtures/onnx-builder.ts";
 import { MULTIPLEX_MODELS } from "../../fixtures/paths.ts";
+import { temporaryRepository } from "../../integration/harness/behaviour-models.ts";
 import { useTestReplicas } from "./test-replicas.ts";
 
 // A replica's lanes (backend/replica/lane-protocol.ts) on real CPU sessions: when it grants one, what its
@@ -80,6 +86,46 @@ describe("Replica lanes", () => {
     expect(await unloading).toBe(true);
     expect(replica.isLoaded({ name: MLP, version: "1" })).toBe(false);
     // Closing twice ends the lease once.
+    grant.close();
+  });
+
+  test("a reader of the figures waits about 250 ms for a session busy in a long run, not for the run", async () => {
+    const repository = temporaryRepository("slow", [{ name: "slow", bytes: buildSlowModel() }]);
+    const replica = replicaWith({
+      repository: openRepository(repository, { cacheDir: mkdtempSync(join(tmpdir(), "switchyard-cache-")) }),
+    });
+    const rows = (count: number): Tensor => ({
+      name: "x",
+      datatype: "FP32",
+      shape: [count, SLOW_WIDTH],
+      data: new Float32Array(count * SLOW_WIDTH).fill(1),
+    });
+    await replica.infer({ model: "slow", inputs: [rows(1)] });
+    const grant = await replica.openLane("slow", undefined, { maxQueue: 8, revoke: () => {} });
+    if (grant === undefined) throw new Error("no lane for a loaded model");
+    // A run of 1,024 rows: seconds on one thread (test/fixtures/onnx-builder.ts buildSlowModel).
+    const sent = performance.now();
+    const answered = new Promise<number>((resolve) =>
+      grant.port.once("message", () => resolve(performance.now())),
+    );
+    const request: LaneRequest = {
+      type: "infer",
+      id: 1,
+      requests: 1,
+      inputs: [rows(1024)],
+      deadlineAt: Date.now() + 60_000,
+      budgetMs: 60_000,
+    };
+    grant.port.postMessage([request]);
+    await sleep(100);
+    const asked = performance.now();
+    await replica.lanesReported();
+    const waited = performance.now() - asked;
+    const runMs = (await answered) - sent;
+    expect(waited).toBeGreaterThanOrEqual(240);
+    expect(waited).toBeLessThan(1000);
+    expect(runMs).toBeGreaterThan(100 + waited + 250);
+    grant.port.close();
     grant.close();
   });
 });
