@@ -191,8 +191,9 @@ export class IntakeLanes {
 
 /**
  * What a request's client gets from its lane's answer: `waitedMs` is its wait on this thread for a group.
- * Its infer is the lane's round trip less its wait in the session's line, as on the main thread's way (the
- * replica's infer): the way to the session's thread and back is in it, and `run` is onnxruntime's part.
+ * Its infer is the lane's round trip less its wait in the session's line: the way to the session's thread
+ * and back is in it (this thread's wait to post the request and to read the answer included), as the
+ * replica's infer holds the way from the main thread and back; `run` is onnxruntime's part.
  */
 function outcomeOf(
   lane: Lane,

@@ -9,7 +9,7 @@
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { parentPort, workerData } from "node:worker_threads";
 import { SwitchyardError } from "../../shared/errors.ts";
-import { bodyTooLarge, bodyUnreadable } from "../../shared/http/request-body.ts";
+import { bodyTooLarge, bodyUnreadable, maxEncodedBytes } from "../../shared/http/request-body.ts";
 import type { PooledInferCall, PooledOutcome } from "../pool/replica-pool.ts";
 import { requestBuffers } from "../replica/buffer-pool.ts";
 import { fromWireError, toWireError } from "../wire-error.ts";
@@ -86,12 +86,6 @@ async function inferOnMain(call: PooledInferCall, bodyBytes: number): Promise<Po
   return answer.outcome;
 }
 
-/**
- * Raw bodies past this are refused here: decompressed, such a body could only be larger, and the app's own
- * limit applies to it after decompression. The margin covers a compressed stream's framing.
- */
-const FORWARD_MARGIN_BYTES = 64 * 1024;
-
 /** Forwards a request the infer route does not take to the main thread's app, and writes its answer. */
 function throughMain(request: IncomingMessage, response: ServerResponse): void {
   void forward(request, response).catch((error: unknown) =>
@@ -108,7 +102,8 @@ async function forward(request: IncomingMessage, response: ServerResponse): Prom
   const body =
     method === "GET" || method === "HEAD"
       ? undefined
-      : await readAll(request, settings.maxBodyBytes + FORWARD_MARGIN_BYTES);
+      : // Past this, decompressed, the body could only be larger than the app's own limit (request-body.ts).
+        await readAll(request, maxEncodedBytes(settings.maxBodyBytes));
   const headers: [string, string][] = [];
   for (let index = 0; index + 1 < request.rawHeaders.length; index += 2) {
     const name = request.rawHeaders[index] as string;

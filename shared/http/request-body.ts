@@ -12,7 +12,8 @@ import { SwitchyardError } from "../errors.ts";
  * fails (a body that is not gzip) or stops at the limit then never cancels the request's own stream while
  * the client is still sending it. Local workerd (wrangler dev) answers such a cancel by dropping the
  * connection, so the client got a 500 "Network connection lost" instead of its 400 or 413, in about half of
- * the tries with a 3 MiB body under load, and at times even with a 5-byte one.
+ * the tries with a 3 MiB body under load, and at times even with a 5-byte one. (A body without a declared
+ * length that grows past maxEncodedBytes as it comes is still refused mid-upload.)
  */
 export const SUPPORTED_ENCODINGS = ["gzip", "deflate", "identity"] as const;
 
@@ -24,30 +25,53 @@ export async function readRequestBody(
   const tooLarge = (after: string) => bodyTooLarge(maxBytes, what, after);
   const encodings = contentEncodings(request.headers);
   const declared = request.headers.get("content-length");
-  // What a body may take before decompression: its limit, and room for compressed data that came out no
-  // smaller (gzip adds a few bytes to what does not compress).
-  const maxEncodedBytes =
-    encodings.length === 0 ? maxBytes : maxBytes + Math.ceil(maxBytes / 100) + 64 * 1024;
-  if (declared !== null && Number(declared) > maxEncodedBytes) throw tooLarge("");
+  const limit = encodings.length === 0 ? maxBytes : maxEncodedBytes(maxBytes);
+  if (declared !== null && Number(declared) > limit) throw tooLarge("");
   if (request.body === null) return new Uint8Array(0);
-  const encoded = await readEncoded(
-    request,
-    request.body,
-    declared,
-    maxEncodedBytes,
-    tooLarge,
+  const body = request.body;
+  const read = () => readEncoded(request, body, declared, limit, tooLarge, what, encodings);
+  if (encodings.length === 0) return await read();
+  // Not kept in a variable here: the compressed bytes go to the decompressor, which lets go of them.
+  return await readLimited(
+    inflating(await read(), encodings),
+    maxBytes,
+    () => tooLarge(" once decompressed"),
     what,
     encodings,
   );
-  if (encodings.length === 0) return encoded;
-  let stream = new Blob([encoded as Uint8Array<ArrayBuffer>]).stream() as ReadableStream<Uint8Array>;
-  // Applied in the reverse of the order they were listed (RFC 9110, 8.4).
+}
+
+/**
+ * The most a compressed body may take as it comes: its limit once decompressed, and room for data that came
+ * out no smaller (gzip adds a few bytes to what does not compress). One rule for every reader of bodies.
+ */
+export function maxEncodedBytes(maxBytes: number): number {
+  return maxBytes + Math.ceil(maxBytes / 100) + 64 * 1024;
+}
+
+/**
+ * The decompressed stream of `encoded`, its encodings undone in the reverse of the order they were listed
+ * (RFC 9110, 8.4). The bytes are handed over once and not held here, so that the compressed copy can go
+ * while the decompressed one grows.
+ */
+function inflating(
+  encoded: Uint8Array,
+  encodings: readonly ("gzip" | "deflate")[],
+): ReadableStream<Uint8Array> {
+  let pending: Uint8Array | undefined = encoded;
+  let stream = new ReadableStream<Uint8Array>({
+    pull(controller) {
+      if (pending !== undefined) controller.enqueue(pending);
+      else controller.close();
+      pending = undefined;
+    },
+  });
   for (const encoding of [...encodings].reverse()) {
     stream = stream.pipeThrough(
       new DecompressionStream(encoding) as ReadableWritablePair<Uint8Array, Uint8Array>,
     );
   }
-  return await readLimited(stream, maxBytes, () => tooLarge(" once decompressed"), what, encodings);
+  return stream;
 }
 
 /** The body as it came (compressed or not), at most `maxBytes`. */

@@ -90,7 +90,9 @@ describe("an intake thread's lanes", () => {
     const { lanes } = await withLane(10_000);
     await lanes.infer(call());
     const pending = lanes.infer(call());
-    // This thread busy for 100 ms: the request leaves late and its answer waits to be read.
+    // Once the request has left, this thread busy for 100 ms: its answer comes back meanwhile and waits to
+    // be read, which is the way back.
+    await new Promise((resolve) => setImmediate(resolve));
     const until = performance.now() + 100;
     while (performance.now() < until) {}
     const { timings } = await pending;
