@@ -89,7 +89,9 @@ describe("managed queue API under generated bad input", () => {
         });
         if (response.status === 202) {
           const queued = (await response.json()) as Queued;
-          expect(queued.status, request.describe).toBe("IN_PROGRESS");
+          // A deadline of a millisecond can pass before the answer is written: the submit then reports the
+          // request as it is, TIMED_OUT (a counterexample drawn once: X-Request-Timeout 0.001, seed 24182429).
+          expect(["IN_PROGRESS", "TIMED_OUT"], request.describe).toContain(queued.status);
           await cancel(queued, pool);
           return;
         }
