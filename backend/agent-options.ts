@@ -41,6 +41,8 @@ export interface AgentOptions {
   port: number;
   /** Threads that serve the standalone server's HTTP (0: the main thread does). */
   httpThreads: number;
+  /** With a GPU: how long threads that served a request keep polling before they sleep (hot-loop.ts). */
+  spinMs: number;
   name: string;
   /** Prometheus metrics, when served. */
   metrics?: { port: number; host: string };

@@ -16,6 +16,7 @@ import type { DownloadProgress } from "./models/repository.ts";
 import { ReplicaPool } from "./pool/replica-pool.ts";
 import { deviceLabel, planDevices } from "./replica/device.ts";
 import { gpuTotalMemory, gpuUsedMemory } from "./replica/gpu-memory.ts";
+import { spinWindowMs } from "./replica/hot-loop.ts";
 import { startIntakeThreads } from "./server/intake-threads.ts";
 import { createStandaloneApp } from "./server/standalone-app.ts";
 import { appListener, listen, standaloneServer } from "./server/standalone-server.ts";
@@ -85,7 +86,7 @@ export async function startAgent(options: AgentOptions, log: Log, ui: AgentUi = 
             maxQueueDelayMicroseconds: options.maxQueueDelayMicroseconds,
             buckets: options.batchBuckets,
           },
-          session: { config: options.sessionConfig },
+          session: { config: options.sessionConfig, spinMs: spinWindowMs(options.spinMs, [device]) },
         },
         metering,
       ),
@@ -176,6 +177,10 @@ async function serveStandalone(
     agentName: options.name,
     maxBodyBytes: options.maxBodyBytes,
     defaultTimeoutMs: options.timeoutSeconds * 1000,
+    spinMs: spinWindowMs(
+      options.spinMs,
+      pool.replicas.map((replica) => replica.device),
+    ),
   };
   if (options.httpThreads > 0) {
     return startIntakeThreads({

@@ -307,6 +307,16 @@ export const FLAG_SPECS = {
     help: "threads that read, decode, encode and write the standalone server's HTTP, so the main thread only routes (Linux: they share --port); 0: the main thread serves HTTP itself",
     derived: derive("cores / 4, at most 4; 0 below 8 cores", ({ machine }) => httpThreads(machine.cores)),
   },
+  "spin-ms": {
+    type: "string",
+    schema: z.coerce
+      .number({ error: "--spin-ms must be milliseconds" })
+      .nonnegative("--spin-ms must not be negative")
+      .max(1000, "--spin-ms must be at most 1000"),
+    value: "<ms>",
+    help: "with a GPU: how long the HTTP threads and each session's thread keep polling after their last work instead of sleeping (a woken thread answers and runs slower; it costs a core while it spins); 0: sleep at once",
+    default: "2",
+  },
   port: {
     type: "string",
     schema: port("port"),

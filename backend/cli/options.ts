@@ -155,6 +155,7 @@ function resolve(flags: Flags, machine: Machine): AgentOptions {
     host: flags.host,
     port: flags.port,
     httpThreads: flags["http-threads"] ?? FLAG_SPECS["http-threads"].derived.from(context),
+    spinMs: flags["spin-ms"],
     name: flags.name ?? FLAG_SPECS.name.derived.from(context),
     ...(metricsPort === undefined ? {} : { metrics: { port: metricsPort, host: flags["metrics-host"] } }),
     logFormat: flags["log-format"],

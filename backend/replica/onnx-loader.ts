@@ -140,7 +140,9 @@ export class OnnxModelLoader implements ModelLoader<ModelSession> {
 
   async #create(model: ResolvedModel): Promise<WorkerSession> {
     try {
-      return await WorkerSession.create(model.path, sessionOptions(this.#device, this.#options));
+      return await WorkerSession.create(model.path, sessionOptions(this.#device, this.#options), {
+        spinMs: this.#options.spinMs ?? 0,
+      });
     } catch (error) {
       const reason = error instanceof Error ? error.message : String(error);
       // The client sees this message: the model's name, not where the agent keeps its files.

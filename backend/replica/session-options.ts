@@ -17,6 +17,11 @@ export interface SessionTuning {
    * "session.use_device_allocator_for_initializers": "1". They extend the device's defaults below.
    */
   config?: Readonly<Record<string, string>> | undefined;
+  /**
+   * How long the session's thread keeps turning after a run instead of sleeping (hot-loop.ts): not an
+   * onnxruntime option, the thread's own. The agent gives its GPU replicas --spin-ms (spinWindowMs).
+   */
+  spinMs?: number | undefined;
 }
 
 /**

@@ -12,7 +12,8 @@ import type { LaneSettings } from "./lane-protocol.ts";
 import type { TensorSpec } from "./ort-tensors.ts";
 
 export type SessionRequest =
-  | { type: "create"; path: string; options: InferenceSession.SessionOptions }
+  /** `spinMs`: how long the thread keeps turning after each run (hot-loop.ts); 0: it sleeps at once. */
+  | { type: "create"; path: string; options: InferenceSession.SessionOptions; spinMs: number }
   /**
    * One run for one or more requests: `parts` holds each request's feeds, which the worker stacks along
    * the first dimension (and pads to `padTo` rows) itself, so the copy a batch costs is not made on the

@@ -15,6 +15,7 @@ import { SwitchyardError } from "../../shared/errors.ts";
 import type { Tensor } from "../../shared/oip/tensor.ts";
 import type { MailPort } from "../server/tick-mailbox.ts";
 import { BufferPool, poolableParts, recycleInputs } from "./buffer-pool.ts";
+import { HotLoop } from "./hot-loop.ts";
 import { onnxOpTypes } from "./onnx-op-types.ts";
 import { fromOrtTensor, sessionSpecs, toOrtTensor } from "./ort-tensors.ts";
 import { SessionLanes } from "./session-lanes.ts";
@@ -31,6 +32,8 @@ if (parentPort === null) throw new Error("session-worker.ts runs in a worker thr
 const parent = parentPort;
 
 let session: ort.InferenceSession | undefined;
+/** Spins around runs (hot-loop.ts), from the create request: a GPU session's window, else never. */
+let hot = new HotLoop(0);
 /**
  * The batches stacked here, reused run after run: a bucket's session sees one batch size, so its one
  * buffer comes back every time (a fresh one pays a page fault per page, buffer-pool.ts).
@@ -118,6 +121,7 @@ async function answer(request: SessionRequest): Promise<SessionReply> {
   switch (request.type) {
     case "create": {
       if (session !== undefined) throw new Error("this worker already holds a session");
+      hot = new HotLoop(request.spinMs);
       session = await ort.InferenceSession.create(request.path, request.options);
       return { type: "ready", ...sessionSpecs(session), opTypes: opTypesOf(request.path) };
     }
@@ -178,7 +182,9 @@ async function runParts(
     began = performance.now();
   });
   try {
+    hot.touch();
     const results = await session.run(feeds, outputs);
+    hot.touch();
     const sessionMs = performance.now() - began;
     const read = outputs.map((name): Tensor => {
       const value = results[name];

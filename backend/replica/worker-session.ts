@@ -76,16 +76,17 @@ export class WorkerSession {
   /**
    * Starts a worker and creates the session there, from the model file at `path`. Rejects with
    * onnxruntime's error, as it was, when the model cannot be loaded (the worker is then ended).
-   * `entry` is the worker's module (tests point it at one that misbehaves).
+   * `spinMs`: how long its thread keeps turning after each run (hot-loop.ts; 0, the default: it sleeps at
+   * once). `entry` is the worker's module (tests point it at one that misbehaves).
    */
   static async create(
     path: string,
     options: InferenceSession.SessionOptions,
-    entry: URL = sessionWorkerUrl(),
+    { spinMs = 0, entry = sessionWorkerUrl() }: { spinMs?: number; entry?: URL } = {},
   ): Promise<WorkerSession> {
     const thread = new SessionThread(takeWorker(entry), path);
     try {
-      const reply = await thread.request({ type: "create", path, options });
+      const reply = await thread.request({ type: "create", path, options, spinMs });
       if (reply.type !== "ready") throw unexpectedReply(reply);
       return new WorkerSession(thread, reply);
     } catch (error) {

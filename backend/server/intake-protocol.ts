@@ -20,6 +20,8 @@ export interface IntakeSettings {
   agentName: string;
   maxBodyBytes: number;
   defaultTimeoutMs: number;
+  /** How long the thread keeps turning after a request arrives (hot-loop.ts); 0: never. */
+  spinMs: number;
 }
 
 /** An infer call as it crosses: the deadline as its moment (one process, one clock) and its budget. */

@@ -183,6 +183,7 @@ const server = standaloneServer(throughMain, {
   agentName: settings.agentName,
   maxBodyBytes: settings.maxBodyBytes,
   defaultTimeoutMs: settings.defaultTimeoutMs,
+  spinMs: settings.spinMs,
   // Errors of the main thread's work are logged there; what fails here is the request's own reading.
   log: () => undefined,
 });

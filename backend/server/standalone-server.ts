@@ -3,6 +3,7 @@ import { getRequestListener } from "@hono/node-server";
 import type { Hono } from "hono";
 import { SwitchyardError } from "../../shared/errors.ts";
 import { errorResponse } from "../../shared/http/error-response.ts";
+import { HotLoop } from "../replica/hot-loop.ts";
 import { type DirectInferOptions, directInferRoute } from "./direct-infer-route.ts";
 import { answerMalformedHttp } from "./malformed-http.ts";
 
@@ -11,9 +12,18 @@ import { answerMalformedHttp } from "./malformed-http.ts";
  * through the Hono app (`throughApp`: the app itself on the main thread, a message to it from an intake
  * thread); HTTP that Node cannot parse gets an OIP error (malformed-http.ts).
  */
-export function standaloneServer(throughApp: RequestListener, direct: DirectInferOptions): Server {
+export function standaloneServer(
+  throughApp: RequestListener,
+  options: DirectInferOptions & {
+    /** How long the thread keeps turning after a request arrives (hot-loop.ts spinWindowMs); 0: never. */
+    spinMs: number;
+  },
+): Server {
+  const { spinMs, ...direct } = options;
   const inferDirectly = directInferRoute(direct);
+  const hot = new HotLoop(spinMs);
   const server = createServer((request, response) => {
+    hot.touch();
     // While the server closes (a drain), a connection whose answer is out is closed at once instead of
     // kept for the keep-alive timeout, so the agent exits as soon as its last answer is written.
     response.once("finish", () => {

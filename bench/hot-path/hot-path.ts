@@ -18,8 +18,9 @@
  * are checked bit for bit against a direct run.
  *
  *   npm run bench:hot-path [-- --device cuda --gpu 0] [--quick] [--seconds 5] [--targets raw,anchor,anchor-threads,agent-main,agent,gateway,relay-anchor]
- *     [--models det,mlp,io] [--encodings binary,json] [--concurrency 1,8,32] [--agent-args "--max-concurrency 8"]
- *     [--agent-node-args "--cpu-prof --cpu-prof-dir=prof"]
+ *     [--models det,mlp,io] [--encodings binary,json] [--concurrency 1,8,32] ["--agent-args=--max-concurrency 8"]
+ *     ["--agent-node-args=--cpu-prof --cpu-prof-dir=prof"]   (with "=": a value that starts with -- is taken
+ *     for a flag of the bench's own otherwise)
  *     [--client-threads 4] [--send-stage]
  *   node dist/hot-path.mjs --device cuda --out $OUT       on a GPU host, with the bundle (npm run build:bundles)
  *

@@ -55,6 +55,7 @@ describe("parseCommandLine: defaults", () => {
       host: "127.0.0.1",
       port: 8000,
       httpThreads: httpThreads(os.availableParallelism()),
+      spinMs: 2,
       name: os.hostname(),
       logFormat: "text",
       logRequests: false,
@@ -72,6 +73,8 @@ describe("parseCommandLine: defaults", () => {
     expect([2, 4, 7, 8, 12, 16, 64].map(httpThreads)).toEqual([0, 0, 0, 2, 3, 4, 4]);
     expect(options(withModels("--http-threads", "0")).httpThreads).toBe(0);
     expect(refusal(withModels("--http-threads=-1"))).toContain("--http-threads must not be negative");
+    expect(refusal(withModels("--spin-ms=-1"))).toContain("--spin-ms must not be negative");
+    expect(refusal(withModels("--spin-ms", "5000"))).toContain("--spin-ms must be at most 1000");
   });
 
   test("without --models (flag or env) it refuses, saying what --models is", () => {
@@ -127,6 +130,8 @@ describe("parseCommandLine: flags", () => {
       "9001",
       "--http-threads",
       "3",
+      "--spin-ms",
+      "0.5",
       "--name",
       "gpu-box-1",
     ]);
@@ -156,6 +161,7 @@ describe("parseCommandLine: flags", () => {
       host: "0.0.0.0",
       port: 9001,
       httpThreads: 3,
+      spinMs: 0.5,
       name: "gpu-box-1",
       logFormat: "text",
       logRequests: false,

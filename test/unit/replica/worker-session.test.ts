@@ -1,6 +1,7 @@
 import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
 import * as ort from "onnxruntime-node";
 import { afterEach, describe, expect, test } from "vitest";
 import { openRepository } from "../../../backend/models/open-repository.ts";
@@ -33,10 +34,18 @@ afterEach(async () => {
   await Promise.all(sessions.splice(0).map((session) => session.release()));
 });
 
-async function open(model: string, entry?: URL): Promise<WorkerSession> {
-  const session = await WorkerSession.create(repoModelPath(model), OPTIONS, entry);
+async function open(model: string, entry?: URL, spinMs?: number): Promise<WorkerSession> {
+  const session = await WorkerSession.create(repoModelPath(model), OPTIONS, { entry, spinMs });
   sessions.push(session);
   return session;
+}
+
+/** CPU milliseconds this process (its worker threads included) spends over `ms` from now, while the test waits. */
+async function cpuMsOver(ms: number): Promise<number> {
+  const start = process.cpuUsage();
+  await sleep(ms);
+  const used = process.cpuUsage(start);
+  return (used.user + used.system) / 1000;
 }
 
 const mlpInput = (rows: number, first?: number): Tensor => {
@@ -168,6 +177,20 @@ describe("WorkerSession", () => {
     expect(sum).toBeLessThanOrEqual(wallMs);
   });
 
+  test("with spinMs its thread keeps polling after a run for that long, then sleeps; without, it sleeps at once", async () => {
+    const spinning = await open(MLP, undefined, 400);
+    const sleeping = await open(MLP);
+    // (Each create starts a spare worker in the background: its start is not what is measured.)
+    await sleep(1000);
+    await sleeping.run([mlpInput(1)], ["y"]);
+    // A thread that polls takes a core (a loaded machine may give it less); one that sleeps, next to nothing.
+    expect(await cpuMsOver(200)).toBeLessThan(40);
+    await spinning.run([mlpInput(1)], ["y"]);
+    expect(await cpuMsOver(200)).toBeGreaterThan(60);
+    await sleep(300);
+    expect(await cpuMsOver(200)).toBeLessThan(40);
+  });
+
   test("a worker that dies fails the runs waiting on it and every later one; release still works", async () => {
     const session = await open(MLP, CRASHING_WORKER);
     expect((await session.run([mlpInput(1)], ["y"])).outputs[0]?.shape).toEqual([1, 8]);
@@ -199,5 +222,18 @@ describe("OnnxModelLoader", () => {
     expect(loaded.inputs).toEqual(loaded.session.inputs);
     await loader.release(loaded);
     expect(loaded.session.running).toBe(false);
+  });
+
+  test("its sessions' threads spin for the spinMs it was given (a GPU replica's --spin-ms)", async () => {
+    const loader = new OnnxModelLoader(
+      openRepository(REPO_DIR, { cacheDir: mkdtempSync(join(tmpdir(), "switchyard-cache-")) }),
+      { kind: "cpu" },
+      { intraOpThreads: 1, batching: DEFAULT_BATCHING, spinMs: 400 },
+      () => undefined,
+    );
+    const { session: loaded } = await loader.load(`${MLP}:1`);
+    await loaded.session.run([mlpInput(1)], ["y"]);
+    expect(await cpuMsOver(200)).toBeGreaterThan(60);
+    await loader.release(loaded);
   });
 });
