@@ -46,9 +46,4 @@ export class HotLoop {
     };
     setImmediate(turn);
   }
-
-  /** Whether the loop is spinning now (for tests). */
-  get spinning(): boolean {
-    return this.#spinning;
-  }
 }

@@ -141,7 +141,7 @@ export class OnnxModelLoader implements ModelLoader<ModelSession> {
   async #create(model: ResolvedModel): Promise<WorkerSession> {
     try {
       return await WorkerSession.create(model.path, sessionOptions(this.#device, this.#options), {
-        spinMs: this.#options.spinMs ?? 0,
+        spinMs: this.#options.spinMs,
       });
     } catch (error) {
       const reason = error instanceof Error ? error.message : String(error);

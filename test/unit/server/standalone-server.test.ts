@@ -1,9 +1,9 @@
 import type { AddressInfo } from "node:net";
-import { performance } from "node:perf_hooks";
 import { setTimeout as sleep } from "node:timers/promises";
 import { afterEach, describe, expect, test } from "vitest";
 import { listen, standaloneServer } from "../../../backend/server/standalone-server.ts";
 import { SwitchyardError } from "../../../shared/errors.ts";
+import { utilizationOver } from "../../support/event-loop-utilization.ts";
 
 // The standalone server on this thread, as the main thread or an intake thread runs it.
 
@@ -36,13 +36,6 @@ async function serve(spinMs: number): Promise<string> {
       }),
   );
   return `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
-}
-
-/** How busy this thread's event loop was (0 to 1) over `ms` from now, while the test only waits. */
-async function utilizationOver(ms: number): Promise<number> {
-  const start = performance.eventLoopUtilization();
-  await sleep(ms);
-  return performance.eventLoopUtilization(start).utilization;
 }
 
 describe("spinning (--spin-ms)", () => {
