@@ -110,4 +110,6 @@ export interface AnchorAnswer {
 export interface AnchorThreadData {
   host: string;
   port: number;
+  /** Answer from memory (anchor-server.ts --memo). */
+  memo: boolean;
 }

@@ -5,7 +5,7 @@
  * header (anchor-http.ts). No routing, no validation beyond what the run needs. Run as its own process:
  *
  *   node bench/hot-path/anchor-server.ts --model <model.onnx> [--device cuda --gpu 0] [--threads N]
- *     [--max-batch N] [--http-threads N]
+ *     [--max-batch N] [--http-threads N [--memo]]
  *
  * With --max-batch, requests that arrive while a run is in flight are stacked along the first dimension
  * into the next run (the agent's own batcher, backend/replica/batcher.ts, with no queue delay and one batch
@@ -15,7 +15,9 @@
  *
  * With --http-threads N, N threads serve the HTTP (anchor-http-thread.ts) and this one only runs the
  * session: the floor of a server whose HTTP is spread over threads, with the two hops between them that it
- * takes (the agent's intake threads make four: to its main thread, the session's, and back).
+ * takes (the agent's intake threads make four: to its main thread, the session's, and back). With --memo too,
+ * its HTTP threads answer a request whose inputs they sent on before from memory (anchor-http-thread.ts): the
+ * HTTP floor, what HTTP alone costs on the host.
  *
  * With --relay <ws url>, it serves no HTTP: it dials the relay anchor (relay-anchor/worker.ts) at that URL
  * and answers the requests relayed over that socket, decoded and encoded as over HTTP: the peer of the
@@ -55,6 +57,7 @@ const { values } = parseArgs({
     "max-batch": { type: "string" },
     "http-threads": { type: "string", default: "0" },
     relay: { type: "string" },
+    memo: { type: "boolean", default: false },
   },
 });
 if (values.model === undefined) throw new Error("--model <model.onnx> is required");
@@ -123,6 +126,8 @@ async function run(feeds: Tensor[]): Promise<AnchorOutput[]> {
 
 const host = "127.0.0.1";
 const httpThreads = Number(values["http-threads"]);
+if (values.memo && httpThreads === 0)
+  throw new Error("--memo is for the HTTP threads: give --http-threads too");
 if (values.relay !== undefined) {
   await serveRelay(values.relay);
   console.log(`anchor listening ${values.relay}`);
@@ -168,7 +173,7 @@ function serveRelay(url: string): Promise<void> {
 /** An HTTP thread on the shared port; its requests run here, and their answers go back by transfer. */
 function startThread(shared: number): Promise<void> {
   const worker = new Worker(workerEntryUrl(import.meta.url, "anchor-http-thread"), {
-    workerData: { host, port: shared } satisfies AnchorThreadData,
+    workerData: { host, port: shared, memo: values.memo } satisfies AnchorThreadData,
   });
   const toThread = new TickMailbox<AnchorAnswer>(worker, (_message, error) => {
     throw error;

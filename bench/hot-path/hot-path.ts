@@ -6,6 +6,8 @@
  *   anchor   the smallest node:http server around one session (anchor-server.ts): the floor of any Node server
  *   anchor-threads  the same with its HTTP on threads of its own (as many as the agent's intake threads, at
  *            least 2), the session on its main thread: the floor of a server with a hop each way (the MLP only)
+ *   http-floor  anchor-threads answering each request from memory after the first (anchor-server.ts --memo):
+ *            what HTTP alone costs here, the most any batching can give a Node server (the MLP only)
  *   agent-main  switchyard-agent --standalone --http-threads 0 (HTTP on the agent's main thread)
  *   agent    switchyard-agent --standalone (HTTP on its intake threads: --http-threads' default)
  *   gateway  the agent behind `wrangler dev` (where wrangler can run: not on a bare GPU host)
@@ -17,7 +19,7 @@
  * concurrent clients; batching on (models whose config.json declares it) against off. Every answer's outputs
  * are checked bit for bit against a direct run.
  *
- *   npm run bench:hot-path [-- --device cuda --gpu 0] [--quick] [--seconds 5] [--targets raw,anchor,anchor-threads,agent-main,agent,gateway,relay-anchor]
+ *   npm run bench:hot-path [-- --device cuda --gpu 0] [--quick] [--seconds 5] [--targets raw,anchor,anchor-threads,http-floor,agent-main,agent,gateway,relay-anchor]
  *     [--models det,mlp,io] [--encodings binary,json] [--concurrency 1,8,32] ["--agent-args=--max-concurrency 8"]
  *     ["--agent-node-args=--cpu-prof --cpu-prof-dir=prof"]   (with "=": a value that starts with -- is taken
  *     for a flag of the bench's own otherwise)
@@ -70,7 +72,10 @@ const { values } = parseArgs({
     out: { type: "string", default: "bench/results" },
     seconds: { type: "string" },
     quick: { type: "boolean", default: false },
-    targets: { type: "string", default: "raw,anchor,anchor-threads,agent-main,agent,gateway,relay-anchor" },
+    targets: {
+      type: "string",
+      default: "raw,anchor,anchor-threads,http-floor,agent-main,agent,gateway,relay-anchor",
+    },
     concurrency: { type: "string", default: "1,8,32" },
     models: { type: "string", default: "det,mlp,io" },
     encodings: { type: "string", default: "binary,json" },
@@ -264,10 +269,15 @@ async function main(): Promise<void> {
             { entry, maxBatch: entry.maxBatchSize, httpThreads },
           ]
         : []),
+      ...(targets.has("http-floor") && entry.anchorBatches
+        ? [{ entry, maxBatch: undefined, httpThreads, memo: true }]
+        : []),
     ]);
-    for (const { entry, maxBatch, httpThreads } of anchors) {
+    for (const { entry, maxBatch, httpThreads, memo } of anchors) {
       const path = modelPath(repo, entry.name);
-      started.push(await startAnchorTarget(entry.name, path, device, threads, maxBatch, httpThreads));
+      started.push(
+        await startAnchorTarget(entry.name, path, device, threads, maxBatch, httpThreads, memo === true),
+      );
     }
     const agentArgs = [
       "--models",
@@ -311,7 +321,7 @@ async function main(): Promise<void> {
     }
 
     for (const target of started) {
-      if (target.kind !== "anchor" && target.kind !== "anchor-threads") {
+      if (target.model === undefined) {
         // The floor of the path: a route that does no work (for the gateway, wrangler dev's own proxy).
         const client = new HttpLoad(target.url, 1);
         const load = await closedLoop(1, warmupSeconds, seconds, async () => {

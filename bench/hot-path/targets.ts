@@ -15,7 +15,8 @@ export interface Target {
   /** agent-main: the agent serving HTTP on its main thread (--http-threads 0), as before intake threads. */
   /** anchor-threads: the anchor with its HTTP on threads of its own (anchor-server.ts --http-threads). */
   /** relay-anchor: the relay anchor (relay-anchor/worker.ts) in wrangler dev, an anchor server behind it per model. */
-  kind: "anchor" | "anchor-threads" | "agent-main" | "agent" | "gateway" | "relay-anchor";
+  /** http-floor: the threaded anchor answering from memory (anchor-server.ts --memo): HTTP alone. */
+  kind: "anchor" | "anchor-threads" | "http-floor" | "agent-main" | "agent" | "gateway" | "relay-anchor";
   url: string;
   headers: Record<string, string>;
   /** The one model it serves (the anchor), or every model. */
@@ -88,14 +89,16 @@ export async function startAnchorTarget(
   threads: number | undefined,
   maxBatch?: number,
   httpThreads = 0,
+  memo = false,
 ): Promise<Target> {
   const args = [
     ...anchorArgs(path, device, threads),
     ...(maxBatch === undefined ? [] : ["--max-batch", String(maxBatch)]),
     "--http-threads",
     String(httpThreads),
+    ...(memo ? ["--memo"] : []),
   ];
-  const kind = httpThreads > 0 ? "anchor-threads" : "anchor";
+  const kind = memo ? "http-floor" : httpThreads > 0 ? "anchor-threads" : "anchor";
   const label = `${kind} ${model}${maxBatch === undefined ? "" : " batched"}`;
   const process = spawnGroup(label, globalThis.process.execPath, args, { cwd: REPO_ROOT });
   const url = await started(process, ANCHOR_LISTENING, "the anchor");
