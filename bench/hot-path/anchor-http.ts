@@ -24,8 +24,20 @@ interface InputHeader {
   parameters?: { binary_data_size?: number };
 }
 
-/** A node:http listener that decodes each request, runs it, and writes its answer. */
-export function anchorListener(run: AnchorRun): RequestListener {
+/**
+ * The header the memo anchor (anchor-http-thread.ts) adds to each answer: `hit` when it came from memory,
+ * `miss` when from the session; the benchmark checks that its timed answers are hits.
+ */
+export const MEMO_HEADER = "x-anchor-memo";
+
+/**
+ * A node:http listener that decodes each request, runs it, and writes its answer, with the headers
+ * `headersFor` gives its outputs, if any.
+ */
+export function anchorListener(
+  run: AnchorRun,
+  headersFor?: (outputs: AnchorOutput[]) => Record<string, string>,
+): RequestListener {
   return (request, response) => {
     const chunks: Buffer[] = [];
     request.on("data", (chunk: Buffer) => chunks.push(chunk));
@@ -33,7 +45,7 @@ export function anchorListener(run: AnchorRun): RequestListener {
       const body = Buffer.concat(chunks);
       const headerLength = Number(request.headers["inference-header-content-length"] ?? body.length);
       const outputs = await run(readFeeds(body, headerLength));
-      writeAnswer(response, outputs, headerLength < body.length);
+      writeAnswer(response, outputs, headerLength < body.length, headersFor?.(outputs));
     });
   };
 }
@@ -85,9 +97,15 @@ export function answerBytes(outputs: AnchorOutput[], binary: boolean): AnchorAns
   };
 }
 
-function writeAnswer(response: ServerResponse, outputs: AnchorOutput[], binary: boolean): void {
+function writeAnswer(
+  response: ServerResponse,
+  outputs: AnchorOutput[],
+  binary: boolean,
+  extra: Record<string, string> = {},
+): void {
   const { parts, headerLength } = answerBytes(outputs, binary);
   response.writeHead(200, {
+    ...extra,
     "Content-Type": headerLength === undefined ? "application/json" : "application/octet-stream",
     "Content-Length": parts.reduce((sum, part) => sum + part.byteLength, 0),
     ...(headerLength === undefined ? {} : { "Inference-Header-Content-Length": headerLength }),

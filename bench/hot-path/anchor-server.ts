@@ -16,8 +16,8 @@
  * With --http-threads N, N threads serve the HTTP (anchor-http-thread.ts) and this one only runs the
  * session: the floor of a server whose HTTP is spread over threads, with the two hops between them that it
  * takes (the agent's intake threads make four: to its main thread, the session's, and back). With --memo too,
- * its HTTP threads answer a request whose inputs they sent on before from memory (anchor-http-thread.ts): the
- * HTTP floor, what HTTP alone costs on the host.
+ * each HTTP thread answers a request whose inputs equal those of the last one answered there from memory
+ * (anchor-http-thread.ts): the HTTP floor, what HTTP alone costs on the host with as many threads.
  *
  * With --relay <ws url>, it serves no HTTP: it dials the relay anchor (relay-anchor/worker.ts) at that URL
  * and answers the requests relayed over that socket, decoded and encoded as over HTTP: the peer of the
@@ -126,8 +126,10 @@ async function run(feeds: Tensor[]): Promise<AnchorOutput[]> {
 
 const host = "127.0.0.1";
 const httpThreads = Number(values["http-threads"]);
-if (values.memo && httpThreads === 0)
-  throw new Error("--memo is for the HTTP threads: give --http-threads too");
+if (values.memo && (httpThreads === 0 || values.relay !== undefined || values["max-batch"] !== undefined))
+  throw new Error(
+    "--memo is for the HTTP threads, unbatched: give --http-threads, and neither --relay nor --max-batch",
+  );
 if (values.relay !== undefined) {
   await serveRelay(values.relay);
   console.log(`anchor listening ${values.relay}`);

@@ -6,8 +6,8 @@
  *   anchor   the smallest node:http server around one session (anchor-server.ts): the floor of any Node server
  *   anchor-threads  the same with its HTTP on threads of its own (as many as the agent's intake threads, at
  *            least 2), the session on its main thread: the floor of a server with a hop each way (the MLP only)
- *   http-floor  anchor-threads answering each request from memory after the first (anchor-server.ts --memo):
- *            what HTTP alone costs here, the most any batching can give a Node server (the MLP only)
+ *   http-floor  anchor-threads answering a repeated request from memory (anchor-server.ts --memo): what HTTP
+ *            alone costs here with as many threads beside this client (the MLP only)
  *   agent-main  switchyard-agent --standalone --http-threads 0 (HTTP on the agent's main thread)
  *   agent    switchyard-agent --standalone (HTTP on its intake threads: --http-threads' default)
  *   gateway  the agent behind `wrangler dev` (where wrangler can run: not on a bare GPU host)
@@ -53,6 +53,7 @@ import type { Tensor } from "../../shared/oip/tensor.ts";
 import { machineLabel } from "../gpu/machine.ts";
 import { closedLoop, type LoadResult, round } from "../gpu/measure.ts";
 import { readStat, readThreadStat } from "../registry/process-cpu.ts";
+import { MEMO_HEADER } from "./anchor-http.ts";
 import { batchedConfig } from "./batched-config.ts";
 import { threadedLoad } from "./client-threads.ts";
 import { HttpLoad, type PreparedRequest, requestHeaders } from "./http-load.ts";
@@ -256,7 +257,8 @@ async function main(): Promise<void> {
   const started: Target[] = [];
   try {
     // The anchors: one per model, a batching one for the MLP, and both again with HTTP threads (as many as the
-    // agent's intake threads, and at least two, so that it has threads here too).
+    // agent's intake threads, and at least two, so that it has threads here too); for the MLP the HTTP floor
+    // (the threaded one answering from memory).
     const httpThreads = Math.max(2, defaultHttpThreads(cpus().length));
     const anchors = CASES.flatMap((entry) => [
       ...(targets.has("anchor") ? [{ entry, maxBatch: undefined, httpThreads: 0 }] : []),
@@ -273,11 +275,8 @@ async function main(): Promise<void> {
         ? [{ entry, maxBatch: undefined, httpThreads, memo: true }]
         : []),
     ]);
-    for (const { entry, maxBatch, httpThreads, memo } of anchors) {
-      const path = modelPath(repo, entry.name);
-      started.push(
-        await startAnchorTarget(entry.name, path, device, threads, maxBatch, httpThreads, memo === true),
-      );
+    for (const { entry, ...shape } of anchors) {
+      started.push(await startAnchorTarget(entry.name, modelPath(repo, entry.name), device, threads, shape));
     }
     const agentArgs = [
       "--models",
@@ -358,6 +357,14 @@ async function main(): Promise<void> {
             const client = new HttpLoad(target.url, 1);
             try {
               verify(await client.send(prepared), encoding, references.get(entry.name) ?? []);
+              if (target.kind === "http-floor") {
+                // Its timed answers come from memory: the same request again, on the same connection (so the
+                // same HTTP thread), must be one, and right too.
+                const again = await client.send(prepared);
+                if (again.headers[MEMO_HEADER] !== "hit")
+                  throw new Error("the HTTP floor did not answer a repeated request from memory");
+                verify(again, encoding, references.get(entry.name) ?? []);
+              }
               for (const concurrency of concurrencies) {
                 // Batching only changes anything with company; one client measures the unbatched path.
                 if (batched && concurrency === 1 && entry.name === "mlp") continue;

@@ -1,7 +1,7 @@
 /**
- * The servers the hot-path benchmark measures, each its own process group: the anchor (one per model), the
- * standalone agent, and the agent behind `wrangler dev`. Each resolves once it serves, with the URL and the
- * headers a client needs.
+ * The servers the hot-path benchmark measures, each its own process group: the anchors (one per model and
+ * kind: one thread, HTTP threads, the HTTP floor), the standalone agent, the agent behind `wrangler dev`, and
+ * the relay anchor. Each resolves once it serves, with the URL and the headers a client needs.
  */
 import { existsSync, mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -82,14 +82,19 @@ function anchorArgs(path: string, device: ReplicaDevice, threads: number | undef
   ];
 }
 
+/** How an anchor serves (anchor-server.ts): batching up to `maxBatch`, on HTTP threads, from memory. */
+export interface AnchorShape {
+  maxBatch?: number | undefined;
+  httpThreads?: number;
+  memo?: boolean;
+}
+
 export async function startAnchorTarget(
   model: string,
   path: string,
   device: ReplicaDevice,
   threads: number | undefined,
-  maxBatch?: number,
-  httpThreads = 0,
-  memo = false,
+  { maxBatch, httpThreads = 0, memo = false }: AnchorShape = {},
 ): Promise<Target> {
   const args = [
     ...anchorArgs(path, device, threads),
