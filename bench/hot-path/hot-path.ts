@@ -356,14 +356,15 @@ async function main(): Promise<void> {
             // One check of the outputs; the timed loops run on client threads of their own (client-threads.ts).
             const client = new HttpLoad(target.url, 1);
             try {
-              verify(await client.send(prepared), encoding, references.get(entry.name) ?? []);
+              const expected = references.get(entry.name) ?? [];
+              verify(await client.send(prepared), encoding, expected);
               if (target.kind === "http-floor") {
                 // Its timed answers come from memory: the same request again, on the same connection (so the
                 // same HTTP thread), must be one, and right too.
                 const again = await client.send(prepared);
                 if (again.headers[MEMO_HEADER] !== "hit")
                   throw new Error("the HTTP floor did not answer a repeated request from memory");
-                verify(again, encoding, references.get(entry.name) ?? []);
+                verify(again, encoding, expected);
               }
               for (const concurrency of concurrencies) {
                 // Batching only changes anything with company; one client measures the unbatched path.
