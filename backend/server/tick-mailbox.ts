@@ -4,9 +4,11 @@
  * message event there) was the largest item of the standalone main thread's profile; a turn's messages to
  * the same thread share it (bench/results/hot-path-cpu-main-thread.md).
  *
- * The batch leaves in the turn's check phase (setImmediate): after every socket and message callback that
- * the turn's poll phase ran, so requests read from several connections in one turn travel together. (What is
- * posted during a check phase itself leaves in the next turn's.)
+ * By default the batch leaves in the turn's check phase (setImmediate): after every socket and message
+ * callback that the turn's poll phase ran, so requests read from several connections in one turn travel
+ * together. (What is posted during a check phase itself leaves in the next turn's.) A mailbox whose messages
+ * are all posted by one task (a callback and the promise reactions it sets off) gathers over that task
+ * instead (Gather), so that they do not wait for the next turn's poll phase and all it handles first.
  */
 import type { TransferListItem } from "node:worker_threads";
 
@@ -15,20 +17,32 @@ export interface MailPort {
   postMessage(value: unknown, transfer?: readonly TransferListItem[]): void;
 }
 
+/**
+ * What one batch gathers: the turn's messages (the default), or the task's, leaving right after the task's
+ * promise reactions: a process.nextTick queued from a reaction runs once the microtask queue is empty (one
+ * queued by the callback itself would run before its reactions, hence the microtask in between).
+ */
+export type Gather = "turn" | "task";
+
 export class TickMailbox<M> {
   readonly #port: MailPort;
   readonly #undeliverable: (message: M, error: unknown) => void;
   /** This turn's messages, each with the buffers that move with it. */
   #mail: { message: M; transfer: readonly TransferListItem[] }[] = [];
   #due = false;
+  readonly #schedule: (flush: () => void) => void;
 
   /**
    * `undeliverable` hears of each message that could not be sent (one that cannot be cloned, a buffer
    * already moved); the batch's other messages still go.
    */
-  constructor(port: MailPort, undeliverable: (message: M, error: unknown) => void) {
+  constructor(port: MailPort, undeliverable: (message: M, error: unknown) => void, gather: Gather = "turn") {
     this.#port = port;
     this.#undeliverable = undeliverable;
+    this.#schedule =
+      gather === "turn"
+        ? (flush) => setImmediate(flush)
+        : (flush) => queueMicrotask(() => process.nextTick(flush));
   }
 
   /** Sends `message` with this turn's others; the buffers in `transfer` move with it (detached here). */
@@ -36,7 +50,7 @@ export class TickMailbox<M> {
     this.#mail.push({ message, transfer });
     if (this.#due) return;
     this.#due = true;
-    setImmediate(() => this.flush());
+    this.#schedule(() => this.flush());
   }
 
   /** Sends what is gathered now (a message that must not wait for the turn's end, or before closing). */

@@ -1,7 +1,7 @@
 import { setImmediate as nextTurn } from "node:timers/promises";
 import { MessageChannel, type MessagePort } from "node:worker_threads";
 import { afterEach, describe, expect, test } from "vitest";
-import { eachMessage, TickMailbox } from "../../../backend/server/tick-mailbox.ts";
+import { eachMessage, type Gather, TickMailbox } from "../../../backend/server/tick-mailbox.ts";
 
 interface Mail {
   id: number;
@@ -14,7 +14,7 @@ afterEach(() => {
 });
 
 /** A mailbox on one end of a real MessageChannel; what arrives at the other end, batch by batch. */
-function mailbox() {
+function mailbox(gather?: Gather) {
   const { port1, port2 } = new MessageChannel();
   channels.push(port1, port2);
   const batches: Mail[][] = [];
@@ -25,7 +25,7 @@ function mailbox() {
     "message",
     eachMessage((message: Mail) => received.push(message)),
   );
-  const box = new TickMailbox<Mail>(port1, (message, error) => lost.push({ message, error }));
+  const box = new TickMailbox<Mail>(port1, (message, error) => lost.push({ message, error }), gather);
   const arrived = (count: number) => expect.poll(() => received.length).toBe(count);
   return { box, batches, received, lost, arrived };
 }
@@ -94,5 +94,37 @@ describe("a thread's messages gathered per turn of the event loop", () => {
     expect(received.map((message) => message.id)).toEqual([2]);
     expect(Array.from(received[0]?.data as Uint8Array)).toEqual([2]);
     expect(lost.map(({ message }) => message.id)).toEqual([1]);
+  });
+});
+
+describe("a thread's messages gathered per task (a callback and its promise reactions)", () => {
+  test("what a task and its reactions post leaves as one batch, before the turn's check phase", async () => {
+    const { box, batches, arrived } = mailbox("task");
+    const buffer = new Float32Array([1]).buffer;
+    let sentBeforeCheckPhase: boolean | undefined;
+    await new Promise<void>((done) => {
+      // A task of the timers phase; the check phase comes after it in the same turn.
+      setTimeout(() => {
+        setImmediate(() => {
+          sentBeforeCheckPhase = buffer.byteLength === 0;
+          done();
+        });
+        box.post({ id: 1, data: new Float32Array(buffer) }, [buffer]);
+        void Promise.resolve()
+          .then(() => undefined)
+          .then(() => box.post({ id: 2 }));
+      }, 0);
+    });
+    await arrived(2);
+    expect(batches.map((batch) => batch.map((message) => message.id))).toEqual([[1, 2]]);
+    expect(sentBeforeCheckPhase).toBe(true);
+  });
+
+  test("two callbacks of one turn send a batch each", async () => {
+    const { box, batches, arrived } = mailbox("task");
+    setImmediate(() => box.post({ id: 1 }));
+    setImmediate(() => box.post({ id: 2 }));
+    await arrived(2);
+    expect(batches.map((batch) => batch.map((message) => message.id))).toEqual([[1], [2]]);
   });
 });
