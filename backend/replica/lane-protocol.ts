@@ -80,7 +80,10 @@ export type LaneAnswer =
       /** Waiting for a place and then a batch; the run (the batch's); onnxruntime's part of it. */
       timings: { queueMs: number; runMs: number; sessionMs: number };
       batch: { requests: number; rows: number };
-      /** The request's input buffers, back for the intake thread's next bodies (buffer-pool.ts). */
+      /**
+       * The request's input buffers that a pool takes back (buffer-pool.ts poolable), for the intake thread's
+       * next bodies; the others stay with the session's thread, whose garbage collector frees them.
+       */
       spare: ArrayBuffer[];
     }
   | { type: "failure"; id: number; error: WireError };

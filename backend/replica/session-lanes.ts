@@ -95,10 +95,11 @@ export class SessionLanes {
     }
     // A batch's answers are posted by the reactions to its run's end (one task): they leave together right
     // after it. Gathered over the turn, they waited for the next turn's poll phase, in which this thread takes
-    // in every request that came during the run (a small gain: 2 to 7% for a small MLP batched at 32 clients
-    // on the H200, in the means of alternating runs). Unbatched, the runs of one check phase follow each other
-    // here, each a task: their answers still travel together, once per turn (one message per run raised that
-    // MLP's p99 unbatched from 3.6-5.1 to 5.3-6.5 ms: bench/results/hot-path-cuda-answers.md).
+    // in every request that came during the run (a small gain: a small MLP batched at 32 clients on the H200
+    // served 2 and 5% more in the means of alternating runs, within the host's drift). Unbatched, the runs of
+    // one check phase follow each other here, each a task: their answers still travel together, once per
+    // turn (with one message per run that MLP's p99 unbatched read higher in all five alternating pairs:
+    // bench/results/hot-path-cuda-answers.md).
     const lane = new TickMailbox<LaneAnswer>(
       port,
       (answer, error) => {
@@ -250,7 +251,8 @@ export class SessionLanes {
     const outputs = forTransfer(ran.outputs, ran.rows === call.size);
     // The buffers the request came in (as the intake thread sent them), back to it: those its pool takes back.
     // One of any other size would only be dropped there, after a transfer each way that this thread, the
-    // busiest of a batching model's, pays for (buffer-pool.ts poolable).
+    // busiest of a batching model's, pays for (buffer-pool.ts poolable); here its garbage collector frees it
+    // (a small MLP's groups: a few KiB each).
     const spare = new Set(inputBuffers(call.inputs).filter(poolable));
     // (An output that shared its buffer with an input would move once, with the outputs.)
     for (const buffer of outputs.transfer) spare.delete(buffer as ArrayBuffer);

@@ -1,5 +1,5 @@
 /**
- * Messages to another thread, gathered over one turn of the event loop and sent as one array. At thousands
+ * Messages to another thread, gathered (over one turn of the event loop, or one task) and sent as one array. At thousands
  * of small requests a second each postMessage's fixed cost (a lock, a wake-up of the other thread, one
  * message event there) was the largest item of the standalone main thread's profile; a turn's messages to
  * the same thread share it (bench/results/hot-path-cpu-main-thread.md).
@@ -20,14 +20,16 @@ export interface MailPort {
 /**
  * What one batch gathers: the turn's messages (the default), or the task's, leaving right after the task's
  * promise reactions: a process.nextTick queued from a reaction runs once the microtask queue is empty (one
- * queued by the callback itself would run before its reactions, hence the microtask in between).
+ * queued by the callback itself would run before its reactions, hence the microtask in between). Promise
+ * reactions only: what the task defers with process.nextTick runs after that flush, and what it posts then
+ * leaves in a batch of its own.
  */
 export type Gather = "turn" | "task";
 
 export class TickMailbox<M> {
   readonly #port: MailPort;
   readonly #undeliverable: (message: M, error: unknown) => void;
-  /** This turn's messages, each with the buffers that move with it. */
+  /** The messages gathered so far (this turn's, or this task's), each with the buffers that move with it. */
   #mail: { message: M; transfer: readonly TransferListItem[] }[] = [];
   #due = false;
   readonly #schedule: (flush: () => void) => void;
@@ -45,7 +47,7 @@ export class TickMailbox<M> {
         : (flush) => queueMicrotask(() => process.nextTick(flush));
   }
 
-  /** Sends `message` with this turn's others; the buffers in `transfer` move with it (detached here). */
+  /** Sends `message` with the others gathered; the buffers in `transfer` move with it (detached here). */
   post(message: M, transfer: readonly TransferListItem[] = []): void {
     this.#mail.push({ message, transfer });
     if (this.#due) return;
@@ -78,7 +80,7 @@ export class TickMailbox<M> {
       try {
         this.#undeliverable(message, error);
       } catch (failure) {
-        // In a setImmediate: thrown on, it would end the process.
+        // In a setImmediate or a nextTick callback: thrown on, it would end the process.
         console.error("tick mailbox: a message could not be sent, nor its failure told", failure);
       }
     }

@@ -15,7 +15,7 @@ import {
 import { sessionOptions } from "../../../backend/replica/session-options.ts";
 import { WorkerSession } from "../../../backend/replica/worker-session.ts";
 import type { Tensor } from "../../../shared/oip/tensor.ts";
-import { seededFloats } from "../../fixtures/onnx-builder.ts";
+import { buildSlowModel, SLOW_WIDTH, seededFloats } from "../../fixtures/onnx-builder.ts";
 import { MULTIPLEX_MODELS, repoModelPath } from "../../fixtures/paths.ts";
 import { buildBatchSumModel } from "../../integration/harness/behaviour-models.ts";
 
@@ -43,6 +43,8 @@ interface Opened {
   session: WorkerSession;
   port: MessagePort;
   reports: LaneReport[];
+  /** The messages that came back, each a batch of answers, in order. */
+  messages: LaneAnswer[][];
   /** Sends the requests in one message (as one turn's mailbox does) and resolves with as many answers. */
   send(requests: LaneRequest[], answers: number): Promise<Map<number, LaneAnswer>>;
 }
@@ -73,8 +75,10 @@ async function openLane(
   );
   ports.push(port);
   const answers = new Map<number, LaneAnswer>();
+  const messages: LaneAnswer[][] = [];
   const waiters: (() => void)[] = [];
   port.on("message", (batch: LaneAnswer[]) => {
+    messages.push(batch);
     for (const answer of batch) answers.set(answer.id, answer);
     for (const wake of waiters.splice(0)) wake();
   });
@@ -82,6 +86,7 @@ async function openLane(
     session,
     port,
     reports,
+    messages,
     async send(requests, count) {
       port.postMessage(requests);
       while (answers.size < count) await new Promise<void>((resolve) => waiters.push(resolve));
@@ -148,6 +153,34 @@ describe("a session's lanes", () => {
     });
     // The first runs at once, alone; those behind it gather.
     expect(batched).toBeGreaterThanOrEqual(4);
+  });
+
+  test("a batch's answers leave as soon as its run ends, before the thread takes in what arrived meanwhile", async () => {
+    const path = join(mkdtempSync(join(tmpdir(), "slow-")), "model.onnx");
+    writeFileSync(path, buildSlowModel());
+    const lane = await openLane(
+      { batching: { maxBatchSize: 256, maxQueueDelayMs: 0, preferredBatchSizes: [] } },
+      [],
+      path,
+    );
+    const rows = (count: number): Tensor => ({
+      name: "x",
+      datatype: "FP32",
+      shape: [count, SLOW_WIDTH],
+      data: new Float32Array(count * SLOW_WIDTH).fill(1),
+    });
+    // A run of 128 rows: a few hundred milliseconds on one thread (buildSlowModel). A request of the wrong
+    // shape arrives while it runs; it fails the moment the thread takes it in.
+    const answered = lane.send([infer(1, [rows(128)])], 2);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    lane.port.postMessage([infer(2, [mlpInput(1, 1)])]);
+    await answered;
+    // Gathered over the turn instead, the run's answer would have waited for the next turn's intake and left
+    // with that failure, in one message.
+    expect(lane.messages.map((message) => message.map(({ id, type }) => `${id}:${type}`))).toEqual([
+      ["1:outcome"],
+      ["2:failure"],
+    ]);
   });
 
   test("a request the model cannot take fails alone (400) and the others in its batch are served", async () => {
