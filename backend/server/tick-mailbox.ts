@@ -1,8 +1,8 @@
 /**
- * Messages to another thread, gathered (over one turn of the event loop, or one task) and sent as one array. At thousands
- * of small requests a second each postMessage's fixed cost (a lock, a wake-up of the other thread, one
- * message event there) was the largest item of the standalone main thread's profile; a turn's messages to
- * the same thread share it (bench/results/hot-path-cpu-main-thread.md).
+ * Messages to another thread, gathered (over one turn of the event loop, or one task) and sent as one array.
+ * At thousands of small requests a second each postMessage's fixed cost (a lock, a wake-up of the other
+ * thread, one message event there) was the largest item of the standalone main thread's profile; a turn's
+ * messages to the same thread share it (bench/results/hot-path-cpu-main-thread.md).
  *
  * By default the batch leaves in the turn's check phase (setImmediate): after every socket and message
  * callback that the turn's poll phase ran, so requests read from several connections in one turn travel
