@@ -107,7 +107,7 @@ export class SessionLanes {
         if (answer.type === "outcome")
           lane.post({ type: "failure", id: answer.id, error: toWireError(error) });
       },
-      settings.batching === undefined ? "turn" : "task",
+      this.#batcher === undefined ? "turn" : "task",
     );
     const calls = new Map<number, LaneCall>();
     this.#calls.set(lane, calls);
