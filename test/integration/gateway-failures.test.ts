@@ -2,6 +2,7 @@ import { beforeAll, describe, expect, test } from "vitest";
 import { BIG_MODEL, MULTIPLEX_MODELS } from "../fixtures/paths.ts";
 import { type AgentProcess, startAgent } from "./harness/agents.ts";
 import {
+  AFTER_RESTART_MS,
   call,
   eventually,
   mlpRequest,
@@ -10,6 +11,7 @@ import {
   statusOf,
   waitForAgents,
 } from "./harness/oip-client.ts";
+import { freeze, thaw, waitForMetric } from "./harness/pool-probes.ts";
 import { watchProcesses } from "./harness/processes-under-test.ts";
 import { type GatewayProcess, startGateway } from "./harness/wrangler-dev.ts";
 
@@ -21,9 +23,8 @@ const agents = new Map<string, AgentProcess>();
 
 /** One request at a time, the slow model already loaded: "busy" is easy to arrange. */
 const ONE_AT_A_TIME = ["--max-concurrency", "1", "--preload", BIG_MODEL];
-// A request of the big MLP with this many rows runs for about a second on one CPU thread: long enough to
-// keep its replica busy while a test sends more, short enough to stay within the heartbeat's tolerance (an
-// onnxruntime run blocks the agent's event loop, pings included).
+// A request of the big MLP with this many rows runs for a few tenths of a second on one CPU thread: enough to
+// have it in flight before a test freezes its agent (whileSlotTaken), short enough to keep the tests quick.
 const SLOW_ROWS = 3000;
 const slow = (pool: string, seed = 1, headers: Record<string, string> = {}) =>
   call(gateway.url, BIG_MODEL, mlpRequest(SLOW_ROWS, seed), { pool, binaryInputs: true, headers });
@@ -39,6 +40,27 @@ async function agentIn(
   agents.set(name, agent);
   await waitForAgents(gateway.url, 1, pool);
   return agent;
+}
+
+/**
+ * Runs `meanwhile` while the pool's one agent holds its one slot with a slow request: sent, seen in flight by
+ * the gateway, then the agent frozen so the slot stays taken however fast or loaded the machine (a fixed head
+ * start once let the slow run end too soon or the next request overtake it). Frozen for well under the 2 s
+ * heartbeat's tolerance. Returns the slow request's outcome, which comes once the agent runs again.
+ */
+async function whileSlotTaken(pool: string, meanwhile: () => Promise<void>): Promise<Promise<Outcome>> {
+  // The pools these tests take a slot in have one agent each, named after the pool.
+  const holder = agents.get(pool);
+  if (holder === undefined) throw new Error(`no agent named ${pool}`);
+  const running = slow(pool);
+  await waitForMetric(gateway.url, pool, "switchyard_gateway_in_flight", 1);
+  freeze(holder);
+  try {
+    await meanwhile();
+  } finally {
+    thaw(holder);
+  }
+  return running;
 }
 
 beforeAll(async () => {
@@ -70,17 +92,18 @@ describe("capacity and deadlines", () => {
   });
 
   test("a full queue answers 429 with Retry-After at once; the requests that waited are served in order", async () => {
-    const running = slow("busy", 1);
-    await sleep(150);
-    const waiting = [quick("busy")];
-    await sleep(50);
-    waiting.push(quick("busy"));
-    await sleep(50);
-    const sentAt = performance.now();
-    const refused = await quick("busy");
-    expectStatus(refused, 429);
-    if (!refused.ok) expect(refused.headers.get("retry-after")).toMatch(/^\d+$/);
-    expect(refused.finishedAt - sentAt).toBeLessThan(1_000);
+    const waiting: Array<Promise<Outcome>> = [];
+    const running = await whileSlotTaken("busy", async () => {
+      for (const depth of [1, 2]) {
+        waiting.push(quick("busy"));
+        await waitForMetric(gateway.url, "busy", "switchyard_gateway_queue_depth", depth);
+      }
+      const sentAt = performance.now();
+      const refused = await quick("busy");
+      expectStatus(refused, 429);
+      if (!refused.ok) expect(refused.headers.get("retry-after")).toMatch(/^\d+$/);
+      expect(refused.finishedAt - sentAt).toBeLessThan(1_000);
+    });
 
     const served = await Promise.all([running, ...waiting]);
     for (const outcome of served) expectStatus(outcome, 200);
@@ -91,12 +114,12 @@ describe("capacity and deadlines", () => {
   });
 
   test("a request still waiting at its deadline (X-Request-Timeout) gets 504 then, not later", async () => {
-    const running = slow("busy", 5);
-    await sleep(150);
-    const sentAt = performance.now();
-    const late = await quick("busy", { "X-Request-Timeout": "0.3" });
-    expectStatus(late, 504);
-    expect(late.finishedAt - sentAt).toBeLessThan(1_500);
+    const running = await whileSlotTaken("busy", async () => {
+      const sentAt = performance.now();
+      const late = await quick("busy", { "X-Request-Timeout": "0.3" });
+      expectStatus(late, 504);
+      expect(late.finishedAt - sentAt).toBeLessThan(1_500);
+    });
     expectStatus(await running, 200);
   });
 
@@ -177,8 +200,8 @@ describe("agents that go away", () => {
 
   test("after a gateway restart the agents reconnect by themselves and are routed to again", async () => {
     await gateway.restart();
-    await waitForAgents(gateway.url, 1, "steady");
-    await waitForAgents(gateway.url, 1, "busy");
+    await waitForAgents(gateway.url, 1, "steady", AFTER_RESTART_MS);
+    await waitForAgents(gateway.url, 1, "busy", AFTER_RESTART_MS);
     expectStatus(await quick("steady"), 200);
     expectStatus(await slow("busy"), 200);
   });

@@ -3,6 +3,7 @@ import { MLP_INPUT } from "../fixtures/onnx-builder.ts";
 import { MULTIPLEX_MODELS } from "../fixtures/paths.ts";
 import { type AgentProcess, startAgent } from "./harness/agents.ts";
 import {
+  AFTER_RESTART_MS,
   call,
   clientAuthorization,
   mlpRequest,
@@ -165,7 +166,7 @@ describe("the limits of a pool and of a request", () => {
     expect(await served()).toBe(3);
     expect(await loads()).toBe(1);
     // The agent comes back holding the model: the rebuilt registry does not count that as a second load.
-    await waitForAgents(gateway.url, 1, pool);
+    await waitForAgents(gateway.url, 1, pool, AFTER_RESTART_MS);
     expect(describeOutcome(await call(gateway.url, M1, mlpRequest(1), { pool }))).toBe("200 narrow/0 hit");
     await waitForMetric(gateway.url, pool, "switchyard_gateway_requests_total", 4, {
       model: M1,
@@ -201,6 +202,7 @@ describe("per-key rate limits (RATE_LIMIT_PER_MINUTE 6, RATE_LIMIT_BURST 3)", ()
 
   test("a key bursts up to its bucket, then gets 429 with Retry-After until a token comes back; other keys, and calls other than inference, are not affected", async () => {
     const admitted = [];
+    const firstSentAt = Date.now();
     for (let index = 0; index < 3; index++) admitted.push(describeOutcome(await as(busy)));
     expect(admitted).toEqual(["200 metered/0 miss", "200 metered/0 hit", "200 metered/0 hit"]);
     const limited = await as(busy);
@@ -208,9 +210,10 @@ describe("per-key rate limits (RATE_LIMIT_PER_MINUTE 6, RATE_LIMIT_BURST 3)", ()
       /^429 this API key's rate limit of 6 inferences per minute \(bursts of 3\) is spent; retry in \d+ s$/,
     );
     expect(limited.ok ? "" : limited.message).not.toContain(busy);
-    // One token every 10 s at 6 a minute.
+    // One token every 10 s at 6 a minute, the first coming back 10 s after the first request (the four
+    // requests' own time, a model load included, counted off: a loaded machine may take seconds).
     const retryAfter = Number(limited.ok ? Number.NaN : limited.headers.get("retry-after"));
-    expect(retryAfter).toBeGreaterThanOrEqual(8);
+    expect(retryAfter).toBeGreaterThanOrEqual(Math.max(1, Math.ceil(10 - (Date.now() - firstSentAt) / 1000)));
     expect(retryAfter).toBeLessThanOrEqual(10);
 
     expect(describeOutcome(await as(quiet))).toBe("200 metered/0 hit");

@@ -1,3 +1,19 @@
+test("after the welcome it pings every heartbeatMs", async () => {
+  const welcomedAt = performance.now();
+  first.welcome(HEARTBEAT_MS);
+  await agent.process.waitForOutput(/connected to the gateway agentId=scripted/, 5_000);
+  // On each socket: a data socket through a proxy can die as silently as a control one. Counted as they
+  // come rather than in a fixed window, which a stall of either process would empty.
+  const pings = (on: string) =>
+    first.frames.filter((frame) => frame.text === "ping" && frame.on === on && frame.at >= welcomedAt).length;
+  for (const on of ["control", "data"]) {
+    await first.waitFor(`three pings on the ${on} socket`, () => (pings(on) >= 3 ? true : undefined), 5_000);
+  }
+  // None before the welcome, and none more often than every heartbeatMs.
+  const most = Math.floor((performance.now() - welcomedAt) / HEARTBEAT_MS) + 1;
+  for (const on of ["control", "data"]) expect(pings(on), on).toBeLessThanOrEqual(most);
+});
+
 import { afterAll, afterEach, beforeAll, describe, expect, test } from "vitest";
 import { describeOnnxFile } from "../../backend/models/file-byte-source.ts";
 import { parseAgentMessage } from "../../gateway/registry/agent-messages.ts";
@@ -358,8 +374,8 @@ describe("requests", () => {
     first.infer({ id: "warm-small", replica: "0", model: small, timeoutMs: 30_000 }, jsonBody(1).body);
     await first.waitFor("result warm-big", resultFor("warm-big"));
     await first.waitFor("result warm-small", resultFor("warm-small"));
-    // The agent is frozen while these go out, so it reads all four at once, in order, before running any:
-    // an onnxruntime run blocks its event loop, and frames that arrived one by one would be read between runs.
+    // The agent is frozen while these go out, so it reads all four at once, in order, before running any,
+    // however the machine paces the test's sends against the agent's reads.
     await whileFrozen(agent, () => {
       first.infer(
         { id: "slow", replica: "0", model: BIG_MODEL, timeoutMs: 30_000, headerLength: slow.headerLength },

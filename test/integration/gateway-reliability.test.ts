@@ -88,8 +88,8 @@ describe("agents that fail", () => {
   });
 
   test("a second SIGTERM exits at once; the requests it had in flight run again on another agent", async () => {
-    // Four slow requests at once: draining would wait for all of them (an onnxruntime run holds the
-    // agent's event loop, so they run one after the other, and a signal is handled between two runs).
+    // Four slow requests at once: draining would wait for all of them (the model's one session runs them
+    // one after the other on its thread, so the drain would last seconds).
     const impatient = await agentIn("twice", "impatient", ["--preload", BIG_MODEL, "--max-concurrency", "4"]);
     await waitForAgents(gateway.url, 1, "twice");
     const running = Array.from({ length: 4 }, () => request("twice", BIG_MODEL, SLOW_ROWS));

@@ -156,7 +156,7 @@ describe("dashboard", () => {
       await page.locator("#key-input").fill(SECRETS.apiKey);
       await page.locator("#sign-in-form button[type=submit]").click();
       await expect
-        .poll(() => page.locator("#sign-in-error").textContent())
+        .poll(() => page.locator("#sign-in-error").textContent(), { timeout: 10_000 })
         .toContain("not valid for metrics");
 
       await page.locator("#key-input").fill(SECRETS.adminKey);
@@ -175,7 +175,9 @@ describe("dashboard", () => {
       await expect
         .poll(() => page.locator("#tile-hits .value").textContent(), { timeout: 10_000 })
         .toMatch(/%$/);
-      await expect.poll(() => page.locator("#tile-p99 .value").textContent()).toMatch(/ms|s$/);
+      await expect
+        .poll(() => page.locator("#tile-p99 .value").textContent(), { timeout: 10_000 })
+        .toMatch(/ms|s$/);
       expect(await page.locator("#status-text").textContent()).toContain("live");
       expect(await page.locator("#chart-traffic canvas").count()).toBeGreaterThan(0);
 

@@ -80,12 +80,27 @@ export async function eventually(
 export const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 /** Waits until the pool's readiness counts `count` serving agents (agents reconnect after a gateway reload). */
-export async function waitForAgents(gatewayUrl: string, count: number, pool?: string): Promise<void> {
-  await eventually(`${count} agent(s) in pool ${pool ?? "default"}`, async () => {
-    const response = await fetch(`${gatewayUrl}/v2/health/ready`, {
-      headers: { ...clientAuthorization, ...(pool === undefined ? {} : { "X-Switchyard-Pool": pool }) },
-    });
-    const body = (await response.json()) as { agents?: number };
-    return response.status === 200 && body.agents === count;
-  });
+/**
+ * How long agents may take to dial a restarted gateway again: their reconnect backoff grows to 30 s (with
+ * jitter) while wrangler restarts, so the default wait of 30 s can end just before the dial that succeeds.
+ */
+export const AFTER_RESTART_MS = 75_000;
+
+export async function waitForAgents(
+  gatewayUrl: string,
+  count: number,
+  pool?: string,
+  timeoutMs?: number,
+): Promise<void> {
+  await eventually(
+    `${count} agent(s) in pool ${pool ?? "default"}`,
+    async () => {
+      const response = await fetch(`${gatewayUrl}/v2/health/ready`, {
+        headers: { ...clientAuthorization, ...(pool === undefined ? {} : { "X-Switchyard-Pool": pool }) },
+      });
+      const body = (await response.json()) as { agents?: number };
+      return response.status === 200 && body.agents === count;
+    },
+    timeoutMs,
+  );
 }
