@@ -90,12 +90,13 @@ describe("agents that fail", () => {
   test("a second SIGTERM exits at once; the requests it had in flight run again on another agent", async () => {
     // Four slow requests at once: draining would wait for all of them (the model's one session runs them
     // one after the other on its thread, so the drain would last seconds).
+    // The one that takes them over joins first: starting it after the requests once gave them time to end
+    // before the signals. The requests go to the agent that holds their model and has four slots free.
     const impatient = await agentIn("twice", "impatient", ["--preload", BIG_MODEL, "--max-concurrency", "4"]);
-    await waitForAgents(gateway.url, 1, "twice");
-    const running = Array.from({ length: 4 }, () => request("twice", BIG_MODEL, SLOW_ROWS));
-    await sleep(300);
     await agentIn("twice", "patient");
     await waitForAgents(gateway.url, 2, "twice");
+    const running = Array.from({ length: 4 }, () => request("twice", BIG_MODEL, SLOW_ROWS));
+    await sleep(300);
     const pid = impatient.process.child.pid;
     if (pid === undefined) throw new Error("no agent pid");
     process.kill(pid, "SIGTERM");
