@@ -6,7 +6,8 @@ import { BIG_MODEL, DET_MODEL, MULTIPLEX_MODELS, repoModelPath } from "../fixtur
 import { PPOCR_DET_DIMS, PPOCR_DET_PATH, ppocrDetSampleInput } from "../fixtures/ppocr.ts";
 import { expectAllClose } from "../support/close-to.ts";
 import { type AgentProcess, startAgent } from "./harness/agents.ts";
-import { call, mlpRequest, type Outcome, sleep, waitForAgents } from "./harness/oip-client.ts";
+import { call, mlpRequest, type Outcome, waitForAgents } from "./harness/oip-client.ts";
+import { freeze, thaw, waitForMetric } from "./harness/pool-probes.ts";
 import { watchProcesses } from "./harness/processes-under-test.ts";
 import { type GatewayProcess, SECRETS, startGateway } from "./harness/wrangler-dev.ts";
 
@@ -189,11 +190,23 @@ describe("what the client gets back", () => {
 
 describe("the queue", () => {
   test("with every slot busy, requests wait in the gateway and are served in arrival order", async () => {
-    // Each request runs a few hundred ms on one CPU thread; the agent takes one at a time.
-    const sent: Promise<Outcome>[] = [];
-    for (let index = 0; index < 4; index++) {
-      sent.push(call(gateway.url, BIG_MODEL, mlpRequest(600, index), { pool: "queue", binaryInputs: true }));
-      await sleep(60);
+    // Each request runs a few hundred ms on one CPU thread; the agent takes one at a time. It is frozen
+    // once the first is in flight, and each later one is in the queue before the next is sent: their order
+    // is the test's, not the machine's (sends 60 ms apart could once arrive in another order).
+    const solo = agents.find((agent) => agent.name === "solo");
+    if (solo === undefined) throw new Error("no agent 'solo'");
+    const send = (index: number) =>
+      call(gateway.url, BIG_MODEL, mlpRequest(600, index), { pool: "queue", binaryInputs: true });
+    const sent: Promise<Outcome>[] = [send(0)];
+    await waitForMetric(gateway.url, "queue", "switchyard_gateway_in_flight", 1);
+    freeze(solo);
+    try {
+      for (let index = 1; index < 4; index++) {
+        sent.push(send(index));
+        await waitForMetric(gateway.url, "queue", "switchyard_gateway_queue_depth", index);
+      }
+    } finally {
+      thaw(solo);
     }
     const outcomes = await Promise.all(sent);
     for (const outcome of outcomes) expectOk(outcome);
