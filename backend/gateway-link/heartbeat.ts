@@ -5,9 +5,10 @@ import { HEARTBEAT_PING, MISSED_HEARTBEATS } from "../../shared/protocol/heartbe
  * die without a close ever arriving; without this the agent would sit on a dead socket while the gateway
  * has long since forgotten it. Any frame from the gateway counts as a sign of life, not only "pong".
  *
- * Silence is counted in beats, not in wall-clock time: an onnxruntime run blocks the event loop, and when it
- * ends the timer runs before the socket's pending messages are read, so a clock would take a healthy
- * gateway for a dead one after every long inference. A blocked loop costs at most one beat.
+ * Silence is counted in beats, not in wall-clock time: when the event loop was held for a while (a large JSON
+ * body parsed, a machine short of CPU; runs themselves are on the sessions' threads), the timer runs before
+ * the socket's pending messages are read, so a clock would take a healthy gateway for a dead one after every
+ * stall. A held loop costs at most one beat.
  */
 export class Heartbeat {
   readonly #timer: ReturnType<typeof setInterval>;

@@ -1,7 +1,8 @@
 import { beforeAll, describe, expect, test } from "vitest";
 import { BIG_MODEL, MULTIPLEX_MODELS } from "../fixtures/paths.ts";
 import { type AgentProcess, startAgent } from "./harness/agents.ts";
-import { call, mlpRequest, type Outcome, sleep, waitForAgents } from "./harness/oip-client.ts";
+import { call, eventually, mlpRequest, type Outcome, sleep, waitForAgents } from "./harness/oip-client.ts";
+import { poolMetric } from "./harness/pool-probes.ts";
 import { watchProcesses } from "./harness/processes-under-test.ts";
 import { type GatewayProcess, SECRETS, startGateway } from "./harness/wrangler-dev.ts";
 
@@ -18,7 +19,7 @@ const agents: AgentProcess[] = [];
 const errorBodies: string[] = [];
 
 const QUICK = MULTIPLEX_MODELS[1] ?? "";
-// The big MLP with this many rows runs for about a second on one CPU thread.
+// The big MLP with this many rows runs for about three seconds on one CPU thread of a machine like CI's.
 const SLOW_ROWS = 3000;
 
 async function request(
@@ -89,14 +90,20 @@ describe("agents that fail", () => {
 
   test("a second SIGTERM exits at once; the requests it had in flight run again on another agent", async () => {
     // Four slow requests at once: draining would wait for all of them (the model's one session runs them
-    // one after the other on its thread, so the drain would last seconds).
+    // one after the other on its thread, so draining would take many seconds).
     // The one that takes them over joins first: starting it after the requests once gave them time to end
     // before the signals. The requests go to the agent that holds their model and has four slots free.
     const impatient = await agentIn("twice", "impatient", ["--preload", BIG_MODEL, "--max-concurrency", "4"]);
     await agentIn("twice", "patient");
     await waitForAgents(gateway.url, 2, "twice");
     const running = Array.from({ length: 4 }, () => request("twice", BIG_MODEL, SLOW_ROWS));
-    await sleep(300);
+    // Signalled once the gateway has granted it some (those not yet sent by then go to the other agent):
+    // the runs take seconds each, one after the other, so the drain has work to wait for.
+    await eventually(
+      "a slow request in flight",
+      async () =>
+        (await poolMetric(gateway.url, "twice", "switchyard_gateway_in_flight", {}, CANARY.adminKey)) >= 1,
+    );
     const pid = impatient.process.child.pid;
     if (pid === undefined) throw new Error("no agent pid");
     process.kill(pid, "SIGTERM");

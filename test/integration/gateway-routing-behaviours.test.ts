@@ -35,7 +35,7 @@ const [
   M6 = "m006",
   M7 = "m007",
 ] = MULTIPLEX_MODELS;
-// The big MLP with this many rows runs for about a second on one CPU thread.
+// The big MLP with this many rows runs for about three seconds on one CPU thread of a machine like CI's.
 const SLOW_ROWS = 3000;
 
 let gateway: GatewayProcess;

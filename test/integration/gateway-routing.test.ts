@@ -190,17 +190,18 @@ describe("what the client gets back", () => {
 
 describe("the queue", () => {
   test("with every slot busy, requests wait in the gateway and are served in arrival order", async () => {
-    // Each request runs a few hundred ms on one CPU thread; the agent takes one at a time. It is frozen
-    // once the first is in flight, and each later one is in the queue before the next is sent: their order
-    // is the test's, not the machine's (sends 60 ms apart could once arrive in another order).
+    // The agent takes one at a time. Frozen, it holds the first in its socket's buffer, and each later one
+    // is in the gateway's queue before the next is sent: their order is the test's, not the machine's (sends
+    // 60 ms apart could once arrive in another order).
     const solo = agents.find((agent) => agent.name === "solo");
     if (solo === undefined) throw new Error("no agent 'solo'");
     const send = (index: number) =>
       call(gateway.url, BIG_MODEL, mlpRequest(600, index), { pool: "queue", binaryInputs: true });
-    const sent: Promise<Outcome>[] = [send(0)];
-    await waitForMetric(gateway.url, "queue", "switchyard_gateway_in_flight", 1);
+    const sent: Promise<Outcome>[] = [];
     freeze(solo);
     try {
+      sent.push(send(0));
+      await waitForMetric(gateway.url, "queue", "switchyard_gateway_in_flight", 1);
       for (let index = 1; index < 4; index++) {
         sent.push(send(index));
         await waitForMetric(gateway.url, "queue", "switchyard_gateway_queue_depth", index);

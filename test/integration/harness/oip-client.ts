@@ -79,13 +79,16 @@ export async function eventually(
 
 export const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
-/** Waits until the pool's readiness counts `count` serving agents (agents reconnect after a gateway reload). */
 /**
  * How long agents may take to dial a restarted gateway again: their reconnect backoff grows to 30 s (with
  * jitter) while wrangler restarts, so the default wait of 30 s can end just before the dial that succeeds.
  */
 export const AFTER_RESTART_MS = 75_000;
 
+/**
+ * Waits until the pool's readiness counts `count` serving agents (agents reconnect after a gateway reload):
+ * 30 s by default, AFTER_RESTART_MS after a gateway restart.
+ */
 export async function waitForAgents(
   gatewayUrl: string,
   count: number,

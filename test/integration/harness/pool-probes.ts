@@ -9,10 +9,14 @@ import { SECRETS } from "./wrangler-dev.ts";
  * requests stay in flight, or in the gateway's queue, exactly as long as a test needs.
  */
 
-/** The gateway's /metrics for `pool`. */
-export async function scrapePool(gatewayUrl: string, pool: string): Promise<string> {
+/** The gateway's /metrics for `pool`, read with the harness's admin key unless the gateway has its own. */
+export async function scrapePool(
+  gatewayUrl: string,
+  pool: string,
+  adminKey: string = SECRETS.adminKey,
+): Promise<string> {
   const response = await fetch(`${gatewayUrl}/metrics?pool=${pool}`, {
-    headers: { Authorization: `Bearer ${SECRETS.adminKey}` },
+    headers: { Authorization: `Bearer ${adminKey}` },
   });
   const text = await response.text();
   if (response.status !== 200) throw new Error(`/metrics answered ${response.status}: ${text.slice(0, 200)}`);
@@ -25,8 +29,9 @@ export async function poolMetric(
   pool: string,
   name: string,
   labels: Record<string, string> = {},
+  adminKey?: string,
 ): Promise<number> {
-  return sample(await scrapePool(gatewayUrl, pool), name, { pool, ...labels }) ?? 0;
+  return sample(await scrapePool(gatewayUrl, pool, adminKey), name, { pool, ...labels }) ?? 0;
 }
 
 /** Waits until the pool's sample reads `value` (gauges such as in_flight and queue_depth). */
