@@ -141,8 +141,8 @@ describe("capacity and deadlines", () => {
 
   test("a request still running at its deadline gets 504, and the replica serves again once it is done", async () => {
     const sentAt = performance.now();
-    // A tenth of a second: the slow run alone takes about 0.3 s on a quiet machine, so a longer deadline
-    // could be met (it was, once, at 301 ms).
+    // A tenth of a second: the slow run takes seconds here, but a few tenths where onnxruntime has more
+    // threads, and a longer deadline was once met there (at 301 ms).
     const overdue = await call(gateway.url, BIG_MODEL, mlpRequest(SLOW_ROWS), {
       pool: "busy",
       binaryInputs: true,
