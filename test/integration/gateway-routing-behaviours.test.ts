@@ -211,7 +211,7 @@ describe("draining", () => {
     ]);
     if (leaving === undefined) throw new Error("no leaving agent");
     await waitForAgents(gateway.url, 2, pool);
-    // Two runs of about a second each, one after the other: the agent has work in flight for a while.
+    // Two runs of seconds each, one after the other: the agent has work in flight for a while.
     const slow = [1, 2].map((seed) =>
       call(gateway.url, BIG_MODEL, mlpRequest(SLOW_ROWS, seed), { pool, binaryInputs: true }),
     );
