@@ -9,8 +9,8 @@ import {
   freeze,
   poolMetric,
   replicaOf,
-  thaw,
   waitForMetric,
+  withAgentFrozen,
 } from "./harness/pool-probes.ts";
 import { watchProcesses } from "./harness/processes-under-test.ts";
 import { type GatewayProcess, SECRETS, startGateway } from "./harness/wrangler-dev.ts";
@@ -194,14 +194,11 @@ describe("a registry restart (POST /admin/pools/{pool}/restart)", () => {
     const pool = "restart";
     const agent = await startIn(pool, "phoenix", { models: repository, args: ["--preload", "once"] });
     await waitForAgents(gateway.url, 1, pool);
-    freeze(agent);
-    let once: Outcome;
-    let restartedAt: number;
-    const again = send(pool, "again");
-    try {
+    const { once, again, restartedAt } = await withAgentFrozen(agent, async () => {
+      const again = send(pool, "again");
       const pending = send(pool, "once");
       await waitForMetric(gateway.url, pool, "switchyard_gateway_in_flight", 2);
-      restartedAt = performance.now();
+      const restartedAt = performance.now();
       const restarted = await fetch(`${gateway.url}/admin/pools/${pool}/restart`, {
         method: "POST",
         headers: { Authorization: `Bearer ${SECRETS.adminKey}` },
@@ -210,10 +207,8 @@ describe("a registry restart (POST /admin/pools/{pool}/restart)", () => {
       expect(await restarted.json()).toEqual({ pool, restarted: true });
       // The registry tells its agents' relays before it goes: they fail the runs in flight as "may have
       // started", and the registry's rules (which models must not run twice) answer at once.
-      once = await pending;
-    } finally {
-      thaw(agent);
-    }
+      return { once: await pending, again, restartedAt };
+    });
     expectRefusal(
       once,
       503,

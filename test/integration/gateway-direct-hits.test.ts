@@ -8,7 +8,7 @@ import { PPOCR_DET_DIMS, ppocrDetSampleInput } from "../fixtures/ppocr.ts";
 import { expectAllClose } from "../support/close-to.ts";
 import { type AgentProcess, startAgent } from "./harness/agents.ts";
 import { call, mlpRequest, type Outcome, waitForAgents } from "./harness/oip-client.ts";
-import { freeze, poolMetric, thaw, waitForMetric } from "./harness/pool-probes.ts";
+import { poolMetric, waitForMetric, withAgentFrozen } from "./harness/pool-probes.ts";
 import { watchProcesses } from "./harness/processes-under-test.ts";
 import { type GatewayProcess, startGateway } from "./harness/wrangler-dev.ts";
 
@@ -133,16 +133,13 @@ describe("direct hits", () => {
     }
     // The agent stops answering: the next hit goes direct and stays running; its relay tells the registry
     // within DIRECT_ADOPT_WITHIN_MS, not when it ends.
-    freeze(single);
-    try {
+    const { running } = await withAgentFrozen(single, async () => {
       const running = call(gateway.url, MODEL, mlpRequest(1), { pool: "direct" });
       await waitForMetric(gateway.url, "direct", "switchyard_gateway_in_flight", 1, {}, 5_000);
       expect(await poolMetric(gateway.url, "direct", DIRECT)).toBe(before + 1);
-      thaw(single);
-      expectOk(await running);
-    } finally {
-      thaw(single);
-    }
+      return { running };
+    });
+    expectOk(await running);
     await waitForMetric(gateway.url, "direct", "switchyard_gateway_in_flight", 0);
   });
 

@@ -11,7 +11,7 @@ import {
   statusOf,
   waitForAgents,
 } from "./harness/oip-client.ts";
-import { freeze, thaw, waitForMetric } from "./harness/pool-probes.ts";
+import { waitForMetric, withAgentFrozen } from "./harness/pool-probes.ts";
 import { watchProcesses } from "./harness/processes-under-test.ts";
 import { type GatewayProcess, startGateway } from "./harness/wrangler-dev.ts";
 
@@ -58,15 +58,12 @@ async function whileSlotTaken(pool: string, meanwhile: () => Promise<void>): Pro
   // The pools these tests take a slot in have one agent each, named after the pool.
   const holder = agents.get(pool);
   if (holder === undefined) throw new Error(`no agent named ${pool}`);
-  freeze(holder);
-  let held: Promise<Outcome>;
-  try {
-    held = slow(pool);
+  const { held } = await withAgentFrozen(holder, async () => {
+    const sent = slow(pool);
     await waitForMetric(gateway.url, pool, "switchyard_gateway_in_flight", 1, {}, WHILE_FROZEN_MS);
     await meanwhile();
-  } finally {
-    thaw(holder);
-  }
+    return { held: sent };
+  });
   return await held;
 }
 

@@ -11,7 +11,7 @@ import {
   sleep,
   waitForAgents,
 } from "./harness/oip-client.ts";
-import { describeOutcome, freeze, poolMetric, thaw, waitForMetric } from "./harness/pool-probes.ts";
+import { describeOutcome, poolMetric, waitForMetric, withAgentFrozen } from "./harness/pool-probes.ts";
 import { watchProcesses } from "./harness/processes-under-test.ts";
 import { type GatewayProcess, SECRETS, startGateway } from "./harness/wrangler-dev.ts";
 
@@ -71,18 +71,12 @@ describe("the limits of a pool and of a request", () => {
   test("MAX_PENDING_BYTES: once an agent's relay holds that many bytes of requests, one more gets 429 with Retry-After; the bytes come back as requests end", async () => {
     // Frozen, the agent keeps two requests in flight: their bodies are held by its relay (the registry holds
     // none), which has room for a third slot's request but not for its bytes.
-    freeze(narrow);
-    let refused: Outcome;
-    let sentAt: number;
-    let running: Promise<Outcome>[];
-    try {
-      running = [heavy(1), heavy(2)];
+    const { refused, sentAt, running } = await withAgentFrozen(narrow, async () => {
+      const running = [heavy(1), heavy(2)];
       await waitForMetric(gateway.url, pool, "switchyard_gateway_in_flight", 2);
-      sentAt = performance.now();
-      refused = await heavy(3);
-    } finally {
-      thaw(narrow);
-    }
+      const sentAt = performance.now();
+      return { refused: await heavy(3), sentAt, running };
+    });
     expect(describeOutcome(refused)).toMatch(
       new RegExp(
         `^429 the agent's relay holds \\d+ bytes of requests already \\(limit ${MAX_PENDING_BYTES}\\); retry later$`,

@@ -14,8 +14,8 @@ import { DET_MODEL, MULTIPLEX_MODELS } from "../fixtures/paths.ts";
 import { PPOCR_DET_DIMS, ppocrDetSampleInput } from "../fixtures/ppocr.ts";
 import { type AgentProcess, startAgent } from "./harness/agents.ts";
 import { copyOf, temporaryRepository } from "./harness/behaviour-models.ts";
-import { call, eventually, mlpRequest, type Outcome, waitForAgents } from "./harness/oip-client.ts";
-import { describeOutcome, freeze, thaw, waitForMetric } from "./harness/pool-probes.ts";
+import { call, eventually, mlpRequest, waitForAgents } from "./harness/oip-client.ts";
+import { describeOutcome, waitForMetric, withAgentFrozen } from "./harness/pool-probes.ts";
 import { watchProcesses } from "./harness/processes-under-test.ts";
 import { type GatewayProcess, REPO_ROOT, SECRETS, startGateway } from "./harness/wrangler-dev.ts";
 
@@ -490,14 +490,10 @@ describe("managed queue", () => {
       );
     // The agent's one slot is taken (frozen, it answers nothing yet); two queued requests go to the pool and
     // wait in the registry; then a synchronous one arrives behind them.
-    freeze(agent);
-    let first: Promise<{ outcome: Outcome; at: number }>;
-    let late: Promise<{ outcome: Outcome; at: number }>;
-    let submitted: Submitted[];
-    try {
-      first = sync();
+    const { first, late, submitted } = await withAgentFrozen(agent, async () => {
+      const first = sync();
       await waitForMetric(gateway.url, pool, "switchyard_gateway_in_flight", 1);
-      submitted = [
+      const submitted = [
         await queue.submit(DET_MODEL, image, { binaryInputs: true, binaryOutputs: true }),
         await queue.submit(DET_MODEL, image, { binaryInputs: true, binaryOutputs: true }),
       ];
@@ -510,11 +506,10 @@ describe("managed queue", () => {
         expect(waiting.timings?.queued_ms).toBeGreaterThanOrEqual(0);
         expect(waiting.timings?.run_ms).toBeUndefined();
       }
-      late = sync();
+      const late = sync();
       await waitForMetric(gateway.url, pool, "switchyard_gateway_queue_depth", 3);
-    } finally {
-      thaw(agent);
-    }
+      return { first, late, submitted };
+    });
     expect(describeOutcome((await first).outcome)).toMatch(/^200 p1\/0 /);
     const lateDone = await late;
     expect(describeOutcome(lateDone.outcome)).toMatch(/^200 p1\/0 /);
@@ -559,10 +554,8 @@ describe("managed queue", () => {
 
     /** Submits one of each while the agent is frozen; `restart` happens while both run there. */
     async function interrupted(restart: () => Promise<void>) {
-      freeze(agent);
-      let handles: { once: Submitted; again: Submitted };
-      try {
-        handles = {
+      const handles = await withAgentFrozen(agent, async () => {
+        const handles = {
           once: await queue.submit("once", requests.once),
           again: await queue.submit("again", requests.again),
         };
@@ -579,9 +572,8 @@ describe("managed queue", () => {
           expect(running.timings?.run_ms).toBeGreaterThanOrEqual(0);
         }
         await restart();
-      } finally {
-        thaw(agent);
-      }
+        return handles;
+      });
       const again = await resultOf(queue, handles.again, 90_000);
       expect(dataOf(again.response.outputs)).toEqual(expected);
       const againStatus = await queue.status(handles.again);

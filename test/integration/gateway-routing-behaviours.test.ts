@@ -11,11 +11,10 @@ import {
 import { call, clientAuthorization, eventually, mlpRequest, waitForAgents } from "./harness/oip-client.ts";
 import {
   describeOutcome,
-  freeze,
   poolMetric,
   replicaOf,
-  thaw,
   waitForMetric,
+  withAgentFrozen,
 } from "./harness/pool-probes.ts";
 import { watchProcesses } from "./harness/processes-under-test.ts";
 import { type GatewayProcess, SECRETS, SHARDED, startGateway } from "./harness/wrangler-dev.ts";
@@ -118,20 +117,17 @@ describe("routing", () => {
 
     // Frozen, the agent answers nothing: its one slot stays taken and everything after it waits in the
     // gateway's queue, in the order the test sends it.
-    freeze(solo);
-    let running: ReturnType<typeof send>;
     const queued: Array<ReturnType<typeof send>> = [];
-    try {
-      running = send(M0, 1);
+    const { running } = await withAgentFrozen(solo, async () => {
+      const first = send(M0, 1);
       await waitForMetric(gateway.url, pool, "switchyard_gateway_in_flight", 1);
       for (const [index, model] of [M1, M1, M0].entries()) {
         queued.push(send(model, index + 2));
         await waitForMetric(gateway.url, pool, "switchyard_gateway_queue_depth", index + 1);
       }
       expect(await poolMetric(gateway.url, pool, "switchyard_gateway_in_flight")).toBe(1);
-    } finally {
-      thaw(solo);
-    }
+      return { running: first };
+    });
     expect(describeOutcome(await running)).toBe("200 solo/0 hit");
     const [older, old, newest] = await Promise.all(queued);
     // The newest request, for the model the replica holds, went first; then the others, oldest first, the
@@ -225,18 +221,15 @@ describe("draining", () => {
     await waitForAgents(gateway.url, 1, pool);
     const before = await retries(pool);
     // Held still with its requests in flight, the draining agent stays connected for as long as this takes.
-    freeze(leaving);
-    let probe: Awaited<ReturnType<typeof call>>;
-    try {
-      probe = await call(gateway.url, BIG_MODEL, mlpRequest(1), {
+    const probe = await withAgentFrozen(leaving, async () => {
+      const answered = await call(gateway.url, BIG_MODEL, mlpRequest(1), {
         pool,
         // Sent to the frozen agent by mistake, it would wait here until this deadline.
         headers: { "X-Request-Timeout": "10" },
       });
       expect(leaving.process.child.exitCode).toBeNull();
-    } finally {
-      thaw(leaving);
-    }
+      return answered;
+    });
     expect(describeOutcome(probe)).toBe("200 b-staying/0 miss");
     // Never offered to the draining agent, so never refused there and sent again.
     expect(await retries(pool)).toBe(before);

@@ -7,7 +7,7 @@ import { PPOCR_DET_DIMS, PPOCR_DET_PATH, ppocrDetSampleInput } from "../fixtures
 import { expectAllClose } from "../support/close-to.ts";
 import { type AgentProcess, startAgent } from "./harness/agents.ts";
 import { call, mlpRequest, type Outcome, waitForAgents } from "./harness/oip-client.ts";
-import { freeze, thaw, waitForMetric } from "./harness/pool-probes.ts";
+import { waitForMetric, withAgentFrozen } from "./harness/pool-probes.ts";
 import { watchProcesses } from "./harness/processes-under-test.ts";
 import { type GatewayProcess, SECRETS, startGateway } from "./harness/wrangler-dev.ts";
 
@@ -198,17 +198,14 @@ describe("the queue", () => {
     const send = (index: number) =>
       call(gateway.url, BIG_MODEL, mlpRequest(600, index), { pool: "queue", binaryInputs: true });
     const sent: Promise<Outcome>[] = [];
-    freeze(solo);
-    try {
+    await withAgentFrozen(solo, async () => {
       sent.push(send(0));
       await waitForMetric(gateway.url, "queue", "switchyard_gateway_in_flight", 1);
       for (let index = 1; index < 4; index++) {
         sent.push(send(index));
         await waitForMetric(gateway.url, "queue", "switchyard_gateway_queue_depth", index);
       }
-    } finally {
-      thaw(solo);
-    }
+    });
     const outcomes = await Promise.all(sent);
     for (const outcome of outcomes) expectOk(outcome);
     const finished = outcomes.map((outcome) => outcome.finishedAt);

@@ -60,6 +60,21 @@ export function thaw(agent: AgentProcess): void {
   process.kill(-pidOf(agent), "SIGCONT");
 }
 
+/**
+ * Runs `during` with the agent frozen, and thaws it however `during` ends: what is sent meanwhile stays in
+ * flight there, or in the gateway's queue, for exactly as long as `during` takes. Returns what it returned;
+ * a request still waiting on the agent goes back inside an object (a promise returned bare would be awaited
+ * here, while the agent that must answer it is frozen).
+ */
+export async function withAgentFrozen<T>(agent: AgentProcess, during: () => Promise<T>): Promise<T> {
+  freeze(agent);
+  try {
+    return await during();
+  } finally {
+    thaw(agent);
+  }
+}
+
 function pidOf(agent: AgentProcess): number {
   const pid = agent.process.child.pid;
   if (pid === undefined) throw new Error(`${agent.name} has no pid`);
