@@ -10,7 +10,7 @@
  *            alone costs here with as many threads beside this client (the MLP only)
  *   agent-main  switchyard-agent --standalone --http-threads 0 (HTTP on the agent's main thread)
  *   agent    switchyard-agent --standalone (HTTP on its intake threads: --http-threads' default)
- *   gateway  the agent behind `wrangler dev` (where wrangler can run: not on a bare GPU host)
+ *   gateway  the agent behind `wrangler dev` (on a GPU host without npm: scripts/pack-gpu-wrangler.ts)
  *   relay-anchor  the smallest Worker and Durable Object that relay a request to a process that dialed in,
  *            in `wrangler dev`, with an anchor server per model behind it (relay-anchor/worker.ts): the floor
  *            of any gateway of the gateway's shape on the same workerd (unbatched)
@@ -302,7 +302,8 @@ async function main(): Promise<void> {
     }
     if (targets.has("agent"))
       started.push(await startAgentTarget(agentArgs, words(values["agent-node-args"])));
-    // The targets that need wrangler: where it cannot run (a bare GPU host), the rest is measured without them.
+    // The targets that need wrangler: where it cannot run (a GPU host without scripts/pack-gpu-wrangler.ts's
+    // pack), the rest is measured without them.
     const unlessWranglerFails = async (what: string, start: () => Promise<Target>) => {
       try {
         started.push(await start());

@@ -1,5 +1,5 @@
-import { join } from "node:path";
-import { fileURLToPath } from "node:url";
+import { existsSync } from "node:fs";
+import { dirname, join } from "node:path";
 import { freePort } from "./free-port.ts";
 import { type ManagedProcess, spawnGroup, tail } from "./process-group.ts";
 
@@ -9,7 +9,7 @@ import { type ManagedProcess, spawnGroup, tail } from "./process-group.ts";
  * agent or the gateway). Each caller picks what differs: `npm start` serves the sources on 8787 with the
  * local state under .wrangler/; the tests serve a bundle on a free port with a state directory of their own.
  */
-export const REPO_ROOT = fileURLToPath(new URL("../../", import.meta.url));
+export const REPO_ROOT = repositoryRoot(import.meta.dirname);
 export const WRANGLER_JS = join(REPO_ROOT, "node_modules", "wrangler", "bin", "wrangler.js");
 export const WRANGLER_CONFIG = join(REPO_ROOT, "wrangler.toml");
 
@@ -45,6 +45,18 @@ export interface WranglerDevOptions {
   /** Passed to spawnGroup. */
   onLine?: (line: string) => void;
   keepOutputChars?: number;
+}
+
+/**
+ * The nearest folder at or above `from` that holds wrangler.toml: the repository's root, whether this module
+ * runs from its source (scripts/lib/) or bundled into a benchmark in dist/ (a GPU host, README: the agent on
+ * a GPU host), where a fixed "../../" would name the folder above the repository.
+ */
+export function repositoryRoot(from: string): string {
+  for (let dir = from; ; dir = dirname(dir)) {
+    if (existsSync(join(dir, "wrangler.toml"))) return dir;
+    if (dirname(dir) === dir) throw new Error(`no wrangler.toml in ${from} or any folder above it`);
+  }
 }
 
 /** Starts `wrangler dev` in its own process group and resolves once it serves /v2/health/live. */
