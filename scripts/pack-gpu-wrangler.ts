@@ -1,9 +1,11 @@
 /**
  * Packs what `wrangler dev` needs on a GPU host that has no npm and no network (README: the agent on a GPU
- * host; ../shared/gpu/README.md): wrangler, workerd, esbuild and the gateway's own dependencies, into
- * .gpu-wrangler/ (about 45 MB), so that bench:hot-path can measure the gateway and the relay anchor on the
- * same host as the agent. The GPU kit's .gpu-base/ (node, onnxruntime-node) goes first; this one adds to its
- * /opt/gpu/node_modules.
+ * host; ../shared/gpu/README.md): wrangler, workerd, esbuild and the Worker's own imports
+ * (lib/gpu-wrangler-pack.ts), into .gpu-wrangler/ (39 MB), so that bench:hot-path can measure the gateway and
+ * the relay anchor on the same host as the agent. Run here, where npm installed them. A pack of its own, in
+ * the GPU kit's shape (a tarball and a setup.sh), because what one call takes to the host is capped at 64
+ * MiB and the kit's two packs are 41 and 37 MB already; the kit's .gpu-base/ (node, onnxruntime-node) goes
+ * first, and this one adds to its /opt/gpu/node_modules.
  *
  *   node scripts/pack-gpu-wrangler.ts
  *   (on the host, after bash .gpu-base/setup.sh)  bash .gpu-wrangler/setup.sh
@@ -19,24 +21,12 @@ import {
   writeFileSync,
 } from "node:fs";
 import { dirname, join } from "node:path";
-import { packageClosure } from "./lib/package-closure.ts";
-import { REPO_ROOT } from "./lib/wrangler-dev.ts";
+import { gpuWranglerContents } from "./lib/gpu-wrangler-pack.ts";
+import { repositoryRoot } from "./lib/repository-root.ts";
 
+const REPO_ROOT = repositoryRoot(import.meta.dirname);
 const OUT = ".gpu-wrangler";
-/**
- * wrangler runs the gateway, and bundles the Worker from the sources: the packages the Worker imports
- * (gateway/ and shared/) come along.
- */
-const ROOTS = ["wrangler", "hono", "zod"];
-/** Of echarts (62 MB) the dashboard imports one self-contained file (gateway/dashboard/assets.ts). */
-const FILES = ["echarts/package.json", "echarts/dist/echarts.common.min.js"];
-/**
- * Left out: miniflare imports sharp only for the Images binding (a dynamic import), which neither Worker
- * binds, and its native libraries would take a fifth of the pack.
- */
-const LEFT_OUT = new Set(["sharp"]);
-
-const packages = [...packageClosure(REPO_ROOT, ROOTS, LEFT_OUT), ...FILES];
+const packages = gpuWranglerContents(REPO_ROOT);
 const out = join(REPO_ROOT, OUT);
 rmSync(out, { recursive: true, force: true });
 mkdirSync(out);

@@ -1,7 +1,7 @@
-import { existsSync } from "node:fs";
-import { dirname, join } from "node:path";
+import { join } from "node:path";
 import { freePort } from "./free-port.ts";
 import { type ManagedProcess, spawnGroup, tail } from "./process-group.ts";
+import { repositoryRoot } from "./repository-root.ts";
 
 /**
  * Starting the gateway with `wrangler dev` (workerd with local Durable Objects and R2), as `npm start`, the
@@ -45,18 +45,6 @@ export interface WranglerDevOptions {
   /** Passed to spawnGroup. */
   onLine?: (line: string) => void;
   keepOutputChars?: number;
-}
-
-/**
- * The nearest folder at or above `from` that holds wrangler.toml: the repository's root, whether this module
- * runs from its source (scripts/lib/) or bundled into a benchmark in dist/ (a GPU host, README: the agent on
- * a GPU host), where a fixed "../../" would name the folder above the repository.
- */
-export function repositoryRoot(from: string): string {
-  for (let dir = from; ; dir = dirname(dir)) {
-    if (existsSync(join(dir, "wrangler.toml"))) return dir;
-    if (dirname(dir) === dir) throw new Error(`no wrangler.toml in ${from} or any folder above it`);
-  }
 }
 
 /** Starts `wrangler dev` in its own process group and resolves once it serves /v2/health/live. */

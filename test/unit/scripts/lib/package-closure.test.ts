@@ -1,8 +1,20 @@
-import { mkdirSync, mkdtempSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { describe, expect, it } from "vitest";
+import { afterAll, describe, expect, it } from "vitest";
 import { packageClosure } from "../../../../scripts/lib/package-closure.ts";
+
+const made: string[] = [];
+afterAll(() => {
+  for (const dir of made) rmSync(dir, { recursive: true, force: true });
+});
+
+/** A fresh folder to install packages into. */
+function repository(): string {
+  const root = mkdtempSync(join(tmpdir(), "switchyard-closure-"));
+  made.push(root);
+  return root;
+}
 
 /** A package folder under `at` with these dependencies. */
 function pkg(
@@ -17,7 +29,7 @@ function pkg(
 
 describe("packageClosure: what a package needs at run time, to take to a host without npm", () => {
   it("follows dependencies and installed optional ones as Node resolves them, nested ones inside their parent", () => {
-    const root = mkdtempSync(join(tmpdir(), "switchyard-closure-"));
+    const root = repository();
     pkg(root, "app", {
       dependencies: { lib: "2", util: "1" },
       // One built for this platform is installed, the others are not.
@@ -49,8 +61,16 @@ describe("packageClosure: what a package needs at run time, to take to a host wi
     ]);
   });
 
+  it("refuses a dependency that is not installed (what it packed would not run)", () => {
+    const root = repository();
+    pkg(root, "app", { dependencies: { lib: "1" } });
+    expect(() => packageClosure(root, ["app"])).toThrow(
+      "node_modules/app needs lib, which is not installed: run npm ci first",
+    );
+  });
+
   it("refuses a root that is not installed", () => {
-    const root = mkdtempSync(join(tmpdir(), "switchyard-closure-"));
+    const root = repository();
     expect(() => packageClosure(root, ["wrangler"])).toThrow(
       "node_modules/wrangler is missing: run npm ci first",
     );
