@@ -27,6 +27,7 @@ import {
 } from "../fixtures/paths.ts";
 import { type AgentProcess, startAgent } from "./harness/agents.ts";
 import { mlpRequest } from "./harness/oip-client.ts";
+import { withAgentFrozen } from "./harness/pool-probes.ts";
 import { describeProcesses } from "./harness/process-group.ts";
 import { type AgentConnection, type ReceivedFrame, ScriptedGateway } from "./harness/scripted-gateway.ts";
 
@@ -98,15 +99,10 @@ function resultFor(id: string) {
 
 /** Runs `send` while the agent process is stopped (SIGSTOP), then lets it go on with everything queued. */
 async function whileFrozen(frozen: AgentProcess, send: () => void): Promise<void> {
-  const pid = frozen.process.child.pid;
-  if (pid === undefined) throw new Error("the agent has no pid");
-  process.kill(pid, "SIGSTOP");
-  try {
+  await withAgentFrozen(frozen, async () => {
     send();
     await new Promise((resolve) => setTimeout(resolve, 200));
-  } finally {
-    process.kill(pid, "SIGCONT");
-  }
+  });
 }
 
 /** The error frame for `id`, which must come on the data socket. */
