@@ -1,7 +1,8 @@
-import { readdirSync, readFileSync } from "node:fs";
+import { readFileSync } from "node:fs";
 import { dirname, join, relative, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { describe, expect, test } from "vitest";
+import { sourceFiles } from "../../support/source-files.ts";
 
 // No module imports itself through others, type-only imports included: a circle is two modules that cannot
 // be understood, tested or moved apart, and usually an interface living in its implementations' file.
@@ -9,15 +10,6 @@ import { describe, expect, test } from "vitest";
 const ROOT = fileURLToPath(new URL("../../../", import.meta.url));
 const SOURCES = ["gateway", "backend", "shared", "scripts", "bench"];
 const IMPORT = /(?:^|\n)\s*(?:import|export)\s[^;]*?from\s+"(\.{1,2}\/[^"]+\.ts)"/g;
-
-function sourceFiles(dir: string): string[] {
-  return readdirSync(dir, { withFileTypes: true }).flatMap((entry) => {
-    const path = join(dir, entry.name);
-    if (entry.isDirectory())
-      return entry.name === "node_modules" || entry.name.startsWith(".") ? [] : sourceFiles(path);
-    return entry.name.endsWith(".ts") && !entry.name.endsWith(".d.ts") ? [path] : [];
-  });
-}
 
 function importGraph(): Map<string, string[]> {
   const graph = new Map<string, string[]>();

@@ -1,16 +1,16 @@
-import { readdirSync, readFileSync } from "node:fs";
+import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { gpuWranglerContents } from "../../../../scripts/lib/gpu-wrangler-pack.ts";
 import { REPO_ROOT } from "../../../../scripts/lib/wrangler-dev.ts";
+import { sourceFiles } from "../../../support/source-files.ts";
 
 /** The packages (or files of them) that the Worker's sources import: gateway/ and shared/, tests aside. */
 function workerImports(): Set<string> {
   const found = new Set<string>();
   for (const folder of ["gateway", "shared"]) {
-    for (const file of readdirSync(join(REPO_ROOT, folder), { recursive: true, encoding: "utf8" })) {
-      if (!file.endsWith(".ts")) continue;
-      const source = readFileSync(join(REPO_ROOT, folder, file), "utf8");
+    for (const file of sourceFiles(join(REPO_ROOT, folder))) {
+      const source = readFileSync(file, "utf8");
       for (const [, specifier] of source.matchAll(/\bfrom\s+"([^"./][^"]*)"/g))
         if (specifier !== undefined && !/^(node|cloudflare):/.test(specifier)) found.add(specifier);
     }
