@@ -17,13 +17,14 @@
  *
  * for PP-OCRv4 detection (1x3x640x640 FP32 in, 1.6 MB out) and a small MLP, JSON and binary bodies, 1, 8 and 32
  * concurrent clients; batching on (models whose config.json declares it) against off. Every answer's outputs
- * are checked bit for bit against a direct run.
+ * are checked bit for bit against a direct run. Each round (--rounds) measures raw and then every target in
+ * turn, the servers all up (idle but for the one measured); the report reads each ratio within a round.
  *
  *   npm run bench:hot-path [-- --device cuda --gpu 0] [--quick] [--seconds 5] [--targets raw,anchor,anchor-threads,http-floor,agent-main,agent,gateway,relay-anchor]
  *     [--models det,mlp,io] [--encodings binary,json] [--concurrency 1,8,32] ["--agent-args=--max-concurrency 8"]
  *     ["--agent-node-args=--cpu-prof --cpu-prof-dir=prof"]   (with "=": a value that starts with -- is taken
  *     for a flag of the bench's own otherwise)
- *     [--client-threads 4] [--send-stage]
+ *     [--client-threads 4] [--send-stage] [--rounds 3]
  *   node dist/hot-path.mjs --device cuda --out $OUT       on a GPU host, with the bundle (npm run build:bundles)
  *
  * Results: bench/results/hot-path-<device>.md (and .json), with the machine and the command.
@@ -92,6 +93,12 @@ const { values } = parseArgs({
      * in a Server-Timing trailer); the other targets ignore it.
      */
     "send-stage": { type: "boolean", default: false },
+    /**
+     * Times every path is measured, in turn (raw, then each target, then again): the report shows each
+     * figure's median and reads each target's ratio within a round, since the host's drift between two
+     * measures minutes apart can exceed what a change moves.
+     */
+    rounds: { type: "string", default: "1" },
   },
 });
 
@@ -107,6 +114,11 @@ const encodings = (["binary", "json"] as const).filter((encoding) =>
 const seconds = Number(values.seconds ?? (values.quick ? 1 : 4));
 const clientThreads = Number(values["client-threads"] ?? (cpus().length >= 8 ? 4 : 1));
 const warmupSeconds = values.quick ? 0.5 : 1.5;
+const rounds = Number(values.rounds);
+if (!Number.isInteger(rounds) || rounds < 1)
+  throw new Error(`--rounds must be a whole number from 1, not ${values.rounds}`);
+/** The log's prefix for a measure of round `pass`, when there are several. */
+const roundLabel = (pass: number) => (rounds > 1 ? `round ${pass}/${rounds}: ` : "");
 
 /** ReduceMean over the channels of a [n, 3, h, w] image: det's input and output sizes, almost no work. */
 function channelMean(): Uint8Array {
@@ -222,8 +234,9 @@ async function main(): Promise<void> {
   const options = sessionOptions(device, threads === undefined ? {} : { intraOpThreads: threads });
   const results: Measured[] = [];
 
-  // The reference outputs, and the raw path, from a session of our own.
+  // The reference outputs from a session of our own per model, which also serves the raw path (in each round).
   const references = new Map<string, Float32Array[]>();
+  const rawSessions = new Map<string, { session: ort.InferenceSession; feeds: Record<string, ort.Tensor> }>();
   for (const entry of CASES) {
     const session = await ort.InferenceSession.create(modelPath(repo, entry.name), options);
     const feeds = {
@@ -234,25 +247,124 @@ async function main(): Promise<void> {
       entry.name,
       Object.values(first).map((tensor) => tensor.data as Float32Array),
     );
-    if (targets.has("raw")) {
+    if (targets.has("raw")) rawSessions.set(entry.name, { session, feeds });
+    else await session.release();
+  }
+  /** The raw path: session.run in this process, closed loops at each concurrency. */
+  const measureRaw = async (pass: number) => {
+    for (const [model, { session, feeds }] of rawSessions) {
       for (const concurrency of concurrencies) {
         const load = await closedLoop(concurrency, warmupSeconds, seconds, async () => {
           await session.run(feeds);
           return undefined;
         });
         results.push({
-          model: entry.name,
+          model,
           target: "raw",
           encoding: "binary",
           batched: false,
           load,
           phases: {},
+          round: pass,
         });
-        log(`raw ${entry.name} c=${concurrency}: ${summary(load)}`);
+        log(`${roundLabel(pass)}raw ${model} c=${concurrency}: ${summary(load)}`);
       }
     }
-    await session.release();
-  }
+  };
+
+  /** One path in one round: its floor (a route that does no work) or each of its models, encodings and loads. */
+  const measureTarget = async (target: Target, pass: number) => {
+    if (target.model === undefined) {
+      // The floor of the path: a route that does no work (for the gateway, wrangler dev's own proxy).
+      const client = new HttpLoad(target.url, 1);
+      const load = await closedLoop(1, warmupSeconds, seconds, async () => {
+        await client.send({ path: "/v2/health/live", headers: target.headers });
+        return undefined;
+      });
+      client.close();
+      results.push({
+        model: "floor",
+        target: target.kind,
+        encoding: "json",
+        batched: false,
+        load,
+        phases: {},
+        round: pass,
+      });
+      log(`${roundLabel(pass)}${target.kind} floor: ${summary(load)}`);
+    }
+    for (const entry of CASES) {
+      if (target.model !== undefined && target.model !== entry.name) continue;
+      for (const encoding of encodings) {
+        const twins =
+          target.model !== undefined
+            ? [target.batched === true]
+            : target.unbatchedOnly === true
+              ? [false]
+              : [false, true];
+        for (const batched of twins) {
+          const model = batched ? `${entry.name}_batched` : entry.name;
+          const prepared = prepare(model, entry.input, encoding, {
+            ...target.headers,
+            ...(values["send-stage"] ? { TE: "trailers" } : {}),
+          });
+          // One check of the outputs; the timed loops run on client threads of their own (client-threads.ts).
+          const client = new HttpLoad(target.url, 1);
+          try {
+            const expected = references.get(entry.name) ?? [];
+            verify(await client.send(prepared), encoding, expected);
+            if (target.kind === "http-floor") {
+              // Its timed answers come from memory: the same request again, on the same connection (so the
+              // same HTTP thread), must be one, and right too.
+              const again = await client.send(prepared);
+              if (again.headers[MEMO_HEADER] !== "hit")
+                throw new Error("the HTTP floor did not answer a repeated request from memory");
+              verify(again, encoding, expected);
+            }
+            for (const concurrency of concurrencies) {
+              // Batching only changes anything with company; one client measures the unbatched path.
+              if (batched && concurrency === 1 && entry.name === "mlp") continue;
+              const mainBefore = mainThreadCpuMs(target);
+              const allBefore = processCpuMs(target);
+              const { load, phases } = await threadedLoad({
+                url: target.url,
+                prepared,
+                concurrency,
+                threads: clientThreads,
+                warmupS: warmupSeconds,
+                seconds,
+              });
+              const mainAfter = mainThreadCpuMs(target);
+              const allAfter = processCpuMs(target);
+              if (mainBefore !== undefined && mainAfter !== undefined && load.answered > 0) {
+                // The agent's main thread, which routes every request: its CPU per answer (warm-up included
+                // on both sides). /proc counts in ticks of 10 ms, a few in a window of seconds.
+                phases[MAIN_THREAD_CPU] = round((mainAfter - mainBefore) / load.answered, 3);
+              }
+              if (allBefore !== undefined && allAfter !== undefined && load.answered > 0) {
+                phases[PROCESS_CPU] = round((allAfter - allBefore) / load.answered, 3);
+              }
+              results.push({
+                model: entry.name,
+                target: target.kind,
+                encoding,
+                batched,
+                load,
+                phases,
+                round: pass,
+              });
+              const cpu = phases[PROCESS_CPU] === undefined ? "" : `, ${phases[PROCESS_CPU]} ms cpu/answer`;
+              log(
+                `${roundLabel(pass)}${target.kind} ${model} ${encoding} c=${concurrency}: ${summary(load)}${cpu}`,
+              );
+            }
+          } finally {
+            client.close();
+          }
+        }
+      }
+    }
+  };
 
   const started: Target[] = [];
   try {
@@ -320,96 +432,13 @@ async function main(): Promise<void> {
       await unlessWranglerFails("relay anchor", () => startRelayAnchorTarget(models, device, threads));
     }
 
-    for (const target of started) {
-      if (target.model === undefined) {
-        // The floor of the path: a route that does no work (for the gateway, wrangler dev's own proxy).
-        const client = new HttpLoad(target.url, 1);
-        const load = await closedLoop(1, warmupSeconds, seconds, async () => {
-          await client.send({ path: "/v2/health/live", headers: target.headers });
-          return undefined;
-        });
-        client.close();
-        results.push({
-          model: "floor",
-          target: target.kind,
-          encoding: "json",
-          batched: false,
-          load,
-          phases: {},
-        });
-        log(`${target.kind} floor: ${summary(load)}`);
-      }
-      for (const entry of CASES) {
-        if (target.model !== undefined && target.model !== entry.name) continue;
-        for (const encoding of encodings) {
-          const twins =
-            target.model !== undefined
-              ? [target.batched === true]
-              : target.unbatchedOnly === true
-                ? [false]
-                : [false, true];
-          for (const batched of twins) {
-            const model = batched ? `${entry.name}_batched` : entry.name;
-            const prepared = prepare(model, entry.input, encoding, {
-              ...target.headers,
-              ...(values["send-stage"] ? { TE: "trailers" } : {}),
-            });
-            // One check of the outputs; the timed loops run on client threads of their own (client-threads.ts).
-            const client = new HttpLoad(target.url, 1);
-            try {
-              const expected = references.get(entry.name) ?? [];
-              verify(await client.send(prepared), encoding, expected);
-              if (target.kind === "http-floor") {
-                // Its timed answers come from memory: the same request again, on the same connection (so the
-                // same HTTP thread), must be one, and right too.
-                const again = await client.send(prepared);
-                if (again.headers[MEMO_HEADER] !== "hit")
-                  throw new Error("the HTTP floor did not answer a repeated request from memory");
-                verify(again, encoding, expected);
-              }
-              for (const concurrency of concurrencies) {
-                // Batching only changes anything with company; one client measures the unbatched path.
-                if (batched && concurrency === 1 && entry.name === "mlp") continue;
-                const mainBefore = mainThreadCpuMs(target);
-                const allBefore = processCpuMs(target);
-                const { load, phases } = await threadedLoad({
-                  url: target.url,
-                  prepared,
-                  concurrency,
-                  threads: clientThreads,
-                  warmupS: warmupSeconds,
-                  seconds,
-                });
-                const mainAfter = mainThreadCpuMs(target);
-                const allAfter = processCpuMs(target);
-                if (mainBefore !== undefined && mainAfter !== undefined && load.answered > 0) {
-                  // The agent's main thread, which routes every request: its CPU per answer (warm-up included
-                  // on both sides). /proc counts in ticks of 10 ms, a few in a window of seconds.
-                  phases[MAIN_THREAD_CPU] = round((mainAfter - mainBefore) / load.answered, 3);
-                }
-                if (allBefore !== undefined && allAfter !== undefined && load.answered > 0) {
-                  phases[PROCESS_CPU] = round((allAfter - allBefore) / load.answered, 3);
-                }
-                results.push({
-                  model: entry.name,
-                  target: target.kind,
-                  encoding,
-                  batched,
-                  load,
-                  phases,
-                });
-                const cpu = phases[PROCESS_CPU] === undefined ? "" : `, ${phases[PROCESS_CPU]} ms cpu/answer`;
-                log(`${target.kind} ${model} ${encoding} c=${concurrency}: ${summary(load)}${cpu}`);
-              }
-            } finally {
-              client.close();
-            }
-          }
-        }
-      }
+    for (let pass = 1; pass <= rounds; pass += 1) {
+      await measureRaw(pass);
+      for (const target of started) await measureTarget(target, pass);
     }
   } finally {
     for (const target of started) await target.stop();
+    for (const { session } of rawSessions.values()) await session.release();
   }
 
   const machine = machineLabel(device.kind === "cuda" ? device.deviceId : undefined);

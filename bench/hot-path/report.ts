@@ -9,6 +9,8 @@ export interface Measured {
   load: LoadResult;
   /** Mean Server-Timing phases at this concurrency (ms), where the server sends them. */
   phases: Record<string, number>;
+  /** Which of the run's rounds (--rounds) measured it, from 1; absent in results from before rounds: 1. */
+  round?: number;
 }
 
 export interface HotPathReport {
@@ -45,6 +47,9 @@ export const MAIN_THREAD_CPU = "main cpu";
 export const PROCESS_CPU = "all cpu";
 
 export function renderHotPathReport(report: HotPathReport): string {
+  const rounds = roundsOf(report.results);
+  // The tables show each figure's median over the rounds; the targets read each ratio round by round.
+  const results = mediansOverRounds(report.results);
   const lines: string[] = [];
   lines.push(`# Hot path: what a request costs around onnxruntime (${report.device})`, "");
   lines.push(
@@ -53,9 +58,14 @@ export function renderHotPathReport(report: HotPathReport): string {
     "raw: `session.run` in process. anchor: a minimal `node:http` server around the same session (bench/hot-path/anchor-server.ts), the floor of any Node server. anchor-threads: the same with its HTTP on threads of its own and the session on its main thread (a hop each way; the MLP only). http-floor: anchor-threads answering a repeated request from memory (no session, no hop; the MLP only): what HTTP alone costs on this host with as many threads beside this client. agent: `switchyard-agent --standalone` (HTTP on its intake threads, --http-threads' default here); agent-main: the same with `--http-threads 0` (HTTP on its main thread, as before intake threads). gateway: the agent behind `wrangler dev` (its local proxy included). relay-anchor: the smallest Worker and Durable Object that relay a request over a websocket to a process that dialed in (bench/hot-path/relay-anchor/worker.ts; no auth, validation, routing or registry), in `wrangler dev` too, with the anchor server behind it: the floor of any gateway of this shape on the same workerd. Same session options everywhere; every path's outputs were checked bit for bit against a direct run before it was timed. Closed loops: each client sends its next request when its last one is answered.",
     "",
   );
+  if (rounds.length > 1)
+    lines.push(
+      `${rounds.length} rounds, each measuring every path in turn (so that the host's drift reaches them all alike): each figure below is its median over the rounds, each target's ratio the median of the ratios of each round, with their range (a round in which a measure answered nothing within its window is left out of both).`,
+      "",
+    );
   for (const entry of report.cases) {
     for (const encoding of ["binary", "json"] as const) {
-      const rows = report.results.filter(
+      const rows = results.filter(
         (result) => result.model === entry.name && (result.encoding === encoding || result.target === "raw"),
       );
       if (rows.every((row) => row.target === "raw") && encoding === "json") continue;
@@ -100,58 +110,157 @@ export function renderHotPathReport(report: HotPathReport): string {
       }
     }
   }
-  lines.push(...targetChecks(report), "");
+  lines.push(...targetChecks(report.results, rounds, results), "");
   return `${lines.join("\n")}\n`;
 }
 
-/** The issue's targets, as ratios of this run's own figures. */
-function targetChecks(report: HotPathReport): string[] {
-  const find = (model: string, target: string, encoding: string, batched: boolean, concurrency: number) =>
-    report.results.find(
+/** The rounds the results come from, in order. */
+function roundsOf(results: readonly Measured[]): number[] {
+  return [...new Set(results.map((result) => result.round ?? 1))].sort((a, b) => a - b);
+}
+
+const measureKey = (result: Measured) =>
+  [result.model, result.target, result.encoding, result.batched, result.load.concurrency].join("|");
+
+/**
+ * One result per measure (model, path, encoding, batching, clients): each of its figures (throughput, p50,
+ * p99, each stage) the median of its rounds' that answered anything. A single round's results come back as
+ * they are.
+ */
+export function mediansOverRounds(results: readonly Measured[]): Measured[] {
+  const measures = new Map<string, Measured[]>();
+  for (const result of results) {
+    const key = measureKey(result);
+    measures.set(key, [...(measures.get(key) ?? []), result]);
+  }
+  return [...measures.values()].map((measured) => {
+    // Rounds that answered nothing in their window have no latency to take the median of.
+    const rounds = measured.filter(answeredAny);
+    const first = (rounds[0] ?? measured[0]) as Measured;
+    if (rounds.length <= 1) return first;
+    const phases: Record<string, number> = {};
+    for (const phase of new Set(rounds.flatMap((each) => Object.keys(each.phases)))) {
+      phases[phase] = round(median(rounds.flatMap((each) => each.phases[phase] ?? [])), 3);
+    }
+    return {
+      ...first,
+      round: undefined,
+      load: {
+        ...first.load,
+        throughput: median(rounds.map((each) => each.load.throughput)),
+        latency: {
+          ...first.load.latency,
+          p50: median(rounds.map((each) => each.load.latency.p50)),
+          p99: median(rounds.map((each) => each.load.latency.p99)),
+        },
+      },
+      phases,
+    };
+  });
+}
+
+/** The middle value (the mean of the two middle ones for an even count); NaN for none. */
+export function median(values: readonly number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  const middle = Math.floor(sorted.length / 2);
+  if (sorted.length === 0) return Number.NaN;
+  return sorted.length % 2 === 1
+    ? (sorted[middle] as number)
+    : ((sorted[middle - 1] as number) + (sorted[middle] as number)) / 2;
+}
+
+/** A measure's load among some results: model, path, encoding (any for raw), batching, clients. */
+type Finder = (
+  model: string,
+  target: string,
+  encoding: string,
+  batched: boolean,
+  concurrency: number,
+) => LoadResult | undefined;
+
+/**
+ * A load that answered nothing within its timed window (a window shorter than one batch's run, on a slow
+ * host) has no figure to read: it counts as not measured, not as a ratio of 0.
+ */
+function finderIn(results: readonly Measured[]): Finder {
+  return (model, target, encoding, batched, concurrency) =>
+    results.find(
       (row) =>
         row.model === model &&
         row.target === target &&
         (row.encoding === encoding || target === "raw") &&
         row.batched === batched &&
-        row.load.concurrency === concurrency,
+        row.load.concurrency === concurrency &&
+        answeredAny(row),
     )?.load;
+}
+
+const answeredAny = (result: Measured) => result.load.completed > 0;
+
+/**
+ * The issue's targets, as ratios of the run's own figures: each read within one round (its two sides
+ * measured minutes apart at most), then the median over the rounds, with their range.
+ */
+function targetChecks(
+  all: readonly Measured[],
+  rounds: readonly number[],
+  medians: readonly Measured[],
+): string[] {
+  const finders = rounds.map((each) => finderIn(all.filter((row) => (row.round ?? 1) === each)));
+  /** The measure in each round where both its sides were measured. */
+  const perRound = (measure: (find: Finder) => number | undefined): number[] =>
+    finders.map(measure).filter((value): value is number => value !== undefined && Number.isFinite(value));
   const lines = [
     "## Targets (ratios from this run)",
     "",
     "| target | measured | goal | met |",
     "| --- | --- | --- | --- |",
   ];
-  const check = (what: string, value: number | undefined, goal: string, met: (value: number) => boolean) => {
-    if (value === undefined || !Number.isFinite(value))
-      lines.push(`| ${what} | not measured | ${goal} | – |`);
-    else lines.push(`| ${what} | ${round(value, 2)} | ${goal} | ${met(value) ? "yes" : "no"} |`);
+  const shown = (values: readonly number[]) =>
+    values.length === 1
+      ? `${round(values[0] as number, 2)}`
+      : `${round(median(values), 2)} (${round(Math.min(...values), 2)}–${round(Math.max(...values), 2)}, ${values.length} rounds)`;
+  const check = (what: string, values: number[], goal: string, met: (value: number) => boolean) => {
+    if (values.length === 0) lines.push(`| ${what} | not measured | ${goal} | – |`);
+    else lines.push(`| ${what} | ${shown(values)} | ${goal} | ${met(median(values)) ? "yes" : "no"} |`);
   };
-  /** A figure beside the targets, with no goal of its own. */
-  const show = (what: string, value: number | undefined) =>
-    lines.push(`| ${what} | ${value === undefined ? "not measured" : round(value, 2)} | – | – |`);
-  const agent1 = find("det", "agent", "binary", false, 1);
-  const anchor1 = find("det", "anchor", "binary", false, 1);
+  /** A figure beside the targets, with no goal of its own; `quiet`: left out when not measured. */
+  const show = (what: string, values: number[], quiet = false) => {
+    if (values.length > 0) lines.push(`| ${what} | ${shown(values)} | – | – |`);
+    else if (!quiet) lines.push(`| ${what} | not measured | – | – |`);
+  };
   check(
     "det, binary, 1 client: agent p50 / anchor p50",
-    ratio(agent1?.latency.p50, anchor1?.latency.p50),
+    perRound((find) =>
+      ratio(
+        find("det", "agent", "binary", false, 1)?.latency.p50,
+        find("det", "anchor", "binary", false, 1)?.latency.p50,
+      ),
+    ),
     "≤ 1.1",
     (v) => v <= 1.1,
   );
   for (const concurrency of [8, 32]) {
-    const agent = find("det", "agent", "binary", false, concurrency);
-    const raw = find("det", "raw", "binary", false, concurrency);
     check(
       `det, binary, ${concurrency} clients: agent req/s / raw session.run req/s`,
-      ratio(agent?.throughput, raw?.throughput),
+      perRound((find) =>
+        ratio(
+          find("det", "agent", "binary", false, concurrency)?.throughput,
+          find("det", "raw", "binary", false, concurrency)?.throughput,
+        ),
+      ),
       "≥ 0.85",
       (v) => v >= 0.85,
     );
   }
-  const mlpBatched = find("mlp", "agent", "binary", true, 32);
-  const mlpPlain = find("mlp", "agent", "binary", false, 32);
+  const batchedOverPlain = (model: string, target: string) => (find: Finder) =>
+    ratio(
+      find(model, target, "binary", true, 32)?.throughput,
+      find(model, target, "binary", false, 32)?.throughput,
+    );
   check(
     "MLP over HTTP, 32 clients: batched / unbatched req/s",
-    ratio(mlpBatched?.throughput, mlpPlain?.throughput),
+    perRound(batchedOverPlain("mlp", "agent")),
     "≥ 5",
     (v) => v >= 5,
   );
@@ -161,84 +270,88 @@ function targetChecks(report: HotPathReport): string[] {
     ["anchor", "the anchor (one thread, batching what arrives during a run)"],
     ["anchor-threads", "the anchor with HTTP threads (a hop each way)"],
   ] as const) {
-    const anchorRatio = ratio(
-      find("mlp", target, "binary", true, 32)?.throughput,
-      find("mlp", target, "binary", false, 32)?.throughput,
+    show(
+      `MLP over HTTP, 32 clients, ${what}: batched / unbatched req/s`,
+      perRound(batchedOverPlain("mlp", target)),
+      true,
     );
-    if (anchorRatio !== undefined && Number.isFinite(anchorRatio))
-      lines.push(
-        `| MLP over HTTP, 32 clients, ${what}: batched / unbatched req/s | ${round(anchorRatio, 2)} | – | – |`,
-      );
   }
   // What the goal's batched / unbatched line could at most read if nothing but HTTP cost anything: HTTP alone
   // (as many threads, beside this client) against the agent's unbatched figure. Below 5, the goal is out of
   // reach for a server of that shape on this host; above, HTTP is not what stops it.
-  const httpOnly = ratio(find("mlp", "http-floor", "binary", false, 32)?.throughput, mlpPlain?.throughput);
-  if (httpOnly !== undefined && Number.isFinite(httpOnly))
-    lines.push(
-      `| MLP over HTTP, 32 clients: the HTTP floor (HTTP alone, no session) / the agent unbatched req/s | ${round(httpOnly, 2)} | – | – |`,
-    );
-  const detBatched = find("det", "agent", "binary", true, 32);
-  const detPlain = find("det", "agent", "binary", false, 32);
+  show(
+    "MLP over HTTP, 32 clients: the HTTP floor (HTTP alone, no session) / the agent unbatched req/s",
+    perRound((find) =>
+      ratio(
+        find("mlp", "http-floor", "binary", false, 32)?.throughput,
+        find("mlp", "agent", "binary", false, 32)?.throughput,
+      ),
+    ),
+    true,
+  );
   check(
     "det over HTTP, 32 clients: batched / unbatched req/s",
-    ratio(detBatched?.throughput, detPlain?.throughput),
+    perRound(batchedOverPlain("det", "agent")),
     "≥ 1.3",
     (v) => v >= 1.3,
   );
   check(
     "det batched, 32 clients: p99 / p50",
-    ratio(detBatched?.latency.p99, detBatched?.latency.p50),
+    perRound((find) => {
+      const load = find("det", "agent", "binary", true, 32);
+      return ratio(load?.latency.p99, load?.latency.p50);
+    }),
     "≤ 2",
     (v) => v <= 2,
   );
-  const detBatched1 = find("det", "agent", "binary", true, 1);
-  const detPlain1 = find("det", "agent", "binary", false, 1);
   check(
     "det, 1 client: batched p50 / unbatched p50",
-    ratio(detBatched1?.latency.p50, detPlain1?.latency.p50),
+    perRound((find) =>
+      ratio(
+        find("det", "agent", "binary", true, 1)?.latency.p50,
+        find("det", "agent", "binary", false, 1)?.latency.p50,
+      ),
+    ),
     "≤ 1.05",
     (v) => v <= 1.05,
   );
-  const gatewayTiny = find("mlp", "gateway", "json", false, 1);
-  const floor = find("floor", "gateway", "json", false, 1);
+  const p50Minus = (a: [string, string, string], b: [string, string, string]) => (find: Finder) =>
+    difference(find(a[0], a[1], a[2], false, 1)?.latency.p50, find(b[0], b[1], b[2], false, 1)?.latency.p50);
   check(
     "tiny JSON through wrangler dev, p50 minus its floor (ms)",
-    difference(gatewayTiny?.latency.p50, floor?.latency.p50),
+    perRound(p50Minus(["mlp", "gateway", "json"], ["floor", "gateway", "json"])),
     "≤ 2 ms",
     (v) => v <= 2,
   );
   // det's bytes: the io model where it ran (no compute to blur the difference), else det itself.
-  const big = find("io", "gateway", "binary", false, 1) !== undefined ? "io" : "det";
-  const gatewayBig = find(big, "gateway", "binary", false, 1);
-  const agentBig = find(big, "agent", "binary", false, 1);
+  const big = all.some((row) => row.model === "io" && row.target === "gateway") ? "io" : "det";
   check(
     `4.9 MB binary (${big}) through wrangler dev, p50 minus the agent's (ms)`,
-    difference(gatewayBig?.latency.p50, agentBig?.latency.p50),
+    perRound(p50Minus([big, "gateway", "binary"], [big, "agent", "binary"])),
     "≤ 25 ms",
     (v) => v <= 25,
   );
   // The same two measures through the relay anchor (the floor of a relay of this shape on this workerd), and
   // the gateway against it directly: both run behind the same proxy, so no third row's noise enters that one.
-  const relayTiny = find("mlp", "relay-anchor", "json", false, 1);
   show(
     "tiny JSON through the relay anchor, p50 minus its floor (ms)",
-    difference(relayTiny?.latency.p50, find("floor", "relay-anchor", "json", false, 1)?.latency.p50),
+    perRound(p50Minus(["mlp", "relay-anchor", "json"], ["floor", "relay-anchor", "json"])),
   );
   show(
     "tiny JSON: the gateway's p50 minus the relay anchor's (ms)",
-    difference(gatewayTiny?.latency.p50, relayTiny?.latency.p50),
+    perRound(p50Minus(["mlp", "gateway", "json"], ["mlp", "relay-anchor", "json"])),
   );
-  const relayBig = find(big, "relay-anchor", "binary", false, 1);
   show(
     `4.9 MB binary (${big}) through the relay anchor, p50 minus the anchor's (ms)`,
-    difference(relayBig?.latency.p50, find(big, "anchor", "binary", false, 1)?.latency.p50),
+    perRound(p50Minus([big, "relay-anchor", "binary"], [big, "anchor", "binary"])),
   );
   show(
     "4.9 MB: the gateway's p50 minus the relay anchor's (ms)",
-    difference(gatewayBig?.latency.p50, relayBig?.latency.p50),
+    perRound(p50Minus([big, "gateway", "binary"], [big, "relay-anchor", "binary"])),
   );
+  const find = finderIn(medians);
   const alone = find("mlp", "agent", "binary", false, 1)?.latency.p50;
+  const mlpPlain = find("mlp", "agent", "binary", false, 32);
   if (alone !== undefined && mlpPlain !== undefined && alone > 0) {
     // Each closed-loop client has one request out at a time: 32 of them finish 32 requests per a request's
     // latency. At the latency of one request alone that is the figure below; under load the hops between

@@ -1,0 +1,128 @@
+import { describe, expect, it } from "vitest";
+import type { LoadResult } from "../../../../bench/gpu/measure.ts";
+import {
+  type Measured,
+  median,
+  mediansOverRounds,
+  renderHotPathReport,
+} from "../../../../bench/hot-path/report.ts";
+
+// The hot-path report with --rounds: the host's drift between two measures minutes apart can exceed what a
+// change moves, so each target's ratio is read within a round and the report gives the median of those; a
+// ratio of medians taken from different rounds could say "met" or "not met" where no round did.
+
+function load(concurrency: number, throughput: number, p50: number, p99 = p50 * 2): LoadResult {
+  return {
+    concurrency,
+    seconds: 3,
+    completed: throughput * 3,
+    answered: throughput * 3,
+    failed: 0,
+    throughput,
+    latency: { count: throughput * 3, p50, p90: p50, p99, mean: p50 },
+  };
+}
+
+function mlp(round: number | undefined, batched: boolean, throughput: number, phases = {}): Measured {
+  return {
+    model: "mlp",
+    target: "agent",
+    encoding: "binary",
+    batched,
+    load: load(32, throughput, 1000 / throughput),
+    phases,
+    ...(round === undefined ? {} : { round }),
+  };
+}
+
+const render = (results: Measured[]) =>
+  renderHotPathReport({
+    device: "cuda",
+    machine: "test host",
+    command: "npm run bench:hot-path",
+    date: "2026-12-04",
+    seconds: 1,
+    cases: [{ name: "mlp", label: "MLP" }],
+    concurrencies: [32],
+    results,
+    ortVersion: "1.29.0",
+  });
+
+const targetLine = (report: string, what: string) =>
+  report.split("\n").find((line) => line.startsWith(`| ${what} |`));
+
+describe("the hot-path report over rounds", () => {
+  // Per round: 600/100 = 6, 400/200 = 2, 750/150 = 5. Their median is 5 (met); the ratio of the medians,
+  // 600/150 = 4, would not be.
+  const rounds = [
+    mlp(1, false, 100),
+    mlp(1, true, 600),
+    mlp(2, false, 200),
+    mlp(2, true, 400),
+    mlp(3, false, 150),
+    mlp(3, true, 750),
+  ];
+
+  it("reads each target's ratio within a round and gives their median and range", () => {
+    expect(targetLine(render(rounds), "MLP over HTTP, 32 clients: batched / unbatched req/s")).toBe(
+      "| MLP over HTTP, 32 clients: batched / unbatched req/s | 5 (2–6, 3 rounds) | ≥ 5 | yes |",
+    );
+  });
+
+  it("shows each figure's median over the rounds in the tables, and says so", () => {
+    const report = render(rounds);
+    expect(report).toContain("3 rounds, each measuring every path in turn");
+    expect(report).toContain("| agent | 150 · 6.67 · 13.33 |");
+    expect(report).toContain("| agent (batched) | 600 · 1.67 · 3.33 |");
+  });
+
+  it("takes each stage's median over the rounds that sent it", () => {
+    const [plain] = mediansOverRounds([
+      mlp(1, false, 100, { infer: 1, run: 0.5 }),
+      mlp(2, false, 100, { infer: 3 }),
+      mlp(3, false, 100, { infer: 2, run: 0.7 }),
+    ]);
+    expect(plain?.phases).toEqual({ infer: 2, run: 0.6 });
+  });
+
+  it("renders one round, or results from before rounds, as it always did", () => {
+    const once = [mlp(undefined, false, 100), mlp(undefined, true, 600)];
+    const report = render(once);
+    expect(targetLine(report, "MLP over HTTP, 32 clients: batched / unbatched req/s")).toBe(
+      "| MLP over HTTP, 32 clients: batched / unbatched req/s | 6 | ≥ 5 | yes |",
+    );
+    expect(report).not.toContain("rounds, each measuring");
+    expect(mediansOverRounds(once)).toEqual(once);
+  });
+
+  it("leaves a round out of a ratio when it lacks one side", () => {
+    const partial = [mlp(1, false, 100), mlp(1, true, 300), mlp(2, false, 100)];
+    expect(targetLine(render(partial), "MLP over HTTP, 32 clients: batched / unbatched req/s")).toBe(
+      "| MLP over HTTP, 32 clients: batched / unbatched req/s | 3 | ≥ 5 | no |",
+    );
+  });
+
+  it("leaves out a round in which a measure answered nothing within its window, rather than read 0", () => {
+    // On a slow host one batch of 32 detection requests can outlast a short window: no answer, no latency.
+    const silent: Measured = { ...mlp(2, true, 0), load: { ...load(32, 0, Number.NaN), completed: 0 } };
+    const results = [
+      mlp(1, false, 100),
+      mlp(1, true, 300),
+      mlp(2, false, 100),
+      silent,
+      mlp(3, false, 100),
+      mlp(3, true, 500),
+    ];
+    const report = render(results);
+    expect(targetLine(report, "MLP over HTTP, 32 clients: batched / unbatched req/s")).toBe(
+      "| MLP over HTTP, 32 clients: batched / unbatched req/s | 4 (3–5, 2 rounds) | ≥ 5 | no |",
+    );
+    expect(report).toContain("| agent (batched) | 400 · 2.67 · 5.33 |");
+  });
+
+  it("takes the middle value, or the mean of the two middle ones", () => {
+    expect(median([3, 1, 2])).toBe(2);
+    expect(median([4, 1, 3, 2])).toBe(2.5);
+    expect(median([])).toBeNaN();
+  });
+});
