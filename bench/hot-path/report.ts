@@ -216,10 +216,12 @@ function targetChecks(
     "| target | measured | goal | met |",
     "| --- | --- | --- | --- |",
   ];
-  const shown = (values: readonly number[]) =>
-    values.length === 1
-      ? `${round(values[0] as number, 2)}`
-      : `${round(median(values), 2)} (${round(Math.min(...values), 2)}–${round(Math.max(...values), 2)}, ${values.length} rounds)`;
+  const shown = (values: readonly number[]) => {
+    if (values.length > 1)
+      return `${round(median(values), 2)} (${round(Math.min(...values), 2)}–${round(Math.max(...values), 2)}, ${values.length} rounds)`;
+    const value = `${round(values[0] as number, 2)}`;
+    return rounds.length > 1 ? `${value} (1 of ${rounds.length} rounds)` : value;
+  };
   const check = (what: string, values: number[], goal: string, met: (value: number) => boolean) => {
     if (values.length === 0) lines.push(`| ${what} | not measured | ${goal} | – |`);
     else lines.push(`| ${what} | ${shown(values)} | ${goal} | ${met(median(values)) ? "yes" : "no"} |`);

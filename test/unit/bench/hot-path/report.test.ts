@@ -98,7 +98,7 @@ describe("the hot-path report over rounds", () => {
   it("leaves a round out of a ratio when it lacks one side", () => {
     const partial = [mlp(1, false, 100), mlp(1, true, 300), mlp(2, false, 100)];
     expect(targetLine(render(partial), "MLP over HTTP, 32 clients: batched / unbatched req/s")).toBe(
-      "| MLP over HTTP, 32 clients: batched / unbatched req/s | 3 | ≥ 5 | no |",
+      "| MLP over HTTP, 32 clients: batched / unbatched req/s | 3 (1 of 2 rounds) | ≥ 5 | no |",
     );
   });
 
