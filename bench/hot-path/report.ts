@@ -68,7 +68,8 @@ export function renderHotPathReport(report: HotPathReport): string {
       const rows = results.filter(
         (result) => result.model === entry.name && (result.encoding === encoding || result.target === "raw"),
       );
-      if (rows.every((row) => row.target === "raw") && encoding === "json") continue;
+      // Nothing measured with this encoding (raw has none of its own: it shows under binary when that ran).
+      if (rows.length === 0 || (rows.every((row) => row.target === "raw") && encoding === "json")) continue;
       lines.push(`## ${entry.label}, ${encoding} bodies`, "");
       const header = [
         "path",

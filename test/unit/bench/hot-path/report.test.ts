@@ -120,6 +120,16 @@ describe("the hot-path report over rounds", () => {
     expect(report).toContain("| agent (batched) | 400 · 2.67 · 5.33 |");
   });
 
+  it("gives an encoding no section when nothing was measured with it", () => {
+    const json = [mlp(1, false, 100), mlp(1, true, 600)].map((result) => ({
+      ...result,
+      encoding: "json" as const,
+    }));
+    const report = render(json);
+    expect(report).toContain("## MLP, json bodies");
+    expect(report).not.toContain("## MLP, binary bodies");
+  });
+
   it("takes the middle value, or the mean of the two middle ones", () => {
     expect(median([3, 1, 2])).toBe(2);
     expect(median([4, 1, 3, 2])).toBe(2.5);
