@@ -1,5 +1,5 @@
 /** The hot-path benchmark's report: the figures side by side, the stages of the agent's time, the targets. */
-import { type LoadResult, round } from "../gpu/measure.ts";
+import { type LoadResult, median, round } from "../gpu/measure.ts";
 
 export interface Measured {
   model: string;
@@ -132,7 +132,9 @@ export function mediansOverRounds(results: readonly Measured[]): Measured[] {
   const measures = new Map<string, Measured[]>();
   for (const result of results) {
     const key = measureKey(result);
-    measures.set(key, [...(measures.get(key) ?? []), result]);
+    const rounds = measures.get(key);
+    if (rounds === undefined) measures.set(key, [result]);
+    else rounds.push(result);
   }
   return [...measures.values()].map((measured) => {
     // Rounds that answered nothing in their window have no latency to take the median of.
@@ -158,16 +160,6 @@ export function mediansOverRounds(results: readonly Measured[]): Measured[] {
       phases,
     };
   });
-}
-
-/** The middle value (the mean of the two middle ones for an even count); NaN for none. */
-export function median(values: readonly number[]): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  const middle = Math.floor(sorted.length / 2);
-  if (sorted.length === 0) return Number.NaN;
-  return sorted.length % 2 === 1
-    ? (sorted[middle] as number)
-    : ((sorted[middle - 1] as number) + (sorted[middle] as number)) / 2;
 }
 
 /** A measure's load among some results: model, path, encoding (any for raw), batching, clients. */

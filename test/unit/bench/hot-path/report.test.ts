@@ -1,11 +1,6 @@
 import { describe, expect, it } from "vitest";
 import type { LoadResult } from "../../../../bench/gpu/measure.ts";
-import {
-  type Measured,
-  median,
-  mediansOverRounds,
-  renderHotPathReport,
-} from "../../../../bench/hot-path/report.ts";
+import { type Measured, mediansOverRounds, renderHotPathReport } from "../../../../bench/hot-path/report.ts";
 
 // The hot-path report with --rounds: the host's drift between two measures minutes apart can exceed what a
 // change moves, so each target's ratio is read within a round and the report gives the median of those; a
@@ -128,11 +123,5 @@ describe("the hot-path report over rounds", () => {
     const report = render(json);
     expect(report).toContain("## MLP, json bodies");
     expect(report).not.toContain("## MLP, binary bodies");
-  });
-
-  it("takes the middle value, or the mean of the two middle ones", () => {
-    expect(median([3, 1, 2])).toBe(2);
-    expect(median([4, 1, 3, 2])).toBe(2.5);
-    expect(median([])).toBeNaN();
   });
 });
