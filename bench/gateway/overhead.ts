@@ -14,6 +14,7 @@ import { PPOCR_DET_DIMS, ppocrDetSampleInput } from "../../test/fixtures/ppocr.t
 import { startAgent } from "../../test/integration/harness/agents.ts";
 import { clientAuthorization, mlpRequest, waitForAgents } from "../../test/integration/harness/oip-client.ts";
 import { type GatewayProcess, startGateway } from "../../test/integration/harness/wrangler-dev.ts";
+import { percentile } from "../gpu/measure.ts";
 import { type CpuReading, cpuBetween, gatewayCpuReader } from "../registry/process-cpu.ts";
 
 const REQUESTS = Number(process.env.REQUESTS ?? 400);
@@ -22,10 +23,6 @@ const WARMUP = 20;
 /** The bytes of the tensors' data (typed arrays; JSON data counts as nothing, and is not reported). */
 const tensorBytes = (tensors: ReadonlyArray<{ data?: unknown }>) =>
   tensors.reduce((sum, tensor) => sum + (ArrayBuffer.isView(tensor.data) ? tensor.data.byteLength : 0), 0);
-
-const percentile = (values: number[], p: number) =>
-  [...values].sort((a, b) => a - b)[Math.min(values.length - 1, Math.floor((p / 100) * values.length))] ??
-  NaN;
 
 interface Case {
   /** Completed with the bytes that went each way (measured on the first answer). */
