@@ -49,7 +49,9 @@ export function startGatewayLink(options: GatewayLinkOptions): GatewayLink {
   let stopping = false;
   let failuresInARow = 0;
 
-  const unsubscribe = options.replicas.map((replica) => replica.onChange(() => session?.replicaChanged()));
+  const unsubscribe = options.replicas.map((replica) =>
+    replica.onChange((state) => session?.replicaChanged(state)),
+  );
 
   function dial(): void {
     reconnectTimer = undefined;

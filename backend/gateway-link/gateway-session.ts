@@ -13,6 +13,7 @@ import {
 } from "../../shared/protocol/frames.ts";
 import { HEARTBEAT_PING, HEARTBEAT_PONG } from "../../shared/protocol/heartbeat.ts";
 import type { ModelSignature } from "../../shared/protocol/model-signatures.ts";
+import type { ReplicaState } from "../../shared/protocol/replica-state.ts";
 
 import type { Log } from "../log.ts";
 import type { ModelService } from "../models/model-service.ts";
@@ -74,8 +75,8 @@ export class GatewaySession {
   #welcomeTimer: ReturnType<typeof setTimeout> | undefined;
   #welcomedAt: number | undefined;
   #failure: string | undefined;
-  /** Signatures this connection has carried already ("name:version"): each goes once. */
-  readonly #sentSignatures = new Set<string>();
+  /** How many of the signatures known (in the order learned) this connection has carried: each goes once. */
+  #signaturesSent = 0;
 
   constructor(options: SessionOptions) {
     this.#options = options;
@@ -87,7 +88,7 @@ export class GatewaySession {
       log: options.log,
     });
     this.#reporter = new StateReporter(
-      () => options.replicas.map((replica) => replica.state()),
+      () => options.replicas.map((replica) => replica.reportState()),
       (replicas) => {
         const state: StateFrame = { type: "state", replicas, signatures: this.#unsentSignatures() };
         this.#send(JSON.stringify(state));
@@ -129,18 +130,18 @@ export class GatewaySession {
   }
 
   /** A replica changed: the gateway hears about it (coalesced), and of the signature of a model it loaded. */
-  replicaChanged(): void {
+  replicaChanged(state: ReplicaState): void {
     this.#reporter.changed();
-    this.#describeLoaded();
+    this.#describeLoaded(state);
   }
 
-  /** Models loaded here that the gateway has no signature of yet are described, then reported. */
-  #describeLoaded(): void {
-    const known = new Set(this.#options.models.signatures().map(modelKey));
-    const loaded = this.#options.replicas.flatMap((replica) => replica.state().loaded);
-    for (const model of loaded) {
-      if (known.has(modelKey(model))) continue;
-      known.add(modelKey(model));
+  /**
+   * Models loaded on the replica that the gateway has no signature of yet are described, then reported. What
+   * it costs per change is the replica's loaded models, not every model the agent knows.
+   */
+  #describeLoaded(state: ReplicaState): void {
+    for (const model of state.loaded) {
+      if (this.#options.models.isDescribed(model.name, model.version)) continue;
       this.#options.models.describe(model.name, model.version).then(
         () => this.#reporter.changed(),
         (error: unknown) =>
@@ -151,11 +152,9 @@ export class GatewaySession {
 
   /** Signatures this connection has not carried yet, a frame's worth; more to come sets off another frame. */
   #unsentSignatures(): ModelSignature[] {
-    const unsent = this.#options.models
-      .signatures()
-      .filter((signature) => !this.#sentSignatures.has(modelKey(signature)));
+    const unsent = this.#options.models.signaturesFrom(this.#signaturesSent);
     const portion = unsent.slice(0, MAX_SIGNATURES_PER_FRAME);
-    for (const signature of portion) this.#sentSignatures.add(modelKey(signature));
+    this.#signaturesSent += portion.length;
     if (unsent.length > portion.length) queueMicrotask(() => this.#reporter.changed());
     return portion;
   }

@@ -6,5 +6,7 @@ export interface LinkedReplica {
   readonly id: string;
   infer(call: InferCall): Promise<InferOutcome>;
   state(): ReplicaState;
+  /** The state as sent to the gateway, its timings only what the gateway may not have (ReplicaState.timings). */
+  reportState(): ReplicaState;
   onChange(listener: (state: ReplicaState) => void): () => void;
 }

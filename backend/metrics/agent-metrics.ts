@@ -2,7 +2,7 @@ import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from "prom
 import { SwitchyardError } from "../../shared/errors.ts";
 import { LATENCY_BUCKETS_SECONDS } from "../../shared/metrics/latency-buckets.ts";
 import { replicaChanges } from "../../shared/metrics/replica-changes.ts";
-import { modelKey, parseModelKey } from "../../shared/model-names.ts";
+import { modelKey } from "../../shared/model-names.ts";
 import type { ReplicaState } from "../../shared/protocol/replica-state.ts";
 import type { InferOutcome } from "../replica/replica.ts";
 import { ModelLabels } from "./model-labels.ts";
@@ -214,7 +214,7 @@ export class AgentMetrics {
     this.#requestSeconds.observe({ replica }, totalMs / 1000);
   }
 
-  /** A replica's state changed: loads started, finished, failed; models unloaded; runs done. */
+  /** A replica's state changed: loads started, finished, failed; models unloaded (its runs: modelRan). */
   replicaChanged(replica: string, before: ReplicaState | undefined, after: ReplicaState, now: number): void {
     const changes = replicaChanges(before, after);
     const key = (ref: { name: string; version: string }) => `${replica} ${modelKey(ref)}`;
@@ -230,11 +230,11 @@ export class AgentMetrics {
       this.#loadingSince.delete(key(ref));
     }
     for (const ref of changes.unloaded) this.#evictions.inc({ replica, model: this.#models.label(ref.name) });
-    if (before === undefined) return;
-    for (const [model, timings] of Object.entries(after.timings)) {
-      const runs = timings.runs - (before.timings[model]?.runs ?? 0);
-      if (runs > 0) this.#runs.inc({ replica, model: this.#models.label(parseModelKey(model).name) }, runs);
-    }
+  }
+
+  /** A model's session ran `runs` times on a replica (a batch is one run). */
+  modelRan(replica: string, modelName: string, runs: number): void {
+    this.#runs.inc({ replica, model: this.#models.label(modelName) }, runs);
   }
 
   /** The exposition Prometheus reads. */

@@ -33,6 +33,10 @@ export class MeteredReplica extends Replica {
     });
   }
 
+  protected override modelRan(model: ModelRef, runs: number): void {
+    this.#metering.metrics.modelRan(this.id, model.name, runs);
+  }
+
   /** A lane's request (lane-protocol.ts), counted as one on the main thread's path is. */
   protected override laneServed(model: ModelRef, served: LaneServed): void {
     // Straight from an HTTP thread to the session's thread: its log lines say so.

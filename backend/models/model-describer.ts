@@ -15,6 +15,8 @@ import type { ModelRepository } from "./repository.ts";
 export class ModelDescriber {
   readonly #repository: ModelRepository;
   readonly #known = new Map<string, ModelSignature>();
+  /** The keys of #known in the order they were first learned: what knownFrom() counts. */
+  readonly #order: string[] = [];
 
   constructor(repository: ModelRepository) {
     this.#repository = repository;
@@ -49,17 +51,34 @@ export class ModelDescriber {
       ...graph,
       batching: declaredBatching(model.config),
     };
-    this.#known.set(key, signature);
+    this.#learn(key, signature);
     return signature;
+  }
+
+  #learn(key: string, signature: ModelSignature): void {
+    if (!this.#known.has(key)) this.#order.push(key);
+    this.#known.set(key, signature);
   }
 
   /** A signature learned elsewhere (a loaded session says the same). */
   remember(signature: ModelSignature): void {
-    this.#known.set(modelKey(signature), signature);
+    this.#learn(modelKey(signature), signature);
+  }
+
+  isKnown(name: string, version: string): boolean {
+    return this.#known.has(modelKey({ name, version }));
   }
 
   /** Every signature described so far. */
   known(): ModelSignature[] {
     return [...this.#known.values()];
+  }
+
+  /**
+   * The signatures learned after the first `count` (in the order they were learned): what a reader that
+   * has the first `count` lacks, at a cost of what it lacks, not of every signature known.
+   */
+  knownFrom(count: number): ModelSignature[] {
+    return this.#order.slice(count).flatMap((key) => this.#known.get(key) ?? []);
   }
 }

@@ -64,9 +64,19 @@ export class ModelService {
     return this.#describer.describe(name, version);
   }
 
+  /** Whether the signature of this version is known (described, or loaded). */
+  isDescribed(name: string, version: string): boolean {
+    return this.#describer.isKnown(name, version);
+  }
+
   /** Every signature known so far (described, or loaded). */
   signatures(): ModelSignature[] {
     return this.#describer.known();
+  }
+
+  /** The signatures learned after the first `count` (ModelDescriber.knownFrom). */
+  signaturesFrom(count: number): ModelSignature[] {
+    return this.#describer.knownFrom(count);
   }
 
   /** Every model version the repository offers. */

@@ -295,6 +295,7 @@ export class Replica {
     const results = padTo === undefined ? ran.outputs : dropPadding(ran.outputs, rows, padTo);
     const done = performance.now();
     this.#timings.recordRun(key, done - started);
+    this.modelRan(model.ref, 1);
     const answers = answersOf(requests, names, results);
     this.#statistics.executed(model.ref, rows, {
       inputMs: ran.stackMs,
@@ -497,8 +498,14 @@ export class Replica {
       this.#timings.recordRun(key, run.stackMs + run.runMs);
       this.#statistics.executed(ref, run.rows, { inputMs: run.stackMs, inferMs: run.runMs, outputMs: 0 });
     }
-    if (runs > 0) this.#changed();
+    if (runs > 0) {
+      this.modelRan(ref, runs);
+      this.#changed();
+    }
   }
+
+  /** The session of `model` ran `runs` times (a batch is one run): for a subclass that counts them (MeteredReplica). */
+  protected modelRan(_model: ModelRef, _runs: number): void {}
 
   /** A request a lane served (or failed): for a subclass that counts requests (MeteredReplica). */
   protected laneServed(_model: ModelRef, _served: LaneServed): void {}
@@ -558,7 +565,25 @@ export class Replica {
     return this.#cache.snapshot().loaded.some((entry) => entry.key === key);
   }
 
+  /**
+   * The replica as it is now, with every model's timings: what the agent itself shows and routes on. Its
+   * `timings` is the replica's table itself (model-timings.ts), read as it is when read: cheap however many
+   * models the replica ran, but not a record of the moment the state was taken.
+   */
   state(): ReplicaState {
+    return this.#state(() => this.#timings.all());
+  }
+
+  /**
+   * The state to send to the gateway (with a result, in a state frame): its timings only the models' loaded
+   * or loading and those changed since the previous one sent (ReplicaState.timings), so that it does not grow
+   * with every model this replica ever ran.
+   */
+  reportState(): ReplicaState {
+    return this.#state((held) => this.#timings.takeReport(held));
+  }
+
+  #state(timingsOf: (held: string[]) => Readonly<ReplicaState["timings"]>): ReplicaState {
     this.#stateSeq += 1;
     const snapshot = this.#cache.snapshot();
     const now = Date.now();
@@ -584,7 +609,7 @@ export class Replica {
         ...(this.#notIdempotent.has(entry.key) ? { idempotent: false } : {}),
       })),
       loading: snapshot.loading.map(parseModelKey),
-      timings: this.#timings.toJSON(),
+      timings: timingsOf([...snapshot.loaded.map((entry) => entry.key), ...snapshot.loading]),
       failed: [...this.#failed.values()].map(({ ref, reason }) => ({ ...ref, reason })),
     };
   }

@@ -134,7 +134,7 @@ class SimulatedReplica {
         },
       ],
       loading: [],
-      timings: this.#timings.toJSON(),
+      timings: this.#timings.all(),
       failed: [],
     };
   }

@@ -281,6 +281,6 @@ export class SimReplica {
 /** The agent keys timings by "name:version"; every simulated model is version "1". */
 function timingsByKey(table: ModelTimingsTable): ReplicaState["timings"] {
   const byKey: ReplicaState["timings"] = {};
-  for (const [name, timings] of Object.entries(table.toJSON())) byKey[`${name}:1`] = timings;
+  for (const [name, timings] of Object.entries(table.all())) byKey[`${name}:1`] = timings;
   return byKey;
 }

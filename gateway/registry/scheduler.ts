@@ -1,7 +1,7 @@
 import { SwitchyardError } from "../../shared/errors.ts";
 import { modelKey } from "../../shared/model-names.ts";
 import type { Hello } from "../../shared/protocol/frames.ts";
-import type { ReplicaState } from "../../shared/protocol/replica-state.ts";
+import { mergeTimings, type ReplicaState } from "../../shared/protocol/replica-state.ts";
 import { type DirectPermit, directPermit, opensDirectPath } from "../../shared/routing/direct-hits.ts";
 import { type Dispatch, Dispatcher } from "../../shared/routing/dispatcher.ts";
 import { capacityUnder } from "../../shared/routing/replica-facts.ts";
@@ -165,7 +165,9 @@ export class Scheduler {
     const known = new Map(link.record.replicas.map((replica) => [replica.id, replica]));
     const replicas = reported.map((state) => {
       const current = known.get(state.id);
-      return current !== undefined && isStale(current, state) ? current : state;
+      return current !== undefined && isStale(current, state)
+        ? withTimingsOf(state, current)
+        : kept(current, state);
     });
     const listed = new Set(replicas.map((replica) => replica.id));
     const before = link.record.replicas;
@@ -504,10 +506,18 @@ export class Scheduler {
     this.#sendAll(dispatches);
   }
 
-  #applyState(link: AgentLink, state: ReplicaState): void {
-    const index = link.record.replicas.findIndex((replica) => replica.id === state.id);
-    // Older than what is known: it came the longer way (see ReplicaState.seq).
-    if (isStale(link.record.replicas[index], state)) return;
+  #applyState(link: AgentLink, reported: ReplicaState): void {
+    const index = link.record.replicas.findIndex((replica) => replica.id === reported.id);
+    const current = link.record.replicas[index];
+    // Older than what is known: it came the longer way (see ReplicaState.seq). Only its timings may be news.
+    if (current !== undefined && isStale(current, reported)) {
+      const refreshed = withTimingsOf(reported, current);
+      if (refreshed === current) return;
+      link.record.replicas[index] = refreshed;
+      this.#upsert(link, refreshed);
+      return;
+    }
+    const state = kept(current, reported);
     if (index < 0) link.record.replicas.push(state);
     else link.record.replicas[index] = state;
     this.#upsert(link, state);
@@ -648,6 +658,27 @@ function assertUniqueReplicaIds(replicas: readonly ReplicaState[]): void {
   for (const id of ids) {
     if (id.includes("/")) throw new ProtocolViolation(`replica id ${JSON.stringify(id)} contains '/'`);
   }
+}
+
+/**
+ * A replica's state as the registry keeps it: `reported`, with the timings of every model the replica
+ * reported figures of since it joined (a report carries only those it holds and those changed since its
+ * previous one: ReplicaState.timings). The registry's copy of them is updated in place and shared by the
+ * replica's successive states, so a report costs what it carries, not what the replica ever ran.
+ */
+function kept(current: ReplicaState | undefined, reported: ReplicaState): ReplicaState {
+  if (current === undefined) return reported;
+  mergeTimings(current.timings, reported.timings);
+  return { ...reported, timings: current.timings };
+}
+
+/**
+ * `current` with the newer timings of a state that arrived after it though taken before (they are the
+ * figures of a model evicted since): a new object, so that what was computed from it (the routing's
+ * estimates) is computed again; `current` itself when it brought nothing new.
+ */
+function withTimingsOf(stale: ReplicaState, current: ReplicaState): ReplicaState {
+  return mergeTimings(current.timings, stale.timings) ? { ...current } : current;
 }
 
 /** Whether `incoming` is an older snapshot of the replica than `current` (ReplicaState.seq). */

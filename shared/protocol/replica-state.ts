@@ -55,9 +55,36 @@ export const ReplicaStateSchema = z.object({
   memoryUsedBytes: z.number().nonnegative(),
   loaded: z.array(LoadedModelSchema),
   loading: z.array(ModelRefSchema),
-  /** Keyed by "name:version". */
+  /**
+   * Keyed by "name:version". The agent's own reading of a replica (its standalone server, its hello) has every
+   * model the replica measured. A state it sends with a result or in a state frame has only the models loaded
+   * or loading there and those whose figures changed since its previous such state, so that a frame does not
+   * grow with every model the replica ever ran (after 1,000 models each result frame carried 80 KB of them,
+   * which the relay parsed per request). The gateway keeps the rest (mergeTimings).
+   */
   timings: z.record(z.string(), ModelTimingsSchema),
   /** Models whose last load failed here, with the reason (the router avoids them for a while). */
   failed: z.array(ModelRefSchema.extend({ reason: z.string() })),
 });
 export type ReplicaState = z.infer<typeof ReplicaStateSchema>;
+
+/**
+ * Takes into `known` (a replica's timings as the gateway holds them, updated in place) the entries of a state
+ * the replica reported that are newer. A model's load and run counts only grow on one replica, so the entry
+ * with more of them is the later, whatever order the states arrived in: they travel on two sockets, and a
+ * state dropped as older (ReplicaState.seq) still brings the figures of a model evicted since. True when
+ * anything was taken.
+ */
+export function mergeTimings(
+  known: Record<string, ModelTimings>,
+  reported: Readonly<Record<string, ModelTimings>>,
+): boolean {
+  let taken = false;
+  for (const [key, timings] of Object.entries(reported)) {
+    const held = known[key];
+    if (held !== undefined && held.loads + held.runs >= timings.loads + timings.runs) continue;
+    known[key] = timings;
+    taken = true;
+  }
+  return taken;
+}

@@ -109,6 +109,38 @@ describe("a run's release at the registry", () => {
     expect(names()).toEqual(["m"]);
   });
 
+  it("a replica's timings outlive the reports that leave them out, and an older report's never undo a newer one's", async () => {
+    const { scheduler, grant, report } = pool();
+    const figures = (loads: number, runs: number) => ({ loads, runs, loadMs: 10 * loads, inferMs: runs });
+    // The hello carries every model the replica measured: "m" (loaded) and "gone" (evicted before it joined).
+    const link = joinScheduler(scheduler, "a", [
+      replicaState({ loaded: ["m"], timings: { "m:1": figures(1, 3), "gone:1": figures(2, 4) } }),
+    ]);
+    const timings = () => link.record.replicas[0]?.timings;
+    const ok = {
+      kind: "ok",
+      model: { name: "m", version: "1" },
+      cache: "hit",
+      phases: { queueMs: 0, loadMs: 0, inferMs: 1 },
+    } as const;
+    // A result's state carries only what it holds and what changed since the previous one.
+    scheduler.release(
+      report(await grant(), ok, {
+        state: replicaState({ seq: 5, loaded: ["m"], timings: { "m:1": figures(1, 4) } }),
+      }),
+    );
+    expect(timings()).toEqual({ "m:1": figures(1, 4), "gone:1": figures(2, 4) });
+    // A state frame taken before it arrives late: dropped as a state, but the model it last ran there ("n",
+    // evicted since) is news; its older figures of "m" are not.
+    scheduler.updateState(link, [
+      replicaState({ seq: 4, loaded: ["n"], timings: { "n:1": figures(1, 1), "m:1": figures(1, 3) } }),
+    ]);
+    expect(link.record.replicas[0]?.loaded.map((model) => model.name)).toEqual(["m"]);
+    expect(timings()).toEqual({ "m:1": figures(1, 4), "gone:1": figures(2, 4), "n:1": figures(1, 1) });
+    scheduler.updateState(link, [replicaState({ seq: 6, loaded: ["m"], timings: {} })]);
+    expect(timings()).toEqual({ "m:1": figures(1, 4), "gone:1": figures(2, 4), "n:1": figures(1, 1) });
+  });
+
   it("the state a release carries applies only to the connection the run was granted on", async () => {
     const { scheduler, connect, grant, report } = pool();
     const old = connect("a");

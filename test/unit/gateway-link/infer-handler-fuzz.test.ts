@@ -30,6 +30,7 @@ const replica: LinkedReplica = {
     timings: { queueMs: 0, loadMs: 0, inferMs: 0, sessionMs: 0 },
   }),
   state: () => state,
+  reportState: () => state,
   onChange: () => () => {},
 };
 

@@ -38,6 +38,7 @@ async function handled(frame: Uint8Array): Promise<{ call: InferCall; result: Ui
       };
     },
     state: () => replicaState({ maxConcurrency: 1 }),
+    reportState: () => replicaState({ maxConcurrency: 1 }),
     onChange: () => () => {},
   };
   const sent: (Uint8Array | string)[] = [];

@@ -46,6 +46,26 @@ describe("Replica", () => {
     expect(timings?.inferMs).toBeGreaterThan(0);
   });
 
+  test("the state it sends the gateway carries the timings of what it holds and of what changed since the last one sent, not of every model it ran", async () => {
+    const replica = replicaWith({ maxModels: 1 });
+    const key = (index: number) => `${model(index)}:1`;
+    await replica.infer({ model: model(0), inputs: [inputFor()] });
+    expect(Object.keys(replica.reportState().timings)).toEqual([key(0)]);
+    // Model 1 evicts model 0, whose figures did not change since they were sent.
+    await replica.infer({ model: model(1), inputs: [inputFor()] });
+    expect(Object.keys(replica.reportState().timings)).toEqual([key(1)]);
+    await replica.infer({ model: model(2), inputs: [inputFor()] });
+    await replica.infer({ model: model(0), inputs: [inputFor()] });
+    // Model 2 ran and went since the last state sent: its figures go once more, then no longer.
+    const reported = replica.reportState();
+    expect(loadedNames(reported)).toEqual([model(0)]);
+    expect(Object.keys(reported.timings).sort()).toEqual([key(0), key(2)]);
+    expect(reported.timings[key(0)]).toMatchObject({ loads: 2, runs: 2 });
+    expect(Object.keys(replica.reportState().timings)).toEqual([key(0)]);
+    // The agent's own reading keeps every model's.
+    expect(Object.keys(replica.state().timings).sort()).toEqual([key(0), key(1), key(2)]);
+  });
+
   test("inputs handed over move to the model's worker without a copy; others stay the caller's", async () => {
     const replica = replicaWith();
     const spec = MULTIPLEX_SPECS[0];
