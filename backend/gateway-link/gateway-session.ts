@@ -88,7 +88,7 @@ export class GatewaySession {
       log: options.log,
     });
     this.#reporter = new StateReporter(
-      () => options.replicas.map((replica) => replica.reportState()),
+      (whole) => options.replicas.map((replica) => replica.frameState(whole)),
       (replicas) => {
         const state: StateFrame = { type: "state", replicas, signatures: this.#unsentSignatures() };
         this.#send(JSON.stringify(state));

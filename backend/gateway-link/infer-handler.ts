@@ -169,7 +169,7 @@ export class InferHandler {
         },
         contentType: encoded.contentType,
         ...(encoded.headerLength === undefined ? {} : { headerLength: encoded.headerLength }),
-        state: replica.reportState(),
+        state: replica.resultState(),
       };
       // The answer's parts go into the frame as they are: one copy of the outputs, not a joined body first.
       this.#options.send(encodeBinaryFrame(resultHeader, encoded.parts, "result"));
@@ -201,7 +201,7 @@ export class InferHandler {
       status: error.status,
       message: error.message.slice(0, 4096),
       started,
-      ...(replica === undefined ? {} : { state: replica.reportState() }),
+      ...(replica === undefined ? {} : { state: replica.resultState() }),
     };
     this.#options.send(JSON.stringify(frame));
   }

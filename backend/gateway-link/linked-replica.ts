@@ -6,7 +6,9 @@ export interface LinkedReplica {
   readonly id: string;
   infer(call: InferCall): Promise<InferOutcome>;
   state(): ReplicaState;
-  /** The state as sent to the gateway, its timings only what the gateway may not have (ReplicaState.timings). */
-  reportState(): ReplicaState;
+  /** The state a result or error frame carries, its timings only what the gateway may lack (ReplicaState.timings). */
+  resultState(): ReplicaState;
+  /** The state a state frame carries (`whole`: with every model's timings). */
+  frameState(whole: boolean): ReplicaState;
   onChange(listener: (state: ReplicaState) => void): () => void;
 }

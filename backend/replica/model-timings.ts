@@ -11,11 +11,12 @@ const blend = (average: number | undefined, sample: number) =>
  * Running averages of load and inference time per model key ("name:version") on one replica. A replica that
  * ran thousands of models reads its state after every change, so nothing here costs per model known: the
  * table is one object that every state shares (each figure is replaced when it changes, never changed in
- * place, so a report keeps what it was given), and what goes to the gateway is only what it may not have.
+ * place, so a report keeps the figures it was given), and what goes to the gateway is only what it may not
+ * have (ReplicaState.timings).
  */
 export class ModelTimingsTable {
   readonly #byModel: Record<string, ModelTimings> = {};
-  /** Keys whose figures changed since the last report (takeReport). */
+  /** Keys whose figures changed since the last state frame's report (takeUnsent). */
   readonly #changed = new Set<string>();
 
   #replace(key: string, change: (entry: ModelTimings) => ModelTimings): void {
@@ -45,16 +46,26 @@ export class ModelTimingsTable {
   }
 
   /**
-   * What a state sent to the gateway carries (ReplicaState.timings): the figures of every model whose figures
-   * changed since the previous report, which this one now is (a model evicted since goes once more), and
-   * those of `current`, the models loaded or loading, so that a report lost on its way is made good by the next.
+   * What a result frame's state carries: the figures of `held` (the models loaded or loading) and of every model
+   * whose figures changed since the last state frame (takeUnsent). A result's state may be dropped on its way
+   * (an answer after its deadline, a registry out of reach), so it does not count as sent.
    */
-  takeReport(current: Iterable<string>): Record<string, ModelTimings> {
+  unsent(held: Iterable<string>): Record<string, ModelTimings> {
     const report: Record<string, ModelTimings> = {};
-    for (const key of [...current, ...this.#changed]) {
+    for (const key of [...held, ...this.#changed]) {
       const timings = this.#byModel[key];
       if (timings !== undefined) report[key] = timings;
     }
+    return report;
+  }
+
+  /**
+   * What a state frame carries (it goes straight to the registry): unsent(held), after which those changes
+   * count as sent; every model's figures when `whole` (the agent sends them all now and then, so that
+   * whatever the gateway lost comes back).
+   */
+  takeUnsent(held: Iterable<string>, whole: boolean): Record<string, ModelTimings> {
+    const report = whole ? { ...this.#byModel } : this.unsent(held);
     this.#changed.clear();
     return report;
   }

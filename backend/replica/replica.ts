@@ -575,12 +575,17 @@ export class Replica {
   }
 
   /**
-   * The state to send to the gateway (with a result, in a state frame): its timings only the models' loaded
-   * or loading and those changed since the previous one sent (ReplicaState.timings), so that it does not grow
-   * with every model this replica ever ran.
+   * The state a result or error frame carries to the gateway: its timings only the models' loaded or loading
+   * and those changed since the last state frame (ReplicaState.timings), so that it does not grow with every
+   * model this replica ever ran.
    */
-  reportState(): ReplicaState {
-    return this.#state((held) => this.#timings.takeReport(held));
+  resultState(): ReplicaState {
+    return this.#state((held) => this.#timings.unsent(held));
+  }
+
+  /** The state a state frame carries: as resultState(), those changes then count as sent; all when `whole`. */
+  frameState(whole: boolean): ReplicaState {
+    return this.#state((held) => this.#timings.takeUnsent(held, whole));
   }
 
   #state(timingsOf: (held: string[]) => Readonly<ReplicaState["timings"]>): ReplicaState {

@@ -15,7 +15,8 @@ import type { AgentRecord } from "./agent-link.ts";
  * per request cost a structured clone, or a storage write for a spilled record, on every request. A pending
  * write keeps the object awake, so hibernation never loses one; an eviction without warning (a crash, a
  * deploy) loses at most that delay of replica states, which the agent's next result or state frame brings
- * back. An unchanged record is not written again.
+ * back (the timings of models it no longer holds: its next state frame with all of them, within
+ * WHOLE_TIMINGS_EVERY_MS, backend/gateway-link/state-reporter.ts). An unchanged record is not written again.
  */
 export const PERSIST_DELAY_MS = 1_000;
 

@@ -515,6 +515,7 @@ export class Scheduler {
       if (refreshed === current) return;
       link.record.replicas[index] = refreshed;
       this.#upsert(link, refreshed);
+      if (this.#roster.isCurrent(link)) this.#options.onAgentChanged(link, [refreshed]);
       return;
     }
     const state = kept(current, reported);
@@ -662,9 +663,10 @@ function assertUniqueReplicaIds(replicas: readonly ReplicaState[]): void {
 
 /**
  * A replica's state as the registry keeps it: `reported`, with the timings of every model the replica
- * reported figures of since it joined (a report carries only those it holds and those changed since its
- * previous one: ReplicaState.timings). The registry's copy of them is updated in place and shared by the
- * replica's successive states, so a report costs what it carries, not what the replica ever ran.
+ * reported figures of since it joined (a report carries only those it holds and those changed lately:
+ * ReplicaState.timings). The registry's copy of them is updated in place and shared by the replica's
+ * successive states, so taking a report in costs what it carries, not what the replica ever ran (the router's
+ * estimates still index the whole copy once per state, when a decision asks: shared/routing/estimates.ts).
  */
 function kept(current: ReplicaState | undefined, reported: ReplicaState): ReplicaState {
   if (current === undefined) return reported;

@@ -58,9 +58,11 @@ export const ReplicaStateSchema = z.object({
   /**
    * Keyed by "name:version". The agent's own reading of a replica (its standalone server, its hello) has every
    * model the replica measured. A state it sends with a result or in a state frame has only the models loaded
-   * or loading there and those whose figures changed since its previous such state, so that a frame does not
-   * grow with every model the replica ever ran (after 1,000 models each result frame carried 80 KB of them,
-   * which the relay parsed per request). The gateway keeps the rest (mergeTimings).
+   * or loading there and those whose figures changed since its last state frame, so that a frame does not
+   * grow with every model the replica ever ran (after 1,000 models each result frame carried about 80 KB of
+   * them, which the relay parsed per request); a state frame carries them all again at least once a minute
+   * of changes (backend/gateway-link/state-reporter.ts), so that what the gateway lost comes back. The
+   * gateway keeps the rest (mergeTimings).
    */
   timings: z.record(z.string(), ModelTimingsSchema),
   /** Models whose last load failed here, with the reason (the router avoids them for a while). */

@@ -15,7 +15,11 @@ interface Measured {
   timings: ModelTimings;
 }
 
-/** One report's timings by model name; a report is immutable once sent, so this is computed once. */
+/**
+ * One state's timings by model name, computed once per state object. A state's figures do not change once it
+ * is routed on: where a replica's successive states share one timings table (the registry's running copy,
+ * the agent's own), whoever takes new figures into it makes a new state object for them.
+ */
 interface ReportIndex {
   byModel: Map<string, Measured[]>;
   /** Mean inference time over every model it ran. */

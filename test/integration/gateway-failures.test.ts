@@ -70,7 +70,8 @@ async function whileSlotTaken(pool: string, meanwhile: () => Promise<void>): Pro
 beforeAll(async () => {
   gateway = await startGateway({ vars: { QUEUE_LIMIT: "2", HEARTBEAT_SECONDS: "2" } });
   await Promise.all([
-    agentIn("busy", "busy"),
+    // Its log says in which order it served its requests.
+    agentIn("busy", "busy", [...ONE_AT_A_TIME, "--log-requests"]),
     agentIn("fragile", "victim"),
     agentIn("drain", "drainer"),
     agentIn("steady", "steady", []),
@@ -119,10 +120,19 @@ describe("capacity and deadlines", () => {
 
     const served = [held, ...(await Promise.all(waiting))];
     for (const outcome of served) expectStatus(outcome, 200);
-    // The waiting ones are quick, so the order they finish in is the order they were served in. (Not so
-    // for the running one: its large response can still be on its way when they are done.)
-    const [second, third] = served.slice(1).map((outcome) => outcome.finishedAt);
-    expect(second).toBeLessThan(third ?? 0);
+    // In the order they waited, as the agent (one at a time) logged them: not the order their answers reached
+    // the client, which two quick answers can reach in either order however they were served.
+    const ids = served
+      .slice(1)
+      .map(
+        (outcome) => (outcome.ok ? outcome.result.headers : outcome.headers).get("x-request-id") ?? "none",
+      );
+    const busy = agents.get("busy");
+    await busy?.process.waitForOutput(new RegExp(`requestId=${ids[1]}\\b`), 5_000);
+    const log = busy?.process.output() ?? "";
+    const servedAt = (index: number) => log.search(new RegExp(`requestId=${ids[index - 1]}\\b`));
+    expect(servedAt(1)).toBeGreaterThanOrEqual(0);
+    expect(servedAt(1)).toBeLessThan(servedAt(2));
   });
 
   test("a request still waiting at its deadline (X-Request-Timeout) gets 504 then, not later", async () => {

@@ -19,7 +19,7 @@ import { type ReceivedFrame, ScriptedGateway } from "./harness/scripted-gateway.
 
 // What a real agent process with many models tells the gateway, and that its frames do not grow with them:
 // its models' timings (ReplicaState.timings), every one in its hello, and in each result frame only those of
-// the models it holds and of those changed since its previous state; their signatures, each once, a frame's
+// the models it holds and of those changed since its last state frame; their signatures, each once, a frame's
 // worth at a time.
 
 let gateway: ScriptedGateway;
@@ -53,16 +53,22 @@ function resultFor(id: string) {
 }
 
 describe("a replica's timings on the wire", () => {
-  test("a result frame carries the timings of the model it holds, not of those it ran before; a new hello carries all", async () => {
+  test("a result frame carries the timings of the model it holds, not of those it ran before; a new hello carries all of them, and every signature again", async () => {
     const first = await gateway.connection(0);
-    await first.waitForJson("hello");
+    const firstHello = HelloSchema.parse(await first.waitForJson("hello"));
     first.welcome(1_000);
     const timingsOf = async (id: string, index: number) => {
       first.infer({ id, replica: "0", model: model(index), timeoutMs: 30_000 }, body);
       const header = await first.waitFor(`result ${id}`, resultFor(id));
+      // The state frame that follows carries the run's figures (it goes straight to the registry): from then
+      // on they count as sent.
+      await first.waitForJson("state", (frame) => {
+        const state = StateSchema.safeParse(frame);
+        return state.success && (state.data.replicas[0]?.timings[`${model(index)}:1`]?.runs ?? 0) >= 1;
+      });
       return Object.keys(header.state?.timings ?? {});
     };
-    // One model at a time (--max-models 1): each evicts the one before, whose figures went with its result.
+    // One model at a time (--max-models 1): each evicts the one before, whose figures a state frame carried.
     expect(await timingsOf("t0", 0)).toEqual([`${model(0)}:1`]);
     expect(await timingsOf("t1", 1)).toEqual([`${model(1)}:1`]);
     expect(await timingsOf("t2", 2)).toEqual([`${model(2)}:1`]);
@@ -74,6 +80,11 @@ describe("a replica's timings on the wire", () => {
       [0, 1, 2].map((index) => `${model(index)}:1`).sort(),
     );
     expect(hello.replicas[0]?.timings[`${model(0)}:1`]).toMatchObject({ loads: 1, runs: 1 });
+    // And every signature again, as to any new connection.
+    expect(hello.signatures.map((signature) => signature.name).sort()).toEqual(
+      firstHello.signatures.map((signature) => signature.name).sort(),
+    );
+    expect(hello.signatures.length).toBeGreaterThan(0);
   });
 });
 

@@ -131,14 +131,29 @@ describe("a run's release at the registry", () => {
     );
     expect(timings()).toEqual({ "m:1": figures(1, 4), "gone:1": figures(2, 4) });
     // A state frame taken before it arrives late: dropped as a state, but the model it last ran there ("n",
-    // evicted since) is news; its older figures of "m" are not.
+    // evicted since) is news; its older figures of "m" are not. The state the registry keeps is then a new
+    // object, so that the router's estimates (memoised per state object) are computed again.
+    const before = link.record.replicas[0];
     scheduler.updateState(link, [
       replicaState({ seq: 4, loaded: ["n"], timings: { "n:1": figures(1, 1), "m:1": figures(1, 3) } }),
     ]);
     expect(link.record.replicas[0]?.loaded.map((model) => model.name)).toEqual(["m"]);
     expect(timings()).toEqual({ "m:1": figures(1, 4), "gone:1": figures(2, 4), "n:1": figures(1, 1) });
+    expect(link.record.replicas[0]).not.toBe(before);
+    // The same late news again changes nothing, not even the object.
+    const refreshed = link.record.replicas[0];
+    scheduler.updateState(link, [replicaState({ seq: 4, loaded: ["n"], timings: { "n:1": figures(1, 1) } })]);
+    expect(link.record.replicas[0]).toBe(refreshed);
+    // A late result's state (through its relay) is taken in the same way.
+    scheduler.release(
+      report(await grant(), ok, {
+        state: replicaState({ seq: 3, loaded: ["gone"], timings: { "gone:1": figures(2, 5) } }),
+      }),
+    );
+    expect(timings()?.["gone:1"]).toEqual(figures(2, 5));
+    expect(link.record.replicas[0]?.loaded.map((model) => model.name)).toEqual(["m"]);
     scheduler.updateState(link, [replicaState({ seq: 6, loaded: ["m"], timings: {} })]);
-    expect(timings()).toEqual({ "m:1": figures(1, 4), "gone:1": figures(2, 4), "n:1": figures(1, 1) });
+    expect(timings()).toEqual({ "m:1": figures(1, 4), "gone:1": figures(2, 5), "n:1": figures(1, 1) });
   });
 
   it("the state a release carries applies only to the connection the run was granted on", async () => {

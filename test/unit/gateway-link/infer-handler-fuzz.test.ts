@@ -30,7 +30,8 @@ const replica: LinkedReplica = {
     timings: { queueMs: 0, loadMs: 0, inferMs: 0, sessionMs: 0 },
   }),
   state: () => state,
-  reportState: () => state,
+  resultState: () => state,
+  frameState: () => state,
   onChange: () => () => {},
 };
 

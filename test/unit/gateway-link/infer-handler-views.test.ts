@@ -38,7 +38,8 @@ async function handled(frame: Uint8Array): Promise<{ call: InferCall; result: Ui
       };
     },
     state: () => replicaState({ maxConcurrency: 1 }),
-    reportState: () => replicaState({ maxConcurrency: 1 }),
+    resultState: () => replicaState({ maxConcurrency: 1 }),
+    frameState: () => replicaState({ maxConcurrency: 1 }),
     onChange: () => () => {},
   };
   const sent: (Uint8Array | string)[] = [];
