@@ -5,8 +5,9 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { describe, expect, test } from "vitest";
 import { openRepository } from "../../../backend/models/open-repository.ts";
 import type { LaneAnswer, LaneRequest } from "../../../backend/replica/lane-protocol.ts";
-import type { LaneGrant } from "../../../backend/replica/replica.ts";
+import { type LaneGrant, Replica } from "../../../backend/replica/replica.ts";
 import type { Tensor } from "../../../shared/oip/tensor.ts";
+import type { ModelRef } from "../../../shared/protocol/replica-state.ts";
 import { buildSlowModel, SLOW_WIDTH } from "../../fixtures/onnx-builder.ts";
 import { MULTIPLEX_MODELS } from "../../fixtures/paths.ts";
 import { temporaryRepository } from "../../integration/harness/behaviour-models.ts";
@@ -16,6 +17,15 @@ import { useTestReplicas } from "./test-replicas.ts";
 // lease keeps, and what the replica counts of what lanes served.
 
 const replicaWith = useTestReplicas();
+
+/** A replica that counts the runs its hook hears of (MeteredReplica's runs metric counts them so). */
+class RunCountingReplica extends Replica {
+  runs = 0;
+  protected override modelRan(_model: ModelRef, runs: number): void {
+    this.runs += runs;
+  }
+}
+const countingReplicaWith = useTestReplicas({}, (options) => new RunCountingReplica(options));
 const MLP = MULTIPLEX_MODELS[0] ?? "";
 const input = (): Tensor => ({
   name: "x",
@@ -61,6 +71,22 @@ describe("Replica lanes", () => {
     await replica.lanesReported();
     const [stats] = replica.statistics(MLP);
     expect(stats?.inference_stats.success.count).toBe(6);
+    grant.port.close();
+    grant.close();
+  });
+
+  test("the runs a lane's requests took are told as the replica's own are, as its timings count them", async () => {
+    const replica = countingReplicaWith();
+    const revoke = () => {};
+    await replica.infer({ model: MLP, inputs: [input()] });
+    expect(replica.runs).toBe(1);
+    const grant = await replica.openLane(MLP, undefined, { maxQueue: 8, revoke });
+    if (grant === undefined) throw new Error("no lane for a loaded model");
+    await serve(grant, 5);
+    await replica.lanesReported();
+    const runs = replica.state().timings[`${MLP}:1`]?.runs ?? 0;
+    expect(runs).toBeGreaterThan(1);
+    expect(replica.runs).toBe(runs);
     grant.port.close();
     grant.close();
   });

@@ -8,17 +8,19 @@ import { REPO_DIR } from "../../fixtures/paths.ts";
 
 /**
  * Real CPU replicas over the generated test repository, each with a cache directory of its own, closed
- * after every test. `defaults` are the file's own settings; each call may override them again.
+ * after every test. `defaults` are the file's own settings; each call may override them again. `make`: a
+ * subclass of Replica instead (one that counts what its hooks hear).
  */
-export function useTestReplicas(
+export function useTestReplicas<R extends Replica = Replica>(
   defaults: Partial<ReplicaOptions> = {},
-): (overrides?: Partial<ReplicaOptions>) => Replica {
-  const replicas: Replica[] = [];
+  make: (options: ReplicaOptions) => R = (options) => new Replica(options) as R,
+): (overrides?: Partial<ReplicaOptions>) => R {
+  const replicas: R[] = [];
   afterEach(async () => {
     await Promise.all(replicas.splice(0).map((replica) => replica.close()));
   });
   return (overrides = {}) => {
-    const replica = new Replica({
+    const replica = make({
       id: "0",
       device: { kind: "cpu" },
       repository: openRepository(REPO_DIR, { cacheDir: mkdtempSync(join(tmpdir(), "switchyard-cache-")) }),
