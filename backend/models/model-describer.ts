@@ -69,11 +69,6 @@ export class ModelDescriber {
     return this.#known.has(modelKey({ name, version }));
   }
 
-  /** Every signature described so far. */
-  known(): ModelSignature[] {
-    return [...this.#known.values()];
-  }
-
   /**
    * The signatures learned after the first `count` (in the order they were learned): what a reader that
    * has the first `count` lacks, at a cost of what it lacks, not of every signature known.

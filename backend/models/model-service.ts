@@ -69,12 +69,7 @@ export class ModelService {
     return this.#describer.isKnown(name, version);
   }
 
-  /** Every signature known so far (described, or loaded). */
-  signatures(): ModelSignature[] {
-    return this.#describer.known();
-  }
-
-  /** The signatures learned after the first `count` (ModelDescriber.knownFrom). */
+  /** The signatures known (described, or loaded) after the first `count` learned (ModelDescriber.knownFrom). */
   signaturesFrom(count: number): ModelSignature[] {
     return this.#describer.knownFrom(count);
   }

@@ -17,11 +17,11 @@
  * existed has it.
  */
 import { execFileSync } from "node:child_process";
-import { mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import { mkdtempSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import { join, resolve } from "node:path";
 import { parseArgs } from "node:util";
-import { modelPath, writeFileIfChanged } from "../../scripts/lib/model-repository.ts";
+import { writeModelRepository } from "../../scripts/lib/model-repository.ts";
 import { encodeMlp } from "../../scripts/lib/onnx-builder.ts";
 import { infer } from "../../shared/oip/http-client.ts";
 import { MULTIPLEX_MODELS, REPO_DIR } from "../../test/fixtures/paths.ts";
@@ -103,13 +103,13 @@ function repositoryWithOthers(): string | undefined {
   if (others.length === 0) return undefined;
   const dir = mkdtempSync(join(os.tmpdir(), "gateway-ab-models-"));
   symlinkSync(join(REPO_DIR, model), join(dir, model));
-  others.forEach((name, index) => {
-    mkdirSync(join(dir, name, "1"), { recursive: true });
-    writeFileIfChanged(
-      modelPath(dir, name),
-      encodeMlp({ inputDim: 16, hiddenDim: 16, outputDim: 8, seed: 5000 + index, name }),
-    );
-  });
+  writeModelRepository(
+    dir,
+    others.map((name, index) => ({
+      name,
+      bytes: encodeMlp({ inputDim: 16, hiddenDim: 16, outputDim: 8, seed: 5000 + index, name }),
+    })),
+  );
   return dir;
 }
 

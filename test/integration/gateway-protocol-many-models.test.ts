@@ -1,8 +1,5 @@
-import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { rmSync } from "node:fs";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
-import { modelPath, writeFileIfChanged } from "../../scripts/lib/model-repository.ts";
 import { encodeMlp } from "../../scripts/lib/onnx-builder.ts";
 import { encodeInferRequest } from "../../shared/oip/codec.ts";
 import {
@@ -14,6 +11,7 @@ import {
 } from "../../shared/protocol/frames.ts";
 import { MULTIPLEX_MODELS } from "../fixtures/paths.ts";
 import { type AgentProcess, startAgent } from "./harness/agents.ts";
+import { temporaryRepository } from "./harness/behaviour-models.ts";
 import { mlpRequest } from "./harness/oip-client.ts";
 import { type ReceivedFrame, ScriptedGateway } from "./harness/scripted-gateway.ts";
 
@@ -95,15 +93,13 @@ describe("signatures on the wire", () => {
   const count = MAX_SIGNATURES_PER_FRAME + 40;
 
   beforeAll(async () => {
-    repository = mkdtempSync(join(tmpdir(), "switchyard-many-models-"));
-    for (let index = 0; index < count; index += 1) {
-      const name = `many-${String(index).padStart(4, "0")}`;
-      mkdirSync(join(repository, name, "1"), { recursive: true });
-      writeFileIfChanged(
-        modelPath(repository, name),
-        encodeMlp({ inputDim: 16, hiddenDim: 4, outputDim: 2, seed: index, name }),
-      );
-    }
+    repository = temporaryRepository(
+      "many-models",
+      Array.from({ length: count }, (_, index) => {
+        const name = `many-${String(index).padStart(4, "0")}`;
+        return { name, bytes: encodeMlp({ inputDim: 16, hiddenDim: 4, outputDim: 2, seed: index, name }) };
+      }),
+    );
     many = await ScriptedGateway.start();
     manyAgent = await startAgent({
       gateway: many.url,
