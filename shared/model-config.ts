@@ -27,8 +27,8 @@ export const ModelConfigSchema = z
       })
       .optional(),
     /**
-     * Samples to warm the model with at load (Triton's key; here the dimensions of each input after the batch
-     * are what counts: they let batch buckets warm a model whose inputs have dynamic sizes).
+     * Samples the model runs at load, before it counts as loaded (Triton's key; backend/replica/model-warmup.ts
+     * says how dims are read). They also give batch buckets the sizes of inputs the graph leaves dynamic.
      */
     model_warmup: z
       .array(
@@ -36,6 +36,8 @@ export const ModelConfigSchema = z
           name: z.string().optional(),
           batch_size: z.int().positive().optional(),
           inputs: z.record(z.string(), z.looseObject({ dims: z.array(z.int().positive()) })),
+          /** Runs of this sample at load (Triton's key); 0 or absent: one. */
+          count: z.int().nonnegative().optional(),
         }),
       )
       .optional(),

@@ -3,14 +3,12 @@
  * onnxruntime rebuilds the cuDNN plan of every convolution whose input shape differs from that session's
  * previous run (0.9 to 2.2 s for PP-OCRv4 detection, and onnxruntime-node cannot pick a cheaper search), so
  * batches of changing sizes on one session re-plan all the time. A session per bucket sees one shape only
- * (for a given image size): warmed at load, it never re-plans. Padding rows repeat the batch's last row (a
+ * (for a given image size): warmed at load (model-warmup.ts), it never re-plans. Padding rows repeat the batch's last row (a
  * valid input, whatever the model does with zeros; stacked with the batch, tensor-batch.ts), and are dropped
  * from the outputs.
  */
-import type { ModelConfig } from "../../shared/model-config.ts";
 import { elementCount, type Tensor } from "../../shared/oip/tensor.ts";
-import type { TensorSpec } from "./ort-tensors.ts";
-import { ARRAY_CLASS, type FixedData } from "./session-protocol.ts";
+import type { FixedData } from "./session-protocol.ts";
 
 /** The smallest bucket that holds `rows`; undefined when none does. */
 export function bucketFor(rows: number, buckets: readonly number[]): number | undefined {
@@ -40,32 +38,4 @@ export function dropPadding(outputs: readonly Tensor[], rows: number, bucket: nu
       : (output.data as FixedData).subarray(0, rows * rowLength);
     return { ...output, shape, data } as Tensor;
   });
-}
-
-/**
- * Zeros for one run of `bucket` rows, to warm a bucket's session at load: each input's dimensions after the
- * batch are its fixed ones, or those config.json's `model_warmup` gives it (Triton's key: `dims`, without
- * the batch). Undefined when a dimension is known from neither: that bucket then plans on its first batch.
- */
-export function warmupFeeds(
-  inputs: readonly TensorSpec[],
-  config: ModelConfig,
-  bucket: number,
-): Tensor[] | undefined {
-  const declared = (name: string) =>
-    config.model_warmup?.map((sample) => sample.inputs[name]?.dims).find((dims) => dims !== undefined);
-  const feeds: Tensor[] = [];
-  for (const input of inputs) {
-    const fixed = input.shape.slice(1);
-    const dims = fixed.every((dim) => dim >= 0) ? fixed : declared(input.name);
-    if (dims === undefined || dims.length !== fixed.length) return undefined;
-    const shape = [bucket, ...dims];
-    const count = elementCount(shape);
-    const data =
-      input.datatype === "BYTES"
-        ? Array.from({ length: count }, () => new Uint8Array(0))
-        : new ARRAY_CLASS[input.datatype](count);
-    feeds.push({ name: input.name, datatype: input.datatype, shape, data });
-  }
-  return feeds;
 }

@@ -2,11 +2,11 @@ import type { ModelConfig } from "../../shared/model-config.ts";
 import { parseModelKey } from "../../shared/model-names.ts";
 import type { ModelRef } from "../../shared/protocol/replica-state.ts";
 import type { ModelRepository, ResolvedModel } from "../models/repository.ts";
-import { warmupFeeds } from "./batch-buckets.ts";
 import { type BatchingDefaults, type BatchSettings, batchSettingsFor } from "./batch-settings.ts";
 import type { ReplicaDevice } from "./device.ts";
 import { exclusiveOnGpu, gpuUsedMemory } from "./gpu-memory.ts";
 import type { ModelLoader } from "./model-cache.ts";
+import { bucketWarmupFeeds, declaredWarmup } from "./model-warmup.ts";
 import type { TensorSpec } from "./ort-tensors.ts";
 import { type SessionTuning, sessionOptions } from "./session-options.ts";
 import { WorkerSession } from "./worker-session.ts";
@@ -108,32 +108,43 @@ export class OnnxModelLoader implements ModelLoader<ModelSession> {
       : { value, bytes: model.bytes * (value.buckets?.size ?? 1), bytesSource: "file" as const };
   }
 
-  /** The model's session, its batch settings, and with batch buckets a warmed session per bucket. */
+  /**
+   * The model's session and its batch settings, warmed up: with batch buckets, a session per bucket, each
+   * warmed at its size; without, the one session runs config.json's model_warmup samples.
+   */
   async #sessions(
     model: ResolvedModel,
   ): Promise<Omit<ModelSession, "ref" | "config" | "bytes" | "bytesSource">> {
     const session = await this.#create(model);
     const specs = { inputs: session.inputs, outputs: session.outputs };
+    const names = specs.outputs.map((output) => output.name);
     const batching = batchSettingsFor(model.config, specs, this.#options.batching, {
       device: this.#device.kind,
       opTypes: session.opTypes,
     });
-    if (batching?.buckets === undefined) return { session, ...specs, batching };
     const buckets = new Map<number, WorkerSession>();
     try {
+      if (batching?.buckets === undefined) {
+        for (const run of declaredWarmup(specs.inputs, model.config)) {
+          for (let done = 0; done < run.count; done += 1) {
+            await session.run(run.feeds(), names, { handOver: true }).catch((error: unknown) => {
+              const reason = error instanceof Error ? error.message : String(error);
+              throw new Error(`model_warmup sample '${run.sample}': ${reason}`, { cause: error });
+            });
+          }
+        }
+        return { session, ...specs, batching };
+      }
       for (const size of batching.buckets) {
         const bucket = size === 1 ? session : await this.#create(model);
         buckets.set(size, bucket);
-        const feeds = warmupFeeds(specs.inputs, model.config, size);
-        const names = specs.outputs.map((output) => output.name);
+        const feeds = bucketWarmupFeeds(specs.inputs, model.config, size);
         if (feeds !== undefined) await bucket.run(feeds, names, { handOver: true });
       }
     } catch (error) {
       await Promise.all([session, ...buckets.values()].map((each) => each.release().catch(() => undefined)));
       const reason = error instanceof Error ? error.message : String(error);
-      throw new Error(`warming ${model.name}/${model.version} up for its batch sizes failed: ${reason}`, {
-        cause: error,
-      });
+      throw new Error(`warming ${model.name}/${model.version} up failed: ${reason}`, { cause: error });
     }
     return { session, ...specs, batching, buckets };
   }

@@ -190,3 +190,28 @@ test("a model's keep_alive_s (its config.json) unloads it when idle that long, w
     rmSync(repository, { recursive: true, force: true });
   }
 });
+
+test("a model's model_warmup (its config.json) runs at load: a sample that fits serves, one onnxruntime refuses fails the load in its words", async () => {
+  const pool = "warmup";
+  const [FITTING_SOURCE = "m003", MISFIT_SOURCE = "m004"] = OTHERS.slice(2);
+  const repository = temporaryRepository("warmup", [
+    copyOf(FITTING_SOURCE, "warmed", {
+      model_warmup: [{ name: "pair", batch_size: 2, inputs: { x: { dims: [16] } }, count: 2 }],
+    }),
+    copyOf(MISFIT_SOURCE, "misfit", { model_warmup: [{ name: "wide", inputs: { x: { dims: [17] } } }] }),
+  ]);
+  try {
+    const agent = await startAgent({ gateway: gateway.wsUrl, name: "warmer", pool, models: repository });
+    agents.push(agent);
+    await waitForAgents(gateway.url, 1, pool);
+    const warmed = await call(gateway.url, "warmed", mlpRequest(1), { pool });
+    expect(warmed.ok && warmed.result.response.outputs[0]?.shape).toEqual([1, 8]);
+    const misfit = await call(gateway.url, "misfit", mlpRequest(1), { pool });
+    expect(misfit.status).toBe(500);
+    expect(misfit.ok ? "" : misfit.message).toMatch(
+      /failed to load: warming misfit\/1 up failed: model_warmup sample 'wide': .*invalid dimensions.*Expected: 16/s,
+    );
+  } finally {
+    rmSync(repository, { recursive: true, force: true });
+  }
+});

@@ -1,19 +1,19 @@
-import { copyFileSync, mkdirSync, mkdtempSync, statSync, writeFileSync } from "node:fs";
+import { mkdtempSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import * as ort from "onnxruntime-node";
 import { describe, expect, test } from "vitest";
 import { openRepository } from "../../../backend/models/open-repository.ts";
-import { bucketFor, dropPadding, warmupFeeds } from "../../../backend/replica/batch-buckets.ts";
+import { bucketFor, dropPadding } from "../../../backend/replica/batch-buckets.ts";
 import { batchSettingsFor, bucketSizes } from "../../../backend/replica/batch-settings.ts";
 import type { InferOutcome } from "../../../backend/replica/replica.ts";
 import { sessionOptions } from "../../../backend/replica/session-options.ts";
 import { stackInputs } from "../../../backend/replica/tensor-batch.ts";
-import { defaultModelConfig, parseModelConfig } from "../../../shared/model-config.ts";
+import { defaultModelConfig } from "../../../shared/model-config.ts";
 import type { Tensor } from "../../../shared/oip/tensor.ts";
 import { seededFloats } from "../../fixtures/onnx-builder.ts";
-import { DET_MODEL, MULTIPLEX_MODELS, repoModelPath } from "../../fixtures/paths.ts";
-import { useTestReplicas } from "./test-replicas.ts";
+import { DET_MODEL, MULTIPLEX_MODELS } from "../../fixtures/paths.ts";
+import { repositoryOf, useTestReplicas } from "./test-replicas.ts";
 
 // Batch buckets: every run padded up to one of a few sizes, each size on a session of its own (on CUDA this
 // is what keeps cuDNN from re-planning; here on the CPU the same code runs, switched on by --batch-buckets).
@@ -87,28 +87,6 @@ describe("bucket sizes and padding", () => {
     expect(trimmed?.shape).toEqual([3, 2]);
     expect(numbers(trimmed)).toEqual([1, 2, 3, 4, 5, 6]);
   });
-
-  test("warm-up inputs: fixed dimensions, or those config.json's model_warmup gives; none when unknown", () => {
-    const image = [{ name: "x", datatype: "FP32" as const, shape: [-1, 3, -1, -1] }];
-    expect(warmupFeeds(image, defaultModelConfig(), 4)).toBeUndefined();
-    const config = parseModelConfig(
-      JSON.stringify({
-        model_warmup: [
-          {
-            name: "640",
-            batch_size: 1,
-            inputs: { x: { data_type: "TYPE_FP32", dims: [3, 64, 80], zero_data: true } },
-          },
-        ],
-      }),
-      "det/config.json",
-    );
-    const [feed] = warmupFeeds(image, config, 4) ?? [];
-    expect(feed?.shape).toEqual([4, 3, 64, 80]);
-    expect(numbers(feed)).toHaveLength(4 * 3 * 64 * 80);
-    const fixed = [{ name: "x", datatype: "INT64" as const, shape: [-1, 16] }];
-    expect(warmupFeeds(fixed, defaultModelConfig(), 2)?.[0]?.data).toEqual(new BigInt64Array(32));
-  });
 });
 
 const replicaWith = useTestReplicas({
@@ -122,14 +100,6 @@ const replicaOf = (models: string, overrides: Parameters<typeof replicaWith>[0] 
     repository: openRepository(models, { cacheDir: mkdtempSync(join(tmpdir(), "switchyard-cache-")) }),
     ...overrides,
   });
-
-function repositoryOf(name: string, from: string, config: object): string {
-  const dir = mkdtempSync(join(tmpdir(), "switchyard-buckets-"));
-  mkdirSync(join(dir, name, "1"), { recursive: true });
-  copyFileSync(repoModelPath(from), join(dir, name, "1", "model.onnx"));
-  writeFileSync(join(dir, name, "config.json"), JSON.stringify(config));
-  return dir;
-}
 
 describe("a replica with batch buckets (real onnxruntime sessions)", () => {
   test("concurrent requests are padded to a bucket; each answer is bit for bit what onnxruntime gives it alone", async () => {
