@@ -36,10 +36,10 @@ const targets = new DirectTargets();
  * One inference through a pool, as the Worker drives it (pool-calls.ts has the picture): ask the pool's
  * registry (its shards, shard-walk.ts) for a slot, send the body to the granted agent's relay, and when the
  * run failed in a way the registry says may go elsewhere (a retry, or a rerun under the retry rules and
- * budget), ask again, the shard that granted the failed run last. A request whose model's last request
- * here went well on a grant that opened the direct path (Grant.direct) first goes straight to that
- * replica's relay (a direct hit, shared/routing/direct-hits.ts), which takes it or refuses it; refused, it
- * asks as above. The Worker owns the client's deadline; each object cuts its own part off by what is left
+ * budget), ask again, the shard that granted the failed run last, for a replica other than those it failed
+ * on when one can take it. A request whose model's last request here went well on a grant that opened the
+ * direct path (Grant.direct) first goes straight to that replica's relay (a direct hit,
+ * shared/routing/direct-hits.ts), which takes it or refuses it; refused, it asks as above. The Worker owns the client's deadline; each object cuts its own part off by what is left
  * of it.
  */
 export async function inferThroughPool(
@@ -58,6 +58,8 @@ export async function inferThroughPool(
       ? { ...outcome, timings: { ...outcome.timings, registryMs: Date.now() - startedAt } }
       : outcome;
   let tries: Tries = { attempts: 0, reruns: priorReruns };
+  // Where it failed so far: asked again, it goes elsewhere when another replica can take it.
+  const avoid: string[] = [];
   let queuedMs = 0;
   let failedAt: number | undefined;
   const target = targets.get(key, startedAt);
@@ -89,6 +91,7 @@ export async function inferThroughPool(
     if (ran.kind === "again") {
       tries = { attempts: ran.attempts, reruns: ran.reruns };
       failedAt = target.shard;
+      avoid.push(target.replica);
     }
   }
   for (;;) {
@@ -100,6 +103,7 @@ export async function inferThroughPool(
       ...(options.background === true ? { background: true as const } : {}),
       budgetMs: deadline.budgetMs,
       ...tries,
+      ...(avoid.length === 0 ? {} : { avoid: [...avoid] }),
     };
     const { shard, answer } = await askShards(env, pool, deadline, ask, failedAt);
     queuedMs += Date.now() - askedAt;
@@ -124,6 +128,7 @@ export async function inferThroughPool(
     if (ran.kind === "again") {
       tries = { attempts: ran.attempts, reruns: ran.reruns };
       failedAt = shard;
+      avoid.push(grant.replica);
       continue;
     }
     const outcome = ran.outcome;

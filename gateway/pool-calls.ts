@@ -61,6 +61,8 @@ export interface SlotAsk extends Tries {
   hint?: string;
   /** It yields to requests without the flag while it waits (shared/routing/types.ts RouteRequest). */
   background?: true;
+  /** Replicas it was granted before and failed on: it goes elsewhere when it can (RouteRequest.avoid). */
+  avoid?: string[];
   /** What is left of the request's deadline. */
   timeoutMs: number;
   budgetMs: number;

@@ -224,6 +224,7 @@ export class Dispatcher<P> {
       (replica) => hasCopy(replica, request.model) || (!atCap && this.#hasRoom(replica, request.model)),
     );
     const taking = able.filter((replica) => !replica.draining);
+    const fresh = request.avoid === undefined ? taking : notAvoided(taking, request.avoid);
     if (taking.length > 0 && (elsewhere === "unmatched" || elsewhere === "unhinted")) {
       const holding = taking.some(
         (replica) => holds(replica, request) || isLoadingOrPending(replica, request),
@@ -236,7 +237,10 @@ export class Dispatcher<P> {
     }
     // Demand where the request is routed, not where it only looked for a copy.
     this.#demand.record(request.model, context.now);
-    const decision = this.#options.policy.route(request, { ...pool, replicas: able }, context);
+    // A request asked again goes where it has not failed, when such a replica can take it now; the policy
+    // then chooses among those (its "queue" answer among them still lets any replica take it from the queue).
+    const choices = fresh.length > 0 && fresh.length < taking.length && this.#anyFree(fresh) ? fresh : able;
+    const decision = this.#options.policy.route(request, { ...pool, replicas: choices }, context);
     if (decision.kind === "unavailable") {
       const message = `no backend can serve '${request.model}': ${decision.reason}`;
       return {
@@ -389,6 +393,11 @@ export class Dispatcher<P> {
     return chosen === undefined ? undefined : this.#queue.removeAt(this.#queue.items.indexOf(chosen));
   }
 
+  /** Whether any of `replicas` has a slot free under the policy's capacity. */
+  #anyFree(replicas: readonly ReplicaView[]): boolean {
+    return replicas.some((replica) => hasRoomUnder(replica, capacityUnder(this.#options.policy, replica)));
+  }
+
   /** Keeps the model's max_copies as its latest request gives it (none: the model has no cap any more). */
   #noteCap(request: RouteRequest): void {
     if (request.maxCopies === undefined) this.#caps.delete(request.model);
@@ -435,6 +444,10 @@ export class Dispatcher<P> {
 /** Whether the replica holds a copy of the model (any version): loaded, loading, or a load on its way. */
 const hasCopy = (replica: ReplicaView, model: string) =>
   holds(replica, { model }) || isLoadingOrPending(replica, { model });
+
+/** The replicas whose addresses are not in `avoid`. */
+const notAvoided = (replicas: readonly ReplicaView[], avoid: readonly string[]) =>
+  replicas.filter((replica) => !avoid.includes(replica.address));
 
 /** Whether `replica`'s agent can load the model `request` asks for. */
 const serves = (replica: ReplicaView, request: RouteRequest) =>

@@ -18,6 +18,13 @@ export interface RouteRequest {
    * managed-queue request under the gateway's QUEUE_ASYNC_PRIORITY=below). Among themselves, oldest first.
    */
   background?: true;
+  /**
+   * Replicas (addresses) this request already failed on without running there, or was lost on: asked again,
+   * it goes to another replica that can take it now, if any (Envoy's retry predicate "previous hosts"). A
+   * draining agent answers the requests that crossed its drain frame with a 503, and the retry must not go
+   * back there before the registry has read that frame. With no other replica able, the same one may serve.
+   */
+  avoid?: readonly string[];
 }
 
 /** A replica as the router sees it. */

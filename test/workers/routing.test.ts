@@ -229,6 +229,32 @@ describe("routing through the registry", () => {
     healthy.close();
   });
 
+  it("retries elsewhere though the replica it failed on still holds the model with slots free (a drain the registry has not read yet)", async () => {
+    const pool = freshPool();
+    const draining = await FakeAgent.connect(pool, {
+      name: "draining",
+      replicas: [replicaState({ loaded: ["m"], maxConcurrency: 4 })],
+    });
+    const cold = await FakeAgent.connect(pool, {
+      name: "cold",
+      replicas: [replicaState({ maxConcurrency: 1 })],
+    });
+    const response = infer("m", { pool });
+    // What an agent answers to an infer frame that crossed its drain frame; its state has not changed.
+    draining.fail(await draining.nextInfer(), {
+      status: 503,
+      message: "the agent is draining",
+      started: false,
+    });
+    cold.answer(await cold.nextInfer());
+    const answered = await response;
+    expect(answered.status).toBe(200);
+    expect(answered.headers.get("X-Switchyard-Replica")).toBe("cold/0");
+    expect(draining.pendingInfers).toBe(0);
+    draining.close();
+    cold.close();
+  });
+
   it("does not retry a 400 elsewhere, though the agent never started it: it is the request's fault anywhere", async () => {
     const pool = freshPool();
     const a = await FakeAgent.connect(pool, { name: "a", replicas: [replicaState({ loaded: ["m"] })] });

@@ -187,6 +187,28 @@ describe("Dispatcher.submit", () => {
     expect(dispatched(dispatcher.submit({ model: "m", maxCopies: 1 }, "r1", 9_999)).address).toBe("b");
   });
 
+  test("a request asked again goes to a replica it did not fail on, cold if need be, while one has a slot free; else back where it failed", () => {
+    const { dispatcher } = setup();
+    dispatcher.upsertReplica("a", state({ maxConcurrency: 4, loaded: ["resnet"] }));
+    dispatcher.upsertReplica("b", state({ maxConcurrency: 1 }));
+    const where = (payload: string, avoid?: string[]) => {
+      const result = dispatched(
+        dispatcher.submit({ model: "resnet", ...(avoid ? { avoid } : {}) }, payload, 9_999),
+      );
+      return `${result.address} ${result.expect}`;
+    };
+    expect(where("first")).toBe("a hit");
+    // Failed on a (say its agent began draining before the registry knew): b loads it.
+    expect(where("retry", ["a"])).toBe("b load");
+    // b is full now: the one it failed on is better than waiting.
+    expect(where("again", ["a"])).toBe("a hit");
+    // Failed on both: any that can take it.
+    expect(where("everywhere", ["a", "b"])).toBe("a hit");
+    dispatcher.release("b");
+    dispatcher.setDraining("b", true);
+    expect(where("drained", ["a"])).toBe("a hit");
+  });
+
   test("no replicas: 503 unavailable naming the model, nothing queued", () => {
     const { dispatcher } = setup();
     const error = refusal(() => dispatcher.submit({ model: "resnet" }, "r1", 9_999));
