@@ -39,8 +39,8 @@ const targets = new DirectTargets();
  * budget), ask again, the shard that granted the failed run last, for a replica other than those it failed
  * on when one can take it. A request whose model's last request here went well on a grant that opened the
  * direct path (Grant.direct) first goes straight to that replica's relay (a direct hit,
- * shared/routing/direct-hits.ts), which takes it or refuses it; refused, it asks as above. The Worker owns the client's deadline; each object cuts its own part off by what is left
- * of it.
+ * shared/routing/direct-hits.ts), which takes it or refuses it; refused, it asks as above. The Worker owns
+ * the client's deadline; each object cuts its own part off by what is left of it.
  */
 export async function inferThroughPool(
   env: Env,

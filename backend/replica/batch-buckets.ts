@@ -3,9 +3,9 @@
  * onnxruntime rebuilds the cuDNN plan of every convolution whose input shape differs from that session's
  * previous run (0.9 to 2.2 s for PP-OCRv4 detection, and onnxruntime-node cannot pick a cheaper search), so
  * batches of changing sizes on one session re-plan all the time. A session per bucket sees one shape only
- * (for a given image size): warmed at load (model-warmup.ts), it never re-plans. Padding rows repeat the batch's last row (a
- * valid input, whatever the model does with zeros; stacked with the batch, tensor-batch.ts), and are dropped
- * from the outputs.
+ * (for a given image size): warmed at load (model-warmup.ts), it never re-plans. Padding rows repeat the
+ * batch's last row (a valid input, whatever the model does with zeros; stacked with the batch,
+ * tensor-batch.ts), and are dropped from the outputs.
  */
 import { elementCount, type Tensor } from "../../shared/oip/tensor.ts";
 import type { FixedData } from "./session-protocol.ts";
