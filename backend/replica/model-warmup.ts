@@ -10,7 +10,8 @@
  * shapes, not the values, are what a warm-up is for) and empty strings for BYTES. A sample's `dims` for an
  * input are its whole shape when they have the input's rank (Triton's dims with max_batch_size 0), else its
  * shape after the batch, which is then the sample's batch_size (1 unless given). An input the sample leaves
- * out takes its shape from the graph when every dimension there is fixed.
+ * out takes its shape from the graph when every dimension there is fixed (the batch's aside, which is then
+ * the batch_size).
  */
 import type { ModelConfig } from "../../shared/model-config.ts";
 import { elementCount, type Tensor } from "../../shared/oip/tensor.ts";
@@ -34,7 +35,7 @@ export interface WarmupRun {
  */
 export function declaredWarmup(inputs: readonly TensorSpec[], config: ModelConfig): WarmupRun[] {
   return (config.model_warmup ?? []).map((sample, index) => {
-    const name = sample.name ?? `#${index + 1}`;
+    const name = sampleName(sample, index);
     const shapes = inputs.map((input) => {
       const shape = sampleShape(input, sample, sample.batch_size ?? 1);
       if (typeof shape === "string") throw new Error(`model_warmup sample '${name}': ${shape}`);
@@ -47,23 +48,32 @@ export function declaredWarmup(inputs: readonly TensorSpec[], config: ModelConfi
 /**
  * Zeros for one run of `bucket` rows, to warm a batch bucket's session at load: each input's dimensions
  * after the batch are its fixed ones, or those the first sample that names it gives. Undefined when a
- * dimension is known from neither: that bucket then plans on its first batch.
+ * dimension is known from neither: that bucket then plans on its first batch. Throws, as declaredWarmup,
+ * when a sample gives an input dims of a rank it cannot have.
  */
 export function bucketWarmupFeeds(
   inputs: readonly TensorSpec[],
   config: ModelConfig,
   bucket: number,
 ): Tensor[] | undefined {
+  const samples = config.model_warmup ?? [];
   const shapes: number[][] = [];
   for (const input of inputs) {
-    const sample = config.model_warmup?.find((each) => each.inputs[input.name] !== undefined);
+    const index = samples.findIndex((each) => each.inputs[input.name] !== undefined);
+    const sample = samples[index];
     const shape = sampleShape(input, sample, bucket);
-    if (typeof shape === "string") return undefined;
+    if (typeof shape === "string") {
+      if (sample === undefined) return undefined;
+      throw new Error(`model_warmup sample '${sampleName(sample, index)}': ${shape}`);
+    }
     // A bucket's rows are the bucket's, whatever the sample's whole shape said.
     shapes.push([bucket, ...shape.slice(1)]);
   }
   return zerosOf(inputs, shapes);
 }
+
+/** How errors name a sample: its name, else its place in the list. */
+const sampleName = (sample: WarmupSample, index: number) => sample.name ?? `#${index + 1}`;
 
 /** The input's shape in a sample at `rows` rows, or why it has none. */
 function sampleShape(input: TensorSpec, sample: WarmupSample | undefined, rows: number): number[] | string {
@@ -77,7 +87,11 @@ function sampleShape(input: TensorSpec, sample: WarmupSample | undefined, rows: 
   }
   if (dims.length === rank) return [...dims];
   if (dims.length === rank - 1) return [rows, ...dims];
-  return `dims [${dims.join(", ")}] for input '${input.name}' fit neither its rank ${rank} nor the ${rank - 1} dimensions after its batch`;
+  const fit =
+    rank > 0
+      ? `fit neither its rank ${rank} nor the ${rank - 1} dimensions after its batch`
+      : "do not fit its rank 0";
+  return `dims [${dims.join(", ")}] for input '${input.name}' ${fit}`;
 }
 
 function zerosOf(inputs: readonly TensorSpec[], shapes: readonly number[][]): Tensor[] {

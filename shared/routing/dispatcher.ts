@@ -224,23 +224,36 @@ export class Dispatcher<P> {
       (replica) => hasCopy(replica, request.model) || (!atCap && this.#hasRoom(replica, request.model)),
     );
     const taking = able.filter((replica) => !replica.draining);
+    // A request asked again prefers the replicas it has not failed on (RouteRequest.avoid): a copy only on
+    // those it failed on is no reason to stay in this shard.
     const fresh = request.avoid === undefined ? taking : notAvoided(taking, request.avoid);
     if (taking.length > 0 && (elsewhere === "unmatched" || elsewhere === "unhinted")) {
-      const holding = taking.some(
+      const holding = fresh.some(
         (replica) => holds(replica, request) || isLoadingOrPending(replica, request),
       );
       const hinted =
         elsewhere === "unhinted" && request.hint !== undefined
-          ? taking.some((replica) => matchesHint(replica, request))
+          ? fresh.some((replica) => matchesHint(replica, request))
           : holding;
       if (!hinted) return { kind: "unmatched", holds: holding };
     }
     // Demand where the request is routed, not where it only looked for a copy.
     this.#demand.record(request.model, context.now);
-    // A request asked again goes where it has not failed, when such a replica can take it now; the policy
-    // then chooses among those (its "queue" answer among them still lets any replica take it from the queue).
-    const choices = fresh.length > 0 && fresh.length < taking.length && this.#anyFree(fresh) ? fresh : able;
-    const decision = this.#options.policy.route(request, { ...pool, replicas: choices }, context);
+    // Asked again, it goes where it has not failed when the policy sends it to one of those now; otherwise
+    // the policy chooses among all, as for a first ask (back where it failed rather than wait, say).
+    // (The narrowed look has a round of its own: what a policy keeps for the round is over the whole pool.)
+    const narrowed = fresh.length > 0 && fresh.length < taking.length && this.#anyFree(fresh);
+    const elsewhereFirst = narrowed
+      ? this.#options.policy.route(
+          request,
+          { ...pool, replicas: fresh },
+          { ...context, round: new RoutingRound() },
+        )
+      : undefined;
+    const decision =
+      elsewhereFirst?.kind === "dispatch"
+        ? elsewhereFirst
+        : this.#options.policy.route(request, { ...pool, replicas: able }, context);
     if (decision.kind === "unavailable") {
       const message = `no backend can serve '${request.model}': ${decision.reason}`;
       return {

@@ -1,9 +1,10 @@
 import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { describe, expect, test } from "vitest";
+import { describe, expect, test, vi } from "vitest";
 import { openRepository } from "../../../backend/models/open-repository.ts";
 import { bucketWarmupFeeds, declaredWarmup } from "../../../backend/replica/model-warmup.ts";
+import { WorkerSession } from "../../../backend/replica/worker-session.ts";
 import { SwitchyardError } from "../../../shared/errors.ts";
 import { defaultModelConfig, parseModelConfig } from "../../../shared/model-config.ts";
 import { seededFloats } from "../../fixtures/onnx-builder.ts";
@@ -51,6 +52,17 @@ describe("the inputs a warm-up runs on", () => {
     expect(runs[0]?.feeds()[0]?.data).not.toBe(first?.[0]?.data);
   });
 
+  test("a sample whose dims a bucket cannot use is refused too; a bucket with no dims at all is left cold", () => {
+    expect(() =>
+      bucketWarmupFeeds(image, configWith([{ name: "flat", inputs: { x: { dims: [64] } } }]), 2),
+    ).toThrow(
+      "model_warmup sample 'flat': dims [64] for input 'x' fit neither its rank 4 nor the 3 dimensions after its batch",
+    );
+    expect(
+      bucketWarmupFeeds(image, configWith([{ name: "other", inputs: { y: { dims: [3] } } }]), 2),
+    ).toBeUndefined();
+  });
+
   test("a sample that cannot say an input's shape is refused, naming the sample and the input", () => {
     expect(() => declaredWarmup(image, configWith([{ name: "empty", inputs: {} }]))).toThrow(
       "model_warmup sample 'empty': no dims for input 'x', whose shape [-1, 3, -1, -1] has dynamic dimensions",
@@ -75,7 +87,19 @@ describe("a replica warms a model up at load (real onnxruntime sessions)", () =>
     const warmup = [{ name: "small", inputs: { x: { dims: [1, 3, 32, 32] } }, count: 2 }];
     const warmed = replicaOver(repositoryOf("det", DET_MODEL, { model_warmup: warmup }));
     const cold = replicaOver(repositoryOf("det", DET_MODEL, {}));
-    await Promise.all([warmed.load("det"), cold.load("det")]);
+    const runs = vi.spyOn(WorkerSession.prototype, "run");
+    try {
+      await warmed.load("det");
+      // The sample, `count` times, at load; a model without one runs nothing.
+      expect(runs.mock.calls.map(([feeds]) => feeds[0]?.shape)).toEqual([
+        [1, 3, 32, 32],
+        [1, 3, 32, 32],
+      ]);
+      await cold.load("det");
+      expect(runs).toHaveBeenCalledTimes(2);
+    } finally {
+      runs.mockRestore();
+    }
     const request = () => ({
       model: "det",
       inputs: [

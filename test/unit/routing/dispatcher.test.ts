@@ -204,9 +204,44 @@ describe("Dispatcher.submit", () => {
     expect(where("again", ["a"])).toBe("a hit");
     // Failed on both: any that can take it.
     expect(where("everywhere", ["a", "b"])).toBe("a hit");
-    dispatcher.release("b");
-    dispatcher.setDraining("b", true);
-    expect(where("drained", ["a"])).toBe("a hit");
+  });
+
+  test("a request asked again that the policy would queue for the replicas it did not fail on goes as a first ask would", () => {
+    // A policy that sends a request only to a replica holding its model, and otherwise lets it wait.
+    const holdersOnly: RoutingPolicy = {
+      name: "holders-only",
+      route: (request, pool) => {
+        const holder = pool.replicas.find(
+          (replica) =>
+            replica.state.loaded.some((model) => model.name === request.model) &&
+            replica.inFlight < replica.state.maxConcurrency,
+        );
+        return holder === undefined
+          ? { kind: "queue" }
+          : { kind: "dispatch", address: holder.address, expect: "hit" };
+      },
+      pickQueued: () => 0,
+    };
+    const dispatcher = new Dispatcher<string>({ policy: holdersOnly, maxQueue: 10, now: () => 1_000 });
+    dispatcher.upsertReplica("a", state({ maxConcurrency: 2, loaded: ["m"] }));
+    dispatcher.upsertReplica("b", state({ maxConcurrency: 2 }));
+    // Among b alone it would wait (for nothing: b never loads m under this policy); it goes back to a.
+    expect(dispatched(dispatcher.submit({ model: "m", avoid: ["a"] }, "retry", 9_999)).address).toBe("a");
+    expect(dispatcher.queueLength).toBe(0);
+  });
+
+  test("in a sharded pool, a copy only on the replicas a request failed on does not keep it in that shard", () => {
+    const { dispatcher } = setup();
+    dispatcher.upsertReplica("a", state({ maxConcurrency: 4, loaded: ["m"] }));
+    dispatcher.upsertReplica("b", state({ maxConcurrency: 4 }));
+    expect(dispatched(dispatcher.submit({ model: "m" }, "first", 9_999, "unmatched")).address).toBe("a");
+    // Failed on a: this shard holds no copy for it, so it looks for one elsewhere first.
+    expect(dispatcher.submit({ model: "m", avoid: ["a"] }, "retry", 9_999, "unmatched")).toEqual({
+      kind: "unmatched",
+      holds: false,
+    });
+    // Asked to settle here (no other shard did better), it goes to b.
+    expect(dispatched(dispatcher.submit({ model: "m", avoid: ["a"] }, "settled", 9_999)).address).toBe("b");
   });
 
   test("no replicas: 503 unavailable naming the model, nothing queued", () => {
