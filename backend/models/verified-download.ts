@@ -45,8 +45,9 @@ export async function downloadToFile(
   const response = await get(request);
   if (response === undefined) return undefined;
   const tally = new Tally(request, response);
+  const file = createWriteStream(partialPath);
   try {
-    await pipeline(tally.chunks(response), createWriteStream(partialPath)).catch((error: unknown) => {
+    await pipeline(tally.chunks(response), file).catch((error: unknown) => {
       if (error instanceof SwitchyardError) throw error;
       throw new SwitchyardError(
         "model_load_failed",
@@ -58,6 +59,9 @@ export async function downloadToFile(
     });
     return tally.verify();
   } catch (error) {
+    // A body that fails at once can fail before the file is even open: its open still creates the file, so
+    // wait for the stream to close (opened and closed again) before removing it.
+    if (!file.closed) await new Promise<void>((resolve) => file.once("close", () => resolve()));
     await rm(partialPath, { force: true });
     throw error;
   }
