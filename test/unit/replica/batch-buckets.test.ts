@@ -13,7 +13,8 @@ import { defaultModelConfig } from "../../../shared/model-config.ts";
 import type { Tensor } from "../../../shared/oip/tensor.ts";
 import { seededFloats } from "../../fixtures/onnx-builder.ts";
 import { DET_MODEL, MULTIPLEX_MODELS } from "../../fixtures/paths.ts";
-import { repositoryOf, useTestReplicas } from "./test-replicas.ts";
+import { copyOf, temporaryRepository } from "../../integration/harness/behaviour-models.ts";
+import { useTestReplicas } from "./test-replicas.ts";
 
 // Batch buckets: every run padded up to one of a few sizes, each size on a session of its own (on CUDA this
 // is what keeps cuDNN from re-planning; here on the CPU the same code runs, switched on by --batch-buckets).
@@ -103,10 +104,12 @@ const replicaOf = (models: string, overrides: Parameters<typeof replicaWith>[0] 
 
 describe("a replica with batch buckets (real onnxruntime sessions)", () => {
   test("concurrent requests are padded to a bucket; each answer is bit for bit what onnxruntime gives it alone", async () => {
-    const models = repositoryOf("mlp", MULTIPLEX_MODELS[0] ?? "", {
-      max_batch_size: 4,
-      dynamic_batching: { preferred_batch_size: [2, 4] },
-    });
+    const models = temporaryRepository("buckets", [
+      copyOf(MULTIPLEX_MODELS[0] ?? "", "mlp", {
+        max_batch_size: 4,
+        dynamic_batching: { preferred_batch_size: [2, 4] },
+      }),
+    ]);
     const replica = replicaOf(models);
     const signature = await replica.load("mlp");
     const inputs = [11, 12, 13].map(
@@ -134,17 +137,19 @@ describe("a replica with batch buckets (real onnxruntime sessions)", () => {
 
   test("PP-OCR detection: padded batches give the maps of single runs; model_warmup warms every bucket at load", async () => {
     const size = 64;
-    const models = repositoryOf("det", DET_MODEL, {
-      max_batch_size: 4,
-      dynamic_batching: { preferred_batch_size: [2, 4] },
-      model_warmup: [
-        {
-          name: "image",
-          batch_size: 1,
-          inputs: { x: { data_type: "TYPE_FP32", dims: [3, size, size], zero_data: true } },
-        },
-      ],
-    });
+    const models = temporaryRepository("buckets", [
+      copyOf(DET_MODEL, "det", {
+        max_batch_size: 4,
+        dynamic_batching: { preferred_batch_size: [2, 4] },
+        model_warmup: [
+          {
+            name: "image",
+            batch_size: 1,
+            inputs: { x: { data_type: "TYPE_FP32", dims: [3, size, size], zero_data: true } },
+          },
+        ],
+      }),
+    ]);
     const replica = replicaOf(models);
     await replica.load("det");
     const images = [21, 22, 23].map(

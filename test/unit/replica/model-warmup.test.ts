@@ -9,7 +9,8 @@ import { SwitchyardError } from "../../../shared/errors.ts";
 import { defaultModelConfig, parseModelConfig } from "../../../shared/model-config.ts";
 import { seededFloats } from "../../fixtures/onnx-builder.ts";
 import { DET_MODEL, MULTIPLEX_MODELS } from "../../fixtures/paths.ts";
-import { repositoryOf, useTestReplicas } from "./test-replicas.ts";
+import { copyOf, temporaryRepository } from "../../integration/harness/behaviour-models.ts";
+import { useTestReplicas } from "./test-replicas.ts";
 
 // Triton's model_warmup: the samples a model runs at load, and the shapes batch buckets warm with.
 
@@ -85,8 +86,10 @@ describe("a replica warms a model up at load (real onnxruntime sessions)", () =>
     const size = 64;
     // Warmed at 32x32 (twice), asked at 64x64: the session's plan follows the shapes it is given.
     const warmup = [{ name: "small", inputs: { x: { dims: [1, 3, 32, 32] } }, count: 2 }];
-    const warmed = replicaOver(repositoryOf("det", DET_MODEL, { model_warmup: warmup }));
-    const cold = replicaOver(repositoryOf("det", DET_MODEL, {}));
+    const warmed = replicaOver(
+      temporaryRepository("warmup", [copyOf(DET_MODEL, "det", { model_warmup: warmup })]),
+    );
+    const cold = replicaOver(temporaryRepository("warmup", [copyOf(DET_MODEL, "det")]));
     const runs = vi.spyOn(WorkerSession.prototype, "run");
     try {
       await warmed.load("det");
@@ -118,9 +121,11 @@ describe("a replica warms a model up at load (real onnxruntime sessions)", () =>
 
   test("a sample onnxruntime refuses fails the load with onnxruntime's words and the sample's name", async () => {
     const replica = replicaOver(
-      repositoryOf("mlp", MULTIPLEX_MODELS[0] ?? "", {
-        model_warmup: [{ name: "wide", inputs: { x: { dims: [17] } } }],
-      }),
+      temporaryRepository("warmup", [
+        copyOf(MULTIPLEX_MODELS[0] ?? "", "mlp", {
+          model_warmup: [{ name: "wide", inputs: { x: { dims: [17] } } }],
+        }),
+      ]),
     );
     const failed = await replica.load("mlp").then(
       () => undefined,

@@ -1,10 +1,10 @@
-import { copyFileSync, mkdirSync, mkdtempSync, writeFileSync } from "node:fs";
+import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach } from "vitest";
 import { openRepository } from "../../../backend/models/open-repository.ts";
 import { Replica, type ReplicaOptions } from "../../../backend/replica/replica.ts";
-import { REPO_DIR, repoModelPath } from "../../fixtures/paths.ts";
+import { REPO_DIR } from "../../fixtures/paths.ts";
 
 /**
  * Real CPU replicas over the generated test repository, each with a cache directory of its own, closed
@@ -35,13 +35,4 @@ export function useTestReplicas<R extends Replica = Replica>(
     replicas.push(replica);
     return replica;
   };
-}
-
-/** A repository of one model, `name`, version 1: the test repository's `from` with this config.json. */
-export function repositoryOf(name: string, from: string, config: object): string {
-  const dir = mkdtempSync(join(tmpdir(), "switchyard-repository-"));
-  mkdirSync(join(dir, name, "1"), { recursive: true });
-  copyFileSync(repoModelPath(from), join(dir, name, "1", "model.onnx"));
-  writeFileSync(join(dir, name, "config.json"), JSON.stringify(config));
-  return dir;
 }
