@@ -70,7 +70,7 @@ export const SHARDED = Number(process.env.SWITCHYARD_TEST_REGISTRY_SHARDS ?? "1"
  * drops every agent's websocket, and a test must not fail because someone saved a file meanwhile.
  */
 export async function startGateway(options: GatewayOptions = {}): Promise<GatewayProcess> {
-  const port = await freePort();
+  let port = await freePort();
   const secrets = { API_KEYS: SECRETS.apiKey, AGENT_TOKENS: SECRETS.agentToken, ADMIN_KEY: SECRETS.adminKey };
   const given = { ...secrets, ...(await configuredVars()), ...shardedRun(), ...options.vars };
   // Every setting but the secrets, for reports (a test may give secrets of its own in `vars`).
@@ -91,11 +91,26 @@ export async function startGateway(options: GatewayOptions = {}): Promise<Gatewa
   let first: ManagedProcess;
   try {
     bundle = await bundleWorker(join(persistTo, "bundle"));
-    first = await launch();
+    first = await launchOnFreePorts();
   } catch (error) {
     // Nothing is left behind when it cannot start.
     rmSync(persistTo, { recursive: true, force: true });
     throw error;
+  }
+  /**
+   * A port found free can be taken by another process before wrangler binds it (parallel test files start
+   * gateways and agents at once): wrangler then exits with "Address already in use", and a new port is tried.
+   * Only the first start: a restart must keep its port, where the agents reconnect.
+   */
+  async function launchOnFreePorts(): Promise<ManagedProcess> {
+    for (let attempt = 1; ; attempt += 1) {
+      try {
+        return await launch();
+      } catch (error) {
+        if (attempt >= 3 || !String(error).includes("Address already in use")) throw error;
+        port = await freePort();
+      }
+    }
   }
   const gateway: GatewayProcess = {
     url: `http://127.0.0.1:${port}`,
