@@ -13,7 +13,9 @@
  *   gateway  the agent behind `wrangler dev` (on a GPU host without npm: scripts/pack-gpu-wrangler.ts)
  *   relay-anchor  the smallest Worker and Durable Object that relay a request to a process that dialed in,
  *            in `wrangler dev`, with an anchor server per model behind it (relay-anchor/worker.ts): the floor
- *            of any gateway of the gateway's shape on the same workerd (unbatched)
+ *            of any gateway of the gateway's shape on the same workerd (unbatched); at one client also
+ *            stopped at its Worker (relay-anchor-worker) and at its object (relay-anchor-object), the same
+ *            bytes in and out, so that the relay's time splits into proxy, RPC and websocket
  *
  * for PP-OCRv4 detection (1x3x640x640 FP32 in, 1.6 MB out) and a small MLP, JSON and binary bodies, 1, 8 and 32
  * concurrent clients; batching on (models whose config.json declares it) against off. Every answer's outputs
@@ -312,7 +314,8 @@ async function main(): Promise<void> {
           const client = new HttpLoad(target.url, 1);
           try {
             const expected = references.get(entry.name) ?? [];
-            verify(await client.send(prepared), encoding, expected);
+            const answer = await client.send(prepared);
+            verify(answer, encoding, expected);
             if (target.kind === "http-floor") {
               // Its timed answers come from memory: the same request again, on the same connection (so the
               // same HTTP thread), must be one, and right too.
@@ -358,11 +361,61 @@ async function main(): Promise<void> {
                 `${roundLabel(pass)}${target.kind} ${model} ${encoding} c=${concurrency}: ${summary(load)}${cpu}`,
               );
             }
+            if (target.kind === "relay-anchor" && concurrencies.includes(1)) {
+              await measureRelayStops(
+                target,
+                pass,
+                entry.name,
+                encoding,
+                prepared,
+                answer.body.byteLength,
+                client,
+              );
+            }
           } finally {
             client.close();
           }
         }
       }
+    }
+  };
+
+  /**
+   * Where the relay anchor's time goes, one client: the same request's bytes stopped at its Worker (read whole,
+   * as many bytes answered as the real answer had: wrangler dev's proxy and a Worker for these bytes alone),
+   * then at its object (handed over by RPC and back: the relay without its websocket and peer).
+   */
+  const measureRelayStops = async (
+    target: Target,
+    pass: number,
+    model: string,
+    encoding: "binary" | "json",
+    prepared: PreparedRequest,
+    answerBytes: number,
+    client: HttpLoad,
+  ) => {
+    for (const stop of ["worker", "object"] as const) {
+      const at = { ...prepared, path: `/stop-at/${stop}/${answerBytes}` };
+      const check = await client.send(at);
+      if (
+        check.headers["x-received-bytes"] !== String(prepared.body?.byteLength ?? 0) ||
+        check.body.byteLength !== answerBytes
+      ) {
+        throw new Error(
+          `the relay anchor's stop at its ${stop} did not take the whole request or answer in full`,
+        );
+      }
+      const { load } = await threadedLoad({
+        url: target.url,
+        prepared: at,
+        concurrency: 1,
+        threads: clientThreads,
+        warmupS: warmupSeconds,
+        seconds,
+      });
+      const kind = `relay-anchor-${stop}`;
+      results.push({ model, target: kind, encoding, batched: false, load, phases: {}, round: pass });
+      log(`${roundLabel(pass)}${kind} ${model} ${encoding} c=1: ${summary(load)}`);
     }
   };
 

@@ -7,9 +7,8 @@ import { existsSync, mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { ReplicaDevice } from "../../backend/replica/device.ts";
-import { freePort } from "../../scripts/lib/free-port.ts";
 import { type ManagedProcess, spawnGroup } from "../../scripts/lib/process-group.ts";
-import { REPO_ROOT, startWranglerDev } from "../../scripts/lib/wrangler-dev.ts";
+import { onFreePort, REPO_ROOT, startWranglerDev } from "../../scripts/lib/wrangler-dev.ts";
 
 export interface Target {
   /** agent-main: the agent serving HTTP on its main thread (--http-threads 0), as before intake threads. */
@@ -60,14 +59,15 @@ async function wranglerOnFreePort(
   statePrefix: string,
   options: { config?: string; vars?: Record<string, string> } = {},
 ): Promise<{ port: number; process: ManagedProcess }> {
-  const port = await freePort();
-  const process = await startWranglerDev({
-    name,
-    port,
-    ...options,
-    persistTo: mkdtempSync(join(tmpdir(), statePrefix)),
-    startTimeoutMs: 120_000,
-  });
+  const { port, started: process } = await onFreePort((port) =>
+    startWranglerDev({
+      name,
+      port,
+      ...options,
+      persistTo: mkdtempSync(join(tmpdir(), statePrefix)),
+      startTimeoutMs: 120_000,
+    }),
+  );
   return { port, process };
 }
 

@@ -72,6 +72,25 @@ export async function startWranglerDev(options: WranglerDevOptions): Promise<Man
   return wrangler;
 }
 
+/**
+ * Starts `start` on a port found free, and again on a new one when another process took it before wrangler
+ * bound it (parallel test files and benchmarks start gateways and agents at once): wrangler then exits with
+ * "Address already in use". Three tries. Only a first start: a restart must keep its port, where agents
+ * reconnect.
+ */
+export async function onFreePort<T>(
+  start: (port: number) => Promise<T>,
+): Promise<{ port: number; started: T }> {
+  for (let attempt = 1; ; attempt += 1) {
+    const port = await freePort();
+    try {
+      return { port, started: await start(port) };
+    } catch (error) {
+      if (attempt >= 3 || !String(error).includes("Address already in use")) throw error;
+    }
+  }
+}
+
 /** The Worker bundled as `wrangler deploy` would upload it, into `outDir`; the path of its entry module. */
 export async function bundleWorker(outDir: string, config = WRANGLER_CONFIG): Promise<string> {
   const build = spawnGroup(

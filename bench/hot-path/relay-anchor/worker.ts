@@ -9,6 +9,11 @@
  *   POST /v2/models/<model>/infer    relayed to <model>'s peer
  *   GET  /v2/health/live             answered here (the floor: wrangler dev's proxy and the Worker alone)
  *   GET  /connect/<model>            the peer's websocket
+ *   POST /stop-at/worker/<bytes>     the body read as a relay reads it, <bytes> zero bytes answered: what
+ *                                    wrangler dev's proxy and a Worker cost for a request's bytes alone
+ *   POST /stop-at/object/<bytes>     the same, the body handed to the object by RPC and the answer back: the
+ *                                    relay without its websocket and its peer
+ * Both stops answer the body's length in x-received-bytes, so that a reader can tell they read it whole.
  */
 import { DurableObject } from "cloudflare:workers";
 import { decodeAnchorFrame, encodeAnchorFrame } from "./anchor-frames.ts";
@@ -43,6 +48,11 @@ export class RelayAnchor extends DurableObject<Env> {
     return answered;
   }
 
+  /** The relay's RPC without its socket: the body in, `bytes` zero bytes out. */
+  async stopHere(body: ArrayBuffer, bytes: number): Promise<{ received: number; body: Uint8Array }> {
+    return { received: body.byteLength, body: new Uint8Array(bytes) };
+  }
+
   override async webSocketMessage(_socket: WebSocket, message: string | ArrayBuffer): Promise<void> {
     if (typeof message === "string") return;
     const { id, headerLength, body } = decodeAnchorFrame(new Uint8Array(message));
@@ -53,6 +63,14 @@ export class RelayAnchor extends DurableObject<Env> {
 }
 
 const INFER = /^\/v2\/models\/([^/]+)\/infer$/;
+const STOP_AT = /^\/stop-at\/(worker|object)\/(\d+)$/;
+
+/** The answer of a stop: as many bytes as asked, with what was received, as a binary answer is sent. */
+function stopped(received: number, body: Uint8Array): Response {
+  return new Response(body, {
+    headers: { "content-type": "application/octet-stream", "x-received-bytes": String(received) },
+  });
+}
 
 export default {
   async fetch(request: Request, env: Env): Promise<Response> {
@@ -60,6 +78,14 @@ export default {
     if (pathname === "/v2/health/live") return Response.json({ live: true });
     const peer = /^\/connect\/([^/]+)$/.exec(pathname)?.[1];
     if (peer !== undefined) return env.RELAY.get(env.RELAY.idFromName(peer)).fetch(request);
+    const stop = STOP_AT.exec(pathname);
+    if (stop !== null && request.method === "POST") {
+      const bytes = Number(stop[2]);
+      const body = await request.arrayBuffer();
+      if (stop[1] === "worker") return stopped(body.byteLength, new Uint8Array(bytes));
+      const answer = await env.RELAY.get(env.RELAY.idFromName("stop-at")).stopHere(body, bytes);
+      return stopped(answer.received, answer.body);
+    }
     const model = INFER.exec(pathname)?.[1];
     if (model === undefined || request.method !== "POST") return new Response(null, { status: 404 });
     const length = request.headers.get("inference-header-content-length");

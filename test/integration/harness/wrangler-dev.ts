@@ -1,10 +1,10 @@
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { freePort } from "../../../scripts/lib/free-port.ts";
 import {
   bundleWorker,
   configuredVars,
+  onFreePort,
   REPO_ROOT,
   startWranglerDev,
 } from "../../../scripts/lib/wrangler-dev.ts";
@@ -70,14 +70,13 @@ export const SHARDED = Number(process.env.SWITCHYARD_TEST_REGISTRY_SHARDS ?? "1"
  * drops every agent's websocket, and a test must not fail because someone saved a file meanwhile.
  */
 export async function startGateway(options: GatewayOptions = {}): Promise<GatewayProcess> {
-  let port = await freePort();
   const secrets = { API_KEYS: SECRETS.apiKey, AGENT_TOKENS: SECRETS.agentToken, ADMIN_KEY: SECRETS.adminKey };
   const given = { ...secrets, ...(await configuredVars()), ...shardedRun(), ...options.vars };
   // Every setting but the secrets, for reports (a test may give secrets of its own in `vars`).
   const vars = Object.fromEntries(Object.entries(given).filter(([name]) => !SECRET_NAMES.includes(name)));
   const persistTo = mkdtempSync(join(tmpdir(), "switchyard-wrangler-"));
   let bundle = "";
-  const launch = () =>
+  const launch = (port: number) =>
     startWranglerDev({
       name: `wrangler dev :${port}`,
       port,
@@ -88,29 +87,16 @@ export async function startGateway(options: GatewayOptions = {}): Promise<Gatewa
       startTimeoutMs: options.startTimeoutMs ?? 90_000,
     });
 
+  let port: number;
   let first: ManagedProcess;
   try {
     bundle = await bundleWorker(join(persistTo, "bundle"));
-    first = await launchOnFreePorts();
+    // A restart keeps this port (below): the agents reconnect to it.
+    ({ port, started: first } = await onFreePort(launch));
   } catch (error) {
     // Nothing is left behind when it cannot start.
     rmSync(persistTo, { recursive: true, force: true });
     throw error;
-  }
-  /**
-   * A port found free can be taken by another process before wrangler binds it (parallel test files start
-   * gateways and agents at once): wrangler then exits with "Address already in use", and a new port is tried.
-   * Only the first start: a restart must keep its port, where the agents reconnect.
-   */
-  async function launchOnFreePorts(): Promise<ManagedProcess> {
-    for (let attempt = 1; ; attempt += 1) {
-      try {
-        return await launch();
-      } catch (error) {
-        if (attempt >= 3 || !String(error).includes("Address already in use")) throw error;
-        port = await freePort();
-      }
-    }
   }
   const gateway: GatewayProcess = {
     url: `http://127.0.0.1:${port}`,
@@ -120,7 +106,7 @@ export async function startGateway(options: GatewayOptions = {}): Promise<Gatewa
     process: first,
     async restart() {
       await gateway.process.stop();
-      gateway.process = await launch();
+      gateway.process = await launch(port);
     },
     async stop() {
       await gateway.process.stop();

@@ -125,3 +125,76 @@ describe("the hot-path report over rounds", () => {
     expect(report).not.toContain("## MLP, binary bodies");
   });
 });
+
+describe("the relay anchor split at its hops", () => {
+  const one = (
+    model: string,
+    target: string,
+    encoding: "binary" | "json",
+    p50: number,
+    round: number,
+  ): Measured => ({
+    model,
+    target,
+    encoding,
+    batched: false,
+    load: load(1, 1000 / p50, p50),
+    phases: {},
+    round,
+  });
+  // det's bytes on the io model: the anchor directly, then the relay anchor stopped at its Worker, at its
+  // object, and whole; two rounds.
+  const split = [1, 2].flatMap((round) => [
+    one("io", "anchor", "binary", 4 + round, round),
+    one("io", "relay-anchor-worker", "binary", 16 + round, round),
+    one("io", "relay-anchor-object", "binary", 22 + 2 * round, round),
+    one("io", "relay-anchor", "binary", 40 + 4 * round, round),
+  ]);
+
+  it("reads each hop as the difference of two stops within a round, on the io model where it ran", () => {
+    const report = render(split);
+    expect(
+      targetLine(report, "4.9 MB (io): stopped at the relay anchor's Worker minus the anchor directly (ms)"),
+    ).toBe(
+      "| 4.9 MB (io): stopped at the relay anchor's Worker minus the anchor directly (ms) | 12 (12–12, 2 rounds) | – | – |",
+    );
+    expect(
+      targetLine(
+        report,
+        "4.9 MB (io): stopped at its object minus stopped at its Worker (the RPC both ways, ms)",
+      ),
+    ).toBe(
+      "| 4.9 MB (io): stopped at its object minus stopped at its Worker (the RPC both ways, ms) | 7.5 (7–8, 2 rounds) | – | – |",
+    );
+    expect(
+      targetLine(
+        report,
+        "4.9 MB (io): the relay anchor minus stopped at its object (the websocket both ways and the peer, ms)",
+      ),
+    ).toBe(
+      "| 4.9 MB (io): the relay anchor minus stopped at its object (the websocket both ways and the peer, ms) | 21 (20–22, 2 rounds) | – | – |",
+    );
+    expect(
+      targetLine(report, "4.9 MB binary (io) through the relay anchor, p50 minus the anchor's (ms)"),
+    ).toBe(
+      "| 4.9 MB binary (io) through the relay anchor, p50 minus the anchor's (ms) | 40.5 (39–42, 2 rounds) | – | – |",
+    );
+  });
+
+  it("lists the stops in the tables, and leaves the split out where they were not measured", () => {
+    const report = renderHotPathReport({
+      device: "cpu",
+      machine: "test host",
+      command: "npm run bench:hot-path",
+      date: "2026-12-05",
+      seconds: 1,
+      cases: [{ name: "io", label: "io" }],
+      concurrencies: [1],
+      results: split,
+      ortVersion: "1.29.0",
+    });
+    expect(report).toContain("| relay-anchor-object | 40.1 · 25 · 50 |");
+    expect(report).toContain("| relay-anchor-worker | 57.2 · 17.5 · 35 |");
+    expect(render([mlp(1, false, 100), mlp(1, true, 600)])).not.toContain("stopped at");
+  });
+});
