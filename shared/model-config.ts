@@ -35,7 +35,27 @@ export const ModelConfigSchema = z
         z.looseObject({
           name: z.string().optional(),
           batch_size: z.int().positive().optional(),
-          inputs: z.record(z.string(), z.looseObject({ dims: z.array(z.int().positive()) })),
+          inputs: z.record(
+            z.string(),
+            z
+              .looseObject({
+                dims: z.array(z.int().positive()),
+                /** What the input holds (Triton's three, at most one): zeros by default. */
+                zero_data: z.boolean().optional(),
+                random_data: z.boolean().optional(),
+                /** Raw data for one batch row, read from warmup/<file> in the model's directory. */
+                input_data_file: z.string().min(1).optional(),
+              })
+              .refine(
+                (input) =>
+                  [
+                    input.zero_data === true,
+                    input.random_data === true,
+                    input.input_data_file !== undefined,
+                  ].filter(Boolean).length <= 1,
+                "a warm-up input takes at most one of zero_data, random_data and input_data_file",
+              ),
+          ),
           /** Runs of this sample at load (Triton's key); 0 or absent: one. */
           count: z.int().nonnegative().optional(),
         }),

@@ -30,6 +30,8 @@ import { sha256OfFile } from "./file-sha256.ts";
 import type { ModelRepository, RepositoryEntry, ResolvedModel } from "./repository.ts";
 
 const MODEL_FILE = "model.onnx";
+/** Triton's directory of warm-up data files, beside the versions. */
+const WARMUP_DIR = "warmup";
 const CONFIG_FILE = "config.json";
 
 interface HashedFile {
@@ -86,7 +88,14 @@ export function openLocalRepository(root: string): ModelRepository {
       const stats = await statFile(path);
       if (stats === undefined) throw versionNotFound(name, chosen, []);
       const config = await readVersionConfig(root, name, chosen, dir);
-      const resolved: ResolvedModel = { name, version: chosen, path, bytes: stats.size, config };
+      const resolved: ResolvedModel = {
+        name,
+        version: chosen,
+        path,
+        bytes: stats.size,
+        config,
+        warmupDir: join(root, name, WARMUP_DIR),
+      };
       if (config.sha256 !== undefined) {
         const actual = await sha256Of(path, stats);
         if (actual !== config.sha256) {

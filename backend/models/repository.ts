@@ -14,6 +14,11 @@ export interface ResolvedModel {
   /** Hex SHA-256 of model.onnx, where known: from config.json (local, verified) or computed while downloading. */
   sha256?: string;
   config: ModelConfig;
+  /**
+   * Triton's warmup/ directory in the model's directory, where config.json's model_warmup samples find their
+   * input_data_file: a local repository's; a model from an http repository has none.
+   */
+  warmupDir?: string;
 }
 
 export interface RepositoryEntry {

@@ -6,7 +6,7 @@ import { type BatchingDefaults, type BatchSettings, batchSettingsFor } from "./b
 import type { ReplicaDevice } from "./device.ts";
 import { exclusiveOnGpu, gpuUsedMemory } from "./gpu-memory.ts";
 import type { ModelLoader } from "./model-cache.ts";
-import { bucketWarmupFeeds, declaredWarmup } from "./model-warmup.ts";
+import { bucketWarmupFeeds, declaredWarmup, readWarmupFiles } from "./model-warmup.ts";
 import type { TensorSpec } from "./ort-tensors.ts";
 import { type SessionTuning, sessionOptions } from "./session-options.ts";
 import { WorkerSession } from "./worker-session.ts";
@@ -124,8 +124,9 @@ export class OnnxModelLoader implements ModelLoader<ModelSession> {
     });
     const buckets = new Map<number, WorkerSession>();
     try {
+      const files = await readWarmupFiles(model.config, model.warmupDir);
       if (batching?.buckets === undefined) {
-        for (const run of declaredWarmup(specs.inputs, model.config)) {
+        for (const run of declaredWarmup(specs.inputs, model.config, files)) {
           for (let done = 0; done < run.count; done += 1) {
             await session.run(run.feeds(), names, { handOver: true }).catch((error: unknown) => {
               const reason = error instanceof Error ? error.message : String(error);
@@ -138,7 +139,7 @@ export class OnnxModelLoader implements ModelLoader<ModelSession> {
       for (const size of batching.buckets) {
         const bucket = size === 1 ? session : await this.#create(model);
         buckets.set(size, bucket);
-        const feeds = bucketWarmupFeeds(specs.inputs, model.config, size);
+        const feeds = bucketWarmupFeeds(specs.inputs, model.config, size, files);
         if (feeds !== undefined) await bucket.run(feeds, names, { handOver: true });
       }
     } catch (error) {

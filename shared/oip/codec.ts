@@ -497,6 +497,18 @@ function codecOf(datatype: Datatype): ElementCodec<TensorData> {
   return ELEMENT_CODECS[datatype];
 }
 
+/**
+ * `count` elements of `datatype` from raw bytes laid out as the binary tensor extension lays them out (for
+ * BYTES, each element after its 4-byte length, and nothing left over), copied out of `bytes`. Throws an
+ * Error saying what does not fit. For data that arrives outside a request (Triton's warm-up files).
+ */
+export function dataFromBinary(datatype: Datatype, bytes: Uint8Array, count: number): TensorData {
+  const fail = (problem: string): never => {
+    throw new Error(problem);
+  };
+  return codecOf(datatype).fromBinary(bytes, count, fail, false);
+}
+
 // ---------------------------------------------------------------------------------------------------------
 // Decoding
 

@@ -1,9 +1,9 @@
-import { mkdtempSync } from "node:fs";
+import { mkdirSync, mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, expect, test, vi } from "vitest";
 import { openRepository } from "../../../backend/models/open-repository.ts";
-import { bucketWarmupFeeds, declaredWarmup } from "../../../backend/replica/model-warmup.ts";
+import { bucketWarmupFeeds, declaredWarmup, readWarmupFiles } from "../../../backend/replica/model-warmup.ts";
 import { WorkerSession } from "../../../backend/replica/worker-session.ts";
 import { SwitchyardError } from "../../../shared/errors.ts";
 import { defaultModelConfig, parseModelConfig } from "../../../shared/model-config.ts";
@@ -74,6 +74,93 @@ describe("the inputs a warm-up runs on", () => {
   });
 });
 
+describe("what a warm-up input holds (Triton's zero_data, random_data, input_data_file)", () => {
+  const vector = [{ name: "v", datatype: "FP32" as const, shape: [-1, 4] }];
+  const rowFile = (values: number[]) => new Uint8Array(Float32Array.from(values).buffer);
+
+  test("random_data: floats in [0, 1) drawn anew for each run, integers 0 or 1", () => {
+    const [run] = declaredWarmup(
+      [...vector, { name: "ids", datatype: "INT64" as const, shape: [-1, 64] }],
+      configWith([
+        {
+          batch_size: 8,
+          inputs: { v: { dims: [4], random_data: true }, ids: { dims: [64], random_data: true } },
+        },
+      ]),
+    );
+    const [first, second] = [run?.feeds(), run?.feeds()];
+    const floats = Array.from(first?.[0]?.data as Float32Array);
+    expect(floats).toHaveLength(32);
+    expect(floats.every((value) => value >= 0 && value < 1)).toBe(true);
+    expect(new Set(floats).size).toBeGreaterThan(1);
+    expect(Array.from(second?.[0]?.data as Float32Array)).not.toEqual(floats);
+    const ids = Array.from(first?.[1]?.data as BigInt64Array);
+    expect(ids.every((id) => id === 0n || id === 1n)).toBe(true);
+    expect(new Set(ids).size).toBe(2);
+  });
+
+  test("input_data_file: one row, repeated for each row of the sample's batch (and of a bucket), read from its start", () => {
+    const files = new Map([["row.bin", rowFile([1, 2, 3, 4, 99])]]);
+    const config = configWith([
+      { name: "r", batch_size: 3, inputs: { v: { dims: [4], input_data_file: "row.bin" } } },
+    ]);
+    const [run] = declaredWarmup(vector, config, files);
+    const [feed] = run?.feeds() ?? [];
+    expect(feed?.shape).toEqual([3, 4]);
+    expect(Array.from(feed?.data as Float32Array)).toEqual([1, 2, 3, 4, 1, 2, 3, 4, 1, 2, 3, 4]);
+    expect(run?.feeds()[0]?.data).not.toBe(feed?.data);
+    expect(Array.from(bucketWarmupFeeds(vector, config, 2, files)?.[0]?.data as Float32Array)).toEqual([
+      1, 2, 3, 4, 1, 2, 3, 4,
+    ]);
+    // BYTES: each element after its 4-byte length.
+    const text = [{ name: "t", datatype: "BYTES" as const, shape: [-1, 2] }];
+    const strings = new Uint8Array([2, 0, 0, 0, 104, 105, 0, 0, 0, 0]);
+    const [words] = declaredWarmup(
+      text,
+      configWith([{ batch_size: 2, inputs: { t: { dims: [2], input_data_file: "t.bin" } } }]),
+      new Map([["t.bin", strings]]),
+    );
+    expect(words?.feeds()[0]?.data).toEqual([
+      new Uint8Array([104, 105]),
+      new Uint8Array(0),
+      new Uint8Array([104, 105]),
+      new Uint8Array(0),
+    ]);
+  });
+
+  test("a data file too short for a row fails, naming the sample, the input and the file", () => {
+    const config = configWith([{ name: "short", inputs: { v: { dims: [4], input_data_file: "row.bin" } } }]);
+    expect(() => declaredWarmup(vector, config, new Map([["row.bin", rowFile([1, 2, 3])]]))).toThrow(
+      "model_warmup sample 'short': input 'v': input_data_file 'row.bin' holds 12 bytes, and one row of 4 FP32 elements takes 16",
+    );
+  });
+
+  test("a sample gives an input at most one of the three", () => {
+    expect(() => configWith([{ inputs: { v: { dims: [4], zero_data: true, random_data: true } } }])).toThrow(
+      /at most one of zero_data, random_data and input_data_file/,
+    );
+  });
+
+  test("data files are read from the model's warmup/ directory, and only from there", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "switchyard-warmup-files-"));
+    writeFileSync(join(dir, "row.bin"), rowFile([5, 6, 7, 8]));
+    const named = (file: string) =>
+      configWith([{ name: "s", inputs: { v: { dims: [4], input_data_file: file } } }]);
+    expect(await readWarmupFiles(named("row.bin"), dir)).toEqual(
+      new Map([["row.bin", rowFile([5, 6, 7, 8])]]),
+    );
+    await expect(readWarmupFiles(named("gone.bin"), dir)).rejects.toThrow(
+      "model_warmup sample 's': input 'v': input_data_file 'gone.bin' is not in the model's warmup/ directory",
+    );
+    await expect(readWarmupFiles(named("../config.json"), dir)).rejects.toThrow(
+      "input_data_file '../config.json' is outside the model's warmup/ directory",
+    );
+    await expect(readWarmupFiles(named("row.bin"), undefined)).rejects.toThrow(
+      "input_data_file 'row.bin' needs the model's warmup/ directory, which only a local repository has",
+    );
+  });
+});
+
 const replicaWith = useTestReplicas({ maxModels: 4 });
 
 const replicaOver = (models: string) =>
@@ -117,6 +204,46 @@ describe("a replica warms a model up at load (real onnxruntime sessions)", () =>
     const [after, alone] = await Promise.all([warmed.infer(request()), cold.infer(request())]);
     expect(after.outputs[0]?.shape).toEqual([1, 1, size, size]);
     expect(after.outputs[0]?.data).toEqual(alone.outputs[0]?.data);
+  });
+
+  test("a sample's input_data_file is what the model runs at load; a missing one fails the load", async () => {
+    const row = seededFloats(7, 16, 1);
+    const warmup = [
+      { name: "data", batch_size: 2, inputs: { x: { dims: [16], input_data_file: "row.bin" } } },
+    ];
+    const repository = temporaryRepository("warmup-data", [
+      copyOf(MULTIPLEX_MODELS[0] ?? "", "mlp", { model_warmup: warmup }),
+      copyOf(MULTIPLEX_MODELS[0] ?? "", "lost", { model_warmup: warmup }),
+    ]);
+    mkdirSync(join(repository, "mlp", "warmup"));
+    writeFileSync(join(repository, "mlp", "warmup", "row.bin"), new Uint8Array(row.buffer));
+    const replica = replicaOver(repository);
+    // What each run was given, read before the run moves its buffers to the session's thread.
+    const given: { shape: number[]; data: number[] }[] = [];
+    const run = WorkerSession.prototype.run;
+    const runs = vi.spyOn(WorkerSession.prototype, "run").mockImplementation(function (
+      this: WorkerSession,
+      ...args
+    ) {
+      const [feeds] = args;
+      given.push({ shape: [...(feeds[0]?.shape ?? [])], data: Array.from(feeds[0]?.data as Float32Array) });
+      return run.apply(this, args);
+    });
+    try {
+      await replica.load("mlp");
+      expect(given).toEqual([{ shape: [2, 16], data: [...row, ...row] }]);
+    } finally {
+      runs.mockRestore();
+    }
+    const failed = await replica.load("lost").then(
+      () => undefined,
+      (error: unknown) => error,
+    );
+    expect((failed as SwitchyardError).code).toBe("model_load_failed");
+    expect((failed as SwitchyardError).message).toBe(
+      `model "lost:1" failed to load: warming lost/1 up failed: model_warmup sample 'data': input 'x': input_data_file 'row.bin' is not in the model's warmup/ directory`,
+    );
+    expect(replica.state().loaded.map((held) => held.name)).toEqual(["mlp"]);
   });
 
   test("a sample onnxruntime refuses fails the load with onnxruntime's words and the sample's name", async () => {
