@@ -1,4 +1,4 @@
-import { createReadStream, rmSync, statSync } from "node:fs";
+import { createReadStream, mkdirSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { createServer, type Server } from "node:http";
 import { join, normalize } from "node:path";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
@@ -191,15 +191,22 @@ test("a model's keep_alive_s (its config.json) unloads it when idle that long, w
   }
 });
 
-test("a model's model_warmup (its config.json) runs at load: a sample that fits serves, one onnxruntime refuses fails the load in its words", async () => {
+test("a model's model_warmup (its config.json) runs at load: a sample that fits serves, one onnxruntime refuses or whose data file is missing fails the load in its words", async () => {
   const pool = "warmup";
   const [FITTING_SOURCE = "m003", MISFIT_SOURCE = "m004"] = OTHERS.slice(2);
+  const fromFile = [
+    { name: "pair", batch_size: 2, inputs: { x: { dims: [16], input_data_file: "row.bin" } }, count: 2 },
+  ];
   const repository = temporaryRepository("warmup", [
-    copyOf(FITTING_SOURCE, "warmed", {
-      model_warmup: [{ name: "pair", batch_size: 2, inputs: { x: { dims: [16] } }, count: 2 }],
-    }),
+    copyOf(FITTING_SOURCE, "warmed", { model_warmup: fromFile }),
     copyOf(MISFIT_SOURCE, "misfit", { model_warmup: [{ name: "wide", inputs: { x: { dims: [17] } } }] }),
+    copyOf(FITTING_SOURCE, "unfiled", { model_warmup: fromFile }),
   ]);
+  mkdirSync(join(repository, "warmed", "warmup"));
+  writeFileSync(
+    join(repository, "warmed", "warmup", "row.bin"),
+    new Uint8Array(new Float32Array(16).fill(0.5).buffer),
+  );
   try {
     const agent = await startAgent({ gateway: gateway.wsUrl, name: "warmer", pool, models: repository });
     agents.push(agent);
@@ -210,6 +217,11 @@ test("a model's model_warmup (its config.json) runs at load: a sample that fits 
     expect(misfit.status).toBe(500);
     expect(misfit.ok ? "" : misfit.message).toMatch(
       /failed to load: warming misfit\/1 up failed: model_warmup sample 'wide': .*invalid dimensions.*Expected: 16/s,
+    );
+    const unfiled = await call(gateway.url, "unfiled", mlpRequest(1), { pool });
+    expect(unfiled.status).toBe(500);
+    expect(unfiled.ok ? "" : unfiled.message).toContain(
+      "warming unfiled/1 up failed: model_warmup sample 'pair': input 'x': input_data_file 'row.bin' is not in the model's warmup/ directory",
     );
   } finally {
     rmSync(repository, { recursive: true, force: true });
