@@ -11,8 +11,11 @@
  * small values that stay valid as indices and masks; empty strings for BYTES), or input_data_file:
  * one batch row's raw bytes in the model's warmup/ directory, laid out as the binary tensor extension lays out
  * a tensor (BYTES: each element after its 4-byte little-endian length), the same row repeated for every row of
- * the run. A fixed-size file longer than one row is read from its start, as Triton does; a shorter one, or one
- * not there, fails the load. Only a local repository has a warmup/ directory.
+ * the run (where a sample's dims are the input's whole shape, the file holds the whole tensor; a batch bucket
+ * repeats the file's first row). A fixed-size file longer than it needs is read from its start, as Triton
+ * does; a shorter one, a BYTES file that does not hold exactly its elements, or one not there, fails the load.
+ * Only a local repository has a warmup/ directory. Triton's random_data is random bytes; here it is values
+ * that stay valid as indices and masks.
  *
  * A sample's `dims` for an
  * input are its whole shape when they have the input's rank (Triton's dims with max_batch_size 0), else its
@@ -21,7 +24,7 @@
  * the batch_size).
  */
 import { readFile } from "node:fs/promises";
-import { isAbsolute, join, relative } from "node:path";
+import { isAbsolute, join, relative, sep } from "node:path";
 import type { ModelConfig } from "../../shared/model-config.ts";
 import { dataFromBinary } from "../../shared/oip/codec.ts";
 import { ELEMENT_SIZE } from "../../shared/oip/datatypes.ts";
@@ -65,7 +68,7 @@ export async function readWarmupFiles(
         throw fail("needs the model's warmup/ directory, which only a local repository has");
       const path = join(warmupDir, file);
       const inside = relative(warmupDir, path);
-      if (inside.startsWith("..") || isAbsolute(inside))
+      if (inside === ".." || inside.startsWith(`..${sep}`) || isAbsolute(inside))
         throw fail("is outside the model's warmup/ directory");
       try {
         files.set(file, new Uint8Array(await readFile(path)));

@@ -115,6 +115,10 @@ export class OnnxModelLoader implements ModelLoader<ModelSession> {
   async #sessions(
     model: ResolvedModel,
   ): Promise<Omit<ModelSession, "ref" | "config" | "bytes" | "bytesSource">> {
+    // Before the session: a missing data file fails the load without waiting for onnxruntime first.
+    const files = await readWarmupFiles(model.config, model.warmupDir).catch((error: unknown) => {
+      throw warmupFailed(model, error);
+    });
     const session = await this.#create(model);
     const specs = { inputs: session.inputs, outputs: session.outputs };
     const names = specs.outputs.map((output) => output.name);
@@ -124,7 +128,6 @@ export class OnnxModelLoader implements ModelLoader<ModelSession> {
     });
     const buckets = new Map<number, WorkerSession>();
     try {
-      const files = await readWarmupFiles(model.config, model.warmupDir);
       if (batching?.buckets === undefined) {
         for (const run of declaredWarmup(specs.inputs, model.config, files)) {
           for (let done = 0; done < run.count; done += 1) {
@@ -144,8 +147,7 @@ export class OnnxModelLoader implements ModelLoader<ModelSession> {
       }
     } catch (error) {
       await Promise.all([session, ...buckets.values()].map((each) => each.release().catch(() => undefined)));
-      const reason = error instanceof Error ? error.message : String(error);
-      throw new Error(`warming ${model.name}/${model.version} up failed: ${reason}`, { cause: error });
+      throw warmupFailed(model, error);
     }
     return { session, ...specs, batching, buckets };
   }
@@ -164,6 +166,12 @@ export class OnnxModelLoader implements ModelLoader<ModelSession> {
       });
     }
   }
+}
+
+/** A warm-up's failure as the load's error: the model, then what failed (it names the sample). */
+function warmupFailed(model: ResolvedModel, error: unknown): Error {
+  const reason = error instanceof Error ? error.message : String(error);
+  return new Error(`warming ${model.name}/${model.version} up failed: ${reason}`, { cause: error });
 }
 
 /** Every session a loaded model holds, each once. */

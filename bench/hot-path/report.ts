@@ -348,18 +348,13 @@ function targetChecks(
     "4.9 MB: the gateway's p50 minus the relay anchor's (ms)",
     perRound(p50Minus([big, "gateway", "binary"], [big, "relay-anchor", "binary"])),
   );
-  // The relay anchor split at its hops, the same bytes each way: how much of it is wrangler dev's proxy and a
-  // Worker, the call into the object, and the websocket to the peer and back. The stops do no inference.
-  const splitRelay = (
-    what: string,
-    model: string,
-    encoding: string,
-    below: [string, string, string],
-    belowIs: string,
-  ) => {
+  // The relay anchor split at its hops, the same bytes each way: wrangler dev's proxy and a Worker carrying
+  // them (over its floor, a GET), the call into the object, and the websocket to the peer and back with the
+  // peer's own work (its decode, run and encode). The three add up to the relay anchor minus its floor.
+  const splitRelay = (what: string, model: string, encoding: string) => {
     show(
-      `${what}: stopped at the relay anchor's Worker minus ${belowIs} (ms)`,
-      perRound(p50Minus([model, "relay-anchor-worker", encoding], below)),
+      `${what}: stopped at the relay anchor's Worker minus its floor (a GET; the bytes through proxy and Worker, ms)`,
+      perRound(p50Minus([model, "relay-anchor-worker", encoding], ["floor", "relay-anchor", "json"])),
       true,
     );
     show(
@@ -368,14 +363,13 @@ function targetChecks(
       true,
     );
     show(
-      `${what}: the relay anchor minus stopped at its object (the websocket both ways and the peer, ms)`,
+      `${what}: the relay anchor minus stopped at its object (the websocket both ways and the peer's work, ms)`,
       perRound(p50Minus([model, "relay-anchor", encoding], [model, "relay-anchor-object", encoding])),
       true,
     );
   };
-  splitRelay("tiny JSON", "mlp", "json", ["floor", "relay-anchor", "json"], "its floor (a GET)");
-  // Against the anchor, which does inference where the stop does none: it reads low by the anchor's run.
-  splitRelay(`4.9 MB (${big})`, big, "binary", [big, "anchor", "binary"], "the anchor directly");
+  splitRelay("tiny JSON", "mlp", "json");
+  splitRelay(`4.9 MB (${big})`, big, "binary");
   const find = finderIn(medians);
   const alone = find("mlp", "agent", "binary", false, 1)?.latency.p50;
   const mlpPlain = find("mlp", "agent", "binary", false, 32);

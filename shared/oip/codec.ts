@@ -498,14 +498,18 @@ function codecOf(datatype: Datatype): ElementCodec<TensorData> {
 }
 
 /**
- * `count` elements of `datatype` from raw bytes laid out as the binary tensor extension lays them out (for
- * BYTES, each element after its 4-byte length, and nothing left over), copied out of `bytes`. Throws an
- * Error saying what does not fit. For data that arrives outside a request (Triton's warm-up files).
+ * Exactly `count` elements of `datatype` from raw bytes laid out as the binary tensor extension lays them out
+ * (for BYTES, each element after its 4-byte length), copied out of `bytes`. Throws an Error saying what does
+ * not fit when the bytes hold more or less. For data that arrives outside a request (Triton's warm-up files).
  */
 export function dataFromBinary(datatype: Datatype, bytes: Uint8Array, count: number): TensorData {
   const fail = (problem: string): never => {
     throw new Error(problem);
   };
+  if (datatype !== "BYTES" && bytes.byteLength !== count * ELEMENT_SIZE[datatype])
+    fail(
+      `${bytes.byteLength} bytes are not ${count} ${datatype} elements (${count * ELEMENT_SIZE[datatype]} bytes)`,
+    );
   return codecOf(datatype).fromBinary(bytes, count, fail, false);
 }
 

@@ -3,6 +3,7 @@ import { describe, expect, test } from "vitest";
 import { SwitchyardError } from "../../../shared/errors.ts";
 import {
   binaryOutputSelector,
+  dataFromBinary,
   decodeInferRequest,
   decodeInferResponse,
   type EncodedBody,
@@ -804,5 +805,21 @@ describe("bodies that are views into a larger buffer", () => {
     expect(decoded.inputs[1]?.data).toEqual(words.data);
     pool.fill(0);
     expect(decoded.inputs[0]?.data).toEqual(Float32Array.of(1, 2, 3, 4));
+  });
+});
+
+describe("raw tensor bytes outside a request (dataFromBinary)", () => {
+  test("reads exactly its elements, copied out, and says so when the bytes hold more or less", () => {
+    const bytes = new Uint8Array(Float32Array.of(1.5, -2).buffer);
+    const data = dataFromBinary("FP32", bytes, 2);
+    expect(data).toEqual(Float32Array.of(1.5, -2));
+    bytes[0] = 9;
+    expect(data).toEqual(Float32Array.of(1.5, -2));
+    expect(() => dataFromBinary("FP32", bytes, 3)).toThrow("8 bytes are not 3 FP32 elements (12 bytes)");
+    expect(() => dataFromBinary("INT16", bytes, 3)).toThrow("8 bytes are not 3 INT16 elements (6 bytes)");
+    expect(dataFromBinary("BYTES", new Uint8Array([1, 0, 0, 0, 65]), 1)).toEqual([new Uint8Array([65])]);
+    expect(() => dataFromBinary("BYTES", new Uint8Array([1, 0, 0, 0]), 1)).toThrow(
+      "element 0 is 1 bytes long but only 0 bytes are left",
+    );
   });
 });

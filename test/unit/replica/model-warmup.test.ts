@@ -128,10 +128,30 @@ describe("what a warm-up input holds (Triton's zero_data, random_data, input_dat
     ]);
   });
 
+  test("input_data_file where a sample's dims are the input's whole shape: the file holds the whole tensor", () => {
+    const files = new Map([["all.bin", rowFile([1, 2, 3, 4, 5, 6, 7, 8])]]);
+    const config = configWith([{ inputs: { v: { dims: [2, 4], input_data_file: "all.bin" } } }]);
+    const [run] = declaredWarmup(vector, config, files);
+    expect(run?.feeds()[0]?.shape).toEqual([2, 4]);
+    expect(Array.from(run?.feeds()[0]?.data as Float32Array)).toEqual([1, 2, 3, 4, 5, 6, 7, 8]);
+    // A bucket's rows are batch rows: each takes the file's first.
+    expect(Array.from(bucketWarmupFeeds(vector, config, 2, files)?.[0]?.data as Float32Array)).toEqual([
+      1, 2, 3, 4, 1, 2, 3, 4,
+    ]);
+  });
+
   test("a data file too short for a row fails, naming the sample, the input and the file", () => {
     const config = configWith([{ name: "short", inputs: { v: { dims: [4], input_data_file: "row.bin" } } }]);
     expect(() => declaredWarmup(vector, config, new Map([["row.bin", rowFile([1, 2, 3])]]))).toThrow(
       "model_warmup sample 'short': input 'v': input_data_file 'row.bin' holds 12 bytes, and one row of 4 FP32 elements takes 16",
+    );
+    // BYTES elements cannot be read "from the start" of a longer file: it must hold them exactly.
+    const text = [{ name: "t", datatype: "BYTES" as const, shape: [-1, 1] }];
+    const strings = configWith([{ name: "words", inputs: { t: { dims: [1], input_data_file: "t.bin" } } }]);
+    expect(() =>
+      declaredWarmup(text, strings, new Map([["t.bin", new Uint8Array([1, 0, 0, 0, 104, 9])]])),
+    ).toThrow(
+      "model_warmup sample 'words': input 't': input_data_file 't.bin': 1 bytes are left over after 1 element",
     );
   });
 
@@ -149,6 +169,9 @@ describe("what a warm-up input holds (Triton's zero_data, random_data, input_dat
     expect(await readWarmupFiles(named("row.bin"), dir)).toEqual(
       new Map([["row.bin", rowFile([5, 6, 7, 8])]]),
     );
+    // A name that only starts with two dots is a file in warmup/ like any other.
+    writeFileSync(join(dir, "..row.bin"), rowFile([1]));
+    expect((await readWarmupFiles(named("..row.bin"), dir)).get("..row.bin")).toEqual(rowFile([1]));
     await expect(readWarmupFiles(named("gone.bin"), dir)).rejects.toThrow(
       "model_warmup sample 's': input 'v': input_data_file 'gone.bin' is not in the model's warmup/ directory",
     );

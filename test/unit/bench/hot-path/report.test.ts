@@ -145,6 +145,7 @@ describe("the relay anchor split at its hops", () => {
   // det's bytes on the io model: the anchor directly, then the relay anchor stopped at its Worker, at its
   // object, and whole; two rounds.
   const split = [1, 2].flatMap((round) => [
+    one("floor", "relay-anchor", "json", 2 + round, round),
     one("io", "anchor", "binary", 4 + round, round),
     one("io", "relay-anchor-worker", "binary", 16 + round, round),
     one("io", "relay-anchor-object", "binary", 22 + 2 * round, round),
@@ -154,9 +155,12 @@ describe("the relay anchor split at its hops", () => {
   it("reads each hop as the difference of two stops within a round, on the io model where it ran", () => {
     const report = render(split);
     expect(
-      targetLine(report, "4.9 MB (io): stopped at the relay anchor's Worker minus the anchor directly (ms)"),
+      targetLine(
+        report,
+        "4.9 MB (io): stopped at the relay anchor's Worker minus its floor (a GET; the bytes through proxy and Worker, ms)",
+      ),
     ).toBe(
-      "| 4.9 MB (io): stopped at the relay anchor's Worker minus the anchor directly (ms) | 12 (12–12, 2 rounds) | – | – |",
+      "| 4.9 MB (io): stopped at the relay anchor's Worker minus its floor (a GET; the bytes through proxy and Worker, ms) | 14 (14–14, 2 rounds) | – | – |",
     );
     expect(
       targetLine(
@@ -169,10 +173,10 @@ describe("the relay anchor split at its hops", () => {
     expect(
       targetLine(
         report,
-        "4.9 MB (io): the relay anchor minus stopped at its object (the websocket both ways and the peer, ms)",
+        "4.9 MB (io): the relay anchor minus stopped at its object (the websocket both ways and the peer's work, ms)",
       ),
     ).toBe(
-      "| 4.9 MB (io): the relay anchor minus stopped at its object (the websocket both ways and the peer, ms) | 21 (20–22, 2 rounds) | – | – |",
+      "| 4.9 MB (io): the relay anchor minus stopped at its object (the websocket both ways and the peer's work, ms) | 21 (20–22, 2 rounds) | – | – |",
     );
     expect(
       targetLine(report, "4.9 MB binary (io) through the relay anchor, p50 minus the anchor's (ms)"),
