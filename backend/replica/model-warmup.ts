@@ -8,20 +8,18 @@
  *
  * What an input holds is Triton's choice of three: zeros (zero_data, the default; empty strings for BYTES),
  * random_data (drawn anew for each run: uniform in [0, 1) for floating types, 0 or 1 for integers and BOOL,
- * small values that stay valid as indices and masks; empty strings for BYTES), or input_data_file:
- * one batch row's raw bytes in the model's warmup/ directory, laid out as the binary tensor extension lays out
- * a tensor (BYTES: each element after its 4-byte little-endian length), the same row repeated for every row of
- * the run (where a sample's dims are the input's whole shape, the file holds the whole tensor; a batch bucket
- * repeats the file's first row). A fixed-size file longer than it needs is read from its start, as Triton
- * does; a shorter one, a BYTES file that does not hold exactly its elements, or one not there, fails the load.
- * Only a local repository has a warmup/ directory. Triton's random_data is random bytes; here it is values
- * that stay valid as indices and masks.
+ * values that stay valid as indices and masks where Triton's random bytes would not; empty strings for
+ * BYTES), or input_data_file: one batch row's raw bytes in the model's warmup/ directory, laid out as the
+ * binary tensor extension lays out a tensor (BYTES: each element after its 4-byte little-endian length), the
+ * same row repeated for every row of the run (where a sample's dims are the input's whole shape, the file
+ * holds the whole tensor; a batch bucket repeats the file's first row). A fixed-size file longer than it
+ * needs is read from its start, as Triton does; a shorter one, a BYTES file that does not hold exactly its
+ * elements, or one not there, fails the load. Only a local repository has a warmup/ directory.
  *
- * A sample's `dims` for an
- * input are its whole shape when they have the input's rank (Triton's dims with max_batch_size 0), else its
- * shape after the batch, which is then the sample's batch_size (1 unless given). An input the sample leaves
- * out takes its shape from the graph when every dimension there is fixed (the batch's aside, which is then
- * the batch_size).
+ * A sample's `dims` for an input are its whole shape when they have the input's rank (Triton's dims with
+ * max_batch_size 0), else its shape after the batch, which is then the sample's batch_size (1 unless given).
+ * An input the sample leaves out takes its shape from the graph when every dimension there is fixed (the
+ * batch's aside, which is then the batch_size).
  */
 import { readFile } from "node:fs/promises";
 import { isAbsolute, join, relative, sep } from "node:path";
