@@ -9,6 +9,30 @@ import type { DeclaredBatching } from "./protocol/model-signatures.ts";
 
 export const SHA256_HEX = /^[0-9a-fA-F]{64}$/;
 
+/** The directory beside a model's versions (Triton's) that holds model_warmup's input_data_file files. */
+export const WARMUP_DIR = "warmup";
+
+/**
+ * Whether an input_data_file name stays inside warmup/: a relative path whose parts are neither empty, "."
+ * nor "..". The one rule for every place the name becomes a path: a local file, a URL of an http repository,
+ * an object key in the gateway's bucket.
+ */
+export function isWarmupDataName(name: string): boolean {
+  if (name.length === 0 || name.length > 512 || /[\\\0]/.test(name)) return false;
+  return name.split("/").every((part) => part !== "" && part !== "." && part !== "..");
+}
+
+/** Every input_data_file the samples name, each once, in the order they are named. */
+export function warmupDataNames(config: ModelConfig): string[] {
+  const names = new Set<string>();
+  for (const sample of config.model_warmup ?? []) {
+    for (const input of Object.values(sample.inputs)) {
+      if (input.input_data_file !== undefined) names.add(input.input_data_file);
+    }
+  }
+  return [...names];
+}
+
 export const ModelConfigSchema = z
   .looseObject({
     description: z.string().optional(),
@@ -44,7 +68,10 @@ export const ModelConfigSchema = z
                 zero_data: z.boolean().optional(),
                 random_data: z.boolean().optional(),
                 /** Raw data for one batch row, read from warmup/<file> in the model's directory. */
-                input_data_file: z.string().min(1).optional(),
+                input_data_file: z
+                  .string()
+                  .refine(isWarmupDataName, "must be a path inside the model's warmup/ directory")
+                  .optional(),
               })
               .refine(
                 (input) =>

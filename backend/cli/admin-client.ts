@@ -1,6 +1,8 @@
 import { createReadStream } from "node:fs";
 import { Readable } from "node:stream";
 import {
+  contentTypeOf,
+  type ModelFile,
   ModelListingSchema,
   type StoredFile,
   type StoredVersion,
@@ -9,7 +11,7 @@ import {
 /**
  * The gateway's admin API as `switchyard models` uses it (gateway/routes/admin-models.ts):
  *   GET /admin/models                               every stored version, its files' sizes and sha256
- *   PUT /admin/models/{model}/{version}[?file=config.json]   one file; answers its size and sha256
+ *   PUT /admin/models/{model}/{version}[?file=config.json|warmup/<name>]   one file; answers its size and sha256
  * Failures become one-line Errors that say what to do.
  */
 export type { StoredFile, StoredVersion };
@@ -34,7 +36,7 @@ export class AdminClient {
   async put(
     name: string,
     version: string,
-    file: "model.onnx" | "config.json",
+    file: ModelFile,
     path: string,
     size: number,
     onSent: (bytes: number) => void,
@@ -46,11 +48,11 @@ export class AdminClient {
         onSent(sent);
       }),
     ) as ReadableStream<Uint8Array>;
-    const query = file === "model.onnx" ? "" : `?file=${file}`;
+    const query = file === "model.onnx" ? "" : `?file=${encodeURIComponent(file)}`;
     const response = await this.#fetch(`admin/models/${name}/${version}${query}`, {
       method: "PUT",
       headers: {
-        "Content-Type": file === "config.json" ? "application/json" : "application/octet-stream",
+        "Content-Type": contentTypeOf(file),
         "Content-Length": String(size),
       },
       body: counted,

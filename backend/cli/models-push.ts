@@ -1,6 +1,8 @@
 import { existsSync, statSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
+import { warmupDataNames } from "../../shared/model-config.ts";
 import { modelKey } from "../../shared/model-names.ts";
+import { type ModelFile, type WarmupFile, warmupFileOf } from "../../shared/protocol/model-listing.ts";
 import { sha256OfFile } from "../models/file-sha256.ts";
 import { openLocalRepository } from "../models/local-repository.ts";
 import type { AdminClient, StoredVersion } from "./admin-client.ts";
@@ -9,10 +11,11 @@ import { formatSize } from "./size.ts";
 
 /**
  * `switchyard models push <dir>`: uploads a model repository in Triton's layout to the gateway's R2
- * bucket, version by version: model.onnx, then the config.json that applies to that version (the
- * version's own, else the model's). Each file's sha256 is computed here first and compared with the one
- * the gateway computed on arrival, so a corrupted upload is caught. A version the gateway already holds
- * with the same sha256s is skipped (pushing twice is cheap), unless --force.
+ * bucket, version by version: model.onnx, the warm-up data files its config.json's model_warmup names (from
+ * the model's warmup/; one missing stops the push, as it would fail every load), then the config.json that
+ * applies to that version (the version's own, else the model's). Each file's sha256 is computed here first
+ * and compared with the one the gateway computed on arrival, so a corrupted upload is caught. A version the
+ * gateway already holds with the same sha256s is skipped (pushing twice is cheap), unless --force.
  */
 export interface PushOptions {
   dir: string;
@@ -28,11 +31,18 @@ export interface PushSummary {
   unchanged: number;
 }
 
+interface LocalFile {
+  path: string;
+  size: number;
+  sha256: string;
+}
+
 interface LocalVersion {
   name: string;
   version: string;
-  model: { path: string; size: number; sha256: string };
-  config?: { path: string; size: number; sha256: string };
+  model: LocalFile;
+  config?: LocalFile;
+  warmup: Array<LocalFile & { file: WarmupFile }>;
 }
 
 export async function pushModels(options: PushOptions): Promise<PushSummary> {
@@ -62,6 +72,8 @@ export async function pushModels(options: PushOptions): Promise<PushSummary> {
       continue;
     }
     await upload(options, local, "model.onnx", local.model);
+    // The config last: once it is there, every file it names is too.
+    for (const warmup of local.warmup) await upload(options, local, warmup.file, warmup);
     if (local.config !== undefined) await upload(options, local, "config.json", local.config);
     summary.pushed += 1;
   }
@@ -86,27 +98,41 @@ async function describe(
   const versionDir = dirname(resolved.path);
   const places = versionDir === modelDir ? [modelDir] : [versionDir, modelDir];
   const configPath = places.map((place) => join(place, "config.json")).find((path) => existsSync(path));
-  if (configPath === undefined) return { name, version, model };
-  return {
-    name,
-    version,
-    model,
-    config: { path: configPath, size: statSync(configPath).size, sha256: await sha256OfFile(configPath) },
-  };
+  if (configPath === undefined) return { name, version, model, warmup: [] };
+  const warmup = await Promise.all(
+    warmupDataNames(resolved.config).map(async (dataName) => {
+      const path = join(resolved.warmupDir, dataName);
+      if (!existsSync(path) || !statSync(path).isFile()) {
+        throw new Error(
+          `${modelKey({ name, version })}: config.json's model_warmup names input_data_file '${dataName}', which is not in ${resolved.warmupDir}`,
+        );
+      }
+      return { file: warmupFileOf(dataName), ...(await localFile(path)) };
+    }),
+  );
+  return { name, version, model, config: await localFile(configPath), warmup };
+}
+
+async function localFile(path: string): Promise<LocalFile> {
+  return { path, size: statSync(path).size, sha256: await sha256OfFile(path) };
 }
 
 function sameAsStored(local: LocalVersion, stored: StoredVersion | undefined): boolean {
   if (stored === undefined) return false;
-  const remoteModel = stored.files["model.onnx"]?.sha256;
-  const remoteConfig = stored.files["config.json"]?.sha256;
-  return remoteModel === local.model.sha256 && remoteConfig === local.config?.sha256;
+  const same = (file: ModelFile, source: LocalFile | undefined) =>
+    stored.files[file]?.sha256 === source?.sha256;
+  return (
+    same("model.onnx", local.model) &&
+    same("config.json", local.config) &&
+    local.warmup.every((warmup) => same(warmup.file, warmup))
+  );
 }
 
 async function upload(
   options: PushOptions,
   local: LocalVersion,
-  file: "model.onnx" | "config.json",
-  source: { path: string; size: number; sha256: string },
+  file: ModelFile,
+  source: LocalFile,
 ): Promise<void> {
   const { out } = options;
   const label = `${modelKey(local)} ${file}`;

@@ -5,16 +5,19 @@
  *                                                          .../model.onnx.sha256   "<hex sha256> <bytes>\n"
  *                                                          .../config.json         when the remote has one
  *                                                          .../model.onnx.partial  only while downloading
+ *                                                          .../warmup/<file>       model_warmup's data files
  *
  * A version is cached once its model.onnx and its .sha256 sidecar are both there and the file still has
  * the size the sidecar recorded. Committing writes the config and the sidecar first and renames the
  * verified download into place last, so an interrupted commit leaves an entry that is simply not cached
  * (and is downloaded again), never a model.onnx without a trustworthy sidecar. Versions are treated as
- * immutable: a cached version is served without asking the remote again.
+ * immutable: a cached version is served without asking the remote again. A warm-up file is renamed into
+ * place once verified, so one that is there is whole; one that is not is fetched when the version resolves.
  */
 import { createHash } from "node:crypto";
 import { mkdir, readdir, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
+import { WARMUP_DIR } from "../../shared/model-config.ts";
 import { isModelName, isModelVersion } from "../../shared/model-names.ts";
 import type { RepositoryEntry } from "./repository.ts";
 
@@ -46,6 +49,40 @@ export async function preparePartial(cacheRoot: string, name: string, version: s
   const dir = versionDirOf(cacheRoot, name, version);
   await mkdir(dir, { recursive: true });
   return join(dir, `${MODEL_FILE}.partial`);
+}
+
+/** The cached version's warmup/ directory (ResolvedModel.warmupDir), whether or not it holds anything yet. */
+export function warmupDirOf(cacheRoot: string, name: string, version: string): string {
+  return join(versionDirOf(cacheRoot, name, version), WARMUP_DIR);
+}
+
+/** The input_data_file names of those `names` that the cached version's warmup/ does not hold. */
+export async function missingWarmupFiles(
+  cacheRoot: string,
+  name: string,
+  version: string,
+  names: readonly string[],
+): Promise<string[]> {
+  const dir = warmupDirOf(cacheRoot, name, version);
+  const present = await Promise.all(names.map(async (file) => (await sizeOf(join(dir, file))) !== undefined));
+  return names.filter((_, index) => !present[index]);
+}
+
+/** Where a warm-up file is written while it downloads (its directory exists once this resolves). */
+export async function prepareWarmupPartial(
+  cacheRoot: string,
+  name: string,
+  version: string,
+  file: string,
+): Promise<string> {
+  const path = join(warmupDirOf(cacheRoot, name, version), file);
+  await mkdir(dirname(path), { recursive: true });
+  return `${path}.partial`;
+}
+
+/** Moves a verified warm-up file download into place. */
+export async function commitWarmupFile(partialPath: string): Promise<void> {
+  await rename(partialPath, partialPath.slice(0, -".partial".length));
 }
 
 /** A complete cached version, or undefined when it is absent, half-written or no longer the recorded size. */

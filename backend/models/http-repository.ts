@@ -12,6 +12,10 @@
  *   GET {base}/{model}/{version}/config.json   optional; 404 means the version has none (not requested
  *                                              when the version's "files" in repository.json omit it)
  *   GET {base}/{model}/{version}/model.onnx    the model; 404 means the version does not exist
+ *   GET {base}/{model}/{version}/warmup/{file} each input_data_file config.json's model_warmup names
+ *                                              (listed in "files" as "warmup/{file}"); 404, or a "files"
+ *                                              that omits it, means the repository has none, and loading
+ *                                              the model fails naming the sample
  *
  * Integrity: a file's size comes from repository.json or Content-Length, its SHA-256 from repository.json,
  * from config.json's "sha256" (for model.onnx), or from the response headers `Repr-Digest: sha-256=:<b64>:`
@@ -24,22 +28,33 @@
  * serves a cached copy without asking the server (versions are immutable); otherwise it reads
  * repository.json (absent: it tries the files directly), then config.json, then model.onnx. resolve()
  * without a version takes the highest in repository.json, or without one the highest cached, else "1".
- * Concurrent resolves of one version share one download.
+ * Warm-up files are fetched before model.onnx, and for a cached version whenever one it names is not
+ * cached. Concurrent resolves of one version share one download.
  */
 import { modelNotFound, SwitchyardError, versionNotFound } from "../../shared/errors.ts";
-import { defaultModelConfig, type ModelConfig, parseModelConfig } from "../../shared/model-config.ts";
+import {
+  defaultModelConfig,
+  type ModelConfig,
+  parseModelConfig,
+  warmupDataNames,
+} from "../../shared/model-config.ts";
 import {
   compareModelVersions,
   highestModelVersion,
   parseModelName,
   parseModelVersion,
 } from "../../shared/model-names.ts";
+import { warmupFileOf } from "../../shared/protocol/model-listing.ts";
 import {
   cacheRootFor,
   commitModel,
+  commitWarmupFile,
   listCachedModels,
+  missingWarmupFiles,
   preparePartial,
+  prepareWarmupPartial,
   readCachedModel,
+  warmupDirOf,
 } from "./download-cache.ts";
 import {
   type FileInfo,
@@ -86,26 +101,61 @@ export function openHttpRepository(base: string, options: RepositoryOptions): Mo
     return { version: highestModelVersion(cached.map((entry) => entry.version)) ?? "1", lookup };
   }
 
+  /** A GET of one of the version's files (its path below the version, "warmup/row.bin"), checked against its listing. */
+  const requestOf = (
+    name: string,
+    version: string,
+    file: string,
+    info: FileInfo | undefined,
+  ): DownloadRequest => ({
+    ...http,
+    url: urlOf([name, version, ...file.split("/")].map(encodeURIComponent).join("/")),
+    label: `${name}/${version}/${file}`,
+    expected: info === undefined ? [] : [{ source: "repository.json", ...info }],
+  });
+
+  /**
+   * Downloads the warm-up files the config names that the cache lacks. One the repository does not have
+   * (404, or left out of a version's complete "files") is left out: readWarmupFiles then fails the load
+   * naming the sample that wanted it.
+   */
+  async function fetchWarmupFiles(
+    name: string,
+    version: string,
+    config: ModelConfig,
+    known?: ManifestLookup,
+  ) {
+    const missing = await missingWarmupFiles(cacheRoot, name, version, warmupDataNames(config));
+    if (missing.length === 0) return;
+    const { manifest } = known ?? (await lookUpManifest());
+    const listed = manifest === undefined ? undefined : findInManifest(manifest, name, version)?.files;
+    for (const dataName of missing) {
+      const file = warmupFileOf(dataName);
+      if (listed !== undefined && listed[file] === undefined) continue;
+      const partialPath = await prepareWarmupPartial(cacheRoot, name, version, dataName);
+      const downloaded = await downloadToFile(requestOf(name, version, file, listed?.[file]), partialPath);
+      if (downloaded !== undefined) await commitWarmupFile(partialPath);
+    }
+  }
+
   async function fetchVersion(name: string, version: string, known?: ManifestLookup): Promise<ResolvedModel> {
+    const warmupDir = warmupDirOf(cacheRoot, name, version);
     const cached = await readCachedModel(cacheRoot, name, version);
     if (cached !== undefined) {
       const config = configFrom(cached.configText, `${name}/${version}/config.json`);
-      return { name, version, path: cached.path, bytes: cached.bytes, sha256: cached.sha256, config };
+      await fetchWarmupFiles(name, version, config, known);
+      const { path, bytes, sha256 } = cached;
+      return { name, version, path, bytes, sha256, config, warmupDir };
     }
 
-    const { manifest } = known ?? (await lookUpManifest());
+    const lookup = known ?? (await lookUpManifest());
+    const { manifest } = lookup;
     const listing = manifest === undefined ? undefined : findInManifest(manifest, name, version);
     if (manifest !== undefined && listing === undefined) {
       const versions = versionsInManifest(manifest, name).sort(compareModelVersions);
       throw versions.length === 0 ? modelNotFound(name) : versionNotFound(name, version, versions);
     }
-    const prefix = `${encodeURIComponent(name)}/${encodeURIComponent(version)}/`;
-    const request = (file: string, info: FileInfo | undefined): DownloadRequest => ({
-      ...http,
-      url: urlOf(prefix + file),
-      label: `${name}/${version}/${file}`,
-      expected: info === undefined ? [] : [{ source: "repository.json", ...info }],
-    });
+    const request = (file: string, info: FileInfo | undefined) => requestOf(name, version, file, info);
 
     // config.json first: it is small, may be malformed (then there is no point downloading the model),
     // and may carry the model's sha256.
@@ -122,6 +172,8 @@ export function openHttpRepository(base: string, options: RepositoryOptions): Mo
       configText = downloaded === undefined ? undefined : new TextDecoder().decode(downloaded.body);
     }
     const config = configFrom(configText, `${name}/${version}/config.json`);
+    // Before the model: they are small, and a repository that cannot serve them fails before the big download.
+    await fetchWarmupFiles(name, version, config, lookup);
 
     const modelRequest = request("model.onnx", listing?.files?.["model.onnx"]);
     if (config.sha256 !== undefined) {
@@ -136,7 +188,7 @@ export function openHttpRepository(base: string, options: RepositoryOptions): Mo
     const downloaded = await downloadToFile(modelRequest, partialPath);
     if (downloaded === undefined) throw versionNotFound(name, version, []);
     const path = await commitModel(cacheRoot, name, version, { partialPath, ...downloaded, configText });
-    return { name, version, path, bytes: downloaded.bytes, sha256: downloaded.sha256, config };
+    return { name, version, path, bytes: downloaded.bytes, sha256: downloaded.sha256, config, warmupDir };
   }
 
   /** One fetch per version at a time: later callers wait for the download already under way. */

@@ -15,10 +15,10 @@ export interface ResolvedModel {
   sha256?: string;
   config: ModelConfig;
   /**
-   * Triton's warmup/ directory in the model's directory, where config.json's model_warmup samples find their
-   * input_data_file: a local repository's; a model from an http repository has none.
+   * Where config.json's model_warmup samples find their input_data_file: Triton's warmup/ in a local
+   * repository's model directory; for an http repository, the version's cached copy of the files it serves.
    */
-  warmupDir?: string;
+  warmupDir: string;
 }
 
 export interface RepositoryEntry {

@@ -14,7 +14,8 @@
  * same row repeated for every row of the run (where a sample's dims are the input's whole shape, the file
  * holds the whole tensor; a batch bucket repeats the file's first row). A fixed-size file longer than it
  * needs is read from its start, as Triton does; a shorter one, a BYTES file that does not hold exactly its
- * elements, or one not there, fails the load. Only a local repository has a warmup/ directory.
+ * elements, or one not there, fails the load. An http repository (the gateway's too) serves the files below
+ * each version (warmup/<file>), and the agent caches them beside its model.onnx.
  *
  * A sample's `dims` for an input are its whole shape when they have the input's rank (Triton's dims with
  * max_batch_size 0), else its shape after the batch, which is then the sample's batch_size (1 unless given).
@@ -22,7 +23,7 @@
  * batch's aside, which is then the batch_size).
  */
 import { readFile } from "node:fs/promises";
-import { isAbsolute, join, relative, sep } from "node:path";
+import { join } from "node:path";
 import type { ModelConfig } from "../../shared/model-config.ts";
 import { dataFromBinary } from "../../shared/oip/codec.ts";
 import { ELEMENT_SIZE } from "../../shared/oip/datatypes.ts";
@@ -46,13 +47,10 @@ export interface WarmupRun {
 
 /**
  * Reads every input_data_file the samples name from the model's warmup/ directory (ResolvedModel.warmupDir),
- * before any run. Throws, naming the sample and the input, for a file that is not there, that cannot be read,
- * that lies outside warmup/, or for a model that has no such directory (from an http repository).
+ * before any run (an http repository has fetched them into its cache by then). Throws, naming the sample and
+ * the input, for a file that is not there or cannot be read.
  */
-export async function readWarmupFiles(
-  config: ModelConfig,
-  warmupDir: string | undefined,
-): Promise<WarmupFiles> {
+export async function readWarmupFiles(config: ModelConfig, warmupDir: string): Promise<WarmupFiles> {
   const files = new Map<string, Uint8Array>();
   for (const [index, sample] of (config.model_warmup ?? []).entries()) {
     for (const [input, given] of Object.entries(sample.inputs)) {
@@ -62,14 +60,9 @@ export async function readWarmupFiles(
         new Error(
           `model_warmup sample '${sampleName(sample, index)}': input '${input}': input_data_file '${file}' ${why}`,
         );
-      if (warmupDir === undefined)
-        throw fail("needs the model's warmup/ directory, which only a local repository has");
-      const path = join(warmupDir, file);
-      const inside = relative(warmupDir, path);
-      if (inside === ".." || inside.startsWith(`..${sep}`) || isAbsolute(inside))
-        throw fail("is outside the model's warmup/ directory");
       try {
-        files.set(file, new Uint8Array(await readFile(path)));
+        // config.json's schema keeps the name inside warmup/ (isWarmupDataName).
+        files.set(file, new Uint8Array(await readFile(join(warmupDir, file))));
       } catch (error) {
         const code = (error as NodeJS.ErrnoException).code;
         throw fail(

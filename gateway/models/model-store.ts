@@ -10,7 +10,9 @@ import { tensorMetadataSchema } from "../../shared/oip/schemas.ts";
 import { type OnnxSignature, readOnnxSignature } from "../../shared/onnx/onnx-signature.ts";
 import { memorySource } from "../../shared/onnx/protobuf-reader.ts";
 import {
-  MODEL_FILES,
+  contentTypeOf,
+  isModelFile,
+  MODEL_FILES_HELP,
   type ModelFile,
   type StoredFile,
   type StoredVersion,
@@ -18,18 +20,18 @@ import {
 
 /**
  * The gateway's model repository in R2: `models/<name>/<version>/model.onnx` and, optionally,
- * `models/<name>/<version>/config.json`. Each object carries its SHA-256 twice: as R2's own checksum (R2
- * verifies the upload against it) and as custom metadata (which listings return, so repository.json
- * needs no reads of the files themselves). Beside them the gateway keeps `signature.json`, the model's
- * inputs and outputs read from its graph when it was uploaded, so metadata needs no agent.
+ * `models/<name>/<version>/config.json` and the warm-up data files it names,
+ * `models/<name>/<version>/warmup/<input_data_file>`. Each object carries its SHA-256 twice: as R2's own
+ * checksum (R2 verifies the upload against it) and as custom metadata (which listings return, so
+ * repository.json needs no reads of the files themselves). Beside them the gateway keeps `signature.json`,
+ * the model's inputs and outputs read from its graph when it was uploaded, so metadata needs no agent.
  */
-export { MODEL_FILES, type ModelFile, type StoredFile, type StoredVersion };
-
-export const isModelFile = (file: string): file is ModelFile =>
-  (MODEL_FILES as readonly string[]).includes(file);
+export { isModelFile, MODEL_FILES_HELP, type ModelFile, type StoredFile, type StoredVersion };
 
 const PREFIX = "models/";
-const objectKey = (name: string, version: string, file: ModelFile) => `${PREFIX}${name}/${version}/${file}`;
+const versionPrefix = (name: string, version: string) => `${PREFIX}${name}/${version}/`;
+const objectKey = (name: string, version: string, file: ModelFile) =>
+  `${versionPrefix(name, version)}${file}`;
 
 export async function putModelFile(
   bucket: R2Bucket,
@@ -44,7 +46,7 @@ export async function putModelFile(
   const object = await bucket.put(objectKey(name, version, file), bytes, {
     sha256,
     customMetadata: { sha256, ...(policy === undefined ? {} : { [POLICY_METADATA]: policy }) },
-    httpMetadata: { contentType: file === "config.json" ? "application/json" : "application/octet-stream" },
+    httpMetadata: { contentType: contentTypeOf(file) },
   });
   return { size: object.size, sha256, uploaded: object.uploaded.toISOString() };
 }
@@ -173,17 +175,18 @@ export async function getModelConfig(
   }
 }
 
-/** Deletes one file, or the whole version; the files that existed. */
+/** Deletes one file, or the whole version (its warm-up files too); the files that existed. */
 export async function deleteModelFiles(
   bucket: R2Bucket,
   name: string,
   version: string,
   file?: ModelFile,
 ): Promise<ModelFile[]> {
-  const files = file === undefined ? [...MODEL_FILES] : [file];
   const existing: ModelFile[] = [];
-  for (const candidate of files) {
-    if ((await bucket.head(objectKey(name, version, candidate))) !== null) existing.push(candidate);
+  if (file === undefined) {
+    for await (const stored of modelObjects(bucket, versionPrefix(name, version))) existing.push(stored.file);
+  } else if ((await bucket.head(objectKey(name, version, file))) !== null) {
+    existing.push(file);
   }
   const keys = existing.map((candidate) => objectKey(name, version, candidate));
   // The signature describes model.onnx: it goes with it.
@@ -214,21 +217,26 @@ export async function listModelVersions(bucket: R2Bucket): Promise<StoredVersion
   return [...versions.values()].sort(compareModelEntries);
 }
 
-/** Every model file in the bucket with its custom metadata, page by page; other objects are skipped. */
+/**
+ * Every model file in the bucket (or under `prefix`, one of its versions) with its custom metadata, page by
+ * page; other objects are skipped.
+ */
 async function* modelObjects(
   bucket: R2Bucket,
+  prefix = PREFIX,
 ): AsyncGenerator<{ name: string; version: string; file: ModelFile; object: R2Object }> {
   let cursor: string | undefined;
   do {
     const page = await bucket.list({
-      prefix: PREFIX,
+      prefix,
       include: ["customMetadata"],
       ...(cursor === undefined ? {} : { cursor }),
     });
     for (const object of page.objects) {
-      const [name, version, file, ...rest] = object.key.slice(PREFIX.length).split("/");
-      if (name === undefined || version === undefined || file === undefined || rest.length > 0) continue;
-      if (!isModelName(name) || !isModelVersion(version) || !isModelFile(file)) continue;
+      const [name, version, ...rest] = object.key.slice(PREFIX.length).split("/");
+      const file = rest.join("/");
+      if (name === undefined || version === undefined || !isModelFile(file)) continue;
+      if (!isModelName(name) || !isModelVersion(version)) continue;
       yield { name, version, file, object };
     }
     cursor = page.truncated ? page.cursor : undefined;

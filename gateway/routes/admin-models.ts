@@ -11,7 +11,7 @@ import {
   deleteModelFiles,
   isModelFile,
   listModelVersions,
-  MODEL_FILES,
+  MODEL_FILES_HELP,
   type ModelFile,
   putModelFile,
   putSignatureOf,
@@ -19,7 +19,9 @@ import {
 
 /**
  * The admin API for the gateway's model repository (admin key checked by the app):
- *   PUT    /admin/models/{model}/{version}[?file=config.json]   body = the file's bytes (default model.onnx)
+ *   PUT    /admin/models/{model}/{version}[?file=config.json]   body = the file's bytes (default model.onnx;
+ *                                                                 or file=warmup/<name>, a model_warmup
+ *                                                                 sample's input_data_file)
  *   DELETE /admin/models/{model}/{version}[?file=...]            one file, or the whole version
  *   GET    /admin/models                                         every stored version with sizes and digests
  * Versions are immutable for agents (they cache by name and version), so replacing a file of a version
@@ -61,7 +63,7 @@ function target(c: Context<{ Bindings: Env }>): {
   const version = parseModelVersion(c.req.param("version") ?? "");
   const requested = c.req.query("file");
   if (requested !== undefined && !isModelFile(requested)) {
-    throw badInput(`file must be one of ${MODEL_FILES.join(", ")}`);
+    throw badInput(`file must be ${MODEL_FILES_HELP}`);
   }
   return { name, version, file: requested };
 }

@@ -6,7 +6,7 @@ import {
   getModelFile,
   isModelFile,
   listModelVersions,
-  MODEL_FILES,
+  MODEL_FILES_HELP,
   reprDigest,
 } from "../models/model-store.ts";
 
@@ -14,7 +14,8 @@ import {
  * The HTTP model repository that agents started with --gateway download from (agent token checked by the
  * app), in the protocol of backend/models/http-repository.ts:
  *   GET /agent/models/repository.json                 every version with each file's size and SHA-256
- *   GET /agent/models/{model}/{version}/{file}        model.onnx or config.json, with Repr-Digest
+ *   GET /agent/models/{model}/{version}/{file}        model.onnx, config.json or warmup/<input_data_file>,
+ *                                                     with Repr-Digest
  * Versions without a model.onnx are not listed: there is nothing an agent could load.
  */
 export const agentModelRoutes = new Hono<{ Bindings: Env }>();
@@ -27,21 +28,23 @@ agentModelRoutes.get("/agent/models/repository.json", async (c) => {
       name: entry.name,
       version: entry.version,
       files: Object.fromEntries(
-        Object.entries(entry.files).map(([file, info]) => [
-          file,
-          { size: info.size, ...(info.sha256 === undefined ? {} : { sha256: info.sha256 }) },
-        ]),
+        Object.entries(entry.files).flatMap(([file, info]) =>
+          info === undefined
+            ? []
+            : [[file, { size: info.size, ...(info.sha256 === undefined ? {} : { sha256: info.sha256 }) }]],
+        ),
       ),
     }));
   return c.json({ models }, 200, { "Cache-Control": "no-store" });
 });
 
-agentModelRoutes.get("/agent/models/:model/:version/:file", async (c) => {
+// {file} may span segments: a warm-up file's name is a path below warmup/.
+agentModelRoutes.get("/agent/models/:model/:version/:file{.+}", async (c) => {
   const name = parseModelName(c.req.param("model"));
   const version = parseModelVersion(c.req.param("version"));
   const file = c.req.param("file");
   if (!isModelFile(file))
-    throw notFound(`no such model file '${file.slice(0, 40)}' (files: ${MODEL_FILES.join(", ")})`);
+    throw notFound(`no such model file '${file.slice(0, 80)}' (files: ${MODEL_FILES_HELP})`);
   const object = await getModelFile(c.env.MODELS, name, version, file);
   if (object === null) throw notFound(`model '${name}' version ${version} has no ${file}`);
   const headers = new Headers({

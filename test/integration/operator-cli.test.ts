@@ -1,9 +1,10 @@
 import { spawn } from "node:child_process";
 import { createHash } from "node:crypto";
-import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, afterEach, beforeAll, describe, expect, test } from "vitest";
+import { MLP_INPUT } from "../fixtures/onnx-builder.ts";
 import { MULTIPLEX_MODELS, REPO_DIR } from "../fixtures/paths.ts";
 import { type AgentProcess, startAgent } from "./harness/agents.ts";
 import { call, eventually, mlpRequest } from "./harness/oip-client.ts";
@@ -54,9 +55,20 @@ describe("switchyard models push / ls, and an agent that serves what was pushed"
     // A repository of two versions: one with a config.json of its own.
     repo = mkdtempSync(join(tmpdir(), "switchyard-push-"));
     for (const name of [FIRST, SECOND]) cpSync(join(REPO_DIR, name), join(repo, name), { recursive: true });
+    // Its warm-up runs on a data file, which goes to the gateway with it and from there to the agent.
     writeFileSync(
       join(repo, SECOND, "1", "config.json"),
-      JSON.stringify({ description: "pushed by a test" }),
+      JSON.stringify({
+        description: "pushed by a test",
+        model_warmup: [
+          { name: "row", inputs: { [MLP_INPUT]: { dims: [16], input_data_file: "rows/one.bin" } } },
+        ],
+      }),
+    );
+    mkdirSync(join(repo, SECOND, "warmup", "rows"), { recursive: true });
+    writeFileSync(
+      join(repo, SECOND, "warmup", "rows", "one.bin"),
+      new Uint8Array(new Float32Array(16).fill(0.5).buffer),
     );
   });
 
@@ -84,6 +96,8 @@ describe("switchyard models push / ls, and an agent that serves what was pushed"
     expect(pushed.stdout).toContain(`sha256 ${modelSha}`);
     expect(pushed.stdout).toContain(`↑ ${SECOND}:1 config.json`);
     expect(pushed.stdout).toContain(`sha256 ${configSha}`);
+    const warmupSha = sha256(join(repo, SECOND, "warmup", "rows", "one.bin"));
+    expect(pushed.stdout).toContain(`↑ ${SECOND}:1 warmup/rows/one.bin  64 B`);
     expect(pushed.stdout).toMatch(/pushed 2, unchanged 0/);
 
     const listed = await run(SWITCHYARD_BIN, ["models", "ls", "--gateway", gateway.url, "--json"], admin);
@@ -95,6 +109,9 @@ describe("switchyard models push / ls, and an agent that serves what was pushed"
     }>;
     expect(versions.find((entry) => entry.name === FIRST)?.files["model.onnx"]?.sha256).toBe(modelSha);
     expect(versions.find((entry) => entry.name === SECOND)?.files["config.json"]?.sha256).toBe(configSha);
+    expect(versions.find((entry) => entry.name === SECOND)?.files["warmup/rows/one.bin"]?.sha256).toBe(
+      warmupSha,
+    );
     const table = await run(SWITCHYARD_BIN, ["models", "ls", "--gateway", gateway.url], admin);
     expect(table.stdout.split("\n")[0]).toMatch(/^MODEL\s+VERSION\s+SIZE\s+SHA256\s+CONFIG\s+UPLOADED$/);
     expect(table.stdout).toContain(modelSha);
@@ -102,6 +119,28 @@ describe("switchyard models push / ls, and an agent that serves what was pushed"
     const again = await run(SWITCHYARD_BIN, ["models", "push", repo, "--gateway", gateway.url], admin);
     expect(again.code).toBe(0);
     expect(again.stdout).toMatch(/pushed 0, unchanged 2/);
+  });
+
+  test("push stops before uploading a version whose warm-up names a file that is not there", async () => {
+    const broken = mkdtempSync(join(tmpdir(), "switchyard-push-broken-"));
+    try {
+      cpSync(join(REPO_DIR, FIRST), join(broken, "lost"), { recursive: true });
+      writeFileSync(
+        join(broken, "lost", "config.json"),
+        JSON.stringify({
+          model_warmup: [{ inputs: { [MLP_INPUT]: { dims: [16], input_data_file: "gone.bin" } } }],
+        }),
+      );
+      const pushed = await run(SWITCHYARD_BIN, ["models", "push", broken, "--gateway", gateway.url], admin);
+      expect(pushed.code).toBe(1);
+      expect(pushed.stderr).toContain(
+        `lost:1: config.json's model_warmup names input_data_file 'gone.bin', which is not in ${join(broken, "lost", "warmup")}`,
+      );
+      const listed = await run(SWITCHYARD_BIN, ["models", "ls", "--gateway", gateway.url, "--json"], admin);
+      expect(listed.stdout).not.toContain('"lost"');
+    } finally {
+      rmSync(broken, { recursive: true, force: true });
+    }
   });
 
   test("a wrong admin key or a missing gateway is one line that says what to fix", async () => {

@@ -47,6 +47,7 @@ const agentRoutes: Route[] = [
   { method: "GET", path: "/agent/models/repository.json" },
   { method: "GET", path: "/agent/models/m/1/model.onnx" },
   { method: "GET", path: "/agent/models/m/1/config.json" },
+  { method: "GET", path: "/agent/models/m/1/warmup/rows/one.bin" },
 ];
 const adminRoutes: Route[] = [
   { method: "GET", path: "/admin/models" },
@@ -104,7 +105,10 @@ describe("authentication matrix", () => {
       .map((route) => ({ method: route.method, pattern: route.path }));
     expect(served.length).toBeGreaterThan(15);
     for (const { method, pattern } of served) {
-      const matcher = new RegExp(`^${pattern.replace(/:[A-Za-z]+/g, "[^/]+")}$`);
+      // ":name" is one segment; ":name{regex}" what the regex matches.
+      const matcher = new RegExp(
+        `^${pattern.replace(/:[A-Za-z]+(?:\{([^}]+)\})?/g, (_, regex?: string) => regex ?? "[^/]+")}$`,
+      );
       const hit = covered.some(
         (route) => route.method === method && matcher.test(new URL(route.path, "https://x").pathname),
       );

@@ -79,10 +79,55 @@ describe("models in R2", () => {
     expect(await deleted.json()).toEqual({
       name: "det",
       version: "2",
-      deleted: ["model.onnx", "config.json"],
+      deleted: ["config.json", "model.onnx"],
     });
     expect((await admin("/admin/models/det/2", { method: "DELETE" })).status).toBe(404);
     expect((await asAgent("/agent/models/det/2/model.onnx")).status).toBe(404);
+  });
+
+  it("keeps model_warmup's data files beside the version, lists, serves and deletes them with it", async () => {
+    const row = new Uint8Array([1, 2, 3, 4, 5, 6, 7, 8]);
+    const page = new Uint8Array([9, 9, 9, 9]);
+    expect((await admin("/admin/models/warm/1", { method: "PUT", body: onnx })).status).toBe(201);
+    const put = await admin("/admin/models/warm/1?file=warmup/row.bin", { method: "PUT", body: row });
+    expect(put.status).toBe(201);
+    expect(await put.json()).toMatchObject({ file: "warmup/row.bin", size: 8, sha256: await sha256Hex(row) });
+    const nested = `/admin/models/warm/1?file=${encodeURIComponent("warmup/pages/one page.bin")}`;
+    expect((await admin(nested, { method: "PUT", body: page })).status).toBe(201);
+
+    const listing = (await (await admin("/admin/models")).json()) as {
+      models: { name: string; files: Record<string, unknown> }[];
+    };
+    expect(Object.keys(listing.models.find((model) => model.name === "warm")?.files ?? {}).sort()).toEqual([
+      "model.onnx",
+      "warmup/pages/one page.bin",
+      "warmup/row.bin",
+    ]);
+    const manifest = (await (await asAgent("/agent/models/repository.json")).json()) as {
+      models: { name: string; files: Record<string, unknown> }[];
+    };
+    expect(manifest.models.find((model) => model.name === "warm")?.files["warmup/row.bin"]).toEqual({
+      size: 8,
+      sha256: await sha256Hex(row),
+    });
+
+    // The path an http repository asks for: each segment encoded.
+    const served = await asAgent("/agent/models/warm/1/warmup/pages/one%20page.bin");
+    expect(served.status).toBe(200);
+    expect(served.headers.get("Repr-Digest")).toMatch(/^sha-256=:/);
+    expect([...new Uint8Array(await served.arrayBuffer())]).toEqual([...page]);
+    expect((await asAgent("/agent/models/warm/1/warmup/gone.bin")).status).toBe(404);
+    expect((await asAgent("/agent/models/warm/1/warmup/..%2Fmodel.onnx")).status).toBe(404);
+
+    expect((await admin("/admin/models/warm/1?file=warmup/row.bin", { method: "DELETE" })).status).toBe(200);
+    expect((await asAgent("/agent/models/warm/1/warmup/row.bin")).status).toBe(404);
+    const deleted = await admin("/admin/models/warm/1", { method: "DELETE" });
+    expect(await deleted.json()).toEqual({
+      name: "warm",
+      version: "1",
+      deleted: ["model.onnx", "warmup/pages/one page.bin"],
+    });
+    expect((await asAgent("/agent/models/warm/1/warmup/pages/one%20page.bin")).status).toBe(404);
   });
 
   it("refuses bad names, files and configs", async () => {
@@ -95,7 +140,21 @@ describe("models in R2", () => {
       const response = await admin(path, { method: "PUT", body: onnx });
       expect(response.status, path).toBe(400);
     }
-    expect((await admin("/admin/models/m/1?file=evil.sh", { method: "PUT", body: onnx })).status).toBe(400);
+    for (const file of ["evil.sh", "warmup/", "warmup/../model.onnx", "warmup//x", "models/warmup/x"]) {
+      const response = await admin(`/admin/models/m/1?file=${encodeURIComponent(file)}`, {
+        method: "PUT",
+        body: onnx,
+      });
+      expect(response.status, file).toBe(400);
+    }
+    const outside = await admin("/admin/models/m/1?file=config.json", {
+      method: "PUT",
+      body: JSON.stringify({ model_warmup: [{ inputs: { x: { dims: [4], input_data_file: "../x.bin" } } }] }),
+    });
+    expect(outside.status).toBe(400);
+    expect(await errorOf(outside)).toMatch(
+      /input_data_file: must be a path inside the model's warmup\/ directory/,
+    );
     expect((await admin("/admin/models/m/1?file=config.json", { method: "PUT", body: "{nope" })).status).toBe(
       400,
     );

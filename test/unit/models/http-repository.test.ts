@@ -1,4 +1,4 @@
-import { readFile, truncate, writeFile } from "node:fs/promises";
+import { readFile, rm, truncate, writeFile } from "node:fs/promises";
 import { createServer, type IncomingMessage, type OutgoingHttpHeaders, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 import { join } from "node:path";
@@ -83,7 +83,8 @@ async function writeManifest(
   const models = [];
   for (const [name, version] of versions) {
     const files: ManifestFiles = {};
-    for (const file of ["model.onnx", "config.json"]) {
+    const warmup = await listFiles(join(root, name, version, "warmup"));
+    for (const file of ["model.onnx", "config.json", ...warmup.map((path) => `warmup/${path}`)]) {
       const bytes = await readFile(join(root, name, version, file)).catch(() => undefined);
       if (bytes) files[file] = { size: bytes.length, sha256: sha256Hex(bytes) };
     }
@@ -254,6 +255,89 @@ describe("with repository.json", () => {
     expect(error.message).toContain("det/1/config.json");
     expect(server.count("det/1/model.onnx")).toBe(0);
     expect((await repository.resolve("rec")).version).toBe("1");
+  });
+});
+
+describe("model_warmup's data files", () => {
+  const warmupConfig = JSON.stringify({
+    model_warmup: [
+      { name: "a", inputs: { x: { dims: [4], input_data_file: "row.bin" } } },
+      { name: "b", inputs: { x: { dims: [4], input_data_file: "pages/one page.bin" } } },
+    ],
+  });
+  const rows: Record<string, Uint8Array> = {
+    "row.bin": fakeModel(16),
+    "pages/one page.bin": fakeModel(16),
+    "unused.bin": fakeModel(16),
+  };
+  const withWarmup = {
+    "det/1/model.onnx": fakeModel(),
+    "det/1/config.json": warmupConfig,
+    ...Object.fromEntries(Object.entries(rows).map(([file, bytes]) => [`det/1/warmup/${file}`, bytes])),
+  };
+
+  test("the files config.json names are fetched before model.onnx, verified, and land in warmupDir", async () => {
+    const { served, server, repository } = await setUp(withWarmup);
+    await writeManifest(served, [["det", "1"]]);
+    const resolved = await repository.resolve("det", "1");
+    for (const file of ["row.bin", "pages/one page.bin"]) {
+      expect(new Uint8Array(await readFile(join(resolved.warmupDir, file))), file).toEqual(
+        new Uint8Array(rows[file] ?? []),
+      );
+    }
+    expect(await listFiles(resolved.warmupDir)).toEqual(["pages/one page.bin", "row.bin"]);
+    expect(server.requests.filter((path) => path.startsWith("det/"))).toEqual([
+      "det/1/config.json",
+      "det/1/warmup/row.bin",
+      "det/1/warmup/pages/one page.bin",
+      "det/1/model.onnx",
+    ]);
+  });
+
+  test("a file that is not what repository.json says fails the resolve before the model is fetched", async () => {
+    const { served, cacheDir, server, repository } = await setUp(withWarmup);
+    await writeManifest(served, [["det", "1"]], (files) => {
+      files["warmup/row.bin"] = { size: 16, sha256: sha256Hex("other bytes") };
+    });
+    const error = await failure(repository.resolve("det", "1"));
+    expect(error.code).toBe("model_load_failed");
+    expect(error.message).toContain("det/1/warmup/row.bin");
+    expect(server.count("det/1/model.onnx")).toBe(0);
+    expect((await listFiles(cacheDir)).filter((file) => file.includes("row.bin"))).toEqual([]);
+  });
+
+  test("one the repository lacks is left out, and not asked for where repository.json's files omit it", async () => {
+    const lacking = {
+      "det/1/model.onnx": fakeModel(),
+      "det/1/config.json": warmupConfig,
+      "det/1/warmup/row.bin": fakeModel(16),
+    };
+    // Without a listing it is asked for, and the 404 leaves it out.
+    const unlisted = await setUp(lacking);
+    const fromUnlisted = await unlisted.repository.resolve("det", "1");
+    expect(await listFiles(fromUnlisted.warmupDir)).toEqual(["row.bin"]);
+    expect(unlisted.server.count("det/1/warmup/pages/one page.bin")).toBe(1);
+
+    const listed = await setUp(lacking);
+    await writeManifest(listed.served, [["det", "1"]]);
+    const fromListed = await listed.repository.resolve("det", "1");
+    expect(await listFiles(fromListed.warmupDir)).toEqual(["row.bin"]);
+    expect(listed.server.count("det/1/warmup/pages/one page.bin")).toBe(0);
+  });
+
+  test("a cached version fetches only the files it lacks, and nothing when it has them all", async () => {
+    const { served, server, repository, open } = await setUp(withWarmup);
+    await writeManifest(served, [["det", "1"]]);
+    const first = await repository.resolve("det", "1");
+    const asked = server.requests.length;
+    expect(await open().resolve("det", "1")).toEqual(first);
+    expect(server.requests.length).toBe(asked);
+
+    // As a cache written before warm-up files were fetched would be.
+    await rm(join(first.warmupDir, "row.bin"));
+    expect(await open().resolve("det", "1")).toEqual(first);
+    expect(server.requests.slice(asked)).toEqual(["repository.json", "det/1/warmup/row.bin"]);
+    expect(server.count("det/1/model.onnx")).toBe(1);
   });
 });
 

@@ -6,7 +6,7 @@ import { openRepository } from "../../../backend/models/open-repository.ts";
 import { bucketWarmupFeeds, declaredWarmup, readWarmupFiles } from "../../../backend/replica/model-warmup.ts";
 import { WorkerSession } from "../../../backend/replica/worker-session.ts";
 import { SwitchyardError } from "../../../shared/errors.ts";
-import { defaultModelConfig, parseModelConfig } from "../../../shared/model-config.ts";
+import { defaultModelConfig, parseModelConfig, warmupDataNames } from "../../../shared/model-config.ts";
 import { seededFloats } from "../../fixtures/onnx-builder.ts";
 import { DET_MODEL, MULTIPLEX_MODELS } from "../../fixtures/paths.ts";
 import { copyOf, temporaryRepository } from "../../integration/harness/behaviour-models.ts";
@@ -175,12 +175,17 @@ describe("what a warm-up input holds (Triton's zero_data, random_data, input_dat
     await expect(readWarmupFiles(named("gone.bin"), dir)).rejects.toThrow(
       "model_warmup sample 's': input 'v': input_data_file 'gone.bin' is not in the model's warmup/ directory",
     );
-    await expect(readWarmupFiles(named("../config.json"), dir)).rejects.toThrow(
-      "input_data_file '../config.json' is outside the model's warmup/ directory",
-    );
-    await expect(readWarmupFiles(named("row.bin"), undefined)).rejects.toThrow(
-      "input_data_file 'row.bin' needs the model's warmup/ directory, which only a local repository has",
-    );
+  });
+
+  test("config.json refuses a data file named outside warmup/", () => {
+    const named = (file: string) =>
+      configWith([{ name: "s", inputs: { v: { dims: [4], input_data_file: file } } }]);
+    for (const file of ["../config.json", "a/../../x", "/etc/passwd", "a//b", "./row.bin", "a\\b", ""]) {
+      expect(() => named(file), file).toThrow(
+        /input_data_file: must be a path inside the model's warmup\/ directory/,
+      );
+    }
+    expect(warmupDataNames(named("pages/one.bin"))).toEqual(["pages/one.bin"]);
   });
 });
 
