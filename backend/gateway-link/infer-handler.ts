@@ -1,6 +1,7 @@
 import { z } from "zod";
 import { Deadline } from "../../shared/deadline.ts";
 import { describeError, type ErrorCode, SwitchyardError } from "../../shared/errors.ts";
+import { answeredOutputs } from "../../shared/oip/classification.ts";
 import {
   binaryOutputSelector,
   decodeInferRequest,
@@ -241,7 +242,7 @@ function encodeInferResponseFor(
       model_name: outcome.model.name,
       model_version: outcome.model.version,
       ...(decoded.id === undefined ? {} : { id: decoded.id }),
-      outputs: outcome.outputs,
+      outputs: answeredOutputs(outcome, decoded),
     },
     binaryOutputSelector(decoded),
   );

@@ -4,7 +4,7 @@ import { LATENCY_BUCKETS_SECONDS } from "../../shared/metrics/latency-buckets.ts
 import { replicaChanges } from "../../shared/metrics/replica-changes.ts";
 import { modelKey } from "../../shared/model-names.ts";
 import type { ReplicaState } from "../../shared/protocol/replica-state.ts";
-import type { InferOutcome } from "../replica/replica.ts";
+import type { ServedInfo } from "../replica/replica.ts";
 import { ModelLabels } from "./model-labels.ts";
 
 const P = "switchyard_agent_";
@@ -196,7 +196,7 @@ export class AgentMetrics {
   }
 
   /** A request a replica answered. */
-  served(replica: string, outcome: InferOutcome, totalMs: number): void {
+  served(replica: string, outcome: ServedInfo, totalMs: number): void {
     const model = this.#models.label(outcome.model.name);
     this.#requests.inc({ replica, model, status: "200" });
     (outcome.cache === "hit" ? this.#hits : this.#misses).inc({ replica, model });

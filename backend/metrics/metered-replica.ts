@@ -3,7 +3,13 @@ import { modelKey } from "../../shared/model-names.ts";
 import type { ModelRef, ReplicaState } from "../../shared/protocol/replica-state.ts";
 import type { Log } from "../log.ts";
 import type { LaneServed } from "../replica/lane-protocol.ts";
-import { type InferCall, type InferOutcome, Replica, type ReplicaOptions } from "../replica/replica.ts";
+import {
+  type InferCall,
+  type InferOutcome,
+  Replica,
+  type ReplicaOptions,
+  type ServedInfo,
+} from "../replica/replica.ts";
 import { fromWireError } from "../wire-error.ts";
 import type { AgentMetrics } from "./agent-metrics.ts";
 
@@ -51,7 +57,7 @@ export class MeteredReplica extends Replica {
       inferMs: served.runMs,
       sessionMs: served.sessionMs,
     };
-    this.#served({ model, outputs: [], cache: "hit", timings, batch: served.batch }, served.totalMs, lane);
+    this.#served({ model, cache: "hit", timings, batch: served.batch }, served.totalMs, lane);
   }
 
   override async infer(call: InferCall): Promise<InferOutcome> {
@@ -67,7 +73,7 @@ export class MeteredReplica extends Replica {
     return outcome;
   }
 
-  #served(outcome: InferOutcome, totalMs: number, extra: Record<string, unknown> = {}): void {
+  #served(outcome: ServedInfo, totalMs: number, extra: Record<string, unknown> = {}): void {
     this.#metering.metrics.served(this.id, outcome, totalMs);
     if (this.#metering.logRequests) {
       this.#metering.log("request", {

@@ -43,6 +43,8 @@ export interface LaneSettings {
   outputs: TensorSpec[];
   /** Its batcher's settings; undefined: each request runs alone. */
   batching?: BatchSettings | undefined;
+  /** config.json's max_batch_size, for the outcomes of the lane's requests (InferOutcome says why). */
+  declaredMaxBatchSize: number;
   /** Requests the session takes from its lanes at once (running, or gathering into a batch). */
   maxConcurrency: number;
   /** Requests that may wait beyond those; more are refused (429). */

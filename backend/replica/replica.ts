@@ -75,6 +75,9 @@ export interface InferTimings {
   sessionMs: number;
 }
 
+/** What a served request says about how it ran, its outputs aside (what metrics and logs read). */
+export type ServedInfo = Pick<InferOutcome, "model" | "cache" | "timings" | "batch">;
+
 export interface InferOutcome {
   model: ModelRef;
   outputs: Tensor[];
@@ -82,6 +85,11 @@ export interface InferOutcome {
   timings: InferTimings;
   /** The run that served the request: how many requests, and rows along the first dimension, it held. */
   batch?: { requests: number; rows: number };
+  /**
+   * config.json's max_batch_size (0: none declared), as GET .../config reports it: whether the outputs'
+   * first dimension is the batch, for Triton's classification extension (shared/oip/classification.ts).
+   */
+  declaredMaxBatchSize: number;
 }
 
 /** A lane granted to an intake thread (lane-protocol.ts), holding a lease on its model's session. */
@@ -238,6 +246,7 @@ export class Replica {
             sessionMs: executed.sessionMs,
           },
           batch: { requests: executed.requests, rows: executed.rows },
+          declaredMaxBatchSize: declaredBatching(model.config).max_batch_size,
           batching: model.batching !== undefined,
         };
       } finally {
@@ -422,6 +431,7 @@ export class Replica {
         inputs: model.inputs,
         outputs: model.outputs,
         batching: model.batching,
+        declaredMaxBatchSize: declaredBatching(model.config).max_batch_size,
         maxConcurrency: this.#slots.capacity,
         maxQueue: options.maxQueue,
       };

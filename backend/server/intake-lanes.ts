@@ -25,6 +25,7 @@ interface Lane {
   mailbox: TickMailbox<LaneRequest>;
   model: ModelRef;
   replica: string;
+  declaredMaxBatchSize: number;
   retired: boolean;
   timer: ReturnType<typeof setTimeout>;
   nextId: number;
@@ -61,6 +62,7 @@ export class IntakeLanes {
       }),
       model: grant.model,
       replica: grant.replica,
+      declaredMaxBatchSize: settings.declaredMaxBatchSize,
       retired: false,
       timer: setTimeout(() => this.#retire(lane), grant.lifetimeMs),
       nextId: 0,
@@ -214,5 +216,6 @@ function outcomeOf(
       sessionMs: answer.timings.sessionMs,
     },
     batch: answer.batch,
+    declaredMaxBatchSize: lane.declaredMaxBatchSize,
   };
 }

@@ -12,6 +12,7 @@ import { readRequestBody } from "../../shared/http/request-body.ts";
 import { parseModelName, parseModelVersion } from "../../shared/model-names.ts";
 import { catalog } from "../../shared/models/model-catalog.ts";
 import { joined } from "../../shared/oip/codec.ts";
+import { OIP_EXTENSIONS } from "../../shared/oip/extensions.ts";
 import { parseInferRequest } from "../../shared/oip/infer-http.ts";
 import {
   MAX_CONTROL_BODY_BYTES,
@@ -38,8 +39,6 @@ export interface StandaloneAppOptions {
   log: (event: string, fields: Record<string, unknown>) => void;
 }
 
-const EXTENSIONS = ["binary_tensor_data", "model_repository", "statistics", "parameters"];
-
 /**
  * The agent's own Open Inference Protocol v2 server (standalone mode): the same endpoints the gateway
  * offers, answered by this host's replicas. Model control (load / unload) needs no key here: the standalone
@@ -60,7 +59,7 @@ export function createStandaloneApp(options: StandaloneAppOptions): Hono {
   app.get("/v2/health/ready", (c) =>
     options.isReady() ? c.json({ ready: true }) : c.json({ error: "the agent is still starting" }, 503),
   );
-  app.get("/v2", (c) => c.json({ name: options.name, version: options.version, extensions: EXTENSIONS }));
+  app.get("/v2", (c) => c.json({ name: options.name, version: options.version, extensions: OIP_EXTENSIONS }));
 
   // Before /v2/models/:model, which would take "stats" for a model name.
   app.get("/v2/models/stats", async (c) => c.json({ model_stats: await models.statistics() }));

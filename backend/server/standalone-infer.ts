@@ -1,3 +1,4 @@
+import { answeredOutputs } from "../../shared/oip/classification.ts";
 import { binaryOutputSelector, encodeInferResponseParts } from "../../shared/oip/codec.ts";
 import { type InferRequestIn, inferResponseHeaders } from "../../shared/oip/infer-http.ts";
 import type { PooledInferCall, PooledOutcome } from "../pool/replica-pool.ts";
@@ -56,7 +57,7 @@ export async function answerInfer(
       model_name: outcome.model.name,
       model_version: outcome.model.version,
       ...(request.id === undefined ? {} : { id: request.id }),
-      outputs: outcome.outputs,
+      outputs: answeredOutputs(outcome, request),
     },
     binaryOutputSelector(request),
   );

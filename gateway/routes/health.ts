@@ -1,5 +1,6 @@
 import { Hono } from "hono";
 import { SwitchyardError } from "../../shared/errors.ts";
+import { OIP_EXTENSIONS } from "../../shared/oip/extensions.ts";
 import { authenticate } from "../auth.ts";
 import type { Env } from "../env.ts";
 import { poolOf } from "../pool.ts";
@@ -15,7 +16,6 @@ export const healthRoutes = new Hono<{ Bindings: Env }>();
 
 export const SERVER_NAME = "switchyard";
 export const SERVER_VERSION = "0.1.0";
-const EXTENSIONS = ["binary_tensor_data", "model_repository", "statistics", "parameters"];
 
 healthRoutes.get("/v2/health/live", (c) => c.json({ live: true }));
 
@@ -35,5 +35,5 @@ healthRoutes.get("/v2/health/ready", async (c) => {
 });
 
 healthRoutes.get("/v2", (c) =>
-  c.json({ name: SERVER_NAME, version: SERVER_VERSION, extensions: EXTENSIONS }),
+  c.json({ name: SERVER_NAME, version: SERVER_VERSION, extensions: OIP_EXTENSIONS }),
 );

@@ -11,7 +11,8 @@
  * - BYTES in JSON are UTF-8 strings; bytes that are not UTF-8 come out with U+FFFD replacements, so
  *   arbitrary bytes need the binary form.
  * - `binary_data_size` is transport: decoded tensors never carry it; a parameters object left empty
- *   without it is dropped. Likewise `binary_data` moves from a requested output's parameters to `binary`.
+ *   without it is dropped. Likewise `binary_data` moves from a requested output's parameters to `binary`,
+ *   and `classification` to `classification`.
  * - Every problem with decoded input is a bad_input SwitchyardError that names the tensor and the element;
  *   a Tensor whose data disagrees with its datatype or shape, handed to an encoder, is an internal error.
  */
@@ -46,6 +47,8 @@ export interface RequestedOutput {
   name: string;
   /** The output's `parameters.binary_data`, else the request's `parameters.binary_data_output`, else false. */
   binary: boolean;
+  /** The output's `parameters.classification`: its top classes instead of its values (classification.ts). */
+  classification?: number;
   parameters: Record<string, unknown>;
 }
 
@@ -134,8 +137,10 @@ export function decodeInferRequest(
     rejectDuplicateNames(request.outputs, "outputs");
     const binaryByDefault = parameters.binary_data_output ?? false;
     decoded.outputs = request.outputs.map(({ name, parameters: outputParameters }) => {
-      const { binary_data: binary, ...rest } = outputParameters ?? {};
-      return { name, binary: binary ?? binaryByDefault, parameters: rest };
+      const { binary_data: binary, classification, ...rest } = outputParameters ?? {};
+      const output: RequestedOutput = { name, binary: binary ?? binaryByDefault, parameters: rest };
+      if (classification !== undefined) output.classification = classification;
+      return output;
     });
   }
   return decoded;

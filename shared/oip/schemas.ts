@@ -53,9 +53,17 @@ export const inferInputSchema = z.object({
 });
 export type InferInputJson = z.infer<typeof inferInputSchema>;
 
+const CLASS_COUNT = "must be a whole number of classes, 1 or more";
+
 export const requestedOutputSchema = z.object({
   name: z.string(),
-  parameters: z.looseObject({ binary_data: z.boolean().optional() }).optional(),
+  parameters: z
+    .looseObject({
+      binary_data: z.boolean().optional(),
+      /** Triton's classification extension: the output's top classes instead of its values (classification.ts). */
+      classification: z.int(CLASS_COUNT).min(1, CLASS_COUNT).optional(),
+    })
+    .optional(),
 });
 export type RequestedOutputJson = z.infer<typeof requestedOutputSchema>;
 

@@ -5,6 +5,7 @@ import { join } from "node:path";
 import { deflateSync, gzipSync } from "node:zlib";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import { describeOnnxFile } from "../../backend/models/file-byte-source.ts";
+import { formatFloat } from "../../shared/oip/classification.ts";
 import {
   decodeInferResponse,
   encodeInferRequest,
@@ -191,6 +192,7 @@ describe.each(["standalone", "gateway"] as const)("OIP v2 conformance: %s", (nam
       "model_repository",
       "statistics",
       "parameters",
+      "classification",
     ]);
   });
 
@@ -317,6 +319,49 @@ describe.each(["standalone", "gateway"] as const)("OIP v2 conformance: %s", (nam
     expect(model.model_stats).toHaveLength(2);
   });
 
+  test("classification: an output's top classes as 'value:index' strings, per row where the model batches", async () => {
+    const outputOf = async (response: Response) => {
+      expect(response.status).toBe(200);
+      const headerLength = response.headers.get(INFERENCE_HEADER_CONTENT_LENGTH);
+      const body = new Uint8Array(await response.arrayBuffer());
+      return decodeInferResponse(body, headerLength === null ? undefined : Number(headerLength)).outputs[0];
+    };
+    const classes = (tensor: Tensor | undefined) =>
+      ((tensor?.data ?? []) as Uint8Array[]).map((bytes) => new TextDecoder().decode(bytes));
+    /** The top `count` of values[from, to), read from a plain answer: value, then index, as Triton orders them. */
+    const top = (values: Float32Array, from: number, to: number, count: number) =>
+      [...values.subarray(from, to).keys()]
+        .sort((a, b) => (values[from + b] as number) - (values[from + a] as number) || a - b)
+        .slice(0, count)
+        .map((index) => `${formatFloat(values[from + index] as number)}:${index}`);
+
+    // max_batch_size 8: each row's top 2 (the strings in the binary form here).
+    const batched = (
+      await outputOf(await send(target(), "/v2/models/batched/infer", { body: mlpBody(2, 11) }))
+    )?.data as Float32Array;
+    const rows = await outputOf(
+      await send(target(), "/v2/models/batched/infer", {
+        body: mlpBody(2, 11, {
+          outputs: [{ name: MLP_OUTPUT, parameters: { classification: 2, binary_data: true } }],
+        }),
+      }),
+    );
+    expect(rows).toMatchObject({ name: MLP_OUTPUT, datatype: "BYTES", shape: [2, 2] });
+    expect(classes(rows)).toEqual([...top(batched, 0, 8, 2), ...top(batched, 8, 16, 2)]);
+
+    // No batching declared: the whole output is one row, its indices over all 16 values.
+    const plain = (
+      await outputOf(await send(target(), "/v2/models/mlp/versions/1/infer", { body: mlpBody(2, 11) }))
+    )?.data as Float32Array;
+    const whole = await outputOf(
+      await send(target(), "/v2/models/mlp/versions/1/infer", {
+        body: mlpBody(2, 11, { outputs: [{ name: MLP_OUTPUT, parameters: { classification: 3 } }] }),
+      }),
+    );
+    expect(whole).toMatchObject({ datatype: "BYTES", shape: [3] });
+    expect(classes(whole)).toEqual(top(plain, 0, 16, 3));
+  });
+
   test("model control: load keeps a model loaded (pinned) until unload evicts it", async () => {
     const load = await send(target(), "/v2/repository/models/batched/load", { body: "{}", as: "admin" });
     expect(`${load.status} ${await load.text()}`).toBe("200 {}");
@@ -374,6 +419,13 @@ describe.each(["standalone", "gateway"] as const)("OIP v2 conformance: %s", (nam
       "input 'x' of model 'mlp' has shape [-1, 16] (-1: any), got [1, 3]",
     ],
     ["a body that is not JSON", "/v2/models/mlp/infer", { body: "{" }, 400, undefined],
+    [
+      "a classification count that is not a number of classes",
+      "/v2/models/mlp/infer",
+      { body: mlpBody(1, 1, { outputs: [{ name: MLP_OUTPUT, parameters: { classification: 0 } }] }) },
+      400,
+      "outputs[0].parameters.classification: must be a whole number of classes, 1 or more",
+    ],
     [
       "an id too long to be a correlation id",
       "/v2/models/mlp/infer",

@@ -280,7 +280,7 @@ describe("OIP model endpoints", () => {
     expect(await (await asClient("/v2", pool)).json()).toEqual({
       name: "switchyard",
       version: "0.1.0",
-      extensions: ["binary_tensor_data", "model_repository", "statistics", "parameters"],
+      extensions: ["binary_tensor_data", "model_repository", "statistics", "parameters", "classification"],
     });
     const noKey = (path: string, headers: Record<string, string> = {}) =>
       gatewayFetch(path, { headers: { "X-Switchyard-Pool": pool, ...headers } });

@@ -318,6 +318,22 @@ describe("binary tensor data", () => {
     expect([wantsBinary("x"), wantsBinary("y"), wantsBinary("unlisted")]).toEqual([true, false, true]);
   });
 
+  test("an output's classification count is read apart from its other parameters, and must be a positive integer", () => {
+    const decoded = decodeInferRequest(
+      jsonBody({ inputs: [], outputs: [{ name: "p", parameters: { classification: 3, k: "v" } }] }),
+    );
+    expect(decoded.outputs).toEqual([
+      { name: "p", binary: false, classification: 3, parameters: { k: "v" } },
+    ]);
+    for (const count of [0, -1, 2.5, "3", null]) {
+      expect(() =>
+        decodeInferRequest(
+          jsonBody({ inputs: [], outputs: [{ name: "p", parameters: { classification: count } }] }),
+        ),
+      ).toThrow("outputs[0].parameters.classification: must be a whole number of classes, 1 or more");
+    }
+  });
+
   test("outputs default to JSON", () => {
     const decoded = decodeInferRequest(jsonBody({ inputs: [], outputs: [{ name: "x" }] }));
     expect(decoded.outputs).toEqual([{ name: "x", binary: false, parameters: {} }]);

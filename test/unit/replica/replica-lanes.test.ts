@@ -10,7 +10,7 @@ import type { Tensor } from "../../../shared/oip/tensor.ts";
 import type { ModelRef } from "../../../shared/protocol/replica-state.ts";
 import { buildSlowModel, SLOW_WIDTH } from "../../fixtures/onnx-builder.ts";
 import { MULTIPLEX_MODELS } from "../../fixtures/paths.ts";
-import { temporaryRepository } from "../../integration/harness/behaviour-models.ts";
+import { copyOf, temporaryRepository } from "../../integration/harness/behaviour-models.ts";
 import { useTestReplicas } from "./test-replicas.ts";
 
 // A replica's lanes (backend/replica/lane-protocol.ts) on real CPU sessions: when it grants one, what its
@@ -73,6 +73,29 @@ describe("Replica lanes", () => {
     expect(stats?.inference_stats.success.count).toBe(6);
     grant.port.close();
     grant.close();
+  });
+
+  test("its outcomes and its lanes carry the model's declared max_batch_size (0 without one)", async () => {
+    const replica = replicaWith({
+      repository: openRepository(
+        temporaryRepository("declared-batch", [
+          copyOf(MLP, "declared", { max_batch_size: 4 }),
+          copyOf(MLP, "plain"),
+        ]),
+        { cacheDir: mkdtempSync(join(tmpdir(), "switchyard-cache-")) },
+      ),
+    });
+    const revoke = () => {};
+    for (const [model, declared] of [
+      ["declared", 4],
+      ["plain", 0],
+    ] as const) {
+      expect((await replica.infer({ model, inputs: [input()] })).declaredMaxBatchSize, model).toBe(declared);
+      const grant = await replica.openLane(model, undefined, { maxQueue: 8, revoke });
+      expect(grant?.settings.declaredMaxBatchSize, model).toBe(declared);
+      grant?.port.close();
+      grant?.close();
+    }
   });
 
   test("the runs a lane's requests took are told as the replica's own are, as its timings count them", async () => {

@@ -67,6 +67,7 @@ async function openLane(
       model: MLP,
       inputs: session.inputs,
       outputs: session.outputs,
+      declaredMaxBatchSize: 0,
       maxConcurrency: 8,
       maxQueue: 8,
       ...settings,

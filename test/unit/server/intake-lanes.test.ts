@@ -52,6 +52,7 @@ async function withLane(
     model,
     inputs: session.inputs,
     outputs: session.outputs,
+    declaredMaxBatchSize: 0,
     maxConcurrency: 4,
     maxQueue: 4,
     ...settings,
@@ -84,6 +85,18 @@ describe("an intake thread's lanes", () => {
     expect(outcome.replica).toBe("0");
     expect(outcome.cache).toBe("hit");
     expect(outcome.outputs[0]?.shape).toEqual([1, 8]);
+    expect(outcome.declaredMaxBatchSize).toBe(0);
+  });
+
+  test("its outcomes say the model's declared max_batch_size, alone and in groups (classification reads it)", async () => {
+    const { lanes } = await withLane(10_000, { declaredMaxBatchSize: 8 });
+    expect((await lanes.infer(call())).declaredMaxBatchSize).toBe(8);
+    const grouped = await withLane(10_000, {
+      declaredMaxBatchSize: 4,
+      batching: { maxBatchSize: 4, maxQueueDelayMs: 1, preferredBatchSizes: [] },
+    });
+    const outcomes = await Promise.all([grouped.lanes.infer(call()), grouped.lanes.infer(call())]);
+    expect(outcomes.map((outcome) => outcome.declaredMaxBatchSize)).toEqual([4, 4]);
   });
 
   test("a lane request's infer holds the way to the session's thread and back, as the main thread's way does", async () => {
