@@ -13,24 +13,45 @@ export const SHA256_HEX = /^[0-9a-fA-F]{64}$/;
 export const WARMUP_DIR = "warmup";
 
 /**
- * Whether an input_data_file name stays inside warmup/: a relative path whose parts are neither empty, "."
- * nor "..". The one rule for every place the name becomes a path: a local file, a URL of an http repository,
- * an object key in the gateway's bucket.
+ * The files a config.json names beside the model, by kind: model_warmup's input_data_file ("warmup": in the
+ * model's warmup/ directory, as Triton places them) and an output's label_filename ("labels": in the model's
+ * directory). Each travels with the model: `switchyard models push` uploads it, an http repository (the
+ * gateway's too) serves it below the version at `<kind>/<name>`, and the agent caches it there.
  */
-export function isWarmupDataName(name: string): boolean {
+export const REFERENCED_KINDS = ["warmup", "labels"] as const;
+export type ReferencedKind = (typeof REFERENCED_KINDS)[number];
+
+export interface ReferencedFile {
+  kind: ReferencedKind;
+  name: string;
+}
+
+/**
+ * Whether a file name a config.json gives stays inside its directory: a relative path whose parts are neither
+ * empty, "." nor "..". The one rule for every place the name becomes a path: a local file, a URL of an http
+ * repository, an object key in the gateway's bucket.
+ */
+export function isReferencedFileName(name: string): boolean {
   if (name.length === 0 || name.length > 512 || /[\\\0]/.test(name)) return false;
   return name.split("/").every((part) => part !== "" && part !== "." && part !== "..");
 }
 
-/** Every input_data_file the samples name, each once, in the order they are named. */
-export function warmupDataNames(config: ModelConfig): string[] {
-  const names = new Set<string>();
+/** Every file the config names, each once: the warm-up files in the order the samples name them, then labels. */
+export function referencedFiles(config: ModelConfig): ReferencedFile[] {
+  const warmup = new Set<string>();
   for (const sample of config.model_warmup ?? []) {
     for (const input of Object.values(sample.inputs)) {
-      if (input.input_data_file !== undefined) names.add(input.input_data_file);
+      if (input.input_data_file !== undefined) warmup.add(input.input_data_file);
     }
   }
-  return [...names];
+  const labels = new Set<string>();
+  for (const output of config.output ?? []) {
+    if (output.label_filename !== undefined) labels.add(output.label_filename);
+  }
+  return [
+    ...[...warmup].map((name) => ({ kind: "warmup" as const, name })),
+    ...[...labels].map((name) => ({ kind: "labels" as const, name })),
+  ];
 }
 
 export const ModelConfigSchema = z
@@ -70,7 +91,7 @@ export const ModelConfigSchema = z
                 /** Raw data for one batch row, read from warmup/<file> in the model's directory. */
                 input_data_file: z
                   .string()
-                  .refine(isWarmupDataName, "must be a path inside the model's warmup/ directory")
+                  .refine(isReferencedFileName, "must be a path inside the model's warmup/ directory")
                   .optional(),
               })
               .refine(
@@ -85,6 +106,27 @@ export const ModelConfigSchema = z
           ),
           /** Runs of this sample at load (Triton's key); 0 or absent: one. */
           count: z.int().nonnegative().optional(),
+        }),
+      )
+      .optional(),
+    /**
+     * Triton's output entries; of their keys only label_filename is read (the others are the graph's to say):
+     * a file in the model's directory, one class label per line, that classification results carry
+     * (shared/oip/classification.ts).
+     */
+    output: z
+      .array(
+        z.looseObject({
+          name: z.string(),
+          // "" is Triton's "none" (its own config answers carry it).
+          label_filename: z
+            .string()
+            .refine(
+              (name) => name === "" || isReferencedFileName(name),
+              "must be a path inside the model's directory",
+            )
+            .transform((name) => (name === "" ? undefined : name))
+            .optional(),
         }),
       )
       .optional(),

@@ -11,7 +11,8 @@ import {
 /**
  * The gateway's admin API as `switchyard models` uses it (gateway/routes/admin-models.ts):
  *   GET /admin/models                               every stored version, its files' sizes and sha256
- *   PUT /admin/models/{model}/{version}[?file=config.json|warmup/<name>]   one file; answers its size and sha256
+ *   PUT /admin/models/{model}/{version}[?file=config.json|warmup/<name>|labels/<name>]   one file; answers
+ *                                                   its size and sha256
  * Failures become one-line Errors that say what to do.
  */
 export type { StoredFile, StoredVersion };

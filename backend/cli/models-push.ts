@@ -1,19 +1,24 @@
 import { existsSync, statSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
-import { warmupDataNames } from "../../shared/model-config.ts";
+import { referencedFiles } from "../../shared/model-config.ts";
 import { modelKey } from "../../shared/model-names.ts";
-import { type ModelFile, type WarmupFile, warmupFileOf } from "../../shared/protocol/model-listing.ts";
+import {
+  type ModelFile,
+  type ReferencedModelFile,
+  referencedModelFile,
+} from "../../shared/protocol/model-listing.ts";
 import { sha256OfFile } from "../models/file-sha256.ts";
 import { openLocalRepository } from "../models/local-repository.ts";
+import { referencedPath } from "../models/repository.ts";
 import type { AdminClient, StoredVersion } from "./admin-client.ts";
 import { clearLine, drawOver, progressLine } from "./progress-bar.ts";
 import { formatSize } from "./size.ts";
 
 /**
  * `switchyard models push <dir>`: uploads a model repository in Triton's layout to the gateway's R2
- * bucket, version by version: model.onnx, the warm-up data files its config.json's model_warmup names (from
- * the model's warmup/; one missing stops the push, as it would fail every load), then the config.json that
- * applies to that version (the version's own, else the model's). Each file's sha256 is computed here first
+ * bucket, version by version: model.onnx, the files its config.json names (model_warmup's data files from the
+ * model's warmup/, outputs' label files from the model's directory; one missing stops the push, as it would
+ * fail every load), then the config.json that applies to that version (the version's own, else the model's). Each file's sha256 is computed here first
  * and compared with the one the gateway computed on arrival, so a corrupted upload is caught. A version the
  * gateway already holds with the same sha256s is skipped (pushing twice is cheap), unless --force.
  */
@@ -42,7 +47,8 @@ interface LocalVersion {
   version: string;
   model: LocalFile;
   config?: LocalFile;
-  warmup: Array<LocalFile & { file: WarmupFile }>;
+  /** The files its config.json names. */
+  referenced: Array<LocalFile & { file: ReferencedModelFile }>;
 }
 
 export async function pushModels(options: PushOptions): Promise<PushSummary> {
@@ -73,7 +79,7 @@ export async function pushModels(options: PushOptions): Promise<PushSummary> {
     }
     await upload(options, local, "model.onnx", local.model);
     // The config last: once it is there, every file it names is too.
-    for (const warmup of local.warmup) await upload(options, local, warmup.file, warmup);
+    for (const referenced of local.referenced) await upload(options, local, referenced.file, referenced);
     if (local.config !== undefined) await upload(options, local, "config.json", local.config);
     summary.pushed += 1;
   }
@@ -98,19 +104,21 @@ async function describe(
   const versionDir = dirname(resolved.path);
   const places = versionDir === modelDir ? [modelDir] : [versionDir, modelDir];
   const configPath = places.map((place) => join(place, "config.json")).find((path) => existsSync(path));
-  if (configPath === undefined) return { name, version, model, warmup: [] };
-  const warmup = await Promise.all(
-    warmupDataNames(resolved.config).map(async (dataName) => {
-      const path = join(resolved.warmupDir, dataName);
+  if (configPath === undefined) return { name, version, model, referenced: [] };
+  const referenced = await Promise.all(
+    referencedFiles(resolved.config).map(async (file) => {
+      const path = referencedPath(resolved, file);
       if (!existsSync(path) || !statSync(path).isFile()) {
+        const what =
+          file.kind === "warmup" ? "model_warmup names input_data_file" : "output names label_filename";
         throw new Error(
-          `${modelKey({ name, version })}: config.json's model_warmup names input_data_file '${dataName}', which is not in ${resolved.warmupDir}`,
+          `${modelKey({ name, version })}: config.json's ${what} '${file.name}', but ${path} is not there`,
         );
       }
-      return { file: warmupFileOf(dataName), ...(await localFile(path)) };
+      return { file: referencedModelFile(file), ...(await localFile(path)) };
     }),
   );
-  return { name, version, model, config: await localFile(configPath), warmup };
+  return { name, version, model, config: await localFile(configPath), referenced };
 }
 
 async function localFile(path: string): Promise<LocalFile> {
@@ -124,7 +132,7 @@ function sameAsStored(local: LocalVersion, stored: StoredVersion | undefined): b
   return (
     same("model.onnx", local.model) &&
     same("config.json", local.config) &&
-    local.warmup.every((warmup) => same(warmup.file, warmup))
+    local.referenced.every((referenced) => same(referenced.file, referenced))
   );
 }
 

@@ -6,18 +6,20 @@
  *                                                          .../config.json         when the remote has one
  *                                                          .../model.onnx.partial  only while downloading
  *                                                          .../warmup/<file>       model_warmup's data files
+ *                                                          .../labels/<file>       outputs' label files
  *
  * A version is cached once its model.onnx and its .sha256 sidecar are both there and the file still has
  * the size the sidecar recorded. Committing writes the config and the sidecar first and renames the
  * verified download into place last, so an interrupted commit leaves an entry that is simply not cached
  * (and is downloaded again), never a model.onnx without a trustworthy sidecar. Versions are treated as
- * immutable: a cached version is served without asking the remote again. A warm-up file is renamed into
- * place once verified, so one that is there is whole; one that is not is fetched when the version resolves.
+ * immutable: a cached version is served without asking the remote again. A file its config.json names is
+ * renamed into place once verified, so one that is there is whole; one that is not is fetched when the
+ * version resolves.
  */
 import { createHash } from "node:crypto";
 import { mkdir, readdir, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
 import { dirname, join } from "node:path";
-import { WARMUP_DIR } from "../../shared/model-config.ts";
+import type { ReferencedFile, ReferencedKind } from "../../shared/model-config.ts";
 import { isModelName, isModelVersion } from "../../shared/model-names.ts";
 import type { RepositoryEntry } from "./repository.ts";
 
@@ -51,37 +53,46 @@ export async function preparePartial(cacheRoot: string, name: string, version: s
   return join(dir, `${MODEL_FILE}.partial`);
 }
 
-/** The cached version's warmup/ directory (ResolvedModel.warmupDir), whether or not it holds anything yet. */
-export function warmupDirOf(cacheRoot: string, name: string, version: string): string {
-  return join(versionDirOf(cacheRoot, name, version), WARMUP_DIR);
-}
-
-/** The input_data_file names of those `names` that the cached version's warmup/ does not hold. */
-export async function missingWarmupFiles(
+/** The cached version's directory for the files of `kind` its config.json names, whether or not it holds any yet. */
+export function referencedDirOf(
   cacheRoot: string,
   name: string,
   version: string,
-  names: readonly string[],
-): Promise<string[]> {
-  const dir = warmupDirOf(cacheRoot, name, version);
-  const present = await Promise.all(names.map(async (file) => (await sizeOf(join(dir, file))) !== undefined));
-  return names.filter((_, index) => !present[index]);
+  kind: ReferencedKind,
+): string {
+  return join(versionDirOf(cacheRoot, name, version), kind);
 }
 
-/** Where a warm-up file is written while it downloads (its directory exists once this resolves). */
-export async function prepareWarmupPartial(
+const cachedPathOf = (cacheRoot: string, name: string, version: string, file: ReferencedFile) =>
+  join(referencedDirOf(cacheRoot, name, version, file.kind), file.name);
+
+/** Those of `files` that the cached version does not hold. */
+export async function missingReferencedFiles(
   cacheRoot: string,
   name: string,
   version: string,
-  file: string,
+  files: readonly ReferencedFile[],
+): Promise<ReferencedFile[]> {
+  const present = await Promise.all(
+    files.map(async (file) => (await sizeOf(cachedPathOf(cacheRoot, name, version, file))) !== undefined),
+  );
+  return files.filter((_, index) => !present[index]);
+}
+
+/** Where a referenced file is written while it downloads (its directory exists once this resolves). */
+export async function prepareReferencedPartial(
+  cacheRoot: string,
+  name: string,
+  version: string,
+  file: ReferencedFile,
 ): Promise<string> {
-  const path = join(warmupDirOf(cacheRoot, name, version), file);
+  const path = cachedPathOf(cacheRoot, name, version, file);
   await mkdir(dirname(path), { recursive: true });
   return `${path}.partial`;
 }
 
-/** Moves a verified warm-up file download into place. */
-export async function commitWarmupFile(partialPath: string): Promise<void> {
+/** Moves a verified download of a referenced file into place. */
+export async function commitReferencedFile(partialPath: string): Promise<void> {
   await rename(partialPath, partialPath.slice(0, -".partial".length));
 }
 

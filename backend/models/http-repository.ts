@@ -12,10 +12,11 @@
  *   GET {base}/{model}/{version}/config.json   optional; 404 means the version has none (not requested
  *                                              when the version's "files" in repository.json omit it)
  *   GET {base}/{model}/{version}/model.onnx    the model; 404 means the version does not exist
- *   GET {base}/{model}/{version}/warmup/{file} each input_data_file config.json's model_warmup names
- *                                              (listed in "files" as "warmup/{file}"); 404, or a "files"
- *                                              that omits it, means the repository has none, and loading
- *                                              the model fails naming the sample
+ *   GET {base}/{model}/{version}/warmup/{file} each input_data_file config.json's model_warmup names,
+ *   GET {base}/{model}/{version}/labels/{file} each label_filename of its outputs (listed in "files" as
+ *                                              "warmup/{file}", "labels/{file}"); 404, or a "files" that
+ *                                              omits it, means the repository has none, and loading the
+ *                                              model fails naming the sample or output
  *
  * Integrity: a file's size comes from repository.json or Content-Length, its SHA-256 from repository.json,
  * from config.json's "sha256" (for model.onnx), or from the response headers `Repr-Digest: sha-256=:<b64>:`
@@ -28,15 +29,15 @@
  * serves a cached copy without asking the server (versions are immutable); otherwise it reads
  * repository.json (absent: it tries the files directly), then config.json, then model.onnx. resolve()
  * without a version takes the highest in repository.json, or without one the highest cached, else "1".
- * Warm-up files are fetched before model.onnx, and for a cached version whenever one it names is not
- * cached. Concurrent resolves of one version share one download.
+ * The files config.json names are fetched before model.onnx, and for a cached version whenever one it names
+ * is not cached. Concurrent resolves of one version share one download.
  */
 import { modelNotFound, SwitchyardError, versionNotFound } from "../../shared/errors.ts";
 import {
   defaultModelConfig,
   type ModelConfig,
   parseModelConfig,
-  warmupDataNames,
+  referencedFiles,
 } from "../../shared/model-config.ts";
 import {
   compareModelVersions,
@@ -44,17 +45,17 @@ import {
   parseModelName,
   parseModelVersion,
 } from "../../shared/model-names.ts";
-import { warmupFileOf } from "../../shared/protocol/model-listing.ts";
+import { referencedModelFile } from "../../shared/protocol/model-listing.ts";
 import {
   cacheRootFor,
   commitModel,
-  commitWarmupFile,
+  commitReferencedFile,
   listCachedModels,
-  missingWarmupFiles,
+  missingReferencedFiles,
   preparePartial,
-  prepareWarmupPartial,
+  prepareReferencedPartial,
   readCachedModel,
-  warmupDirOf,
+  referencedDirOf,
 } from "./download-cache.ts";
 import {
   type FileInfo,
@@ -115,37 +116,38 @@ export function openHttpRepository(base: string, options: RepositoryOptions): Mo
   });
 
   /**
-   * Downloads the warm-up files the config names that the cache lacks. One the repository does not have
-   * (404, or left out of a version's complete "files") is left out: readWarmupFiles then fails the load
-   * naming the sample that wanted it.
+   * Downloads the files the config names (warm-up data, labels) that the cache lacks. One the repository does
+   * not have (404, or left out of a version's complete "files") is left out: the load then fails naming the
+   * sample or output that wanted it.
    */
-  async function fetchWarmupFiles(
+  async function fetchReferencedFiles(
     name: string,
     version: string,
     config: ModelConfig,
     known?: ManifestLookup,
   ) {
-    const missing = await missingWarmupFiles(cacheRoot, name, version, warmupDataNames(config));
+    const missing = await missingReferencedFiles(cacheRoot, name, version, referencedFiles(config));
     if (missing.length === 0) return;
     const { manifest } = known ?? (await lookUpManifest());
     const listed = manifest === undefined ? undefined : findInManifest(manifest, name, version)?.files;
-    for (const dataName of missing) {
-      const file = warmupFileOf(dataName);
+    for (const referenced of missing) {
+      const file = referencedModelFile(referenced);
       if (listed !== undefined && listed[file] === undefined) continue;
-      const partialPath = await prepareWarmupPartial(cacheRoot, name, version, dataName);
+      const partialPath = await prepareReferencedPartial(cacheRoot, name, version, referenced);
       const downloaded = await downloadToFile(requestOf(name, version, file, listed?.[file]), partialPath);
-      if (downloaded !== undefined) await commitWarmupFile(partialPath);
+      if (downloaded !== undefined) await commitReferencedFile(partialPath);
     }
   }
 
   async function fetchVersion(name: string, version: string, known?: ManifestLookup): Promise<ResolvedModel> {
-    const warmupDir = warmupDirOf(cacheRoot, name, version);
+    const warmupDir = referencedDirOf(cacheRoot, name, version, "warmup");
+    const labelsDir = referencedDirOf(cacheRoot, name, version, "labels");
     const cached = await readCachedModel(cacheRoot, name, version);
     if (cached !== undefined) {
       const config = configFrom(cached.configText, `${name}/${version}/config.json`);
-      await fetchWarmupFiles(name, version, config, known);
+      await fetchReferencedFiles(name, version, config, known);
       const { path, bytes, sha256 } = cached;
-      return { name, version, path, bytes, sha256, config, warmupDir };
+      return { name, version, path, bytes, sha256, config, warmupDir, labelsDir };
     }
 
     const lookup = known ?? (await lookUpManifest());
@@ -173,7 +175,7 @@ export function openHttpRepository(base: string, options: RepositoryOptions): Mo
     }
     const config = configFrom(configText, `${name}/${version}/config.json`);
     // Before the model: they are small, and a repository that cannot serve them fails before the big download.
-    await fetchWarmupFiles(name, version, config, lookup);
+    await fetchReferencedFiles(name, version, config, lookup);
 
     const modelRequest = request("model.onnx", listing?.files?.["model.onnx"]);
     if (config.sha256 !== undefined) {
@@ -188,7 +190,8 @@ export function openHttpRepository(base: string, options: RepositoryOptions): Mo
     const downloaded = await downloadToFile(modelRequest, partialPath);
     if (downloaded === undefined) throw versionNotFound(name, version, []);
     const path = await commitModel(cacheRoot, name, version, { partialPath, ...downloaded, configText });
-    return { name, version, path, bytes: downloaded.bytes, sha256: downloaded.sha256, config, warmupDir };
+    const { bytes, sha256 } = downloaded;
+    return { name, version, path, bytes, sha256, config, warmupDir, labelsDir };
   }
 
   /** One fetch per version at a time: later callers wait for the download already under way. */

@@ -95,6 +95,7 @@ export function openLocalRepository(root: string): ModelRepository {
         bytes: stats.size,
         config,
         warmupDir: join(root, name, WARMUP_DIR),
+        labelsDir: join(root, name),
       };
       if (config.sha256 !== undefined) {
         const actual = await sha256Of(path, stats);

@@ -3,7 +3,8 @@
  * http(s) URL (downloaded into a cache). Either way the rest of the agent sees this one interface (open-repository.ts picks the implementation): what the
  * repository offers, and a local, verified model.onnx for a (name, version).
  */
-import type { ModelConfig } from "../../shared/model-config.ts";
+import { join } from "node:path";
+import type { ModelConfig, ReferencedFile } from "../../shared/model-config.ts";
 
 export interface ResolvedModel {
   name: string;
@@ -19,6 +20,16 @@ export interface ResolvedModel {
    * repository's model directory; for an http repository, the version's cached copy of the files it serves.
    */
   warmupDir: string;
+  /** Where its outputs' label_filename files are: a local repository's model directory; for http, as above. */
+  labelsDir: string;
+}
+
+/** Where a file the model's config.json names is on this machine (ResolvedModel's directory for its kind). */
+export function referencedPath(
+  model: Pick<ResolvedModel, "warmupDir" | "labelsDir">,
+  file: ReferencedFile,
+): string {
+  return join(file.kind === "warmup" ? model.warmupDir : model.labelsDir, file.name);
 }
 
 export interface RepositoryEntry {

@@ -1,5 +1,6 @@
-import type { ModelConfig } from "../../shared/model-config.ts";
+import { declaredBatching, type ModelConfig } from "../../shared/model-config.ts";
 import { parseModelKey } from "../../shared/model-names.ts";
+import type { OutputClasses, OutputLabels } from "../../shared/oip/classification.ts";
 import type { ModelRef } from "../../shared/protocol/replica-state.ts";
 import type { ModelRepository, ResolvedModel } from "../models/repository.ts";
 import { type BatchingDefaults, type BatchSettings, batchSettingsFor } from "./batch-settings.ts";
@@ -8,6 +9,7 @@ import { exclusiveOnGpu, gpuUsedMemory } from "./gpu-memory.ts";
 import type { ModelLoader } from "./model-cache.ts";
 import { bucketWarmupFeeds, declaredWarmup, readWarmupFiles } from "./model-warmup.ts";
 import type { TensorSpec } from "./ort-tensors.ts";
+import { checkLabelledOutputs, readOutputLabels } from "./output-labels.ts";
 import { type SessionTuning, sessionOptions } from "./session-options.ts";
 import { WorkerSession } from "./worker-session.ts";
 
@@ -20,6 +22,8 @@ export interface ModelSession {
   inputs: TensorSpec[];
   outputs: TensorSpec[];
   config: ModelConfig;
+  /** How its outputs are classified: per row where config.json declares batching, with its label files. */
+  classes: OutputClasses;
   /** How its requests are batched; undefined: one by one. */
   batching: BatchSettings | undefined;
   /** Bytes it takes on its device, and how that was found. */
@@ -78,8 +82,10 @@ export class OnnxModelLoader implements ModelLoader<ModelSession> {
           }));
     this.#onLoaded(key, performance.now() - started);
     const { keep_alive_s: keepAliveSeconds } = model.config;
+    const { labels, ...sessions } = value;
+    const classes = { batched: declaredBatching(model.config).max_batch_size > 0, labels };
     return {
-      session: { ref, config: model.config, ...value, bytes, bytesSource },
+      session: { ref, config: model.config, classes, ...sessions, bytes, bytesSource },
       bytes,
       // The model's own keep-alive (config.json) wins over the agent's --keep-alive.
       ...(keepAliveSeconds === undefined ? {} : { keepAliveMs: keepAliveSeconds * 1000 }),
@@ -114,13 +120,24 @@ export class OnnxModelLoader implements ModelLoader<ModelSession> {
    */
   async #sessions(
     model: ResolvedModel,
-  ): Promise<Omit<ModelSession, "ref" | "config" | "bytes" | "bytesSource">> {
-    // Before the session: a missing data file fails the load without waiting for onnxruntime first.
+  ): Promise<
+    Omit<ModelSession, "ref" | "config" | "classes" | "bytes" | "bytesSource"> & { labels: OutputLabels }
+  > {
+    // Before the session: a missing file fails the load without waiting for onnxruntime first.
     const files = await readWarmupFiles(model.config, model.warmupDir).catch((error: unknown) => {
       throw warmupFailed(model, error);
     });
+    const labels = await readOutputLabels(model.config, model.labelsDir).catch((error: unknown) => {
+      throw labelsFailed(model, error);
+    });
     const session = await this.#create(model);
     const specs = { inputs: session.inputs, outputs: session.outputs };
+    try {
+      checkLabelledOutputs(labels, specs.outputs);
+    } catch (error) {
+      await session.release().catch(() => undefined);
+      throw labelsFailed(model, error);
+    }
     const names = specs.outputs.map((output) => output.name);
     const batching = batchSettingsFor(model.config, specs, this.#options.batching, {
       device: this.#device.kind,
@@ -137,7 +154,7 @@ export class OnnxModelLoader implements ModelLoader<ModelSession> {
             });
           }
         }
-        return { session, ...specs, batching };
+        return { session, ...specs, batching, labels };
       }
       for (const size of batching.buckets) {
         const bucket = size === 1 ? session : await this.#create(model);
@@ -149,7 +166,7 @@ export class OnnxModelLoader implements ModelLoader<ModelSession> {
       await Promise.all([session, ...buckets.values()].map((each) => each.release().catch(() => undefined)));
       throw warmupFailed(model, error);
     }
-    return { session, ...specs, batching, buckets };
+    return { session, ...specs, batching, buckets, labels };
   }
 
   async #create(model: ResolvedModel): Promise<WorkerSession> {
@@ -166,6 +183,12 @@ export class OnnxModelLoader implements ModelLoader<ModelSession> {
       });
     }
   }
+}
+
+/** A label file's failure as the load's error: the model, then what failed (it names the output). */
+function labelsFailed(model: ResolvedModel, error: unknown): Error {
+  const reason = error instanceof Error ? error.message : String(error);
+  return new Error(`reading ${model.name}/${model.version}'s labels failed: ${reason}`, { cause: error });
 }
 
 /** A warm-up's failure as the load's error: the model, then what failed (it names the sample). */

@@ -2,6 +2,7 @@ import type { MessagePort } from "node:worker_threads";
 import { SwitchyardError } from "../../shared/errors.ts";
 import { declaredBatching } from "../../shared/model-config.ts";
 import { modelKey, parseModelKey, requestedModelKey } from "../../shared/model-names.ts";
+import type { OutputClasses } from "../../shared/oip/classification.ts";
 import type { ModelStatistics } from "../../shared/oip/statistics.ts";
 import type { Tensor } from "../../shared/oip/tensor.ts";
 import type { ModelSignature } from "../../shared/protocol/model-signatures.ts";
@@ -85,11 +86,8 @@ export interface InferOutcome {
   timings: InferTimings;
   /** The run that served the request: how many requests, and rows along the first dimension, it held. */
   batch?: { requests: number; rows: number };
-  /**
-   * config.json's max_batch_size (0: none declared), as GET .../config reports it: whether the outputs'
-   * first dimension is the batch, for Triton's classification extension (shared/oip/classification.ts).
-   */
-  declaredMaxBatchSize: number;
+  /** How the model's outputs are classified, for the requests that ask (shared/oip/classification.ts). */
+  classes: OutputClasses;
 }
 
 /** A lane granted to an intake thread (lane-protocol.ts), holding a lease on its model's session. */
@@ -246,7 +244,7 @@ export class Replica {
             sessionMs: executed.sessionMs,
           },
           batch: { requests: executed.requests, rows: executed.rows },
-          declaredMaxBatchSize: declaredBatching(model.config).max_batch_size,
+          classes: model.classes,
           batching: model.batching !== undefined,
         };
       } finally {
@@ -431,7 +429,7 @@ export class Replica {
         inputs: model.inputs,
         outputs: model.outputs,
         batching: model.batching,
-        declaredMaxBatchSize: declaredBatching(model.config).max_batch_size,
+        classes: model.classes,
         maxConcurrency: this.#slots.capacity,
         maxQueue: options.maxQueue,
       };

@@ -5,9 +5,11 @@
  * (its model is being unloaded): no new request takes it, and it closes once its requests are answered,
  * which ends its lease on the session.
  */
+
 import type { MessagePort } from "node:worker_threads";
 import { SwitchyardError } from "../../shared/errors.ts";
 import { requestedModelKey } from "../../shared/model-names.ts";
+import type { OutputClasses } from "../../shared/oip/classification.ts";
 import type { Tensor } from "../../shared/oip/tensor.ts";
 import type { ModelRef } from "../../shared/protocol/replica-state.ts";
 import type { PooledInferCall, PooledOutcome } from "../pool/replica-pool.ts";
@@ -25,7 +27,7 @@ interface Lane {
   mailbox: TickMailbox<LaneRequest>;
   model: ModelRef;
   replica: string;
-  declaredMaxBatchSize: number;
+  classes: OutputClasses;
   retired: boolean;
   timer: ReturnType<typeof setTimeout>;
   nextId: number;
@@ -62,7 +64,7 @@ export class IntakeLanes {
       }),
       model: grant.model,
       replica: grant.replica,
-      declaredMaxBatchSize: settings.declaredMaxBatchSize,
+      classes: settings.classes,
       retired: false,
       timer: setTimeout(() => this.#retire(lane), grant.lifetimeMs),
       nextId: 0,
@@ -216,6 +218,6 @@ function outcomeOf(
       sessionMs: answer.timings.sessionMs,
     },
     batch: answer.batch,
-    declaredMaxBatchSize: lane.declaredMaxBatchSize,
+    classes: lane.classes,
   };
 }

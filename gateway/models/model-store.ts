@@ -20,8 +20,8 @@ import {
 
 /**
  * The gateway's model repository in R2: `models/<name>/<version>/model.onnx` and, optionally,
- * `models/<name>/<version>/config.json` and the warm-up data files it names,
- * `models/<name>/<version>/warmup/<input_data_file>`. Each object carries its SHA-256 twice: as R2's own
+ * `models/<name>/<version>/config.json` and the files it names, `models/<name>/<version>/warmup/<input_data_file>`
+ * and `models/<name>/<version>/labels/<label_filename>`. Each object carries its SHA-256 twice: as R2's own
  * checksum (R2 verifies the upload against it) and as custom metadata (which listings return, so
  * repository.json needs no reads of the files themselves). Beside them the gateway keeps `signature.json`,
  * the model's inputs and outputs read from its graph when it was uploaded, so metadata needs no agent.
@@ -175,7 +175,7 @@ export async function getModelConfig(
   }
 }
 
-/** Deletes one file, or the whole version (its warm-up files too); the files that existed. */
+/** Deletes one file, or the whole version (the files its config.json names too); the files that existed. */
 export async function deleteModelFiles(
   bucket: R2Bucket,
   name: string,

@@ -20,8 +20,9 @@ import {
 /**
  * The admin API for the gateway's model repository (admin key checked by the app):
  *   PUT    /admin/models/{model}/{version}[?file=config.json]   body = the file's bytes (default model.onnx;
- *                                                                 or file=warmup/<name>, a model_warmup
- *                                                                 sample's input_data_file)
+ *                                                                 or a file its config.json names:
+ *                                                                 warmup/<input_data_file>,
+ *                                                                 labels/<label_filename>)
  *   DELETE /admin/models/{model}/{version}[?file=...]            one file, or the whole version
  *   GET    /admin/models                                         every stored version with sizes and digests
  * Versions are immutable for agents (they cache by name and version), so replacing a file of a version

@@ -14,8 +14,8 @@ import {
  * The HTTP model repository that agents started with --gateway download from (agent token checked by the
  * app), in the protocol of backend/models/http-repository.ts:
  *   GET /agent/models/repository.json                 every version with each file's size and SHA-256
- *   GET /agent/models/{model}/{version}/{file}        model.onnx, config.json or warmup/<input_data_file>,
- *                                                     with Repr-Digest
+ *   GET /agent/models/{model}/{version}/{file}        model.onnx, config.json, warmup/<input_data_file> or
+ *                                                     labels/<label_filename>, with Repr-Digest
  * Versions without a model.onnx are not listed: there is nothing an agent could load.
  */
 export const agentModelRoutes = new Hono<{ Bindings: Env }>();
@@ -38,7 +38,7 @@ agentModelRoutes.get("/agent/models/repository.json", async (c) => {
   return c.json({ models }, 200, { "Cache-Control": "no-store" });
 });
 
-// {file} may span segments: a warm-up file's name is a path below warmup/.
+// {file} may span segments: a file config.json names is a path below warmup/ or labels/.
 agentModelRoutes.get("/agent/models/:model/:version/:file{.+}", async (c) => {
   const name = parseModelName(c.req.param("model"));
   const version = parseModelVersion(c.req.param("version"));

@@ -1,7 +1,8 @@
 /**
  * Triton's classification extension: a requested output with `"parameters": {"classification": <count>}`
  * comes back as its top <count> classes instead of its values, a BYTES tensor of "<value>:<index>" strings
- * ordered from the highest value down (ties: the lower index first). What tritonclient's
+ * ordered from the highest value down (ties: the lower index first), "<value>:<index>:<label>" where the
+ * model's config.json gives the output a label file and it has a line for that index. What tritonclient's
  * `InferRequestedOutput(name, class_count=k)` asks for and its image_client example reads.
  *
  * As Triton does it: where the model batches (its max_batch_size above 0, as GET .../config reports) and the
@@ -15,12 +16,22 @@ import { badInput } from "../errors.ts";
 import { halfBitsToFloat } from "./fp16.ts";
 import type { Tensor } from "./tensor.ts";
 
+/** Each labelled output's labels, by output name: line i of its label file labels class i. */
+export type OutputLabels = Readonly<Record<string, readonly string[]>>;
+
+/** What classifying a model's outputs takes, known once its model is loaded. */
+export interface OutputClasses {
+  /** config.json's max_batch_size is above 0 (as GET .../config reports): outputs are classified per row. */
+  batched: boolean;
+  labels: OutputLabels;
+}
+
 /**
  * The outputs a served request answers with: those it asked classes of (RequestedOutput.classification)
- * replaced by them, the others as they ran. `declaredMaxBatchSize` is the model's (InferOutcome's).
+ * replaced by them, the others as they ran. `classes` is the model's (InferOutcome's).
  */
 export function answeredOutputs(
-  served: { outputs: Tensor[]; declaredMaxBatchSize: number },
+  served: { outputs: Tensor[]; classes: OutputClasses },
   request: { outputs?: readonly { name: string; classification?: number }[] },
 ): Tensor[] {
   const counts = new Map<string, number>();
@@ -28,15 +39,16 @@ export function answeredOutputs(
     if (output.classification !== undefined) counts.set(output.name, output.classification);
   }
   if (counts.size === 0) return served.outputs;
-  const batched = served.declaredMaxBatchSize > 0;
+  const { batched, labels } = served.classes;
   return served.outputs.map((tensor) => {
     const count = counts.get(tensor.name);
-    return count === undefined ? tensor : classify(tensor, count, batched && tensor.shape.length > 0);
+    if (count === undefined) return tensor;
+    return classify(tensor, count, batched && tensor.shape.length > 0, labels[tensor.name]);
   });
 }
 
-/** One output's top `count` classes, per row along its first dimension when `perRow`. */
-export function classify(tensor: Tensor, count: number, perRow: boolean): Tensor {
+/** One output's top `count` classes, per row along its first dimension when `perRow`, labelled from `labels`. */
+export function classify(tensor: Tensor, count: number, perRow: boolean, labels?: readonly string[]): Tensor {
   const read = reader(tensor);
   const total = tensor.shape.reduce((product, dim) => product * dim, 1);
   const rows = perRow ? (tensor.shape[0] ?? 1) : 1;
@@ -47,7 +59,9 @@ export function classify(tensor: Tensor, count: number, perRow: boolean): Tensor
   for (let row = 0; row < rows; row += 1) {
     const offset = row * rowLength;
     for (const index of topIndices(read, offset, rowLength, kept)) {
-      data.push(encoder.encode(`${read.format(offset + index)}:${index}`));
+      const label = labels?.[index];
+      const text = `${read.format(offset + index)}:${index}`;
+      data.push(encoder.encode(label === undefined ? text : `${text}:${label}`));
     }
   }
   const shape = perRow ? [rows, kept] : [kept];

@@ -25,11 +25,12 @@ import { type AgentProcess as StandaloneAgent, startStandaloneAgent } from "./su
 // serve the same repository; every case expects the same answer from both, error wording included.
 //
 //   mlp      versions 1 and 2 (two MLPs), 16 features in, 8 out, no batching declared
-//   batched  an MLP whose config.json declares max_batch_size 8 and a dynamic batcher
+//   batched  an MLP whose config.json declares max_batch_size 8, a dynamic batcher and labels for its output
 
 const SPEC_V1 = MULTIPLEX_SPECS[0];
 const SPEC_V2 = MULTIPLEX_SPECS[1];
 const MODELS = ["mlp", "batched"] as const;
+const BATCHED_LABELS = ["zero", "one", "two", "three", "four", "five"];
 
 interface Target {
   name: "standalone" | "gateway";
@@ -73,8 +74,11 @@ beforeAll(async () => {
     JSON.stringify({
       max_batch_size: 8,
       dynamic_batching: { preferred_batch_size: [4, 8], max_queue_delay_microseconds: 500 },
+      output: [{ name: MLP_OUTPUT, label_filename: "labels.txt" }],
     }),
   );
+  // Labels for six of its eight classes: the last two have none.
+  writeFileSync(join(repo, "batched", "labels.txt"), `${BATCHED_LABELS.join("\n")}\n`);
   const [agent, started] = await Promise.all([
     // The gateway's default body limit, so that both refuse the same bodies in the same words.
     startStandaloneAgent(["--models", repo, "--threads", "1", "--max-body", "33488896"]),
@@ -328,26 +332,36 @@ describe.each(["standalone", "gateway"] as const)("OIP v2 conformance: %s", (nam
     };
     const classes = (tensor: Tensor | undefined) =>
       ((tensor?.data ?? []) as Uint8Array[]).map((bytes) => new TextDecoder().decode(bytes));
-    /** The top `count` of values[from, to), read from a plain answer: value, then index, as Triton orders them. */
-    const top = (values: Float32Array, from: number, to: number, count: number) =>
+    /**
+     * The top `count` of values[from, to), read from a plain answer: value, then index, as Triton orders them,
+     * with the label of each index `labels` has.
+     */
+    const top = (values: Float32Array, from: number, to: number, count: number, labels: string[] = []) =>
       [...values.subarray(from, to).keys()]
         .sort((a, b) => (values[from + b] as number) - (values[from + a] as number) || a - b)
         .slice(0, count)
-        .map((index) => `${formatFloat(values[from + index] as number)}:${index}`);
+        .map((index) => {
+          const label = labels[index];
+          return `${formatFloat(values[from + index] as number)}:${index}${label === undefined ? "" : `:${label}`}`;
+        });
 
-    // max_batch_size 8: each row's top 2 (the strings in the binary form here).
+    // max_batch_size 8: each row's top 8 (all of them), labelled from labels.txt where it has a line; the
+    // strings in the binary form here.
     const batched = (
       await outputOf(await send(target(), "/v2/models/batched/infer", { body: mlpBody(2, 11) }))
     )?.data as Float32Array;
     const rows = await outputOf(
       await send(target(), "/v2/models/batched/infer", {
         body: mlpBody(2, 11, {
-          outputs: [{ name: MLP_OUTPUT, parameters: { classification: 2, binary_data: true } }],
+          outputs: [{ name: MLP_OUTPUT, parameters: { classification: 8, binary_data: true } }],
         }),
       }),
     );
-    expect(rows).toMatchObject({ name: MLP_OUTPUT, datatype: "BYTES", shape: [2, 2] });
-    expect(classes(rows)).toEqual([...top(batched, 0, 8, 2), ...top(batched, 8, 16, 2)]);
+    expect(rows).toMatchObject({ name: MLP_OUTPUT, datatype: "BYTES", shape: [2, 8] });
+    expect(classes(rows)).toEqual([
+      ...top(batched, 0, 8, 8, BATCHED_LABELS),
+      ...top(batched, 8, 16, 8, BATCHED_LABELS),
+    ]);
 
     // No batching declared: the whole output is one row, its indices over all 16 values.
     const plain = (

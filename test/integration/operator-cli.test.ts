@@ -134,7 +134,7 @@ describe("switchyard models push / ls, and an agent that serves what was pushed"
       const pushed = await run(SWITCHYARD_BIN, ["models", "push", broken, "--gateway", gateway.url], admin);
       expect(pushed.code).toBe(1);
       expect(pushed.stderr).toContain(
-        `lost:1: config.json's model_warmup names input_data_file 'gone.bin', which is not in ${join(broken, "lost", "warmup")}`,
+        `lost:1: config.json's model_warmup names input_data_file 'gone.bin', but ${join(broken, "lost", "warmup", "gone.bin")} is not there`,
       );
       const listed = await run(SWITCHYARD_BIN, ["models", "ls", "--gateway", gateway.url, "--json"], admin);
       expect(listed.stdout).not.toContain('"lost"');

@@ -85,7 +85,7 @@ describe("models in R2", () => {
     expect((await asAgent("/agent/models/det/2/model.onnx")).status).toBe(404);
   });
 
-  it("keeps model_warmup's data files beside the version, lists, serves and deletes them with it", async () => {
+  it("keeps the files config.json names (warm-up data, labels) beside the version, serves and deletes them with it", async () => {
     const row = new Uint8Array([1, 2, 3, 4, 5, 6, 7, 8]);
     const page = new Uint8Array([9, 9, 9, 9]);
     expect((await admin("/admin/models/warm/1", { method: "PUT", body: onnx })).status).toBe(201);
@@ -94,11 +94,19 @@ describe("models in R2", () => {
     expect(await put.json()).toMatchObject({ file: "warmup/row.bin", size: 8, sha256: await sha256Hex(row) });
     const nested = `/admin/models/warm/1?file=${encodeURIComponent("warmup/pages/one page.bin")}`;
     expect((await admin(nested, { method: "PUT", body: page })).status).toBe(201);
+    const labels = "cat\ndog\n";
+    expect(
+      (await admin("/admin/models/warm/1?file=labels/classes.txt", { method: "PUT", body: labels })).status,
+    ).toBe(201);
+    const servedLabels = await asAgent("/agent/models/warm/1/labels/classes.txt");
+    expect(servedLabels.headers.get("Content-Type")).toBe("text/plain; charset=utf-8");
+    expect(await servedLabels.text()).toBe(labels);
 
     const listing = (await (await admin("/admin/models")).json()) as {
       models: { name: string; files: Record<string, unknown> }[];
     };
     expect(Object.keys(listing.models.find((model) => model.name === "warm")?.files ?? {}).sort()).toEqual([
+      "labels/classes.txt",
       "model.onnx",
       "warmup/pages/one page.bin",
       "warmup/row.bin",
@@ -125,7 +133,7 @@ describe("models in R2", () => {
     expect(await deleted.json()).toEqual({
       name: "warm",
       version: "1",
-      deleted: ["model.onnx", "warmup/pages/one page.bin"],
+      deleted: ["labels/classes.txt", "model.onnx", "warmup/pages/one page.bin"],
     });
     expect((await asAgent("/agent/models/warm/1/warmup/pages/one%20page.bin")).status).toBe(404);
   });
@@ -140,7 +148,14 @@ describe("models in R2", () => {
       const response = await admin(path, { method: "PUT", body: onnx });
       expect(response.status, path).toBe(400);
     }
-    for (const file of ["evil.sh", "warmup/", "warmup/../model.onnx", "warmup//x", "models/warmup/x"]) {
+    for (const file of [
+      "evil.sh",
+      "warmup/",
+      "warmup/../model.onnx",
+      "warmup//x",
+      "models/warmup/x",
+      "labels",
+    ]) {
       const response = await admin(`/admin/models/m/1?file=${encodeURIComponent(file)}`, {
         method: "PUT",
         body: onnx,

@@ -83,8 +83,11 @@ async function writeManifest(
   const models = [];
   for (const [name, version] of versions) {
     const files: ManifestFiles = {};
-    const warmup = await listFiles(join(root, name, version, "warmup"));
-    for (const file of ["model.onnx", "config.json", ...warmup.map((path) => `warmup/${path}`)]) {
+    const referenced = [];
+    for (const kind of ["warmup", "labels"]) {
+      for (const path of await listFiles(join(root, name, version, kind))) referenced.push(`${kind}/${path}`);
+    }
+    for (const file of ["model.onnx", "config.json", ...referenced]) {
       const bytes = await readFile(join(root, name, version, file)).catch(() => undefined);
       if (bytes) files[file] = { size: bytes.length, sha256: sha256Hex(bytes) };
     }
@@ -258,12 +261,13 @@ describe("with repository.json", () => {
   });
 });
 
-describe("model_warmup's data files", () => {
+describe("the files config.json names: model_warmup's data, outputs' labels", () => {
   const warmupConfig = JSON.stringify({
     model_warmup: [
       { name: "a", inputs: { x: { dims: [4], input_data_file: "row.bin" } } },
       { name: "b", inputs: { x: { dims: [4], input_data_file: "pages/one page.bin" } } },
     ],
+    output: [{ name: "y", label_filename: "labels.txt" }],
   });
   const rows: Record<string, Uint8Array> = {
     "row.bin": fakeModel(16),
@@ -273,10 +277,11 @@ describe("model_warmup's data files", () => {
   const withWarmup = {
     "det/1/model.onnx": fakeModel(),
     "det/1/config.json": warmupConfig,
+    "det/1/labels/labels.txt": "cat\ndog\n",
     ...Object.fromEntries(Object.entries(rows).map(([file, bytes]) => [`det/1/warmup/${file}`, bytes])),
   };
 
-  test("the files config.json names are fetched before model.onnx, verified, and land in warmupDir", async () => {
+  test("they are fetched before model.onnx, verified, and land in warmupDir and labelsDir", async () => {
     const { served, server, repository } = await setUp(withWarmup);
     await writeManifest(served, [["det", "1"]]);
     const resolved = await repository.resolve("det", "1");
@@ -286,10 +291,12 @@ describe("model_warmup's data files", () => {
       );
     }
     expect(await listFiles(resolved.warmupDir)).toEqual(["pages/one page.bin", "row.bin"]);
+    expect(await readFile(join(resolved.labelsDir, "labels.txt"), "utf8")).toBe("cat\ndog\n");
     expect(server.requests.filter((path) => path.startsWith("det/"))).toEqual([
       "det/1/config.json",
       "det/1/warmup/row.bin",
       "det/1/warmup/pages/one page.bin",
+      "det/1/labels/labels.txt",
       "det/1/model.onnx",
     ]);
   });

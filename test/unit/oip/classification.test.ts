@@ -25,18 +25,29 @@ describe("Triton's classification extension", () => {
   test("a batching model's output is classified row by row; another's as one row, indices over all of it", () => {
     const output = fp32([2, 3], [0.1, 0.7, 0.2, 0.9, 0.05, 0.05]);
     const request = { outputs: [{ name: "probs", classification: 2 }] };
-    const [perRow] = answeredOutputs({ outputs: [output], declaredMaxBatchSize: 8 }, request);
+    const [perRow] = answeredOutputs({ outputs: [output], classes: { batched: true, labels: {} } }, request);
     expect(perRow?.shape).toEqual([2, 2]);
     expect(strings(perRow as Tensor)).toEqual(["0.700000:1", "0.200000:2", "0.900000:0", "0.050000:1"]);
-    const [whole] = answeredOutputs({ outputs: [output], declaredMaxBatchSize: 0 }, request);
+    const [whole] = answeredOutputs({ outputs: [output], classes: { batched: false, labels: {} } }, request);
     expect(whole?.shape).toEqual([2]);
     expect(strings(whole as Tensor)).toEqual(["0.900000:3", "0.700000:1"]);
+  });
+
+  test("an output with labels carries the label of each class that has one", () => {
+    const [labelled] = answeredOutputs(
+      {
+        outputs: [fp32([1, 3], [0.2, 0.5, 0.3])],
+        classes: { batched: true, labels: { probs: ["cat", "dog"] } },
+      },
+      { outputs: [{ name: "probs", classification: 3 }] },
+    );
+    expect(strings(labelled as Tensor)).toEqual(["0.500000:1:dog", "0.300000:2", "0.200000:0:cat"]);
   });
 
   test("only the outputs asked for are classified; the others come back as they ran", () => {
     const other: Tensor = { name: "boxes", datatype: "FP32", shape: [1, 2], data: new Float32Array([1, 2]) };
     const probs = fp32([1, 3], [0.2, 0.5, 0.3]);
-    const served = { outputs: [other, probs], declaredMaxBatchSize: 4 };
+    const served = { outputs: [other, probs], classes: { batched: true, labels: {} } };
     const answered = answeredOutputs(served, {
       outputs: [{ name: "boxes" }, { name: "probs", classification: 1 }],
     });
@@ -51,7 +62,7 @@ describe("Triton's classification extension", () => {
     expect(strings(classes)).toEqual(["5.000000:2", "2.000000:1", "2.000000:3", "nan:0"]);
     // A batching model's scalar output has no rows: one row of one.
     const [scalar] = answeredOutputs(
-      { outputs: [fp32([], [7])], declaredMaxBatchSize: 2 },
+      { outputs: [fp32([], [7])], classes: { batched: true, labels: {} } },
       { outputs: [{ name: "probs", classification: 3 }] },
     );
     expect(scalar?.shape).toEqual([1]);

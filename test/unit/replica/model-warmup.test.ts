@@ -6,7 +6,7 @@ import { openRepository } from "../../../backend/models/open-repository.ts";
 import { bucketWarmupFeeds, declaredWarmup, readWarmupFiles } from "../../../backend/replica/model-warmup.ts";
 import { WorkerSession } from "../../../backend/replica/worker-session.ts";
 import { SwitchyardError } from "../../../shared/errors.ts";
-import { defaultModelConfig, parseModelConfig, warmupDataNames } from "../../../shared/model-config.ts";
+import { defaultModelConfig, parseModelConfig, referencedFiles } from "../../../shared/model-config.ts";
 import { seededFloats } from "../../fixtures/onnx-builder.ts";
 import { DET_MODEL, MULTIPLEX_MODELS } from "../../fixtures/paths.ts";
 import { copyOf, temporaryRepository } from "../../integration/harness/behaviour-models.ts";
@@ -185,7 +185,7 @@ describe("what a warm-up input holds (Triton's zero_data, random_data, input_dat
         /input_data_file: must be a path inside the model's warmup\/ directory/,
       );
     }
-    expect(warmupDataNames(named("pages/one.bin"))).toEqual(["pages/one.bin"]);
+    expect(referencedFiles(named("pages/one.bin"))).toEqual([{ kind: "warmup", name: "pages/one.bin" }]);
   });
 });
 

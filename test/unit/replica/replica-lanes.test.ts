@@ -1,4 +1,4 @@
-import { mkdtempSync } from "node:fs";
+import { mkdirSync, mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -75,27 +75,48 @@ describe("Replica lanes", () => {
     grant.close();
   });
 
-  test("its outcomes and its lanes carry the model's declared max_batch_size (0 without one)", async () => {
+  test("its outcomes and its lanes say how the model's outputs are classified: batched as config.json declares, its labels", async () => {
+    const dir = temporaryRepository("classes", [
+      copyOf(MLP, "declared", {
+        max_batch_size: 4,
+        output: [{ name: "y", label_filename: "classes/y.txt" }],
+      }),
+      copyOf(MLP, "plain"),
+    ]);
+    mkdirSync(join(dir, "declared", "classes"));
+    writeFileSync(join(dir, "declared", "classes", "y.txt"), "cat\r\ndog\n\nbird\n");
+    const replica = replicaWith({
+      repository: openRepository(dir, { cacheDir: mkdtempSync(join(tmpdir(), "switchyard-cache-")) }),
+    });
+    const revoke = () => {};
+    for (const [model, classes] of [
+      ["declared", { batched: true, labels: { y: ["cat", "dog", "", "bird"] } }],
+      ["plain", { batched: false, labels: {} }],
+    ] as const) {
+      expect((await replica.infer({ model, inputs: [input()] })).classes, model).toEqual(classes);
+      const grant = await replica.openLane(model, undefined, { maxQueue: 8, revoke });
+      expect(grant?.settings.classes, model).toEqual(classes);
+      grant?.port.close();
+      grant?.close();
+    }
+  });
+
+  test("a label file that is missing, or one for an output the model does not have, fails the load", async () => {
     const replica = replicaWith({
       repository: openRepository(
-        temporaryRepository("declared-batch", [
-          copyOf(MLP, "declared", { max_batch_size: 4 }),
-          copyOf(MLP, "plain"),
+        temporaryRepository("bad-labels", [
+          copyOf(MLP, "missing", { output: [{ name: "y", label_filename: "labels.txt" }] }),
+          copyOf(MLP, "misnamed", { output: [{ name: "probs", label_filename: "config.json" }] }),
         ]),
         { cacheDir: mkdtempSync(join(tmpdir(), "switchyard-cache-")) },
       ),
     });
-    const revoke = () => {};
-    for (const [model, declared] of [
-      ["declared", 4],
-      ["plain", 0],
-    ] as const) {
-      expect((await replica.infer({ model, inputs: [input()] })).declaredMaxBatchSize, model).toBe(declared);
-      const grant = await replica.openLane(model, undefined, { maxQueue: 8, revoke });
-      expect(grant?.settings.declaredMaxBatchSize, model).toBe(declared);
-      grant?.port.close();
-      grant?.close();
-    }
+    await expect(replica.infer({ model: "missing", inputs: [input()] })).rejects.toThrow(
+      "reading missing/1's labels failed: output 'y': label_filename 'labels.txt' is not in the model's directory",
+    );
+    await expect(replica.infer({ model: "misnamed", inputs: [input()] })).rejects.toThrow(
+      "reading misnamed/1's labels failed: config.json's output 'probs' has a label_filename, but the model has no such output (outputs: y)",
+    );
   });
 
   test("the runs a lane's requests took are told as the replica's own are, as its timings count them", async () => {

@@ -67,7 +67,7 @@ async function openLane(
       model: MLP,
       inputs: session.inputs,
       outputs: session.outputs,
-      declaredMaxBatchSize: 0,
+      classes: { batched: false, labels: {} },
       maxConcurrency: 8,
       maxQueue: 8,
       ...settings,

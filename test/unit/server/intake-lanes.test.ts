@@ -52,7 +52,7 @@ async function withLane(
     model,
     inputs: session.inputs,
     outputs: session.outputs,
-    declaredMaxBatchSize: 0,
+    classes: { batched: false, labels: {} },
     maxConcurrency: 4,
     maxQueue: 4,
     ...settings,
@@ -85,18 +85,19 @@ describe("an intake thread's lanes", () => {
     expect(outcome.replica).toBe("0");
     expect(outcome.cache).toBe("hit");
     expect(outcome.outputs[0]?.shape).toEqual([1, 8]);
-    expect(outcome.declaredMaxBatchSize).toBe(0);
+    expect(outcome.classes).toEqual({ batched: false, labels: {} });
   });
 
-  test("its outcomes say the model's declared max_batch_size, alone and in groups (classification reads it)", async () => {
-    const { lanes } = await withLane(10_000, { declaredMaxBatchSize: 8 });
-    expect((await lanes.infer(call())).declaredMaxBatchSize).toBe(8);
+  test("its outcomes say how the model's outputs are classified, alone and in groups", async () => {
+    const classes = { batched: true, labels: { y: ["cat", "dog"] } };
+    const { lanes } = await withLane(10_000, { classes });
+    expect((await lanes.infer(call())).classes).toEqual(classes);
     const grouped = await withLane(10_000, {
-      declaredMaxBatchSize: 4,
+      classes,
       batching: { maxBatchSize: 4, maxQueueDelayMs: 1, preferredBatchSizes: [] },
     });
     const outcomes = await Promise.all([grouped.lanes.infer(call()), grouped.lanes.infer(call())]);
-    expect(outcomes.map((outcome) => outcome.declaredMaxBatchSize)).toEqual([4, 4]);
+    expect(outcomes.map((outcome) => outcome.classes)).toEqual([classes, classes]);
   });
 
   test("a lane request's infer holds the way to the session's thread and back, as the main thread's way does", async () => {

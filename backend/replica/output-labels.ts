@@ -1,0 +1,50 @@
+/**
+ * Triton's label files: an output's `label_filename` in config.json names a file in the model's directory
+ * (ResolvedModel.labelsDir; an http repository's are fetched into its cache), one class label per line, line
+ * i labelling class i, that classification results carry ("<value>:<index>:<label>",
+ * shared/oip/classification.ts). Read at load, so that a file that is missing, or a label for an output the
+ * model does not have, fails the load as it does in Triton, rather than a request finding out.
+ */
+import { readFile } from "node:fs/promises";
+import { join } from "node:path";
+import type { ModelConfig } from "../../shared/model-config.ts";
+import type { OutputLabels } from "../../shared/oip/classification.ts";
+
+/** The labels of every output config.json gives a label_filename, by output name. */
+export async function readOutputLabels(config: ModelConfig, labelsDir: string): Promise<OutputLabels> {
+  const labels: Record<string, string[]> = {};
+  for (const output of config.output ?? []) {
+    const file = output.label_filename;
+    if (file === undefined) continue;
+    let text: string;
+    try {
+      // config.json's schema keeps the name inside the model's directory (isReferencedFileName).
+      text = await readFile(join(labelsDir, file), "utf8");
+    } catch (error) {
+      const code = (error as NodeJS.ErrnoException).code;
+      const why = code === "ENOENT" ? "is not in the model's directory" : `could not be read (${code})`;
+      throw new Error(`output '${output.name}': label_filename '${file}' ${why}`, { cause: error });
+    }
+    labels[output.name] = linesOf(text);
+  }
+  return labels;
+}
+
+/** Throws for a labelled output the model does not have (a name config.json got wrong). */
+export function checkLabelledOutputs(labels: OutputLabels, outputs: readonly { name: string }[]): void {
+  const names = outputs.map((output) => output.name);
+  for (const name of Object.keys(labels)) {
+    if (!names.includes(name)) {
+      throw new Error(
+        `config.json's output '${name}' has a label_filename, but the model has no such output (outputs: ${names.join(", ")})`,
+      );
+    }
+  }
+}
+
+/** One label per line, whatever the line ends with; the last line's ending is optional. */
+function linesOf(text: string): string[] {
+  const lines = text.split(/\r?\n/);
+  if (lines.at(-1) === "") lines.pop();
+  return lines;
+}
