@@ -32,8 +32,10 @@ export interface ReferencedFile {
  * repository, an object key in the gateway's bucket.
  */
 export function isReferencedFileName(name: string): boolean {
-  if (name.length === 0 || name.length > 512 || /[\\\0]/.test(name)) return false;
-  return name.split("/").every((part) => part !== "" && part !== "." && part !== "..");
+  // In UTF-8 bytes, within what file systems take per name (255) and R2 per key (1,024, with the prefix).
+  const bytes = (text: string) => new TextEncoder().encode(text).byteLength;
+  if (name.length === 0 || bytes(name) > 512 || /[\\\0]/.test(name)) return false;
+  return name.split("/").every((part) => part !== "" && part !== "." && part !== ".." && bytes(part) <= 255);
 }
 
 /** Every file the config names, each once: the warm-up files in the order the samples name them, then labels. */

@@ -18,9 +18,10 @@ import { formatSize } from "./size.ts";
  * `switchyard models push <dir>`: uploads a model repository in Triton's layout to the gateway's R2
  * bucket, version by version: model.onnx, the files its config.json names (model_warmup's data files from the
  * model's warmup/, outputs' label files from the model's directory; one missing stops the push, as it would
- * fail every load), then the config.json that applies to that version (the version's own, else the model's). Each file's sha256 is computed here first
- * and compared with the one the gateway computed on arrival, so a corrupted upload is caught. A version the
- * gateway already holds with the same sha256s is skipped (pushing twice is cheap), unless --force.
+ * fail every load), then the config.json that applies to that version (the version's own, else the model's).
+ * Each file's sha256 is computed here first and compared with the one the gateway computed on arrival, so a
+ * corrupted upload is caught. A version the gateway already holds with the same sha256s is skipped (pushing
+ * twice is cheap), unless --force.
  */
 export interface PushOptions {
   dir: string;

@@ -155,7 +155,13 @@ export class InferHandler {
         const cancelled = new SwitchyardError("deadline_exceeded", "cancelled by the gateway");
         return this.#sendError(header, cancelled, { started: true, replica });
       }
-      const encoded = encodeInferResponseFor(outcome, decoded);
+      let encoded: ReturnType<typeof encodeInferResponseFor>;
+      try {
+        encoded = encodeInferResponseFor(outcome, decoded);
+      } catch (error) {
+        // The model ran: a request that cannot be answered after it (classes of a BYTES output) started.
+        return this.#sendError(header, SwitchyardError.from(error), { started: true, replica });
+      }
       const resultHeader: ResultHeader = {
         type: "result",
         id: header.id,

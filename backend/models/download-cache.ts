@@ -7,6 +7,7 @@
  *                                                          .../model.onnx.partial  only while downloading
  *                                                          .../warmup/<file>       model_warmup's data files
  *                                                          .../labels/<file>       outputs' label files
+ *                                                          .../.partial/<kind>/<file>  only while downloading
  *
  * A version is cached once its model.onnx and its .sha256 sidecar are both there and the file still has
  * the size the sidecar recorded. Committing writes the config and the sidecar first and renames the
@@ -26,6 +27,7 @@ import type { RepositoryEntry } from "./repository.ts";
 const MODEL_FILE = "model.onnx";
 const SIDECAR_FILE = "model.onnx.sha256";
 const CONFIG_FILE = "config.json";
+const PARTIAL_DIR = ".partial";
 
 export interface CachedModel {
   path: string;
@@ -79,21 +81,27 @@ export async function missingReferencedFiles(
   return files.filter((_, index) => !present[index]);
 }
 
-/** Where a referenced file is written while it downloads (its directory exists once this resolves). */
+/**
+ * Where a referenced file is written while it downloads, and how it moves into place once verified. Apart
+ * from the finished files (in the version's .partial/), so that no name a config.json gives can be taken for
+ * another file's download, nor a download a crash left for a finished file.
+ */
 export async function prepareReferencedPartial(
   cacheRoot: string,
   name: string,
   version: string,
   file: ReferencedFile,
-): Promise<string> {
+): Promise<{ partialPath: string; commit: () => Promise<void> }> {
   const path = cachedPathOf(cacheRoot, name, version, file);
-  await mkdir(dirname(path), { recursive: true });
-  return `${path}.partial`;
-}
-
-/** Moves a verified download of a referenced file into place. */
-export async function commitReferencedFile(partialPath: string): Promise<void> {
-  await rename(partialPath, partialPath.slice(0, -".partial".length));
+  const partialPath = join(versionDirOf(cacheRoot, name, version), PARTIAL_DIR, file.kind, file.name);
+  await mkdir(dirname(partialPath), { recursive: true });
+  return {
+    partialPath,
+    commit: async () => {
+      await mkdir(dirname(path), { recursive: true });
+      await rename(partialPath, path);
+    },
+  };
 }
 
 /** A complete cached version, or undefined when it is absent, half-written or no longer the recorded size. */

@@ -37,6 +37,7 @@ import {
   defaultModelConfig,
   type ModelConfig,
   parseModelConfig,
+  type ReferencedFile,
   referencedFiles,
 } from "../../shared/model-config.ts";
 import {
@@ -49,7 +50,6 @@ import { referencedModelFile } from "../../shared/protocol/model-listing.ts";
 import {
   cacheRootFor,
   commitModel,
-  commitReferencedFile,
   listCachedModels,
   missingReferencedFiles,
   preparePartial,
@@ -85,6 +85,8 @@ export function openHttpRepository(base: string, options: RepositoryOptions): Mo
   const cacheRoot = cacheRootFor(options.cacheDir, baseUrl);
   const http = { fetch: options.fetch ?? globalThis.fetch, headers: options.headers ?? {} };
   const inFlight = new Map<string, Promise<ResolvedModel>>();
+  /** Files config.json names that the repository does not have ("<name>/<version>/<kind>/<file>"). */
+  const absent = new Set<string>();
 
   const urlOf = (path: string) => new URL(path, baseUrl);
   const lookUpManifest = async (): Promise<ManifestLookup> => ({
@@ -126,16 +128,24 @@ export function openHttpRepository(base: string, options: RepositoryOptions): Mo
     config: ModelConfig,
     known?: ManifestLookup,
   ) {
-    const missing = await missingReferencedFiles(cacheRoot, name, version, referencedFiles(config));
+    const keyOf = (referenced: ReferencedFile) => `${name}/${version}/${referencedModelFile(referenced)}`;
+    const wanted = referencedFiles(config).filter((referenced) => !absent.has(keyOf(referenced)));
+    const missing = await missingReferencedFiles(cacheRoot, name, version, wanted);
     if (missing.length === 0) return;
     const { manifest } = known ?? (await lookUpManifest());
     const listed = manifest === undefined ? undefined : findInManifest(manifest, name, version)?.files;
     for (const referenced of missing) {
       const file = referencedModelFile(referenced);
-      if (listed !== undefined && listed[file] === undefined) continue;
-      const partialPath = await prepareReferencedPartial(cacheRoot, name, version, referenced);
-      const downloaded = await downloadToFile(requestOf(name, version, file, listed?.[file]), partialPath);
-      if (downloaded !== undefined) await commitReferencedFile(partialPath);
+      const info = listed?.[file];
+      // Versions are immutable: one the repository lacks is not asked for again (the load fails without it).
+      if (listed !== undefined && info === undefined) {
+        absent.add(keyOf(referenced));
+        continue;
+      }
+      const download = await prepareReferencedPartial(cacheRoot, name, version, referenced);
+      if ((await downloadToFile(requestOf(name, version, file, info), download.partialPath)) === undefined)
+        absent.add(keyOf(referenced));
+      else await download.commit();
     }
   }
 

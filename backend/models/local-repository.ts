@@ -16,7 +16,12 @@ import type { Stats } from "node:fs";
 import { readdir, readFile, stat } from "node:fs/promises";
 import { join } from "node:path";
 import { modelNotFound, SwitchyardError, versionNotFound } from "../../shared/errors.ts";
-import { defaultModelConfig, type ModelConfig, parseModelConfig } from "../../shared/model-config.ts";
+import {
+  defaultModelConfig,
+  type ModelConfig,
+  parseModelConfig,
+  WARMUP_DIR,
+} from "../../shared/model-config.ts";
 import {
   compareModelEntries,
   compareModelVersions,
@@ -31,7 +36,6 @@ import type { ModelRepository, RepositoryEntry, ResolvedModel } from "./reposito
 
 const MODEL_FILE = "model.onnx";
 /** Triton's directory of warm-up data files, beside the versions. */
-const WARMUP_DIR = "warmup";
 const CONFIG_FILE = "config.json";
 
 interface HashedFile {

@@ -13,7 +13,6 @@
  * the intake thread sends its next request on the main path again, which resolves the version anew and
  * may grant a new lane, and closes the old one once its requests are answered.
  */
-import type { OutputClasses } from "../../shared/oip/classification.ts";
 import type { Tensor } from "../../shared/oip/tensor.ts";
 import type { WireError } from "../wire-error.ts";
 import type { BatchSettings } from "./batch-settings.ts";
@@ -44,8 +43,6 @@ export interface LaneSettings {
   outputs: TensorSpec[];
   /** Its batcher's settings; undefined: each request runs alone. */
   batching?: BatchSettings | undefined;
-  /** How the model's outputs are classified, for the outcomes of the lane's requests (InferOutcome's). */
-  classes: OutputClasses;
   /** Requests the session takes from its lanes at once (running, or gathering into a batch). */
   maxConcurrency: number;
   /** Requests that may wait beyond those; more are refused (429). */

@@ -61,7 +61,7 @@ export async function readWarmupFiles(config: ModelConfig, warmupDir: string): P
           `model_warmup sample '${sampleName(sample, index)}': input '${input}': input_data_file '${file}' ${why}`,
         );
       try {
-        // config.json's schema keeps the name inside warmup/ (isWarmupDataName).
+        // config.json's schema keeps the name inside warmup/ (isReferencedFileName).
         files.set(file, new Uint8Array(await readFile(join(warmupDir, file))));
       } catch (error) {
         const code = (error as NodeJS.ErrnoException).code;

@@ -1,6 +1,7 @@
 import { declaredBatching, type ModelConfig } from "../../shared/model-config.ts";
 import { parseModelKey } from "../../shared/model-names.ts";
 import type { OutputClasses, OutputLabels } from "../../shared/oip/classification.ts";
+import { batchesAlongFirstDim } from "../../shared/protocol/model-signatures.ts";
 import type { ModelRef } from "../../shared/protocol/replica-state.ts";
 import type { ModelRepository, ResolvedModel } from "../models/repository.ts";
 import { type BatchingDefaults, type BatchSettings, batchSettingsFor } from "./batch-settings.ts";
@@ -83,7 +84,7 @@ export class OnnxModelLoader implements ModelLoader<ModelSession> {
     this.#onLoaded(key, performance.now() - started);
     const { keep_alive_s: keepAliveSeconds } = model.config;
     const { labels, ...sessions } = value;
-    const classes = { batched: declaredBatching(model.config).max_batch_size > 0, labels };
+    const classes = { batched: batchesAlongFirstDim(declaredBatching(model.config)), labels };
     return {
       session: { ref, config: model.config, classes, ...sessions, bytes, bytesSource },
       bytes,
@@ -185,17 +186,16 @@ export class OnnxModelLoader implements ModelLoader<ModelSession> {
   }
 }
 
-/** A label file's failure as the load's error: the model, then what failed (it names the output). */
-function labelsFailed(model: ResolvedModel, error: unknown): Error {
+/** A step of the load that failed, as the load's error: what failed, then why (naming the sample or output). */
+function stepFailed(what: string, error: unknown): Error {
   const reason = error instanceof Error ? error.message : String(error);
-  return new Error(`reading ${model.name}/${model.version}'s labels failed: ${reason}`, { cause: error });
+  return new Error(`${what} failed: ${reason}`, { cause: error });
 }
 
-/** A warm-up's failure as the load's error: the model, then what failed (it names the sample). */
-function warmupFailed(model: ResolvedModel, error: unknown): Error {
-  const reason = error instanceof Error ? error.message : String(error);
-  return new Error(`warming ${model.name}/${model.version} up failed: ${reason}`, { cause: error });
-}
+const warmupFailed = (model: ResolvedModel, error: unknown) =>
+  stepFailed(`warming ${model.name}/${model.version} up`, error);
+const labelsFailed = (model: ResolvedModel, error: unknown) =>
+  stepFailed(`reading ${model.name}/${model.version}'s labels`, error);
 
 /** Every session a loaded model holds, each once. */
 function sessionsOf(loaded: ModelSession): WorkerSession[] {

@@ -12,7 +12,7 @@ import type { OutputLabels } from "../../shared/oip/classification.ts";
 
 /** The labels of every output config.json gives a label_filename, by output name. */
 export async function readOutputLabels(config: ModelConfig, labelsDir: string): Promise<OutputLabels> {
-  const labels: Record<string, string[]> = {};
+  const labels = new Map<string, string[]>();
   for (const output of config.output ?? []) {
     const file = output.label_filename;
     if (file === undefined) continue;
@@ -25,7 +25,7 @@ export async function readOutputLabels(config: ModelConfig, labelsDir: string): 
       const why = code === "ENOENT" ? "is not in the model's directory" : `could not be read (${code})`;
       throw new Error(`output '${output.name}': label_filename '${file}' ${why}`, { cause: error });
     }
-    labels[output.name] = linesOf(text);
+    labels.set(output.name, linesOf(text));
   }
   return labels;
 }
@@ -33,7 +33,7 @@ export async function readOutputLabels(config: ModelConfig, labelsDir: string): 
 /** Throws for a labelled output the model does not have (a name config.json got wrong). */
 export function checkLabelledOutputs(labels: OutputLabels, outputs: readonly { name: string }[]): void {
   const names = outputs.map((output) => output.name);
-  for (const name of Object.keys(labels)) {
+  for (const name of labels.keys()) {
     if (!names.includes(name)) {
       throw new Error(
         `config.json's output '${name}' has a label_filename, but the model has no such output (outputs: ${names.join(", ")})`,

@@ -96,6 +96,8 @@ export interface LaneGrant {
   model: ModelRef;
   /** What the session serves the lane with: the model's specs (an intake thread checks requests with them). */
   settings: LaneSettings;
+  /** How the model's outputs are classified, for the outcomes of the lane's requests (the intake thread's). */
+  classes: OutputClasses;
   /** Ends the lane's lease, once its requests are answered. Idempotent. */
   close(): void;
 }
@@ -429,7 +431,6 @@ export class Replica {
         inputs: model.inputs,
         outputs: model.outputs,
         batching: model.batching,
-        classes: model.classes,
         maxConcurrency: this.#slots.capacity,
         maxQueue: options.maxQueue,
       };
@@ -459,6 +460,7 @@ export class Replica {
       port,
       model: ref,
       settings,
+      classes: model.classes,
       close: () => {
         if (!open) return;
         open = false;

@@ -64,7 +64,7 @@ export class IntakeLanes {
       }),
       model: grant.model,
       replica: grant.replica,
-      classes: settings.classes,
+      classes: grant.classes,
       retired: false,
       timer: setTimeout(() => this.#retire(lane), grant.lifetimeMs),
       nextId: 0,

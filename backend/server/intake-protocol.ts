@@ -4,8 +4,10 @@
  * writes answers; the main thread only routes. Tensors cross by transfer, never by copy where the sender
  * owns their buffers. Every request carries an id that its one answer repeats.
  */
+
 import type { MessagePort } from "node:worker_threads";
 import { Deadline } from "../../shared/deadline.ts";
+import type { OutputClasses } from "../../shared/oip/classification.ts";
 import type { Tensor } from "../../shared/oip/tensor.ts";
 import type { ModelRef } from "../../shared/protocol/replica-state.ts";
 import type { PooledInferCall, PooledOutcome } from "../pool/replica-pool.ts";
@@ -62,6 +64,8 @@ export interface LaneGrantMessage {
   replica: string;
   /** The model's specs and batching, as its session serves the lane (requests are checked and grouped with them). */
   settings: LaneSettings;
+  /** How the model's outputs are classified (InferOutcome's), once for all the lane's requests. */
+  classes: OutputClasses;
   lifetimeMs: number;
 }
 

@@ -68,6 +68,7 @@ export class LaneGrants {
               model: grant.model,
               replica: grant.replica,
               settings: grant.settings,
+              classes: grant.classes,
               lifetimeMs: LANE_LIFETIME_MS,
             },
             [grant.port],

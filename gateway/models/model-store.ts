@@ -191,7 +191,8 @@ export async function deleteModelFiles(
   const keys = existing.map((candidate) => objectKey(name, version, candidate));
   // The signature describes model.onnx: it goes with it.
   if (existing.includes("model.onnx")) keys.push(signatureKey(name, version));
-  if (keys.length > 0) await bucket.delete(keys);
+  // R2 deletes at most 1,000 keys a call.
+  for (let from = 0; from < keys.length; from += 1000) await bucket.delete(keys.slice(from, from + 1000));
   return existing;
 }
 

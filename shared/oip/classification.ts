@@ -17,7 +17,7 @@ import { halfBitsToFloat } from "./fp16.ts";
 import type { Tensor } from "./tensor.ts";
 
 /** Each labelled output's labels, by output name: line i of its label file labels class i. */
-export type OutputLabels = Readonly<Record<string, readonly string[]>>;
+export type OutputLabels = ReadonlyMap<string, readonly string[]>;
 
 /** What classifying a model's outputs takes, known once its model is loaded. */
 export interface OutputClasses {
@@ -43,7 +43,9 @@ export function answeredOutputs(
   return served.outputs.map((tensor) => {
     const count = counts.get(tensor.name);
     if (count === undefined) return tensor;
-    return classify(tensor, count, batched && tensor.shape.length > 0, labels[tensor.name]);
+    // As Triton reads it: a first dimension of 0 is no batch (the whole, empty tensor is one row).
+    const perRow = batched && (tensor.shape[0] ?? 0) > 0;
+    return classify(tensor, count, perRow, labels.get(tensor.name));
   });
 }
 
@@ -59,9 +61,10 @@ export function classify(tensor: Tensor, count: number, perRow: boolean, labels?
   for (let row = 0; row < rows; row += 1) {
     const offset = row * rowLength;
     for (const index of topIndices(read, offset, rowLength, kept)) {
-      const label = labels?.[index];
+      // An empty line labels nothing, as in Triton.
+      const label = labels?.[index] ?? "";
       const text = `${read.format(offset + index)}:${index}`;
-      data.push(encoder.encode(label === undefined ? text : `${text}:${label}`));
+      data.push(encoder.encode(label === "" ? text : `${text}:${label}`));
     }
   }
   const shape = perRow ? [rows, kept] : [kept];
@@ -84,17 +87,34 @@ function reader(tensor: Tensor): Reader {
   const data = tensor.data;
   switch (tensor.datatype) {
     case "FP32":
-    case "FP64":
-      return numberReader((at) => (data as Float32Array | Float64Array)[at] ?? Number.NaN, formatFloat);
-    case "FP16":
-      return numberReader((at) => halfBitsToFloat((data as Uint16Array)[at] ?? 0), formatFloat);
+    case "FP64": {
+      const values = data as Float32Array | Float64Array;
+      // A NaN's sign is read from its bits (glibc writes "-nan" for one with the sign bit set, as x86's own
+      // NaNs have); the host's byte order is little-endian, as everywhere the codec runs.
+      const bytes = new Uint8Array(values.buffer, values.byteOffset, values.byteLength);
+      const size = values.BYTES_PER_ELEMENT;
+      return numberReader(
+        (at) => values[at] ?? Number.NaN,
+        (value, at) => formatFloat(value, ((bytes[at * size + size - 1] ?? 0) & 0x80) !== 0),
+      );
+    }
+    case "FP16": {
+      const bits = data as Uint16Array;
+      return numberReader(
+        (at) => halfBitsToFloat(bits[at] ?? 0),
+        (value, at) => formatFloat(value, ((bits[at] ?? 0) & 0x8000) !== 0),
+      );
+    }
     case "INT8":
     case "INT16":
     case "INT32":
     case "UINT8":
     case "UINT16":
     case "UINT32":
-      return numberReader((at) => (data as Int32Array)[at] ?? 0, String);
+      return numberReader(
+        (at) => (data as Int32Array)[at] ?? 0,
+        (value) => String(value),
+      );
     case "INT64":
     case "UINT64": {
       const values = data as BigInt64Array | BigUint64Array;
@@ -111,7 +131,7 @@ function reader(tensor: Tensor): Reader {
   }
 }
 
-function numberReader(at: (index: number) => number, format: (value: number) => string): Reader {
+function numberReader(at: (index: number) => number, format: (value: number, at: number) => string): Reader {
   return {
     before(a, b) {
       const x = at(a);
@@ -120,17 +140,17 @@ function numberReader(at: (index: number) => number, format: (value: number) => 
         return Number.isNaN(x) === Number.isNaN(y) ? a < b : !Number.isNaN(x);
       return x > y || (x === y && a < b);
     },
-    format: (index) => format(at(index)),
+    format: (index) => format(at(index), index),
   };
 }
 
 /**
  * C's "%f", as std::to_string writes a float or a double: six decimals, rounded half to even from the
  * double's exact binary value (JavaScript's toFixed rounds such ties up: 0.0078125 is 0.007812 here, as in
- * C), whole numbers in full however large, "-0.000000" kept.
+ * C), whole numbers in full however large, "-0.000000" kept; a NaN is "nan", or "-nan" with its sign bit set.
  */
-export function formatFloat(value: number): string {
-  if (Number.isNaN(value)) return "nan";
+export function formatFloat(value: number, negativeNaN = false): string {
+  if (Number.isNaN(value)) return negativeNaN ? "-nan" : "nan";
   if (!Number.isFinite(value)) return value > 0 ? "inf" : "-inf";
   const negative = value < 0 || Object.is(value, -0);
   const { mantissa, exponent } = exactBinary(Math.abs(value));

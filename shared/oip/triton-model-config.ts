@@ -6,7 +6,7 @@
  *
  * With `max_batch_size` above 0 the dims leave out the batch dimension, as Triton's do.
  */
-import type { DeclaredBatching } from "../protocol/model-signatures.ts";
+import { batchesAlongFirstDim, type DeclaredBatching } from "../protocol/model-signatures.ts";
 import type { Datatype } from "./datatypes.ts";
 import type { TensorMetadata } from "./schemas.ts";
 
@@ -72,7 +72,7 @@ export interface ModelConfigSource {
 }
 
 export function tritonModelConfig(source: ModelConfigSource): TritonModelConfig {
-  const batched = source.batching.max_batch_size > 0;
+  const batched = batchesAlongFirstDim(source.batching);
   const dims = (shape: readonly number[]) => (batched ? shape.slice(1) : [...shape]);
   const dynamic = source.batching.dynamic_batching;
   return {

@@ -44,12 +44,11 @@ export const StoredFileSchema = z.object({
 });
 export type StoredFile = z.infer<typeof StoredFileSchema>;
 
-const ModelFileSchema = z.custom<ModelFile>((file) => typeof file === "string" && isModelFile(file));
-
 export const StoredVersionSchema = z.object({
   name: z.string(),
   version: z.string(),
-  files: z.partialRecord(ModelFileSchema, StoredFileSchema),
+  // Any name: a CLI still reads the listing of a gateway that keeps kinds of files it does not know yet.
+  files: z.record(z.string(), StoredFileSchema),
 });
 export type StoredVersion = z.infer<typeof StoredVersionSchema>;
 

@@ -19,6 +19,10 @@ export type DeclaredBatching = z.infer<typeof DeclaredBatchingSchema>;
 
 export const NO_DECLARED_BATCHING: DeclaredBatching = { max_batch_size: 0, dynamic_batching: null };
 
+/** Whether the model batches along its first dimension, as Triton reads max_batch_size (above 0). */
+export const batchesAlongFirstDim = (batching: Pick<DeclaredBatching, "max_batch_size">): boolean =>
+  batching.max_batch_size > 0;
+
 /**
  * A model version's inputs and outputs as OIP metadata, and its declared batching: what the gateway needs to
  * answer model metadata and configuration without loading anything. Agents send these in hello and state

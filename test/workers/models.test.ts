@@ -125,7 +125,9 @@ describe("models in R2", () => {
     expect(served.headers.get("Repr-Digest")).toMatch(/^sha-256=:/);
     expect([...new Uint8Array(await served.arrayBuffer())]).toEqual([...page]);
     expect((await asAgent("/agent/models/warm/1/warmup/gone.bin")).status).toBe(404);
-    expect((await asAgent("/agent/models/warm/1/warmup/..%2Fmodel.onnx")).status).toBe(404);
+    const outside = await asAgent("/agent/models/warm/1/warmup/..%2Fmodel.onnx");
+    expect(outside.status).toBe(404);
+    expect(await errorOf(outside)).toMatch(/^no such model file 'warmup\/\.\.\/model\.onnx'/);
 
     expect((await admin("/admin/models/warm/1?file=warmup/row.bin", { method: "DELETE" })).status).toBe(200);
     expect((await asAgent("/agent/models/warm/1/warmup/row.bin")).status).toBe(404);

@@ -28,7 +28,7 @@ const replica: LinkedReplica = {
     outputs: call.inputs,
     cache: "hit",
     timings: { queueMs: 0, loadMs: 0, inferMs: 0, sessionMs: 0 },
-    classes: { batched: false, labels: {} },
+    classes: { batched: false, labels: new Map() },
   }),
   state: () => state,
   resultState: () => state,

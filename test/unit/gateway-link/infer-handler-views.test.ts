@@ -35,7 +35,7 @@ async function handled(frame: Uint8Array): Promise<{ call: InferCall; result: Ui
         outputs: call.inputs,
         cache: "hit",
         timings: { queueMs: 0, loadMs: 0, inferMs: 0, sessionMs: 0 },
-        classes: { batched: false, labels: {} },
+        classes: { batched: false, labels: new Map() },
       };
     },
     state: () => replicaState({ maxConcurrency: 1 }),

@@ -324,6 +324,10 @@ describe("the files config.json names: model_warmup's data, outputs' labels", ()
     const fromUnlisted = await unlisted.repository.resolve("det", "1");
     expect(await listFiles(fromUnlisted.warmupDir)).toEqual(["row.bin"]);
     expect(unlisted.server.count("det/1/warmup/pages/one page.bin")).toBe(1);
+    // Versions are immutable: the cached version resolves again without asking for it, or anything, again.
+    const asked = unlisted.server.requests.length;
+    await unlisted.repository.resolve("det", "1");
+    expect(unlisted.server.requests.length).toBe(asked);
 
     const listed = await setUp(lacking);
     await writeManifest(listed.served, [["det", "1"]]);

@@ -25,10 +25,16 @@ describe("Triton's classification extension", () => {
   test("a batching model's output is classified row by row; another's as one row, indices over all of it", () => {
     const output = fp32([2, 3], [0.1, 0.7, 0.2, 0.9, 0.05, 0.05]);
     const request = { outputs: [{ name: "probs", classification: 2 }] };
-    const [perRow] = answeredOutputs({ outputs: [output], classes: { batched: true, labels: {} } }, request);
+    const [perRow] = answeredOutputs(
+      { outputs: [output], classes: { batched: true, labels: new Map() } },
+      request,
+    );
     expect(perRow?.shape).toEqual([2, 2]);
     expect(strings(perRow as Tensor)).toEqual(["0.700000:1", "0.200000:2", "0.900000:0", "0.050000:1"]);
-    const [whole] = answeredOutputs({ outputs: [output], classes: { batched: false, labels: {} } }, request);
+    const [whole] = answeredOutputs(
+      { outputs: [output], classes: { batched: false, labels: new Map() } },
+      request,
+    );
     expect(whole?.shape).toEqual([2]);
     expect(strings(whole as Tensor)).toEqual(["0.900000:3", "0.700000:1"]);
   });
@@ -36,18 +42,24 @@ describe("Triton's classification extension", () => {
   test("an output with labels carries the label of each class that has one", () => {
     const [labelled] = answeredOutputs(
       {
-        outputs: [fp32([1, 3], [0.2, 0.5, 0.3])],
-        classes: { batched: true, labels: { probs: ["cat", "dog"] } },
+        outputs: [fp32([1, 4], [0.2, 0.5, 0.3, 0.9])],
+        classes: { batched: true, labels: new Map([["probs", ["cat", "", "dog"]]]) },
       },
-      { outputs: [{ name: "probs", classification: 3 }] },
+      { outputs: [{ name: "probs", classification: 4 }] },
     );
-    expect(strings(labelled as Tensor)).toEqual(["0.500000:1:dog", "0.300000:2", "0.200000:0:cat"]);
+    // Class 1's line is empty and class 3 has none: as in Triton, neither has a label.
+    expect(strings(labelled as Tensor)).toEqual([
+      "0.900000:3",
+      "0.500000:1",
+      "0.300000:2:dog",
+      "0.200000:0:cat",
+    ]);
   });
 
   test("only the outputs asked for are classified; the others come back as they ran", () => {
     const other: Tensor = { name: "boxes", datatype: "FP32", shape: [1, 2], data: new Float32Array([1, 2]) };
     const probs = fp32([1, 3], [0.2, 0.5, 0.3]);
-    const served = { outputs: [other, probs], classes: { batched: true, labels: {} } };
+    const served = { outputs: [other, probs], classes: { batched: true, labels: new Map() } };
     const answered = answeredOutputs(served, {
       outputs: [{ name: "boxes" }, { name: "probs", classification: 1 }],
     });
@@ -62,11 +74,17 @@ describe("Triton's classification extension", () => {
     expect(strings(classes)).toEqual(["5.000000:2", "2.000000:1", "2.000000:3", "nan:0"]);
     // A batching model's scalar output has no rows: one row of one.
     const [scalar] = answeredOutputs(
-      { outputs: [fp32([], [7])], classes: { batched: true, labels: {} } },
+      { outputs: [fp32([], [7])], classes: { batched: true, labels: new Map() } },
       { outputs: [{ name: "probs", classification: 3 }] },
     );
     expect(scalar?.shape).toEqual([1]);
     expect(strings(scalar as Tensor)).toEqual(["7.000000:0"]);
+    // Nor has an empty batch: Triton answers it as one empty row.
+    const [empty] = answeredOutputs(
+      { outputs: [fp32([0, 4], [])], classes: { batched: true, labels: new Map() } },
+      { outputs: [{ name: "probs", classification: 3 }] },
+    );
+    expect(empty).toMatchObject({ shape: [0], data: [] });
   });
 
   test("integers print in full (INT64 beyond 2^53 too), FP16 as its float, and compare by their type", () => {
@@ -86,6 +104,25 @@ describe("Triton's classification extension", () => {
       data: new Uint16Array([floatToHalfBits(0.25), floatToHalfBits(-1)]),
     };
     expect(strings(classify(half, 2, false))).toEqual(["0.250000:0", "-1.000000:1"]);
+  });
+
+  test("a NaN with its sign bit set is '-nan', as glibc writes x86's own NaNs", () => {
+    const values = new Float32Array([Number.NaN, Number.NaN, 1]);
+    new Uint32Array(values.buffer)[0] = 0xffc00000;
+    new Uint32Array(values.buffer)[1] = 0x7fc00000;
+    expect(strings(classify(fp32([3], []), 0, false))).toEqual([]);
+    expect(strings(classify({ ...fp32([3], []), data: values }, 3, false))).toEqual([
+      "1.000000:2",
+      "-nan:0",
+      "nan:1",
+    ]);
+    const doubles = new Float64Array([Number.NaN]);
+    const bytes = new Uint8Array(doubles.buffer);
+    bytes[7] = (bytes[7] ?? 0) | 0x80;
+    const fp64: Tensor = { name: "d", datatype: "FP64", shape: [1], data: doubles };
+    expect(strings(classify(fp64, 1, false))).toEqual(["-nan:0"]);
+    const half: Tensor = { name: "h", datatype: "FP16", shape: [2], data: new Uint16Array([0xfe00, 0x7e00]) };
+    expect(strings(classify(half, 2, false))).toEqual(["-nan:0", "nan:1"]);
   });
 
   test("BOOL and BYTES outputs have no classes: 400 in Triton's words", () => {

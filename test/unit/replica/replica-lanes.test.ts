@@ -90,12 +90,12 @@ describe("Replica lanes", () => {
     });
     const revoke = () => {};
     for (const [model, classes] of [
-      ["declared", { batched: true, labels: { y: ["cat", "dog", "", "bird"] } }],
-      ["plain", { batched: false, labels: {} }],
+      ["declared", { batched: true, labels: new Map([["y", ["cat", "dog", "", "bird"]]]) }],
+      ["plain", { batched: false, labels: new Map() }],
     ] as const) {
       expect((await replica.infer({ model, inputs: [input()] })).classes, model).toEqual(classes);
       const grant = await replica.openLane(model, undefined, { maxQueue: 8, revoke });
-      expect(grant?.settings.classes, model).toEqual(classes);
+      expect(grant?.classes, model).toEqual(classes);
       grant?.port.close();
       grant?.close();
     }

@@ -67,7 +67,6 @@ async function openLane(
       model: MLP,
       inputs: session.inputs,
       outputs: session.outputs,
-      classes: { batched: false, labels: {} },
       maxConcurrency: 8,
       maxQueue: 8,
       ...settings,

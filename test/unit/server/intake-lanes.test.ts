@@ -11,6 +11,7 @@ import type { LaneNotice } from "../../../backend/server/intake-protocol.ts";
 import { Deadline } from "../../../shared/deadline.ts";
 import { SwitchyardError } from "../../../shared/errors.ts";
 import { requestedModelKey } from "../../../shared/model-names.ts";
+import type { OutputClasses } from "../../../shared/oip/classification.ts";
 import type { Tensor } from "../../../shared/oip/tensor.ts";
 import { IDENTITY_MODELS, MULTIPLEX_MODELS, repoModelPath } from "../../fixtures/paths.ts";
 import { buildLookupModel, GATHER_TABLE, lookupRequest } from "../../integration/harness/behaviour-models.ts";
@@ -45,6 +46,7 @@ async function withLane(
   settings: Partial<LaneSettings> = {},
   model = MLP,
   path = repoModelPath(model),
+  classes: OutputClasses = { batched: false, labels: new Map() },
 ) {
   const session = await WorkerSession.create(path, OPTIONS);
   sessions.push(session);
@@ -52,7 +54,6 @@ async function withLane(
     model,
     inputs: session.inputs,
     outputs: session.outputs,
-    classes: { batched: false, labels: {} },
     maxConcurrency: 4,
     maxQueue: 4,
     ...settings,
@@ -68,6 +69,7 @@ async function withLane(
     model: { name: model, version: "1" },
     replica: "0",
     settings: laneSettings,
+    classes,
     lifetimeMs,
   });
   return { session, lanes, notices };
@@ -85,17 +87,20 @@ describe("an intake thread's lanes", () => {
     expect(outcome.replica).toBe("0");
     expect(outcome.cache).toBe("hit");
     expect(outcome.outputs[0]?.shape).toEqual([1, 8]);
-    expect(outcome.classes).toEqual({ batched: false, labels: {} });
+    expect(outcome.classes).toEqual({ batched: false, labels: new Map() });
   });
 
   test("its outcomes say how the model's outputs are classified, alone and in groups", async () => {
-    const classes = { batched: true, labels: { y: ["cat", "dog"] } };
-    const { lanes } = await withLane(10_000, { classes });
+    const classes = { batched: true, labels: new Map([["y", ["cat", "dog"]]]) };
+    const { lanes } = await withLane(10_000, {}, MLP, repoModelPath(MLP), classes);
     expect((await lanes.infer(call())).classes).toEqual(classes);
-    const grouped = await withLane(10_000, {
+    const grouped = await withLane(
+      10_000,
+      { batching: { maxBatchSize: 4, maxQueueDelayMs: 1, preferredBatchSizes: [] } },
+      MLP,
+      repoModelPath(MLP),
       classes,
-      batching: { maxBatchSize: 4, maxQueueDelayMs: 1, preferredBatchSizes: [] },
-    });
+    );
     const outcomes = await Promise.all([grouped.lanes.infer(call()), grouped.lanes.infer(call())]);
     expect(outcomes.map((outcome) => outcome.classes)).toEqual([classes, classes]);
   });

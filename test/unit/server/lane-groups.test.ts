@@ -17,7 +17,6 @@ const SETTINGS: LaneSettings = {
   inputs: [{ name: "x", datatype: "FP32", shape: [-1, 2] }],
   outputs: [{ name: "y", datatype: "FP32", shape: [-1, 2] }],
   batching: { maxBatchSize: 8, maxQueueDelayMs: 0, preferredBatchSizes: [] },
-  classes: { batched: false, labels: {} },
   maxConcurrency: 4,
   maxQueue: 4,
 };
@@ -40,7 +39,7 @@ const outcome = (outputs: Tensor[]): PooledOutcome => ({
   outputs,
   cache: "hit",
   timings: { poolQueueMs: 0, queueMs: 0, loadMs: 0, inferMs: 0, sessionMs: 0 },
-  classes: { batched: false, labels: {} },
+  classes: { batched: false, labels: new Map() },
 });
 
 /** A scripted lane: each group is answered with `answer(its stacked inputs)`. */
