@@ -12,6 +12,11 @@ import type { InferCall, InferOutcome, LaneGrant, Replica } from "../replica/rep
 
 export interface PooledInferCall extends InferCall {
   hint?: string;
+  /**
+   * The request asks classes of an output: its outcome, where it crosses to another thread, carries the
+   * model's labels (without, only whether the model batches: a thousand labels cost ~70 us a message).
+   */
+  withLabels?: true;
   /** At it, the request is answered 504, whether it still waits for a replica or runs there. */
   deadline: Deadline;
 }

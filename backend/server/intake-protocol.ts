@@ -33,6 +33,7 @@ export interface WireInferCall {
   hint?: string;
   inputs: Tensor[];
   outputs?: string[];
+  withLabels?: true;
   deadlineAt: number;
   budgetMs: number;
   /** Size of the buffer the body was read into: the main thread sends one of that size back (`spare`). */
@@ -98,13 +99,16 @@ export type MainMessage =
   | { type: "close" };
 
 /** What a call carries across as it is, either way. */
-function sameBothWays(call: Pick<WireInferCall, "model" | "version" | "hint" | "inputs" | "outputs">) {
+function sameBothWays(
+  call: Pick<WireInferCall, "model" | "version" | "hint" | "inputs" | "outputs" | "withLabels">,
+) {
   return {
     model: call.model,
     ...(call.version === undefined ? {} : { version: call.version }),
     ...(call.hint === undefined ? {} : { hint: call.hint }),
     inputs: call.inputs,
     ...(call.outputs === undefined ? {} : { outputs: call.outputs }),
+    ...(call.withLabels === undefined ? {} : { withLabels: call.withLabels }),
   };
 }
 

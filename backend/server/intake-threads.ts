@@ -5,10 +5,12 @@
  * The first thread binds the port and the others join it there. A thread that dies is replaced, so the port
  * keeps its listeners.
  */
+
 import { createServer } from "node:net";
 import { type TransferListItem, Worker } from "node:worker_threads";
 import type { Hono } from "hono";
 import { describeError, noRoute, SwitchyardError } from "../../shared/errors.ts";
+import { unlabelled } from "../../shared/oip/classification.ts";
 import type { ReplicaPool } from "../pool/replica-pool.ts";
 import { requestBuffers } from "../replica/buffer-pool.ts";
 import { toWireError } from "../wire-error.ts";
@@ -96,7 +98,11 @@ export async function startIntakeThreads(options: IntakeThreadsOptions): Promise
                   {
                     type: "outcome",
                     id: message.id,
-                    outcome: { ...outcome, outputs: moved.outputs },
+                    outcome: {
+                      ...outcome,
+                      outputs: moved.outputs,
+                      classes: call.withLabels === true ? outcome.classes : unlabelled(outcome.classes),
+                    },
                     ...(spare === undefined ? {} : { spare }),
                   },
                   spare === undefined ? moved.transfer : [...moved.transfer, spare],

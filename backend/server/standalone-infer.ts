@@ -1,4 +1,4 @@
-import { answeredOutputs } from "../../shared/oip/classification.ts";
+import { answeredOutputs, asksClasses } from "../../shared/oip/classification.ts";
 import { binaryOutputSelector, encodeInferResponseParts } from "../../shared/oip/codec.ts";
 import { type InferRequestIn, inferResponseHeaders } from "../../shared/oip/infer-http.ts";
 import type { PooledInferCall, PooledOutcome } from "../pool/replica-pool.ts";
@@ -45,6 +45,7 @@ export async function answerInfer(
     ...(hint === undefined ? {} : { hint }),
     inputs: request.inputs,
     ...(request.outputs === undefined ? {} : { outputs: request.outputs.map((output) => output.name) }),
+    ...(asksClasses(request) ? { withLabels: true as const } : {}),
     deadline,
     ...(signal === undefined ? {} : { signal }),
     // The tensors were decoded for this request alone, from a body it owns: they may move to the session's

@@ -26,6 +26,20 @@ export interface OutputClasses {
   labels: OutputLabels;
 }
 
+const NO_LABELS: OutputLabels = new Map();
+
+/** The same classes without their labels: what a request that asks for no classes needs of them. */
+export function unlabelled(classes: OutputClasses): OutputClasses {
+  return classes.labels.size === 0 ? classes : { batched: classes.batched, labels: NO_LABELS };
+}
+
+/** Whether a request asks classes of any output (then its outcome needs the model's labels). */
+export function asksClasses(request: {
+  outputs?: readonly { name: string; classification?: number }[];
+}): boolean {
+  return request.outputs?.some((output) => output.classification !== undefined) === true;
+}
+
 /**
  * The outputs a served request answers with: those it asked classes of (RequestedOutput.classification)
  * replaced by them, the others as they ran. `classes` is the model's (InferOutcome's).

@@ -1,8 +1,11 @@
+import { writeFileSync } from "node:fs";
+import { join } from "node:path";
 import { afterEach, describe, expect, test } from "vitest";
 import { infer, OipHttpError } from "../../shared/oip/http-client.ts";
 import { mlpWeights, referenceMlp } from "../fixtures/onnx-builder.ts";
 import { MULTIPLEX_MODELS, MULTIPLEX_SPECS, REPO_DIR } from "../fixtures/paths.ts";
 import { expectAllClose } from "../support/close-to.ts";
+import { copyOf, temporaryRepository } from "./harness/behaviour-models.ts";
 import { type AgentProcess, startHoldingAgent, startStandaloneAgent } from "./support/agent-process.ts";
 
 // Lanes end to end (backend/replica/lane-protocol.ts): the real agent on one HTTP intake thread, a real
@@ -115,6 +118,42 @@ describe("lanes from an HTTP thread to a model's session", () => {
     expect(lines).toHaveLength(30);
     expect(lines[0]?.lane).toBeUndefined();
     expect(lines.filter((line) => line.lane === true).length).toBeGreaterThanOrEqual(12);
+  });
+
+  test("classes with their labels come back alike through the main thread and down a lane, in groups too", {
+    timeout: 60_000,
+  }, async () => {
+    // The model under another name, declaring batching and labels for its output.
+    const repo = temporaryRepository("lane-classes", [
+      copyOf(MODEL, "labelled", { max_batch_size: 8, output: [{ name: "y", label_filename: "labels.txt" }] }),
+    ]);
+    writeFileSync(join(repo, "labelled", "labels.txt"), "a\nb\nc\nd\ne\nf\ng\nh\n");
+    agent = await startStandaloneAgent([
+      ...["--models", repo, "--threads", "1", "--http-threads", "1", "--preload", "labelled"],
+      "--log-requests",
+    ]);
+    const classified = async () => {
+      const { response } = await infer(
+        agent?.url ?? "",
+        "labelled",
+        {
+          inputs: [{ name: "x", datatype: "FP32", shape: [2, 16], data: inputOf(3, 2) }],
+          outputs: [{ name: "y", parameters: { classification: 3 } }],
+        },
+        { binaryOutputs: false },
+      );
+      const [output] = response.outputs;
+      expect(output).toMatchObject({ datatype: "BYTES", shape: [2, 3] });
+      return ((output?.data ?? []) as Uint8Array[]).map((bytes) => new TextDecoder().decode(bytes));
+    };
+    const first = await classified();
+    expect(first.every((text) => /^-?\d+\.\d{6}:[0-7]:[a-h]$/.test(text))).toBe(true);
+    await pause(200);
+    const later = await Promise.all(Array.from({ length: 12 }, () => classified()));
+    for (const answer of later) expect(answer).toEqual(first);
+    const lines = await requestLinesOnce((some) => some.length >= 13);
+    expect(lines[0]?.lane).toBeUndefined();
+    expect(lines.some((line) => line.lane === true)).toBe(true);
   });
 
   test("the session bounds what comes down its lanes: past --max-concurrency and --max-queue a group of requests gets 429", {

@@ -1,7 +1,13 @@
 import fc from "fast-check";
 import { describe, expect, test } from "vitest";
 import { SwitchyardError } from "../../../shared/errors.ts";
-import { answeredOutputs, classify, formatFloat } from "../../../shared/oip/classification.ts";
+import {
+  answeredOutputs,
+  asksClasses,
+  classify,
+  formatFloat,
+  unlabelled,
+} from "../../../shared/oip/classification.ts";
 import { floatToHalfBits } from "../../../shared/oip/fp16.ts";
 import type { Tensor } from "../../../shared/oip/tensor.ts";
 
@@ -54,6 +60,16 @@ describe("Triton's classification extension", () => {
       "0.300000:2:dog",
       "0.200000:0:cat",
     ]);
+  });
+
+  test("a request's outcome needs the labels only when it asks classes; without, whether the model batches stays", () => {
+    expect(asksClasses({ outputs: [{ name: "a" }, { name: "b", classification: 1 }] })).toBe(true);
+    expect(asksClasses({ outputs: [{ name: "a" }] })).toBe(false);
+    expect(asksClasses({})).toBe(false);
+    const classes = { batched: true, labels: new Map([["probs", ["cat"]]]) };
+    expect(unlabelled(classes)).toEqual({ batched: true, labels: new Map() });
+    const none = { batched: false, labels: new Map() };
+    expect(unlabelled(none)).toBe(none);
   });
 
   test("only the outputs asked for are classified; the others come back as they ran", () => {
