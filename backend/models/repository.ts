@@ -3,6 +3,7 @@
  * http(s) URL (downloaded into a cache). Either way the rest of the agent sees this one interface (open-repository.ts picks the implementation): what the
  * repository offers, and a local, verified model.onnx for a (name, version).
  */
+import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import type { ModelConfig, ReferencedFile } from "../../shared/model-config.ts";
 
@@ -24,12 +25,30 @@ export interface ResolvedModel {
   labelsDir: string;
 }
 
+/** The directories where the files a model's config.json names are, by kind. */
+export type ReferencedDirs = Pick<ResolvedModel, "warmupDir" | "labelsDir">;
+
 /** Where a file the model's config.json names is on this machine (ResolvedModel's directory for its kind). */
-export function referencedPath(
-  model: Pick<ResolvedModel, "warmupDir" | "labelsDir">,
-  file: ReferencedFile,
-): string {
-  return join(file.kind === "warmup" ? model.warmupDir : model.labelsDir, file.name);
+export function referencedPath(dirs: ReferencedDirs, file: ReferencedFile): string {
+  // config.json's schema keeps the name inside that directory (isReferencedFileName).
+  return join(file.kind === "warmup" ? dirs.warmupDir : dirs.labelsDir, file.name);
+}
+
+/**
+ * The bytes of a file the model's config.json names, or an Error whose message says why not, in words a
+ * load's failure carries after naming the file: "is not in the model's warmup/ directory", "could not be
+ * read (EACCES)".
+ */
+export async function readReferencedFile(dirs: ReferencedDirs, file: ReferencedFile): Promise<Uint8Array> {
+  try {
+    return new Uint8Array(await readFile(referencedPath(dirs, file)));
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    const where = file.kind === "warmup" ? "the model's warmup/ directory" : "the model's directory";
+    throw new Error(code === "ENOENT" ? `is not in ${where}` : `could not be read (${code})`, {
+      cause: error,
+    });
+  }
 }
 
 export interface RepositoryEntry {

@@ -22,12 +22,11 @@
  * An input the sample leaves out takes its shape from the graph when every dimension there is fixed (the
  * batch's aside, which is then the batch_size).
  */
-import { readFile } from "node:fs/promises";
-import { join } from "node:path";
 import type { ModelConfig } from "../../shared/model-config.ts";
 import { dataFromBinary } from "../../shared/oip/codec.ts";
 import { ELEMENT_SIZE } from "../../shared/oip/datatypes.ts";
 import { elementCount, type Tensor } from "../../shared/oip/tensor.ts";
+import { type ReferencedDirs, readReferencedFile } from "../models/repository.ts";
 import type { TensorSpec } from "./ort-tensors.ts";
 import { ARRAY_CLASS } from "./session-protocol.ts";
 
@@ -50,25 +49,20 @@ export interface WarmupRun {
  * before any run (an http repository has fetched them into its cache by then). Throws, naming the sample and
  * the input, for a file that is not there or cannot be read.
  */
-export async function readWarmupFiles(config: ModelConfig, warmupDir: string): Promise<WarmupFiles> {
+export async function readWarmupFiles(config: ModelConfig, dirs: ReferencedDirs): Promise<WarmupFiles> {
   const files = new Map<string, Uint8Array>();
   for (const [index, sample] of (config.model_warmup ?? []).entries()) {
     for (const [input, given] of Object.entries(sample.inputs)) {
-      const file = given.input_data_file;
-      if (file === undefined || files.has(file)) continue;
-      const fail = (why: string) =>
-        new Error(
-          `model_warmup sample '${sampleName(sample, index)}': input '${input}': input_data_file '${file}' ${why}`,
+      const name = given.input_data_file;
+      if (name === undefined || files.has(name)) continue;
+      const bytes = await readReferencedFile(dirs, { kind: "warmup", name }).catch((error: unknown) => {
+        const why = error instanceof Error ? error.message : String(error);
+        throw new Error(
+          `model_warmup sample '${sampleName(sample, index)}': input '${input}': input_data_file '${name}' ${why}`,
+          { cause: error },
         );
-      try {
-        // config.json's schema keeps the name inside warmup/ (isReferencedFileName).
-        files.set(file, new Uint8Array(await readFile(join(warmupDir, file))));
-      } catch (error) {
-        const code = (error as NodeJS.ErrnoException).code;
-        throw fail(
-          code === "ENOENT" ? "is not in the model's warmup/ directory" : `could not be read (${code})`,
-        );
-      }
+      });
+      files.set(name, bytes);
     }
   }
   return files;

@@ -125,10 +125,10 @@ export class OnnxModelLoader implements ModelLoader<ModelSession> {
     Omit<ModelSession, "ref" | "config" | "classes" | "bytes" | "bytesSource"> & { labels: OutputLabels }
   > {
     // Before the session: a missing file fails the load without waiting for onnxruntime first.
-    const files = await readWarmupFiles(model.config, model.warmupDir).catch((error: unknown) => {
+    const files = await readWarmupFiles(model.config, model).catch((error: unknown) => {
       throw warmupFailed(model, error);
     });
-    const labels = await readOutputLabels(model.config, model.labelsDir).catch((error: unknown) => {
+    const labels = await readOutputLabels(model.config, model).catch((error: unknown) => {
       throw labelsFailed(model, error);
     });
     const session = await this.#create(model);

@@ -5,27 +5,21 @@
  * shared/oip/classification.ts). Read at load, so that a file that is missing, or a label for an output the
  * model does not have, fails the load as it does in Triton, rather than a request finding out.
  */
-import { readFile } from "node:fs/promises";
-import { join } from "node:path";
 import type { ModelConfig } from "../../shared/model-config.ts";
 import type { OutputLabels } from "../../shared/oip/classification.ts";
+import { type ReferencedDirs, readReferencedFile } from "../models/repository.ts";
 
 /** The labels of every output config.json gives a label_filename, by output name. */
-export async function readOutputLabels(config: ModelConfig, labelsDir: string): Promise<OutputLabels> {
+export async function readOutputLabels(config: ModelConfig, dirs: ReferencedDirs): Promise<OutputLabels> {
   const labels = new Map<string, string[]>();
   for (const output of config.output ?? []) {
-    const file = output.label_filename;
-    if (file === undefined) continue;
-    let text: string;
-    try {
-      // config.json's schema keeps the name inside the model's directory (isReferencedFileName).
-      text = await readFile(join(labelsDir, file), "utf8");
-    } catch (error) {
-      const code = (error as NodeJS.ErrnoException).code;
-      const why = code === "ENOENT" ? "is not in the model's directory" : `could not be read (${code})`;
-      throw new Error(`output '${output.name}': label_filename '${file}' ${why}`, { cause: error });
-    }
-    labels.set(output.name, linesOf(text));
+    const name = output.label_filename;
+    if (name === undefined) continue;
+    const bytes = await readReferencedFile(dirs, { kind: "labels", name }).catch((error: unknown) => {
+      const why = error instanceof Error ? error.message : String(error);
+      throw new Error(`output '${output.name}': label_filename '${name}' ${why}`, { cause: error });
+    });
+    labels.set(output.name, linesOf(new TextDecoder().decode(bytes)));
   }
   return labels;
 }

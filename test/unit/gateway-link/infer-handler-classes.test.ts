@@ -1,36 +1,18 @@
 import { describe, expect, it } from "vitest";
 import { InferHandler } from "../../../backend/gateway-link/infer-handler.ts";
-import type { LinkedReplica } from "../../../backend/gateway-link/linked-replica.ts";
 import { decodeInferResponse, encodeInferRequest } from "../../../shared/oip/codec.ts";
 import type { Tensor } from "../../../shared/oip/tensor.ts";
 import { decodeBinaryFrame, encodeBinaryFrame, ResultHeaderSchema } from "../../../shared/protocol/frames.ts";
-import { replicaState } from "../../support/replica-state.ts";
+import { handlerOptions, identityReplica } from "./identity-replica.ts";
 
 // Classification on the agent's gateway link: the classes go back in the result frame, and a request whose
 // classes cannot be made (a BYTES output) is answered 400 as one that started, since its model ran.
 
 /** Answers one frame with an identity model (its outputs are its inputs) that declares batching and labels. */
 async function answered(input: Tensor): Promise<Uint8Array | string> {
-  const replica: LinkedReplica = {
-    id: "0",
-    infer: async (call) => ({
-      model: { name: call.model, version: "1" },
-      outputs: call.inputs,
-      cache: "hit",
-      timings: { queueMs: 0, loadMs: 0, inferMs: 0, sessionMs: 0 },
-      classes: { batched: true, labels: new Map([["x", ["a", "b", "c"]]]) },
-    }),
-    state: () => replicaState({ maxConcurrency: 1 }),
-    resultState: () => replicaState({ maxConcurrency: 1 }),
-    frameState: () => replicaState({ maxConcurrency: 1 }),
-    onChange: () => () => {},
-  };
   const sent: (Uint8Array | string)[] = [];
-  const handler = new InferHandler({
-    replicas: new Map([["0", replica]]),
-    send: (out) => sent.push(out),
-    log: () => {},
-  });
+  const classes = { batched: true, labels: new Map([["x", ["a", "b", "c"]]]) };
+  const handler = new InferHandler(handlerOptions(identityReplica({ classes }), sent));
   const encoded = encodeInferRequest(
     { inputs: [input], outputs: [{ name: "x", parameters: { classification: 2 } }] },
     { binaryInputs: true },

@@ -1,7 +1,6 @@
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { InferHandler } from "../../../backend/gateway-link/infer-handler.ts";
-import type { LinkedReplica } from "../../../backend/gateway-link/linked-replica.ts";
 import {
   decodeBinaryFrame,
   decodeTextFrame,
@@ -10,31 +9,16 @@ import {
   InferHeaderSchema,
   ResultHeaderSchema,
 } from "../../../shared/protocol/frames.ts";
-import type { ReplicaState } from "../../../shared/protocol/replica-state.ts";
 import { oipJsonRequest } from "../../support/oip-arbitraries.ts";
 import { replicaState } from "../../support/replica-state.ts";
+import { handlerOptions, identityReplica } from "./identity-replica.ts";
 
 // Generated infer frames from a gateway, broken or hostile: the agent's handler never throws, answers every
 // frame whose id it can read exactly once with a frame that follows the protocol, except one that comes while
 // a request of its id is in flight (that request's own answer is the one), and stays usable.
 
-const state: ReplicaState = replicaState({ maxConcurrency: 4 });
-
-const replica: LinkedReplica = {
-  id: "0",
-  // An identity model: it returns its inputs, so whatever decodes comes back as a result frame.
-  infer: async (call) => ({
-    model: { name: call.model, version: "1" },
-    outputs: call.inputs,
-    cache: "hit",
-    timings: { queueMs: 0, loadMs: 0, inferMs: 0, sessionMs: 0 },
-    classes: { batched: false, labels: new Map() },
-  }),
-  state: () => state,
-  resultState: () => state,
-  frameState: () => state,
-  onChange: () => () => {},
-};
+// An identity model: it returns its inputs, so whatever decodes comes back as a result frame.
+const replica = identityReplica({ state: replicaState({ maxConcurrency: 4 }) });
 
 const encoder = new TextEncoder();
 const anything = fc.jsonValue({ maxDepth: 2 });
@@ -109,11 +93,7 @@ describe("the agent's infer handler under generated frames", () => {
     await fc.assert(
       fc.asyncProperty(fc.array(frames, { minLength: 1, maxLength: 5 }), async (batch) => {
         const sent: (Uint8Array | string)[] = [];
-        const handler = new InferHandler({
-          replicas: new Map([["0", replica]]),
-          send: (frame) => sent.push(frame),
-          log: () => {},
-        });
+        const handler = new InferHandler(handlerOptions(replica, sent));
         for (const frame of batch) expect(() => handler.handle(frame.bytes)).not.toThrow();
         await handler.idle();
         const answeredIds = sent.map((frame) =>
@@ -130,11 +110,7 @@ describe("the agent's infer handler under generated frames", () => {
 
   it("a broken frame naming a request in flight is not answered: the request's own answer is its one", async () => {
     const sent: (Uint8Array | string)[] = [];
-    const handler = new InferHandler({
-      replicas: new Map([["0", replica]]),
-      send: (frame) => sent.push(frame),
-      log: () => {},
-    });
+    const handler = new InferHandler(handlerOptions(replica, sent));
     const body = encoder.encode('{"inputs":[]}');
     handler.handle(
       encodeBinaryFrame({ type: "infer", id: "a", replica: "0", model: "m", timeoutMs: 5000 }, body),

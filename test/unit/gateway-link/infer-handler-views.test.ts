@@ -1,10 +1,9 @@
 import { describe, expect, it } from "vitest";
 import { InferHandler } from "../../../backend/gateway-link/infer-handler.ts";
-import type { LinkedReplica } from "../../../backend/gateway-link/linked-replica.ts";
 import type { InferCall } from "../../../backend/replica/replica.ts";
 import { decodeInferResponse, encodeInferRequest } from "../../../shared/oip/codec.ts";
 import { decodeBinaryFrame, encodeBinaryFrame, ResultHeaderSchema } from "../../../shared/protocol/frames.ts";
-import { replicaState } from "../../support/replica-state.ts";
+import { handlerOptions, identityReplica } from "./identity-replica.ts";
 
 // An infer frame as the gateway's relay sends it (gateway/agent-relay/outgoing-frames.ts: its binary part
 // aligned in the frame): where the frame is in a buffer of its own, the request's tensors are views of that
@@ -26,29 +25,8 @@ function inferFrame(): Uint8Array {
 /** Runs one frame through a handler whose replica keeps the call and returns its inputs. */
 async function handled(frame: Uint8Array): Promise<{ call: InferCall; result: Uint8Array }> {
   let seen: InferCall | undefined;
-  const replica: LinkedReplica = {
-    id: "0",
-    infer: async (call) => {
-      seen = call;
-      return {
-        model: { name: call.model, version: "1" },
-        outputs: call.inputs,
-        cache: "hit",
-        timings: { queueMs: 0, loadMs: 0, inferMs: 0, sessionMs: 0 },
-        classes: { batched: false, labels: new Map() },
-      };
-    },
-    state: () => replicaState({ maxConcurrency: 1 }),
-    resultState: () => replicaState({ maxConcurrency: 1 }),
-    frameState: () => replicaState({ maxConcurrency: 1 }),
-    onChange: () => () => {},
-  };
   const sent: (Uint8Array | string)[] = [];
-  const handler = new InferHandler({
-    replicas: new Map([["0", replica]]),
-    send: (out) => sent.push(out),
-    log: () => {},
-  });
+  const handler = new InferHandler(handlerOptions(identityReplica({ seen: (call) => (seen = call) }), sent));
   handler.handle(frame);
   await handler.idle();
   const [result] = sent;

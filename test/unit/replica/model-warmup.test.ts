@@ -166,13 +166,15 @@ describe("what a warm-up input holds (Triton's zero_data, random_data, input_dat
     writeFileSync(join(dir, "row.bin"), rowFile([5, 6, 7, 8]));
     const named = (file: string) =>
       configWith([{ name: "s", inputs: { v: { dims: [4], input_data_file: file } } }]);
-    expect(await readWarmupFiles(named("row.bin"), dir)).toEqual(
+    expect(await readWarmupFiles(named("row.bin"), { warmupDir: dir, labelsDir: dir })).toEqual(
       new Map([["row.bin", rowFile([5, 6, 7, 8])]]),
     );
     // A name that only starts with two dots is a file in warmup/ like any other.
     writeFileSync(join(dir, "..row.bin"), rowFile([1]));
-    expect((await readWarmupFiles(named("..row.bin"), dir)).get("..row.bin")).toEqual(rowFile([1]));
-    await expect(readWarmupFiles(named("gone.bin"), dir)).rejects.toThrow(
+    expect(
+      (await readWarmupFiles(named("..row.bin"), { warmupDir: dir, labelsDir: dir })).get("..row.bin"),
+    ).toEqual(rowFile([1]));
+    await expect(readWarmupFiles(named("gone.bin"), { warmupDir: dir, labelsDir: dir })).rejects.toThrow(
       "model_warmup sample 's': input 'v': input_data_file 'gone.bin' is not in the model's warmup/ directory",
     );
   });
