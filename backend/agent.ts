@@ -18,6 +18,7 @@ import { deviceLabel, planDevices } from "./replica/device.ts";
 import { gpuTotalMemory, gpuUsedMemory } from "./replica/gpu-memory.ts";
 import { spinWindowMs } from "./replica/hot-loop.ts";
 import { startIntakeThreads } from "./server/intake-threads.ts";
+import { type RegionTable, SharedMemoryRegions } from "./server/shared-memory-regions.ts";
 import { createStandaloneApp } from "./server/standalone-app.ts";
 import { appListener, listen, standaloneServer } from "./server/standalone-server.ts";
 import { type StartupInfo, summaryFields } from "./startup-info.ts";
@@ -107,6 +108,9 @@ export async function startAgent(options: AgentOptions, log: Log, ui: AgentUi = 
   if (metricsServer !== undefined) log("metrics listening", { url: metricsServer.url });
 
   let ready = false;
+  const regions = options.allowClientShm ? new SharedMemoryRegions() : undefined;
+  // The intake threads' copies of the regions, once they run (serveStandalone).
+  let publishRegions = async (_table: RegionTable) => {};
   const app = createStandaloneApp({
     pool,
     models,
@@ -115,10 +119,14 @@ export async function startAgent(options: AgentOptions, log: Log, ui: AgentUi = 
     maxBodyBytes: options.maxBodyBytes,
     defaultTimeoutMs: options.timeoutSeconds * 1000,
     isReady: () => ready,
+    ...(regions === undefined
+      ? {}
+      : { sharedMemory: { regions, publish: (table) => publishRegions(table) } }),
     log,
   });
 
-  const server = options.standalone ? await serveStandalone(options, app, pool, log) : undefined;
+  const server = options.standalone ? await serveStandalone(options, app, pool, regions, log) : undefined;
+  if (server?.publishRegions !== undefined) publishRegions = server.publishRegions;
   const url = server === undefined ? undefined : `http://${options.host}:${server.port}`;
   if (url !== undefined) log("standalone server listening", { url });
 
@@ -171,8 +179,14 @@ async function serveStandalone(
   options: AgentOptions,
   app: Hono,
   pool: ReplicaPool,
+  regions: SharedMemoryRegions | undefined,
   log: Log,
-): Promise<{ port: number; close(graceMs: number): Promise<void> }> {
+): Promise<{
+  port: number;
+  close(graceMs: number): Promise<void>;
+  /** Hands a changed table of shared memory regions to the intake threads (they decode the requests). */
+  publishRegions?: (table: RegionTable) => Promise<void>;
+}> {
   const limits = {
     agentName: options.name,
     maxBodyBytes: options.maxBodyBytes,
@@ -186,6 +200,7 @@ async function serveStandalone(
     return startIntakeThreads({
       ...limits,
       count: options.httpThreads,
+      ...(regions === undefined ? {} : { regions }),
       host: options.host,
       port: options.port,
       pool,
@@ -194,7 +209,12 @@ async function serveStandalone(
     });
   }
   const server = await listen(
-    standaloneServer(appListener(app), { ...limits, infer: (call) => pool.infer(call), log }),
+    standaloneServer(appListener(app), {
+      ...limits,
+      infer: (call) => pool.infer(call),
+      ...(regions === undefined ? {} : { sharedMemory: regions }),
+      log,
+    }),
     options.host,
     options.port,
   );
@@ -232,6 +252,7 @@ function startupInfo(
       ? {
           standalone: `http://${options.host}:${options.port === 0 ? "<any free port>" : options.port}`,
           httpThreads: options.httpThreads,
+          ...(options.allowClientShm ? { sharedMemory: true as const } : {}),
         }
       : {}),
     ...(options.metrics === undefined

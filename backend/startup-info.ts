@@ -15,6 +15,8 @@ export interface StartupInfo {
   standalone?: string;
   /** Threads serving the standalone server's HTTP (0: the main thread). */
   httpThreads?: number;
+  /** The standalone server offers system shared memory (--allow-client-shm). */
+  sharedMemory?: true;
   metrics?: string;
   replicas: ReplicaInfo[];
 }
@@ -41,6 +43,7 @@ export function summaryFields(info: StartupInfo): Record<string, unknown> {
     ...(info.gateway === undefined ? {} : { gateway: info.gateway.url, pool: info.gateway.pool }),
     ...(info.standalone === undefined ? {} : { standalone: info.standalone }),
     ...(info.httpThreads === undefined ? {} : { httpThreads: info.httpThreads }),
+    ...(info.sharedMemory === undefined ? {} : { sharedMemory: true }),
     ...(info.metrics === undefined ? {} : { metrics: info.metrics }),
     replicas: info.replicas,
   };

@@ -1,6 +1,7 @@
 import { Hono } from "hono";
 import { noRoute, SwitchyardError } from "../shared/errors.ts";
 import { errorResponse } from "../shared/http/error-response.ts";
+import { sharedMemoryRoutes } from "../shared/oip/shared-memory-routes.ts";
 import { authenticate, requireSecret, type SecretKind } from "./auth.ts";
 import { gatewayConfig } from "./config.ts";
 import type { Env } from "./env.ts";
@@ -64,6 +65,8 @@ export function createApp(): Hono<{ Bindings: Env }> {
   app.route("/", inferRoutes);
   app.route("/", queueRoutes);
   app.route("/", modelRoutes);
+  // Shared memory needs the client on the agent's host: every call answers as a server that offers none.
+  app.route("/", sharedMemoryRoutes(undefined));
   app.route("/", agentConnectRoutes);
   app.route("/", agentModelRoutes);
   // Before adminModelRoutes, whose /admin/models/:model/:version would take "policy" for a version.

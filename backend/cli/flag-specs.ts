@@ -297,6 +297,9 @@ export const FLAG_SPECS = {
     help: "address the standalone server listens on",
     default: "127.0.0.1",
   },
+  "allow-client-shm": toggle(
+    "offer Triton's system shared memory to the standalone server's clients on this host: they register regions of /dev/shm objects and name them instead of sending tensors; any client that reaches --host:--port may then read and write the objects the agent's user can",
+  ),
   "http-threads": {
     type: "string",
     schema: z.coerce

@@ -154,6 +154,7 @@ function resolve(flags: Flags, machine: Machine): AgentOptions {
     standalone: flags.standalone,
     host: flags.host,
     port: flags.port,
+    allowClientShm: flags["allow-client-shm"],
     httpThreads: flags["http-threads"] ?? FLAG_SPECS["http-threads"].derived.from(context),
     spinMs: flags["spin-ms"],
     name: flags.name ?? FLAG_SPECS.name.derived.from(context),

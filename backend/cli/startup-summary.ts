@@ -24,7 +24,12 @@ export function summaryLines(info: StartupInfo): string[] {
       : [row("gateway", `${info.gateway.url}  (pool ${info.gateway.pool})`)]),
     ...(info.standalone === undefined
       ? []
-      : [row("serving", `${info.standalone}  (standalone OIP v2, ${httpOn(info.httpThreads ?? 0)})`)]),
+      : [
+          row(
+            "serving",
+            `${info.standalone}  (standalone OIP v2, ${httpOn(info.httpThreads ?? 0)}${info.sharedMemory === true ? ", system shared memory for clients on this host" : ""})`,
+          ),
+        ]),
     ...(info.metrics === undefined ? [] : [row("metrics", info.metrics)]),
     row("replicas", `${info.replicas.length} on ${devices.join(", ")}`),
     ...info.replicas.map(

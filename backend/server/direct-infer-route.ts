@@ -6,6 +6,7 @@ import { alignmentPad, INFERENCE_HEADER_CONTENT_LENGTH } from "../../shared/oip/
 import { type InferLimits, parseInferRequest } from "../../shared/oip/infer-http.ts";
 import { requestBuffers } from "../replica/buffer-pool.ts";
 import { writeInferAnswer } from "./infer-answer-writer.ts";
+import type { SharedMemoryRegions } from "./shared-memory-regions.ts";
 import { answerInfer, type InferOnReplicas } from "./standalone-infer.ts";
 
 const INFER_PATH = /^\/v2\/models\/([^/]+)(?:\/versions\/([^/]+))?\/infer$/;
@@ -17,6 +18,8 @@ export interface DirectInferOptions extends InferLimits {
    */
   infer: (call: Parameters<InferOnReplicas>[0], bodyBytes: number) => ReturnType<InferOnReplicas>;
   agentName: string;
+  /** This thread's copy of the registered regions, where the agent offers system shared memory. */
+  sharedMemory?: SharedMemoryRegions;
   log: (event: string, fields: Record<string, unknown>) => void;
 }
 
@@ -77,6 +80,7 @@ async function serve(
     headers,
     body,
     options.defaultTimeoutMs,
+    options.sharedMemory,
   );
   const decoded = performance.now();
   const abort = new AbortController();
@@ -85,7 +89,7 @@ async function serve(
   });
   const answer = await answerInfer(
     (call) => options.infer(call, buffer.byteLength),
-    options.agentName,
+    options,
     input,
     { arrivedAt, receiveMs: received - arrivedAt, decodeMs: decoded - received },
     abort.signal,

@@ -14,6 +14,7 @@ import type { PooledInferCall, PooledOutcome } from "../pool/replica-pool.ts";
 import type { LaneSettings } from "../replica/lane-protocol.ts";
 import { forTransfer } from "../replica/session-protocol.ts";
 import type { WireError } from "../wire-error.ts";
+import type { RegionTable } from "./shared-memory-regions.ts";
 
 /** What an intake thread is started with (its workerData). */
 export interface IntakeSettings {
@@ -24,6 +25,8 @@ export interface IntakeSettings {
   defaultTimeoutMs: number;
   /** How long the thread keeps turning after a request arrives (hot-loop.ts); 0: never. */
   spinMs: number;
+  /** The shared memory regions registered now, where the agent offers them (--allow-client-shm). */
+  regions?: RegionTable;
 }
 
 /** An infer call as it crosses: the deadline as its moment (one process, one clock) and its budget. */
@@ -82,6 +85,8 @@ export type IntakeMessage =
   | { type: "abort"; id: number }
   /** A lane takes no more requests; then, it is closed (intake-lanes.ts). */
   | LaneNotice
+  /** The thread holds the regions of the "regions" message `seq`. */
+  | { type: "regions-taken"; seq: number }
   | { type: "closed" };
 
 export type MainMessage =
@@ -95,6 +100,8 @@ export type MainMessage =
   /** A lane to a session's thread, and its end (intake-lanes.ts). */
   | LaneGrantMessage
   | { type: "revoke-lane"; laneId: number }
+  /** The shared memory regions after a register or unregister, for the thread's copy; answered "regions-taken". */
+  | { type: "regions"; seq: number; table: RegionTable }
   /** Stop accepting connections, finish what is in flight, then say "closed". */
   | { type: "close" };
 

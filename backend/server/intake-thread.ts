@@ -23,6 +23,7 @@ import {
   toWireCall,
   type WireResponse,
 } from "./intake-protocol.ts";
+import { SharedMemoryRegions } from "./shared-memory-regions.ts";
 import { listen, standaloneServer } from "./standalone-server.ts";
 import { eachMessage, TickMailbox } from "./tick-mailbox.ts";
 
@@ -178,8 +179,13 @@ function readAll(request: IncomingMessage, maxBytes: number): Promise<ArrayBuffe
   });
 }
 
+/** This thread's copy of the main thread's shared memory regions, which it decodes requests with. */
+const regions = settings.regions === undefined ? undefined : new SharedMemoryRegions();
+if (settings.regions !== undefined) regions?.replace(settings.regions);
+
 const server = standaloneServer(throughMain, {
   infer,
+  ...(regions === undefined ? {} : { sharedMemory: regions }),
   agentName: settings.agentName,
   maxBodyBytes: settings.maxBodyBytes,
   defaultTimeoutMs: settings.defaultTimeoutMs,
@@ -200,6 +206,10 @@ main.on(
         return lanes.open(message);
       case "revoke-lane":
         return lanes.revoke(message.laneId);
+      case "regions":
+        regions?.replace(message.table);
+        toMain.post({ type: "regions-taken", seq: message.seq });
+        return;
       default:
         settle(message);
     }

@@ -25,10 +25,13 @@ import {
   type WireRequest,
 } from "./intake-protocol.ts";
 import { LaneGrants } from "./lane-grants.ts";
+import type { RegionTable, SharedMemoryRegions } from "./shared-memory-regions.ts";
 import { eachMessage, TickMailbox } from "./tick-mailbox.ts";
 
-export interface IntakeThreadsOptions extends IntakeSettings {
+export interface IntakeThreadsOptions extends Omit<IntakeSettings, "regions"> {
   count: number;
+  /** The main thread's shared memory regions, where the agent offers them: each thread decodes with a copy. */
+  regions?: SharedMemoryRegions;
   pool: ReplicaPool;
   app: Hono;
   log: (event: string, fields: Record<string, unknown>) => void;
@@ -39,18 +42,30 @@ export interface IntakeThreads {
   port: number;
   /** Stops accepting connections and resolves once the threads answered what they had; then ends them. */
   close(graceMs: number): Promise<void>;
+  /** Hands every thread the regions after a change; resolves once each holds them (or exited). */
+  publishRegions(table: RegionTable): Promise<void>;
 }
 
 export async function startIntakeThreads(options: IntakeThreadsOptions): Promise<IntakeThreads> {
-  const { count, pool, app, log, ...settings } = options;
+  const { count, pool, app, log, regions, ...settings } = options;
   const entry = workerEntryUrl(import.meta.url, "intake-thread");
   /** The threads serving now, each with its mailbox. */
   const threads = new Map<Worker, TickMailbox<MainMessage>>();
+  /** Per thread, the "regions" messages it has not yet said it took, by seq. */
+  const regionsAwaited = new Map<Worker, Map<number, () => void>>();
+  let regionsSeq = 0;
   let closing = false;
 
   const start = (port: number): Promise<{ worker: Worker; port: number }> =>
     new Promise((resolve, reject) => {
-      const worker = new Worker(entry, { workerData: { ...settings, port } satisfies IntakeSettings });
+      const worker = new Worker(entry, {
+        workerData: {
+          ...settings,
+          port,
+          ...(regions === undefined ? {} : { regions: regions.table() }),
+        } satisfies IntakeSettings,
+      });
+      regionsAwaited.set(worker, new Map());
       const calls = new Map<number, AbortController>();
       let listening = false;
       const toThread = new TickMailbox<MainMessage>(worker, (message, error) => {
@@ -139,6 +154,12 @@ export async function startIntakeThreads(options: IntakeThreadsOptions): Promise
           case "lane-retired":
           case "lane-closed":
             return lanes.notice(message);
+          case "regions-taken": {
+            const awaited = regionsAwaited.get(worker);
+            awaited?.get(message.seq)?.();
+            awaited?.delete(message.seq);
+            return;
+          }
           case "closed":
             return;
         }
@@ -150,6 +171,8 @@ export async function startIntakeThreads(options: IntakeThreadsOptions): Promise
       });
       worker.once("exit", (code) => {
         threads.delete(worker);
+        for (const taken of regionsAwaited.get(worker)?.values() ?? []) taken();
+        regionsAwaited.delete(worker);
         lanes.end();
         for (const abort of calls.values())
           abort.abort(new SwitchyardError("unavailable", "HTTP thread exited"));
@@ -177,6 +200,20 @@ export async function startIntakeThreads(options: IntakeThreadsOptions): Promise
 
   return {
     port: first.port,
+    async publishRegions(table) {
+      regionsSeq += 1;
+      const seq = regionsSeq;
+      await Promise.all(
+        [...threads].map(
+          ([worker, mailbox]) =>
+            new Promise<void>((resolve) => {
+              regionsAwaited.get(worker)?.set(seq, resolve);
+              mailbox.post({ type: "regions", seq, table });
+              mailbox.flush();
+            }),
+        ),
+      );
+    },
     async close(graceMs) {
       closing = true;
       const workers = [...threads];

@@ -20,9 +20,11 @@ import {
   parseLoadRequest,
   parseUnloadRequest,
 } from "../../shared/oip/model-control.ts";
+import { sharedMemoryRoutes } from "../../shared/oip/shared-memory-routes.ts";
 import { tritonModelConfig } from "../../shared/oip/triton-model-config.ts";
 import type { ModelService } from "../models/model-service.ts";
 import type { ReplicaPool } from "../pool/replica-pool.ts";
+import { type RegionTable, regionsControl, type SharedMemoryRegions } from "./shared-memory-regions.ts";
 import { answerInfer } from "./standalone-infer.ts";
 
 export interface StandaloneAppOptions {
@@ -36,6 +38,11 @@ export interface StandaloneAppOptions {
   defaultTimeoutMs: number;
   /** Ready once startup (preloads) is done. */
   isReady: () => boolean;
+  /**
+   * The system shared memory regions, where offered (--allow-client-shm), and how the HTTP intake threads
+   * learn of a change.
+   */
+  sharedMemory?: { regions: SharedMemoryRegions; publish: (table: RegionTable) => Promise<void> };
   log: (event: string, fields: Record<string, unknown>) => void;
 }
 
@@ -46,6 +53,8 @@ export interface StandaloneAppOptions {
  */
 export function createStandaloneApp(options: StandaloneAppOptions): Hono {
   const { pool, models } = options;
+  const regions = options.sharedMemory?.regions;
+  const extensions = regions === undefined ? OIP_EXTENSIONS : [...OIP_EXTENSIONS, "system_shared_memory"];
   const app = new Hono();
 
   app.onError((error, c) => {
@@ -59,7 +68,12 @@ export function createStandaloneApp(options: StandaloneAppOptions): Hono {
   app.get("/v2/health/ready", (c) =>
     options.isReady() ? c.json({ ready: true }) : c.json({ error: "the agent is still starting" }, 503),
   );
-  app.get("/v2", (c) => c.json({ name: options.name, version: options.version, extensions: OIP_EXTENSIONS }));
+  app.get("/v2", (c) => c.json({ name: options.name, version: options.version, extensions }));
+  const { sharedMemory } = options;
+  app.route(
+    "/",
+    sharedMemoryRoutes(sharedMemory && regionsControl(sharedMemory.regions, sharedMemory.publish)),
+  );
 
   // Before /v2/models/:model, which would take "stats" for a model name.
   app.get("/v2/models/stats", async (c) => c.json({ model_stats: await models.statistics() }));
@@ -111,11 +125,12 @@ export function createStandaloneApp(options: StandaloneAppOptions): Hono {
         c.req.raw.headers,
         body,
         options.defaultTimeoutMs,
+        regions,
       );
       const arrival = { arrivedAt, receiveMs: received - arrivedAt, decodeMs: performance.now() - received };
       const answer = await answerInfer(
         (call) => pool.infer(call),
-        options.name,
+        { agentName: options.name, ...(regions === undefined ? {} : { sharedMemory: regions }) },
         input,
         arrival,
         c.req.raw.signal,

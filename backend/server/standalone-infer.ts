@@ -1,7 +1,15 @@
+import { SwitchyardError } from "../../shared/errors.ts";
 import { answeredOutputs, asksClasses } from "../../shared/oip/classification.ts";
-import { binaryOutputSelector, encodeInferResponseParts } from "../../shared/oip/codec.ts";
+import {
+  binaryOutputSelector,
+  encodeInferResponseParts,
+  sharedMemoryOutputSelector,
+  tensorBinary,
+} from "../../shared/oip/codec.ts";
 import { type InferRequestIn, inferResponseHeaders } from "../../shared/oip/infer-http.ts";
+import type { Tensor } from "../../shared/oip/tensor.ts";
 import type { PooledInferCall, PooledOutcome } from "../pool/replica-pool.ts";
+import type { SharedMemoryRegions } from "./shared-memory-regions.ts";
 
 /** A served inference, as the pieces to write: headers, and the body's parts one after the other. */
 export interface InferAnswer {
@@ -16,6 +24,12 @@ export interface InferAnswer {
  */
 export type InferOnReplicas = (call: PooledInferCall) => Promise<PooledOutcome>;
 
+/** Who answers: the agent's name (for X-Switchyard-Replica) and its shared memory regions, if offered. */
+export interface Answerer {
+  agentName: string;
+  sharedMemory?: SharedMemoryRegions;
+}
+
 /** Milliseconds the request spent before it reached the pool: reading its body, then decoding it. */
 export interface Arrival {
   receiveMs: number;
@@ -28,12 +42,13 @@ export interface Arrival {
  * Runs a checked infer request on the agent's replicas and encodes the answer: what both ways into the
  * standalone server share (the direct route for plain bodies, Hono's for compressed or chunked ones).
  * The decoded tensors move to the model's thread without a copy; binary outputs are written from the
- * session's own buffers. Server-Timing says where the time went: receive, decode, queue, load, infer (and
- * run, onnxruntime's part of it), encode, total.
+ * session's own buffers; outputs asked for in shared memory are written there first. Server-Timing says
+ * where the time went: receive, decode, queue, load, infer (and run, onnxruntime's part of it), encode
+ * (writing to shared memory included), total.
  */
 export async function answerInfer(
   infer: InferOnReplicas,
-  agentName: string,
+  answerer: Answerer,
   input: InferRequestIn,
   arrival: Arrival,
   signal?: AbortSignal,
@@ -53,19 +68,22 @@ export async function answerInfer(
     handOverInputs: true,
   });
   const encodingFrom = performance.now();
+  const outputs = answeredOutputs(outcome, request);
+  writeToSharedMemory(answerer.sharedMemory, input, outputs);
   const encoded = encodeInferResponseParts(
     {
       model_name: outcome.model.name,
       model_version: outcome.model.version,
       ...(request.id === undefined ? {} : { id: request.id }),
-      outputs: answeredOutputs(outcome, request),
+      outputs,
     },
     binaryOutputSelector(request),
+    sharedMemoryOutputSelector(request),
   );
   const encodeMs = performance.now() - encodingFrom;
   const headers = inferResponseHeaders({
     requestId: input.requestId,
-    replica: `${agentName}/${outcome.replica}`,
+    replica: `${answerer.agentName}/${outcome.replica}`,
     cache: outcome.cache,
     contentType: encoded.contentType,
     ...(encoded.headerLength === undefined ? {} : { headerLength: encoded.headerLength }),
@@ -83,4 +101,21 @@ export async function answerInfer(
   });
   headers["Content-Length"] = String(encoded.byteLength);
   return { headers, parts: encoded.parts, byteLength: encoded.byteLength };
+}
+
+/** Writes each output the request asked for in shared memory into its region. */
+function writeToSharedMemory(
+  regions: SharedMemoryRegions | undefined,
+  input: InferRequestIn,
+  outputs: readonly Tensor[],
+): void {
+  for (const asked of input.request.outputs ?? []) {
+    if (asked.sharedMemory === undefined) continue;
+    // The codec lets such an output through only where it was given the regions.
+    if (regions === undefined)
+      throw new SwitchyardError("internal", "an output in shared memory, but no regions");
+    const output = outputs.find((tensor) => tensor.name === asked.name);
+    if (output === undefined) continue;
+    regions.write(asked.sharedMemory, asked.name, [tensorBinary(output)]);
+  }
 }

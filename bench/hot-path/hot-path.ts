@@ -17,13 +17,14 @@
  *            stopped at its Worker (relay-anchor-worker) and at its object (relay-anchor-object), the same
  *            bytes in and out, so that the relay's time splits into proxy, RPC and websocket
  *
- * for PP-OCRv4 detection (1x3x640x640 FP32 in, 1.6 MB out) and a small MLP, JSON and binary bodies, 1, 8 and 32
+ * for PP-OCRv4 detection (1x3x640x640 FP32 in, 1.6 MB out) and a small MLP, JSON and binary bodies (and, asked
+ * with --encodings shm, the standalone agent's system shared memory: shared-memory-requests.ts), 1, 8 and 32
  * concurrent clients; batching on (models whose config.json declares it) against off. Every answer's outputs
  * are checked bit for bit against a direct run. Each round (--rounds) measures raw and then every target in
  * turn, the servers all up (idle but for the one measured); the report reads each ratio within a round.
  *
  *   npm run bench:hot-path [-- --device cuda --gpu 0] [--quick] [--seconds 5] [--targets raw,anchor,anchor-threads,http-floor,agent-main,agent,gateway,relay-anchor]
- *     [--models det,mlp,io] [--encodings binary,json] [--concurrency 1,8,32] ["--agent-args=--max-concurrency 8"]
+ *     [--models det,mlp,io] [--encodings binary,json,shm] [--concurrency 1,8,32] ["--agent-args=--max-concurrency 8"]
  *     ["--agent-node-args=--cpu-prof --cpu-prof-dir=prof"]   (with "=": a value that starts with -- is taken
  *     for a flag of the bench's own otherwise)
  *     [--client-threads 4] [--send-stage] [--rounds 3]
@@ -59,8 +60,9 @@ import { readStat, readThreadStat } from "../registry/process-cpu.ts";
 import { MEMO_HEADER } from "./anchor-http.ts";
 import { batchedConfig } from "./batched-config.ts";
 import { threadedLoad } from "./client-threads.ts";
-import { HttpLoad, type PreparedRequest, requestHeaders } from "./http-load.ts";
-import { MAIN_THREAD_CPU, type Measured, PROCESS_CPU, renderHotPathReport } from "./report.ts";
+import { type Answer, HttpLoad, type PreparedRequest, requestHeaders } from "./http-load.ts";
+import { type Encoding, MAIN_THREAD_CPU, type Measured, PROCESS_CPU, renderHotPathReport } from "./report.ts";
+import { prepareInSharedMemory, type SharedMemoryRequest } from "./shared-memory-requests.ts";
 import {
   startAgentTarget,
   startAnchorTarget,
@@ -110,7 +112,7 @@ const device =
     : { kind: "cpu" as const };
 const targets = new Set(values.targets.split(","));
 const concurrencies = values.concurrency.split(",").map(Number);
-const encodings = (["binary", "json"] as const).filter((encoding) =>
+const encodings = (["binary", "json", "shm"] as const).filter((encoding) =>
   values.encodings.split(",").includes(encoding),
 );
 const seconds = Number(values.seconds ?? (values.quick ? 1 : 4));
@@ -238,6 +240,8 @@ async function main(): Promise<void> {
 
   // The reference outputs from a session of our own per model, which also serves the raw path (in each round).
   const references = new Map<string, Float32Array[]>();
+  /** The same outputs by name, as bytes (what the shm encoding's output region must hold). */
+  const referenceBytes = new Map<string, { name: string; bytes: Uint8Array }[]>();
   const rawSessions = new Map<string, { session: ort.InferenceSession; feeds: Record<string, ort.Tensor> }>();
   for (const entry of CASES) {
     const session = await ort.InferenceSession.create(modelPath(repo, entry.name), options);
@@ -248,6 +252,13 @@ async function main(): Promise<void> {
     references.set(
       entry.name,
       Object.values(first).map((tensor) => tensor.data as Float32Array),
+    );
+    referenceBytes.set(
+      entry.name,
+      Object.entries(first).map(([name, tensor]) => {
+        const data = tensor.data as Float32Array;
+        return { name, bytes: new Uint8Array(data.buffer, data.byteOffset, data.byteLength).slice() };
+      }),
     );
     if (targets.has("raw")) rawSessions.set(entry.name, { session, feeds });
     else await session.release();
@@ -298,6 +309,8 @@ async function main(): Promise<void> {
     for (const entry of CASES) {
       if (target.model !== undefined && target.model !== entry.name) continue;
       for (const encoding of encodings) {
+        // Shared memory is the standalone agent's alone (the others have no regions).
+        if (encoding === "shm" && target.kind !== "agent" && target.kind !== "agent-main") continue;
         const twins =
           target.model !== undefined
             ? [target.batched === true]
@@ -306,23 +319,32 @@ async function main(): Promise<void> {
               : [false, true];
         for (const batched of twins) {
           const model = batched ? `${entry.name}_batched` : entry.name;
-          const prepared = prepare(model, entry.input, encoding, {
-            ...target.headers,
-            ...(values["send-stage"] ? { TE: "trailers" } : {}),
-          });
+          const headers = { ...target.headers, ...(values["send-stage"] ? { TE: "trailers" } : {}) };
+          const expected = references.get(entry.name) ?? [];
+          let prepared: PreparedRequest;
+          let check: (answer: Answer) => void;
+          let shared: SharedMemoryRequest | undefined;
+          if (encoding === "shm") {
+            const outputs = referenceBytes.get(entry.name) ?? [];
+            shared = await prepareInSharedMemory(target.url, model, entry.input, outputs, headers);
+            prepared = shared.prepared;
+            check = shared.verify;
+          } else {
+            prepared = prepare(model, entry.input, encoding, headers);
+            check = (answer) => verify(answer, encoding, expected);
+          }
           // One check of the outputs; the timed loops run on client threads of their own (client-threads.ts).
           const client = new HttpLoad(target.url, 1);
           try {
-            const expected = references.get(entry.name) ?? [];
             const answer = await client.send(prepared);
-            verify(answer, encoding, expected);
+            check(answer);
             if (target.kind === "http-floor") {
               // Its timed answers come from memory: the same request again, on the same connection (so the
               // same HTTP thread), must be one, and right too.
               const again = await client.send(prepared);
               if (again.headers[MEMO_HEADER] !== "hit")
                 throw new Error("the HTTP floor did not answer a repeated request from memory");
-              verify(again, encoding, expected);
+              check(again);
             }
             for (const concurrency of concurrencies) {
               // Batching only changes anything with company; one client measures the unbatched path.
@@ -374,6 +396,7 @@ async function main(): Promise<void> {
             }
           } finally {
             client.close();
+            await shared?.release();
           }
         }
       }
@@ -389,7 +412,7 @@ async function main(): Promise<void> {
     target: Target,
     pass: number,
     model: string,
-    encoding: "binary" | "json",
+    encoding: Encoding,
     prepared: PreparedRequest,
     answerBytes: number,
     client: HttpLoad,
@@ -453,6 +476,7 @@ async function main(): Promise<void> {
       "8",
       "--max-concurrency",
       "64",
+      ...(encodings.includes("shm") ? ["--allow-client-shm"] : []),
     ];
     const words = (line: string) => line.split(" ").filter((word) => word !== "");
     agentArgs.push(...words(values["agent-args"]));

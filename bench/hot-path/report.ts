@@ -1,10 +1,19 @@
 /** The hot-path benchmark's report: the figures side by side, the stages of the agent's time, the targets. */
 import { type LoadResult, median, round } from "../gpu/measure.ts";
 
+/** How a request's tensors travel: JSON, the binary extension, or system shared memory (the agent alone). */
+export type Encoding = "binary" | "json" | "shm";
+
+const ENCODING_LABELS: Record<Encoding, string> = {
+  binary: "binary bodies",
+  json: "json bodies",
+  shm: "tensors in system shared memory (the JSON body names the regions)",
+};
+
 export interface Measured {
   model: string;
   target: string;
-  encoding: "binary" | "json";
+  encoding: Encoding;
   batched: boolean;
   load: LoadResult;
   /** Mean Server-Timing phases at this concurrency (ms), where the server sends them. */
@@ -66,13 +75,13 @@ export function renderHotPathReport(report: HotPathReport): string {
       "",
     );
   for (const entry of report.cases) {
-    for (const encoding of ["binary", "json"] as const) {
+    for (const encoding of ["binary", "json", "shm"] as const) {
       const rows = results.filter(
         (result) => result.model === entry.name && (result.encoding === encoding || result.target === "raw"),
       );
       // Nothing measured with this encoding (raw has none of its own: it shows under binary when that ran).
-      if (rows.length === 0 || (rows.every((row) => row.target === "raw") && encoding === "json")) continue;
-      lines.push(`## ${entry.label}, ${encoding} bodies`, "");
+      if (rows.length === 0 || (rows.every((row) => row.target === "raw") && encoding !== "binary")) continue;
+      lines.push(`## ${entry.label}, ${ENCODING_LABELS[encoding]}`, "");
       const header = [
         "path",
         ...report.concurrencies.map((c) => `${c} client${c === 1 ? "" : "s"}: req/s · p50 · p99 (ms)`),
@@ -368,6 +377,21 @@ function targetChecks(
       true,
     );
   };
+  // System shared memory against the binary extension, on the same agent (det's bytes not over HTTP).
+  for (const model of ["io", "det"]) {
+    for (const concurrency of [1, 8, 32]) {
+      show(
+        `${model}, ${concurrency} client${concurrency === 1 ? "" : "s"}: agent p50 with tensors in shared memory / binary bodies`,
+        perRound((find) =>
+          ratio(
+            find(model, "agent", "shm", false, concurrency)?.latency.p50,
+            find(model, "agent", "binary", false, concurrency)?.latency.p50,
+          ),
+        ),
+        true,
+      );
+    }
+  }
   splitRelay("tiny JSON", "mlp", "json");
   splitRelay(`4.9 MB (${big})`, big, "binary");
   const find = finderIn(medians);

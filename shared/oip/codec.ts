@@ -12,7 +12,8 @@
  *   arbitrary bytes need the binary form.
  * - `binary_data_size` is transport: decoded tensors never carry it; a parameters object left empty
  *   without it is dropped. Likewise `binary_data` moves from a requested output's parameters to `binary`,
- *   and `classification` to `classification`.
+ *   `classification` to `classification`, and the shared-memory parameters (shared-memory.ts) to
+ *   `sharedMemory`; an input read from shared memory carries none of them.
  * - Every problem with decoded input is a bad_input SwitchyardError that names the tensor and the element;
  *   a Tensor whose data disagrees with its datatype or shape, handed to an encoder, is an internal error.
  */
@@ -26,6 +27,15 @@ import {
   inferResponseSchema,
   parseOrBadInput,
 } from "./schemas.ts";
+import {
+  SHARED_MEMORY_BYTE_SIZE,
+  SHARED_MEMORY_NOT_OFFERED,
+  SHARED_MEMORY_OFFSET,
+  SHARED_MEMORY_REGION,
+  type SharedMemoryAccess,
+  type SharedMemoryRef,
+  sharedMemoryRefOf,
+} from "./shared-memory.ts";
 import type { Tensor } from "./tensor.ts";
 
 /** The HTTP header that carries the JSON header's length in a binary body. */
@@ -49,6 +59,8 @@ export interface RequestedOutput {
   binary: boolean;
   /** The output's `parameters.classification`: its top classes instead of its values (classification.ts). */
   classification?: number;
+  /** Where the output goes instead of the response: a registered shared memory region (shared-memory.ts). */
+  sharedMemory?: SharedMemoryRef;
   parameters: Record<string, unknown>;
 }
 
@@ -94,6 +106,11 @@ export interface DecodeOptions {
    * tensor is copied into a buffer of its own.
    */
   views?: boolean;
+  /**
+   * The server's registered shared memory regions, where inputs may be read from and outputs written to.
+   * Without it a request that names a region is refused (SHARED_MEMORY_NOT_OFFERED).
+   */
+  sharedMemory?: SharedMemoryAccess;
 }
 
 export interface InferResponseToEncode {
@@ -129,21 +146,47 @@ export function decodeInferRequest(
   const { header, binary } = splitBody(body, headerLength);
   const document = parseJsonHeader(header, "request");
   const request = parseOrBadInput(inferRequestSchema, document.value, "request body");
-  const inputs = decodeTensors(request.inputs, "inputs", binary, document, options.views === true);
+  const inputs = decodeTensors(request.inputs, "inputs", binary, document, options);
   const parameters = request.parameters ?? {};
   const decoded: DecodedInferRequest = { parameters, inputs };
   if (request.id !== undefined) decoded.id = request.id;
   if (request.outputs !== undefined) {
     rejectDuplicateNames(request.outputs, "outputs");
     const binaryByDefault = parameters.binary_data_output ?? false;
-    decoded.outputs = request.outputs.map(({ name, parameters: outputParameters }) => {
-      const { binary_data: binary, classification, ...rest } = outputParameters ?? {};
+    decoded.outputs = request.outputs.map(({ name, parameters: outputParameters }, index) => {
+      const fail: Fail = (problem) => {
+        throw badInput(`outputs[${index}] (${JSON.stringify(name)}): ${problem}`);
+      };
+      const {
+        binary_data: binary,
+        classification,
+        [SHARED_MEMORY_REGION]: _region,
+        [SHARED_MEMORY_OFFSET]: _offset,
+        [SHARED_MEMORY_BYTE_SIZE]: _byteSize,
+        ...rest
+      } = outputParameters ?? {};
       const output: RequestedOutput = { name, binary: binary ?? binaryByDefault, parameters: rest };
       if (classification !== undefined) output.classification = classification;
+      const shared = sharedMemoryRefOf(outputParameters, fail);
+      if (shared !== undefined) {
+        if (options.sharedMemory === undefined) fail(SHARED_MEMORY_NOT_OFFERED);
+        // As tritonclient refuses it: the class strings have no fixed size for a region to be made for.
+        if (classification !== undefined) fail("a classification cannot be written to shared memory");
+        options.sharedMemory.check(shared, fail);
+        output.sharedMemory = shared;
+      }
       return output;
     });
   }
   return decoded;
+}
+
+/** The outputs a decoded request has written to shared memory: the third argument of encodeInferResponse. */
+export function sharedMemoryOutputSelector(request: DecodedInferRequest): (name: string) => boolean {
+  const names = new Set(
+    request.outputs?.filter((output) => output.sharedMemory !== undefined).map((output) => output.name),
+  );
+  return (name) => names.has(name);
 }
 
 /** Which outputs a decoded request wants binary: the second argument of encodeInferResponse. */
@@ -164,13 +207,20 @@ export function encodeInferResponse(
 export function encodeInferResponseParts(
   response: InferResponseToEncode,
   binaryOutput: (name: string) => boolean,
+  /** Outputs already written to shared memory: their name, datatype and shape only, as Triton answers. */
+  inSharedMemory: (name: string) => boolean = () => false,
 ): EncodedParts {
   const fields: JsonField[] = [["model_name", JSON.stringify(response.model_name)]];
   if (response.model_version !== undefined)
     fields.push(["model_version", JSON.stringify(response.model_version)]);
   if (response.id !== undefined) fields.push(["id", JSON.stringify(response.id)]);
   if (response.parameters !== undefined) fields.push(["parameters", JSON.stringify(response.parameters)]);
-  const outputs = response.outputs.map((tensor) => ({ tensor, binary: binaryOutput(tensor.name) }));
+  const outputs = response.outputs.map(
+    (tensor): TensorToEncode => ({
+      tensor,
+      form: inSharedMemory(tensor.name) ? "elsewhere" : binaryOutput(tensor.name) ? "binary" : "json",
+    }),
+  );
   return encodeDocument(fields, "outputs", outputs, []);
 }
 
@@ -212,7 +262,9 @@ export function encodeInferRequest(
     });
     trailing.push(["outputs", JSON.stringify(outputs)]);
   }
-  const inputs = request.inputs.map((tensor) => ({ tensor, binary: options.binaryInputs }));
+  const inputs = request.inputs.map(
+    (tensor): TensorToEncode => ({ tensor, form: options.binaryInputs ? "binary" : "json" }),
+  );
   return joined(encodeDocument(fields, "inputs", inputs, trailing));
 }
 
@@ -228,6 +280,11 @@ export function decodeInferResponse(body: Uint8Array, headerLength?: number): De
   if (response.model_version !== undefined) decoded.model_version = response.model_version;
   if (response.id !== undefined) decoded.id = response.id;
   return decoded;
+}
+
+/** The tensor in the binary form, as one view of its data where byte order allows (else a copy). */
+export function tensorBinary(tensor: Tensor): Uint8Array {
+  return checkedCodec(tensor, JSON.stringify(tensor.name)).binaryOf(tensor.data);
 }
 
 /** The tensor's size in the binary form: raw bytes, plus a 4-byte length per BYTES element. */
@@ -594,6 +651,8 @@ interface TensorPlan {
   index: number;
   count: number;
   binarySize: number | undefined;
+  /** Where the tensor's bytes are instead of the body (an input in a shared memory region). */
+  shared: SharedMemoryRef | undefined;
   fail: Fail;
 }
 
@@ -606,7 +665,7 @@ function decodeTensors(
   field: TensorField,
   binary: Uint8Array | undefined,
   header: JsonHeader,
-  views = false,
+  options: DecodeOptions = {},
 ): Tensor[] {
   rejectDuplicateNames(entries, field);
   let binaryTotal = 0;
@@ -616,7 +675,23 @@ function decodeTensors(
     };
     const count = checkedElementCount(entry.shape, fail);
     const binarySize = entry.parameters?.binary_data_size;
-    if (binarySize === undefined) {
+    const shared = field === "inputs" ? sharedMemoryRefOf(entry.parameters, fail) : undefined;
+    if (shared !== undefined) {
+      if (options.sharedMemory === undefined) fail(SHARED_MEMORY_NOT_OFFERED);
+      if (entry.data !== undefined || binarySize !== undefined)
+        fail(
+          `has ${entry.data === undefined ? "binary_data_size" : "data"} and a shared memory region; send one of them`,
+        );
+      if (entry.datatype !== "BYTES") {
+        const needed = count * ELEMENT_SIZE[entry.datatype];
+        if (shared.byteSize !== needed) {
+          fail(
+            `shared_memory_byte_size is ${shared.byteSize} bytes but shape ${formatShape(entry.shape)} of ${entry.datatype} needs ${needed}`,
+          );
+        }
+      }
+      options.sharedMemory.check(shared, fail);
+    } else if (binarySize === undefined) {
       if (entry.data === undefined) fail("has neither data nor parameters.binary_data_size");
     } else {
       if (entry.data !== undefined) fail("has both data and parameters.binary_data_size; send one of them");
@@ -635,7 +710,7 @@ function decodeTensors(
       }
       binaryTotal += binarySize;
     }
-    return { entry, index, count, binarySize, fail };
+    return { entry, index, count, binarySize, shared, fail };
   });
   const binaryLength = binary?.length ?? 0;
   if (binaryTotal !== binaryLength) {
@@ -646,12 +721,16 @@ function decodeTensors(
   let offset = 0;
   return plans.map((plan) => {
     let data: TensorData;
-    if (plan.binarySize === undefined || binary === undefined) {
+    if (plan.shared !== undefined && options.sharedMemory !== undefined) {
+      // Copied out of the region into a buffer this request owns, so it may move to the session's thread.
+      const bytes = options.sharedMemory.read(plan.shared, plan.fail);
+      data = codecOf(plan.entry.datatype).fromBinary(bytes, plan.count, plan.fail, true);
+    } else if (plan.binarySize === undefined || binary === undefined) {
       data = tensorDataFromJson(plan, () => exactDataOf(header.withExactIntegers(), field, plan.index));
     } else {
       const bytes = binary.subarray(offset, offset + plan.binarySize);
       offset += plan.binarySize;
-      data = codecOf(plan.entry.datatype).fromBinary(bytes, plan.count, plan.fail, views);
+      data = codecOf(plan.entry.datatype).fromBinary(bytes, plan.count, plan.fail, options.views === true);
     }
     const tensor: Tensor = {
       name: plan.entry.name,
@@ -659,7 +738,7 @@ function decodeTensors(
       shape: plan.entry.shape,
       data,
     };
-    const parameters = withoutKey(plan.entry.parameters, "binary_data_size");
+    const parameters = withoutKeys(plan.entry.parameters, TRANSPORT_PARAMETERS);
     if (parameters !== undefined) tensor.parameters = parameters;
     return tensor;
   });
@@ -751,7 +830,8 @@ type JsonField = [key: string, valueJson: string];
 
 interface TensorToEncode {
   tensor: Tensor;
-  binary: boolean;
+  /** In the JSON, after it in the binary part, or elsewhere (shared memory: the header names it only). */
+  form: "json" | "binary" | "elsewhere";
 }
 
 /**
@@ -765,7 +845,7 @@ function encodeDocument(
   trailing: JsonField[],
 ): EncodedParts {
   let binaryLength = 0;
-  const tensorJson = tensors.map(({ tensor, binary }, index) => {
+  const tensorJson = tensors.map(({ tensor, form }, index) => {
     const codec = checkedCodec(tensor, `${field}[${index}] (${JSON.stringify(tensor.name)})`);
     const fields: JsonField[] = [
       ["name", JSON.stringify(tensor.name)],
@@ -773,7 +853,9 @@ function encodeDocument(
       ["shape", JSON.stringify(tensor.shape)],
     ];
     const parameters = withoutKey(tensor.parameters, "binary_data_size") ?? {};
-    if (binary) {
+    if (form === "elsewhere") {
+      if (Object.keys(parameters).length > 0) fields.push(["parameters", JSON.stringify(parameters)]);
+    } else if (form === "binary") {
       const size = codec.byteLength(tensor.data);
       binaryLength += size;
       fields.push(["parameters", JSON.stringify({ ...parameters, binary_data_size: size })]);
@@ -785,11 +867,11 @@ function encodeDocument(
   });
   const headerText = objectJson([...leading, [field, `[${tensorJson.join(",")}]`], ...trailing]);
   const header = utf8Encoder.encode(headerText);
-  if (!tensors.some((tensor) => tensor.binary)) {
+  if (!tensors.some((tensor) => tensor.form === "binary")) {
     return { parts: [header], byteLength: header.length, contentType: "application/json" };
   }
   const parts: Uint8Array[] = [header];
-  for (const { tensor } of tensors.filter((candidate) => candidate.binary)) {
+  for (const { tensor } of tensors.filter((candidate) => candidate.form === "binary")) {
     parts.push(codecOf(tensor.datatype).binaryOf(tensor.data));
   }
   return {
@@ -832,6 +914,25 @@ function formatShape(shape: readonly number[]): string {
 
 function isRecord(value: unknown): value is Record<string, unknown> {
   return typeof value === "object" && value !== null && !Array.isArray(value);
+}
+
+/** An input's parameters that say how its bytes travelled, not what they are. */
+const TRANSPORT_PARAMETERS = [
+  "binary_data_size",
+  SHARED_MEMORY_REGION,
+  SHARED_MEMORY_OFFSET,
+  SHARED_MEMORY_BYTE_SIZE,
+] as const;
+
+/** `parameters` without `keys`; undefined when nothing else is left. */
+function withoutKeys(
+  parameters: Record<string, unknown> | undefined,
+  keys: readonly string[],
+): Record<string, unknown> | undefined {
+  if (parameters === undefined) return undefined;
+  const rest = { ...parameters };
+  for (const key of keys) delete rest[key];
+  return Object.keys(rest).length > 0 ? rest : undefined;
 }
 
 /** `parameters` without `key`; undefined when nothing else is left. */

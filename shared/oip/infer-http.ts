@@ -12,6 +12,7 @@ import { readRequestBody } from "../http/request-body.ts";
 import { parseModelName, parseModelVersion } from "../model-names.ts";
 import { type DecodedInferRequest, decodeInferRequest, INFERENCE_HEADER_CONTENT_LENGTH } from "./codec.ts";
 import { readHeaderLength, readHint, requestIdHeader, serverTiming } from "./request-options.ts";
+import type { SharedMemoryAccess } from "./shared-memory.ts";
 
 export interface InferRequestIn {
   model: string;
@@ -52,17 +53,23 @@ export interface InferPath {
 /**
  * Checks an infer request whose body is already read (decompressed, within its limit). Binary tensors are
  * views of `body` where alignment allows: read them before `body` is handed on, or hand them on with it.
+ * Inputs in shared memory are read from `sharedMemory` (the standalone agent's regions; the gateway has
+ * none, and refuses them).
  */
 export function parseInferRequest(
   path: InferPath,
   headers: HeaderReader,
   body: Uint8Array,
   defaultTimeoutMs: number,
+  sharedMemory?: SharedMemoryAccess,
 ): InferRequestIn {
   const model = parseModelName(path.model ?? "");
   const version = path.version === undefined ? undefined : parseModelVersion(path.version);
   const headerLength = readHeaderLength(headers);
-  const request = decodeInferRequest(body, headerLength, { views: true });
+  const request = decodeInferRequest(body, headerLength, {
+    views: true,
+    ...(sharedMemory === undefined ? {} : { sharedMemory }),
+  });
   const hint = readHint(headers);
   return {
     model,

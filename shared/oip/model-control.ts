@@ -69,8 +69,8 @@ export function parseIndexRequest(body: Uint8Array): { readyOnly: boolean } {
   return { readyOnly: parsed.ready === true };
 }
 
-/** An empty body is `{}`, as tritonclient sends for the index. */
-function jsonOf(body: Uint8Array): unknown {
+/** A control call's JSON body; an empty body is `{}`, as tritonclient sends for the index. */
+export function jsonOf(body: Uint8Array): unknown {
   const text = new TextDecoder().decode(body);
   if (text.trim() === "") return {};
   try {

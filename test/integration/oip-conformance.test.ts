@@ -11,6 +11,7 @@ import {
   encodeInferRequest,
   INFERENCE_HEADER_CONTENT_LENGTH,
 } from "../../shared/oip/codec.ts";
+import { SHARED_MEMORY_NOT_OFFERED } from "../../shared/oip/shared-memory.ts";
 import type { Tensor } from "../../shared/oip/tensor.ts";
 import { MLP_INPUT, MLP_OUTPUT, mlpWeights, referenceMlp, seededFloats } from "../fixtures/onnx-builder.ts";
 import { MULTIPLEX_SPECS, repoModelPath } from "../fixtures/paths.ts";
@@ -469,6 +470,58 @@ describe.each(["standalone", "gateway"] as const)("OIP v2 conformance: %s", (nam
       undefined,
     ],
     [
+      "an input in shared memory, where none is offered",
+      "/v2/models/mlp/infer",
+      {
+        body: JSON.stringify({
+          inputs: [
+            {
+              name: MLP_INPUT,
+              datatype: "FP32",
+              shape: [1, 16],
+              parameters: { shared_memory_region: "in", shared_memory_byte_size: 64 },
+            },
+          ],
+        }),
+      },
+      400,
+      `inputs[0] ("x"): ${SHARED_MEMORY_NOT_OFFERED}`,
+    ],
+    [
+      "an output asked in shared memory, where none is offered",
+      "/v2/models/mlp/infer",
+      {
+        body: mlpBody(1, 1, {
+          outputs: [
+            { name: MLP_OUTPUT, parameters: { shared_memory_region: "out", shared_memory_byte_size: 32 } },
+          ],
+        }),
+      },
+      400,
+      `outputs[0] ("y"): ${SHARED_MEMORY_NOT_OFFERED}`,
+    ],
+    [
+      "a shared memory region to register, where none is offered",
+      "/v2/systemsharedmemory/region/in/register",
+      { body: JSON.stringify({ key: "/input0", offset: 0, byte_size: 64 }) },
+      400,
+      SHARED_MEMORY_NOT_OFFERED,
+    ],
+    [
+      "the status of a region never registered",
+      "/v2/systemsharedmemory/region/in/status",
+      {},
+      404,
+      "shared memory region 'in' is not registered",
+    ],
+    [
+      "a CUDA shared memory region to register",
+      "/v2/cudasharedmemory/region/in/register",
+      { body: JSON.stringify({ raw_handle: { b64: "AAAA" }, device_id: 0, byte_size: 64 }) },
+      400,
+      undefined,
+    ],
+    [
       "a load that would replace the model's files",
       "/v2/repository/models/mlp/load",
       { body: JSON.stringify({ parameters: { config: "{}" } }), as: "admin" },
@@ -485,6 +538,17 @@ describe.each(["standalone", "gateway"] as const)("OIP v2 conformance: %s", (nam
   ] as const)("%s: a clear %s", async (label, path, call, status, wording) => {
     const message = await expectError(target(), label, path, call as Call, status);
     if (wording !== undefined) expect(message).toBe(wording);
+  });
+
+  test("shared memory where none is offered: nothing registered, and a client's clean-up at exit succeeds", async () => {
+    for (const kind of ["systemsharedmemory", "cudasharedmemory"]) {
+      const status = await send(target(), `/v2/${kind}/status`);
+      expect(`${status.status} ${await status.text()}`).toBe("200 []");
+      for (const path of [`/v2/${kind}/unregister`, `/v2/${kind}/region/in/unregister`]) {
+        const unregistered = await send(target(), path, { method: "POST" });
+        expect(`${unregistered.status} ${await unregistered.text()}`).toBe("200 {}");
+      }
+    }
   });
 
   test("bodies that are not gzip, eight of 3 MiB at once while they are still being sent: each a clear 400", async () => {

@@ -124,6 +124,36 @@ describe("the hot-path report over rounds", () => {
     expect(report).toContain("## MLP, json bodies");
     expect(report).not.toContain("## MLP, binary bodies");
   });
+
+  it("gives shared memory its section, and its p50 against binary bodies on the same agent, round by round", () => {
+    const io = (encoding: "binary" | "shm", p50: number, round: number): Measured => ({
+      model: "io",
+      target: "agent",
+      encoding,
+      batched: false,
+      load: load(1, 1000 / p50, p50),
+      phases: {},
+      round,
+    });
+    const report = renderHotPathReport({
+      device: "cpu",
+      machine: "test host",
+      command: "npm run bench:hot-path -- --encodings binary,shm",
+      date: "2026-12-05",
+      seconds: 1,
+      cases: [{ name: "io", label: "io" }],
+      concurrencies: [1],
+      results: [io("binary", 10, 1), io("shm", 4, 1), io("binary", 12, 2), io("shm", 6, 2)],
+      ortVersion: "1.29.0",
+    });
+    expect(report).toContain("## io, tensors in system shared memory (the JSON body names the regions)");
+    expect(report).toContain("| agent | 208.3 · 5 · 10 |");
+    // 4/10 and 6/12: the median of the rounds' ratios, 0.45.
+    expect(targetLine(report, "io, 1 client: agent p50 with tensors in shared memory / binary bodies")).toBe(
+      "| io, 1 client: agent p50 with tensors in shared memory / binary bodies | 0.45 (0.4–0.5, 2 rounds) | – | – |",
+    );
+    expect(report).not.toContain("det, 1 client: agent p50 with tensors in shared memory");
+  });
 });
 
 describe("the relay anchor split at its hops", () => {
