@@ -18,7 +18,7 @@ import { deviceLabel, planDevices } from "./replica/device.ts";
 import { gpuTotalMemory, gpuUsedMemory } from "./replica/gpu-memory.ts";
 import { spinWindowMs } from "./replica/hot-loop.ts";
 import { startIntakeThreads } from "./server/intake-threads.ts";
-import { type RegionTable, SharedMemoryRegions } from "./server/shared-memory-regions.ts";
+import { SharedMemoryRegions } from "./server/shared-memory-regions.ts";
 import { createStandaloneApp } from "./server/standalone-app.ts";
 import { appListener, listen, standaloneServer } from "./server/standalone-server.ts";
 import { type StartupInfo, summaryFields } from "./startup-info.ts";
@@ -108,9 +108,9 @@ export async function startAgent(options: AgentOptions, log: Log, ui: AgentUi = 
   if (metricsServer !== undefined) log("metrics listening", { url: metricsServer.url });
 
   let ready = false;
-  const regions = options.allowClientShm ? new SharedMemoryRegions() : undefined;
-  // The intake threads' copies of the regions, once they run (serveStandalone).
-  let publishRegions = async (_table: RegionTable) => {};
+  const regions = options.allowClientShm
+    ? new SharedMemoryRegions({ maxInputBytes: options.maxBodyBytes })
+    : undefined;
   const app = createStandaloneApp({
     pool,
     models,
@@ -119,14 +119,11 @@ export async function startAgent(options: AgentOptions, log: Log, ui: AgentUi = 
     maxBodyBytes: options.maxBodyBytes,
     defaultTimeoutMs: options.timeoutSeconds * 1000,
     isReady: () => ready,
-    ...(regions === undefined
-      ? {}
-      : { sharedMemory: { regions, publish: (table) => publishRegions(table) } }),
+    ...(regions === undefined ? {} : { sharedMemory: regions }),
     log,
   });
 
   const server = options.standalone ? await serveStandalone(options, app, pool, regions, log) : undefined;
-  if (server?.publishRegions !== undefined) publishRegions = server.publishRegions;
   const url = server === undefined ? undefined : `http://${options.host}:${server.port}`;
   if (url !== undefined) log("standalone server listening", { url });
 
@@ -181,12 +178,7 @@ async function serveStandalone(
   pool: ReplicaPool,
   regions: SharedMemoryRegions | undefined,
   log: Log,
-): Promise<{
-  port: number;
-  close(graceMs: number): Promise<void>;
-  /** Hands a changed table of shared memory regions to the intake threads (they decode the requests). */
-  publishRegions?: (table: RegionTable) => Promise<void>;
-}> {
+): Promise<{ port: number; close(graceMs: number): Promise<void> }> {
   const limits = {
     agentName: options.name,
     maxBodyBytes: options.maxBodyBytes,

@@ -41,6 +41,13 @@ const FlagsSchema = z.object(shape).superRefine((flags, context) => {
         "--models is required: a model repository directory or URL (or --gateway, to use the gateway's)",
     });
   }
+  if (flags["allow-client-shm"] && !flags.standalone) {
+    context.addIssue({
+      code: "custom",
+      message:
+        "--allow-client-shm needs --standalone: shared memory is for clients of the standalone server on this host",
+    });
+  }
   if (flags.gateway !== undefined && flags.token === undefined) {
     context.addIssue({
       code: "custom",

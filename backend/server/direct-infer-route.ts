@@ -12,11 +12,8 @@ import { answerInfer, type InferOnReplicas } from "./standalone-infer.ts";
 const INFER_PATH = /^\/v2\/models\/([^/]+)(?:\/versions\/([^/]+))?\/infer$/;
 
 export interface DirectInferOptions extends InferLimits {
-  /**
-   * Runs the call; `bodyBytes` is the size of the pooled buffer its body was read into (an intake thread
-   * gets one of that size back from the main thread).
-   */
-  infer: (call: Parameters<InferOnReplicas>[0], bodyBytes: number) => ReturnType<InferOnReplicas>;
+  /** Runs the call (on the main thread's pool, or from an intake thread through a message or a lane). */
+  infer: InferOnReplicas;
   agentName: string;
   /** This thread's copy of the registered regions, where the agent offers system shared memory. */
   sharedMemory?: SharedMemoryRegions;
@@ -88,7 +85,7 @@ async function serve(
     if (!response.writableFinished) abort.abort(new SwitchyardError("unavailable", "the client went away"));
   });
   const answer = await answerInfer(
-    (call) => options.infer(call, buffer.byteLength),
+    options.infer,
     options,
     input,
     { arrivedAt, receiveMs: received - arrivedAt, decodeMs: decoded - received },

@@ -11,6 +11,7 @@ import type { OutputClasses } from "../../shared/oip/classification.ts";
 import type { Tensor } from "../../shared/oip/tensor.ts";
 import type { ModelRef } from "../../shared/protocol/replica-state.ts";
 import type { PooledInferCall, PooledOutcome } from "../pool/replica-pool.ts";
+import { poolable } from "../replica/buffer-pool.ts";
 import type { LaneSettings } from "../replica/lane-protocol.ts";
 import { forTransfer } from "../replica/session-protocol.ts";
 import type { WireError } from "../wire-error.ts";
@@ -39,8 +40,11 @@ export interface WireInferCall {
   withLabels?: true;
   deadlineAt: number;
   budgetMs: number;
-  /** Size of the buffer the body was read into: the main thread sends one of that size back (`spare`). */
-  bodyBytes: number;
+  /**
+   * Sizes of the pooled buffers its inputs came in (the body read into one, or inputs read from shared
+   * memory): the main thread sends idle ones of those sizes back (`spares`), as they went to its pool.
+   */
+  spareBytes: number[];
 }
 
 /** A request the infer route does not take, for the main thread's Hono app. */
@@ -91,10 +95,10 @@ export type IntakeMessage =
 
 export type MainMessage =
   /**
-   * `spare`: a body buffer the main thread's pool held idle (one that came back from a session's thread
-   * after a run), for the intake thread to read its next body into (buffer-pool.ts).
+   * `spares`: buffers the main thread's pool held idle (ones that came back from a session's thread after a
+   * run), for the intake thread to read its next bodies and inputs into (buffer-pool.ts).
    */
-  | { type: "outcome"; id: number; outcome: PooledOutcome; spare?: ArrayBuffer }
+  | { type: "outcome"; id: number; outcome: PooledOutcome; spares: ArrayBuffer[] }
   | { type: "response"; id: number; response: WireResponse }
   | { type: "failure"; id: number; error: WireError }
   /** A lane to a session's thread, and its end (intake-lanes.ts). */
@@ -119,12 +123,15 @@ function sameBothWays(
   };
 }
 
-export function toWireCall(call: PooledInferCall, bodyBytes: number): WireInferCall {
+/** The call as it crosses; read before its inputs' buffers are transferred (which empties them). */
+export function toWireCall(call: PooledInferCall): WireInferCall {
   return {
     ...sameBothWays(call),
     deadlineAt: call.deadline.at,
     budgetMs: call.deadline.budgetMs,
-    bodyBytes,
+    spareBytes: inputBuffers(call.inputs)
+      .filter(poolable)
+      .map((buffer) => buffer.byteLength),
   };
 }
 

@@ -71,19 +71,19 @@ function ask(
 const lanes = new IntakeLanes((notice) => toMain.post(notice));
 
 /** On the model's lane where it has one, else through the main thread (which may grant one). */
-function infer(call: PooledInferCall, bodyBytes: number): Promise<PooledOutcome> {
-  return lanes.has(call) ? lanes.infer(call) : inferOnMain(call, bodyBytes);
+function infer(call: PooledInferCall): Promise<PooledOutcome> {
+  return lanes.has(call) ? lanes.infer(call) : inferOnMain(call);
 }
 
-async function inferOnMain(call: PooledInferCall, bodyBytes: number): Promise<PooledOutcome> {
+async function inferOnMain(call: PooledInferCall): Promise<PooledOutcome> {
   const answer = await ask(
-    (id) => ({ type: "infer", id, call: toWireCall(call, bodyBytes) }),
+    (id) => ({ type: "infer", id, call: toWireCall(call) }),
     inputBuffers(call.inputs),
     call.signal,
   );
   if (answer.type === "failure") throw fromWireError(answer.error);
   if (answer.type !== "outcome") throw new Error(`the main thread answered '${answer.type}' to an infer`);
-  if (answer.spare !== undefined) requestBuffers.release(answer.spare);
+  for (const spare of answer.spares) requestBuffers.release(spare);
   return answer.outcome;
 }
 
@@ -180,7 +180,10 @@ function readAll(request: IncomingMessage, maxBytes: number): Promise<ArrayBuffe
 }
 
 /** This thread's copy of the main thread's shared memory regions, which it decodes requests with. */
-const regions = settings.regions === undefined ? undefined : new SharedMemoryRegions();
+const regions =
+  settings.regions === undefined
+    ? undefined
+    : new SharedMemoryRegions({ maxInputBytes: settings.maxBodyBytes });
 if (settings.regions !== undefined) regions?.replace(settings.regions);
 
 const server = standaloneServer(throughMain, {

@@ -25,7 +25,7 @@ import {
   type WireRequest,
 } from "./intake-protocol.ts";
 import { LaneGrants } from "./lane-grants.ts";
-import type { RegionTable, SharedMemoryRegions } from "./shared-memory-regions.ts";
+import type { SharedMemoryRegions } from "./shared-memory-regions.ts";
 import { eachMessage, TickMailbox } from "./tick-mailbox.ts";
 
 export interface IntakeThreadsOptions extends Omit<IntakeSettings, "regions"> {
@@ -42,8 +42,6 @@ export interface IntakeThreads {
   port: number;
   /** Stops accepting connections and resolves once the threads answered what they had; then ends them. */
   close(graceMs: number): Promise<void>;
-  /** Hands every thread the regions after a change; resolves once each holds them (or exited). */
-  publishRegions(table: RegionTable): Promise<void>;
 }
 
 export async function startIntakeThreads(options: IntakeThreadsOptions): Promise<IntakeThreads> {
@@ -55,6 +53,21 @@ export async function startIntakeThreads(options: IntakeThreadsOptions): Promise
   const regionsAwaited = new Map<Worker, Map<number, () => void>>();
   let regionsSeq = 0;
   let closing = false;
+  // Before the first thread starts: a registration answered while the others start reaches them too.
+  regions?.publishTo(async (table) => {
+    regionsSeq += 1;
+    const seq = regionsSeq;
+    await Promise.all(
+      [...threads].map(
+        ([worker, mailbox]) =>
+          new Promise<void>((resolve) => {
+            regionsAwaited.get(worker)?.set(seq, resolve);
+            mailbox.post({ type: "regions", seq, table });
+            mailbox.flush();
+          }),
+      ),
+    );
+  });
 
   const start = (port: number): Promise<{ worker: Worker; port: number }> =>
     new Promise((resolve, reject) => {
@@ -105,9 +118,9 @@ export async function startIntakeThreads(options: IntakeThreadsOptions): Promise
               (outcome) => {
                 calls.delete(message.id);
                 const moved = outputsForTransfer(outcome.outputs);
-                // The body this request came in went back to this thread's pool after its run: returned, so
-                // the intake thread reads its next body into memory already paged in.
-                const spare = requestBuffers.takeIdle(call.bodyBytes);
+                // The buffers this request came in went back to this thread's pool after its run: as many of
+                // those sizes go back, so the intake thread reads its next ones into memory already paged in.
+                const spares = call.spareBytes.flatMap((bytes) => requestBuffers.takeIdle(bytes) ?? []);
                 lanes.offer(call);
                 send(
                   {
@@ -118,9 +131,9 @@ export async function startIntakeThreads(options: IntakeThreadsOptions): Promise
                       outputs: moved.outputs,
                       classes: call.withLabels === true ? outcome.classes : unlabelled(outcome.classes),
                     },
-                    ...(spare === undefined ? {} : { spare }),
+                    spares,
                   },
-                  spare === undefined ? moved.transfer : [...moved.transfer, spare],
+                  [...moved.transfer, ...spares],
                 );
               },
               (error: unknown) => {
@@ -200,20 +213,6 @@ export async function startIntakeThreads(options: IntakeThreadsOptions): Promise
 
   return {
     port: first.port,
-    async publishRegions(table) {
-      regionsSeq += 1;
-      const seq = regionsSeq;
-      await Promise.all(
-        [...threads].map(
-          ([worker, mailbox]) =>
-            new Promise<void>((resolve) => {
-              regionsAwaited.get(worker)?.set(seq, resolve);
-              mailbox.post({ type: "regions", seq, table });
-              mailbox.flush();
-            }),
-        ),
-      );
-    },
     async close(graceMs) {
       closing = true;
       const workers = [...threads];

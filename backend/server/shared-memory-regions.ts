@@ -48,12 +48,33 @@ export type RegionTable = [name: string, region: Region][];
 
 type Problem = (message: string) => never;
 
+export interface SharedMemoryRegionsOptions {
+  /** Where the objects are (a test's own directory); /dev/shm by default. */
+  directory?: string;
+  /** The most bytes of shared memory inputs one request may bring (the agent's --max-body). */
+  maxInputBytes: number;
+}
+
 export class SharedMemoryRegions implements SharedMemoryAccess {
   readonly #regions = new Map<string, Region>();
   readonly #directory: string;
+  readonly maxInputBytes: number;
+  /** Hands the table to the other threads that decode requests (intake-threads.ts sets it); resolves once they hold it. */
+  #publish: (table: RegionTable) => Promise<void> = async () => {};
 
-  constructor(directory = SHARED_MEMORY_DIRECTORY) {
-    this.#directory = directory;
+  constructor(options: SharedMemoryRegionsOptions) {
+    this.#directory = options.directory ?? SHARED_MEMORY_DIRECTORY;
+    this.maxInputBytes = options.maxInputBytes;
+  }
+
+  /** Who hears of every change: set before any thread that decodes requests starts, so none misses one. */
+  publishTo(publish: (table: RegionTable) => Promise<void>): void {
+    this.#publish = publish;
+  }
+
+  /** Resolves once every thread that decodes requests holds the table as it is now. */
+  published(): Promise<void> {
+    return this.#publish(this.table());
   }
 
   /**
@@ -67,9 +88,8 @@ export class SharedMemoryRegions implements SharedMemoryAccess {
       throw badRegion(
         `${MAX_REGIONS} shared memory regions are registered, the most at once: unregister some first`,
       );
-    const path = this.#pathOf(request.key);
     const end = request.offset + request.byte_size;
-    const size = this.#use(path, request.key, constants.O_RDWR, (fd) => fstatSync(fd).size);
+    const size = this.#use(request.key, constants.O_RDWR, (_fd, bytes) => bytes);
     if (end > size) {
       throw badRegion(
         `shared memory object '${request.key}' holds ${size} bytes, but region '${name}' ends at byte ${end} (offset ${request.offset} + byte_size ${request.byte_size})`,
@@ -130,16 +150,13 @@ export class SharedMemoryRegions implements SharedMemoryAccess {
     const region = this.#registered(ref.region, problem);
     // From the pool the direct route reads bodies into: a fresh multi-megabyte buffer pays a page fault per
     // page, and this one moves to the session's thread and comes back to the pool as a body's would.
-    const into = new Uint8Array(requestBuffers.acquire(ref.byteSize), 0, ref.byteSize);
-    const read = this.#use(this.#pathOf(region.key), region.key, constants.O_RDONLY, (fd) =>
-      readFully(fd, into, region.offset + ref.offset),
-    );
-    if (read < into.byteLength) {
-      problem(
-        `shared memory object '${region.key}' ends before region '${ref.region}' does (it shrank after registering)`,
-      );
-    }
-    return into;
+    const start = region.offset + ref.offset;
+    return this.#use(region.key, constants.O_RDONLY, (fd, size) => {
+      if (size < start + ref.byteSize) problem(shrank(region.key, ref.region));
+      const into = new Uint8Array(requestBuffers.acquire(ref.byteSize), 0, ref.byteSize);
+      if (readFully(fd, into, start) < into.byteLength) problem(shrank(region.key, ref.region));
+      return into;
+    });
   }
 
   /**
@@ -158,8 +175,10 @@ export class SharedMemoryRegions implements SharedMemoryAccess {
       );
     }
     this.check(ref, problem);
-    this.#use(this.#pathOf(region.key), region.key, constants.O_WRONLY, (fd) => {
+    this.#use(region.key, constants.O_WRONLY, (fd, size) => {
       let position = region.offset + ref.offset;
+      // A write past the object's end would grow it: the client's object is not ours to resize.
+      if (size < position + length) problem(shrank(region.key, ref.region));
       for (const part of parts) {
         let done = 0;
         while (done < part.byteLength) {
@@ -181,7 +200,8 @@ export class SharedMemoryRegions implements SharedMemoryAccess {
    * so no key reaches a file outside the directory.
    */
   #pathOf(key: string): string {
-    const name = key.startsWith("/") ? key.slice(1) : key;
+    // As glibc's shm_open, which Triton calls: leading slashes name nothing.
+    const name = key.replace(/^\/+/, "");
     if (
       name === "" ||
       name === "." ||
@@ -197,11 +217,16 @@ export class SharedMemoryRegions implements SharedMemoryAccess {
     return join(this.#directory, name);
   }
 
-  /** Opens the object, runs `use` on it, closes it; an object that cannot be opened is the client's 400. */
-  #use<T>(path: string, key: string, flags: number, use: (fd: number) => T): T {
+  /**
+   * Opens the object, runs `use` on it with its size, closes it. Only a regular file is one: a FIFO (opened
+   * without O_NONBLOCK, it would block the thread until a writer came) or a directory put in the object's
+   * place is refused, and so is a symbolic link. Whatever the file system refuses is the client's 400.
+   */
+  #use<T>(key: string, flags: number, use: (fd: number, size: number) => T): T {
+    const path = this.#pathOf(key);
     let fd: number;
     try {
-      fd = openSync(path, flags | constants.O_NOFOLLOW);
+      fd = openSync(path, flags | constants.O_NOFOLLOW | constants.O_NONBLOCK);
     } catch (error) {
       const code = (error as NodeJS.ErrnoException).code;
       throw badRegion(
@@ -211,7 +236,14 @@ export class SharedMemoryRegions implements SharedMemoryAccess {
       );
     }
     try {
-      return use(fd);
+      const stat = fstatSync(fd);
+      if (!stat.isFile())
+        throw badRegion(`'${key}' is not a shared memory object (a regular file in ${this.#directory})`);
+      return use(fd, stat.size);
+    } catch (error) {
+      if (error instanceof SwitchyardError) throw error;
+      const code = (error as NodeJS.ErrnoException).code;
+      throw badRegion(`shared memory object '${key}' could not be read or written (${code ?? "error"})`);
     } finally {
       closeSync(fd);
     }
@@ -219,25 +251,25 @@ export class SharedMemoryRegions implements SharedMemoryAccess {
 }
 
 /**
- * The regions as the shared-memory endpoints change them: each change is handed to the other threads that
- * decode requests (`publish`) before the call is answered.
+ * The regions as the shared-memory endpoints change them: each change reaches the other threads that decode
+ * requests before the call is answered.
  */
-export function regionsControl(
-  regions: SharedMemoryRegions,
-  publish: (table: RegionTable) => Promise<void>,
-): RegionsControl {
+export function regionsControl(regions: SharedMemoryRegions): RegionsControl {
   return {
     status: (name) => regions.status(name),
     async register(name, request) {
       regions.register(name, request);
-      await publish(regions.table());
+      await regions.published();
     },
     async unregister(name) {
       regions.unregister(name);
-      await publish(regions.table());
+      await regions.published();
     },
   };
 }
+
+const shrank = (key: string, region: string) =>
+  `shared memory object '${key}' ends before region '${region}' does (it shrank after registering)`;
 
 /** Reads into `into` from `position` until it is full or the file ends; returns the bytes read. */
 function readFully(fd: number, into: Uint8Array, position: number): number {

@@ -24,7 +24,7 @@ import { sharedMemoryRoutes } from "../../shared/oip/shared-memory-routes.ts";
 import { tritonModelConfig } from "../../shared/oip/triton-model-config.ts";
 import type { ModelService } from "../models/model-service.ts";
 import type { ReplicaPool } from "../pool/replica-pool.ts";
-import { type RegionTable, regionsControl, type SharedMemoryRegions } from "./shared-memory-regions.ts";
+import { regionsControl, type SharedMemoryRegions } from "./shared-memory-regions.ts";
 import { answerInfer } from "./standalone-infer.ts";
 
 export interface StandaloneAppOptions {
@@ -38,11 +38,8 @@ export interface StandaloneAppOptions {
   defaultTimeoutMs: number;
   /** Ready once startup (preloads) is done. */
   isReady: () => boolean;
-  /**
-   * The system shared memory regions, where offered (--allow-client-shm), and how the HTTP intake threads
-   * learn of a change.
-   */
-  sharedMemory?: { regions: SharedMemoryRegions; publish: (table: RegionTable) => Promise<void> };
+  /** The system shared memory regions, where offered (--allow-client-shm). */
+  sharedMemory?: SharedMemoryRegions;
   log: (event: string, fields: Record<string, unknown>) => void;
 }
 
@@ -53,7 +50,7 @@ export interface StandaloneAppOptions {
  */
 export function createStandaloneApp(options: StandaloneAppOptions): Hono {
   const { pool, models } = options;
-  const regions = options.sharedMemory?.regions;
+  const regions = options.sharedMemory;
   const extensions = regions === undefined ? OIP_EXTENSIONS : [...OIP_EXTENSIONS, "system_shared_memory"];
   const app = new Hono();
 
@@ -69,11 +66,7 @@ export function createStandaloneApp(options: StandaloneAppOptions): Hono {
     options.isReady() ? c.json({ ready: true }) : c.json({ error: "the agent is still starting" }, 503),
   );
   app.get("/v2", (c) => c.json({ name: options.name, version: options.version, extensions }));
-  const { sharedMemory } = options;
-  app.route(
-    "/",
-    sharedMemoryRoutes(sharedMemory && regionsControl(sharedMemory.regions, sharedMemory.publish)),
-  );
+  app.route("/", sharedMemoryRoutes(regions && regionsControl(regions)));
 
   // Before /v2/models/:model, which would take "stats" for a model name.
   app.get("/v2/models/stats", async (c) => c.json({ model_stats: await models.statistics() }));

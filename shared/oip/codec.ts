@@ -669,6 +669,7 @@ function decodeTensors(
 ): Tensor[] {
   rejectDuplicateNames(entries, field);
   let binaryTotal = 0;
+  let sharedTotal = 0;
   const plans = entries.map((entry, index): TensorPlan => {
     const fail: Fail = (problem) => {
       throw badInput(`${field}[${index}] (${JSON.stringify(entry.name)}): ${problem}`);
@@ -689,8 +690,20 @@ function decodeTensors(
             `shared_memory_byte_size is ${shared.byteSize} bytes but shape ${formatShape(entry.shape)} of ${entry.datatype} needs ${needed}`,
           );
         }
+      } else if (shared.byteSize < count * 4) {
+        fail(
+          `shared_memory_byte_size is ${shared.byteSize} bytes but shape ${formatShape(entry.shape)} of BYTES needs at least ${count * 4} (4 for each element's length)`,
+        );
       }
       options.sharedMemory.check(shared, fail);
+      sharedTotal += shared.byteSize;
+      // Checked before anything is read: the sum, not each alone, is what the request would take.
+      if (sharedTotal > options.sharedMemory.maxInputBytes) {
+        throw new SwitchyardError(
+          "too_large",
+          `the ${field} in shared memory add up to more than ${options.sharedMemory.maxInputBytes} bytes, the most a request may bring (--max-body)`,
+        );
+      }
     } else if (binarySize === undefined) {
       if (entry.data === undefined) fail("has neither data nor parameters.binary_data_size");
     } else {

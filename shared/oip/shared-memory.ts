@@ -29,6 +29,11 @@ export interface SharedMemoryRef {
  * tells `problem` what is wrong (it throws, naming the tensor).
  */
 export interface SharedMemoryAccess {
+  /**
+   * The most bytes a request's inputs may take from shared memory, as a body may bring (--max-body): a
+   * sparse object registers any size and costs nothing until read.
+   */
+  readonly maxInputBytes: number;
   /** Unless `ref` lies inside a registered region, says so. */
   check(ref: SharedMemoryRef, problem: (message: string) => never): void;
   /** The tensor's bytes, copied out of its region into a buffer of their own. */

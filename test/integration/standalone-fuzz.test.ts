@@ -1,5 +1,8 @@
+import { rmSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
 import fc from "fast-check";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
+import { SHARED_MEMORY_DIRECTORY } from "../../backend/server/shared-memory-regions.ts";
 import { MLP_INPUT } from "../fixtures/onnx-builder.ts";
 import { MULTIPLEX_MODELS, REPO_DIR } from "../fixtures/paths.ts";
 import { oipInferRequest, pathSegment } from "../support/oip-arbitraries.ts";
@@ -13,7 +16,15 @@ const ANSWER_WITHIN_MS = 15_000;
 let agent: AgentProcess;
 
 beforeAll(async () => {
-  agent = await startStandaloneAgent(["--models", REPO_DIR, "--threads", "1", "--preload", MODEL]);
+  agent = await startStandaloneAgent([
+    "--models",
+    REPO_DIR,
+    "--threads",
+    "1",
+    "--preload",
+    MODEL,
+    "--allow-client-shm",
+  ]);
 });
 
 afterAll(async () => {
@@ -81,6 +92,83 @@ describe("generated malformed requests at the standalone agent", () => {
       ),
       { numRuns: 200 },
     );
+  });
+
+  test("shared memory: registrations, and tensors that name regions, with any values", async () => {
+    // One real region (64 zero bytes in /dev/shm) among made-up ones, so that some requests get as far as it.
+    const object = `switchyard-fuzz-${process.pid}`;
+    writeFileSync(join(SHARED_MEMORY_DIRECTORY, object), new Uint8Array(64));
+    try {
+      const registered = await send(
+        "/v2/systemsharedmemory/region/real/register",
+        { method: "POST", body: JSON.stringify({ key: `/${object}`, offset: 0, byte_size: 64 }) },
+        "register the real region",
+      );
+      expect(registered.status).toBe(200);
+      const value = fc.oneof(
+        fc.constantFrom("real", "nope", "", 0, -1, 8, 64, 2 ** 53, 1e300, Number.MAX_SAFE_INTEGER),
+        fc.jsonValue(),
+      );
+      const place = fc.record(
+        {
+          shared_memory_region: value,
+          shared_memory_byte_size: value,
+          shared_memory_offset: value,
+          binary_data_size: value,
+          classification: value,
+        },
+        { requiredKeys: [] },
+      );
+      await fc.assert(
+        fc.asyncProperty(
+          place,
+          place,
+          fc.option(fc.jsonValue()),
+          fc.constantFrom("FP32", "BYTES", "INT64"),
+          async (inputPlace, outputPlace, data, datatype) => {
+            const body = JSON.stringify({
+              inputs: [
+                {
+                  name: MLP_INPUT,
+                  shape: [1, 16],
+                  datatype,
+                  parameters: inputPlace,
+                  ...(data === null ? {} : { data }),
+                },
+              ],
+              outputs: [{ name: "y", parameters: outputPlace }],
+            });
+            const result = await send(
+              `/v2/models/${MODEL}/infer`,
+              { method: "POST", body },
+              body.slice(0, 300),
+            );
+            expectRefusedCleanly(result, body.slice(0, 300));
+          },
+        ),
+        { numRuns: 200 },
+      );
+      await fc.assert(
+        fc.asyncProperty(pathSegment, fc.jsonValue(), async (name, request) => {
+          const path = `/v2/systemsharedmemory/region/${name}/register`;
+          const result = await send(path, { method: "POST", body: JSON.stringify(request) }, path);
+          expectRefusedCleanly(result, `${path} ${JSON.stringify(request).slice(0, 200)}`);
+          // Nothing generated names an object that exists: no registration may succeed.
+          expect(result.status, path).not.toBe(200);
+        }),
+        { numRuns: 100 },
+      );
+      await fc.assert(
+        fc.asyncProperty(pathSegment, fc.constantFrom("status", "unregister"), async (name, action) => {
+          const path = `/v2/systemsharedmemory/region/${name}/${action}`;
+          const result = await send(path, { method: action === "status" ? "GET" : "POST" }, path);
+          expectRefusedCleanly(result, path);
+        }),
+        { numRuns: 100 },
+      );
+    } finally {
+      rmSync(join(SHARED_MEMORY_DIRECTORY, object), { force: true });
+    }
   });
 
   test("repository index bodies, and an oversized one", async () => {

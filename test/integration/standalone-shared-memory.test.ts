@@ -1,5 +1,6 @@
 import { randomUUID } from "node:crypto";
 import { readFileSync, rmSync, writeFileSync } from "node:fs";
+import { request as httpRequest } from "node:http";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import { SHARED_MEMORY_DIRECTORY } from "../../backend/server/shared-memory-regions.ts";
@@ -16,7 +17,8 @@ import { type AgentProcess, startStandaloneAgent } from "./support/agent-process
 // and on an HTTP intake thread, where a registration must reach the thread before the register call returns.
 
 const MLP = MULTIPLEX_MODELS[0] ?? "m000";
-const ROWS = 3;
+// 1100 rows of 16 floats: 70 KB in, so the input is read into a pooled buffer (buffer-pool.ts) as a body is.
+const ROWS = 1100;
 const objects: string[] = [];
 
 /** A fresh object in /dev/shm holding `bytes`; its key. Removed after the tests. */
@@ -33,15 +35,34 @@ afterAll(() => {
   for (const name of objects) rmSync(join(SHARED_MEMORY_DIRECTORY, name), { force: true });
 });
 
-const json = (value: unknown) => ({
-  method: "POST",
-  headers: { "Content-Type": "application/json" },
-  body: JSON.stringify(value),
-});
+const json = (value: unknown) => ({ method: "POST", body: JSON.stringify(value) });
 
-async function call(url: string, init?: RequestInit): Promise<{ status: number; body: unknown }> {
-  const response = await fetch(url, init);
-  return { status: response.status, body: await response.json() };
+/**
+ * One call on a connection of its own: with several HTTP threads the kernel spreads connections over them,
+ * so a register and the infer after it may be read by different threads.
+ */
+function call(
+  url: string,
+  init: { method?: string; body?: string } = {},
+): Promise<{ status: number; body: unknown }> {
+  return new Promise((resolve, reject) => {
+    const request = httpRequest(
+      url,
+      { method: init.method ?? "GET", agent: false, headers: { "Content-Type": "application/json" } },
+      (response) => {
+        const chunks: Buffer[] = [];
+        response.on("data", (chunk: Buffer) => chunks.push(chunk));
+        response.on("end", () =>
+          resolve({
+            status: response.statusCode ?? 0,
+            body: JSON.parse(Buffer.concat(chunks).toString("utf8")),
+          }),
+        );
+      },
+    );
+    request.on("error", reject);
+    request.end(init.body);
+  });
 }
 
 const inShm = (region: string, byteSize: number, offset?: number) => ({
@@ -50,7 +71,7 @@ const inShm = (region: string, byteSize: number, offset?: number) => ({
   ...(offset === undefined ? {} : { shared_memory_offset: offset }),
 });
 
-describe.each([0, 1])("system shared memory, --http-threads %i", (threads) => {
+describe.each([0, 2])("system shared memory, --http-threads %i", (threads) => {
   let agent: AgentProcess;
   const url = () => agent.url;
   const register = (name: string, key: string, byteSize: number, offset = 0) =>
@@ -163,7 +184,7 @@ describe.each([0, 1])("system shared memory, --http-threads %i", (threads) => {
     const body = json({
       inputs: [{ name: "x", datatype: "FP32", shape: [1, 16], parameters: inShm(`quick-${threads}`, 64) }],
     });
-    for (let round = 0; round < 5; round += 1) {
+    for (let round = 0; round < 10; round += 1) {
       expect((await register(`quick-${threads}`, key, 64)).status).toBe(200);
       const served = await call(`${url()}/v2/models/${IDENTITY_MODELS.FP32}/infer`, body);
       expect(served.status).toBe(200);
@@ -203,7 +224,10 @@ describe.each([0, 1])("system shared memory, --http-threads %i", (threads) => {
   });
 
   test("a key outside /dev/shm, or an object that is not there: refused at register", async () => {
-    expect(await register(`bad-${threads}`, "/../../etc/passwd", 8)).toMatchObject({ status: 400 });
+    expect(await register(`bad-${threads}`, "/../../etc/passwd", 8)).toMatchObject({
+      status: 400,
+      body: { error: expect.stringContaining("is not a shared memory key") },
+    });
     expect(await register(`bad-${threads}`, `/switchyard-missing-${randomUUID()}`, 8)).toMatchObject({
       status: 400,
       body: { error: expect.stringContaining("does not exist on the agent's host") },

@@ -36,6 +36,17 @@ const clientRoutes: Route[] = [
   { method: "GET", path: `/v2/queue/models/m/requests/${crypto.randomUUID()}/status` },
   { method: "GET", path: `/v2/queue/models/m/requests/${crypto.randomUUID()}/status/stream` },
   { method: "PUT", path: `/v2/queue/models/m/requests/${crypto.randomUUID()}/cancel` },
+  // Shared memory is offered by the standalone agent alone; the gateway answers the calls as one without it.
+  { method: "GET", path: "/v2/systemsharedmemory/status" },
+  { method: "GET", path: "/v2/systemsharedmemory/region/r/status" },
+  { method: "POST", path: "/v2/systemsharedmemory/region/r/register", body: "{}" },
+  { method: "POST", path: "/v2/systemsharedmemory/unregister" },
+  { method: "POST", path: "/v2/systemsharedmemory/region/r/unregister" },
+  { method: "GET", path: "/v2/cudasharedmemory/status" },
+  { method: "GET", path: "/v2/cudasharedmemory/region/r/status" },
+  { method: "POST", path: "/v2/cudasharedmemory/region/r/register", body: "{}" },
+  { method: "POST", path: "/v2/cudasharedmemory/unregister" },
+  { method: "POST", path: "/v2/cudasharedmemory/region/r/unregister" },
 ];
 const agentRoutes: Route[] = [
   { method: "GET", path: "/agent/connect", headers: { Upgrade: "websocket" } },

@@ -83,11 +83,18 @@ describe("a default shown in --help is the default applied", () => {
   });
 
   test("switches are off unless given", () => {
-    expect(options(BASE)).toMatchObject({ standalone: false, logRequests: false });
-    expect(options([...BASE, "--standalone", "--log-requests"])).toMatchObject({
+    expect(options(BASE)).toMatchObject({ standalone: false, logRequests: false, allowClientShm: false });
+    expect(options([...BASE, "--standalone", "--log-requests", "--allow-client-shm"])).toMatchObject({
       standalone: true,
       logRequests: true,
+      allowClientShm: true,
     });
+  });
+
+  test("--allow-client-shm without --standalone says what it needs", () => {
+    expect(() => options([...BASE, "--allow-client-shm"])).toThrow(
+      "--allow-client-shm needs --standalone: shared memory is for clients of the standalone server on this host",
+    );
   });
 
   // The derived defaults, as --help words them, on a pinned machine (16 cores, 64 GiB, "gpu-box-7").

@@ -80,7 +80,7 @@ describe("an output written to shared memory", () => {
   beforeEach(() => {
     directory = mkdtempSync(join(tmpdir(), "switchyard-shm-"));
     writeFileSync(join(directory, "out"), new Uint8Array(8));
-    regions = new SharedMemoryRegions(directory);
+    regions = new SharedMemoryRegions({ directory, maxInputBytes: 1 << 20 });
     regions.register("out", { key: "/out", offset: 0, byte_size: 8 });
   });
   afterEach(() => rmSync(directory, { recursive: true, force: true }));

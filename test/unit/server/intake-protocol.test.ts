@@ -1,5 +1,6 @@
 import { MessageChannel, type MessagePort } from "node:worker_threads";
 import { describe, expect, test } from "vitest";
+import { requestBuffers } from "../../../backend/replica/buffer-pool.ts";
 import { splitRows } from "../../../backend/replica/tensor-batch.ts";
 import {
   fromWireCall,
@@ -76,13 +77,28 @@ describe("calls and errors across threads", () => {
   test("the deadline keeps its moment and its budget; the inputs may be handed over", async () => {
     const deadline = Deadline.in(5000, Date.now(), 8000);
     const wire = await across(
-      toWireCall({ model: "m", version: "2", hint: "h", inputs: [], outputs: ["y"], deadline }, 1 << 20),
+      toWireCall({ model: "m", version: "2", hint: "h", inputs: [], outputs: ["y"], deadline }),
       [],
     );
     const call = fromWireCall(wire, new AbortController().signal);
     expect(call).toMatchObject({ model: "m", version: "2", hint: "h", outputs: ["y"], handOverInputs: true });
     expect(call.deadline.at).toBe(deadline.at);
     expect(call.deadline.budgetMs).toBe(8000);
-    expect(wire.bodyBytes).toBe(1 << 20);
+    expect(wire.spareBytes).toEqual([]);
+  });
+
+  test("the sizes of the pooled buffers its inputs came in go with it, read before they move", () => {
+    // A body read into a pooled buffer (two inputs view it), a shared memory input in another, and a JSON
+    // input's array, which no pool hands out.
+    const body = requestBuffers.acquire(3 << 20);
+    const shared = requestBuffers.acquire(5 << 20);
+    const inputs = [
+      { name: "a", datatype: "FP32" as const, shape: [4], data: new Float32Array(body, 0, 4) },
+      { name: "b", datatype: "FP32" as const, shape: [4], data: new Float32Array(body, 16, 4) },
+      { name: "c", datatype: "FP32" as const, shape: [4], data: new Float32Array(shared, 0, 4) },
+      { name: "d", datatype: "FP32" as const, shape: [3], data: Float32Array.of(1, 2, 3) },
+    ];
+    const wire = toWireCall({ model: "m", inputs, deadline: Deadline.in(1000) });
+    expect(wire.spareBytes).toEqual([body.byteLength, shared.byteLength]);
   });
 });

@@ -1,4 +1,13 @@
-import { mkdtempSync, readFileSync, rmSync, symlinkSync, truncateSync, writeFileSync } from "node:fs";
+import { execFileSync } from "node:child_process";
+import {
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  rmSync,
+  symlinkSync,
+  truncateSync,
+  writeFileSync,
+} from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import fc from "fast-check";
@@ -15,7 +24,7 @@ let directory: string;
 let regions: SharedMemoryRegions;
 beforeEach(() => {
   directory = mkdtempSync(join(tmpdir(), "switchyard-shm-"));
-  regions = new SharedMemoryRegions(directory);
+  regions = new SharedMemoryRegions({ directory, maxInputBytes: 1 << 20 });
 });
 afterEach(() => rmSync(directory, { recursive: true, force: true }));
 
@@ -44,7 +53,6 @@ describe("registering", () => {
       ["a", { key: "/missing", offset: 0, byte_size: 8 }, "'/missing' does not exist on the agent's host"],
       ["b", { key: "/input0", offset: 8, byte_size: 64 }, "holds 64 bytes, but region 'b' ends at byte 72"],
       ["c", { key: "/../etc/passwd", offset: 0, byte_size: 8 }, "is not a shared memory key"],
-      ["d", { key: "//input0", offset: 0, byte_size: 8 }, "is not a shared memory key"],
       ["e", { key: "/..", offset: 0, byte_size: 8 }, "is not a shared memory key"],
       ["f", { key: `/${"k".repeat(256)}`, offset: 0, byte_size: 8 }, "is not a shared memory key"],
     ];
@@ -63,6 +71,35 @@ describe("registering", () => {
     );
     regions.unregister("r0");
     regions.register("one-more", { key: "/o", offset: 0, byte_size: 8 });
+  });
+
+  test("a key's leading slashes name nothing, as glibc's shm_open reads them", () => {
+    object("input0", 8);
+    regions.register("a", { key: "input0", offset: 0, byte_size: 8 });
+    regions.register("b", { key: "//input0", offset: 0, byte_size: 8 });
+    expect(regions.status().map((region) => region.key)).toEqual(["input0", "//input0"]);
+  });
+
+  test("only a regular file is an object: a FIFO (which would block the thread) or a directory is refused", () => {
+    execFileSync("mkfifo", [join(directory, "fifo")]);
+    mkdirSync(join(directory, "dir"));
+    expect(() => regions.register("x", { key: "/fifo", offset: 0, byte_size: 0 })).toThrow(
+      `'/fifo' is not a shared memory object (a regular file in ${directory})`,
+    );
+    expect(() => regions.register("x", { key: "/dir", offset: 0, byte_size: 0 })).toThrow(
+      "shared memory object '/dir' cannot be opened by the agent (EISDIR)",
+    );
+    // One swapped for a FIFO after registering: refused at its next use, not waited on.
+    object("o", 16);
+    regions.register("o", { key: "/o", offset: 0, byte_size: 16 });
+    rmSync(join(directory, "o"));
+    execFileSync("mkfifo", [join(directory, "o")]);
+    expect(() => regions.read({ region: "o", offset: 0, byteSize: 16 }, problem)).toThrow(
+      "'/o' is not a shared memory object",
+    );
+    expect(() => regions.write({ region: "o", offset: 0, byteSize: 16 }, "y", [new Uint8Array(4)])).toThrow(
+      "shared memory object '/o' cannot be opened by the agent (ENXIO)",
+    );
   });
 
   test("a symbolic link in the directory is not followed (no key reaches a file elsewhere)", () => {
@@ -92,7 +129,7 @@ describe("registering", () => {
   test("another thread's copy takes the table whole", () => {
     object("o", 16);
     regions.register("a", { key: "/o", offset: 4, byte_size: 8 });
-    const copy = new SharedMemoryRegions(directory);
+    const copy = new SharedMemoryRegions({ directory, maxInputBytes: 1 << 20 });
     copy.replace(regions.table());
     expect(copy.status()).toEqual(regions.status());
     regions.unregister();
@@ -184,6 +221,43 @@ describe("inputs from a region", () => {
     }
   });
 
+  test("inputs in shared memory bring at most maxInputBytes in all, checked before anything is read", () => {
+    // A sparse object: any size registers, and would cost nothing until read.
+    object("big", 0);
+    truncateSync(join(directory, "big"), 8 << 20);
+    regions.register("big", { key: "/big", offset: 0, byte_size: 8 << 20 });
+    const input = (name: string, datatype: string, shape: number[], byteSize: number, offset = 0) => ({
+      name,
+      datatype,
+      shape,
+      parameters: {
+        shared_memory_region: "big",
+        shared_memory_byte_size: byteSize,
+        shared_memory_offset: offset,
+      },
+    });
+    const decode = (inputs: unknown[]) =>
+      decodeInferRequest(requestBody({ inputs }), undefined, { sharedMemory: regions });
+    // Each within the bound (1 MiB), their sum not: 413.
+    const half = (1 << 20) / 2 + 4;
+    const refusal = (() => {
+      try {
+        decode([input("a", "UINT8", [half], half), input("b", "UINT8", [half], half, half)]);
+      } catch (error) {
+        return error as SwitchyardError;
+      }
+    })();
+    expect(refusal?.status).toBe(413);
+    // BYTES: the size is the client's to say, but never less than 4 bytes per element, nor past the bound.
+    expect(() => decode([input("s", "BYTES", [1], 2 << 20)])).toThrow(
+      "the inputs in shared memory add up to more than 1048576 bytes, the most a request may bring (--max-body)",
+    );
+    expect(() => decode([input("s", "BYTES", [3], 8)])).toThrow(
+      "shared_memory_byte_size is 8 bytes but shape [3] of BYTES needs at least 12 (4 for each element's length)",
+    );
+    expect(decode([input("a", "UINT8", [1 << 20], 1 << 20)]).inputs[0]?.data).toHaveLength(1 << 20);
+  });
+
   test("an object that shrank after registering, or was removed, is a 400 at the next use", () => {
     object("t", 64);
     regions.register("r", { key: "/t", offset: 0, byte_size: 64 });
@@ -212,6 +286,16 @@ describe("outputs to a region", () => {
       5,
       ...new Array(15).fill(9),
     ]);
+  });
+
+  test("an object that shrank after registering is not grown by a write: a 400, the object as it was", () => {
+    object("o", 32);
+    regions.register("out", { key: "/o", offset: 0, byte_size: 32 });
+    truncateSync(join(directory, "o"), 10);
+    expect(() => regions.write({ region: "out", offset: 8, byteSize: 8 }, "y", [new Uint8Array(8)])).toThrow(
+      "shared memory object '/o' ends before region 'out' does (it shrank after registering)",
+    );
+    expect(readFileSync(join(directory, "o")).byteLength).toBe(10);
   });
 
   test("more bytes than the request gave the output is its 400, worded as Triton words it", () => {
