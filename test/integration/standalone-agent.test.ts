@@ -1,5 +1,4 @@
 import { spawnSync } from "node:child_process";
-import { request as httpRequest } from "node:http";
 import * as ort from "onnxruntime-node";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import { DATATYPES, type Datatype, type TensorData } from "../../shared/oip/datatypes.ts";
@@ -19,6 +18,7 @@ import {
 import { PPOCR_DET_DIMS, PPOCR_DET_PATH, ppocrDetSampleInput } from "../fixtures/ppocr.ts";
 import { expectAllClose } from "../support/close-to.ts";
 import { AGENT_BIN, type AgentProcess, startStandaloneAgent } from "./support/agent-process.ts";
+import { rawRequest } from "./support/raw-http.ts";
 
 // The real CLI in standalone mode, called over HTTP like any OIP v2 client would.
 
@@ -81,56 +81,9 @@ function sampleData(datatype: Datatype, count: number): TensorData {
   }
 }
 
-/** A request fetch cannot send (its method), through node:http. */
-function rawRequest(url: string, method: string, path: string): Promise<{ status: number; body: string }> {
-  return new Promise((resolve, reject) => {
-    const call = httpRequest(new URL(path, url), { method }, (response) => {
-      const chunks: Buffer[] = [];
-      response.on("data", (chunk: Buffer) => chunks.push(chunk));
-      response.on("end", () =>
-        resolve({ status: response.statusCode ?? 0, body: Buffer.concat(chunks).toString("utf8") }),
-      );
-    });
-    call.on("error", reject);
-    call.end();
-  });
-}
-
-interface RawAnswer {
-  status: number;
-  headers: Record<string, string | string[] | undefined>;
-  body: Buffer;
-  trailers: Record<string, string | undefined>;
-}
-
 /** A POST through node:http, which (unlike fetch) sends TE and reads a response's trailers. */
-function rawPost(
-  url: string,
-  path: string,
-  body: string,
-  headers: Record<string, string>,
-): Promise<RawAnswer> {
-  return new Promise((resolve, reject) => {
-    const call = httpRequest(
-      new URL(path, url),
-      { method: "POST", headers: { ...headers, "Content-Length": String(Buffer.byteLength(body)) } },
-      (response) => {
-        const chunks: Buffer[] = [];
-        response.on("data", (chunk: Buffer) => chunks.push(chunk));
-        response.on("end", () =>
-          resolve({
-            status: response.statusCode ?? 0,
-            headers: response.headers,
-            body: Buffer.concat(chunks),
-            trailers: response.trailers,
-          }),
-        );
-      },
-    );
-    call.on("error", reject);
-    call.end(body);
-  });
-}
+const rawPost = (url: string, path: string, body: string, headers: Record<string, string>) =>
+  rawRequest(new URL(path, url).href, { method: "POST", body, headers });
 
 // Every behaviour below, from the main thread's HTTP server and from two intake threads sharing the port.
 describe.each([0, 2])("standalone OIP v2 server, HTTP on %i threads", (httpThreads) => {
@@ -163,9 +116,12 @@ describe.each([0, 2])("standalone OIP v2 server, HTTP on %i threads", (httpThrea
 
   test("a method no route takes is a 404 naming it, TRACE included (which fetch itself refuses to build)", async () => {
     for (const method of ["TRACE", "PATCH"]) {
-      const answer = await rawRequest(agent.url, method, "/v2/health/live");
+      // A method fetch cannot send: through node:http.
+      const answer = await rawRequest(new URL("/v2/health/live", agent.url).href, { method });
       expect(answer.status, method).toBe(404);
-      expect(JSON.parse(answer.body), method).toEqual({ error: `no route for ${method} /v2/health/live` });
+      expect(JSON.parse(answer.body.toString("utf8")), method).toEqual({
+        error: `no route for ${method} /v2/health/live`,
+      });
     }
   });
 

@@ -1,6 +1,5 @@
 import { randomUUID } from "node:crypto";
 import { readFileSync, rmSync, writeFileSync } from "node:fs";
-import { request as httpRequest } from "node:http";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import { SHARED_MEMORY_DIRECTORY } from "../../backend/server/shared-memory-regions.ts";
@@ -10,6 +9,7 @@ import type { Tensor } from "../../shared/oip/tensor.ts";
 import { seededFloats } from "../fixtures/onnx-builder.ts";
 import { IDENTITY_MODELS, MULTIPLEX_MODELS, REPO_DIR } from "../fixtures/paths.ts";
 import { type AgentProcess, startStandaloneAgent } from "./support/agent-process.ts";
+import { rawRequest } from "./support/raw-http.ts";
 
 // Triton's system shared memory end to end, as tritonclient's shared-memory examples use it: the client
 // creates objects in /dev/shm (what shm_open does), registers regions of them with a real agent, names the
@@ -41,28 +41,16 @@ const json = (value: unknown) => ({ method: "POST", body: JSON.stringify(value) 
  * One call on a connection of its own: with several HTTP threads the kernel spreads connections over them,
  * so a register and the infer after it may be read by different threads.
  */
-function call(
+async function call(
   url: string,
   init: { method?: string; body?: string } = {},
 ): Promise<{ status: number; body: unknown }> {
-  return new Promise((resolve, reject) => {
-    const request = httpRequest(
-      url,
-      { method: init.method ?? "GET", agent: false, headers: { "Content-Type": "application/json" } },
-      (response) => {
-        const chunks: Buffer[] = [];
-        response.on("data", (chunk: Buffer) => chunks.push(chunk));
-        response.on("end", () =>
-          resolve({
-            status: response.statusCode ?? 0,
-            body: JSON.parse(Buffer.concat(chunks).toString("utf8")),
-          }),
-        );
-      },
-    );
-    request.on("error", reject);
-    request.end(init.body);
+  const answer = await rawRequest(url, {
+    ...init,
+    headers: { "Content-Type": "application/json" },
+    fresh: true,
   });
+  return { status: answer.status, body: JSON.parse(answer.body.toString("utf8")) };
 }
 
 const inShm = (region: string, byteSize: number, offset?: number) => ({
