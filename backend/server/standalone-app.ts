@@ -12,7 +12,7 @@ import { readRequestBody } from "../../shared/http/request-body.ts";
 import { parseModelName, parseModelVersion } from "../../shared/model-names.ts";
 import { catalog } from "../../shared/models/model-catalog.ts";
 import { joined } from "../../shared/oip/codec.ts";
-import { OIP_EXTENSIONS } from "../../shared/oip/extensions.ts";
+import { OIP_EXTENSIONS, SYSTEM_SHARED_MEMORY_EXTENSION } from "../../shared/oip/extensions.ts";
 import { parseInferRequest } from "../../shared/oip/infer-http.ts";
 import {
   MAX_CONTROL_BODY_BYTES,
@@ -51,7 +51,8 @@ export interface StandaloneAppOptions {
 export function createStandaloneApp(options: StandaloneAppOptions): Hono {
   const { pool, models } = options;
   const regions = options.sharedMemory;
-  const extensions = regions === undefined ? OIP_EXTENSIONS : [...OIP_EXTENSIONS, "system_shared_memory"];
+  const extensions =
+    regions === undefined ? OIP_EXTENSIONS : [...OIP_EXTENSIONS, SYSTEM_SHARED_MEMORY_EXTENSION];
   const app = new Hono();
 
   app.onError((error, c) => {

@@ -9,3 +9,6 @@ export const OIP_EXTENSIONS: readonly string[] = [
   "parameters",
   "classification",
 ];
+
+/** Listed besides those only by a standalone agent that offers it (--allow-client-shm; shared-memory.ts). */
+export const SYSTEM_SHARED_MEMORY_EXTENSION = "system_shared_memory";
