@@ -865,7 +865,7 @@ function encodeDocument(
       ["datatype", JSON.stringify(tensor.datatype)],
       ["shape", JSON.stringify(tensor.shape)],
     ];
-    const parameters = withoutKey(tensor.parameters, "binary_data_size") ?? {};
+    const parameters = withoutKeys(tensor.parameters, ["binary_data_size"]) ?? {};
     if (form === "elsewhere") {
       if (Object.keys(parameters).length > 0) fields.push(["parameters", JSON.stringify(parameters)]);
     } else if (form === "binary") {
@@ -945,16 +945,6 @@ function withoutKeys(
   if (parameters === undefined) return undefined;
   const rest = { ...parameters };
   for (const key of keys) delete rest[key];
-  return Object.keys(rest).length > 0 ? rest : undefined;
-}
-
-/** `parameters` without `key`; undefined when nothing else is left. */
-function withoutKey(
-  parameters: Record<string, unknown> | undefined,
-  key: string,
-): Record<string, unknown> | undefined {
-  if (parameters === undefined) return undefined;
-  const { [key]: _removed, ...rest } = parameters;
   return Object.keys(rest).length > 0 ? rest : undefined;
 }
 
