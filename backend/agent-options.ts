@@ -39,6 +39,8 @@ export interface AgentOptions {
   standalone: boolean;
   host: string;
   port: number;
+  /** The standalone server's gRPC port, where it also serves gRPC (--grpc-port). */
+  grpcPort?: number;
   /** Clients may register system shared memory regions and name them for tensors (Triton's extension). */
   allowClientShm: boolean;
   /** Threads that serve the standalone server's HTTP (0: the main thread does). */

@@ -17,6 +17,7 @@ import { ReplicaPool } from "./pool/replica-pool.ts";
 import { deviceLabel, planDevices } from "./replica/device.ts";
 import { gpuTotalMemory, gpuUsedMemory } from "./replica/gpu-memory.ts";
 import { spinWindowMs } from "./replica/hot-loop.ts";
+import { startGrpcServer } from "./server/grpc/grpc-service.ts";
 import { startIntakeThreads } from "./server/intake-threads.ts";
 import { SharedMemoryRegions } from "./server/shared-memory-regions.ts";
 import { createStandaloneApp } from "./server/standalone-app.ts";
@@ -27,6 +28,8 @@ import { withinGrace } from "./within-grace.ts";
 export interface RunningAgent {
   /** The standalone server's address, when it serves one. */
   url?: string;
+  /** The gRPC server's host:port, when it serves one (--grpc-port). */
+  grpcAddress?: string;
   /** Stops taking work, lets what is in flight finish (up to graceMs), releases every session. */
   stop(graceMs: number): Promise<void>;
 }
@@ -111,7 +114,8 @@ export async function startAgent(options: AgentOptions, log: Log, ui: AgentUi = 
   const regions = options.allowClientShm
     ? new SharedMemoryRegions({ maxInputBytes: options.maxBodyBytes })
     : undefined;
-  const app = createStandaloneApp({
+  // What the standalone server answers from, over HTTP and over gRPC alike.
+  const serving = {
     pool,
     models,
     name: options.name,
@@ -121,11 +125,24 @@ export async function startAgent(options: AgentOptions, log: Log, ui: AgentUi = 
     isReady: () => ready,
     ...(regions === undefined ? {} : { sharedMemory: regions }),
     log,
-  });
+  };
+  const app = createStandaloneApp(serving);
 
   const server = options.standalone ? await serveStandalone(options, app, pool, regions, log) : undefined;
   const url = server === undefined ? undefined : `http://${options.host}:${server.port}`;
   if (url !== undefined) log("standalone server listening", { url });
+  const grpc =
+    options.grpcPort === undefined
+      ? undefined
+      : await startGrpcServer({ ...serving, host: options.host, port: options.grpcPort }).catch(
+          (error: unknown) => {
+            throw new Error(
+              `--grpc-port ${options.grpcPort}: cannot listen on ${options.host} (${(error as Error).message}); pick a free port`,
+            );
+          },
+        );
+  const grpcAddress = grpc === undefined ? undefined : `${options.host}:${grpc.port}`;
+  if (grpcAddress !== undefined) log("grpc server listening", { address: grpcAddress });
 
   // Preload in order; a model that fails to load is reported and skipped, the others still load.
   for (const spec of options.preload) {
@@ -159,9 +176,10 @@ export async function startAgent(options: AgentOptions, log: Log, ui: AgentUi = 
 
   return {
     ...(url === undefined ? {} : { url }),
+    ...(grpcAddress === undefined ? {} : { grpcAddress }),
     async stop(graceMs) {
       // The gateway link drains by itself within the grace (drain frame, in-flight work, close 1001).
-      await Promise.all([server?.close(graceMs), link?.stop(graceMs)]);
+      await Promise.all([server?.close(graceMs), grpc?.close(graceMs), link?.stop(graceMs)]);
       await pool.close();
       await metricsServer?.close();
     },
@@ -245,6 +263,9 @@ function startupInfo(
           standalone: `http://${options.host}:${options.port === 0 ? "<any free port>" : options.port}`,
           httpThreads: options.httpThreads,
           ...(options.allowClientShm ? { sharedMemory: true as const } : {}),
+          ...(options.grpcPort === undefined
+            ? {}
+            : { grpc: `${options.host}:${options.grpcPort === 0 ? "<any free port>" : options.grpcPort}` }),
         }
       : {}),
     ...(options.metrics === undefined

@@ -17,6 +17,8 @@ export interface StartupInfo {
   httpThreads?: number;
   /** The standalone server offers system shared memory (--allow-client-shm). */
   sharedMemory?: true;
+  /** Where the standalone server also serves gRPC (--grpc-port): host:port. */
+  grpc?: string;
   metrics?: string;
   replicas: ReplicaInfo[];
 }
@@ -44,6 +46,7 @@ export function summaryFields(info: StartupInfo): Record<string, unknown> {
     ...(info.standalone === undefined ? {} : { standalone: info.standalone }),
     ...(info.httpThreads === undefined ? {} : { httpThreads: info.httpThreads }),
     ...(info.sharedMemory === undefined ? {} : { sharedMemory: true }),
+    ...(info.grpc === undefined ? {} : { grpc: info.grpc }),
     ...(info.metrics === undefined ? {} : { metrics: info.metrics }),
     replicas: info.replicas,
   };

@@ -1,3 +1,4 @@
+import { copyFileSync } from "node:fs";
 import { build } from "esbuild";
 
 /**
@@ -40,3 +41,6 @@ await build({
   },
   logLevel: "info",
 });
+
+// The gRPC server reads the protocol's .proto from beside itself at start (backend/server/grpc/grpc-service.ts).
+copyFileSync("backend/server/grpc/inference.proto", "dist/inference.proto");

@@ -327,6 +327,13 @@ export const FLAG_SPECS = {
     help: "port of the standalone server (0: any free port)",
     default: "8000",
   },
+  "grpc-port": {
+    type: "string",
+    schema: port("grpc-port"),
+    value: "<port>",
+    help: "also serve the standalone server's API over gRPC (KServe v2 / Triton's GRPCInferenceService) on this port, e.g. 8001 as Triton does (0: any free port)",
+    derived: derive("off", () => undefined),
+  },
   name: {
     type: "string",
     schema: z.string().min(1, "--name must not be empty"),

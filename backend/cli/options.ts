@@ -48,6 +48,12 @@ const FlagsSchema = z.object(shape).superRefine((flags, context) => {
         "--allow-client-shm needs --standalone: shared memory is for clients of the standalone server on this host",
     });
   }
+  if (flags["grpc-port"] !== undefined && !flags.standalone) {
+    context.addIssue({
+      code: "custom",
+      message: "--grpc-port needs --standalone: gRPC serves the standalone server's API",
+    });
+  }
   if (flags.gateway !== undefined && flags.token === undefined) {
     context.addIssue({
       code: "custom",
@@ -161,6 +167,7 @@ function resolve(flags: Flags, machine: Machine): AgentOptions {
     standalone: flags.standalone,
     host: flags.host,
     port: flags.port,
+    ...(flags["grpc-port"] === undefined ? {} : { grpcPort: flags["grpc-port"] }),
     allowClientShm: flags["allow-client-shm"],
     httpThreads: flags["http-threads"] ?? FLAG_SPECS["http-threads"].derived.from(context),
     spinMs: flags["spin-ms"],

@@ -30,6 +30,7 @@ export function summaryLines(info: StartupInfo): string[] {
             `${info.standalone}  (standalone OIP v2, ${httpOn(info.httpThreads ?? 0)}${info.sharedMemory === true ? ", system shared memory for clients on this host" : ""})`,
           ),
         ]),
+    ...(info.grpc === undefined ? [] : [row("grpc", `${info.grpc}  (OIP v2 GRPCInferenceService)`)]),
     ...(info.metrics === undefined ? [] : [row("metrics", info.metrics)]),
     row("replicas", `${info.replicas.length} on ${devices.join(", ")}`),
     ...info.replicas.map(

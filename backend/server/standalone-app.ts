@@ -12,7 +12,6 @@ import { readRequestBody } from "../../shared/http/request-body.ts";
 import { parseModelName, parseModelVersion } from "../../shared/model-names.ts";
 import { catalog } from "../../shared/models/model-catalog.ts";
 import { joined } from "../../shared/oip/codec.ts";
-import { OIP_EXTENSIONS, SYSTEM_SHARED_MEMORY_EXTENSION } from "../../shared/oip/extensions.ts";
 import { parseInferRequest } from "../../shared/oip/infer-http.ts";
 import {
   MAX_CONTROL_BODY_BYTES,
@@ -26,6 +25,7 @@ import type { ModelService } from "../models/model-service.ts";
 import type { ReplicaPool } from "../pool/replica-pool.ts";
 import { regionsControl, type SharedMemoryRegions } from "./shared-memory-regions.ts";
 import { answerInfer } from "./standalone-infer.ts";
+import { modelMetadata, standaloneExtensions } from "./standalone-metadata.ts";
 
 export interface StandaloneAppOptions {
   pool: ReplicaPool;
@@ -51,8 +51,7 @@ export interface StandaloneAppOptions {
 export function createStandaloneApp(options: StandaloneAppOptions): Hono {
   const { pool, models } = options;
   const regions = options.sharedMemory;
-  const extensions =
-    regions === undefined ? OIP_EXTENSIONS : [...OIP_EXTENSIONS, SYSTEM_SHARED_MEMORY_EXTENSION];
+  const extensions = standaloneExtensions(regions !== undefined);
   const app = new Hono();
 
   app.onError((error, c) => {
@@ -75,15 +74,7 @@ export function createStandaloneApp(options: StandaloneAppOptions): Hono {
   for (const base of ["/v2/models/:model", "/v2/models/:model/versions/:version"]) {
     app.get(base, async (c) => {
       const { name, version } = modelPath(c);
-      const signature = await models.describe(name, version);
-      const versions = (await models.versions(name)).map((entry) => entry.version);
-      return c.json({
-        name: signature.name,
-        versions,
-        platform: "onnxruntime_onnx",
-        inputs: signature.inputs,
-        outputs: signature.outputs,
-      });
+      return c.json(await modelMetadata(models, name, version));
     });
 
     app.get(`${base}/ready`, async (c) => {

@@ -53,23 +53,8 @@ export async function answerInfer(
   arrival: Arrival,
   signal?: AbortSignal,
 ): Promise<InferAnswer> {
-  const { model, version, request, hint, deadline } = input;
-  const outcome = await infer({
-    model,
-    ...(version === undefined ? {} : { version }),
-    ...(hint === undefined ? {} : { hint }),
-    inputs: request.inputs,
-    ...(request.outputs === undefined ? {} : { outputs: request.outputs.map((output) => output.name) }),
-    ...(asksClasses(request) ? { withLabels: true as const } : {}),
-    deadline,
-    ...(signal === undefined ? {} : { signal }),
-    // The tensors were decoded for this request alone, from a body it owns: they may move to the session's
-    // thread with that body.
-    handOverInputs: true,
-  });
-  const encodingFrom = performance.now();
-  const outputs = answeredOutputs(outcome, request);
-  writeToSharedMemory(answerer.sharedMemory, input, outputs);
+  const { request } = input;
+  const { outcome, outputs, servedAt } = await serveInfer(infer, answerer, input, signal);
   const encoded = encodeInferResponseParts(
     {
       model_name: outcome.model.name,
@@ -80,7 +65,7 @@ export async function answerInfer(
     binaryOutputSelector(request),
     sharedMemoryOutputSelector(request),
   );
-  const encodeMs = performance.now() - encodingFrom;
+  const encodeMs = performance.now() - servedAt;
   const headers = inferResponseHeaders({
     requestId: input.requestId,
     replica: `${answerer.agentName}/${outcome.replica}`,
@@ -103,10 +88,49 @@ export async function answerInfer(
   return { headers, parts: encoded.parts, byteLength: encoded.byteLength };
 }
 
+/** A request served: the pool's outcome, the outputs to answer with, and when the pool answered. */
+export interface Served {
+  outcome: PooledOutcome;
+  /** The outputs as answered: classes where the request asked for them (classification.ts). */
+  outputs: Tensor[];
+  /** performance.now() once the pool answered: encoding (shared memory writes included) starts here. */
+  servedAt: number;
+}
+
+/**
+ * Runs a checked request on the replicas, the part of serving it that HTTP and gRPC (grpc/grpc-service.ts)
+ * share; outputs asked for in shared memory are written there.
+ */
+export async function serveInfer(
+  infer: InferOnReplicas,
+  answerer: Answerer,
+  input: Pick<InferRequestIn, "model" | "version" | "request" | "hint" | "deadline">,
+  signal?: AbortSignal,
+): Promise<Served> {
+  const { model, version, request, hint, deadline } = input;
+  const outcome = await infer({
+    model,
+    ...(version === undefined ? {} : { version }),
+    ...(hint === undefined ? {} : { hint }),
+    inputs: request.inputs,
+    ...(request.outputs === undefined ? {} : { outputs: request.outputs.map((output) => output.name) }),
+    ...(asksClasses(request) ? { withLabels: true as const } : {}),
+    deadline,
+    ...(signal === undefined ? {} : { signal }),
+    // The tensors were decoded for this request alone, from a body it owns: they may move to the session's
+    // thread with that body.
+    handOverInputs: true,
+  });
+  const servedAt = performance.now();
+  const outputs = answeredOutputs(outcome, request);
+  writeToSharedMemory(answerer.sharedMemory, input, outputs);
+  return { outcome, outputs, servedAt };
+}
+
 /** Writes each output the request asked for in shared memory into its region. */
 function writeToSharedMemory(
   regions: SharedMemoryRegions | undefined,
-  input: InferRequestIn,
+  input: Pick<InferRequestIn, "request">,
   outputs: readonly Tensor[],
 ): void {
   for (const asked of input.request.outputs ?? []) {

@@ -23,16 +23,27 @@
  * and answers the requests relayed over that socket, decoded and encoded as over HTTP: the peer of the
  * floor of a gateway that relays to a process that dialed in.
  *
- * It prints "anchor listening <url>" once it serves (with --relay, once its socket is open).
+ * With --grpc, it serves no HTTP but gRPC: ModelInfer alone, on @grpc/grpc-js with the protocol's .proto
+ * (the agent's copy, backend/server/grpc/inference.proto), the inputs read from raw_input_contents and the
+ * outputs answered in raw_output_contents: the floor of a Node gRPC server around the session.
+ *
+ * It prints "anchor listening <url>" once it serves (with --relay, once its socket is open; with --grpc,
+ * grpc://host:port).
  */
 import { createServer } from "node:http";
 import { parseArgs } from "node:util";
 import { Worker } from "node:worker_threads";
+import { type handleUnaryCall, Server, ServerCredentials, status } from "@grpc/grpc-js";
 import * as ort from "onnxruntime-node";
 import WebSocket from "ws";
 import { ModelBatcher } from "../../backend/replica/batcher.ts";
 import { sessionOptions } from "../../backend/replica/session-options.ts";
 import { splitRows, stackInputs } from "../../backend/replica/tensor-batch.ts";
+import type {
+  ModelInferRequestMessage,
+  ModelInferResponseMessage,
+} from "../../backend/server/grpc/grpc-messages.ts";
+import { inferenceService } from "../../backend/server/grpc/grpc-proto.ts";
 import { TickMailbox } from "../../backend/server/tick-mailbox.ts";
 import { workerEntryUrl } from "../../backend/worker-entry-url.ts";
 import { freePort } from "../../scripts/lib/free-port.ts";
@@ -58,6 +69,7 @@ const { values } = parseArgs({
     "http-threads": { type: "string", default: "0" },
     relay: { type: "string" },
     memo: { type: "boolean", default: false },
+    grpc: { type: "boolean", default: false },
   },
 });
 if (values.model === undefined) throw new Error("--model <model.onnx> is required");
@@ -133,6 +145,8 @@ if (values.memo && (httpThreads === 0 || values.relay !== undefined || values["m
 if (values.relay !== undefined) {
   await serveRelay(values.relay);
   console.log(`anchor listening ${values.relay}`);
+} else if (values.grpc) {
+  console.log(`anchor listening grpc://${host}:${await serveGrpc()}`);
 } else {
   let port: number;
   if (httpThreads > 0) {
@@ -148,6 +162,43 @@ if (values.relay !== undefined) {
     );
   }
   console.log(`anchor listening http://${host}:${port}`);
+}
+
+/** ModelInfer over gRPC on a free port (its number): each raw input copied into a buffer of its own. */
+async function serveGrpc(): Promise<number> {
+  const server = new Server({ "grpc.max_receive_message_length": -1, "grpc.max_send_message_length": -1 });
+  const modelInfer: handleUnaryCall<ModelInferRequestMessage, ModelInferResponseMessage> = (
+    call,
+    callback,
+  ) => {
+    const feeds = call.request.inputs.map(
+      (input, index): Tensor => ({
+        name: input.name,
+        datatype: "FP32",
+        shape: input.shape.map(Number),
+        data: new Float32Array(new Uint8Array(call.request.raw_input_contents[index] ?? []).buffer),
+      }),
+    );
+    run(feeds).then(
+      (outputs) =>
+        callback(null, {
+          model_name: "anchor",
+          model_version: "",
+          id: call.request.id,
+          outputs: outputs.map(({ name, dims }) => ({ name, datatype: "FP32", shape: [...dims] })),
+          raw_output_contents: outputs.map(
+            ({ data }) => new Uint8Array(data.buffer, data.byteOffset, data.byteLength),
+          ),
+        }),
+      (error: unknown) => callback({ code: status.INTERNAL, details: String(error) }),
+    );
+  };
+  server.addService(inferenceService(), { ModelInfer: modelInfer });
+  return new Promise((resolve, reject) =>
+    server.bindAsync(`${host}:0`, ServerCredentials.createInsecure(), (error, port) =>
+      error === null ? resolve(port) : reject(error),
+    ),
+  );
 }
 
 /** Dials the relay anchor and answers what comes down the socket; resolves once it is open. */

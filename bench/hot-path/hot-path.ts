@@ -8,6 +8,8 @@
  *            least 2), the session on its main thread: the floor of a server with a hop each way (the MLP only)
  *   http-floor  anchor-threads answering a repeated request from memory (anchor-server.ts --memo): what HTTP
  *            alone costs here with as many threads beside this client (the MLP only)
+ *   grpc-anchor  the anchor serving ModelInfer over gRPC (anchor-server.ts --grpc): the floor of a Node gRPC
+ *            server around the session, for --encodings grpc
  *   agent-main  switchyard-agent --standalone --http-threads 0 (HTTP on the agent's main thread)
  *   agent    switchyard-agent --standalone (HTTP on its intake threads: --http-threads' default)
  *   gateway  the agent behind `wrangler dev` (on a GPU host without npm: scripts/pack-gpu-wrangler.ts)
@@ -18,13 +20,14 @@
  *            bytes in and out, so that the relay's time splits into proxy, RPC and websocket
  *
  * for PP-OCRv4 detection (1x3x640x640 FP32 in, 1.6 MB out) and a small MLP, JSON and binary bodies (and, asked
- * with --encodings shm, the standalone agent's system shared memory: shared-memory-requests.ts), 1, 8 and 32
+ * with --encodings shm, the standalone agent's system shared memory: shared-memory-requests.ts; with
+ * --encodings grpc, its gRPC endpoint: grpc-requests.ts), 1, 8 and 32
  * concurrent clients; batching on (models whose config.json declares it) against off. Every answer's outputs
  * are checked bit for bit against a direct run. Each round (--rounds) measures raw and then every target in
  * turn, the servers all up (idle but for the one measured); the report reads each ratio within a round.
  *
- *   npm run bench:hot-path [-- --device cuda --gpu 0] [--quick] [--seconds 5] [--targets raw,anchor,anchor-threads,http-floor,agent-main,agent,gateway,relay-anchor]
- *     [--models det,mlp,io] [--encodings binary,json,shm] [--concurrency 1,8,32] ["--agent-args=--max-concurrency 8"]
+ *   npm run bench:hot-path [-- --device cuda --gpu 0] [--quick] [--seconds 5] [--targets raw,anchor,anchor-threads,http-floor,grpc-anchor,agent-main,agent,gateway,relay-anchor]
+ *     [--models det,mlp,io] [--encodings binary,json,shm,grpc] [--concurrency 1,8,32] ["--agent-args=--max-concurrency 8"]
  *     ["--agent-node-args=--cpu-prof --cpu-prof-dir=prof"]   (with "=": a value that starts with -- is taken
  *     for a flag of the bench's own otherwise)
  *     [--client-threads 4] [--send-stage] [--rounds 3]
@@ -60,6 +63,7 @@ import { readStat, readThreadStat } from "../registry/process-cpu.ts";
 import { MEMO_HEADER } from "./anchor-http.ts";
 import { batchedConfig } from "./batched-config.ts";
 import { threadedLoad } from "./client-threads.ts";
+import { grpcRequests } from "./grpc-requests.ts";
 import { type Answer, HttpLoad, type PreparedRequest, requestHeaders } from "./http-load.ts";
 import { type Encoding, MAIN_THREAD_CPU, type Measured, PROCESS_CPU, renderHotPathReport } from "./report.ts";
 import { prepareInSharedMemory, type SharedMemoryRequest } from "./shared-memory-requests.ts";
@@ -112,7 +116,7 @@ const device =
     : { kind: "cpu" as const };
 const targets = new Set(values.targets.split(","));
 const concurrencies = values.concurrency.split(",").map(Number);
-const encodings = (["binary", "json", "shm"] as const).filter((encoding) =>
+const encodings = (["binary", "json", "shm", "grpc"] as const).filter((encoding) =>
   values.encodings.split(",").includes(encoding),
 );
 const seconds = Number(values.seconds ?? (values.quick ? 1 : 4));
@@ -285,6 +289,54 @@ async function main(): Promise<void> {
     }
   };
 
+  /**
+   * The agent's gRPC endpoint for one model in one round: a grpc-js client on this thread (grpc-requests.ts),
+   * each concurrency's calls in flight on its one channel; its answer checked bit for bit first.
+   */
+  const measureGrpc = async (
+    target: Target,
+    pass: number,
+    entry: (typeof CASES)[number],
+    model: string,
+    batched: boolean,
+  ) => {
+    if (target.grpcAddress === undefined) throw new Error(`${target.kind} serves no gRPC`);
+    const requests = grpcRequests(
+      target.grpcAddress,
+      model,
+      entry.input,
+      referenceBytes.get(entry.name) ?? [],
+    );
+    try {
+      requests.verify(await requests.send());
+      for (const concurrency of concurrencies) {
+        if (batched && concurrency === 1 && entry.name === "mlp") continue;
+        const allBefore = processCpuMs(target);
+        const load = await closedLoop(concurrency, warmupSeconds, seconds, async () => {
+          await requests.send();
+          return undefined;
+        });
+        const allAfter = processCpuMs(target);
+        const phases: Record<string, number> = {};
+        if (allBefore !== undefined && allAfter !== undefined && load.answered > 0)
+          phases[PROCESS_CPU] = round((allAfter - allBefore) / load.answered, 3);
+        results.push({
+          model: entry.name,
+          target: target.kind,
+          encoding: "grpc",
+          batched,
+          load,
+          phases,
+          round: pass,
+        });
+        const cpu = phases[PROCESS_CPU] === undefined ? "" : `, ${phases[PROCESS_CPU]} ms cpu/answer`;
+        log(`${roundLabel(pass)}${target.kind} ${model} grpc c=${concurrency}: ${summary(load)}${cpu}`);
+      }
+    } finally {
+      requests.close();
+    }
+  };
+
   /** One path in one round: its floor (a route that does no work) or each of its models, encodings and loads. */
   const measureTarget = async (target: Target, pass: number) => {
     if (target.model === undefined) {
@@ -309,8 +361,12 @@ async function main(): Promise<void> {
     for (const entry of CASES) {
       if (target.model !== undefined && target.model !== entry.name) continue;
       for (const encoding of encodings) {
-        // Shared memory is the standalone agent's alone (the others have no regions).
-        if (encoding === "shm" && target.kind !== "agent" && target.kind !== "agent-main") continue;
+        // Shared memory is the standalone agent's alone (the others have no regions); gRPC its and the gRPC
+        // anchor's, which serves nothing else.
+        const agent = target.kind === "agent" || target.kind === "agent-main";
+        if (encoding === "shm" && !agent) continue;
+        if (encoding === "grpc" ? !agent && target.kind !== "grpc-anchor" : target.kind === "grpc-anchor")
+          continue;
         const twins =
           target.model !== undefined
             ? [target.batched === true]
@@ -319,6 +375,10 @@ async function main(): Promise<void> {
               : [false, true];
         for (const batched of twins) {
           const model = batched ? `${entry.name}_batched` : entry.name;
+          if (encoding === "grpc") {
+            await measureGrpc(target, pass, entry, model, batched);
+            continue;
+          }
           const headers = { ...target.headers, ...(values["send-stage"] ? { TE: "trailers" } : {}) };
           const expected = references.get(entry.name) ?? [];
           let prepared: PreparedRequest;
@@ -462,6 +522,7 @@ async function main(): Promise<void> {
       ...(targets.has("http-floor") && entry.anchorBatches
         ? [{ entry, maxBatch: undefined, httpThreads, memo: true }]
         : []),
+      ...(targets.has("grpc-anchor") ? [{ entry, maxBatch: undefined, httpThreads: 0, grpc: true }] : []),
     ]);
     for (const { entry, ...shape } of anchors) {
       started.push(await startAnchorTarget(entry.name, modelPath(repo, entry.name), device, threads, shape));
@@ -477,6 +538,7 @@ async function main(): Promise<void> {
       "--max-concurrency",
       "64",
       ...(encodings.includes("shm") ? ["--allow-client-shm"] : []),
+      ...(encodings.includes("grpc") ? ["--grpc-port", "0"] : []),
     ];
     const words = (line: string) => line.split(" ").filter((word) => word !== "");
     agentArgs.push(...words(values["agent-args"]));

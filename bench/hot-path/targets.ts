@@ -15,9 +15,20 @@ export interface Target {
   /** anchor-threads: the anchor with its HTTP on threads of its own (anchor-server.ts --http-threads). */
   /** relay-anchor: the relay anchor (relay-anchor/worker.ts) in wrangler dev, an anchor server behind it per model. */
   /** http-floor: the threaded anchor answering from memory (anchor-server.ts --memo): HTTP alone. */
-  kind: "anchor" | "anchor-threads" | "http-floor" | "agent-main" | "agent" | "gateway" | "relay-anchor";
+  /** grpc-anchor: the anchor serving gRPC (anchor-server.ts --grpc): the floor of a Node gRPC server. */
+  kind:
+    | "anchor"
+    | "anchor-threads"
+    | "http-floor"
+    | "grpc-anchor"
+    | "agent-main"
+    | "agent"
+    | "gateway"
+    | "relay-anchor";
   url: string;
   headers: Record<string, string>;
+  /** The standalone agent's gRPC host:port, where it serves gRPC (--grpc-port). */
+  grpcAddress?: string;
   /** The one model it serves (the anchor), or every model. */
   model?: string;
   /** The anchor batches what arrives while it runs (--max-batch): it stands for the model's batched twin. */
@@ -82,11 +93,12 @@ function anchorArgs(path: string, device: ReplicaDevice, threads: number | undef
   ];
 }
 
-/** How an anchor serves (anchor-server.ts): batching up to `maxBatch`, on HTTP threads, from memory. */
+/** How an anchor serves (anchor-server.ts): batching up to `maxBatch`, on HTTP threads, from memory, gRPC. */
 export interface AnchorShape {
   maxBatch?: number | undefined;
   httpThreads?: number;
   memo?: boolean;
+  grpc?: boolean;
 }
 
 export async function startAnchorTarget(
@@ -94,7 +106,7 @@ export async function startAnchorTarget(
   path: string,
   device: ReplicaDevice,
   threads: number | undefined,
-  { maxBatch, httpThreads = 0, memo = false }: AnchorShape = {},
+  { maxBatch, httpThreads = 0, memo = false, grpc = false }: AnchorShape = {},
 ): Promise<Target> {
   const args = [
     ...anchorArgs(path, device, threads),
@@ -102,14 +114,16 @@ export async function startAnchorTarget(
     "--http-threads",
     String(httpThreads),
     ...(memo ? ["--memo"] : []),
+    ...(grpc ? ["--grpc"] : []),
   ];
-  const kind = memo ? "http-floor" : httpThreads > 0 ? "anchor-threads" : "anchor";
+  const kind = grpc ? "grpc-anchor" : memo ? "http-floor" : httpThreads > 0 ? "anchor-threads" : "anchor";
   const label = `${kind} ${model}${maxBatch === undefined ? "" : " batched"}`;
   const process = spawnGroup(label, globalThis.process.execPath, args, { cwd: REPO_ROOT });
   const url = await started(process, ANCHOR_LISTENING, "the anchor");
   return {
     kind,
     url,
+    ...(grpc ? { grpcAddress: url.replace("grpc://", "") } : {}),
     headers: {},
     model,
     batched: maxBatch !== undefined,
@@ -174,10 +188,14 @@ export async function startAgentTarget(
     cwd: REPO_ROOT,
   });
   const url = await started(process, /standalone server listening url=(\S+)/, "the agent");
+  const grpc = args.includes("--grpc-port")
+    ? (await process.waitForOutput(/grpc server listening address=(\S+)/, 120_000))[1]
+    : undefined;
   await process.waitForOutput(/agent ready/, 120_000);
   return {
     kind,
     url,
+    ...(grpc === undefined ? {} : { grpcAddress: grpc }),
     headers: {},
     ...(process.child.pid === undefined ? {} : { pid: process.child.pid }),
     stop: () => process.stop().then(() => undefined),

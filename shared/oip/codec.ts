@@ -144,7 +144,36 @@ export function decodeInferRequest(
   options: DecodeOptions = {},
 ): DecodedInferRequest {
   const { header, binary } = splitBody(body, headerLength);
-  const document = parseJsonHeader(header, "request");
+  return decodeRequestDocument(
+    parseJsonHeader(header, "request"),
+    binary === undefined ? undefined : bodyPart(binary),
+    options,
+  );
+}
+
+/**
+ * An infer request that arrived as an object rather than as JSON text (the standalone agent's gRPC endpoint,
+ * backend/server/grpc/grpc-infer.ts), checked exactly as a JSON body is. `document` has the JSON request's
+ * shape, with integers beyond 2^53 as decimal strings and BYTES elements as strings or bytes; `pieces` holds
+ * the data of the inputs that have parameters.binary_data_size, one piece each, in their order.
+ */
+export function decodeInferRequestObject(
+  document: unknown,
+  pieces: readonly Uint8Array[],
+  options: DecodeOptions = {},
+): DecodedInferRequest {
+  return decodeRequestDocument(
+    { value: document, withExactIntegers: () => document },
+    pieces.length === 0 ? undefined : piecesPart(pieces),
+    options,
+  );
+}
+
+function decodeRequestDocument(
+  document: JsonHeader,
+  binary: BinaryPart | undefined,
+  options: DecodeOptions,
+): DecodedInferRequest {
   const request = parseOrBadInput(inferRequestSchema, document.value, "request body");
   const inputs = decodeTensors(request.inputs, "inputs", binary, document, options);
   const parameters = request.parameters ?? {};
@@ -275,7 +304,12 @@ export function decodeInferResponse(body: Uint8Array, headerLength?: number): De
   const decoded: DecodedInferResponse = {
     model_name: response.model_name,
     parameters: response.parameters ?? {},
-    outputs: decodeTensors(response.outputs, "outputs", binary, document),
+    outputs: decodeTensors(
+      response.outputs,
+      "outputs",
+      binary === undefined ? undefined : bodyPart(binary),
+      document,
+    ),
   };
   if (response.model_version !== undefined) decoded.model_version = response.model_version;
   if (response.id !== undefined) decoded.id = response.id;
@@ -472,8 +506,11 @@ const BYTES_CODEC: ElementCodec<Uint8Array[]> = {
   fromJson(elements) {
     const data: Uint8Array[] = [];
     for (const [index, element] of elements.entries()) {
-      if (typeof element !== "string") return { badIndex: index };
-      data.push(utf8Encoder.encode(element));
+      // gRPC's bytes_contents (decodeInferRequestObject; JSON text never has bytes), copied: they are views
+      // of the message, which may share memory with the connection's buffers.
+      if (element instanceof Uint8Array) data.push(new Uint8Array(element));
+      else if (typeof element === "string") data.push(utf8Encoder.encode(element));
+      else return { badIndex: index };
     }
     return data;
   },
@@ -597,6 +634,40 @@ function splitBody(body: Uint8Array, headerLength: number | undefined): SplitBod
   return { header: body.subarray(0, headerLength), binary: body.subarray(headerLength) };
 }
 
+/** The binary data of a request's tensors, taken in their order: each tensor's next `size` bytes. */
+interface BinaryPart {
+  readonly length: number;
+  take(size: number): Uint8Array;
+}
+
+/** A body's binary part: the tensors one after the other. */
+function bodyPart(bytes: Uint8Array): BinaryPart {
+  let offset = 0;
+  return {
+    length: bytes.length,
+    take(size) {
+      const piece = bytes.subarray(offset, offset + size);
+      offset += size;
+      return piece;
+    },
+  };
+}
+
+/** One piece per tensor (gRPC's raw_input_contents): no copy into one buffer first. */
+function piecesPart(pieces: readonly Uint8Array[]): BinaryPart {
+  let index = 0;
+  return {
+    length: pieces.reduce((total, piece) => total + piece.length, 0),
+    take(size) {
+      const piece = pieces[index++];
+      // The caller gives each tensor's binary_data_size from its piece: a mismatch is its bug.
+      if (piece?.length !== size)
+        throw new SwitchyardError("internal", `binary piece ${index - 1} is not the ${size} bytes announced`);
+      return piece;
+    },
+  };
+}
+
 interface JsonHeader {
   value: unknown;
   /** The same document with integers beyond 2^53 as exact bigints (parsed again on first use). */
@@ -663,7 +734,7 @@ interface TensorPlan {
 function decodeTensors(
   entries: InferInputJson[],
   field: TensorField,
-  binary: Uint8Array | undefined,
+  binary: BinaryPart | undefined,
   header: JsonHeader,
   options: DecodeOptions = {},
 ): Tensor[] {
@@ -731,7 +802,6 @@ function decodeTensors(
       `the ${field}' binary_data_size values add up to ${binaryTotal} bytes but ${binaryLength} bytes follow the JSON header`,
     );
   }
-  let offset = 0;
   return plans.map((plan) => {
     let data: TensorData;
     if (plan.shared !== undefined && options.sharedMemory !== undefined) {
@@ -741,8 +811,7 @@ function decodeTensors(
     } else if (plan.binarySize === undefined || binary === undefined) {
       data = tensorDataFromJson(plan, () => exactDataOf(header.withExactIntegers(), field, plan.index));
     } else {
-      const bytes = binary.subarray(offset, offset + plan.binarySize);
-      offset += plan.binarySize;
+      const bytes = binary.take(plan.binarySize);
       data = codecOf(plan.entry.datatype).fromBinary(bytes, plan.count, plan.fail, options.views === true);
     }
     const tensor: Tensor = {

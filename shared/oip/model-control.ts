@@ -39,7 +39,12 @@ export interface LoadRequest {
 }
 
 export function parseLoadRequest(body: Uint8Array): LoadRequest {
-  const parsed = parseOrBadInput(loadRequestSchema, jsonOf(body), "request body");
+  return loadRequestOf(jsonOf(body));
+}
+
+/** A load request already read into an object (the gRPC endpoint's parameters, as JSON would hold them). */
+export function loadRequestOf(document: unknown): LoadRequest {
+  const parsed = parseOrBadInput(loadRequestSchema, document, "request body");
   const parameters = parsed.parameters ?? {};
   for (const key of Object.keys(parameters)) {
     if (key === "config" || key.startsWith("file:")) {

@@ -1,7 +1,7 @@
 import { spawnSync } from "node:child_process";
 import * as ort from "onnxruntime-node";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
-import { DATATYPES, type Datatype, type TensorData } from "../../shared/oip/datatypes.ts";
+import { DATATYPES } from "../../shared/oip/datatypes.ts";
 import { infer, OipHttpError } from "../../shared/oip/http-client.ts";
 import type { Tensor } from "../../shared/oip/tensor.ts";
 import { mlpWeights, referenceMlp } from "../fixtures/onnx-builder.ts";
@@ -16,6 +16,7 @@ import {
   VERSIONED_MODEL,
 } from "../fixtures/paths.ts";
 import { PPOCR_DET_DIMS, PPOCR_DET_PATH, ppocrDetSampleInput } from "../fixtures/ppocr.ts";
+import { sampleData } from "../fixtures/sample-data.ts";
 import { expectAllClose } from "../support/close-to.ts";
 import { AGENT_BIN, type AgentProcess, startStandaloneAgent } from "./support/agent-process.ts";
 import { rawRequest } from "./support/raw-http.ts";
@@ -48,38 +49,6 @@ function startTestAgent(httpThreads: number): Promise<AgentProcess> {
 const get = (path: string) => fetch(`${agent.url}${path}`);
 const post = (path: string, body: string | Uint8Array, headers: Record<string, string> = {}) =>
   fetch(`${agent.url}${path}`, { method: "POST", body: body as string, headers });
-
-function sampleData(datatype: Datatype, count: number): TensorData {
-  const values = Array.from({ length: count }, (_, index) => index);
-  switch (datatype) {
-    case "BOOL":
-      return Uint8Array.from(values, (value) => value % 2);
-    case "UINT8":
-      return Uint8Array.from(values, (value) => 250 - value);
-    case "UINT16":
-      return Uint16Array.from(values, (value) => 65_000 - value);
-    case "UINT32":
-      return Uint32Array.from(values, (value) => 4_000_000_000 - value);
-    case "UINT64":
-      return BigUint64Array.from(values, (value) => 2n ** 63n + BigInt(value));
-    case "INT8":
-      return Int8Array.from(values, (value) => -value);
-    case "INT16":
-      return Int16Array.from(values, (value) => -30_000 + value);
-    case "INT32":
-      return Int32Array.from(values, (value) => -2_000_000_000 + value);
-    case "INT64":
-      return BigInt64Array.from(values, (value) => -(2n ** 62n) - BigInt(value));
-    case "FP16":
-      return Uint16Array.from(values, (value) => 0x3c00 + value); // 1.0, 1.0009765625, ...
-    case "FP32":
-      return Float32Array.from(values, (value) => value / 3);
-    case "FP64":
-      return Float64Array.from(values, (value) => Math.PI * value);
-    case "BYTES":
-      return values.map((value) => new TextEncoder().encode(`élément ${value} ✓`));
-  }
-}
 
 /** A POST through node:http, which (unlike fetch) sends TE and reads a response's trailers. */
 const rawPost = (url: string, path: string, body: string, headers: Record<string, string>) =>

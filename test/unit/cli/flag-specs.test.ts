@@ -97,6 +97,17 @@ describe("a default shown in --help is the default applied", () => {
     );
   });
 
+  test("--grpc-port serves gRPC beside the standalone server, and needs it", () => {
+    expect(options([...BASE, "--standalone"])).not.toHaveProperty("grpcPort");
+    expect(options([...BASE, "--standalone", "--grpc-port", "8001"])).toMatchObject({ grpcPort: 8001 });
+    expect(() => options([...BASE, "--grpc-port", "8001"])).toThrow(
+      "--grpc-port needs --standalone: gRPC serves the standalone server's API",
+    );
+    expect(() => options([...BASE, "--standalone", "--grpc-port", "70000"])).toThrow(
+      "--grpc-port must be a whole number 0-65535",
+    );
+  });
+
   // The derived defaults, as --help words them, on a pinned machine (16 cores, 64 GiB, "gpu-box-7").
   const derived: [flag: string, argv: string[], expected: Partial<AgentOptions>][] = [
     ["name", ["--models", "m"], { name: "gpu-box-7" }],
@@ -129,8 +140,12 @@ describe("a default shown in --help is the default applied", () => {
     expect(options(["--models", "m"]).metrics).toBeUndefined();
   });
 
+  test("--grpc-port: off, so no gRPC is served", () => {
+    expect(shownDefault(FLAG_SPECS["grpc-port"])).toBe("off");
+  });
+
   test("every derived default is covered above", () => {
-    const covered = new Set([...derived.map(([flag]) => flag), "metrics-port"]);
+    const covered = new Set([...derived.map(([flag]) => flag), "metrics-port", "grpc-port"]);
     const all = SPECS.filter(([, spec]) => spec.derived !== undefined).map(([flag]) => flag);
     expect(all.filter((flag) => !covered.has(flag))).toEqual([]);
   });

@@ -1,0 +1,366 @@
+import { afterAll, beforeAll, describe, expect, test } from "vitest";
+import { tensorBinary } from "../../shared/oip/codec.ts";
+import { DATATYPES } from "../../shared/oip/datatypes.ts";
+import { infer } from "../../shared/oip/http-client.ts";
+import type { Tensor } from "../../shared/oip/tensor.ts";
+import { seededFloats } from "../fixtures/onnx-builder.ts";
+import { IDENTITY_MODELS, MULTIPLEX_MODELS, REPO_DIR } from "../fixtures/paths.ts";
+import { sampleData } from "../fixtures/sample-data.ts";
+import { contentsOf } from "../support/grpc-contents.ts";
+import { type AgentProcess, startHoldingAgent, startStandaloneAgent } from "./support/agent-process.ts";
+import { grpcAddressIn, type InferenceClient, inferenceClient } from "./support/grpc-client.ts";
+
+// The standalone agent's gRPC endpoint (--grpc-port) end to end: a real agent process, a grpc-js client with
+// stubs from the protocol's .proto, a real HTTP/2 connection. Each answer is held against what the same
+// agent answers over HTTP, which the other standalone tests hold against onnxruntime run directly.
+
+const MLP = MULTIPLEX_MODELS[0] ?? "m000";
+const OTHER_MLP = MULTIPLEX_MODELS[1] ?? "m001";
+const MAX_BODY = 1024 * 1024;
+const INVALID_ARGUMENT = 3;
+const DEADLINE_EXCEEDED = 4;
+const NOT_FOUND = 5;
+const RESOURCE_EXHAUSTED = 8;
+const UNIMPLEMENTED = 12;
+const INTERNAL = 13;
+
+interface InferResponse {
+  model_name: string;
+  model_version: string;
+  id: string;
+  outputs: { name: string; datatype: string; shape: string[] }[];
+  raw_output_contents: Buffer[];
+}
+
+const bytesOf = (tensor: Tensor) => Buffer.from(tensorBinary(tensor));
+const rawInput = (tensor: Tensor) => ({
+  input: { name: tensor.name, datatype: tensor.datatype, shape: tensor.shape },
+  raw: bytesOf(tensor),
+});
+
+describe("the standalone agent over gRPC", () => {
+  let agent: AgentProcess;
+  let client: InferenceClient;
+
+  beforeAll(async () => {
+    agent = await startStandaloneAgent([
+      "--models",
+      REPO_DIR,
+      "--threads",
+      "1",
+      "--grpc-port",
+      "0",
+      "--max-body",
+      String(MAX_BODY),
+      "--name",
+      "grpc-agent",
+    ]);
+    client = inferenceClient(grpcAddressIn(agent.log()));
+  });
+  afterAll(async () => {
+    client?.close();
+    await agent?.stop();
+  });
+
+  test("health and server metadata say what the HTTP endpoints say", async () => {
+    expect(await client.call("ServerLive", {})).toEqual({ ok: true, value: { live: true } });
+    expect(await client.call("ServerReady", {})).toEqual({ ok: true, value: { ready: true } });
+    const http = (await (await fetch(`${agent.url}/v2`)).json()) as Record<string, unknown>;
+    expect(await client.call("ServerMetadata", {})).toEqual({ ok: true, value: http });
+    expect(agent.log()).toMatch(/grpc +127\.0\.0\.1:<any free port> +\(OIP v2 GRPCInferenceService\)/);
+  });
+
+  test("model metadata and readiness, as over HTTP; a model the repository lacks is not ready", async () => {
+    const http = (await (await fetch(`${agent.url}/v2/models/${MLP}`)).json()) as {
+      inputs: { shape: number[] }[];
+      outputs: { shape: number[] }[];
+    };
+    const metadata = await client.call<typeof http>("ModelMetadata", { name: MLP });
+    // 64-bit shapes arrive as decimal strings (longs: String), as a client library hands them over.
+    const numeric = (tensors: { shape: number[] }[]) =>
+      tensors.map((tensor) => ({ ...tensor, shape: tensor.shape.map(Number) }));
+    expect(
+      metadata.ok && {
+        ...metadata.value,
+        inputs: numeric(metadata.value.inputs),
+        outputs: numeric(metadata.value.outputs),
+      },
+    ).toEqual(http);
+    expect(await client.call("ModelReady", { name: MLP })).toEqual({ ok: true, value: { ready: true } });
+    expect(await client.call("ModelReady", { name: "no_such_model" })).toEqual({
+      ok: true,
+      value: { ready: false },
+    });
+    expect(await client.call("ModelMetadata", { name: "" })).toMatchObject({
+      ok: false,
+      code: INVALID_ARGUMENT,
+    });
+    const missing = await client.call("ModelMetadata", { name: "no_such_model" });
+    expect(missing).toMatchObject({ ok: false, code: NOT_FOUND, details: "model 'no_such_model' not found" });
+  });
+
+  test("an MLP's answer in raw_output_contents is bit for bit the HTTP answer, with the request's id", async () => {
+    const x: Tensor = { name: "x", datatype: "FP32", shape: [3, 16], data: seededFloats(11, 48) };
+    const overHttp = await infer(
+      agent.url,
+      MLP,
+      { inputs: [x] },
+      { binaryInputs: true, binaryOutputs: true },
+    );
+    const { input, raw } = rawInput(x);
+    const answer = await client.call<InferResponse>("ModelInfer", {
+      model_name: MLP,
+      id: "request-7",
+      inputs: [input],
+      raw_input_contents: [raw],
+    });
+    if (!answer.ok) throw new Error(answer.details);
+    expect(answer.value).toMatchObject({
+      model_name: MLP,
+      model_version: "1",
+      id: "request-7",
+      outputs: [{ name: "y", datatype: "FP32", shape: ["3", "8"] }],
+    });
+    const y = overHttp.response.outputs[0];
+    if (y === undefined) throw new Error("no output over HTTP");
+    expect(answer.value.raw_output_contents).toEqual([bytesOf(y)]);
+  });
+
+  test.each(DATATYPES)(
+    "%s travels through a model intact, in raw_input_contents and in contents",
+    async (datatype) => {
+      const x: Tensor = { name: "x", datatype, shape: [2, 3], data: sampleData(datatype, 6) };
+      const { input, raw } = rawInput(x);
+      const viaRaw = await client.call<InferResponse>("ModelInfer", {
+        model_name: IDENTITY_MODELS[datatype],
+        inputs: [input],
+        raw_input_contents: [raw],
+      });
+      expect(viaRaw).toMatchObject({ ok: true, value: { outputs: [{ datatype, shape: ["2", "3"] }] } });
+      expect(viaRaw.ok && viaRaw.value.raw_output_contents).toEqual([raw]);
+      if (datatype === "FP16") {
+        const refused = await client.call("ModelInfer", {
+          model_name: IDENTITY_MODELS[datatype],
+          inputs: [{ ...input, contents: {} }],
+        });
+        expect(refused).toMatchObject({
+          ok: false,
+          code: INVALID_ARGUMENT,
+          details: 'inputs[0] ("x"): FP16 has no contents field: send it in raw_input_contents',
+        });
+        return;
+      }
+      const viaContents = await client.call<InferResponse>("ModelInfer", {
+        model_name: IDENTITY_MODELS[datatype],
+        inputs: [{ ...input, contents: contentsOf(x) }],
+      });
+      expect(viaContents.ok && viaContents.value.raw_output_contents).toEqual([raw]);
+    },
+  );
+
+  test("a malformed request is INVALID_ARGUMENT with the message HTTP gives, or gRPC's own words", async () => {
+    const x: Tensor = { name: "x", datatype: "FP32", shape: [1, 16], data: seededFloats(3, 16) };
+    const { input, raw } = rawInput(x);
+    const wrongCount = await client.call("ModelInfer", {
+      model_name: MLP,
+      inputs: [{ ...input, contents: { fp32_contents: [1, 2, 3] } }],
+    });
+    const overHttp = await fetch(`${agent.url}/v2/models/${MLP}/infer`, {
+      method: "POST",
+      body: JSON.stringify({ inputs: [{ ...input, data: [1, 2, 3] }] }),
+    });
+    expect(overHttp.status).toBe(400);
+    expect(wrongCount).toMatchObject({
+      ok: false,
+      code: INVALID_ARGUMENT,
+      details: ((await overHttp.json()) as { error: string }).error,
+    });
+    expect(
+      await client.call("ModelInfer", {
+        model_name: MLP,
+        inputs: [{ ...input, shape: [1, 15] }],
+        raw_input_contents: [raw],
+      }),
+    ).toMatchObject({
+      ok: false,
+      code: INVALID_ARGUMENT,
+      details: 'inputs[0] ("x"): raw_input_contents[0] is 64 bytes but shape [1,15] of FP32 needs 60',
+    });
+    expect(
+      await client.call("ModelInfer", { model_name: MLP, inputs: [input], raw_input_contents: [raw, raw] }),
+    ).toMatchObject({
+      ok: false,
+      code: INVALID_ARGUMENT,
+      details:
+        "raw_input_contents has 2 entries but 1 inputs take their data from it: send one per input, in the order of inputs",
+    });
+    expect(
+      await client.call("ModelInfer", {
+        model_name: MLP,
+        inputs: [{ ...input, contents: { int_contents: Array(16).fill(1) } }],
+      }),
+    ).toMatchObject({
+      ok: false,
+      code: INVALID_ARGUMENT,
+      details: 'inputs[0] ("x"): has int_contents but FP32 is read from fp32_contents',
+    });
+    expect(await client.call("ModelInfer", { model_name: "no_such_model", inputs: [input] })).toMatchObject({
+      ok: false,
+    });
+  });
+
+  test("a message over --max-body is RESOURCE_EXHAUSTED, and the agent still serves", async () => {
+    const rows = MAX_BODY / 64 + 1;
+    const x: Tensor = { name: "x", datatype: "FP32", shape: [rows, 16], data: new Float32Array(rows * 16) };
+    const { input, raw } = rawInput(x);
+    const tooLarge = await client.call("ModelInfer", {
+      model_name: MLP,
+      inputs: [input],
+      raw_input_contents: [raw],
+    });
+    expect(tooLarge).toMatchObject({ ok: false, code: RESOURCE_EXHAUSTED });
+    expect(await client.call("ServerLive", {})).toEqual({ ok: true, value: { live: true } });
+  });
+
+  test("an output's classes (Triton's classification extension) over gRPC", async () => {
+    const x: Tensor = { name: "x", datatype: "FP32", shape: [1, 16], data: seededFloats(5, 16) };
+    const { input, raw } = rawInput(x);
+    const overHttp = await fetch(`${agent.url}/v2/models/${MLP}/infer`, {
+      method: "POST",
+      body: JSON.stringify({
+        inputs: [{ ...input, data: Array.from(x.data as Float32Array) }],
+        outputs: [{ name: "y", parameters: { classification: 2 } }],
+      }),
+    });
+    const classes = ((await overHttp.json()) as { outputs: { data: string[]; shape: number[] }[] })
+      .outputs[0];
+    if (classes === undefined) throw new Error("no classes over HTTP");
+    const answer = await client.call<InferResponse>("ModelInfer", {
+      model_name: MLP,
+      inputs: [input],
+      outputs: [{ name: "y", parameters: { classification: { int64_param: 2 } } }],
+      raw_input_contents: [raw],
+    });
+    expect(classes.shape).toEqual([2]);
+    expect(answer).toMatchObject({
+      ok: true,
+      value: { outputs: [{ name: "y", datatype: "BYTES", shape: ["2"] }] },
+    });
+    const expected = bytesOf({
+      name: "y",
+      datatype: "BYTES",
+      shape: classes.shape,
+      data: classes.data.map((text) => new TextEncoder().encode(text)),
+    });
+    expect(answer.ok && answer.value.raw_output_contents).toEqual([expected]);
+  });
+
+  test("ModelStreamInfer answers each request on the stream, a failure as error_message, then ends", async () => {
+    const x: Tensor = { name: "x", datatype: "FP32", shape: [1, 16], data: seededFloats(9, 16) };
+    const { input, raw } = rawInput(x);
+    const stream = client.stream();
+    stream.write({ model_name: MLP, id: "first", inputs: [input], raw_input_contents: [raw] });
+    stream.write({ model_name: "no_such_model", id: "second", inputs: [input], raw_input_contents: [raw] });
+    stream.write({ model_name: OTHER_MLP, id: "third", inputs: [input], raw_input_contents: [raw] });
+    stream.end();
+    const responses = (await stream.responses) as {
+      error_message: string;
+      infer_response: { id: string; model_name: string } | null;
+    }[];
+    expect(responses).toHaveLength(3);
+    const served = responses.filter((response) => response.error_message === "");
+    expect(served.map((response) => response.infer_response?.id).sort()).toEqual(["first", "third"]);
+    expect(responses.find((response) => response.error_message !== "")?.error_message).toBe(
+      "model 'no_such_model' not found",
+    );
+  });
+
+  test("the repository calls unload and load a model, and the index follows", async () => {
+    const index = async (ready: boolean) => {
+      const answer = await client.call<{ models: { name: string; state: string }[] }>("RepositoryIndex", {
+        ready,
+      });
+      return answer.ok ? answer.value.models : [];
+    };
+    await client.call("RepositoryModelLoad", { model_name: OTHER_MLP });
+    expect((await index(true)).map((entry) => entry.name)).toContain(OTHER_MLP);
+    expect(await client.call("RepositoryModelUnload", { model_name: OTHER_MLP })).toEqual({
+      ok: true,
+      value: {},
+    });
+    expect((await index(true)).map((entry) => entry.name)).not.toContain(OTHER_MLP);
+    expect((await index(false)).map((entry) => entry.name)).toContain(OTHER_MLP);
+    expect(
+      await client.call("RepositoryModelLoad", {
+        model_name: OTHER_MLP,
+        parameters: { copies: { int64_param: "1" } },
+      }),
+    ).toEqual({ ok: true, value: {} });
+    expect(await client.call("ModelReady", { name: OTHER_MLP })).toEqual({
+      ok: true,
+      value: { ready: true },
+    });
+    expect(
+      await client.call("RepositoryModelLoad", {
+        model_name: OTHER_MLP,
+        parameters: { config: { string_param: "{}" } },
+      }),
+    ).toMatchObject({ ok: false, code: INVALID_ARGUMENT });
+  });
+
+  test("a call the agent does not serve (Triton's ModelConfig) is UNIMPLEMENTED", async () => {
+    const answer = await client.raw("/inference.GRPCInferenceService/ModelConfig", new Uint8Array());
+    expect(answer).toMatchObject({ ok: false, code: UNIMPLEMENTED });
+  });
+
+  test("bytes that are no ModelInferRequest are refused, and the agent serves on", async () => {
+    // protobuf reads model_name's never-ending length varint as some name, which the agent refuses...
+    const odd = await client.raw(
+      "/inference.GRPCInferenceService/ModelInfer",
+      Uint8Array.of(0x0a, ...Array(12).fill(0xff)),
+    );
+    expect(odd).toMatchObject({ ok: false, code: INVALID_ARGUMENT });
+    // ...and cannot read a tag of wire type 7 at all: INTERNAL, as gRPC libraries answer bytes they cannot parse.
+    const unreadable = await client.raw(
+      "/inference.GRPCInferenceService/ModelInfer",
+      Uint8Array.of(0x0f, 0x00, 0x2a),
+    );
+    expect(unreadable).toMatchObject({ ok: false, code: INTERNAL });
+    expect(await client.call("ServerLive", {})).toEqual({ ok: true, value: { live: true } });
+  });
+});
+
+describe("gRPC deadlines", () => {
+  let agent: AgentProcess;
+  let client: InferenceClient;
+  const HOLD_MS = 1500;
+
+  beforeAll(async () => {
+    agent = await startHoldingAgent(MLP, HOLD_MS, ["--grpc-port", "0"]);
+    client = inferenceClient(grpcAddressIn(agent.log()));
+  });
+  afterAll(async () => {
+    client?.close();
+    await agent?.stop();
+  });
+
+  test("a call whose gRPC deadline passes while it waits is DEADLINE_EXCEEDED", async () => {
+    const x: Tensor = { name: "x", datatype: "FP32", shape: [1, 16], data: seededFloats(2, 16) };
+    const { input, raw } = rawInput(x);
+    const request = { model_name: MLP, inputs: [input], raw_input_contents: [raw] };
+    const started = Date.now();
+    expect(await client.call("ModelInfer", request, { deadlineMs: 300 })).toMatchObject({
+      ok: false,
+      code: DEADLINE_EXCEEDED,
+    });
+    expect(Date.now() - started).toBeLessThan(HOLD_MS);
+    // The request's own timeout parameter (microseconds), as over HTTP: the agent's 504 becomes the status.
+    const timedOut = await client.call("ModelInfer", {
+      ...request,
+      parameters: { timeout: { int64_param: "300000" } },
+    });
+    expect(timedOut).toMatchObject({ ok: false, code: DEADLINE_EXCEEDED });
+    // Without either, it is served once the batch's wait ends.
+    expect(await client.call("ModelInfer", request)).toMatchObject({ ok: true });
+  });
+});

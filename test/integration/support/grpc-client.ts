@@ -1,0 +1,107 @@
+import {
+  type CallOptions,
+  type Client,
+  credentials,
+  Metadata,
+  makeGenericClientConstructor,
+  type ServiceError,
+} from "@grpc/grpc-js";
+import { inferenceService } from "../../../backend/server/grpc/grpc-proto.ts";
+
+/**
+ * A gRPC client of the agent's GRPCInferenceService as a user writes one: @grpc/grpc-js with stubs loaded
+ * from the protocol's .proto (the agent's own copy, whose names and field numbers are the protocol's), over a
+ * real HTTP/2 connection. Calls resolve to the answer or to the gRPC error (code, details). Messages are read
+ * as the agent reads its own: 64-bit integers as decimal strings, every field present.
+ */
+const Service = makeGenericClientConstructor(inferenceService(), "GRPCInferenceService");
+
+export type GrpcAnswer<T> =
+  | { ok: true; value: T }
+  | { ok: false; code: number; details: string; metadata: Metadata };
+
+type Unary = (
+  request: unknown,
+  metadata: Metadata,
+  options: CallOptions,
+  callback: (error: ServiceError | null, value: unknown) => void,
+) => void;
+
+export interface StreamCall {
+  write(request: unknown): void;
+  end(): void;
+  /** Every response until the server ends the stream. */
+  responses: Promise<unknown[]>;
+}
+
+export interface InferenceClient {
+  call<T = Record<string, unknown>>(
+    method: string,
+    request: unknown,
+    options?: { deadlineMs?: number; metadata?: Record<string, string> },
+  ): Promise<GrpcAnswer<T>>;
+  /** ModelStreamInfer. */
+  stream(): StreamCall;
+  /** A call to any path, with bytes as the message (for methods the .proto does not list). */
+  raw(path: string, message: Uint8Array): Promise<GrpcAnswer<Buffer>>;
+  close(): void;
+}
+
+export function inferenceClient(address: string): InferenceClient {
+  const client = new Service(address, credentials.createInsecure(), {
+    "grpc.max_receive_message_length": -1,
+    "grpc.max_send_message_length": -1,
+  }) as Client & Record<string, unknown>;
+  const answer =
+    <T>(resolve: (answer: GrpcAnswer<T>) => void) =>
+    (error: ServiceError | null, value: unknown) =>
+      resolve(
+        error === null
+          ? { ok: true, value: value as T }
+          : { ok: false, code: error.code, details: error.details, metadata: error.metadata },
+      );
+  return {
+    call(method, request, options = {}) {
+      const metadata = new Metadata();
+      for (const [key, value] of Object.entries(options.metadata ?? {})) metadata.set(key, value);
+      const callOptions: CallOptions =
+        options.deadlineMs === undefined ? {} : { deadline: Date.now() + options.deadlineMs };
+      return new Promise((resolve) => {
+        (client[method] as Unary).call(client, request, metadata, callOptions, answer(resolve));
+      });
+    },
+    stream() {
+      const call = (client.ModelStreamInfer as () => NodeJS.ReadWriteStream & { end(): void }).call(client);
+      const responses = new Promise<unknown[]>((resolve, reject) => {
+        const received: unknown[] = [];
+        call.on("data", (response: unknown) => received.push(response));
+        call.on("end", () => resolve(received));
+        call.on("error", reject);
+      });
+      return {
+        write: (request) => call.write(request as never),
+        end: () => call.end(),
+        responses,
+      };
+    },
+    raw(path, message) {
+      return new Promise((resolve) => {
+        client.makeUnaryRequest(
+          path,
+          (bytes: Buffer) => bytes,
+          (bytes: Buffer) => bytes,
+          Buffer.from(message),
+          answer(resolve),
+        );
+      });
+    },
+    close: () => client.close(),
+  };
+}
+
+/** The gRPC server's host:port, from the agent's log line. */
+export function grpcAddressIn(log: string): string {
+  const address = / grpc server listening address=(\S+)/.exec(log)?.[1];
+  if (address === undefined) throw new Error(`the agent did not say where gRPC listens:\n${log}`);
+  return address;
+}

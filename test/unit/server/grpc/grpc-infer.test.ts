@@ -1,0 +1,253 @@
+import fc from "fast-check";
+import { describe, expect, test } from "vitest";
+import { decodeGrpcInferRequest } from "../../../../backend/server/grpc/grpc-infer.ts";
+import type { ModelInferRequestMessage } from "../../../../backend/server/grpc/grpc-messages.ts";
+import { inferenceService } from "../../../../backend/server/grpc/grpc-proto.ts";
+import { SwitchyardError } from "../../../../shared/errors.ts";
+import { decodeInferRequest, encodeInferRequest, tensorBinary } from "../../../../shared/oip/codec.ts";
+import type { Tensor } from "../../../../shared/oip/tensor.ts";
+import { contentsOf } from "../../../support/grpc-contents.ts";
+import { tensorsArbitrary } from "../../../support/tensor-arbitraries.ts";
+
+// ModelInfer's requests as they cross the wire: a client's object serialized with the protocol's .proto and
+// read back as the agent's server reads it (grpc-proto.ts), then decoded. Whatever a client sends, the
+// tensors are those an HTTP body with the same tensors decodes to, or the answer is a 400.
+
+const modelInfer = inferenceService().ModelInfer;
+if (modelInfer === undefined) throw new Error("no ModelInfer in inference.proto");
+
+/** A client's request as the server receives it. */
+function received(request: unknown): ModelInferRequestMessage {
+  return modelInfer?.requestDeserialize(modelInfer.requestSerialize(request)) as ModelInferRequestMessage;
+}
+
+const described = (tensor: Tensor) => ({ name: tensor.name, datatype: tensor.datatype, shape: tensor.shape });
+
+/** The same tensors through the HTTP codec: what the gRPC path must agree with. */
+const overHttp = (inputs: Tensor[]) => {
+  const encoded = encodeInferRequest({ inputs }, { binaryInputs: true });
+  return decodeInferRequest(encoded.body, encoded.headerLength).inputs;
+};
+
+function expectBadInput(action: () => unknown, message: string): void {
+  try {
+    action();
+  } catch (error) {
+    expect(error).toBeInstanceOf(SwitchyardError);
+    expect((error as SwitchyardError).code).toBe("bad_input");
+    expect((error as Error).message).toBe(message);
+    return;
+  }
+  throw new Error("no error");
+}
+
+describe("decodeGrpcInferRequest", () => {
+  test("tensors in raw_input_contents decode to what the same binary HTTP body decodes to", () => {
+    fc.assert(
+      fc.property(tensorsArbitrary(true), (entries) => {
+        const inputs = entries.map((entry) => entry.tensor);
+        const message = received({
+          model_name: "m",
+          inputs: inputs.map(described),
+          raw_input_contents: inputs.map((tensor) => Buffer.from(tensorBinary(tensor))),
+        });
+        expect(decodeGrpcInferRequest(message, undefined).inputs).toEqual(overHttp(inputs));
+      }),
+      { numRuns: 200 },
+    );
+  });
+
+  test("tensors in typed contents decode to the same tensors, 64-bit integers and arbitrary bytes exact", () => {
+    fc.assert(
+      fc.property(tensorsArbitrary(true), (entries) => {
+        const inputs = entries.map((entry) => entry.tensor).filter((tensor) => tensor.datatype !== "FP16");
+        const message = received({
+          model_name: "m",
+          inputs: inputs.map((tensor) => ({ ...described(tensor), contents: contentsOf(tensor) })),
+        });
+        expect(decodeGrpcInferRequest(message, undefined).inputs).toEqual(overHttp(inputs));
+      }),
+      { numRuns: 200 },
+    );
+  });
+
+  test("NaN and the infinities in float contents (a counterexample of the property above)", () => {
+    const x: Tensor = {
+      name: "x",
+      datatype: "FP32",
+      shape: [3],
+      data: Float32Array.of(0, Number.POSITIVE_INFINITY, Number.NaN),
+    };
+    const y: Tensor = {
+      name: "y",
+      datatype: "FP64",
+      shape: [1],
+      data: Float64Array.of(Number.NEGATIVE_INFINITY),
+    };
+    const message = received({
+      model_name: "m",
+      inputs: [x, y].map((tensor) => ({ ...described(tensor), contents: contentsOf(tensor) })),
+    });
+    expect(decodeGrpcInferRequest(message, undefined).inputs).toEqual([x, y]);
+  });
+
+  test("request, tensor and output parameters arrive as JSON would carry them", () => {
+    const decoded = decodeGrpcInferRequest(
+      received({
+        model_name: "m",
+        id: "r1",
+        parameters: {
+          timeout: { int64_param: "250000" },
+          huge: { uint64_param: "18446744073709551615" },
+          ratio: { double_param: 0.25 },
+          flag: { bool_param: true },
+          tag: { string_param: "x" },
+        },
+        inputs: [
+          {
+            name: "x",
+            datatype: "INT32",
+            shape: [1],
+            contents: { int_contents: [7] },
+            parameters: { note: { string_param: "n" } },
+          },
+        ],
+        outputs: [{ name: "y", parameters: { classification: { int64_param: "3" } } }],
+      }),
+      undefined,
+    );
+    expect(decoded.id).toBe("r1");
+    // Beyond 2^53 a 64-bit value stays its exact decimal text.
+    expect(decoded.parameters).toEqual({
+      timeout: 250000,
+      huge: "18446744073709551615",
+      ratio: 0.25,
+      flag: true,
+      tag: "x",
+    });
+    expect(decoded.inputs[0]?.parameters).toEqual({ note: "n" });
+    expect(decoded.outputs).toEqual([{ name: "y", binary: false, classification: 3, parameters: {} }]);
+  });
+
+  test("what only gRPC can get wrong is said in gRPC's terms", () => {
+    const x = { name: "x", datatype: "FP32", shape: [2] };
+    const eightBytes = Buffer.alloc(8);
+    expectBadInput(
+      () =>
+        decodeGrpcInferRequest(received({ inputs: [x], raw_input_contents: [Buffer.alloc(4)] }), undefined),
+      'inputs[0] ("x"): raw_input_contents[0] is 4 bytes but shape [2] of FP32 needs 8',
+    );
+    expectBadInput(
+      () =>
+        decodeGrpcInferRequest(
+          received({ inputs: [x, { ...x, name: "z" }], raw_input_contents: [eightBytes] }),
+          undefined,
+        ),
+      'inputs[1] ("z"): has no raw_input_contents[1]',
+    );
+    expectBadInput(
+      () =>
+        decodeGrpcInferRequest(
+          received({
+            inputs: [{ ...x, contents: { fp32_contents: [1, 2] } }],
+            raw_input_contents: [eightBytes],
+          }),
+          undefined,
+        ),
+      'inputs[0] ("x"): has contents but the request has raw_input_contents: send every input\'s data in one of them',
+    );
+    expectBadInput(
+      () => decodeGrpcInferRequest(received({ inputs: [x] }), undefined),
+      'inputs[0] ("x"): has no data: send it in contents or in raw_input_contents',
+    );
+    expectBadInput(
+      () =>
+        decodeGrpcInferRequest(
+          received({ inputs: [{ ...x, contents: { fp64_contents: [1, 2] } }] }),
+          undefined,
+        ),
+      'inputs[0] ("x"): has fp64_contents but FP32 is read from fp32_contents',
+    );
+    expectBadInput(
+      () =>
+        decodeGrpcInferRequest(
+          received({ inputs: [{ ...x, contents: { fp32_contents: [1, 2, 3] } }] }),
+          undefined,
+        ),
+      'inputs[0] ("x"): shape [2] needs 2 elements but data has 3',
+    );
+    expectBadInput(
+      () =>
+        decodeGrpcInferRequest(
+          received({ inputs: [{ ...x, datatype: "INT8", contents: { int_contents: [1, 300] } }] }),
+          undefined,
+        ),
+      'inputs[0] ("x"): element 1 must be an integer in [-128, 127] for INT8, got 300',
+    );
+  });
+
+  test("arbitrary requests only ever fail as bad input", () => {
+    const int64 = fc.oneof(
+      fc.integer({ min: -3, max: 5 }).map(String),
+      fc.constantFrom("9007199254740993", "-1"),
+    );
+    const contents = fc.record(
+      {
+        bool_contents: fc.array(fc.boolean(), { maxLength: 4 }),
+        int_contents: fc.array(fc.integer({ min: -(2 ** 31), max: 2 ** 31 - 1 }), { maxLength: 4 }),
+        int64_contents: fc.array(int64, { maxLength: 4 }),
+        uint_contents: fc.array(fc.integer({ min: 0, max: 2 ** 32 - 1 }), { maxLength: 4 }),
+        fp32_contents: fc.array(fc.float(), { maxLength: 4 }),
+        bytes_contents: fc.array(
+          fc.uint8Array({ maxLength: 6 }).map((bytes) => Buffer.from(bytes)),
+          { maxLength: 4 },
+        ),
+      },
+      { requiredKeys: [] },
+    );
+    const input = fc.record(
+      {
+        name: fc.constantFrom("x", "y", ""),
+        datatype: fc.constantFrom("FP32", "INT8", "UINT64", "BYTES", "FP16", "BOOL", "FP8", ""),
+        shape: fc.array(int64, { maxLength: 3 }),
+        contents,
+        parameters: fc.dictionary(
+          fc.constantFrom("binary_data_size", "shared_memory_region", "classification", "other"),
+          fc.oneof(
+            fc.record({ int64_param: int64 }),
+            fc.record({ string_param: fc.string({ maxLength: 4 }) }),
+            fc.record({ bool_param: fc.boolean() }),
+          ),
+        ),
+      },
+      { requiredKeys: ["name", "datatype", "shape"] },
+    );
+    fc.assert(
+      fc.property(
+        fc.record(
+          {
+            id: fc.string({ maxLength: 4 }),
+            inputs: fc.array(input, { maxLength: 3 }),
+            outputs: fc.array(fc.record({ name: fc.constantFrom("y", "y", "z") }), { maxLength: 3 }),
+            raw_input_contents: fc.array(
+              fc.uint8Array({ maxLength: 12 }).map((bytes) => Buffer.from(bytes)),
+              {
+                maxLength: 3,
+              },
+            ),
+          },
+          { requiredKeys: [] },
+        ),
+        (request) => {
+          try {
+            decodeGrpcInferRequest(received(request), undefined);
+          } catch (error) {
+            expect(error).toBeInstanceOf(SwitchyardError);
+            expect((error as SwitchyardError).code).toBe("bad_input");
+          }
+        },
+      ),
+      { numRuns: 1000 },
+    );
+  });
+});
