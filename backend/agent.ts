@@ -17,7 +17,6 @@ import { ReplicaPool } from "./pool/replica-pool.ts";
 import { deviceLabel, planDevices } from "./replica/device.ts";
 import { gpuTotalMemory, gpuUsedMemory } from "./replica/gpu-memory.ts";
 import { spinWindowMs } from "./replica/hot-loop.ts";
-import { startGrpcServer } from "./server/grpc/grpc-service.ts";
 import { startIntakeThreads } from "./server/intake-threads.ts";
 import { SharedMemoryRegions } from "./server/shared-memory-regions.ts";
 import { createStandaloneApp } from "./server/standalone-app.ts";
@@ -131,16 +130,15 @@ export async function startAgent(options: AgentOptions, log: Log, ui: AgentUi = 
   const server = options.standalone ? await serveStandalone(options, app, pool, regions, log) : undefined;
   const url = server === undefined ? undefined : `http://${options.host}:${server.port}`;
   if (url !== undefined) log("standalone server listening", { url });
+  // Its library is loaded only where gRPC is served.
   const grpc =
     options.grpcPort === undefined
       ? undefined
-      : await startGrpcServer({ ...serving, host: options.host, port: options.grpcPort }).catch(
-          (error: unknown) => {
-            throw new Error(
-              `--grpc-port ${options.grpcPort}: cannot listen on ${options.host} (${(error as Error).message}); pick a free port`,
-            );
-          },
-        );
+      : await (await import("./server/grpc/grpc-service.ts")).startGrpcServer({
+          ...serving,
+          host: options.host,
+          port: options.grpcPort,
+        });
   const grpcAddress = grpc === undefined ? undefined : `${options.host}:${grpc.port}`;
   if (grpcAddress !== undefined) log("grpc server listening", { address: grpcAddress });
 

@@ -42,5 +42,5 @@ await build({
   logLevel: "info",
 });
 
-// The gRPC server reads the protocol's .proto from beside itself at start (backend/server/grpc/grpc-service.ts).
+// The gRPC server reads the protocol's .proto from beside itself at start (backend/server/grpc/grpc-proto.ts).
 copyFileSync("backend/server/grpc/inference.proto", "dist/inference.proto");

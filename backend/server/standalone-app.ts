@@ -10,7 +10,6 @@ import {
 import { errorResponse } from "../../shared/http/error-response.ts";
 import { readRequestBody } from "../../shared/http/request-body.ts";
 import { parseModelName, parseModelVersion } from "../../shared/model-names.ts";
-import { catalog } from "../../shared/models/model-catalog.ts";
 import { joined } from "../../shared/oip/codec.ts";
 import { parseInferRequest } from "../../shared/oip/infer-http.ts";
 import {
@@ -25,7 +24,13 @@ import type { ModelService } from "../models/model-service.ts";
 import type { ReplicaPool } from "../pool/replica-pool.ts";
 import { regionsControl, type SharedMemoryRegions } from "./shared-memory-regions.ts";
 import { answerInfer } from "./standalone-infer.ts";
-import { modelMetadata, standaloneExtensions } from "./standalone-metadata.ts";
+import {
+  loadModel,
+  modelMetadata,
+  repositoryIndex,
+  standaloneExtensions,
+  unloadModel,
+} from "./standalone-models.ts";
 
 export interface StandaloneAppOptions {
   pool: ReplicaPool;
@@ -132,23 +137,19 @@ export function createStandaloneApp(options: StandaloneAppOptions): Hono {
 
   app.post("/v2/repository/index", async (c) => {
     const { readyOnly } = parseIndexRequest(await readRequestBody(c.req.raw, MAX_CONTROL_BODY_BYTES));
-    // The gateway's index answers from the very same function, over its agents' replicas.
-    const entries = catalog(await models.index(), pool.states());
-    return c.json(readyOnly ? entries.filter((entry) => entry.state === "READY") : entries);
+    return c.json(await repositoryIndex(models, pool, readyOnly));
   });
 
   app.post("/v2/repository/models/:model/load", async (c) => {
     const name = parseModelName(c.req.param("model"));
-    const load = parseLoadRequest(await readRequestBody(c.req.raw, MAX_CONTROL_BODY_BYTES));
-    await models.load(name, load.version, { copies: load.copies, pin: true });
+    await loadModel(models, name, parseLoadRequest(await readRequestBody(c.req.raw, MAX_CONTROL_BODY_BYTES)));
     return c.json({});
   });
 
   app.post("/v2/repository/models/:model/unload", async (c) => {
     const name = parseModelName(c.req.param("model"));
     parseUnloadRequest(await readRequestBody(c.req.raw, MAX_CONTROL_BODY_BYTES));
-    await models.versions(name);
-    await models.unload(name, undefined, { evict: true });
+    await unloadModel(models, name);
     return c.json({});
   });
 

@@ -99,7 +99,9 @@ export interface Served {
 
 /**
  * Runs a checked request on the replicas, the part of serving it that HTTP and gRPC (grpc/grpc-service.ts)
- * share; outputs asked for in shared memory are written there.
+ * share; outputs asked for in shared memory are written there. The request's input tensors move to the
+ * session's thread (their buffers are detached here): every caller decodes them into buffers the request
+ * alone owns (a body read for it, a copy out of a region or a gRPC message).
  */
 export async function serveInfer(
   infer: InferOnReplicas,
@@ -117,8 +119,7 @@ export async function serveInfer(
     ...(asksClasses(request) ? { withLabels: true as const } : {}),
     deadline,
     ...(signal === undefined ? {} : { signal }),
-    // The tensors were decoded for this request alone, from a body it owns: they may move to the session's
-    // thread with that body.
+    // See above: the tensors' buffers are the request's own.
     handOverInputs: true,
   });
   const servedAt = performance.now();

@@ -23,6 +23,7 @@ const NOT_FOUND = 5;
 const RESOURCE_EXHAUSTED = 8;
 const UNIMPLEMENTED = 12;
 const INTERNAL = 13;
+const CANCELLED = 1;
 
 interface InferResponse {
   model_name: string;
@@ -255,7 +256,7 @@ describe("the standalone agent over gRPC", () => {
     expect(answer.ok && answer.value.raw_output_contents).toEqual([expected]);
   });
 
-  test("ModelStreamInfer answers each request on the stream, a failure as error_message, then ends", async () => {
+  test("ModelStreamInfer answers each request in order, a failure as error_message with its id, then ends", async () => {
     const x: Tensor = { name: "x", datatype: "FP32", shape: [1, 16], data: seededFloats(9, 16) };
     const { input, raw } = rawInput(x);
     const stream = client.stream();
@@ -267,12 +268,13 @@ describe("the standalone agent over gRPC", () => {
       error_message: string;
       infer_response: { id: string; model_name: string } | null;
     }[];
-    expect(responses).toHaveLength(3);
-    const served = responses.filter((response) => response.error_message === "");
-    expect(served.map((response) => response.infer_response?.id).sort()).toEqual(["first", "third"]);
-    expect(responses.find((response) => response.error_message !== "")?.error_message).toBe(
-      "model 'no_such_model' not found",
-    );
+    // In the order sent, as Triton answers a model that is not decoupled: a client may match them so.
+    expect(responses.map((response) => [response.infer_response?.id, response.error_message])).toEqual([
+      ["first", ""],
+      ["second", "model 'no_such_model' not found"],
+      ["third", ""],
+    ]);
+    expect(responses[2]?.infer_response?.model_name).toBe(OTHER_MLP);
   });
 
   test("the repository calls unload and load a model, and the index follows", async () => {
@@ -286,16 +288,17 @@ describe("the standalone agent over gRPC", () => {
     expect((await index(true)).map((entry) => entry.name)).toContain(OTHER_MLP);
     expect(await client.call("RepositoryModelUnload", { model_name: OTHER_MLP })).toEqual({
       ok: true,
-      value: {},
+      value: { model_name: OTHER_MLP, isUnloaded: true },
     });
     expect((await index(true)).map((entry) => entry.name)).not.toContain(OTHER_MLP);
     expect((await index(false)).map((entry) => entry.name)).toContain(OTHER_MLP);
+    // KServe's messages carry the model's name in field 1, where Triton's carry the repository's.
     expect(
       await client.call("RepositoryModelLoad", {
-        model_name: OTHER_MLP,
+        repository_name: OTHER_MLP,
         parameters: { copies: { int64_param: "1" } },
       }),
-    ).toEqual({ ok: true, value: {} });
+    ).toEqual({ ok: true, value: { model_name: OTHER_MLP, isLoaded: true } });
     expect(await client.call("ModelReady", { name: OTHER_MLP })).toEqual({
       ok: true,
       value: { ready: true },
@@ -330,10 +333,23 @@ describe("the standalone agent over gRPC", () => {
   });
 });
 
-describe("gRPC deadlines", () => {
+describe("gRPC deadlines, cancels and draining", () => {
   let agent: AgentProcess;
   let client: InferenceClient;
+  // The agent keeps a request that arrives alone waiting this long for others to batch with.
   const HOLD_MS = 1500;
+  const x: Tensor = { name: "x", datatype: "FP32", shape: [1, 16], data: seededFloats(2, 16) };
+  const { input, raw } = rawInput(x);
+  const request = { model_name: MLP, inputs: [input], raw_input_contents: [raw] };
+
+  /** Requests the model has run, from its statistics over HTTP. */
+  const ran = async () => {
+    const stats = (await (await fetch(`${agent.url}/v2/models/${MLP}/stats`)).json()) as {
+      model_stats: { inference_count: number }[];
+    };
+    return stats.model_stats.reduce((sum, entry) => sum + entry.inference_count, 0);
+  };
+  const settled = () => new Promise((resolve) => setTimeout(resolve, HOLD_MS + 500));
 
   beforeAll(async () => {
     agent = await startHoldingAgent(MLP, HOLD_MS, ["--grpc-port", "0"]);
@@ -344,23 +360,52 @@ describe("gRPC deadlines", () => {
     await agent?.stop();
   });
 
-  test("a call whose gRPC deadline passes while it waits is DEADLINE_EXCEEDED", async () => {
-    const x: Tensor = { name: "x", datatype: "FP32", shape: [1, 16], data: seededFloats(2, 16) };
-    const { input, raw } = rawInput(x);
-    const request = { model_name: MLP, inputs: [input], raw_input_contents: [raw] };
+  test("a call whose gRPC deadline passes while it waits is DEADLINE_EXCEEDED, and never runs", async () => {
+    const before = await ran();
     const started = Date.now();
     expect(await client.call("ModelInfer", request, { deadlineMs: 300 })).toMatchObject({
       ok: false,
       code: DEADLINE_EXCEEDED,
     });
     expect(Date.now() - started).toBeLessThan(HOLD_MS);
+    await settled();
+    expect(await ran()).toBe(before);
     // The request's own timeout parameter (microseconds), as over HTTP: the agent's 504 becomes the status.
     const timedOut = await client.call("ModelInfer", {
       ...request,
       parameters: { timeout: { int64_param: "300000" } },
     });
-    expect(timedOut).toMatchObject({ ok: false, code: DEADLINE_EXCEEDED });
+    expect(timedOut).toMatchObject({
+      ok: false,
+      code: DEADLINE_EXCEEDED,
+      details: expect.stringMatching(/deadline of 300 ms/),
+    });
     // Without either, it is served once the batch's wait ends.
     expect(await client.call("ModelInfer", request)).toMatchObject({ ok: true });
+    expect(await ran()).toBe(before + 1);
+  });
+
+  test("a call its client cancels while it waits never runs", async () => {
+    const before = await ran();
+    expect(await client.call("ModelInfer", request, { cancelAfterMs: 200 })).toMatchObject({
+      ok: false,
+      code: CANCELLED,
+    });
+    await settled();
+    expect(await ran()).toBe(before);
+  });
+
+  // Last: it stops the agent.
+  test("a drain answers what a stream has in flight, ends the stream, and the agent exits", async () => {
+    const stream = client.stream();
+    stream.write({ ...request, id: "in-flight" });
+    // Sent, and waiting out its batch's hold, when the agent is told to stop.
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    const exited = agent.stop();
+    const responses = (await stream.responses) as { error_message: string; infer_response: { id: string } }[];
+    expect(responses.map((response) => [response.infer_response.id, response.error_message])).toEqual([
+      ["in-flight", ""],
+    ]);
+    expect(await exited).toBe(0);
   });
 });

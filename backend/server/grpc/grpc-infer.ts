@@ -105,7 +105,11 @@ export function decodeGrpcInferRequest(
       if (piece === undefined) return fail(`has no raw_input_contents[${pieces.length}]`);
       checkRawSize(input, piece, pieces.length, fail);
       parameters.binary_data_size = piece.length;
-      const owned = new Uint8Array(requestBuffers.acquire(piece.length), 0, piece.length);
+      // BYTES elements are copied again on their way to the session's thread: no pooled buffer for them.
+      const owned =
+        input.datatype === "BYTES"
+          ? new Uint8Array(piece.length)
+          : new Uint8Array(requestBuffers.acquire(piece.length), 0, piece.length);
       owned.set(piece);
       pieces.push(owned);
     } else if (input.contents !== null) {

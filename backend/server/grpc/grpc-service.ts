@@ -6,18 +6,24 @@ import {
   ServerCredentials,
   type ServerDuplexStream,
   type ServerUnaryCall,
+  type UntypedServiceImplementation,
 } from "@grpc/grpc-js";
 import { Deadline, requestDeadline } from "../../../shared/deadline.ts";
 import { describeError, SwitchyardError } from "../../../shared/errors.ts";
 import type { HeaderReader } from "../../../shared/http/header-reader.ts";
 import { parseModelName, parseModelVersion } from "../../../shared/model-names.ts";
-import { catalog } from "../../../shared/models/model-catalog.ts";
 import { loadRequestOf } from "../../../shared/oip/model-control.ts";
 import { readHint } from "../../../shared/oip/request-options.ts";
 import { withinGrace } from "../../within-grace.ts";
 import type { StandaloneAppOptions } from "../standalone-app.ts";
 import { serveInfer } from "../standalone-infer.ts";
-import { modelMetadata, standaloneExtensions } from "../standalone-metadata.ts";
+import {
+  loadModel,
+  modelMetadata,
+  repositoryIndex,
+  standaloneExtensions,
+  unloadModel,
+} from "../standalone-models.ts";
 import { decodeGrpcInferRequest, grpcInferResponse, parametersOf } from "./grpc-infer.ts";
 import type {
   ModelInferRequestMessage,
@@ -51,10 +57,20 @@ export interface GrpcServer {
 export async function startGrpcServer(options: GrpcServerOptions): Promise<GrpcServer> {
   const { pool, models, log } = options;
   const regions = options.sharedMemory;
+  const answerer = { agentName: options.name, ...(regions === undefined ? {} : { sharedMemory: regions }) };
   const server = new Server({
     "grpc.max_receive_message_length": options.maxBodyBytes,
     "grpc.max_send_message_length": -1,
   });
+  /** Open ModelStreamInfer streams, told when the server closes. */
+  const streams = new Set<() => void>();
+  let closing = false;
+
+  const reported = (error: unknown, path: string) => {
+    const failure = SwitchyardError.from(error);
+    if (failure.status >= 500) log("error", { path, error: describeError(error) });
+    return grpcError(failure);
+  };
 
   /** One call's handler: its answer, or the one error type as a gRPC status (thrown at once or later). */
   const unary =
@@ -68,12 +84,6 @@ export async function startGrpcServer(options: GrpcServerOptions): Promise<GrpcS
       );
     };
 
-  const reported = (error: unknown, path: string) => {
-    const failure = SwitchyardError.from(error);
-    if (failure.status >= 500) log("error", { path, error: describeError(error) });
-    return grpcError(failure);
-  };
-
   /** Runs one ModelInfer request; the signal follows the client going away. */
   const infer = async (
     message: ModelInferRequestMessage,
@@ -81,13 +91,13 @@ export async function startGrpcServer(options: GrpcServerOptions): Promise<GrpcS
     signal: AbortSignal,
   ): Promise<ModelInferResponseMessage> => {
     const model = parseModelName(message.model_name);
-    const version = message.model_version === "" ? undefined : parseModelVersion(message.model_version);
+    const version = optionalVersion(message.model_version);
     const request = decodeGrpcInferRequest(message, regions);
     const headers = metadataReader(call.metadata);
     const hint = readHint(headers);
     const served = await serveInfer(
       (pooled) => pool.infer(pooled),
-      { agentName: options.name, ...(regions === undefined ? {} : { sharedMemory: regions }) },
+      answerer,
       {
         model,
         ...(version === undefined ? {} : { version }),
@@ -100,7 +110,65 @@ export async function startGrpcServer(options: GrpcServerOptions): Promise<GrpcS
     return grpcInferResponse(served, request);
   };
 
-  const handlers = {
+  /**
+   * ModelStreamInfer (Triton's): each request on the stream is served as it comes and answered in the order
+   * it came (as Triton answers a model that is not decoupled), a failure as error_message with the request's
+   * id, without ending the stream. A client that stops reading stops being read until it catches up. The
+   * stream ends once the client ended its side and every answer is out; once the server closes, new requests
+   * are answered UNAVAILABLE and an idle stream ends.
+   */
+  const streamInfer: handleBidiStreamingCall<ModelInferRequestMessage, ModelStreamInferResponseMessage> = (
+    call: ServerDuplexStream<ModelInferRequestMessage, ModelStreamInferResponseMessage>,
+  ) => {
+    const controller = new AbortController();
+    let open = 0;
+    let ended = false;
+    let answered: Promise<void> = Promise.resolve();
+    const settle = () => {
+      if ((ended || closing) && open === 0) call.end();
+    };
+    const stop = () => settle();
+    streams.add(stop);
+    call.once("cancelled", () => controller.abort(cancelled()));
+    call.once("close", () => streams.delete(stop));
+    call.on("data", (message: ModelInferRequestMessage) => {
+      open += 1;
+      const answer = (
+        closing
+          ? Promise.reject(new SwitchyardError("unavailable", "the agent is shutting down"))
+          : infer(message, call, controller.signal)
+      ).then(
+        (response): ModelStreamInferResponseMessage => ({ error_message: "", infer_response: response }),
+        (error: unknown): ModelStreamInferResponseMessage => ({
+          error_message: reported(error, call.getPath()).details ?? "",
+          // As Triton does, so that the client knows which request failed.
+          infer_response: {
+            model_name: message.model_name,
+            model_version: message.model_version,
+            id: message.id,
+            outputs: [],
+            raw_output_contents: [],
+          },
+        }),
+      );
+      answered = answered
+        .then(() => answer)
+        .then((response) => {
+          if (!call.write(response)) {
+            call.pause();
+            call.once("drain", () => call.resume());
+          }
+          open -= 1;
+          settle();
+        });
+    });
+    call.on("end", () => {
+      ended = true;
+      settle();
+    });
+  };
+
+  const handlers: UntypedServiceImplementation = {
     ServerLive: unary(async () => ({ live: true })),
     ServerReady: unary(async () => ({ ready: options.isReady() })),
     ModelReady: unary(async ({ name, version }: ModelRequestMessage) => {
@@ -126,91 +194,69 @@ export async function startGrpcServer(options: GrpcServerOptions): Promise<GrpcS
       call.once("cancelled", () => controller.abort(cancelled()));
       return infer(message, call, controller.signal);
     }),
-    ModelStreamInfer: streamInfer(infer),
-    RepositoryIndex: unary(async ({ ready }: RepositoryIndexRequestMessage) => {
-      // The HTTP index answers from the very same function.
-      const entries = catalog(await models.index(), pool.states());
-      return {
-        models: entries
-          .filter((entry) => !ready || entry.state === "READY")
-          .map((entry) => ({
-            name: entry.name,
-            version: entry.version,
-            state: entry.state,
-            reason: entry.reason,
-          })),
-      };
+    ModelStreamInfer: streamInfer,
+    RepositoryIndex: unary(async ({ ready }: RepositoryIndexRequestMessage) => ({
+      models: (await repositoryIndex(models, pool, ready)).map(({ name, version, state, reason }) => ({
+        name,
+        version,
+        state,
+        reason,
+      })),
+    })),
+    RepositoryModelLoad: unary(async (message: RepositoryModelRequestMessage) => {
+      const name = repositoryModel(message);
+      await loadModel(models, name, loadRequestOf({ parameters: parametersOf(message.parameters) }));
+      return { model_name: name, isLoaded: true };
     }),
-    RepositoryModelLoad: unary(async ({ model_name, parameters }: RepositoryModelRequestMessage) => {
-      const name = parseModelName(model_name);
-      const load = loadRequestOf({ parameters: parametersOf(parameters) });
-      await models.load(name, load.version, { copies: load.copies, pin: true });
-      return {};
-    }),
-    RepositoryModelUnload: unary(async ({ model_name }: RepositoryModelRequestMessage) => {
-      const name = parseModelName(model_name);
-      await models.versions(name);
-      await models.unload(name, undefined, { evict: true });
-      return {};
+    RepositoryModelUnload: unary(async (message: RepositoryModelRequestMessage) => {
+      const name = repositoryModel(message);
+      await unloadModel(models, name);
+      return { model_name: name, isUnloaded: true };
     }),
   };
-  server.addService(inferenceService(), handlers);
+  const service = inferenceService();
+  // Every call the .proto lists has its handler, and no handler is for a call it does not list (a misspelt
+  // name would otherwise leave its call UNIMPLEMENTED without a word).
+  const unhandled = Object.keys(service).filter((method) => !(method in handlers));
+  const unlisted = Object.keys(handlers).filter((method) => !(method in service));
+  if (unhandled.length > 0 || unlisted.length > 0)
+    throw new Error(
+      `inference.proto and the gRPC handlers disagree: ${[...unhandled, ...unlisted].join(", ")}`,
+    );
+  server.addService(service, handlers);
 
+  const address = `${options.host.includes(":") ? `[${options.host}]` : options.host}:${options.port}`;
   const port = await new Promise<number>((resolve, reject) => {
-    server.bindAsync(
-      `${options.host.includes(":") ? `[${options.host}]` : options.host}:${options.port}`,
-      ServerCredentials.createInsecure(),
-      (error, bound) => (error === null ? resolve(bound) : reject(error)),
+    server.bindAsync(address, ServerCredentials.createInsecure(), (error, bound) =>
+      error === null
+        ? resolve(bound)
+        : reject(new Error(`--grpc-port: cannot listen on ${address} (${error.message}); pick a free port`)),
     );
   });
   return {
     port,
     async close(graceMs) {
+      closing = true;
+      for (const stop of streams) stop();
       const drained = new Promise<void>((resolve) => server.tryShutdown(() => resolve()));
       await withinGrace(drained, graceMs);
       server.forceShutdown();
     },
   };
-
-  /**
-   * ModelStreamInfer (Triton's): each request on the stream is served as it comes, answered when it is done
-   * (so not necessarily in order: a response carries its request's id), a failure as error_message
-   * without ending the stream. The stream ends once the client ended its side and every answer is out.
-   */
-  function streamInfer(
-    run: typeof infer,
-  ): handleBidiStreamingCall<ModelInferRequestMessage, ModelStreamInferResponseMessage> {
-    return (call: ServerDuplexStream<ModelInferRequestMessage, ModelStreamInferResponseMessage>) => {
-      const controller = new AbortController();
-      call.once("cancelled", () => controller.abort(cancelled()));
-      let open = 0;
-      let ended = false;
-      const settle = () => {
-        if (ended && open === 0) call.end();
-      };
-      call.on("data", (message: ModelInferRequestMessage) => {
-        open += 1;
-        void run(message, call, controller.signal)
-          .then(
-            (response) => call.write({ error_message: "", infer_response: response }),
-            (error: unknown) => call.write({ error_message: reported(error, call.getPath()).details ?? "" }),
-          )
-          .finally(() => {
-            open -= 1;
-            settle();
-          });
-      });
-      call.on("end", () => {
-        ended = true;
-        settle();
-      });
-    };
-  }
 }
 
 /** An empty version field is the protocol's "none named". */
 function optionalVersion(version: string): string | undefined {
   return version === "" ? undefined : parseModelVersion(version);
+}
+
+/**
+ * The model a repository call names. Triton's messages put it in field 2 (model_name, field 1 being the
+ * repository's name, which tritonclient leaves empty); KServe's put it in field 1: a request with field 1
+ * alone is KServe's.
+ */
+function repositoryModel(message: RepositoryModelRequestMessage): string {
+  return parseModelName(message.model_name !== "" ? message.model_name : message.repository_name);
 }
 
 /** The request's own deadline, or the gRPC call's where that comes first. */
@@ -231,6 +277,7 @@ function metadataReader(metadata: Metadata): HeaderReader {
   };
 }
 
+/** Why a call's work is abandoned when its client cancels it (no one reads the answer). */
 function cancelled(): SwitchyardError {
-  return new SwitchyardError("bad_input", "the client cancelled the call");
+  return new SwitchyardError("unavailable", "the client cancelled the call");
 }

@@ -1,6 +1,7 @@
 import {
   type CallOptions,
   type Client,
+  type ClientUnaryCall,
   credentials,
   Metadata,
   makeGenericClientConstructor,
@@ -25,7 +26,7 @@ type Unary = (
   metadata: Metadata,
   options: CallOptions,
   callback: (error: ServiceError | null, value: unknown) => void,
-) => void;
+) => ClientUnaryCall;
 
 export interface StreamCall {
   write(request: unknown): void;
@@ -38,7 +39,7 @@ export interface InferenceClient {
   call<T = Record<string, unknown>>(
     method: string,
     request: unknown,
-    options?: { deadlineMs?: number; metadata?: Record<string, string> },
+    options?: { deadlineMs?: number; metadata?: Record<string, string>; cancelAfterMs?: number },
   ): Promise<GrpcAnswer<T>>;
   /** ModelStreamInfer. */
   stream(): StreamCall;
@@ -67,7 +68,8 @@ export function inferenceClient(address: string): InferenceClient {
       const callOptions: CallOptions =
         options.deadlineMs === undefined ? {} : { deadline: Date.now() + options.deadlineMs };
       return new Promise((resolve) => {
-        (client[method] as Unary).call(client, request, metadata, callOptions, answer(resolve));
+        const call = (client[method] as Unary).call(client, request, metadata, callOptions, answer(resolve));
+        if (options.cancelAfterMs !== undefined) setTimeout(() => call.cancel(), options.cancelAfterMs);
       });
     },
     stream() {

@@ -1,10 +1,16 @@
 import fc from "fast-check";
 import { describe, expect, test } from "vitest";
-import { decodeGrpcInferRequest } from "../../../../backend/server/grpc/grpc-infer.ts";
+import { decodeGrpcInferRequest, grpcInferResponse } from "../../../../backend/server/grpc/grpc-infer.ts";
 import type { ModelInferRequestMessage } from "../../../../backend/server/grpc/grpc-messages.ts";
 import { inferenceService } from "../../../../backend/server/grpc/grpc-proto.ts";
+import type { Served } from "../../../../backend/server/standalone-infer.ts";
 import { SwitchyardError } from "../../../../shared/errors.ts";
-import { decodeInferRequest, encodeInferRequest, tensorBinary } from "../../../../shared/oip/codec.ts";
+import {
+  type DecodedInferRequest,
+  decodeInferRequest,
+  encodeInferRequest,
+  tensorBinary,
+} from "../../../../shared/oip/codec.ts";
 import type { Tensor } from "../../../../shared/oip/tensor.ts";
 import { contentsOf } from "../../../support/grpc-contents.ts";
 import { tensorsArbitrary } from "../../../support/tensor-arbitraries.ts";
@@ -249,5 +255,37 @@ describe("decodeGrpcInferRequest", () => {
       ),
       { numRuns: 1000 },
     );
+  });
+});
+
+describe("grpcInferResponse", () => {
+  test("each output's bytes in raw_output_contents in order; one written to shared memory keeps its place, empty", () => {
+    const a: Tensor = { name: "a", datatype: "FP32", shape: [2], data: Float32Array.of(1, 2) };
+    const b: Tensor = { name: "b", datatype: "INT64", shape: [1], data: BigInt64Array.of(-3n) };
+    // Only what the answer is written from: the model that served, and the outputs.
+    const served = {
+      outcome: { model: { name: "m", version: "4" } },
+      outputs: [a, b],
+      servedAt: 0,
+    } as unknown as Served;
+    const request: DecodedInferRequest = {
+      id: "r",
+      parameters: {},
+      inputs: [],
+      outputs: [
+        { name: "a", binary: false, parameters: {}, sharedMemory: { region: "out", offset: 0, byteSize: 8 } },
+        { name: "b", binary: false, parameters: {} },
+      ],
+    };
+    expect(grpcInferResponse(served, request)).toEqual({
+      model_name: "m",
+      model_version: "4",
+      id: "r",
+      outputs: [
+        { name: "a", datatype: "FP32", shape: [2] },
+        { name: "b", datatype: "INT64", shape: [1] },
+      ],
+      raw_output_contents: [new Uint8Array(0), tensorBinary(b)],
+    });
   });
 });

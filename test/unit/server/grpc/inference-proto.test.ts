@@ -1,0 +1,179 @@
+import { describe, expect, test } from "vitest";
+import { inferenceService } from "../../../../backend/server/grpc/grpc-proto.ts";
+
+// The agent's inference.proto against the protocol's wire layout, written here by hand from KServe's
+// grpc_predict_v2.proto and Triton's grpc_service.proto (field numbers and wire types), not from the agent's
+// file: a client built from either upstream file sends these bytes and reads these answers. The tests'
+// gRPC client loads the agent's own file, so only this can catch a field number that drifted.
+
+const service = inferenceService();
+const text = new TextEncoder();
+
+/** A protobuf varint. */
+function varint(value: number): number[] {
+  const bytes: number[] = [];
+  let rest = value;
+  while (rest >= 0x80) {
+    bytes.push((rest & 0x7f) | 0x80);
+    rest = Math.floor(rest / 0x80);
+  }
+  bytes.push(rest);
+  return bytes;
+}
+/** A length-delimited field (wire type 2): strings, bytes, sub-messages, packed repeated numbers. */
+const field = (number: number, payload: ArrayLike<number>) => [
+  (number << 3) | 2,
+  ...varint(payload.length),
+  ...Array.from(payload),
+];
+const string = (number: number, value: string) => field(number, text.encode(value));
+/** A varint field (wire type 0): bools, int64. */
+const scalar = (number: number, value: number) => [(number << 3) | 0, ...varint(value)];
+const bytes = (...parts: number[][]) => Buffer.from(parts.flat());
+
+const method = (name: string) => {
+  const definition = service[name];
+  if (definition === undefined) throw new Error(`no ${name} in inference.proto`);
+  return definition;
+};
+
+describe("inference.proto on the wire", () => {
+  test("the service and its calls have the protocol's names", () => {
+    expect(method("ModelInfer").path).toBe("/inference.GRPCInferenceService/ModelInfer");
+    expect(Object.keys(service).sort()).toEqual(
+      [
+        "ModelInfer",
+        "ModelMetadata",
+        "ModelReady",
+        "ModelStreamInfer",
+        "RepositoryIndex",
+        "RepositoryModelLoad",
+        "RepositoryModelUnload",
+        "ServerLive",
+        "ServerMetadata",
+        "ServerReady",
+      ].sort(),
+    );
+    expect(method("ModelStreamInfer").requestStream && method("ModelStreamInfer").responseStream).toBe(true);
+  });
+
+  test("a ModelInferRequest as a client lays it out is read field by field", () => {
+    const fp32 = new Float32Array([1.5, -2]);
+    const wire = bytes(
+      string(1, "mlp"), // model_name
+      string(2, "3"), // model_version
+      string(3, "req-1"), // id
+      field(4, [...string(1, "timeout"), ...field(2, scalar(2, 5000))]), // parameters: int64_param
+      field(5, [
+        // inputs[0]: name, datatype, shape (packed int64), parameters (bool_param), contents (packed fp32)
+        ...string(1, "x"),
+        ...string(2, "FP32"),
+        ...field(3, [1, 2]),
+        ...field(4, [...string(1, "flag"), ...field(2, scalar(1, 1))]),
+        ...field(5, field(6, new Uint8Array(fp32.buffer))),
+      ]),
+      field(6, [...string(1, "y"), ...field(2, [...string(1, "classification"), ...field(2, scalar(2, 3))])]), // outputs
+      field(7, [9, 8, 7]), // raw_input_contents
+    );
+    const message = method("ModelInfer").requestDeserialize(wire);
+    expect(message).toMatchObject({
+      model_name: "mlp",
+      model_version: "3",
+      id: "req-1",
+      parameters: { timeout: { int64_param: "5000", parameter_choice: "int64_param" } },
+      inputs: [
+        {
+          name: "x",
+          datatype: "FP32",
+          shape: ["1", "2"],
+          parameters: { flag: { bool_param: true } },
+          contents: { fp32_contents: [1.5, -2] },
+        },
+      ],
+      outputs: [{ name: "y", parameters: { classification: { int64_param: "3" } } }],
+    });
+    expect([...((message as { raw_input_contents: Buffer[] }).raw_input_contents[0] ?? [])]).toEqual([
+      9, 8, 7,
+    ]);
+  });
+
+  test("a ModelInferResponse is written as a client reads it", () => {
+    const answer = method("ModelInfer").responseSerialize({
+      model_name: "mlp",
+      model_version: "1",
+      id: "req-1",
+      outputs: [{ name: "y", datatype: "FP32", shape: [1] }],
+      raw_output_contents: [Uint8Array.of(0, 0, 128, 63)],
+    });
+    expect([...answer]).toEqual(
+      [
+        string(1, "mlp"),
+        string(2, "1"),
+        string(3, "req-1"),
+        field(5, [...string(1, "y"), ...string(2, "FP32"), ...field(3, [1])]), // outputs
+        field(6, [0, 0, 128, 63]), // raw_output_contents
+      ].flat(),
+    );
+  });
+
+  test("a ModelStreamInferResponse: error_message 1, infer_response 2", () => {
+    const answer = method("ModelStreamInfer").responseSerialize({
+      error_message: "failed",
+      infer_response: { id: "req-2" },
+    });
+    expect([...answer]).toEqual([string(1, "failed"), field(2, string(3, "req-2"))].flat());
+  });
+
+  test("metadata and readiness messages", () => {
+    expect(method("ModelMetadata").requestDeserialize(bytes(string(1, "m"), string(2, "2")))).toMatchObject({
+      name: "m",
+      version: "2",
+    });
+    const metadata = method("ModelMetadata").responseSerialize({
+      name: "m",
+      versions: ["1"],
+      platform: "onnxruntime_onnx",
+      inputs: [{ name: "x", datatype: "FP32", shape: [-1] }],
+      outputs: [],
+    });
+    expect([...metadata]).toEqual(
+      [
+        string(1, "m"),
+        string(2, "1"),
+        string(3, "onnxruntime_onnx"),
+        // shape [-1]: a negative int64 is ten varint bytes.
+        field(4, [
+          ...string(1, "x"),
+          ...string(2, "FP32"),
+          ...field(3, [0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01]),
+        ]),
+      ].flat(),
+    );
+    expect([
+      ...method("ServerMetadata").responseSerialize({ name: "a", version: "0.1.0", extensions: ["e"] }),
+    ]).toEqual([string(1, "a"), string(2, "0.1.0"), string(3, "e")].flat());
+    expect([...method("ModelReady").responseSerialize({ ready: true })]).toEqual(scalar(1, 1));
+  });
+
+  test("repository calls: Triton's layout (model_name 2) and KServe's (the model in field 1)", () => {
+    const load = method("RepositoryModelLoad");
+    expect(load.requestDeserialize(bytes(string(2, "m")))).toMatchObject({
+      repository_name: "",
+      model_name: "m",
+    });
+    expect(load.requestDeserialize(bytes(string(1, "m")))).toMatchObject({
+      repository_name: "m",
+      model_name: "",
+    });
+    // KServe's answer: model_name 1, isLoaded 2.
+    expect([...load.responseSerialize({ model_name: "m", isLoaded: true })]).toEqual(
+      [string(1, "m"), scalar(2, 1)].flat(),
+    );
+    const index = method("RepositoryIndex");
+    expect(index.requestDeserialize(bytes(scalar(2, 1)))).toMatchObject({ ready: true });
+    expect([
+      ...index.responseSerialize({ models: [{ name: "m", version: "1", state: "READY", reason: "" }] }),
+      // An empty string that is set is written, empty: readers take it as the default.
+    ]).toEqual(field(1, [...string(1, "m"), ...string(2, "1"), ...string(3, "READY"), ...string(4, "")]));
+  });
+});
