@@ -1,9 +1,11 @@
 /**
- * Run by `npm test` (and `npm run test:integration`) before vitest: the two programs the operators' tests
- * need besides npm's packages are there, or are installed now.
+ * Run by `npm test` (and `npm run test:integration`) before vitest: the programs the tests need besides npm's
+ * packages are there, or are installed now.
  *
  *   chromium   the dashboard test drives it through playwright-core, which downloads no browser
  *   promtool   (Debian's prometheus package) checks both /metrics scrapes with Prometheus' own parser
+ *   grpcio     the gRPC interop test's Python client (test/integration/support/python-grpc.ts), in a virtual
+ *              environment under the generated fixtures, from pip's configured index
  *
  * The tests look for them where test/integration/support/{browser,promtool}.ts say ($CHROMIUM or
  * /usr/bin/chromium, $PROMTOOL or /usr/bin/promtool), and so does this. When one is missing and this machine
@@ -15,6 +17,12 @@ import { spawnSync } from "node:child_process";
 import { accessSync, constants } from "node:fs";
 import { CHROMIUM } from "../test/integration/support/browser.ts";
 import { PROMTOOL } from "../test/integration/support/promtool.ts";
+import {
+  hasPythonGrpc,
+  PYTHON_GRPC,
+  PYTHON_GRPC_REQUIREMENTS,
+  PYTHON_GRPC_VENV,
+} from "../test/integration/support/python-grpc.ts";
 
 interface Prerequisite {
   /** What the tests run. */
@@ -95,4 +103,30 @@ if (missing.length > 0) {
       `${still.map((prerequisite) => prerequisite.path).join(" and ")} still missing after apt-get install`,
     );
   }
+}
+
+// The Python gRPC client: a virtual environment of its own, made once.
+if (!hasPythonGrpc()) {
+  const python = process.env.PYTHON ?? "python3";
+  const command = `${python} -m venv ${PYTHON_GRPC_VENV} && ${PYTHON_GRPC_VENV}/bin/pip install ${PYTHON_GRPC_REQUIREMENTS.join(" ")}`;
+  if (process.env.PYTHON_GRPC !== undefined)
+    fail(
+      `PYTHON_GRPC (${PYTHON_GRPC}) cannot import grpc and grpc_tools: fix it or unset it and run: ${command}`,
+    );
+  process.stdout.write(
+    `npm test: installing ${PYTHON_GRPC_REQUIREMENTS.join(", ")} in ${PYTHON_GRPC_VENV} for the gRPC interop test (once)\n`,
+  );
+  for (const [program, ...args] of [
+    [python, "-m", "venv", PYTHON_GRPC_VENV],
+    [`${PYTHON_GRPC_VENV}/bin/pip`, "install", "--quiet", ...PYTHON_GRPC_REQUIREMENTS],
+  ] as [string, ...string[]][]) {
+    const run = spawnSync(program, args, { encoding: "utf8", stdio: ["ignore", "pipe", "pipe"] });
+    if (run.status !== 0) {
+      process.stderr.write(`${run.stdout ?? ""}${run.stderr ?? ""}`);
+      fail(
+        `${[program, ...args].join(" ")} failed (${run.status ?? run.signal ?? run.error?.message}); run: ${command}`,
+      );
+    }
+  }
+  if (!hasPythonGrpc()) fail(`${PYTHON_GRPC} still cannot import grpc after: ${command}`);
 }

@@ -1,0 +1,93 @@
+import { spawnSync } from "node:child_process";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { afterAll, beforeAll, expect, test } from "vitest";
+import { INFERENCE_PROTO } from "../../backend/server/grpc/grpc-proto.ts";
+import { tensorBinary } from "../../shared/oip/codec.ts";
+import { infer } from "../../shared/oip/http-client.ts";
+import type { Tensor } from "../../shared/oip/tensor.ts";
+import { seededFloats } from "../fixtures/onnx-builder.ts";
+import { MULTIPLEX_MODELS, REPO_DIR } from "../fixtures/paths.ts";
+import { type AgentProcess, startStandaloneAgent } from "./support/agent-process.ts";
+import { grpcAddressIn } from "./support/grpc-client.ts";
+import { PYTHON_GRPC } from "./support/python-grpc.ts";
+
+// The agent's gRPC endpoint against another implementation of gRPC and protobuf: Python's grpcio (the C core
+// tritonclient.grpc and KServe's client run on) with stubs that grpc_tools.protoc generates from the agent's
+// inference.proto, as a user generates them. Every answer is held against what the agent answers over HTTP.
+
+const MLP = MULTIPLEX_MODELS[0] ?? "m000";
+const CLIENT = fileURLToPath(new URL("./support/grpc_interop.py", import.meta.url));
+let agent: AgentProcess;
+let stubs: string;
+
+beforeAll(async () => {
+  stubs = mkdtempSync(join(tmpdir(), "switchyard-grpc-stubs-"));
+  const generated = spawnSync(
+    PYTHON_GRPC,
+    [
+      "-m",
+      "grpc_tools.protoc",
+      `-I${dirname(INFERENCE_PROTO)}`,
+      `--python_out=${stubs}`,
+      `--grpc_python_out=${stubs}`,
+      INFERENCE_PROTO,
+    ],
+    { encoding: "utf8" },
+  );
+  if (generated.status !== 0) throw new Error(`protoc failed: ${generated.stderr}`);
+  agent = await startStandaloneAgent(["--models", REPO_DIR, "--threads", "1", "--grpc-port", "0"]);
+});
+afterAll(async () => {
+  await agent?.stop();
+  rmSync(stubs, { recursive: true, force: true });
+});
+
+test("a Python grpcio client with stubs generated from inference.proto gets what HTTP answers", async () => {
+  const x: Tensor = { name: "x", datatype: "FP32", shape: [2, 16], data: seededFloats(21, 32) };
+  const overHttp = await infer(agent.url, MLP, { inputs: [x] }, { binaryInputs: true, binaryOutputs: true });
+  const y = overHttp.response.outputs[0];
+  if (y === undefined) throw new Error("no output over HTTP");
+  const expected = Buffer.from(tensorBinary(y)).toString("base64");
+  const server = (await (await fetch(`${agent.url}/v2`)).json()) as { name: string; extensions: string[] };
+
+  const run = spawnSync(PYTHON_GRPC, [CLIENT, stubs, grpcAddressIn(agent.log())], {
+    input: JSON.stringify({
+      model: MLP,
+      input: {
+        name: "x",
+        datatype: "FP32",
+        shape: x.shape,
+        raw: Buffer.from(tensorBinary(x)).toString("base64"),
+      },
+    }),
+    encoding: "utf8",
+    timeout: 60_000,
+  });
+  if (run.status !== 0) throw new Error(`the Python client failed:\n${run.stderr}`);
+  expect(JSON.parse(run.stdout)).toEqual({
+    live: true,
+    ready: true,
+    server,
+    model: { versions: ["1"], inputs: [["x", "FP32", [-1, 16]]] },
+    infer: {
+      model_name: MLP,
+      model_version: "1",
+      id: "py-1",
+      outputs: [["y", "FP32", [2, 8]]],
+      raw: [expected],
+    },
+    // The same input as typed contents: the same bytes back.
+    contents_raw: [expected],
+    not_found: ["NOT_FOUND", "model 'no_such_model' not found"],
+    // Its words are the client library's own (it may give up before the server does).
+    deadline: ["DEADLINE_EXCEEDED", expect.any(String)],
+    stream: [
+      ["s0", ""],
+      ["s1", "model 'no_such_model' not found"],
+      ["s2", ""],
+    ],
+  });
+});
