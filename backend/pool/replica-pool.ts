@@ -94,6 +94,9 @@ export class ReplicaPool {
     return new Promise<PooledOutcome>((resolve, reject) => {
       const { signal: caller } = call;
       if (caller?.aborted) return reject(caller.reason);
+      // A deadline already passed on arrival (a gRPC call that expired on its way): 504 before it takes a
+      // slot, rather than dispatched to a free replica ahead of the timer that would answer it.
+      if (call.deadline.passed()) return reject(call.deadline.exceeded(`'${call.model}' did not answer`));
       /** While it waits in the queue: its caller leaving takes it out. */
       const leave = () => {
         if (this.#dispatcher.cancel((waiting) => waiting === pending) === undefined) return;

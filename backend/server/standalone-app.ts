@@ -1,12 +1,6 @@
 import type { Context } from "hono";
 import { Hono } from "hono";
-import {
-  describeError,
-  modelNotReady,
-  noRoute,
-  SwitchyardError,
-  versionNotFound,
-} from "../../shared/errors.ts";
+import { describeError, modelNotReady, noRoute, SwitchyardError } from "../../shared/errors.ts";
 import { errorResponse } from "../../shared/http/error-response.ts";
 import { readRequestBody } from "../../shared/http/request-body.ts";
 import { parseModelName, parseModelVersion } from "../../shared/model-names.ts";
@@ -19,14 +13,15 @@ import {
   parseUnloadRequest,
 } from "../../shared/oip/model-control.ts";
 import { sharedMemoryRoutes } from "../../shared/oip/shared-memory-routes.ts";
-import { tritonModelConfig } from "../../shared/oip/triton-model-config.ts";
 import type { ModelService } from "../models/model-service.ts";
 import type { ReplicaPool } from "../pool/replica-pool.ts";
 import { regionsControl, type SharedMemoryRegions } from "./shared-memory-regions.ts";
 import { answerInfer } from "./standalone-infer.ts";
 import {
   loadModel,
+  modelConfig,
   modelMetadata,
+  modelStatistics,
   repositoryIndex,
   standaloneExtensions,
   unloadModel,
@@ -74,7 +69,7 @@ export function createStandaloneApp(options: StandaloneAppOptions): Hono {
   app.route("/", sharedMemoryRoutes(regions && regionsControl(regions)));
 
   // Before /v2/models/:model, which would take "stats" for a model name.
-  app.get("/v2/models/stats", async (c) => c.json({ model_stats: await models.statistics() }));
+  app.get("/v2/models/stats", async (c) => c.json({ model_stats: await modelStatistics(models) }));
 
   for (const base of ["/v2/models/:model", "/v2/models/:model/versions/:version"]) {
     app.get(base, async (c) => {
@@ -91,17 +86,12 @@ export function createStandaloneApp(options: StandaloneAppOptions): Hono {
 
     app.get(`${base}/config`, async (c) => {
       const { name, version } = modelPath(c);
-      const signature = await models.describe(name, version);
-      const devices = pool.states().map((state) => state.device);
-      return c.json(tritonModelConfig({ ...signature, devices }));
+      return c.json(await modelConfig(models, pool, name, version));
     });
 
     app.get(`${base}/stats`, async (c) => {
       const { name, version } = modelPath(c);
-      const versions = (await models.versions(name)).map((entry) => entry.version);
-      if (version !== undefined && !versions.includes(version))
-        throw versionNotFound(name, version, versions);
-      return c.json({ model_stats: await models.statistics(name, version) });
+      return c.json({ model_stats: await modelStatistics(models, name, version) });
     });
 
     // Plain bodies of known length take the direct route (direct-infer-route.ts); these are the others:

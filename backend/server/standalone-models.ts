@@ -1,8 +1,11 @@
+import { versionNotFound } from "../../shared/errors.ts";
 import type { CatalogEntry } from "../../shared/models/model-catalog.ts";
 import { catalog } from "../../shared/models/model-catalog.ts";
 import { OIP_EXTENSIONS, SYSTEM_SHARED_MEMORY_EXTENSION } from "../../shared/oip/extensions.ts";
 import type { LoadRequest } from "../../shared/oip/model-control.ts";
 import type { ModelMetadata } from "../../shared/oip/schemas.ts";
+import type { ModelStatistics } from "../../shared/oip/statistics.ts";
+import { type TritonModelConfig, tritonModelConfig } from "../../shared/oip/triton-model-config.ts";
 import type { ModelService } from "../models/model-service.ts";
 import type { ReplicaPool } from "../pool/replica-pool.ts";
 
@@ -31,6 +34,33 @@ export async function modelMetadata(
     inputs: signature.inputs,
     outputs: signature.outputs,
   };
+}
+
+/** Triton's model configuration of a model, from its graph, its declared batching and the replicas here. */
+export async function modelConfig(
+  models: ModelService,
+  pool: ReplicaPool,
+  name: string,
+  version: string | undefined,
+): Promise<TritonModelConfig> {
+  const signature = await models.describe(name, version);
+  const devices = pool.states().map((state) => state.device);
+  return tritonModelConfig({ ...signature, devices });
+}
+
+/**
+ * The statistics of every model (no name), of a model's versions, or of one version (404 for a version the
+ * repository lacks).
+ */
+export async function modelStatistics(
+  models: ModelService,
+  name?: string,
+  version?: string,
+): Promise<ModelStatistics[]> {
+  if (name === undefined) return models.statistics();
+  const versions = (await models.versions(name)).map((entry) => entry.version);
+  if (version !== undefined && !versions.includes(version)) throw versionNotFound(name, version, versions);
+  return models.statistics(name, version);
 }
 
 /** The repository index (the gateway's answers from the same catalog, over its agents' replicas). */

@@ -52,6 +52,15 @@ test("a Python grpcio client with stubs generated from inference.proto gets what
   if (y === undefined) throw new Error("no output over HTTP");
   const expected = Buffer.from(tensorBinary(y)).toString("base64");
   const server = (await (await fetch(`${agent.url}/v2`)).json()) as { name: string; extensions: string[] };
+  const config = (await (await fetch(`${agent.url}/v2/models/${MLP}/config`)).json()) as {
+    name: string;
+    backend: string;
+    max_batch_size: number;
+    input: { name: string; data_type: string; dims: number[] }[];
+    output: { name: string; data_type: string; dims: number[] }[];
+  };
+  const tensors = (list: typeof config.input) =>
+    list.map((tensor) => [tensor.name, tensor.data_type, tensor.dims]);
 
   const run = spawnSync(PYTHON_GRPC, [CLIENT, stubs, grpcAddressIn(agent.log())], {
     input: JSON.stringify({
@@ -67,11 +76,22 @@ test("a Python grpcio client with stubs generated from inference.proto gets what
     timeout: 60_000,
   });
   if (run.status !== 0) throw new Error(`the Python client failed:\n${run.stderr}`);
+  const after = (await (await fetch(`${agent.url}/v2/models/${MLP}/stats`)).json()) as {
+    model_stats: { inference_count: number }[];
+  };
+  const ranAfter = after.model_stats[0]?.inference_count;
   expect(JSON.parse(run.stdout)).toEqual({
     live: true,
     ready: true,
     server,
     model: { versions: ["1"], inputs: [["x", "FP32", [-1, 16]]] },
+    config: {
+      name: config.name,
+      backend: config.backend,
+      max_batch_size: config.max_batch_size,
+      input: tensors(config.input),
+      output: tensors(config.output),
+    },
     infer: {
       model_name: MLP,
       model_version: "1",
@@ -89,5 +109,8 @@ test("a Python grpcio client with stubs generated from inference.proto gets what
       ["s1", "model 'no_such_model' not found"],
       ["s2", ""],
     ],
+    // As HTTP reads them after: at least the HTTP call, the raw and typed calls and the two served on the stream.
+    statistics: [[MLP, "1", ranAfter]],
   });
+  expect(ranAfter).toBeGreaterThanOrEqual(5);
 });

@@ -311,9 +311,48 @@ describe("the standalone agent over gRPC", () => {
     ).toMatchObject({ ok: false, code: INVALID_ARGUMENT });
   });
 
-  test("a call the agent does not serve (Triton's ModelConfig) is UNIMPLEMENTED", async () => {
-    const answer = await client.raw("/inference.GRPCInferenceService/ModelConfig", new Uint8Array());
+  test("a call the agent does not serve (Triton's SystemSharedMemoryStatus) is UNIMPLEMENTED", async () => {
+    const answer = await client.raw(
+      "/inference.GRPCInferenceService/SystemSharedMemoryStatus",
+      new Uint8Array(),
+    );
     expect(answer).toMatchObject({ ok: false, code: UNIMPLEMENTED });
+  });
+
+  test("Triton's ModelConfig and ModelStatistics say what GET config and GET stats say", async () => {
+    const http = (await (await fetch(`${agent.url}/v2/models/${MLP}/config`)).json()) as Record<
+      string,
+      unknown
+    >;
+    const config = await client.call<{ config: Record<string, unknown> }>("ModelConfig", { name: MLP });
+    // 64-bit integers arrive as decimal strings; fields HTTP's form has and the .proto leaves out are dropped
+    // (parameters: {}), and a oneof names its choice.
+    const numbers = (value: unknown): unknown =>
+      JSON.parse(JSON.stringify(value), (key, item: unknown) =>
+        key !== "version" && typeof item === "string" && /^-?\d+$/.test(item) ? Number(item) : item,
+      );
+    const { parameters: _none, ...expected } = http;
+    if (!config.ok) throw new Error(config.details);
+    const { scheduling_choice: _choice, ...got } = config.value.config;
+    expect(numbers(got)).toMatchObject(expected);
+    expect(expected).toMatchObject({ name: MLP, input: [{ name: "x", data_type: "TYPE_FP32" }] });
+
+    await client.call("ModelInfer", {
+      model_name: MLP,
+      inputs: [{ name: "x", datatype: "FP32", shape: [1, 16] }],
+      raw_input_contents: [Buffer.alloc(64)],
+    });
+    const stats = (await (await fetch(`${agent.url}/v2/models/${MLP}/stats`)).json()) as {
+      model_stats: unknown[];
+    };
+    const overGrpc = await client.call<{ model_stats: unknown[] }>("ModelStatistics", { name: MLP });
+    expect(overGrpc.ok && numbers(overGrpc.value.model_stats)).toEqual(stats.model_stats);
+    const all = await client.call<{ model_stats: { name: string }[] }>("ModelStatistics", {});
+    expect(all.ok && all.value.model_stats.map((entry) => entry.name)).toContain(MLP);
+    expect(await client.call("ModelStatistics", { name: MLP, version: "9" })).toMatchObject({
+      ok: false,
+      code: NOT_FOUND,
+    });
   });
 
   test("bytes that are no ModelInferRequest are refused, and the agent serves on", async () => {

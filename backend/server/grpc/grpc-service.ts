@@ -19,7 +19,9 @@ import type { StandaloneAppOptions } from "../standalone-app.ts";
 import { serveInfer } from "../standalone-infer.ts";
 import {
   loadModel,
+  modelConfig,
   modelMetadata,
+  modelStatistics,
   repositoryIndex,
   standaloneExtensions,
   unloadModel,
@@ -189,6 +191,16 @@ export async function startGrpcServer(options: GrpcServerOptions): Promise<GrpcS
     ModelMetadata: unary(({ name, version }: ModelRequestMessage) =>
       modelMetadata(models, parseModelName(name), optionalVersion(version)),
     ),
+    // The JSON form HTTP answers has the protobuf's own field names; enums go as their names.
+    ModelConfig: unary(async ({ name, version }: ModelRequestMessage) => ({
+      config: await modelConfig(models, pool, parseModelName(name), optionalVersion(version)),
+    })),
+    ModelStatistics: unary(async ({ name, version }: ModelRequestMessage) => ({
+      model_stats: await modelStatistics(
+        models,
+        ...(name === "" ? [] : [parseModelName(name), optionalVersion(version)]),
+      ),
+    })),
     ModelInfer: unary((message: ModelInferRequestMessage, call) => {
       const controller = new AbortController();
       call.once("cancelled", () => controller.abort(cancelled()));

@@ -50,6 +50,14 @@ result["model"] = {
     "versions": list(model_metadata.versions),
     "inputs": [[t.name, t.datatype, list(t.shape)] for t in model_metadata.inputs],
 }
+config = stub.ModelConfig(pb.ModelConfigRequest(name=model)).config
+result["config"] = {
+    "name": config.name,
+    "backend": config.backend,
+    "max_batch_size": config.max_batch_size,
+    "input": [[t.name, pb.DataType.Name(t.data_type), list(t.dims)] for t in config.input],
+    "output": [[t.name, pb.DataType.Name(t.data_type), list(t.dims)] for t in config.output],
+}
 answer = stub.ModelInfer(request(request_id="py-1"), timeout=30)
 result["infer"] = {
     "model_name": answer.model_name,
@@ -67,4 +75,6 @@ streamed = stub.ModelStreamInfer(
     iter([request(request_id="s0"), request(name="no_such_model", request_id="s1"), request(request_id="s2")])
 )
 result["stream"] = [[answer.infer_response.id, answer.error_message] for answer in streamed]
+statistics = stub.ModelStatistics(pb.ModelStatisticsRequest(name=model)).model_stats
+result["statistics"] = [[entry.name, entry.version, entry.inference_count] for entry in statistics]
 json.dump(result, sys.stdout)

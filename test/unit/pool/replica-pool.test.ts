@@ -106,6 +106,19 @@ describe("ReplicaPool with the default policy", () => {
     await pool.close();
   });
 
+  test("a request whose deadline passed before it arrived is answered 504 at once and never runs", async () => {
+    const pool = poolOf(replicaWith());
+    const late = await failureOf(
+      pool.infer({ model: model(0), inputs: [input], deadline: Deadline.in(0, Date.now() - 5) }),
+    );
+    expect(late.status).toBe(504);
+    // Nothing was loaded or run for it, then or later.
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    expect(pool.states()[0]?.loaded).toEqual([]);
+    expect(pool.statistics(model(0)).reduce((sum, record) => sum + record.execution_count, 0)).toBe(0);
+    await pool.close();
+  });
+
   test("requests for a model the repository lacks all get 404 at once, none waits for a load that failed", async () => {
     const pool = poolOf(replicaWith(), replicaWith({ id: "1" }));
     const attempts = Array.from({ length: 3 }, () =>

@@ -21,14 +21,16 @@ function varint(value: number): number[] {
   return bytes;
 }
 /** A length-delimited field (wire type 2): strings, bytes, sub-messages, packed repeated numbers. */
+/** A field's key: its number and wire type, itself a varint (two bytes from field 16 on). */
+const key = (number: number, wireType: number) => varint((number << 3) | wireType);
 const field = (number: number, payload: ArrayLike<number>) => [
-  (number << 3) | 2,
+  ...key(number, 2),
   ...varint(payload.length),
   ...Array.from(payload),
 ];
 const string = (number: number, value: string) => field(number, text.encode(value));
 /** A varint field (wire type 0): bools, int64. */
-const scalar = (number: number, value: number) => [(number << 3) | 0, ...varint(value)];
+const scalar = (number: number, value: number) => [...key(number, 0), ...varint(value)];
 const bytes = (...parts: number[][]) => Buffer.from(parts.flat());
 
 const method = (name: string) => {
@@ -43,7 +45,9 @@ describe("inference.proto on the wire", () => {
     expect(Object.keys(service).sort()).toEqual(
       [
         "ModelInfer",
+        "ModelConfig",
         "ModelMetadata",
+        "ModelStatistics",
         "ModelReady",
         "ModelStreamInfer",
         "RepositoryIndex",
@@ -175,5 +179,56 @@ describe("inference.proto on the wire", () => {
       ...index.responseSerialize({ models: [{ name: "m", version: "1", state: "READY", reason: "" }] }),
       // An empty string that is set is written, empty: readers take it as the default.
     ]).toEqual(field(1, [...string(1, "m"), ...string(2, "1"), ...string(3, "READY"), ...string(4, "")]));
+  });
+
+  test("Triton's ModelConfig (model_config.proto's numbers) and ModelStatistics", () => {
+    const config = method("ModelConfig").responseSerialize({
+      config: {
+        name: "m",
+        platform: "onnxruntime_onnx",
+        max_batch_size: 8,
+        input: [{ name: "x", data_type: "TYPE_FP32", dims: [16] }],
+        output: [{ name: "y", data_type: "TYPE_INT64", dims: [4], label_filename: "labels.txt" }],
+        dynamic_batching: { preferred_batch_size: [4], max_queue_delay_microseconds: 100 },
+        instance_group: [{ name: "m_0", kind: "KIND_CPU", count: 2 }],
+        backend: "onnxruntime",
+      },
+    });
+    expect([...config]).toEqual(
+      field(1, [
+        ...string(1, "m"),
+        ...string(2, "onnxruntime_onnx"),
+        ...scalar(4, 8), // max_batch_size
+        ...field(5, [...string(1, "x"), ...scalar(2, 11), ...field(4, [16])]), // input: TYPE_FP32 = 11, dims
+        ...field(6, [...string(1, "y"), ...scalar(2, 9), ...field(3, [4]), ...string(4, "labels.txt")]), // output
+        ...field(7, [...string(1, "m_0"), ...scalar(2, 2), ...scalar(4, 2)]), // instance_group: count, KIND_CPU = 2
+        ...field(11, [...field(1, [4]), ...scalar(2, 100)]), // dynamic_batching
+        ...string(17, "onnxruntime"), // backend
+      ]),
+    );
+    const stats = method("ModelStatistics").responseSerialize({
+      model_stats: [
+        {
+          name: "m",
+          version: "1",
+          last_inference: 5,
+          inference_count: 3,
+          execution_count: 2,
+          inference_stats: { success: { count: 3, ns: 7 } },
+          batch_stats: [{ batch_size: 2, compute_infer: { count: 1, ns: 9 } }],
+        },
+      ],
+    });
+    expect([...stats]).toEqual(
+      field(1, [
+        ...string(1, "m"),
+        ...string(2, "1"),
+        ...scalar(3, 5),
+        ...scalar(4, 3),
+        ...scalar(5, 2),
+        ...field(6, field(1, [...scalar(1, 3), ...scalar(2, 7)])), // inference_stats.success
+        ...field(7, [...scalar(1, 2), ...field(3, [...scalar(1, 1), ...scalar(2, 9)])]), // batch_stats
+      ]),
+    );
   });
 });
