@@ -434,6 +434,18 @@ describe("gRPC deadlines, cancels and draining", () => {
     expect(await ran()).toBe(before);
   });
 
+  test("a stream its client cancels while a request waits: the request never runs, the agent serves on", async () => {
+    const before = await ran();
+    const stream = client.stream();
+    stream.write({ ...request, id: "abandoned" });
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    stream.cancel();
+    await expect(stream.responses).rejects.toMatchObject({ code: CANCELLED });
+    await settled();
+    expect(await ran()).toBe(before);
+    expect(await client.call("ServerLive", {})).toEqual({ ok: true, value: { live: true } });
+  });
+
   // Last: it stops the agent.
   test("a drain answers what a stream has in flight, ends the stream, and the agent exits", async () => {
     const stream = client.stream();

@@ -125,13 +125,23 @@ export async function startGrpcServer(options: GrpcServerOptions): Promise<GrpcS
     const controller = new AbortController();
     let open = 0;
     let ended = false;
+    /** The stream was ended (or cancelled): nothing more is written to it. */
+    let finished = false;
     let answered: Promise<void> = Promise.resolve();
     const settle = () => {
-      if ((ended || closing) && open === 0) call.end();
+      if (finished || !(ended || closing) || open > 0) return;
+      finished = true;
+      call.end();
     };
     const stop = () => settle();
     streams.add(stop);
-    call.once("cancelled", () => controller.abort(cancelled()));
+    const gone = () => {
+      finished = true;
+      controller.abort(cancelled());
+    };
+    call.once("cancelled", gone);
+    // A stream that fails (its connection reset mid-message) is a client gone too, not an unhandled 'error'.
+    call.on("error", gone);
     call.once("close", () => streams.delete(stop));
     call.on("data", (message: ModelInferRequestMessage) => {
       open += 1;
@@ -153,14 +163,17 @@ export async function startGrpcServer(options: GrpcServerOptions): Promise<GrpcS
           },
         }),
       );
+      // Each answer is written after the one before it (answer never rejects: failures became messages).
       answered = answered
         .then(() => answer)
         .then((response) => {
+          open -= 1;
+          // A request that came after the stream ended (a drain ended it while the client still sent).
+          if (finished) return;
           if (!call.write(response)) {
             call.pause();
             call.once("drain", () => call.resume());
           }
-          open -= 1;
           settle();
         });
     });

@@ -31,6 +31,8 @@ type Unary = (
 export interface StreamCall {
   write(request: unknown): void;
   end(): void;
+  /** Cancels the stream (its responses then reject with CANCELLED). */
+  cancel(): void;
   /** Every response until the server ends the stream. */
   responses: Promise<unknown[]>;
 }
@@ -73,7 +75,9 @@ export function inferenceClient(address: string): InferenceClient {
       });
     },
     stream() {
-      const call = (client.ModelStreamInfer as () => NodeJS.ReadWriteStream & { end(): void }).call(client);
+      const call = (
+        client.ModelStreamInfer as () => NodeJS.ReadWriteStream & { end(): void; cancel(): void }
+      ).call(client);
       const responses = new Promise<unknown[]>((resolve, reject) => {
         const received: unknown[] = [];
         call.on("data", (response: unknown) => received.push(response));
@@ -83,6 +87,7 @@ export function inferenceClient(address: string): InferenceClient {
       return {
         write: (request) => call.write(request as never),
         end: () => call.end(),
+        cancel: () => call.cancel(),
         responses,
       };
     },
