@@ -290,6 +290,36 @@ async function main(): Promise<void> {
   };
 
   /**
+   * One timed load against a target (`label` the model as asked, batched twin included), recorded and logged
+   * with the CPU the target's process, and its main thread, spent per answer around it.
+   */
+  const timedLoad = async (
+    target: Target,
+    measure: { pass: number; model: string; label: string; encoding: Encoding; batched: boolean },
+    run: () => Promise<{ load: LoadResult; phases: Record<string, number> }>,
+  ) => {
+    const mainBefore = mainThreadCpuMs(target);
+    const allBefore = processCpuMs(target);
+    const { load, phases } = await run();
+    const mainAfter = mainThreadCpuMs(target);
+    const allAfter = processCpuMs(target);
+    if (mainBefore !== undefined && mainAfter !== undefined && load.answered > 0) {
+      // The agent's main thread, which routes every request: its CPU per answer (warm-up included on both
+      // sides). /proc counts in ticks of 10 ms, a few in a window of seconds.
+      phases[MAIN_THREAD_CPU] = round((mainAfter - mainBefore) / load.answered, 3);
+    }
+    if (allBefore !== undefined && allAfter !== undefined && load.answered > 0) {
+      phases[PROCESS_CPU] = round((allAfter - allBefore) / load.answered, 3);
+    }
+    const { pass, model, label, encoding, batched } = measure;
+    results.push({ model, target: target.kind, encoding, batched, load, phases, round: pass });
+    const cpu = phases[PROCESS_CPU] === undefined ? "" : `, ${phases[PROCESS_CPU]} ms cpu/answer`;
+    log(
+      `${roundLabel(pass)}${target.kind} ${label} ${encoding} c=${load.concurrency}: ${summary(load)}${cpu}`,
+    );
+  };
+
+  /**
    * The agent's gRPC endpoint for one model in one round: a grpc-js client on this thread (grpc-requests.ts),
    * each concurrency's calls in flight on its one channel; its answer checked bit for bit first.
    */
@@ -311,26 +341,17 @@ async function main(): Promise<void> {
       requests.verify(await requests.send());
       for (const concurrency of concurrencies) {
         if (batched && concurrency === 1 && entry.name === "mlp") continue;
-        const allBefore = processCpuMs(target);
-        const load = await closedLoop(concurrency, warmupSeconds, seconds, async () => {
-          await requests.send();
-          return undefined;
-        });
-        const allAfter = processCpuMs(target);
-        const phases: Record<string, number> = {};
-        if (allBefore !== undefined && allAfter !== undefined && load.answered > 0)
-          phases[PROCESS_CPU] = round((allAfter - allBefore) / load.answered, 3);
-        results.push({
-          model: entry.name,
-          target: target.kind,
-          encoding: "grpc",
-          batched,
-          load,
-          phases,
-          round: pass,
-        });
-        const cpu = phases[PROCESS_CPU] === undefined ? "" : `, ${phases[PROCESS_CPU]} ms cpu/answer`;
-        log(`${roundLabel(pass)}${target.kind} ${model} grpc c=${concurrency}: ${summary(load)}${cpu}`);
+        await timedLoad(
+          target,
+          { pass, model: entry.name, label: model, encoding: "grpc", batched },
+          async () => ({
+            load: await closedLoop(concurrency, warmupSeconds, seconds, async () => {
+              await requests.send();
+              return undefined;
+            }),
+            phases: {},
+          }),
+        );
       }
     } finally {
       requests.close();
@@ -409,38 +430,15 @@ async function main(): Promise<void> {
             for (const concurrency of concurrencies) {
               // Batching only changes anything with company; one client measures the unbatched path.
               if (batched && concurrency === 1 && entry.name === "mlp") continue;
-              const mainBefore = mainThreadCpuMs(target);
-              const allBefore = processCpuMs(target);
-              const { load, phases } = await threadedLoad({
-                url: target.url,
-                prepared,
-                concurrency,
-                threads: clientThreads,
-                warmupS: warmupSeconds,
-                seconds,
-              });
-              const mainAfter = mainThreadCpuMs(target);
-              const allAfter = processCpuMs(target);
-              if (mainBefore !== undefined && mainAfter !== undefined && load.answered > 0) {
-                // The agent's main thread, which routes every request: its CPU per answer (warm-up included
-                // on both sides). /proc counts in ticks of 10 ms, a few in a window of seconds.
-                phases[MAIN_THREAD_CPU] = round((mainAfter - mainBefore) / load.answered, 3);
-              }
-              if (allBefore !== undefined && allAfter !== undefined && load.answered > 0) {
-                phases[PROCESS_CPU] = round((allAfter - allBefore) / load.answered, 3);
-              }
-              results.push({
-                model: entry.name,
-                target: target.kind,
-                encoding,
-                batched,
-                load,
-                phases,
-                round: pass,
-              });
-              const cpu = phases[PROCESS_CPU] === undefined ? "" : `, ${phases[PROCESS_CPU]} ms cpu/answer`;
-              log(
-                `${roundLabel(pass)}${target.kind} ${model} ${encoding} c=${concurrency}: ${summary(load)}${cpu}`,
+              await timedLoad(target, { pass, model: entry.name, label: model, encoding, batched }, () =>
+                threadedLoad({
+                  url: target.url,
+                  prepared,
+                  concurrency,
+                  threads: clientThreads,
+                  warmupS: warmupSeconds,
+                  seconds,
+                }),
               );
             }
             if (target.kind === "relay-anchor" && concurrencies.includes(1)) {
