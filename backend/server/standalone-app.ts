@@ -52,6 +52,7 @@ export function createStandaloneApp(options: StandaloneAppOptions): Hono {
   const { pool, models } = options;
   const regions = options.sharedMemory;
   const extensions = standaloneExtensions(regions !== undefined);
+  const answerer = { agentName: options.name, ...(regions === undefined ? {} : { sharedMemory: regions }) };
   const app = new Hono();
 
   app.onError((error, c) => {
@@ -110,7 +111,7 @@ export function createStandaloneApp(options: StandaloneAppOptions): Hono {
       const arrival = { arrivedAt, receiveMs: received - arrivedAt, decodeMs: performance.now() - received };
       const answer = await answerInfer(
         (call) => pool.infer(call),
-        { agentName: options.name, ...(regions === undefined ? {} : { sharedMemory: regions }) },
+        answerer,
         input,
         arrival,
         c.req.raw.signal,
