@@ -22,7 +22,7 @@ import {
   type SharedMemoryAccess,
   type SharedMemoryRef,
 } from "../../shared/oip/shared-memory.ts";
-import type { RegionsControl } from "../../shared/oip/shared-memory-routes.ts";
+import type { RegionsControl } from "../../shared/oip/shared-memory-endpoints.ts";
 import { requestBuffers } from "../replica/buffer-pool.ts";
 
 /** Where Linux keeps POSIX shared memory objects: shm_open("/name") is the file /dev/shm/name. */

@@ -38,7 +38,15 @@ beforeAll(async () => {
     { encoding: "utf8" },
   );
   if (generated.status !== 0) throw new Error(`protoc failed: ${generated.stderr}`);
-  agent = await startStandaloneAgent(["--models", REPO_DIR, "--threads", "1", "--grpc-port", "0"]);
+  agent = await startStandaloneAgent([
+    "--models",
+    REPO_DIR,
+    "--threads",
+    "1",
+    "--grpc-port",
+    "0",
+    "--allow-client-shm",
+  ]);
 });
 afterAll(async () => {
   await agent?.stop();
@@ -109,8 +117,16 @@ test("a Python grpcio client with stubs generated from inference.proto gets what
       ["s1", "model 'no_such_model' not found"],
       ["s2", ""],
     ],
-    // As HTTP reads them after: at least the HTTP call, the raw and typed calls and the two served on the stream.
+    shm_status: [
+      ["py-in", true, 0, 8 + 2 * 16 * 4],
+      ["py-out", false, 0, 2 * 8 * 4],
+    ],
+    // The output's bytes are in its region, and its place in the message is empty.
+    shm: { outputs: [["y", "FP32", [2, 8]]], in_message: [0], raw: expected },
+    shm_after: 0,
+    // As HTTP reads them after: at least the HTTP call, the raw, typed and shared memory calls and the two
+    // served on the stream.
     statistics: [[MLP, "1", ranAfter]],
   });
-  expect(ranAfter).toBeGreaterThanOrEqual(5);
+  expect(ranAfter).toBeGreaterThanOrEqual(6);
 });

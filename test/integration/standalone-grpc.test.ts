@@ -2,6 +2,7 @@ import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import { tensorBinary } from "../../shared/oip/codec.ts";
 import { DATATYPES } from "../../shared/oip/datatypes.ts";
 import { infer } from "../../shared/oip/http-client.ts";
+import { SHARED_MEMORY_NOT_OFFERED } from "../../shared/oip/shared-memory.ts";
 import type { Tensor } from "../../shared/oip/tensor.ts";
 import { seededFloats } from "../fixtures/onnx-builder.ts";
 import { IDENTITY_MODELS, MULTIPLEX_MODELS, REPO_DIR } from "../fixtures/paths.ts";
@@ -311,12 +312,24 @@ describe("the standalone agent over gRPC", () => {
     ).toMatchObject({ ok: false, code: INVALID_ARGUMENT });
   });
 
-  test("a call the agent does not serve (Triton's SystemSharedMemoryStatus) is UNIMPLEMENTED", async () => {
-    const answer = await client.raw(
-      "/inference.GRPCInferenceService/SystemSharedMemoryStatus",
-      new Uint8Array(),
-    );
+  test("a call the agent does not serve (Triton's Trace) is UNIMPLEMENTED", async () => {
+    const answer = await client.raw("/inference.GRPCInferenceService/Trace", new Uint8Array());
     expect(answer).toMatchObject({ ok: false, code: UNIMPLEMENTED });
+  });
+
+  test("without --allow-client-shm nothing registers, and a client's clean-up still succeeds", async () => {
+    expect(
+      await client.call("SystemSharedMemoryRegister", { name: "in", key: "/input0", byte_size: 64 }),
+    ).toMatchObject({ ok: false, code: INVALID_ARGUMENT, details: SHARED_MEMORY_NOT_OFFERED });
+    expect(await client.call("SystemSharedMemoryStatus", {})).toEqual({ ok: true, value: { regions: {} } });
+    expect(await client.call("SystemSharedMemoryStatus", { name: "in" })).toEqual({
+      ok: false,
+      code: NOT_FOUND,
+      details: "shared memory region 'in' is not registered",
+      metadata: expect.anything(),
+    });
+    expect(await client.call("SystemSharedMemoryUnregister", {})).toEqual({ ok: true, value: {} });
+    expect(await client.call("CudaSharedMemoryUnregister", { name: "in" })).toEqual({ ok: true, value: {} });
   });
 
   test("Triton's ModelConfig and ModelStatistics say what GET config and GET stats say", async () => {

@@ -1,7 +1,7 @@
 import { randomUUID } from "node:crypto";
 import { readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { afterAll, beforeAll, describe, expect, test } from "vitest";
+import { afterAll, afterEach, beforeAll, describe, expect, test } from "vitest";
 import { SHARED_MEMORY_DIRECTORY } from "../../backend/server/shared-memory-regions.ts";
 import { tensorBinary } from "../../shared/oip/codec.ts";
 import { infer } from "../../shared/oip/http-client.ts";
@@ -9,6 +9,7 @@ import type { Tensor } from "../../shared/oip/tensor.ts";
 import { seededFloats } from "../fixtures/onnx-builder.ts";
 import { IDENTITY_MODELS, MULTIPLEX_MODELS, REPO_DIR } from "../fixtures/paths.ts";
 import { type AgentProcess, startStandaloneAgent } from "./support/agent-process.ts";
+import { grpcAddressIn, type InferenceClient, inferenceClient } from "./support/grpc-client.ts";
 import { rawRequest } from "./support/raw-http.ts";
 
 // Triton's system shared memory end to end, as tritonclient's shared-memory examples use it: the client
@@ -222,3 +223,192 @@ describe.each([0, 2])("system shared memory, --http-threads %i", (threads) => {
     });
   });
 });
+
+// The same extension through the agent's gRPC calls (tritonclient.grpc's register_system_shared_memory and
+// friends), with HTTP intake threads beside: a region registered over gRPC serves HTTP requests on any thread
+// as soon as the call returns, and the reverse.
+describe("system shared memory over gRPC", () => {
+  let agent: AgentProcess;
+  let client: InferenceClient;
+  const register = (name: string, key: string, byteSize: number | string, offset = 0) =>
+    client.call("SystemSharedMemoryRegister", { name, key, offset, byte_size: byteSize });
+
+  beforeAll(async () => {
+    agent = await startStandaloneAgent([
+      "--models",
+      REPO_DIR,
+      "--threads",
+      "1",
+      "--http-threads",
+      "2",
+      "--grpc-port",
+      "0",
+      "--allow-client-shm",
+    ]);
+    client = inferenceClient(grpcAddressIn(agent.log()));
+  });
+  afterAll(async () => {
+    client?.close();
+    await agent?.stop();
+  });
+  // Each test starts with no region registered.
+  afterEach(async () => {
+    await client.call("SystemSharedMemoryUnregister", {});
+  });
+
+  test("ModelInfer reads its input from a region and writes its output to one: bit for bit the HTTP answer", async () => {
+    const input = seededFloats(9, ROWS * 16);
+    const inputBytes = new Uint8Array(input.buffer, input.byteOffset, input.byteLength);
+    const inputObject = new Uint8Array(40 + 24 + inputBytes.byteLength).fill(0xcd);
+    inputObject.set(inputBytes, 64);
+    const inKey = createObject(inputObject);
+    const outKey = createObject(new Uint8Array(ROWS * 8 * 4 + 16));
+    expect(await register("grpc-in", inKey, inputObject.byteLength - 40, 40)).toEqual({
+      ok: true,
+      value: {},
+    });
+    expect(await register("grpc-out", outKey, ROWS * 8 * 4 + 16)).toEqual({ ok: true, value: {} });
+
+    const inRegion = (region: string, byteSize: number, offset: number) => ({
+      shared_memory_region: { string_param: region },
+      shared_memory_byte_size: { int64_param: byteSize },
+      shared_memory_offset: { int64_param: offset },
+    });
+    const answer = await client.call<{ outputs: unknown[]; raw_output_contents: Buffer[] }>("ModelInfer", {
+      model_name: MLP,
+      inputs: [
+        {
+          name: "x",
+          datatype: "FP32",
+          shape: [ROWS, 16],
+          parameters: inRegion("grpc-in", inputBytes.byteLength, 24),
+        },
+      ],
+      outputs: [{ name: "y", parameters: inRegion("grpc-out", ROWS * 8 * 4, 16) }],
+    });
+    if (!answer.ok) throw new Error(answer.details);
+    expect(answer.value.outputs).toMatchObject([{ name: "y", datatype: "FP32", shape: [String(ROWS), "8"] }]);
+    // Its bytes are in the region, not in the message.
+    expect(answer.value.raw_output_contents).toEqual([Buffer.alloc(0)]);
+
+    const direct = await infer(
+      agent.url,
+      MLP,
+      { inputs: [{ name: "x", datatype: "FP32", shape: [ROWS, 16], data: input }] },
+      { binaryInputs: true, binaryOutputs: true },
+    );
+    const written = objectBytes(outKey);
+    expect(written.subarray(16)).toEqual(new Uint8Array(tensorBinary(direct.response.outputs[0] as Tensor)));
+    expect(written.subarray(0, 16)).toEqual(new Uint8Array(16));
+  });
+
+  test("a region registered over gRPC serves HTTP on every thread at once; status agrees on both; unregister ends it", async () => {
+    const values = Float32Array.from({ length: 16 }, (_, index) => index - 8);
+    const key = createObject(new Uint8Array(values.buffer));
+    const body = json({
+      inputs: [{ name: "x", datatype: "FP32", shape: [1, 16], parameters: inShm("both", 64) }],
+    });
+    for (let round = 0; round < 5; round += 1) {
+      expect(await register("both", key, 64)).toEqual({ ok: true, value: {} });
+      const served = await call(`${agent.url}/v2/models/${IDENTITY_MODELS.FP32}/infer`, body);
+      expect((served.body as { outputs: { data: number[] }[] }).outputs[0]?.data).toEqual([...values]);
+      const listed = { name: "both", key, offset: "0", byte_size: "64" };
+      expect(await client.call("SystemSharedMemoryStatus", {})).toEqual({
+        ok: true,
+        value: { regions: { both: listed } },
+      });
+      expect(await client.call("SystemSharedMemoryStatus", { name: "both" })).toEqual({
+        ok: true,
+        value: { regions: { both: listed } },
+      });
+      expect(await call(`${agent.url}/v2/systemsharedmemory/status`)).toEqual({
+        status: 200,
+        body: [{ name: "both", key, offset: 0, byte_size: 64 }],
+      });
+      expect(await client.call("SystemSharedMemoryUnregister", { name: "both" })).toEqual({
+        ok: true,
+        value: {},
+      });
+      expect((await call(`${agent.url}/v2/models/${IDENTITY_MODELS.FP32}/infer`, body)).status).toBe(400);
+      expect(await client.call("SystemSharedMemoryStatus", { name: "both" })).toMatchObject({
+        ok: false,
+        code: NOT_FOUND,
+        details: "shared memory region 'both' is not registered",
+      });
+    }
+  });
+
+  test("an empty name unregisters every region, as in Triton", async () => {
+    const key = createObject(new Uint8Array(64));
+    for (const name of ["all-1", "all-2"]) expect((await register(name, key, 64)).ok).toBe(true);
+    // One registered over HTTP goes too: one table.
+    expect(
+      (
+        await call(
+          `${agent.url}/v2/systemsharedmemory/region/all-3/register`,
+          json({ key, offset: 0, byte_size: 64 }),
+        )
+      ).status,
+    ).toBe(200);
+    expect(
+      Object.keys(((await client.call("SystemSharedMemoryStatus", {})) as GrpcRegions).value.regions),
+    ).toEqual(["all-1", "all-2", "all-3"]);
+    expect(await client.call("SystemSharedMemoryUnregister", { name: "" })).toEqual({ ok: true, value: {} });
+    expect(await client.call("SystemSharedMemoryStatus", {})).toEqual({ ok: true, value: { regions: {} } });
+  });
+
+  test("what HTTP refuses, gRPC refuses as INVALID_ARGUMENT in the same words; CUDA shared memory is not offered", async () => {
+    const key = createObject(new Uint8Array(64));
+    const missing = `/switchyard-missing-${randomUUID()}`;
+    const refusal = async (answer: Promise<unknown>) => {
+      const settled = (await answer) as { ok: boolean; code?: number; details?: string };
+      return settled.ok ? "registered" : [settled.code, settled.details];
+    };
+    const overHttp = async (name: string, request: unknown) =>
+      (
+        (await call(`${agent.url}/v2/systemsharedmemory/region/${name}/register`, json(request))).body as {
+          error: string;
+        }
+      ).error;
+    for (const [name, request] of [
+      ["r1", { key: missing, offset: 0, byte_size: 8 }],
+      ["r2", { key: "/../../etc/passwd", offset: 0, byte_size: 8 }],
+      ["r3", { key, offset: 32, byte_size: 64 }],
+      ["r4", { key: "", offset: 0, byte_size: 8 }],
+    ] as const) {
+      expect(await refusal(client.call("SystemSharedMemoryRegister", { name, ...request }))).toEqual([
+        INVALID_ARGUMENT,
+        await overHttp(name, request),
+      ]);
+    }
+    // 2^53 + 2: a uint64 the wire carries and no JavaScript number holds exactly.
+    expect(await refusal(register("huge", key, "9007199254740994"))).toEqual([
+      INVALID_ARGUMENT,
+      expect.stringContaining("must be a whole number of bytes"),
+    ]);
+    expect(await refusal(register("", key, 64))).toEqual([
+      INVALID_ARGUMENT,
+      "a shared memory region needs a name",
+    ]);
+    expect(
+      await refusal(
+        client.call("CudaSharedMemoryRegister", {
+          name: "gpu",
+          raw_handle: Buffer.alloc(64),
+          device_id: 0,
+          byte_size: 64,
+        }),
+      ),
+    ).toEqual([INVALID_ARGUMENT, expect.stringContaining("CUDA shared memory is not offered")]);
+    expect(await client.call("CudaSharedMemoryStatus", {})).toEqual({ ok: true, value: { regions: {} } });
+    expect(await refusal(client.call("CudaSharedMemoryStatus", { name: "gpu" }))).toEqual([
+      NOT_FOUND,
+      "shared memory region 'gpu' is not registered",
+    ]);
+    expect(await client.call("SystemSharedMemoryStatus", {})).toEqual({ ok: true, value: { regions: {} } });
+  });
+});
+
+type GrpcRegions = { value: { regions: Record<string, unknown> } };
+const INVALID_ARGUMENT = 3;
+const NOT_FOUND = 5;

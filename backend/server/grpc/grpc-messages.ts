@@ -89,3 +89,15 @@ export interface RepositoryModelRequestMessage {
   model_name: string;
   parameters: Record<string, ParameterMessage>;
 }
+
+/** The status, register and unregister calls of Triton's shared memory extension (system and CUDA). */
+export interface SharedMemoryNameMessage {
+  name: string;
+}
+
+export interface SystemSharedMemoryRegisterMessage {
+  name: string;
+  key: string;
+  offset: string;
+  byte_size: string;
+}

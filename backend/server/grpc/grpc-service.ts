@@ -14,7 +14,9 @@ import type { HeaderReader } from "../../../shared/http/header-reader.ts";
 import { parseModelName, parseModelVersion } from "../../../shared/model-names.ts";
 import { loadRequestOf } from "../../../shared/oip/model-control.ts";
 import { readHint } from "../../../shared/oip/request-options.ts";
+import { sharedMemoryEndpoints } from "../../../shared/oip/shared-memory-endpoints.ts";
 import { withinGrace } from "../../within-grace.ts";
+import { regionsControl } from "../shared-memory-regions.ts";
 import type { StandaloneAppOptions } from "../standalone-app.ts";
 import { serveInfer } from "../standalone-infer.ts";
 import {
@@ -34,6 +36,8 @@ import type {
   ModelStreamInferResponseMessage,
   RepositoryIndexRequestMessage,
   RepositoryModelRequestMessage,
+  SharedMemoryNameMessage,
+  SystemSharedMemoryRegisterMessage,
 } from "./grpc-messages.ts";
 import { inferenceService } from "./grpc-proto.ts";
 import { grpcError } from "./grpc-status.ts";
@@ -60,6 +64,8 @@ export async function startGrpcServer(options: GrpcServerOptions): Promise<GrpcS
   const { pool, models, log } = options;
   const regions = options.sharedMemory;
   const answerer = { agentName: options.name, ...(regions === undefined ? {} : { sharedMemory: regions }) };
+  // The same calls and answers as the HTTP routes: a region registered over gRPC serves HTTP requests too.
+  const sharedMemory = sharedMemoryEndpoints(regions && regionsControl(regions));
   const server = new Server({
     "grpc.max_receive_message_length": options.maxBodyBytes,
     "grpc.max_send_message_length": -1,
@@ -238,6 +244,27 @@ export async function startGrpcServer(options: GrpcServerOptions): Promise<GrpcS
       await unloadModel(models, name);
       return { model_name: name, isUnloaded: true };
     }),
+    SystemSharedMemoryStatus: unary(async ({ name }: SharedMemoryNameMessage) => ({
+      regions: byName(sharedMemory.systemStatus(everyOr(name))),
+    })),
+    SystemSharedMemoryRegister: unary(async (message: SystemSharedMemoryRegisterMessage) => {
+      // 64-bit sizes arrive as decimal strings; one past 2^53 is no safe number and the schema refuses it.
+      const { name, key, offset, byte_size } = message;
+      await sharedMemory.systemRegister(name, { key, offset: Number(offset), byte_size: Number(byte_size) });
+      return {};
+    }),
+    SystemSharedMemoryUnregister: unary(async ({ name }: SharedMemoryNameMessage) => {
+      await sharedMemory.systemUnregister(everyOr(name));
+      return {};
+    }),
+    CudaSharedMemoryStatus: unary(async ({ name }: SharedMemoryNameMessage) => ({
+      regions: byName(sharedMemory.cudaStatus(everyOr(name))),
+    })),
+    CudaSharedMemoryRegister: unary(async () => sharedMemory.cudaRegister()),
+    CudaSharedMemoryUnregister: unary(async () => {
+      sharedMemory.cudaUnregister();
+      return {};
+    }),
   };
   const service = inferenceService();
   // Every call the .proto lists has its handler, and no handler is for a call it does not list (a misspelt
@@ -282,6 +309,16 @@ function optionalVersion(version: string): string | undefined {
  */
 function repositoryModel(message: RepositoryModelRequestMessage): string {
   return parseModelName(message.model_name !== "" ? message.model_name : message.repository_name);
+}
+
+/** A shared memory call's region: an empty name is the protocol's "every region". */
+function everyOr(name: string): string | undefined {
+  return name === "" ? undefined : name;
+}
+
+/** A status list as the response's map, keyed by region name. */
+function byName<Region extends { name: string }>(regions: Region[]): Record<string, Region> {
+  return Object.fromEntries(regions.map((region) => [region.name, region]));
 }
 
 /** The request's own deadline, or the gRPC call's where that comes first. */

@@ -7,7 +7,9 @@ KServe's InferenceGRPCClient run. Reads what to send as JSON on stdin, prints wh
 """
 import base64
 import json
+import os
 import sys
+import uuid
 
 sys.path.insert(0, sys.argv[1])
 import grpc  # noqa: E402
@@ -75,6 +77,46 @@ streamed = stub.ModelStreamInfer(
     iter([request(request_id="s0"), request(name="no_such_model", request_id="s1"), request(request_id="s2")])
 )
 result["stream"] = [[answer.infer_response.id, answer.error_message] for answer in streamed]
+
+# Triton's system shared memory as tritonclient.grpc's shared-memory examples use it: the input in an object
+# of /dev/shm (what shm_open creates), 8 bytes into its region; the output written to a second region.
+shm_in, shm_out = f"/switchyard-py-{uuid.uuid4()}", f"/switchyard-py-{uuid.uuid4()}"
+try:
+    with open("/dev/shm" + shm_in, "wb") as object_file:
+        object_file.write(bytes(8) + raw)
+    with open("/dev/shm" + shm_out, "wb") as object_file:
+        object_file.write(bytes(len(raw) // 2))
+    stub.SystemSharedMemoryRegister(
+        pb.SystemSharedMemoryRegisterRequest(name="py-in", key=shm_in, offset=0, byte_size=8 + len(raw))
+    )
+    stub.SystemSharedMemoryRegister(
+        pb.SystemSharedMemoryRegisterRequest(name="py-out", key=shm_out, offset=0, byte_size=len(raw) // 2)
+    )
+    status = stub.SystemSharedMemoryStatus(pb.SystemSharedMemoryStatusRequest()).regions
+    result["shm_status"] = sorted([r.name, r.key == shm_in, r.offset, r.byte_size] for r in status.values())
+    message = request(request_id="py-shm")
+    del message.raw_input_contents[:]
+    message.inputs[0].parameters["shared_memory_region"].string_param = "py-in"
+    message.inputs[0].parameters["shared_memory_offset"].int64_param = 8
+    message.inputs[0].parameters["shared_memory_byte_size"].int64_param = len(raw)
+    wanted = message.outputs.add()
+    wanted.name = "y"
+    wanted.parameters["shared_memory_region"].string_param = "py-out"
+    wanted.parameters["shared_memory_byte_size"].int64_param = len(raw) // 2
+    in_shm = stub.ModelInfer(message, timeout=30)
+    with open("/dev/shm" + shm_out, "rb") as object_file:
+        result["shm"] = {
+            "outputs": [[t.name, t.datatype, list(t.shape)] for t in in_shm.outputs],
+            "in_message": [len(part) for part in in_shm.raw_output_contents],
+            "raw": base64.b64encode(object_file.read()).decode(),
+        }
+    stub.SystemSharedMemoryUnregister(pb.SystemSharedMemoryUnregisterRequest())
+    result["shm_after"] = len(stub.SystemSharedMemoryStatus(pb.SystemSharedMemoryStatusRequest()).regions)
+finally:
+    for key in (shm_in, shm_out):
+        if os.path.exists("/dev/shm" + key):
+            os.remove("/dev/shm" + key)
+
 statistics = stub.ModelStatistics(pb.ModelStatisticsRequest(name=model)).model_stats
 result["statistics"] = [[entry.name, entry.version, entry.inference_count] for entry in statistics]
 json.dump(result, sys.stdout)

@@ -56,6 +56,12 @@ describe("inference.proto on the wire", () => {
         "ServerLive",
         "ServerMetadata",
         "ServerReady",
+        "SystemSharedMemoryStatus",
+        "SystemSharedMemoryRegister",
+        "SystemSharedMemoryUnregister",
+        "CudaSharedMemoryStatus",
+        "CudaSharedMemoryRegister",
+        "CudaSharedMemoryUnregister",
       ].sort(),
     );
     expect(method("ModelStreamInfer").requestStream && method("ModelStreamInfer").responseStream).toBe(true);
@@ -179,6 +185,30 @@ describe("inference.proto on the wire", () => {
       ...index.responseSerialize({ models: [{ name: "m", version: "1", state: "READY", reason: "" }] }),
       // An empty string that is set is written, empty: readers take it as the default.
     ]).toEqual(field(1, [...string(1, "m"), ...string(2, "1"), ...string(3, "READY"), ...string(4, "")]));
+  });
+
+  test("Triton's shared memory calls: register name 1, key 2, offset 3, byte_size 4; status a map by name", () => {
+    const register = method("SystemSharedMemoryRegister").requestDeserialize(
+      bytes(string(1, "in"), string(2, "/input0"), scalar(3, 16), scalar(4, 4096)),
+    );
+    expect(register).toEqual({ name: "in", key: "/input0", offset: "16", byte_size: "4096" });
+    expect(method("SystemSharedMemoryUnregister").requestDeserialize(bytes(string(1, "in")))).toEqual({
+      name: "in",
+    });
+    expect(method("SystemSharedMemoryStatus").requestDeserialize(bytes())).toEqual({ name: "" });
+    const region = [...string(1, "in"), ...string(2, "/input0"), ...scalar(3, 16), ...scalar(4, 4096)];
+    // A map is a repeated entry message: its key 1, its value 2.
+    expect([
+      ...method("SystemSharedMemoryStatus").responseSerialize({
+        regions: { in: { name: "in", key: "/input0", offset: 16, byte_size: 4096 } },
+      }),
+    ]).toEqual(field(1, [...string(1, "in"), ...field(2, region)]));
+    // CUDA's: name 1, raw_handle 2, device_id 3, byte_size 4 (read, then refused).
+    expect(
+      method("CudaSharedMemoryRegister").requestDeserialize(
+        bytes(string(1, "gpu"), field(2, [1, 2]), scalar(3, 1), scalar(4, 64)),
+      ),
+    ).toMatchObject({ name: "gpu", device_id: "1", byte_size: "64" });
   });
 
   test("Triton's ModelConfig (model_config.proto's numbers) and ModelStatistics", () => {
