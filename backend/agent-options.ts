@@ -1,4 +1,4 @@
-import type { LogFormat } from "./log.ts";
+import type { LogFormat } from "./log-settings.ts";
 import type { BucketMode } from "./replica/batch-settings.ts";
 import type { DeviceOption } from "./replica/device.ts";
 

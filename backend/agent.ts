@@ -6,6 +6,7 @@ import type { AgentOptions } from "./agent-options.ts";
 import { type GatewayLink, startGatewayLink } from "./gateway-link/gateway-link.ts";
 import { isOnGateway } from "./gateway-link/gateway-urls.ts";
 import type { Log } from "./log.ts";
+import type { LogSettings } from "./log-settings.ts";
 import { AgentMetrics } from "./metrics/agent-metrics.ts";
 import { MeteredReplica } from "./metrics/metered-replica.ts";
 import { type MetricsServer, startMetricsServer } from "./metrics/metrics-server.ts";
@@ -41,8 +42,19 @@ export interface AgentUi {
   onProgress?: (progress: DownloadProgress) => void;
 }
 
+/** The agent's log, and its settings (which the standalone server's logging endpoints change). */
+export interface AgentLogging {
+  log: Log;
+  settings: LogSettings;
+}
+
 /** Builds the replicas from the options, preloads, and serves (standalone, a gateway, or both). */
-export async function startAgent(options: AgentOptions, log: Log, ui: AgentUi = {}): Promise<RunningAgent> {
+export async function startAgent(
+  options: AgentOptions,
+  logging: AgentLogging,
+  ui: AgentUi = {},
+): Promise<RunningAgent> {
+  const { log, settings: logSettings } = logging;
   const gateway = options.gateway;
   // The agent token goes with downloads from the gateway's own repository, never to another host.
   const repository = openRepository(options.models, {
@@ -70,7 +82,14 @@ export async function startAgent(options: AgentOptions, log: Log, ui: AgentUi = 
       await new Promise((resolve) => setImmediate(resolve));
     },
   });
-  const metering = { metrics, log, logRequests: options.logRequests };
+  const metering = {
+    metrics,
+    log,
+    // Read at each request: the logging endpoints turn request lines on and off while the agent runs.
+    get logRequests() {
+      return logSettings.requestLines;
+    },
+  };
   const replicas: MeteredReplica[] = devices.map(
     (device, index) =>
       new MeteredReplica(
@@ -124,6 +143,7 @@ export async function startAgent(options: AgentOptions, log: Log, ui: AgentUi = 
     isReady: () => ready,
     ...(regions === undefined ? {} : { sharedMemory: regions }),
     log,
+    logSettings,
   };
   const app = createStandaloneApp(serving);
 

@@ -1,4 +1,5 @@
 import { AsyncLocalStorage } from "node:async_hooks";
+import { type LogLevel, LogSettings } from "./log-settings.ts";
 
 /**
  * The agent's log: one line per event on stderr. `text` (the default) is `<time> event key=value ...`, for
@@ -12,8 +13,6 @@ import { AsyncLocalStorage } from "node:async_hooks";
  */
 export type Log = (event: string, fields?: Record<string, unknown>) => void;
 
-export type LogFormat = "text" | "json";
-
 /** A line a terminal redraws in place (a progress bar): cleared before a log line, drawn again after. */
 export interface StatusLine {
   clear(): void;
@@ -21,7 +20,8 @@ export interface StatusLine {
 }
 
 export interface LogOptions {
-  format?: LogFormat;
+  /** Its format and which levels it writes, read at each line (changed at run time by /v2/logging). */
+  settings?: LogSettings;
   stream?: NodeJS.WritableStream;
   statusLine?: StatusLine;
 }
@@ -39,14 +39,16 @@ export function currentRequestId(): string | undefined {
 
 export function createLog(options: LogOptions = {}): Log {
   const stream = options.stream ?? process.stderr;
-  const format = options.format ?? "text";
+  const settings = options.settings ?? new LogSettings();
   return (event, fields = {}) => {
+    const level = levelOf(event);
+    if (!settings.allows(level)) return;
     const requestId = currentRequestId();
     const all = requestId === undefined || "requestId" in fields ? fields : { requestId, ...fields };
     const time = new Date().toISOString();
     const line =
-      format === "json"
-        ? jsonLine(time, event, all)
+      settings.format === "json"
+        ? jsonLine(time, level, event, all)
         : `${time} ${event}${Object.keys(all).length > 0 ? ` ${textFields(all)}` : ""}`;
     options.statusLine?.clear();
     stream.write(`${line}\n`);
@@ -55,14 +57,14 @@ export function createLog(options: LogOptions = {}): Log {
 }
 
 /** How serious an event is, from its name: the agent's events say what happened in words. */
-export function levelOf(event: string): "info" | "warn" | "error" {
+export function levelOf(event: string): LogLevel {
   if (/fail|error|refus|cannot|could not|violation/i.test(event)) return "error";
   if (/warn|disconnect|lost|retry|drain|signal|stale/i.test(event)) return "warn";
   return "info";
 }
 
-function jsonLine(time: string, event: string, fields: Record<string, unknown>): string {
-  return JSON.stringify({ time, level: levelOf(event), event, ...fields }, (_key, value: unknown) =>
+function jsonLine(time: string, level: LogLevel, event: string, fields: Record<string, unknown>): string {
+  return JSON.stringify({ time, level, event, ...fields }, (_key, value: unknown) =>
     value instanceof Error ? value.message : typeof value === "bigint" ? value.toString() : value,
   );
 }

@@ -4,6 +4,7 @@ import { DownloadDisplay } from "../cli/download-progress.ts";
 import { parseCommandLine } from "../cli/options.ts";
 import { summaryLines } from "../cli/startup-summary.ts";
 import { createLog } from "../log.ts";
+import { LogSettings } from "../log-settings.ts";
 import type { StartupInfo } from "../startup-info.ts";
 
 const DRAIN_GRACE_MS = 30_000;
@@ -26,7 +27,12 @@ const display = new DownloadDisplay({
   stream: process.stderr,
   tty: process.stderr.isTTY === true && logFormat === "text",
 });
-const log = createLog({ format: logFormat, statusLine: display });
+// The agent changes these while it runs (Triton's logging extension); the log reads them at each line.
+const logSettings = new LogSettings({
+  format: logFormat,
+  verboseLevel: command.options.logRequests ? 1 : 0,
+});
+const log = createLog({ settings: logSettings, statusLine: display });
 display.attach(log);
 // The startup summary, between redraws of the progress bars.
 const announce = (info: StartupInfo) => {
@@ -37,7 +43,11 @@ const announce = (info: StartupInfo) => {
 
 // Signals are handled from the first moment: a SIGTERM during startup still drains what has started.
 let stopping = false;
-const starting = startAgent(command.options, log, { announce, onProgress: display.onProgress });
+const starting = startAgent(
+  command.options,
+  { log, settings: logSettings },
+  { announce, onProgress: display.onProgress },
+);
 const onSignal = (signal: NodeJS.Signals) => {
   if (stopping) {
     log("second signal: exiting now", { signal });

@@ -3,6 +3,7 @@ import { z } from "zod";
 import { DEFAULT_POOL, isPoolName, POOL_NAME_RULE } from "../../shared/pool-names.ts";
 import { MAX_HINT_LENGTH, MAX_HINTS } from "../../shared/protocol/frames.ts";
 import { gatewayHttpBase, gatewayModelsUrl } from "../gateway-link/gateway-urls.ts";
+import { LOG_FORMATS } from "../log-settings.ts";
 import { type BucketMode, DEFAULT_BATCHING } from "../replica/batch-settings.ts";
 import type { DeviceOption } from "../replica/device.ts";
 import { GPU_MODEL_MEMORY_SHARE } from "../replica/model-memory-budget.ts";
@@ -391,7 +392,7 @@ export const FLAG_SPECS = {
   },
   "log-format": {
     type: "string",
-    schema: z.enum(["text", "json"], { error: "--log-format must be text or json" }),
+    schema: z.enum(LOG_FORMATS, { error: `--log-format must be ${LOG_FORMATS.join(" or ")}` }),
     value: "text|json",
     help: "text: lines for people; json: one JSON object per line, for log shippers",
     default: "text",

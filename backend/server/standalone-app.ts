@@ -13,8 +13,10 @@ import {
   parseUnloadRequest,
 } from "../../shared/oip/model-control.ts";
 import { sharedMemoryRoutes } from "../../shared/oip/shared-memory-routes.ts";
+import type { LogSettings } from "../log-settings.ts";
 import type { ModelService } from "../models/model-service.ts";
 import type { ReplicaPool } from "../pool/replica-pool.ts";
+import { loggingRoutes } from "./logging-endpoint.ts";
 import { regionsControl, type SharedMemoryRegions } from "./shared-memory-regions.ts";
 import { answerInfer } from "./standalone-infer.ts";
 import {
@@ -41,6 +43,8 @@ export interface StandaloneAppOptions {
   /** The system shared memory regions, where offered (--allow-client-shm). */
   sharedMemory?: SharedMemoryRegions;
   log: (event: string, fields: Record<string, unknown>) => void;
+  /** The log's settings, which Triton's logging extension reads and changes. */
+  logSettings: LogSettings;
 }
 
 /**
@@ -68,6 +72,7 @@ export function createStandaloneApp(options: StandaloneAppOptions): Hono {
   );
   app.get("/v2", (c) => c.json({ name: options.name, version: options.version, extensions }));
   app.route("/", sharedMemoryRoutes(regions && regionsControl(regions)));
+  app.route("/", loggingRoutes(options.logSettings));
 
   // Before /v2/models/:model, which would take "stats" for a model name.
   app.get("/v2/models/stats", async (c) => c.json({ model_stats: await modelStatistics(models) }));

@@ -1,7 +1,11 @@
 import { versionNotFound } from "../../shared/errors.ts";
 import type { CatalogEntry } from "../../shared/models/model-catalog.ts";
 import { catalog } from "../../shared/models/model-catalog.ts";
-import { OIP_EXTENSIONS, SYSTEM_SHARED_MEMORY_EXTENSION } from "../../shared/oip/extensions.ts";
+import {
+  LOGGING_EXTENSION,
+  OIP_EXTENSIONS,
+  SYSTEM_SHARED_MEMORY_EXTENSION,
+} from "../../shared/oip/extensions.ts";
 import type { LoadRequest } from "../../shared/oip/model-control.ts";
 import type { ModelMetadata } from "../../shared/oip/schemas.ts";
 import type { ModelStatistics } from "../../shared/oip/statistics.ts";
@@ -16,7 +20,11 @@ import type { ReplicaPool } from "../pool/replica-pool.ts";
 
 /** The extensions the server metadata lists: shared memory only where the agent offers it. */
 export function standaloneExtensions(offersSharedMemory: boolean): readonly string[] {
-  return offersSharedMemory ? [...OIP_EXTENSIONS, SYSTEM_SHARED_MEMORY_EXTENSION] : OIP_EXTENSIONS;
+  return [
+    ...OIP_EXTENSIONS,
+    LOGGING_EXTENSION,
+    ...(offersSharedMemory ? [SYSTEM_SHARED_MEMORY_EXTENSION] : []),
+  ];
 }
 
 /** A model's metadata: its signature, read from the graph, and the versions the repository holds. */

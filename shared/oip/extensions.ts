@@ -12,3 +12,6 @@ export const OIP_EXTENSIONS: readonly string[] = [
 
 /** Listed besides those only by a standalone agent that offers it (--allow-client-shm; shared-memory.ts). */
 export const SYSTEM_SHARED_MEMORY_EXTENSION = "system_shared_memory";
+
+/** Triton's logging extension (GET/POST /v2/logging): the standalone agent's alone (its own log's settings). */
+export const LOGGING_EXTENSION = "logging";

@@ -190,7 +190,7 @@ describe.each(["standalone", "gateway"] as const)("OIP v2 conformance: %s", (nam
     }
   });
 
-  test("server metadata lists the extensions both servers implement", async () => {
+  test("server metadata lists the extensions both servers implement, and the agent its own log's", async () => {
     const metadata = (await (await send(target(), "/v2")).json()) as { name: string; extensions: string[] };
     expect(metadata.extensions).toEqual([
       "binary_tensor_data",
@@ -198,6 +198,8 @@ describe.each(["standalone", "gateway"] as const)("OIP v2 conformance: %s", (nam
       "statistics",
       "parameters",
       "classification",
+      // The agent's own log settings (GET/POST /v2/logging); the gateway's log is Cloudflare's.
+      ...(name === "standalone" ? ["logging"] : []),
     ]);
   });
 

@@ -9,9 +9,9 @@ import { tensorBinary } from "../../shared/oip/codec.ts";
 import { infer } from "../../shared/oip/http-client.ts";
 import type { Tensor } from "../../shared/oip/tensor.ts";
 import { seededFloats } from "../fixtures/onnx-builder.ts";
-import { MULTIPLEX_MODELS, REPO_DIR } from "../fixtures/paths.ts";
-import { type AgentProcess, startStandaloneAgent } from "./support/agent-process.ts";
-import { grpcAddressIn } from "./support/grpc-client.ts";
+import { MULTIPLEX_MODELS } from "../fixtures/paths.ts";
+import type { AgentProcess } from "./support/agent-process.ts";
+import { type GrpcAgent, grpcAddressIn, startGrpcAgent, stopGrpcAgent } from "./support/grpc-client.ts";
 import { PYTHON_GRPC } from "./support/python-grpc.ts";
 
 // The agent's gRPC endpoint against another implementation of gRPC and protobuf: Python's grpcio (the C core
@@ -21,6 +21,7 @@ import { PYTHON_GRPC } from "./support/python-grpc.ts";
 const MLP = MULTIPLEX_MODELS[0] ?? "m000";
 const CLIENT = fileURLToPath(new URL("./support/grpc_interop.py", import.meta.url));
 let agent: AgentProcess;
+let grpcAgent: GrpcAgent | undefined;
 let stubs: string;
 
 beforeAll(async () => {
@@ -38,18 +39,12 @@ beforeAll(async () => {
     { encoding: "utf8" },
   );
   if (generated.status !== 0) throw new Error(`protoc failed: ${generated.stderr}`);
-  agent = await startStandaloneAgent([
-    "--models",
-    REPO_DIR,
-    "--threads",
-    "1",
-    "--grpc-port",
-    "0",
-    "--allow-client-shm",
-  ]);
+  // (The Python client dials on its own: the agent's own client is not used.)
+  grpcAgent = await startGrpcAgent(["--allow-client-shm"]);
+  agent = grpcAgent.agent;
 });
 afterAll(async () => {
-  await agent?.stop();
+  await stopGrpcAgent(grpcAgent ?? {});
   rmSync(stubs, { recursive: true, force: true });
 });
 

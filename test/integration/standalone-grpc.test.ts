@@ -5,11 +5,17 @@ import { infer } from "../../shared/oip/http-client.ts";
 import { SHARED_MEMORY_NOT_OFFERED } from "../../shared/oip/shared-memory.ts";
 import type { Tensor } from "../../shared/oip/tensor.ts";
 import { seededFloats } from "../fixtures/onnx-builder.ts";
-import { IDENTITY_MODELS, MULTIPLEX_MODELS, REPO_DIR } from "../fixtures/paths.ts";
+import { IDENTITY_MODELS, MULTIPLEX_MODELS } from "../fixtures/paths.ts";
 import { sampleData } from "../fixtures/sample-data.ts";
 import { contentsOf } from "../support/grpc-contents.ts";
-import { type AgentProcess, startHoldingAgent, startStandaloneAgent } from "./support/agent-process.ts";
-import { grpcAddressIn, type InferenceClient, inferenceClient } from "./support/grpc-client.ts";
+import { type AgentProcess, startHoldingAgent } from "./support/agent-process.ts";
+import {
+  grpcAddressIn,
+  type InferenceClient,
+  inferenceClient,
+  startGrpcAgent,
+  stopGrpcAgent,
+} from "./support/grpc-client.ts";
 
 // The standalone agent's gRPC endpoint (--grpc-port) end to end: a real agent process, a grpc-js client with
 // stubs from the protocol's .proto, a real HTTP/2 connection. Each answer is held against what the same
@@ -45,24 +51,9 @@ describe("the standalone agent over gRPC", () => {
   let client: InferenceClient;
 
   beforeAll(async () => {
-    agent = await startStandaloneAgent([
-      "--models",
-      REPO_DIR,
-      "--threads",
-      "1",
-      "--grpc-port",
-      "0",
-      "--max-body",
-      String(MAX_BODY),
-      "--name",
-      "grpc-agent",
-    ]);
-    client = inferenceClient(grpcAddressIn(agent.log()));
+    ({ agent, client } = await startGrpcAgent(["--max-body", String(MAX_BODY), "--name", "grpc-agent"]));
   });
-  afterAll(async () => {
-    client?.close();
-    await agent?.stop();
-  });
+  afterAll(() => stopGrpcAgent({ agent, client }));
 
   test("health and server metadata say what the HTTP endpoints say", async () => {
     expect(await client.call("ServerLive", {})).toEqual({ ok: true, value: { live: true } });
@@ -407,10 +398,7 @@ describe("gRPC deadlines, cancels and draining", () => {
     agent = await startHoldingAgent(MLP, HOLD_MS, ["--grpc-port", "0"]);
     client = inferenceClient(grpcAddressIn(agent.log()));
   });
-  afterAll(async () => {
-    client?.close();
-    await agent?.stop();
-  });
+  afterAll(() => stopGrpcAgent({ agent, client }));
 
   test("a call whose gRPC deadline passes while it waits is DEADLINE_EXCEEDED, and never runs", async () => {
     const before = await ran();

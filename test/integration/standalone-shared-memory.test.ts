@@ -9,7 +9,7 @@ import type { Tensor } from "../../shared/oip/tensor.ts";
 import { seededFloats } from "../fixtures/onnx-builder.ts";
 import { IDENTITY_MODELS, MULTIPLEX_MODELS, REPO_DIR } from "../fixtures/paths.ts";
 import { type AgentProcess, startStandaloneAgent } from "./support/agent-process.ts";
-import { grpcAddressIn, type InferenceClient, inferenceClient } from "./support/grpc-client.ts";
+import { type InferenceClient, startGrpcAgent, stopGrpcAgent } from "./support/grpc-client.ts";
 import { rawRequest } from "./support/raw-http.ts";
 
 // Triton's system shared memory end to end, as tritonclient's shared-memory examples use it: the client
@@ -234,23 +234,9 @@ describe("system shared memory over gRPC", () => {
     client.call("SystemSharedMemoryRegister", { name, key, offset, byte_size: byteSize });
 
   beforeAll(async () => {
-    agent = await startStandaloneAgent([
-      "--models",
-      REPO_DIR,
-      "--threads",
-      "1",
-      "--http-threads",
-      "2",
-      "--grpc-port",
-      "0",
-      "--allow-client-shm",
-    ]);
-    client = inferenceClient(grpcAddressIn(agent.log()));
+    ({ agent, client } = await startGrpcAgent(["--http-threads", "2", "--allow-client-shm"]));
   });
-  afterAll(async () => {
-    client?.close();
-    await agent?.stop();
-  });
+  afterAll(() => stopGrpcAgent({ agent, client }));
   // Each test starts with no region registered.
   afterEach(async () => {
     await client.call("SystemSharedMemoryUnregister", {});

@@ -101,3 +101,15 @@ export interface SystemSharedMemoryRegisterMessage {
   offset: string;
   byte_size: string;
 }
+
+/** One value of LogSettings' map; `parameter_choice` names the field that is set (none: an empty value). */
+export interface LogSettingValueMessage {
+  parameter_choice?: "bool_param" | "uint32_param" | "string_param";
+  bool_param?: boolean;
+  uint32_param?: number;
+  string_param?: string;
+}
+
+export interface LogSettingsMessage {
+  settings: Record<string, LogSettingValueMessage>;
+}

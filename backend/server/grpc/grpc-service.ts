@@ -16,6 +16,7 @@ import { loadRequestOf } from "../../../shared/oip/model-control.ts";
 import { readHint } from "../../../shared/oip/request-options.ts";
 import { sharedMemoryEndpoints } from "../../../shared/oip/shared-memory-endpoints.ts";
 import { withinGrace } from "../../within-grace.ts";
+import { type LoggingAnswer, updateLogging } from "../logging-endpoint.ts";
 import { regionsControl } from "../shared-memory-regions.ts";
 import type { StandaloneAppOptions } from "../standalone-app.ts";
 import { serveInfer } from "../standalone-infer.ts";
@@ -30,6 +31,8 @@ import {
 } from "../standalone-models.ts";
 import { decodeGrpcInferRequest, grpcInferResponse, parametersOf } from "./grpc-infer.ts";
 import type {
+  LogSettingsMessage,
+  LogSettingValueMessage,
   ModelInferRequestMessage,
   ModelInferResponseMessage,
   ModelRequestMessage,
@@ -265,6 +268,15 @@ export async function startGrpcServer(options: GrpcServerOptions): Promise<GrpcS
       sharedMemory.cudaUnregister();
       return {};
     }),
+    LogSettings: unary(async ({ settings }: LogSettingsMessage) => {
+      const request = Object.fromEntries(
+        Object.entries(settings).map(([name, value]) => [
+          name,
+          value.parameter_choice === undefined ? undefined : value[value.parameter_choice],
+        ]),
+      );
+      return { settings: settingValues(updateLogging(options.logSettings, request)) };
+    }),
   };
   const service = inferenceService();
   // Every call the .proto lists has its handler, and no handler is for a call it does not list (a misspelt
@@ -309,6 +321,20 @@ function optionalVersion(version: string): string | undefined {
  */
 function repositoryModel(message: RepositoryModelRequestMessage): string {
   return parseModelName(message.model_name !== "" ? message.model_name : message.repository_name);
+}
+
+/** The log settings as LogSettingsResponse's values: booleans, whole numbers and strings each in their field. */
+function settingValues(answer: LoggingAnswer): Record<string, LogSettingValueMessage> {
+  return Object.fromEntries(
+    Object.entries(answer).map(([name, value]) => [
+      name,
+      typeof value === "boolean"
+        ? { bool_param: value }
+        : typeof value === "number"
+          ? { uint32_param: value }
+          : { string_param: value },
+    ]),
+  );
 }
 
 /** A shared memory call's region: an empty name is the protocol's "every region". */

@@ -8,6 +8,8 @@ import {
   type ServiceError,
 } from "@grpc/grpc-js";
 import { inferenceService } from "../../../backend/server/grpc/grpc-proto.ts";
+import { REPO_DIR } from "../../fixtures/paths.ts";
+import { type AgentProcess, startStandaloneAgent } from "./agent-process.ts";
 
 /**
  * A gRPC client of the agent's GRPCInferenceService as a user writes one: @grpc/grpc-js with stubs loaded
@@ -111,4 +113,33 @@ export function grpcAddressIn(log: string): string {
   const address = / grpc server listening address=(\S+)/.exec(log)?.[1];
   if (address === undefined) throw new Error(`the agent did not say where gRPC listens:\n${log}`);
   return address;
+}
+
+/** A standalone agent serving gRPC too, and a client of it. */
+export interface GrpcAgent {
+  agent: AgentProcess;
+  client: InferenceClient;
+}
+
+/**
+ * Starts a standalone agent on the fixture repository (one onnxruntime thread) with --grpc-port on any free
+ * port and `extra` flags, and connects a client to it.
+ */
+export async function startGrpcAgent(extra: string[]): Promise<GrpcAgent> {
+  const agent = await startStandaloneAgent([
+    "--models",
+    REPO_DIR,
+    "--threads",
+    "1",
+    "--grpc-port",
+    "0",
+    ...extra,
+  ]);
+  return { agent, client: inferenceClient(grpcAddressIn(agent.log())) };
+}
+
+/** Closes the client and stops the agent (either may be missing where the start failed). */
+export async function stopGrpcAgent(started: Partial<GrpcAgent>): Promise<void> {
+  started.client?.close();
+  await started.agent?.stop();
 }

@@ -2,6 +2,7 @@ import { Writable } from "node:stream";
 import { describe, expect, test } from "vitest";
 import { DownloadDisplay } from "../../../backend/cli/download-progress.ts";
 import { createLog } from "../../../backend/log.ts";
+import { LogSettings } from "../../../backend/log-settings.ts";
 
 // What a person sees while the agent downloads a model: a bar redrawn in place on a terminal, plain log
 // events in a journal.
@@ -43,7 +44,7 @@ describe("download progress", () => {
   test("elsewhere: log lines at the start, at each quarter and at the end, and no bar", () => {
     const { stream, text } = capture();
     const display = new DownloadDisplay({ stream, tty: false });
-    display.attach(createLog({ stream, format: "json", statusLine: display }));
+    display.attach(createLog({ stream, settings: new LogSettings({ format: "json" }), statusLine: display }));
     for (let received = 0; received <= 100; received += 5) {
       display.onProgress({ name: "big", version: "2", received, total: 100 });
     }

@@ -62,6 +62,7 @@ describe("inference.proto on the wire", () => {
         "CudaSharedMemoryStatus",
         "CudaSharedMemoryRegister",
         "CudaSharedMemoryUnregister",
+        "LogSettings",
       ].sort(),
     );
     expect(method("ModelStreamInfer").requestStream && method("ModelStreamInfer").responseStream).toBe(true);
@@ -209,6 +210,26 @@ describe("inference.proto on the wire", () => {
         bytes(string(1, "gpu"), field(2, [1, 2]), scalar(3, 1), scalar(4, 64)),
       ),
     ).toMatchObject({ name: "gpu", device_id: "1", byte_size: "64" });
+  });
+
+  test("Triton's LogSettings: a map by name of values, bool 1, uint32 2, string 3", () => {
+    const request = method("LogSettings").requestDeserialize(
+      bytes(
+        field(1, [...string(1, "log_info"), ...field(2, scalar(1, 0))]),
+        field(1, [...string(1, "log_verbose_level"), ...field(2, scalar(2, 1))]),
+        field(1, [...string(1, "log_format"), ...field(2, string(3, "json"))]),
+      ),
+    );
+    expect(request).toMatchObject({
+      settings: {
+        log_info: { parameter_choice: "bool_param", bool_param: false },
+        log_verbose_level: { parameter_choice: "uint32_param", uint32_param: 1 },
+        log_format: { parameter_choice: "string_param", string_param: "json" },
+      },
+    });
+    expect([
+      ...method("LogSettings").responseSerialize({ settings: { log_file: { string_param: "" } } }),
+    ]).toEqual(field(1, [...string(1, "log_file"), ...field(2, string(3, ""))]));
   });
 
   test("Triton's ModelConfig (model_config.proto's numbers) and ModelStatistics", () => {
