@@ -15,7 +15,7 @@
 
 import type { onnx as Onnx } from "onnx-proto";
 import onnxProto from "onnx-proto";
-import { concat, fieldPrefix } from "./protobuf-framing.ts";
+import { concat, fieldPrefix } from "../../shared/protobuf-framing.ts";
 
 export const { onnx } = onnxProto;
 export const DataType = onnx.TensorProto.DataType;

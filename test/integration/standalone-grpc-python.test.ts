@@ -104,6 +104,8 @@ test("a Python grpcio client with stubs generated from inference.proto gets what
     },
     // The same input as typed contents: the same bytes back.
     contents_raw: [expected],
+    // The same request gzip-compressed (grpcio's compression=Gzip): the same bytes back.
+    gzip_raw: [expected],
     not_found: ["NOT_FOUND", "model 'no_such_model' not found"],
     // Its words are the client library's own (it may give up before the server does).
     deadline: ["DEADLINE_EXCEEDED", expect.any(String)],
@@ -119,9 +121,9 @@ test("a Python grpcio client with stubs generated from inference.proto gets what
     // The output's bytes are in its region, and its place in the message is empty.
     shm: { outputs: [["y", "FP32", [2, 8]]], in_message: [0], raw: expected },
     shm_after: 0,
-    // As HTTP reads them after: at least the HTTP call, the raw, typed and shared memory calls and the two
+    // As HTTP reads them after: at least the HTTP call, the raw, typed, gzip and shared memory calls and the two
     // served on the stream.
     statistics: [[MLP, "1", ranAfter]],
   });
-  expect(ranAfter).toBeGreaterThanOrEqual(6);
+  expect(ranAfter).toBeGreaterThanOrEqual(7);
 });

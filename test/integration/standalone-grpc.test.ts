@@ -1,4 +1,7 @@
+import { once } from "node:events";
+import { connect } from "node:http2";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
+import { inferenceService } from "../../backend/server/grpc/grpc-proto.ts";
 import { tensorBinary } from "../../shared/oip/codec.ts";
 import { DATATYPES } from "../../shared/oip/datatypes.ts";
 import { infer } from "../../shared/oip/http-client.ts";
@@ -45,6 +48,13 @@ const rawInput = (tensor: Tensor) => ({
   input: { name: tensor.name, datatype: tensor.datatype, shape: tensor.shape },
   raw: bytesOf(tensor),
 });
+
+/** A call's definition in the protocol's .proto (its path and message encoders). */
+function method(name: string) {
+  const definition = inferenceService()[name];
+  if (definition === undefined) throw new Error(`no ${name} in inference.proto`);
+  return definition;
+}
 
 describe("the standalone agent over gRPC", () => {
   let agent: AgentProcess;
@@ -213,6 +223,100 @@ describe("the standalone agent over gRPC", () => {
     });
     expect(tooLarge).toMatchObject({ ok: false, code: RESOURCE_EXHAUSTED });
     expect(await client.call("ServerLive", {})).toEqual({ ok: true, value: { live: true } });
+  });
+
+  test("large tensors, one after another and at once, each come back bit for bit (pooled message buffers)", async () => {
+    // 15,000 rows of 16 floats: 0.96 MB in, under this agent's 1 MiB --max-body.
+    const rows = 15_000;
+    const tensors = [1, 2, 3, 4, 5, 6].map(
+      (seed): Tensor => ({
+        name: "x",
+        datatype: "FP32",
+        shape: [rows, 16],
+        data: seededFloats(seed, rows * 16),
+      }),
+    );
+    const overGrpc = (x: Tensor) => {
+      const { input, raw } = rawInput(x);
+      return client.call<InferResponse>("ModelInfer", {
+        model_name: MLP,
+        inputs: [input],
+        raw_input_contents: [raw],
+      });
+    };
+    const expected = async (x: Tensor) => {
+      const answer = await infer(
+        agent.url,
+        MLP,
+        { inputs: [x] },
+        { binaryInputs: true, binaryOutputs: true },
+      );
+      return bytesOf(answer.response.outputs[0] as Tensor);
+    };
+    const answers = [];
+    for (const x of tensors.slice(0, 3)) answers.push(await overGrpc(x));
+    answers.push(...(await Promise.all(tensors.slice(3).map(overGrpc))));
+    for (const [index, answer] of answers.entries()) {
+      if (!answer.ok) throw new Error(answer.details);
+      expect(answer.value.raw_output_contents[0]?.equals(await expected(tensors[index] as Tensor))).toBe(
+        true,
+      );
+    }
+  });
+
+  test.each([
+    ["gzip", 2],
+    ["deflate", 1],
+  ])(
+    "a client that compresses its messages (%s) is answered as one that does not",
+    async (_name, algorithm) => {
+      const compressing = inferenceClient(grpcAddressIn(agent.log()), {
+        "grpc.default_compression_algorithm": algorithm,
+      });
+      try {
+        const x: Tensor = { name: "x", datatype: "FP32", shape: [64, 16], data: seededFloats(17, 64 * 16) };
+        const { input, raw } = rawInput(x);
+        const request = { model_name: MLP, inputs: [input], raw_input_contents: [raw] };
+        const plain = await client.call<InferResponse>("ModelInfer", request);
+        const compressed = await compressing.call<InferResponse>("ModelInfer", request);
+        expect(compressed).toEqual(plain);
+        expect(plain.ok).toBe(true);
+      } finally {
+        compressing.close();
+      }
+    },
+  );
+
+  test("HTTP/2 as gRPC clients meet it: wide windows, 415 for what is no gRPC, gRPC's status for the rest", async () => {
+    const session = connect(`http://${grpcAddressIn(agent.log())}`);
+    try {
+      await once(session, "remoteSettings");
+      // A 4.9 MB tensor needs no WINDOW_UPDATE round trip every 64 KiB (HTTP/2's default).
+      expect(session.remoteSettings.initialWindowSize).toBeGreaterThanOrEqual(8 * 1024 * 1024);
+      await expect.poll(() => session.state.remoteWindowSize ?? 0).toBeGreaterThanOrEqual(8 * 1024 * 1024);
+
+      const ask = async (headers: Record<string, string>) => {
+        const stream = session.request({ ":method": "POST", ...headers });
+        stream.end(Buffer.alloc(5));
+        const [answered] = (await once(stream, "response")) as [Record<string, string>];
+        stream.resume();
+        return {
+          status: answered[":status"],
+          grpcStatus: answered["grpc-status"],
+          message: answered["grpc-message"],
+        };
+      };
+      const path = "/inference.GRPCInferenceService/ServerLive";
+      expect(await ask({ ":path": path, "content-type": "application/json" })).toMatchObject({ status: 415 });
+      expect(
+        await ask({ ":path": path, "content-type": "application/grpc", "grpc-encoding": "snappy" }),
+      ).toMatchObject({ status: 200, grpcStatus: String(UNIMPLEMENTED) });
+      expect(
+        await ask({ ":path": path, "content-type": "application/grpc", "grpc-timeout": "soon" }),
+      ).toMatchObject({ status: 200, grpcStatus: String(INTERNAL), message: "Invalid grpc-timeout: soon" });
+    } finally {
+      session.close();
+    }
   });
 
   test("an output's classes (Triton's classification extension) over gRPC", async () => {
@@ -399,6 +503,35 @@ describe("gRPC deadlines, cancels and draining", () => {
     client = inferenceClient(grpcAddressIn(agent.log()));
   });
   afterAll(() => stopGrpcAgent({ agent, client }));
+
+  test("a deadline 30 days out (as grpc-go writes a long one: 2592000S) lets a waiting call run", async () => {
+    const session = connect(`http://${grpcAddressIn(agent.log())}`);
+    try {
+      const call = session.request({
+        ":method": "POST",
+        ":path": "/inference.GRPCInferenceService/ModelInfer",
+        "content-type": "application/grpc",
+        "grpc-timeout": "2592000S",
+      });
+      const message = Buffer.from(method("ModelInfer").requestSerialize(request));
+      const prefix = Buffer.alloc(5);
+      prefix.writeUInt32BE(message.length, 1);
+      call.end(Buffer.concat([prefix, message]));
+      // The status comes in the trailers, or in the headers alone when the call ends before any message.
+      let status: string | undefined;
+      call.on("response", (headers) => {
+        status ??= headers["grpc-status"] as string | undefined;
+      });
+      call.on("trailers", (trailers) => {
+        status = trailers["grpc-status"] as string | undefined;
+      });
+      await new Promise((resolve) => call.on("data", () => {}).on("close", resolve));
+      // It waited the agent's HOLD_MS for company, then ran: no timer ended it early.
+      expect(status).toBe("0");
+    } finally {
+      session.close();
+    }
+  });
 
   test("a call whose gRPC deadline passes while it waits is DEADLINE_EXCEEDED, and never runs", async () => {
     const before = await ran();

@@ -7,6 +7,7 @@ import {
 } from "../../../shared/oip/codec.ts";
 import { type Datatype, ELEMENT_SIZE, isDatatype } from "../../../shared/oip/datatypes.ts";
 import { SHARED_MEMORY_REGION, type SharedMemoryAccess } from "../../../shared/oip/shared-memory.ts";
+import { fieldPrefix } from "../../../shared/protobuf-framing.ts";
 import { requestBuffers } from "../../replica/buffer-pool.ts";
 import type { Served } from "../standalone-infer.ts";
 import type {
@@ -202,4 +203,32 @@ export function grpcInferResponse(served: Served, request: DecodedInferRequest):
       inSharedMemory(output.name) ? new Uint8Array(0) : tensorBinary(output),
     ),
   };
+}
+
+/** ModelInferResponse's raw_output_contents (field 6, repeated bytes). */
+const RAW_OUTPUT_CONTENTS = 6;
+/** ModelStreamInferResponse's infer_response (field 2). */
+const STREAM_INFER_RESPONSE = 2;
+
+/**
+ * ModelInferResponse as the pieces of its bytes: the message without its outputs' bytes, serialized by
+ * `serialize`, then each output's bytes as one raw_output_contents entry (field 6: its key and length, then
+ * the output's own bytes, not copied). A reader takes fields in any order and a repeated field's entries in
+ * the order they come, so this is the message `serialize` would write whole.
+ */
+export function inferResponsePieces(
+  message: ModelInferResponseMessage,
+  serialize: (message: ModelInferResponseMessage) => Uint8Array,
+): Uint8Array[] {
+  const pieces = [serialize({ ...message, raw_output_contents: [] })];
+  for (const raw of message.raw_output_contents) {
+    pieces.push(fieldPrefix(RAW_OUTPUT_CONTENTS, raw.byteLength), raw);
+  }
+  return pieces;
+}
+
+/** ModelStreamInferResponse carrying an answer (no error_message) around its ModelInferResponse's pieces. */
+export function streamAnswerPieces(response: readonly Uint8Array[]): Uint8Array[] {
+  const length = response.reduce((sum, piece) => sum + piece.byteLength, 0);
+  return [fieldPrefix(STREAM_INFER_RESPONSE, length), ...response];
 }

@@ -1,5 +1,5 @@
 import { fileURLToPath } from "node:url";
-import type { ServiceDefinition } from "@grpc/grpc-js";
+import type { ServiceDefinition } from "@grpc/proto-loader";
 import { loadSync } from "@grpc/proto-loader";
 import { LOADER_OPTIONS } from "./grpc-messages.ts";
 

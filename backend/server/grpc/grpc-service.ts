@@ -1,13 +1,4 @@
-import {
-  type handleBidiStreamingCall,
-  type handleUnaryCall,
-  type Metadata,
-  Server,
-  ServerCredentials,
-  type ServerDuplexStream,
-  type ServerUnaryCall,
-  type UntypedServiceImplementation,
-} from "@grpc/grpc-js";
+import type { ServiceDefinition } from "@grpc/proto-loader";
 import { Deadline, requestDeadline } from "../../../shared/deadline.ts";
 import { describeError, SwitchyardError } from "../../../shared/errors.ts";
 import type { HeaderReader } from "../../../shared/http/header-reader.ts";
@@ -15,7 +6,6 @@ import { parseModelName, parseModelVersion } from "../../../shared/model-names.t
 import { loadRequestOf } from "../../../shared/oip/model-control.ts";
 import { readHint } from "../../../shared/oip/request-options.ts";
 import { sharedMemoryEndpoints } from "../../../shared/oip/shared-memory-endpoints.ts";
-import { withinGrace } from "../../within-grace.ts";
 import { type LoggingAnswer, updateLogging } from "../logging-endpoint.ts";
 import { regionsControl } from "../shared-memory-regions.ts";
 import type { StandaloneAppOptions } from "../standalone-app.ts";
@@ -29,7 +19,13 @@ import {
   standaloneExtensions,
   unloadModel,
 } from "../standalone-models.ts";
-import { decodeGrpcInferRequest, grpcInferResponse, parametersOf } from "./grpc-infer.ts";
+import {
+  decodeGrpcInferRequest,
+  grpcInferResponse,
+  inferResponsePieces,
+  parametersOf,
+  streamAnswerPieces,
+} from "./grpc-infer.ts";
 import type {
   LogSettingsMessage,
   LogSettingValueMessage,
@@ -43,7 +39,8 @@ import type {
   SystemSharedMemoryRegisterMessage,
 } from "./grpc-messages.ts";
 import { inferenceService } from "./grpc-proto.ts";
-import { grpcError } from "./grpc-status.ts";
+import { GrpcFailure, grpcError } from "./grpc-status.ts";
+import { type GrpcCall, type GrpcRoute, startGrpcTransport } from "./grpc-transport.ts";
 
 /** What the HTTP app is given (the same replicas, limits and regions), and where gRPC listens. */
 export interface GrpcServerOptions extends StandaloneAppOptions {
@@ -61,7 +58,9 @@ export interface GrpcServer {
 /**
  * The standalone agent's API over gRPC (--grpc-port): the Open Inference Protocol's GRPCInferenceService as
  * KServe and Triton define it, answered by the same replicas, checks and messages as the HTTP server
- * (standalone-app.ts). It runs on the main thread beside the pool: gRPC's HTTP/2 framing is its library's.
+ * (standalone-app.ts). It runs on the main thread beside the pool, on the agent's own gRPC transport
+ * (grpc-transport.ts); a message's bytes are read and written by the .proto's encoders (@grpc/proto-loader),
+ * except ModelInfer's tensors, which travel as they are.
  */
 export async function startGrpcServer(options: GrpcServerOptions): Promise<GrpcServer> {
   const { pool, models, log } = options;
@@ -69,42 +68,27 @@ export async function startGrpcServer(options: GrpcServerOptions): Promise<GrpcS
   const answerer = { agentName: options.name, ...(regions === undefined ? {} : { sharedMemory: regions }) };
   // The same calls and answers as the HTTP routes: a region registered over gRPC serves HTTP requests too.
   const sharedMemory = sharedMemoryEndpoints(regions && regionsControl(regions));
-  const server = new Server({
-    "grpc.max_receive_message_length": options.maxBodyBytes,
-    "grpc.max_send_message_length": -1,
-  });
-  /** Open ModelStreamInfer streams, told when the server closes. */
-  const streams = new Set<() => void>();
+  const service = inferenceService();
   let closing = false;
 
-  const reported = (error: unknown, path: string) => {
+  /** The one error type as the call's gRPC status; the agent's own failures are logged. */
+  const reported = (error: unknown, path: string): GrpcFailure => {
+    if (error instanceof GrpcFailure) return error;
     const failure = SwitchyardError.from(error);
     if (failure.status >= 500) log("error", { path, error: describeError(error) });
     return grpcError(failure);
   };
 
-  /** One call's handler: its answer, or the one error type as a gRPC status (thrown at once or later). */
-  const unary =
-    <Request, Response>(
-      handle: (request: Request, call: ServerUnaryCall<Request, Response>) => Promise<Response>,
-    ): handleUnaryCall<Request, Response> =>
-    (call, callback) => {
-      void (async () => handle(call.request, call))().then(
-        (response) => callback(null, response),
-        (error: unknown) => callback(reported(error, call.getPath())),
-      );
-    };
+  /** ModelInferResponse's pieces: its outputs' bytes written as they are (grpc-infer.ts). */
+  const serializeInferResponse = (message: ModelInferResponseMessage) =>
+    method(service, "ModelInfer").responseSerialize(message) as Uint8Array;
 
-  /** Runs one ModelInfer request; the signal follows the client going away. */
-  const infer = async (
-    message: ModelInferRequestMessage,
-    call: { metadata: Metadata; getDeadline(): Date | number },
-    signal: AbortSignal,
-  ): Promise<ModelInferResponseMessage> => {
+  /** Runs one ModelInfer request; the call's signal follows the client going away or its deadline. */
+  const infer = async (message: ModelInferRequestMessage, call: GrpcCall): Promise<Uint8Array[]> => {
     const model = parseModelName(message.model_name);
     const version = optionalVersion(message.model_version);
     const request = decodeGrpcInferRequest(message, regions);
-    const headers = metadataReader(call.metadata);
+    const headers: HeaderReader = { get: (name) => call.header(name.toLowerCase()) ?? null };
     const hint = readHint(headers);
     const served = await serveInfer(
       (pooled) => pool.infer(pooled),
@@ -116,86 +100,23 @@ export async function startGrpcServer(options: GrpcServerOptions): Promise<GrpcS
         ...(hint === undefined ? {} : { hint }),
         deadline: earlier(requestDeadline(headers, request.parameters, options.defaultTimeoutMs), call),
       },
-      signal,
+      call.signal,
     );
-    return grpcInferResponse(served, request);
+    return inferResponsePieces(grpcInferResponse(served, request), serializeInferResponse);
   };
 
-  /**
-   * ModelStreamInfer (Triton's): each request on the stream is served as it comes and answered in the order
-   * it came (as Triton answers a model that is not decoupled), a failure as error_message with the request's
-   * id, without ending the stream. A client that stops reading stops being read until it catches up. The
-   * stream ends once the client ended its side and every answer is out; once the server closes, new requests
-   * are answered UNAVAILABLE and an idle stream ends.
-   */
-  const streamInfer: handleBidiStreamingCall<ModelInferRequestMessage, ModelStreamInferResponseMessage> = (
-    call: ServerDuplexStream<ModelInferRequestMessage, ModelStreamInferResponseMessage>,
-  ) => {
-    const controller = new AbortController();
-    let open = 0;
-    let ended = false;
-    /** The stream was ended (or cancelled): nothing more is written to it. */
-    let finished = false;
-    let answered: Promise<void> = Promise.resolve();
-    const settle = () => {
-      if (finished || !(ended || closing) || open > 0) return;
-      finished = true;
-      call.end();
+  /** A call answered with a message of the .proto's (serialized whole: these are small). */
+  const unary =
+    <Request>(name: string, handle: (request: Request, call: GrpcCall) => Promise<object>) =>
+    async (request: unknown, call: GrpcCall): Promise<Uint8Array[]> => {
+      const response = await handle(request as Request, call);
+      return [method(service, name).responseSerialize(response) as Uint8Array];
     };
-    const stop = () => settle();
-    streams.add(stop);
-    const gone = () => {
-      finished = true;
-      controller.abort(cancelled());
-    };
-    call.once("cancelled", gone);
-    // A stream that fails (its connection reset mid-message) is a client gone too, not an unhandled 'error'.
-    call.on("error", gone);
-    call.once("close", () => streams.delete(stop));
-    call.on("data", (message: ModelInferRequestMessage) => {
-      open += 1;
-      const answer = (
-        closing
-          ? Promise.reject(new SwitchyardError("unavailable", "the agent is shutting down"))
-          : infer(message, call, controller.signal)
-      ).then(
-        (response): ModelStreamInferResponseMessage => ({ error_message: "", infer_response: response }),
-        (error: unknown): ModelStreamInferResponseMessage => ({
-          error_message: reported(error, call.getPath()).details ?? "",
-          // As Triton does, so that the client knows which request failed.
-          infer_response: {
-            model_name: message.model_name,
-            model_version: message.model_version,
-            id: message.id,
-            outputs: [],
-            raw_output_contents: [],
-          },
-        }),
-      );
-      // Each answer is written after the one before it (answer never rejects: failures became messages).
-      answered = answered
-        .then(() => answer)
-        .then((response) => {
-          open -= 1;
-          // A request that came after the stream ended (a drain ended it while the client still sent).
-          if (finished) return;
-          if (!call.write(response)) {
-            call.pause();
-            call.once("drain", () => call.resume());
-          }
-          settle();
-        });
-    });
-    call.on("end", () => {
-      ended = true;
-      settle();
-    });
-  };
 
-  const handlers: UntypedServiceImplementation = {
-    ServerLive: unary(async () => ({ live: true })),
-    ServerReady: unary(async () => ({ ready: options.isReady() })),
-    ModelReady: unary(async ({ name, version }: ModelRequestMessage) => {
+  const unaryHandlers: Record<string, (request: unknown, call: GrpcCall) => Promise<Uint8Array[]>> = {
+    ServerLive: unary("ServerLive", async () => ({ live: true })),
+    ServerReady: unary("ServerReady", async () => ({ ready: options.isReady() })),
+    ModelReady: unary("ModelReady", async ({ name, version }: ModelRequestMessage) => {
       try {
         const readiness = await models.readiness(parseModelName(name), optionalVersion(version));
         return { ready: readiness.ready };
@@ -205,31 +126,26 @@ export async function startGrpcServer(options: GrpcServerOptions): Promise<GrpcS
         throw error;
       }
     }),
-    ServerMetadata: unary(async () => ({
+    ServerMetadata: unary("ServerMetadata", async () => ({
       name: options.name,
       version: options.version,
       extensions: standaloneExtensions(regions !== undefined),
     })),
-    ModelMetadata: unary(({ name, version }: ModelRequestMessage) =>
+    ModelMetadata: unary("ModelMetadata", ({ name, version }: ModelRequestMessage) =>
       modelMetadata(models, parseModelName(name), optionalVersion(version)),
     ),
     // The JSON form HTTP answers has the protobuf's own field names; enums go as their names.
-    ModelConfig: unary(async ({ name, version }: ModelRequestMessage) => ({
+    ModelConfig: unary("ModelConfig", async ({ name, version }: ModelRequestMessage) => ({
       config: await modelConfig(models, pool, parseModelName(name), optionalVersion(version)),
     })),
-    ModelStatistics: unary(async ({ name, version }: ModelRequestMessage) => ({
+    ModelStatistics: unary("ModelStatistics", async ({ name, version }: ModelRequestMessage) => ({
       model_stats: await modelStatistics(
         models,
         ...(name === "" ? [] : [parseModelName(name), optionalVersion(version)]),
       ),
     })),
-    ModelInfer: unary((message: ModelInferRequestMessage, call) => {
-      const controller = new AbortController();
-      call.once("cancelled", () => controller.abort(cancelled()));
-      return infer(message, call, controller.signal);
-    }),
-    ModelStreamInfer: streamInfer,
-    RepositoryIndex: unary(async ({ ready }: RepositoryIndexRequestMessage) => ({
+    ModelInfer: (request, call) => infer(request as ModelInferRequestMessage, call),
+    RepositoryIndex: unary("RepositoryIndex", async ({ ready }: RepositoryIndexRequestMessage) => ({
       models: (await repositoryIndex(models, pool, ready)).map(({ name, version, state, reason }) => ({
         name,
         version,
@@ -237,38 +153,51 @@ export async function startGrpcServer(options: GrpcServerOptions): Promise<GrpcS
         reason,
       })),
     })),
-    RepositoryModelLoad: unary(async (message: RepositoryModelRequestMessage) => {
+    RepositoryModelLoad: unary("RepositoryModelLoad", async (message: RepositoryModelRequestMessage) => {
       const name = repositoryModel(message);
       await loadModel(models, name, loadRequestOf({ parameters: parametersOf(message.parameters) }));
       return { model_name: name, isLoaded: true };
     }),
-    RepositoryModelUnload: unary(async (message: RepositoryModelRequestMessage) => {
+    RepositoryModelUnload: unary("RepositoryModelUnload", async (message: RepositoryModelRequestMessage) => {
       const name = repositoryModel(message);
       await unloadModel(models, name);
       return { model_name: name, isUnloaded: true };
     }),
-    SystemSharedMemoryStatus: unary(async ({ name }: SharedMemoryNameMessage) => ({
-      regions: byName(sharedMemory.systemStatus(everyOr(name))),
-    })),
-    SystemSharedMemoryRegister: unary(async (message: SystemSharedMemoryRegisterMessage) => {
-      // 64-bit sizes arrive as decimal strings; one past 2^53 is no safe number and the schema refuses it.
-      const { name, key, offset, byte_size } = message;
-      await sharedMemory.systemRegister(name, { key, offset: Number(offset), byte_size: Number(byte_size) });
-      return {};
-    }),
-    SystemSharedMemoryUnregister: unary(async ({ name }: SharedMemoryNameMessage) => {
-      await sharedMemory.systemUnregister(everyOr(name));
-      return {};
-    }),
-    CudaSharedMemoryStatus: unary(async ({ name }: SharedMemoryNameMessage) => ({
+    SystemSharedMemoryStatus: unary(
+      "SystemSharedMemoryStatus",
+      async ({ name }: SharedMemoryNameMessage) => ({
+        regions: byName(sharedMemory.systemStatus(everyOr(name))),
+      }),
+    ),
+    SystemSharedMemoryRegister: unary(
+      "SystemSharedMemoryRegister",
+      async (message: SystemSharedMemoryRegisterMessage) => {
+        // 64-bit sizes arrive as decimal strings; one past 2^53 is no safe number and the schema refuses it.
+        const { name, key, offset, byte_size } = message;
+        await sharedMemory.systemRegister(name, {
+          key,
+          offset: Number(offset),
+          byte_size: Number(byte_size),
+        });
+        return {};
+      },
+    ),
+    SystemSharedMemoryUnregister: unary(
+      "SystemSharedMemoryUnregister",
+      async ({ name }: SharedMemoryNameMessage) => {
+        await sharedMemory.systemUnregister(everyOr(name));
+        return {};
+      },
+    ),
+    CudaSharedMemoryStatus: unary("CudaSharedMemoryStatus", async ({ name }: SharedMemoryNameMessage) => ({
       regions: byName(sharedMemory.cudaStatus(everyOr(name))),
     })),
-    CudaSharedMemoryRegister: unary(async () => sharedMemory.cudaRegister()),
-    CudaSharedMemoryUnregister: unary(async () => {
+    CudaSharedMemoryRegister: unary("CudaSharedMemoryRegister", async () => sharedMemory.cudaRegister()),
+    CudaSharedMemoryUnregister: unary("CudaSharedMemoryUnregister", async () => {
       sharedMemory.cudaUnregister();
       return {};
     }),
-    LogSettings: unary(async ({ settings }: LogSettingsMessage) => {
+    LogSettings: unary("LogSettings", async ({ settings }: LogSettingsMessage) => {
       const request = Object.fromEntries(
         Object.entries(settings).map(([name, value]) => [
           name,
@@ -278,35 +207,86 @@ export async function startGrpcServer(options: GrpcServerOptions): Promise<GrpcS
       return { settings: settingValues(updateLogging(options.logSettings, request)) };
     }),
   };
-  const service = inferenceService();
+
+  /**
+   * ModelStreamInfer (Triton's): each request on the stream is served as it comes and answered in the order
+   * it came (as Triton answers a model that is not decoupled), a failure as error_message with the request's
+   * id, without ending the stream. Once the server closes, new requests are answered UNAVAILABLE.
+   */
+  const streamInfer = async (request: unknown, call: GrpcCall): Promise<Uint8Array[]> => {
+    const message = request as ModelInferRequestMessage;
+    try {
+      if (closing) throw new SwitchyardError("unavailable", "the agent is shutting down");
+      return streamAnswerPieces(await infer(message, call));
+    } catch (error) {
+      const answer: ModelStreamInferResponseMessage = {
+        error_message: reported(error, call.path).details,
+        // As Triton does, so that the client knows which request failed.
+        infer_response: {
+          model_name: message.model_name,
+          model_version: message.model_version,
+          id: message.id,
+          outputs: [],
+          raw_output_contents: [],
+        },
+      };
+      return [method(service, "ModelStreamInfer").responseSerialize(answer) as Uint8Array];
+    }
+  };
+
   // Every call the .proto lists has its handler, and no handler is for a call it does not list (a misspelt
   // name would otherwise leave its call UNIMPLEMENTED without a word).
-  const unhandled = Object.keys(service).filter((method) => !(method in handlers));
-  const unlisted = Object.keys(handlers).filter((method) => !(method in service));
+  const handled = [...Object.keys(unaryHandlers), "ModelStreamInfer"];
+  const unhandled = Object.keys(service).filter((name) => !handled.includes(name));
+  const unlisted = handled.filter((name) => !(name in service));
   if (unhandled.length > 0 || unlisted.length > 0)
     throw new Error(
       `inference.proto and the gRPC handlers disagree: ${[...unhandled, ...unlisted].join(", ")}`,
     );
-  server.addService(service, handlers);
 
-  const address = `${options.host.includes(":") ? `[${options.host}]` : options.host}:${options.port}`;
-  const port = await new Promise<number>((resolve, reject) => {
-    server.bindAsync(address, ServerCredentials.createInsecure(), (error, bound) =>
-      error === null
-        ? resolve(bound)
-        : reject(new Error(`--grpc-port: cannot listen on ${address} (${error.message}); pick a free port`)),
-    );
+  const routes = new Map<string, GrpcRoute>();
+  for (const [name, handle] of Object.entries(unaryHandlers)) {
+    const definition = method(service, name);
+    routes.set(definition.path, {
+      kind: "unary",
+      decode: (bytes) => definition.requestDeserialize(bytes),
+      handle: async (request, call) => {
+        try {
+          return await handle(request, call);
+        } catch (error) {
+          throw reported(error, call.path);
+        }
+      },
+    });
+  }
+  const stream = method(service, "ModelStreamInfer");
+  routes.set(stream.path, {
+    kind: "ordered-stream",
+    decode: (bytes) => stream.requestDeserialize(bytes),
+    handle: streamInfer,
+  });
+
+  const transport = await startGrpcTransport({
+    host: options.host,
+    port: options.port,
+    routes,
+    maxMessageBytes: options.maxBodyBytes,
+    onInternalError: (path, error) => log("error", { path, error: describeError(error) }),
   });
   return {
-    port,
+    port: transport.port,
     async close(graceMs) {
       closing = true;
-      for (const stop of streams) stop();
-      const drained = new Promise<void>((resolve) => server.tryShutdown(() => resolve()));
-      await withinGrace(drained, graceMs);
-      server.forceShutdown();
+      await transport.close(graceMs);
     },
   };
+}
+
+/** A call's definition in the service (its path, and its messages' encoders). */
+function method(service: ServiceDefinition, name: string): ServiceDefinition[string] {
+  const definition = service[name];
+  if (definition === undefined) throw new Error(`inference.proto has no ${name}`);
+  return definition;
 }
 
 /** An empty version field is the protocol's "none named". */
@@ -348,24 +328,8 @@ function byName<Region extends { name: string }>(regions: Region[]): Record<stri
 }
 
 /** The request's own deadline, or the gRPC call's where that comes first. */
-function earlier(requested: Deadline, call: { getDeadline(): Date | number }): Deadline {
-  const callDeadline = call.getDeadline();
-  const at = callDeadline instanceof Date ? callDeadline.getTime() : callDeadline;
+function earlier(requested: Deadline, call: GrpcCall): Deadline {
+  const at = call.deadlineAt;
   if (!Number.isFinite(at) || at >= requested.at) return requested;
   return Deadline.in(Math.max(0, at - Date.now()));
-}
-
-/** What reading request options needs of gRPC metadata: the routing hint and X-Request-Timeout. */
-function metadataReader(metadata: Metadata): HeaderReader {
-  return {
-    get(name) {
-      const [value] = metadata.get(name.toLowerCase());
-      return value === undefined ? null : String(value);
-    },
-  };
-}
-
-/** Why a call's work is abandoned when its client cancels it (no one reads the answer). */
-function cancelled(): SwitchyardError {
-  return new SwitchyardError("unavailable", "the client cancelled the call");
 }

@@ -1,5 +1,6 @@
 import {
   type CallOptions,
+  type ChannelOptions,
   type Client,
   type ClientUnaryCall,
   credentials,
@@ -52,10 +53,12 @@ export interface InferenceClient {
   close(): void;
 }
 
-export function inferenceClient(address: string): InferenceClient {
+/** `channel`: grpc-js channel options besides the unlimited message sizes (e.g. compression). */
+export function inferenceClient(address: string, channel: ChannelOptions = {}): InferenceClient {
   const client = new Service(address, credentials.createInsecure(), {
     "grpc.max_receive_message_length": -1,
     "grpc.max_send_message_length": -1,
+    ...channel,
   }) as Client & Record<string, unknown>;
   const answer =
     <T>(resolve: (answer: GrpcAnswer<T>) => void) =>

@@ -71,6 +71,8 @@ result["infer"] = {
 floats = list(memoryview(raw).cast("f"))
 typed = stub.ModelInfer(request(contents=floats), timeout=30)
 result["contents_raw"] = [base64.b64encode(bytes(part)).decode() for part in typed.raw_output_contents]
+gzipped = stub.ModelInfer(request(), timeout=30, compression=grpc.Compression.Gzip)
+result["gzip_raw"] = [base64.b64encode(bytes(part)).decode() for part in gzipped.raw_output_contents]
 result["not_found"] = failure(lambda: stub.ModelInfer(request(name="no_such_model"), timeout=30))
 result["deadline"] = failure(lambda: stub.ModelInfer(request(), timeout=0.000001))
 streamed = stub.ModelStreamInfer(

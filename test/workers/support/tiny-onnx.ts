@@ -1,5 +1,5 @@
-import { concat, lengthDelimited as field, varintField } from "../../../scripts/lib/protobuf-framing.ts";
 import type { TensorMetadata } from "../../../shared/oip/schemas.ts";
+import { concat, lengthDelimited as field, varintField } from "../../../shared/protobuf-framing.ts";
 
 /**
  * The bytes of an ONNX model with just a graph's inputs and outputs (no nodes, no weights): enough for the

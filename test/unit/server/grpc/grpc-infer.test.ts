@@ -1,6 +1,11 @@
 import fc from "fast-check";
 import { describe, expect, test } from "vitest";
-import { decodeGrpcInferRequest, grpcInferResponse } from "../../../../backend/server/grpc/grpc-infer.ts";
+import {
+  decodeGrpcInferRequest,
+  grpcInferResponse,
+  inferResponsePieces,
+  streamAnswerPieces,
+} from "../../../../backend/server/grpc/grpc-infer.ts";
 import type { ModelInferRequestMessage } from "../../../../backend/server/grpc/grpc-messages.ts";
 import { inferenceService } from "../../../../backend/server/grpc/grpc-proto.ts";
 import type { Served } from "../../../../backend/server/standalone-infer.ts";
@@ -23,7 +28,7 @@ const modelInfer = inferenceService().ModelInfer;
 if (modelInfer === undefined) throw new Error("no ModelInfer in inference.proto");
 
 /** A client's request as the server receives it. */
-function received(request: unknown): ModelInferRequestMessage {
+function received(request: object): ModelInferRequestMessage {
   return modelInfer?.requestDeserialize(modelInfer.requestSerialize(request)) as ModelInferRequestMessage;
 }
 
@@ -287,5 +292,36 @@ describe("grpcInferResponse", () => {
       ],
       raw_output_contents: [new Uint8Array(0), tensorBinary(b)],
     });
+  });
+});
+
+describe("an answer's bytes in pieces", () => {
+  const streamInfer = inferenceService().ModelStreamInfer;
+  if (streamInfer === undefined) throw new Error("no ModelStreamInfer in inference.proto");
+  const serialize = (message: object) => modelInfer.responseSerialize(message) as Uint8Array;
+
+  test("a client reads ModelInferResponse's pieces, bare or inside ModelStreamInferResponse, as the whole message", () => {
+    fc.assert(
+      fc.property(fc.array(fc.uint8Array({ maxLength: 64 }), { maxLength: 4 }), fc.string(), (raws, id) => {
+        const message = {
+          model_name: "m",
+          model_version: "1",
+          id,
+          outputs: raws.map((raw, index) => ({ name: `y${index}`, datatype: "UINT8", shape: [raw.length] })),
+          raw_output_contents: raws,
+        };
+        const pieces = inferResponsePieces(message, serialize);
+        const whole = Buffer.concat(pieces);
+        expect(whole.equals(Buffer.from(serialize(message)))).toBe(true);
+        // The outputs' own bytes go as they are, not copied.
+        for (const raw of raws) expect(pieces).toContain(raw);
+        const streamed = streamInfer.responseDeserialize(Buffer.concat(streamAnswerPieces(pieces)));
+        expect(streamed).toEqual(
+          streamInfer.responseDeserialize(
+            streamInfer.responseSerialize({ error_message: "", infer_response: message }),
+          ),
+        );
+      }),
+    );
   });
 });

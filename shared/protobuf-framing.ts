@@ -1,7 +1,8 @@
 /**
  * Protobuf fields framed by hand: for the bytes a generated encoder cannot produce without holding them
- * whole (a model's weights, streamed), and for places where no generated encoder can run (workerd forbids
- * onnx-proto's code generation, so the workers tests build their tiny models with this).
+ * whole (a model's weights, streamed; a gRPC answer's tensors, written as they are), and for places where no
+ * generated encoder can run (workerd forbids onnx-proto's code generation, so the workers tests build their
+ * tiny models with this).
  */
 
 /** Base-128 varint; arithmetic instead of bit operations because lengths may exceed 2^31. */
