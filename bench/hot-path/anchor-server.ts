@@ -25,7 +25,8 @@
  *
  * With --grpc, it serves no HTTP but gRPC: ModelInfer alone, on @grpc/grpc-js with the protocol's .proto
  * (the agent's copy, backend/server/grpc/inference.proto), the inputs read from raw_input_contents and the
- * outputs answered in raw_output_contents: the floor of a Node gRPC server around the session.
+ * outputs answered in raw_output_contents: what a general Node gRPC library costs around the session (the
+ * agent's own transport, backend/server/grpc/grpc-transport.ts, is measured against it).
  *
  * It prints "anchor listening <url>" once it serves (with --relay, once its socket is open; with --grpc,
  * grpc://host:port).
