@@ -1,4 +1,5 @@
-import { gunzipSync, inflateSync } from "node:zlib";
+import { promisify } from "node:util";
+import { gunzip, inflate } from "node:zlib";
 import { requestBuffers } from "../../replica/buffer-pool.ts";
 import { GrpcFailure, GrpcStatus } from "./grpc-status.ts";
 
@@ -19,12 +20,19 @@ export const isMessageEncoding = (value: string): value is MessageEncoding =>
 /** Messages this large and up are read into the agent's pooled buffers (buffer-pool.ts). */
 const POOLED_FROM_BYTES = 64 * 1024;
 
-/** A request message as it arrived, uncompressed. */
+/** A request message as it arrived. */
 export interface ReceivedMessage {
-  bytes: Buffer;
-  /** Gives its memory back to the pool: call once nothing reads `bytes` (or anything decoded from it). */
+  /**
+   * Its bytes, uncompressed: decompressed on libuv's threads (a multi-megabyte gzip would hold the main
+   * thread, and every other call on it, for tens of milliseconds); a failure is the call's status.
+   */
+  read(): Promise<Buffer>;
+  /** Gives its memory back to the pool: call once nothing reads its bytes (or anything decoded from them). */
   release(): void;
 }
+
+const gunzipAsync = promisify(gunzip);
+const inflateAsync = promisify(inflate);
 
 /**
  * Reads a call's messages out of its DATA chunks. A message's chunks are kept as they come and copied once
@@ -109,27 +117,29 @@ export class MessageReader {
       offset += part.byteLength;
     }
     this.discard();
+    let released = false;
     const release = () => {
-      if (pooled !== undefined) requestBuffers.release(pooled);
+      if (pooled !== undefined && !released) requestBuffers.release(pooled);
+      released = true;
     };
-    if (!compressed) return { bytes: body, release };
-    try {
-      return { bytes: this.#decompress(body), release: () => {} };
-    } finally {
-      release();
-    }
-  }
-
-  #decompress(body: Buffer): Buffer {
+    if (!compressed) return { read: async () => body, release };
     if (this.#encoding === "identity") {
+      release();
       throw new GrpcFailure(
         GrpcStatus.INTERNAL,
         "a message is marked compressed but the call's grpc-encoding is identity",
       );
     }
+    // Decompressed once, into a buffer of its own: the compressed one goes back to the pool when that is done.
+    const decompressed = this.#decompress(this.#encoding, body).finally(release);
+    decompressed.catch(() => {});
+    return { read: () => decompressed, release: () => {} };
+  }
+
+  async #decompress(encoding: "gzip" | "deflate", body: Buffer): Promise<Buffer> {
     try {
       const options = { maxOutputLength: Math.max(1, this.#maxBytes) };
-      return this.#encoding === "gzip" ? gunzipSync(body, options) : inflateSync(body, options);
+      return await (encoding === "gzip" ? gunzipAsync(body, options) : inflateAsync(body, options));
     } catch (error) {
       const code = (error as NodeJS.ErrnoException).code;
       if (code === "ERR_BUFFER_TOO_LARGE") {
@@ -138,7 +148,7 @@ export class MessageReader {
           `Received message larger than max (more than ${this.#maxBytes} once decompressed)`,
         );
       }
-      throw new GrpcFailure(GrpcStatus.INTERNAL, `a ${this.#encoding} message could not be decompressed`);
+      throw new GrpcFailure(GrpcStatus.INTERNAL, `a ${encoding} message could not be decompressed`);
     }
   }
 }

@@ -317,7 +317,7 @@ class Call {
   async #answerOnce(route: UnaryRoute, message: ReceivedMessage): Promise<void> {
     let outcome: { answer: MessagePieces } | { error: unknown };
     try {
-      outcome = { answer: await route.handle(this.#decode(route, message), this.#call) };
+      outcome = { answer: await route.handle(await this.#decode(route, message), this.#call) };
     } catch (error) {
       outcome = { error };
     } finally {
@@ -338,16 +338,9 @@ class Call {
   }
 
   #answerInOrder(route: OrderedStreamRoute, message: ReceivedMessage): void {
-    let request: unknown;
-    try {
-      request = this.#decode(route, message);
-    } catch (error) {
-      message.release();
-      this.#finish(error);
-      return;
-    }
     this.#open += 1;
-    const answer = route.handle(request, this.#call);
+    // A message that cannot be read ends the stream (below, in its turn); one that can is answered.
+    const answer = this.#decode(route, message).then((request) => route.handle(request, this.#call));
     // Seen below once the answers before it are out; until then, not an unhandled rejection.
     answer.catch(() => {});
     this.#answered = this.#answered
@@ -386,9 +379,10 @@ class Call {
     this.#finish(undefined);
   }
 
-  #decode(route: GrpcRoute, message: ReceivedMessage): unknown {
+  async #decode(route: GrpcRoute, message: ReceivedMessage): Promise<unknown> {
+    const bytes = await message.read();
     try {
-      return route.decode(message.bytes);
+      return route.decode(bytes);
     } catch (error) {
       throw new GrpcFailure(
         GrpcStatus.INTERNAL,

@@ -31,8 +31,21 @@ function failureOf(call: () => unknown): { code: number; details: string } | "no
   }
 }
 
+/** The same of a failure that comes later (reading a message's bytes). */
+async function laterFailureOf(
+  call: () => Promise<unknown>,
+): Promise<{ code: number; details: string } | "no failure"> {
+  try {
+    await call();
+    return "no failure";
+  } catch (error) {
+    const { code, details } = error as { code: number; details: string };
+    return { code, details };
+  }
+}
+
 describe("reading a call's messages from its DATA chunks", () => {
-  test("any split of the bytes into chunks gives the messages sent, in order (small and pooled sizes)", () => {
+  test("any split of the bytes into chunks gives the messages sent, in order (small and pooled sizes)", async () => {
     const message = fc.oneof(
       fc.uint8Array({ maxLength: 40 }),
       // Past 64 KiB a message is read into a pooled buffer.
@@ -43,11 +56,11 @@ describe("reading a call's messages from its DATA chunks", () => {
         return new Uint8Array(bytes);
       }),
     );
-    fc.assert(
-      fc.property(
+    await fc.assert(
+      fc.asyncProperty(
         fc.array(message, { maxLength: 4 }),
         fc.array(fc.integer({ min: 1, max: 70_000 }), { maxLength: 12 }),
-        (messages, cuts) => {
+        async (messages, cuts) => {
           const bytes = framed(messages);
           const reader = new MessageReader(1024 * 1024, "identity");
           const read: Buffer[] = [];
@@ -55,7 +68,7 @@ describe("reading a call's messages from its DATA chunks", () => {
           for (const cut of [...cuts, bytes.length]) {
             const end = Math.min(bytes.length, at + cut);
             for (const received of reader.push(bytes.subarray(at, end))) {
-              read.push(Buffer.from(received.bytes));
+              read.push(Buffer.from(await received.read()));
               received.release();
             }
             at = end;
@@ -70,48 +83,51 @@ describe("reading a call's messages from its DATA chunks", () => {
     );
   });
 
-  test("a message cut short is partial until the rest comes", () => {
+  test("a message cut short is partial until the rest comes", async () => {
     const reader = new MessageReader(100, "identity");
     const bytes = framed([Uint8Array.from([1, 2, 3])]);
     expect(reader.push(bytes.subarray(0, 3))).toEqual([]);
     expect(reader.partial).toBe(true);
     expect(reader.push(bytes.subarray(3, 6))).toEqual([]);
     const [message] = reader.push(bytes.subarray(6));
-    expect([...(message?.bytes ?? [])]).toEqual([1, 2, 3]);
+    expect([...((await message?.read()) ?? [])]).toEqual([1, 2, 3]);
     expect(reader.partial).toBe(false);
   });
 
-  test("gzip and deflate messages are read uncompressed, as grpc-encoding says", () => {
+  test("gzip and deflate messages are read uncompressed, as grpc-encoding says", async () => {
     const text = Buffer.from("a tensor's bytes ".repeat(100));
     for (const [encoding, compress] of [
       ["gzip", gzipSync],
       ["deflate", deflateSync],
     ] as const) {
       const [message] = new MessageReader(10_000, encoding).push(framed([compress(text)], true));
-      expect(message?.bytes.equals(text)).toBe(true);
+      expect((await message?.read())?.equals(text)).toBe(true);
     }
   });
 
-  test("a message over the limit is RESOURCE_EXHAUSTED before it is read, compressed or not", () => {
+  test("a message over the limit is RESOURCE_EXHAUSTED before it is read, or once it inflates past it", async () => {
     expect(failureOf(() => new MessageReader(10, "identity").push(framed([new Uint8Array(11)])))).toEqual({
       code: GrpcStatus.RESOURCE_EXHAUSTED,
       details: "Received message larger than max (11 vs 10)",
     });
     // A small gzip that inflates past the limit.
     const bomb = gzipSync(Buffer.alloc(100_000));
-    expect(failureOf(() => new MessageReader(1000, "gzip").push(framed([bomb], true)))).toEqual({
+    const [inflating] = new MessageReader(1000, "gzip").push(framed([bomb], true));
+    expect(await laterFailureOf(async () => inflating?.read())).toEqual({
       code: GrpcStatus.RESOURCE_EXHAUSTED,
       details: "Received message larger than max (more than 1000 once decompressed)",
     });
   });
 
-  test("a compressed flag on an identity call, or bytes that are no gzip, are INTERNAL", () => {
+  test("a compressed flag on an identity call, or bytes that are no gzip, are INTERNAL", async () => {
     expect(
       failureOf(() => new MessageReader(100, "identity").push(framed([new Uint8Array(3)], true))),
     ).toMatchObject({ code: GrpcStatus.INTERNAL });
-    expect(
-      failureOf(() => new MessageReader(100, "gzip").push(framed([Uint8Array.from([1, 2, 3])], true))),
-    ).toEqual({ code: GrpcStatus.INTERNAL, details: "a gzip message could not be decompressed" });
+    const [garbled] = new MessageReader(100, "gzip").push(framed([Uint8Array.from([1, 2, 3])], true));
+    expect(await laterFailureOf(async () => garbled?.read())).toEqual({
+      code: GrpcStatus.INTERNAL,
+      details: "a gzip message could not be decompressed",
+    });
   });
 });
 
