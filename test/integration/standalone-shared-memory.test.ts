@@ -60,6 +60,38 @@ const inShm = (region: string, byteSize: number, offset?: number) => ({
   ...(offset === undefined ? {} : { shared_memory_offset: offset }),
 });
 
+/**
+ * The MLP's input of ROWS rows in an object of its own, 24 bytes into a region that sits 40 bytes into the
+ * object (the rest filled with `fill`), and an object for its output: 16 bytes of zeros, then room for it.
+ */
+function mlpObjects(seed: number, fill: number) {
+  const input = seededFloats(seed, ROWS * 16);
+  const inputBytes = new Uint8Array(input.buffer, input.byteOffset, input.byteLength);
+  const inputObject = new Uint8Array(40 + 24 + inputBytes.byteLength).fill(fill);
+  inputObject.set(inputBytes, 64);
+  return {
+    input,
+    inputBytes,
+    inKey: createObject(inputObject),
+    /** The input's region: the object past its first 40 bytes. */
+    inRegionBytes: inputObject.byteLength - 40,
+    outKey: createObject(new Uint8Array(ROWS * 8 * 4 + 16)),
+  };
+}
+
+/** The output object holds, 16 bytes in, bit for bit what the agent answers `input` in a body, and zeros before. */
+async function expectMlpOutputIn(url: string, outKey: string, input: Float32Array): Promise<void> {
+  const direct = await infer(
+    url,
+    MLP,
+    { inputs: [{ name: "x", datatype: "FP32", shape: [ROWS, 16], data: input }] },
+    { binaryInputs: true, binaryOutputs: true },
+  );
+  const written = objectBytes(outKey);
+  expect(written.subarray(16)).toEqual(new Uint8Array(tensorBinary(direct.response.outputs[0] as Tensor)));
+  expect(written.subarray(0, 16)).toEqual(new Uint8Array(16));
+}
+
 describe.each([0, 2])("system shared memory, --http-threads %i", (threads) => {
   let agent: AgentProcess;
   const url = () => agent.url;
@@ -91,14 +123,8 @@ describe.each([0, 2])("system shared memory, --http-threads %i", (threads) => {
   });
 
   test("an MLP's input read from a region and its output written to one: bit for bit the answer in the body", async () => {
-    const input = seededFloats(7, ROWS * 16);
-    const inputBytes = new Uint8Array(input.buffer, input.byteOffset, input.byteLength);
-    // The input sits 24 bytes into its region, which sits 40 bytes into its object.
-    const inputObject = new Uint8Array(40 + 24 + inputBytes.byteLength).fill(0xab);
-    inputObject.set(inputBytes, 64);
-    const inKey = createObject(inputObject);
-    const outKey = createObject(new Uint8Array(ROWS * 8 * 4 + 16));
-    expect(await register(`in-${threads}`, inKey, inputObject.byteLength - 40, 40)).toEqual({
+    const { input, inputBytes, inKey, inRegionBytes, outKey } = mlpObjects(7, 0xab);
+    expect(await register(`in-${threads}`, inKey, inRegionBytes, 40)).toEqual({
       status: 200,
       body: {},
     });
@@ -127,16 +153,7 @@ describe.each([0, 2])("system shared memory, --http-threads %i", (threads) => {
       },
     });
 
-    const direct = await infer(
-      url(),
-      MLP,
-      { inputs: [{ name: "x", datatype: "FP32", shape: [ROWS, 16], data: input }] },
-      { binaryInputs: true, binaryOutputs: true },
-    );
-    const expected = tensorBinary(direct.response.outputs[0] as Tensor);
-    const written = objectBytes(outKey);
-    expect(written.subarray(16)).toEqual(new Uint8Array(expected));
-    expect(written.subarray(0, 16)).toEqual(new Uint8Array(16));
+    await expectMlpOutputIn(url(), outKey, input);
   });
 
   test("BYTES in a region (Triton's 4-byte lengths) come back as the strings sent", async () => {
@@ -243,13 +260,8 @@ describe("system shared memory over gRPC", () => {
   });
 
   test("ModelInfer reads its input from a region and writes its output to one: bit for bit the HTTP answer", async () => {
-    const input = seededFloats(9, ROWS * 16);
-    const inputBytes = new Uint8Array(input.buffer, input.byteOffset, input.byteLength);
-    const inputObject = new Uint8Array(40 + 24 + inputBytes.byteLength).fill(0xcd);
-    inputObject.set(inputBytes, 64);
-    const inKey = createObject(inputObject);
-    const outKey = createObject(new Uint8Array(ROWS * 8 * 4 + 16));
-    expect(await register("grpc-in", inKey, inputObject.byteLength - 40, 40)).toEqual({
+    const { input, inputBytes, inKey, inRegionBytes, outKey } = mlpObjects(9, 0xcd);
+    expect(await register("grpc-in", inKey, inRegionBytes, 40)).toEqual({
       ok: true,
       value: {},
     });
@@ -277,15 +289,7 @@ describe("system shared memory over gRPC", () => {
     // Its bytes are in the region, not in the message.
     expect(answer.value.raw_output_contents).toEqual([Buffer.alloc(0)]);
 
-    const direct = await infer(
-      agent.url,
-      MLP,
-      { inputs: [{ name: "x", datatype: "FP32", shape: [ROWS, 16], data: input }] },
-      { binaryInputs: true, binaryOutputs: true },
-    );
-    const written = objectBytes(outKey);
-    expect(written.subarray(16)).toEqual(new Uint8Array(tensorBinary(direct.response.outputs[0] as Tensor)));
-    expect(written.subarray(0, 16)).toEqual(new Uint8Array(16));
+    await expectMlpOutputIn(agent.url, outKey, input);
   });
 
   test("a region registered over gRPC serves HTTP on every thread at once; status agrees on both; unregister ends it", async () => {
