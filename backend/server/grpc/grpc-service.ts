@@ -80,8 +80,9 @@ export async function startGrpcServer(options: GrpcServerOptions): Promise<GrpcS
   };
 
   /** ModelInferResponse's pieces: its outputs' bytes written as they are (grpc-infer.ts). */
+  const inferDefinition = method(service, "ModelInfer");
   const serializeInferResponse = (message: ModelInferResponseMessage) =>
-    method(service, "ModelInfer").responseSerialize(message) as Uint8Array;
+    inferDefinition.responseSerialize(message) as Uint8Array;
 
   /** Runs one ModelInfer request; the call's signal follows the client going away or its deadline. */
   const infer = async (message: ModelInferRequestMessage, call: GrpcCall): Promise<Uint8Array[]> => {
@@ -105,18 +106,15 @@ export async function startGrpcServer(options: GrpcServerOptions): Promise<GrpcS
     return inferResponsePieces(grpcInferResponse(served, request), serializeInferResponse);
   };
 
-  /** A call answered with a message of the .proto's (serialized whole: these are small). */
-  const unary =
-    <Request>(name: string, handle: (request: Request, call: GrpcCall) => Promise<object>) =>
-    async (request: unknown, call: GrpcCall): Promise<Uint8Array[]> => {
-      const response = await handle(request as Request, call);
-      return [method(service, name).responseSerialize(response) as Uint8Array];
-    };
+  /** A call answered with a message of the .proto's (serialized whole, by its definition: these are small). */
+  type ControlHandler = (request: unknown, call: GrpcCall) => Promise<object>;
+  const control = <Request>(handle: (request: Request, call: GrpcCall) => Promise<object>) =>
+    handle as ControlHandler;
 
-  const unaryHandlers: Record<string, (request: unknown, call: GrpcCall) => Promise<Uint8Array[]>> = {
-    ServerLive: unary("ServerLive", async () => ({ live: true })),
-    ServerReady: unary("ServerReady", async () => ({ ready: options.isReady() })),
-    ModelReady: unary("ModelReady", async ({ name, version }: ModelRequestMessage) => {
+  const controlHandlers: Record<string, ControlHandler> = {
+    ServerLive: control(async () => ({ live: true })),
+    ServerReady: control(async () => ({ ready: options.isReady() })),
+    ModelReady: control(async ({ name, version }: ModelRequestMessage) => {
       try {
         const readiness = await models.readiness(parseModelName(name), optionalVersion(version));
         return { ready: readiness.ready };
@@ -126,26 +124,25 @@ export async function startGrpcServer(options: GrpcServerOptions): Promise<GrpcS
         throw error;
       }
     }),
-    ServerMetadata: unary("ServerMetadata", async () => ({
+    ServerMetadata: control(async () => ({
       name: options.name,
       version: options.version,
       extensions: standaloneExtensions(regions !== undefined),
     })),
-    ModelMetadata: unary("ModelMetadata", ({ name, version }: ModelRequestMessage) =>
+    ModelMetadata: control(({ name, version }: ModelRequestMessage) =>
       modelMetadata(models, parseModelName(name), optionalVersion(version)),
     ),
     // The JSON form HTTP answers has the protobuf's own field names; enums go as their names.
-    ModelConfig: unary("ModelConfig", async ({ name, version }: ModelRequestMessage) => ({
+    ModelConfig: control(async ({ name, version }: ModelRequestMessage) => ({
       config: await modelConfig(models, pool, parseModelName(name), optionalVersion(version)),
     })),
-    ModelStatistics: unary("ModelStatistics", async ({ name, version }: ModelRequestMessage) => ({
+    ModelStatistics: control(async ({ name, version }: ModelRequestMessage) => ({
       model_stats: await modelStatistics(
         models,
         ...(name === "" ? [] : [parseModelName(name), optionalVersion(version)]),
       ),
     })),
-    ModelInfer: (request, call) => infer(request as ModelInferRequestMessage, call),
-    RepositoryIndex: unary("RepositoryIndex", async ({ ready }: RepositoryIndexRequestMessage) => ({
+    RepositoryIndex: control(async ({ ready }: RepositoryIndexRequestMessage) => ({
       models: (await repositoryIndex(models, pool, ready)).map(({ name, version, state, reason }) => ({
         name,
         version,
@@ -153,51 +150,42 @@ export async function startGrpcServer(options: GrpcServerOptions): Promise<GrpcS
         reason,
       })),
     })),
-    RepositoryModelLoad: unary("RepositoryModelLoad", async (message: RepositoryModelRequestMessage) => {
+    RepositoryModelLoad: control(async (message: RepositoryModelRequestMessage) => {
       const name = repositoryModel(message);
       await loadModel(models, name, loadRequestOf({ parameters: parametersOf(message.parameters) }));
       return { model_name: name, isLoaded: true };
     }),
-    RepositoryModelUnload: unary("RepositoryModelUnload", async (message: RepositoryModelRequestMessage) => {
+    RepositoryModelUnload: control(async (message: RepositoryModelRequestMessage) => {
       const name = repositoryModel(message);
       await unloadModel(models, name);
       return { model_name: name, isUnloaded: true };
     }),
-    SystemSharedMemoryStatus: unary(
-      "SystemSharedMemoryStatus",
-      async ({ name }: SharedMemoryNameMessage) => ({
-        regions: byName(sharedMemory.systemStatus(everyOr(name))),
-      }),
-    ),
-    SystemSharedMemoryRegister: unary(
-      "SystemSharedMemoryRegister",
-      async (message: SystemSharedMemoryRegisterMessage) => {
-        // 64-bit sizes arrive as decimal strings; one past 2^53 is no safe number and the schema refuses it.
-        const { name, key, offset, byte_size } = message;
-        await sharedMemory.systemRegister(name, {
-          key,
-          offset: Number(offset),
-          byte_size: Number(byte_size),
-        });
-        return {};
-      },
-    ),
-    SystemSharedMemoryUnregister: unary(
-      "SystemSharedMemoryUnregister",
-      async ({ name }: SharedMemoryNameMessage) => {
-        await sharedMemory.systemUnregister(everyOr(name));
-        return {};
-      },
-    ),
-    CudaSharedMemoryStatus: unary("CudaSharedMemoryStatus", async ({ name }: SharedMemoryNameMessage) => ({
+    SystemSharedMemoryStatus: control(async ({ name }: SharedMemoryNameMessage) => ({
+      regions: byName(sharedMemory.systemStatus(everyOr(name))),
+    })),
+    SystemSharedMemoryRegister: control(async (message: SystemSharedMemoryRegisterMessage) => {
+      // 64-bit sizes arrive as decimal strings; one past 2^53 is no safe number and the schema refuses it.
+      const { name, key, offset, byte_size } = message;
+      await sharedMemory.systemRegister(name, {
+        key,
+        offset: Number(offset),
+        byte_size: Number(byte_size),
+      });
+      return {};
+    }),
+    SystemSharedMemoryUnregister: control(async ({ name }: SharedMemoryNameMessage) => {
+      await sharedMemory.systemUnregister(everyOr(name));
+      return {};
+    }),
+    CudaSharedMemoryStatus: control(async ({ name }: SharedMemoryNameMessage) => ({
       regions: byName(sharedMemory.cudaStatus(everyOr(name))),
     })),
-    CudaSharedMemoryRegister: unary("CudaSharedMemoryRegister", async () => sharedMemory.cudaRegister()),
-    CudaSharedMemoryUnregister: unary("CudaSharedMemoryUnregister", async () => {
+    CudaSharedMemoryRegister: control(async () => sharedMemory.cudaRegister()),
+    CudaSharedMemoryUnregister: control(async () => {
       sharedMemory.cudaUnregister();
       return {};
     }),
-    LogSettings: unary("LogSettings", async ({ settings }: LogSettingsMessage) => {
+    LogSettings: control(async ({ settings }: LogSettingsMessage) => {
       const request = Object.fromEntries(
         Object.entries(settings).map(([name, value]) => [
           name,
@@ -234,37 +222,40 @@ export async function startGrpcServer(options: GrpcServerOptions): Promise<GrpcS
     }
   };
 
-  // Every call the .proto lists has its handler, and no handler is for a call it does not list (a misspelt
-  // name would otherwise leave its call UNIMPLEMENTED without a word).
-  const handled = [...Object.keys(unaryHandlers), "ModelStreamInfer"];
-  const unhandled = Object.keys(service).filter((name) => !handled.includes(name));
-  const unlisted = handled.filter((name) => !(name in service));
-  if (unhandled.length > 0 || unlisted.length > 0)
-    throw new Error(
-      `inference.proto and the gRPC handlers disagree: ${[...unhandled, ...unlisted].join(", ")}`,
-    );
-
   const routes = new Map<string, GrpcRoute>();
-  for (const [name, handle] of Object.entries(unaryHandlers)) {
+  /** A call of one request and one answer; a failure is its gRPC status. */
+  const unaryRoute = (name: string, answer: (request: unknown, call: GrpcCall) => Promise<Uint8Array[]>) => {
     const definition = method(service, name);
     routes.set(definition.path, {
       kind: "unary",
       decode: (bytes) => definition.requestDeserialize(bytes),
       handle: async (request, call) => {
         try {
-          return await handle(request, call);
+          return await answer(request, call);
         } catch (error) {
           throw reported(error, call.path);
         }
       },
     });
+  };
+  for (const [name, handle] of Object.entries(controlHandlers)) {
+    const { responseSerialize } = method(service, name);
+    unaryRoute(name, async (request, call) => [responseSerialize(await handle(request, call)) as Uint8Array]);
   }
+  unaryRoute("ModelInfer", (request, call) => infer(request as ModelInferRequestMessage, call));
   const stream = method(service, "ModelStreamInfer");
   routes.set(stream.path, {
     kind: "ordered-stream",
     decode: (bytes) => stream.requestDeserialize(bytes),
     handle: streamInfer,
   });
+  // Every call the .proto lists has its route (a handler for a call it does not list fails in method()):
+  // a call left out would otherwise be UNIMPLEMENTED without a word.
+  const unhandled = Object.entries(service)
+    .filter(([, definition]) => !routes.has(definition.path))
+    .map(([name]) => name);
+  if (unhandled.length > 0)
+    throw new Error(`inference.proto and the gRPC handlers disagree: ${unhandled.join(", ")} has no handler`);
 
   const transport = await startGrpcTransport({
     host: options.host,
