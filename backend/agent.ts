@@ -18,6 +18,7 @@ import { ReplicaPool } from "./pool/replica-pool.ts";
 import { deviceLabel, planDevices } from "./replica/device.ts";
 import { gpuTotalMemory, gpuUsedMemory } from "./replica/gpu-memory.ts";
 import { spinWindowMs } from "./replica/hot-loop.ts";
+import type { GrpcControl } from "./server/grpc/grpc-control.ts";
 import { startIntakeThreads } from "./server/intake-threads.ts";
 import { SharedMemoryRegions } from "./server/shared-memory-regions.ts";
 import { createStandaloneApp } from "./server/standalone-app.ts";
@@ -147,19 +148,37 @@ export async function startAgent(
   };
   const app = createStandaloneApp(serving);
 
-  const server = options.standalone ? await serveStandalone(options, app, pool, regions, log) : undefined;
+  // gRPC's calls other than inference, answered on this thread wherever gRPC is read. Its library is
+  // loaded only where gRPC is served.
+  const grpcControl =
+    options.grpcPort === undefined
+      ? undefined
+      : (await import("./server/grpc/grpc-control.ts")).grpcControl(serving);
+  const server = options.standalone
+    ? await serveStandalone(
+        options,
+        app,
+        pool,
+        regions,
+        log,
+        options.grpcPort === undefined || grpcControl === undefined
+          ? undefined
+          : { port: options.grpcPort, control: grpcControl },
+      )
+    : undefined;
   const url = server === undefined ? undefined : `http://${options.host}:${server.port}`;
   if (url !== undefined) log("standalone server listening", { url });
-  // Its library is loaded only where gRPC is served.
+  // On this thread where no HTTP intake thread serves it.
   const grpc =
-    options.grpcPort === undefined
+    options.grpcPort === undefined || server?.grpcPort !== undefined
       ? undefined
       : await (await import("./server/grpc/grpc-service.ts")).startGrpcServer({
           ...serving,
           host: options.host,
           port: options.grpcPort,
         });
-  const grpcAddress = grpc === undefined ? undefined : `${options.host}:${grpc.port}`;
+  const grpcPort = server?.grpcPort ?? grpc?.port;
+  const grpcAddress = grpcPort === undefined ? undefined : `${options.host}:${grpcPort}`;
   if (grpcAddress !== undefined) log("grpc server listening", { address: grpcAddress });
 
   // Preload in order; a model that fails to load is reported and skipped, the others still load.
@@ -206,7 +225,8 @@ export async function startAgent(
 
 /**
  * The standalone server: on the main thread, or on --http-threads intake threads that leave it only the
- * routing. `close` stops accepting and waits up to the grace for what is in flight.
+ * routing, and then serve gRPC too where it is asked for (`grpc`: the port, and the calls answered here).
+ * `close` stops accepting and waits up to the grace for what is in flight.
  */
 async function serveStandalone(
   options: AgentOptions,
@@ -214,7 +234,8 @@ async function serveStandalone(
   pool: ReplicaPool,
   regions: SharedMemoryRegions | undefined,
   log: Log,
-): Promise<{ port: number; close(graceMs: number): Promise<void> }> {
+  grpc: { port: number; control: GrpcControl } | undefined,
+): Promise<{ port: number; grpcPort?: number; close(graceMs: number): Promise<void> }> {
   const limits = {
     agentName: options.name,
     maxBodyBytes: options.maxBodyBytes,
@@ -229,6 +250,7 @@ async function serveStandalone(
       ...limits,
       count: options.httpThreads,
       ...(regions === undefined ? {} : { regions }),
+      ...(grpc === undefined ? {} : { grpc }),
       host: options.host,
       port: options.port,
       pool,

@@ -308,7 +308,7 @@ export const FLAG_SPECS = {
       .int("--http-threads must be a whole number")
       .min(0, "--http-threads must not be negative"),
     value: "<n>",
-    help: "threads that read, decode, encode and write the standalone server's HTTP, so the main thread only routes (Linux: they share --port); 0: the main thread serves HTTP itself",
+    help: "threads that read, decode, encode and write the standalone server's HTTP and gRPC's inference calls, so the main thread only routes (Linux: they share --port, and --grpc-port); 0: the main thread serves both itself",
     derived: derive("cores / 4, at most 4; 0 below 8 cores", ({ machine }) => httpThreads(machine.cores)),
   },
   "spin-ms": {

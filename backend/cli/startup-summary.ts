@@ -30,7 +30,9 @@ export function summaryLines(info: StartupInfo): string[] {
             `${info.standalone}  (standalone OIP v2, ${httpOn(info.httpThreads ?? 0)}${info.sharedMemory === true ? ", system shared memory for clients on this host" : ""})`,
           ),
         ]),
-    ...(info.grpc === undefined ? [] : [row("grpc", `${info.grpc}  (OIP v2 GRPCInferenceService)`)]),
+    ...(info.grpc === undefined
+      ? []
+      : [row("grpc", `${info.grpc}  (OIP v2 GRPCInferenceService, ${grpcOn(info.httpThreads ?? 0)})`)]),
     ...(info.metrics === undefined ? [] : [row("metrics", info.metrics)]),
     row("replicas", `${info.replicas.length} on ${devices.join(", ")}`),
     ...info.replicas.map(
@@ -45,6 +47,13 @@ export function summaryLines(info: StartupInfo): string[] {
         ].join(" · ")}`,
     ),
   ];
+}
+
+/** gRPC is read where HTTP is: on the intake threads, which hand all but inference to the main thread. */
+function grpcOn(threads: number): string {
+  return threads === 0
+    ? "on the main thread"
+    : `inference on ${threads} thread${threads === 1 ? "" : "s"}, the rest on the main thread`;
 }
 
 function httpOn(threads: number): string {

@@ -28,6 +28,8 @@ export interface IntakeSettings {
   spinMs: number;
   /** The shared memory regions registered now, where the agent offers them (--allow-client-shm). */
   regions?: RegionTable;
+  /** Where the thread also serves gRPC (--grpc-port), beside the other threads. */
+  grpcPort?: number;
 }
 
 /** An infer call as it crosses: the deadline as its moment (one process, one clock) and its budget. */
@@ -81,10 +83,13 @@ export interface LaneGrantMessage {
 export type LaneNotice = { type: "lane-retired"; laneId: number } | { type: "lane-closed"; laneId: number };
 
 export type IntakeMessage =
-  | { type: "listening"; port: number }
+  /** `grpcPort` where it serves gRPC too. */
+  | { type: "listening"; port: number; grpcPort?: number }
   | { type: "listen-failed"; message: string; code?: string }
   | { type: "infer"; id: number; call: WireInferCall }
   | { type: "fetch"; id: number; request: WireRequest }
+  /** A gRPC call other than inference (grpc-control.ts), its request decoded: answered "grpc-answer". */
+  | { type: "grpc"; id: number; call: string; request: unknown }
   /** The client went away: the main thread stops waiting for the request's replica. */
   | { type: "abort"; id: number }
   /** A lane takes no more requests; then, it is closed (intake-lanes.ts). */
@@ -100,14 +105,19 @@ export type MainMessage =
    */
   | { type: "outcome"; id: number; outcome: PooledOutcome; spares: ArrayBuffer[] }
   | { type: "response"; id: number; response: WireResponse }
+  /** A gRPC call's answer, the .proto's message as a plain object (for the thread to encode). */
+  | { type: "grpc-answer"; id: number; answer: object }
   | { type: "failure"; id: number; error: WireError }
   /** A lane to a session's thread, and its end (intake-lanes.ts). */
   | LaneGrantMessage
   | { type: "revoke-lane"; laneId: number }
   /** The shared memory regions after a register or unregister, for the thread's copy; answered "regions-taken". */
   | { type: "regions"; seq: number; table: RegionTable }
-  /** Stop accepting connections, finish what is in flight, then say "closed". */
-  | { type: "close" };
+  /**
+   * Stop accepting connections, finish what is in flight, then say "closed". `graceMs`: how long gRPC calls
+   * in flight may take before they are cut (the main thread ends the thread itself after that).
+   */
+  | { type: "close"; graceMs: number };
 
 /** What a call carries across as it is, either way. */
 function sameBothWays(

@@ -14,6 +14,7 @@ import type { PooledInferCall, PooledOutcome } from "../pool/replica-pool.ts";
 import { requestBuffers } from "../replica/buffer-pool.ts";
 import { fromWireError, toWireError } from "../wire-error.ts";
 import { answerError } from "./direct-infer-route.ts";
+import type { GrpcServer } from "./grpc/grpc-service.ts";
 import { IntakeLanes } from "./intake-lanes.ts";
 import {
   type IntakeMessage,
@@ -197,13 +198,46 @@ const server = standaloneServer(throughMain, {
   log: () => undefined,
 });
 
+/**
+ * gRPC beside HTTP, where the agent serves it (--grpc-port): ModelInfer and ModelStreamInfer are read, run
+ * (on a lane, or through the main thread) and answered here like HTTP's infer requests; every other call is
+ * answered by the main thread, which holds the repository, the statistics and the regions (grpc-control.ts).
+ */
+async function startGrpc(port: number): Promise<GrpcServer> {
+  // Its library is loaded only where gRPC is served.
+  const { startGrpcService } = await import("./grpc/grpc-service.ts");
+  return startGrpcService({
+    host: settings.host,
+    port,
+    reusePort: true,
+    maxBodyBytes: settings.maxBodyBytes,
+    defaultTimeoutMs: settings.defaultTimeoutMs,
+    infer,
+    answerer: { agentName: settings.agentName, ...(regions === undefined ? {} : { sharedMemory: regions }) },
+    ...(regions === undefined ? {} : { regions }),
+    control: async (call, request) => {
+      const answer = await ask((id) => ({ type: "grpc", id, call, request }), [], undefined);
+      if (answer.type === "failure") throw fromWireError(answer.error);
+      if (answer.type !== "grpc-answer")
+        throw new Error(`the main thread answered '${answer.type}' to a gRPC call`);
+      return answer.answer;
+    },
+    // As for HTTP: what fails on the main thread is logged there.
+    log: () => undefined,
+  });
+}
+let grpc: GrpcServer | undefined;
+
 main.on(
   "message",
   eachMessage((message: MainMessage) => {
     switch (message.type) {
       case "close":
         // (Node's close() ends idle keep-alive connections itself; busy ones end once answered: standalone-server.ts.)
-        server.close(() => toMain.post({ type: "closed" }));
+        void Promise.all([
+          new Promise<void>((resolve) => server.close(() => resolve())),
+          grpc?.close(message.graceMs),
+        ]).then(() => toMain.post({ type: "closed" }));
         return;
       case "lane":
         return lanes.open(message);
@@ -219,12 +253,17 @@ main.on(
   }),
 );
 
-listen(server, settings.host, settings.port, true).then(
-  (listening) => {
+Promise.all([
+  listen(server, settings.host, settings.port, true),
+  settings.grpcPort === undefined ? undefined : startGrpc(settings.grpcPort),
+]).then(
+  ([listening, started]) => {
+    grpc = started;
     const address = listening.address();
     toMain.post({
       type: "listening",
       port: typeof address === "object" && address !== null ? address.port : 0,
+      ...(started === undefined ? {} : { grpcPort: started.port }),
     });
   },
   (error: Error & { code?: string }) =>

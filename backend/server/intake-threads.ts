@@ -16,6 +16,7 @@ import { requestBuffers } from "../replica/buffer-pool.ts";
 import { toWireError } from "../wire-error.ts";
 import { withinGrace } from "../within-grace.ts";
 import { workerEntryUrl } from "../worker-entry-url.ts";
+import type { GrpcControl } from "./grpc/grpc-control.ts";
 import {
   fromWireCall,
   type IntakeMessage,
@@ -28,8 +29,10 @@ import { LaneGrants } from "./lane-grants.ts";
 import type { SharedMemoryRegions } from "./shared-memory-regions.ts";
 import { eachMessage, TickMailbox } from "./tick-mailbox.ts";
 
-export interface IntakeThreadsOptions extends Omit<IntakeSettings, "regions"> {
+export interface IntakeThreadsOptions extends Omit<IntakeSettings, "regions" | "grpcPort"> {
   count: number;
+  /** gRPC on the threads too (--grpc-port; 0: any free port), its calls other than inference answered here. */
+  grpc?: { port: number; control: GrpcControl };
   /** The main thread's shared memory regions, where the agent offers them: each thread decodes with a copy. */
   regions?: SharedMemoryRegions;
   pool: ReplicaPool;
@@ -40,12 +43,14 @@ export interface IntakeThreadsOptions extends Omit<IntakeSettings, "regions"> {
 export interface IntakeThreads {
   /** The port they share (the one chosen, for port 0). */
   port: number;
+  /** The gRPC port they share, where they serve gRPC. */
+  grpcPort?: number;
   /** Stops accepting connections and resolves once the threads answered what they had; then ends them. */
   close(graceMs: number): Promise<void>;
 }
 
 export async function startIntakeThreads(options: IntakeThreadsOptions): Promise<IntakeThreads> {
-  const { count, pool, app, log, regions, ...settings } = options;
+  const { count, pool, app, log, regions, grpc, ...settings } = options;
   const entry = workerEntryUrl(import.meta.url, "intake-thread");
   /** The threads serving now, each with its mailbox. */
   const threads = new Map<Worker, TickMailbox<MainMessage>>();
@@ -69,12 +74,13 @@ export async function startIntakeThreads(options: IntakeThreadsOptions): Promise
     );
   });
 
-  const start = (port: number): Promise<{ worker: Worker; port: number }> =>
+  const start = (ports: Ports): Promise<{ worker: Worker; ports: Ports }> =>
     new Promise((resolve, reject) => {
       const worker = new Worker(entry, {
         workerData: {
           ...settings,
-          port,
+          port: ports.http,
+          ...(ports.grpc === undefined ? {} : { grpcPort: ports.grpc }),
           ...(regions === undefined ? {} : { regions: regions.table() }),
         } satisfies IntakeSettings,
       });
@@ -101,7 +107,13 @@ export async function startIntakeThreads(options: IntakeThreadsOptions): Promise
         switch (message.type) {
           case "listening":
             listening = true;
-            return resolve({ worker, port: message.port });
+            return resolve({
+              worker,
+              ports: {
+                http: message.port,
+                ...(message.grpcPort === undefined ? {} : { grpc: message.grpcPort }),
+              },
+            });
           case "listen-failed":
             void worker.terminate();
             return reject(
@@ -161,6 +173,26 @@ export async function startIntakeThreads(options: IntakeThreadsOptions): Promise
             );
             return;
           }
+          case "grpc": {
+            const { id, call, request } = message;
+            if (grpc === undefined) {
+              send({ type: "failure", id, error: toWireError(new Error("this agent serves no gRPC")) });
+              return;
+            }
+            // (A call that throws at once fails as one that rejects.)
+            Promise.resolve()
+              .then(() => grpc.control(call, request))
+              .then(
+                (answer) => send({ type: "grpc-answer", id, answer }),
+                (error: unknown) => {
+                  const failure = SwitchyardError.from(error);
+                  if (failure.status >= 500)
+                    log("error", { path: `grpc ${call}`, error: describeError(error) });
+                  send({ type: "failure", id, error: toWireError(failure) });
+                },
+              );
+            return;
+          }
           case "abort":
             calls.get(message.id)?.abort(new SwitchyardError("unavailable", "the client went away"));
             return;
@@ -192,19 +224,33 @@ export async function startIntakeThreads(options: IntakeThreadsOptions): Promise
         // Only one that served is replaced: one that could not listen would fail again, and again.
         if (closing || !listening) return;
         log("http thread exited", { code, replaced: true });
-        start(port).catch((error: unknown) =>
+        start(ports).catch((error: unknown) =>
           log("http thread could not be replaced", { error: describeError(error) }),
         );
       });
     });
 
-  const first = await start(await claimPort(settings.host, settings.port)).catch(async (error: unknown) => {
-    closing = true;
-    await Promise.all([...threads.keys()].map((worker) => worker.terminate()));
-    throw error;
+  const claimed = async (): Promise<Ports> => ({
+    http: await claimPort(settings.host, settings.port),
+    ...(grpc === undefined
+      ? {}
+      : {
+          grpc: await claimPort(settings.host, grpc.port).catch((error: Error) => {
+            throw new Error(
+              `--grpc-port: cannot listen on ${settings.host}:${grpc.port} (${error.message}); pick a free port`,
+            );
+          }),
+        }),
   });
+  const first = await claimed()
+    .then(start)
+    .catch(async (error: unknown) => {
+      closing = true;
+      await Promise.all([...threads.keys()].map((worker) => worker.terminate()));
+      throw error;
+    });
   try {
-    await Promise.all(Array.from({ length: count - 1 }, () => start(first.port)));
+    await Promise.all(Array.from({ length: count - 1 }, () => start(first.ports)));
   } catch (error) {
     closing = true;
     await Promise.all([...threads.keys()].map((worker) => worker.terminate()));
@@ -212,7 +258,8 @@ export async function startIntakeThreads(options: IntakeThreadsOptions): Promise
   }
 
   return {
-    port: first.port,
+    port: first.ports.http,
+    ...(first.ports.grpc === undefined ? {} : { grpcPort: first.ports.grpc }),
     async close(graceMs) {
       closing = true;
       const workers = [...threads];
@@ -227,7 +274,7 @@ export async function startIntakeThreads(options: IntakeThreadsOptions): Promise
             );
             worker.once("exit", () => resolve());
             // After the answers already gathered for it this turn.
-            mailbox.post({ type: "close" });
+            mailbox.post({ type: "close", graceMs });
             mailbox.flush();
           }),
       );
@@ -235,6 +282,12 @@ export async function startIntakeThreads(options: IntakeThreadsOptions): Promise
       await Promise.all(workers.map(([worker]) => worker.terminate()));
     },
   };
+}
+
+/** The ports the threads share: HTTP's, and gRPC's where they serve it. */
+interface Ports {
+  http: number;
+  grpc?: number;
 }
 
 /** The methods fetch forbids in a Request. */

@@ -30,7 +30,7 @@
  *     [--models det,mlp,io] [--encodings binary,json,shm,grpc] [--concurrency 1,8,32] ["--agent-args=--max-concurrency 8"]
  *     ["--agent-node-args=--cpu-prof --cpu-prof-dir=prof"]   (with "=": a value that starts with -- is taken
  *     for a flag of the bench's own otherwise)
- *     [--client-threads 4] [--send-stage] [--rounds 3]
+ *     [--client-threads 4] [--grpc-channels 8] [--send-stage] [--rounds 3]
  *   node dist/hot-path.mjs --device cuda --out $OUT       on a GPU host, with the bundle (npm run build:bundles)
  *
  * Results: bench/results/hot-path-<device>.md (and .json), with the machine and the command.
@@ -97,6 +97,11 @@ const { values } = parseArgs({
     /** Threads the HTTP clients are spread over (default: 4 on hosts of 8 cores or more, else 1). */
     "client-threads": { type: "string" },
     /**
+     * Channels (each its own HTTP/2 connection) the gRPC calls are spread over, as from that many client
+     * processes; 1: one channel, as one client process has.
+     */
+    "grpc-channels": { type: "string", default: "1" },
+    /**
      * Ask for the standalone agent's `send` stage (TE: trailers: its answers then go chunked, with the stage
      * in a Server-Timing trailer); the other targets ignore it.
      */
@@ -121,6 +126,9 @@ const encodings = (["binary", "json", "shm", "grpc"] as const).filter((encoding)
 );
 const seconds = Number(values.seconds ?? (values.quick ? 1 : 4));
 const clientThreads = Number(values["client-threads"] ?? (cpus().length >= 8 ? 4 : 1));
+const grpcChannels = Number(values["grpc-channels"]);
+if (!Number.isInteger(grpcChannels) || grpcChannels < 1)
+  throw new Error(`--grpc-channels must be a whole number from 1, not ${values["grpc-channels"]}`);
 const warmupSeconds = values.quick ? 0.5 : 1.5;
 const rounds = Number(values.rounds);
 if (!Number.isInteger(rounds) || rounds < 1)
@@ -321,7 +329,7 @@ async function main(): Promise<void> {
 
   /**
    * The agent's gRPC endpoint for one model in one round: a grpc-js client on this thread (grpc-requests.ts),
-   * each concurrency's calls in flight on its one channel; its answer checked bit for bit first.
+   * each concurrency's calls in flight on its channels (--grpc-channels); its answer checked bit for bit first.
    */
   const measureGrpc = async (
     target: Target,
@@ -336,6 +344,7 @@ async function main(): Promise<void> {
       model,
       entry.input,
       referenceBytes.get(entry.name) ?? [],
+      grpcChannels,
     );
     try {
       requests.verify(await requests.send());
@@ -592,6 +601,7 @@ async function main(): Promise<void> {
     concurrencies,
     results,
     ortVersion: ort.env.versions.common,
+    grpcChannels,
   });
   writeFileSync(join(outDir, `hot-path-${device.kind}.md`), report);
   writeFileSync(

@@ -11,8 +11,15 @@ const ENCODING_LABELS: Record<Encoding, string> = {
   binary: "binary bodies",
   json: "json bodies",
   shm: "tensors in system shared memory (the JSON body names the regions)",
-  grpc: "gRPC (--grpc-port), tensors in raw_input_contents, a grpc-js client on one channel",
+  grpc: "gRPC (--grpc-port), tensors in raw_input_contents",
 };
+
+/** Whom the gRPC calls come from: one channel (one connection), or several each on a connection of its own. */
+function grpcClients(channels: number): string {
+  return channels === 1
+    ? "a grpc-js client on one channel"
+    : `grpc-js clients on ${channels} channels (a connection each), the calls taking them in turn`;
+}
 
 export interface Measured {
   model: string;
@@ -38,6 +45,8 @@ export interface HotPathReport {
   ortVersion: string;
   /** The same benchmark before the change, to show what moved (its JSON). */
   before?: Measured[];
+  /** The channels gRPC's calls were spread over (--grpc-channels); absent in results from before it: 1. */
+  grpcChannels?: number;
 }
 
 const TARGETS = [
@@ -86,7 +95,10 @@ export function renderHotPathReport(report: HotPathReport): string {
       );
       // Nothing measured with this encoding (raw has none of its own: it shows under binary when that ran).
       if (rows.length === 0 || (rows.every((row) => row.target === "raw") && encoding !== "binary")) continue;
-      lines.push(`## ${entry.label}, ${ENCODING_LABELS[encoding]}`, "");
+      lines.push(
+        `## ${entry.label}, ${ENCODING_LABELS[encoding]}${encoding === "grpc" ? `, ${grpcClients(report.grpcChannels ?? 1)}` : ""}`,
+        "",
+      );
       const header = [
         "path",
         ...report.concurrencies.map((c) => `${c} client${c === 1 ? "" : "s"}: req/s · p50 · p99 (ms)`),

@@ -1,4 +1,5 @@
 import { once } from "node:events";
+import { readFileSync } from "node:fs";
 import { connect } from "node:http2";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import { inferenceService } from "../../backend/server/grpc/grpc-proto.ts";
@@ -8,10 +9,10 @@ import { infer } from "../../shared/oip/http-client.ts";
 import { SHARED_MEMORY_NOT_OFFERED } from "../../shared/oip/shared-memory.ts";
 import type { Tensor } from "../../shared/oip/tensor.ts";
 import { seededFloats } from "../fixtures/onnx-builder.ts";
-import { IDENTITY_MODELS, MULTIPLEX_MODELS } from "../fixtures/paths.ts";
+import { IDENTITY_MODELS, MULTIPLEX_MODELS, REPO_DIR } from "../fixtures/paths.ts";
 import { sampleData } from "../fixtures/sample-data.ts";
 import { contentsOf } from "../support/grpc-contents.ts";
-import { type AgentProcess, startHoldingAgent } from "./support/agent-process.ts";
+import { type AgentProcess, runAgent, startHoldingAgent } from "./support/agent-process.ts";
 import {
   grpcAddressIn,
   type InferenceClient,
@@ -56,12 +57,47 @@ function method(name: string) {
   return definition;
 }
 
-describe("the standalone agent over gRPC", () => {
+/**
+ * Where gRPC is read: on the main thread beside the pool (the default below 8 cores), or on HTTP intake
+ * threads, which serve inference themselves and hand every other call to the main thread.
+ */
+const WHERE = [
+  {
+    where: "on its main thread",
+    flags: ["--http-threads", "0"],
+    summary: "on the main thread",
+    listeners: 1,
+  },
+  {
+    where: "on its HTTP intake threads",
+    flags: ["--http-threads", "2"],
+    summary: "inference on 2 threads, the rest on the main thread",
+    listeners: 2,
+  },
+];
+
+/** Sockets listening on a local TCP port (Linux's /proc/net/tcp): one for each thread that accepts there. */
+function listenersOn(port: number): number {
+  const local = `:${port.toString(16).toUpperCase().padStart(4, "0")}`;
+  return readFileSync("/proc/net/tcp", "utf8")
+    .split("\n")
+    .slice(1)
+    .map((line) => line.trim().split(/\s+/))
+    .filter(([, address, , state]) => state === "0A" && address?.endsWith(local) === true).length;
+}
+
+describe.each(WHERE)("the standalone agent over gRPC, $where", ({ flags, summary, listeners }) => {
   let agent: AgentProcess;
   let client: InferenceClient;
 
   beforeAll(async () => {
-    ({ agent, client } = await startGrpcAgent(["--max-body", String(MAX_BODY), "--name", "grpc-agent"]));
+    ({ agent, client } = await startGrpcAgent([
+      "--max-body",
+      String(MAX_BODY),
+      "--name",
+      "grpc-agent",
+      ...flags,
+    ]));
   });
   afterAll(() => stopGrpcAgent({ agent, client }));
 
@@ -70,7 +106,10 @@ describe("the standalone agent over gRPC", () => {
     expect(await client.call("ServerReady", {})).toEqual({ ok: true, value: { ready: true } });
     const http = (await (await fetch(`${agent.url}/v2`)).json()) as Record<string, unknown>;
     expect(await client.call("ServerMetadata", {})).toEqual({ ok: true, value: http });
-    expect(agent.log()).toMatch(/grpc +127\.0\.0\.1:<any free port> +\(OIP v2 GRPCInferenceService\)/);
+    expect(agent.log()).toMatch(/grpc +127\.0\.0\.1:<any free port> +\(OIP v2 GRPCInferenceService, (.*)\)/);
+    expect(agent.log().match(/GRPCInferenceService, (.*)\)/)?.[1]).toBe(summary);
+    // Each thread that reads gRPC accepts its own connections on the port.
+    expect(listenersOn(Number(grpcAddressIn(agent.log()).split(":")[1]))).toBe(listeners);
   });
 
   test("model metadata and readiness, as over HTTP; a model the repository lacks is not ready", async () => {
@@ -407,6 +446,29 @@ describe("the standalone agent over gRPC", () => {
     ).toMatchObject({ ok: false, code: INVALID_ARGUMENT });
   });
 
+  test("a second agent on the same gRPC port is refused, rather than sharing it", async () => {
+    const port = grpcAddressIn(agent.log()).split(":")[1] ?? "";
+    const second = runAgent([
+      "--models",
+      REPO_DIR,
+      "--standalone",
+      "--port",
+      "0",
+      "--grpc-port",
+      port,
+      ...flags,
+    ]);
+    let stderr = "";
+    second.stderr?.setEncoding("utf8");
+    second.stderr?.on("data", (chunk: string) => {
+      stderr += chunk;
+    });
+    const [code] = (await once(second, "exit")) as [number | null];
+    expect(code).not.toBe(0);
+    expect(stderr).toContain(`--grpc-port: cannot listen on 127.0.0.1:${port}`);
+    expect(await client.call("ServerLive", {})).toEqual({ ok: true, value: { live: true } });
+  });
+
   test("a call the agent does not serve (Triton's Trace) is UNIMPLEMENTED", async () => {
     const answer = await client.raw("/inference.GRPCInferenceService/Trace", new Uint8Array());
     expect(answer).toMatchObject({ ok: false, code: UNIMPLEMENTED });
@@ -480,7 +542,7 @@ describe("the standalone agent over gRPC", () => {
   });
 });
 
-describe("gRPC deadlines, cancels and draining", () => {
+describe.each(WHERE)("gRPC deadlines, cancels and draining, $where", ({ flags }) => {
   let agent: AgentProcess;
   let client: InferenceClient;
   // The agent keeps a request that arrives alone waiting this long for others to batch with.
@@ -499,7 +561,7 @@ describe("gRPC deadlines, cancels and draining", () => {
   const settled = () => new Promise((resolve) => setTimeout(resolve, HOLD_MS + 500));
 
   beforeAll(async () => {
-    agent = await startHoldingAgent(MLP, HOLD_MS, ["--grpc-port", "0"]);
+    agent = await startHoldingAgent(MLP, HOLD_MS, ["--grpc-port", "0", ...flags]);
     client = inferenceClient(grpcAddressIn(agent.log()));
   });
   afterAll(() => stopGrpcAgent({ agent, client }));

@@ -242,8 +242,8 @@ describe.each([0, 2])("system shared memory, --http-threads %i", (threads) => {
 });
 
 // The same extension through the agent's gRPC calls (tritonclient.grpc's register_system_shared_memory and
-// friends), with HTTP intake threads beside: a region registered over gRPC serves HTTP requests on any thread
-// as soon as the call returns, and the reverse.
+// friends), read on HTTP intake threads: a registration is answered by the main thread, and the region serves
+// gRPC and HTTP requests on any thread as soon as the call returns, and the reverse.
 describe("system shared memory over gRPC", () => {
   let agent: AgentProcess;
   let client: InferenceClient;

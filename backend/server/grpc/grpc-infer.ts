@@ -1,4 +1,5 @@
 import { badInput } from "../../../shared/errors.ts";
+import { parseModelVersion } from "../../../shared/model-names.ts";
 import {
   type DecodedInferRequest,
   decodeInferRequestObject,
@@ -62,6 +63,11 @@ function parameterValue(parameter: ParameterMessage): unknown {
     default:
       return parameter[parameter.parameter_choice];
   }
+}
+
+/** An empty version field is the protocol's "none named". */
+export function optionalVersion(version: string): string | undefined {
+  return version === "" ? undefined : parseModelVersion(version);
 }
 
 /** A parameters map as the JSON request's `parameters` object. */

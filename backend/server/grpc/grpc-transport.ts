@@ -68,6 +68,8 @@ export interface GrpcTransportOptions {
   host: string;
   /** 0: any free port. */
   port: number;
+  /** SO_REUSEPORT: listen beside other threads on the same port (the kernel spreads connections). */
+  reusePort?: boolean;
   /** Routes by path (/package.Service/Method). */
   routes: ReadonlyMap<string, GrpcRoute>;
   /** The largest request message, uncompressed (RESOURCE_EXHAUSTED above). */
@@ -133,7 +135,9 @@ export async function startGrpcTransport(options: GrpcTransportOptions): Promise
         ),
       ),
     );
-    server.listen(options.port, options.host, () => resolve(server.address() as { port: number }));
+    server.listen({ port: options.port, host: options.host, reusePort: options.reusePort === true }, () =>
+      resolve(server.address() as { port: number }),
+    );
   });
   server.on("error", (error) => options.onInternalError("(server)", error));
 
