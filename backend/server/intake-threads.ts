@@ -17,6 +17,7 @@ import { toWireError } from "../wire-error.ts";
 import { withinGrace } from "../within-grace.ts";
 import { workerEntryUrl } from "../worker-entry-url.ts";
 import type { GrpcControl } from "./grpc/grpc-control.ts";
+import { cannotListen } from "./grpc/grpc-transport.ts";
 import {
   fromWireCall,
   type IntakeMessage,
@@ -236,9 +237,7 @@ export async function startIntakeThreads(options: IntakeThreadsOptions): Promise
       ? {}
       : {
           grpc: await claimPort(settings.host, grpc.port).catch((error: Error) => {
-            throw new Error(
-              `--grpc-port: cannot listen on ${settings.host}:${grpc.port} (${error.message}); pick a free port`,
-            );
+            throw cannotListen(settings.host, grpc.port, error);
           }),
         }),
   });

@@ -129,11 +129,7 @@ export async function startGrpcTransport(options: GrpcTransportOptions): Promise
 
   const address = await new Promise<{ port: number }>((resolve, reject) => {
     server.once("error", (error: NodeJS.ErrnoException) =>
-      reject(
-        new Error(
-          `--grpc-port: cannot listen on ${options.host}:${options.port} (${error.message}); pick a free port`,
-        ),
-      ),
+      reject(cannotListen(options.host, options.port, error)),
     );
     server.listen({ port: options.port, host: options.host, reusePort: options.reusePort === true }, () =>
       resolve(server.address() as { port: number }),
@@ -153,6 +149,11 @@ export async function startGrpcTransport(options: GrpcTransportOptions): Promise
       for (const session of sessions) session.destroy();
     },
   };
+}
+
+/** Why the agent cannot serve gRPC where it was asked to, for whoever starts it. */
+export function cannotListen(host: string, port: number, error: Error): Error {
+  return new Error(`--grpc-port: cannot listen on ${host}:${port} (${error.message}); pick a free port`);
 }
 
 /** The route a request names, or undefined once it was answered with why there is none. */
