@@ -1,30 +1,37 @@
 /**
- * The hot-path benchmark's HTTP client over several threads: `concurrency` clients split over `threads`
- * worker threads (http-load-thread.ts), their loops started together and merged into one result.
+ * The hot-path benchmark's client over several threads: `concurrency` clients split over `threads` worker
+ * threads (http-load-thread.ts), their loops started together and merged into one result. Over gRPC the
+ * channels are split too (a thread has at least one, so there are no more threads than channels).
  */
 import { Worker } from "node:worker_threads";
 import { workerEntryUrl } from "../../backend/worker-entry-url.ts";
 import { type LoadResult, mergeLoads } from "../gpu/measure.ts";
-import { PhaseSum, type PreparedRequest } from "./http-load.ts";
-import type { LoadThreadData } from "./http-load-thread.ts";
+import { PhaseSum } from "./http-load.ts";
+import type { LoadThreadData, LoadThreadWork } from "./http-load-thread.ts";
 
 export async function threadedLoad(options: {
-  url: string;
-  prepared: PreparedRequest;
+  work: LoadThreadWork;
   concurrency: number;
   threads: number;
   warmupS: number;
   seconds: number;
 }): Promise<{ load: LoadResult; phases: Record<string, number> }> {
-  const threads = Math.max(1, Math.min(options.threads, options.concurrency));
+  const { work } = options;
+  const threads = Math.max(
+    1,
+    Math.min(
+      options.threads,
+      options.concurrency,
+      work.kind === "grpc" ? work.channels : Number.POSITIVE_INFINITY,
+    ),
+  );
   const entry = workerEntryUrl(import.meta.url, "http-load-thread");
   const workers = Array.from({ length: threads }, (_, index) => {
     // The clients spread as evenly as they divide: 32 over 3 threads is 11, 11, 10.
-    const share = Math.floor(options.concurrency / threads) + (index < options.concurrency % threads ? 1 : 0);
+    const share = (total: number) => Math.floor(total / threads) + (index < total % threads ? 1 : 0);
     const data: LoadThreadData = {
-      url: options.url,
-      prepared: options.prepared,
-      concurrency: share,
+      work: work.kind === "grpc" ? { ...work, channels: share(work.channels) } : work,
+      concurrency: share(options.concurrency),
       warmupS: options.warmupS,
       seconds: options.seconds,
     };

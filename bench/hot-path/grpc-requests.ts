@@ -1,9 +1,10 @@
 /**
  * The hot-path benchmark's `grpc` encoding: the standalone agent's gRPC endpoint (--grpc-port), the input in
- * raw_input_contents as tritonclient's grpc module sends it, from @grpc/grpc-js clients on the benchmark's
- * main thread: by default one channel (one HTTP/2 connection), the loop's concurrent calls in flight on it,
- * as a client process with one channel to the server has them; with `channels` above 1, that many channels
- * each on a connection of its own, the calls taking them in turn, as that many client processes would.
+ * raw_input_contents as tritonclient's grpc module sends it, from @grpc/grpc-js clients on the calling
+ * thread: one channel (one HTTP/2 connection), the loop's concurrent calls in flight on it, as a client
+ * process with one channel to the server has them; with `channels` above 1, that many channels each on a
+ * connection of its own, the calls taking them in turn (the benchmark spreads them over its client threads
+ * too: client-threads.ts).
  */
 import { type Client, credentials, makeGenericClientConstructor, type ServiceError } from "@grpc/grpc-js";
 import type { ModelInferResponseMessage } from "../../backend/server/grpc/grpc-messages.ts";

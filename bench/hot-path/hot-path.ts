@@ -97,8 +97,8 @@ const { values } = parseArgs({
     /** Threads the HTTP clients are spread over (default: 4 on hosts of 8 cores or more, else 1). */
     "client-threads": { type: "string" },
     /**
-     * Channels (each its own HTTP/2 connection) the gRPC calls are spread over, as from that many client
-     * processes; 1: one channel, as one client process has.
+     * Channels (each its own HTTP/2 connection) the gRPC calls are spread over, and over the client threads,
+     * as from that many client processes; 1: one channel on this thread, as one client process has.
      */
     "grpc-channels": { type: "string", default: "1" },
     /**
@@ -329,7 +329,8 @@ async function main(): Promise<void> {
 
   /**
    * The agent's gRPC endpoint for one model in one round: a grpc-js client on this thread (grpc-requests.ts),
-   * each concurrency's calls in flight on its channels (--grpc-channels); its answer checked bit for bit first.
+   * each concurrency's calls in flight on its channel, or on --grpc-channels over the client threads; its
+   * answer checked bit for bit first.
    */
   const measureGrpc = async (
     target: Target,
@@ -338,9 +339,10 @@ async function main(): Promise<void> {
     model: string,
     batched: boolean,
   ) => {
-    if (target.grpcAddress === undefined) throw new Error(`${target.kind} serves no gRPC`);
+    const address = target.grpcAddress;
+    if (address === undefined) throw new Error(`${target.kind} serves no gRPC`);
     const requests = grpcRequests(
-      target.grpcAddress,
+      address,
       model,
       entry.input,
       referenceBytes.get(entry.name) ?? [],
@@ -353,13 +355,24 @@ async function main(): Promise<void> {
         await timedLoad(
           target,
           { pass, model: entry.name, label: model, encoding: "grpc", batched },
-          async () => ({
-            load: await closedLoop(concurrency, warmupSeconds, seconds, async () => {
-              await requests.send();
-              return undefined;
-            }),
-            phases: {},
-          }),
+          async () =>
+            // One channel is one client process's: its calls from this thread. Several are spread over the
+            // client threads, as from several processes (one grpc-js thread would be what is measured).
+            grpcChannels === 1
+              ? {
+                  load: await closedLoop(concurrency, warmupSeconds, seconds, async () => {
+                    await requests.send();
+                    return undefined;
+                  }),
+                  phases: {},
+                }
+              : threadedLoad({
+                  work: { kind: "grpc", address, model, input: entry.input, channels: grpcChannels },
+                  concurrency,
+                  threads: clientThreads,
+                  warmupS: warmupSeconds,
+                  seconds,
+                }),
         );
       }
     } finally {
@@ -441,8 +454,7 @@ async function main(): Promise<void> {
               if (batched && concurrency === 1 && entry.name === "mlp") continue;
               await timedLoad(target, { pass, model: entry.name, label: model, encoding, batched }, () =>
                 threadedLoad({
-                  url: target.url,
-                  prepared,
+                  work: { kind: "http", url: target.url, prepared },
                   concurrency,
                   threads: clientThreads,
                   warmupS: warmupSeconds,
@@ -496,8 +508,7 @@ async function main(): Promise<void> {
         );
       }
       const { load } = await threadedLoad({
-        url: target.url,
-        prepared: at,
+        work: { kind: "http", url: target.url, prepared: at },
         concurrency: 1,
         threads: clientThreads,
         warmupS: warmupSeconds,

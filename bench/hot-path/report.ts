@@ -18,7 +18,7 @@ const ENCODING_LABELS: Record<Encoding, string> = {
 function grpcClients(channels: number): string {
   return channels === 1
     ? "a grpc-js client on one channel"
-    : `grpc-js clients on ${channels} channels (a connection each), the calls taking them in turn`;
+    : `grpc-js clients on ${channels} channels (a connection each), spread over the client threads`;
 }
 
 export interface Measured {

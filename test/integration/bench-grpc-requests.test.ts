@@ -1,5 +1,6 @@
 import { readFileSync } from "node:fs";
 import { afterAll, beforeAll, expect, it } from "vitest";
+import { threadedLoad } from "../../bench/hot-path/client-threads.ts";
 import { grpcRequests } from "../../bench/hot-path/grpc-requests.ts";
 import { infer } from "../../shared/oip/http-client.ts";
 import type { Tensor } from "../../shared/oip/tensor.ts";
@@ -9,7 +10,8 @@ import { type GrpcAgent, grpcAddressIn, startGrpcAgent, stopGrpcAgent } from "./
 
 // The hot-path benchmark's gRPC client (grpc-requests.ts) against a real agent reading gRPC on two HTTP
 // threads: with --grpc-channels N its calls go over N connections of their own (as N client processes'
-// would, so that the agent's threads share them), each answer still checked against the model's own.
+// would, so that the agent's threads share them), each answer still checked against the model's own, and
+// the benchmark's client threads run such loops and count what they sent.
 
 const MLP = MULTIPLEX_MODELS[0] ?? "m000";
 const x: Tensor = { name: "x", datatype: "FP32", shape: [2, 16], data: seededFloats(5, 32) };
@@ -26,6 +28,14 @@ beforeAll(async () => {
 });
 afterAll(() => stopGrpcAgent(started));
 
+/** Requests the model has run, from its statistics over HTTP. */
+async function ran(): Promise<number> {
+  const stats = (await (await fetch(`${started.agent.url}/v2/models/${MLP}/stats`)).json()) as {
+    model_stats: { inference_count: number }[];
+  };
+  return stats.model_stats.reduce((sum, entry) => sum + entry.inference_count, 0);
+}
+
 /** This process's TCP connections to a local port, by their own address (Linux's /proc/net/tcp, ESTABLISHED). */
 function connectionsTo(port: number): Set<string> {
   const remote = `:${port.toString(16).toUpperCase().padStart(4, "0")}`;
@@ -38,6 +48,22 @@ function connectionsTo(port: number): Set<string> {
       .map(([, local]) => local ?? ""),
   );
 }
+
+it("spread over client threads (client-threads.ts), the calls of every thread are answered and counted", async () => {
+  const address = grpcAddressIn(started.agent.log());
+  const before = await ran();
+  const { load } = await threadedLoad({
+    work: { kind: "grpc", address, model: MLP, input: x, channels: 4 },
+    concurrency: 6,
+    threads: 3,
+    warmupS: 0,
+    seconds: 0.5,
+  });
+  expect(load).toMatchObject({ concurrency: 6, failed: 0 });
+  expect(load.completed).toBeGreaterThan(6);
+  // Every call the loops sent reached the model: none of them answered by anything else.
+  expect((await ran()) - before).toBe(load.answered);
+});
 
 it.each([1, 4])("%i channel(s): as many connections, every answer the model's", async (channels) => {
   const address = grpcAddressIn(started.agent.log());
