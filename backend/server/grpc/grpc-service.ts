@@ -178,7 +178,7 @@ export interface GrpcServerOptions extends StandaloneAppOptions {
   port: number;
 }
 
-/** gRPC on the main thread beside the pool (no HTTP intake threads, or no standalone HTTP server). */
+/** gRPC on the main thread beside the pool (--http-threads 0: no intake thread to read it). */
 export function startGrpcServer(options: GrpcServerOptions): Promise<GrpcServer> {
   const regions = options.sharedMemory;
   return startGrpcService({
