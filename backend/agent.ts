@@ -161,21 +161,27 @@ export async function startAgent(
         pool,
         regions,
         log,
-        options.grpcPort === undefined || grpcControl === undefined
+        grpcControl === undefined || options.grpcPort === undefined
           ? undefined
           : { port: options.grpcPort, control: grpcControl },
       )
     : undefined;
   const url = server === undefined ? undefined : `http://${options.host}:${server.port}`;
   if (url !== undefined) log("standalone server listening", { url });
-  // On this thread where no HTTP intake thread serves it.
+  // On this thread where no HTTP intake thread reads it (--http-threads 0).
   const grpc =
-    options.grpcPort === undefined || server?.grpcPort !== undefined
+    options.grpcPort === undefined || grpcControl === undefined || server?.grpcPort !== undefined
       ? undefined
-      : await (await import("./server/grpc/grpc-service.ts")).startGrpcServer({
-          ...serving,
+      : await (await import("./server/grpc/grpc-service.ts")).startGrpcService({
           host: options.host,
           port: options.grpcPort,
+          maxBodyBytes: options.maxBodyBytes,
+          defaultTimeoutMs: serving.defaultTimeoutMs,
+          infer: (call) => pool.infer(call),
+          answerer: { agentName: options.name, ...(regions === undefined ? {} : { sharedMemory: regions }) },
+          ...(regions === undefined ? {} : { regions }),
+          control: grpcControl,
+          log,
         });
   const grpcPort = server?.grpcPort ?? grpc?.port;
   const grpcAddress = grpcPort === undefined ? undefined : `${options.host}:${grpcPort}`;

@@ -94,6 +94,11 @@ export type IntakeMessage =
   | { type: "abort"; id: number }
   /** A lane takes no more requests; then, it is closed (intake-lanes.ts). */
   | LaneNotice
+  /**
+   * A line for the agent's log: a failure of the agent's own (5xx) while the thread answered a request, over
+   * HTTP or gRPC, logged once, here, with the path the client called (the main thread does not log those).
+   */
+  | { type: "log"; event: string; fields: Record<string, unknown> }
   /** The thread holds the regions of the "regions" message `seq`. */
   | { type: "regions-taken"; seq: number }
   | { type: "closed" };

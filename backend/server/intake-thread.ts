@@ -1,10 +1,13 @@
 /**
  * One HTTP intake thread of the standalone server (--http-threads): it listens on the server's port beside
  * the others (SO_REUSEPORT: the kernel spreads connections over them), reads each infer body into its
- * final buffer, decodes it, and hands the tensors to the main thread by transfer; it encodes and writes the
- * answer. Every other request is forwarded whole to the main thread's Hono app. So the main thread, which
- * routes and batches for every replica, never touches a socket: at 32 clients sending 4.9 MB images it
- * had spent 40 to 48 ms of each request reading bodies (bench/results/hot-path-cuda.md).
+ * final buffer, decodes it, and hands the tensors to the main thread by transfer (or down a lane); it
+ * encodes and writes the answer. Every other request is forwarded whole to the main thread's Hono app. With
+ * --grpc-port it does the same for gRPC on that port: inference calls served here, every other call handed
+ * to the main thread decoded. So the main thread, which routes and batches for every replica, never touches
+ * a socket: at 32 clients sending 4.9 MB images it had spent 40 to 48 ms of each request reading bodies
+ * (bench/results/hot-path-cuda.md). The agent's own failures (5xx) are logged from here, through the main
+ * thread's log, with the path the client called.
  */
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { parentPort, workerData } from "node:worker_threads";
@@ -187,6 +190,9 @@ const regions =
     : new SharedMemoryRegions({ maxInputBytes: settings.maxBodyBytes });
 if (settings.regions !== undefined) regions?.replace(settings.regions);
 
+/** The agent's log, on the main thread (fields cross as they are: strings and numbers). */
+const log = (event: string, fields: Record<string, unknown>) => toMain.post({ type: "log", event, fields });
+
 const server = standaloneServer(throughMain, {
   infer,
   ...(regions === undefined ? {} : { sharedMemory: regions }),
@@ -194,8 +200,7 @@ const server = standaloneServer(throughMain, {
   maxBodyBytes: settings.maxBodyBytes,
   defaultTimeoutMs: settings.defaultTimeoutMs,
   spinMs: settings.spinMs,
-  // Errors of the main thread's work are logged there; what fails here is the request's own reading.
-  log: () => undefined,
+  log,
 });
 
 /**
@@ -222,8 +227,7 @@ async function startGrpc(port: number): Promise<GrpcServer> {
         throw new Error(`the main thread answered '${answer.type}' to a gRPC call`);
       return answer.answer;
     },
-    // As for HTTP: what fails on the main thread is logged there.
-    log: () => undefined,
+    log,
   });
 }
 let grpc: GrpcServer | undefined;

@@ -1,9 +1,10 @@
 /**
  * The standalone server on HTTP intake threads (--http-threads N): starts N intake-thread.ts workers on one
- * port, and serves what they hand over: infer calls on the replica pool (after which a thread may get a lane
- * straight to the model's session: lane-grants.ts), other requests on the Hono app.
- * The first thread binds the port and the others join it there. A thread that dies is replaced, so the port
- * keeps its listeners.
+ * port (and on the gRPC port, with --grpc-port), and serves what they hand over: infer calls on the replica
+ * pool (after which a thread may get a lane straight to the model's session: lane-grants.ts), other requests
+ * on the Hono app, gRPC's other calls with grpc-control.ts, and their log lines.
+ * The ports are checked free first, then every thread binds them beside the others. A thread that dies is
+ * replaced, so the ports keep their listeners.
  */
 
 import { createServer } from "node:net";
@@ -151,10 +152,8 @@ export async function startIntakeThreads(options: IntakeThreadsOptions): Promise
               },
               (error: unknown) => {
                 calls.delete(message.id);
-                const failure = SwitchyardError.from(error);
-                if (failure.status >= 500)
-                  log("error", { path: `/v2/models/${call.model}/infer`, error: describeError(error) });
-                send({ type: "failure", id: message.id, error: toWireError(failure) });
+                // (The thread logs a 5xx as it answers it, with the path its client called: "log".)
+                send({ type: "failure", id: message.id, error: toWireError(error) });
               },
             );
             return;
@@ -180,20 +179,17 @@ export async function startIntakeThreads(options: IntakeThreadsOptions): Promise
               send({ type: "failure", id, error: toWireError(new Error("this agent serves no gRPC")) });
               return;
             }
-            // (A call that throws at once fails as one that rejects.)
+            // (A call that throws at once fails as one that rejects; the thread logs a 5xx as it answers it.)
             Promise.resolve()
               .then(() => grpc.control(call, request))
               .then(
                 (answer) => send({ type: "grpc-answer", id, answer }),
-                (error: unknown) => {
-                  const failure = SwitchyardError.from(error);
-                  if (failure.status >= 500)
-                    log("error", { path: `grpc ${call}`, error: describeError(error) });
-                  send({ type: "failure", id, error: toWireError(failure) });
-                },
+                (error: unknown) => send({ type: "failure", id, error: toWireError(error) }),
               );
             return;
           }
+          case "log":
+            return log(message.event, message.fields);
           case "abort":
             calls.get(message.id)?.abort(new SwitchyardError("unavailable", "the client went away"));
             return;
@@ -231,24 +227,23 @@ export async function startIntakeThreads(options: IntakeThreadsOptions): Promise
       });
     });
 
-  const claimed = async (): Promise<Ports> => ({
-    http: await claimPort(settings.host, settings.port),
-    ...(grpc === undefined
-      ? {}
-      : {
-          grpc: await claimPort(settings.host, grpc.port).catch((error: Error) => {
-            throw cannotListen(settings.host, grpc.port, error);
-          }),
-        }),
-  });
-  const first = await claimed()
-    .then(start)
-    .catch(async (error: unknown) => {
-      closing = true;
-      await Promise.all([...threads.keys()].map((worker) => worker.terminate()));
-      throw error;
-    });
+  // Both ports held at once while they are checked: the same port asked for twice (or 0 picked twice) is
+  // refused rather than shared by HTTP and gRPC.
+  const http = await claimPort(settings.host, settings.port);
+  const ports: Ports = { http: http.port };
   try {
+    if (grpc !== undefined) {
+      const claimed = await claimPort(settings.host, grpc.port).catch((error: Error) => {
+        throw cannotListen(settings.host, grpc.port, error);
+      });
+      ports.grpc = claimed.port;
+      await claimed.release();
+    }
+  } finally {
+    await http.release();
+  }
+  try {
+    const first = await start(ports);
     await Promise.all(Array.from({ length: count - 1 }, () => start(first.ports)));
   } catch (error) {
     closing = true;
@@ -257,8 +252,8 @@ export async function startIntakeThreads(options: IntakeThreadsOptions): Promise
   }
 
   return {
-    port: first.ports.http,
-    ...(first.ports.grpc === undefined ? {} : { grpcPort: first.ports.grpc }),
+    port: ports.http,
+    ...(ports.grpc === undefined ? {} : { grpcPort: ports.grpc }),
     async close(graceMs) {
       closing = true;
       const workers = [...threads];
@@ -328,18 +323,20 @@ async function throughApp(
 }
 
 /**
- * The port the threads will share, checked free first by binding it alone (without SO_REUSEPORT): the
+ * A port the threads will share, checked free first by binding it alone (without SO_REUSEPORT): the
  * threads' own binds would otherwise succeed beside another agent of the same user on that port, and the
- * two would silently split its connections. For 0, the free port the kernel picks.
+ * two would silently split its connections. For 0, the free port the kernel picks. Held until `release`.
  */
-function claimPort(host: string, port: number): Promise<number> {
+function claimPort(host: string, port: number): Promise<{ port: number; release(): Promise<void> }> {
   return new Promise((resolve, reject) => {
     const probe = createServer();
     probe.once("error", reject);
     probe.listen({ host, port, exclusive: true }, () => {
       const address = probe.address();
-      const chosen = typeof address === "object" && address !== null ? address.port : port;
-      probe.close(() => resolve(chosen));
+      resolve({
+        port: typeof address === "object" && address !== null ? address.port : port,
+        release: () => new Promise((released) => probe.close(() => released())),
+      });
     });
   });
 }

@@ -36,7 +36,10 @@ async function ran(): Promise<number> {
   return stats.model_stats.reduce((sum, entry) => sum + entry.inference_count, 0);
 }
 
-/** This process's TCP connections to a local port, by their own address (Linux's /proc/net/tcp, ESTABLISHED). */
+/**
+ * TCP connections to a local port, by their client end's address (Linux's /proc/net/tcp, ESTABLISHED: the
+ * whole network namespace's, which only this test's clients open to the agent's port).
+ */
 function connectionsTo(port: number): Set<string> {
   const remote = `:${port.toString(16).toUpperCase().padStart(4, "0")}`;
   return new Set(

@@ -1,6 +1,6 @@
 import { spawnSync } from "node:child_process";
 import * as ort from "onnxruntime-node";
-import { afterAll, beforeAll, describe, expect, test } from "vitest";
+import { afterAll, beforeAll, describe, expect, test, vi } from "vitest";
 import { DATATYPES } from "../../shared/oip/datatypes.ts";
 import { infer, OipHttpError } from "../../shared/oip/http-client.ts";
 import type { Tensor } from "../../shared/oip/tensor.ts";
@@ -256,6 +256,11 @@ describe.each([0, 2])("standalone OIP v2 server, HTTP on %i threads", (httpThrea
       expect({ path, status: response.status }).toEqual({ path, status });
       expect(answer.error).toMatch(message);
     }
+    // The agent's own failure is logged, once, with the path the client called (from an HTTP thread too);
+    // the client's mistakes are not. (Its line may reach stderr's pipe after the answer.)
+    await vi.waitFor(() =>
+      expect(agent.log().match(/ error path=\S+/g)).toEqual([` error path=/v2/models/${BROKEN_MODEL}/infer`]),
+    );
     const still = await infer(agent.url, model, {
       inputs: [{ name: "x", datatype: "FP32", shape: [1, 16], data: new Float32Array(16) }],
     });

@@ -1,7 +1,8 @@
 import { once } from "node:events";
 import { readFileSync } from "node:fs";
 import { connect } from "node:http2";
-import { afterAll, beforeAll, describe, expect, test } from "vitest";
+import { type AddressInfo, createServer } from "node:net";
+import { afterAll, beforeAll, describe, expect, test, vi } from "vitest";
 import { inferenceService } from "../../backend/server/grpc/grpc-proto.ts";
 import { tensorBinary } from "../../shared/oip/codec.ts";
 import { DATATYPES } from "../../shared/oip/datatypes.ts";
@@ -9,7 +10,7 @@ import { infer } from "../../shared/oip/http-client.ts";
 import { SHARED_MEMORY_NOT_OFFERED } from "../../shared/oip/shared-memory.ts";
 import type { Tensor } from "../../shared/oip/tensor.ts";
 import { seededFloats } from "../fixtures/onnx-builder.ts";
-import { IDENTITY_MODELS, MULTIPLEX_MODELS, REPO_DIR } from "../fixtures/paths.ts";
+import { BROKEN_MODEL, IDENTITY_MODELS, MULTIPLEX_MODELS, REPO_DIR } from "../fixtures/paths.ts";
 import { sampleData } from "../fixtures/sample-data.ts";
 import { contentsOf } from "../support/grpc-contents.ts";
 import { type AgentProcess, runAgent, startHoldingAgent } from "./support/agent-process.ts";
@@ -75,6 +76,28 @@ const WHERE = [
     listeners: 2,
   },
 ];
+
+/** Runs a standalone agent on the fixture repository that must fail to start; resolves with its stderr. */
+async function refusedAgent(flags: string[]): Promise<string> {
+  const agent = runAgent(["--models", REPO_DIR, "--standalone", ...flags]);
+  let stderr = "";
+  agent.stderr?.setEncoding("utf8");
+  agent.stderr?.on("data", (chunk: string) => {
+    stderr += chunk;
+  });
+  const [code] = (await once(agent, "exit")) as [number | null];
+  expect(code).not.toBe(0);
+  return stderr;
+}
+
+/** A local TCP port free a moment ago. */
+async function freePort(): Promise<number> {
+  const server = createServer().listen(0, "127.0.0.1");
+  await once(server, "listening");
+  const { port } = server.address() as AddressInfo;
+  await new Promise((resolve) => server.close(resolve));
+  return port;
+}
 
 /** Sockets listening on a local TCP port (Linux's /proc/net/tcp): one for each thread that accepts there. */
 function listenersOn(port: number): number {
@@ -448,25 +471,34 @@ describe.each(WHERE)("the standalone agent over gRPC, $where", ({ flags, summary
 
   test("a second agent on the same gRPC port is refused, rather than sharing it", async () => {
     const port = grpcAddressIn(agent.log()).split(":")[1] ?? "";
-    const second = runAgent([
-      "--models",
-      REPO_DIR,
-      "--standalone",
-      "--port",
-      "0",
-      "--grpc-port",
-      port,
-      ...flags,
-    ]);
-    let stderr = "";
-    second.stderr?.setEncoding("utf8");
-    second.stderr?.on("data", (chunk: string) => {
-      stderr += chunk;
-    });
-    const [code] = (await once(second, "exit")) as [number | null];
-    expect(code).not.toBe(0);
-    expect(stderr).toContain(`--grpc-port: cannot listen on 127.0.0.1:${port}`);
+    const refused = await refusedAgent(["--port", "0", "--grpc-port", port, ...flags]);
+    expect(refused).toContain(`--grpc-port: cannot listen on 127.0.0.1:${port}`);
     expect(await client.call("ServerLive", {})).toEqual({ ok: true, value: { live: true } });
+  });
+
+  test("a model that fails to load is INTERNAL, logged once with the gRPC call's path", async () => {
+    const answer = await client.call("ModelInfer", {
+      model_name: BROKEN_MODEL,
+      inputs: [{ name: "x", datatype: "FP32", shape: [1, 16] }],
+      raw_input_contents: [Buffer.alloc(64)],
+    });
+    expect(answer).toMatchObject({
+      ok: false,
+      code: INTERNAL,
+      details: expect.stringMatching(/failed to load/),
+    });
+    // (Its line may reach stderr's pipe after the answer.)
+    await vi.waitFor(() =>
+      expect(agent.log().match(/ error path=\S+(?= error="model \\"broken)/g)).toEqual([
+        " error path=/inference.GRPCInferenceService/ModelInfer",
+      ]),
+    );
+  });
+
+  test("gRPC on the HTTP port is refused: the two ports must differ", async () => {
+    const port = await freePort();
+    const refused = await refusedAgent(["--port", String(port), "--grpc-port", String(port), ...flags]);
+    expect(refused).toContain(`--grpc-port: cannot listen on 127.0.0.1:${port}`);
   });
 
   test("a call the agent does not serve (Triton's Trace) is UNIMPLEMENTED", async () => {

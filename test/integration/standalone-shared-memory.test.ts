@@ -242,16 +242,16 @@ describe.each([0, 2])("system shared memory, --http-threads %i", (threads) => {
 });
 
 // The same extension through the agent's gRPC calls (tritonclient.grpc's register_system_shared_memory and
-// friends), read on HTTP intake threads: a registration is answered by the main thread, and the region serves
-// gRPC and HTTP requests on any thread as soon as the call returns, and the reverse.
-describe("system shared memory over gRPC", () => {
+// friends), read on the main thread or on HTTP intake threads: a registration is answered by the main thread,
+// and the region serves gRPC and HTTP requests on any thread as soon as the call returns, and the reverse.
+describe.each([0, 2])("system shared memory over gRPC, --http-threads %i", (threads) => {
   let agent: AgentProcess;
   let client: InferenceClient;
   const register = (name: string, key: string, byteSize: number | string, offset = 0) =>
     client.call("SystemSharedMemoryRegister", { name, key, offset, byte_size: byteSize });
 
   beforeAll(async () => {
-    ({ agent, client } = await startGrpcAgent(["--http-threads", "2", "--allow-client-shm"]));
+    ({ agent, client } = await startGrpcAgent(["--http-threads", String(threads), "--allow-client-shm"]));
   });
   afterAll(() => stopGrpcAgent({ agent, client }));
   // Each test starts with no region registered.

@@ -24,7 +24,7 @@ import type {
   SharedMemoryNameMessage,
   SystemSharedMemoryRegisterMessage,
 } from "./grpc-messages.ts";
-import { inferenceService } from "./grpc-proto.ts";
+import { INFER_CALLS, inferenceService } from "./grpc-proto.ts";
 
 /**
  * Every call of GRPCInferenceService but inference: health, metadata, configuration, statistics, the
@@ -34,9 +34,6 @@ import { inferenceService } from "./grpc-proto.ts";
  * (plain objects), so the call may be read on another thread (an HTTP intake thread) and answered here.
  */
 export type GrpcControl = (call: string, request: unknown) => Promise<object>;
-
-/** The calls whose messages carry tensors: served where the call is read (grpc-service.ts), not here. */
-export const INFER_CALLS: ReadonlySet<string> = new Set(["ModelInfer", "ModelStreamInfer"]);
 
 export function grpcControl(options: StandaloneAppOptions): GrpcControl {
   const { pool, models } = options;

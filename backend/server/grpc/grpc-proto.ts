@@ -10,6 +10,9 @@ import { LOADER_OPTIONS } from "./grpc-messages.ts";
  */
 export const INFERENCE_PROTO = fileURLToPath(new URL("./inference.proto", import.meta.url));
 
+/** The calls whose messages carry tensors: served where the call is read (grpc-service.ts). */
+export const INFER_CALLS: ReadonlySet<string> = new Set(["ModelInfer", "ModelStreamInfer"]);
+
 let definition: ServiceDefinition | undefined;
 
 /** inference.GRPCInferenceService, read once, its messages as grpc-messages.ts types them. */

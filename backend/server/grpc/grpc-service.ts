@@ -5,9 +5,8 @@ import type { HeaderReader } from "../../../shared/http/header-reader.ts";
 import { parseModelName } from "../../../shared/model-names.ts";
 import { readHint } from "../../../shared/oip/request-options.ts";
 import type { SharedMemoryRegions } from "../shared-memory-regions.ts";
-import type { StandaloneAppOptions } from "../standalone-app.ts";
 import { type Answerer, type InferOnReplicas, serveInfer } from "../standalone-infer.ts";
-import { type GrpcControl, grpcControl, INFER_CALLS } from "./grpc-control.ts";
+import type { GrpcControl } from "./grpc-control.ts";
 import {
   decodeGrpcInferRequest,
   grpcInferResponse,
@@ -20,7 +19,7 @@ import type {
   ModelInferResponseMessage,
   ModelStreamInferResponseMessage,
 } from "./grpc-messages.ts";
-import { inferenceService } from "./grpc-proto.ts";
+import { INFER_CALLS, inferenceService } from "./grpc-proto.ts";
 import { GrpcFailure, grpcError } from "./grpc-status.ts";
 import { type GrpcCall, type GrpcRoute, startGrpcTransport } from "./grpc-transport.ts";
 
@@ -169,29 +168,6 @@ export async function startGrpcService(options: GrpcServiceOptions): Promise<Grp
       await transport.close(graceMs);
     },
   };
-}
-
-/** What the HTTP app is given (the same replicas, limits and regions), and where gRPC listens. */
-export interface GrpcServerOptions extends StandaloneAppOptions {
-  host: string;
-  /** 0: any free port. */
-  port: number;
-}
-
-/** gRPC on the main thread beside the pool (--http-threads 0: no intake thread to read it). */
-export function startGrpcServer(options: GrpcServerOptions): Promise<GrpcServer> {
-  const regions = options.sharedMemory;
-  return startGrpcService({
-    host: options.host,
-    port: options.port,
-    maxBodyBytes: options.maxBodyBytes,
-    defaultTimeoutMs: options.defaultTimeoutMs,
-    infer: (call) => options.pool.infer(call),
-    answerer: { agentName: options.name, ...(regions === undefined ? {} : { sharedMemory: regions }) },
-    ...(regions === undefined ? {} : { regions }),
-    control: grpcControl(options),
-    log: options.log,
-  });
 }
 
 /** A call's definition in the service (its path, and its messages' encoders). */
