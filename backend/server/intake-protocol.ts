@@ -83,8 +83,8 @@ export interface LaneGrantMessage {
 export type LaneNotice = { type: "lane-retired"; laneId: number } | { type: "lane-closed"; laneId: number };
 
 export type IntakeMessage =
-  /** `grpcPort` where it serves gRPC too. */
-  | { type: "listening"; port: number; grpcPort?: number }
+  /** Its ports are bound (the main thread claimed them first: intake-threads.ts). */
+  | { type: "listening" }
   | { type: "listen-failed"; message: string; code?: string }
   | { type: "infer"; id: number; call: WireInferCall }
   | { type: "fetch"; id: number; request: WireRequest }

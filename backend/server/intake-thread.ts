@@ -261,14 +261,9 @@ Promise.all([
   listen(server, settings.host, settings.port, true),
   settings.grpcPort === undefined ? undefined : startGrpc(settings.grpcPort),
 ]).then(
-  ([listening, started]) => {
+  ([, started]) => {
     grpc = started;
-    const address = listening.address();
-    toMain.post({
-      type: "listening",
-      port: typeof address === "object" && address !== null ? address.port : 0,
-      ...(started === undefined ? {} : { grpcPort: started.port }),
-    });
+    toMain.post({ type: "listening" });
   },
   (error: Error & { code?: string }) =>
     toMain.post({

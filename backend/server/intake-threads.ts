@@ -76,7 +76,7 @@ export async function startIntakeThreads(options: IntakeThreadsOptions): Promise
     );
   });
 
-  const start = (ports: Ports): Promise<{ worker: Worker; ports: Ports }> =>
+  const start = (ports: Ports): Promise<Worker> =>
     new Promise((resolve, reject) => {
       const worker = new Worker(entry, {
         workerData: {
@@ -109,13 +109,7 @@ export async function startIntakeThreads(options: IntakeThreadsOptions): Promise
         switch (message.type) {
           case "listening":
             listening = true;
-            return resolve({
-              worker,
-              ports: {
-                http: message.port,
-                ...(message.grpcPort === undefined ? {} : { grpc: message.grpcPort }),
-              },
-            });
+            return resolve(worker);
           case "listen-failed":
             void worker.terminate();
             return reject(
@@ -243,8 +237,9 @@ export async function startIntakeThreads(options: IntakeThreadsOptions): Promise
     await http.release();
   }
   try {
-    const first = await start(ports);
-    await Promise.all(Array.from({ length: count - 1 }, () => start(first.ports)));
+    // The first binds them before the others join it there.
+    await start(ports);
+    await Promise.all(Array.from({ length: count - 1 }, () => start(ports)));
   } catch (error) {
     closing = true;
     await Promise.all([...threads.keys()].map((worker) => worker.terminate()));
