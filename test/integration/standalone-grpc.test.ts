@@ -99,6 +99,38 @@ async function freePort(): Promise<number> {
   return port;
 }
 
+/**
+ * ModelInfer sent over HTTP/2 by hand with a grpc-timeout as written (a client library rounds or enforces
+ * its own); resolves with the call's grpc-status.
+ */
+async function modelInferWithTimeout(address: string, request: object, timeout: string): Promise<string> {
+  const session = connect(`http://${address}`);
+  try {
+    const call = session.request({
+      ":method": "POST",
+      ":path": "/inference.GRPCInferenceService/ModelInfer",
+      "content-type": "application/grpc",
+      "grpc-timeout": timeout,
+    });
+    const message = Buffer.from(method("ModelInfer").requestSerialize(request));
+    const prefix = Buffer.alloc(5);
+    prefix.writeUInt32BE(message.length, 1);
+    call.end(Buffer.concat([prefix, message]));
+    // The status comes in the trailers, or in the headers alone when the call ends before any message.
+    let status: string | undefined;
+    call.on("response", (headers) => {
+      status ??= headers["grpc-status"] as string | undefined;
+    });
+    call.on("trailers", (trailers) => {
+      status = trailers["grpc-status"] as string | undefined;
+    });
+    await new Promise((resolve) => call.on("data", () => {}).on("close", resolve));
+    return status ?? "(none)";
+  } finally {
+    session.close();
+  }
+}
+
 /** Sockets listening on a local TCP port (Linux's /proc/net/tcp): one for each thread that accepts there. */
 function listenersOn(port: number): number {
   const local = `:${port.toString(16).toUpperCase().padStart(4, "0")}`;
@@ -557,6 +589,19 @@ describe.each(WHERE)("the standalone agent over gRPC, $where", ({ flags, summary
     });
   });
 
+  test("a deadline of microseconds (grpc-timeout 5u) has passed before the call can run: DEADLINE_EXCEEDED", async () => {
+    const request = {
+      model_name: MLP,
+      inputs: [{ name: "x", datatype: "FP32", shape: [1, 16] }],
+      raw_input_contents: [Buffer.alloc(64)],
+    };
+    const address = grpcAddressIn(agent.log());
+    // Warm: the model loaded, and on HTTP threads a lane to it, which answers within a millisecond.
+    expect(await modelInferWithTimeout(address, request, "10S")).toBe("0");
+    for (let round = 0; round < 5; round += 1)
+      expect(await modelInferWithTimeout(address, request, "5u")).toBe(String(DEADLINE_EXCEEDED));
+  });
+
   test("bytes that are no ModelInferRequest are refused, and the agent serves on", async () => {
     // protobuf reads model_name's never-ending length varint as some name, which the agent refuses...
     const odd = await client.raw(
@@ -599,32 +644,8 @@ describe.each(WHERE)("gRPC deadlines, cancels and draining, $where", ({ flags })
   afterAll(() => stopGrpcAgent({ agent, client }));
 
   test("a deadline 30 days out (as grpc-go writes a long one: 2592000S) lets a waiting call run", async () => {
-    const session = connect(`http://${grpcAddressIn(agent.log())}`);
-    try {
-      const call = session.request({
-        ":method": "POST",
-        ":path": "/inference.GRPCInferenceService/ModelInfer",
-        "content-type": "application/grpc",
-        "grpc-timeout": "2592000S",
-      });
-      const message = Buffer.from(method("ModelInfer").requestSerialize(request));
-      const prefix = Buffer.alloc(5);
-      prefix.writeUInt32BE(message.length, 1);
-      call.end(Buffer.concat([prefix, message]));
-      // The status comes in the trailers, or in the headers alone when the call ends before any message.
-      let status: string | undefined;
-      call.on("response", (headers) => {
-        status ??= headers["grpc-status"] as string | undefined;
-      });
-      call.on("trailers", (trailers) => {
-        status = trailers["grpc-status"] as string | undefined;
-      });
-      await new Promise((resolve) => call.on("data", () => {}).on("close", resolve));
-      // It waited the agent's HOLD_MS for company, then ran: no timer ended it early.
-      expect(status).toBe("0");
-    } finally {
-      session.close();
-    }
+    // It waited the agent's HOLD_MS for company, then ran: no timer ended it early.
+    expect(await modelInferWithTimeout(grpcAddressIn(agent.log()), request, "2592000S")).toBe("0");
   });
 
   test("a call whose gRPC deadline passes while it waits is DEADLINE_EXCEEDED, and never runs", async () => {

@@ -196,6 +196,11 @@ function statusHeaders(failure: GrpcFailure | undefined): Record<string, string>
   };
 }
 
+/** The status of a call whose deadline passed, in gRPC's own words. */
+function deadlineExceeded(): GrpcFailure {
+  return new GrpcFailure(GrpcStatus.DEADLINE_EXCEEDED, "Deadline exceeded");
+}
+
 /** One gRPC call: its messages in, its answers out, and how it ends. */
 class Call {
   readonly #stream: ServerHttp2Stream;
@@ -208,6 +213,8 @@ class Call {
   #responded = false;
   #finished = false;
   #deadlineTimer: NodeJS.Timeout | undefined;
+  /** When the deadline ends, by performance.now() (to the microsecond, as grpc-timeout counts it). */
+  #expiresAt = Number.POSITIVE_INFINITY;
   /** Requests of a stream not yet answered, and the chain that answers them in order. */
   #open = 0;
   #answered: Promise<void> = Promise.resolve();
@@ -253,10 +260,8 @@ class Call {
     };
     // Past setTimeout's range (24.8 days; grpc-go sends "2592000S" for 30) a deadline is no deadline here.
     if (timeoutMs !== undefined && timeoutMs <= MAX_TIMER_MS) {
-      this.#deadlineTimer = setTimeout(
-        () => this.#finish(new GrpcFailure(GrpcStatus.DEADLINE_EXCEEDED, "Deadline exceeded")),
-        timeoutMs,
-      );
+      this.#expiresAt = performance.now() + timeoutMs;
+      this.#deadlineTimer = setTimeout(() => this.#finish(deadlineExceeded()), timeoutMs);
     }
     // The client gone (a cancel, a reset, a closed connection) before the call's end: nobody reads its answer.
     stream.once("close", () => {
@@ -322,6 +327,7 @@ class Call {
   async #answerOnce(route: UnaryRoute, message: ReceivedMessage): Promise<void> {
     let outcome: { answer: MessagePieces } | { error: unknown };
     try {
+      this.#checkDeadline();
       outcome = { answer: await route.handle(await this.#decode(route, message), this.#call) };
     } catch (error) {
       outcome = { error };
@@ -345,7 +351,10 @@ class Call {
   #answerInOrder(route: OrderedStreamRoute, message: ReceivedMessage): void {
     this.#open += 1;
     // A message that cannot be read ends the stream (below, in its turn); one that can is answered.
-    const answer = this.#decode(route, message).then((request) => route.handle(request, this.#call));
+    const answer = this.#decode(route, message).then((request) => {
+      this.#checkDeadline();
+      return route.handle(request, this.#call);
+    });
     // Seen below once the answers before it are out; until then, not an unhandled rejection.
     answer.catch(() => {});
     this.#answered = this.#answered
@@ -382,6 +391,14 @@ class Call {
     if (this.#finished || !(this.#ended || this.#closing())) return;
     if (this.#open > 0 || this.#reader.partial) return;
     this.#finish(undefined);
+  }
+
+  /**
+   * A deadline that passed before its request could run fails it: the timer above counts whole milliseconds,
+   * and a request served on a lane can be answered within one, past a deadline of a few microseconds.
+   */
+  #checkDeadline(): void {
+    if (performance.now() >= this.#expiresAt) throw deadlineExceeded();
   }
 
   async #decode(route: GrpcRoute, message: ReceivedMessage): Promise<unknown> {

@@ -3,7 +3,10 @@ The gRPC interop test's client (test/integration/standalone-grpc-python.test.ts)
 grpc_tools.protoc from the agent's inference.proto, grpcio's C core underneath, as tritonclient.grpc and
 KServe's InferenceGRPCClient run. Reads what to send as JSON on stdin, prints what came back as JSON.
 
-    python grpc_interop.py <stubs dir> <host:port>  < {"model": ..., "input": {"name", "datatype", "shape", "raw"}}
+    python grpc_interop.py <stubs dir> <host:port>  < {"model": ..., "unloaded": ..., "input": {"name", "datatype", "shape", "raw"}}
+
+`unloaded` names a model of the same inputs that is not loaded yet: the deadline case asks it, so that the
+agent cannot answer within grpcio's shortest grpc-timeout (a 1 us timeout goes out as "1m" or "1n").
 """
 import base64
 import json
@@ -74,7 +77,7 @@ result["contents_raw"] = [base64.b64encode(bytes(part)).decode() for part in typ
 gzipped = stub.ModelInfer(request(), timeout=30, compression=grpc.Compression.Gzip)
 result["gzip_raw"] = [base64.b64encode(bytes(part)).decode() for part in gzipped.raw_output_contents]
 result["not_found"] = failure(lambda: stub.ModelInfer(request(name="no_such_model"), timeout=30))
-result["deadline"] = failure(lambda: stub.ModelInfer(request(), timeout=0.000001))
+result["deadline"] = failure(lambda: stub.ModelInfer(request(name=spec["unloaded"]), timeout=0.000001))
 streamed = stub.ModelStreamInfer(
     iter([request(request_id="s0"), request(name="no_such_model", request_id="s1"), request(request_id="s2")])
 )
