@@ -1,7 +1,7 @@
 import { MessageChannel, type MessagePort } from "node:worker_threads";
 import { expect, test } from "vitest";
 import { fromWireError, toWireError } from "../../backend/wire-error.ts";
-import { SwitchyardError } from "../../shared/errors.ts";
+import { describeError, SwitchyardError } from "../../shared/errors.ts";
 
 /** Posts `value` over a real MessageChannel and resolves with what arrives. */
 async function across<T>(value: T): Promise<T> {
@@ -19,7 +19,12 @@ test("an error keeps its status, message and Retry-After; anything else is a bar
   expect(back.status).toBe(429);
   expect(back.message).toBe("the queue is full");
   expect(back.headers()).toEqual({ "Retry-After": "3" });
-  const hidden = fromWireError(toWireError(new Error("/secret/path exploded")));
+  const hidden = fromWireError(await across(toWireError(new Error("/secret/path exploded"))));
   expect(hidden.status).toBe(500);
   expect(hidden.message).not.toContain("secret");
+  expect(hidden.toBody()).toEqual({ error: "internal error" });
+  // What caused it crosses for the log on the other side (an intake thread logs the 5xx it answers).
+  expect(describeError(hidden)).toBe("internal error (/secret/path exploded)");
+  const plain = fromWireError(await across(toWireError(new SwitchyardError("bad_input", "no such input"))));
+  expect(describeError(plain)).toBe("no such input");
 });
