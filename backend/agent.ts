@@ -148,39 +148,32 @@ export async function startAgent(
   };
   const app = createStandaloneApp(serving);
 
-  // gRPC's calls other than inference, answered on this thread wherever gRPC is read. Its library is
-  // loaded only where gRPC is served.
-  const grpcControl =
+  // Where gRPC listens, and its calls other than inference, answered on this thread wherever gRPC is read.
+  // Its library is loaded only where gRPC is served.
+  const grpcServing =
     options.grpcPort === undefined
       ? undefined
-      : (await import("./server/grpc/grpc-control.ts")).grpcControl(serving);
+      : {
+          port: options.grpcPort,
+          control: (await import("./server/grpc/grpc-control.ts")).grpcControl(serving),
+        };
   const server = options.standalone
-    ? await serveStandalone(
-        options,
-        app,
-        pool,
-        regions,
-        log,
-        grpcControl === undefined || options.grpcPort === undefined
-          ? undefined
-          : { port: options.grpcPort, control: grpcControl },
-      )
+    ? await serveStandalone(options, app, pool, regions, log, grpcServing)
     : undefined;
   const url = server === undefined ? undefined : `http://${options.host}:${server.port}`;
   if (url !== undefined) log("standalone server listening", { url });
   // On this thread where no HTTP intake thread reads it (--http-threads 0).
   const grpc =
-    options.grpcPort === undefined || grpcControl === undefined || server?.grpcPort !== undefined
+    grpcServing === undefined || server?.grpcPort !== undefined
       ? undefined
       : await (await import("./server/grpc/grpc-service.ts")).startGrpcService({
           host: options.host,
-          port: options.grpcPort,
+          port: grpcServing.port,
           maxBodyBytes: options.maxBodyBytes,
           defaultTimeoutMs: serving.defaultTimeoutMs,
           infer: (call) => pool.infer(call),
           answerer: { agentName: options.name, ...(regions === undefined ? {} : { sharedMemory: regions }) },
-          ...(regions === undefined ? {} : { regions }),
-          control: grpcControl,
+          control: grpcServing.control,
           log,
         });
   const grpcPort = server?.grpcPort ?? grpc?.port;

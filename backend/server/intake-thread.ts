@@ -219,7 +219,6 @@ async function startGrpc(port: number): Promise<GrpcServer> {
     defaultTimeoutMs: settings.defaultTimeoutMs,
     infer,
     answerer: { agentName: settings.agentName, ...(regions === undefined ? {} : { sharedMemory: regions }) },
-    ...(regions === undefined ? {} : { regions }),
     control: async (call, request) => {
       const answer = await ask((id) => ({ type: "grpc", id, call, request }), [], undefined);
       if (answer.type === "failure") throw fromWireError(answer.error);

@@ -7,6 +7,7 @@ import type { Tensor } from "../../shared/oip/tensor.ts";
 import { seededFloats } from "../fixtures/onnx-builder.ts";
 import { MULTIPLEX_MODELS } from "../fixtures/paths.ts";
 import { type GrpcAgent, grpcAddressIn, startGrpcAgent, stopGrpcAgent } from "./support/grpc-client.ts";
+import { inferenceCount } from "./support/model-stats.ts";
 
 // The hot-path benchmark's gRPC client (grpc-requests.ts) against a real agent reading gRPC on two HTTP
 // threads: with --grpc-channels N its calls go over N connections of their own (as N client processes'
@@ -29,12 +30,7 @@ beforeAll(async () => {
 afterAll(() => stopGrpcAgent(started));
 
 /** Requests the model has run, from its statistics over HTTP. */
-async function ran(): Promise<number> {
-  const stats = (await (await fetch(`${started.agent.url}/v2/models/${MLP}/stats`)).json()) as {
-    model_stats: { inference_count: number }[];
-  };
-  return stats.model_stats.reduce((sum, entry) => sum + entry.inference_count, 0);
-}
+const ran = () => inferenceCount(started.agent.url, MLP);
 
 /**
  * TCP connections to a local port, by their client end's address (Linux's /proc/net/tcp, ESTABLISHED: the

@@ -21,6 +21,7 @@ import {
   startGrpcAgent,
   stopGrpcAgent,
 } from "./support/grpc-client.ts";
+import { inferenceCount } from "./support/model-stats.ts";
 
 // The standalone agent's gRPC endpoint (--grpc-port) end to end: a real agent process, a grpc-js client with
 // stubs from the protocol's .proto, a real HTTP/2 connection. Each answer is held against what the same
@@ -629,12 +630,7 @@ describe.each(WHERE)("gRPC deadlines, cancels and draining, $where", ({ flags })
   const request = { model_name: MLP, inputs: [input], raw_input_contents: [raw] };
 
   /** Requests the model has run, from its statistics over HTTP. */
-  const ran = async () => {
-    const stats = (await (await fetch(`${agent.url}/v2/models/${MLP}/stats`)).json()) as {
-      model_stats: { inference_count: number }[];
-    };
-    return stats.model_stats.reduce((sum, entry) => sum + entry.inference_count, 0);
-  };
+  const ran = () => inferenceCount(agent.url, MLP);
   const settled = () => new Promise((resolve) => setTimeout(resolve, HOLD_MS + 500));
 
   beforeAll(async () => {

@@ -4,7 +4,6 @@ import { describeError, SwitchyardError } from "../../../shared/errors.ts";
 import type { HeaderReader } from "../../../shared/http/header-reader.ts";
 import { parseModelName } from "../../../shared/model-names.ts";
 import { readHint } from "../../../shared/oip/request-options.ts";
-import type { SharedMemoryRegions } from "../shared-memory-regions.ts";
 import { type Answerer, type InferOnReplicas, serveInfer } from "../standalone-infer.ts";
 import type { GrpcControl } from "./grpc-control.ts";
 import {
@@ -40,9 +39,8 @@ export interface GrpcServiceOptions {
   defaultTimeoutMs: number;
   /** Runs an infer call on the replicas: the pool on the main thread, a lane or the main thread elsewhere. */
   infer: InferOnReplicas;
+  /** The agent's name, and the shared memory regions inputs are read from and outputs written to. */
   answerer: Answerer;
-  /** The shared memory regions inputs may be read from, where the agent offers them. */
-  regions?: SharedMemoryRegions;
   /** Every call but inference (grpc-control.ts), here or on the main thread. */
   control: GrpcControl;
   log: (event: string, fields: Record<string, unknown>) => void;
@@ -78,7 +76,7 @@ export async function startGrpcService(options: GrpcServiceOptions): Promise<Grp
   const infer = async (message: ModelInferRequestMessage, call: GrpcCall): Promise<Uint8Array[]> => {
     const model = parseModelName(message.model_name);
     const version = optionalVersion(message.model_version);
-    const request = decodeGrpcInferRequest(message, options.regions);
+    const request = decodeGrpcInferRequest(message, options.answerer.sharedMemory);
     const headers: HeaderReader = { get: (name) => call.header(name.toLowerCase()) ?? null };
     const hint = readHint(headers);
     const served = await serveInfer(
