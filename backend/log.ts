@@ -28,9 +28,9 @@ export interface LogOptions {
 
 const requestContext = new AsyncLocalStorage<{ requestId: string }>();
 
-/** Runs `work` with `requestId` attached to every line it logs (across awaits). */
-export function withRequestId<T>(requestId: string, work: () => T): T {
-  return requestContext.run({ requestId }, work);
+/** Runs `work` with `requestId` attached to every line it logs (across awaits); undefined: as it is. */
+export function withRequestId<T>(requestId: string | undefined, work: () => T): T {
+  return requestId === undefined ? work() : requestContext.run({ requestId }, work);
 }
 
 export function currentRequestId(): string | undefined {

@@ -2,7 +2,7 @@ import { SwitchyardError } from "../../shared/errors.ts";
 import { modelKey } from "../../shared/model-names.ts";
 import type { ModelRef, ReplicaState } from "../../shared/protocol/replica-state.ts";
 import type { Log } from "../log.ts";
-import type { LaneServed } from "../replica/lane-protocol.ts";
+import type { LaneServedRequest } from "../replica/lane-protocol.ts";
 import {
   type InferCall,
   type InferOutcome,
@@ -44,9 +44,13 @@ export class MeteredReplica extends Replica {
   }
 
   /** A lane's request (lane-protocol.ts), counted as one on the main thread's path is. */
-  protected override laneServed(model: ModelRef, served: LaneServed): void {
-    // Straight from an HTTP thread to the session's thread: its log lines say so.
-    const lane = { lane: true };
+  protected override laneServed(model: ModelRef, served: LaneServedRequest): void {
+    // Straight from an HTTP thread to the session's thread: its log line says so, and names the request as
+    // the main thread's path does (there, the log's own context: withRequestId).
+    const lane: LineOrigin = {
+      ...(served.requestId === "" ? {} : { requestId: served.requestId }),
+      lane: true,
+    };
     if (!served.ok) {
       this.#failed(model.name, fromWireError(served.error), served.totalMs, lane);
       return;
@@ -73,39 +77,52 @@ export class MeteredReplica extends Replica {
     return outcome;
   }
 
-  #served(outcome: ServedInfo, totalMs: number, extra: Record<string, unknown> = {}): void {
+  #served(outcome: ServedInfo, totalMs: number, origin: LineOrigin = {}): void {
     this.#metering.metrics.served(this.id, outcome, totalMs);
-    if (this.#metering.logRequests) {
-      this.#metering.log("request", {
-        model: modelKey(outcome.model),
-        replica: this.id,
-        status: 200,
-        cache: outcome.cache,
-        queueMs: round(outcome.timings.queueMs),
-        loadMs: round(outcome.timings.loadMs),
-        inferMs: round(outcome.timings.inferMs),
-        totalMs: round(totalMs),
-        ...(outcome.batch === undefined ? {} : { batch: outcome.batch.requests }),
-        ...extra,
-      });
-    }
+    if (!this.#metering.logRequests) return;
+    this.#metering.log("request", {
+      ...named(origin),
+      model: modelKey(outcome.model),
+      replica: this.id,
+      status: 200,
+      cache: outcome.cache,
+      queueMs: round(outcome.timings.queueMs),
+      loadMs: round(outcome.timings.loadMs),
+      inferMs: round(outcome.timings.inferMs),
+      totalMs: round(totalMs),
+      ...(outcome.batch === undefined ? {} : { batch: outcome.batch.requests }),
+      ...onLane(origin),
+    });
   }
 
-  #failed(model: string, error: unknown, totalMs: number, extra: Record<string, unknown> = {}): void {
+  #failed(model: string, error: unknown, totalMs: number, origin: LineOrigin = {}): void {
     this.#metering.metrics.failed(this.id, model, error, totalMs);
-    // Internal failures are always worth a line; the clients' mistakes only with --log-requests.
+    // Internal failures are always worth a line; the clients' mistakes only with --log-requests, and as the
+    // request lines they are (info): an error line is for what the agent itself failed at (5xx).
     const status = SwitchyardError.from(error).status;
-    if (this.#metering.logRequests || status === 500) {
-      this.#metering.log("request failed", {
-        model,
-        replica: this.id,
-        status,
-        error: error instanceof Error ? error.message : String(error),
-        totalMs: round(totalMs),
-        ...extra,
-      });
-    }
+    if (!this.#metering.logRequests && status !== 500) return;
+    this.#metering.log(status >= 500 ? "request failed" : "request", {
+      ...named(origin),
+      model,
+      replica: this.id,
+      status,
+      error: error instanceof Error ? error.message : String(error),
+      totalMs: round(totalMs),
+      ...onLane(origin),
+    });
   }
 }
+
+/**
+ * Where a request line's request came from: a lane names the client's id itself (the main thread's path
+ * has it from the log's context), and says it was a lane.
+ */
+interface LineOrigin {
+  requestId?: string;
+  lane?: true;
+}
+
+const named = (origin: LineOrigin) => (origin.requestId === undefined ? {} : { requestId: origin.requestId });
+const onLane = (origin: LineOrigin) => (origin.lane === undefined ? {} : { lane: true });
 
 const round = (ms: number) => Math.round(ms * 100) / 100;

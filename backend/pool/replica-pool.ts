@@ -8,6 +8,7 @@ import { Dispatcher } from "../../shared/routing/dispatcher.ts";
 import { placementOrder } from "../../shared/routing/placement.ts";
 import { routeOf } from "../../shared/routing/route-request.ts";
 import { idlePool, type RoutingPolicy } from "../../shared/routing/types.ts";
+import { withRequestId } from "../log.ts";
 import type { InferCall, InferOutcome, LaneGrant, Replica } from "../replica/replica.ts";
 
 export interface PooledInferCall extends InferCall {
@@ -117,8 +118,8 @@ export class ReplicaPool {
           const late = call.deadline.watch(`'${call.model}' did not answer`, { follow: caller });
           const { signal } = late;
           signal.addEventListener("abort", () => reject(signal.reason), { once: true });
-          replica
-            .infer({ ...call, signal })
+          // Started by whichever request freed the slot: the log lines of this one's run carry its own id.
+          withRequestId(call.requestId, () => replica.infer({ ...call, signal }))
             .then(
               (outcome) =>
                 resolve({

@@ -64,6 +64,11 @@ export type LaneRequest =
       inputs: Tensor[];
       /** Output names; omitted: all. */
       outputs?: string[];
+      /**
+       * Each client request's id (InferCall.requestId), in the order of its rows; "" for one that has none.
+       * Only the log lines about them read it (MeteredReplica).
+       */
+      requestIds: string[];
       /** Date.now() at which the client stops waiting (one process, one clock), and its budget. */
       deadlineAt: number;
       budgetMs: number;
@@ -100,6 +105,9 @@ export type LaneServed =
     }
   | { ok: false; totalMs: number; error: WireError };
 
+/** A served request as a report tells of it: with the client's id for it ("" when it had none). */
+export type LaneServedRequest = LaneServed & { requestId: string };
+
 /** One run a lane made: its rows and where its time went (ModelStatisticsBook.executed). */
 export interface LaneRun {
   rows: number;
@@ -117,8 +125,10 @@ export interface LaneReport {
   type: "lane-report";
   /** SERVED_FIELDS numbers per answered request. */
   served: Float64Array;
+  /** The client's id of each answered request, in the same order. */
+  servedIds: string[];
   /** Failed requests (few): each as it is. */
-  failed: Extract<LaneServed, { ok: false }>[];
+  failed: Extract<LaneServedRequest, { ok: false }>[];
   /** RUN_FIELDS numbers per run. */
   runs: Float64Array;
 }
@@ -129,16 +139,18 @@ const RUN_FIELDS = 3;
 /** Gathers a turn's requests and runs into a LaneReport. */
 export class LaneReportBuilder {
   #served: number[] = [];
-  #failed: Extract<LaneServed, { ok: false }>[] = [];
+  #servedIds: string[] = [];
+  #failed: Extract<LaneServedRequest, { ok: false }>[] = [];
   #runs: number[] = [];
 
-  served(served: LaneServed): void {
+  served(served: LaneServed, requestId: string): void {
     if (!served.ok) {
-      this.#failed.push(served);
+      this.#failed.push({ ...served, requestId });
       return;
     }
     const { totalMs, queueMs, runMs, sessionMs, batch } = served;
     this.#served.push(totalMs, queueMs, runMs, sessionMs, batch.requests, batch.rows);
+    this.#servedIds.push(requestId);
   }
 
   ran(run: LaneRun): void {
@@ -155,10 +167,12 @@ export class LaneReportBuilder {
     const report: LaneReport = {
       type: "lane-report",
       served: Float64Array.from(this.#served),
+      servedIds: this.#servedIds,
       failed: this.#failed,
       runs: Float64Array.from(this.#runs),
     };
     this.#served = [];
+    this.#servedIds = [];
     this.#failed = [];
     this.#runs = [];
     return { report, transfer: [report.served.buffer as ArrayBuffer, report.runs.buffer as ArrayBuffer] };
@@ -166,9 +180,9 @@ export class LaneReportBuilder {
 }
 
 /** Each request a report tells of, answered or failed. */
-export function* servedIn(report: LaneReport): Generator<LaneServed> {
-  const { served } = report;
-  for (let at = 0; at + SERVED_FIELDS <= served.length; at += SERVED_FIELDS) {
+export function* servedIn(report: LaneReport): Generator<LaneServedRequest> {
+  const { served, servedIds } = report;
+  for (let at = 0, index = 0; at + SERVED_FIELDS <= served.length; at += SERVED_FIELDS, index += 1) {
     yield {
       ok: true,
       totalMs: served[at] ?? 0,
@@ -176,6 +190,7 @@ export function* servedIn(report: LaneReport): Generator<LaneServed> {
       runMs: served[at + 2] ?? 0,
       sessionMs: served[at + 3] ?? 0,
       batch: { requests: served[at + 4] ?? 0, rows: served[at + 5] ?? 0 },
+      requestId: servedIds[index] ?? "",
     };
   }
   yield* report.failed;

@@ -14,7 +14,13 @@ import { type BatchingDefaults, DEFAULT_BATCHING } from "./batch-settings.ts";
 import { type Executed, executeOne, ModelBatcher } from "./batcher.ts";
 import { recycleInputs } from "./buffer-pool.ts";
 import { deviceLabel, type ReplicaDevice } from "./device.ts";
-import { type LaneReport, type LaneServed, type LaneSettings, runsIn, servedIn } from "./lane-protocol.ts";
+import {
+  type LaneReport,
+  type LaneServedRequest,
+  type LaneSettings,
+  runsIn,
+  servedIn,
+} from "./lane-protocol.ts";
 import { ModelCache } from "./model-cache.ts";
 import { type ModelMemoryBudget, modelMemoryBudget } from "./model-memory-budget.ts";
 import { ModelStatisticsBook } from "./model-statistics.ts";
@@ -63,6 +69,11 @@ export interface InferCall {
    * again; for a 4.9 MB image the copy costs about 1.2 ms on an H100 host.
    */
   handOverInputs?: boolean;
+  /**
+   * The client's id for the request (the response's X-Request-Id: shared/oip/request-options.ts
+   * requestIdHeader), named by the log lines about it wherever it is served.
+   */
+  requestId?: string;
 }
 
 export interface InferTimings {
@@ -518,7 +529,7 @@ export class Replica {
   protected modelRan(_model: ModelRef, _runs: number): void {}
 
   /** A request a lane served (or failed): for a subclass that counts requests (MeteredReplica). */
-  protected laneServed(_model: ModelRef, _served: LaneServed): void {}
+  protected laneServed(_model: ModelRef, _served: LaneServedRequest): void {}
 
   /** Unloads every loaded version of a model (or the one given), pinned or not; false when none was loaded. */
   async unload(name: string, version?: string): Promise<boolean> {

@@ -43,6 +43,8 @@ interface LaneCall {
   lane: TickMailbox<LaneAnswer>;
   /** Client requests it carries (a group, stacked by the intake thread: LaneRequest). */
   requests: number;
+  /** Their ids, in order (LaneRequest). */
+  requestIds: string[];
   inputs: Tensor[];
   wanted: string[];
   size: number;
@@ -135,6 +137,7 @@ export class SessionLanes {
       id: request.id,
       lane,
       requests: request.requests,
+      requestIds: request.requestIds,
       inputs: request.inputs,
       wanted: [],
       size: batchSizeOf(request.inputs) ?? 0,
@@ -275,7 +278,8 @@ export class SessionLanes {
 
   /** Each client request the call carried, for the replica's statistics, metrics and request log. */
   #noteServed(call: LaneCall, served: LaneServed): void {
-    for (let request = 0; request < call.requests; request += 1) this.#reportBuilder.served(served);
+    for (let request = 0; request < call.requests; request += 1)
+      this.#reportBuilder.served(served, call.requestIds[request] ?? "");
     this.#reportSoon();
   }
 

@@ -121,6 +121,7 @@ export class IntakeLanes {
         lane,
         {
           requests: 1,
+          requestIds: [call.requestId ?? ""],
           inputs: call.inputs,
           ...(call.outputs === undefined ? {} : { outputs: call.outputs }),
           deadlineAt: call.deadline.at,

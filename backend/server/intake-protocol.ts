@@ -40,6 +40,7 @@ export interface WireInferCall {
   inputs: Tensor[];
   outputs?: string[];
   withLabels?: true;
+  requestId?: string;
   deadlineAt: number;
   budgetMs: number;
   /**
@@ -126,7 +127,7 @@ export type MainMessage =
 
 /** What a call carries across as it is, either way. */
 function sameBothWays(
-  call: Pick<WireInferCall, "model" | "version" | "hint" | "inputs" | "outputs" | "withLabels">,
+  call: Pick<WireInferCall, "model" | "version" | "hint" | "inputs" | "outputs" | "withLabels" | "requestId">,
 ) {
   return {
     model: call.model,
@@ -135,6 +136,7 @@ function sameBothWays(
     inputs: call.inputs,
     ...(call.outputs === undefined ? {} : { outputs: call.outputs }),
     ...(call.withLabels === undefined ? {} : { withLabels: call.withLabels }),
+    ...(call.requestId === undefined ? {} : { requestId: call.requestId }),
   };
 }
 

@@ -236,6 +236,7 @@ export class LaneGroups {
     group.id = this.#lane.send(
       {
         requests: live.length,
+        requestIds: live.map((member) => member.call.requestId ?? ""),
         inputs: stacked,
         outputs: group.wanted,
         deadlineAt: last.call.deadline.at,

@@ -106,12 +106,13 @@ export interface Served {
 export async function serveInfer(
   infer: InferOnReplicas,
   answerer: Answerer,
-  input: Pick<InferRequestIn, "model" | "version" | "request" | "hint" | "deadline">,
+  input: Pick<InferRequestIn, "model" | "version" | "request" | "hint" | "deadline" | "requestId">,
   signal?: AbortSignal,
 ): Promise<Served> {
-  const { model, version, request, hint, deadline } = input;
+  const { model, version, request, hint, deadline, requestId } = input;
   const outcome = await infer({
     model,
+    requestId,
     ...(version === undefined ? {} : { version }),
     ...(hint === undefined ? {} : { hint }),
     inputs: request.inputs,

@@ -40,7 +40,8 @@ const send = (index: number, rows = 1) =>
 const requestLines = () =>
   (agent?.log() ?? "")
     .split("\n")
-    .filter((line) => line.split(" ")[1] === "request" && line.split(" ")[2] !== "failed")
+    // (A refused request's line is a "request" line too, with its status.)
+    .filter((line) => line.split(" ")[1] === "request" && / status=200\b/.test(line))
     .map((line) => ({ lane: / lane=true\b/.test(line) ? true : undefined }));
 
 /**

@@ -1,5 +1,7 @@
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
+import { tensorBinary } from "../../shared/oip/codec.ts";
 import { infer } from "../../shared/oip/http-client.ts";
+import type { Tensor } from "../../shared/oip/tensor.ts";
 import { seededFloats } from "../fixtures/onnx-builder.ts";
 import { MULTIPLEX_MODELS } from "../fixtures/paths.ts";
 import type { AgentProcess } from "./support/agent-process.ts";
@@ -31,7 +33,7 @@ describe("the agent's log settings, changed while it runs", () => {
     const lines = agent
       .log()
       .split("\n")
-      .filter((line) => /^\S+ request model=|"event":"request"/.test(line));
+      .filter((line) => /^\S+ request (requestId=\S+ )?model=|"event":"request"/.test(line));
     const fresh = lines.slice(seen);
     seen = lines.length;
     return fresh;
@@ -78,7 +80,7 @@ describe("the agent's log settings, changed while it runs", () => {
     });
     await request();
     expect(newRequestLines()).toEqual([
-      expect.stringMatching(new RegExp(` request model=${MLP}:1 .*status=200`)),
+      expect.stringMatching(new RegExp(` request requestId=\\S+ model=${MLP}:1 .*status=200`)),
     ]);
 
     const answer = await client.call("LogSettings", { settings: { log_verbose_level: { uint32_param: 0 } } });
@@ -144,5 +146,104 @@ describe("the agent's log settings, changed while it runs", () => {
     expect(
       await client.call("LogSettings", { settings: { log_info: { string_param: "yes" } } }),
     ).toMatchObject({ ok: false, code: INVALID_ARGUMENT, details: expect.stringContaining("log_info") });
+  });
+});
+
+// A request line names its request by the id its client sees in X-Request-Id, whichever way it was served: the
+// main thread's path (a model's first request from an HTTP thread), a lane (the requests after it, whose line
+// the main thread writes from the session thread's report) and gRPC (no header: the request's own id).
+describe("request lines, with --log-requests", () => {
+  let agent: AgentProcess;
+  let client: InferenceClient;
+  beforeAll(async () => {
+    ({ agent, client } = await startGrpcAgent(["--http-threads", "2", "--log-requests"]));
+    // JSON from here on (the tests' agent start reads its text lines), as `--log-format json` writes it.
+    const changed = await fetch(`${agent.url}/v2/logging`, {
+      method: "POST",
+      body: JSON.stringify({ log_format: "json" }),
+    });
+    expect(changed.status).toBe(200);
+  });
+  afterAll(() => stopGrpcAgent({ agent, client }));
+
+  interface Line {
+    level: string;
+    event: string;
+    requestId?: string;
+    model: string;
+    status: number;
+    lane?: boolean;
+    error?: string;
+  }
+  const requestLines = (): Line[] =>
+    agent
+      .log()
+      .split("\n")
+      .filter((line) => line.startsWith("{"))
+      .map((line) => JSON.parse(line) as Line & { event: string })
+      .filter((line) => line.event.startsWith("request"));
+  /** The request line naming `requestId`, once the agent wrote it (a lane's line comes with its report). */
+  const lineOf = async (requestId: string): Promise<Line> => {
+    await expect
+      .poll(() => requestLines().filter((line) => line.requestId === requestId), { timeout: 10_000 })
+      .toHaveLength(1);
+    return requestLines().find((line) => line.requestId === requestId) as Line;
+  };
+  const x = (seed: number): Tensor => ({
+    name: "x",
+    datatype: "FP32",
+    shape: [1, 16],
+    data: seededFloats(seed, 16),
+  });
+
+  test("over HTTP, on the main thread's path and on a lane: the response's X-Request-Id", async () => {
+    const ids = Array.from({ length: 6 }, (_, index) => `order-${index}`);
+    for (const [index, id] of ids.entries()) {
+      const answer = await infer(agent.url, MLP, { id, inputs: [x(index)] });
+      expect(answer.headers.get("x-request-id")).toBe(id);
+    }
+    const lines = await Promise.all(ids.map(lineOf));
+    for (const line of lines)
+      expect(line).toMatchObject({ level: "info", event: "request", model: `${MLP}:1`, status: 200 });
+    // The first went through the main thread (which granted its HTTP thread a lane), later ones down the lane.
+    expect(lines[0]?.lane).toBeUndefined();
+    expect(lines.some((line) => line.lane === true)).toBe(true);
+  });
+
+  test("a request without an id: its line names the id the agent made up for X-Request-Id", async () => {
+    const answer = await infer(agent.url, MLP, { inputs: [x(9)] });
+    const made = answer.headers.get("x-request-id") ?? "";
+    expect(made).toMatch(/^[0-9a-f-]{36}$/);
+    expect(await lineOf(made)).toMatchObject({ event: "request", status: 200 });
+  });
+
+  test("over gRPC, the request's own id", async () => {
+    const tensor = x(12);
+    const answer = await client.call("ModelInfer", {
+      model_name: MLP,
+      id: "grpc-call-5",
+      inputs: [{ name: "x", datatype: "FP32", shape: [1, 16] }],
+      raw_input_contents: [Buffer.from(tensorBinary(tensor))],
+    });
+    expect(answer.ok).toBe(true);
+    expect(await lineOf("grpc-call-5")).toMatchObject({ event: "request", model: `${MLP}:1`, status: 200 });
+  });
+
+  test("a client's mistake is a request line at info, not an error line", async () => {
+    const response = await fetch(`${agent.url}/v2/models/no-such-model/infer`, {
+      method: "POST",
+      body: JSON.stringify({
+        id: "lost-1",
+        inputs: [{ name: "x", datatype: "FP32", shape: [1, 1], data: [1] }],
+      }),
+    });
+    expect(response.status).toBe(404);
+    expect(await lineOf("lost-1")).toMatchObject({
+      level: "info",
+      event: "request",
+      model: "no-such-model",
+      status: 404,
+      error: "model 'no-such-model' not found",
+    });
   });
 });

@@ -3,7 +3,7 @@ import { Deadline, requestDeadline } from "../../../shared/deadline.ts";
 import { describeError, SwitchyardError } from "../../../shared/errors.ts";
 import type { HeaderReader } from "../../../shared/http/header-reader.ts";
 import { parseModelName } from "../../../shared/model-names.ts";
-import { readHint } from "../../../shared/oip/request-options.ts";
+import { readHint, requestIdHeader } from "../../../shared/oip/request-options.ts";
 import { type Answerer, type InferOnReplicas, serveInfer } from "../standalone-infer.ts";
 import type { GrpcControl } from "./grpc-control.ts";
 import {
@@ -88,6 +88,8 @@ export async function startGrpcService(options: GrpcServiceOptions): Promise<Grp
         request,
         ...(hint === undefined ? {} : { hint }),
         deadline: earlier(requestDeadline(headers, request.parameters, options.defaultTimeoutMs), call),
+        // No header answers it over gRPC: the id names the request in the agent's log lines, as over HTTP.
+        requestId: requestIdHeader(request.id),
       },
       call.signal,
     );

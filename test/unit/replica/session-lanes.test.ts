@@ -99,6 +99,7 @@ const infer = (id: number, inputs: Tensor[], extra: Partial<LaneRequest> = {}): 
   type: "infer",
   id,
   requests: 1,
+  requestIds: [`request-${id}`],
   inputs,
   deadlineAt: Date.now() + 60_000,
   budgetMs: 60_000,
@@ -223,8 +224,14 @@ describe("a session's lanes", () => {
     // Served requests are counted for the replica: each request, and each run (the aborted one never ran).
     await lane.session.reportLanes();
     const served = lane.reports.flatMap((report) => [...servedIn(report)]);
-    expect(served.filter((entry) => entry.ok)).toHaveLength(2);
-    expect(served.filter((entry) => !entry.ok)).toHaveLength(2);
+    // Each named by the client's id it came with, for the main thread's request lines.
+    const idsOf = (ok: boolean) =>
+      served
+        .filter((entry) => entry.ok === ok)
+        .map((entry) => entry.requestId)
+        .sort();
+    expect(idsOf(true)).toEqual(["request-1", "request-3"]);
+    expect(idsOf(false)).toEqual(["request-2", "request-4"]);
     expect(lane.reports.flatMap((report) => [...runsIn(report)])).toHaveLength(2);
   });
 
@@ -316,7 +323,10 @@ describe("a session's lanes", () => {
     test("is one call: its rows come back together, and it counts as its requests", async () => {
       const lane = await openLane({ batching: BATCHING });
       const input = mlpInput(3, 41);
-      const answers = await lane.send([infer(1, [input], { requests: 3 })], 1);
+      const answers = await lane.send(
+        [infer(1, [input], { requests: 3, requestIds: ["first", "", "third"] })],
+        1,
+      );
       const answered = outcome(answers.get(1));
       expect(answered.outputs[0]?.shape).toEqual([3, 8]);
       expect(Array.from(answered.outputs[0]?.data as Float32Array)).toEqual(
@@ -324,9 +334,13 @@ describe("a session's lanes", () => {
       );
       expect(answered.batch).toEqual({ requests: 3, rows: 3 });
       await new Promise((resolve) => setTimeout(resolve, 50));
-      expect(
-        lane.reports.flatMap((report) => [...servedIn(report)]).filter((served) => served.ok),
-      ).toHaveLength(3);
+      const served = lane.reports.flatMap((report) => [...servedIn(report)]);
+      // Each of its requests by its own id ("": it came without one).
+      expect(served.map((each) => [each.ok, each.requestId])).toEqual([
+        [true, "first"],
+        [true, ""],
+        [true, "third"],
+      ]);
     });
 
     test("whose output does not keep the batch's rows fails 400, uncounted: its thread runs each request alone", async () => {

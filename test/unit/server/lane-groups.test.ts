@@ -24,12 +24,13 @@ const SETTINGS: LaneSettings = {
 /** A body of the pool's smallest pooled size, its one row of two numbers at its start (as a decoded request's). */
 const BODY_BYTES = 64 * 1024;
 
-const callOf = (value: number): PooledInferCall => {
+const callOf = (value: number, requestId?: string): PooledInferCall => {
   const data = new Float32Array(new ArrayBuffer(BODY_BYTES), 0, 2).fill(value);
   return {
     model: "m",
     inputs: [{ name: "x", datatype: "FP32", shape: [1, 2], data }],
     deadline: Deadline.in(30_000),
+    ...(requestId === undefined ? {} : { requestId }),
   };
 };
 
@@ -42,11 +43,16 @@ const outcome = (outputs: Tensor[]): PooledOutcome => ({
   classes: { batched: false, labels: new Map() },
 });
 
-/** A scripted lane: each group is answered with `answer(its stacked inputs)`. */
-function scriptedLane(answer: (inputs: Tensor[]) => LaneSettlement, alone: GroupLane["alone"]): GroupLane {
+/** A scripted lane: each group is answered with `answer(its stacked inputs)`; `sent` gets each request. */
+function scriptedLane(
+  answer: (inputs: Tensor[]) => LaneSettlement,
+  alone: GroupLane["alone"],
+  sent: Parameters<GroupLane["send"]>[0][] = [],
+): GroupLane {
   let nextId = 0;
   return {
     send: (request, transfer, settle) => {
+      sent.push(request);
       nextId += 1;
       const moved = structuredClone(request, { transfer });
       setImmediate(() => settle(answer(moved.inputs)));
@@ -107,6 +113,7 @@ describe("a group the model refuses at run time", () => {
 
 describe("a group answered", () => {
   test("each request gets its rows, and the bodies copied into the group go back to the pool", async () => {
+    const sent: Parameters<GroupLane["send"]>[0][] = [];
     const lane = scriptedLane(
       (inputs) => ({
         type: "outcome",
@@ -118,10 +125,13 @@ describe("a group answered", () => {
         roundTripMs: 2,
       }),
       () => Promise.reject(new Error("not expected")),
+      sent,
     );
     const groups = new LaneGroups(lane, SETTINGS, 8);
-    const calls = [callOf(5), callOf(6)];
+    const calls = [callOf(5, "five"), callOf(6)];
     const outcomes = await Promise.all(calls.map((call) => groups.add(call)));
+    // One lane request for both, naming each of its requests in the order of its rows ("": none given).
+    expect(sent.map((request) => [request.requests, request.requestIds])).toEqual([[2, ["five", ""]]]);
     expect(outcomes.map((each) => Array.from(each.outputs[0]?.data as Float32Array))).toEqual([
       [5, 5],
       [6, 6],
