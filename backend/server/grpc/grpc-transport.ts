@@ -74,6 +74,8 @@ export interface GrpcTransportOptions {
   routes: ReadonlyMap<string, GrpcRoute>;
   /** The largest request message, uncompressed (RESOURCE_EXHAUSTED above). */
   maxMessageBytes: number;
+  /** How long a request may take to arrive (REQUEST_RECEIVE_MS by default; tests shorten it). */
+  receiveTimeoutMs?: number;
   /** A failure of the agent's own (not the client's), for the log. */
   onInternalError(path: string, error: unknown): void;
 }
@@ -94,6 +96,15 @@ const CONNECTION_WINDOW_BYTES = 32 * 1024 * 1024;
 /** The longest setTimeout takes. */
 const MAX_TIMER_MS = 2 ** 31 - 1;
 
+/**
+ * A unary call's request, or a stream's message once its first bytes came, still arriving after this long
+ * is cut (DEADLINE_EXCEEDED), whatever deadline the client set or did not: a client that sends a message
+ * slowly or never finishes it would otherwise hold its buffer, up to --max-body, for as long as it likes,
+ * on as many calls as it opens. The agent's HTTP keeps Node's requestTimeout for a request body, the same
+ * 300 s.
+ */
+export const REQUEST_RECEIVE_MS = 300_000;
+
 const RESPONSE_HEADERS = {
   ":status": 200,
   "content-type": "application/grpc+proto",
@@ -111,6 +122,16 @@ export async function startGrpcTransport(options: GrpcTransportOptions): Promise
   const sessions = new Set<Http2Session>();
   const calls = new Set<Call>();
   let closing = false;
+  // Calls still receiving a request are looked at a few times per limit, not each with a timer of its own.
+  const receiveTimeoutMs = options.receiveTimeoutMs ?? REQUEST_RECEIVE_MS;
+  const sweep = setInterval(
+    () => {
+      const now = performance.now();
+      for (const call of calls) call.cutIfStillReceiving(now, receiveTimeoutMs);
+    },
+    Math.max(10, Math.min(receiveTimeoutMs / 4, 10_000)),
+  );
+  sweep.unref();
 
   server.on("session", (session) => {
     sessions.add(session);
@@ -141,6 +162,7 @@ export async function startGrpcTransport(options: GrpcTransportOptions): Promise
     port: address.port,
     async close(graceMs) {
       closing = true;
+      clearInterval(sweep);
       for (const call of calls) call.serverClosing();
       const closed = new Promise<void>((resolve) => server.close(() => resolve()));
       // GOAWAY: no new calls on open connections; each closes once its calls have.
@@ -222,6 +244,11 @@ class Call {
   #awaitingDrain = false;
   #ended = false;
   readonly #received: ReceivedMessage[] = [];
+  /**
+   * performance.now() since which a request has been arriving: a unary call's from its start to the client's
+   * end, a stream's message from its first bytes to its last; undefined while none is.
+   */
+  #receivingSince: number | undefined;
 
   constructor(
     stream: ServerHttp2Stream,
@@ -269,8 +296,21 @@ class Call {
       this.#finished = true;
       this.#cleanUp(new SwitchyardError("unavailable", "the client cancelled the call"));
     });
+    if (route.kind === "unary") this.#receivingSince = performance.now();
     stream.on("data", (chunk: Buffer) => this.#read(chunk));
     stream.once("end", () => this.#clientEnded());
+  }
+
+  /** Ends the call when a request has been arriving for longer than `limitMs` (REQUEST_RECEIVE_MS). */
+  cutIfStillReceiving(now: number, limitMs: number): void {
+    if (this.#finished || this.#receivingSince === undefined || now - this.#receivingSince < limitMs) return;
+    const what = this.#route.kind === "unary" ? "the request" : "a request message on the stream";
+    this.#finish(
+      new GrpcFailure(
+        GrpcStatus.DEADLINE_EXCEEDED,
+        `${what} did not arrive within ${limitMs / 1000} s (the most the agent waits for one)`,
+      ),
+    );
   }
 
   /** The server closes: an idle stream ends now, a busy one once its answers are out. */
@@ -286,6 +326,12 @@ class Call {
     } catch (error) {
       this.#finish(error);
       return;
+    }
+    // A stream's message is arriving from its first bytes until it is whole (a unary call's, until its end).
+    if (this.#route.kind === "ordered-stream") {
+      if (!this.#reader.partial) this.#receivingSince = undefined;
+      else if (messages.length > 0 || this.#receivingSince === undefined)
+        this.#receivingSince = performance.now();
     }
     for (const message of messages) {
       // Failed by a message before it in the same chunk: the rest is not served.
@@ -306,6 +352,7 @@ class Call {
 
   #clientEnded(): void {
     this.#ended = true;
+    this.#receivingSince = undefined;
     if (this.#finished) return;
     if (this.#reader.partial) {
       this.#finish(new GrpcFailure(GrpcStatus.INTERNAL, "the call ended in the middle of a message"));

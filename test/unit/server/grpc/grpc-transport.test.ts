@@ -1,0 +1,150 @@
+import { type ClientHttp2Session, connect, type IncomingHttpHeaders } from "node:http2";
+import { afterAll, beforeAll, describe, expect, test } from "vitest";
+import { messagePrefix } from "../../../../backend/server/grpc/grpc-framing.ts";
+import { GrpcStatus } from "../../../../backend/server/grpc/grpc-status.ts";
+import {
+  type GrpcRoute,
+  type GrpcTransport,
+  startGrpcTransport,
+} from "../../../../backend/server/grpc/grpc-transport.ts";
+
+// The transport's bound on a request that never finishes arriving, on a real node:http2 server and client
+// (the agent's own routes are tested through a real agent in test/integration/standalone-grpc.test.ts). The
+// limit is shortened here from its 300 s.
+
+const RECEIVE_MS = 300;
+const echo = { decode: (bytes: Buffer) => bytes, handle: async (request: unknown) => [request as Buffer] };
+const routes = new Map<string, GrpcRoute>([
+  ["/test.Echo/Unary", { kind: "unary", ...echo }],
+  ["/test.Echo/Stream", { kind: "ordered-stream", ...echo }],
+]);
+
+let transport: GrpcTransport;
+let client: ClientHttp2Session;
+const internalErrors: unknown[] = [];
+
+beforeAll(async () => {
+  transport = await startGrpcTransport({
+    host: "127.0.0.1",
+    port: 0,
+    routes,
+    maxMessageBytes: 1024 * 1024,
+    receiveTimeoutMs: RECEIVE_MS,
+    onInternalError: (_path, error) => internalErrors.push(error),
+  });
+  client = connect(`http://127.0.0.1:${transport.port}`);
+});
+
+afterAll(async () => {
+  client.close();
+  await transport.close(1000);
+  expect(internalErrors).toEqual([]);
+});
+
+interface Ended {
+  status: string | undefined;
+  message: string | undefined;
+  /** Messages answered before the end (their bodies). */
+  answers: string[];
+  afterMs: number;
+}
+
+/**
+ * Opens a call, hands it to `drive`, and resolves with its status once the server ended its side (the
+ * client's may stay open: what it sends after is read and dropped).
+ */
+function call(path: string, drive: (write: (bytes: Uint8Array) => void, end: () => void) => void) {
+  const started = performance.now();
+  const stream = client.request({ ":method": "POST", ":path": path, "content-type": "application/grpc" });
+  const received: Buffer[] = [];
+  let status: IncomingHttpHeaders = {};
+  stream.on("response", (headers) => {
+    status = headers;
+  });
+  stream.on("trailers", (trailers) => {
+    status = trailers;
+  });
+  stream.on("data", (chunk: Buffer) => received.push(chunk));
+  const ended = new Promise<Ended>((resolve) =>
+    stream.once("end", () => {
+      const body = Buffer.concat(received);
+      const answers: string[] = [];
+      for (let at = 0; at + 5 <= body.length; ) {
+        const length = body.readUInt32BE(at + 1);
+        answers.push(body.subarray(at + 5, at + 5 + length).toString());
+        at += 5 + length;
+      }
+      resolve({
+        status: status["grpc-status"] as string | undefined,
+        message: status["grpc-message"] as string | undefined,
+        answers,
+        afterMs: performance.now() - started,
+      });
+    }),
+  );
+  drive(
+    (bytes) => stream.write(bytes),
+    () => stream.end(),
+  );
+  return { ended, close: () => stream.close() };
+}
+
+/** A whole message: its prefix and its bytes. */
+const message = (text: string) => Buffer.concat([messagePrefix(text.length), Buffer.from(text)]);
+
+describe("a request that does not finish arriving", () => {
+  test("a unary call whose message stops halfway is cut DEADLINE_EXCEEDED after the limit", async () => {
+    const { ended } = call("/test.Echo/Unary", (write) => write(message("hello").subarray(0, 7)));
+    const result = await ended;
+    expect(result.status).toBe(String(GrpcStatus.DEADLINE_EXCEEDED));
+    expect(decodeURIComponent(result.message ?? "")).toBe(
+      "the request did not arrive within 0.3 s (the most the agent waits for one)",
+    );
+    expect(result.afterMs).toBeGreaterThanOrEqual(RECEIVE_MS);
+    expect(result.afterMs).toBeLessThan(RECEIVE_MS * 4);
+  });
+
+  test("a unary call whose client never ends its side is cut too; one that does is answered", async () => {
+    const open = call("/test.Echo/Unary", (write) => write(message("whole")));
+    expect((await open.ended).status).toBe(String(GrpcStatus.DEADLINE_EXCEEDED));
+    const answered = await call("/test.Echo/Unary", (write, end) => {
+      write(message("whole"));
+      end();
+    }).ended;
+    expect(answered).toMatchObject({ status: String(GrpcStatus.OK), answers: ["whole"] });
+  });
+
+  test("a stream idle between messages stays open past the limit; one stuck in a message is cut", async () => {
+    const idle = call("/test.Echo/Stream", (write) => write(message("first")));
+    const stuck = call("/test.Echo/Stream", (write) => {
+      write(message("one"));
+      write(message("two").subarray(0, 6));
+    });
+    const cut = await stuck.ended;
+    expect(cut).toMatchObject({ status: String(GrpcStatus.DEADLINE_EXCEEDED), answers: ["one"] });
+    expect(decodeURIComponent(cut.message ?? "")).toContain("a request message on the stream did not arrive");
+    // The idle one, waited on as long again, is still open: it ends when its client ends it.
+    await new Promise((resolve) => setTimeout(resolve, RECEIVE_MS * 2));
+    const stillOpen = await Promise.race([
+      idle.ended.then(() => false),
+      new Promise<boolean>((resolve) => setImmediate(() => resolve(true))),
+    ]);
+    expect(stillOpen).toBe(true);
+    idle.close();
+  });
+
+  test("a stream's message that arrives slowly but within the limit, in pieces, is answered", async () => {
+    const bytes = message("patience");
+    const { ended } = call("/test.Echo/Stream", (write, end) => {
+      let at = 0;
+      const next = () => {
+        write(bytes.subarray(at, at + 3));
+        at += 3;
+        if (at < bytes.length) setTimeout(next, RECEIVE_MS / 8);
+        else end();
+      };
+      next();
+    });
+    expect(await ended).toMatchObject({ status: String(GrpcStatus.OK), answers: ["patience"] });
+  });
+});
