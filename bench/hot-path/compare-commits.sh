@@ -30,6 +30,6 @@ for round in $(seq 1 "$rounds"); do
     [ "$side" = before ] && tree=$before
     (cd "$tree" && node bench/hot-path/hot-path.ts "$@" --out "$out/$side-$round" > /dev/null)
     echo "== $side ($([ "$side" = before ] && echo "$commit" || echo this checkout)), round $round"
-    grep -E '^\| (agent|anchor|raw)' "$out/$side-$round"/hot-path-*.md
+    grep -E '^\| (agent|anchor|raw|gateway|relay-anchor)' "$out/$side-$round"/hot-path-*.md || true
   done
 done

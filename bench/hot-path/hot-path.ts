@@ -59,13 +59,21 @@ import { decodeInferResponse, encodeInferRequest } from "../../shared/oip/codec.
 import type { Tensor } from "../../shared/oip/tensor.ts";
 import { machineLabel } from "../gpu/machine.ts";
 import { closedLoop, type LoadResult, round } from "../gpu/measure.ts";
-import { readStat, readThreadStat } from "../registry/process-cpu.ts";
+import { readStat, readThreadStat, readTreeCpu } from "../registry/process-cpu.ts";
 import { MEMO_HEADER } from "./anchor-http.ts";
 import { batchedConfig } from "./batched-config.ts";
 import { threadedLoad } from "./client-threads.ts";
 import { grpcRequests } from "./grpc-requests.ts";
 import { type Answer, HttpLoad, type PreparedRequest, requestHeaders } from "./http-load.ts";
-import { type Encoding, MAIN_THREAD_CPU, type Measured, PROCESS_CPU, renderHotPathReport } from "./report.ts";
+import {
+  type Encoding,
+  MAIN_THREAD_CPU,
+  type Measured,
+  PROCESS_CPU,
+  PROXY_CPU,
+  renderHotPathReport,
+  WORKERD_CPU,
+} from "./report.ts";
 import { prepareInSharedMemory, type SharedMemoryRequest } from "./shared-memory-requests.ts";
 import {
   startAgentTarget,
@@ -308,9 +316,11 @@ async function main(): Promise<void> {
   ) => {
     const mainBefore = mainThreadCpuMs(target);
     const allBefore = processCpuMs(target);
+    const workerdBefore = workerdCpuMs(target);
     const { load, phases } = await run();
     const mainAfter = mainThreadCpuMs(target);
     const allAfter = processCpuMs(target);
+    const workerdAfter = workerdCpuMs(target);
     if (mainBefore !== undefined && mainAfter !== undefined && load.answered > 0) {
       // The agent's main thread, which routes every request: its CPU per answer (warm-up included on both
       // sides). /proc counts in ticks of 10 ms, a few in a window of seconds.
@@ -319,9 +329,15 @@ async function main(): Promise<void> {
     if (allBefore !== undefined && allAfter !== undefined && load.answered > 0) {
       phases[PROCESS_CPU] = round((allAfter - allBefore) / load.answered, 3);
     }
+    if (workerdBefore !== undefined && workerdAfter !== undefined && load.answered > 0) {
+      phases[WORKERD_CPU] = round((workerdAfter.worker - workerdBefore.worker) / load.answered, 3);
+      phases[PROXY_CPU] = round((workerdAfter.proxy - workerdBefore.proxy) / load.answered, 3);
+    }
     const { pass, model, label, encoding, batched } = measure;
     results.push({ model, target: target.kind, encoding, batched, load, phases, round: pass });
-    const cpu = phases[PROCESS_CPU] === undefined ? "" : `, ${phases[PROCESS_CPU]} ms cpu/answer`;
+    const cpu =
+      (phases[PROCESS_CPU] === undefined ? "" : `, ${phases[PROCESS_CPU]} ms cpu/answer`) +
+      (phases[WORKERD_CPU] === undefined ? "" : `, workerd ${phases[WORKERD_CPU]} ms cpu/answer`);
     log(
       `${roundLabel(pass)}${target.kind} ${label} ${encoding} c=${load.concurrency}: ${summary(load)}${cpu}`,
     );
@@ -671,6 +687,18 @@ function mainThreadCpuMs(target: Target): number | undefined {
 /** Every thread of the target's process (behind the gateway, its agent's: workerd's is not counted). */
 function processCpuMs(target: Target): number | undefined {
   return target.pid === undefined ? undefined : readStat(target.pid)?.cpuMs;
+}
+
+/**
+ * Behind `wrangler dev`: the CPU its workerd processes have spent so far (ms), the one running the Worker and
+ * its Durable Objects and the dev proxy apart; undefined for other targets.
+ */
+function workerdCpuMs(target: Target): { worker: number; proxy: number } | undefined {
+  if (target.wrangler === undefined) return undefined;
+  const spent = { worker: 0, proxy: 0 };
+  for (const { role, ms } of readTreeCpu(target.wrangler.pid, target.wrangler.port).cpuMs.values())
+    if (role !== "node") spent[role] += ms;
+  return spent;
 }
 
 function summary(load: LoadResult): string {

@@ -70,6 +70,13 @@ export const MAIN_THREAD_CPU = "main cpu";
  * and onnxruntime's own. Where throughput swings between rounds on a shared host, this is steadier.
  */
 export const PROCESS_CPU = "all cpu";
+/**
+ * Behind `wrangler dev`: the CPU per answer of the workerd process that runs the Worker and its Durable
+ * Objects, and of wrangler dev's proxy (another workerd). On the 2-core machine they are busy most of a tiny
+ * request's time, so this shows the gateway's own code against the relay anchor's without the latency's noise.
+ */
+export const WORKERD_CPU = "workerd cpu";
+export const PROXY_CPU = "proxy cpu";
 
 export function renderHotPathReport(report: HotPathReport): string {
   const rounds = roundsOf(report.results);
@@ -123,7 +130,7 @@ export function renderHotPathReport(report: HotPathReport): string {
         .sort((a, b) => a.target.localeCompare(b.target) || Number(a.batched) - Number(b.batched));
       if (staged.length > 0) {
         lines.push(
-          `Where the time goes (Server-Timing, mean ms). The anchors send no stages: their CPU only. Agent: run is onnxruntime's part of infer, on the session's thread; ${MAIN_THREAD_CPU} is the CPU its main thread (which routes every request) spent per answer, ${PROCESS_CPU} what all its threads spent, both read from /proc around the load. Gateway: the Worker's own share is total - registry, the registry's registry - roundtrip, the websocket's roundtrip - agent; its ${MAIN_THREAD_CPU} and ${PROCESS_CPU} are its agent's (workerd's CPU is not counted).`,
+          `Where the time goes (Server-Timing, mean ms). The anchors send no stages: their CPU only. Agent: run is onnxruntime's part of infer, on the session's thread; ${MAIN_THREAD_CPU} is the CPU its main thread (which routes every request) spent per answer, ${PROCESS_CPU} what all its threads spent, both read from /proc around the load. Gateway: the Worker's own share is total - registry, the registry's registry - roundtrip, the websocket's roundtrip - agent; its ${MAIN_THREAD_CPU} and ${PROCESS_CPU} are its agent's; ${WORKERD_CPU} is what the workerd process that runs the Worker and its Durable Objects spent per answer, ${PROXY_CPU} what wrangler dev's proxy spent (the relay anchor's too).`,
           "",
         );
         const phases = [...new Set(staged.flatMap((row) => Object.keys(row.phases)))];
@@ -365,6 +372,23 @@ function targetChecks(
   show(
     "tiny JSON: the gateway's p50 minus the relay anchor's (ms)",
     perRound(p50Minus(["mlp", "gateway", "json"], ["mlp", "relay-anchor", "json"])),
+  );
+  // The same by CPU: what the Worker and its Durable Objects cost workerd per answer, beyond the relay anchor's.
+  const workerdCpu = (target: string) => (pass: number) =>
+    all.find(
+      (row) =>
+        (row.round ?? 1) === pass &&
+        row.model === "mlp" &&
+        row.target === target &&
+        row.encoding === "json" &&
+        !row.batched &&
+        row.load.concurrency === 1,
+    )?.phases[WORKERD_CPU];
+  show(
+    "tiny JSON: workerd's CPU per answer (the Worker and its Durable Objects), the gateway's minus the relay anchor's (ms)",
+    rounds
+      .map((each) => difference(workerdCpu("gateway")(each), workerdCpu("relay-anchor")(each)))
+      .filter((value): value is number => value !== undefined && Number.isFinite(value)),
   );
   show(
     `4.9 MB binary (${big}) through the relay anchor, p50 minus the anchor's (ms)`,

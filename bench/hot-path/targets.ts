@@ -40,6 +40,11 @@ export interface Target {
    * is not the agent's): its CPU is read around each load.
    */
   pid?: number;
+  /**
+   * Behind `wrangler dev` (the gateway, the relay anchor): wrangler's pid and the port it serves, to read what
+   * its workerd processes spend around each load (bench/registry/process-cpu.ts readTreeCpu).
+   */
+  wrangler?: { pid: number; port: number };
   stop(): Promise<void>;
 }
 
@@ -80,6 +85,11 @@ async function wranglerOnFreePort(
     }),
   );
   return { port, process };
+}
+
+/** A target's `wrangler` (Target.wrangler), where its process has a pid. */
+function wranglerOf(wrangler: ManagedProcess, port: number): Pick<Target, "wrangler"> {
+  return wrangler.child.pid === undefined ? {} : { wrangler: { pid: wrangler.child.pid, port } };
 }
 
 /** The anchor server's arguments for one model's session (anchor-server.ts). */
@@ -168,7 +178,14 @@ export async function startRelayAnchorTarget(
     await stop();
     throw error;
   }
-  return { kind: "relay-anchor", url: `http://127.0.0.1:${port}`, headers: {}, unbatchedOnly: true, stop };
+  return {
+    kind: "relay-anchor",
+    url: `http://127.0.0.1:${port}`,
+    headers: {},
+    unbatchedOnly: true,
+    ...wranglerOf(relay, port),
+    stop,
+  };
 }
 
 /** `nodeArgs` go to Node itself (`--cpu-prof --cpu-prof-dir <dir>` profiles the agent). */
@@ -236,6 +253,7 @@ export async function startGatewayTarget(
     url,
     headers: { Authorization: `Bearer ${KEYS.API_KEYS}` },
     ...(agent.child.pid === undefined ? {} : { pid: agent.child.pid }),
+    ...wranglerOf(gateway, port),
     stop: async () => {
       await agent.stop();
       await gateway.stop();

@@ -1,6 +1,12 @@
 import { describe, expect, it } from "vitest";
 import type { LoadResult } from "../../../../bench/gpu/measure.ts";
-import { type Measured, mediansOverRounds, renderHotPathReport } from "../../../../bench/hot-path/report.ts";
+import {
+  type Measured,
+  mediansOverRounds,
+  PROXY_CPU,
+  renderHotPathReport,
+  WORKERD_CPU,
+} from "../../../../bench/hot-path/report.ts";
 
 // The hot-path report with --rounds: the host's drift between two measures minutes apart can exceed what a
 // change moves, so each target's ratio is read within a round and the report gives the median of those; a
@@ -230,5 +236,32 @@ describe("the relay anchor split at its hops", () => {
     expect(report).toContain("| relay-anchor-object | 40.1 · 25 · 50 |");
     expect(report).toContain("| relay-anchor-worker | 57.2 · 17.5 · 35 |");
     expect(render([mlp(1, false, 100), mlp(1, true, 600)])).not.toContain("stopped at");
+  });
+});
+
+describe("workerd's CPU behind wrangler dev", () => {
+  const tiny = (target: string, workerdCpu: number, round: number): Measured => ({
+    model: "mlp",
+    target,
+    encoding: "json",
+    batched: false,
+    load: load(1, 200, 5),
+    phases: { [WORKERD_CPU]: workerdCpu, [PROXY_CPU]: 1.5 },
+    round,
+  });
+
+  it("reads the gateway's Worker and objects against the relay anchor's within each round", () => {
+    const report = render([
+      tiny("gateway", 3.4, 1),
+      tiny("relay-anchor", 2.6, 1),
+      tiny("gateway", 3.5, 2),
+      tiny("relay-anchor", 2.5, 2),
+    ]);
+    const what =
+      "tiny JSON: workerd's CPU per answer (the Worker and its Durable Objects), the gateway's minus the relay anchor's (ms)";
+    expect(targetLine(report, what)).toBe(`| ${what} | 0.9 (0.8–1, 2 rounds) | – | – |`);
+    // Both columns in the table of where the time goes.
+    expect(report).toContain(`| path, clients | ${WORKERD_CPU} | ${PROXY_CPU} |`);
+    expect(render([tiny("gateway", 3.4, 1)])).toContain(`| ${what} | not measured | – | – |`);
   });
 });
