@@ -30,10 +30,11 @@ export async function startStandaloneAgent(args: string[], timeoutMs = 60_000): 
   child.stderr?.setEncoding("utf8");
   child.stdout?.resume();
   const url = await new Promise<string>((resolve, reject) => {
-    const timer = setTimeout(
-      () => reject(new Error(`agent not ready in ${timeoutMs} ms:\n${stderr}`)),
-      timeoutMs,
-    );
+    const timer = setTimeout(() => {
+      // Not left running once its test gave up on it (it would outlive the test run, holding its port).
+      child.kill("SIGKILL");
+      reject(new Error(`agent not ready in ${timeoutMs} ms:\n${stderr}`));
+    }, timeoutMs);
     let listening: string | undefined;
     child.stderr?.on("data", (chunk: string) => {
       stderr += chunk;

@@ -138,7 +138,13 @@ export async function startGrpcAgent(extra: string[]): Promise<GrpcAgent> {
     "0",
     ...extra,
   ]);
-  return { agent, client: inferenceClient(grpcAddressIn(agent.log())) };
+  try {
+    return { agent, client: inferenceClient(grpcAddressIn(agent.log())) };
+  } catch (error) {
+    // Its caller never gets it to stop.
+    await agent.stop();
+    throw error;
+  }
 }
 
 /** Closes the client and stops the agent (either may be missing where the start failed). */
