@@ -122,16 +122,6 @@ export async function startGrpcTransport(options: GrpcTransportOptions): Promise
   const sessions = new Set<Http2Session>();
   const calls = new Set<Call>();
   let closing = false;
-  // Calls still receiving a request are looked at a few times per limit, not each with a timer of its own.
-  const receiveTimeoutMs = options.receiveTimeoutMs ?? REQUEST_RECEIVE_MS;
-  const sweep = setInterval(
-    () => {
-      const now = performance.now();
-      for (const call of calls) call.cutIfStillReceiving(now, receiveTimeoutMs);
-    },
-    Math.max(10, Math.min(receiveTimeoutMs / 4, 10_000)),
-  );
-  sweep.unref();
 
   server.on("session", (session) => {
     sessions.add(session);
@@ -157,6 +147,16 @@ export async function startGrpcTransport(options: GrpcTransportOptions): Promise
     );
   });
   server.on("error", (error) => options.onInternalError("(server)", error));
+  // Calls still receiving a request are looked at a few times per limit, not each with a timer of its own.
+  const receiveTimeoutMs = options.receiveTimeoutMs ?? REQUEST_RECEIVE_MS;
+  const sweep = setInterval(
+    () => {
+      const now = performance.now();
+      for (const call of calls) call.cutIfStillReceiving(now, receiveTimeoutMs);
+    },
+    Math.max(10, Math.min(receiveTimeoutMs / 4, 10_000)),
+  );
+  sweep.unref();
 
   return {
     port: address.port,
