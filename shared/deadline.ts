@@ -49,10 +49,7 @@ export class Deadline {
 
   /** The 504 a client gets when the deadline passes `while` something happened ("waiting for a replica"). */
   exceeded(what: string): SwitchyardError {
-    return new SwitchyardError(
-      "deadline_exceeded",
-      `${what} within the request's deadline of ${this.budgetMs} ms`,
-    );
+    return new SwitchyardError("deadline_exceeded", `${what} ${withinBudget(this.budgetMs)}`);
   }
 
   /**
@@ -90,6 +87,15 @@ export class Deadline {
       },
     };
   }
+}
+
+/**
+ * How a 504's message names the deadline it missed: "within the request's deadline of 1.5 ms", the budget to
+ * the microsecond at most, as a client wrote it (X-Request-Timeout: 0.0015) rather than as floating point
+ * computed it from seconds (0.0010000000000000002 s read 1.0000000000000002 ms).
+ */
+export function withinBudget(budgetMs: number): string {
+  return `within the request's deadline of ${Number(budgetMs.toFixed(3))} ms`;
 }
 
 /** A deadline shorter than this could only ever end in a 504: it is refused as bad input instead. */

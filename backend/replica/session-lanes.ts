@@ -6,6 +6,7 @@
  * metrics.
  */
 import type { MessagePort } from "node:worker_threads";
+import { withinBudget } from "../../shared/deadline.ts";
 import { badInput, SwitchyardError } from "../../shared/errors.ts";
 import type { Tensor } from "../../shared/oip/tensor.ts";
 import { inputBuffers } from "../server/intake-protocol.ts";
@@ -177,7 +178,7 @@ export class SessionLanes {
       if (Date.now() >= call.deadlineAt) {
         throw new SwitchyardError(
           "deadline_exceeded",
-          `'${this.#settings?.model ?? ""}' could not start within the request's deadline of ${call.budgetMs} ms`,
+          `'${this.#settings?.model ?? ""}' could not start ${withinBudget(call.budgetMs)}`,
         );
       }
       const ran = await executeOne(

@@ -56,6 +56,19 @@ describe("Deadline", () => {
     expect(Deadline.in(299, 1_000).exceeded("x").message).toMatch(/deadline of 299 ms/);
   });
 
+  test("a 504 names the budget as the client wrote it, to the microsecond, not as floating point computed it", () => {
+    // X-Request-Timeout: 0.0010000000000000002 (a generated header, fuzz-requests.test.ts) is 1.0000000000000002 ms.
+    const headers = {
+      get: (name: string) => (name === "x-request-timeout" ? "0.0010000000000000002" : null),
+    };
+    const fromSeconds = requestDeadline(headers, undefined, 60_000, 0);
+    expect(fromSeconds.exceeded("no replica became free").message).toBe(
+      "no replica became free within the request's deadline of 1 ms",
+    );
+    expect(Deadline.in(1.5004, 0).exceeded("x").message).toBe("x within the request's deadline of 1.5 ms");
+    expect(Deadline.in(2.0016, 0).exceeded("x").message).toBe("x within the request's deadline of 2.002 ms");
+  });
+
   test("its watch aborts at the deadline with the 504 a client gets, unless stopped first", async () => {
     vi.useFakeTimers();
     try {
