@@ -197,20 +197,23 @@ export function mediansOverRounds(results: readonly Measured[]): Measured[] {
   });
 }
 
-/** A measure's load among some results: model, path, encoding (any for raw), batching, clients. */
-type Finder = (
+/** A measure among some results: model, path, encoding (any for raw), batching, clients. */
+type RowFinder = (
   model: string,
   target: string,
   encoding: string,
   batched: boolean,
   concurrency: number,
-) => LoadResult | undefined;
+) => Measured | undefined;
+
+/** The same measure's load. */
+type Finder = (...measure: Parameters<RowFinder>) => LoadResult | undefined;
 
 /**
  * A load that answered nothing within its timed window (a window shorter than one batch's run, on a slow
  * host) has no figure to read: it counts as not measured, not as a ratio of 0.
  */
-function finderIn(results: readonly Measured[]): Finder {
+function rowFinderIn(results: readonly Measured[]): RowFinder {
   return (model, target, encoding, batched, concurrency) =>
     results.find(
       (row) =>
@@ -220,7 +223,12 @@ function finderIn(results: readonly Measured[]): Finder {
         row.batched === batched &&
         row.load.concurrency === concurrency &&
         answeredAny(row),
-    )?.load;
+    );
+}
+
+function finderIn(results: readonly Measured[]): Finder {
+  const find = rowFinderIn(results);
+  return (...measure) => find(...measure)?.load;
 }
 
 const answeredAny = (result: Measured) => result.load.completed > 0;
@@ -234,10 +242,13 @@ function targetChecks(
   rounds: readonly number[],
   medians: readonly Measured[],
 ): string[] {
-  const finders = rounds.map((each) => finderIn(all.filter((row) => (row.round ?? 1) === each)));
-  /** The measure in each round where both its sides were measured. */
+  const rowFinders = rounds.map((each) => rowFinderIn(all.filter((row) => (row.round ?? 1) === each)));
+  /** The measure in each round where both its sides were measured, read from whole rows (their phases). */
+  const perRoundRows = (measure: (find: RowFinder) => number | undefined): number[] =>
+    rowFinders.map(measure).filter((value): value is number => value !== undefined && Number.isFinite(value));
+  /** The same, read from their loads. */
   const perRound = (measure: (find: Finder) => number | undefined): number[] =>
-    finders.map(measure).filter((value): value is number => value !== undefined && Number.isFinite(value));
+    perRoundRows((find) => measure((...each) => find(...each)?.load));
   const lines = [
     "## Targets (ratios from this run)",
     "",
@@ -374,21 +385,11 @@ function targetChecks(
     perRound(p50Minus(["mlp", "gateway", "json"], ["mlp", "relay-anchor", "json"])),
   );
   // The same by CPU: what the Worker and its Durable Objects cost workerd per answer, beyond the relay anchor's.
-  const workerdCpu = (target: string) => (pass: number) =>
-    all.find(
-      (row) =>
-        (row.round ?? 1) === pass &&
-        row.model === "mlp" &&
-        row.target === target &&
-        row.encoding === "json" &&
-        !row.batched &&
-        row.load.concurrency === 1,
-    )?.phases[WORKERD_CPU];
+  const workerdCpu = (find: RowFinder, target: string) =>
+    find("mlp", target, "json", false, 1)?.phases[WORKERD_CPU];
   show(
     "tiny JSON: workerd's CPU per answer (the Worker and its Durable Objects), the gateway's minus the relay anchor's (ms)",
-    rounds
-      .map((each) => difference(workerdCpu("gateway")(each), workerdCpu("relay-anchor")(each)))
-      .filter((value): value is number => value !== undefined && Number.isFinite(value)),
+    perRoundRows((find) => difference(workerdCpu(find, "gateway"), workerdCpu(find, "relay-anchor"))),
   );
   show(
     `4.9 MB binary (${big}) through the relay anchor, p50 minus the anchor's (ms)`,
