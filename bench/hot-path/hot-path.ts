@@ -55,6 +55,7 @@ import {
   tensorValue,
   toBytes,
 } from "../../scripts/lib/onnx-builder.ts";
+import { LOCAL_TRACES } from "../../scripts/lib/wrangler-dev.ts";
 import { decodeInferResponse, encodeInferRequest } from "../../shared/oip/codec.ts";
 import type { Tensor } from "../../shared/oip/tensor.ts";
 import { machineLabel } from "../gpu/machine.ts";
@@ -629,6 +630,7 @@ async function main(): Promise<void> {
     results,
     ortVersion: ort.env.versions.common,
     grpcChannels,
+    localTraces: LOCAL_TRACES,
   });
   writeFileSync(join(outDir, `hot-path-${device.kind}.md`), report);
   writeFileSync(

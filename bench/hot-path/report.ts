@@ -47,6 +47,11 @@ export interface HotPathReport {
   before?: Measured[];
   /** The channels gRPC's calls were spread over (--grpc-channels); absent in results from before it: 1. */
   grpcChannels?: number;
+  /**
+   * X_LOCAL_OBSERVABILITY of the `wrangler dev` targets (scripts/lib/wrangler-dev.ts LOCAL_TRACES): whether
+   * wrangler stored a trace of each of their events; absent in results from before it (on, wrangler's default).
+   */
+  localTraces?: string;
 }
 
 const TARGETS = [
@@ -90,6 +95,14 @@ export function renderHotPathReport(report: HotPathReport): string {
     "raw: `session.run` in process. anchor: a minimal `node:http` server around the same session (bench/hot-path/anchor-server.ts), the floor of any Node server. anchor-threads: the same with its HTTP on threads of its own and the session on its main thread (a hop each way; the MLP only). http-floor: anchor-threads answering a repeated request from memory (no session, no hop; the MLP only): what HTTP alone costs on this host with as many threads beside this client. grpc-anchor: the anchor serving ModelInfer over gRPC instead (@grpc/grpc-js, raw_input_contents in, raw_output_contents out), what a general Node gRPC library costs (the agent serves gRPC on its own node:http2 transport). agent: `switchyard-agent --standalone` (HTTP on its intake threads, --http-threads' default here); agent-main: the same with `--http-threads 0` (HTTP on its main thread, as before intake threads). gateway: the agent behind `wrangler dev` (its local proxy included). relay-anchor: the smallest Worker and Durable Object that relay a request over a websocket to a process that dialed in (bench/hot-path/relay-anchor/worker.ts; no auth, validation, routing or registry), in `wrangler dev` too, with the anchor server behind it: the floor of any gateway of this shape on the same workerd. relay-anchor-object: the same request's bytes only as far as its Durable Object (by RPC, as many bytes answered as the real answer had; no websocket, no peer, no inference); relay-anchor-worker: only as far as its Worker (wrangler dev's proxy and a Worker reading the body). Same session options everywhere; every path's outputs were checked bit for bit against a direct run before it was timed. Closed loops: each client sends its next request when its last one is answered.",
     "",
   );
+  if (
+    report.localTraces !== undefined &&
+    report.results.some((result) => result.target.includes("relay") || result.target === "gateway")
+  )
+    lines.push(
+      `The \`wrangler dev\` targets ran with X_LOCAL_OBSERVABILITY=${report.localTraces}: wrangler's local trace collector (which stores a trace of every event of the Worker and its objects in SQLite) ${report.localTraces === "true" ? "on" : "off"}, as every \`wrangler dev\` this project starts unless told otherwise (scripts/lib/wrangler-dev.ts).`,
+      "",
+    );
   if (rounds.length > 1)
     lines.push(
       `${rounds.length} rounds, each measuring every path in turn (so that the host's drift reaches them all alike): each figure below is its median over the rounds, each target's ratio the median of the ratios of each round, with their range (a round in which a measure answered nothing within its window is left out of both).`,

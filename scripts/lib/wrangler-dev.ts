@@ -13,8 +13,24 @@ export const REPO_ROOT = repositoryRoot(import.meta.dirname);
 export const WRANGLER_JS = join(REPO_ROOT, "node_modules", "wrangler", "bin", "wrangler.js");
 export const WRANGLER_CONFIG = join(REPO_ROOT, "wrangler.toml");
 
-/** No telemetry, no prompts, no colours in what it prints. */
-export const WRANGLER_ENV = { WRANGLER_SEND_METRICS: "false", CI: "true", NO_COLOR: "1" } as const;
+/**
+ * Whether `wrangler dev` collects local traces: X_LOCAL_OBSERVABILITY as the environment sets it, else off.
+ * wrangler (4.x) turns its trace collector on by default: every event of the Worker and its objects (each
+ * request, RPC call, websocket message, timer) streams to a collector that writes its spans to SQLite, for
+ * wrangler's local explorer. On the 2-core machine that tripled what workerd spent per tiny inference
+ * through the gateway (3.0-3.1 ms of CPU against 1.3) and added 1.5 ms at p50 (4.8 against 3.3), the
+ * relay anchor's and the floor's requests likewise (bench/results/hot-path-cpu-local-traces.md): a cost no
+ * deployed gateway has. `X_LOCAL_OBSERVABILITY=true npm start` brings the traces back.
+ */
+export const LOCAL_TRACES = process.env.X_LOCAL_OBSERVABILITY ?? "false";
+
+/** No telemetry, no prompts, no colours in what it prints; local traces as LOCAL_TRACES says. */
+export const WRANGLER_ENV = {
+  WRANGLER_SEND_METRICS: "false",
+  CI: "true",
+  NO_COLOR: "1",
+  X_LOCAL_OBSERVABILITY: LOCAL_TRACES,
+} as const;
 
 export interface WranglerDevOptions {
   /** The name its output is reported under. */

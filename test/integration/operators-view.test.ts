@@ -1,6 +1,7 @@
 import { mkdirSync } from "node:fs";
 import { join } from "node:path";
 import { beforeAll, describe, expect, test } from "vitest";
+import { LOCAL_TRACES } from "../../scripts/lib/wrangler-dev.ts";
 import { QueueClient } from "../../shared/queue/queue-client.ts";
 import { MULTIPLEX_MODELS } from "../fixtures/paths.ts";
 import { sample } from "../support/prometheus-text.ts";
@@ -222,6 +223,31 @@ describe("dashboard", () => {
       ]);
     } finally {
       await browser.close();
+    }
+  });
+});
+
+describe("wrangler dev as the project starts it", () => {
+  test("stores no local traces unless X_LOCAL_OBSERVABILITY asks for them", async () => {
+    // wrangler's trace collector stores every event of the Worker and its objects, which costs a tiny request
+    // most of workerd's CPU (scripts/lib/wrangler-dev.ts): off, its query API says it is not enabled.
+    await serve(FIRST, 1);
+    const response = await fetch(`${gateway.url}/cdn-cgi/local/explorer/api/local/observability/query`, {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ sql: "SELECT count(*) FROM spans" }),
+    });
+    const answer = (await response.json()) as {
+      errors: { code: number }[];
+      result: { rows: number[][] } | null;
+    };
+    if (LOCAL_TRACES === "true") {
+      expect(response.status).toBe(200);
+      expect(answer.result?.rows[0]?.[0]).toBeGreaterThan(0);
+    } else {
+      expect(response.status).toBe(404);
+      // wrangler's "Local observability is not enabled for this dev session."
+      expect(answer.errors.map((error) => error.code)).toEqual([10130]);
     }
   });
 });

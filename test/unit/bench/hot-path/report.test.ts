@@ -265,3 +265,33 @@ describe("workerd's CPU behind wrangler dev", () => {
     expect(render([tiny("gateway", 3.4, 1)])).toContain(`| ${what} | not measured | – | – |`);
   });
 });
+
+describe("wrangler dev's local traces", () => {
+  const gateway: Measured = { ...mlp(1, false, 100), target: "gateway", encoding: "json" };
+  const withTraces = (localTraces: string | undefined, results: Measured[]) =>
+    renderHotPathReport({
+      device: "cpu",
+      machine: "test host",
+      command: "npm run bench:hot-path",
+      date: "2026-12-05",
+      seconds: 1,
+      cases: [{ name: "mlp", label: "MLP" }],
+      concurrencies: [32],
+      results,
+      ortVersion: "1.29.0",
+      ...(localTraces === undefined ? {} : { localTraces }),
+    });
+
+  it("says whether wrangler stored a trace of each event, where a wrangler dev target ran", () => {
+    expect(withTraces("false", [gateway])).toContain(
+      "ran with X_LOCAL_OBSERVABILITY=false: wrangler's local trace collector (which stores a trace of every event of the Worker and its objects in SQLite) off",
+    );
+    expect(withTraces("true", [gateway])).toContain(
+      "X_LOCAL_OBSERVABILITY=true: wrangler's local trace collector",
+    );
+    expect(withTraces("true", [gateway])).toContain("in SQLite) on,");
+    // Nothing ran behind wrangler dev, or the results predate the setting: no such line.
+    expect(withTraces("false", [mlp(1, false, 100)])).not.toContain("X_LOCAL_OBSERVABILITY");
+    expect(withTraces(undefined, [gateway])).not.toContain("X_LOCAL_OBSERVABILITY");
+  });
+});
