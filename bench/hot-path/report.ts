@@ -54,6 +54,11 @@ export interface HotPathReport {
   localTraces?: string;
 }
 
+/** Whether a result's path went through `wrangler dev`: the gateway and the relay anchor's. */
+function behindWrangler(row: Pick<Measured, "target">): boolean {
+  return row.target === "gateway" || row.target.startsWith("relay-anchor");
+}
+
 const TARGETS = [
   "raw",
   "anchor",
@@ -95,10 +100,7 @@ export function renderHotPathReport(report: HotPathReport): string {
     "raw: `session.run` in process. anchor: a minimal `node:http` server around the same session (bench/hot-path/anchor-server.ts), the floor of any Node server. anchor-threads: the same with its HTTP on threads of its own and the session on its main thread (a hop each way; the MLP only). http-floor: anchor-threads answering a repeated request from memory (no session, no hop; the MLP only): what HTTP alone costs on this host with as many threads beside this client. grpc-anchor: the anchor serving ModelInfer over gRPC instead (@grpc/grpc-js, raw_input_contents in, raw_output_contents out), what a general Node gRPC library costs (the agent serves gRPC on its own node:http2 transport). agent: `switchyard-agent --standalone` (HTTP on its intake threads, --http-threads' default here); agent-main: the same with `--http-threads 0` (HTTP on its main thread, as before intake threads). gateway: the agent behind `wrangler dev` (its local proxy included). relay-anchor: the smallest Worker and Durable Object that relay a request over a websocket to a process that dialed in (bench/hot-path/relay-anchor/worker.ts; no auth, validation, routing or registry), in `wrangler dev` too, with the anchor server behind it: the floor of any gateway of this shape on the same workerd. relay-anchor-object: the same request's bytes only as far as its Durable Object (by RPC, as many bytes answered as the real answer had; no websocket, no peer, no inference); relay-anchor-worker: only as far as its Worker (wrangler dev's proxy and a Worker reading the body). Same session options everywhere; every path's outputs were checked bit for bit against a direct run before it was timed. Closed loops: each client sends its next request when its last one is answered.",
     "",
   );
-  if (
-    report.localTraces !== undefined &&
-    report.results.some((result) => result.target.includes("relay") || result.target === "gateway")
-  )
+  if (report.localTraces !== undefined && report.results.some(behindWrangler))
     lines.push(
       `The \`wrangler dev\` targets ran with X_LOCAL_OBSERVABILITY=${report.localTraces}: wrangler's local trace collector (which stores a trace of every event of the Worker and its objects in SQLite) ${report.localTraces === "true" ? "on" : "off"}, as every \`wrangler dev\` this project starts unless told otherwise (scripts/lib/wrangler-dev.ts).`,
       "",
@@ -378,9 +380,7 @@ function targetChecks(
     (v) => v <= 2,
   );
   // det's bytes: the io model where it ran (no compute to blur the difference), else det itself.
-  const throughWrangler = (row: Measured) =>
-    row.target === "gateway" || row.target.startsWith("relay-anchor");
-  const big = all.some((row) => row.model === "io" && throughWrangler(row)) ? "io" : "det";
+  const big = all.some((row) => row.model === "io" && behindWrangler(row)) ? "io" : "det";
   check(
     `4.9 MB binary (${big}) through wrangler dev, p50 minus the agent's (ms)`,
     perRound(p50Minus([big, "gateway", "binary"], [big, "agent", "binary"])),

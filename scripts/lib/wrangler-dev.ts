@@ -17,10 +17,11 @@ export const WRANGLER_CONFIG = join(REPO_ROOT, "wrangler.toml");
  * Whether `wrangler dev` collects local traces: X_LOCAL_OBSERVABILITY as the environment sets it, else off.
  * wrangler (4.x) turns its trace collector on by default: every event of the Worker and its objects (each
  * request, RPC call, websocket message, timer) streams to a collector that writes its spans to SQLite, for
- * wrangler's local explorer. On the 2-core machine that tripled what workerd spent per tiny inference
- * through the gateway (3.0-3.1 ms of CPU against 1.3) and added 1.5 ms at p50 (4.8 against 3.3), the
+ * wrangler's local explorer. On the 2-core machine that more than doubled what workerd spent per tiny
+ * inference through the gateway (3.0 ms of CPU against 1.3) and added 1.4 ms at p50 (4.8 against 3.4), the
  * relay anchor's and the floor's requests likewise (bench/results/hot-path-cpu-local-traces.md): a cost no
- * deployed gateway has. `X_LOCAL_OBSERVABILITY=true npm start` brings the traces back.
+ * deployed gateway has. `X_LOCAL_OBSERVABILITY=true npm start` brings the traces back (wrangler takes
+ * "true" or "false" and refuses anything else).
  */
 export const LOCAL_TRACES = process.env.X_LOCAL_OBSERVABILITY ?? "false";
 
