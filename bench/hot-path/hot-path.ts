@@ -635,7 +635,7 @@ async function main(): Promise<void> {
   writeFileSync(join(outDir, `hot-path-${device.kind}.md`), report);
   writeFileSync(
     join(outDir, `hot-path-${device.kind}.json`),
-    JSON.stringify({ machine, command, results }, null, 1),
+    JSON.stringify({ machine, command, localTraces: LOCAL_TRACES, results }, null, 1),
   );
   log(`wrote ${join(outDir, `hot-path-${device.kind}.md`)}`);
 }

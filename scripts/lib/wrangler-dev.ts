@@ -21,9 +21,9 @@ export const WRANGLER_CONFIG = join(REPO_ROOT, "wrangler.toml");
  * inference through the gateway (3.0 ms of CPU against 1.3) and added 1.4 ms at p50 (4.8 against 3.4), the
  * relay anchor's and the floor's requests likewise (bench/results/hot-path-cpu-local-traces.md): a cost no
  * deployed gateway has. `X_LOCAL_OBSERVABILITY=true npm start` brings the traces back (wrangler takes
- * "true" or "false" and refuses anything else).
+ * "true" or "false" in any case and refuses anything else; lower-cased here, as the report and tests read it).
  */
-export const LOCAL_TRACES = process.env.X_LOCAL_OBSERVABILITY ?? "false";
+export const LOCAL_TRACES = (process.env.X_LOCAL_OBSERVABILITY ?? "false").toLowerCase();
 
 /** No telemetry, no prompts, no colours in what it prints; local traces as LOCAL_TRACES says. */
 export const WRANGLER_ENV = {
