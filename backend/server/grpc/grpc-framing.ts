@@ -22,6 +22,8 @@ const POOLED_FROM_BYTES = 64 * 1024;
 
 /** A request message as it arrived. */
 export interface ReceivedMessage {
+  /** Its length as it came (compressed, when it was). */
+  bytes: number;
   /**
    * Its bytes, uncompressed: decompressed on libuv's threads (a multi-megabyte gzip would hold the main
    * thread, and every other call on it, for tens of milliseconds); a failure is the call's status.
@@ -58,6 +60,11 @@ export class MessageReader {
   /** Whether a message has begun and not ended. */
   get partial(): boolean {
     return this.#prefixFill > 0 || this.#length !== undefined;
+  }
+
+  /** The bytes received of a message not yet whole (0 between messages). */
+  get partialBytes(): number {
+    return this.#length === undefined ? this.#prefixFill : PREFIX_BYTES + this.#bodyFill;
   }
 
   /** The messages `chunk` completes, in order; a message past the limit fails the call. */
@@ -122,7 +129,7 @@ export class MessageReader {
       if (pooled !== undefined && !released) requestBuffers.release(pooled);
       released = true;
     };
-    if (!compressed) return { read: async () => body, release };
+    if (!compressed) return { bytes: length, read: async () => body, release };
     if (this.#encoding === "identity") {
       release();
       throw new GrpcFailure(
@@ -133,7 +140,7 @@ export class MessageReader {
     // Decompressed once, into a buffer of its own: the compressed one goes back to the pool when that is done.
     const decompressed = this.#decompress(this.#encoding, body).finally(release);
     decompressed.catch(() => {});
-    return { read: () => decompressed, release: () => {} };
+    return { bytes: length, read: () => decompressed, release: () => {} };
   }
 
   async #decompress(encoding: "gzip" | "deflate", body: Buffer): Promise<Buffer> {

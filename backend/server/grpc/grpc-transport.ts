@@ -17,6 +17,7 @@ import {
   type ReceivedMessage,
 } from "./grpc-framing.ts";
 import { GrpcFailure, GrpcStatus } from "./grpc-status.ts";
+import { ReceiveBudget } from "./receive-budget.ts";
 
 /**
  * The agent's gRPC server on node:http2 directly. A general gRPC library (@grpc/grpc-js) gathers every
@@ -76,6 +77,8 @@ export interface GrpcTransportOptions {
   maxMessageBytes: number;
   /** How long a request may take to arrive (REQUEST_RECEIVE_MS by default; tests shorten it). */
   receiveTimeoutMs?: number;
+  /** What one connection's calls may hold of request messages (receiveBudgetBytes() by default). */
+  receiveBudgetBytes?: number;
   /** A failure of the agent's own (not the client's), for the log. */
   onInternalError(path: string, error: unknown): void;
 }
@@ -105,6 +108,16 @@ const MAX_TIMER_MS = 2 ** 31 - 1;
  */
 export const REQUEST_RECEIVE_MS = 300_000;
 
+/**
+ * What one connection's calls may hold of request messages arriving or not yet answered (receive-budget.ts)
+ * unless told otherwise: two of the largest messages, and at least 64 MiB, so that a client's calls of
+ * detection-sized tensors (4.9 MB) go on a dozen at a time and a client of many streams cannot make the
+ * agent hold more.
+ */
+export function receiveBudgetBytes(maxMessageBytes: number): number {
+  return Math.max(2 * maxMessageBytes, 64 * 1024 * 1024);
+}
+
 const RESPONSE_HEADERS = {
   ":status": 200,
   "content-type": "application/grpc+proto",
@@ -121,10 +134,13 @@ export async function startGrpcTransport(options: GrpcTransportOptions): Promise
   });
   const sessions = new Set<Http2Session>();
   const calls = new Set<Call>();
+  const budgets = new WeakMap<Http2Session, ReceiveBudget<Call>>();
+  const budgetBytes = options.receiveBudgetBytes ?? receiveBudgetBytes(options.maxMessageBytes);
   let closing = false;
 
   server.on("session", (session) => {
     sessions.add(session);
+    budgets.set(session, new ReceiveBudget(budgetBytes));
     session.once("close", () => sessions.delete(session));
     session.on("error", () => {});
     session.setLocalWindowSize(CONNECTION_WINDOW_BYTES);
@@ -133,7 +149,9 @@ export async function startGrpcTransport(options: GrpcTransportOptions): Promise
     stream.on("error", () => {});
     const route = routeOf(stream, headers, options.routes);
     if (route === undefined) return;
-    const call = new Call(stream, headers, route, options, () => closing);
+    // A stream's session is its connection's, whose budget was made as it opened.
+    const budget = budgets.get(stream.session as Http2Session) ?? new ReceiveBudget<Call>(budgetBytes);
+    const call = new Call(stream, headers, route, options, () => closing, budget);
     calls.add(call);
     stream.once("close", () => calls.delete(call));
   });
@@ -232,6 +250,9 @@ class Call {
   readonly #controller = new AbortController();
   readonly #call: GrpcCall;
   readonly #closing: () => boolean;
+  readonly #budget: ReceiveBudget<Call>;
+  /** Why the stream is not read now: its client's window for answers is full, or its connection's budget. */
+  readonly #pausedFor = new Set<"drain" | "budget">();
   #responded = false;
   #finished = false;
   #deadlineTimer: NodeJS.Timeout | undefined;
@@ -256,11 +277,13 @@ class Call {
     route: GrpcRoute,
     options: GrpcTransportOptions,
     closing: () => boolean,
+    budget: ReceiveBudget<Call>,
   ) {
     this.#stream = stream;
     this.#route = route;
     this.#options = options;
     this.#closing = closing;
+    this.#budget = budget;
     const path = String(headers[":path"]);
     // (routeOf refused any other encoding.)
     const encoding = String(headers["grpc-encoding"] ?? "identity");
@@ -320,12 +343,20 @@ class Call {
 
   #read(chunk: Buffer): void {
     if (this.#finished) return;
-    let messages: ReceivedMessage[];
+    const wasPartial = this.#reader.partial;
+    let received: ReceivedMessage[];
     try {
-      messages = this.#reader.push(chunk);
+      received = this.#reader.push(chunk);
     } catch (error) {
       this.#finish(error);
       return;
+    }
+    // Held against the connection's budget until released, as what is still arriving is.
+    const messages = received.map((message) => this.#held(message));
+    this.#budget.arriving(this, this.#reader.partialBytes, !wasPartial || received.length > 0);
+    if (!this.#budget.mayRead(this)) {
+      this.#pause("budget");
+      this.#budget.wait(this, () => this.#resume("budget"));
     }
     // A stream's message is arriving from its first bytes until it is whole (a unary call's, until its end).
     if (this.#route.kind === "ordered-stream") {
@@ -348,6 +379,29 @@ class Call {
         );
       }
     }
+  }
+
+  /** `message`, whose release also gives its bytes back to the connection's budget. */
+  #held(message: ReceivedMessage): ReceivedMessage {
+    const giveBack = this.#budget.holdWhole(message.bytes);
+    return {
+      bytes: message.bytes,
+      read: () => message.read(),
+      release: () => {
+        giveBack();
+        message.release();
+      },
+    };
+  }
+
+  #pause(reason: "drain" | "budget"): void {
+    this.#pausedFor.add(reason);
+    this.#stream.pause();
+  }
+
+  #resume(reason: "drain" | "budget"): void {
+    this.#pausedFor.delete(reason);
+    if (this.#pausedFor.size === 0 && !this.#finished) this.#stream.resume();
   }
 
   #clientEnded(): void {
@@ -414,10 +468,10 @@ class Call {
           // A client that stops reading stops being read until it catches up.
           if (!this.#send(pieces) && !this.#awaitingDrain) {
             this.#awaitingDrain = true;
-            this.#stream.pause();
+            this.#pause("drain");
             this.#stream.once("drain", () => {
               this.#awaitingDrain = false;
-              this.#stream.resume();
+              this.#resume("drain");
             });
           }
           this.#settle();
@@ -509,6 +563,7 @@ class Call {
   #cleanUp(abandoned: SwitchyardError | undefined): void {
     clearTimeout(this.#deadlineTimer);
     this.#reader.discard();
+    this.#budget.forget(this);
     for (const message of this.#received.splice(0)) message.release();
     if (abandoned !== undefined) this.#controller.abort(abandoned);
   }

@@ -5,6 +5,7 @@ import { GrpcStatus } from "../../../../backend/server/grpc/grpc-status.ts";
 import {
   type GrpcRoute,
   type GrpcTransport,
+  receiveBudgetBytes,
   startGrpcTransport,
 } from "../../../../backend/server/grpc/grpc-transport.ts";
 
@@ -23,16 +24,24 @@ let transport: GrpcTransport;
 let client: ClientHttp2Session;
 const internalErrors: unknown[] = [];
 
-beforeAll(async () => {
-  transport = await startGrpcTransport({
+/** A transport on a free port with messages of up to 1 MiB, and a client connected to it. */
+async function serve(
+  served: ReadonlyMap<string, GrpcRoute>,
+  limits: { receiveTimeoutMs?: number; receiveBudgetBytes?: number },
+): Promise<{ transport: GrpcTransport; client: ClientHttp2Session }> {
+  const started = await startGrpcTransport({
     host: "127.0.0.1",
     port: 0,
-    routes,
+    routes: served,
     maxMessageBytes: 1024 * 1024,
-    receiveTimeoutMs: RECEIVE_MS,
+    ...limits,
     onInternalError: (_path, error) => internalErrors.push(error),
   });
-  client = connect(`http://127.0.0.1:${transport.port}`);
+  return { transport: started, client: connect(`http://127.0.0.1:${started.port}`) };
+}
+
+beforeAll(async () => {
+  ({ transport, client } = await serve(routes, { receiveTimeoutMs: RECEIVE_MS }));
 });
 
 afterAll(async () => {
@@ -53,9 +62,13 @@ interface Ended {
  * Opens a call, hands it to `drive`, and resolves with its status once the server ended its side (the
  * client's may stay open: what it sends after is read and dropped).
  */
-function call(path: string, drive: (write: (bytes: Uint8Array) => void, end: () => void) => void) {
+function call(
+  path: string,
+  drive: (write: (bytes: Uint8Array) => void, end: () => void) => void,
+  on: ClientHttp2Session = client,
+) {
   const started = performance.now();
-  const stream = client.request({ ":method": "POST", ":path": path, "content-type": "application/grpc" });
+  const stream = on.request({ ":method": "POST", ":path": path, "content-type": "application/grpc" });
   const received: Buffer[] = [];
   let status: IncomingHttpHeaders = {};
   stream.on("response", (headers) => {
@@ -146,5 +159,108 @@ describe("a request that does not finish arriving", () => {
       next();
     });
     expect(await ended).toMatchObject({ status: String(GrpcStatus.OK), answers: ["patience"] });
+  });
+});
+
+describe("what one connection's calls may hold of their requests", () => {
+  // A budget of 1 MiB and messages of 600 KB: two whole ones are over it. The handler holds each request
+  // until the test lets it go, as a model busy with it would.
+  const BUDGET = 1024 * 1024;
+  const SIZE = 600_000;
+  let held: Array<{ bytes: number; answer: () => void }> = [];
+  let heldTransport: GrpcTransport;
+  let heldClient: ClientHttp2Session;
+  const budgetRoutes = new Map<string, GrpcRoute>([
+    [
+      "/test.Hold/Unary",
+      {
+        kind: "unary",
+        decode: (bytes: Buffer) => bytes,
+        handle: (request: unknown) =>
+          new Promise((resolve) => {
+            const bytes = request as Buffer;
+            held.push({ bytes: bytes.length, answer: () => resolve([Buffer.from(String(bytes[0]))]) });
+          }),
+      },
+    ],
+    ["/test.Echo/Unary", { kind: "unary", ...echo }],
+  ]);
+
+  beforeAll(async () => {
+    ({ transport: heldTransport, client: heldClient } = await serve(budgetRoutes, {
+      receiveBudgetBytes: BUDGET,
+    }));
+  });
+
+  afterAll(async () => {
+    heldClient.close();
+    await heldTransport.close(1000);
+  });
+
+  /** A unary call of one whole message of SIZE bytes, each byte `fill`. */
+  const sized = (path: string, fill: number) =>
+    call(
+      path,
+      (write, end) => {
+        write(Buffer.concat([messagePrefix(SIZE), Buffer.alloc(SIZE, fill)]));
+        end();
+      },
+      heldClient,
+    );
+
+  const until = async (what: () => boolean) => {
+    for (let waited = 0; !what(); waited += 10) {
+      if (waited > 5000) throw new Error("waited 5 s");
+      await new Promise((resolve) => setTimeout(resolve, 10));
+    }
+  };
+
+  test("requests held by their handlers stop the connection's other calls from being read until answered", async () => {
+    held = [];
+    const calls = [1, 2, 3, 4].map((fill) => sized("/test.Hold/Unary", fill));
+    await until(() => held.length >= 1);
+    // The first whole request is held and the others are over the budget: none of them reaches a handler.
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    expect(held.map((request) => request.bytes)).toEqual([SIZE]);
+    // Each answer lets the next one in; all four are answered, each with its own bytes.
+    for (let answered = 0; answered < 4; answered += 1) {
+      await until(() => held.length > answered);
+      held[answered]?.answer();
+    }
+    const results = await Promise.all(calls.map((one) => one.ended));
+    expect(results.map((result) => result.status)).toEqual(["0", "0", "0", "0"]);
+    expect(results.map((result) => result.answers[0]).sort()).toEqual(["1", "2", "3", "4"]);
+    expect(held.map((request) => request.bytes)).toEqual([SIZE, SIZE, SIZE, SIZE]);
+  });
+
+  test("calls whose messages arrive side by side, together over the budget before any is whole, are all answered", async () => {
+    // The first halves of four messages are over the budget with none of them whole, so no answer will free
+    // anything: the message that began first goes on, and the connection never stops.
+    const rests: Array<() => void> = [];
+    const calls = [5, 6, 7, 8].map((fill) =>
+      call(
+        "/test.Echo/Unary",
+        (write, end) => {
+          const bytes = Buffer.concat([messagePrefix(SIZE), Buffer.alloc(SIZE, fill)]);
+          write(bytes.subarray(0, SIZE / 2));
+          rests.push(() => {
+            write(bytes.subarray(SIZE / 2));
+            end();
+          });
+        },
+        heldClient,
+      ),
+    );
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    for (const rest of rests) rest();
+    const results = await Promise.all(calls.map((one) => one.ended));
+    expect(results.map((result) => result.status)).toEqual(["0", "0", "0", "0"]);
+    expect(results.map((result) => result.answers[0]?.length)).toEqual([SIZE, SIZE, SIZE, SIZE]);
+  });
+
+  test("by default, two of the largest messages and at least 64 MiB", () => {
+    expect(receiveBudgetBytes(32 * 1024 * 1024)).toBe(64 * 1024 * 1024);
+    expect(receiveBudgetBytes(100 * 1024 * 1024)).toBe(200 * 1024 * 1024);
+    expect(receiveBudgetBytes(1024)).toBe(64 * 1024 * 1024);
   });
 });
