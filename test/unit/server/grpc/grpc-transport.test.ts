@@ -258,6 +258,29 @@ describe("what one connection's calls may hold of their requests", () => {
     expect(results.map((result) => result.answers[0]?.length)).toEqual([SIZE, SIZE, SIZE, SIZE]);
   });
 
+  test("a unary call whose message alone takes it over the budget is answered at its client's end", async () => {
+    // Its last bytes take the connection over the budget and its stream is no longer read, but its end still
+    // shows (Node ends a paused stream that has nothing left to read), and the answer frees the budget.
+    const whole = 1024 * 1024;
+    let end = () => {};
+    const paused = call(
+      "/test.Echo/Unary",
+      (write, ending) => {
+        write(Buffer.concat([messagePrefix(whole), Buffer.alloc(whole, 11)]));
+        end = ending;
+      },
+      heldClient,
+    );
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    end();
+    const result = await paused.ended;
+    expect(result.status).toBe("0");
+    expect(result.answers[0]?.length).toBe(whole);
+    // Nothing is left held: the next call is read and answered at once.
+    const next = await sized("/test.Echo/Unary", 12).ended;
+    expect(next.status).toBe("0");
+  });
+
   test("by default, two of the largest messages and at least 64 MiB", () => {
     expect(receiveBudgetBytes(32 * 1024 * 1024)).toBe(64 * 1024 * 1024);
     expect(receiveBudgetBytes(100 * 1024 * 1024)).toBe(200 * 1024 * 1024);
