@@ -241,10 +241,11 @@ function rowFinderIn(results: readonly Measured[]): RowFinder {
     );
 }
 
-function finderIn(results: readonly Measured[]): Finder {
-  const find = rowFinderIn(results);
-  return (...measure) => find(...measure)?.load;
-}
+/** A finder of rows as a finder of their loads. */
+const loadsOf =
+  (find: RowFinder): Finder =>
+  (...measure) =>
+    find(...measure)?.load;
 
 const answeredAny = (result: Measured) => result.load.completed > 0;
 
@@ -263,7 +264,7 @@ function targetChecks(
     rowFinders.map(measure).filter((value): value is number => value !== undefined && Number.isFinite(value));
   /** The same, read from their loads. */
   const perRound = (measure: (find: Finder) => number | undefined): number[] =>
-    perRoundRows((find) => measure((...each) => find(...each)?.load));
+    perRoundRows((find) => measure(loadsOf(find)));
   const lines = [
     "## Targets (ratios from this run)",
     "",
@@ -474,7 +475,7 @@ function targetChecks(
   }
   splitRelay("tiny JSON", "mlp", "json");
   splitRelay(`4.9 MB (${big})`, big, "binary");
-  const find = finderIn(medians);
+  const find = loadsOf(rowFinderIn(medians));
   const alone = find("mlp", "agent", "binary", false, 1)?.latency.p50;
   const mlpPlain = find("mlp", "agent", "binary", false, 32);
   if (alone !== undefined && mlpPlain !== undefined && alone > 0) {
