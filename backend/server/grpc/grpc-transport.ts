@@ -140,7 +140,6 @@ export async function startGrpcTransport(options: GrpcTransportOptions): Promise
 
   server.on("session", (session) => {
     sessions.add(session);
-    budgets.set(session, new ReceiveBudget(budgetBytes));
     session.once("close", () => sessions.delete(session));
     session.on("error", () => {});
     session.setLocalWindowSize(CONNECTION_WINDOW_BYTES);
@@ -149,8 +148,13 @@ export async function startGrpcTransport(options: GrpcTransportOptions): Promise
     stream.on("error", () => {});
     const route = routeOf(stream, headers, options.routes);
     if (route === undefined) return;
-    // A stream's session is its connection's, whose budget was made as it opened.
-    const budget = budgets.get(stream.session as Http2Session) ?? new ReceiveBudget<Call>(budgetBytes);
+    // One budget per connection, made with its first call.
+    const session = stream.session as Http2Session;
+    let budget = budgets.get(session);
+    if (budget === undefined) {
+      budget = new ReceiveBudget<Call>(budgetBytes);
+      budgets.set(session, budget);
+    }
     const call = new Call(stream, headers, route, options, () => closing, budget);
     calls.add(call);
     stream.once("close", () => calls.delete(call));
